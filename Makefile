@@ -1,0 +1,43 @@
+# Vigil. `make test` is what CI runs (.ci/run); it needs root for the real-kernel tests.
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+BIN       := bin/vigil
+STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
+SCHEDULES ?= 10000
+
+.PHONY: all build test test-short lint deps bench-supervisor sim demo clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/vigil
+
+# Everything CI checks: lint, then every test (root tests included when run as root).
+test: lint build
+	$(GO) test -count=1 -timeout 20m ./...
+
+test-short: build
+	$(GO) test -count=1 -short ./...
+
+lint:
+	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
+# System packages the tests use (Debian 12). Idempotent.
+deps:
+	./scripts/install-deps.sh
+
+bench-supervisor: build
+	$(GO) run ./bench/supervisor $(BENCHFLAGS)
+
+sim:
+	$(GO) run ./test/sim -schedules $(SCHEDULES)
+
+demo: build
+	./scripts/demo.sh
+
+clean:
+	rm -rf bin dist

@@ -1,0 +1,365 @@
+package cgroup
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// cfsPeriodUs is the CFS period Vigil uses for CPU caps (the kernel default).
+const cfsPeriodUs = 100000
+
+// Resources are the settings of one group. Zero values leave the kernel's
+// (inherited) setting alone.
+type Resources struct {
+	CPUWeight   uint64 // v2 cpu.weight (1..10000), v1 cpu.shares = weight*1024/100 clamped to [2, 262144]
+	CPUs        string // cpuset.cpus, "" = leave (inherit)
+	CPUMax      string // percent of one CPU, "150%" -> quota 150000 per 100000 period; "max" = no cap
+	MemoryMin   int64  // v2 memory.min and memory.low; not available on v1
+	MemoryMax   int64  // v2 memory.max, v1 memory.limit_in_bytes
+	PidsMax     int64  // pids.max
+	RTRuntimeUs int64  // v1 cpu.rt_runtime_us (CONFIG_RT_GROUP_SCHED); not available on v2
+}
+
+// setting is one interface file write of Apply.
+type setting struct {
+	ctrl, file, val string
+	budget          bool // raise the ancestors below the own cgroup to at least the children's sum
+}
+
+// cpuShares maps a v2 weight (default 100) to v1 shares (default 1024).
+func cpuShares(weight uint64) uint64 {
+	if weight > math.MaxUint64/1024 {
+		return 262144
+	}
+	return min(max(weight*1024/100, 2), 262144)
+}
+
+// parseCPUMax turns "150%" into a quota in µs per cfsPeriodUs; "max" is -1.
+func parseCPUMax(s string) (int64, error) {
+	if s == "max" {
+		return -1, nil
+	}
+	num, ok := strings.CutSuffix(strings.TrimSpace(s), "%")
+	if !ok {
+		return 0, fmt.Errorf("cgroup: cpu max %q: want a percentage of one CPU, e.g. 150%%", s)
+	}
+	pct, err := strconv.ParseFloat(num, 64)
+	if err != nil || math.IsNaN(pct) || math.IsInf(pct, 0) {
+		return 0, fmt.Errorf("cgroup: cpu max %q: not a number", s)
+	}
+	quota := int64(math.Round(pct * cfsPeriodUs / 100))
+	if quota < 1000 || pct > 1e6 {
+		return 0, fmt.Errorf("cgroup: cpu max %q: out of range (1%% .. 1000000%%)", s)
+	}
+	return quota, nil
+}
+
+// settings translates r into interface file writes for the group's mode,
+// and lists what this mode cannot express. Order matters: cpuset first (so
+// the group may hold its cpus), CFS period before quota, budgets bottom-up.
+func (g *Group) settings(r Resources) (ws []setting, notApplied []string, err error) {
+	v2 := g.m.mode == ModeV2
+	if r.MemoryMin < 0 || r.MemoryMax < 0 || r.PidsMax < 0 || r.RTRuntimeUs < 0 {
+		return nil, nil, fmt.Errorf("cgroup: %s: negative resource value in %+v", g.Path(), r)
+	}
+	if r.CPUs != "" {
+		ws = append(ws, setting{ctrl: "cpuset", file: "cpuset.cpus", val: r.CPUs})
+	}
+	if r.CPUWeight != 0 {
+		if v2 {
+			w := min(max(r.CPUWeight, 1), 10000)
+			if w != r.CPUWeight {
+				notApplied = append(notApplied, fmt.Sprintf("cpu.weight: %d out of range, %d used", r.CPUWeight, w))
+			}
+			ws = append(ws, setting{ctrl: "cpu", file: "cpu.weight", val: strconv.FormatUint(w, 10)})
+		} else {
+			ws = append(ws, setting{ctrl: "cpu", file: "cpu.shares", val: strconv.FormatUint(cpuShares(r.CPUWeight), 10)})
+		}
+	}
+	if r.CPUMax != "" {
+		quota, err := parseCPUMax(r.CPUMax)
+		if err != nil {
+			return nil, nil, err
+		}
+		period := strconv.Itoa(cfsPeriodUs)
+		if v2 {
+			q := "max"
+			if quota > 0 {
+				q = strconv.FormatInt(quota, 10)
+			}
+			ws = append(ws, setting{ctrl: "cpu", file: "cpu.max", val: q + " " + period})
+		} else {
+			ws = append(ws,
+				setting{ctrl: "cpu", file: "cpu.cfs_period_us", val: period},
+				setting{ctrl: "cpu", file: "cpu.cfs_quota_us", val: strconv.FormatInt(quota, 10)})
+		}
+	}
+	if r.MemoryMin != 0 {
+		if v2 {
+			v := strconv.FormatInt(r.MemoryMin, 10)
+			ws = append(ws,
+				setting{ctrl: "memory", file: "memory.min", val: v, budget: true},
+				setting{ctrl: "memory", file: "memory.low", val: v, budget: true})
+		} else {
+			notApplied = append(notApplied, "memory.min: not available on cgroup v1")
+		}
+	}
+	if r.MemoryMax != 0 {
+		f := "memory.max"
+		if !v2 {
+			f = "memory.limit_in_bytes"
+		}
+		ws = append(ws, setting{ctrl: "memory", file: f, val: strconv.FormatInt(r.MemoryMax, 10)})
+	}
+	if r.PidsMax != 0 {
+		ws = append(ws, setting{ctrl: "pids", file: "pids.max", val: strconv.FormatInt(r.PidsMax, 10)})
+	}
+	if r.RTRuntimeUs != 0 {
+		if v2 {
+			notApplied = append(notApplied, "cpu.rt_runtime_us: not available on cgroup v2")
+		} else {
+			ws = append(ws, setting{ctrl: "cpu", file: "cpu.rt_runtime_us", val: strconv.FormatInt(r.RTRuntimeUs, 10), budget: true})
+		}
+	}
+	return ws, notApplied, nil
+}
+
+// Apply writes r. Settings this host cannot express (a controller not
+// mounted, memory.min on v1, cpu.rt_runtime_us without
+// CONFIG_RT_GROUP_SCHED) are returned in notApplied; err is for real
+// failures and names the file.
+func (g *Group) Apply(r Resources) (notApplied []string, err error) {
+	ws, notApplied, err := g.settings(r)
+	if err != nil || len(ws) == 0 {
+		return notApplied, err
+	}
+	var enableErr error
+	var avail []string
+	if g.m.mode == ModeV2 {
+		if g.rel != "" {
+			enableErr = g.m.enableControllers(filepath.Dir(g.hdirs[0].dir))
+		}
+		s, err := readFile(g.hdirs[0].h.ownDir(), "cgroup.controllers")
+		if err != nil {
+			return notApplied, err
+		}
+		avail = strings.Fields(s)
+	}
+	g.m.mu.Lock()
+	defer g.m.mu.Unlock()
+	for _, w := range ws {
+		hd, ok := g.hdirFor(w.ctrl)
+		if !ok || (g.m.mode == ModeV2 && !slices.Contains(avail, w.ctrl)) {
+			notApplied = append(notApplied, fmt.Sprintf("%s: %s controller not available", w.file, w.ctrl))
+			continue
+		}
+		if !exists(filepath.Join(hd.dir, w.file)) {
+			if g.m.mode == ModeV2 {
+				return notApplied, fmt.Errorf("cgroup: %s: %s controller not enabled for %s: %w",
+					w.file, w.ctrl, hd.dir, errors.Join(enableErr, os.ErrNotExist))
+			}
+			notApplied = append(notApplied, fmt.Sprintf("%s: not available on this kernel", w.file))
+			continue
+		}
+		if w.budget {
+			if err := g.raiseAncestors(hd, w.file, w.val); err != nil {
+				return notApplied, err
+			}
+		}
+		if err := writeFile(hd.dir, w.file, w.val); err != nil {
+			return notApplied, err
+		}
+	}
+	return notApplied, nil
+}
+
+// hdirFor returns the group's directory in the hierarchy carrying ctrl.
+func (g *Group) hdirFor(ctrl string) (hdir, bool) {
+	for _, hd := range g.hdirs {
+		if g.m.mode == ModeV2 || hd.h.has(ctrl) {
+			return hd, true
+		}
+	}
+	return hdir{}, false
+}
+
+// readBudget reads a budget file; "max" and negative values (-1 for
+// unlimited RT runtime) read as unlimited.
+func readBudget(dir, file string) (v int64, unlimited bool, err error) {
+	s, err := readFile(dir, file)
+	if err != nil {
+		return 0, false, err
+	}
+	if s == "max" {
+		return 0, true, nil
+	}
+	v, err = strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, false, fmt.Errorf("cgroup: parse %s: %w", filepath.Join(dir, file), err)
+	}
+	return v, v < 0, nil
+}
+
+// raiseAncestors makes every ancestor of hd.dir below the own cgroup hold
+// at least the sum of its children's file values, counting hd.dir at val:
+// the kernel refuses a child cpu.rt_runtime_us its parent cannot cover, and
+// caps a child's effective memory.min/low at its parent's. Ancestors are
+// only raised, never lowered, and written top-down. The own cgroup is not
+// written: if it is too small, the group's own write fails and says so.
+func (g *Group) raiseAncestors(hd hdir, file, val string) error {
+	want, err := strconv.ParseInt(val, 10, 64)
+	if err != nil {
+		return fmt.Errorf("cgroup: %s: bad value %q: %w", file, val, err)
+	}
+	chain := g.chain(hd)
+	if len(chain) < 2 {
+		return nil
+	}
+	type raise struct {
+		dir string
+		val int64
+	}
+	var raises []raise
+	need := want
+	for i := len(chain) - 2; i >= 0; i-- {
+		dir, child := chain[i], chain[i+1]
+		cur, unlimited, err := readBudget(dir, file)
+		if err != nil {
+			return err
+		}
+		if unlimited {
+			break // covers anything below it
+		}
+		sum := need
+		des, err := os.ReadDir(dir)
+		if err != nil {
+			return fmt.Errorf("cgroup: read %s: %w", dir, err)
+		}
+		for _, de := range des {
+			p := filepath.Join(dir, de.Name())
+			if !de.IsDir() || p == child {
+				continue
+			}
+			v, unl, err := readBudget(p, file)
+			if errors.Is(err, os.ErrNotExist) {
+				continue // a sibling without the file holds no budget
+			}
+			if err != nil {
+				return err
+			}
+			if !unl {
+				sum += v
+			}
+		}
+		if sum <= cur {
+			break // this and every higher ancestor already cover it
+		}
+		raises = append(raises, raise{dir, sum})
+		need = sum
+	}
+	for i := len(raises) - 1; i >= 0; i-- {
+		if err := writeFile(raises[i].dir, file, strconv.FormatInt(raises[i].val, 10)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Stats are a group's counters, including its descendants.
+type Stats struct {
+	CPUUsageUsec, NrPeriods, NrThrottled, ThrottledUsec uint64
+	MemoryCurrent, MemoryMax                            uint64 // MemoryMax 0 = no limit
+	OOMKills                                            uint64
+	PidsCurrent                                         uint64
+}
+
+// v1Unlimited is the smallest value v1 memory.limit_in_bytes reports for "no limit".
+const v1Unlimited = 1 << 62
+
+// Stats reads the group's counters. Counters of controllers the host
+// lacks stay 0.
+func (g *Group) Stats() (Stats, error) {
+	var st Stats
+	var err error
+	if g.m.mode == ModeV2 {
+		err = g.statsV2(&st)
+	} else {
+		err = g.statsV1(&st)
+	}
+	return st, err
+}
+
+func (g *Group) statsV2(st *Stats) error {
+	dir := g.hdirs[0].dir
+	cpu, err := readKV(dir, "cpu.stat") // core file: always there
+	if err != nil {
+		return err
+	}
+	st.CPUUsageUsec, st.NrPeriods, st.NrThrottled, st.ThrottledUsec =
+		cpu["usage_usec"], cpu["nr_periods"], cpu["nr_throttled"], cpu["throttled_usec"]
+	if exists(filepath.Join(dir, "memory.current")) {
+		if st.MemoryCurrent, err = readUint(dir, "memory.current"); err != nil {
+			return err
+		}
+		if st.MemoryMax, err = readUint(dir, "memory.max"); err != nil {
+			return err
+		}
+		ev, err := readKV(dir, "memory.events")
+		if err != nil {
+			return err
+		}
+		st.OOMKills = ev["oom_kill"]
+	}
+	if exists(filepath.Join(dir, "pids.current")) {
+		if st.PidsCurrent, err = readUint(dir, "pids.current"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (g *Group) statsV1(st *Stats) error {
+	var err error
+	if d := g.dirFor("cpuacct"); d != "" {
+		ns, err := readUint(d, "cpuacct.usage")
+		if err != nil {
+			return err
+		}
+		st.CPUUsageUsec = ns / 1000
+	}
+	if d := g.dirFor("cpu"); d != "" {
+		cpu, err := readKV(d, "cpu.stat")
+		if err != nil {
+			return err
+		}
+		st.NrPeriods, st.NrThrottled, st.ThrottledUsec = cpu["nr_periods"], cpu["nr_throttled"], cpu["throttled_time"]/1000
+	}
+	if d := g.dirFor("memory"); d != "" {
+		if st.MemoryCurrent, err = readUint(d, "memory.usage_in_bytes"); err != nil {
+			return err
+		}
+		if st.MemoryMax, err = readUint(d, "memory.limit_in_bytes"); err != nil {
+			return err
+		}
+		if st.MemoryMax >= v1Unlimited {
+			st.MemoryMax = 0
+		}
+		oom, err := readKV(d, "memory.oom_control")
+		if err != nil {
+			return err
+		}
+		st.OOMKills = oom["oom_kill"]
+	}
+	if d := g.dirFor("pids"); d != "" {
+		if st.PidsCurrent, err = readUint(d, "pids.current"); err != nil {
+			return err
+		}
+	}
+	return nil
+}

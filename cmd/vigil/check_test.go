@@ -1,0 +1,117 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/vigil-project/vigil/config"
+)
+
+func writeConfig(t *testing.T, body string) (path, key string) {
+	t.Helper()
+	dir := t.TempDir()
+	key = filepath.Join(dir, "cluster.key")
+	if err := config.WriteKeyFile(key); err != nil {
+		t.Fatal(err)
+	}
+	path = filepath.Join(dir, "vigil.yaml")
+	if err := os.WriteFile(path, []byte(strings.ReplaceAll(body, "$KEY", key)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path, key
+}
+
+func TestCheckGood(t *testing.T) {
+	path, _ := writeConfig(t, `cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+`)
+	for _, flagName := range []string{"-c", "--config", "-config"} {
+		var out, errb bytes.Buffer
+		code := dispatch([]string{"check", flagName, path}, &out, &errb)
+		if code != exitOK || out.String() != path+": ok\n" || errb.Len() != 0 {
+			t.Errorf("check %s: exit %d, stdout %q, stderr %q", flagName, code, out.String(), errb.String())
+		}
+	}
+}
+
+func TestCheckBad(t *testing.T) {
+	path, _ := writeConfig(t, `cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+  timing: {lease: 1}
+vips:
+  - {address: 192.0.2.100/24}
+`)
+	var out, errb bytes.Buffer
+	code := dispatch([]string{"check", "-c", path}, &out, &errb)
+	want := path + `:6:19: cluster.timing.lease: "1" has no unit: write a Go duration like 150ms or 2s` + "\n" +
+		path + ":8:5: vips[0].interface: required: the interface that carries the address, like eth0\n"
+	if code != exitUsage || errb.String() != want || out.Len() != 0 {
+		t.Errorf("exit %d\nstdout %q\nstderr:\n%s\nwant:\n%s", code, out.String(), errb.String(), want)
+	}
+}
+
+func TestCheckMissingFile(t *testing.T) {
+	var out, errb bytes.Buffer
+	missing := filepath.Join(t.TempDir(), "nope.yaml")
+	code := dispatch([]string{"check", "-c", missing}, &out, &errb)
+	if code != exitUsage || !strings.Contains(errb.String(), missing) || !strings.Contains(errb.String(), "no such file") {
+		t.Errorf("exit %d, stderr %q", code, errb.String())
+	}
+}
+
+func TestCheckUsage(t *testing.T) {
+	for _, args := range [][]string{{"check", "-x"}, {"check", "-c"}, {"check", "extra"}} {
+		var out, errb bytes.Buffer
+		code := dispatch(args, &out, &errb)
+		if code != exitUsage || !strings.Contains(errb.String(), "usage: vigil check") || out.Len() != 0 {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q", args, code, out.String(), errb.String())
+		}
+	}
+	var out, errb bytes.Buffer
+	if code := dispatch([]string{"check", "-h"}, &out, &errb); code != exitOK || !strings.Contains(out.String(), "-config FILE") {
+		t.Errorf("-h: exit %d, stdout %q", code, out.String())
+	}
+}
+
+func TestKeygen(t *testing.T) {
+	// The parent directory does not exist yet: keygen creates it 0700.
+	dir := filepath.Join(t.TempDir(), "etc", "vigil")
+	path := filepath.Join(dir, "cluster.key")
+	var out, errb bytes.Buffer
+	if code := dispatch([]string{"keygen", path}, &out, &errb); code != exitOK || out.String() != path+"\n" {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out.String(), errb.String())
+	}
+	st, err := os.Stat(dir)
+	if err != nil || st.Mode().Perm() != 0o700 {
+		t.Errorf("parent dir: %v %v, want 0700", st.Mode(), err)
+	}
+	key, err := config.ReadKeyFile(path)
+	if err != nil || len(key) != config.KeySize {
+		t.Fatalf("ReadKeyFile: %x %v", key, err)
+	}
+
+	// A second run refuses and leaves the key alone.
+	out.Reset()
+	errb.Reset()
+	code := dispatch([]string{"keygen", path}, &out, &errb)
+	if code != exitFailure || !strings.Contains(errb.String(), "already exists; remove it first") {
+		t.Errorf("second keygen: exit %d, stderr %q", code, errb.String())
+	}
+	again, err := config.ReadKeyFile(path)
+	if err != nil || !bytes.Equal(again, key) {
+		t.Errorf("the key changed: %x -> %x (%v)", key, again, err)
+	}
+
+	if code := dispatch([]string{"keygen", "a", "b"}, &out, &errb); code != exitUsage {
+		t.Errorf("two arguments: exit %d, want %d", code, exitUsage)
+	}
+}

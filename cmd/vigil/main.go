@@ -1,0 +1,69 @@
+// Command vigil is Vigil's single binary: the supervisor daemon, its control-plane
+// processes and the operator's CLI.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+// Exit codes shared by every subcommand (SPEC.md).
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+type command struct {
+	name  string
+	usage string
+	run   func(args []string, stdout, stderr io.Writer) int
+}
+
+func commands() []command {
+	return []command{
+		{"supervise", "run the daemon (systemd ExecStart)", runSupervise},
+		{"status", "show this host's view of the cluster and its processes", runStatus},
+		{"restart", "restart a supervised process (clears FATAL)", runRestart},
+		{"check", "validate a configuration file", runCheck},
+		{"keygen", "write a new random cluster key (0600)", runKeygen},
+		{"version", "print version, commit and Go version", runVersion},
+		{"_exec", "internal: start a supervised process", runExecShim},
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintf(w, "usage: vigil COMMAND [flags]\n\ncommands:\n")
+	for _, c := range commands() {
+		if c.name[0] == '_' {
+			continue
+		}
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.usage)
+	}
+	fmt.Fprintf(w, "\nRun 'vigil COMMAND -h' for a command's flags.\n")
+}
+
+func main() {
+	os.Exit(dispatch(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func dispatch(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return exitUsage
+	}
+	switch args[0] {
+	case "-h", "--help", "help":
+		usage(stdout)
+		return exitOK
+	}
+	for _, c := range commands() {
+		if c.name == args[0] {
+			return c.run(args[1:], stdout, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "vigil: unknown command %q\n\n", args[0])
+	usage(stderr)
+	return exitUsage
+}

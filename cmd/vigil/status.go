@@ -1,0 +1,140 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/vigil-project/vigil/config"
+	"github.com/vigil-project/vigil/supervisor"
+)
+
+const defaultSocket = "/run/vigil/control.sock"
+
+// socketPath finds the control socket: --socket, else the config's
+// runtime.control_socket, else the default.
+func socketPath(cfgPath, socket string, stderr io.Writer) string {
+	if socket != "" {
+		return socket
+	}
+	cfg, err := config.Load(cfgPath)
+	if err == nil {
+		return cfg.Runtime.ControlSocket
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		fmt.Fprintf(stderr, "vigil: warning: %s is not valid, using %s\n", cfgPath, defaultSocket)
+	}
+	return defaultSocket
+}
+
+func controlFlags(name string, stderr io.Writer) (*flag.FlagSet, *string, *string) {
+	fs := newFlags(name, stderr)
+	path := fs.String("c", defaultConfig, "configuration file (to find the control socket)")
+	fs.StringVar(path, "config", defaultConfig, "configuration file (to find the control socket)")
+	sock := fs.String("socket", "", "control socket path (overrides the config)")
+	return fs, path, sock
+}
+
+func runStatus(args []string, stdout, stderr io.Writer) int {
+	fs, path, sock := controlFlags("status", stderr)
+	asJSON := fs.Bool("json", false, "print JSON (stable keys, see docs/operations.md)")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "vigil status: unexpected argument %q\n", fs.Arg(0))
+		return exitUsage
+	}
+	resp, err := supervisor.Call(socketPath(*path, *sock, stderr), supervisor.Request{Cmd: "status"})
+	if err != nil {
+		fmt.Fprintf(stderr, "vigil status: %v\n", err)
+		return exitFailure
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(resp.Status)
+		return exitOK
+	}
+	printStatus(stdout, resp.Status, time.Now())
+	return exitOK
+}
+
+func printStatus(w io.Writer, st *supervisor.Status, now time.Time) {
+	health := "healthy"
+	if !st.Healthy {
+		health = "UNHEALTHY: " + strings.Join(st.Unhealthy, "; ")
+	}
+	fmt.Fprintf(w, "cluster %s  node %s  role %s  %s\n", st.Cluster, st.Node, st.Role, health)
+	fmt.Fprintf(w, "supervisor pid %d  up %s  cgroup %s (%s)  rss %.1f MiB  reloads %d\n\n",
+		st.Supervisor.PID, age(now, st.Supervisor.StartedAt), st.Supervisor.Cgroup, st.Supervisor.CgroupMode,
+		float64(st.Supervisor.RSSBytes)/(1<<20), st.Supervisor.Reloads)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PROCESS\tSTATE\tPID\tUP\tRESTARTS\tLAST EXIT\tHEALTH\tCGROUP")
+	for _, p := range st.Processes {
+		up, pid, last := "-", "-", "-"
+		if p.StartedAt != nil {
+			up = age(now, *p.StartedAt)
+		}
+		if p.PID > 0 {
+			pid = fmt.Sprint(p.PID)
+		} else if p.Daemonized {
+			pid = "(forked)"
+		}
+		if p.LastExit != nil {
+			last = fmt.Sprintf("%s after %s", exitText(p.LastExit), p.LastExit.Ran)
+		}
+		state := string(p.State)
+		if p.NextStart != nil {
+			state += " " + p.NextStart.Sub(now).Round(time.Millisecond).String()
+		}
+		h := p.Health
+		if p.HealthError != "" {
+			h += " (" + p.HealthError + ")"
+		}
+		crit := ""
+		if p.Critical {
+			crit = "*"
+		}
+		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", p.Name, crit, state, pid, up, p.Restarts, last, h, p.Cgroup)
+	}
+	tw.Flush()
+}
+
+func exitText(e *supervisor.ExitInfo) string {
+	if e.Signal != "" {
+		return e.Signal
+	}
+	return fmt.Sprintf("status %d", e.Code)
+}
+
+func age(now, t time.Time) string {
+	d := now.Sub(t)
+	if d < time.Second {
+		return d.Round(time.Millisecond).String()
+	}
+	return d.Round(time.Second).String()
+}
+
+func runRestart(args []string, stdout, stderr io.Writer) int {
+	fs, path, sock := controlFlags("restart", stderr)
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprintln(stderr, "usage: vigil restart [-c FILE] NAME")
+		return exitUsage
+	}
+	if _, err := supervisor.Call(socketPath(*path, *sock, stderr), supervisor.Request{Cmd: "restart", Name: fs.Arg(0)}); err != nil {
+		fmt.Fprintf(stderr, "vigil restart: %v\n", err)
+		return exitFailure
+	}
+	fmt.Fprintf(stdout, "restarting %s\n", fs.Arg(0))
+	return exitOK
+}

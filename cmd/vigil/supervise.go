@@ -1,0 +1,87 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	"github.com/vigil-project/vigil/config"
+	"github.com/vigil-project/vigil/supervisor"
+)
+
+const defaultConfig = "/etc/vigil/vigil.yaml"
+
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("vigil "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func runSupervise(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("supervise", stderr)
+	path := fs.String("c", defaultConfig, "configuration file")
+	fs.StringVar(path, "config", defaultConfig, "configuration file")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "vigil supervise: unexpected argument %q\n", fs.Arg(0))
+		return exitUsage
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		printConfigErrors(stderr, err)
+		return exitUsage
+	}
+	log := newLogger(stderr, cfg.Log)
+	s := supervisor.New(cfg, supervisor.Options{ConfigPath: *path, Version: version, Logger: log})
+	if err := s.Run(context.Background()); err != nil {
+		log.Error("supervisor failed", "event", "fatal_error", "err", err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+func printConfigErrors(w io.Writer, err error) {
+	var errs config.Errors
+	if errors.As(err, &errs) {
+		for _, e := range errs {
+			fmt.Fprintln(w, e.Error())
+		}
+		return
+	}
+	fmt.Fprintln(w, err)
+}
+
+// newLogger writes one event per line to stderr; under systemd that is the
+// journal (the unit sets no timestamps of its own).
+func newLogger(w io.Writer, c config.Log) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if os.Getenv("JOURNAL_STREAM") != "" {
+		// journald stamps every line itself.
+		opts.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		}
+	}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// runExecShim is `vigil _exec`, the first moments of every supervised
+// process (see supervisor.RunShim).
+func runExecShim(args []string, stdout, stderr io.Writer) int {
+	err := supervisor.RunShim()
+	fmt.Fprintf(stderr, "vigil: cannot start process: %v\n", err)
+	return 127
+}

@@ -1,0 +1,133 @@
+package config
+
+import (
+	"fmt"
+	"os"
+	"time"
+)
+
+// Default paths.
+const (
+	DefaultPath    = "/etc/vigil/vigil.yaml"
+	DefaultKeyFile = "/etc/vigil/cluster.key"
+)
+
+// Load reads, parses, defaults and validates the file at path. A file
+// that cannot be read is a plain error wrapping the fs error; a file with
+// problems returns Errors.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c, err := Parse(path, data)
+	if err != nil {
+		return nil, err
+	}
+	c.Source = path
+	return c, nil
+}
+
+// Parse parses, defaults and validates a configuration. name is used in
+// error messages only. The error, when not nil, is of type Errors and
+// lists every problem found. Parse reads cluster.key_file and looks up
+// users and commands, so it checks the host it runs on.
+func Parse(name string, data []byte) (*Config, error) {
+	p := &parser{file: name}
+	c := defaults()
+	if root := p.decode(data); root != nil {
+		p.config(root, c)
+	}
+	if len(p.errs) > 0 {
+		p.errs.sort()
+		return nil, p.errs
+	}
+	return c, nil
+}
+
+// defaults is the configuration with every documented default filled in.
+func defaults() *Config {
+	return &Config{
+		Cluster: Cluster{
+			Role:    RoleNode,
+			KeyFile: DefaultKeyFile,
+			Timing: Timing{
+				TokenInterval: 20 * time.Millisecond,
+				TokenTimeout:  150 * time.Millisecond,
+				Lease:         200 * time.Millisecond,
+				DriftMargin:   25 * time.Millisecond,
+			},
+		},
+		Control: ControlGroup{
+			CPUWeight:      10000,
+			MemoryMin:      64 << 20,
+			Realtime:       true,
+			SchedDelayWarn: 50 * time.Millisecond,
+		},
+		Apps:    AppsGroup{CPUWeight: 100},
+		Hooks:   Hooks{Timeout: 10 * time.Second},
+		Metrics: Metrics{Listen: "127.0.0.1:9720"},
+		Runtime: Runtime{
+			ControlSocket: "/run/vigil/control.sock",
+			StateDir:      "/var/lib/vigil",
+		},
+		Log: Log{Level: "info", Format: "text"},
+	}
+}
+
+func defaultProcess() Process {
+	return Process{
+		Dir:         "/",
+		Restart:     RestartAlways,
+		StopSignal:  "SIGTERM",
+		StopTimeout: 10 * time.Second,
+		Backoff: Backoff{
+			Initial:    100 * time.Millisecond,
+			Max:        30 * time.Second,
+			Stable:     10 * time.Second,
+			FatalAfter: 10,
+		},
+	}
+}
+
+func defaultHealth() Health {
+	return Health{
+		Interval: time.Second,
+		Timeout:  300 * time.Millisecond,
+		Rise:     2,
+		Fall:     3,
+	}
+}
+
+// Process returns the supervised process called name.
+func (c *Config) Process(name string) (*Process, bool) {
+	for i := range c.Processes {
+		if c.Processes[i].Name == name {
+			return &c.Processes[i], true
+		}
+	}
+	return nil, false
+}
+
+// Self returns this host's entry: the node or witness whose id is
+// cluster.node. Validation guarantees it exists in a parsed Config.
+func (c *Config) Self() Peer {
+	list := c.Cluster.Nodes
+	if c.Cluster.Role == RoleWitness {
+		list = c.Cluster.Witnesses
+	}
+	for _, p := range list {
+		if p.ID == c.Cluster.Node {
+			return p
+		}
+	}
+	return Peer{}
+}
+
+// Locators returns every host that runs a locator: the nodes, then the
+// witnesses. A lease needs a majority of them.
+func (c *Config) Locators() []Peer {
+	out := make([]Peer, 0, len(c.Cluster.Nodes)+len(c.Cluster.Witnesses))
+	out = append(out, c.Cluster.Nodes...)
+	return append(out, c.Cluster.Witnesses...)
+}

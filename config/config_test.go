@@ -1,0 +1,886 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// testKeys writes the key files the table refers to and returns the
+// replacements for their placeholders.
+func testKeys(t *testing.T) *strings.Replacer {
+	t.Helper()
+	dir := t.TempDir()
+	good := filepath.Join(dir, "cluster.key")
+	if err := WriteKeyFile(good); err != nil {
+		t.Fatal(err)
+	}
+	short := filepath.Join(dir, "short.key")
+	if err := os.WriteFile(short, []byte("0123abcd\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	open := filepath.Join(dir, "open.key")
+	data, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(open, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return strings.NewReplacer("$KEY", good, "$SHORTKEY", short, "$OPENKEY", open)
+}
+
+func TestParseFull(t *testing.T) {
+	keys := testKeys(t)
+	src := keys.Replace(`
+cluster:
+  name: sip-edge
+  node: b
+  role: node
+  key_file: $KEY
+  listen: 0.0.0.0:7400
+  nodes:
+    - {id: a, address: 192.0.2.11:7400}
+    - {id: b, address: "[2001:db8::12]:7400"}
+  witnesses:
+    - {id: w, address: 192.0.2.13:7400}
+  timing: {token_interval: 10ms, token_timeout: 100ms, lease: 300ms, drift_margin: 40ms}
+vips:
+  - {address: 192.0.2.100/24, interface: eth0}
+  - {address: "2001:db8::100/64", interface: eth0.100}
+control: {cpu_weight: 5000, cpus: "0-1,3", memory_min: 128Mi, realtime: false, sched_delay_warn: 20ms}
+apps: {cpu_weight: 50, cpu_max: "150%", memory_max: 2G, pids_max: 4096}
+processes:
+  - name: kamailio
+    command: [/bin/sh, -c, "exec sleep 1000"]
+    env: {ZZ: last, AA: 1, EMPTY: }
+    dir: /tmp
+    user: root
+    group: root
+    rlimits: {nofile: 65536, core: unlimited, memlock: 0}
+    restart: on-failure
+    critical: true
+    stop_signal: "15"
+    stop_timeout: 3s
+    backoff: {initial: 50ms, max: 5s, stable: 1m, fatal_after: 4}
+    memory_max: 512Mi
+    pids_max: 100
+    cpu_weight: 200
+    health:
+      interval: 5s
+      timeout: 500ms
+      sip_options: {target: "sip:127.0.0.1:5060", interval: 2s, rise: 1}
+      fall: 4
+      grace: 30s
+  - name: checker.v2
+    command: [sh]
+    stop_signal: hup
+    health: {exec: [/bin/sh, -c, "exit 0"]}
+  - name: rtp_relay
+    command: [/bin/sh]
+    health: {tcp: "localhost:2223", timeout: 100ms}
+  - name: web
+    command: [/bin/sh]
+    health: {http: "http://127.0.0.1:8080/health"}
+hooks:
+  on_active: [[/bin/sh, -c, "echo active"], [true]]
+  on_fault: [[sh]]
+  timeout: 5s
+metrics: {listen: ""}
+runtime: {control_socket: /run/vigil-b/control.sock, state_dir: /var/lib/vigil-b, cgroup: vigil/b}
+log: {level: debug, format: json}
+`)
+	got, err := Parse("full.yaml", []byte(src))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	want := &Config{
+		Cluster: Cluster{
+			Name:    "sip-edge",
+			Node:    "b",
+			Role:    RoleNode,
+			KeyFile: keys.Replace("$KEY"),
+			Listen:  "0.0.0.0:7400",
+			Nodes: []Peer{
+				{ID: "a", Address: "192.0.2.11:7400"},
+				{ID: "b", Address: "[2001:db8::12]:7400"},
+			},
+			Witnesses: []Peer{{ID: "w", Address: "192.0.2.13:7400"}},
+			Timing: Timing{
+				TokenInterval: 10 * time.Millisecond,
+				TokenTimeout:  100 * time.Millisecond,
+				Lease:         300 * time.Millisecond,
+				DriftMargin:   40 * time.Millisecond,
+			},
+		},
+		VIPs: []VIP{
+			{Address: "192.0.2.100/24", Interface: "eth0"},
+			{Address: "2001:db8::100/64", Interface: "eth0.100"},
+		},
+		Control: ControlGroup{CPUWeight: 5000, CPUs: "0-1,3", MemoryMin: 128 << 20, Realtime: false, SchedDelayWarn: 20 * time.Millisecond},
+		Apps:    AppsGroup{CPUWeight: 50, CPUMax: "150%", MemoryMax: 2_000_000_000, PidsMax: 4096},
+		Processes: []Process{
+			{
+				Name:        "kamailio",
+				Command:     []string{"/bin/sh", "-c", "exec sleep 1000"},
+				Env:         []string{"AA=1", "EMPTY=", "ZZ=last"},
+				Dir:         "/tmp",
+				User:        "root",
+				Group:       "root",
+				Rlimits:     map[string]uint64{"nofile": 65536, "core": Unlimited, "memlock": 0},
+				Restart:     RestartOnFailure,
+				Critical:    true,
+				StopSignal:  "SIGTERM",
+				StopTimeout: 3 * time.Second,
+				Backoff:     Backoff{Initial: 50 * time.Millisecond, Max: 5 * time.Second, Stable: time.Minute, FatalAfter: 4},
+				MemoryMax:   512 << 20,
+				PidsMax:     100,
+				CPUWeight:   200,
+				Health: &Health{
+					Kind:     HealthSIPOptions,
+					SIP:      "sip:127.0.0.1:5060",
+					Interval: 2 * time.Second, // sip_options' own wins over health's 5s
+					Timeout:  500 * time.Millisecond,
+					Rise:     1,
+					Fall:     4,
+					Grace:    30 * time.Second,
+				},
+			},
+			withDefaults(Process{Name: "checker.v2", Command: []string{"sh"}, StopSignal: "SIGHUP",
+				Health: &Health{Kind: HealthExec, Exec: []string{"/bin/sh", "-c", "exit 0"}, Interval: time.Second, Timeout: 300 * time.Millisecond, Rise: 2, Fall: 3}}),
+			withDefaults(Process{Name: "rtp_relay", Command: []string{"/bin/sh"},
+				Health: &Health{Kind: HealthTCP, TCP: "localhost:2223", Interval: time.Second, Timeout: 100 * time.Millisecond, Rise: 2, Fall: 3}}),
+			withDefaults(Process{Name: "web", Command: []string{"/bin/sh"},
+				Health: &Health{Kind: HealthHTTP, HTTP: "http://127.0.0.1:8080/health", Interval: time.Second, Timeout: 300 * time.Millisecond, Rise: 2, Fall: 3}}),
+		},
+		Hooks: Hooks{
+			OnActive: [][]string{{"/bin/sh", "-c", "echo active"}, {"true"}},
+			OnFault:  [][]string{{"sh"}},
+			Timeout:  5 * time.Second,
+		},
+		Metrics: Metrics{Listen: ""},
+		Runtime: Runtime{ControlSocket: "/run/vigil-b/control.sock", StateDir: "/var/lib/vigil-b", Cgroup: "vigil/b"},
+		Log:     Log{Level: "debug", Format: "json"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Parse mismatch\n got: %+v\nwant: %+v", got, want)
+		for i := range min(len(got.Processes), len(want.Processes)) {
+			if !reflect.DeepEqual(got.Processes[i], want.Processes[i]) {
+				t.Errorf("processes[%d]\n got: %+v %+v\nwant: %+v %+v", i, got.Processes[i], got.Processes[i].Health, want.Processes[i], want.Processes[i].Health)
+			}
+		}
+	}
+
+	if self := got.Self(); self != (Peer{ID: "b", Address: "[2001:db8::12]:7400"}) {
+		t.Errorf("Self() = %+v", self)
+	}
+	ids := []string{}
+	for _, l := range got.Locators() {
+		ids = append(ids, l.ID)
+	}
+	if strings.Join(ids, ",") != "a,b,w" {
+		t.Errorf("Locators() = %v, want a,b,w", ids)
+	}
+	if p, ok := got.Process("rtp_relay"); !ok || p != &got.Processes[2] {
+		t.Errorf("Process(rtp_relay) = %p %v, want &Processes[2]", p, ok)
+	}
+	if _, ok := got.Process("nope"); ok {
+		t.Error("Process(nope) found")
+	}
+}
+
+// withDefaults fills the process defaults that p leaves zero.
+func withDefaults(p Process) Process {
+	d := defaultProcess()
+	d.Name, d.Command, d.Health = p.Name, p.Command, p.Health
+	if p.StopSignal != "" {
+		d.StopSignal = p.StopSignal
+	}
+	return d
+}
+
+func TestParseDefaults(t *testing.T) {
+	keys := testKeys(t)
+	src := keys.Replace(`
+cluster:
+  name: one
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+processes:
+  - name: app
+    command: [/bin/sh]
+    health: {tcp: "127.0.0.1:80"}
+`)
+	got, err := Parse("min.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Config{
+		Cluster: Cluster{
+			Name: "one", Node: "a", Role: RoleNode, KeyFile: keys.Replace("$KEY"),
+			Listen: "192.0.2.11:7400", // this node's own entry
+			Nodes:  []Peer{{ID: "a", Address: "192.0.2.11:7400"}},
+			Timing: Timing{TokenInterval: 20 * time.Millisecond, TokenTimeout: 150 * time.Millisecond, Lease: 200 * time.Millisecond, DriftMargin: 25 * time.Millisecond},
+		},
+		Control: ControlGroup{CPUWeight: 10000, MemoryMin: 64 << 20, Realtime: true, SchedDelayWarn: 50 * time.Millisecond},
+		Apps:    AppsGroup{CPUWeight: 100},
+		Processes: []Process{{
+			Name: "app", Command: []string{"/bin/sh"}, Dir: "/", Restart: RestartAlways,
+			StopSignal: "SIGTERM", StopTimeout: 10 * time.Second,
+			Backoff: Backoff{Initial: 100 * time.Millisecond, Max: 30 * time.Second, Stable: 10 * time.Second, FatalAfter: 10},
+			Health:  &Health{Kind: HealthTCP, TCP: "127.0.0.1:80", Interval: time.Second, Timeout: 300 * time.Millisecond, Rise: 2, Fall: 3},
+		}},
+		Hooks:   Hooks{Timeout: 10 * time.Second},
+		Metrics: Metrics{Listen: "127.0.0.1:9720"},
+		Runtime: Runtime{ControlSocket: "/run/vigil/control.sock", StateDir: "/var/lib/vigil"},
+		Log:     Log{Level: "info", Format: "text"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("defaults mismatch\n got: %+v\nwant: %+v", got, want)
+	}
+}
+
+// A witness: its own entry is in witnesses, and Self finds it there.
+func TestParseWitness(t *testing.T) {
+	keys := testKeys(t)
+	got, err := Parse("w.yaml", []byte(keys.Replace(`
+cluster:
+  name: edge
+  node: w
+  role: witness
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}, {id: b, address: 192.0.2.12:7400}]
+  witnesses: [{id: w, address: 192.0.2.13:7400}]
+vips: []
+processes: []
+`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Self() != (Peer{ID: "w", Address: "192.0.2.13:7400"}) || got.Cluster.Listen != "192.0.2.13:7400" {
+		t.Errorf("Self() = %+v, Listen = %q", got.Self(), got.Cluster.Listen)
+	}
+	if len(got.Locators()) != 3 {
+		t.Errorf("Locators() = %v", got.Locators())
+	}
+}
+
+// badConfigs is the catalogue of rejected configurations and the exact
+// message each produces. Every YAML starts with the same valid cluster
+// block unless the case is about it, so line numbers read directly:
+//
+//	1 cluster:
+//	2   name: edge
+//	3   node: a
+//	4   key_file: $KEY
+//	5   nodes: [{id: a, address: 192.0.2.11:7400}]
+var badConfigs = []struct {
+	name string
+	yaml string
+	want []string // "vigil.yaml:LINE:COL: KEY: MSG", $KEY etc. replaced
+}{
+	{"unknown key", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+metrics: {listn: "127.0.0.1:9720"}
+`, []string{`vigil.yaml:6:11: metrics.listn: unknown key (did you mean listen?)`}},
+
+	{"wrong type: mapping where a list belongs", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: {id: a, address: 192.0.2.11:7400}
+`, []string{
+		`vigil.yaml:5:10: cluster.nodes: must be a list, not a mapping`,
+	}},
+
+	{"wrong type: string where a boolean belongs", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+control: {realtime: "yes"}
+`, []string{`vigil.yaml:6:21: control.realtime: must be true or false, not "yes"`}},
+
+	{"bad duration", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+  timing: {token_interval: 20 ms}
+`, []string{`vigil.yaml:6:28: cluster.timing.token_interval: "20 ms" is not a duration: write a Go duration like 150ms or 2s`}},
+
+	{"duration without unit", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+hooks: {timeout: 10}
+`, []string{`vigil.yaml:6:18: hooks.timeout: "10" has no unit: write a Go duration like 150ms or 2s`}},
+
+	{"negative duration", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+  timing: {lease: -200ms}
+`, []string{`vigil.yaml:6:19: cluster.timing.lease: "-200ms" is negative`}},
+
+	{"bad size", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+control: {memory_min: 64MB}
+apps: {memory_max: -1G}
+`, []string{
+		`vigil.yaml:6:23: control.memory_min: "64MB" has an unknown unit "MB": use K M G T or Ki Mi Gi Ti`,
+		`vigil.yaml:7:20: apps.memory_max: "-1G" is not a size: write bytes or a number with a unit (K M G T, Ki Mi Gi Ti), like 64Mi`,
+	}},
+
+	{"bad peer address: a name, not an IP", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: "node-a:7400"}]
+`, []string{
+		`vigil.yaml:5:28: cluster.nodes[0].address: "node-a:7400" is not an IP:port address like 192.0.2.11:7400 or [2001:db8::11]:7400`,
+	}},
+
+	{"bad CIDR", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+vips:
+  - {address: 192.0.2.100/33, interface: eth0}
+`, []string{`vigil.yaml:7:15: vips[0].address: "192.0.2.100/33" is not an address with a prefix length, like 192.0.2.100/24 or 2001:db8::100/64`}},
+
+	{"VIP without interface", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+vips:
+  - address: 192.0.2.100/24
+`, []string{`vigil.yaml:7:5: vips[0].interface: required: the interface that carries the address, like eth0`}},
+
+	{"duplicate node id across nodes and witnesses", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}, {id: b, address: 192.0.2.12:7400}]
+  witnesses: [{id: a, address: 192.0.2.13:7400}]
+`, []string{`vigil.yaml:6:20: cluster.witnesses[0].id: duplicate id "a" (first at line 5)`}},
+
+	{"unreadable key file", `
+cluster:
+  name: edge
+  node: a
+  key_file: /nonexistent/cluster.key
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+`, []string{`vigil.yaml:4:13: cluster.key_file: key file: open /nonexistent/cluster.key: no such file or directory`}},
+
+	{"key file of the wrong length", `
+cluster:
+  name: edge
+  node: a
+  key_file: $SHORTKEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+`, []string{`vigil.yaml:4:13: cluster.key_file: malformed key file: $SHORTKEY: want 64 hex digits and a newline (65 bytes), got 9 bytes; write one with vigil keygen`}},
+
+	{"key file readable by others", `
+cluster:
+  name: edge
+  node: a
+  key_file: $OPENKEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+`, []string{`vigil.yaml:4:13: cluster.key_file: unsafe key file permissions: $OPENKEY: mode 0644 is open to group or others (chmod 600 $OPENKEY)`}},
+
+	{"missing cluster.name", `
+cluster:
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+`, []string{`vigil.yaml:1:1: cluster.name: required`}},
+
+	{"node not in nodes", `
+cluster:
+  name: edge
+  node: c
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+`, []string{`vigil.yaml:3:9: cluster.node: "c" is not the id of an entry in cluster.nodes`}},
+
+	{"two locators without two_node", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}, {id: b, address: 192.0.2.12:7400}]
+`, []string{`vigil.yaml:5:3: cluster.nodes: 2 nodes and no witness: a lease needs a majority of locators, and 1 of 2 is not one, so the survivor of a failure could never become active; add a witness, or set two_node: true to accept split brain under a network partition`}},
+
+	{"timing: drift margin not below the lease", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+  timing: {token_interval: 150ms, lease: 20ms}
+`, []string{
+		`vigil.yaml:6:28: cluster.timing.token_interval: token_timeout 150ms must be longer than token_interval 150ms`,
+		`vigil.yaml:6:42: cluster.timing.lease: drift_margin 25ms must be shorter than lease 20ms`,
+	}},
+
+	{"duplicate process name", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+processes:
+  - {name: app, command: [/bin/sh]}
+  - {name: app, command: [/bin/sh]}
+`, []string{`vigil.yaml:8:12: processes[1].name: duplicate process name "app" (first at line 7)`}},
+
+	{"bad process name", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+processes:
+  - {name: ../etc, command: [/bin/sh]}
+`, []string{`vigil.yaml:7:12: processes[0].name: "../etc" must start with a letter or digit and use only A-Z a-z 0-9 _ . - (at most 64 characters)`}},
+
+	{"restart policy typo", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+processes:
+  - name: app
+    command: [/bin/sh]
+    restart: on_failure
+`, []string{`vigil.yaml:9:14: processes[0].restart: "on_failure" is not one of always, on-failure or never`}},
+
+	{"health with two kinds", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+processes:
+  - name: app
+    command: [/bin/sh]
+    health:
+      tcp: 127.0.0.1:5060
+      http: http://127.0.0.1:8080/
+`, []string{`vigil.yaml:11:7: processes[0].health.http: only one check kind per process: tcp is already set`}},
+
+	{"health timeout not below interval", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+processes:
+  - name: app
+    command: [/bin/sh]
+    health:
+      sip_options: {target: "sip:127.0.0.1", timeout: 1s}
+`, []string{`vigil.yaml:10:55: processes[0].health.sip_options.timeout: timeout 1s must be shorter than interval 1s`}},
+
+	{"command not found", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+processes:
+  - {name: a, command: [vigil-no-such-command]}
+  - {name: b, command: [/nonexistent/kamailio]}
+  - {name: c, command: [bin/kamailio]}
+hooks:
+  on_active: [[/etc/passwd]]
+`, []string{
+		`vigil.yaml:7:25: processes[0].command[0]: "vigil-no-such-command" not found in PATH`,
+		`vigil.yaml:8:25: processes[1].command[0]: "/nonexistent/kamailio" does not exist`,
+		`vigil.yaml:9:25: processes[2].command[0]: "bin/kamailio" must be an absolute path or a command name found in PATH`,
+		`vigil.yaml:11:16: hooks.on_active[0][0]: "/etc/passwd" is not an executable file`,
+	}},
+
+	{"unknown user and group", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+processes:
+  - {name: app, command: [/bin/sh], user: vigil-no-such-user, group: vigil-no-such-group}
+`, []string{
+		`vigil.yaml:7:43: processes[0].user: unknown user "vigil-no-such-user"`,
+		`vigil.yaml:7:70: processes[0].group: unknown group "vigil-no-such-group"`,
+	}},
+
+	{"duplicate YAML key", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+  node: b
+`, []string{`vigil.yaml:6:3: cluster.node: duplicate key (first at line 3)`}},
+
+	{"witness with processes and vips", `
+cluster:
+  name: edge
+  node: w
+  role: witness
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+  witnesses: [{id: w, address: 192.0.2.13:7400}]
+vips: [{address: 192.0.2.100/24, interface: eth0}]
+processes: [{name: app, command: [/bin/sh]}]
+`, []string{
+		`vigil.yaml:8:1: vips: a witness holds no floating IPs: must be empty`,
+		`vigil.yaml:9:1: processes: a witness supervises no applications: must be empty`,
+	}},
+
+	{"runtime cgroup escaping its parent, bad log level, bad cpus", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+runtime: {cgroup: ../../system.slice}
+log: {level: verbose}
+control: {cpus: "0-1,x", cpu_weight: 20000}
+`, []string{
+		`vigil.yaml:6:19: runtime.cgroup: "../../system.slice" is not a relative cgroup path of [A-Za-z0-9_.-] segments like "vigil" or "vigil/a"`,
+		`vigil.yaml:7:14: log.level: "verbose" is not one of debug, info, warn or error`,
+		`vigil.yaml:8:17: control.cpus: "0-1,x" is not a cpu list like "0" or "0-1,3"`,
+		`vigil.yaml:8:38: control.cpu_weight: 20000 is out of range 1..10000`,
+	}},
+
+	{"YAML syntax error", `
+cluster:
+  name: edge
+   node: a
+`, []string{`vigil.yaml:3: YAML syntax: mapping values are not allowed in this context`}},
+
+	{"empty file", ``, []string{`vigil.yaml:1:1: file is empty: cluster is required`}},
+
+	{"multiple errors in one file are all reported, in file order", `
+cluster:
+  name: Edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+  witnesses: [{id: w, address: 192.0.2.11:7400}]
+vips:
+  - {address: 192.0.2.100/24, interface: eth0}
+  - {address: 192.0.2.100/32, interface: eth1}
+processes:
+  - name: app
+    command: []
+    stop_signal: SIGFOO
+    health: {}
+`, []string{
+		`vigil.yaml:2:9: cluster.name: "Edge" must be lowercase letters, digits and '-', at most 63 characters`,
+		`vigil.yaml:6:32: cluster.witnesses[0].address: duplicate address 192.0.2.11:7400 (first at line 5)`,
+		`vigil.yaml:9:15: vips[1].address: duplicate address 192.0.2.100 (first at line 8)`,
+		`vigil.yaml:12:14: processes[0].command: must not be empty`,
+		`vigil.yaml:13:18: processes[0].stop_signal: "SIGFOO" is not a signal name like SIGTERM, TERM or 15`,
+		`vigil.yaml:14:5: processes[0].health: one of sip_options, exec, tcp or http is required`,
+	}},
+}
+
+func TestParseBad(t *testing.T) {
+	keys := testKeys(t)
+	t.Setenv("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+	for _, tc := range badConfigs {
+		t.Run(tc.name, func(t *testing.T) {
+			src := strings.TrimPrefix(tc.yaml, "\n")
+			c, err := Parse("vigil.yaml", []byte(keys.Replace(src)))
+			if err == nil {
+				t.Fatalf("Parse accepted it: %+v", c)
+			}
+			if c != nil {
+				t.Errorf("Parse returned a config with an error")
+			}
+			var errs Errors
+			if !errors.As(err, &errs) {
+				t.Fatalf("error is %T, want Errors: %v", err, err)
+			}
+			var got []string
+			for _, e := range errs {
+				got = append(got, e.Error())
+			}
+			want := make([]string, len(tc.want))
+			for i, w := range tc.want {
+				want[i] = keys.Replace(w)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+			if err.Error() != strings.Join(want, "\n") {
+				t.Errorf("Errors.Error() does not join the lines:\n%s", err)
+			}
+		})
+	}
+}
+
+func TestTwoNodeOptIn(t *testing.T) {
+	keys := testKeys(t)
+	src := keys.Replace(`
+cluster:
+  name: edge
+  node: b
+  key_file: $KEY
+  two_node: true
+  nodes: [{id: a, address: 192.0.2.11:7400}, {id: b, address: 192.0.2.12:7400}]
+`)
+	c, err := Parse("vigil.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Cluster.TwoNode || c.Self().ID != "b" {
+		t.Errorf("got %+v", c.Cluster)
+	}
+	// two_node with a witness is a contradiction, not a silent no-op.
+	src = strings.Replace(src, "two_node: true\n", "two_node: true\n  witnesses: [{id: w, address: 192.0.2.13:7400}]\n", 1)
+	_, err = Parse("vigil.yaml", []byte(src))
+	want := "vigil.yaml:6:13: cluster.two_node: two_node: true needs exactly 2 nodes and no witnesses (have 2 and 1)"
+	if err == nil || err.Error() != want {
+		t.Errorf("got %v, want %s", err, want)
+	}
+}
+
+func TestLoad(t *testing.T) {
+	keys := testKeys(t)
+	path := filepath.Join(t.TempDir(), "vigil.yaml")
+	src := keys.Replace("cluster: {name: x, node: a, key_file: $KEY, nodes: [{id: a, address: \"192.0.2.1:1\"}]}\n")
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Source != path {
+		t.Errorf("Source = %q", c.Source)
+	}
+	if _, err := Load(path + ".missing"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Load(missing) = %v, want ErrNotExist", err)
+	}
+	if err := os.WriteFile(path, []byte("cluster: {}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Load(path)
+	if err == nil || !strings.HasPrefix(err.Error(), path+":1:1: cluster.name: required") {
+		t.Errorf("Load(bad) error %v does not name the file", err)
+	}
+}
+
+// Aliases are followed, but a document that expands past the limit is
+// refused instead of walked (billion laughs).
+func TestAliases(t *testing.T) {
+	keys := testKeys(t)
+	src := keys.Replace(`
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [&peer {id: a, address: 192.0.2.11:7400}]
+processes:
+  - {name: a, command: &cmd [/bin/sh, -c, "sleep 1"]}
+  - {name: b, command: *cmd}
+`)
+	c, err := Parse("a.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(c.Processes[1].Command, []string{"/bin/sh", "-c", "sleep 1"}) {
+		t.Errorf("alias not followed: %v", c.Processes[1].Command)
+	}
+	var b strings.Builder
+	b.WriteString("a: &a [x, x, x, x, x, x, x, x, x, x]\n")
+	for i, prev := 'b', 'a'; i <= 'k'; i, prev = i+1, i {
+		b.WriteString(string(i) + ": &" + string(i) + " [")
+		for j := range 10 {
+			if j > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("*" + string(prev))
+		}
+		b.WriteString("]\n")
+	}
+	_, err = Parse("laughs.yaml", []byte(b.String()))
+	if err == nil || !strings.Contains(err.Error(), "document too large") {
+		t.Errorf("billion laughs: got %v", err)
+	}
+}
+
+func TestValueParsers(t *testing.T) {
+	sizes := map[string]int64{"": 0, "65536": 65536, "64Mi": 64 << 20, "1Gi": 1 << 30, "512M": 512e6, "1G": 1e9, "2k": 2000, "3Ki": 3072}
+	for in, want := range sizes {
+		if got, err := parseSize(in); err != nil || got != want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"-1", "1.5G", "G", "1 G", "10Zi", "99999999999Ti", "0x10"} {
+		if _, err := parseSize(in); err == nil {
+			t.Errorf("parseSize(%q) accepted", in)
+		}
+	}
+	for _, in := range []string{"0", "0-1,3", "7", "2-2"} {
+		if err := parseCPUList(in); err != nil {
+			t.Errorf("parseCPUList(%q): %v", in, err)
+		}
+	}
+	for _, in := range []string{",", "0,", "1-0", "a", "-1", "0-99999", " 1"} {
+		if err := parseCPUList(in); err == nil {
+			t.Errorf("parseCPUList(%q) accepted", in)
+		}
+	}
+	sigs := map[string]string{"SIGTERM": "SIGTERM", "TERM": "SIGTERM", "term": "SIGTERM", "15": "SIGTERM", "9": "SIGKILL", "SIGUSR1": "SIGUSR1", "hup": "SIGHUP"}
+	for in, want := range sigs {
+		if got, err := canonicalSignal(in); err != nil || got != want {
+			t.Errorf("canonicalSignal(%q) = %q, %v; want %s", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "0", "99", "SIG", "SIGFOO", "-15"} {
+		if _, err := canonicalSignal(in); err == nil {
+			t.Errorf("canonicalSignal(%q) accepted", in)
+		}
+	}
+	for _, in := range []string{"sip:127.0.0.1:5060", "sip:127.0.0.1", "sips:proxy.example.org", "sip:ping@[2001:db8::1]:5060;transport=tcp", "sip:[::1]"} {
+		if err := checkSIPURI(in); err != nil {
+			t.Errorf("checkSIPURI(%q): %v", in, err)
+		}
+	}
+	for _, in := range []string{"127.0.0.1:5060", "sip:", "sip:host:0", "sip:host:99999", "http://x", "sip:a b"} {
+		if err := checkSIPURI(in); err == nil {
+			t.Errorf("checkSIPURI(%q) accepted", in)
+		}
+	}
+	for _, in := range []string{"10%", "150%", "400%"} {
+		if err := parseCPUMax(in); err != nil {
+			t.Errorf("parseCPUMax(%q): %v", in, err)
+		}
+	}
+	for _, in := range []string{"0%", "%", "150", "1.5%", "-10%"} {
+		if err := parseCPUMax(in); err == nil {
+			t.Errorf("parseCPUMax(%q) accepted", in)
+		}
+	}
+}
+
+// The example shipped in the packages must parse as shipped, and claim
+// nothing: no floating IPs, no processes.
+func TestPackagedExample(t *testing.T) {
+	data, err := os.ReadFile("../packaging/vigil.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := testKeys(t)
+	const shipped = "key_file: " + DefaultKeyFile
+	if !strings.Contains(string(data), shipped) {
+		t.Fatalf("packaging/vigil.yaml does not contain %q", shipped)
+	}
+	src := strings.Replace(string(data), shipped, keys.Replace("key_file: $KEY"), 1)
+	c, err := Parse("packaging/vigil.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.VIPs) != 0 || len(c.Processes) != 0 || len(c.Hooks.OnActive)+len(c.Hooks.OnStandby)+len(c.Hooks.OnFault) != 0 {
+		t.Errorf("the shipped example claims something: vips %v processes %v hooks %+v", c.VIPs, c.Processes, c.Hooks)
+	}
+	if len(c.Locators()) != 1 {
+		t.Errorf("the shipped example is not a one-node cluster: %v", c.Locators())
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte("cluster: {name: x, node: a, nodes: [{id: a, address: \"192.0.2.1:1\"}]}\n"))
+	for _, tc := range badConfigs {
+		f.Add([]byte(tc.yaml))
+	}
+	if data, err := os.ReadFile("../packaging/vigil.yaml"); err == nil {
+		f.Add(data)
+	}
+	f.Add([]byte("a: &a [*a]\n"))
+	f.Add([]byte("<<: {cluster: 1}\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse("fuzz.yaml", data)
+		if (c == nil) == (err == nil) {
+			t.Fatalf("Parse returned config %v and error %v", c != nil, err)
+		}
+		if err != nil {
+			var errs Errors
+			if !errors.As(err, &errs) || len(errs) == 0 {
+				t.Fatalf("error is %T %v, want non-empty Errors", err, err)
+			}
+		}
+	})
+}
+
+// The annotated example of docs/configuration.md must stay valid. It names
+// users and programs this test host lacks; only those errors are allowed.
+func TestDocumentedExample(t *testing.T) {
+	doc, err := os.ReadFile("../docs/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "## Annotated example")
+	if !ok {
+		t.Fatal("no Annotated example section")
+	}
+	_, rest, _ = strings.Cut(rest, "```yaml\n")
+	example, _, ok := strings.Cut(rest, "```")
+	if !ok {
+		t.Fatal("no yaml block in the Annotated example section")
+	}
+	keys := testKeys(t)
+	example = strings.Replace(example, "key_file: "+DefaultKeyFile, keys.Replace("key_file: $KEY"), 1)
+	_, err = Parse("configuration.md", []byte(example))
+	if err == nil {
+		return
+	}
+	var errs Errors
+	if !errors.As(err, &errs) {
+		t.Fatal(err)
+	}
+	for _, e := range errs {
+		host := strings.Contains(e.Msg, "not found in PATH") || strings.Contains(e.Msg, "does not exist") ||
+			strings.HasPrefix(e.Msg, "unknown user") || strings.HasPrefix(e.Msg, "unknown group")
+		if !host {
+			t.Errorf("documented example: %v", e)
+		} else {
+			t.Logf("allowed on this host: %v", e)
+		}
+	}
+}

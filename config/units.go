@@ -1,0 +1,258 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/netip"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The value parsers return plain messages (no key, no position): the
+// walker adds those.
+
+func parseDuration(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 0, errors.New("must be a duration like 150ms, not empty")
+	}
+	if _, err := strconv.ParseFloat(s, 64); err == nil {
+		// time.ParseDuration accepts "0" but nothing else without a unit;
+		// reject all bare numbers so "150" never silently means 150ns or 0.
+		return 0, fmt.Errorf("%q has no unit: write a Go duration like 150ms or 2s", s)
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration: write a Go duration like 150ms or 2s", s)
+	}
+	if d < 0 {
+		return 0, fmt.Errorf("%q is negative", s)
+	}
+	return d, nil
+}
+
+var sizeUnits = map[string]int64{
+	"":   1,
+	"K":  1000,
+	"k":  1000,
+	"M":  1000 * 1000,
+	"G":  1000 * 1000 * 1000,
+	"T":  1000 * 1000 * 1000 * 1000,
+	"Ki": 1 << 10,
+	"Mi": 1 << 20,
+	"Gi": 1 << 30,
+	"Ti": 1 << 40,
+}
+
+var sizeRE = regexp.MustCompile(`^([0-9]+)([A-Za-z]*)$`)
+
+// parseSize reads a byte count: 65536, 512M, 64Mi. "" is 0.
+func parseSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 0, nil
+	}
+	m := sizeRE.FindStringSubmatch(s)
+	if m == nil {
+		return 0, fmt.Errorf("%q is not a size: write bytes or a number with a unit (K M G T, Ki Mi Gi Ti), like 64Mi", s)
+	}
+	mult, ok := sizeUnits[m[2]]
+	if !ok {
+		return 0, fmt.Errorf("%q has an unknown unit %q: use K M G T or Ki Mi Gi Ti", s, m[2])
+	}
+	n, err := strconv.ParseInt(m[1], 10, 64)
+	if err != nil || n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("%q is too large", s)
+	}
+	return n * mult, nil
+}
+
+// maxCPU bounds cpu lists: far above any real machine, low enough that a
+// typo like 0-99999999 is caught.
+const maxCPU = 8191
+
+// parseCPUList checks a cpuset list such as "0", "0-1,3". "" is allowed.
+func parseCPUList(s string) error {
+	if s == "" {
+		return nil
+	}
+	for _, part := range strings.Split(s, ",") {
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := cpuNumber(lo)
+		if err != nil {
+			return fmt.Errorf("%q is not a cpu list like \"0\" or \"0-1,3\"", s)
+		}
+		if !isRange {
+			continue
+		}
+		b, err := cpuNumber(hi)
+		if err != nil || b < a {
+			return fmt.Errorf("%q is not a cpu list like \"0\" or \"0-1,3\"", s)
+		}
+	}
+	return nil
+}
+
+func cpuNumber(s string) (int, error) {
+	if s == "" || strings.TrimLeft(s, "0123456789") != "" {
+		return 0, errors.New("not a number")
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n > maxCPU {
+		return 0, errors.New("out of range")
+	}
+	return n, nil
+}
+
+// parseCPUMax checks "" or "N%" with N a positive integer.
+func parseCPUMax(s string) error {
+	if s == "" {
+		return nil
+	}
+	num, ok := strings.CutSuffix(s, "%")
+	if ok && num != "" && strings.TrimLeft(num, "0123456789") == "" {
+		if n, err := strconv.Atoi(num); err == nil && n > 0 {
+			return nil
+		}
+	}
+	return fmt.Errorf("%q is not a percentage of one cpu like \"150%%\"", s)
+}
+
+// parsePeerAddr checks an IP literal with a non-zero port: peers are
+// addressed without DNS so that a failover never waits on a resolver.
+func parsePeerAddr(s string) (netip.AddrPort, error) {
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("%q is not an IP:port address like 192.0.2.11:7400 or [2001:db8::11]:7400", s)
+	}
+	if ap.Port() == 0 {
+		return netip.AddrPort{}, fmt.Errorf("%q: port must not be 0", s)
+	}
+	return ap, nil
+}
+
+// checkHostPort checks host:port where host may be a name (health checks,
+// metrics) or empty when allowEmptyHost.
+func checkHostPort(s string, allowEmptyHost bool) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a host:port address", s)
+	}
+	if host == "" && !allowEmptyHost {
+		return fmt.Errorf("%q has no host", s)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("%q: port must be 1..65535", s)
+	}
+	return nil
+}
+
+func checkHTTPURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q is not an http:// or https:// URL", s)
+	}
+	return nil
+}
+
+// checkSIPURI checks sip:host[:port] or sips:..., with optional user@ and
+// ;params, enough to build an OPTIONS request from it.
+func checkSIPURI(s string) error {
+	bad := fmt.Errorf("%q is not a SIP URI like sip:127.0.0.1:5060", s)
+	rest, ok := strings.CutPrefix(s, "sip:")
+	if !ok {
+		if rest, ok = strings.CutPrefix(s, "sips:"); !ok {
+			return bad
+		}
+	}
+	if i := strings.IndexAny(rest, ";?"); i >= 0 {
+		rest = rest[:i]
+	}
+	if i := strings.LastIndex(rest, "@"); i >= 0 {
+		rest = rest[i+1:]
+	}
+	if rest == "" || strings.ContainsAny(rest, " \t/") {
+		return bad
+	}
+	host := rest
+	if strings.HasPrefix(rest, "[") || strings.Count(rest, ":") == 1 {
+		h, port, err := net.SplitHostPort(rest)
+		if err != nil {
+			if !strings.HasSuffix(rest, "]") { // [v6] without a port
+				return bad
+			}
+			h = strings.Trim(rest, "[]")
+		} else if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+			return bad
+		}
+		host = h
+	}
+	if host == "" {
+		return bad
+	}
+	return nil
+}
+
+// canonicalSignal maps SIGTERM, TERM, term or 15 to "SIGTERM".
+func canonicalSignal(s string) (string, error) {
+	bad := fmt.Errorf("%q is not a signal name like SIGTERM, TERM or 15", s)
+	if n, err := strconv.Atoi(s); err == nil {
+		if n <= 0 || n > 64 {
+			return "", bad
+		}
+		if name := unix.SignalName(syscall.Signal(n)); name != "" {
+			return name, nil
+		}
+		return "", bad
+	}
+	name := strings.ToUpper(s)
+	if !strings.HasPrefix(name, "SIG") {
+		name = "SIG" + name
+	}
+	if unix.SignalNum(name) == 0 {
+		return "", bad
+	}
+	return unix.SignalName(unix.SignalNum(name)), nil
+}
+
+// checkIfName applies the kernel's dev_valid_name rules.
+func checkIfName(s string) error {
+	if s == "" {
+		return errors.New("must not be empty")
+	}
+	if len(s) > 15 || s == "." || s == ".." || strings.ContainsAny(s, "/: \t\n\r\v\f") {
+		return fmt.Errorf("%q is not a valid interface name (at most 15 characters, no '/', ':' or spaces)", s)
+	}
+	return nil
+}
+
+// checkCgroupPath checks a relative path of [A-Za-z0-9_.-] segments.
+func checkCgroupPath(s string) error {
+	if s == "" {
+		return nil
+	}
+	bad := fmt.Errorf("%q is not a relative cgroup path of [A-Za-z0-9_.-] segments like \"vigil\" or \"vigil/a\"", s)
+	for _, seg := range strings.Split(s, "/") {
+		if seg == "" || seg == "." || seg == ".." || !cgroupSegRE.MatchString(seg) {
+			return bad
+		}
+	}
+	return nil
+}
+
+var (
+	cgroupSegRE   = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+	clusterNameRE = regexp.MustCompile(`^[a-z0-9-]+$`)
+	// identifiers name cgroups and appear in logs and metrics labels.
+	identRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+)
+
+const maxIdentLen = 64

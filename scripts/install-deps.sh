@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what Vigil's build and tests need on Debian 12, as root. Idempotent:
+# packages already present are not fetched again.
+set -euo pipefail
+
+PKGS=(
+  make git ca-certificates
+  util-linux    # unshare: the PID-1 supervisor test
+  iproute2      # ip netns: network-namespace tests
+  sip-tester    # sipp: real SIP peer for health checks and failover tests
+  procps
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: need root to install: ${missing[*]}" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+export PATH="/usr/local/go/bin:$PATH"
+command -v go >/dev/null || { echo "install-deps: Go is not installed at /usr/local/go" >&2; exit 1; }
+# Pinned so lint results do not change under us.
+gobin="$(go env GOPATH)/bin"
+if ! "$gobin/staticcheck" -version 2>/dev/null | grep -q '(0.8.2)'; then
+  go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+fi
+go mod download

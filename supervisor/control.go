@@ -1,0 +1,167 @@
+package supervisor
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// The control socket speaks one JSON request and one JSON response per
+// connection. Only root (or the daemon's own uid) may connect: the socket is
+// 0600 in a 0700 directory, and SO_PEERCRED is checked as well, since a
+// permissive umask or a bind mount must not open the door.
+
+// Request is a control-socket request.
+type Request struct {
+	Cmd  string `json:"cmd"`            // status | restart | reload
+	Name string `json:"name,omitempty"` // restart: the process
+}
+
+// Response is a control-socket response.
+type Response struct {
+	OK     bool    `json:"ok"`
+	Error  string  `json:"error,omitempty"`
+	Status *Status `json:"status,omitempty"`
+}
+
+// ErrNotRunning means nothing listens on the control socket.
+var ErrNotRunning = errors.New("supervisor: vigil is not running")
+
+// loopTimeout bounds how long a request waits for the main loop; a loop that
+// does not answer is itself news worth reporting.
+const loopTimeout = 2 * time.Second
+
+func (s *Supervisor) listenControl() (*net.UnixListener, error) {
+	path := s.cfg.Runtime.ControlSocket
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("supervisor: control socket directory: %w", err)
+	}
+	// A socket file left by a crash would make bind fail; one that answers
+	// belongs to a running instance, which we must not steal from.
+	if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("supervisor: %s: another vigil is running", path)
+	}
+	_ = os.Remove(path)
+	old := syscall.Umask(0o177)
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("supervisor: control socket %s: %w", path, err)
+	}
+	go s.serveControl(l)
+	return l, nil
+}
+
+func (s *Supervisor) serveControl(l *net.UnixListener) {
+	for {
+		c, err := l.AcceptUnix()
+		if err != nil {
+			return // closed at shutdown
+		}
+		go s.handleControl(c)
+	}
+}
+
+func (s *Supervisor) handleControl(c *net.UnixConn) {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	enc := json.NewEncoder(c)
+	if err := checkPeer(c); err != nil {
+		_ = enc.Encode(Response{Error: err.Error()})
+		return
+	}
+	var req Request
+	if err := json.NewDecoder(bufio.NewReader(c)).Decode(&req); err != nil {
+		_ = enc.Encode(Response{Error: "bad request: " + err.Error()})
+		return
+	}
+	resp := make(chan Response, 1)
+	var fn func()
+	switch req.Cmd {
+	case "status":
+		fn = func() { st := s.snapshot(); resp <- Response{OK: true, Status: &st} }
+	case "restart":
+		fn = func() {
+			if err := s.restartProcess(req.Name); err != nil {
+				resp <- Response{Error: err.Error()}
+				return
+			}
+			resp <- Response{OK: true}
+		}
+	case "reload":
+		fn = func() {
+			if err := s.reload(); err != nil {
+				resp <- Response{Error: err.Error()}
+				return
+			}
+			resp <- Response{OK: true}
+		}
+	default:
+		_ = enc.Encode(Response{Error: fmt.Sprintf("unknown command %q", req.Cmd)})
+		return
+	}
+	select {
+	case s.events <- fn:
+	case <-time.After(loopTimeout):
+		_ = enc.Encode(Response{Error: "supervisor main loop is not responding"})
+		return
+	}
+	select {
+	case r := <-resp:
+		_ = enc.Encode(r)
+	case <-time.After(loopTimeout):
+		_ = enc.Encode(Response{Error: "supervisor main loop is not responding"})
+	}
+}
+
+func checkPeer(c *net.UnixConn) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var cred *syscall.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
+	}); err != nil {
+		return err
+	}
+	if cerr != nil {
+		return fmt.Errorf("peer credentials: %w", cerr)
+	}
+	if cred.Uid != 0 && int(cred.Uid) != os.Geteuid() {
+		return fmt.Errorf("permission denied for uid %d", cred.Uid)
+	}
+	return nil
+}
+
+// Call sends one request to the daemon listening on path.
+func Call(path string, req Request) (*Response, error) {
+	c, err := net.DialTimeout("unix", path, 2*time.Second)
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("%w (no daemon on %s)", ErrNotRunning, path)
+		}
+		return nil, fmt.Errorf("supervisor: connect %s: %w", path, err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := json.NewEncoder(c).Encode(req); err != nil {
+		return nil, fmt.Errorf("supervisor: send to %s: %w", path, err)
+	}
+	var resp Response
+	if err := json.NewDecoder(c).Decode(&resp); err != nil {
+		return nil, fmt.Errorf("supervisor: read from %s: %w", path, err)
+	}
+	if !resp.OK {
+		return &resp, errors.New(resp.Error)
+	}
+	return &resp, nil
+}

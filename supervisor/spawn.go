@@ -1,0 +1,198 @@
+package supervisor
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vigil-project/vigil/config"
+)
+
+// ShimCommand is the hidden subcommand through which every supervised process
+// is started: `vigil _exec`. The shim waits on a barrier until the supervisor
+// has placed it in its cgroup (cgroup v1 cannot place at spawn), applies
+// rlimits and credentials, and execs the real command. Between fork and the
+// barrier it runs only vigil's own code; the application never runs outside
+// its cgroup.
+const ShimCommand = "_exec"
+
+// shimSpecEnv carries the ExecSpec to the shim; the shim removes it from the
+// environment before exec.
+const shimSpecEnv = "VIGIL_EXEC_SPEC"
+
+// barrierFD is the shim's fd that the supervisor writes one byte to (placed)
+// or closes without writing (abort).
+const barrierFD = 3
+
+// ExecSpec is what the shim needs to become the application.
+type ExecSpec struct {
+	Path    string            `json:"path"`
+	Argv    []string          `json:"argv"`
+	UID     *uint32           `json:"uid,omitempty"`
+	GID     *uint32           `json:"gid,omitempty"`
+	Groups  []uint32          `json:"groups,omitempty"`
+	Rlimits map[string]uint64 `json:"rlimits,omitempty"`
+	Barrier bool              `json:"barrier"`
+}
+
+var rlimitResources = map[string]int{
+	"nofile":  unix.RLIMIT_NOFILE,
+	"nproc":   unix.RLIMIT_NPROC,
+	"core":    unix.RLIMIT_CORE,
+	"memlock": unix.RLIMIT_MEMLOCK,
+	"stack":   unix.RLIMIT_STACK,
+}
+
+// lookPath resolves a command the way exec would, with a clear error.
+func lookPath(name string) (string, error) {
+	p, err := exec.LookPath(name)
+	if err != nil {
+		return "", fmt.Errorf("supervisor: command %q: %w", name, err)
+	}
+	if !filepath.IsAbs(p) {
+		if p, err = filepath.Abs(p); err != nil {
+			return "", fmt.Errorf("supervisor: command %q: %w", name, err)
+		}
+	}
+	return p, nil
+}
+
+// buildSpec resolves the user, group and path of a process.
+func buildSpec(p *config.Process) (*ExecSpec, error) {
+	path, err := lookPath(p.Command[0])
+	if err != nil {
+		return nil, err
+	}
+	s := &ExecSpec{Path: path, Argv: p.Command, Rlimits: p.Rlimits}
+	if p.User != "" {
+		u, err := user.Lookup(p.User)
+		if err != nil {
+			return nil, fmt.Errorf("supervisor: process %s: user %q: %w", p.Name, p.User, err)
+		}
+		uid, _ := strconv.ParseUint(u.Uid, 10, 32)
+		gid, _ := strconv.ParseUint(u.Gid, 10, 32)
+		uid32, gid32 := uint32(uid), uint32(gid)
+		s.UID, s.GID = &uid32, &gid32
+		gids, err := u.GroupIds()
+		if err == nil {
+			for _, g := range gids {
+				if n, err := strconv.ParseUint(g, 10, 32); err == nil {
+					s.Groups = append(s.Groups, uint32(n))
+				}
+			}
+		}
+	}
+	if p.Group != "" {
+		g, err := user.LookupGroup(p.Group)
+		if err != nil {
+			return nil, fmt.Errorf("supervisor: process %s: group %q: %w", p.Name, p.Group, err)
+		}
+		gid, _ := strconv.ParseUint(g.Gid, 10, 32)
+		gid32 := uint32(gid)
+		s.GID = &gid32
+	}
+	return s, nil
+}
+
+// processEnv is the environment of a supervised process: the supervisor's
+// own minus Vigil's and systemd's private variables, plus the configured env.
+func processEnv(p *config.Process, spec string) []string {
+	drop := func(kv string) bool {
+		for _, pfx := range []string{"NOTIFY_SOCKET=", "WATCHDOG_USEC=", "WATCHDOG_PID=", "LISTEN_FDS=", "LISTEN_PID=", "LISTEN_FDNAMES=", "INVOCATION_ID=", shimSpecEnv + "="} {
+			if strings.HasPrefix(kv, pfx) {
+				return true
+			}
+		}
+		return false
+	}
+	env := make([]string, 0, len(os.Environ())+len(p.Env)+2)
+	override := make(map[string]bool, len(p.Env))
+	for _, kv := range p.Env {
+		k, _, _ := strings.Cut(kv, "=")
+		override[k] = true
+	}
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if drop(kv) || override[k] {
+			continue
+		}
+		env = append(env, kv)
+	}
+	env = append(env, p.Env...)
+	env = append(env, "VIGIL_PROCESS="+p.Name)
+	sort.Strings(env)
+	return append(env, shimSpecEnv+"="+spec)
+}
+
+// RunShim is the body of `vigil _exec`. It only returns on failure; the
+// caller exits with 127 like a shell does for a command that cannot run.
+func RunShim() error {
+	raw := os.Getenv(shimSpecEnv)
+	if raw == "" {
+		return errors.New("vigil _exec is internal: it is started by vigil supervise")
+	}
+	var s ExecSpec
+	if err := json.Unmarshal([]byte(raw), &s); err != nil {
+		return fmt.Errorf("decode exec spec: %w", err)
+	}
+	if s.Barrier {
+		b := os.NewFile(barrierFD, "barrier")
+		var one [1]byte
+		n, err := b.Read(one[:])
+		b.Close()
+		if n != 1 {
+			return fmt.Errorf("placement aborted by the supervisor (%v)", err)
+		}
+	}
+	for name, v := range s.Rlimits {
+		res, ok := rlimitResources[name]
+		if !ok {
+			return fmt.Errorf("unknown rlimit %q", name)
+		}
+		lim := unix.Rlimit{Cur: v, Max: v}
+		if v == ^uint64(0) {
+			lim = unix.Rlimit{Cur: unix.RLIM_INFINITY, Max: unix.RLIM_INFINITY}
+		}
+		if err := unix.Setrlimit(res, &lim); err != nil {
+			return fmt.Errorf("setrlimit %s=%d: %w", name, v, err)
+		}
+	}
+	if s.GID != nil {
+		groups := make([]int, len(s.Groups))
+		for i, g := range s.Groups {
+			groups[i] = int(g)
+		}
+		if err := syscall.Setgroups(groups); err != nil {
+			return fmt.Errorf("setgroups: %w", err)
+		}
+		if err := syscall.Setgid(int(*s.GID)); err != nil {
+			return fmt.Errorf("setgid %d: %w", *s.GID, err)
+		}
+	}
+	if s.UID != nil {
+		if err := syscall.Setuid(int(*s.UID)); err != nil {
+			return fmt.Errorf("setuid %d: %w", *s.UID, err)
+		}
+	}
+	env := os.Environ()
+	out := env[:0]
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, shimSpecEnv+"=") {
+			out = append(out, kv)
+		}
+	}
+	if err := syscall.Exec(s.Path, s.Argv, out); err != nil {
+		return fmt.Errorf("exec %s: %w", s.Path, err)
+	}
+	return nil
+}

@@ -1,0 +1,68 @@
+package supervisor
+
+import "time"
+
+// State is a supervised process's lifecycle state. The strings are part of
+// the stable JSON of `vigil status --json`.
+type State string
+
+const (
+	StateRunning  State = "running"  // its main process, or (after it daemonized) its cgroup, is alive
+	StateBackoff  State = "backoff"  // exited; waiting to be restarted
+	StateExited   State = "exited"   // exited and its restart policy says not to restart
+	StateFatal    State = "fatal"    // failed too often in a row; waits for `vigil restart` or a reload
+	StateStopping State = "stopping" // being stopped (stop signal sent, waiting for its cgroup to empty)
+	StateStopped  State = "stopped"  // stopped by the supervisor (shutdown, reload, restart)
+)
+
+// Status is the supervisor's answer to `vigil status --json`. Keys are stable
+// and documented in docs/operations.md; add, never rename.
+type Status struct {
+	Version    string          `json:"version"`
+	Cluster    string          `json:"cluster"`
+	Node       string          `json:"node"`
+	Role       string          `json:"role"`
+	Healthy    bool            `json:"healthy"`
+	Unhealthy  []string        `json:"unhealthy_reasons,omitempty"`
+	Supervisor SupervisorState `json:"supervisor"`
+	Processes  []ProcessStatus `json:"processes"`
+}
+
+// SupervisorState describes the supervisor process itself.
+type SupervisorState struct {
+	PID        int       `json:"pid"`
+	StartedAt  time.Time `json:"started_at"`
+	Config     string    `json:"config"`
+	CgroupMode string    `json:"cgroup_mode"`
+	Cgroup     string    `json:"cgroup"`
+	Reloads    uint64    `json:"reloads"`
+	Orphans    uint64    `json:"orphans_reaped"`
+	RSSBytes   uint64    `json:"rss_bytes"`
+}
+
+// ProcessStatus is one supervised process.
+type ProcessStatus struct {
+	Name         string     `json:"name"`
+	State        State      `json:"state"`
+	PID          int        `json:"pid"`
+	Daemonized   bool       `json:"daemonized,omitempty"`
+	Critical     bool       `json:"critical"`
+	Restarts     int        `json:"restarts"`
+	StartedAt    *time.Time `json:"started_at,omitempty"`
+	LastExit     *ExitInfo  `json:"last_exit,omitempty"`
+	NextStart    *time.Time `json:"next_start,omitempty"`
+	Health       string     `json:"health"` // none | starting | healthy | unhealthy
+	HealthError  string     `json:"health_error,omitempty"`
+	Cgroup       string     `json:"cgroup"`
+	RestartUsec  int64      `json:"last_restart_latency_us,omitempty"`
+	SpawnError   string     `json:"spawn_error,omitempty"`
+	FailureCount int        `json:"consecutive_failures"`
+}
+
+// ExitInfo is how a process last ended.
+type ExitInfo struct {
+	Code   int       `json:"code"`
+	Signal string    `json:"signal,omitempty"`
+	At     time.Time `json:"at"`
+	Ran    string    `json:"ran"`
+}

@@ -1,0 +1,727 @@
+// Package supervisor is `vigil supervise`: it builds Vigil's cgroup tree,
+// starts the configured processes each in its own cgroup, restarts them with
+// backoff, owns every wait(), runs their health checks, answers the control
+// socket and talks to systemd.
+//
+// All state lives in one goroutine (the main loop). Other goroutines (the
+// reaper, timers, health monitors, the control socket) post closures to it;
+// nothing else touches a process's state. A responsive loop is what the
+// systemd watchdog is fed from.
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"os/signal"
+	"reflect"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vigil-project/vigil/cgroup"
+	"github.com/vigil-project/vigil/config"
+	"github.com/vigil-project/vigil/supervisor/health"
+)
+
+// Options are the supervisor's inputs besides the config file.
+type Options struct {
+	ConfigPath string
+	Version    string
+	Logger     *slog.Logger
+	// Exe is the binary re-executed as the shim; default /proc/self/exe.
+	Exe string
+}
+
+// Supervisor is one running `vigil supervise`.
+type Supervisor struct {
+	opts   Options
+	log    *slog.Logger
+	cfg    *config.Config
+	reaper *Reaper
+	cg     *cgroup.Manager
+	apps   *cgroup.Group
+	ctrl   *cgroup.Group
+	notify *notifier
+
+	events chan func()
+	procs  []*proc
+	rnd    *rand.Rand
+
+	started  time.Time
+	reloads  uint64
+	stopping bool
+	healthy  bool
+}
+
+type proc struct {
+	cfg   config.Process
+	group *cgroup.Group
+	log   *slog.Logger
+
+	state       State
+	pid         int
+	daemonized  bool
+	gen         uint64 // bumped at every start; events of older runs are ignored
+	startedAt   time.Time
+	restarts    int
+	failures    int // consecutive rapid failures
+	lastExit    *Exit
+	lastRan     time.Duration
+	nextStart   time.Time
+	timer       *time.Timer
+	spawnErr    string
+	restartLat  time.Duration
+	restartFrom time.Time // exit time of the run an immediate restart replaces
+
+	monitor   *health.Monitor
+	monCancel context.CancelFunc
+	health    health.Status
+}
+
+// New validates nothing by itself: cfg must come from config.Load.
+func New(cfg *config.Config, opts Options) *Supervisor {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Exe == "" {
+		opts.Exe = "/proc/self/exe"
+	}
+	return &Supervisor{
+		opts:   opts,
+		log:    opts.Logger,
+		cfg:    cfg,
+		reaper: NewReaper(opts.Logger),
+		events: make(chan func(), 256),
+		rnd:    rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid()))),
+		notify: newNotifier(opts.Logger),
+	}
+}
+
+// post hands fn to the main loop. It never blocks the caller for long: the
+// queue is large and the loop does no blocking work.
+func (s *Supervisor) post(fn func()) { s.events <- fn }
+
+// Run starts everything and blocks until a SIGTERM/SIGINT (or ctx) has
+// stopped every process and removed the cgroup tree.
+func (s *Supervisor) Run(ctx context.Context) error {
+	s.started = time.Now()
+	if os.Getpid() != 1 {
+		// Orphans of our children (daemons that double-fork) are re-parented
+		// to us, not to init, so the reaper sees them and status stays true.
+		if err := unixPrctlSubreaper(); err != nil {
+			s.log.Warn("cannot become child subreaper; orphans go to init", "err", err)
+		}
+	}
+	reapCtx, stopReaper := context.WithCancel(context.Background())
+	defer stopReaper()
+	go s.reaper.Run(reapCtx)
+
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+
+	if err := s.setupCgroups(); err != nil {
+		return err
+	}
+	ctl, err := s.listenControl()
+	if err != nil {
+		s.destroyCgroups()
+		return err
+	}
+	defer ctl.Close()
+
+	for _, pc := range s.cfg.Processes {
+		p := s.newProc(pc)
+		s.procs = append(s.procs, p)
+		s.start(p)
+	}
+	s.updateHealth()
+	s.notify.ready(s.statusLine())
+	s.log.Info("supervisor ready", "event", "ready", "processes", len(s.procs), "cgroup", s.cg.Describe(), "pid", os.Getpid())
+
+	wdCtx, stopWD := context.WithCancel(context.Background())
+	defer stopWD()
+	go s.notify.watchdog(wdCtx, s.events)
+
+	done := make(chan struct{})
+	for {
+		select {
+		case fn := <-s.events:
+			fn()
+		case sig := <-sigs:
+			switch sig {
+			case syscall.SIGHUP:
+				_ = s.reload()
+			default:
+				s.beginShutdown(sig.String(), done)
+			}
+		case <-ctx.Done():
+			s.beginShutdown("context done", done)
+		case <-done:
+			s.destroyCgroups()
+			s.log.Info("supervisor stopped", "event", "stopped")
+			return nil
+		}
+	}
+}
+
+func (s *Supervisor) setupCgroups() error {
+	cg, err := cgroup.Open(cgroup.Options{Subtree: s.cfg.Runtime.Cgroup, Logger: s.log})
+	if err != nil {
+		return fmt.Errorf("supervisor: cgroup tree: %w", err)
+	}
+	s.cg = cg
+	if s.ctrl, err = cg.Group("control/supervisor"); err != nil {
+		s.destroyCgroups()
+		return fmt.Errorf("supervisor: cgroup tree: %w", err)
+	}
+	// On v2 a process may not sit in a group whose controllers are enabled
+	// for its children, so the supervisor lives in a leaf of its own.
+	if err := cg.MoveSelf("control/supervisor"); err != nil {
+		s.destroyCgroups()
+		return fmt.Errorf("supervisor: move into control/supervisor: %w", err)
+	}
+	if s.apps, err = cg.Group("apps"); err != nil {
+		s.destroyCgroups()
+		return fmt.Errorf("supervisor: cgroup tree: %w", err)
+	}
+	s.applyGroupResources()
+	return nil
+}
+
+// applyGroupResources writes the control/ and apps/ values of the config.
+// What the host cannot do is logged once, not fatal.
+func (s *Supervisor) applyGroupResources() {
+	ctrl, err := s.cg.Group("control")
+	if err == nil {
+		var na []string
+		na, err = ctrl.Apply(cgroup.Resources{CPUWeight: s.cfg.Control.CPUWeight, CPUs: s.cfg.Control.CPUs, MemoryMin: s.cfg.Control.MemoryMin})
+		for _, n := range na {
+			s.log.Info("control group setting not in force on this host", "event", "cgroup_degraded", "group", "control", "setting", n)
+		}
+	}
+	if err != nil {
+		s.log.Warn("cannot apply control group resources", "event", "cgroup_error", "group", "control", "err", err)
+	}
+	na, err := s.apps.Apply(cgroup.Resources{CPUWeight: s.cfg.Apps.CPUWeight, CPUMax: s.cfg.Apps.CPUMax, MemoryMax: s.cfg.Apps.MemoryMax, PidsMax: s.cfg.Apps.PidsMax})
+	for _, n := range na {
+		s.log.Info("apps group setting not in force on this host", "event", "cgroup_degraded", "group", "apps", "setting", n)
+	}
+	if err != nil {
+		s.log.Warn("cannot apply apps group resources", "event", "cgroup_error", "group", "apps", "err", err)
+	}
+}
+
+func (s *Supervisor) destroyCgroups() {
+	if s.cg == nil {
+		return
+	}
+	// Leave control/supervisor so that the whole tree can go. Under systemd
+	// on v2 the kernel refuses, and systemd removes the leaf after we exit.
+	if err := s.cg.MoveSelfHome(); err != nil {
+		level := slog.LevelWarn
+		if errors.Is(err, cgroup.ErrNotSupported) {
+			level = slog.LevelDebug
+		}
+		s.log.Log(context.Background(), level, "supervisor stays in control/supervisor", "event", "cgroup_leftover", "err", err)
+	}
+	if err := s.cg.Destroy(); err != nil {
+		s.log.Error("cannot remove cgroup tree", "event", "cgroup_error", "err", err)
+	}
+}
+
+func (s *Supervisor) newProc(pc config.Process) *proc {
+	return &proc{cfg: pc, state: StateStopped, log: s.log.With("process", pc.Name)}
+}
+
+// start spawns p into its cgroup. Failures to spawn count like a failed run.
+func (s *Supervisor) start(p *proc) {
+	if s.stopping {
+		return
+	}
+	p.gen++
+	gen := p.gen
+	p.timer = nil
+	p.daemonized = false
+	if p.group == nil {
+		g, err := s.cg.Group("apps/" + p.cfg.Name)
+		if err != nil {
+			s.spawnFailed(p, fmt.Errorf("cgroup: %w", err))
+			return
+		}
+		p.group = g
+	}
+	if _, err := p.group.Apply(cgroup.Resources{MemoryMax: p.cfg.MemoryMax, PidsMax: p.cfg.PidsMax, CPUWeight: p.cfg.CPUWeight}); err != nil {
+		p.log.Warn("cannot apply process cgroup resources", "event", "cgroup_error", "err", err)
+	}
+	pid, done, err := s.spawn(p)
+	if err != nil {
+		s.spawnFailed(p, err)
+		return
+	}
+	now := time.Now()
+	p.state, p.pid, p.startedAt, p.spawnErr = StateRunning, pid, now, ""
+	p.nextStart = time.Time{}
+	if !p.restartFrom.IsZero() {
+		// Exit seen by the reaper -> new child placed and released.
+		p.restartLat = now.Sub(p.restartFrom)
+		p.restartFrom = time.Time{}
+		p.log.Info("process restarted", "event", "start", "pid", pid, "cgroup", p.group.Path(), "restarts", p.restarts, "latency_us", p.restartLat.Microseconds())
+	} else {
+		p.log.Info("process started", "event", "start", "pid", pid, "cgroup", p.group.Path(), "restarts", p.restarts)
+	}
+	go func() {
+		ex := <-done
+		s.post(func() { s.onExit(p, gen, ex) })
+	}()
+	s.startHealth(p, gen)
+	s.updateHealth()
+}
+
+func (s *Supervisor) spawnFailed(p *proc, err error) {
+	p.spawnErr = err.Error()
+	p.log.Error("cannot start process", "event", "spawn_failed", "err", err)
+	p.startedAt = time.Now()
+	s.ended(p, Exit{Code: 127, At: time.Now()})
+}
+
+// onExit handles the exit of p's main process.
+func (s *Supervisor) onExit(p *proc, gen uint64, ex Exit) {
+	if gen != p.gen || p.state != StateRunning {
+		return // an older run, or a stop in progress that owns the outcome
+	}
+	p.pid = 0
+	if ex.Success() {
+		if pop, _ := p.group.Populated(); pop {
+			// It forked and its parent left (a classic daemon). Its life is
+			// its cgroup: keep it running and watch the group instead.
+			p.daemonized = true
+			p.log.Info("process daemonized; tracking its cgroup", "event", "daemonized")
+			s.watchDaemon(p, gen)
+			return
+		}
+	}
+	s.ended(p, ex)
+}
+
+// watchDaemon polls the cgroup of a daemonized process. cgroup v1 has no
+// "populated" notification for non-root users of release_agent, so a cheap
+// poll is the portable way.
+func (s *Supervisor) watchDaemon(p *proc, gen uint64) {
+	go func() {
+		for {
+			time.Sleep(250 * time.Millisecond)
+			pop, err := p.group.Populated()
+			if err == nil && pop {
+				alive := make(chan bool, 1)
+				s.post(func() { alive <- gen == p.gen && p.state == StateRunning })
+				if <-alive {
+					continue
+				}
+				return
+			}
+			s.post(func() {
+				if gen == p.gen && p.state == StateRunning {
+					s.ended(p, Exit{Code: 0, At: time.Now()})
+				}
+			})
+			return
+		}
+	}()
+}
+
+// ended decides what happens after a run of p is over.
+func (s *Supervisor) ended(p *proc, ex Exit) {
+	s.stopHealth(p)
+	p.lastExit = &ex
+	p.lastRan = ex.At.Sub(p.startedAt)
+	p.pid = 0
+	// Whatever the main process left behind in its group goes with it, so a
+	// restart never runs beside a stray of the previous run.
+	if procs, err := p.group.Procs(); err == nil && len(procs) > 0 {
+		if err := p.group.Kill(); err != nil {
+			p.log.Warn("cannot kill leftovers of process", "event", "kill_failed", "err", err)
+		}
+	}
+	level := slog.LevelWarn
+	if ex.Success() {
+		level = slog.LevelInfo
+	}
+	p.log.Log(context.Background(), level, "process exited", "event", "exit", "pid", ex.Pid, "status", ex.String(), "ran", p.lastRan.Round(time.Millisecond).String())
+
+	restart := p.cfg.Restart == config.RestartAlways || (p.cfg.Restart == config.RestartOnFailure && !ex.Success())
+	if !restart || s.stopping {
+		p.state = StateExited
+		s.updateHealth()
+		return
+	}
+	if p.lastRan >= p.cfg.Backoff.Stable {
+		p.failures = 0
+	}
+	p.failures++
+	if p.cfg.Backoff.FatalAfter > 0 && p.failures > p.cfg.Backoff.FatalAfter {
+		p.state = StateFatal
+		p.log.Error("process failed too often; not restarting until 'vigil restart' or a reload", "event", "fatal", "failures", p.failures-1)
+		s.updateHealth()
+		return
+	}
+	delay := restartDelay(p.cfg.Backoff, p.failures, s.rnd)
+	p.state = StateBackoff
+	p.restarts++
+	s.updateHealth()
+	if delay == 0 {
+		p.nextStart = time.Time{}
+		p.restartFrom = ex.At
+		s.start(p)
+		return
+	}
+	p.nextStart = time.Now().Add(delay)
+	p.log.Info("restarting after backoff", "event", "backoff", "delay", delay.Round(time.Millisecond).String(), "failures", p.failures)
+	gen := p.gen
+	p.timer = time.AfterFunc(delay, func() {
+		s.post(func() {
+			if gen == p.gen && p.state == StateBackoff {
+				p.nextStart = time.Time{}
+				s.start(p)
+			}
+		})
+	})
+}
+
+// stop stops p (stop signal to its whole cgroup, SIGKILL after stop_timeout)
+// without blocking the loop; then runs in the loop once it is stopped.
+func (s *Supervisor) stop(p *proc, reason string, then func()) {
+	if p.timer != nil {
+		p.timer.Stop()
+		p.timer = nil
+	}
+	s.stopHealth(p)
+	p.gen++ // exits of the run being stopped are not failures
+	if p.state == StateStopping {
+		// A stop is already running; chain after it.
+		prev := p.gen
+		go func() {
+			for {
+				time.Sleep(20 * time.Millisecond)
+				ok := make(chan bool, 1)
+				s.post(func() { ok <- p.state != StateStopping || p.gen != prev })
+				if <-ok {
+					s.post(then)
+					return
+				}
+			}
+		}()
+		return
+	}
+	p.state = StateStopping
+	p.log.Info("stopping process", "event", "stop", "reason", reason, "pid", p.pid)
+	sig := signalNumber(p.cfg.StopSignal)
+	timeout := p.cfg.StopTimeout
+	g := p.group
+	go func() {
+		var killed bool
+		if g != nil {
+			killed = stopGroup(g, sig, timeout)
+		}
+		s.post(func() {
+			p.state, p.pid, p.daemonized = StateStopped, 0, false
+			if killed {
+				p.log.Warn("process did not stop in time; killed", "event", "stop_timeout", "timeout", timeout.String())
+			}
+			p.log.Info("process stopped", "event", "stopped")
+			s.updateHealth()
+			if then != nil {
+				then()
+			}
+		})
+	}()
+}
+
+// stopGroup sends sig to every process of g, waits up to timeout for the group
+// to empty and kills what is left. It reports whether it had to kill.
+func stopGroup(g *cgroup.Group, sig syscall.Signal, timeout time.Duration) bool {
+	if pop, err := g.Populated(); err == nil && !pop {
+		return false
+	}
+	_ = g.Signal(sig)
+	// Stopped processes never see SIGTERM; SIGCONT lets them handle it.
+	_ = g.Signal(syscall.SIGCONT)
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if pop, err := g.Populated(); err == nil && !pop {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	_ = g.Kill()
+	return true
+}
+
+func (s *Supervisor) beginShutdown(reason string, done chan struct{}) {
+	if s.stopping {
+		return
+	}
+	s.stopping = true
+	s.notify.stopping()
+	s.log.Info("supervisor stopping", "event", "shutdown", "reason", reason)
+	// Reverse start order: what started last may depend on what started first.
+	var next func(i int)
+	next = func(i int) {
+		if i < 0 {
+			close(done)
+			return
+		}
+		p := s.procs[i]
+		s.stop(p, "shutdown", func() {
+			s.deleteGroup(p)
+			next(i - 1)
+		})
+	}
+	next(len(s.procs) - 1)
+}
+
+func (s *Supervisor) deleteGroup(p *proc) {
+	if p.group == nil {
+		return
+	}
+	if err := p.group.Delete(); err != nil {
+		p.log.Warn("cannot remove process cgroup", "event", "cgroup_error", "err", err)
+	}
+	p.group = nil
+}
+
+// Reload re-reads the config file and applies it in place: removed processes
+// stop, added ones start, changed ones restart, unchanged ones keep running
+// (a FATAL one is given a fresh start). An invalid file changes nothing.
+func (s *Supervisor) reload() error {
+	cfg, err := config.Load(s.opts.ConfigPath)
+	if err != nil {
+		var errs config.Errors
+		if errors.As(err, &errs) {
+			for _, e := range errs {
+				s.log.Error("reload refused: invalid config", "event", "reload_refused", "err", e.Error())
+			}
+		} else {
+			s.log.Error("reload refused", "event", "reload_refused", "err", err)
+		}
+		return err
+	}
+	if s.stopping {
+		return errors.New("supervisor is stopping")
+	}
+	s.reloads++
+	old := make(map[string]*proc, len(s.procs))
+	for _, p := range s.procs {
+		old[p.cfg.Name] = p
+	}
+	var next []*proc
+	var added, changed, removed, kept []string
+	for _, pc := range cfg.Processes {
+		p, ok := old[pc.Name]
+		delete(old, pc.Name)
+		switch {
+		case !ok:
+			p = s.newProc(pc)
+			added = append(added, pc.Name)
+			s.start(p)
+		case !reflect.DeepEqual(p.cfg, pc):
+			changed = append(changed, pc.Name)
+			p.cfg = pc
+			p.failures = 0
+			pp := p
+			s.stop(p, "reload: changed", func() { pp.restarts = 0; s.start(pp) })
+		case p.state == StateFatal || p.state == StateExited:
+			kept = append(kept, pc.Name)
+			p.failures = 0
+			s.start(p)
+		default:
+			kept = append(kept, pc.Name)
+		}
+		next = append(next, p)
+	}
+	for name, p := range old {
+		removed = append(removed, name)
+		pp := p
+		s.stop(p, "reload: removed", func() { s.deleteGroup(pp) })
+	}
+	s.procs = next
+	s.cfg = cfg
+	s.applyGroupResources()
+	s.updateHealth()
+	s.log.Info("config reloaded", "event", "reload", "added", strings.Join(added, ","), "changed", strings.Join(changed, ","), "removed", strings.Join(removed, ","), "unchanged", strings.Join(kept, ","))
+	return nil
+}
+
+// restartProcess is `vigil restart NAME`: stop (if running) and start again,
+// clearing FATAL and the backoff.
+func (s *Supervisor) restartProcess(name string) error {
+	for _, p := range s.procs {
+		if p.cfg.Name != name {
+			continue
+		}
+		if s.stopping {
+			return errors.New("supervisor is stopping")
+		}
+		p.failures = 0
+		s.stop(p, "operator restart", func() { s.start(p) })
+		return nil
+	}
+	return fmt.Errorf("no process named %q", name)
+}
+
+func (s *Supervisor) startHealth(p *proc, gen uint64) {
+	if p.cfg.Health == nil {
+		return
+	}
+	chk, err := health.NewChecker(p.cfg.Health, runner{s.reaper})
+	if err != nil {
+		p.log.Error("invalid health check", "event", "health_error", "err", err)
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p.monCancel = cancel
+	hlog := p.log.With("check", string(p.cfg.Health.Kind))
+	p.monitor = health.NewMonitor(p.cfg.Health, chk, func(st health.Status) {
+		s.post(func() {
+			if gen != p.gen {
+				return
+			}
+			p.health = st
+			if st.State == health.State("unhealthy") {
+				p.log.Warn("health check failing", "event", "health", "health", string(st.State), "err", st.LastError)
+			} else {
+				p.log.Info("health changed", "event", "health", "health", string(st.State))
+			}
+			s.updateHealth()
+		})
+	}, hlog)
+	p.health = p.monitor.Status()
+	go p.monitor.Run(ctx)
+}
+
+func (s *Supervisor) stopHealth(p *proc) {
+	if p.monCancel != nil {
+		p.monCancel()
+		p.monCancel = nil
+	}
+	p.monitor = nil
+	p.health = health.Status{}
+}
+
+// updateHealth recomputes the node's health from its critical processes and
+// tells systemd when the summary changes.
+func (s *Supervisor) updateHealth() {
+	reasons := s.unhealthyReasons()
+	healthy := len(reasons) == 0
+	if healthy != s.healthy {
+		if healthy {
+			s.log.Info("node healthy", "event", "node_health", "healthy", true)
+		} else {
+			s.log.Warn("node unhealthy", "event", "node_health", "healthy", false, "reasons", strings.Join(reasons, "; "))
+		}
+	}
+	s.healthy = healthy
+	s.notify.status(s.statusLine())
+}
+
+func (s *Supervisor) unhealthyReasons() []string {
+	var r []string
+	for _, p := range s.procs {
+		if !p.cfg.Critical {
+			continue
+		}
+		switch {
+		case p.state != StateRunning:
+			r = append(r, p.cfg.Name+" "+string(p.state))
+		case p.cfg.Health != nil && p.health.State != health.State("healthy"):
+			st := string(p.health.State)
+			if st == "" {
+				st = "starting"
+			}
+			r = append(r, p.cfg.Name+" health "+st)
+		}
+	}
+	return r
+}
+
+func (s *Supervisor) statusLine() string {
+	running := 0
+	for _, p := range s.procs {
+		if p.state == StateRunning {
+			running++
+		}
+	}
+	h := "healthy"
+	if !s.healthy {
+		h = "unhealthy"
+	}
+	return fmt.Sprintf("%d/%d processes running, node %s", running, len(s.procs), h)
+}
+
+// snapshot builds the status; it runs in the loop.
+func (s *Supervisor) snapshot() Status {
+	st := Status{
+		Version: s.opts.Version,
+		Cluster: s.cfg.Cluster.Name,
+		Node:    s.cfg.Cluster.Node,
+		Role:    string(s.cfg.Cluster.Role),
+		Healthy: s.healthy,
+		Supervisor: SupervisorState{
+			PID:        os.Getpid(),
+			StartedAt:  s.started,
+			Config:     s.opts.ConfigPath,
+			CgroupMode: s.cg.Mode().String(),
+			Cgroup:     s.ctrl.Path(),
+			Reloads:    s.reloads,
+			Orphans:    s.reaper.Orphans(),
+			RSSBytes:   selfRSS(),
+		},
+		Unhealthy: s.unhealthyReasons(),
+		Processes: make([]ProcessStatus, 0, len(s.procs)),
+	}
+	for _, p := range s.procs {
+		ps := ProcessStatus{
+			Name: p.cfg.Name, State: p.state, PID: p.pid, Daemonized: p.daemonized,
+			Critical: p.cfg.Critical, Restarts: p.restarts, SpawnError: p.spawnErr,
+			FailureCount: p.failures, RestartUsec: p.restartLat.Microseconds(),
+			Health: "none",
+		}
+		if p.group != nil {
+			ps.Cgroup = p.group.Path()
+		}
+		if p.state == StateRunning || p.state == StateStopping {
+			t := p.startedAt
+			ps.StartedAt = &t
+		}
+		if !p.nextStart.IsZero() {
+			t := p.nextStart
+			ps.NextStart = &t
+		}
+		if p.lastExit != nil {
+			ps.LastExit = &ExitInfo{Code: p.lastExit.Code, At: p.lastExit.At, Ran: p.lastRan.Round(time.Millisecond).String()}
+			if p.lastExit.Signal != 0 {
+				ps.LastExit.Signal = signalName(p.lastExit.Signal)
+			}
+		}
+		if p.cfg.Health != nil {
+			ps.Health = string(p.health.State)
+			if ps.Health == "" {
+				ps.Health = "starting"
+			}
+			ps.HealthError = p.health.LastError
+		}
+		st.Processes = append(st.Processes, ps)
+	}
+	return st
+}
+
+// runner adapts the reaper to health.Runner.
+type runner struct{ r *Reaper }
+
+func (r runner) Run(ctx context.Context, argv []string) (int, error) {
+	return r.r.RunCommand(ctx, argv)
+}

@@ -1,0 +1,337 @@
+// Package supervise holds end-to-end tests of `vigil supervise`: the built
+// binary, run as root against the real kernel's cgroups.
+package supervise
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vigil-project/vigil/cgroup"
+	"github.com/vigil-project/vigil/supervisor"
+)
+
+var vigilBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "vigil-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	vigilBin = filepath.Join(dir, "vigil")
+	build := exec.Command("go", "build", "-o", vigilBin, "github.com/vigil-project/vigil/cmd/vigil")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build vigil:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: runs vigil supervise against the real kernel's cgroups")
+	}
+}
+
+// syncBuf collects the daemon's log lines.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// daemon is one `vigil supervise` under test.
+type daemon struct {
+	t       *testing.T
+	dir     string
+	cfgPath string
+	subtree string
+	socket  string
+	cmd     *exec.Cmd
+	log     *syncBuf
+	done    chan struct{}
+	exitErr error
+	// wrap, when set, prefixes the command line (e.g. unshare).
+	wrap []string
+	env  []string
+	// sigPid, when set, is the host pid that stop signals (the daemon
+	// itself when cmd is a wrapper such as unshare).
+	sigPid int
+}
+
+func newDaemon(t *testing.T, processes string) *daemon {
+	t.Helper()
+	needRoot(t)
+	dir := t.TempDir()
+	var rnd [4]byte
+	_, _ = rand.Read(rnd[:])
+	d := &daemon{
+		t: t, dir: dir,
+		cfgPath: filepath.Join(dir, "vigil.yaml"),
+		subtree: "vigil-test-" + hex.EncodeToString(rnd[:]),
+		socket:  filepath.Join(dir, "control.sock"),
+		log:     &syncBuf{},
+	}
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	if err := os.WriteFile(filepath.Join(dir, "cluster.key"), []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.writeConfig(processes)
+	t.Cleanup(d.cleanup)
+	return d
+}
+
+func (d *daemon) writeConfig(processes string) {
+	d.t.Helper()
+	cfg := fmt.Sprintf(`cluster:
+  name: test
+  node: a
+  key_file: %s
+  nodes:
+    - {id: a, address: 127.0.0.1:17400}
+control:
+  realtime: false
+metrics:
+  listen: ""
+runtime:
+  control_socket: %s
+  state_dir: %s
+  cgroup: %s
+log:
+  level: debug
+  format: json
+processes:
+%s`, filepath.Join(d.dir, "cluster.key"), d.socket, filepath.Join(d.dir, "state"), d.subtree, processes)
+	// Write-then-rename, as an operator's editor would, so a reload never
+	// reads half a file.
+	tmp := d.cfgPath + ".tmp"
+	if err := os.WriteFile(tmp, []byte(cfg), 0o644); err != nil {
+		d.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, d.cfgPath); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+func (d *daemon) start() {
+	d.t.Helper()
+	args := append(append([]string{}, d.wrap...), vigilBin, "supervise", "-c", d.cfgPath)
+	d.cmd = exec.Command(args[0], args[1:]...)
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	d.cmd.Env = append(os.Environ(), d.env...)
+	if err := d.cmd.Start(); err != nil {
+		d.t.Fatal(err)
+	}
+	d.done = make(chan struct{})
+	go func() {
+		d.exitErr = d.cmd.Wait()
+		close(d.done)
+	}()
+	d.waitFor("control socket answers", 10*time.Second, func() bool {
+		_, err := supervisor.Call(d.socket, supervisor.Request{Cmd: "status"})
+		return err == nil
+	})
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (d *daemon) stop(timeout time.Duration) {
+	d.t.Helper()
+	if d.sigPid != 0 {
+		_ = syscall.Kill(d.sigPid, syscall.SIGTERM)
+	} else {
+		_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	select {
+	case <-d.done:
+	case <-time.After(timeout):
+		d.t.Fatalf("vigil did not exit within %v of SIGTERM\n%s", timeout, d.log.String())
+	}
+	if d.exitErr != nil {
+		d.t.Fatalf("vigil exited with %v\n%s", d.exitErr, d.log.String())
+	}
+}
+
+func (d *daemon) running() bool {
+	if d.done == nil {
+		return false
+	}
+	select {
+	case <-d.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// cleanup kills a daemon a failed test left running (by its PID) and removes
+// whatever of its cgroup tree is left, processes included.
+func (d *daemon) cleanup() {
+	if d.running() {
+		_ = d.cmd.Process.Kill()
+		<-d.done
+	}
+	if m, err := cgroup.Open(cgroup.Options{Subtree: d.subtree}); err == nil {
+		_ = m.Destroy()
+	}
+	if d.t.Failed() {
+		d.t.Logf("vigil log:\n%s", d.log.String())
+	}
+}
+
+func (d *daemon) status() *supervisor.Status {
+	d.t.Helper()
+	resp, err := supervisor.Call(d.socket, supervisor.Request{Cmd: "status"})
+	if err != nil {
+		d.t.Fatalf("status: %v\n%s", err, d.log.String())
+	}
+	return resp.Status
+}
+
+func (d *daemon) proc(name string) supervisor.ProcessStatus {
+	d.t.Helper()
+	for _, p := range d.status().Processes {
+		if p.Name == name {
+			return p
+		}
+	}
+	d.t.Fatalf("no process %q in status", name)
+	return supervisor.ProcessStatus{}
+}
+
+func (d *daemon) waitFor(what string, timeout time.Duration, cond func() bool) {
+	d.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("timed out after %v waiting for %s\n%s", timeout, what, d.log.String())
+		}
+		if !d.running() {
+			d.t.Fatalf("vigil exited (%v) while waiting for %s\n%s", d.exitErr, what, d.log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (d *daemon) waitState(name string, state supervisor.State, timeout time.Duration) supervisor.ProcessStatus {
+	d.t.Helper()
+	var p supervisor.ProcessStatus
+	d.waitFor(fmt.Sprintf("%s %s", name, state), timeout, func() bool {
+		p = d.proc(name)
+		return p.State == state
+	})
+	return p
+}
+
+// vigil runs a CLI command against this daemon.
+func (d *daemon) vigil(args ...string) (string, int) {
+	cmd := exec.Command(vigilBin, args...)
+	out, err := cmd.CombinedOutput()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		d.t.Fatal(err)
+	}
+	return string(out), code
+}
+
+// cgroupOf reads /proc/PID/cgroup: controller -> path.
+func cgroupOf(t *testing.T, pid int) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatalf("read cgroup of %d: %v", pid, err)
+	}
+	m := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		if len(f) != 3 {
+			continue
+		}
+		for _, c := range strings.Split(f[1], ",") {
+			if c == "" {
+				c = "unified"
+			}
+			m[c] = f[2]
+		}
+	}
+	return m
+}
+
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// State is the field after the ")" of the command name.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i > 0 && i+2 < len(s) && s[i+2] != 'Z'
+}
+
+// treeDirs lists every directory of the daemon's subtree that still exists,
+// in any hierarchy.
+func treeDirs(subtree string) []string {
+	var left []string
+	roots, _ := filepath.Glob("/sys/fs/cgroup/*")
+	for _, r := range roots {
+		_ = filepath.WalkDir(r, func(p string, de os.DirEntry, err error) error {
+			if err != nil || !de.IsDir() {
+				return nil
+			}
+			if de.Name() == subtree {
+				left = append(left, p)
+				return filepath.SkipDir
+			}
+			return nil
+		})
+	}
+	return left
+}
+
+func readPidFile(t *testing.T, path string) int {
+	t.Helper()
+	var pid int
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		b, err := os.ReadFile(path)
+		if err == nil {
+			if pid, err = strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
+				return pid
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no pid in %s", path)
+	return 0
+}
