@@ -335,3 +335,5 @@ func readPidFile(t *testing.T, path string) int {
 	t.Fatalf("no pid in %s", path)
 	return 0
 }
+
+func killPid(pid int) error { return syscall.Kill(pid, syscall.SIGKILL) }
