@@ -15,12 +15,12 @@ dir=$(mktemp -d /tmp/vigil-demo.XXXXXX)
 pid=""
 cleanup() {
   if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; wait "$pid" || true; fi
-  rm -rf "$dir"
+  [ -n "${VIGIL_KEEP:-}" ] || rm -rf "$dir"
 }
 trap cleanup EXIT
 
 "$VIGIL" keygen "$dir/cluster.key" >/dev/null
-cp supervisor/health/testdata/uas-options-200.xml "$dir/uas.xml"
+cp supervisor/health/testdata/sipp_options_200.xml "$dir/uas.xml"
 cat > "$dir/vigil.yaml" <<YAML
 cluster:
   name: demo
@@ -32,7 +32,8 @@ metrics: {listen: ""}
 runtime: {control_socket: $dir/control.sock, state_dir: $dir/state, cgroup: vigil-demo}
 processes:
   - name: sip
-    command: [$(command -v sipp), -sf, $dir/uas.xml, -i, 127.0.0.1, -p, "15060", -bg_no, -nostdin, -trace_err, -error_file, /dev/null]
+    command: [$(command -v sipp), -sf, $dir/uas.xml, -i, 127.0.0.1, -p, "15060", -nostdin]
+    dir: $dir
     critical: true
     health:
       sip_options: {target: "sip:127.0.0.1:15060", interval: 500ms, timeout: 200ms, rise: 1, fall: 2}

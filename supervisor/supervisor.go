@@ -617,7 +617,7 @@ func (s *Supervisor) stopHealth(p *proc) {
 func (s *Supervisor) updateHealth() {
 	reasons := s.unhealthyReasons()
 	healthy := len(reasons) == 0
-	if healthy != s.healthy {
+	if healthy != s.healthy && !s.stopping {
 		if healthy {
 			s.log.Info("node healthy", "event", "node_health", "healthy", true)
 		} else {

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -137,7 +138,11 @@ func TestHTTPCheck(t *testing.T) {
 	mux.HandleFunc("/503", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) })
 	mux.HandleFunc("/404", func(w http.ResponseWriter, r *http.Request) { http.NotFound(w, r) })
 	mux.HandleFunc("/redirect", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/ok", http.StatusFound) })
-	mux.HandleFunc("/loop", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/loop", http.StatusFound) })
+	var loops atomic.Int32
+	mux.HandleFunc("/loop", func(w http.ResponseWriter, r *http.Request) {
+		loops.Add(1)
+		http.Redirect(w, r, "/loop", http.StatusFound)
+	})
 	mux.HandleFunc("/hang", func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-hang:
@@ -162,6 +167,9 @@ func TestHTTPCheck(t *testing.T) {
 		if err := check(p); err != nil {
 			t.Errorf("%s: %v", p, err)
 		}
+	}
+	if n := loops.Load(); n != 1+maxRedirects {
+		t.Errorf("redirect loop: %d requests, want %d", n, 1+maxRedirects)
 	}
 	uaMu.Lock()
 	if ua != "vigil" {

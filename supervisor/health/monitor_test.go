@@ -251,3 +251,48 @@ func waitChange(t *testing.T, ch <-chan Status, d time.Duration) Status {
 		return Status{}
 	}
 }
+
+// blockingChecker waits for its context, as a hung check would.
+type blockingChecker struct{}
+
+func (blockingChecker) Check(ctx context.Context) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// TestMonitorAppliesTimeout: the monitor bounds each check by Timeout, and
+// Run returns promptly when cancelled in the middle of a check.
+func TestMonitorAppliesTimeout(t *testing.T) {
+	h := &config.Health{Kind: config.HealthTCP, Interval: 100 * time.Millisecond, Timeout: 50 * time.Millisecond, Rise: 1, Fall: 2}
+	changes := make(chan Status, 10)
+	m := NewMonitor(h, blockingChecker{}, func(s Status) { changes <- s }, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { m.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	start := time.Now()
+	s := waitChange(t, changes, 5*time.Second)
+	if s.State != StateUnhealthy || s.LastError != context.DeadlineExceeded.Error() || s.Checks != 2 {
+		t.Fatalf("hung checker: %+v", s)
+	}
+	// Two checks, each cut at 50ms, one interval apart.
+	if el := time.Since(start); el < 140*time.Millisecond {
+		t.Fatalf("unhealthy after %v, faster than two timed-out checks allow", el)
+	}
+
+	h.Timeout, h.Interval = time.Hour, 2*time.Hour
+	m2 := NewMonitor(h, blockingChecker{}, nil, nil)
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	done2 := make(chan struct{})
+	go func() { m2.Run(ctx2); close(done2) }()
+	time.Sleep(50 * time.Millisecond)
+	cancel2()
+	select {
+	case <-done2:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return when cancelled during a check")
+	}
+	if s := m2.Status(); s.Checks != 0 || s.State != StateStarting {
+		t.Fatalf("check cut by shutdown was counted: %+v", s)
+	}
+}

@@ -60,8 +60,11 @@ func (c *sipChecker) Check(ctx context.Context) error {
 	stop := context.AfterFunc(cctx, func() { _ = conn.SetReadDeadline(time.Now()) })
 	defer stop()
 
-	local := conn.LocalAddr().(*net.UDPAddr).AddrPort()
-	local = netipAddrPortUnmap(local)
+	ua, ok := conn.LocalAddr().(*net.UDPAddr)
+	if !ok {
+		return fmt.Errorf("sip %s: unexpected local address %v", c.target.addr(), conn.LocalAddr())
+	}
+	local := netipAddrPortUnmap(ua.AddrPort())
 	req := &sipRequest{
 		target:  c.target,
 		local:   local.String(),

@@ -1,0 +1,202 @@
+package netfloat
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/mdlayher/arp"
+	"github.com/mdlayher/ndp"
+	"golang.org/x/net/bpf"
+)
+
+var testMAC = net.HardwareAddr{0x02, 0, 0x5e, 0x10, 0x20, 0x30}
+
+// The ARP frames decode with an independent parser (mdlayher/arp) to what
+// the kernel expects of gratuitous ARP and probes.
+func TestARPFramesDecode(t *testing.T) {
+	vip := netip.MustParseAddr("192.0.2.100")
+	for _, tc := range []struct {
+		name     string
+		frame    []byte
+		op       arp.Operation
+		sender   netip.Addr
+		tha      net.HardwareAddr
+		wantForm string // "" = parseClaim must ignore it
+	}{
+		{"request", garpRequest(testMAC, vip), arp.OperationRequest, vip, make(net.HardwareAddr, 6), "arp-request"},
+		{"reply", garpReply(testMAC, vip), arp.OperationReply, vip, testMAC, "arp-reply"},
+		{"probe", arpProbe(testMAC, vip), arp.OperationRequest, netip.IPv4Unspecified(), make(net.HardwareAddr, 6), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if len(tc.frame) < 60 {
+				t.Fatalf("frame %d bytes, want padded to 60", len(tc.frame))
+			}
+			if !bytes.Equal(tc.frame[0:6], ethBroadcast) || !bytes.Equal(tc.frame[6:12], testMAC) {
+				t.Fatalf("ethernet header % x", tc.frame[:14])
+			}
+			var p arp.Packet
+			if err := p.UnmarshalBinary(tc.frame[14:]); err != nil {
+				t.Fatal(err)
+			}
+			if p.Operation != tc.op || p.SenderIP != tc.sender || p.TargetIP != vip ||
+				!bytes.Equal(p.SenderHardwareAddr, testMAC) || !bytes.Equal(p.TargetHardwareAddr, tc.tha) {
+				t.Fatalf("decoded %+v", p)
+			}
+			c, ok := parseClaim(tc.frame)
+			if tc.wantForm == "" {
+				if ok {
+					t.Fatalf("probe parsed as a claim: %+v", c)
+				}
+				return
+			}
+			if !ok || c.Addr != vip || !bytes.Equal(c.MAC, testMAC) || c.Form != tc.wantForm {
+				t.Fatalf("parseClaim = %+v, %v", c, ok)
+			}
+		})
+	}
+}
+
+func icmpChecksumOK(t *testing.T, frame []byte) {
+	t.Helper()
+	ip := frame[14:]
+	var s, d [16]byte
+	copy(s[:], ip[8:24])
+	copy(d[:], ip[24:40])
+	// Summing a message that includes its correct checksum gives 0xffff,
+	// whose complement is 0.
+	if c := icmpv6Checksum(s, d, ip[40:]); c != 0 {
+		t.Fatalf("ICMPv6 checksum does not verify (residual %#x)", c)
+	}
+}
+
+// The NA and DAD solicitation decode with mdlayher/ndp and have the fields
+// receivers check (hop limit 255, flags, destinations, checksum).
+func TestNDPFramesDecode(t *testing.T) {
+	vip := netip.MustParseAddr("2001:db8::100")
+
+	na := unsolicitedNA(testMAC, vip)
+	if !bytes.Equal(na[0:6], net.HardwareAddr{0x33, 0x33, 0, 0, 0, 1}) {
+		t.Fatalf("NA ethernet destination % x", na[0:6])
+	}
+	ip := na[14:]
+	if ip[7] != 255 || netip.AddrFrom16([16]byte(ip[24:40])) != allNodes || netip.AddrFrom16([16]byte(ip[8:24])) != vip ||
+		int(binary.BigEndian.Uint16(ip[4:6])) != len(ip)-40 {
+		t.Fatalf("NA IPv6 header % x", ip[:40])
+	}
+	icmpChecksumOK(t, na)
+	m, err := ndp.ParseMessage(ip[40:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	adv, ok := m.(*ndp.NeighborAdvertisement)
+	if !ok || !adv.Override || adv.Solicited || adv.Router || adv.TargetAddress != vip {
+		t.Fatalf("NA decoded as %#v", m)
+	}
+	if len(adv.Options) != 1 {
+		t.Fatalf("NA options %v", adv.Options)
+	}
+	if lla, ok := adv.Options[0].(*ndp.LinkLayerAddress); !ok || lla.Direction != ndp.Target || !bytes.Equal(lla.Addr, testMAC) {
+		t.Fatalf("NA option %#v", adv.Options[0])
+	}
+	if c, ok := parseClaim(na); !ok || c.Addr != vip || !bytes.Equal(c.MAC, testMAC) || c.Form != "na" {
+		t.Fatalf("parseClaim(NA) = %+v, %v", c, ok)
+	}
+
+	ns := dadProbe(testMAC, vip)
+	ip = ns[14:]
+	if !bytes.Equal(ns[0:6], net.HardwareAddr{0x33, 0x33, 0xff, 0, 0x01, 0x00}) {
+		t.Fatalf("NS ethernet destination % x", ns[0:6])
+	}
+	if ip[7] != 255 || netip.AddrFrom16([16]byte(ip[8:24])) != netip.IPv6Unspecified() ||
+		netip.AddrFrom16([16]byte(ip[24:40])) != netip.MustParseAddr("ff02::1:ff00:100") {
+		t.Fatalf("NS IPv6 header % x", ip[:40])
+	}
+	icmpChecksumOK(t, ns)
+	m, err = ndp.ParseMessage(ip[40:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sol, ok := m.(*ndp.NeighborSolicitation); !ok || sol.TargetAddress != vip || len(sol.Options) != 0 {
+		t.Fatalf("NS decoded as %#v", m)
+	}
+	if _, ok := parseClaim(ns); ok {
+		t.Fatal("a solicitation is not a claim")
+	}
+}
+
+// The NA filter passes NAs and rejects other ICMPv6 and other IPv6 traffic.
+func TestNAFilter(t *testing.T) {
+	raw, err := naFilter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm, err := bpf.NewVM(mustDisassemble(t, raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vip := netip.MustParseAddr("2001:db8::100")
+	udp := unsolicitedNA(testMAC, vip)
+	udp[14+6] = 17 // next header UDP
+	for _, tc := range []struct {
+		name  string
+		frame []byte
+		pass  bool
+	}{
+		{"na", unsolicitedNA(testMAC, vip), true},
+		{"ns", dadProbe(testMAC, vip), false},
+		{"udp", udp, false},
+	} {
+		n, err := vm.Run(tc.frame)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (n > 0) != tc.pass {
+			t.Errorf("%s: filter returned %d, want pass=%v", tc.name, n, tc.pass)
+		}
+	}
+}
+
+func mustDisassemble(t *testing.T, raw []bpf.RawInstruction) []bpf.Instruction {
+	t.Helper()
+	ins, ok := bpf.Disassemble(raw)
+	if !ok {
+		t.Fatal("filter does not disassemble")
+	}
+	return ins
+}
+
+func TestParseClaimRejectsGarbage(t *testing.T) {
+	vip := netip.MustParseAddr("192.0.2.100")
+	f := garpReply(testMAC, vip)
+	for _, b := range [][]byte{nil, f[:13], f[:20], unsolicitedNA(testMAC, netip.MustParseAddr("2001:db8::1"))[:60]} {
+		if c, ok := parseClaim(b); ok {
+			t.Errorf("parseClaim(% x) = %+v, want rejection", b, c)
+		}
+	}
+	bad := garpReply(testMAC, vip)
+	bad[14+4] = 8 // hardware length
+	if _, ok := parseClaim(bad); ok {
+		t.Error("ARP with hlen 8 accepted")
+	}
+}
+
+func TestNormalize(t *testing.T) {
+	good, err := normalize(VIP{Prefix: netip.MustParsePrefix("::ffff:192.0.2.1/120"), Interface: "eth0"})
+	if err != nil || good.Prefix != netip.MustParsePrefix("192.0.2.1/24") {
+		t.Fatalf("mapped address: %v %v", good, err)
+	}
+	for _, v := range []VIP{
+		{Prefix: netip.MustParsePrefix("192.0.2.1/24")},
+		{Prefix: netip.MustParsePrefix("224.0.0.1/24"), Interface: "eth0"},
+		{Prefix: netip.MustParsePrefix("fe80::1/64"), Interface: "eth0"},
+		{Interface: "eth0"},
+		{Prefix: netip.MustParsePrefix("192.0.2.1/24"), Interface: "a-very-long-interface-name"},
+	} {
+		if _, err := normalize(v); err == nil {
+			t.Errorf("normalize(%v) accepted", v)
+		}
+	}
+}
