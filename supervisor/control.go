@@ -19,8 +19,8 @@ import (
 
 // Request is a control-socket request.
 type Request struct {
-	Cmd  string `json:"cmd"`            // status | restart | reload
-	Name string `json:"name,omitempty"` // restart: the process
+	Cmd  string `json:"cmd"`            // status | restart | reload | switchover | maintenance
+	Name string `json:"name,omitempty"` // restart: the process; switchover: the target node ("" = any); maintenance: on|off
 }
 
 // Response is a control-socket response.
@@ -36,6 +36,10 @@ var ErrNotRunning = errors.New("supervisor: vigil is not running")
 // loopTimeout bounds how long a request waits for the main loop; a loop that
 // does not answer is itself news worth reporting.
 const loopTimeout = 2 * time.Second
+
+// commandTimeout bounds a switchover or maintenance command: long enough for
+// a handover through the locators, short enough for an operator to wait.
+const commandTimeout = 5 * time.Second
 
 func (s *Supervisor) listenControl() (*net.UnixListener, error) {
 	path := s.cfg.Runtime.ControlSocket
@@ -103,6 +107,32 @@ func (s *Supervisor) handleControl(c *net.UnixConn) {
 			}
 			resp <- Response{OK: true}
 		}
+	case "switchover", "maintenance":
+		// Forwarded to the node manager; its answer arrives later, so the
+		// loop hands back a channel instead of blocking on it.
+		fwd := make(chan (<-chan error), 1)
+		select {
+		case s.events <- func() { fwd <- s.command(ctlNodeManager, req.Cmd, req.Name) }:
+		case <-time.After(loopTimeout):
+			_ = enc.Encode(Response{Error: "supervisor main loop is not responding"})
+			return
+		}
+		select {
+		case res := <-fwd:
+			select {
+			case err := <-res:
+				if err != nil {
+					_ = enc.Encode(Response{Error: err.Error()})
+					return
+				}
+				_ = enc.Encode(Response{OK: true})
+			case <-time.After(commandTimeout):
+				_ = enc.Encode(Response{Error: "the node manager did not answer in time"})
+			}
+		case <-time.After(loopTimeout):
+			_ = enc.Encode(Response{Error: "supervisor main loop is not responding"})
+		}
+		return
 	default:
 		_ = enc.Encode(Response{Error: fmt.Sprintf("unknown command %q", req.Cmd)})
 		return

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vigil-project/vigil/cgroup"
+	"github.com/vigil-project/vigil/internal/ipc"
 )
 
 func unixPrctlSubreaper() error {
@@ -29,6 +30,10 @@ func (s *Supervisor) spawn(p *proc) (int, <-chan Exit, error) {
 	if err != nil {
 		return 0, nil, err
 	}
+	if p.control == "" {
+		zero := 0
+		spec.OOMScoreAdj = &zero
+	}
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		return 0, nil, fmt.Errorf("supervisor: output pipe: %w", err)
@@ -41,22 +46,61 @@ func (s *Supervisor) spawn(p *proc) (int, <-chan Exit, error) {
 	}
 	defer devnull.Close()
 
-	pid, done, err := s.spawnInto(p, spec, devnull, outW)
+	var extra *os.File
+	if p.control != "" {
+		conn, child, err := ipc.Pair()
+		if err != nil {
+			outR.Close()
+			return 0, nil, err
+		}
+		defer child.Close()
+		p.setConn(conn)
+		extra = child
+	}
+	out := outW
+	if p.control != "" {
+		// The control plane logs structured lines of its own: they go to
+		// the supervisor's stderr (the journal) as they are, not wrapped.
+		out = os.Stderr
+	}
+	pid, done, err := s.spawnInto(p, spec, devnull, out, extra)
 	if err != nil {
 		outR.Close()
+		p.setConn(nil)
 		return 0, nil, err
+	}
+	if p.control != "" {
+		outR.Close()
+		return pid, done, nil
 	}
 	go pumpOutput(p.log, outR)
 	return pid, done, nil
 }
 
-func (s *Supervisor) spawnInto(p *proc, spec *ExecSpec, stdin, out *os.File) (int, <-chan Exit, error) {
+// files lays out the child's fds: 0-2 stdio, 3 the barrier (closed when
+// unused), ipc.ChildFD the control-plane channel.
+func files(stdin, out, barrier, extra *os.File) []uintptr {
+	none := ^uintptr(0) // -1: the fd is closed in the child
+	fds := []uintptr{stdin.Fd(), out.Fd(), out.Fd(), none}
+	if barrier != nil {
+		fds[barrierFD] = barrier.Fd()
+	}
+	if extra != nil {
+		for len(fds) < ipc.ChildFD {
+			fds = append(fds, none)
+		}
+		fds = append(fds, extra.Fd())
+	}
+	return fds
+}
+
+func (s *Supervisor) spawnInto(p *proc, spec *ExecSpec, stdin, out, extra *os.File) (int, <-chan Exit, error) {
 	sys := &syscall.SysProcAttr{Setsid: true}
 	if fd, err := p.group.OpenFD(); err == nil {
 		defer fd.Close()
 		spec.Barrier = false
 		sys.UseCgroupFD, sys.CgroupFD = true, int(fd.Fd())
-		pid, done, err := s.forkShim(p, spec, sys, []uintptr{stdin.Fd(), out.Fd(), out.Fd()})
+		pid, done, err := s.forkShim(p, spec, sys, files(stdin, out, nil, extra))
 		if err == nil {
 			return pid, done, nil
 		}
@@ -77,7 +121,7 @@ func (s *Supervisor) spawnInto(p *proc, spec *ExecSpec, stdin, out *os.File) (in
 	}
 	defer barW.Close()
 	spec.Barrier = true
-	pid, done, err := s.forkShim(p, spec, sys, []uintptr{stdin.Fd(), out.Fd(), out.Fd(), barR.Fd()})
+	pid, done, err := s.forkShim(p, spec, sys, files(stdin, out, barR, extra))
 	barR.Close()
 	if err != nil {
 		return 0, nil, err

@@ -43,6 +43,10 @@ type ExecSpec struct {
 	Groups  []uint32          `json:"groups,omitempty"`
 	Rlimits map[string]uint64 `json:"rlimits,omitempty"`
 	Barrier bool              `json:"barrier"`
+	// OOMScoreAdj, when set, is written before exec: applications must not
+	// inherit the supervisor's -1000 and become the one thing the OOM
+	// killer can never pick.
+	OOMScoreAdj *int `json:"oom_score_adj,omitempty"`
 }
 
 var rlimitResources = map[string]int{
@@ -152,6 +156,11 @@ func RunShim() error {
 		b.Close()
 		if n != 1 {
 			return fmt.Errorf("placement aborted by the supervisor (%v)", err)
+		}
+	}
+	if s.OOMScoreAdj != nil {
+		if err := os.WriteFile("/proc/self/oom_score_adj", []byte(strconv.Itoa(*s.OOMScoreAdj)), 0); err != nil {
+			return fmt.Errorf("oom_score_adj %d: %w", *s.OOMScoreAdj, err)
 		}
 	}
 	for name, v := range s.Rlimits {

@@ -1,6 +1,9 @@
 package supervisor
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // State is a supervised process's lifecycle state. The strings are part of
 // the stable JSON of `vigil status --json`.
@@ -25,7 +28,17 @@ type Status struct {
 	Healthy    bool            `json:"healthy"`
 	Unhealthy  []string        `json:"unhealthy_reasons,omitempty"`
 	Supervisor SupervisorState `json:"supervisor"`
-	Processes  []ProcessStatus `json:"processes"`
+	// ControlPlane are the locator and node manager processes.
+	ControlPlane []ProcessStatus `json:"control_plane"`
+	// NodeManager and Locator are those processes' own last reports
+	// (see docs/operations.md), absent while they have not reported.
+	NodeManager json.RawMessage `json:"nodemanager,omitempty"`
+	Locator     json.RawMessage `json:"locator,omitempty"`
+	Processes   []ProcessStatus `json:"processes"`
+	// Groups are the cgroups' usage and pressure; NotInForce lists the
+	// guarantees this host could not apply (e.g. memory.min on cgroup v1).
+	Groups     []GroupStatus `json:"cgroups"`
+	NotInForce []string      `json:"not_in_force,omitempty"`
 }
 
 // SupervisorState describes the supervisor process itself.
@@ -38,6 +51,7 @@ type SupervisorState struct {
 	Reloads    uint64    `json:"reloads"`
 	Orphans    uint64    `json:"orphans_reaped"`
 	RSSBytes   uint64    `json:"rss_bytes"`
+	Fences     uint64    `json:"fences"`
 }
 
 // ProcessStatus is one supervised process.
@@ -57,6 +71,7 @@ type ProcessStatus struct {
 	RestartUsec  int64      `json:"last_restart_latency_us,omitempty"`
 	SpawnError   string     `json:"spawn_error,omitempty"`
 	FailureCount int        `json:"consecutive_failures"`
+	LastReport   *time.Time `json:"last_report,omitempty"` // control plane: last heartbeat
 }
 
 // ExitInfo is how a process last ended.

@@ -11,6 +11,7 @@ package supervisor
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,6 +25,8 @@ import (
 
 	"github.com/vigil-project/vigil/cgroup"
 	"github.com/vigil-project/vigil/config"
+	"github.com/vigil-project/vigil/internal/ipc"
+	"github.com/vigil-project/vigil/realtime"
 	"github.com/vigil-project/vigil/supervisor/health"
 )
 
@@ -44,17 +47,27 @@ type Supervisor struct {
 	reaper *Reaper
 	cg     *cgroup.Manager
 	apps   *cgroup.Group
-	ctrl   *cgroup.Group
+	sup    *cgroup.Group // control/supervisor, where this process lives
 	notify *notifier
 
 	events chan func()
-	procs  []*proc
+	procs  []*proc // applications, in config order
+	ctrl   []*proc // the control plane: locator, node manager
 	rnd    *rand.Rand
+	exe    string // the vigil binary the control plane runs
 
-	started  time.Time
-	reloads  uint64
-	stopping bool
-	healthy  bool
+	pending map[uint64]chan error // commands forwarded to the control plane
+	nextID  uint64
+	fences  uint64
+	float   fencer
+
+	notInForce []string // guarantees the host refused, "group: setting"
+
+	started    time.Time
+	reloads    uint64
+	stopping   bool
+	healthy    bool
+	appHealthy bool
 }
 
 type proc struct {
@@ -80,6 +93,13 @@ type proc struct {
 	monitor   *health.Monitor
 	monCancel context.CancelFunc
 	health    health.Status
+
+	// Control-plane processes only.
+	control  string // "locator" or "nodemanager"; "" for applications
+	conn     *ipc.Conn
+	report   json.RawMessage
+	lastBeat time.Time
+	fencing  bool
 }
 
 // New validates nothing by itself: cfg must come from config.Load.
@@ -91,13 +111,14 @@ func New(cfg *config.Config, opts Options) *Supervisor {
 		opts.Exe = "/proc/self/exe"
 	}
 	return &Supervisor{
-		opts:   opts,
-		log:    opts.Logger,
-		cfg:    cfg,
-		reaper: NewReaper(opts.Logger),
-		events: make(chan func(), 256),
-		rnd:    rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid()))),
-		notify: newNotifier(opts.Logger),
+		opts:    opts,
+		log:     opts.Logger,
+		cfg:     cfg,
+		reaper:  NewReaper(opts.Logger),
+		events:  make(chan func(), 256),
+		rnd:     rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid()))),
+		notify:  newNotifier(opts.Logger),
+		pending: make(map[uint64]chan error),
 	}
 }
 
@@ -133,6 +154,23 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		return err
 	}
 	defer ctl.Close()
+	if s.float, err = newFencer(s.cfg, s.log); err != nil {
+		s.log.Warn("cannot watch floating IPs for fencing", "event", "fence_error", "err", err)
+	}
+
+	// The supervisor is the last thing the OOM killer may take: without it
+	// nothing restarts or fences. Applications are reset to 0 at spawn.
+	realtime.ApplyAndLog(realtime.Settings{OOMScoreAdj: realtime.DefaultOOMScoreAdj}, s.log)
+	s.exe = resolveExe(s.opts.Exe)
+	for _, pc := range s.controlProcesses() {
+		p := s.newProc(pc)
+		p.control = pc.Name
+		s.ctrl = append(s.ctrl, p)
+		s.start(p)
+	}
+	stopFence := make(chan struct{})
+	defer close(stopFence)
+	go s.fenceLoop(stopFence)
 
 	for _, pc := range s.cfg.Processes {
 		p := s.newProc(pc)
@@ -175,7 +213,7 @@ func (s *Supervisor) setupCgroups() error {
 		return fmt.Errorf("supervisor: cgroup tree: %w", err)
 	}
 	s.cg = cg
-	if s.ctrl, err = cg.Group("control/supervisor"); err != nil {
+	if s.sup, err = cg.Group("control/supervisor"); err != nil {
 		s.destroyCgroups()
 		return fmt.Errorf("supervisor: cgroup tree: %w", err)
 	}
@@ -196,19 +234,34 @@ func (s *Supervisor) setupCgroups() error {
 // applyGroupResources writes the control/ and apps/ values of the config.
 // What the host cannot do is logged once, not fatal.
 func (s *Supervisor) applyGroupResources() {
+	s.notInForce = nil
 	ctrl, err := s.cg.Group("control")
 	if err == nil {
 		var na []string
 		na, err = ctrl.Apply(cgroup.Resources{CPUWeight: s.cfg.Control.CPUWeight, CPUs: s.cfg.Control.CPUs, MemoryMin: s.cfg.Control.MemoryMin})
 		for _, n := range na {
+			s.notInForce = append(s.notInForce, "control: "+n)
 			s.log.Info("control group setting not in force on this host", "event", "cgroup_degraded", "group", "control", "setting", n)
 		}
 	}
 	if err != nil {
 		s.log.Warn("cannot apply control group resources", "event", "cgroup_error", "group", "control", "err", err)
 	}
-	na, err := s.apps.Apply(cgroup.Resources{CPUWeight: s.cfg.Apps.CPUWeight, CPUMax: s.cfg.Apps.CPUMax, MemoryMax: s.cfg.Apps.MemoryMax, PidsMax: s.cfg.Apps.PidsMax})
+	appsRes := cgroup.Resources{CPUWeight: s.cfg.Apps.CPUWeight, CPUMax: s.cfg.Apps.CPUMax, MemoryMax: s.cfg.Apps.MemoryMax, PidsMax: s.cfg.Apps.PidsMax}
+	if s.cfg.Control.CPUs != "" {
+		// Reserved cpus are the control plane's alone: the applications
+		// get every other online cpu.
+		cpus, err := appsCPUs(s.cfg.Control.CPUs)
+		if err != nil {
+			s.notInForce = append(s.notInForce, "apps: cpuset: "+err.Error())
+			s.log.Warn("cannot keep applications off the reserved cpus", "event", "cgroup_degraded", "err", err)
+		} else {
+			appsRes.CPUs = cpus
+		}
+	}
+	na, err := s.apps.Apply(appsRes)
 	for _, n := range na {
+		s.notInForce = append(s.notInForce, "apps: "+n)
 		s.log.Info("apps group setting not in force on this host", "event", "cgroup_degraded", "group", "apps", "setting", n)
 	}
 	if err != nil {
@@ -248,14 +301,18 @@ func (s *Supervisor) start(p *proc) {
 	p.timer = nil
 	p.daemonized = false
 	if p.group == nil {
-		g, err := s.cg.Group("apps/" + p.cfg.Name)
+		parent := "apps/"
+		if p.control != "" {
+			parent = "control/"
+		}
+		g, err := s.cg.Group(parent + p.cfg.Name)
 		if err != nil {
 			s.spawnFailed(p, fmt.Errorf("cgroup: %w", err))
 			return
 		}
 		p.group = g
 	}
-	if _, err := p.group.Apply(cgroup.Resources{MemoryMax: p.cfg.MemoryMax, PidsMax: p.cfg.PidsMax, CPUWeight: p.cfg.CPUWeight}); err != nil {
+	if _, err := p.group.Apply(s.processResources(p)); err != nil {
 		p.log.Warn("cannot apply process cgroup resources", "event", "cgroup_error", "err", err)
 	}
 	pid, done, err := s.spawn(p)
@@ -278,8 +335,15 @@ func (s *Supervisor) start(p *proc) {
 		ex := <-done
 		s.post(func() { s.onExit(p, gen, ex) })
 	}()
+	if p.conn != nil {
+		p.report, p.lastBeat = nil, time.Time{}
+		go s.readChannel(p, gen, p.conn)
+	}
 	s.startHealth(p, gen)
 	s.updateHealth()
+	if p.control == ctlNodeManager {
+		s.pushHealth()
+	}
 }
 
 func (s *Supervisor) spawnFailed(p *proc, err error) {
@@ -312,10 +376,13 @@ func (s *Supervisor) onExit(p *proc, gen uint64, ex Exit) {
 // "populated" notification for non-root users of release_agent, so a cheap
 // poll is the portable way.
 func (s *Supervisor) watchDaemon(p *proc, gen uint64) {
+	// The group is captured here: p belongs to the loop, and a stop sets
+	// p.group to nil while this goroutine sleeps.
+	g := p.group
 	go func() {
 		for {
 			time.Sleep(250 * time.Millisecond)
-			pop, err := p.group.Populated()
+			pop, err := g.Populated()
 			if err == nil && pop {
 				alive := make(chan bool, 1)
 				s.post(func() { alive <- gen == p.gen && p.state == StateRunning })
@@ -337,6 +404,15 @@ func (s *Supervisor) watchDaemon(p *proc, gen uint64) {
 // ended decides what happens after a run of p is over.
 func (s *Supervisor) ended(p *proc, ex Exit) {
 	s.stopHealth(p)
+	if p.control != "" {
+		p.setConn(nil)
+		if p.control == ctlNodeManager {
+			for id, ch := range s.pending {
+				ch <- errors.New("the node manager exited before answering")
+				delete(s.pending, id)
+			}
+		}
+	}
 	p.lastExit = &ex
 	p.lastRan = ex.At.Sub(p.startedAt)
 	p.pid = 0
@@ -468,20 +544,35 @@ func (s *Supervisor) beginShutdown(reason string, done chan struct{}) {
 	s.stopping = true
 	s.notify.stopping()
 	s.log.Info("supervisor stopping", "event", "shutdown", "reason", reason)
-	// Reverse start order: what started last may depend on what started first.
+	// The node manager goes first, so an active node hands its role and its
+	// floating IPs over while the applications still serve; then the
+	// applications in reverse start order (what started last may depend on
+	// what started first); the locator last, so the cluster keeps its
+	// quorum for the handover.
+	var order []*proc
+	if nm := s.controlProc(ctlNodeManager); nm != nil {
+		order = append(order, nm)
+	}
+	for i := len(s.procs) - 1; i >= 0; i-- {
+		order = append(order, s.procs[i])
+	}
+	if l := s.controlProc(ctlLocator); l != nil {
+		order = append(order, l)
+	}
 	var next func(i int)
 	next = func(i int) {
-		if i < 0 {
+		if i == len(order) {
 			close(done)
 			return
 		}
-		p := s.procs[i]
+		p := order[i]
 		s.stop(p, "shutdown", func() {
+			p.setConn(nil)
 			s.deleteGroup(p)
-			next(i - 1)
+			next(i + 1)
 		})
 	}
-	next(len(s.procs) - 1)
+	next(0)
 }
 
 func (s *Supervisor) deleteGroup(p *proc) {
@@ -559,7 +650,7 @@ func (s *Supervisor) reload() error {
 // restartProcess is `vigil restart NAME`: stop (if running) and start again,
 // clearing FATAL and the backoff.
 func (s *Supervisor) restartProcess(name string) error {
-	for _, p := range s.procs {
+	for _, p := range append(append([]*proc{}, s.procs...), s.ctrl...) {
 		if p.cfg.Name != name {
 			continue
 		}
@@ -624,11 +715,30 @@ func (s *Supervisor) updateHealth() {
 			s.log.Warn("node unhealthy", "event", "node_health", "healthy", false, "reasons", strings.Join(reasons, "; "))
 		}
 	}
+	appHealthy := len(s.appUnhealthyReasons()) == 0
+	if appHealthy != s.appHealthy {
+		s.appHealthy = appHealthy
+		s.pushHealth()
+	}
 	s.healthy = healthy
 	s.notify.status(s.statusLine())
 }
 
+// unhealthyReasons is why this host is unhealthy: a critical application or
+// a control-plane process is down or failing.
 func (s *Supervisor) unhealthyReasons() []string {
+	r := s.appUnhealthyReasons()
+	for _, p := range s.ctrl {
+		if p.state != StateRunning {
+			r = append(r, p.cfg.Name+" "+string(p.state))
+		}
+	}
+	return r
+}
+
+// appUnhealthyReasons covers the critical applications only: what the node
+// manager weighs when it decides whether this node may be active.
+func (s *Supervisor) appUnhealthyReasons() []string {
 	var r []string
 	for _, p := range s.procs {
 		if !p.cfg.Critical {
@@ -675,7 +785,7 @@ func (s *Supervisor) snapshot() Status {
 			StartedAt:  s.started,
 			Config:     s.opts.ConfigPath,
 			CgroupMode: s.cg.Mode().String(),
-			Cgroup:     s.ctrl.Path(),
+			Cgroup:     s.sup.Path(),
 			Reloads:    s.reloads,
 			Orphans:    s.reaper.Orphans(),
 			RSSBytes:   selfRSS(),
@@ -683,7 +793,26 @@ func (s *Supervisor) snapshot() Status {
 		Unhealthy: s.unhealthyReasons(),
 		Processes: make([]ProcessStatus, 0, len(s.procs)),
 	}
+	st.Supervisor.Fences = s.fences
+	st.Groups = s.groupStatus()
+	st.NotInForce = s.notInForce
+	for _, p := range s.ctrl {
+		st.ControlPlane = append(st.ControlPlane, s.procStatus(p))
+		switch p.control {
+		case ctlNodeManager:
+			st.NodeManager = p.report
+		case ctlLocator:
+			st.Locator = p.report
+		}
+	}
 	for _, p := range s.procs {
+		st.Processes = append(st.Processes, s.procStatus(p))
+	}
+	return st
+}
+
+func (s *Supervisor) procStatus(p *proc) ProcessStatus {
+	{
 		ps := ProcessStatus{
 			Name: p.cfg.Name, State: p.state, PID: p.pid, Daemonized: p.daemonized,
 			Critical: p.cfg.Critical, Restarts: p.restarts, SpawnError: p.spawnErr,
@@ -714,9 +843,12 @@ func (s *Supervisor) snapshot() Status {
 			}
 			ps.HealthError = p.health.LastError
 		}
-		st.Processes = append(st.Processes, ps)
+		if p.control != "" && !p.lastBeat.IsZero() {
+			t := p.lastBeat
+			ps.LastReport = &t
+		}
+		return ps
 	}
-	return st
 }
 
 // runner adapts the reaper to health.Runner.

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/vigil-project/vigil/config"
+	"github.com/vigil-project/vigil/locator"
+	"github.com/vigil-project/vigil/nodemanager"
 	"github.com/vigil-project/vigil/supervisor"
 )
 
@@ -75,9 +77,10 @@ func printStatus(w io.Writer, st *supervisor.Status, now time.Time) {
 	fmt.Fprintf(w, "supervisor pid %d  up %s  cgroup %s (%s)  rss %.1f MiB  reloads %d\n\n",
 		st.Supervisor.PID, age(now, st.Supervisor.StartedAt), st.Supervisor.Cgroup, st.Supervisor.CgroupMode,
 		float64(st.Supervisor.RSSBytes)/(1<<20), st.Supervisor.Reloads)
+	printCluster(w, st)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "PROCESS\tSTATE\tPID\tUP\tRESTARTS\tLAST EXIT\tHEALTH\tCGROUP")
-	for _, p := range st.Processes {
+	for _, p := range append(append([]supervisor.ProcessStatus{}, st.ControlPlane...), st.Processes...) {
 		up, pid, last := "-", "-", "-"
 		if p.StartedAt != nil {
 			up = age(now, *p.StartedAt)
@@ -137,4 +140,65 @@ func runRestart(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "restarting %s\n", fs.Arg(0))
 	return exitOK
+}
+
+// printCluster shows the node manager's and the locator's views.
+func printCluster(w io.Writer, st *supervisor.Status) {
+	if st.NodeManager != nil {
+		var r nodemanager.Report
+		if json.Unmarshal(st.NodeManager, &r) == nil {
+			active := r.Active
+			if active == "" {
+				active = "none"
+			}
+			lease := "-"
+			if r.LeaseValid {
+				lease = fmt.Sprintf("%dms left", r.LeaseRemainingMS)
+			}
+			fmt.Fprintf(w, "role %s  epoch %d  active %s  lease %s  token age %dms  rotation %.1fms  maintenance %v\n",
+				r.Role, r.Epoch, active, lease, r.TokenAgeMS, r.RotationMS, r.Maintenance)
+			if len(r.VIPs) > 0 {
+				fmt.Fprintf(w, "floating IPs held: %s\n", strings.Join(r.VIPs, ", "))
+			}
+			var peers []string
+			for _, p := range r.Peers {
+				h := "healthy"
+				if !p.Healthy {
+					h = "unhealthy"
+				}
+				if p.Maintenance {
+					h += ",maintenance"
+				}
+				peers = append(peers, p.ID+" "+h)
+			}
+			var locs []string
+			for _, l := range r.Locators {
+				if l.Seen {
+					locs = append(locs, fmt.Sprintf("%s %dms ago", l.ID, l.AgeMS))
+				} else {
+					locs = append(locs, l.ID+" never")
+				}
+			}
+			fmt.Fprintf(w, "nodes: %s\nlocators answered: %s\n", strings.Join(peers, "; "), strings.Join(locs, "; "))
+		}
+	}
+	if st.Locator != nil {
+		var r locator.Report
+		if json.Unmarshal(st.Locator, &r) == nil {
+			holder := r.Holder
+			if holder == "" {
+				holder = "none"
+			}
+			var seen []string
+			for _, n := range r.Nodes {
+				if n.Seen {
+					seen = append(seen, fmt.Sprintf("%s %dms ago", n.ID, n.AgeMS))
+				} else {
+					seen = append(seen, n.ID+" never")
+				}
+			}
+			fmt.Fprintf(w, "this locator: epoch %d holder %s lease valid %v; check-ins: %s\n", r.Epoch, holder, r.LeaseValid, strings.Join(seen, "; "))
+		}
+	}
+	fmt.Fprintln(w)
 }

@@ -9,7 +9,10 @@ import (
 	"log/slog"
 	"os"
 
+	sdjournal "github.com/coreos/go-systemd/v22/journal"
+
 	"github.com/vigil-project/vigil/config"
+	"github.com/vigil-project/vigil/internal/journal"
 	"github.com/vigil-project/vigil/supervisor"
 )
 
@@ -57,11 +60,20 @@ func printConfigErrors(w io.Writer, err error) {
 	fmt.Fprintln(w, err)
 }
 
-// newLogger writes one event per line to stderr; under systemd that is the
-// journal (the unit sets no timestamps of its own).
+// newLogger writes one event per line to stderr, or, under systemd, to the
+// journal natively with every attribute as a field (internal/journal), so
+// `journalctl -u vigil PROCESS=kamailio EVENT=exit` filters. The journal is
+// used only when stderr is the journal stream systemd gave us (JOURNAL_STREAM
+// names its device and inode) and the native socket answers; otherwise, as
+// with StandardError= redirected, the text or json lines of log.format.
 func newLogger(w io.Writer, c config.Log) *slog.Logger {
 	var lvl slog.Level
 	_ = lvl.UnmarshalText([]byte(c.Level))
+	if os.Getenv("JOURNAL_STREAM") != "" {
+		if ok, _ := sdjournal.StderrIsJournalStream(); ok && journal.Available() {
+			return slog.New(journal.New(journal.Options{Level: lvl}))
+		}
+	}
 	opts := &slog.HandlerOptions{Level: lvl}
 	if os.Getenv("JOURNAL_STREAM") != "" {
 		// journald stamps every line itself.

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +25,11 @@ import (
 var vigilBin string
 
 func TestMain(m *testing.M) {
+	// VIGIL_BIN names a prebuilt binary: the cgroup v2 VM (test/vm/v2) has
+	// no Go toolchain.
+	if vigilBin = os.Getenv("VIGIL_BIN"); vigilBin != "" {
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "vigil-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -83,6 +89,12 @@ type daemon struct {
 	// sigPid, when set, is the host pid that stop signals (the daemon
 	// itself when cmd is a wrapper such as unshare).
 	sigPid int
+	// cluster, when set, is the body of the cluster: section; else a
+	// one-node cluster on port.
+	cluster string
+	port    int
+	// extra is YAML inserted after the cluster section (vips:, ...).
+	extra string
 }
 
 func newDaemon(t *testing.T, processes string) *daemon {
@@ -97,6 +109,7 @@ func newDaemon(t *testing.T, processes string) *daemon {
 		subtree: "vigil-test-" + hex.EncodeToString(rnd[:]),
 		socket:  filepath.Join(dir, "control.sock"),
 		log:     &syncBuf{},
+		port:    freePort(t),
 	}
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
@@ -110,12 +123,17 @@ func newDaemon(t *testing.T, processes string) *daemon {
 
 func (d *daemon) writeConfig(processes string) {
 	d.t.Helper()
-	cfg := fmt.Sprintf(`cluster:
-  name: test
+	cluster := d.cluster
+	if cluster == "" {
+		cluster = fmt.Sprintf(`  name: test
   node: a
   key_file: %s
   nodes:
-    - {id: a, address: 127.0.0.1:17400}
+    - {id: a, address: 127.0.0.1:%d}
+%s`, filepath.Join(d.dir, "cluster.key"), d.port, testTiming)
+	}
+	cfg := fmt.Sprintf(`cluster:
+%s%s
 control:
   realtime: false
 metrics:
@@ -128,7 +146,7 @@ log:
   level: debug
   format: json
 processes:
-%s`, filepath.Join(d.dir, "cluster.key"), d.socket, filepath.Join(d.dir, "state"), d.subtree, processes)
+%s`, cluster, d.extra, d.socket, filepath.Join(d.dir, "state"), d.subtree, processes)
 	// Write-then-rename, as an operator's editor would, so a reload never
 	// reads half a file.
 	tmp := d.cfgPath + ".tmp"
@@ -285,6 +303,13 @@ func cgroupOf(t *testing.T, pid int) map[string]string {
 			m[c] = f[2]
 		}
 	}
+	// On a v2-only host every controller's path is the unified one.
+	if u, ok := m["unified"]; ok && isV2() {
+		ctrls, _ := os.ReadFile("/sys/fs/cgroup/cgroup.controllers")
+		for _, c := range strings.Fields(string(ctrls)) {
+			m[c] = u
+		}
+	}
 	return m
 }
 
@@ -337,3 +362,29 @@ func readPidFile(t *testing.T, path string) int {
 }
 
 func killPid(pid int) error { return syscall.Kill(pid, syscall.SIGKILL) }
+
+// freePort finds a UDP port pair (P for the node manager, P+1 for the
+// locator) nobody uses right now.
+func freePort(t *testing.T) int {
+	t.Helper()
+	for i := 0; i < 100; i++ {
+		a, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := a.LocalAddr().(*net.UDPAddr).Port
+		b, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: p + 1})
+		a.Close()
+		if err == nil {
+			b.Close()
+			return p
+		}
+	}
+	t.Fatal("no free UDP port pair")
+	return 0
+}
+
+// testTiming is generous protocol timing for tests: a loaded CI machine or
+// an emulated VM must not turn scheduling noise into fences and failovers.
+// The product's defaults are measured by the benchmarks, not asserted here.
+const testTiming = "  timing: {token_interval: 30ms, token_timeout: 400ms, lease: 600ms, drift_margin: 50ms}\n"

@@ -83,10 +83,11 @@ collect:
 	if !sawStatus {
 		t.Error("no STATUS= with the process summary")
 	}
-	// 20 pings at ~100 ms: allow a noisy machine plenty of slack.
+	// 20 pings at ~100 ms: allow a noisy machine (or an emulated VM)
+	// plenty of slack; what matters is that pings come, at about that pace.
 	span := watchdogs[len(watchdogs)-1].Sub(watchdogs[0])
 	per := span / time.Duration(len(watchdogs)-1)
-	if per < 60*time.Millisecond || per > 160*time.Millisecond {
+	if per < 50*time.Millisecond || per > 400*time.Millisecond {
 		t.Errorf("watchdog every %v on average, want about 100ms", per)
 	}
 

@@ -30,6 +30,12 @@ func TestSpawnAttributesAndOutput(t *testing.T) {
 `, work))
 	d.start()
 	p := d.waitState("attrs", supervisor.StateRunning, 10*time.Second)
+	// Read /proc only once sh has exec'd sleep: during an exec the kernel
+	// shows an empty environment.
+	d.waitFor("sleep running", 10*time.Second, func() bool {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", p.PID))
+		return strings.TrimSpace(string(b)) == "sleep"
+	})
 	d.waitFor("output logged", 10*time.Second, func() bool {
 		return strings.Contains(d.log.String(), `"msg":"hello from vigil in `+work+`","process":"attrs","event":"output"`)
 	})
@@ -83,12 +89,15 @@ func TestMissingCommandIsAFailedStart(t *testing.T) {
     backoff: {initial: 50ms, max: 100ms, fatal_after: 3}
 `, victim))
 	d.start()
-	d.waitState("app", supervisor.StateRunning, 10*time.Second)
+	pid := d.waitState("app", supervisor.StateRunning, 10*time.Second).PID
+	d.waitFor("the script exec'd sleep", 10*time.Second, func() bool {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		return strings.TrimSpace(string(b)) == "sleep"
+	})
 	// The binary disappears (a botched upgrade), then the process dies.
 	if err := os.Remove(victim); err != nil {
 		t.Fatal(err)
 	}
-	pid := d.proc("app").PID
 	if err := killPid(pid); err != nil {
 		t.Fatal(err)
 	}

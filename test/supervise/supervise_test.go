@@ -74,7 +74,7 @@ func isV2() bool {
 	return err == nil
 }
 
-var backoffRe = regexp.MustCompile(`"event":"backoff".*?"delay":"([^"]+)"`)
+var backoffRe = regexp.MustCompile(`"process":"failer","event":"backoff".*?"delay":"([^"]+)"`)
 
 // A process that always fails is restarted at once, then with growing
 // delays, then left FATAL; `vigil restart` gives it a fresh start.
@@ -248,9 +248,8 @@ func TestSIGHUPReload(t *testing.T) {
 	if p := d.proc("keep"); p.PID != keep || p.Restarts != 0 {
 		t.Errorf("unchanged process was restarted: pid %d -> %d", keep, p.PID)
 	}
-	if alive(drop) {
-		t.Errorf("removed process %d still running", drop)
-	}
+	// The removed process is stopped in the background; it must go.
+	d.waitFor("removed process gone", 15*time.Second, func() bool { return !alive(drop) })
 	if alive(change) {
 		t.Errorf("old instance of changed process %d still running", change)
 	}

@@ -1,0 +1,146 @@
+// Package ipc is the channel between the supervisor and its control-plane
+// processes (the locator and the node manager): a SOCK_SEQPACKET socket pair
+// whose child end the control-plane process inherits. One JSON object per
+// packet, so a message is never torn. The supervisor is the hub: it pushes
+// node health and operator commands down, the processes push their status
+// up, and every status is also the heartbeat the supervisor fences on.
+package ipc
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// EnvFD names the environment variable that tells a control-plane process
+// which fd is its end of the channel.
+const EnvFD = "VIGIL_IPC_FD"
+
+// ChildFD is the fd number the supervisor gives the child end.
+const ChildFD = 4
+
+// maxPacket bounds one message; statuses are a few KiB.
+const maxPacket = 256 << 10
+
+// ErrNoChannel means the process was not started by a supervisor.
+var ErrNoChannel = errors.New("ipc: no supervisor channel (" + EnvFD + " not set)")
+
+// Msg is one message in either direction. Only the fields of its Type are set.
+type Msg struct {
+	Type string `json:"type"` // health | command | report | reply
+
+	// health (supervisor -> node manager): the node's health as the
+	// supervisor sees it (critical processes up and healthy).
+	Healthy *bool    `json:"healthy,omitempty"`
+	Reasons []string `json:"reasons,omitempty"`
+
+	// command (supervisor -> process) and reply (process -> supervisor).
+	ID    uint64 `json:"id,omitempty"`
+	Cmd   string `json:"cmd,omitempty"`
+	Arg   string `json:"arg,omitempty"`
+	Error string `json:"error,omitempty"`
+
+	// report (process -> supervisor): the process's status; every report
+	// doubles as a heartbeat.
+	Report json.RawMessage `json:"report,omitempty"`
+}
+
+// Conn is one end of the channel. Send is safe for concurrent use; Recv is
+// for one reader.
+type Conn struct {
+	c  *net.UnixConn
+	mu sync.Mutex
+}
+
+// Pair returns the supervisor's end and the file to hand to the child as
+// ChildFD. The caller closes child after the fork.
+func Pair() (*Conn, *os.File, error) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("ipc: socketpair: %w", err)
+	}
+	parent, err := fromFD(fds[0], "ipc-parent")
+	if err != nil {
+		syscall.Close(fds[1])
+		return nil, nil, err
+	}
+	return parent, os.NewFile(uintptr(fds[1]), "ipc-child"), nil
+}
+
+// FromEnv opens the channel a supervisor gave this process.
+func FromEnv() (*Conn, error) {
+	s := os.Getenv(EnvFD)
+	if s == "" {
+		return nil, ErrNoChannel
+	}
+	fd, err := strconv.Atoi(s)
+	if err != nil || fd < 3 {
+		return nil, fmt.Errorf("ipc: bad %s=%q", EnvFD, s)
+	}
+	syscall.CloseOnExec(fd)
+	return fromFD(fd, "ipc")
+}
+
+func fromFD(fd int, name string) (*Conn, error) {
+	f := os.NewFile(uintptr(fd), name)
+	defer f.Close() // FileConn dups it
+	nc, err := net.FileConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("ipc: fd %d: %w", fd, err)
+	}
+	uc, ok := nc.(*net.UnixConn)
+	if !ok {
+		nc.Close()
+		return nil, fmt.Errorf("ipc: fd %d is not a unix socket", fd)
+	}
+	return &Conn{c: uc}, nil
+}
+
+// Send writes one message. A peer that does not read within timeout makes
+// Send fail rather than block its caller.
+func (c *Conn) Send(m *Msg, timeout time.Duration) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("ipc: encode %s: %w", m.Type, err)
+	}
+	if len(b) > maxPacket {
+		return fmt.Errorf("ipc: %s message of %d bytes exceeds %d", m.Type, len(b), maxPacket)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if timeout > 0 {
+		_ = c.c.SetWriteDeadline(time.Now().Add(timeout))
+	}
+	if _, err := c.c.Write(b); err != nil {
+		return fmt.Errorf("ipc: send %s: %w", m.Type, err)
+	}
+	return nil
+}
+
+// Recv reads one message; io.EOF when the peer closed its end.
+func (c *Conn) Recv() (*Msg, error) {
+	buf := make([]byte, maxPacket)
+	n, err := c.c.Read(buf)
+	if err != nil {
+		return nil, err
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("ipc: empty packet: %w", errEOF)
+	}
+	var m Msg
+	if err := json.Unmarshal(buf[:n], &m); err != nil {
+		return nil, fmt.Errorf("ipc: decode: %w", err)
+	}
+	return &m, nil
+}
+
+var errEOF = errors.New("peer closed")
+
+// Close closes this end.
+func (c *Conn) Close() error { return c.c.Close() }

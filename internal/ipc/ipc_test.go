@@ -1,0 +1,106 @@
+package ipc
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"strconv"
+	"testing"
+	"time"
+)
+
+func TestPairRoundTripAndMessageBoundaries(t *testing.T) {
+	parent, childF, err := Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer parent.Close()
+	child, err := fromFD(int(childF.Fd()), "child")
+	if err != nil {
+		t.Fatal(err)
+	}
+	childF.Close()
+	defer child.Close()
+
+	yes := true
+	for i := 0; i < 50; i++ {
+		if err := parent.Send(&Msg{Type: "health", Healthy: &yes, Reasons: []string{"r" + strconv.Itoa(i)}}, time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 50; i++ {
+		m, err := child.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Type != "health" || m.Healthy == nil || !*m.Healthy || m.Reasons[0] != "r"+strconv.Itoa(i) {
+			t.Fatalf("message %d: %+v", i, m)
+		}
+	}
+	rep := json.RawMessage(`{"role":"active","epoch":7}`)
+	if err := child.Send(&Msg{Type: "report", Report: rep}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	m, err := parent.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(m.Report) != string(rep) {
+		t.Fatalf("report %s", m.Report)
+	}
+	if err := child.Send(&Msg{Type: "report", Report: json.RawMessage(`"` + string(make([]byte, maxPacket)) + `"`)}, time.Second); err == nil {
+		t.Fatal("oversized message accepted")
+	}
+	child.Close()
+	if _, err := parent.Recv(); err == nil {
+		t.Fatal("no error after the peer closed")
+	}
+}
+
+// A child started with the fd inherited at ChildFD finds it through the
+// environment, as vigil locator/nodemanager do.
+func TestFromEnvInChild(t *testing.T) {
+	if os.Getenv("IPC_TEST_CHILD") == "1" {
+		c, err := FromEnv()
+		if err != nil {
+			os.Exit(3)
+		}
+		m, err := c.Recv()
+		if err != nil || m.Cmd != "ping" {
+			os.Exit(4)
+		}
+		if err := c.Send(&Msg{Type: "reply", ID: m.ID}, time.Second); err != nil {
+			os.Exit(5)
+		}
+		os.Exit(0)
+	}
+	parent, childF, err := Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer parent.Close()
+	cmd := exec.Command(os.Args[0], "-test.run=TestFromEnvInChild")
+	devnull, _ := os.Open(os.DevNull)
+	defer devnull.Close()
+	// ExtraFiles[i] becomes fd 3+i: put a placeholder at 3, the channel at 4.
+	cmd.ExtraFiles = []*os.File{devnull, childF}
+	cmd.Env = append(os.Environ(), "IPC_TEST_CHILD=1", EnvFD+"="+strconv.Itoa(ChildFD))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	childF.Close()
+	if err := parent.Send(&Msg{Type: "command", ID: 42, Cmd: "ping"}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	m, err := parent.Recv()
+	if err != nil || m.Type != "reply" || m.ID != 42 {
+		t.Fatalf("reply %+v %v", m, err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("child: %v", err)
+	}
+	os.Unsetenv(EnvFD)
+	if _, err := FromEnv(); err != ErrNoChannel {
+		t.Fatalf("FromEnv without the variable: %v", err)
+	}
+}

@@ -1,0 +1,80 @@
+package nodemanager
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// hookRunner runs transition hooks one after the other, in transition
+// order, each under a timeout, on its own goroutine: a slow or failing hook
+// is logged and never holds up the protocol.
+type hookRunner struct {
+	queue    chan hookJob
+	timeout  time.Duration
+	log      *slog.Logger
+	failures atomic.Uint64
+}
+
+type hookJob struct {
+	event string // active | standby | fault
+	argv  []string
+	env   []string
+}
+
+func newHookRunner(timeout time.Duration, log *slog.Logger) *hookRunner {
+	return &hookRunner{queue: make(chan hookJob, 64), timeout: timeout, log: log}
+}
+
+// enqueue never blocks: if 64 transitions are waiting, hooks are already
+// hopelessly behind and one more is dropped, loudly.
+func (h *hookRunner) enqueue(event string, cmds [][]string, env []string) {
+	for _, argv := range cmds {
+		select {
+		case h.queue <- hookJob{event: event, argv: argv, env: env}:
+		default:
+			h.failures.Add(1)
+			h.log.Error("hook queue full; hook dropped", "event", "hook_dropped", "hook", event, "command", strings.Join(argv, " "))
+		}
+	}
+}
+
+func (h *hookRunner) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case j := <-h.queue:
+			h.runOne(ctx, j)
+		}
+	}
+}
+
+func (h *hookRunner) runOne(ctx context.Context, j hookJob) {
+	ctx, cancel := context.WithTimeout(ctx, h.timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, j.argv[0], j.argv[1:]...)
+	cmd.Env = append(os.Environ(), j.env...)
+	cmd.WaitDelay = time.Second
+	began := time.Now()
+	out, err := cmd.CombinedOutput()
+	took := time.Since(began)
+	if len(out) > 512 {
+		out = out[:512]
+	}
+	if err != nil {
+		h.failures.Add(1)
+		why := err.Error()
+		if ctx.Err() == context.DeadlineExceeded {
+			why = fmt.Sprintf("timed out after %v", h.timeout)
+		}
+		h.log.Warn("hook failed", "event", "hook", "hook", j.event, "command", strings.Join(j.argv, " "), "took_ms", took.Milliseconds(), "err", why, "output", strings.TrimSpace(string(out)))
+		return
+	}
+	h.log.Info("hook ran", "event", "hook", "hook", j.event, "command", strings.Join(j.argv, " "), "took_ms", took.Milliseconds())
+}

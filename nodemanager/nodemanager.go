@@ -1,0 +1,533 @@
+// Package nodemanager is `vigil nodemanager`: it drives the protocol core
+// with CLOCK_BOOTTIME time and authenticated datagrams, turns the node's
+// health (from the supervisor) and its VIP interfaces' state into the
+// protocol's health input, holds the floating IPs only while its own lease
+// is valid, runs the transition hooks, and heartbeats to the supervisor. It
+// runs in control/nodemanager on hosts with role node.
+package nodemanager
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/vigil-project/vigil/config"
+	"github.com/vigil-project/vigil/internal/clock"
+	"github.com/vigil-project/vigil/internal/ipc"
+	"github.com/vigil-project/vigil/internal/statefile"
+	"github.com/vigil-project/vigil/internal/transport"
+	"github.com/vigil-project/vigil/netfloat"
+	"github.com/vigil-project/vigil/protocol"
+	"github.com/vigil-project/vigil/realtime"
+	"github.com/vigil-project/vigil/schedwatch"
+)
+
+// StateFile is the node's persisted state, in runtime.state_dir.
+const StateFile = "node.state"
+
+// extendEvery is how often an active node refreshes its floating IPs'
+// kernel lifetime; the lifetime (netfloat.DefaultLifetime, 2 s) survives
+// several missed refreshes, and the lease timer drops the addresses long
+// before the kernel would.
+const extendEvery = 500 * time.Millisecond
+
+type manager struct {
+	cfg   *config.Config
+	pcfg  protocol.Config
+	log   *slog.Logger
+	node  *protocol.Node
+	tr    *transport.Transport
+	sup   *ipc.Conn
+	float *netfloat.Manager
+	vips  []netfloat.VIP
+	hooks *hookRunner
+
+	statePath string
+	held      bool // the floating IPs are on the interface
+	lastExt   time.Duration
+
+	supHealthy bool
+	supReasons []string
+	linkDown   map[string]bool
+	healthy    bool
+
+	watch *schedwatch.Monitor // "not scheduled for X ms", for status and warnings
+	rt    realtime.Report
+
+	takeovers    uint64
+	lastTakeover *Takeover
+	lateTimers   uint64
+	maxLate      time.Duration
+	inLate       bool
+}
+
+// Run serves until ctx ends or the supervisor's channel closes.
+func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	key, err := config.ReadKeyFile(cfg.Cluster.KeyFile)
+	if err != nil {
+		return err
+	}
+	rt := realtime.ApplyAndLog(realtime.Settings{Realtime: cfg.Control.Realtime}, log)
+	m := &manager{
+		cfg: cfg, log: log, pcfg: transport.ProtocolConfig(cfg),
+		statePath:  filepath.Join(cfg.Runtime.StateDir, StateFile),
+		supHealthy: true, linkDown: map[string]bool{},
+		hooks: newHookRunner(cfg.Hooks.Timeout, log),
+		rt:    rt,
+	}
+	for _, v := range cfg.VIPs {
+		p, err := netip.ParsePrefix(v.Address)
+		if err != nil {
+			return fmt.Errorf("nodemanager: vip %q: %w", v.Address, err)
+		}
+		m.vips = append(m.vips, netfloat.VIP{Prefix: p, Interface: v.Interface})
+	}
+	if len(m.vips) > 0 {
+		h, err := netlink.NewHandle()
+		if err != nil {
+			return fmt.Errorf("nodemanager: netlink: %w", err)
+		}
+		defer h.Close()
+		ifaces := make([]string, 0, len(m.vips))
+		for _, v := range m.vips {
+			ifaces = append(ifaces, v.Interface)
+		}
+		m.float, err = netfloat.New(h, netns.None(), netfloat.Options{Interfaces: ifaces, Logger: log})
+		if err != nil {
+			return err
+		}
+		defer m.float.Close()
+		// A previous incarnation may have died holding the addresses: this
+		// one holds no lease yet, so it holds no address either.
+		removed, err := m.float.Reconcile(nil)
+		if err != nil {
+			return fmt.Errorf("nodemanager: remove stale floating IPs: %w", err)
+		}
+		for _, v := range removed {
+			log.Warn("removed a floating IP left by a previous run", "event", "vip_stale_removed", "vip", v.String())
+		}
+		for _, ifn := range ifaces {
+			if up, err := linkUp(h, ifn); err != nil || !up {
+				m.linkDown[ifn] = true
+			}
+		}
+	}
+
+	var st protocol.NodeState
+	if _, err := statefile.Load(m.statePath, &st); err != nil {
+		return err
+	}
+	// A node manager that starts again after a crash must not race the
+	// standby for the role its dead incarnation held: the locators would
+	// let the recorded holder straight back in. Staying silent for one
+	// lease plus the drift margin lets that lease run out everywhere, so a
+	// crashed active's role goes to the healthy standby, as it would after
+	// any other fault of the active. At a cold start this costs a quarter
+	// of a second.
+	holdoff := m.pcfg.Lease + m.pcfg.DriftMargin
+	log.Info("node manager waiting one lease before joining", "event", "holdoff", "ms", holdoff.Milliseconds())
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-time.After(holdoff):
+	}
+	now := clock.Boottime()
+	if m.node, err = protocol.NewNode(m.pcfg, st, now); err != nil {
+		return err
+	}
+	if m.tr, err = transport.Open(cfg, m.pcfg, key, false, log); err != nil {
+		return err
+	}
+	defer m.tr.Close()
+	if m.sup, err = ipc.FromEnv(); err != nil && !errors.Is(err, ipc.ErrNoChannel) {
+		return err
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	supMsgs := make(chan *ipc.Msg, 16)
+	if m.sup != nil {
+		defer m.sup.Close()
+		go func() {
+			for {
+				msg, err := m.sup.Recv()
+				if err != nil {
+					log.Warn("supervisor channel closed; exiting", "event", "supervisor_gone")
+					cancel()
+					return
+				}
+				supMsgs <- msg
+			}
+		}()
+	}
+	netEvents := make(chan netfloat.Event, 64)
+	if m.float != nil {
+		go func() {
+			if err := m.float.Watch(ctx, netEvents); err != nil {
+				log.Error("cannot watch floating IPs and links", "event", "watch_error", "err", err)
+			}
+		}()
+	}
+	go m.hooks.run(ctx)
+	if m.watch, err = schedwatch.New(schedwatch.Config{Threshold: cfg.Control.SchedDelayWarn, Logger: log}); err != nil {
+		return err
+	}
+	go func() { _ = m.watch.Run(ctx) }()
+	in := make(chan transport.Inbound, 256)
+	go m.tr.Run(ctx, in)
+
+	m.updateHealth(now)
+	if err := m.flush(); err != nil {
+		return err // the first incarnation could not be persisted
+	}
+	log.Info("node manager started", "event", "nodemanager_start", "listen", m.tr.Addr().String(), "incarnation", m.node.Status().Incarnation, "vips", len(m.vips))
+
+	period := m.pcfg.TokenInterval / 4
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	reportEvery := 2 * m.pcfg.TokenInterval
+	lastReport := time.Duration(0)
+	lastTick := clock.Boottime()
+	for {
+		select {
+		case <-ctx.Done():
+			m.shutdown()
+			return nil
+		case in := <-in:
+			if err := m.node.Step(in.At, in.Msg); err != nil {
+				log.Debug("message rejected", "type", in.Msg.Type.String(), "from", in.Msg.From, "err", err)
+			}
+		case <-tick.C:
+			now := clock.Boottime()
+			m.checkLate(now, now-lastTick-period)
+			lastTick = now
+			m.node.Tick(now)
+		case msg := <-supMsgs:
+			m.onSupervisor(msg)
+		case ev := <-netEvents:
+			m.onNetEvent(ev)
+		}
+		if err := m.flush(); err != nil {
+			log.Error("cannot persist node state; not sending", "event", "persist_error", "err", err)
+		}
+		now := clock.Boottime()
+		m.enforceLease(now)
+		if now-lastReport >= reportEvery {
+			m.report(now)
+			lastReport = now
+		}
+	}
+}
+
+func linkUp(h *netlink.Handle, name string) (bool, error) {
+	l, err := h.LinkByName(name)
+	if err != nil {
+		return false, err
+	}
+	a := l.Attrs()
+	return a.Flags&1 != 0 && (a.OperState == netlink.OperUp || a.OperState == netlink.OperUnknown), nil
+}
+
+// checkLate is Corosync's "not scheduled for X ms": a tick that fires late
+// means this process did not run; the protocol must not mistake its own
+// stall for a lost token, so it is told.
+func (m *manager) checkLate(now, late time.Duration) {
+	threshold := m.pcfg.TokenInterval
+	if late <= threshold {
+		m.inLate = false
+		return
+	}
+	m.lateTimers++
+	if late > m.maxLate {
+		m.maxLate = late
+	}
+	if !m.inLate {
+		// schedwatch logs the warning operators see; this is the
+		// protocol's own input.
+		m.log.Debug("protocol tick late; re-checking with the locators", "event", "late_tick", "late_ms", late.Milliseconds())
+	}
+	m.inLate = true
+	m.node.Late(now, late)
+}
+
+func (m *manager) onSupervisor(msg *ipc.Msg) {
+	now := clock.Boottime()
+	switch msg.Type {
+	case "health":
+		if msg.Healthy != nil {
+			m.supHealthy, m.supReasons = *msg.Healthy, msg.Reasons
+			m.updateHealth(now)
+		}
+	case "command":
+		var err error
+		switch msg.Cmd {
+		case "switchover":
+			err = m.node.Switchover(now, msg.Arg)
+			if err == nil {
+				m.log.Info("switchover requested", "event", "switchover", "to", msg.Arg)
+			}
+		case "maintenance":
+			switch msg.Arg {
+			case "on", "off":
+				m.node.SetMaintenance(now, msg.Arg == "on")
+				m.log.Info("maintenance "+msg.Arg, "event", "maintenance", "on", msg.Arg == "on")
+			default:
+				err = fmt.Errorf("maintenance takes on or off, not %q", msg.Arg)
+			}
+		default:
+			err = fmt.Errorf("unknown command %q", msg.Cmd)
+		}
+		reply := &ipc.Msg{Type: "reply", ID: msg.ID}
+		if err != nil {
+			reply.Error = err.Error()
+		}
+		if m.sup != nil {
+			_ = m.sup.Send(reply, time.Second)
+		}
+	}
+}
+
+func (m *manager) onNetEvent(ev netfloat.Event) {
+	now := clock.Boottime()
+	switch ev.Kind {
+	case netfloat.EventLinkDown:
+		if !m.linkDown[ev.Interface] {
+			m.log.Warn("VIP interface down", "event", "link_down", "interface", ev.Interface)
+		}
+		m.linkDown[ev.Interface] = true
+		m.updateHealth(now)
+	case netfloat.EventLinkUp:
+		if m.linkDown[ev.Interface] {
+			m.log.Info("VIP interface up", "event", "link_up", "interface", ev.Interface)
+		}
+		delete(m.linkDown, ev.Interface)
+		m.updateHealth(now)
+	case netfloat.EventAddrRemoved:
+		// Someone removed an address we hold under a valid lease: put it
+		// back, or clients lose the service for no reason.
+		if m.held && m.node.ActiveAt(now) {
+			m.log.Warn("floating IP removed by someone else; adding it back", "event", "vip_readded", "vip", ev.VIP.String())
+			if _, err := m.float.Claim(context.Background(), ev.VIP); err != nil {
+				m.log.Error("cannot re-add floating IP", "event", "vip_error", "vip", ev.VIP.String(), "err", err)
+			}
+		}
+	case netfloat.EventConflict:
+		m.log.Warn("another host answers for a floating IP we hold; announcing again", "event", "vip_conflict", "vip", ev.VIP.String(), "mac", ev.MAC.String())
+		if m.held {
+			_ = m.float.Announce(ev.VIP)
+		}
+	}
+}
+
+// updateHealth feeds the protocol this node's health: critical
+// applications up and healthy (the supervisor's word) and every VIP
+// interface up.
+func (m *manager) updateHealth(now time.Duration) {
+	var reasons []string
+	if !m.supHealthy {
+		reasons = append(reasons, m.supReasons...)
+		if len(m.supReasons) == 0 {
+			reasons = append(reasons, "applications unhealthy")
+		}
+	}
+	for ifn := range m.linkDown {
+		reasons = append(reasons, "interface "+ifn+" down")
+	}
+	slices.Sort(reasons)
+	h := len(reasons) == 0
+	if h != m.healthy {
+		if h {
+			m.log.Info("node healthy", "event", "node_health", "healthy", true)
+		} else {
+			m.log.Warn("node unhealthy", "event", "node_health", "healthy", false, "reasons", fmt.Sprint(reasons))
+		}
+	}
+	m.healthy = h
+	m.supReasons = reasons
+	m.node.SetHealth(now, h)
+}
+
+// flush carries out the protocol's Ready: persist, act, send.
+func (m *manager) flush() error {
+	rd := m.node.Ready()
+	if rd.State != nil {
+		if err := statefile.Save(m.statePath, rd.State); err != nil {
+			return err
+		}
+	}
+	for _, ev := range rd.Events {
+		m.onEvent(ev)
+	}
+	for _, e := range rd.Messages {
+		if err := m.tr.Send(e); err != nil {
+			m.log.Debug("send failed", "err", err)
+		}
+	}
+	return nil
+}
+
+func (m *manager) onEvent(ev protocol.Event) {
+	now := clock.Boottime()
+	st := m.node.Status()
+	switch e := ev.(type) {
+	case protocol.BecameActive:
+		m.log.Info("became active", "event", "role", "role", "active", "epoch", e.Epoch, "lease_ms", (e.LeaseUntil - now).Milliseconds())
+		m.claim(e.Epoch, now)
+		m.hooks.enqueue("active", m.cfg.Hooks.OnActive, m.hookEnv("active", e.Epoch))
+	case protocol.LeaseExtended:
+		if m.held && now-m.lastExt >= extendEvery {
+			for _, v := range m.vips {
+				if err := m.float.Extend(v); err != nil {
+					m.log.Warn("cannot extend floating IP lifetime", "event", "vip_error", "vip", v.String(), "err", err)
+				}
+			}
+			m.lastExt = now
+		}
+	case protocol.BecameStandby:
+		m.release("standby: " + e.Reason)
+		m.log.Info("became standby", "event", "role", "role", "standby", "epoch", e.Epoch, "reason", e.Reason)
+		m.hooks.enqueue("standby", m.cfg.Hooks.OnStandby, m.hookEnv("standby", e.Epoch))
+	case protocol.BecameCandidate:
+		m.log.Info("claiming the active role", "event", "role", "role", "candidate", "epoch", e.Epoch)
+	case protocol.ClaimAbandoned:
+		m.log.Info("claim abandoned", "event", "claim_abandoned", "reason", e.Reason)
+	case protocol.TokenLost:
+		m.log.Warn("token lost", "event", "token_lost", "age_ms", e.Age.Milliseconds(), "active", st.Active)
+	case protocol.TokenRegenerated:
+		m.log.Info("token regenerated", "event", "token_regenerated", "epoch", e.Epoch)
+	}
+}
+
+func (m *manager) hookEnv(event string, epoch uint64) []string {
+	return []string{"VIGIL_EVENT=" + event, "VIGIL_NODE=" + m.cfg.Cluster.Node, "VIGIL_CLUSTER=" + m.cfg.Cluster.Name, "VIGIL_EPOCH=" + strconv.FormatUint(epoch, 10)}
+}
+
+// claim adds and announces every floating IP.
+func (m *manager) claim(epoch uint64, decided time.Duration) {
+	if m.float == nil {
+		m.held = true
+		return
+	}
+	t := &Takeover{Epoch: epoch}
+	for _, v := range m.vips {
+		rep, err := m.float.Claim(context.Background(), v)
+		if err != nil {
+			m.log.Error("cannot add floating IP", "event", "vip_error", "vip", v.String(), "err", err)
+			continue
+		}
+		if rep.Conflict != nil {
+			m.log.Warn("another host still answered for the floating IP; claimed it under our lease", "event", "vip_conflict", "vip", v.String(), "mac", rep.Conflict.String())
+		}
+		base := float64(clock.Boottime()-decided) / 1e6
+		if a := float64(rep.AddedAfter)/1e6 + base; a > t.AddedMS {
+			t.AddedMS = a
+		}
+		if a := float64(rep.AnnouncedAfter)/1e6 + base; a > t.AnnouncedMS {
+			t.AnnouncedMS = a
+		}
+	}
+	m.held, m.lastExt = true, clock.Boottime()
+	m.takeovers++
+	m.lastTakeover = t
+	m.log.Info("floating IPs held", "event", "takeover", "epoch", epoch, "added_ms", fmt.Sprintf("%.2f", t.AddedMS), "announced_ms", fmt.Sprintf("%.2f", t.AnnouncedMS))
+}
+
+func (m *manager) release(why string) {
+	if !m.held {
+		return
+	}
+	m.held = false
+	if m.float == nil {
+		return
+	}
+	for _, v := range m.vips {
+		if err := m.float.Release(v); err != nil {
+			m.log.Error("cannot remove floating IP", "event", "vip_error", "vip", v.String(), "err", err)
+		}
+	}
+	m.log.Info("floating IPs released", "event", "release", "reason", why)
+}
+
+// enforceLease drops the floating IPs the moment the own lease is over,
+// whether or not the protocol said BecameStandby yet.
+func (m *manager) enforceLease(now time.Duration) {
+	if m.held && !m.node.ActiveAt(now) {
+		m.release("lease expired")
+		m.log.Warn("lease expired while holding the floating IPs", "event", "lease_expired")
+	}
+}
+
+// shutdown hands the role over if this node is active, then drops the IPs.
+func (m *manager) shutdown() {
+	now := clock.Boottime()
+	if m.node.Role() == protocol.Active {
+		if err := m.node.Switchover(now, ""); err == nil {
+			m.log.Info("handing the active role over before stopping", "event", "switchover", "reason", "shutdown")
+		}
+		_ = m.flush()
+	}
+	m.release("shutdown")
+	m.log.Info("node manager stopped", "event", "nodemanager_stop")
+}
+
+func (m *manager) report(now time.Duration) {
+	if m.sup == nil {
+		return
+	}
+	st := m.node.Status()
+	r := Report{
+		Self: st.Self, Role: st.Role.String(), Epoch: st.Epoch, Active: st.Active,
+		LeaseValid: st.LeaseValid, HoldingToken: st.HoldingToken,
+		TokenAgeMS: st.TokenAge.Milliseconds(), RotationMS: float64(st.LastRotation) / 1e6,
+		TokenLost: st.TokenLost, Healthy: m.healthy, UnhealthyReasons: m.supReasons,
+		Maintenance: st.Maintenance, Incarnation: st.Incarnation,
+		Takeovers: m.takeovers, LastTakeover: m.lastTakeover,
+		LateTimers: m.lateTimers, MaxLateMS: float64(m.maxLate) / 1e6,
+		Transport: m.tr.Stats(), HookFailures: m.hooks.failures.Load(),
+		VIPs: []string{}, Realtime: m.rt,
+	}
+	if st.LeaseValid {
+		r.LeaseRemainingMS = (st.LeaseUntil - now).Milliseconds()
+	}
+	for _, p := range st.Peers {
+		r.Peers = append(r.Peers, PeerReport{ID: p.ID, Healthy: p.Healthy, Maintenance: p.Maintenance, InRing: p.InRing})
+	}
+	for _, l := range st.Locators {
+		lr := LocatorReport{ID: l.ID, Seen: l.Seen}
+		if l.Seen {
+			lr.AgeMS = (now - l.LastAck).Milliseconds()
+		}
+		r.Locators = append(r.Locators, lr)
+	}
+	if m.held {
+		for _, v := range m.vips {
+			r.VIPs = append(r.VIPs, v.String())
+		}
+	}
+	if m.watch != nil {
+		ws := m.watch.Snapshot()
+		r.Degraded, r.DegradedReasons = ws.Degraded, ws.Reasons
+		r.SchedLateEpisodes, r.SchedMaxLateMS = ws.Episodes, float64(ws.MaxLate)/1e6
+	}
+	if m.float != nil {
+		s := m.float.Stats()
+		r.GARPSent, r.NASent, r.Conflicts = s.GARPSent, s.NASent, s.Conflicts
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return
+	}
+	if err := m.sup.Send(&ipc.Msg{Type: "report", Report: b}, 20*time.Millisecond); err != nil {
+		m.log.Debug("cannot report to the supervisor", "err", err)
+	}
+}

@@ -1,0 +1,70 @@
+package nodemanager
+
+import (
+	"github.com/vigil-project/vigil/internal/transport"
+	"github.com/vigil-project/vigil/realtime"
+)
+
+// Report is what the node manager tells the supervisor on every heartbeat,
+// and what `vigil status --json` shows under "nodemanager". Keys are stable.
+type Report struct {
+	Self             string          `json:"self"`
+	Role             string          `json:"role"` // active | standby | candidate
+	Epoch            uint64          `json:"epoch"`
+	Active           string          `json:"active"` // "" if none known
+	LeaseValid       bool            `json:"lease_valid"`
+	LeaseRemainingMS int64           `json:"lease_remaining_ms"`
+	HoldingToken     bool            `json:"holding_token"`
+	TokenAgeMS       int64           `json:"token_age_ms"`
+	RotationMS       float64         `json:"token_rotation_ms"`
+	TokenLost        bool            `json:"token_lost"`
+	Healthy          bool            `json:"healthy"`
+	UnhealthyReasons []string        `json:"unhealthy_reasons,omitempty"`
+	Maintenance      bool            `json:"maintenance"`
+	Incarnation      uint64          `json:"incarnation"`
+	Peers            []PeerReport    `json:"peers"`
+	Locators         []LocatorReport `json:"locators"`
+	VIPs             []string        `json:"vips_held"`
+	Takeovers        uint64          `json:"takeovers"`
+	LastTakeover     *Takeover       `json:"last_takeover,omitempty"`
+	LateTimers       uint64          `json:"late_ticks"`  // protocol ticks that fired more than a token interval late
+	MaxLateMS        float64         `json:"max_late_ms"` // the latest of those
+	// Degraded: this control-plane process was not scheduled for longer
+	// than control.sched_delay_warn within the last 10 s (Corosync's "not
+	// scheduled for X ms"). Shown and logged; it does not by itself hand
+	// the role over (see docs/operations.md).
+	Degraded          bool            `json:"degraded"`
+	DegradedReasons   []string        `json:"degraded_reasons,omitempty"`
+	SchedLateEpisodes uint64          `json:"sched_late_episodes"`
+	SchedMaxLateMS    float64         `json:"sched_max_late_ms"`
+	Transport         transport.Stats `json:"transport"`
+	GARPSent          uint64          `json:"garp_sent"`
+	NASent            uint64          `json:"na_sent"`
+	Conflicts         uint64          `json:"ip_conflicts"`
+	HookFailures      uint64          `json:"hook_failures"`
+	// Realtime is what control.realtime put in force for this process.
+	Realtime realtime.Report `json:"realtime"`
+}
+
+// PeerReport is a node's summary as last carried by the token.
+type PeerReport struct {
+	ID          string `json:"id"`
+	Healthy     bool   `json:"healthy"`
+	Maintenance bool   `json:"maintenance"`
+	InRing      bool   `json:"in_ring"`
+}
+
+// LocatorReport is a locator's last answer to this node.
+type LocatorReport struct {
+	ID    string `json:"id"`
+	Seen  bool   `json:"seen"`
+	AgeMS int64  `json:"age_ms"`
+}
+
+// Takeover is how long the last takeover took: from the protocol's decision
+// (this node became active) to the floating IPs added and first announced.
+type Takeover struct {
+	Epoch       uint64  `json:"epoch"`
+	AddedMS     float64 `json:"added_ms"`
+	AnnouncedMS float64 `json:"announced_ms"`
+}

@@ -1,0 +1,92 @@
+package protocol
+
+import (
+	"fmt"
+	"time"
+)
+
+// Role is a node's part in the cluster.
+type Role uint8
+
+const (
+	// Standby: not active; follows the token and is ready to take over.
+	Standby Role = iota
+	// Candidate: claiming the active role from the locators; holds nothing.
+	Candidate
+	// Active: holds a lease granted by a quorum of locators. The floating
+	// IPs may be held only while Node.ActiveAt(now) is true.
+	Active
+)
+
+func (r Role) String() string {
+	switch r {
+	case Standby:
+		return "standby"
+	case Candidate:
+		return "candidate"
+	case Active:
+		return "active"
+	}
+	return fmt.Sprintf("role(%d)", uint8(r))
+}
+
+// Event is something the node manager acts on or logs: one of
+// BecameActive, BecameStandby, BecameCandidate, ClaimAbandoned,
+// LeaseExtended, TokenLost, TokenRegenerated.
+type Event interface{ String() string }
+
+// BecameActive: add the floating IPs (valid lifetime up to LeaseUntil),
+// announce them, run on_active hooks. LeaseUntil is on the node's clock.
+type BecameActive struct {
+	Epoch      uint64
+	LeaseUntil time.Duration
+}
+
+// BecameStandby: remove the floating IPs NOW (the lease may be already
+// over), run on_standby hooks. Emitted only by a node that was Active.
+type BecameStandby struct {
+	Epoch  uint64
+	Reason string
+}
+
+// BecameCandidate: the node started claiming the active role.
+type BecameCandidate struct{ Epoch uint64 }
+
+// ClaimAbandoned: a candidate went back to standby without the role (an
+// active is alive, maintenance, or it became ineligible).
+type ClaimAbandoned struct{ Reason string }
+
+// LeaseExtended: the active's lease now ends at Until (node clock); extend
+// the floating IPs' lifetime and the timer that removes them.
+type LeaseExtended struct{ Until time.Duration }
+
+// TokenLost: the token was not seen for Age ≥ TokenTimeout and the
+// locators confirmed no live active (or this node is the active).
+type TokenLost struct{ Age time.Duration }
+
+// TokenRegenerated: the active created a new token in a new Epoch after a
+// quorum of locators accepted it.
+type TokenRegenerated struct{ Epoch uint64 }
+
+func (e BecameActive) String() string {
+	return fmt.Sprintf("BecameActive epoch=%d lease_until=%v", e.Epoch, e.LeaseUntil)
+}
+func (e BecameStandby) String() string {
+	return fmt.Sprintf("BecameStandby epoch=%d reason=%q", e.Epoch, e.Reason)
+}
+func (e BecameCandidate) String() string  { return fmt.Sprintf("BecameCandidate epoch=%d", e.Epoch) }
+func (e ClaimAbandoned) String() string   { return fmt.Sprintf("ClaimAbandoned reason=%q", e.Reason) }
+func (e LeaseExtended) String() string    { return fmt.Sprintf("LeaseExtended until=%v", e.Until) }
+func (e TokenLost) String() string        { return fmt.Sprintf("TokenLost age=%v", e.Age) }
+func (e TokenRegenerated) String() string { return fmt.Sprintf("TokenRegenerated epoch=%d", e.Epoch) }
+
+// Ready is what a Node asks its caller to do, in this order:
+//  1. if State is non-nil, persist it (write + fsync) — messages below may
+//     carry an epoch that must never be reused after a crash;
+//  2. act on Events (floating IPs, hooks, metrics);
+//  3. encode and send Messages, each to the host in Envelope.To.
+type Ready struct {
+	State    *NodeState
+	Messages []Envelope
+	Events   []Event
+}

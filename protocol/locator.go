@@ -1,0 +1,232 @@
+package protocol
+
+import (
+	"fmt"
+	"time"
+)
+
+// LocatorState is what a Locator needs to survive a restart. The caller
+// persists it (write + fsync) whenever LocatorReady.State is non-nil, BEFORE
+// sending that Ready's messages, and passes the last persisted value to
+// NewLocator. Because every grant of a new epoch is persisted before it is
+// answered, a restarted locator never grants an epoch twice nor forgets to
+// whom it granted the last one. What it does forget is when that holder's
+// lease ends (volatile, renewals are not persisted), which is why a
+// restarted locator waits a full Lease+DriftMargin before granting anyone
+// else (see NewLocator).
+type LocatorState struct {
+	Incarnation uint64 // incremented by NewLocator; stamped on every datagram
+	Epoch       uint64 // highest epoch granted
+	Holder      string // node granted Epoch ("" before the first grant)
+}
+
+// LocatorReady is what a Locator asks its caller to do.
+type LocatorReady struct {
+	// State, when non-nil, must be persisted with fsync before any of
+	// Messages is sent.
+	State *LocatorState
+	// Messages are to be encoded and sent, each to the host in To.
+	Messages []Envelope
+}
+
+// NodeCheckIn is a locator's record of a node's last check-in.
+type NodeCheckIn struct {
+	ID          string
+	Seen        bool
+	At          time.Duration // locator clock
+	Epoch       uint64
+	Healthy     bool
+	Maintenance bool
+	TokenSeq    uint64
+}
+
+// LocatorStatus is a locator's view, for `vigil status` and metrics.
+type LocatorStatus struct {
+	Self        string
+	Epoch       uint64
+	Holder      string        // "" if none
+	LeaseUntil  time.Duration // holder's lease as recorded here (locator clock); 0 if none
+	LeaseValid  bool
+	GrantIn     time.Duration // until another holder could be granted
+	Quarantined bool          // restarted less than Lease+DriftMargin ago
+	Nodes       []NodeCheckIn
+}
+
+// Locator records check-ins and grants the active role for one host. It is
+// a pure state machine: the caller feeds it datagrams (Step) and time
+// (Tick) and carries out Ready. Not safe for concurrent use.
+//
+// Grant rule (for a CheckIn with Claim, epoch e, from node n):
+//   - n is the recorded holder: e <= Epoch renews the lease; e > Epoch
+//     moves the holder to a new epoch (persisted) without waiting.
+//   - n is another node: granted only if e > Epoch (at most one holder per
+//     epoch, ever) AND the recorded holder's lease, counted from this
+//     locator's receive time of its last renewal, plus DriftMargin has
+//     passed AND Lease+DriftMargin have passed since this locator started.
+//
+// A granted lease is recorded as now+Lease, where now is the receive time.
+type Locator struct {
+	cfg        Config
+	self       string
+	clusterID  uint64
+	st         LocatorState
+	dirty      bool
+	seq        uint64
+	now        time.Duration
+	startedAt  time.Duration
+	leaseUntil time.Duration // holder's lease, locator clock; valid only if hasLease
+	hasLease   bool
+	released   bool // the persisted holder released its epoch since our start
+	quarantine bool // a holder was persisted: its lease may still run after our restart
+	nodes      []NodeCheckIn
+	msgs       []Envelope
+
+	ignoreDrift bool // test hook: a planted bug for the simulator to find
+	noWait      bool // test hook: grants a new holder without waiting for the lease
+}
+
+// NewLocator returns a locator starting at now (its clock: CLOCK_BOOTTIME
+// as a Duration) from the last persisted state (zero value on first start).
+// It increments the incarnation; the first Ready carries the new state.
+// If the state names a holder, then until now+Lease+DriftMargin it grants
+// no other holder: it cannot know how long ago it last renewed that
+// holder's lease (renewals are not persisted). The holder itself may renew
+// or release at once.
+func NewLocator(cfg Config, st LocatorState, now time.Duration) (*Locator, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if indexOf(cfg.Locators, cfg.Self) < 0 {
+		return nil, fmt.Errorf("%w: self %q is not a locator", ErrConfig, cfg.Self)
+	}
+	l := &Locator{cfg: cfg, self: cfg.Self, clusterID: ClusterID(cfg.Cluster), st: st, now: now, startedAt: now}
+	// Grants are persisted before they are answered: with no holder on
+	// disk this locator never granted anything, so there is no lease to
+	// wait out.
+	l.quarantine = st.Holder != ""
+	l.st.Incarnation++
+	l.dirty = true
+	l.nodes = make([]NodeCheckIn, len(cfg.Nodes))
+	for i, id := range cfg.Nodes {
+		l.nodes[i].ID = id
+	}
+	return l, nil
+}
+
+// Tick advances the locator's clock. A locator has no timers of its own;
+// ticking only keeps Status current.
+func (l *Locator) Tick(now time.Duration) { l.advance(now) }
+
+func (l *Locator) advance(now time.Duration) {
+	if now > l.now {
+		l.now = now
+	}
+}
+
+// grantIn is how long until a node other than the holder could be granted.
+func (l *Locator) grantIn() time.Duration {
+	margin := l.cfg.DriftMargin
+	if l.ignoreDrift {
+		margin = 0
+	}
+	var until time.Duration
+	if !l.released && l.quarantine {
+		until = l.startedAt + l.cfg.Lease + margin
+	}
+	if l.hasLease && l.leaseUntil+margin > until {
+		until = l.leaseUntil + margin
+	}
+	if d := until - l.now; d > 0 && !l.noWait {
+		return d
+	}
+	return 0
+}
+
+// Step processes one authenticated, replay-checked message received at now
+// (read the clock after the datagram arrived). Messages for nodes, from
+// unknown nodes or for another cluster return an error and change nothing.
+func (l *Locator) Step(now time.Duration, m Message) error {
+	if m.ClusterID != l.clusterID {
+		return fmt.Errorf("%w: from %q", ErrCluster, m.From)
+	}
+	ni := indexOf(l.cfg.Nodes, m.From)
+	if ni < 0 {
+		return fmt.Errorf("%w: %q is not a node", ErrPeer, m.From)
+	}
+	l.advance(now)
+	switch m.Type {
+	case MsgCheckIn:
+		l.checkIn(ni, m)
+	case MsgRelease:
+		// The holder sends Release only after it dropped the role itself,
+		// so its lease no longer needs protecting here.
+		if m.From == l.st.Holder && m.Release.Epoch == l.st.Epoch {
+			l.hasLease = false
+			l.released = true // the holder itself lifts the restart wait
+		}
+	default:
+		return fmt.Errorf("%w: %s is not for a locator", ErrType, m.Type)
+	}
+	return nil
+}
+
+func (l *Locator) checkIn(ni int, m Message) {
+	c := m.CheckIn
+	rec := &l.nodes[ni]
+	*rec = NodeCheckIn{ID: m.From, Seen: true, At: l.now, Epoch: c.Epoch, Healthy: c.Healthy, Maintenance: c.Maintenance, TokenSeq: c.TokenSeq}
+	granted := false
+	if c.Claim {
+		switch {
+		case m.From == l.st.Holder && c.Epoch <= l.st.Epoch:
+			// A renewal (possibly of an older epoch: the holder moved here
+			// to a newer one that has no quorum yet). Extending the lease
+			// of the holder we already protect is always safe.
+			granted = true
+		case m.From == l.st.Holder && c.Epoch > l.st.Epoch:
+			granted = true
+			l.st.Epoch = c.Epoch
+			l.dirty = true
+		case m.From != l.st.Holder && c.Epoch > l.st.Epoch && l.grantIn() == 0:
+			granted = true
+			l.st.Epoch, l.st.Holder = c.Epoch, m.From
+			l.dirty = true
+		}
+		if granted {
+			l.leaseUntil, l.hasLease = l.now+l.cfg.Lease, true
+		}
+	}
+	ack := Ack{Round: c.Round, Granted: granted, Epoch: l.st.Epoch, Holder: l.st.Holder, GrantIn: l.grantIn()}
+	l.seq++
+	l.msgs = append(l.msgs, Envelope{To: m.From, Msg: Message{
+		Type: MsgAck, From: l.self, ClusterID: l.clusterID, Epoch: l.st.Epoch,
+		Incarnation: l.st.Incarnation, Seq: l.seq, Ack: ack,
+	}})
+}
+
+// Ready returns and clears what the caller must do now: persist State (if
+// non-nil, with fsync) and then send Messages.
+func (l *Locator) Ready() LocatorReady {
+	var rd LocatorReady
+	if l.dirty {
+		st := l.st
+		rd.State = &st
+		l.dirty = false
+	}
+	rd.Messages, l.msgs = l.msgs, nil
+	return rd
+}
+
+// Status is the locator's current view.
+func (l *Locator) Status() LocatorStatus {
+	s := LocatorStatus{
+		Self: l.self, Epoch: l.st.Epoch, Holder: l.st.Holder, GrantIn: l.grantIn(),
+		Quarantined: l.quarantine && !l.released && l.now < l.startedAt+l.cfg.Lease+l.cfg.DriftMargin,
+		Nodes:       append([]NodeCheckIn(nil), l.nodes...),
+	}
+	if l.hasLease {
+		s.LeaseUntil = l.leaseUntil
+		s.LeaseValid = l.now < l.leaseUntil
+	}
+	return s
+}

@@ -1,0 +1,1005 @@
+package protocol
+
+import (
+	"errors"
+	"fmt"
+	"math/bits"
+	"slices"
+	"time"
+)
+
+// NodeState is what a Node needs to survive a restart. The caller persists
+// it with fsync whenever Ready.State is non-nil, before sending that
+// Ready's messages, and passes the last persisted value to NewNode.
+type NodeState struct {
+	Incarnation uint64 // incremented by NewNode; stamped on every datagram
+	MaxEpoch    uint64 // highest epoch this node ever claimed; claims use larger ones
+}
+
+// Errors of Node inputs.
+var (
+	ErrNoActive    = errors.New("protocol: no active node known")
+	ErrNoCandidate = errors.New("protocol: no healthy standby to hand over to")
+	ErrUnknownNode = errors.New("protocol: unknown node")
+)
+
+// LocatorAck is the node's record of a locator's last answer.
+type LocatorAck struct {
+	ID      string
+	Seen    bool
+	LastAck time.Duration // node clock
+}
+
+// NodeStatus is a node's view, for `vigil status` and metrics.
+type NodeStatus struct {
+	Self         string
+	Role         Role
+	Epoch        uint64
+	Active       string        // active node as known here, "" if none
+	LeaseUntil   time.Duration // own lease (node clock), 0 unless Active
+	LeaseValid   bool
+	HoldingToken bool
+	TokenAge     time.Duration // since this node last held the token
+	LastRotation time.Duration // time between the last two token visits
+	TokenLost    bool
+	Healthy      bool
+	Maintenance  bool
+	Incarnation  uint64
+	Peers        []NodeHealth // last known summary of every node
+	Locators     []LocatorAck
+}
+
+type roundKind uint8
+
+const (
+	roundRenew roundKind = iota + 1 // active's check-in: renews the lease
+	roundClaim                      // claim of a new epoch (candidate, or active regenerating)
+	roundProbe                      // "who is active?"
+)
+
+// round is one CheckIn sent to every locator and the answers to it.
+type round struct {
+	id      uint64
+	kind    roundKind
+	epoch   uint64
+	sentAt  time.Duration
+	granted uint32 // locators that granted (probe: that answered)
+	refused uint32
+	grantIn []time.Duration
+	// refusals (claim/renew) or answers (probe) naming a valid holder
+	holders map[string]uint32
+	epochs  map[string]uint64
+}
+
+func (r *round) answered() uint32 { return r.granted | r.refused }
+
+// Node is the protocol state machine of one host with role node. It never
+// reads a clock, a socket or a file: the node manager passes in time (a
+// monotonic clock that counts through suspend, CLOCK_BOOTTIME, as a
+// Duration), authenticated and replay-checked messages (Step) and local
+// facts (SetHealth, SetMaintenance, Switchover, Late), and after each call
+// carries out Ready(). Not safe for concurrent use: one goroutine owns it.
+//
+// Call Tick at least every TokenInterval/4 (5 ms by default), and Step for
+// every accepted datagram whose type is not ForLocator. Read `now` after
+// the input happened (after recvmsg returned). The floating IPs may be held
+// only while ActiveAt(now) is true: arm a timer at Status().LeaseUntil and
+// remove them when it fires even if no BecameStandby arrived, and give the
+// addresses a kernel lifetime ending at LeaseUntil.
+type Node struct {
+	cfg       Config
+	self      string
+	idx       int
+	clusterID uint64
+	quorum    int
+	nloc      int
+	st        NodeState
+	dirty     bool
+	seq       uint64
+	roundSeq  uint64
+
+	now     time.Duration
+	lateGap time.Duration
+
+	role       Role
+	epoch      uint64 // epoch of the active we know of (ours when Active)
+	maxSeen    uint64 // highest epoch any locator reported
+	active     string
+	leaseUntil time.Duration
+	lastRenew  time.Duration
+	lastBump   time.Duration
+	bump       bool // a locator holds another holder at >= our epoch: move to a new epoch
+
+	healthy bool
+	maint   bool
+
+	tok         Token
+	holding     bool
+	heldSince   time.Duration
+	lastTokenAt time.Duration
+	seenEpoch   uint64
+	seenSeq     uint64
+	lastRecvTok time.Duration
+	rotation    time.Duration
+	lost        bool
+	peers       []NodeHealth
+	peersAt     time.Duration
+	lastHeard   []time.Duration
+	heard       []bool
+
+	rounds        []*round // renewals in flight
+	claim         *round
+	probe         *round
+	needProbe     bool // late: re-check with the locators before trusting timers
+	nextClaim     time.Duration
+	blockUntil    time.Duration // no claims before (after handing over)
+	expectFree    time.Duration // candidate: when the locators said the holder's lease ends
+	transferUntil time.Duration // candidate by transfer: retry refused claims quickly until
+	locAck        []LocatorAck
+
+	msgs   []Envelope
+	events []Event
+
+	renewOnlyWithToken bool // test hook: a planted bug (the lease depends on the token)
+}
+
+// NewNode returns the node of cfg.Self starting at now, from the last
+// persisted state (zero value on first start). It increments the
+// incarnation; the first Ready carries the state to persist. A node always
+// starts as Standby and healthy, with no lease: whatever it held before the
+// restart is gone. The caller must therefore remove every floating IP a
+// previous incarnation may have left BEFORE sending anything from the
+// first Ready: this incarnation may release the old epoch at the locators,
+// after which another node may be granted the role at once.
+func NewNode(cfg Config, st NodeState, now time.Duration) (*Node, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	idx := indexOf(cfg.Nodes, cfg.Self)
+	if idx < 0 {
+		return nil, fmt.Errorf("%w: self %q is not a node", ErrConfig, cfg.Self)
+	}
+	n := &Node{
+		cfg: cfg, self: cfg.Self, idx: idx, clusterID: ClusterID(cfg.Cluster),
+		quorum: cfg.Quorum(), nloc: len(cfg.Locators), st: st, dirty: true,
+		now: now, lateGap: 2 * cfg.TokenInterval, healthy: true, lastTokenAt: now,
+		maxSeen: st.MaxEpoch,
+	}
+	n.st.Incarnation++
+	n.lastHeard = make([]time.Duration, len(cfg.Nodes))
+	n.heard = make([]bool, len(cfg.Nodes))
+	n.peers = make([]NodeHealth, len(cfg.Nodes))
+	for i, id := range cfg.Nodes {
+		n.peers[i] = NodeHealth{ID: id}
+	}
+	n.locAck = make([]LocatorAck, len(cfg.Locators))
+	for i, id := range cfg.Locators {
+		n.locAck[i].ID = id
+	}
+	n.sendNodes(Message{Type: MsgJoin})
+	return n, nil
+}
+
+// ActiveAt reports whether, by this node's own view, it holds a valid lease
+// at now (node clock). It is the only test for holding the floating IPs.
+func (n *Node) ActiveAt(now time.Duration) bool {
+	return n.role == Active && now < n.leaseUntil
+}
+
+// Role is the node's current role.
+func (n *Node) Role() Role { return n.role }
+
+// Tick advances time and runs the timers: lease expiry, renewals, token
+// passing, token-loss detection, claim retries.
+func (n *Node) Tick(now time.Duration) {
+	n.advance(now)
+	n.timers()
+}
+
+// Late tells the node that its own execution was delayed by d (a timer
+// fired late, the process was stopped): it re-checks with the locators
+// before trusting its token timer, so its own stall never makes it declare
+// a healthy active's token lost.
+func (n *Node) Late(now time.Duration, d time.Duration) {
+	n.advance(now)
+	if d > 0 {
+		n.noteLate()
+	}
+	n.timers()
+}
+
+// SetHealth reports whether every critical process is up. An unhealthy
+// active hands over to a healthy standby (if there is one); an unhealthy
+// standby claims the role only when no healthy node is known.
+func (n *Node) SetHealth(now time.Duration, healthy bool) {
+	n.advance(now)
+	n.healthy = healthy
+	n.timers()
+}
+
+// SetMaintenance puts the node in or out of maintenance. A node in
+// maintenance never claims the active role; an active one hands over as
+// soon as a healthy standby is in the ring.
+func (n *Node) SetMaintenance(now time.Duration, on bool) {
+	n.advance(now)
+	n.maint = on
+	if on && n.role == Candidate {
+		n.abandonClaim("maintenance")
+	}
+	n.timers()
+}
+
+// Switchover moves the active role to node `to` ("" = the next healthy
+// standby in ring order). On the active it hands over at once: it drops
+// the role (BecameStandby), releases its epoch at the locators and tells
+// the target to claim the next epoch, which the locators then grant
+// without waiting for the lease. On a standby it forwards the request to
+// the active. Errors: ErrUnknownNode, ErrNoActive, ErrNoCandidate.
+func (n *Node) Switchover(now time.Duration, to string) error {
+	n.advance(now)
+	defer n.timers()
+	if to != "" && indexOf(n.cfg.Nodes, to) < 0 {
+		return fmt.Errorf("%w: %q", ErrUnknownNode, to)
+	}
+	if n.role != Active {
+		if n.active == "" || n.active == n.self {
+			return ErrNoActive
+		}
+		n.send(n.active, Message{Type: MsgSwitchover, Switchover: Switchover{To: to}})
+		return nil
+	}
+	if to == n.self {
+		return nil
+	}
+	if to == "" {
+		to = n.healthyPeer()
+	} else if p := n.peers[indexOf(n.cfg.Nodes, to)]; !n.peersFresh() || !p.InRing || p.Maintenance {
+		to = ""
+	}
+	if to == "" {
+		return ErrNoCandidate
+	}
+	n.handover(to, "switchover")
+	return nil
+}
+
+// Step processes one message for this node (a type that is not
+// ForLocator) that passed Decode and a ReplayFilter, received at now.
+// Messages from unknown peers, of the wrong type or for another cluster
+// return an error and change nothing.
+func (n *Node) Step(now time.Duration, m Message) error {
+	if m.ClusterID != n.clusterID {
+		return fmt.Errorf("%w: from %q", ErrCluster, m.From)
+	}
+	if m.Type.ForLocator() || m.Type == 0 || m.Type > msgTypeMax {
+		return fmt.Errorf("%w: %s is not for a node", ErrType, m.Type)
+	}
+	if m.Type == MsgAck {
+		li := indexOf(n.cfg.Locators, m.From)
+		if li < 0 {
+			return fmt.Errorf("%w: %q is not a locator", ErrPeer, m.From)
+		}
+		n.advance(now)
+		n.onAck(li, m.Ack)
+		n.timers()
+		return nil
+	}
+	ni := indexOf(n.cfg.Nodes, m.From)
+	if ni < 0 {
+		return fmt.Errorf("%w: %q is not a node", ErrPeer, m.From)
+	}
+	n.advance(now)
+	n.lastHeard[ni], n.heard[ni] = n.now, true
+	switch m.Type {
+	case MsgToken:
+		n.onToken(m.Token)
+	case MsgTransfer:
+		if m.Transfer.To == n.self && m.Transfer.Epoch >= n.epoch && n.role == Standby && n.healthy && !n.maint {
+			n.active = ""
+			n.becomeCandidate(n.now)
+			n.transferUntil = n.now + n.cfg.TokenTimeout/2
+		}
+	case MsgSwitchover:
+		if n.role == Active {
+			to := m.Switchover.To
+			if to == n.self {
+				to = ""
+			}
+			_ = n.Switchover(n.now, to) // an impossible request is dropped; the requester sees no change
+		}
+	case MsgJoin:
+	}
+	n.timers()
+	return nil
+}
+
+// Ready returns and clears what the caller must do now (see Ready).
+func (n *Node) Ready() Ready {
+	var rd Ready
+	if n.dirty {
+		st := n.st
+		rd.State = &st
+		n.dirty = false
+	}
+	rd.Messages, n.msgs = n.msgs, nil
+	rd.Events, n.events = n.events, nil
+	return rd
+}
+
+// Status is the node's current view.
+func (n *Node) Status() NodeStatus {
+	s := NodeStatus{
+		Self: n.self, Role: n.role, Epoch: n.epoch, Active: n.active,
+		HoldingToken: n.holding, TokenAge: n.now - n.lastTokenAt, LastRotation: n.rotation,
+		TokenLost: n.lost, Healthy: n.healthy, Maintenance: n.maint, Incarnation: n.st.Incarnation,
+		Peers: slices.Clone(n.peers), Locators: slices.Clone(n.locAck),
+	}
+	if n.holding {
+		s.TokenAge = 0
+	}
+	if n.role == Active {
+		s.LeaseUntil = n.leaseUntil
+		s.LeaseValid = n.now < n.leaseUntil
+	}
+	return s
+}
+
+// ---- time ----
+
+func (n *Node) advance(now time.Duration) {
+	if now < n.now {
+		now = n.now // the clock is monotonic; ignore a caller's mistake
+	}
+	gap := now - n.now
+	n.now = now
+	if gap > n.lateGap {
+		n.noteLate()
+	}
+	n.checkLease()
+}
+
+func (n *Node) noteLate() {
+	n.needProbe = true
+	if n.probe == nil {
+		n.startProbe()
+	}
+}
+
+func (n *Node) checkLease() {
+	if n.role == Active && n.now >= n.leaseUntil {
+		n.stepDown("lease expired")
+	}
+}
+
+func (n *Node) timers() {
+	now := n.now
+	n.checkLease()
+	n.expireRounds()
+	if n.role == Active {
+		n.maybeHandover()
+	}
+	if n.role == Active {
+		// Renew every interval even without the token: a lost token or a
+		// dead standby must never cost the active its lease.
+		if now-n.lastRenew >= n.cfg.TokenInterval && !n.renewOnlyWithToken {
+			n.checkInAll()
+		}
+		if n.bump && n.claim == nil && now-n.lastBump >= n.cfg.TokenTimeout {
+			n.lastBump = now
+			n.sendClaim()
+		}
+	}
+	if n.holding && now-n.heldSince >= n.cfg.TokenInterval {
+		n.passToken()
+	}
+	if n.holding && n.role == Standby && n.tok.Active == "" && n.mayClaimFromToken(n.tok) {
+		// We hold the token and it names no active (the active stepped
+		// down or handed over to us): claim.
+		n.becomeCandidate(now + time.Duration(n.idx)*n.cfg.TokenInterval/2)
+	}
+	n.checkTokenLoss()
+	if n.role == Candidate && n.claim == nil && now >= n.nextClaim {
+		if !n.eligible() {
+			n.abandonClaim("not eligible")
+		} else {
+			n.sendClaim()
+		}
+	}
+}
+
+func (n *Node) roundTimeout() time.Duration { return 3 * n.cfg.TokenInterval }
+
+func (n *Node) expireRounds() {
+	keep := n.rounds[:0]
+	for _, r := range n.rounds {
+		if n.now < r.sentAt+n.cfg.Lease {
+			keep = append(keep, r)
+		}
+	}
+	clear(n.rounds[len(keep):])
+	n.rounds = keep
+	if r := n.claim; r != nil && n.now >= r.sentAt+n.roundTimeout() {
+		n.claimFailed(r)
+	}
+	if r := n.probe; r != nil && n.now >= r.sentAt+n.roundTimeout() {
+		n.probeDone(r)
+	}
+}
+
+// ---- token ----
+
+func (n *Node) onToken(t Token) {
+	if t.Epoch < n.epoch || (t.Epoch == n.seenEpoch && t.Seq <= n.seenSeq) || t.Epoch < n.seenEpoch {
+		return // stale or duplicate token
+	}
+	// If we were stalled (needProbe), the token may be an old one: we keep
+	// it, but claim nothing from it until the probe told us the current
+	// epoch (probeDone drops tokens of an older epoch).
+	if n.role == Active && t.Epoch > n.epoch && t.Active != n.self {
+		n.stepDown(fmt.Sprintf("token of epoch %d names %q", t.Epoch, t.Active))
+	}
+	if t.Epoch > n.epoch {
+		n.epoch = t.Epoch
+	}
+	n.seenEpoch, n.seenSeq = t.Epoch, t.Seq
+	if n.role != Active {
+		n.active = t.Active
+		if n.active == n.self {
+			n.active = ""
+		}
+	}
+	for _, h := range t.Nodes {
+		if i := indexOf(n.cfg.Nodes, h.ID); i >= 0 && i != n.idx {
+			n.peers[i] = h
+		}
+	}
+	n.peersAt = n.now
+	n.holdStarts()
+	n.tok = t
+	n.tok.Nodes = slices.Clone(t.Nodes)
+	n.holding, n.heldSince, n.lastTokenAt, n.lost = true, n.now, n.now, false
+	n.checkInAll()
+	switch {
+	case n.role == Candidate && t.Active != "" && t.Active != n.self:
+		n.abandonClaim(fmt.Sprintf("active %q alive", t.Active))
+	case n.role == Standby && t.Active == "" && n.mayClaimFromToken(t):
+		n.becomeCandidate(n.now)
+	}
+}
+
+func (n *Node) mayClaimFromToken(t Token) bool {
+	return (t.Handover == "" || t.Handover == n.self) && n.now >= n.blockUntil && !n.needProbe && n.eligible()
+}
+
+// passToken updates this node's entry and sends the token to the next node
+// of the ring (itself if it is alone).
+func (n *Node) passToken() {
+	t := n.tok
+	t.Nodes = n.ringEntries(t.Nodes)
+	t.Seq++
+	switch {
+	case n.role == Active:
+		t.Active, t.Handover = n.self, ""
+	case t.Active == n.self:
+		t.Active = ""
+	}
+	next := n.nextInRing(t)
+	if t.Handover != "" && t.Active == "" {
+		next = t.Handover
+	}
+	n.seenEpoch, n.seenSeq = t.Epoch, t.Seq
+	n.lastTokenAt = n.now
+	if next == n.self {
+		n.tok, n.heldSince = t, n.now
+		n.holdStarts()
+		if n.role != Active || n.lastRenew != n.now {
+			n.checkInAll()
+		}
+		return
+	}
+	n.holding = false
+	n.send(next, Message{Type: MsgToken, Token: t})
+}
+
+// holdStarts measures the rotation time: between two visits of the token.
+func (n *Node) holdStarts() {
+	if n.lastRecvTok != 0 {
+		n.rotation = n.now - n.lastRecvTok
+	}
+	n.lastRecvTok = n.now
+}
+
+// ringEntries returns the token's node list updated with this node's own
+// health and with every node heard from recently marked in the ring.
+func (n *Node) ringEntries(in []NodeHealth) []NodeHealth {
+	out := make([]NodeHealth, len(n.cfg.Nodes))
+	for i, id := range n.cfg.Nodes {
+		out[i] = NodeHealth{ID: id}
+	}
+	for _, h := range in {
+		if i := indexOf(n.cfg.Nodes, h.ID); i >= 0 {
+			out[i] = h
+		}
+	}
+	for i := range out {
+		if n.heard[i] && n.now-n.lastHeard[i] < n.cfg.TokenTimeout {
+			out[i].InRing = true
+		}
+	}
+	out[n.idx] = NodeHealth{ID: n.self, Healthy: n.healthy, Maintenance: n.maint, InRing: true}
+	return out
+}
+
+func (n *Node) nextInRing(t Token) string {
+	for k := 1; k < len(n.cfg.Nodes); k++ {
+		i := (n.idx + k) % len(n.cfg.Nodes)
+		if i < len(t.Nodes) && t.Nodes[i].InRing {
+			return n.cfg.Nodes[i]
+		}
+	}
+	return n.self
+}
+
+// newToken starts the token of a new epoch held by this (active) node;
+// only nodes heard from within TokenTimeout are in its ring, the others
+// rejoin with MsgJoin.
+func (n *Node) newToken() {
+	t := Token{Epoch: n.epoch, Seq: 1, Active: n.self}
+	for i := range n.cfg.Nodes {
+		if i != n.idx && !(n.heard[i] && n.now-n.lastHeard[i] < n.cfg.TokenTimeout) {
+			continue
+		}
+		h := n.peers[i]
+		h.InRing = true
+		t.Nodes = append(t.Nodes, h)
+	}
+	t.Nodes = n.ringEntries(t.Nodes)
+	for i := range t.Nodes {
+		if i != n.idx && !(n.heard[i] && n.now-n.lastHeard[i] < n.cfg.TokenTimeout) {
+			t.Nodes[i].InRing = false
+		}
+	}
+	n.tok, n.holding, n.heldSince, n.lastTokenAt, n.lost = t, true, n.now, n.now, false
+	n.seenEpoch, n.seenSeq = t.Epoch, t.Seq
+}
+
+func (n *Node) checkTokenLoss() {
+	if n.holding || n.now-n.lastTokenAt < n.cfg.TokenTimeout {
+		return
+	}
+	switch n.role {
+	case Active:
+		// Our own lease is the evidence that we are alive: regenerate.
+		n.declareLost()
+	case Standby:
+		// Re-check with the locators first: if a quorum still holds a
+		// live lease for the active, the ring broke (or we were stalled),
+		// the active did not fail.
+		n.needProbe = true
+		if n.probe == nil {
+			n.startProbe()
+		}
+	}
+}
+
+func (n *Node) declareLost() {
+	if !n.lost {
+		n.events = append(n.events, TokenLost{Age: n.now - n.lastTokenAt})
+		n.lost = true
+	}
+	n.lastTokenAt = n.now // re-arm: act again only after another timeout
+	switch n.role {
+	case Active:
+		if n.claim == nil {
+			n.sendClaim()
+		}
+	case Standby:
+		n.sendNodes(Message{Type: MsgJoin})
+		if n.eligible() && n.now >= n.blockUntil {
+			// Stagger by ring position so that nodes restarted together
+			// do not split the locators' votes.
+			n.becomeCandidate(n.now + time.Duration(n.idx)*n.cfg.TokenInterval/2)
+		}
+	}
+}
+
+// ---- roles ----
+
+func (n *Node) eligible() bool {
+	if n.maint {
+		return false
+	}
+	return n.healthy || n.healthyPeer() == ""
+}
+
+func (n *Node) peersFresh() bool { return n.now-n.peersAt < n.cfg.TokenTimeout }
+
+// healthyPeer is the first other node, in ring order after this one, that
+// the token recently showed in the ring, healthy and not in maintenance.
+func (n *Node) healthyPeer() string {
+	if !n.peersFresh() {
+		return ""
+	}
+	for k := 1; k < len(n.cfg.Nodes); k++ {
+		p := n.peers[(n.idx+k)%len(n.cfg.Nodes)]
+		if p.InRing && p.Healthy && !p.Maintenance {
+			return p.ID
+		}
+	}
+	return ""
+}
+
+func (n *Node) maybeHandover() {
+	var reason string
+	switch {
+	case n.maint:
+		reason = "maintenance"
+	case !n.healthy:
+		reason = "unhealthy"
+	default:
+		return
+	}
+	if to := n.healthyPeer(); to != "" {
+		n.handover(to, reason)
+	}
+}
+
+// handover drops the role first, then releases the epoch and tells the
+// target to claim the next one: the old active holds nothing by the time
+// any locator frees its lease.
+func (n *Node) handover(to, reason string) {
+	e := n.epoch
+	n.stepDown(fmt.Sprintf("handover to %q: %s", to, reason))
+	n.sendLocators(Message{Type: MsgRelease, Release: Release{Epoch: e}})
+	n.send(to, Message{Type: MsgTransfer, Transfer: Transfer{Epoch: e, To: to}})
+	n.blockUntil = n.now + n.cfg.TokenTimeout
+	if n.holding {
+		n.tok.Active, n.tok.Handover = "", to
+		n.passToken()
+	}
+}
+
+func (n *Node) stepDown(reason string) {
+	if n.role == Active {
+		n.events = append(n.events, BecameStandby{Epoch: n.epoch, Reason: reason})
+	}
+	n.role = Standby
+	n.leaseUntil = 0
+	n.active = ""
+	n.bump = false
+	clear(n.rounds)
+	n.rounds = n.rounds[:0]
+	if n.claim != nil {
+		n.release(n.claim)
+		n.claim = nil
+	}
+	if n.holding && n.tok.Active == n.self {
+		n.tok.Active = ""
+	}
+}
+
+func (n *Node) becomeCandidate(at time.Duration) {
+	if n.role != Standby {
+		return
+	}
+	n.role = Candidate
+	n.expectFree = 0
+	n.nextClaim = at
+	n.events = append(n.events, BecameCandidate{Epoch: n.nextEpoch()})
+}
+
+func (n *Node) abandonClaim(reason string) {
+	if n.role != Candidate {
+		return
+	}
+	if n.claim != nil {
+		n.release(n.claim)
+		n.claim = nil
+	}
+	n.role = Standby
+	n.lastTokenAt = n.now
+	n.events = append(n.events, ClaimAbandoned{Reason: reason})
+	n.sendNodes(Message{Type: MsgJoin})
+}
+
+func (n *Node) nextEpoch() uint64 {
+	return max(n.st.MaxEpoch, n.maxSeen, n.epoch) + 1
+}
+
+// ---- rounds ----
+
+func (n *Node) newRound(kind roundKind, epoch uint64) *round {
+	n.roundSeq++
+	return &round{id: n.st.Incarnation<<32 | n.roundSeq&0xffffffff, kind: kind, epoch: epoch, sentAt: n.now}
+}
+
+// checkInAll is a token hop's check-in at every locator; for the active it
+// is also a lease renewal.
+func (n *Node) checkInAll() {
+	c := CheckIn{Healthy: n.healthy, Maintenance: n.maint, TokenSeq: n.seenSeq, Epoch: n.epoch}
+	if n.role == Active {
+		r := n.newRound(roundRenew, n.epoch)
+		n.rounds = append(n.rounds, r)
+		c.Round, c.Claim = r.id, true
+		n.lastRenew = n.now
+	}
+	n.sendLocators(Message{Type: MsgCheckIn, CheckIn: c})
+}
+
+// sendClaim claims a fresh epoch, persisted (Ready.State) before the claim
+// is sent, so no restart ever reuses it.
+func (n *Node) sendClaim() {
+	e := n.nextEpoch()
+	n.st.MaxEpoch = e
+	n.dirty = true
+	r := n.newRound(roundClaim, e)
+	n.claim = r
+	n.sendLocators(Message{Type: MsgCheckIn, CheckIn: CheckIn{
+		Round: r.id, Claim: true, Epoch: e, Healthy: n.healthy, Maintenance: n.maint, TokenSeq: n.seenSeq,
+	}})
+}
+
+func (n *Node) startProbe() {
+	r := n.newRound(roundProbe, 0)
+	n.probe = r
+	n.sendLocators(Message{Type: MsgCheckIn, CheckIn: CheckIn{
+		Round: r.id, Epoch: n.epoch, Healthy: n.healthy, Maintenance: n.maint, TokenSeq: n.seenSeq,
+	}})
+}
+
+// release frees the grants a failed or abandoned claim obtained, so that
+// a minority grant never blocks another candidate.
+func (n *Node) release(r *round) {
+	for li := range n.cfg.Locators {
+		if r.granted&(1<<li) != 0 {
+			n.send(n.cfg.Locators[li], Message{Type: MsgRelease, Release: Release{Epoch: r.epoch}})
+		}
+	}
+}
+
+func (n *Node) onAck(li int, a Ack) {
+	n.locAck[li].Seen, n.locAck[li].LastAck = true, n.now
+	if a.Epoch > n.maxSeen {
+		n.maxSeen = a.Epoch
+	}
+	if n.role == Active && !a.Granted && a.Holder != n.self && a.Epoch >= n.epoch {
+		n.bump = true
+	}
+	var r *round
+	switch {
+	case n.claim != nil && n.claim.id == a.Round:
+		r = n.claim
+	case n.probe != nil && n.probe.id == a.Round:
+		r = n.probe
+	default:
+		for _, x := range n.rounds {
+			if x.id == a.Round {
+				r = x
+				break
+			}
+		}
+	}
+	if r == nil {
+		return
+	}
+	bit := uint32(1) << li
+	if r.answered()&bit != 0 {
+		return
+	}
+	validOther := a.Holder != "" && a.Holder != n.self && a.GrantIn > 0
+	if r.kind == roundProbe {
+		r.granted |= bit
+		// Count a holder as alive only if this locator saw it renew within
+		// the last few token intervals: an active renews every interval,
+		// a dead one leaves a lease that merely has not run out yet.
+		if a.Holder != "" && a.GrantIn > n.cfg.Lease+n.cfg.DriftMargin-3*n.cfg.TokenInterval {
+			n.addHolder(r, a, bit)
+		}
+		if n.probeDecided(r) {
+			n.probeDone(r)
+		}
+		return
+	}
+	if a.Granted && a.Holder == n.self && (a.Epoch == r.epoch || r.kind == roundRenew && a.Epoch > r.epoch) {
+		r.granted |= bit
+		r.grantIn = append(r.grantIn, 0)
+	} else {
+		r.refused |= bit
+		r.grantIn = append(r.grantIn, a.GrantIn)
+		if validOther || a.Epoch >= r.epoch {
+			n.addHolder(r, a, bit)
+		}
+	}
+	switch {
+	case bits.OnesCount32(r.granted) >= n.quorum:
+		if r.kind == roundClaim {
+			n.claimWon(r)
+		} else {
+			n.renewed(r)
+		}
+	case bits.OnesCount32(r.refused) > n.nloc-n.quorum:
+		if r.kind == roundClaim {
+			n.claimFailed(r)
+		} else if h, ok := n.quorumHolder(r); ok && h != n.self {
+			n.stepDown(fmt.Sprintf("locators granted %q", h))
+		}
+	}
+}
+
+func (n *Node) addHolder(r *round, a Ack, bit uint32) {
+	if r.holders == nil {
+		r.holders = map[string]uint32{}
+		r.epochs = map[string]uint64{}
+	}
+	r.holders[a.Holder] |= bit
+	r.epochs[a.Holder] = max(r.epochs[a.Holder], a.Epoch)
+}
+
+// quorumHolder is a holder that a quorum of answers named, if any.
+func (n *Node) quorumHolder(r *round) (string, bool) {
+	for h, set := range r.holders {
+		if bits.OnesCount32(set) >= n.quorum {
+			return h, true
+		}
+	}
+	return "", false
+}
+
+func (n *Node) renewed(r *round) {
+	if n.role != Active {
+		return
+	}
+	if u := n.leaseStart(r) + n.cfg.Lease; u > n.leaseUntil {
+		n.leaseUntil = u
+		n.events = append(n.events, LeaseExtended{Until: u})
+	}
+	n.removeRound(r)
+}
+
+// leaseStart is when a lease granted in answer to r starts on our clock:
+// when we sent r, which is before any locator received it.
+func (n *Node) leaseStart(r *round) time.Duration {
+	return r.sentAt
+}
+
+func (n *Node) removeRound(r *round) {
+	n.rounds = slices.DeleteFunc(n.rounds, func(x *round) bool { return x == r })
+}
+
+// claimWon: a quorum granted epoch r.epoch to this node. The lease counts
+// from when the claim was sent, before any locator received it.
+func (n *Node) claimWon(r *round) {
+	n.claim = nil
+	lease := n.leaseStart(r) + n.cfg.Lease
+	if lease <= n.now {
+		n.nextClaim = n.now
+		return // too late to be of use; claim again
+	}
+	switch n.role {
+	case Candidate:
+		n.role = Active
+		n.epoch, n.active = r.epoch, n.self
+		n.leaseUntil, n.lastRenew, n.bump = lease, r.sentAt, false
+		n.events = append(n.events, BecameActive{Epoch: r.epoch, LeaseUntil: lease})
+		n.newToken()
+	case Active:
+		n.epoch, n.bump = r.epoch, false
+		if lease > n.leaseUntil {
+			n.leaseUntil = lease
+			n.events = append(n.events, LeaseExtended{Until: lease})
+		}
+		n.events = append(n.events, TokenRegenerated{Epoch: r.epoch})
+		n.newToken()
+	default:
+		n.release(r)
+	}
+}
+
+func (n *Node) claimFailed(r *round) {
+	n.claim = nil
+	if n.role == Active {
+		// Never release while active: a locator's lease record is per
+		// holder, and it protects the lease we still hold.
+		if h, ok := n.quorumHolder(r); ok && h != n.self {
+			n.stepDown(fmt.Sprintf("locators granted %q", h))
+		}
+		return // the next token timeout or bump retries
+	}
+	n.release(r)
+	if n.role != Candidate {
+		return
+	}
+	// When could a quorum grant us? The quorum-th smallest wait reported.
+	w := slices.Clone(r.grantIn)
+	slices.Sort(w)
+	wait := n.cfg.TokenInterval
+	if len(w) >= n.quorum {
+		wait = w[n.quorum-1]
+	} else if len(w) > 0 {
+		wait = w[len(w)-1]
+	}
+	if n.now < n.transferUntil {
+		// Handed the role: the old active's Release may simply not have
+		// reached every locator before our claim did.
+		n.nextClaim = n.now + n.cfg.TokenInterval/4
+		return
+	}
+	free := n.now + wait
+	if h, ok := n.quorumHolder(r); ok && h != n.self {
+		if n.expectFree > 0 && free > n.expectFree+n.cfg.TokenInterval {
+			// We waited for that holder's lease once and it was renewed
+			// since: it is alive. Stand by.
+			n.active = h
+			n.epoch = max(n.epoch, r.epochs[h])
+			if n.holding && n.tok.Epoch < n.epoch {
+				n.holding = false // a stale token; the active has its own
+			} else if n.holding {
+				n.tok.Active = h
+			}
+			n.abandonClaim(fmt.Sprintf("active %q alive", h))
+			return
+		}
+		n.expectFree = free
+	}
+	n.nextClaim = free + n.cfg.TokenInterval/4 + time.Duration(n.idx)*n.cfg.TokenInterval/4
+}
+
+func (n *Node) probeDecided(r *round) bool {
+	if _, ok := n.quorumHolder(r); ok {
+		return true
+	}
+	best := 0
+	for _, set := range r.holders {
+		best = max(best, bits.OnesCount32(set))
+	}
+	// answers that cannot belong to a quorum for any holder
+	return bits.OnesCount32(r.granted)-best > n.nloc-n.quorum || bits.OnesCount32(r.granted) == n.nloc
+}
+
+// probeDone acts on the locators' answer to "who is active?".
+func (n *Node) probeDone(r *round) {
+	n.probe = nil
+	n.needProbe = false
+	h, ok := n.quorumHolder(r)
+	if ok && h != n.self {
+		if e := r.epochs[h]; e > n.epoch {
+			n.epoch = e
+		}
+		n.active = h
+		if n.holding && n.tok.Epoch < n.epoch {
+			n.holding = false // an old token from before our stall
+		}
+		if n.role == Standby && !n.holding && n.now-n.lastTokenAt >= n.cfg.TokenTimeout {
+			// The active is alive; we are out of its ring. Rejoin.
+			n.lastTokenAt = n.now
+			n.sendNodes(Message{Type: MsgJoin})
+		}
+		return
+	}
+	if n.role == Standby && !n.holding && n.now-n.lastTokenAt >= n.cfg.TokenTimeout {
+		n.declareLost()
+	}
+}
+
+// ---- sending ----
+
+func (n *Node) send(to string, m Message) {
+	n.seq++
+	m.From, m.ClusterID, m.Epoch, m.Incarnation, m.Seq = n.self, n.clusterID, n.epoch, n.st.Incarnation, n.seq
+	n.msgs = append(n.msgs, Envelope{To: to, Msg: m})
+}
+
+func (n *Node) sendLocators(m Message) {
+	for _, id := range n.cfg.Locators {
+		n.send(id, m)
+	}
+}
+
+func (n *Node) sendNodes(m Message) {
+	for _, id := range n.cfg.Nodes {
+		if id != n.self {
+			n.send(id, m)
+		}
+	}
+}

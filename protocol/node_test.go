@@ -1,0 +1,291 @@
+package protocol
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+type nodeHarness struct {
+	t   *testing.T
+	n   *Node
+	now time.Duration
+	seq uint64
+	st  NodeState // as persisted
+}
+
+func newHarness(t *testing.T, self string, st NodeState) *nodeHarness {
+	t.Helper()
+	n, err := NewNode(testCfg(self), st, 1000*ms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &nodeHarness{t: t, n: n, now: 1000 * ms}
+}
+
+// ready drains the node, checking the persist-before-send rule: every claim
+// in the messages carries an epoch already covered by the persisted state.
+func (h *nodeHarness) ready() Ready {
+	h.t.Helper()
+	rd := h.n.Ready()
+	if rd.State != nil {
+		if rd.State.MaxEpoch < h.st.MaxEpoch || rd.State.Incarnation < h.st.Incarnation {
+			h.t.Fatalf("persisted state went backwards: %+v after %+v", rd.State, h.st)
+		}
+		h.st = *rd.State
+	}
+	for _, e := range rd.Messages {
+		if c := e.Msg.CheckIn; e.Msg.Type == MsgCheckIn && c.Claim && c.Epoch > h.st.MaxEpoch {
+			h.t.Fatalf("claim of epoch %d sent before it was persisted (max %d)", c.Epoch, h.st.MaxEpoch)
+		}
+		if e.Msg.Incarnation != h.st.Incarnation || e.Msg.Seq == 0 {
+			h.t.Fatalf("message header %+v", e.Msg)
+		}
+	}
+	return rd
+}
+
+func (h *nodeHarness) tick(d time.Duration) Ready {
+	h.now += d
+	h.n.Tick(h.now)
+	return h.ready()
+}
+
+func (h *nodeHarness) ack(loc string, round uint64, granted bool, epoch uint64, holder string, grantIn time.Duration) Ready {
+	h.t.Helper()
+	h.seq++
+	err := h.n.Step(h.now, Message{Type: MsgAck, From: loc, ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq,
+		Ack: Ack{Round: round, Granted: granted, Epoch: epoch, Holder: holder, GrantIn: grantIn}})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return h.ready()
+}
+
+func checkIns(rd Ready) (claims, probes []Message) {
+	for _, e := range rd.Messages {
+		if e.Msg.Type == MsgCheckIn {
+			if e.Msg.CheckIn.Claim {
+				claims = append(claims, e.Msg)
+			} else {
+				probes = append(probes, e.Msg)
+			}
+		}
+	}
+	return
+}
+
+func hasEvent(rd Ready, name string) bool {
+	for _, e := range rd.Events {
+		if strings.HasPrefix(e.String(), name) {
+			return true
+		}
+	}
+	return false
+}
+
+// becomeActive drives a fresh node through token loss, probe and claim.
+// It returns the time the winning claim was sent.
+func (h *nodeHarness) becomeActive(grantDelay time.Duration) time.Duration {
+	h.t.Helper()
+	var probes []Message
+	for i := 0; i < 40 && len(probes) == 0; i++ {
+		_, probes = checkIns(h.tick(5 * ms))
+	}
+	if len(probes) != 3 {
+		h.t.Fatalf("no probe of the 3 locators after the token timeout")
+	}
+	var rd Ready
+	for _, loc := range []string{"a", "b", "w"} {
+		rd = h.ack(loc, probes[0].CheckIn.Round, false, h.st.MaxEpoch, "", 0)
+		if len(rd.Events) > 0 {
+			break
+		}
+	}
+	if !hasEvent(rd, "TokenLost") || !hasEvent(rd, "BecameCandidate") {
+		h.t.Fatalf("probe found no active: want TokenLost and BecameCandidate, got %v", rd.Events)
+	}
+	claims, _ := checkIns(rd)
+	if len(claims) == 0 {
+		claims, _ = checkIns(h.tick(time.Millisecond))
+	}
+	if len(claims) != 3 {
+		h.t.Fatalf("want a claim to each locator, got %d", len(claims))
+	}
+	sent := h.now
+	h.now += grantDelay
+	c := claims[0].CheckIn
+	h.ack("a", c.Round, true, c.Epoch, h.n.self, 225*ms)
+	rd = h.ack("w", c.Round, true, c.Epoch, h.n.self, 225*ms)
+	if !h.n.ActiveAt(h.now) || !hasEvent(rd, "BecameActive") {
+		h.t.Fatalf("not active after a quorum of grants: %v", rd.Events)
+	}
+	return sent
+}
+
+func TestNodeStartsAsStandby(t *testing.T) {
+	h := newHarness(t, "a", NodeState{Incarnation: 2, MaxEpoch: 5})
+	rd := h.ready()
+	if rd.State == nil || rd.State.Incarnation != 3 {
+		t.Fatalf("first Ready must persist incarnation 3: %+v", rd.State)
+	}
+	if len(rd.Messages) != 1 || rd.Messages[0].Msg.Type != MsgJoin || rd.Messages[0].To != "b" {
+		t.Fatalf("a starting node announces itself to the others: %+v", rd.Messages)
+	}
+	if h.n.Role() != Standby || h.n.ActiveAt(h.now) {
+		t.Fatal("a node starts as standby without a lease")
+	}
+}
+
+// The active counts its lease from when it sent the claim, never from the
+// (later) acks, and drops the role exactly when it ends.
+func TestNodeLeaseCountsFromSend(t *testing.T) {
+	h := newHarness(t, "a", NodeState{})
+	h.ready()
+	sent := h.becomeActive(40 * ms)
+	if got := h.n.Status().LeaseUntil; got != sent+DefaultLease {
+		t.Fatalf("lease until %v, want send time %v + lease", got, sent)
+	}
+	if h.st.MaxEpoch != 1 || h.n.Status().Epoch != 1 {
+		t.Fatalf("epoch %d, persisted %d", h.n.Status().Epoch, h.st.MaxEpoch)
+	}
+	// Renewals go out every token interval; none is answered.
+	var renewals int
+	for h.now+5*ms < sent+DefaultLease {
+		claims, _ := checkIns(h.tick(5 * ms))
+		renewals += len(claims) / 3
+		if !h.n.ActiveAt(h.now) {
+			t.Fatalf("lost the role early at %v", h.now)
+		}
+	}
+	if renewals < 5 {
+		t.Fatalf("only %d renewals in a lease", renewals)
+	}
+	h.now = sent + DefaultLease
+	h.n.Tick(h.now)
+	rd := h.ready()
+	if h.n.ActiveAt(h.now) || !hasEvent(rd, "BecameStandby") {
+		t.Fatalf("still active at the end of its lease: %v", rd.Events)
+	}
+	if !strings.Contains(rd.Events[0].String(), "lease expired") {
+		t.Fatalf("reason: %v", rd.Events)
+	}
+}
+
+// A late ack for a round sent before the node stepped down never revives
+// the old lease.
+func TestNodeIgnoresAcksAfterSteppingDown(t *testing.T) {
+	h := newHarness(t, "a", NodeState{})
+	h.ready()
+	sent := h.becomeActive(time.Millisecond)
+	claims, _ := checkIns(h.tick(25 * ms))
+	if len(claims) == 0 {
+		t.Fatal("no renewal")
+	}
+	h.now = sent + DefaultLease + 1
+	h.n.Tick(h.now)
+	h.ready()
+	r := claims[0].CheckIn
+	h.ack("a", r.Round, true, r.Epoch, "a", 225*ms)
+	h.ack("w", r.Round, true, r.Epoch, "a", 225*ms)
+	if h.n.Role() == Active {
+		t.Fatal("a late renewal ack revived an expired lease")
+	}
+}
+
+func TestNodeRestartNeverReusesEpoch(t *testing.T) {
+	h := newHarness(t, "a", NodeState{Incarnation: 9, MaxEpoch: 41})
+	h.ready()
+	h.becomeActive(time.Millisecond)
+	if e := h.n.Status().Epoch; e != 42 || h.st.MaxEpoch != 42 {
+		t.Fatalf("claimed epoch %d (persisted %d), want 42", e, h.st.MaxEpoch)
+	}
+}
+
+// A standby whose own timers ran late re-checks with the locators and, if
+// the active is renewing, does not declare the token lost.
+func TestNodeLateStandbyRechecks(t *testing.T) {
+	h := newHarness(t, "b", NodeState{})
+	h.ready()
+	for i := 0; i < 5; i++ {
+		h.seq++
+		err := h.n.Step(h.now, Message{Type: MsgToken, From: "a", ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq,
+			Token: Token{Epoch: 3, Seq: uint64(2*i + 1), Active: "a", Nodes: []NodeHealth{{ID: "a", Healthy: true, InRing: true}, {ID: "b", InRing: true}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.ready()
+		h.tick(20 * ms) // passes it back
+		h.tick(20 * ms)
+	}
+	if h.n.Status().LastRotation == 0 || h.n.Status().Active != "a" {
+		t.Fatalf("status %+v", h.n.Status())
+	}
+	// Stalled for 400ms: longer than token timeout and lease.
+	rd := h.tick(400 * ms)
+	claims, probes := checkIns(rd)
+	if len(claims) != 0 || len(probes) != 3 || hasEvent(rd, "TokenLost") {
+		t.Fatalf("after a stall: want only a probe, got claims=%d probes=%d events=%v", len(claims), len(probes), rd.Events)
+	}
+	p := probes[0].CheckIn.Round
+	h.ack("a", p, false, 3, "a", 220*ms)
+	rd = h.ack("w", p, false, 3, "a", 221*ms)
+	if hasEvent(rd, "TokenLost") || h.n.Role() != Standby {
+		t.Fatalf("declared the token lost although the active renews: %v", rd.Events)
+	}
+	// It stays quiet for another token timeout, then re-checks again.
+	for i := 0; i < 25; i++ {
+		if rd = h.tick(5 * ms); hasEvent(rd, "TokenLost") || hasEvent(rd, "BecameCandidate") {
+			t.Fatalf("acted at %v: %v", h.now, rd.Events)
+		}
+	}
+}
+
+// An active that sees a token of a newer epoch naming another node stands
+// down: a quorum granted that epoch after our lease ended there.
+func TestNodeStandsDownOnNewerEpoch(t *testing.T) {
+	h := newHarness(t, "a", NodeState{})
+	h.ready()
+	h.becomeActive(time.Millisecond)
+	h.seq++
+	if err := h.n.Step(h.now, Message{Type: MsgToken, From: "b", ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq,
+		Token: Token{Epoch: 9, Seq: 1, Active: "b"}}); err != nil {
+		t.Fatal(err)
+	}
+	rd := h.ready()
+	if h.n.ActiveAt(h.now) || !hasEvent(rd, "BecameStandby") {
+		t.Fatalf("still active beside b: %v", rd.Events)
+	}
+}
+
+func TestNodeStepRejects(t *testing.T) {
+	h := newHarness(t, "a", NodeState{})
+	h.ready()
+	base := Message{Type: MsgToken, From: "b", ClusterID: ClusterID("t"), Incarnation: 1, Seq: 1}
+	for name, c := range map[string]struct {
+		mut  func(*Message)
+		want error
+	}{
+		"cluster":       {func(m *Message) { m.ClusterID = 1 }, ErrCluster},
+		"unknown node":  {func(m *Message) { m.From = "zz" }, ErrPeer},
+		"ack from node": {func(m *Message) { m.Type, m.From = MsgAck, "zz" }, ErrPeer},
+		"locator type":  {func(m *Message) { m.Type = MsgCheckIn }, ErrType},
+		"no type":       {func(m *Message) { m.Type = 0 }, ErrType},
+	} {
+		m := base
+		c.mut(&m)
+		if err := h.n.Step(h.now, m); !errors.Is(err, c.want) {
+			t.Errorf("%s: got %v, want %v", name, err, c.want)
+		}
+	}
+	if err := h.n.Switchover(h.now, "nobody"); !errors.Is(err, ErrUnknownNode) {
+		t.Errorf("switchover to an unknown node: %v", err)
+	}
+	if err := h.n.Switchover(h.now, "b"); !errors.Is(err, ErrNoActive) {
+		t.Errorf("switchover with no active: %v", err)
+	}
+	if _, err := NewNode(testCfg("w"), NodeState{}, 0); !errors.Is(err, ErrConfig) {
+		t.Errorf("a witness is not a node: %v", err)
+	}
+}

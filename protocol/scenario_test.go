@@ -1,0 +1,422 @@
+package protocol
+
+import (
+	"bufio"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Scenario tests: testdata/*.txt are protocol transcripts run against the
+// real Node and Locator in the simulator's world (exact clocks, a clean
+// 0.5–1 ms network unless the script says otherwise). Safety is checked
+// after every step as in the simulator; a violation fails the scenario
+// unless the script expects it ("expect violations").
+//
+// Commands (one per line, # starts a comment):
+//
+//	cluster nodes=a,b locators=a,b,w [two_node]   first line
+//	run 500ms                        advance time
+//	crash a | restart a              the node process of a host
+//	crash-locator w | restart-locator w
+//	stall a 450ms | stall-locator w 300ms | late a 100ms
+//	partition a w                    both directions; a->w for one direction
+//	heal                             remove every partition
+//	drop-next a->b token             drop the next datagram of that type on that link
+//	lossy | clean                    network with random loss/dups/delays, or not
+//	health a down|up
+//	maintenance a on|off
+//	switchover a b                   Switchover called on a, target b ("-" = any)
+//	mark                             remember now, for "expect events" and "await"
+//	expect a active [epoch=N] [epoch>N]
+//	expect a standby|candidate
+//	expect one-active [a]            exactly one node holds a valid lease (and it is a)
+//	expect no-active
+//	expect events a Kind=N Kind>=N   count of a's events of that kind since mark
+//	expect locator w holder=a epoch=N quarantined=true|false
+//	expect rotation a <60ms          a's last token rotation time
+//	allow violations                 from here on a safety violation is expected, not a failure
+//	expect violations                the safety check fired (two_node under partition)
+//	await a active within 300ms      run until a is active; fails after the bound; logs the time since mark
+//	await one-active within 500ms
+func TestScenarios(t *testing.T) {
+	files, err := filepath.Glob("testdata/*.txt")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no scenarios in testdata: %v", err)
+	}
+	for _, f := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(f), ".txt"), func(t *testing.T) { runScenario(t, f) })
+	}
+}
+
+type scenario struct {
+	t       *testing.T
+	w       *simWorld
+	file    string
+	line    int
+	mark    time.Duration
+	markLog int
+	expViol bool
+}
+
+func runScenario(t *testing.T, file string) {
+	fh, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	sc := &scenario{t: t, file: file}
+	in := bufio.NewScanner(fh)
+	for in.Scan() {
+		sc.line++
+		line := strings.TrimSpace(in.Text())
+		if i := strings.IndexByte(line, '#'); i >= 0 {
+			line = strings.TrimSpace(line[:i])
+		}
+		if line == "" {
+			continue
+		}
+		sc.do(strings.Fields(line))
+		if sc.w != nil && len(sc.w.res.Violations) > 0 && !sc.expViol {
+			sc.dumpTrace()
+			sc.fatalf("safety violation: %v", sc.w.res.Violations)
+		}
+	}
+	if sc.w != nil && sc.expViol && len(sc.w.res.Violations) == 0 {
+		sc.fatalf("expected a safety violation, none happened")
+	}
+}
+
+func (sc *scenario) fatalf(format string, args ...any) {
+	sc.t.Helper()
+	now := time.Duration(0)
+	if sc.w != nil {
+		now = sc.w.now
+	}
+	sc.t.Fatalf("%s:%d (t=%v): %s", sc.file, sc.line, now, fmt.Sprintf(format, args...))
+}
+
+func (sc *scenario) dumpTrace() {
+	if sc.w == nil || !testing.Verbose() {
+		return
+	}
+	tr := sc.w.res.Trace
+	if len(tr) > 300 {
+		tr = tr[len(tr)-300:]
+	}
+	for _, l := range tr {
+		sc.t.Log(l)
+	}
+}
+
+func (sc *scenario) dur(s string) time.Duration {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		sc.fatalf("bad duration %q", s)
+	}
+	return d
+}
+
+func (sc *scenario) host(id string) int {
+	i, ok := sc.w.byID[id]
+	if !ok {
+		sc.fatalf("unknown host %q", id)
+	}
+	return i
+}
+
+func (sc *scenario) node(id string) *Node {
+	h := sc.w.hosts[sc.host(id)]
+	if h.node == nil || !h.np.up {
+		sc.fatalf("node %s is not running", id)
+	}
+	return h.node
+}
+
+// activeSet lists the nodes whose own view is "active with a valid lease".
+func (sc *scenario) activeSet() []string {
+	var out []string
+	for _, h := range sc.w.hosts {
+		t := h.local(sc.w.now)
+		if (h.node != nil && h.node.ActiveAt(t)) || (h.dead != nil && h.dead.ActiveAt(t)) {
+			out = append(out, h.id)
+		}
+	}
+	return out
+}
+
+func (sc *scenario) do(f []string) {
+	sc.t.Helper()
+	if sc.w == nil && f[0] != "cluster" {
+		sc.fatalf("the first command must be cluster")
+	}
+	w := sc.w
+	switch f[0] {
+	case "cluster":
+		cfg := Config{Cluster: "scenario"}
+		for _, a := range f[1:] {
+			k, v, _ := strings.Cut(a, "=")
+			switch k {
+			case "nodes":
+				cfg.Nodes = strings.Split(v, ",")
+			case "locators":
+				cfg.Locators = strings.Split(v, ",")
+			case "two_node":
+				cfg.TwoNode = true
+			default:
+				sc.fatalf("unknown cluster option %q", a)
+			}
+		}
+		cfg = cfg.withDefaults()
+		if err := cfg.Validate(); err != nil {
+			sc.fatalf("%v", err)
+		}
+		sc.w = newWorld(SimOptions{Seed: 1, Trace: true}, rand.New(rand.NewPCG(1, 2)), cfg, true)
+		sc.w.dropNext = map[[2]int]MsgType{}
+	case "run":
+		w.runUntil(w.now + sc.dur(arg(f, 1)))
+	case "crash":
+		w.crashNode(sc.host(arg(f, 1)))
+	case "restart":
+		w.startNode(sc.host(arg(f, 1)))
+	case "crash-locator":
+		w.crashLoc(sc.host(arg(f, 1)))
+	case "restart-locator":
+		w.startLoc(sc.host(arg(f, 1)))
+	case "stall":
+		w.stallNode(sc.host(arg(f, 1)), sc.dur(arg(f, 2)))
+	case "stall-locator":
+		w.stallLoc(sc.host(arg(f, 1)), sc.dur(arg(f, 2)))
+	case "late":
+		i := sc.host(arg(f, 1))
+		h := w.hosts[i]
+		sc.node(h.id).Late(h.local(w.now), sc.dur(arg(f, 2)))
+		w.nodeReady(i)
+	case "partition":
+		if a, b, ok := strings.Cut(arg(f, 1), "->"); ok {
+			w.blocked[[2]int{sc.host(a), sc.host(b)}] = true
+		} else {
+			a, b := sc.host(arg(f, 1)), sc.host(arg(f, 2))
+			w.blocked[[2]int{a, b}], w.blocked[[2]int{b, a}] = true, true
+		}
+	case "heal":
+		clear(w.blocked)
+	case "drop-next":
+		a, b, ok := strings.Cut(arg(f, 1), "->")
+		if !ok {
+			sc.fatalf("drop-next wants from->to")
+		}
+		w.dropNext[[2]int{sc.host(a), sc.host(b)}] = sc.msgType(arg(f, 2))
+	case "lossy":
+		w.setNet(true)
+	case "clean":
+		w.setNet(false)
+	case "health", "maintenance":
+		i := sc.host(arg(f, 1))
+		h := w.hosts[i]
+		on := arg(f, 2) == "on" || arg(f, 2) == "up"
+		if f[0] == "health" {
+			h.healthy = on
+			sc.node(h.id).SetHealth(h.local(w.now), on)
+		} else {
+			h.maint = on
+			sc.node(h.id).SetMaintenance(h.local(w.now), on)
+		}
+		w.nodeReady(i)
+	case "switchover":
+		i := sc.host(arg(f, 1))
+		to := arg(f, 2)
+		if to == "-" {
+			to = ""
+		}
+		h := w.hosts[i]
+		if err := sc.node(h.id).Switchover(h.local(w.now), to); err != nil {
+			sc.fatalf("switchover: %v", err)
+		}
+		w.nodeReady(i)
+	case "mark":
+		sc.mark, sc.markLog = w.now, len(w.log)
+	case "allow":
+		if arg(f, 1) != "violations" {
+			sc.fatalf("allow violations")
+		}
+		sc.expViol = true
+	case "expect":
+		sc.expect(f[1:])
+	case "await":
+		sc.await(f[1:])
+	default:
+		sc.fatalf("unknown command %q", f[0])
+	}
+}
+
+func arg(f []string, i int) string {
+	if i < len(f) {
+		return f[i]
+	}
+	return ""
+}
+
+func (sc *scenario) msgType(s string) MsgType {
+	for t := MsgType(1); t <= msgTypeMax; t++ {
+		if t.String() == s {
+			return t
+		}
+	}
+	sc.fatalf("unknown message type %q", s)
+	return 0
+}
+
+// cond evaluates "a active", "a standby", "one-active [a]", "no-active".
+func (sc *scenario) cond(f []string) (bool, string) {
+	act := sc.activeSet()
+	switch f[0] {
+	case "one-active":
+		ok := len(act) == 1 && (len(f) < 2 || act[0] == f[1])
+		return ok, fmt.Sprintf("active: %v", act)
+	case "no-active":
+		return len(act) == 0, fmt.Sprintf("active: %v", act)
+	}
+	h := sc.w.hosts[sc.host(f[0])]
+	if h.node == nil || !h.np.up {
+		return false, fmt.Sprintf("node %s is down", f[0])
+	}
+	n := h.node
+	st := fmt.Sprintf("%s is %s epoch=%d (active here: %v)", f[0], n.role, n.epoch, act)
+	switch arg(f, 1) {
+	case "active":
+		if !n.ActiveAt(h.local(sc.w.now)) {
+			return false, st
+		}
+		for _, c := range f[2:] {
+			switch {
+			case strings.HasPrefix(c, "epoch="):
+				if strconv.FormatUint(n.epoch, 10) != c[6:] {
+					return false, st
+				}
+			case strings.HasPrefix(c, "epoch>"):
+				v, _ := strconv.ParseUint(c[6:], 10, 64)
+				if n.epoch <= v {
+					return false, st
+				}
+			default:
+				sc.fatalf("unknown condition %q", c)
+			}
+		}
+		return true, st
+	case "standby":
+		return n.role == Standby, st
+	case "candidate":
+		return n.role == Candidate, st
+	}
+	sc.fatalf("unknown condition %q", strings.Join(f, " "))
+	return false, ""
+}
+
+func (sc *scenario) expect(f []string) {
+	switch f[0] {
+	case "violations":
+		if !sc.expViol {
+			sc.fatalf("say \"allow violations\" before the commands that cause them")
+		}
+		if len(sc.w.res.Violations) == 0 {
+			sc.fatalf("expected a safety violation, none so far")
+		}
+		sc.t.Logf("%s:%d: expected violation: %s", sc.file, sc.line, sc.w.res.Violations[0])
+		return
+	case "events":
+		sc.expectEvents(f[1:])
+		return
+	case "locator":
+		sc.expectLocator(f[1:])
+		return
+	case "rotation":
+		n := sc.node(arg(f, 1))
+		lim := sc.dur(strings.TrimPrefix(arg(f, 2), "<"))
+		if r := n.Status().LastRotation; r <= 0 || r >= lim {
+			sc.fatalf("rotation of %s is %v, want < %v", arg(f, 1), r, lim)
+		}
+		return
+	}
+	if ok, st := sc.cond(f); !ok {
+		sc.dumpTrace()
+		sc.fatalf("expect %s: %s", strings.Join(f, " "), st)
+	}
+}
+
+func (sc *scenario) await(f []string) {
+	i := len(f) - 2
+	if i < 1 || f[i] != "within" {
+		sc.fatalf("await COND within DURATION")
+	}
+	limit := sc.w.now + sc.dur(f[i+1])
+	for {
+		if ok, _ := sc.cond(f[:i]); ok {
+			sc.t.Logf("%s:%d: %s after %v (since mark)", sc.file, sc.line, strings.Join(f[:i], " "), sc.w.now-sc.mark)
+			return
+		}
+		if sc.w.now >= limit {
+			_, st := sc.cond(f[:i])
+			sc.dumpTrace()
+			sc.fatalf("await %s: not within %s: %s", strings.Join(f[:i], " "), f[i+1], st)
+		}
+		sc.w.runUntil(sc.w.now + 100*time.Microsecond)
+	}
+}
+
+func (sc *scenario) expectEvents(f []string) {
+	host := arg(f, 0)
+	counts := map[string]int{}
+	for _, l := range sc.w.log[sc.markLog:] {
+		if l.host == host {
+			name := strings.Fields(l.ev.String())[0]
+			counts[name]++
+		}
+	}
+	for _, c := range f[1:] {
+		op := "="
+		k, v, _ := strings.Cut(c, "=")
+		if strings.HasSuffix(k, ">") {
+			op, k = ">=", strings.TrimSuffix(k, ">")
+		}
+		want, err := strconv.Atoi(v)
+		if err != nil {
+			sc.fatalf("bad count in %q", c)
+		}
+		got := counts[k]
+		if (op == "=" && got != want) || (op == ">=" && got < want) {
+			sc.dumpTrace()
+			sc.fatalf("events of %s since mark: %s=%d, want %s%d (all: %v)", host, k, got, op, want, counts)
+		}
+	}
+}
+
+func (sc *scenario) expectLocator(f []string) {
+	h := sc.w.hosts[sc.host(arg(f, 0))]
+	if h.loc == nil || !h.lp.up {
+		sc.fatalf("locator %s is down", arg(f, 0))
+	}
+	s := h.loc.Status()
+	for _, c := range f[1:] {
+		k, v, _ := strings.Cut(c, "=")
+		var got string
+		switch k {
+		case "holder":
+			got = s.Holder
+		case "epoch":
+			got = strconv.FormatUint(s.Epoch, 10)
+		case "quarantined":
+			got = strconv.FormatBool(s.Quarantined)
+		default:
+			sc.fatalf("unknown locator field %q", k)
+		}
+		if got != v {
+			sc.fatalf("locator %s: %s=%s, want %s (status %+v)", arg(f, 0), k, got, v, s)
+		}
+	}
+}

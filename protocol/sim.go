@@ -1,0 +1,961 @@
+package protocol
+
+import (
+	"container/heap"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"time"
+)
+
+// This file is the deterministic simulator: it runs the real Node and
+// Locator over a simulated network (drops, duplicates, reordering, delays,
+// partitions including asymmetric ones, corrupted datagrams), with
+// per-host clocks that drift, process stalls, crashes and restarts from
+// persisted state, and checks safety after every step and liveness after
+// the faults heal. test/sim runs it over many seeds; tests use it too.
+// A seed reproduces its schedule exactly.
+
+// SimOptions selects one schedule.
+type SimOptions struct {
+	Seed     uint64
+	MaxDrift float64 // clock-rate drift bound ρ; 0 means 1%
+	Trace    bool    // record a readable trace in SimResult.Trace
+	// Kill: instead of random faults, kill the active once and measure
+	// kill-to-new-active (SimResult.Failover).
+	Kill bool
+	// Benign: only faults that must NOT move the active role (standby
+	// crashes and stalls, one locator down or stalled at a time, lost
+	// tokens); any role change of the active is a violation.
+	Benign bool
+
+	bug simBug // planted bugs, for tests that check the simulator finds them
+}
+
+type simBug uint8
+
+const (
+	bugNone               simBug = iota
+	bugIgnoreDrift               // locators grant DriftMargin early
+	bugNoWait                    // locators grant a new holder without waiting out the old lease
+	bugRenewOnlyWithToken        // the active renews only when it holds the token
+)
+
+// SimResult is the outcome of one schedule.
+type SimResult struct {
+	Seed       uint64
+	Shape      string
+	Violations []string
+	Recovery   time.Duration // heal -> exactly one active for good (-1 if never)
+	Bound      time.Duration // the liveness bound Recovery is checked against
+	Failover   time.Duration // Kill schedules: kill -> another node active (-1 otherwise)
+	Faults     []string
+	Steps      int
+	Messages   int
+	Rejected   int // datagrams the receivers dropped (replay, corruption, ...)
+	Trace      []string
+}
+
+var simKey = []byte("vigil-simulator-cluster-key-0032")
+
+type simEvent struct {
+	at  time.Duration
+	seq uint64
+	fn  func()
+}
+
+type simQueue []*simEvent
+
+func (q simQueue) Len() int { return len(q) }
+func (q simQueue) Less(i, j int) bool {
+	if q[i].at != q[j].at {
+		return q[i].at < q[j].at
+	}
+	return q[i].seq < q[j].seq
+}
+func (q simQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
+func (q *simQueue) Push(x any)   { *q = append(*q, x.(*simEvent)) }
+func (q *simQueue) Pop() any {
+	old := *q
+	e := old[len(old)-1]
+	old[len(old)-1] = nil
+	*q = old[:len(old)-1]
+	return e
+}
+
+type simProc struct {
+	up         bool
+	gen        int
+	stallUntil time.Duration
+	queue      [][]byte
+	filter     *ReplayFilter
+	seen       map[string]bool // MACs accepted by this process incarnation
+}
+
+type simHost struct {
+	id     string
+	isNode bool
+	rate   float64
+	offset time.Duration
+
+	node   *Node
+	dead   *Node // last crashed incarnation: its lease may still be "held" until it ends
+	nodeSt NodeState
+	np     simProc
+
+	loc   *Locator
+	locSt LocatorState
+	lp    simProc
+
+	healthy, maint bool
+}
+
+func (h *simHost) local(t time.Duration) time.Duration {
+	return h.offset + time.Duration(float64(t)*h.rate)
+}
+
+type simWorld struct {
+	opt   SimOptions
+	cfg   Config
+	rng   *rand.Rand
+	q     simQueue
+	seq   uint64
+	now   time.Duration
+	hosts []*simHost
+	byID  map[string]int
+	res   *SimResult
+
+	drop, dup, corrupt float64
+	minDelay, maxDelay time.Duration
+	spike              float64 // probability of a long (reordering) delay
+	blocked            map[[2]int]bool
+
+	owner        map[uint64]string
+	healAt       time.Duration
+	activeCnt    int
+	becameOne    time.Duration
+	killAt       time.Duration
+	killed       int
+	stopped      bool
+	scripted     bool
+	dropTokens   bool               // benign schedules: every token datagram between hosts is lost
+	benignActive string             // benign schedules: the active that must stay
+	log          []simLogged        // scripted: every node event
+	dropNext     map[[2]int]MsgType // scripted: drop the next message of a type on a link
+}
+
+type simLogged struct {
+	at   time.Duration
+	host string
+	ev   Event
+}
+
+// shapes: 2 nodes + witness (the product's default), or 3 nodes.
+func simConfig(rng *rand.Rand) Config {
+	c := Config{Cluster: "sim", TokenInterval: DefaultTokenInterval, TokenTimeout: DefaultTokenTimeout,
+		Lease: DefaultLease, DriftMargin: DefaultDriftMargin}
+	if rng.IntN(4) == 0 {
+		c.Nodes = []string{"a", "b", "c"}
+		c.Locators = []string{"a", "b", "c"}
+	} else {
+		c.Nodes = []string{"a", "b"}
+		c.Locators = []string{"a", "b", "w"}
+	}
+	return c
+}
+
+// Simulate runs one schedule and reports what it found.
+func Simulate(opt SimOptions) SimResult {
+	if opt.MaxDrift == 0 {
+		opt.MaxDrift = 0.01
+	}
+	rng := rand.New(rand.NewPCG(opt.Seed, opt.Seed^0x9e3779b97f4a7c15))
+	w := newWorld(opt, rng, simConfig(rng), false)
+	maxDelay := 40 * time.Millisecond // longest fault delay spike
+	w.res.Bound = w.cfg.RecoveryBound(maxDelay)
+	var end time.Duration
+	if opt.Kill {
+		w.killAt = 700*time.Millisecond + time.Duration(rng.Int64N(int64(300*time.Millisecond)))
+		w.at(w.killAt, func() {
+			for i, h := range w.hosts {
+				if h.node != nil && h.np.up && h.node.ActiveAt(h.local(w.now)) {
+					w.killed = i
+					w.crashNode(i)
+					w.res.Faults = append(w.res.Faults, fmt.Sprintf("%v kill active %s", w.now, h.id))
+					return
+				}
+			}
+			w.violation("no active to kill at %v", w.now)
+		})
+		end = w.killAt + w.res.Bound
+	} else if opt.Benign {
+		end = w.planBenign()
+	} else {
+		w.healAt = w.planFaults()
+		w.at(w.healAt, w.heal)
+		end = w.healAt + w.res.Bound + 300*time.Millisecond
+	}
+	w.runUntil(end)
+	w.finish()
+	return *w.res
+}
+
+// newWorld builds the hosts of cfg and starts every process at time 0.
+// A scripted world (scenario tests) has exact clocks and a clean network.
+func newWorld(opt SimOptions, rng *rand.Rand, cfg Config, scripted bool) *simWorld {
+	w := &simWorld{opt: opt, rng: rng, cfg: cfg, byID: map[string]int{}, scripted: scripted,
+		owner: map[uint64]string{}, blocked: map[[2]int]bool{}, healAt: -1, killAt: -1, becameOne: -1}
+	w.res = &SimResult{Seed: opt.Seed, Recovery: -1, Failover: -1}
+	w.res.Shape = fmt.Sprintf("nodes=%d locators=%d", len(w.cfg.Nodes), len(w.cfg.Locators))
+	w.setNet(false)
+	for _, id := range w.cfg.Locators {
+		h := &simHost{id: id, isNode: indexOf(w.cfg.Nodes, id) >= 0, healthy: true, rate: 1}
+		if !scripted {
+			h.rate = 1 + (rng.Float64()*2-1)*opt.MaxDrift
+			h.offset = time.Duration(rng.Int64N(int64(1000 * time.Second)))
+		}
+		w.byID[id] = len(w.hosts)
+		w.hosts = append(w.hosts, h)
+	}
+	for _, id := range w.cfg.Nodes {
+		if _, ok := w.byID[id]; !ok { // a node without a locator (unusual, but allowed)
+			w.byID[id] = len(w.hosts)
+			w.hosts = append(w.hosts, &simHost{id: id, isNode: true, healthy: true, rate: 1})
+		}
+	}
+	for i, h := range w.hosts {
+		if indexOf(w.cfg.Locators, h.id) >= 0 {
+			w.startLoc(i)
+		}
+		if h.isNode {
+			w.startNode(i)
+		}
+	}
+	return w
+}
+
+// runUntil processes events up to and including time end.
+func (w *simWorld) runUntil(end time.Duration) {
+	for len(w.q) > 0 && !w.stopped {
+		if w.q[0].at > end {
+			break
+		}
+		e := heap.Pop(&w.q).(*simEvent)
+		w.now = e.at
+		e.fn()
+		w.res.Steps++
+		w.check()
+	}
+	if w.now < end {
+		w.now = end
+	}
+}
+
+func (w *simWorld) at(t time.Duration, fn func()) {
+	w.seq++
+	heap.Push(&w.q, &simEvent{at: t, seq: w.seq, fn: fn})
+}
+
+func (w *simWorld) tracef(h *simHost, format string, args ...any) {
+	if w.opt.Trace {
+		who := "world"
+		if h != nil {
+			who = h.id
+		}
+		w.res.Trace = append(w.res.Trace, fmt.Sprintf("%10.3fms %-5s %s", float64(w.now)/1e6, who, fmt.Sprintf(format, args...)))
+	}
+}
+
+func (w *simWorld) violation(format string, args ...any) {
+	msg := fmt.Sprintf("t=%v: ", w.now) + fmt.Sprintf(format, args...)
+	w.res.Violations = append(w.res.Violations, msg)
+	w.tracef(nil, "VIOLATION %s", msg)
+	if len(w.res.Violations) >= 5 {
+		w.stopped = true
+	}
+}
+
+func (w *simWorld) setNet(faulty bool) {
+	w.drop, w.dup, w.corrupt = 0, 0.002, 0.001
+	w.minDelay, w.maxDelay, w.spike = 100*time.Microsecond, 2*time.Millisecond, 0.002
+	if w.scripted {
+		w.dup, w.corrupt, w.spike = 0, 0, 0
+		w.minDelay, w.maxDelay = 500*time.Microsecond, time.Millisecond
+	}
+	if faulty {
+		w.drop = w.rng.Float64() * 0.4
+		w.dup = w.rng.Float64() * 0.2
+		w.maxDelay = time.Duration(1+w.rng.IntN(20)) * time.Millisecond
+		w.spike = w.rng.Float64() * 0.1
+		w.corrupt = 0.01
+	}
+}
+
+// ---- processes ----
+
+func (w *simWorld) cfgFor(i int) Config {
+	c := w.cfg
+	c.Self = w.hosts[i].id
+	return c
+}
+
+func (w *simWorld) startNode(i int) {
+	h := w.hosts[i]
+	n, err := NewNode(w.cfgFor(i), h.nodeSt, h.local(w.now))
+	if err != nil {
+		w.violation("NewNode: %v", err)
+		return
+	}
+	n.renewOnlyWithToken = w.opt.bug == bugRenewOnlyWithToken
+	// A starting node manager removes whatever floating IPs a previous
+	// incarnation left (NewNode's contract), so the dead one's hold ends.
+	h.dead = nil
+	h.node = n
+	h.np.up, h.np.stallUntil, h.np.queue = true, 0, nil
+	h.np.gen++
+	h.np.filter, h.np.seen = NewReplayFilter(w.cfg), map[string]bool{}
+	if !h.healthy {
+		n.SetHealth(h.local(w.now), false)
+	}
+	if h.maint {
+		n.SetMaintenance(h.local(w.now), true)
+	}
+	w.tracef(h, "node start incarnation=%d max_epoch=%d", n.st.Incarnation, h.nodeSt.MaxEpoch)
+	w.nodeReady(i)
+	w.scheduleNodeTick(i, h.np.gen)
+}
+
+func (w *simWorld) startLoc(i int) {
+	h := w.hosts[i]
+	l, err := NewLocator(w.cfgFor(i), h.locSt, h.local(w.now))
+	if err != nil {
+		w.violation("NewLocator: %v", err)
+		return
+	}
+	l.ignoreDrift = w.opt.bug == bugIgnoreDrift
+	l.noWait = w.opt.bug == bugNoWait
+	h.loc = l
+	h.lp.up, h.lp.stallUntil, h.lp.queue = true, 0, nil
+	h.lp.gen++
+	h.lp.filter, h.lp.seen = NewReplayFilter(w.cfg), map[string]bool{}
+	w.tracef(h, "locator start incarnation=%d epoch=%d holder=%q", l.st.Incarnation, h.locSt.Epoch, h.locSt.Holder)
+	w.locReady(i)
+	w.scheduleLocTick(i, h.lp.gen)
+}
+
+func (w *simWorld) crashNode(i int) {
+	h := w.hosts[i]
+	if !h.np.up {
+		return
+	}
+	h.np.up = false
+	h.np.gen++
+	h.dead, h.node = h.node, nil
+	w.tracef(h, "node CRASH")
+}
+
+func (w *simWorld) crashLoc(i int) {
+	h := w.hosts[i]
+	if !h.lp.up {
+		return
+	}
+	h.lp.up = false
+	h.lp.gen++
+	h.loc = nil
+	w.tracef(h, "locator CRASH")
+}
+
+func (w *simWorld) scheduleNodeTick(i, gen int) {
+	h := w.hosts[i]
+	period := time.Duration(float64(5*time.Millisecond)/h.rate) + time.Duration(w.rng.Int64N(int64(500*time.Microsecond)))
+	w.at(w.now+period, func() {
+		if !h.np.up || h.np.gen != gen {
+			return
+		}
+		if w.now < h.np.stallUntil {
+			return // the resume event ticks and reschedules
+		}
+		h.node.Tick(h.local(w.now))
+		w.nodeReady(i)
+		w.scheduleNodeTick(i, gen)
+	})
+}
+
+func (w *simWorld) scheduleLocTick(i, gen int) {
+	h := w.hosts[i]
+	w.at(w.now+20*time.Millisecond, func() {
+		if !h.lp.up || h.lp.gen != gen || w.now < h.lp.stallUntil {
+			if h.lp.up && h.lp.gen == gen {
+				w.scheduleLocTick(i, gen)
+			}
+			return
+		}
+		h.loc.Tick(h.local(w.now))
+		w.locReady(i)
+		w.scheduleLocTick(i, gen)
+	})
+}
+
+func (w *simWorld) stallNode(i int, d time.Duration) {
+	h := w.hosts[i]
+	if !h.np.up || h.np.stallUntil > w.now {
+		return
+	}
+	h.np.stallUntil = w.now + d
+	gen := h.np.gen
+	w.tracef(h, "node STALL %v", d)
+	w.at(w.now+d, func() {
+		if !h.np.up || h.np.gen != gen {
+			return
+		}
+		h.np.stallUntil = 0
+		w.tracef(h, "node RESUME")
+		q := h.np.queue
+		h.np.queue = nil
+		for _, b := range q {
+			w.deliverNow(i, false, b)
+		}
+		h.node.Tick(h.local(w.now))
+		w.nodeReady(i)
+		w.scheduleNodeTick(i, gen)
+	})
+}
+
+func (w *simWorld) stallLoc(i int, d time.Duration) {
+	h := w.hosts[i]
+	if !h.lp.up || h.lp.stallUntil > w.now {
+		return
+	}
+	h.lp.stallUntil = w.now + d
+	gen := h.lp.gen
+	w.tracef(h, "locator STALL %v", d)
+	w.at(w.now+d, func() {
+		if !h.lp.up || h.lp.gen != gen {
+			return
+		}
+		h.lp.stallUntil = 0
+		w.tracef(h, "locator RESUME")
+		q := h.lp.queue
+		h.lp.queue = nil
+		for _, b := range q {
+			w.deliverNow(i, true, b)
+		}
+	})
+}
+
+// ---- Ready handling: persist, check events, send ----
+
+func (w *simWorld) nodeReady(i int) {
+	h := w.hosts[i]
+	rd := h.node.Ready()
+	if rd.State != nil {
+		h.nodeSt = *rd.State // persisted (fsync) before anything is sent
+	}
+	for _, ev := range rd.Events {
+		w.tracef(h, "event %s", ev)
+		if w.scripted {
+			w.log = append(w.log, simLogged{w.now, h.id, ev})
+		}
+		switch e := ev.(type) {
+		case BecameStandby:
+			if w.benignActive == h.id {
+				w.violation("the active %s lost the role although nothing it needs failed: %s", h.id, e)
+			}
+		case BecameActive:
+			w.own(h, e.Epoch)
+		case TokenRegenerated:
+			w.own(h, e.Epoch)
+		}
+	}
+	for _, env := range rd.Messages {
+		w.send(i, env)
+	}
+}
+
+func (w *simWorld) own(h *simHost, e uint64) {
+	if o, ok := w.owner[e]; ok && o != h.id {
+		w.violation("epoch %d used by %s and %s", e, o, h.id)
+	}
+	w.owner[e] = h.id
+}
+
+func (w *simWorld) locReady(i int) {
+	h := w.hosts[i]
+	rd := h.loc.Ready()
+	if rd.State != nil {
+		h.locSt = *rd.State
+	}
+	for _, env := range rd.Messages {
+		w.send(i, env)
+	}
+}
+
+func (w *simWorld) send(from int, env Envelope) {
+	to, ok := w.byID[env.To]
+	if !ok {
+		w.violation("message to unknown host %q", env.To)
+		return
+	}
+	b, err := Encode(simKey, env.Msg)
+	if err != nil {
+		w.violation("Encode %s: %v", env.Msg.Type, err)
+		return
+	}
+	w.res.Messages++
+	if w.opt.Trace {
+		w.tracef(w.hosts[from], "send %s", fmtMsg(env))
+	}
+	if from == to {
+		w.at(w.now+50*time.Microsecond, func() { w.deliver(to, b) })
+		return
+	}
+	if t, ok := w.dropNext[[2]int{from, to}]; ok && t == env.Msg.Type {
+		delete(w.dropNext, [2]int{from, to})
+		w.tracef(w.hosts[from], "  (dropped by script)")
+		return
+	}
+	if w.dropTokens && env.Msg.Type == MsgToken {
+		w.tracef(w.hosts[from], "  (token dropped)")
+		return
+	}
+	if w.blocked[[2]int{from, to}] {
+		w.tracef(w.hosts[from], "  (partitioned %s->%s)", w.hosts[from].id, env.To)
+		return
+	}
+	if w.rng.Float64() < w.drop {
+		w.tracef(w.hosts[from], "  (dropped)")
+		return
+	}
+	copies := 1
+	if w.rng.Float64() < w.dup {
+		copies = 2
+	}
+	for c := 0; c < copies; c++ {
+		d := w.minDelay + time.Duration(w.rng.Int64N(int64(w.maxDelay-w.minDelay)+1))
+		if w.rng.Float64() < w.spike {
+			d += time.Duration(w.rng.Int64N(int64(40 * time.Millisecond)))
+		}
+		bb := b
+		if w.rng.Float64() < w.corrupt {
+			bb = append([]byte(nil), b...)
+			bb[w.rng.IntN(len(bb))] ^= byte(1 + w.rng.IntN(255))
+		}
+		w.at(w.now+d, func() { w.deliver(to, bb) })
+	}
+}
+
+func (w *simWorld) deliver(to int, b []byte) {
+	if len(b) < 4 {
+		return
+	}
+	isLoc := MsgType(b[3]).ForLocator()
+	h := w.hosts[to]
+	p := &h.np
+	if isLoc {
+		p = &h.lp
+	}
+	if !p.up {
+		return
+	}
+	if w.now < p.stallUntil {
+		p.queue = append(p.queue, b)
+		return
+	}
+	w.deliverNow(to, isLoc, b)
+}
+
+func (w *simWorld) deliverNow(to int, isLoc bool, b []byte) {
+	h := w.hosts[to]
+	p := &h.np
+	if isLoc {
+		p = &h.lp
+	}
+	m, err := Decode(simKey, b)
+	if err != nil {
+		w.res.Rejected++
+		return
+	}
+	if err := p.filter.Accept(m); err != nil {
+		w.res.Rejected++
+		return
+	}
+	mac := string(b[len(b)-macLen:])
+	if p.seen[mac] {
+		w.violation("%s accepted the same datagram twice (%s from %s)", h.id, m.Type, m.From)
+	}
+	p.seen[mac] = true
+	if w.opt.Trace {
+		w.tracef(h, "recv %s", fmtMsg(Envelope{To: h.id, Msg: m}))
+	}
+	now := h.local(w.now)
+	if isLoc {
+		if err := h.loc.Step(now, m); err != nil {
+			w.violation("locator %s Step: %v", h.id, err)
+		}
+		w.locReady(to)
+		return
+	}
+	if err := h.node.Step(now, m); err != nil {
+		w.violation("node %s Step: %v", h.id, err)
+	}
+	w.nodeReady(to)
+}
+
+// ---- checks ----
+
+// check runs after every step: at this real instant, at most one node may
+// believe it holds a valid lease (its own clock, its own state; a crashed
+// or stalled node counts until its lease ends, as its addresses would).
+func (w *simWorld) check() {
+	cnt := 0
+	var who []string
+	for _, h := range w.hosts {
+		if !h.isNode {
+			continue
+		}
+		t := h.local(w.now)
+		if (h.node != nil && h.node.ActiveAt(t)) || (h.dead != nil && h.dead.ActiveAt(t)) {
+			cnt++
+			who = append(who, h.id)
+		}
+	}
+	if cnt > 1 {
+		w.violation("overlapping leases: %v all active", who)
+	}
+	if cnt == 1 && w.activeCnt != 1 {
+		w.becameOne = w.now
+	}
+	w.activeCnt = cnt
+	if w.killAt >= 0 && w.res.Failover < 0 && w.now > w.killAt && cnt == 1 && who[0] != w.hosts[w.killed].id {
+		w.res.Failover = w.now - w.killAt
+	}
+}
+
+func (w *simWorld) finish() {
+	if w.stopped {
+		return
+	}
+	if w.opt.Benign {
+		h := w.hosts[w.byID[w.benignActive]]
+		if w.activeCnt != 1 || h.node == nil || !h.node.ActiveAt(h.local(w.now)) {
+			w.violation("benign faults: %s is not the one active at the end", w.benignActive)
+		}
+		return
+	}
+	if w.opt.Kill {
+		if w.res.Failover < 0 {
+			w.violation("no new active within %v of killing the active", w.res.Bound)
+		}
+		return
+	}
+	if w.activeCnt != 1 || w.becameOne < 0 {
+		w.violation("liveness: %d active at the end, %v after the faults healed (bound %v)", w.activeCnt, w.now-w.healAt, w.res.Bound)
+		return
+	}
+	rec := w.becameOne - w.healAt
+	if rec < 0 {
+		rec = 0
+	}
+	w.res.Recovery = rec
+	if rec > w.res.Bound {
+		w.violation("liveness: one active only %v after the faults healed (bound %v)", rec, w.res.Bound)
+	}
+}
+
+// ---- faults ----
+
+func (w *simWorld) randNode() int {
+	for {
+		i := w.rng.IntN(len(w.hosts))
+		if w.hosts[i].isNode {
+			return i
+		}
+	}
+}
+
+func (w *simWorld) activeHost() int {
+	for i, h := range w.hosts {
+		if h.node != nil && h.np.up && h.node.ActiveAt(h.local(w.now)) {
+			return i
+		}
+	}
+	return w.randNode()
+}
+
+func (w *simWorld) fault(at time.Duration, desc string, fn func()) {
+	w.at(at, func() {
+		w.res.Faults = append(w.res.Faults, fmt.Sprintf("%v %s", w.now, desc))
+		w.tracef(nil, "FAULT %s", desc)
+		fn()
+	})
+}
+
+// planFaults schedules 1..5 random faults after a warm-up and returns when
+// they have all healed.
+func (w *simWorld) planFaults() time.Duration {
+	r := w.rng
+	warm := 600 * time.Millisecond
+	span := 300*time.Millisecond + time.Duration(r.Int64N(int64(2200*time.Millisecond)))
+	heal := warm + span
+	k := 1 + r.IntN(5)
+	for f := 0; f < k; f++ {
+		start := warm + time.Duration(r.Int64N(int64(span*8/10)))
+		maxDur := heal - start
+		dur := 20*time.Millisecond + time.Duration(r.Int64N(int64(min(maxDur, 700*time.Millisecond))))
+		if dur > maxDur {
+			dur = maxDur
+		}
+		switch r.IntN(12) {
+		case 0:
+			i := w.randNode()
+			w.fault(start, fmt.Sprintf("crash node %s for %v", w.hosts[i].id, dur), func() { w.crashNode(i) })
+			w.at(start+dur, func() {
+				if !w.hosts[i].np.up {
+					w.startNode(i)
+				}
+			})
+		case 1:
+			w.fault(start, fmt.Sprintf("crash active for %v", dur), func() {
+				i := w.activeHost()
+				w.crashNode(i)
+				w.at(w.now+dur, func() {
+					if !w.hosts[i].np.up {
+						w.startNode(i)
+					}
+				})
+			})
+		case 2:
+			i := r.IntN(len(w.hosts))
+			w.fault(start, fmt.Sprintf("crash locator %s for %v", w.hosts[i].id, dur), func() { w.crashLoc(i) })
+			w.at(start+dur, func() {
+				if !w.hosts[i].lp.up {
+					w.startLoc(i)
+				}
+			})
+		case 3:
+			i := w.randNode()
+			w.fault(start, fmt.Sprintf("stall node %s %v", w.hosts[i].id, dur), func() { w.stallNode(i, dur) })
+		case 4:
+			d := min(maxDur, 2*w.cfg.Lease+time.Duration(r.Int64N(int64(200*time.Millisecond))))
+			w.fault(start, fmt.Sprintf("stall active %v", d), func() { w.stallNode(w.activeHost(), d) })
+		case 5:
+			i := r.IntN(len(w.hosts))
+			w.fault(start, fmt.Sprintf("stall locator %s %v", w.hosts[i].id, dur), func() { w.stallLoc(i, dur) })
+		case 6:
+			i := r.IntN(len(w.hosts))
+			w.fault(start, fmt.Sprintf("stall host %s %v", w.hosts[i].id, dur), func() {
+				w.stallLoc(i, dur)
+				if w.hosts[i].isNode {
+					w.stallNode(i, dur)
+				}
+			})
+		case 7:
+			i := r.IntN(len(w.hosts))
+			out, in := true, true
+			switch r.IntN(3) {
+			case 1:
+				out = false
+			case 2:
+				in = false
+			}
+			w.fault(start, fmt.Sprintf("isolate %s out=%v in=%v for %v", w.hosts[i].id, out, in, dur), func() {
+				for j := range w.hosts {
+					if j != i {
+						if out {
+							w.blocked[[2]int{i, j}] = true
+						}
+						if in {
+							w.blocked[[2]int{j, i}] = true
+						}
+					}
+				}
+			})
+			w.at(start+dur, func() { w.unblockAll() })
+		case 8:
+			a, b := r.IntN(len(w.hosts)), r.IntN(len(w.hosts))
+			if a != b {
+				both := r.IntN(2) == 0
+				w.fault(start, fmt.Sprintf("cut link %s->%s both=%v for %v", w.hosts[a].id, w.hosts[b].id, both, dur), func() {
+					w.blocked[[2]int{a, b}] = true
+					if both {
+						w.blocked[[2]int{b, a}] = true
+					}
+				})
+				w.at(start+dur, func() { w.unblockAll() })
+			}
+		case 9:
+			w.fault(start, fmt.Sprintf("lossy network for %v", dur), func() { w.setNet(true) })
+			w.at(start+dur, func() { w.setNet(false) })
+		case 10:
+			i := w.randNode()
+			maint := r.IntN(3) == 0
+			w.fault(start, fmt.Sprintf("node %s unhealthy=%v maintenance=%v for %v", w.hosts[i].id, !maint, maint, dur), func() {
+				h := w.hosts[i]
+				if maint {
+					h.maint = true
+				} else {
+					h.healthy = false
+				}
+				if h.node != nil && h.np.up && w.now >= h.np.stallUntil {
+					h.node.SetHealth(h.local(w.now), h.healthy)
+					h.node.SetMaintenance(h.local(w.now), h.maint)
+					w.nodeReady(i)
+				}
+			})
+			w.at(start+dur, func() { w.setHealthy(i) })
+		case 11:
+			i := w.randNode()
+			to := ""
+			if r.IntN(2) == 0 {
+				to = w.cfg.Nodes[r.IntN(len(w.cfg.Nodes))]
+			}
+			w.fault(start, fmt.Sprintf("switchover at %s to %q", w.hosts[i].id, to), func() {
+				h := w.hosts[i]
+				if h.node != nil && h.np.up && w.now >= h.np.stallUntil {
+					err := h.node.Switchover(h.local(w.now), to)
+					w.tracef(h, "switchover(%q): %v", to, err)
+					w.nodeReady(i)
+				}
+			})
+		}
+	}
+	return heal
+}
+
+// planBenign schedules faults that leave the active and a quorum of
+// locators working; the active must keep the role throughout.
+func (w *simWorld) planBenign() time.Duration {
+	r := w.rng
+	warm := 600 * time.Millisecond
+	end := warm + 1500*time.Millisecond + time.Duration(r.Int64N(int64(1500*time.Millisecond)))
+	var active = -1
+	w.at(warm, func() {
+		active = w.activeHost()
+		if h := w.hosts[active]; !h.node.ActiveAt(h.local(w.now)) {
+			w.violation("no active after the warm-up")
+		}
+		w.benignActive = w.hosts[active].id
+	})
+	// One locator fault at a time, never overlapping, so a quorum stays up.
+	t := warm
+	for t < end-300*time.Millisecond {
+		start := t + time.Duration(r.Int64N(int64(300*time.Millisecond)))
+		dur := 20*time.Millisecond + time.Duration(r.Int64N(int64(600*time.Millisecond)))
+		t = start + dur + time.Millisecond
+		kind := r.IntN(6)
+		w.at(start, func() {
+			if active < 0 {
+				return
+			}
+			var others []int
+			for i, h := range w.hosts {
+				if h.isNode && i != active {
+					others = append(others, i)
+				}
+			}
+			o := others[r.IntN(len(others))]
+			l := r.IntN(len(w.hosts))
+			switch kind {
+			case 0:
+				w.res.Faults = append(w.res.Faults, fmt.Sprintf("%v crash standby %s for %v", w.now, w.hosts[o].id, dur))
+				w.crashNode(o)
+				w.at(w.now+dur, func() {
+					if !w.hosts[o].np.up {
+						w.startNode(o)
+					}
+				})
+			case 1:
+				w.res.Faults = append(w.res.Faults, fmt.Sprintf("%v stall standby %s %v", w.now, w.hosts[o].id, dur))
+				w.stallNode(o, dur)
+			case 2:
+				w.res.Faults = append(w.res.Faults, fmt.Sprintf("%v crash locator %s for %v", w.now, w.hosts[l].id, dur))
+				w.crashLoc(l)
+				w.at(w.now+dur, func() {
+					if !w.hosts[l].lp.up {
+						w.startLoc(l)
+					}
+				})
+			case 3:
+				w.res.Faults = append(w.res.Faults, fmt.Sprintf("%v stall locator %s %v", w.now, w.hosts[l].id, dur))
+				w.stallLoc(l, dur)
+			case 4:
+				w.res.Faults = append(w.res.Faults, fmt.Sprintf("%v drop tokens for %v", w.now, dur))
+				w.dropTokens = true
+				w.at(w.now+dur, func() { w.dropTokens = false })
+			case 5:
+				w.res.Faults = append(w.res.Faults, fmt.Sprintf("%v standby %s Late(%v)", w.now, w.hosts[o].id, dur))
+				if h := w.hosts[o]; h.node != nil && h.np.up && w.now >= h.np.stallUntil {
+					h.node.Late(h.local(w.now), dur)
+					w.nodeReady(o)
+				}
+			}
+		})
+	}
+	return end
+}
+
+func (w *simWorld) unblockAll() {
+	if w.now < w.healAt || w.healAt < 0 {
+		clear(w.blocked)
+	}
+}
+
+func (w *simWorld) setHealthy(i int) {
+	h := w.hosts[i]
+	h.healthy, h.maint = true, false
+	if h.node != nil && h.np.up && w.now >= h.np.stallUntil {
+		h.node.SetHealth(h.local(w.now), true)
+		h.node.SetMaintenance(h.local(w.now), false)
+		w.nodeReady(i)
+	}
+}
+
+// heal ends every fault: processes restarted, network clean, all healthy.
+// Stalls end by themselves (they were planned to end by now).
+func (w *simWorld) heal() {
+	w.tracef(nil, "HEAL")
+	clear(w.blocked)
+	w.setNet(false)
+	for i, h := range w.hosts {
+		if !h.lp.up {
+			w.startLoc(i)
+		}
+		if h.isNode {
+			if !h.np.up {
+				w.startNode(i)
+			}
+			h.healthy, h.maint = true, false
+			if w.now < h.np.stallUntil {
+				continue // applied below when the stall ends
+			}
+			w.setHealthy(i)
+		}
+	}
+	// Stalled nodes get their health restored right after they resume.
+	for i, h := range w.hosts {
+		if h.isNode && h.np.up && w.now < h.np.stallUntil {
+			w.at(h.np.stallUntil+time.Microsecond, func() { w.setHealthy(i) })
+		}
+	}
+}
+
+func fmtMsg(env Envelope) string {
+	m := env.Msg
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s->%s e=%d", m.Type, m.From, env.To, m.Epoch)
+	switch m.Type {
+	case MsgToken:
+		fmt.Fprintf(&b, " tok=%d/%d active=%q handover=%q", m.Token.Epoch, m.Token.Seq, m.Token.Active, m.Token.Handover)
+	case MsgCheckIn:
+		fmt.Fprintf(&b, " round=%x claim=%v epoch=%d", m.CheckIn.Round&0xffffffff, m.CheckIn.Claim, m.CheckIn.Epoch)
+	case MsgAck:
+		fmt.Fprintf(&b, " round=%x granted=%v epoch=%d holder=%q grant_in=%v", m.Ack.Round&0xffffffff, m.Ack.Granted, m.Ack.Epoch, m.Ack.Holder, m.Ack.GrantIn)
+	case MsgRelease:
+		fmt.Fprintf(&b, " epoch=%d", m.Release.Epoch)
+	case MsgTransfer:
+		fmt.Fprintf(&b, " epoch=%d to=%q", m.Transfer.Epoch, m.Transfer.To)
+	case MsgSwitchover:
+		fmt.Fprintf(&b, " to=%q", m.Switchover.To)
+	}
+	return b.String()
+}

@@ -1,0 +1,290 @@
+package protocol
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Wire format, version 1 (all integers big endian or unsigned varints):
+//
+//	magic "VG" | version 1 | type 1 | cluster id 8 | epoch uvarint |
+//	incarnation uvarint | seq uvarint | from (len 1 + bytes) | body | HMAC-SHA256 32
+//
+// The MAC covers every byte before it and is keyed with the 32-byte
+// cluster key. Bodies:
+//
+//	token:      epoch, seq uvarint | active str | handover str | n 1 | n × (id str | flags 1)
+//	checkin:    round uvarint | flags 1 | epoch uvarint | token seq uvarint
+//	ack:        round uvarint | flags 1 | epoch uvarint | holder str | grant-in ns uvarint
+//	release:    epoch uvarint
+//	transfer:   epoch uvarint | to str
+//	join:       (empty)
+//	switchover: to str
+const (
+	wireVersion = 1
+	macLen      = sha256.Size
+	// MaxDatagram is the largest datagram Encode produces and Decode accepts;
+	// it fits in one unfragmented IPv6 packet (minimum MTU 1280, less the
+	// IPv6 and UDP headers).
+	MaxDatagram = 1232
+	minHeader   = 2 + 1 + 1 + 8 + 1 + 1 + 1 + 1 // magic..from with 1-byte varints and empty from
+)
+
+var magic = [2]byte{'V', 'G'}
+
+// Sentinel errors of Encode, Decode and the replay filter. Receivers drop
+// the datagram and count the error; none of them is fatal.
+var (
+	ErrShort     = errors.New("protocol: datagram too short")
+	ErrMagic     = errors.New("protocol: not a vigil datagram")
+	ErrVersion   = errors.New("protocol: unsupported wire version")
+	ErrTooLarge  = errors.New("protocol: datagram too large")
+	ErrType      = errors.New("protocol: unknown message type")
+	ErrAuth      = errors.New("protocol: authentication failed")
+	ErrMalformed = errors.New("protocol: malformed body")
+	ErrKey       = errors.New("protocol: cluster key must be 32 bytes")
+	ErrReplay    = errors.New("protocol: replayed or stale datagram")
+	ErrPeer      = errors.New("protocol: unknown peer")
+	ErrCluster   = errors.New("protocol: datagram for another cluster")
+)
+
+// Encode serialises and authenticates m with the 32-byte cluster key.
+func Encode(key []byte, m Message) ([]byte, error) {
+	return AppendEncode(nil, key, m)
+}
+
+// AppendEncode is Encode appending to dst (which may be nil), for callers
+// that reuse buffers.
+func AppendEncode(dst []byte, key []byte, m Message) ([]byte, error) {
+	if len(key) != keyLength {
+		return nil, ErrKey
+	}
+	if m.Type == 0 || m.Type > msgTypeMax {
+		return nil, fmt.Errorf("%w: %d", ErrType, m.Type)
+	}
+	start := len(dst)
+	b := append(dst, magic[0], magic[1], wireVersion, byte(m.Type))
+	b = binary.BigEndian.AppendUint64(b, m.ClusterID)
+	b = binary.AppendUvarint(b, m.Epoch)
+	b = binary.AppendUvarint(b, m.Incarnation)
+	b = binary.AppendUvarint(b, m.Seq)
+	var err error
+	if b, err = appendStr(b, m.From); err != nil {
+		return nil, err
+	}
+	switch m.Type {
+	case MsgToken:
+		t := m.Token
+		b = binary.AppendUvarint(b, t.Epoch)
+		b = binary.AppendUvarint(b, t.Seq)
+		if b, err = appendStr(b, t.Active); err != nil {
+			return nil, err
+		}
+		if b, err = appendStr(b, t.Handover); err != nil {
+			return nil, err
+		}
+		if len(t.Nodes) > MaxPeers {
+			return nil, fmt.Errorf("%w: %d nodes in token", ErrTooLarge, len(t.Nodes))
+		}
+		b = append(b, byte(len(t.Nodes)))
+		for _, h := range t.Nodes {
+			if b, err = appendStr(b, h.ID); err != nil {
+				return nil, err
+			}
+			b = append(b, flags(h.Healthy, h.Maintenance, h.InRing))
+		}
+	case MsgCheckIn:
+		c := m.CheckIn
+		b = binary.AppendUvarint(b, c.Round)
+		b = append(b, flags(c.Claim, c.Healthy, c.Maintenance))
+		b = binary.AppendUvarint(b, c.Epoch)
+		b = binary.AppendUvarint(b, c.TokenSeq)
+	case MsgAck:
+		a := m.Ack
+		b = binary.AppendUvarint(b, a.Round)
+		b = append(b, flags(a.Granted))
+		b = binary.AppendUvarint(b, a.Epoch)
+		if b, err = appendStr(b, a.Holder); err != nil {
+			return nil, err
+		}
+		g := a.GrantIn
+		if g < 0 {
+			g = 0
+		}
+		b = binary.AppendUvarint(b, uint64(g))
+	case MsgRelease:
+		b = binary.AppendUvarint(b, m.Release.Epoch)
+	case MsgTransfer:
+		b = binary.AppendUvarint(b, m.Transfer.Epoch)
+		if b, err = appendStr(b, m.Transfer.To); err != nil {
+			return nil, err
+		}
+	case MsgJoin:
+	case MsgSwitchover:
+		if b, err = appendStr(b, m.Switchover.To); err != nil {
+			return nil, err
+		}
+	}
+	if len(b)-start+macLen > MaxDatagram {
+		return nil, ErrTooLarge
+	}
+	mac := hmac.New(sha256.New, key)
+	mac.Write(b[start:])
+	return mac.Sum(b), nil
+}
+
+// Decode authenticates and parses one datagram. It never panics; every
+// failure is one of the sentinel errors (ErrShort, ErrMagic, ErrVersion,
+// ErrTooLarge, ErrType, ErrKey, ErrAuth, ErrMalformed), possibly wrapped.
+// Decode does not check replay: pass the result to a ReplayFilter.
+func Decode(key []byte, b []byte) (Message, error) {
+	var m Message
+	if len(key) != keyLength {
+		return m, ErrKey
+	}
+	if len(b) < minHeader+macLen {
+		return m, ErrShort
+	}
+	if b[0] != magic[0] || b[1] != magic[1] {
+		return m, ErrMagic
+	}
+	if b[2] != wireVersion {
+		return m, fmt.Errorf("%w: %d", ErrVersion, b[2])
+	}
+	if len(b) > MaxDatagram {
+		return m, ErrTooLarge
+	}
+	m.Type = MsgType(b[3])
+	if m.Type == 0 || m.Type > msgTypeMax {
+		return Message{}, fmt.Errorf("%w: %d", ErrType, b[3])
+	}
+	body, sum := b[:len(b)-macLen], b[len(b)-macLen:]
+	mac := hmac.New(sha256.New, key)
+	mac.Write(body)
+	if !hmac.Equal(mac.Sum(nil), sum) {
+		return Message{}, ErrAuth
+	}
+	r := reader{b: body[4:]}
+	m.ClusterID = r.u64()
+	m.Epoch = r.uvarint()
+	m.Incarnation = r.uvarint()
+	m.Seq = r.uvarint()
+	m.From = r.str()
+	switch m.Type {
+	case MsgToken:
+		m.Token.Epoch = r.uvarint()
+		m.Token.Seq = r.uvarint()
+		m.Token.Active = r.str()
+		m.Token.Handover = r.str()
+		n := int(r.byte())
+		if n > MaxPeers {
+			r.err = true
+		}
+		for i := 0; i < n && !r.err; i++ {
+			h := NodeHealth{ID: r.str()}
+			f := r.byte()
+			h.Healthy, h.Maintenance, h.InRing = f&1 != 0, f&2 != 0, f&4 != 0
+			m.Token.Nodes = append(m.Token.Nodes, h)
+		}
+	case MsgCheckIn:
+		m.CheckIn.Round = r.uvarint()
+		f := r.byte()
+		m.CheckIn.Claim, m.CheckIn.Healthy, m.CheckIn.Maintenance = f&1 != 0, f&2 != 0, f&4 != 0
+		m.CheckIn.Epoch = r.uvarint()
+		m.CheckIn.TokenSeq = r.uvarint()
+	case MsgAck:
+		m.Ack.Round = r.uvarint()
+		m.Ack.Granted = r.byte()&1 != 0
+		m.Ack.Epoch = r.uvarint()
+		m.Ack.Holder = r.str()
+		g := r.uvarint()
+		if g > uint64(1<<62) {
+			r.err = true
+		}
+		m.Ack.GrantIn = time.Duration(g)
+	case MsgRelease:
+		m.Release.Epoch = r.uvarint()
+	case MsgTransfer:
+		m.Transfer.Epoch = r.uvarint()
+		m.Transfer.To = r.str()
+	case MsgJoin:
+	case MsgSwitchover:
+		m.Switchover.To = r.str()
+	}
+	if r.err || len(r.b) != 0 {
+		return Message{}, fmt.Errorf("%w: %s from %q", ErrMalformed, m.Type, m.From)
+	}
+	return m, nil
+}
+
+func flags(bits ...bool) byte {
+	var f byte
+	for i, v := range bits {
+		if v {
+			f |= 1 << i
+		}
+	}
+	return f
+}
+
+func appendStr(b []byte, s string) ([]byte, error) {
+	if len(s) > MaxIDLen {
+		return nil, fmt.Errorf("%w: id of %d bytes", ErrTooLarge, len(s))
+	}
+	b = append(b, byte(len(s)))
+	return append(b, s...), nil
+}
+
+// reader parses a body; after the first error every read returns zero.
+type reader struct {
+	b   []byte
+	err bool
+}
+
+func (r *reader) byte() byte {
+	if r.err || len(r.b) < 1 {
+		r.err = true
+		return 0
+	}
+	v := r.b[0]
+	r.b = r.b[1:]
+	return v
+}
+
+func (r *reader) u64() uint64 {
+	if r.err || len(r.b) < 8 {
+		r.err = true
+		return 0
+	}
+	v := binary.BigEndian.Uint64(r.b)
+	r.b = r.b[8:]
+	return v
+}
+
+func (r *reader) uvarint() uint64 {
+	if r.err {
+		return 0
+	}
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.err = true
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) str() string {
+	n := int(r.byte())
+	if r.err || n > MaxIDLen || len(r.b) < n {
+		r.err = true
+		return ""
+	}
+	s := string(r.b[:n])
+	r.b = r.b[n:]
+	return s
+}

@@ -1,0 +1,155 @@
+package protocol
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+var testKey = bytes.Repeat([]byte{7}, 32)
+
+func sampleMessages() []Message {
+	h := Message{From: "node-a", ClusterID: ClusterID("sip-edge"), Epoch: 42, Incarnation: 3, Seq: 1 << 40}
+	with := func(t MsgType, f func(*Message)) Message {
+		m := h
+		m.Type = t
+		f(&m)
+		return m
+	}
+	return []Message{
+		with(MsgToken, func(m *Message) {
+			m.Token = Token{Epoch: 42, Seq: 9, Active: "node-a", Handover: "node-b", Nodes: []NodeHealth{
+				{ID: "node-a", Healthy: true, InRing: true}, {ID: "node-b", Maintenance: true}}}
+		}),
+		with(MsgToken, func(m *Message) { m.Token = Token{Epoch: 1, Seq: 1} }),
+		with(MsgCheckIn, func(m *Message) {
+			m.CheckIn = CheckIn{Round: 3<<32 | 7, Claim: true, Epoch: 43, Healthy: true, TokenSeq: 12}
+		}),
+		with(MsgCheckIn, func(m *Message) { m.CheckIn = CheckIn{Maintenance: true} }),
+		with(MsgAck, func(m *Message) {
+			m.Ack = Ack{Round: 77, Granted: true, Epoch: 43, Holder: "node-a", GrantIn: 225 * time.Millisecond}
+		}),
+		with(MsgRelease, func(m *Message) { m.Release = Release{Epoch: 42} }),
+		with(MsgTransfer, func(m *Message) { m.Transfer = Transfer{Epoch: 42, To: "node-b"} }),
+		with(MsgJoin, func(m *Message) {}),
+		with(MsgSwitchover, func(m *Message) { m.Switchover = Switchover{To: "node-b"} }),
+	}
+}
+
+func TestEncodeDecodeRoundTrip(t *testing.T) {
+	for _, m := range sampleMessages() {
+		b, err := Encode(testKey, m)
+		if err != nil {
+			t.Fatalf("%s: %v", m.Type, err)
+		}
+		if len(b) > 200 {
+			t.Errorf("%s: %d bytes; the encoding should be compact", m.Type, len(b))
+		}
+		got, err := Decode(testKey, b)
+		if err != nil {
+			t.Fatalf("%s: decode: %v", m.Type, err)
+		}
+		if !reflect.DeepEqual(got, m) {
+			t.Fatalf("%s: round trip\n got %+v\nwant %+v", m.Type, got, m)
+		}
+	}
+}
+
+// remac recomputes the MAC of a datagram whose body was edited, to reach
+// the parser with well-authenticated garbage.
+func remac(b []byte) []byte {
+	body := b[:len(b)-macLen]
+	mac := hmac.New(sha256.New, testKey)
+	mac.Write(body)
+	return mac.Sum(append([]byte(nil), body...))
+}
+
+func TestDecodeErrors(t *testing.T) {
+	good, err := Encode(testKey, sampleMessages()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod := func(f func(b []byte) []byte) []byte { return f(append([]byte(nil), good...)) }
+	otherKey := bytes.Repeat([]byte{8}, 32)
+	cases := []struct {
+		name string
+		key  []byte
+		b    []byte
+		want error
+	}{
+		{"empty", testKey, nil, ErrShort},
+		{"short", testKey, good[:20], ErrShort},
+		{"magic", testKey, mod(func(b []byte) []byte { b[0] = 'X'; return b }), ErrMagic},
+		{"version", testKey, mod(func(b []byte) []byte { b[2] = 9; return b }), ErrVersion},
+		{"type0", testKey, mod(func(b []byte) []byte { b[3] = 0; return b }), ErrType},
+		{"type99", testKey, mod(func(b []byte) []byte { b[3] = 99; return b }), ErrType},
+		{"too large", testKey, append(append([]byte(nil), good...), make([]byte, MaxDatagram)...), ErrTooLarge},
+		{"flipped body bit", testKey, mod(func(b []byte) []byte { b[20] ^= 1; return b }), ErrAuth},
+		{"flipped mac bit", testKey, mod(func(b []byte) []byte { b[len(b)-1] ^= 1; return b }), ErrAuth},
+		{"truncated", testKey, good[:len(good)-1], ErrAuth},
+		{"wrong key", otherKey, good, ErrAuth},
+		{"bad key length", testKey[:16], good, ErrKey},
+		{"trailing garbage, authenticated", testKey, remac(mod(func(b []byte) []byte {
+			return append(b[:len(b)-macLen], append([]byte{0xff}, b[len(b)-macLen:]...)...)
+		})), ErrMalformed},
+		{"cut body, authenticated", testKey, remac(mod(func(b []byte) []byte {
+			return append(b[:len(b)-macLen-3], b[len(b)-macLen:]...)
+		})), ErrMalformed},
+		{"type changed, authenticated", testKey, remac(mod(func(b []byte) []byte { b[3] = byte(MsgRelease); return b })), ErrMalformed},
+	}
+	for _, c := range cases {
+		_, err := Decode(c.key, c.b)
+		if !errors.Is(err, c.want) {
+			t.Errorf("%s: got %v, want %v", c.name, err, c.want)
+		}
+	}
+}
+
+func TestEncodeErrors(t *testing.T) {
+	m := sampleMessages()[0]
+	if _, err := Encode(testKey[:31], m); !errors.Is(err, ErrKey) {
+		t.Errorf("short key: %v", err)
+	}
+	bad := m
+	bad.Type = 0
+	if _, err := Encode(testKey, bad); !errors.Is(err, ErrType) {
+		t.Errorf("type 0: %v", err)
+	}
+	long := m
+	long.From = strings.Repeat("x", MaxIDLen+1)
+	if _, err := Encode(testKey, long); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("long id: %v", err)
+	}
+	many := m
+	many.Token.Nodes = make([]NodeHealth, MaxPeers+1)
+	if _, err := Encode(testKey, many); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("too many nodes: %v", err)
+	}
+	// The largest legal token still fits in one datagram.
+	big := m
+	big.From = strings.Repeat("f", MaxIDLen)
+	big.Token.Active, big.Token.Handover = strings.Repeat("a", MaxIDLen), strings.Repeat("h", MaxIDLen)
+	big.Token.Nodes = make([]NodeHealth, MaxPeers)
+	for i := range big.Token.Nodes {
+		big.Token.Nodes[i].ID = strings.Repeat(string(rune('a'+i)), MaxIDLen)
+	}
+	b, err := Encode(testKey, big)
+	if err != nil {
+		t.Fatalf("largest token: %v", err)
+	}
+	if _, err := Decode(testKey, b); err != nil {
+		t.Fatalf("largest token: %v", err)
+	}
+}
+
+func TestClusterIDDiffers(t *testing.T) {
+	x1, x2 := ClusterID("x"), ClusterID("x")
+	if ClusterID("a") == ClusterID("b") || x1 != x2 || x1 == 0 {
+		t.Fatal("ClusterID must be a stable hash of the name")
+	}
+}

@@ -1,0 +1,63 @@
+package supervisor
+
+import "github.com/vigil-project/vigil/cgroup"
+
+// GroupStatus is one cgroup's usage and pressure, for `vigil status`.
+type GroupStatus struct {
+	Group         string `json:"group"`
+	CPUUsageUsec  uint64 `json:"cpu_usage_usec"`
+	NrThrottled   uint64 `json:"nr_throttled"`
+	ThrottledUsec uint64 `json:"throttled_usec"`
+	MemoryCurrent uint64 `json:"memory_current_bytes"`
+	MemoryMax     uint64 `json:"memory_max_bytes"` // 0 = no limit
+	OOMKills      uint64 `json:"oom_kills"`
+	PidsCurrent   uint64 `json:"pids_current"`
+	// Pressure is PSI "some" avg10 in percent; PressureScope says whose:
+	// "group" (cgroup v2) or "host" (v1 has no per-group PSI).
+	PressureScope string   `json:"pressure_scope,omitempty"`
+	CPUPressure   *float64 `json:"cpu_pressure_some_avg10,omitempty"`
+	MemPressure   *float64 `json:"memory_pressure_some_avg10,omitempty"`
+	IOPressure    *float64 `json:"io_pressure_some_avg10,omitempty"`
+	Error         string   `json:"error,omitempty"`
+}
+
+// groupStatus reads the tree's main groups: control and its three
+// members, apps and each application.
+func (s *Supervisor) groupStatus() []GroupStatus {
+	rels := []string{"control", "control/supervisor"}
+	for _, p := range s.ctrl {
+		rels = append(rels, "control/"+p.cfg.Name)
+	}
+	rels = append(rels, "apps")
+	for _, p := range s.procs {
+		if p.group != nil {
+			rels = append(rels, "apps/"+p.cfg.Name)
+		}
+	}
+	out := make([]GroupStatus, 0, len(rels))
+	for _, rel := range rels {
+		gs := GroupStatus{Group: rel}
+		g, err := s.cg.Group(rel)
+		if err == nil {
+			var fs cgroup.FullStats
+			fs, err = g.FullStats()
+			gs.CPUUsageUsec, gs.NrThrottled, gs.ThrottledUsec = fs.CPUUsageUsec, fs.NrThrottled, fs.ThrottledUsec
+			gs.MemoryCurrent, gs.MemoryMax, gs.OOMKills, gs.PidsCurrent = fs.MemoryCurrent, fs.MemoryMax, fs.OOMKills, fs.PidsCurrent
+			gs.PressureScope = string(fs.Pressure.Scope)
+			if fs.Pressure.CPU != nil {
+				gs.CPUPressure = &fs.Pressure.CPU.Some.Avg10
+			}
+			if fs.Pressure.Memory != nil {
+				gs.MemPressure = &fs.Pressure.Memory.Some.Avg10
+			}
+			if fs.Pressure.IO != nil {
+				gs.IOPressure = &fs.Pressure.IO.Some.Avg10
+			}
+		}
+		if err != nil {
+			gs.Error = err.Error()
+		}
+		out = append(out, gs)
+	}
+	return out
+}

@@ -1,0 +1,43 @@
+package main
+
+import (
+	"bytes"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// The command's contract: its last line is the summary CI greps, and the
+// exit code says whether any schedule violated a property.
+func TestRunSummaryLine(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"-schedules", "40", "-seed", "7"}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d\n%s%s", code, out.String(), errb.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	last := lines[len(lines)-1]
+	re := regexp.MustCompile(`^bench=sim schedules=40 violations=0 max_recovery_ms=[0-9.]+( [a-z0-9_]+=[-0-9.e]+)*$`)
+	if !re.MatchString(last) {
+		t.Fatalf("summary line %q", last)
+	}
+	if !strings.Contains(last, "kill_runs=4 ") {
+		t.Fatalf("every 10th schedule is a kill run: %q", last)
+	}
+}
+
+func TestRunReplay(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"-replay", "3"}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d\n%s", code, errb.String())
+	}
+	if !strings.Contains(out.String(), "send token") || !strings.Contains(out.String(), "bench=sim schedules=1 violations=0") {
+		t.Fatalf("replay prints the trace and the summary:\n%s", out.String()[:min(2000, out.Len())])
+	}
+}
+
+func TestRunBadFlag(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"-nope"}, &out, &errb); code != 2 {
+		t.Fatalf("exit %d for a bad flag", code)
+	}
+}

@@ -1,0 +1,276 @@
+package supervise
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vigil-project/vigil/supervisor"
+)
+
+// nmReport is the part of the node manager's report these tests read.
+type nmReport struct {
+	Role       string `json:"role"`
+	Epoch      uint64 `json:"epoch"`
+	Active     string `json:"active"`
+	LeaseValid bool   `json:"lease_valid"`
+	LeaseLeft  int64  `json:"lease_remaining_ms"`
+	// at is when the node manager sent this report (its supervisor's
+	// last_report): a report is a snapshot, and its lease has run on since.
+	at time.Time
+}
+
+// holdsLeaseNow says whether the node, by its own last report, still holds
+// a valid lease at now.
+func (r nmReport) holdsLeaseNow(now time.Time) bool {
+	return r.Role == "active" && r.LeaseValid && r.at.Add(time.Duration(r.LeaseLeft)*time.Millisecond).After(now)
+}
+
+// cluster is two nodes and a witness, each a `vigil supervise`, on loopback.
+type cluster struct {
+	t     *testing.T
+	nodes map[string]*daemon // a, b, w
+}
+
+func newCluster(t *testing.T) *cluster {
+	t.Helper()
+	ids := []string{"a", "b", "w"}
+	c := &cluster{t: t, nodes: map[string]*daemon{}}
+	for _, id := range ids {
+		c.nodes[id] = newDaemon(t, "")
+	}
+	key, err := os.ReadFile(filepath.Join(c.nodes["a"].dir, "cluster.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := map[string]string{}
+	for _, id := range ids {
+		addr[id] = fmt.Sprintf("127.0.0.1:%d", c.nodes[id].port)
+	}
+	for _, id := range ids {
+		d := c.nodes[id]
+		kf := filepath.Join(d.dir, "cluster.key")
+		if err := os.WriteFile(kf, key, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		role := "node"
+		if id == "w" {
+			role = "witness"
+		}
+		d.cluster = fmt.Sprintf(`  name: pair
+  node: %s
+  role: %s
+  key_file: %s
+  nodes:
+    - {id: a, address: %s}
+    - {id: b, address: %s}
+  witnesses:
+    - {id: w, address: %s}
+%s`, id, role, kf, addr["a"], addr["b"], addr["w"], testTiming)
+		d.writeConfig("")
+	}
+	for _, id := range ids {
+		c.nodes[id].start()
+	}
+	return c
+}
+
+func (c *cluster) report(id string) (nmReport, bool) {
+	resp, err := supervisor.Call(c.nodes[id].socket, supervisor.Request{Cmd: "status"})
+	if err != nil || resp.Status.NodeManager == nil {
+		return nmReport{}, false
+	}
+	var r nmReport
+	if json.Unmarshal(resp.Status.NodeManager, &r) != nil {
+		return nmReport{}, false
+	}
+	for _, p := range resp.Status.ControlPlane {
+		if p.Name == "nodemanager" && p.LastReport != nil {
+			r.at = *p.LastReport
+		}
+	}
+	return r, true
+}
+
+// active returns the one node that reports itself active with a valid
+// lease, or "" when none or both do.
+func (c *cluster) active() string {
+	ra, oka := c.report("a")
+	rb, okb := c.report("b")
+	aAct := oka && ra.Role == "active" && ra.LeaseValid
+	bAct := okb && rb.Role == "active" && rb.LeaseValid
+	switch {
+	case aAct && !bAct:
+		return "a"
+	case bAct && !aAct:
+		return "b"
+	}
+	return ""
+}
+
+func (c *cluster) waitActive(timeout time.Duration, not string) string {
+	c.t.Helper()
+	var a string
+	c.nodes["a"].waitFor("one active node", timeout, func() bool {
+		a = c.active()
+		return a != "" && a != not
+	})
+	return a
+}
+
+// watchDual samples both nodes' own views until stop is closed and counts
+// samples in which both held a valid lease at the same instant, each lease
+// projected from its report's time (the supervisor caches reports).
+func (c *cluster) watchDual(stop <-chan struct{}) *int {
+	var dual int
+	var mu sync.Mutex
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			ra, oka := c.report("a")
+			rb, okb := c.report("b")
+			now := time.Now()
+			if oka && okb && ra.holdsLeaseNow(now) && rb.holdsLeaseNow(now) {
+				mu.Lock()
+				dual++
+				mu.Unlock()
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	return &dual
+}
+
+func nmPid(t *testing.T, d *daemon, name string) int {
+	t.Helper()
+	for _, p := range d.status().ControlPlane {
+		if p.Name == name && p.State == supervisor.StateRunning && p.PID > 0 {
+			return p.PID
+		}
+	}
+	t.Fatalf("no running %s", name)
+	return 0
+}
+
+// Two nodes and a witness as real processes: the protocol elects one active;
+// kill -9 of its node manager moves the role; a stalled node manager is
+// fenced and replaced; a locator restart changes nothing; after every
+// control-plane process of every host is killed a new token exists with no
+// operator action.
+func TestClusterFailover(t *testing.T) {
+	c := newCluster(t)
+	first := c.waitActive(20*time.Second, "")
+	t.Logf("initial active: %s", first)
+	stop := make(chan struct{})
+	dual := c.watchDual(stop)
+
+	// kill -9 of the active's node manager.
+	began := time.Now()
+	if err := syscall.Kill(nmPid(t, c.nodes[first], "nodemanager"), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	second := c.waitActive(10*time.Second, first)
+	t.Logf("kill -9: %s active after %v", second, time.Since(began).Round(time.Millisecond))
+	// The killed node manager is back (restarted by its supervisor) as standby.
+	c.nodes[first].waitFor("restarted node manager reports standby", 10*time.Second, func() bool {
+		r, ok := c.report(first)
+		return ok && r.Role == "standby" && r.Active == second
+	})
+
+	// SIGSTOP of the active's node manager for 2x the lease (the incident:
+	// a starved control plane), then SIGCONT.
+	stalled := nmPid(t, c.nodes[second], "nodemanager")
+	if err := syscall.Kill(stalled, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1200 * time.Millisecond) // 2x the test lease
+	_ = syscall.Kill(stalled, syscall.SIGCONT)
+	third := c.waitActive(10*time.Second, second)
+	if third != first {
+		t.Fatalf("after the stall: active %q", third)
+	}
+	c.nodes[second].waitFor("stalled node manager fenced", 10*time.Second, func() bool {
+		return c.nodes[second].status().Supervisor.Fences >= 1
+	})
+	c.nodes[second].waitFor("stalled node stands down", 10*time.Second, func() bool {
+		r, ok := c.report(second)
+		return ok && r.Role == "standby" && r.Active == third
+	})
+
+	// A locator restart (the witness's) changes nothing.
+	r0, _ := c.report(third)
+	if err := syscall.Kill(nmPid(t, c.nodes["w"], "locator"), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if a := c.active(); a != third {
+		t.Fatalf("locator restart moved the active role: %q -> %q", third, a)
+	}
+	if r1, _ := c.report(third); r1.Epoch != r0.Epoch {
+		t.Errorf("locator restart changed the epoch %d -> %d", r0.Epoch, r1.Epoch)
+	}
+
+	// Every control-plane process of every host killed at once.
+	for _, id := range []string{"a", "b", "w"} {
+		for _, p := range c.nodes[id].status().ControlPlane {
+			if p.PID > 0 {
+				_ = syscall.Kill(p.PID, syscall.SIGKILL)
+			}
+		}
+	}
+	c.waitActive(20*time.Second, "")
+	close(stop)
+	time.Sleep(20 * time.Millisecond)
+	if *dual != 0 {
+		t.Errorf("%d samples saw both nodes active with a valid lease", *dual)
+	}
+	// No locator ever granted one epoch to two holders.
+	for _, id := range []string{"a", "b", "w"} {
+		checkGrants(t, id, c.nodes[id].log.String())
+	}
+	for _, id := range []string{"a", "b", "w"} {
+		c.nodes[id].stop(20 * time.Second)
+	}
+}
+
+// checkGrants reads a locator's grant events: epochs only grow, and an
+// epoch has one holder.
+func checkGrants(t *testing.T, id, log string) {
+	t.Helper()
+	holder := map[float64]string{}
+	var last float64
+	n := 0
+	for _, line := range strings.Split(log, "\n") {
+		if !strings.Contains(line, `"event":"grant"`) {
+			continue
+		}
+		var ev struct {
+			Holder string  `json:"holder"`
+			Epoch  float64 `json:"epoch"`
+		}
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			continue
+		}
+		n++
+		if h, ok := holder[ev.Epoch]; ok && h != ev.Holder {
+			t.Errorf("locator %s granted epoch %v to %s and %s", id, ev.Epoch, h, ev.Holder)
+		}
+		if ev.Epoch < last {
+			t.Errorf("locator %s went back from epoch %v to %v", id, last, ev.Epoch)
+		}
+		holder[ev.Epoch], last = ev.Holder, ev.Epoch
+	}
+	if n == 0 {
+		t.Errorf("locator %s logged no grant", id)
+	}
+}
