@@ -95,6 +95,8 @@ type daemon struct {
 	port    int
 	// extra is YAML inserted after the cluster section (vips:, ...).
 	extra string
+	// realtime is control.realtime.
+	realtime bool
 }
 
 func newDaemon(t *testing.T, processes string) *daemon {
@@ -135,7 +137,7 @@ func (d *daemon) writeConfig(processes string) {
 	cfg := fmt.Sprintf(`cluster:
 %s%s
 control:
-  realtime: false
+  realtime: %v
 metrics:
   listen: ""
 runtime:
@@ -146,7 +148,7 @@ log:
   level: debug
   format: json
 processes:
-%s`, cluster, d.extra, d.socket, filepath.Join(d.dir, "state"), d.subtree, processes)
+%s`, cluster, d.extra, d.realtime, d.socket, filepath.Join(d.dir, "state"), d.subtree, processes)
 	// Write-then-rename, as an operator's editor would, so a reload never
 	// reads half a file.
 	tmp := d.cfgPath + ".tmp"
