@@ -9,6 +9,9 @@ PKGS=(
   iproute2      # ip netns: network-namespace tests
   sip-tester    # sipp: real SIP peer for health checks and failover tests
   procps
+  stress-ng     # bench-isolation: the noisy neighbours
+  qemu-system-x86 busybox-static cpio  # make test-v2 / test/vm/v2: cgroup v2 tests in a qemu VM
+  systemd lintian rpm rpmlint  # go test ./packaging: systemd-analyze verify/security, package checks
 )
 
 missing=()

@@ -22,25 +22,29 @@ type GroupStatus struct {
 }
 
 // groupStatus reads the tree's main groups: control and its three
-// members, apps and each application.
+// members, apps and each application. It only reads: the groups are the
+// ones the supervisor already holds (opening one could create it).
 func (s *Supervisor) groupStatus() []GroupStatus {
-	rels := []string{"control", "control/supervisor"}
+	type named struct {
+		rel string
+		g   *cgroup.Group
+	}
+	groups := []named{{"control", s.ctrlGroup}, {"control/supervisor", s.sup}}
 	for _, p := range s.ctrl {
-		rels = append(rels, "control/"+p.cfg.Name)
+		groups = append(groups, named{"control/" + p.cfg.Name, p.group})
 	}
-	rels = append(rels, "apps")
+	groups = append(groups, named{"apps", s.apps})
 	for _, p := range s.procs {
-		if p.group != nil {
-			rels = append(rels, "apps/"+p.cfg.Name)
-		}
+		groups = append(groups, named{"apps/" + p.cfg.Name, p.group})
 	}
-	out := make([]GroupStatus, 0, len(rels))
-	for _, rel := range rels {
-		gs := GroupStatus{Group: rel}
-		g, err := s.cg.Group(rel)
-		if err == nil {
-			var fs cgroup.FullStats
-			fs, err = g.FullStats()
+	out := make([]GroupStatus, 0, len(groups))
+	for _, n := range groups {
+		if n.g == nil {
+			continue
+		}
+		gs := GroupStatus{Group: n.rel}
+		fs, err := n.g.FullStats()
+		{
 			gs.CPUUsageUsec, gs.NrThrottled, gs.ThrottledUsec = fs.CPUUsageUsec, fs.NrThrottled, fs.ThrottledUsec
 			gs.MemoryCurrent, gs.MemoryMax, gs.OOMKills, gs.PidsCurrent = fs.MemoryCurrent, fs.MemoryMax, fs.OOMKills, fs.PidsCurrent
 			gs.PressureScope = string(fs.Pressure.Scope)

@@ -41,14 +41,15 @@ type Options struct {
 
 // Supervisor is one running `vigil supervise`.
 type Supervisor struct {
-	opts   Options
-	log    *slog.Logger
-	cfg    *config.Config
-	reaper *Reaper
-	cg     *cgroup.Manager
-	apps   *cgroup.Group
-	sup    *cgroup.Group // control/supervisor, where this process lives
-	notify *notifier
+	opts      Options
+	log       *slog.Logger
+	cfg       *config.Config
+	reaper    *Reaper
+	cg        *cgroup.Manager
+	apps      *cgroup.Group
+	sup       *cgroup.Group // control/supervisor, where this process lives
+	ctrlGroup *cgroup.Group // control/
+	notify    *notifier
 
 	events chan func()
 	procs  []*proc // applications, in config order
@@ -237,6 +238,7 @@ func (s *Supervisor) applyGroupResources() {
 	s.notInForce = nil
 	ctrl, err := s.cg.Group("control")
 	if err == nil {
+		s.ctrlGroup = ctrl
 		var na []string
 		na, err = ctrl.Apply(cgroup.Resources{CPUWeight: s.cfg.Control.CPUWeight, CPUs: s.cfg.Control.CPUs, MemoryMin: s.cfg.Control.MemoryMin})
 		for _, n := range na {
