@@ -41,3 +41,28 @@ demo: build
 
 clean:
 	rm -rf bin dist
+
+# Packages (packaging/README.md): dist/vigil_<version>_amd64.deb and
+# dist/vigil-<version>.x86_64.rpm, version from git describe.
+.PHONY: deb rpm test-vm
+deb:
+	./packaging/build.sh deb
+
+rpm:
+	./packaging/build.sh rpm
+
+# The .deb under a real systemd in a qemu VM (test/vm/systemd/README.md).
+test-vm:
+	./scripts/vm-systemd-test.sh
+
+# cgroup v2 tests (./cgroup, ./test/supervise, ./test/vm/v2) in a qemu VM
+# booting Debian's cloud kernel; needs qemu-system-x86, busybox-static, cpio.
+.PHONY: test-v2
+test-v2:
+	./test/vm/v2/run.sh
+
+# Reserved control plane under noisy neighbours (issue 3). Needs root and
+# stress-ng; BENCHFLAGS=-short for CI, -duration 60s per variant by default.
+.PHONY: bench-isolation
+bench-isolation:
+	$(GO) run ./bench/isolation $(BENCHFLAGS)
