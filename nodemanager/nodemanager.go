@@ -20,6 +20,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/vigil-project/vigil/config"
 	"github.com/vigil-project/vigil/internal/clock"
@@ -93,7 +94,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		m.vips = append(m.vips, netfloat.VIP{Prefix: p, Interface: v.Interface})
 	}
 	if len(m.vips) > 0 {
-		h, err := netlink.NewHandle()
+		h, err := netlink.NewHandle(unix.NETLINK_ROUTE) // route only: XFRM and netfilter sockets need modules a host may lack
 		if err != nil {
 			return fmt.Errorf("nodemanager: netlink: %w", err)
 		}

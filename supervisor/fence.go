@@ -6,6 +6,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/vigil-project/vigil/cgroup"
 	"github.com/vigil-project/vigil/config"
@@ -23,7 +24,7 @@ func newFencer(cfg *config.Config, log *slog.Logger) (fencer, error) {
 	if len(cfg.VIPs) == 0 {
 		return nil, nil
 	}
-	h, err := netlink.NewHandle()
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE) // route only: XFRM and netfilter sockets need modules a host may lack
 	if err != nil {
 		return nil, fmt.Errorf("supervisor: netlink: %w", err)
 	}

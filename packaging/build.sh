@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Builds dist/vigil_<version>_amd64.deb or dist/vigil-<version>.x86_64.rpm
+# with nfpm (pinned below). `make deb` / `make rpm` call this.
+#
+#   packaging/build.sh deb|rpm
+#
+# VIGIL_PKG_VERSION overrides the version taken from git (the VM test uses it
+# to build an upgrade); VIGIL_DIST the output directory (default dist, the
+# tests use a temporary one); VIGIL_BIN packages that binary instead of
+# building one (the VM test's upgrade package reuses the first one's).
+# Prints the package's path on stdout.
+set -euo pipefail
+
+# v2.46 and later need go.digitalxero.dev modules that the module proxy here
+# does not serve; v2.44.0 builds from the proxy alone.
+NFPM_VERSION=v2.44.0
+
+kind=${1:?usage: packaging/build.sh deb|rpm}
+case $kind in deb | rpm) ;; *) echo "packaging/build.sh: unknown kind $kind (deb|rpm)" >&2; exit 2 ;; esac
+cd "$(dirname "$0")/.."
+GO=${GO:-go}
+command -v "$GO" >/dev/null || GO=/usr/local/go/bin/go
+
+# Debian and rpm versions both accept [0-9][A-Za-z0-9.+~]*: a tag v1.2.0
+# gives 1.2.0, 3 commits after it 1.2.0+3.gSHA, a pre-release tag v1.3.0-rc1
+# gives 1.3.0~rc1 (sorts before 1.3.0); without a tag 0.0.0+gitN.SHA where N,
+# the commit count, keeps newer builds sorting higher. ".dirty" marks a
+# build from a modified tree.
+version() {
+	local d
+	if d=$(git describe --tags --match 'v[0-9]*' --dirty 2>/dev/null); then
+		d=${d#v}
+		d=$(sed -E 's/-([0-9]+)-g([0-9a-f]+)/+\1.g\2/; s/-dirty$/.dirty/; s/-/~/g' <<<"$d")
+	else
+		local n sha dirty=""
+		n=$(git rev-list --count HEAD 2>/dev/null || echo 0)
+		sha=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+		git diff --quiet HEAD 2>/dev/null || dirty=.dirty
+		d=0.0.0+git$n.$sha$dirty
+	fi
+	echo "$d"
+}
+ver=${VIGIL_PKG_VERSION:-$(version)}
+[[ $ver =~ ^[0-9][A-Za-z0-9.+~]*$ ]] || { echo "packaging/build.sh: bad version '$ver'" >&2; exit 2; }
+commit=$(git rev-parse HEAD 2>/dev/null || echo "")
+
+dist=${VIGIL_DIST:-dist}
+work=$dist/.pkg
+rm -rf "$work"
+mkdir -p "$work"
+if [ -n "${VIGIL_BIN:-}" ]; then
+	cp "$VIGIL_BIN" "$work/vigil"
+else
+	CGO_ENABLED=0 "$GO" build -trimpath -ldflags "-s -w -X main.version=$ver -X main.commit=$commit" -o "$work/vigil" ./cmd/vigil
+fi
+gzip -n -9 -c packaging/vigil.8 >"$work/vigil.8.gz"
+# Debian and rpm both want a changelog; this one entry names the build.
+date=$(git log -1 --format=%cI 2>/dev/null || date -Iseconds)
+cat >"$work/changelog.yml" <<YAML
+- semver: "$ver-1"
+  date: "$date"
+  deb: {urgency: medium, distributions: [unstable]}
+  packager: Vigil maintainers <vigil@example.org>
+  changes:
+    - commit: "${commit:-unknown}"
+      note: "Build of git commit ${commit:0:12}."
+YAML
+
+# nfpm.yaml names the generated files under dist/.pkg/; the copy names $work.
+# The docs, one entry each: rpm's %doc takes no glob.
+sed "s#dist/\.pkg/#$work/#" packaging/nfpm.yaml >"$work/nfpm.yaml"
+for f in README.md docs/*.md; do
+	[ -f "$f" ] || continue
+	printf '  - {src: %s, dst: /usr/share/doc/vigil/%s, type: doc, packager: rpm, file_info: {mode: 0644}}\n' "$f" "${f##*/}"
+	printf '  - {src: %s, dst: /usr/share/doc/vigil/%s, packager: deb, file_info: {mode: 0644}}\n' "$f" "${f##*/}"
+done >>"$work/nfpm.yaml"
+
+case $kind in
+deb) out=$dist/vigil_${ver}_amd64.deb ;;
+rpm) out=$dist/vigil-${ver}.x86_64.rpm ;;
+esac
+rm -f "$out"
+VIGIL_VERSION=$ver \
+	"$GO" run "github.com/goreleaser/nfpm/v2/cmd/nfpm@$NFPM_VERSION" pkg --config "$work/nfpm.yaml" --packager "$kind" --target "$out" >&2
+rm -rf "$work"
+echo "$out"
