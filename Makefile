@@ -59,7 +59,7 @@ test-vm:
 # booting Debian's cloud kernel; needs qemu-system-x86, busybox-static, cpio.
 .PHONY: test-v2
 test-v2:
-	./test/vm/v2/run.sh
+	VIGIL_VM_TESTS=1 $(GO) test -count=1 -timeout 20m -v -run TestCgroupV2VM ./test/vm/v2/
 
 # Reserved control plane under noisy neighbours (issue 3). Needs root and
 # stress-ng; BENCHFLAGS=-short for CI, -duration 60s per variant by default.

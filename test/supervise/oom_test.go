@@ -15,7 +15,7 @@ import (
 func TestAppOOMKilledInItsGroupAndRestarted(t *testing.T) {
 	d := newDaemon(t, `
   - name: hog
-    command: [/usr/bin/tail, /dev/zero]
+    command: [/bin/sh, -c, "x=a; while :; do x=$x$x; done"]
     memory_max: 32Mi
     backoff: {initial: 200ms, max: 1s, stable: 10s, fatal_after: 100}
 `)
