@@ -501,7 +501,13 @@ func (m *manager) report(now time.Duration) {
 		r.LeaseRemainingMS = (st.LeaseUntil - now).Milliseconds()
 	}
 	for _, p := range st.Peers {
-		r.Peers = append(r.Peers, PeerReport{ID: p.ID, Healthy: p.Healthy, Maintenance: p.Maintenance, InRing: p.InRing})
+		pr := PeerReport{ID: p.ID, Healthy: p.Healthy, Maintenance: p.Maintenance, InRing: p.InRing}
+		if p.ID == st.Self {
+			// The token's summary of this node may be a rotation old; its
+			// own view is current.
+			pr.Healthy, pr.Maintenance = m.healthy, st.Maintenance
+		}
+		r.Peers = append(r.Peers, pr)
 	}
 	for _, l := range st.Locators {
 		lr := LocatorReport{ID: l.ID, Seen: l.Seen}

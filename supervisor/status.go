@@ -72,6 +72,11 @@ type ProcessStatus struct {
 	SpawnError   string     `json:"spawn_error,omitempty"`
 	FailureCount int        `json:"consecutive_failures"`
 	LastReport   *time.Time `json:"last_report,omitempty"` // control plane: last heartbeat
+	// Control plane: total time its threads spent runnable but waiting for
+	// a cpu, and running, since it started (/proc/PID/task/*/schedstat).
+	// Wait growing fast is starvation in the making.
+	SchedWaitMS float64 `json:"sched_wait_ms,omitempty"`
+	SchedRunMS  float64 `json:"sched_run_ms,omitempty"`
 }
 
 // ExitInfo is how a process last ended.

@@ -26,6 +26,7 @@ import (
 	"github.com/vigil-project/vigil/cgroup"
 	"github.com/vigil-project/vigil/config"
 	"github.com/vigil-project/vigil/internal/ipc"
+	"github.com/vigil-project/vigil/procstat"
 	"github.com/vigil-project/vigil/realtime"
 	"github.com/vigil-project/vigil/supervisor/health"
 )
@@ -848,6 +849,12 @@ func (s *Supervisor) procStatus(p *proc) ProcessStatus {
 		if p.control != "" && !p.lastBeat.IsZero() {
 			t := p.lastBeat
 			ps.LastReport = &t
+		}
+		if p.control != "" && p.pid > 0 {
+			if smp, err := procstat.ReadProcess(p.pid); err == nil {
+				ps.SchedWaitMS = float64(smp.Total.WaitNs) / 1e6
+				ps.SchedRunMS = float64(smp.Total.RunNs) / 1e6
+			}
 		}
 		return ps
 	}

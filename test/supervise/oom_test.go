@@ -47,6 +47,9 @@ func TestAppOOMKilledInItsGroupAndRestarted(t *testing.T) {
 		if p.PID != b.PID || p.Restarts != b.Restarts || p.State != supervisor.StateRunning {
 			t.Errorf("control-plane process %s changed: %+v -> %+v", p.Name, b, p)
 		}
+		if p.SchedRunMS <= 0 {
+			t.Errorf("no run-queue statistics for %s: %+v", p.Name, p)
+		}
 	}
 	if st := d.status(); st.Supervisor.PID != d.cmd.Process.Pid {
 		t.Errorf("supervisor pid changed")
