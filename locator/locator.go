@@ -129,6 +129,8 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	go tr.Run(ctx, in)
 	tick := time.NewTicker(pcfg.TokenInterval)
 	defer tick.Stop()
+	reportTick := time.NewTicker(250 * time.Millisecond)
+	defer reportTick.Stop()
 	var persistErrors uint64
 	var lastHolder string
 	var lastEpoch uint64 = st.Epoch
@@ -182,6 +184,8 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		case <-tick.C:
 			l.Tick(clock.Boottime())
 			flush()
+		case <-reportTick.C:
+			// The locator is not fenced; its report is for status only.
 			report()
 		}
 	}

@@ -196,7 +196,9 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	period := m.pcfg.TokenInterval / 4
 	tick := time.NewTicker(period)
 	defer tick.Stop()
-	reportEvery := 2 * m.pcfg.TokenInterval
+	// Four reports per lease: each is the heartbeat the supervisor fences
+	// on (older than a lease), so one or two may be late without a fence.
+	reportEvery := m.pcfg.Lease / 4
 	lastReport := time.Duration(0)
 	lastTick := clock.Boottime()
 	for {

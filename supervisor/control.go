@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -194,4 +195,22 @@ func Call(path string, req Request) (*Response, error) {
 		return &resp, errors.New(resp.Error)
 	}
 	return &resp, nil
+}
+
+// Snapshot returns the current status, taken by the main loop; it is what
+// the metrics endpoint scrapes. It fails when the loop does not answer
+// within ctx, which is itself worth a scrape error.
+func (s *Supervisor) Snapshot(ctx context.Context) (*Status, error) {
+	res := make(chan Status, 1)
+	select {
+	case s.events <- func() { res <- s.snapshot() }:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("supervisor: main loop not accepting work: %w", ctx.Err())
+	}
+	select {
+	case st := <-res:
+		return &st, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("supervisor: main loop did not answer: %w", ctx.Err())
+	}
 }

@@ -97,6 +97,9 @@ func (s *Supervisor) onChannel(p *proc, m *ipc.Msg) {
 	case "report":
 		p.report = m.Report
 		p.lastBeat = time.Now()
+		if p.control == ctlNodeManager {
+			s.armFence(p, m.Report)
+		}
 	case "reply":
 		if ch, ok := s.pending[m.ID]; ok {
 			delete(s.pending, m.ID)
@@ -152,59 +155,64 @@ func (s *Supervisor) command(target, cmd, arg string) <-chan error {
 	return res
 }
 
-// fenceLoop checks the node manager's heartbeat every lease/4. A node
-// manager that is stopped, starved or wedged cannot drop the floating IPs
-// when its lease runs out, so the supervisor does it for it and restarts it.
-func (s *Supervisor) fenceLoop(stop <-chan struct{}) {
-	lease := s.cfg.Cluster.Timing.Lease
-	every := lease / 4
-	t := time.NewTicker(every)
-	defer t.Stop()
-	last := time.Now()
-	for {
-		select {
-		case <-stop:
-			return
-		case now := <-t.C:
-			// If this goroutine itself was late (the whole host stalled),
-			// heartbeats are stale because nobody ran: look again at the
-			// next tick, after the node manager had its chance to report.
-			late := now.Sub(last) > every+lease/2
-			last = now
-			if late {
-				continue
-			}
-			s.post(s.checkFence)
-		}
+// armFence (re)sets the node manager's fence deadline after a report: the
+// end of the lease the report says it holds, or one lease from now for a
+// node manager without one. A node manager that is stopped, starved or
+// wedged cannot drop the floating IPs when its lease runs out; if no report
+// has pushed the deadline further by then, the supervisor does it for it,
+// at the moment the node manager itself would have, before any standby can
+// be granted the role (the locators wait a drift margin more).
+func (s *Supervisor) armFence(nm *proc, report json.RawMessage) {
+	var r struct {
+		LeaseValid bool  `json:"lease_valid"`
+		Remaining  int64 `json:"lease_remaining_ms"`
 	}
+	lease := s.cfg.Cluster.Timing.Lease
+	wait := lease
+	if json.Unmarshal(report, &r) == nil && r.LeaseValid && r.Remaining >= 0 {
+		wait = time.Duration(r.Remaining) * time.Millisecond
+	}
+	// A live node manager reports every lease/4; a lease legitimately
+	// running out (no quorum) is dropped by the node manager itself, so
+	// never fence sooner than two report intervals after the last report.
+	if wait < lease/2 {
+		wait = lease / 2
+	}
+	s.setFenceTimer(nm, wait)
 }
 
-func (s *Supervisor) checkFence() {
-	nm := s.controlProc(ctlNodeManager)
-	if nm == nil || nm.state != StateRunning || s.stopping || nm.fencing {
-		return
+func (s *Supervisor) setFenceTimer(nm *proc, wait time.Duration) {
+	deadline := time.Now().Add(wait)
+	nm.fenceAt = deadline
+	gen := nm.gen
+	if nm.fenceTimer != nil {
+		nm.fenceTimer.Stop()
 	}
-	lease := s.cfg.Cluster.Timing.Lease
-	if nm.lastBeat.IsZero() {
-		// Not reported yet: it holds no lease and no address (it removes
-		// stale ones before it speaks), so there is nothing to fence. A
-		// loaded host may take long to start it; only a start that never
-		// completes is restarted.
-		if age := time.Since(nm.startedAt); age > startupTimeout {
-			nm.fencing = true
-			nm.log.Error("node manager did not report within the start-up timeout; restarting it", "event", "startup_timeout", "after_ms", age.Milliseconds())
-			s.killControl(nm)
-		}
-		return
+	nm.fenceTimer = time.AfterFunc(wait, func() {
+		fired := time.Now()
+		s.post(func() { s.checkFence(nm, gen, deadline, fired) })
+	})
+}
+
+// checkFence runs when a fence deadline passed without a newer report.
+func (s *Supervisor) checkFence(nm *proc, gen uint64, deadline, fired time.Time) {
+	if nm.gen != gen || nm.state != StateRunning || s.stopping || nm.fencing || !nm.fenceAt.Equal(deadline) {
+		return // restarted, stopped, already fenced, or a newer report moved the deadline
 	}
-	age := time.Since(nm.lastBeat)
-	if age <= lease {
+	// If the timer itself fired late, this supervisor was not running
+	// either (the whole host stalled): the node manager's report may be
+	// waiting in the queue. Look again a little later instead of fencing
+	// on our own stall.
+	if late := fired.Sub(deadline); late > s.cfg.Cluster.Timing.Lease/4 {
+		nm.log.Warn("fence check fired late; re-checking before fencing", "event", "fence_deferred", "late_ms", late.Milliseconds())
+		s.setFenceTimer(nm, s.cfg.Cluster.Timing.Lease/4)
 		return
 	}
 	nm.fencing = true
 	s.fences++
-	nm.log.Error("node manager heartbeat older than the lease: removing floating IPs and restarting it",
-		"event", "fence", "heartbeat_age_ms", age.Milliseconds(), "lease_ms", lease.Milliseconds(), "pid", nm.pid)
+	age := time.Since(nm.lastBeat)
+	nm.log.Error("node manager silent past its lease: removing floating IPs and restarting it",
+		"event", "fence", "heartbeat_age_ms", age.Milliseconds(), "lease_ms", s.cfg.Cluster.Timing.Lease.Milliseconds(), "pid", nm.pid)
 	removed, err := s.fenceVIPs()
 	if err != nil {
 		nm.log.Error("fence: cannot remove floating IPs", "event", "fence_error", "err", err)
@@ -213,6 +221,19 @@ func (s *Supervisor) checkFence() {
 		nm.log.Warn("fence: floating IP removed", "event", "fence_vip", "vip", v)
 	}
 	s.killControl(nm)
+}
+
+// checkStartup restarts a control-plane process that never reported. Until
+// its first report a node manager holds no lease and no address (it removes
+// stale ones before it speaks), so there is nothing to fence; a loaded host
+// may take long to start it, so only a start that never completes counts.
+func (s *Supervisor) checkStartup(p *proc, gen uint64) {
+	if p.gen != gen || p.state != StateRunning || s.stopping || p.fencing || !p.lastBeat.IsZero() {
+		return
+	}
+	p.fencing = true
+	p.log.Error("control-plane process did not report within the start-up timeout; restarting it", "event", "startup_timeout", "after_ms", time.Since(p.startedAt).Milliseconds())
+	s.killControl(p)
 }
 
 // startupTimeout bounds how long a control-plane process may take to send

@@ -157,7 +157,7 @@ func (s *Supervisor) forkShim(p *proc, spec *ExecSpec, sys *syscall.SysProcAttr,
 // when every writer (the process and anything it forked) has closed the pipe.
 func pumpOutput(log *slog.Logger, r io.ReadCloser) {
 	defer r.Close()
-	br := bufio.NewReaderSize(r, 64*1024)
+	br := bufio.NewReaderSize(r, 4096) // a longer line is logged in pieces; 50 processes must not cost MiBs of buffers
 	for {
 		line, err := br.ReadSlice('\n')
 		if len(line) > 0 {

@@ -97,11 +97,13 @@ type proc struct {
 	health    health.Status
 
 	// Control-plane processes only.
-	control  string // "locator" or "nodemanager"; "" for applications
-	conn     *ipc.Conn
-	report   json.RawMessage
-	lastBeat time.Time
-	fencing  bool
+	control    string // "locator" or "nodemanager"; "" for applications
+	conn       *ipc.Conn
+	report     json.RawMessage
+	lastBeat   time.Time
+	fencing    bool
+	fenceAt    time.Time   // node manager: when it must have reported again
+	fenceTimer *time.Timer // fires at fenceAt
 }
 
 // New validates nothing by itself: cfg must come from config.Load.
@@ -170,9 +172,6 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		s.ctrl = append(s.ctrl, p)
 		s.start(p)
 	}
-	stopFence := make(chan struct{})
-	defer close(stopFence)
-	go s.fenceLoop(stopFence)
 
 	for _, pc := range s.cfg.Processes {
 		p := s.newProc(pc)
@@ -341,6 +340,7 @@ func (s *Supervisor) start(p *proc) {
 	if p.conn != nil {
 		p.report, p.lastBeat = nil, time.Time{}
 		go s.readChannel(p, gen, p.conn)
+		time.AfterFunc(startupTimeout, func() { s.post(func() { s.checkStartup(p, gen) }) })
 	}
 	s.startHealth(p, gen)
 	s.updateHealth()
@@ -409,6 +409,10 @@ func (s *Supervisor) ended(p *proc, ex Exit) {
 	s.stopHealth(p)
 	if p.control != "" {
 		p.setConn(nil)
+		if p.fenceTimer != nil {
+			p.fenceTimer.Stop()
+			p.fenceTimer = nil
+		}
 		if p.control == ctlNodeManager {
 			for id, ch := range s.pending {
 				ch <- errors.New("the node manager exited before answering")

@@ -13,6 +13,7 @@ import (
 
 	"github.com/vigil-project/vigil/config"
 	"github.com/vigil-project/vigil/internal/journal"
+	"github.com/vigil-project/vigil/metrics"
 	"github.com/vigil-project/vigil/supervisor"
 )
 
@@ -42,7 +43,20 @@ func runSupervise(args []string, stdout, stderr io.Writer) int {
 	}
 	log := newLogger(stderr, cfg.Log)
 	s := supervisor.New(cfg, supervisor.Options{ConfigPath: *path, Version: version, Logger: log})
-	if err := s.Run(context.Background()); err != nil {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if cfg.Metrics.Listen != "" {
+		// The endpoint scrapes the supervisor's own status; a listener
+		// that cannot bind is logged, not fatal: metrics are not worth
+		// an outage.
+		c := metrics.NewCollector(s.Snapshot, metrics.WithVersion(version))
+		go func() {
+			if err := metrics.Serve(ctx, cfg.Metrics.Listen, c, log); err != nil {
+				log.Error("metrics endpoint failed", "event", "metrics_error", "err", err)
+			}
+		}()
+	}
+	if err := s.Run(ctx); err != nil {
 		log.Error("supervisor failed", "event", "fatal_error", "err", err)
 		return exitFailure
 	}

@@ -95,8 +95,9 @@ type daemon struct {
 	port    int
 	// extra is YAML inserted after the cluster section (vips:, ...).
 	extra string
-	// realtime is control.realtime.
+	// realtime is control.realtime; metrics is metrics.listen.
 	realtime bool
+	metrics  string
 }
 
 func newDaemon(t *testing.T, processes string) *daemon {
@@ -139,7 +140,7 @@ func (d *daemon) writeConfig(processes string) {
 control:
   realtime: %v
 metrics:
-  listen: ""
+  listen: "%s"
 runtime:
   control_socket: %s
   state_dir: %s
@@ -148,7 +149,7 @@ log:
   level: debug
   format: json
 processes:
-%s`, cluster, d.extra, d.realtime, d.socket, filepath.Join(d.dir, "state"), d.subtree, processes)
+%s`, cluster, d.extra, d.realtime, d.metrics, d.socket, filepath.Join(d.dir, "state"), d.subtree, processes)
 	// Write-then-rename, as an operator's editor would, so a reload never
 	// reads half a file.
 	tmp := d.cfgPath + ".tmp"

@@ -1,0 +1,526 @@
+package metrics
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/vigil-project/vigil/locator"
+	"github.com/vigil-project/vigil/nodemanager"
+	"github.com/vigil-project/vigil/supervisor"
+)
+
+// Source returns a fresh status snapshot; the supervisor passes a function
+// that asks its main loop.
+type Source func(ctx context.Context) (*supervisor.Status, error)
+
+// Roles are the values of vigil_role's role label; every one is emitted on
+// every scrape (1 for the current role, 0 for the others) so a graph of a
+// role never has gaps.
+var roles = [...]string{"active", "standby", "candidate", "witness"}
+
+// healthStates are the values of vigil_process_health's state label.
+var healthStates = [...]string{"healthy", "unhealthy", "starting", "none"}
+
+// Process group labels: applications and the control plane.
+const (
+	groupApps    = "apps"
+	groupControl = "control"
+)
+
+// Help texts of metrics emitted from more than one place (a name's help
+// must be the same on every series).
+const (
+	helpReportPresent = "1 when the control-plane process has reported to the supervisor."
+	helpMlocked       = "1 when the control-plane process's memory is locked (control.realtime)."
+	helpScrapeError   = "1 when the status snapshot for this scrape failed."
+	helpBuildInfo     = "Always 1; the version label is the running vigil's."
+)
+
+// DefaultSnapshotTimeout bounds how long one scrape waits for the Source.
+const DefaultSnapshotTimeout = 5 * time.Second
+
+// takeoverBuckets are the histogram bounds of the takeover times, in
+// seconds: a healthy takeover is tens of milliseconds, a starved one seconds.
+var takeoverBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+
+// Option changes a collector's defaults.
+type Option func(*collector)
+
+// WithVersion sets vigil_build_info's version label, which is also what the
+// collector emits when the snapshot fails. Without it the version is the
+// last snapshot's, or the binary's module version before the first one.
+func WithVersion(v string) Option { return func(c *collector) { c.version = v } }
+
+// WithTimeout bounds how long one scrape waits for the Source (default
+// DefaultSnapshotTimeout).
+func WithTimeout(d time.Duration) Option {
+	return func(c *collector) {
+		if d > 0 {
+			c.timeout = d
+		}
+	}
+}
+
+// NewCollector returns a prometheus.Collector that takes one snapshot from
+// src on every scrape and emits the metrics listed in doc.go as const
+// metrics. It is unchecked (Describe sends nothing) because the label values
+// come from the status; the names are fixed.
+func NewCollector(src Source, opts ...Option) prometheus.Collector {
+	c := &collector{src: src, timeout: DefaultSnapshotTimeout}
+	for _, o := range opts {
+		o(c)
+	}
+	c.takeoverAdded = newHist(takeoverBuckets)
+	c.takeoverAnnounced = newHist(takeoverBuckets)
+	return c
+}
+
+type collector struct {
+	src     Source
+	timeout time.Duration
+	version string // fixed by WithVersion; "" = follow the status
+
+	mu          sync.Mutex
+	lastVersion string
+	// The takeover histograms are built from the node manager's
+	// last_takeover, observed once per new epoch: takeovers are far rarer
+	// than scrapes, so one can only be missed if two happen within one
+	// scrape interval.
+	takeoverEpoch     uint64
+	takeoverSeen      bool
+	takeoverAdded     *hist
+	takeoverAnnounced *hist
+}
+
+// Describe sends nothing: an unchecked collector, see NewCollector.
+func (c *collector) Describe(chan<- *prometheus.Desc) {}
+
+// Collect takes one snapshot and emits everything derived from it.
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	st, err := c.src(ctx)
+	if err == nil && st == nil {
+		err = errors.New("metrics: source returned no status")
+	}
+	e := &emitter{ch: ch, seen: map[string]bool{}}
+	if err != nil {
+		e.gauge("vigil_scrape_error", helpScrapeError, 1)
+		e.gauge("vigil_build_info", helpBuildInfo, 1, "version", c.versionFor(nil))
+		return
+	}
+	e.gauge("vigil_scrape_error", helpScrapeError, 0)
+	e.gauge("vigil_build_info", helpBuildInfo, 1, "version", c.versionFor(st))
+	c.collectStatus(e, st)
+}
+
+func (c *collector) versionFor(st *supervisor.Status) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st != nil && st.Version != "" {
+		c.lastVersion = st.Version
+	}
+	switch {
+	case c.version != "":
+		return c.version
+	case c.lastVersion != "":
+		return c.lastVersion
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "unknown"
+}
+
+func (c *collector) collectStatus(e *emitter, st *supervisor.Status) {
+	var nm *nodemanager.Report
+	if len(st.NodeManager) > 0 {
+		var r nodemanager.Report
+		if err := json.Unmarshal(st.NodeManager, &r); err == nil {
+			nm = &r
+		}
+	}
+	var loc *locator.Report
+	if len(st.Locator) > 0 {
+		var r locator.Report
+		if err := json.Unmarshal(st.Locator, &r); err == nil {
+			loc = &r
+		}
+	}
+	e.gauge("vigil_report_present", helpReportPresent, b2f(nm != nil), "process", "nodemanager")
+	e.gauge("vigil_report_present", helpReportPresent, b2f(loc != nil), "process", "locator")
+
+	// Supervisor and host.
+	role := ""
+	switch {
+	case st.Role == "witness":
+		role = "witness"
+	case nm != nil:
+		role = nm.Role
+	}
+	for _, r := range roles {
+		e.gauge("vigil_role", "1 for this host's current role (active, standby, candidate, witness), 0 for the others; all 0 while unknown.", b2f(r == role), "role", r)
+	}
+	e.gauge("vigil_node_healthy", "1 when the supervisor considers this node healthy (critical processes up, health checks passing).", b2f(st.Healthy))
+	e.counter("vigil_fences_total", "Times the supervisor fenced a control-plane process whose heartbeat stopped.", float64(st.Supervisor.Fences))
+	e.counter("vigil_reloads_total", "Configuration reloads applied since the supervisor started.", float64(st.Supervisor.Reloads))
+	e.counter("vigil_orphans_reaped_total", "Orphaned processes the supervisor reaped as subreaper.", float64(st.Supervisor.Orphans))
+	e.gauge("vigil_supervisor_rss_bytes", "Resident memory of the supervisor process.", float64(st.Supervisor.RSSBytes))
+	if !st.Supervisor.StartedAt.IsZero() {
+		e.gauge("vigil_supervisor_start_time_seconds", "Unix time the supervisor started.", float64(st.Supervisor.StartedAt.UnixNano())/1e9)
+	}
+	e.gauge("vigil_guarantees_not_in_force", "Resource guarantees this host could not apply (see vigil status).", float64(len(st.NotInForce)))
+
+	c.collectNodeManager(e, nm)
+	c.collectLocator(e, loc)
+	collectProcesses(e, groupApps, st.Processes)
+	collectProcesses(e, groupControl, st.ControlPlane)
+	collectGroups(e, st.Groups)
+}
+
+func (c *collector) collectNodeManager(e *emitter, r *nodemanager.Report) {
+	if r == nil {
+		return
+	}
+	e.gauge("vigil_epoch", "The cluster epoch as this node manager knows it; it increases on every change of active node.", float64(r.Epoch))
+	e.gauge("vigil_lease_valid", "1 while this node holds a valid lease from a locator quorum.", b2f(r.LeaseValid))
+	e.gauge("vigil_lease_remaining_seconds", "Time left on this node's lease.", ms(r.LeaseRemainingMS))
+	e.gauge("vigil_token_held", "1 while this node holds the token.", b2f(r.HoldingToken))
+	e.gauge("vigil_token_age_seconds", "Time since this node last saw the token.", ms(r.TokenAgeMS))
+	e.gauge("vigil_token_rotation_seconds", "Duration of the token's last full rotation.", r.RotationMS/1e3)
+	e.gauge("vigil_token_lost", "1 while the node manager considers the token lost.", b2f(r.TokenLost))
+	e.gauge("vigil_maintenance", "1 while this node is in maintenance (will not take the active role).", b2f(r.Maintenance))
+	e.counter("vigil_takeovers_total", "Times this node took the active role since its node manager started.", float64(r.Takeovers))
+	if t := r.LastTakeover; t != nil {
+		e.gauge("vigil_last_takeover_added_seconds", "Last takeover: from the decision to the floating IPs added.", t.AddedMS/1e3)
+		e.gauge("vigil_last_takeover_announced_seconds", "Last takeover: from the decision to the first GARP/NA sent.", t.AnnouncedMS/1e3)
+		c.observeTakeover(t)
+	}
+	c.mu.Lock()
+	added, announced := c.takeoverAdded.snapshot(), c.takeoverAnnounced.snapshot()
+	c.mu.Unlock()
+	e.histogram("vigil_takeover_added_seconds", "Takeovers seen by this collector: decision to floating IPs added.", added)
+	e.histogram("vigil_takeover_announced_seconds", "Takeovers seen by this collector: decision to first announcement.", announced)
+
+	e.gauge("vigil_floating_ips_held", "Number of floating IPs this node holds.", float64(len(r.VIPs)))
+	for _, v := range r.VIPs {
+		e.gauge("vigil_floating_ip_held", "1 for each floating IP this node holds (absent = not held).", 1, "vip", v)
+	}
+	e.counter("vigil_garp_sent_total", "Gratuitous ARP packets sent for floating IPv4 addresses.", float64(r.GARPSent))
+	e.counter("vigil_na_sent_total", "Unsolicited neighbour advertisements sent for floating IPv6 addresses.", float64(r.NASent))
+	e.counter("vigil_ip_conflicts_total", "Times another host answered for a floating IP this node holds.", float64(r.Conflicts))
+	e.counter("vigil_hook_failures_total", "Role-change hooks that failed or timed out.", float64(r.HookFailures))
+	e.counter("vigil_late_ticks_total", "Protocol ticks that fired more than a token interval late.", float64(r.LateTimers))
+	e.gauge("vigil_late_tick_max_seconds", "The latest protocol tick since the node manager started.", r.MaxLateMS/1e3)
+
+	for _, p := range r.Peers {
+		e.gauge("vigil_peer_healthy", "1 when the node reported itself healthy on the token.", b2f(p.Healthy), "node", p.ID)
+		e.gauge("vigil_peer_maintenance", "1 when the node is in maintenance, as carried by the token.", b2f(p.Maintenance), "node", p.ID)
+		e.gauge("vigil_peer_in_ring", "1 when the node is in the token ring.", b2f(p.InRing), "node", p.ID)
+	}
+	for _, l := range r.Locators {
+		e.gauge("vigil_node_locator_seen", "1 when the locator has answered this node.", b2f(l.Seen), "locator", l.ID)
+		if l.Seen {
+			e.gauge("vigil_node_locator_ack_age_seconds", "Time since the locator last answered this node's check-in.", ms(l.AgeMS), "locator", l.ID)
+		}
+	}
+	collectControl(e, "nodemanager", r.Degraded, r.SchedLateEpisodes, r.SchedMaxLateMS)
+	collectTransport(e, "nodemanager", r.Transport.Received, r.Transport.Sent, r.Transport.SendErrors, r.Transport.Dropped)
+	e.gauge("vigil_control_mlocked", helpMlocked, b2f(r.Realtime.Mlocked), "process", "nodemanager")
+}
+
+func (c *collector) observeTakeover(t *nodemanager.Takeover) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.takeoverSeen && t.Epoch == c.takeoverEpoch {
+		return
+	}
+	c.takeoverSeen, c.takeoverEpoch = true, t.Epoch
+	c.takeoverAdded.observe(t.AddedMS / 1e3)
+	c.takeoverAnnounced.observe(t.AnnouncedMS / 1e3)
+}
+
+func (c *collector) collectLocator(e *emitter, r *locator.Report) {
+	if r == nil {
+		return
+	}
+	e.gauge("vigil_locator_epoch", "The highest epoch this host's locator has granted or seen.", float64(r.Epoch))
+	e.gauge("vigil_locator_lease_remaining_seconds", "Time left on the lease this locator granted to the holder.", ms(r.LeaseRemainingMS))
+	e.gauge("vigil_locator_quarantined", "1 while the locator is quarantined after a restart (grants nothing).", b2f(r.Quarantined))
+	e.counter("vigil_locator_persist_errors_total", "Failed writes of the locator's state file.", float64(r.PersistErrors))
+	for _, n := range r.Nodes {
+		e.gauge("vigil_locator_node_seen", "1 when the node has checked in at this host's locator.", b2f(n.Seen), "node", n.ID)
+		if n.Seen {
+			e.gauge("vigil_locator_checkin_age_seconds", "Time since the node last checked in at this host's locator.", ms(n.AgeMS), "node", n.ID)
+		}
+	}
+	collectControl(e, "locator", r.Degraded, r.SchedLateEpisodes, r.SchedMaxLateMS)
+	collectTransport(e, "locator", r.Transport.Received, r.Transport.Sent, r.Transport.SendErrors, r.Transport.Dropped)
+	e.gauge("vigil_control_mlocked", helpMlocked, b2f(r.Realtime.Mlocked), "process", "locator")
+}
+
+func collectControl(e *emitter, proc string, degraded bool, episodes uint64, maxLateMS float64) {
+	e.gauge("vigil_control_degraded", "1 while the control-plane process was not scheduled for longer than control.sched_delay_warn within the last 10 s.", b2f(degraded), "process", proc)
+	e.counter("vigil_sched_late_episodes_total", "Episodes of the control-plane process not being scheduled in time (each logged once).", float64(episodes), "process", proc)
+	e.gauge("vigil_sched_max_late_seconds", "The longest the control-plane process waited past a timer since it started.", maxLateMS/1e3, "process", proc)
+}
+
+func collectTransport(e *emitter, proc string, recv, sent, sendErr uint64, dropped map[string]uint64) {
+	e.counter("vigil_datagrams_received_total", "Protocol datagrams received.", float64(recv), "process", proc)
+	e.counter("vigil_datagrams_sent_total", "Protocol datagrams sent.", float64(sent), "process", proc)
+	e.counter("vigil_datagrams_send_errors_total", "Protocol datagrams the kernel refused to send.", float64(sendErr), "process", proc)
+	reasons := make([]string, 0, len(dropped))
+	for k := range dropped {
+		reasons = append(reasons, k)
+	}
+	slices.Sort(reasons)
+	for _, k := range reasons {
+		e.counter("vigil_datagrams_dropped_total", "Protocol datagrams dropped, by reason (auth = failed authentication, replay, short, ...).", float64(dropped[k]), "process", proc, "reason", k)
+	}
+}
+
+func collectProcesses(e *emitter, group string, ps []supervisor.ProcessStatus) {
+	for _, p := range ps {
+		e.gauge("vigil_process_up", "1 while the process (or, once it daemonized, its cgroup) is running.", b2f(p.State == supervisor.StateRunning), "process", p.Name, "group", group)
+		e.counter("vigil_process_restarts_total", "Times the supervisor restarted the process.", float64(p.Restarts), "process", p.Name, "group", group)
+		e.gauge("vigil_process_consecutive_failures", "Failures in a row; reset once the process stays up.", float64(p.FailureCount), "process", p.Name, "group", group)
+		h := p.Health
+		if !slices.Contains(healthStates[:], h) {
+			h = "none"
+		}
+		for _, s := range healthStates {
+			e.gauge("vigil_process_health", "1 for the process's current health-check state (healthy, unhealthy, starting, none).", b2f(s == h), "process", p.Name, "group", group, "state", s)
+		}
+		if p.StartedAt != nil && p.State == supervisor.StateRunning {
+			e.gauge("vigil_process_start_time_seconds", "Unix time the running process started.", float64(p.StartedAt.UnixNano())/1e9, "process", p.Name, "group", group)
+		}
+		if p.RestartUsec > 0 {
+			e.gauge("vigil_process_last_restart_latency_seconds", "Last restart: from the exit seen to the new process started.", float64(p.RestartUsec)/1e6, "process", p.Name, "group", group)
+		}
+		if p.LastReport != nil && !p.LastReport.IsZero() {
+			e.gauge("vigil_control_last_report_time_seconds", "Unix time of the control-plane process's last heartbeat to the supervisor.", float64(p.LastReport.UnixNano())/1e9, "process", p.Name)
+		}
+	}
+}
+
+func collectGroups(e *emitter, gs []supervisor.GroupStatus) {
+	for _, g := range gs {
+		e.gauge("vigil_cgroup_read_error", "1 when reading the cgroup's statistics failed (see vigil status).", b2f(g.Error != ""), "group", g.Group)
+		// A failed read leaves the values zero; emitting them would look
+		// like a counter reset, so they are left out until a read works.
+		if g.Error == "" || g.CPUUsageUsec != 0 || g.MemoryCurrent != 0 || g.PidsCurrent != 0 {
+			e.counter("vigil_cgroup_cpu_usage_seconds_total", "CPU time used by the cgroup's tasks.", float64(g.CPUUsageUsec)/1e6, "group", g.Group)
+			e.counter("vigil_cgroup_cpu_throttled_seconds_total", "Time the cgroup's tasks were throttled by its CPU quota.", float64(g.ThrottledUsec)/1e6, "group", g.Group)
+			e.counter("vigil_cgroup_cpu_throttled_periods_total", "CPU quota periods in which the cgroup was throttled.", float64(g.NrThrottled), "group", g.Group)
+			e.gauge("vigil_cgroup_memory_bytes", "Memory charged to the cgroup.", float64(g.MemoryCurrent), "group", g.Group)
+			e.counter("vigil_cgroup_oom_kills_total", "Tasks of the cgroup killed by the OOM killer.", float64(g.OOMKills), "group", g.Group)
+			e.gauge("vigil_cgroup_pids", "Tasks in the cgroup.", float64(g.PidsCurrent), "group", g.Group)
+			if g.MemoryMax > 0 {
+				e.gauge("vigil_cgroup_memory_max_bytes", "The cgroup's memory limit (absent = no limit).", float64(g.MemoryMax), "group", g.Group)
+			}
+		}
+		for _, p := range []struct {
+			res string
+			v   *float64
+		}{{"cpu", g.CPUPressure}, {"memory", g.MemPressure}, {"io", g.IOPressure}} {
+			if p.v == nil {
+				continue
+			}
+			scope := g.PressureScope
+			if scope == "" {
+				scope = "unknown"
+			}
+			e.gauge("vigil_cgroup_pressure_some_avg10_ratio", "PSI 'some' avg10 as a ratio (0..1); scope=host on cgroup v1, which has no per-group PSI.", *p.v/100, "group", g.Group, "resource", p.res, "scope", scope)
+		}
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func ms(v int64) float64 { return float64(v) / 1e3 }
+
+// emitter sends const metrics, building each name's Desc once per scrape
+// and dropping a repeated series (a status with two entries of one name)
+// instead of failing the whole scrape.
+type emitter struct {
+	ch    chan<- prometheus.Metric
+	descs map[string]*prometheus.Desc
+	help  map[string]string
+	seen  map[string]bool
+}
+
+func (e *emitter) desc(name, help string, labels []string) *prometheus.Desc {
+	if e.descs == nil {
+		e.descs, e.help = map[string]*prometheus.Desc{}, map[string]string{}
+	}
+	if d, ok := e.descs[name]; ok {
+		return d
+	}
+	keys := make([]string, 0, len(labels)/2)
+	for i := 0; i+1 < len(labels); i += 2 {
+		keys = append(keys, labels[i])
+	}
+	d := prometheus.NewDesc(name, help, keys, nil)
+	e.descs[name] = d
+	return d
+}
+
+func (e *emitter) send(name, help string, vt prometheus.ValueType, v float64, labels []string) {
+	key := name + "\xff" + strings.Join(labels, "\xff")
+	if e.seen[key] {
+		return
+	}
+	e.seen[key] = true
+	vals := make([]string, 0, len(labels)/2)
+	for i := 1; i < len(labels); i += 2 {
+		vals = append(vals, labels[i])
+	}
+	m, err := prometheus.NewConstMetric(e.desc(name, help, labels), vt, v, vals...)
+	if err != nil {
+		// Invalid label values (not UTF-8) come from the status; a bad
+		// series is reported as an invalid metric, not a crash.
+		e.ch <- prometheus.NewInvalidMetric(e.desc(name, help, labels), err)
+		return
+	}
+	e.ch <- m
+}
+
+func (e *emitter) gauge(name, help string, v float64, labels ...string) {
+	e.send(name, help, prometheus.GaugeValue, v, labels)
+}
+
+func (e *emitter) counter(name, help string, v float64, labels ...string) {
+	e.send(name, help, prometheus.CounterValue, v, labels)
+}
+
+func (e *emitter) histogram(name, help string, h histSnapshot) {
+	m, err := prometheus.NewConstHistogram(e.desc(name, help, nil), h.count, h.sum, h.buckets)
+	if err != nil {
+		e.ch <- prometheus.NewInvalidMetric(e.desc(name, help, nil), err)
+		return
+	}
+	e.ch <- m
+}
+
+// hist is a cumulative histogram the collector fills itself.
+type hist struct {
+	bounds []float64
+	counts []uint64 // counts[i]: observations <= bounds[i]
+	count  uint64
+	sum    float64
+}
+
+type histSnapshot struct {
+	count   uint64
+	sum     float64
+	buckets map[float64]uint64
+}
+
+func newHist(bounds []float64) *hist {
+	return &hist{bounds: bounds, counts: make([]uint64, len(bounds))}
+}
+
+func (h *hist) observe(v float64) {
+	for i, b := range h.bounds {
+		if v <= b {
+			h.counts[i]++
+		}
+	}
+	h.count++
+	h.sum += v
+}
+
+func (h *hist) snapshot() histSnapshot {
+	b := make(map[float64]uint64, len(h.bounds))
+	for i, u := range h.bounds {
+		b[u] = h.counts[i]
+	}
+	return histSnapshot{count: h.count, sum: h.sum, buckets: b}
+}
+
+// Handler serves reg in the Prometheus text format. A series that fails is
+// left out rather than failing the scrape; at most a few scrapes run at
+// once, so a stuck Source cannot pile up requests.
+func Handler(reg *prometheus.Registry) http.Handler {
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorHandling:       promhttp.ContinueOnError,
+		MaxRequestsInFlight: 4,
+		Timeout:             DefaultSnapshotTimeout + 5*time.Second,
+	})
+}
+
+// Serve serves c on http://listen/metrics until ctx ends, then shuts the
+// listener down and returns nil. listen "" means no listener: it returns nil
+// at once. Errors (address in use, ...) name the address.
+func Serve(ctx context.Context, listen string, c prometheus.Collector, log *slog.Logger) error {
+	if listen == "" {
+		return nil
+	}
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", listen)
+	if err != nil {
+		return fmt.Errorf("metrics: listen on %s: %w", listen, err)
+	}
+	return serveOn(ctx, ln, c, log)
+}
+
+func serveOn(ctx context.Context, ln net.Listener, c prometheus.Collector, log *slog.Logger) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	addr := ln.Addr().String()
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(c); err != nil {
+		ln.Close()
+		return fmt.Errorf("metrics: register collector for %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", Handler(reg))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/" {
+			http.NotFound(w, r)
+			return
+		}
+		fmt.Fprintln(w, "vigil: metrics at /metrics")
+	})
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("metrics listening", "event", "metrics_listen", "addr", addr)
+	select {
+	case err := <-errc:
+		return fmt.Errorf("metrics: serve on %s: %w", addr, err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		// A scrape still running past the grace period: close it hard.
+		srv.Close()
+	}
+	<-errc
+	log.Info("metrics stopped", "event", "metrics_stop", "addr", addr)
+	return nil
+}
