@@ -18,7 +18,7 @@ import (
 var v1Controllers = []string{"cpu", "cpuacct", "cpuset", "memory", "pids", "freezer"}
 
 // v2Controllers are the v2 controllers Vigil enables for its groups.
-var v2Controllers = []string{"cpu", "cpuset", "memory", "pids"}
+var v2Controllers = []string{"cpu", "cpuset", "memory", "pids", "io"}
 
 // unifiedKey is the Dirs() key of the single v2 hierarchy.
 const unifiedKey = "unified"

@@ -18,6 +18,7 @@ const cfsPeriodUs = 100000
 // (inherited) setting alone.
 type Resources struct {
 	CPUWeight   uint64 // v2 cpu.weight (1..10000), v1 cpu.shares = weight*1024/100 clamped to [2, 262144]
+	IOWeight    uint64 // v2 io.weight "default N" (1..10000; effective with BFQ or io.cost); not used on v1
 	CPUs        string // cpuset.cpus, "" = leave (inherit)
 	CPUMax      string // percent of one CPU, "150%" -> quota 150000 per 100000 period; "max" = no cap
 	MemoryMin   int64  // v2 memory.min and memory.low; not available on v1
@@ -98,6 +99,16 @@ func (g *Group) settings(r Resources) (ws []setting, notApplied []string, err er
 			ws = append(ws,
 				setting{ctrl: "cpu", file: "cpu.cfs_period_us", val: period},
 				setting{ctrl: "cpu", file: "cpu.cfs_quota_us", val: strconv.FormatInt(quota, 10)})
+		}
+	}
+	if r.IOWeight != 0 {
+		if v2 {
+			w := min(max(r.IOWeight, 1), 10000)
+			ws = append(ws, setting{ctrl: "io", file: "io.weight", val: "default " + strconv.FormatUint(w, 10)})
+		} else {
+			// blkio.weight needs the blkio hierarchy (which Vigil does not
+			// manage: one more migration per spawn) and the CFQ/BFQ scheduler.
+			notApplied = append(notApplied, "io.weight: not used on cgroup v1")
 		}
 	}
 	if r.MemoryMin != 0 {

@@ -60,11 +60,12 @@ func defaults() *Config {
 		},
 		Control: ControlGroup{
 			CPUWeight:      10000,
+			IOWeight:       1000,
 			MemoryMin:      64 << 20,
 			Realtime:       true,
 			SchedDelayWarn: 50 * time.Millisecond,
 		},
-		Apps:    AppsGroup{CPUWeight: 100},
+		Apps:    AppsGroup{CPUWeight: 100, IOWeight: 100},
 		Hooks:   Hooks{Timeout: 10 * time.Second},
 		Metrics: Metrics{Listen: "127.0.0.1:9720"},
 		Runtime: Runtime{

@@ -339,13 +339,18 @@ func (p *parser) cpuWeight(n *yaml.Node, path string, lo int64) (uint64, bool) {
 }
 
 func (p *parser) control(n *yaml.Node, g *ControlGroup) {
-	f, ok := p.mapping(n, "control", "cpu_weight", "cpus", "memory_min", "realtime", "sched_delay_warn")
+	f, ok := p.mapping(n, "control", "cpu_weight", "io_weight", "cpus", "memory_min", "realtime", "sched_delay_warn")
 	if !ok {
 		return
 	}
 	if v := f.get("cpu_weight"); v != nil {
 		if w, ok := p.cpuWeight(v, "control.cpu_weight", 1); ok {
 			g.CPUWeight = w
+		}
+	}
+	if v := f.get("io_weight"); v != nil {
+		if w, ok := p.cpuWeight(v, "control.io_weight", 1); ok {
+			g.IOWeight = w
 		}
 	}
 	if v := f.get("cpus"); v != nil {
@@ -375,13 +380,18 @@ func (p *parser) control(n *yaml.Node, g *ControlGroup) {
 }
 
 func (p *parser) apps(n *yaml.Node, g *AppsGroup) {
-	f, ok := p.mapping(n, "apps", "cpu_weight", "cpu_max", "memory_max", "pids_max")
+	f, ok := p.mapping(n, "apps", "cpu_weight", "io_weight", "cpu_max", "memory_max", "pids_max")
 	if !ok {
 		return
 	}
 	if v := f.get("cpu_weight"); v != nil {
 		if w, ok := p.cpuWeight(v, "apps.cpu_weight", 1); ok {
 			g.CPUWeight = w
+		}
+	}
+	if v := f.get("io_weight"); v != nil {
+		if w, ok := p.cpuWeight(v, "apps.io_weight", 1); ok {
+			g.IOWeight = w
 		}
 	}
 	if v := f.get("cpu_max"); v != nil {

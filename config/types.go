@@ -65,6 +65,7 @@ type VIP struct {
 // ControlGroup are the control plane's guarantees.
 type ControlGroup struct {
 	CPUWeight uint64 // 1..10000, default 10000 (v1: mapped to cpu.shares)
+	IOWeight  uint64 // 1..10000, default 1000: v2 io.weight (the locator's fsyncs); v1: not used
 	CPUs      string // cpuset list, "" = none reserved; validated as a cpu list
 	MemoryMin int64  // bytes, default 64Mi
 	Realtime  bool   // default true
@@ -76,6 +77,7 @@ type ControlGroup struct {
 // AppsGroup are the limits applied to the supervised applications as a whole.
 type AppsGroup struct {
 	CPUWeight uint64 // 1..10000, default 100
+	IOWeight  uint64 // 1..10000, default 100: v2 io.weight; v1: not used
 	CPUMax    string // "" or a percentage of one cpu, e.g. "150%"
 	MemoryMax int64  // bytes, 0 = unlimited
 	PidsMax   int64  // 0 = unlimited

@@ -7,8 +7,9 @@ import (
 	"time"
 )
 
-// MsgType is the kind of a datagram. Node and locator of one host share one
-// UDP port; the type says which of the two a datagram is for (ForLocator).
+// MsgType is the kind of a datagram. The type says whether a datagram is for
+// a host's locator or its node (ForLocator); the transport routes it to that
+// process's port (internal/transport: node manager on P, locator on P+1).
 type MsgType uint8
 
 const (

@@ -140,7 +140,7 @@ type Node struct {
 	msgs   []Envelope
 	events []Event
 
-	renewOnlyWithToken bool // test hook: a planted bug (the lease depends on the token)
+	renewOnlyWithToken bool // test hook: a planted bug (only token hops renew the lease, as in the incident's design)
 }
 
 // NewNode returns the node of cfg.Self starting at now, from the last
@@ -781,6 +781,11 @@ func (n *Node) onAck(li int, a Ack) {
 		}
 	}
 	if r == nil {
+		if a.Granted && a.Holder == n.self && n.role != Active && (n.claim == nil || a.Epoch != n.claim.epoch) {
+			// A grant for a claim we already gave up on: free it, or that
+			// locator would block every other candidate for a whole lease.
+			n.send(n.cfg.Locators[li], Message{Type: MsgRelease, Release: Release{Epoch: a.Epoch}})
+		}
 		return
 	}
 	bit := uint32(1) << li
@@ -885,7 +890,7 @@ func (n *Node) claimWon(r *round) {
 		n.newToken()
 	case Active:
 		n.epoch, n.bump = r.epoch, false
-		if lease > n.leaseUntil {
+		if lease > n.leaseUntil && !n.renewOnlyWithToken {
 			n.leaseUntil = lease
 			n.events = append(n.events, LeaseExtended{Until: lease})
 		}
@@ -938,6 +943,10 @@ func (n *Node) claimFailed(r *round) {
 				n.tok.Active = h
 			}
 			n.abandonClaim(fmt.Sprintf("active %q alive", h))
+			// h may be a rival candidate whose claim then failed, not an
+			// active: re-check after half a lease instead of a full token
+			// timeout (an active h would have sent us its token by then).
+			n.lastTokenAt = n.now - n.cfg.TokenTimeout + n.cfg.Lease/2
 			return
 		}
 		n.expectFree = free

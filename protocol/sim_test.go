@@ -50,9 +50,8 @@ func TestSimulatorFindsPlantedBugs(t *testing.T) {
 		benign bool
 		n      uint64
 	}{
-		// The active renews only when it holds the token: a lost token or
-		// a dead standby costs it the role (a failover although the
-		// active is fine, the incident's failure mode).
+		// Only token hops renew the active's lease (the incident's
+		// design): lost tokens cost a healthy active the role.
 		{"renew-only-with-token", bugRenewOnlyWithToken, 0.01, false, true, 1000},
 		// The locator grants the next holder without waiting for the lease.
 		{"no-wait", bugNoWait, 0.01, false, false, 300},

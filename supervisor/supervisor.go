@@ -240,7 +240,7 @@ func (s *Supervisor) applyGroupResources() {
 	if err == nil {
 		s.ctrlGroup = ctrl
 		var na []string
-		na, err = ctrl.Apply(cgroup.Resources{CPUWeight: s.cfg.Control.CPUWeight, CPUs: s.cfg.Control.CPUs, MemoryMin: s.cfg.Control.MemoryMin})
+		na, err = ctrl.Apply(cgroup.Resources{CPUWeight: s.cfg.Control.CPUWeight, IOWeight: s.cfg.Control.IOWeight, CPUs: s.cfg.Control.CPUs, MemoryMin: s.cfg.Control.MemoryMin})
 		for _, n := range na {
 			s.notInForce = append(s.notInForce, "control: "+n)
 			s.log.Info("control group setting not in force on this host", "event", "cgroup_degraded", "group", "control", "setting", n)
@@ -249,7 +249,7 @@ func (s *Supervisor) applyGroupResources() {
 	if err != nil {
 		s.log.Warn("cannot apply control group resources", "event", "cgroup_error", "group", "control", "err", err)
 	}
-	appsRes := cgroup.Resources{CPUWeight: s.cfg.Apps.CPUWeight, CPUMax: s.cfg.Apps.CPUMax, MemoryMax: s.cfg.Apps.MemoryMax, PidsMax: s.cfg.Apps.PidsMax}
+	appsRes := cgroup.Resources{CPUWeight: s.cfg.Apps.CPUWeight, IOWeight: s.cfg.Apps.IOWeight, CPUMax: s.cfg.Apps.CPUMax, MemoryMax: s.cfg.Apps.MemoryMax, PidsMax: s.cfg.Apps.PidsMax}
 	if s.cfg.Control.CPUs != "" {
 		// Reserved cpus are the control plane's alone: the applications
 		// get every other online cpu.
