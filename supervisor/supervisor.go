@@ -647,6 +647,12 @@ func (s *Supervisor) reload() error {
 		s.stop(p, "reload: removed", func() { s.deleteGroup(pp) })
 	}
 	s.procs = next
+	if !reflect.DeepEqual(s.cfg.Cluster, cfg.Cluster) || !reflect.DeepEqual(s.cfg.VIPs, cfg.VIPs) || !reflect.DeepEqual(s.cfg.Hooks, cfg.Hooks) {
+		// The running locator and node manager keep the cluster they
+		// started with: restarting them here would move the active role
+		// because of a reload. They pick the change up when they restart.
+		s.log.Warn("cluster, vips or hooks changed: the control plane applies them at its next restart (vigil restart nodemanager / locator, or a service restart)", "event", "reload_deferred")
+	}
 	s.cfg = cfg
 	s.applyGroupResources()
 	s.updateHealth()
