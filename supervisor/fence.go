@@ -8,7 +8,6 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/vigil-project/vigil/cgroup"
 	"github.com/vigil-project/vigil/config"
 	"github.com/vigil-project/vigil/netfloat"
 )
@@ -50,24 +49,4 @@ func (s *Supervisor) fenceVIPs() ([]string, error) {
 		out = append(out, v.String())
 	}
 	return out, err
-}
-
-// rtBudgetUs is the realtime CPU budget each realtime control-plane group
-// gets per cpu.rt_period_us (1 s by default) on kernels with
-// CONFIG_RT_GROUP_SCHED: 30 %. Under SCHED_RR every thread of a Go process
-// is realtime, the runtime's own included; the isolation benchmark measured
-// 25-30 % of a cpu for a 1 kHz ping-pong and saw RT throttling at 10 %.
-// It is also the cap on what a runaway one could take from the host.
-const rtBudgetUs = 300_000
-
-// processResources are the cgroup values of one process's own group.
-func (s *Supervisor) processResources(p *proc) cgroup.Resources {
-	if p.control != "" {
-		var r cgroup.Resources
-		if s.cfg.Control.Realtime {
-			r.RTRuntimeUs = rtBudgetUs
-		}
-		return r
-	}
-	return cgroup.Resources{MemoryMax: p.cfg.MemoryMax, PidsMax: p.cfg.PidsMax, CPUWeight: p.cfg.CPUWeight}
 }
