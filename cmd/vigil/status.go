@@ -73,7 +73,11 @@ func printStatus(w io.Writer, st *supervisor.Status, now time.Time) {
 	if !st.Healthy {
 		health = "UNHEALTHY: " + strings.Join(st.Unhealthy, "; ")
 	}
-	fmt.Fprintf(w, "cluster %s  node %s  role %s  %s\n", st.Cluster, st.Node, st.Role, health)
+	node := st.Node
+	if st.Role == "witness" {
+		node += " (witness)"
+	}
+	fmt.Fprintf(w, "cluster %s  node %s  %s\n", st.Cluster, node, health)
 	fmt.Fprintf(w, "supervisor pid %d  up %s  cgroup %s (%s)  rss %.1f MiB  reloads %d\n\n",
 		st.Supervisor.PID, age(now, st.Supervisor.StartedAt), st.Supervisor.Cgroup, st.Supervisor.CgroupMode,
 		float64(st.Supervisor.RSSBytes)/(1<<20), st.Supervisor.Reloads)
