@@ -16,11 +16,12 @@ import (
 
 // nmReport is the part of the node manager's report these tests read.
 type nmReport struct {
-	Role       string `json:"role"`
-	Epoch      uint64 `json:"epoch"`
-	Active     string `json:"active"`
-	LeaseValid bool   `json:"lease_valid"`
-	LeaseLeft  int64  `json:"lease_remaining_ms"`
+	Role        string `json:"role"`
+	Epoch       uint64 `json:"epoch"`
+	Active      string `json:"active"`
+	LeaseValid  bool   `json:"lease_valid"`
+	LeaseLeft   int64  `json:"lease_remaining_ms"`
+	Maintenance bool   `json:"maintenance"`
 	// at is when the node manager sent this report (its supervisor's
 	// last_report): a report is a snapshot, and its lease has run on since.
 	at time.Time
