@@ -112,6 +112,62 @@ func printStatus(w io.Writer, st *supervisor.Status, now time.Time) {
 		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", p.Name, crit, state, pid, up, p.Restarts, last, h, p.Cgroup)
 	}
 	tw.Flush()
+	if ws := warnings(st); len(ws) > 0 {
+		fmt.Fprintln(w, "\nwarnings:")
+		for _, x := range ws {
+			fmt.Fprintf(w, "  - %s\n", x)
+		}
+	}
+}
+
+// warnings are what an on-call engineer should not miss, last on the
+// screen: a starved control plane, fences, guarantees not in force,
+// processes given up on, another host answering for our address.
+func warnings(st *supervisor.Status) []string {
+	var out []string
+	var nm struct {
+		Degraded        bool     `json:"degraded"`
+		DegradedReasons []string `json:"degraded_reasons"`
+		SchedMaxLateMS  float64  `json:"sched_max_late_ms"`
+		Conflicts       uint64   `json:"ip_conflicts"`
+		HookFailures    uint64   `json:"hook_failures"`
+		Realtime        struct {
+			Degraded []string `json:"Degraded"`
+		} `json:"realtime"`
+	}
+	if st.NodeManager != nil && json.Unmarshal(st.NodeManager, &nm) == nil {
+		if nm.Degraded {
+			out = append(out, fmt.Sprintf("node manager not scheduled in time (worst %.0f ms; %s)", nm.SchedMaxLateMS, strings.Join(nm.DegradedReasons, ", ")))
+		}
+		if nm.Conflicts > 0 {
+			out = append(out, fmt.Sprintf("another host answered for a floating IP %d times", nm.Conflicts))
+		}
+		if nm.HookFailures > 0 {
+			out = append(out, fmt.Sprintf("%d hook runs failed (journalctl -u vigil EVENT=hook)", nm.HookFailures))
+		}
+		for _, d := range nm.Realtime.Degraded {
+			out = append(out, "node manager: "+d)
+		}
+	}
+	var loc struct {
+		Degraded       bool    `json:"degraded"`
+		SchedMaxLateMS float64 `json:"sched_max_late_ms"`
+	}
+	if st.Locator != nil && json.Unmarshal(st.Locator, &loc) == nil && loc.Degraded {
+		out = append(out, fmt.Sprintf("locator not scheduled in time (worst %.0f ms)", loc.SchedMaxLateMS))
+	}
+	if st.Supervisor.Fences > 0 {
+		out = append(out, fmt.Sprintf("node manager fenced %d times since start (journalctl -u vigil EVENT=fence)", st.Supervisor.Fences))
+	}
+	for _, p := range append(append([]supervisor.ProcessStatus{}, st.ControlPlane...), st.Processes...) {
+		if p.State == supervisor.StateFatal {
+			out = append(out, fmt.Sprintf("%s gave up after repeated failures: vigil restart %s", p.Name, p.Name))
+		}
+	}
+	for _, n := range st.NotInForce {
+		out = append(out, "not in force: "+n)
+	}
+	return out
 }
 
 func exitText(e *supervisor.ExitInfo) string {
