@@ -47,6 +47,8 @@ type Report struct {
 	Degraded          bool    `json:"degraded"`
 	SchedLateEpisodes uint64  `json:"sched_late_episodes"`
 	SchedMaxLateMS    float64 `json:"sched_max_late_ms"`
+	// SchedLate is how late every 10 ms wakeup of this process was.
+	SchedLate *schedwatch.HistogramJSON `json:"sched_late_histogram,omitempty"`
 	// Realtime is what control.realtime put in force for this process.
 	Realtime realtime.Report `json:"realtime"`
 }
@@ -143,6 +145,8 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		r.Realtime = rt
 		ws := watch.Snapshot()
 		r.Degraded, r.SchedLateEpisodes, r.SchedMaxLateMS = ws.Degraded, ws.Episodes, float64(ws.MaxLate)/1e6
+		h := ws.Histogram.JSON()
+		r.SchedLate = &h
 		b, _ := json.Marshal(r)
 		if err := sup.Send(&ipc.Msg{Type: "report", Report: b}, 50*time.Millisecond); err != nil {
 			log.Debug("cannot report to the supervisor", "err", err)

@@ -85,6 +85,7 @@
 //	vigil_control_degraded                         G  process                 1 while not scheduled for > control.sched_delay_warn in the last 10 s
 //	vigil_sched_late_episodes_total                C  process                 episodes of not being scheduled in time (each logged once)
 //	vigil_sched_max_late_seconds                   G  process                 longest wait past a timer since the process started
+//	vigil_sched_late_seconds                       H  process                 how late each 10 ms wakeup fired (the "not scheduled for X ms" distribution)
 //	vigil_control_mlocked                          G  process                 1 when its memory is locked (control.realtime)
 //	vigil_control_last_report_time_seconds         G  process                 Unix time of its last heartbeat to the supervisor
 //	vigil_datagrams_received_total                 C  process                 protocol datagrams received

@@ -19,6 +19,7 @@ import (
 
 	"github.com/vigil-project/vigil/locator"
 	"github.com/vigil-project/vigil/nodemanager"
+	"github.com/vigil-project/vigil/schedwatch"
 	"github.com/vigil-project/vigil/supervisor"
 )
 
@@ -238,6 +239,7 @@ func (c *collector) collectNodeManager(e *emitter, r *nodemanager.Report) {
 		}
 	}
 	collectControl(e, "nodemanager", r.Degraded, r.SchedLateEpisodes, r.SchedMaxLateMS)
+	collectLateness(e, "nodemanager", r.SchedLate)
 	collectTransport(e, "nodemanager", r.Transport.Received, r.Transport.Sent, r.Transport.SendErrors, r.Transport.Dropped)
 	e.gauge("vigil_control_mlocked", helpMlocked, b2f(r.Realtime.Mlocked), "process", "nodemanager")
 }
@@ -268,6 +270,7 @@ func (c *collector) collectLocator(e *emitter, r *locator.Report) {
 		}
 	}
 	collectControl(e, "locator", r.Degraded, r.SchedLateEpisodes, r.SchedMaxLateMS)
+	collectLateness(e, "locator", r.SchedLate)
 	collectTransport(e, "locator", r.Transport.Received, r.Transport.Sent, r.Transport.SendErrors, r.Transport.Dropped)
 	e.gauge("vigil_control_mlocked", helpMlocked, b2f(r.Realtime.Mlocked), "process", "locator")
 }
@@ -276,6 +279,20 @@ func collectControl(e *emitter, proc string, degraded bool, episodes uint64, max
 	e.gauge("vigil_control_degraded", "1 while the control-plane process was not scheduled for longer than control.sched_delay_warn within the last 10 s.", b2f(degraded), "process", proc)
 	e.counter("vigil_sched_late_episodes_total", "Episodes of the control-plane process not being scheduled in time (each logged once).", float64(episodes), "process", proc)
 	e.gauge("vigil_sched_max_late_seconds", "The longest the control-plane process waited past a timer since it started.", maxLateMS/1e3, "process", proc)
+}
+
+// collectLateness exports how late each of the process's 10 ms wakeups
+// fired: the "not scheduled for X ms" measure as a distribution.
+func collectLateness(e *emitter, proc string, h *schedwatch.HistogramJSON) {
+	if h == nil || len(h.BoundsSeconds) != len(h.Counts) {
+		return
+	}
+	b := make(map[float64]uint64, len(h.Counts))
+	for i, le := range h.BoundsSeconds {
+		b[le] = h.Counts[i]
+	}
+	e.histogram("vigil_sched_late_seconds", "How late the control-plane process's 10 ms timer fired, per wakeup (Corosync's \"not scheduled for X ms\").",
+		histSnapshot{count: h.Count, sum: h.SumSeconds, buckets: b}, "process", proc)
 }
 
 func collectTransport(e *emitter, proc string, recv, sent, sendErr uint64, dropped map[string]uint64) {
@@ -411,10 +428,14 @@ func (e *emitter) counter(name, help string, v float64, labels ...string) {
 	e.send(name, help, prometheus.CounterValue, v, labels)
 }
 
-func (e *emitter) histogram(name, help string, h histSnapshot) {
-	m, err := prometheus.NewConstHistogram(e.desc(name, help, nil), h.count, h.sum, h.buckets)
+func (e *emitter) histogram(name, help string, h histSnapshot, labels ...string) {
+	vals := make([]string, 0, len(labels)/2)
+	for i := 1; i < len(labels); i += 2 {
+		vals = append(vals, labels[i])
+	}
+	m, err := prometheus.NewConstHistogram(e.desc(name, help, labels), h.count, h.sum, h.buckets, vals...)
 	if err != nil {
-		e.ch <- prometheus.NewInvalidMetric(e.desc(name, help, nil), err)
+		e.ch <- prometheus.NewInvalidMetric(e.desc(name, help, labels), err)
 		return
 	}
 	e.ch <- m

@@ -25,6 +25,7 @@ import (
 	"github.com/vigil-project/vigil/internal/transport"
 	"github.com/vigil-project/vigil/locator"
 	"github.com/vigil-project/vigil/nodemanager"
+	"github.com/vigil-project/vigil/schedwatch"
 	"github.com/vigil-project/vigil/supervisor"
 )
 
@@ -77,6 +78,7 @@ func (f fixture) status(t *testing.T) *supervisor.Status {
 		LastTakeover: f.takeover,
 		LateTimers:   f.lateTicks, MaxLateMS: 180,
 		Degraded: true, SchedLateEpisodes: 4, SchedMaxLateMS: 250,
+		SchedLate: &schedwatch.HistogramJSON{BoundsSeconds: []float64{0.001, 0.05, 0.5}, Counts: []uint64{990, 998, 1000}, Count: 1000, SumSeconds: 0.8},
 		Transport: transport.Stats{Received: 1000, Sent: 990, SendErrors: 1,
 			Dropped: map[string]uint64{"auth": 5, "replay": 2}},
 		GARPSent: 3, NASent: 3, Conflicts: 1, HookFailures: 0,

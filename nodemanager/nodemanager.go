@@ -527,6 +527,8 @@ func (m *manager) report(now time.Duration) {
 		ws := m.watch.Snapshot()
 		r.Degraded, r.DegradedReasons = ws.Degraded, ws.Reasons
 		r.SchedLateEpisodes, r.SchedMaxLateMS = ws.Episodes, float64(ws.MaxLate)/1e6
+		h := ws.Histogram.JSON()
+		r.SchedLate = &h
 	}
 	if m.float != nil {
 		s := m.float.Stats()

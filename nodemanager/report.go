@@ -3,6 +3,7 @@ package nodemanager
 import (
 	"github.com/vigil-project/vigil/internal/transport"
 	"github.com/vigil-project/vigil/realtime"
+	"github.com/vigil-project/vigil/schedwatch"
 )
 
 // Report is what the node manager tells the supervisor on every heartbeat,
@@ -33,15 +34,17 @@ type Report struct {
 	// than control.sched_delay_warn within the last 10 s (Corosync's "not
 	// scheduled for X ms"). Shown and logged; it does not by itself hand
 	// the role over (see docs/operations.md).
-	Degraded          bool            `json:"degraded"`
-	DegradedReasons   []string        `json:"degraded_reasons,omitempty"`
-	SchedLateEpisodes uint64          `json:"sched_late_episodes"`
-	SchedMaxLateMS    float64         `json:"sched_max_late_ms"`
-	Transport         transport.Stats `json:"transport"`
-	GARPSent          uint64          `json:"garp_sent"`
-	NASent            uint64          `json:"na_sent"`
-	Conflicts         uint64          `json:"ip_conflicts"`
-	HookFailures      uint64          `json:"hook_failures"`
+	Degraded          bool     `json:"degraded"`
+	DegradedReasons   []string `json:"degraded_reasons,omitempty"`
+	SchedLateEpisodes uint64   `json:"sched_late_episodes"`
+	SchedMaxLateMS    float64  `json:"sched_max_late_ms"`
+	// SchedLate is how late every 10 ms wakeup of this process was.
+	SchedLate    *schedwatch.HistogramJSON `json:"sched_late_histogram,omitempty"`
+	Transport    transport.Stats           `json:"transport"`
+	GARPSent     uint64                    `json:"garp_sent"`
+	NASent       uint64                    `json:"na_sent"`
+	Conflicts    uint64                    `json:"ip_conflicts"`
+	HookFailures uint64                    `json:"hook_failures"`
 	// Realtime is what control.realtime put in force for this process.
 	Realtime realtime.Report `json:"realtime"`
 }

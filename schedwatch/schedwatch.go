@@ -94,6 +94,24 @@ func (h Histogram) Buckets() map[float64]uint64 {
 	return out
 }
 
+// HistogramJSON is a Histogram as the control-plane processes report it to
+// the supervisor (and so in `vigil status --json` and the metrics).
+type HistogramJSON struct {
+	BoundsSeconds []float64 `json:"bounds_seconds"`
+	Counts        []uint64  `json:"counts"` // cumulative: wakeups at most this late
+	Count         uint64    `json:"count"`
+	SumSeconds    float64   `json:"sum_seconds"`
+}
+
+// JSON returns h for a report.
+func (h Histogram) JSON() HistogramJSON {
+	j := HistogramJSON{Counts: append([]uint64(nil), h.Counts...), Count: h.Count, SumSeconds: h.Sum.Seconds()}
+	for _, b := range h.Bounds {
+		j.BoundsSeconds = append(j.BoundsSeconds, b.Seconds())
+	}
+	return j
+}
+
 // Snapshot is the monitor's state for status and metrics.
 type Snapshot struct {
 	Running   bool

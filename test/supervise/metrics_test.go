@@ -43,6 +43,7 @@ func TestMetricsEndpoint(t *testing.T) {
 		`vigil_scrape_error 0`,
 		`vigil_cgroup_cpu_usage_seconds_total{group="control/nodemanager"}`,
 		`vigil_epoch `,
+		`vigil_sched_late_seconds_bucket{process="nodemanager",le="0.05"}`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q", want)
