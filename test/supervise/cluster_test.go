@@ -41,30 +41,50 @@ type cluster struct {
 
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
-	ids := []string{"a", "b", "w"}
-	c := &cluster{t: t, nodes: map[string]*daemon{}}
-	for _, id := range ids {
-		c.nodes[id] = newDaemon(t, "")
+	c := &cluster{t: t, nodes: newPeers(t, "a", "b", "w")}
+	addrs := map[string]string{}
+	for id, d := range c.nodes {
+		addrs[id] = fmt.Sprintf("127.0.0.1:%d", d.port)
 	}
-	key, err := os.ReadFile(filepath.Join(c.nodes["a"].dir, "cluster.key"))
-	if err != nil {
-		t.Fatal(err)
+	for id, d := range c.nodes {
+		d.cluster = pairYAML("pair", id, d, addrs)
+		d.writeConfig("")
 	}
-	addr := map[string]string{}
-	for _, id := range ids {
-		addr[id] = fmt.Sprintf("127.0.0.1:%d", c.nodes[id].port)
+	for _, id := range []string{"a", "b", "w"} {
+		c.nodes[id].start()
 	}
+	return c
+}
+
+// newPeers returns one daemon per id, all with the same cluster key.
+func newPeers(t *testing.T, ids ...string) map[string]*daemon {
+	t.Helper()
+	out := map[string]*daemon{}
+	var key []byte
 	for _, id := range ids {
-		d := c.nodes[id]
+		d := newDaemon(t, "")
 		kf := filepath.Join(d.dir, "cluster.key")
-		if err := os.WriteFile(kf, key, 0o600); err != nil {
+		if key == nil {
+			var err error
+			if key, err = os.ReadFile(kf); err != nil {
+				t.Fatal(err)
+			}
+		} else if err := os.WriteFile(kf, key, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		role := "node"
-		if id == "w" {
-			role = "witness"
-		}
-		d.cluster = fmt.Sprintf(`  name: pair
+		out[id] = d
+	}
+	return out
+}
+
+// pairYAML is the cluster: body of host id in a cluster of nodes a and b
+// and witness w at addrs.
+func pairYAML(name, id string, d *daemon, addrs map[string]string) string {
+	role := "node"
+	if id == "w" {
+		role = "witness"
+	}
+	return fmt.Sprintf(`  name: %s
   node: %s
   role: %s
   key_file: %s
@@ -73,13 +93,7 @@ func newCluster(t *testing.T) *cluster {
     - {id: b, address: %s}
   witnesses:
     - {id: w, address: %s}
-%s`, id, role, kf, addr["a"], addr["b"], addr["w"], testTiming)
-		d.writeConfig("")
-	}
-	for _, id := range ids {
-		c.nodes[id].start()
-	}
-	return c
+%s`, name, id, role, filepath.Join(d.dir, "cluster.key"), addrs["a"], addrs["b"], addrs["w"], testTiming)
 }
 
 func (c *cluster) report(id string) (nmReport, bool) {

@@ -3,8 +3,6 @@ package supervise
 import (
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
@@ -33,37 +31,15 @@ func newVIPCluster(t *testing.T) *vipCluster {
 		netnstest.HostSpec{Name: "b", Addr: "192.0.2.12/24"},
 		netnstest.HostSpec{Name: "w", Addr: "192.0.2.13/24"},
 	)
-	c := &vipCluster{t: t, net: n, nodes: map[string]*daemon{}}
+	c := &vipCluster{t: t, net: n, nodes: newPeers(t, "a", "b", "w")}
 	ids := []string{"a", "b", "w"}
-	for _, id := range ids {
-		c.nodes[id] = newDaemon(t, "")
-	}
-	key, err := os.ReadFile(filepath.Join(c.nodes["a"].dir, "cluster.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	addrs := map[string]string{"a": "192.0.2.11:7400", "b": "192.0.2.12:7400", "w": "192.0.2.13:7400"}
 	for _, id := range ids {
 		d := c.nodes[id]
-		kf := filepath.Join(d.dir, "cluster.key")
-		if err := os.WriteFile(kf, key, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		role := "node"
-		if id == "w" {
-			role = "witness"
-		} else {
+		if id != "w" {
 			d.extra = fmt.Sprintf("vips:\n  - {address: %s/24, interface: %s}\n", testVIP, netnstest.LinkName)
 		}
-		d.cluster = fmt.Sprintf(`  name: vip
-  node: %s
-  role: %s
-  key_file: %s
-  nodes:
-    - {id: a, address: 192.0.2.11:7400}
-    - {id: b, address: 192.0.2.12:7400}
-  witnesses:
-    - {id: w, address: 192.0.2.13:7400}
-%s`, id, role, kf, testTiming)
+		d.cluster = pairYAML("vip", id, d, addrs)
 		// nsenter joins only the network namespace; ip netns exec would also
 		// remount /sys and hide the cgroup hierarchies.
 		d.wrap = []string{"nsenter", "--net=/run/netns/" + n.Hosts[id].NSName}
