@@ -9,7 +9,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"path/filepath"
 	"time"
@@ -213,6 +212,3 @@ func buildReport(s protocol.LocatorStatus, now time.Duration, tr *transport.Tran
 	}
 	return r
 }
-
-// String for logs.
-func (r Report) String() string { return fmt.Sprintf("epoch=%d holder=%s", r.Epoch, r.Holder) }

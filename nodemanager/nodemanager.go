@@ -58,7 +58,8 @@ type manager struct {
 	lastExt   time.Duration
 
 	supHealthy bool
-	supReasons []string
+	supReasons []string // the supervisor's last word, as sent
+	reasons    []string // why this node is unhealthy now (derived in updateHealth)
 	linkDown   map[string]bool
 	healthy    bool
 
@@ -356,7 +357,7 @@ func (m *manager) updateHealth(now time.Duration) {
 		}
 	}
 	m.healthy = h
-	m.supReasons = reasons
+	m.reasons = reasons
 	m.node.SetHealth(now, h)
 }
 
@@ -492,7 +493,7 @@ func (m *manager) report(now time.Duration) {
 		Self: st.Self, Role: st.Role.String(), Epoch: st.Epoch, Active: st.Active,
 		LeaseValid: st.LeaseValid, HoldingToken: st.HoldingToken,
 		TokenAgeMS: st.TokenAge.Milliseconds(), RotationMS: float64(st.LastRotation) / 1e6,
-		TokenLost: st.TokenLost, Healthy: m.healthy, UnhealthyReasons: m.supReasons,
+		TokenLost: st.TokenLost, Healthy: m.healthy, UnhealthyReasons: m.reasons,
 		Maintenance: st.Maintenance, Incarnation: st.Incarnation,
 		Takeovers: m.takeovers, LastTakeover: m.lastTakeover,
 		LateTimers: m.lateTimers, MaxLateMS: float64(m.maxLate) / 1e6,
