@@ -18,11 +18,12 @@
 // vigil_build_info are emitted.
 //
 // Names are stable and carry their unit: _seconds, _bytes, _ratio (0..1),
-// _total for counters. Labels are bounded by the configuration: process
-// and group names, floating IP addresses, node and locator ids, datagram
-// drop reasons; never PIDs or epochs. Metrics from the node manager are
-// absent on a witness and while the node manager has not reported; those
-// from the locator likewise (vigil_report_present says which).
+// _total for counters, _info for constant-1 metrics whose labels are the
+// value. Labels are bounded by the configuration: process and group names,
+// floating IP addresses, node and locator ids, datagram drop reasons, this
+// host's cluster name; never PIDs or epochs. Metrics from the node manager
+// are absent on a witness and while the node manager has not reported;
+// those from the locator likewise (vigil_report_present says which).
 //
 // # Metrics
 //
@@ -37,6 +38,7 @@
 //	Supervisor and this host
 //	vigil_report_present                           G  process                 1 when nodemanager/locator has reported to the supervisor
 //	vigil_role                                     G  role                    1 for the current role (active|standby|candidate|witness); all 0 = unknown
+//	vigil_node_info                                G  cluster, node           always 1; this host's cluster name and node id (join on instance)
 //	vigil_node_healthy                             G                          1 when this node is healthy (critical processes up, checks passing)
 //	vigil_fences_total                             C                          control-plane processes fenced because their heartbeat stopped
 //	vigil_reloads_total                            C                          configuration reloads applied
@@ -88,6 +90,8 @@
 //	vigil_sched_late_seconds                       H  process                 how late each 10 ms wakeup fired (the "not scheduled for X ms" distribution)
 //	vigil_control_mlocked                          G  process                 1 when its memory is locked (control.realtime)
 //	vigil_control_last_report_time_seconds         G  process                 Unix time of its last heartbeat to the supervisor
+//	vigil_control_sched_wait_seconds_total         C  process                 time its threads were runnable but waiting for a CPU (schedstat)
+//	vigil_control_sched_run_seconds_total          C  process                 time its threads ran on a CPU (schedstat)
 //	vigil_datagrams_received_total                 C  process                 protocol datagrams received
 //	vigil_datagrams_sent_total                     C  process                 protocol datagrams sent
 //	vigil_datagrams_send_errors_total              C  process                 datagrams the kernel refused to send
@@ -119,6 +123,12 @@
 // manager's last takeover, once per new epoch; they start empty when the
 // supervisor starts and could miss a takeover only if two happen within
 // one scrape interval. The per-wakeup lateness histogram of the control
-// plane is not exported yet: the reports carry only its maximum and the
-// episode count.
+// plane (vigil_sched_late_seconds) is the control-plane process's own,
+// cumulative since it started.
+//
+// Not exported because no report carries the data: a count of token
+// rotations and a histogram of rotation times (the node manager reports
+// only the last rotation, vigil_token_rotation_seconds), and a count of
+// token regenerations. packaging/grafana/vigil-dashboard.json draws the
+// rotation time from the gauge, sampled at each scrape.
 package metrics

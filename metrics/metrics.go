@@ -175,6 +175,11 @@ func (c *collector) collectStatus(e *emitter, st *supervisor.Status) {
 	for _, r := range roles {
 		e.gauge("vigil_role", "1 for this host's current role (active, standby, candidate, witness), 0 for the others; all 0 while unknown.", b2f(r == role), "role", r)
 	}
+	if st.Node != "" {
+		// Lets a dashboard name a scrape target by its node id
+		// (vigil_role * on(instance) group_left(node) vigil_node_info).
+		e.gauge("vigil_node_info", "Always 1; the labels are this host's cluster name and node id.", 1, "cluster", st.Cluster, "node", st.Node)
+	}
 	e.gauge("vigil_node_healthy", "1 when the supervisor considers this node healthy (critical processes up, health checks passing).", b2f(st.Healthy))
 	e.counter("vigil_fences_total", "Times the supervisor fenced a control-plane process whose heartbeat stopped.", float64(st.Supervisor.Fences))
 	e.counter("vigil_reloads_total", "Configuration reloads applied since the supervisor started.", float64(st.Supervisor.Reloads))
@@ -329,6 +334,12 @@ func collectProcesses(e *emitter, group string, ps []supervisor.ProcessStatus) {
 		}
 		if p.LastReport != nil && !p.LastReport.IsZero() {
 			e.gauge("vigil_control_last_report_time_seconds", "Unix time of the control-plane process's last heartbeat to the supervisor.", float64(p.LastReport.UnixNano())/1e9, "process", p.Name)
+		}
+		// Run-queue wait growing faster than run time is the control plane
+		// being starved before any timer is late; absent when unread.
+		if group == groupControl && (p.SchedWaitMS > 0 || p.SchedRunMS > 0) {
+			e.counter("vigil_control_sched_wait_seconds_total", "Time the control-plane process's threads spent runnable but waiting for a CPU, since it started (/proc/PID/task/*/schedstat).", p.SchedWaitMS/1e3, "process", p.Name)
+			e.counter("vigil_control_sched_run_seconds_total", "Time the control-plane process's threads spent running on a CPU, since it started.", p.SchedRunMS/1e3, "process", p.Name)
 		}
 	}
 }

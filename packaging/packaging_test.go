@@ -192,6 +192,7 @@ var wantFiles = []string{
 	"/usr/share/doc/vigil/configuration.md",
 	"/usr/share/doc/vigil/operations.md",
 	"/usr/share/doc/vigil/copyright",
+	"/usr/share/vigil/grafana/vigil-dashboard.json",
 }
 
 func TestDeb(t *testing.T) {

@@ -9,7 +9,8 @@ PKGS=(
   iproute2      # ip netns: network-namespace tests
   sip-tester    # sipp: real SIP peer for health checks and failover tests
   procps
-  stress-ng     # bench-isolation: the noisy neighbours
+  stress-ng     # bench-isolation, test/e2e noisy: the noisy neighbours
+  keepalived    # bench-failover: the system Vigil is compared with (its unit does not start without /etc/keepalived/keepalived.conf)
   qemu-system-x86 busybox-static cpio  # make test-v2 / test/vm/v2: cgroup v2 tests in a qemu VM
   systemd lintian rpm rpmlint  # go test ./packaging: systemd-analyze verify/security, package checks
 )
@@ -26,6 +27,16 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Prometheus and promtool for the dashboard render test (metrics/render_test.go),
+# unpacked rather than installed so that no Prometheus service starts.
+promdir=/var/cache/vigil-deps/prometheus
+if [ ! -x "$promdir/usr/bin/promtool" ] && [ "$(id -u)" -eq 0 ]; then
+  tmp=$(mktemp -d)
+  mkdir -p "$promdir" && chmod 755 "$tmp"
+  (cd "$tmp" && apt-get download -qq prometheus) && dpkg -x "$tmp"/prometheus_*.deb "$promdir"
+  rm -rf "$tmp"
 fi
 
 export PATH="/usr/local/go/bin:$PATH"
