@@ -12,15 +12,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 
 	"github.com/vigil-project/vigil/config"
 	"github.com/vigil-project/vigil/internal/clock"
@@ -49,9 +46,20 @@ type manager struct {
 	node  *protocol.Node
 	tr    *transport.Transport
 	sup   *ipc.Conn
-	float *netfloat.Manager
 	vips  []netfloat.VIP
 	hooks *hookRunner
+
+	// The floating IPs' netlink side (reload.go): opened with the first
+	// VIP, rebuilt by a reload that brings a new interface while nothing
+	// is held.
+	nl          *netlink.Handle
+	float       *netfloat.Manager
+	floatIfaces map[string]bool // interfaces float reports link events for
+	watchStale  bool            // a VIP interface float does not know yet
+	netEvents   chan netfloat.Event
+	watchCtx    context.Context
+	watchCancel context.CancelFunc
+	watchDone   chan struct{}
 
 	statePath string
 	held      bool // the floating IPs are on the interface
@@ -71,6 +79,8 @@ type manager struct {
 	lateTimers   uint64
 	maxLate      time.Duration
 	inLate       bool
+
+	fo failoverTracker // for the event=failover line (failover.go)
 }
 
 // Run serves until ctx ends or the supervisor's channel closes.
@@ -84,31 +94,24 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		cfg: cfg, log: log, pcfg: transport.ProtocolConfig(cfg),
 		statePath:  filepath.Join(cfg.Runtime.StateDir, StateFile),
 		supHealthy: true, linkDown: map[string]bool{},
-		hooks: newHookRunner(cfg.Hooks.Timeout, log),
-		rt:    rt,
+		hooks:     newHookRunner(log),
+		rt:        rt,
+		netEvents: make(chan netfloat.Event, 64),
+		fo:        failoverTracker{self: cfg.Cluster.Node},
 	}
 	for _, v := range cfg.VIPs {
-		p, err := netip.ParsePrefix(v.Address)
-		if err != nil {
-			return fmt.Errorf("nodemanager: vip %q: %w", v.Address, err)
-		}
-		m.vips = append(m.vips, netfloat.VIP{Prefix: p, Interface: v.Interface})
-	}
-	if len(m.vips) > 0 {
-		h, err := netlink.NewHandle(unix.NETLINK_ROUTE) // route only: XFRM and netfilter sockets need modules a host may lack
-		if err != nil {
-			return fmt.Errorf("nodemanager: netlink: %w", err)
-		}
-		defer h.Close()
-		ifaces := make([]string, 0, len(m.vips))
-		for _, v := range m.vips {
-			ifaces = append(ifaces, v.Interface)
-		}
-		m.float, err = netfloat.New(h, netns.None(), netfloat.Options{Interfaces: ifaces, Logger: log})
+		fv, err := parseVIP(v.Address, v.Interface)
 		if err != nil {
 			return err
 		}
-		defer m.float.Close()
+		m.vips = append(m.vips, fv)
+	}
+	defer m.closeFloat()
+	if len(m.vips) > 0 {
+		ifaces := vipInterfaces(m.vips)
+		if err := m.openFloat(ifaces); err != nil {
+			return err
+		}
 		// A previous incarnation may have died holding the addresses: this
 		// one holds no lease yet, so it holds no address either.
 		removed, err := m.float.Reconcile(nil)
@@ -118,11 +121,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		for _, v := range removed {
 			log.Warn("removed a floating IP left by a previous run", "event", "vip_stale_removed", "vip", v.String())
 		}
-		for _, ifn := range ifaces {
-			if up, err := linkUp(h, ifn); err != nil || !up {
-				m.linkDown[ifn] = true
-			}
-		}
+		m.refreshLinks(ifaces)
 	}
 
 	var st protocol.NodeState
@@ -172,13 +171,9 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			}
 		}()
 	}
-	netEvents := make(chan netfloat.Event, 64)
+	m.watchCtx = ctx
 	if m.float != nil {
-		go func() {
-			if err := m.float.Watch(ctx, netEvents); err != nil {
-				log.Error("cannot watch floating IPs and links", "event", "watch_error", "err", err)
-			}
-		}()
+		m.startWatch()
 	}
 	go m.hooks.run(ctx)
 	if m.watch, err = schedwatch.New(schedwatch.Config{Threshold: cfg.Control.SchedDelayWarn, Logger: log}); err != nil {
@@ -208,24 +203,32 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			m.shutdown()
 			return nil
 		case in := <-in:
+			m.fo.input(in)
 			if err := m.node.Step(in.At, in.Msg); err != nil {
 				log.Debug("message rejected", "type", in.Msg.Type.String(), "from", in.Msg.From, "err", err)
 			}
 		case <-tick.C:
 			now := clock.Boottime()
+			m.fo.local(now)
 			m.checkLate(now, now-lastTick-period)
 			lastTick = now
 			m.node.Tick(now)
 		case msg := <-supMsgs:
+			m.fo.local(clock.Boottime())
 			m.onSupervisor(msg)
-		case ev := <-netEvents:
+		case ev := <-m.netEvents:
+			m.fo.local(clock.Boottime())
 			m.onNetEvent(ev)
 		}
 		if err := m.flush(); err != nil {
 			log.Error("cannot persist node state; not sending", "event", "persist_error", "err", err)
 		}
+		m.fo.observe(m.node.Status().Active)
 		now := clock.Boottime()
 		m.enforceLease(now)
+		if m.watchStale && !m.held {
+			m.rebuildFloat(now)
+		}
 		if now-lastReport >= reportEvery {
 			m.report(now)
 			lastReport = now
@@ -266,14 +269,20 @@ func (m *manager) checkLate(now, late time.Duration) {
 
 func (m *manager) onSupervisor(msg *ipc.Msg) {
 	now := clock.Boottime()
+	var err error
 	switch msg.Type {
 	case "health":
 		if msg.Healthy != nil {
 			m.supHealthy, m.supReasons = *msg.Healthy, msg.Reasons
 			m.updateHealth(now)
 		}
+		return
+	case "config":
+		err = m.applyConfig(now, msg.Config)
+		if err != nil {
+			m.log.Error("reloaded floating IPs and hooks not applied", "event", "reload_error", "err", err)
+		}
 	case "command":
-		var err error
 		switch msg.Cmd {
 		case "switchover":
 			err = m.node.Switchover(now, msg.Arg)
@@ -291,13 +300,15 @@ func (m *manager) onSupervisor(msg *ipc.Msg) {
 		default:
 			err = fmt.Errorf("unknown command %q", msg.Cmd)
 		}
-		reply := &ipc.Msg{Type: "reply", ID: msg.ID}
-		if err != nil {
-			reply.Error = err.Error()
-		}
-		if m.sup != nil {
-			_ = m.sup.Send(reply, time.Second)
-		}
+	default:
+		err = fmt.Errorf("unknown message type %q", msg.Type)
+	}
+	reply := &ipc.Msg{Type: "reply", ID: msg.ID}
+	if err != nil {
+		reply.Error = err.Error()
+	}
+	if m.sup != nil {
+		_ = m.sup.Send(reply, time.Second)
 	}
 }
 
@@ -305,12 +316,18 @@ func (m *manager) onNetEvent(ev netfloat.Event) {
 	now := clock.Boottime()
 	switch ev.Kind {
 	case netfloat.EventLinkDown:
+		if !m.usesInterface(ev.Interface) {
+			return // carried a VIP that a reload removed
+		}
 		if !m.linkDown[ev.Interface] {
 			m.log.Warn("VIP interface down", "event", "link_down", "interface", ev.Interface)
 		}
 		m.linkDown[ev.Interface] = true
 		m.updateHealth(now)
 	case netfloat.EventLinkUp:
+		if !m.usesInterface(ev.Interface) {
+			return
+		}
 		if m.linkDown[ev.Interface] {
 			m.log.Info("VIP interface up", "event", "link_up", "interface", ev.Interface)
 		}
@@ -319,7 +336,7 @@ func (m *manager) onNetEvent(ev netfloat.Event) {
 	case netfloat.EventAddrRemoved:
 		// Someone removed an address we hold under a valid lease: put it
 		// back, or clients lose the service for no reason.
-		if m.held && m.node.ActiveAt(now) {
+		if m.held && m.node.ActiveAt(now) && m.hasVIP(ev.VIP) {
 			m.log.Warn("floating IP removed by someone else; adding it back", "event", "vip_readded", "vip", ev.VIP.String())
 			if _, err := m.float.Claim(context.Background(), ev.VIP); err != nil {
 				m.log.Error("cannot re-add floating IP", "event", "vip_error", "vip", ev.VIP.String(), "err", err)
@@ -386,12 +403,21 @@ func (m *manager) onEvent(ev protocol.Event) {
 	switch e := ev.(type) {
 	case protocol.BecameActive:
 		m.log.Info("became active", "event", "role", "role", "active", "epoch", e.Epoch, "lease_ms", (e.LeaseUntil - now).Milliseconds())
-		m.claim(e.Epoch, now)
-		m.hooks.enqueue("active", m.cfg.Hooks.OnActive, m.hookEnv("active", e.Epoch))
+		decided := m.fo.decidedAt(now)
+		t := m.claim(e.Epoch, decided)
+		m.fo.becameActive(m.log, e.Epoch, t, clock.Boottime()-decided)
+		m.hooks.enqueue("active", m.cfg.Hooks.OnActive, m.hookEnv("active", e.Epoch), m.cfg.Hooks.Timeout)
 	case protocol.LeaseExtended:
 		if m.held && now-m.lastExt >= extendEvery {
 			for _, v := range m.vips {
-				if err := m.float.Extend(v); err != nil {
+				err := m.float.Extend(v)
+				if errors.Is(err, netfloat.ErrNotHeld) {
+					// Its claim failed (or a reload's did): this node is
+					// entitled to it, so try again (claimOne logs).
+					_, _ = m.claimOne(v)
+					continue
+				}
+				if err != nil {
 					m.log.Warn("cannot extend floating IP lifetime", "event", "vip_error", "vip", v.String(), "err", err)
 				}
 			}
@@ -400,8 +426,9 @@ func (m *manager) onEvent(ev protocol.Event) {
 	case protocol.BecameStandby:
 		m.release("standby: " + e.Reason)
 		m.log.Info("became standby", "event", "role", "role", "standby", "epoch", e.Epoch, "reason", e.Reason)
-		m.hooks.enqueue("standby", m.cfg.Hooks.OnStandby, m.hookEnv("standby", e.Epoch))
+		m.hooks.enqueue("standby", m.cfg.Hooks.OnStandby, m.hookEnv("standby", e.Epoch), m.cfg.Hooks.Timeout)
 	case protocol.BecameCandidate:
+		m.fo.becameCandidate(st.TokenLost)
 		m.log.Info("claiming the active role", "event", "role", "role", "candidate", "epoch", e.Epoch)
 	case protocol.ClaimAbandoned:
 		m.log.Info("claim abandoned", "event", "claim_abandoned", "reason", e.Reason)
@@ -416,23 +443,21 @@ func (m *manager) hookEnv(event string, epoch uint64) []string {
 	return []string{"VIGIL_EVENT=" + event, "VIGIL_NODE=" + m.cfg.Cluster.Node, "VIGIL_CLUSTER=" + m.cfg.Cluster.Name, "VIGIL_EPOCH=" + strconv.FormatUint(epoch, 10)}
 }
 
-// claim adds and announces every floating IP.
-func (m *manager) claim(epoch uint64, decided time.Duration) {
+// claim adds and announces every floating IP. decided is when the protocol
+// decided (the input that made this node active arrived).
+func (m *manager) claim(epoch uint64, decided time.Duration) *Takeover {
+	t := &Takeover{Epoch: epoch}
 	if m.float == nil {
 		m.held = true
-		return
+		return t
 	}
-	t := &Takeover{Epoch: epoch}
 	for _, v := range m.vips {
-		rep, err := m.float.Claim(context.Background(), v)
+		// The claim's own durations count from its start.
+		base := float64(clock.Boottime()-decided) / 1e6
+		rep, err := m.claimOne(v)
 		if err != nil {
-			m.log.Error("cannot add floating IP", "event", "vip_error", "vip", v.String(), "err", err)
 			continue
 		}
-		if rep.Conflict != nil {
-			m.log.Warn("another host still answered for the floating IP; claimed it under our lease", "event", "vip_conflict", "vip", v.String(), "mac", rep.Conflict.String())
-		}
-		base := float64(clock.Boottime()-decided) / 1e6
 		if a := float64(rep.AddedAfter)/1e6 + base; a > t.AddedMS {
 			t.AddedMS = a
 		}
@@ -444,6 +469,23 @@ func (m *manager) claim(epoch uint64, decided time.Duration) {
 	m.takeovers++
 	m.lastTakeover = t
 	m.log.Info("floating IPs held", "event", "takeover", "epoch", epoch, "added_ms", fmt.Sprintf("%.2f", t.AddedMS), "announced_ms", fmt.Sprintf("%.2f", t.AnnouncedMS))
+	return t
+}
+
+// claimOne adds and announces one floating IP and logs what went wrong.
+func (m *manager) claimOne(v netfloat.VIP) (netfloat.ClaimReport, error) {
+	rep, err := m.float.Claim(context.Background(), v)
+	if err != nil {
+		m.log.Error("cannot add floating IP", "event", "vip_error", "vip", v.String(), "err", err)
+		return rep, err
+	}
+	// A successful claim opened the interface's port: float now reports
+	// its link events too.
+	m.floatIfaces[v.Interface] = true
+	if rep.Conflict != nil {
+		m.log.Warn("another host still answered for the floating IP; claimed it under our lease", "event", "vip_conflict", "vip", v.String(), "mac", rep.Conflict.String())
+	}
+	return rep, nil
 }
 
 func (m *manager) release(why string) {
@@ -491,6 +533,7 @@ func (m *manager) report(now time.Duration) {
 	st := m.node.Status()
 	r := Report{
 		Self: st.Self, Role: st.Role.String(), Epoch: st.Epoch, Active: st.Active,
+		LeaseMS:    m.pcfg.Lease.Milliseconds(),
 		LeaseValid: st.LeaseValid, HoldingToken: st.HoldingToken,
 		TokenAgeMS: st.TokenAge.Milliseconds(), RotationMS: float64(st.LastRotation) / 1e6,
 		TokenLost: st.TokenLost, Healthy: m.healthy, UnhealthyReasons: m.reasons,

@@ -9,12 +9,15 @@ import (
 // Report is what the node manager tells the supervisor on every heartbeat,
 // and what `vigil status --json` shows under "nodemanager". Keys are stable.
 type Report struct {
-	Self             string          `json:"self"`
-	Role             string          `json:"role"` // active | standby | candidate
-	Epoch            uint64          `json:"epoch"`
-	Active           string          `json:"active"` // "" if none known
-	LeaseValid       bool            `json:"lease_valid"`
-	LeaseRemainingMS int64           `json:"lease_remaining_ms"`
+	Self             string `json:"self"`
+	Role             string `json:"role"` // active | standby | candidate
+	Epoch            uint64 `json:"epoch"`
+	Active           string `json:"active"` // "" if none known
+	LeaseValid       bool   `json:"lease_valid"`
+	LeaseRemainingMS int64  `json:"lease_remaining_ms"`
+	// LeaseMS is the lease length this process runs with (cluster.timing
+	// as it started): the supervisor fences by it, not by a reloaded value.
+	LeaseMS          int64           `json:"lease_ms,omitempty"`
 	HoldingToken     bool            `json:"holding_token"`
 	TokenAgeMS       int64           `json:"token_age_ms"`
 	RotationMS       float64         `json:"token_rotation_ms"`

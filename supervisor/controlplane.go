@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"time"
 
 	"github.com/vigil-project/vigil/cgroup"
@@ -140,6 +141,12 @@ func (s *Supervisor) controlProc(name string) *proc {
 // command forwards an operator command (switchover, maintenance) to a
 // control-plane process and returns its answer on a channel.
 func (s *Supervisor) command(target, cmd, arg string) <-chan error {
+	return s.request(target, &ipc.Msg{Type: "command", Cmd: cmd, Arg: arg})
+}
+
+// request sends m to a control-plane process under a fresh ID and returns
+// the answer (its reply) on a channel.
+func (s *Supervisor) request(target string, m *ipc.Msg) <-chan error {
 	res := make(chan error, 1)
 	p := s.controlProc(target)
 	if p == nil || p.conn == nil || p.state != StateRunning {
@@ -147,13 +154,98 @@ func (s *Supervisor) command(target, cmd, arg string) <-chan error {
 		return res
 	}
 	s.nextID++
-	id := s.nextID
-	s.pending[id] = res
-	if err := p.conn.Send(&ipc.Msg{Type: "command", ID: id, Cmd: cmd, Arg: arg}, sendTimeout); err != nil {
-		delete(s.pending, id)
+	m.ID = s.nextID
+	s.pending[m.ID] = res
+	if err := p.conn.Send(m, sendTimeout); err != nil {
+		delete(s.pending, m.ID)
 		res <- err
 	}
 	return res
+}
+
+// reloadAnswerTimeout bounds the wait for the node manager to confirm a
+// reload: one that just restarted answers after its hold-off.
+const reloadAnswerTimeout = 10 * time.Second
+
+// pushConfig sends a reload's floating IPs and hooks to the running node
+// manager, which applies them in place (it is not restarted: that would
+// move the active role). One that is not running reads the file when it
+// starts. The answer is logged when it comes; the loop does not wait.
+func (s *Supervisor) pushConfig(cfg *config.Config) {
+	nm := s.controlProc(ctlNodeManager)
+	if nm == nil {
+		return // a witness: no floating IPs, no hooks
+	}
+	if nm.conn == nil || nm.state != StateRunning {
+		nm.log.Info("node manager not running: it reads the reloaded floating IPs and hooks when it starts", "event", "reload_vips")
+		return
+	}
+	res := s.request(ctlNodeManager, &ipc.Msg{Type: "config", Config: ipcConfig(cfg)})
+	go func() {
+		select {
+		case err := <-res:
+			if err != nil {
+				// A node manager that exited meanwhile reads the file when
+				// it starts again; any other error is its own, logged there.
+				nm.log.Warn("node manager did not apply the reloaded floating IPs and hooks", "event", "reload_error", "err", err)
+				return
+			}
+			nm.log.Info("node manager applied the reloaded floating IPs and hooks", "event", "reload_applied")
+		case <-time.After(reloadAnswerTimeout):
+			nm.log.Warn("node manager has not confirmed the reloaded floating IPs and hooks", "event", "reload_error", "after_ms", reloadAnswerTimeout.Milliseconds())
+		}
+	}()
+}
+
+func ipcConfig(cfg *config.Config) *ipc.Config {
+	c := &ipc.Config{
+		VIPs: make([]ipc.VIP, 0, len(cfg.VIPs)),
+		Hooks: ipc.Hooks{
+			OnActive: cfg.Hooks.OnActive, OnStandby: cfg.Hooks.OnStandby, OnFault: cfg.Hooks.OnFault,
+			Timeout: cfg.Hooks.Timeout,
+		},
+	}
+	for _, v := range cfg.VIPs {
+		c.VIPs = append(c.VIPs, ipc.VIP{Address: v.Address, Interface: v.Interface})
+	}
+	return c
+}
+
+// restartOnlyKeys names the changed settings that a reload does not apply,
+// in config order: the cluster (peers, timing, key; every host must agree,
+// and the running locator and node manager keep what they started with),
+// the listener, paths and logging set up at start, and the control
+// plane's own scheduling, which its processes apply when they start.
+func restartOnlyKeys(old, next *config.Config) []string {
+	var keys []string
+	diff := func(key string, a, b any) {
+		if !reflect.DeepEqual(a, b) {
+			keys = append(keys, key)
+		}
+	}
+	o, n := old.Cluster, next.Cluster
+	diff("cluster.name", o.Name, n.Name)
+	diff("cluster.node", o.Node, n.Node)
+	diff("cluster.role", o.Role, n.Role)
+	diff("cluster.key_file", o.KeyFile, n.KeyFile)
+	diff("cluster.listen", o.Listen, n.Listen)
+	diff("cluster.two_node", o.TwoNode, n.TwoNode)
+	diff("cluster.nodes", o.Nodes, n.Nodes)
+	diff("cluster.witnesses", o.Witnesses, n.Witnesses)
+	diff("cluster.timing.token_interval", o.Timing.TokenInterval, n.Timing.TokenInterval)
+	diff("cluster.timing.token_timeout", o.Timing.TokenTimeout, n.Timing.TokenTimeout)
+	diff("cluster.timing.lease", o.Timing.Lease, n.Timing.Lease)
+	diff("cluster.timing.drift_margin", o.Timing.DriftMargin, n.Timing.DriftMargin)
+	diff("control.realtime", old.Control.Realtime, next.Control.Realtime)
+	diff("control.sched_delay_warn", old.Control.SchedDelayWarn, next.Control.SchedDelayWarn)
+	// cmd/vigil opens the metrics listener once, at start.
+	diff("metrics.listen", old.Metrics.Listen, next.Metrics.Listen)
+	diff("runtime.control_socket", old.Runtime.ControlSocket, next.Runtime.ControlSocket)
+	diff("runtime.state_dir", old.Runtime.StateDir, next.Runtime.StateDir)
+	diff("runtime.cgroup", old.Runtime.Cgroup, next.Runtime.Cgroup)
+	diff("log.level", old.Log.Level, next.Log.Level)
+	diff("log.format", old.Log.Format, next.Log.Format)
+	return keys
 }
 
 // armFence (re)sets the node manager's fence deadline after a report: the
@@ -168,7 +260,7 @@ func (s *Supervisor) armFence(nm *proc, report json.RawMessage) {
 		LeaseValid bool  `json:"lease_valid"`
 		Remaining  int64 `json:"lease_remaining_ms"`
 	}
-	lease := s.cfg.Cluster.Timing.Lease
+	lease := s.nmLease(nm)
 	wait := lease
 	if json.Unmarshal(report, &r) == nil && r.LeaseValid && r.Remaining >= 0 {
 		wait = time.Duration(r.Remaining) * time.Millisecond
@@ -180,6 +272,20 @@ func (s *Supervisor) armFence(nm *proc, report json.RawMessage) {
 		wait = lease / 2
 	}
 	s.setFenceTimer(nm, wait)
+}
+
+// nmLease is the lease the running node manager works with, from its last
+// report: a node manager started after a reload that changed
+// cluster.timing runs with the new lease, one started before with the old,
+// and the fence must match the one that runs.
+func (s *Supervisor) nmLease(nm *proc) time.Duration {
+	var r struct {
+		LeaseMS int64 `json:"lease_ms"`
+	}
+	if nm.report != nil && json.Unmarshal(nm.report, &r) == nil && r.LeaseMS > 0 {
+		return time.Duration(r.LeaseMS) * time.Millisecond
+	}
+	return s.cfg.Cluster.Timing.Lease
 }
 
 func (s *Supervisor) setFenceTimer(nm *proc, wait time.Duration) {
@@ -204,16 +310,17 @@ func (s *Supervisor) checkFence(nm *proc, gen uint64, deadline, fired time.Time)
 	// either (the whole host stalled): the node manager's report may be
 	// waiting in the queue. Look again a little later instead of fencing
 	// on our own stall.
-	if late := fired.Sub(deadline); late > s.cfg.Cluster.Timing.Lease/4 {
+	lease := s.nmLease(nm)
+	if late := fired.Sub(deadline); late > lease/4 {
 		nm.log.Warn("fence check fired late; re-checking before fencing", "event", "fence_deferred", "late_ms", late.Milliseconds())
-		s.setFenceTimer(nm, s.cfg.Cluster.Timing.Lease/4)
+		s.setFenceTimer(nm, lease/4)
 		return
 	}
 	nm.fencing = true
 	s.fences++
 	age := time.Since(nm.lastBeat)
 	nm.log.Error("node manager silent past its lease: removing floating IPs and restarting it",
-		"event", "fence", "heartbeat_age_ms", age.Milliseconds(), "lease_ms", s.cfg.Cluster.Timing.Lease.Milliseconds(), "pid", nm.pid)
+		"event", "fence", "heartbeat_age_ms", age.Milliseconds(), "lease_ms", lease.Milliseconds(), "pid", nm.pid)
 	removed, err := s.fenceVIPs()
 	if err != nil {
 		nm.log.Error("fence: cannot remove floating IPs", "event", "fence_error", "err", err)

@@ -647,13 +647,29 @@ func (s *Supervisor) reload() error {
 		s.stop(p, "reload: removed", func() { s.deleteGroup(pp) })
 	}
 	s.procs = next
-	if !reflect.DeepEqual(s.cfg.Cluster, cfg.Cluster) || !reflect.DeepEqual(s.cfg.VIPs, cfg.VIPs) || !reflect.DeepEqual(s.cfg.Hooks, cfg.Hooks) {
-		// The running locator and node manager keep the cluster they
-		// started with: restarting them here would move the active role
-		// because of a reload. They pick the change up when they restart.
-		s.log.Warn("cluster, vips or hooks changed: the control plane applies them at its next restart (vigil restart nodemanager / locator, or a service restart)", "event", "reload_deferred")
+	if keys := restartOnlyKeys(s.cfg, cfg); len(keys) > 0 {
+		// Restarting the locator or node manager here would move the
+		// active role because of a reload; every host must agree on the
+		// cluster anyway. The supervisor keeps what is in force (status
+		// shows it; the fence follows the node manager's own lease).
+		s.log.Warn("changed settings not applied by a reload: restart vigil on this host for them to take effect (for cluster settings, on every host, one at a time)",
+			"event", "reload_deferred", "keys", strings.Join(keys, ","))
+		cfg.Cluster, cfg.Runtime, cfg.Log = s.cfg.Cluster, s.cfg.Runtime, s.cfg.Log
+	}
+	vipsChanged := !reflect.DeepEqual(s.cfg.VIPs, cfg.VIPs)
+	pushCP := vipsChanged || !reflect.DeepEqual(s.cfg.Hooks, cfg.Hooks)
+	if vipsChanged && s.float == nil && len(cfg.VIPs) > 0 {
+		// The first VIP of a host that started without: the fence must be
+		// able to remove it.
+		if s.float, err = newFencer(cfg, s.log); err != nil {
+			s.log.Error("cannot fence the reloaded floating IPs", "event", "fence_error", "err", err)
+		}
 	}
 	s.cfg = cfg
+	if pushCP {
+		// In place, without restarting the node manager.
+		s.pushConfig(cfg)
+	}
 	s.applyGroupResources()
 	s.updateHealth()
 	s.log.Info("config reloaded", "event", "reload", "added", strings.Join(added, ","), "changed", strings.Join(changed, ","), "removed", strings.Join(removed, ","), "unchanged", strings.Join(kept, ","))

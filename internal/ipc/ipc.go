@@ -33,7 +33,7 @@ var ErrNoChannel = errors.New("ipc: no supervisor channel (" + EnvFD + " not set
 
 // Msg is one message in either direction. Only the fields of its Type are set.
 type Msg struct {
-	Type string `json:"type"` // health | command | report | reply
+	Type string `json:"type"` // health | command | config | report | reply
 
 	// health (supervisor -> node manager): the node's health as the
 	// supervisor sees it (critical processes up and healthy).
@@ -46,9 +46,36 @@ type Msg struct {
 	Arg   string `json:"arg,omitempty"`
 	Error string `json:"error,omitempty"`
 
+	// config (supervisor -> node manager): the floating IPs and hooks of a
+	// reloaded configuration, applied in place; answered with a reply of
+	// the same ID.
+	Config *Config `json:"config,omitempty"`
+
 	// report (process -> supervisor): the process's status; every report
 	// doubles as a heartbeat.
 	Report json.RawMessage `json:"report,omitempty"`
+}
+
+// Config is the part of a reloaded configuration that the node manager
+// applies without restarting. It is always the whole desired state, never a
+// difference, so applying it twice changes nothing.
+type Config struct {
+	VIPs  []VIP `json:"vips"`
+	Hooks Hooks `json:"hooks"`
+}
+
+// VIP is one floating address as configured (vips[]).
+type VIP struct {
+	Address   string `json:"address"` // prefix, e.g. 192.0.2.100/24
+	Interface string `json:"interface"`
+}
+
+// Hooks are the transition hooks as configured (hooks:).
+type Hooks struct {
+	OnActive  [][]string    `json:"on_active,omitempty"`
+	OnStandby [][]string    `json:"on_standby,omitempty"`
+	OnFault   [][]string    `json:"on_fault,omitempty"`
+	Timeout   time.Duration `json:"timeout_ns"`
 }
 
 // Conn is one end of the channel. Send is safe for concurrent use; Recv is

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
+	"reflect"
 	"strconv"
 	"testing"
 	"time"
@@ -102,5 +103,50 @@ func TestFromEnvInChild(t *testing.T) {
 	os.Unsetenv(EnvFD)
 	if _, err := FromEnv(); err != ErrNoChannel {
 		t.Fatalf("FromEnv without the variable: %v", err)
+	}
+}
+
+// A reload's config message arrives whole, with every field: the node
+// manager applies exactly what the supervisor loaded.
+func TestConfigMessageRoundTrip(t *testing.T) {
+	parent, childF, err := Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer parent.Close()
+	child, err := fromFD(int(childF.Fd()), "child")
+	if err != nil {
+		t.Fatal(err)
+	}
+	childF.Close()
+	defer child.Close()
+
+	want := &Config{
+		VIPs: []VIP{{Address: "192.0.2.100/24", Interface: "eth0"}, {Address: "2001:db8::100/64", Interface: "eth1"}},
+		Hooks: Hooks{
+			OnActive:  [][]string{{"/bin/sh", "-c", "echo active"}, {"true"}},
+			OnStandby: [][]string{{"/usr/bin/logger", "standby"}},
+			Timeout:   1500 * time.Millisecond,
+		},
+	}
+	if err := parent.Send(&Msg{Type: "config", ID: 9, Config: want}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	m, err := child.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Type != "config" || m.ID != 9 || !reflect.DeepEqual(m.Config, want) {
+		t.Fatalf("got %+v, config %+v", m, m.Config)
+	}
+	// An empty list is sent as such (remove every VIP), not as "unset".
+	if err := parent.Send(&Msg{Type: "config", ID: 10, Config: &Config{VIPs: []VIP{}}}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if m, err = child.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	if m.Config == nil || m.Config.VIPs == nil || len(m.Config.VIPs) != 0 {
+		t.Fatalf("empty VIP list came back as %+v", m.Config)
 	}
 }

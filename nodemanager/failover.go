@@ -1,0 +1,118 @@
+package nodemanager
+
+import (
+	"log/slog"
+	"math"
+	"time"
+
+	"github.com/vigil-project/vigil/internal/transport"
+	"github.com/vigil-project/vigil/protocol"
+)
+
+// Reasons of the event=failover line: why this node claimed the role.
+const (
+	// reasonTokenLost: the token stopped and the locators confirmed that no
+	// active renews its lease (the active died, stalled or was cut off).
+	reasonTokenLost = "token_lost"
+	// reasonSwitchover: the active handed the role to this node (vigil
+	// switchover, maintenance on the active, or the active unhealthy).
+	reasonSwitchover = "switchover"
+	// reasonNoActive: the token said no node is active (the active gave
+	// the role up without handing it over, e.g. it lost its locators).
+	reasonNoActive = "no_active"
+	// reasonUnknown: none of the above was seen; should not happen.
+	reasonUnknown = "unknown"
+)
+
+// failoverTracker derives the event=failover line of a node that becomes
+// active: from whom, why, and how long from the decision to the floating
+// IPs announced. It reads only the node manager's inputs and the protocol's
+// events and status, so the IO-free core stays as it is.
+type failoverTracker struct {
+	self string
+	// lastActive is the last node this node knew to be active (itself
+	// included), "" if it never knew one since it started.
+	lastActive string
+	// cause is what the input being processed says about a candidacy it
+	// may start; "" for local inputs (ticks, the supervisor, links).
+	cause string
+	// inputAt is when that input arrived: a claim is decided by the
+	// locators' grant, at the moment its datagram was received.
+	inputAt time.Duration
+	// pending is the candidacy in progress: who was active and why this
+	// node claimed, both as of when it started claiming (a handover clears
+	// the protocol's idea of the active before the claim starts).
+	pending *candidacy
+}
+
+type candidacy struct{ from, reason string }
+
+// input notes a datagram about to be stepped into the protocol.
+func (f *failoverTracker) input(in transport.Inbound) {
+	f.inputAt = in.At
+	msg := in.Msg
+	switch {
+	case msg.Type == protocol.MsgTransfer && msg.Transfer.To == f.self,
+		msg.Type == protocol.MsgToken && msg.Token.Handover == f.self:
+		f.cause = reasonSwitchover
+	case msg.Type == protocol.MsgToken && msg.Token.Active == "":
+		f.cause = reasonNoActive
+	default:
+		f.cause = ""
+	}
+}
+
+// local notes an input that is not a datagram.
+func (f *failoverTracker) local(now time.Duration) { f.cause, f.inputAt = "", now }
+
+// observe records the active as the protocol knows it after an input.
+func (f *failoverTracker) observe(active string) {
+	if active != "" {
+		f.lastActive = active
+	}
+}
+
+// becameCandidate starts a candidacy; tokenLost is the protocol's view at
+// that moment.
+func (f *failoverTracker) becameCandidate(tokenLost bool) {
+	reason := f.cause
+	switch {
+	case reason == reasonSwitchover:
+		// a handover is a handover even if the token was late meanwhile
+	case tokenLost:
+		reason = reasonTokenLost
+	case reason == "":
+		reason = reasonUnknown
+	}
+	f.pending = &candidacy{from: f.lastActive, reason: reason}
+}
+
+// decidedAt is when the input that made this node active arrived.
+func (f *failoverTracker) decidedAt(now time.Duration) time.Duration {
+	if f.inputAt <= 0 || f.inputAt > now {
+		return now
+	}
+	return f.inputAt
+}
+
+// becameActive logs the one event=failover line of this transition. took
+// is from the decision to every floating IP added and first announced
+// (t.AnnouncedMS), or to the claim's end when there is none to announce.
+func (f *failoverTracker) becameActive(log *slog.Logger, epoch uint64, t *Takeover, elapsed time.Duration) {
+	c := f.pending
+	f.pending = nil
+	if c == nil {
+		c = &candidacy{from: f.lastActive, reason: reasonUnknown}
+	}
+	from := c.from
+	if from == "" {
+		from = "none"
+	}
+	took := float64(elapsed) / 1e6
+	if t != nil && t.AnnouncedMS > 0 {
+		took = t.AnnouncedMS
+	}
+	log.Info("active role taken over", "event", "failover", "from", from, "to", f.self, "epoch", epoch,
+		"reason", c.reason, "took_ms", math.Round(took*100)/100)
+	f.lastActive = f.self
+}

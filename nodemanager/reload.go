@@ -1,0 +1,304 @@
+package nodemanager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/vigil-project/vigil/config"
+	"github.com/vigil-project/vigil/internal/ipc"
+	"github.com/vigil-project/vigil/netfloat"
+)
+
+// A reload (SIGHUP to the supervisor) sends the node manager the new vips:
+// and hooks: (ipc "config"). They are applied in place, without a restart:
+// a restart would cost the hold-off and, on the active, the role. An active
+// node adds and announces only the added addresses and removes only the
+// removed ones; an address in both lists is not touched (no removal, no
+// re-add, no gap in its lifetime). A standby only updates its list. The
+// role never changes because of a reload.
+
+func parseVIP(address, iface string) (netfloat.VIP, error) {
+	p, err := netip.ParsePrefix(address)
+	if err != nil {
+		return netfloat.VIP{}, fmt.Errorf("nodemanager: vip %q: %w", address, err)
+	}
+	if iface == "" {
+		return netfloat.VIP{}, fmt.Errorf("nodemanager: vip %q: no interface", address)
+	}
+	return netfloat.VIP{Prefix: p, Interface: iface}, nil
+}
+
+// vipKey is what makes two VIPs the same address for a reload: the address
+// on the interface (netfloat's identity too). A new prefix length for the
+// same key is a change, claimed in place.
+type vipKey struct {
+	addr  netip.Addr
+	iface string
+}
+
+func keyOf(v netfloat.VIP) vipKey { return vipKey{v.Prefix.Addr().Unmap(), v.Interface} }
+
+// vipPlan is what a reload does to the floating IPs.
+type vipPlan struct {
+	claim   []netfloat.VIP // added, or the same address with a new prefix length
+	release []netfloat.VIP // removed
+	kept    []netfloat.VIP // identical: not touched
+}
+
+func diffVIPs(old, next []netfloat.VIP) vipPlan {
+	var p vipPlan
+	had := make(map[vipKey]netfloat.VIP, len(old))
+	for _, v := range old {
+		had[keyOf(v)] = v
+	}
+	want := make(map[vipKey]bool, len(next))
+	for _, v := range next {
+		k := keyOf(v)
+		want[k] = true
+		if o, ok := had[k]; ok && o.Prefix == v.Prefix {
+			p.kept = append(p.kept, v)
+		} else {
+			p.claim = append(p.claim, v)
+		}
+	}
+	for _, v := range old {
+		if !want[keyOf(v)] {
+			p.release = append(p.release, v)
+		}
+	}
+	return p
+}
+
+func vipInterfaces(vips []netfloat.VIP) []string {
+	var out []string
+	for _, v := range vips {
+		if !slices.Contains(out, v.Interface) {
+			out = append(out, v.Interface)
+		}
+	}
+	return out
+}
+
+func vipStrings(vips []netfloat.VIP) string {
+	s := make([]string, len(vips))
+	for i, v := range vips {
+		s[i] = v.String()
+	}
+	return strings.Join(s, ",")
+}
+
+func (m *manager) usesInterface(ifn string) bool {
+	return slices.ContainsFunc(m.vips, func(v netfloat.VIP) bool { return v.Interface == ifn })
+}
+
+func (m *manager) hasVIP(v netfloat.VIP) bool {
+	return slices.ContainsFunc(m.vips, func(x netfloat.VIP) bool { return keyOf(x) == keyOf(v) })
+}
+
+// applyConfig applies a reload's floating IPs and hooks.
+func (m *manager) applyConfig(now time.Duration, c *ipc.Config) error {
+	if c == nil {
+		return errors.New("config message without a config")
+	}
+	next := make([]netfloat.VIP, 0, len(c.VIPs))
+	for _, v := range c.VIPs {
+		fv, err := parseVIP(v.Address, v.Interface)
+		if err != nil {
+			return err
+		}
+		next = append(next, fv)
+	}
+	hooks := config.Hooks{OnActive: c.Hooks.OnActive, OnStandby: c.Hooks.OnStandby, OnFault: c.Hooks.OnFault, Timeout: c.Hooks.Timeout}
+	if hooks.Timeout <= 0 {
+		return fmt.Errorf("hooks timeout %v is not positive", hooks.Timeout)
+	}
+	if len(next) > 0 && m.float == nil {
+		// The first VIP of a node that started without any.
+		if err := m.openFloat(vipInterfaces(next)); err != nil {
+			return err
+		}
+		m.startWatch()
+	}
+
+	if !reflect.DeepEqual(m.cfg.Hooks, hooks) {
+		m.cfg.Hooks = hooks
+		m.log.Info("hooks reloaded", "event", "hooks_reloaded", "on_active", len(hooks.OnActive), "on_standby", len(hooks.OnStandby), "on_fault", len(hooks.OnFault), "timeout_ms", hooks.Timeout.Milliseconds())
+	}
+
+	plan := diffVIPs(m.vips, next)
+	oldIfaces := vipInterfaces(m.vips)
+	// The list changes first, so that nothing below (an address event,
+	// the lease timer) acts on the old one.
+	m.vips = next
+	m.cfg.VIPs = m.cfg.VIPs[:0]
+	for _, v := range c.VIPs {
+		m.cfg.VIPs = append(m.cfg.VIPs, config.VIP{Address: v.Address, Interface: v.Interface})
+	}
+	var errs []error
+	// Claim before release: an address that moves to another interface of
+	// this host is never absent from both.
+	for _, v := range plan.claim {
+		if !m.held {
+			continue
+		}
+		if _, err := m.claimOne(v); err != nil {
+			errs = append(errs, fmt.Errorf("add %s: %w", v, err))
+			continue
+		}
+		m.log.Info("floating IP added by reload", "event", "vip_added", "vip", v.String())
+	}
+	for _, v := range plan.release {
+		if !m.held || m.float == nil {
+			continue
+		}
+		if err := m.float.Release(v); err != nil {
+			m.log.Error("cannot remove floating IP", "event", "vip_error", "vip", v.String(), "err", err)
+			errs = append(errs, fmt.Errorf("remove %s: %w", v, err))
+			continue
+		}
+		m.log.Info("floating IP removed by reload", "event", "vip_removed", "vip", v.String())
+	}
+	if m.held {
+		m.lastExt = 0 // extend the new set's lifetimes at the next renewal
+	}
+
+	// Link state: forget interfaces no VIP uses, look at new ones now (as
+	// at start), and have float watch them.
+	for ifn := range m.linkDown {
+		if !m.usesInterface(ifn) {
+			delete(m.linkDown, ifn)
+		}
+	}
+	var added []string
+	for _, ifn := range vipInterfaces(next) {
+		if !slices.Contains(oldIfaces, ifn) {
+			added = append(added, ifn)
+		}
+		if !m.floatIfaces[ifn] {
+			m.watchStale = true
+		}
+	}
+	m.refreshLinks(added)
+	m.updateHealth(now)
+	if len(plan.claim) > 0 || len(plan.release) > 0 {
+		m.log.Info("floating IPs reloaded", "event", "vips_reloaded", "role", m.node.Role().String(), "held", m.held,
+			"added", vipStrings(plan.claim), "removed", vipStrings(plan.release), "unchanged", vipStrings(plan.kept))
+	}
+	return errors.Join(errs...)
+}
+
+// refreshLinks reads the state of the given VIP interfaces now.
+func (m *manager) refreshLinks(ifaces []string) {
+	if m.nl == nil {
+		return
+	}
+	for _, ifn := range ifaces {
+		if up, err := linkUp(m.nl, ifn); err != nil || !up {
+			m.linkDown[ifn] = true
+		} else {
+			delete(m.linkDown, ifn)
+		}
+	}
+}
+
+// openFloat creates the floating IP manager watching ifaces.
+func (m *manager) openFloat(ifaces []string) error {
+	if m.nl == nil {
+		h, err := netlink.NewHandle(unix.NETLINK_ROUTE) // route only: XFRM and netfilter sockets need modules a host may lack
+		if err != nil {
+			return fmt.Errorf("nodemanager: netlink: %w", err)
+		}
+		m.nl = h
+	}
+	f, err := netfloat.New(m.nl, netns.None(), netfloat.Options{Interfaces: ifaces, Logger: m.log})
+	if err != nil {
+		return fmt.Errorf("nodemanager: floating IPs: %w", err)
+	}
+	m.float = f
+	m.floatIfaces = map[string]bool{}
+	for _, ifn := range ifaces {
+		m.floatIfaces[ifn] = true
+	}
+	return nil
+}
+
+// startWatch runs float's address, link and conflict watch until
+// stopWatch or the end of Run. Before Run's loop starts it does nothing:
+// Run starts it then.
+func (m *manager) startWatch() {
+	if m.watchCtx == nil || m.float == nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(m.watchCtx)
+	done := make(chan struct{})
+	m.watchCancel, m.watchDone = cancel, done
+	f := m.float
+	go func() {
+		defer close(done)
+		if err := f.Watch(ctx, m.netEvents); err != nil {
+			m.log.Error("cannot watch floating IPs and links", "event", "watch_error", "err", err)
+		}
+	}()
+}
+
+func (m *manager) stopWatch() {
+	if m.watchCancel == nil {
+		return
+	}
+	m.watchCancel()
+	<-m.watchDone
+	m.watchCancel, m.watchDone = nil, nil
+	// What the old watch reported is about the old manager; the new one
+	// lists every link again.
+	for {
+		select {
+		case <-m.netEvents:
+		default:
+			return
+		}
+	}
+}
+
+// rebuildFloat replaces the floating IP manager by one that watches every
+// current VIP interface. netfloat learns interfaces only when created or
+// when a VIP is claimed on them, so a reload that brings a new interface
+// while nothing is held rebuilds it; the active does it when it releases.
+// Only called while nothing is held: a fresh manager holds nothing.
+func (m *manager) rebuildFloat(now time.Duration) {
+	m.watchStale = false
+	ifaces := vipInterfaces(m.vips)
+	old := m.float
+	if err := m.openFloat(ifaces); err != nil {
+		m.float = old
+		m.log.Error("cannot watch the reloaded VIP interfaces; their link state is read again only at a restart", "event", "watch_error", "err", err)
+		return
+	}
+	if old != nil {
+		m.stopWatch()
+		_ = old.Close()
+	}
+	m.startWatch()
+	m.refreshLinks(ifaces)
+	m.updateHealth(now)
+	m.log.Debug("floating IP watch rebuilt", "interfaces", strings.Join(ifaces, ","))
+}
+
+func (m *manager) closeFloat() {
+	m.stopWatch()
+	if m.float != nil {
+		_ = m.float.Close()
+	}
+	if m.nl != nil {
+		m.nl.Close()
+	}
+}

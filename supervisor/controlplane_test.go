@@ -1,0 +1,54 @@
+package supervisor
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/vigil-project/vigil/config"
+)
+
+// A reload names every setting it does not apply, and only those: the
+// cluster, the paths and logging set up at start, the control plane's own
+// scheduling. Floating IPs, hooks, processes and cgroup values apply in
+// place and are not named.
+func TestRestartOnlyKeys(t *testing.T) {
+	base := func() *config.Config {
+		return &config.Config{
+			Cluster: config.Cluster{
+				Name: "c", Node: "a", Role: config.RoleNode, KeyFile: "/k",
+				Nodes:  []config.Peer{{ID: "a", Address: "192.0.2.11:7400"}, {ID: "b", Address: "192.0.2.12:7400"}},
+				Timing: config.Timing{TokenInterval: 20 * time.Millisecond, TokenTimeout: 150 * time.Millisecond, Lease: 200 * time.Millisecond, DriftMargin: 25 * time.Millisecond},
+			},
+			VIPs:    []config.VIP{{Address: "192.0.2.100/24", Interface: "eth0"}},
+			Control: config.ControlGroup{CPUWeight: 10000, Realtime: true, SchedDelayWarn: 50 * time.Millisecond},
+			Hooks:   config.Hooks{Timeout: 10 * time.Second},
+			Runtime: config.Runtime{StateDir: "/var/lib/vigil", ControlSocket: "/run/vigil/control.sock"},
+			Log:     config.Log{Level: "info", Format: "text"},
+		}
+	}
+	if k := restartOnlyKeys(base(), base()); len(k) != 0 {
+		t.Errorf("identical configs: %v", k)
+	}
+	inPlace := base()
+	inPlace.VIPs = append(inPlace.VIPs, config.VIP{Address: "192.0.2.101/24", Interface: "eth0"})
+	inPlace.Hooks.OnActive = [][]string{{"/bin/true"}}
+	inPlace.Hooks.Timeout = time.Second
+	inPlace.Control.CPUWeight = 5000
+	inPlace.Processes = []config.Process{{Name: "app"}}
+	if k := restartOnlyKeys(base(), inPlace); len(k) != 0 {
+		t.Errorf("settings applied in place reported as needing a restart: %v", k)
+	}
+	next := base()
+	next.Cluster.Nodes[1].Address = "192.0.2.13:7400"
+	next.Cluster.Timing.Lease = 300 * time.Millisecond
+	next.Cluster.KeyFile = "/k2"
+	next.Control.Realtime = false
+	next.Runtime.StateDir = "/srv/vigil"
+	next.Metrics.Listen = "127.0.0.1:9721"
+	next.Log.Level = "debug"
+	want := []string{"cluster.key_file", "cluster.nodes", "cluster.timing.lease", "control.realtime", "metrics.listen", "runtime.state_dir", "log.level"}
+	if k := restartOnlyKeys(base(), next); !slices.Equal(k, want) {
+		t.Errorf("got %v, want %v", k, want)
+	}
+}
