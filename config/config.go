@@ -64,6 +64,7 @@ func defaults() *Config {
 			MemoryMin:      64 << 20,
 			Realtime:       true,
 			SchedDelayWarn: 50 * time.Millisecond,
+			RTBudget:       300 * time.Millisecond,
 		},
 		Apps:    AppsGroup{CPUWeight: 100, IOWeight: 100},
 		Hooks:   Hooks{Timeout: 10 * time.Second},

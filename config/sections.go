@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -339,7 +340,7 @@ func (p *parser) cpuWeight(n *yaml.Node, path string, lo int64) (uint64, bool) {
 }
 
 func (p *parser) control(n *yaml.Node, g *ControlGroup) {
-	f, ok := p.mapping(n, "control", "cpu_weight", "io_weight", "cpus", "memory_min", "realtime", "sched_delay_warn")
+	f, ok := p.mapping(n, "control", "cpu_weight", "io_weight", "cpus", "memory_min", "realtime", "sched_delay_warn", "rt_budget")
 	if !ok {
 		return
 	}
@@ -375,6 +376,16 @@ func (p *parser) control(n *yaml.Node, g *ControlGroup) {
 	if v := f.get("sched_delay_warn"); v != nil {
 		if d, ok := p.positiveDuration(v, "control.sched_delay_warn"); ok {
 			g.SchedDelayWarn = d
+		}
+	}
+	if v := f.get("rt_budget"); v != nil {
+		if d, ok := p.positiveDuration(v, "control.rt_budget"); ok {
+			// The kernel's own limit: the root's 950 ms per 1 s period.
+			if d < time.Millisecond || d > 950*time.Millisecond {
+				p.errAt(v, "control.rt_budget", "must be between 1ms and 950ms (per second of cpu.rt_period_us), got %v", d)
+			} else {
+				g.RTBudget = d
+			}
 		}
 	}
 }

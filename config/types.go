@@ -69,6 +69,10 @@ type ControlGroup struct {
 	CPUs      string // cpuset list, "" = none reserved; validated as a cpu list
 	MemoryMin int64  // bytes, default 64Mi
 	Realtime  bool   // default true
+	// RTBudget is the realtime CPU time each realtime control-plane group
+	// (locator, node manager) may use per second, on kernels with
+	// CONFIG_RT_GROUP_SCHED (cgroup v1 cpu.rt_runtime_us). Default 300ms.
+	RTBudget time.Duration
 	// SchedDelayWarn is the control-plane scheduling delay that logs a
 	// warning and marks the node degraded. Default 50ms.
 	SchedDelayWarn time.Duration

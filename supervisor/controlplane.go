@@ -238,6 +238,7 @@ func restartOnlyKeys(old, next *config.Config) []string {
 	diff("cluster.timing.drift_margin", o.Timing.DriftMargin, n.Timing.DriftMargin)
 	diff("control.realtime", old.Control.Realtime, next.Control.Realtime)
 	diff("control.sched_delay_warn", old.Control.SchedDelayWarn, next.Control.SchedDelayWarn)
+	diff("control.rt_budget", old.Control.RTBudget, next.Control.RTBudget)
 	// cmd/vigil opens the metrics listener once, at start.
 	diff("metrics.listen", old.Metrics.Listen, next.Metrics.Listen)
 	diff("runtime.control_socket", old.Runtime.ControlSocket, next.Runtime.ControlSocket)
@@ -365,20 +366,17 @@ func (s *Supervisor) killControl(p *proc) {
 	}()
 }
 
-// rtBudgetUs is the realtime CPU budget each realtime control-plane group
-// gets per cpu.rt_period_us (1 s by default) on kernels with
-// CONFIG_RT_GROUP_SCHED: 30 %. Under SCHED_RR every thread of a Go process
-// is realtime, the runtime's own included; the isolation benchmark measured
-// 25-30 % of a cpu for a 1 kHz ping-pong and saw RT throttling at 10 %.
-// It is also the cap on what a runaway one could take from the host.
-const rtBudgetUs = 300_000
-
 // processResources are the cgroup values of one process's own group.
 func (s *Supervisor) processResources(p *proc) cgroup.Resources {
 	if p.control != "" {
 		var r cgroup.Resources
 		if s.cfg.Control.Realtime {
-			r.RTRuntimeUs = rtBudgetUs
+			// control.rt_budget, default 300ms: under SCHED_RR every thread
+			// of a Go process is realtime, the runtime's own included; the
+			// isolation benchmark measured 25-30 % of a cpu for a 1 kHz
+			// ping-pong and saw RT throttling at 10 %. It also caps what a
+			// runaway one could take from the host.
+			r.RTRuntimeUs = s.cfg.Control.RTBudget.Microseconds()
 		}
 		return r
 	}
