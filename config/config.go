@@ -66,9 +66,10 @@ func defaults() *Config {
 			SchedDelayWarn: 50 * time.Millisecond,
 			RTBudget:       300 * time.Millisecond,
 		},
-		Apps:    AppsGroup{CPUWeight: 100, IOWeight: 100},
-		Hooks:   Hooks{Timeout: 10 * time.Second},
-		Metrics: Metrics{Listen: "127.0.0.1:9720"},
+		Announce: Announce{Count: 3, Interval: 100 * time.Millisecond},
+		Apps:     AppsGroup{CPUWeight: 100, IOWeight: 100},
+		Hooks:    Hooks{Timeout: 10 * time.Second},
+		Metrics:  Metrics{Listen: "127.0.0.1:9720"},
 		Runtime: Runtime{
 			ControlSocket: "/run/vigil/control.sock",
 			StateDir:      "/var/lib/vigil",

@@ -34,7 +34,7 @@ type peerMark struct {
 
 func (p *parser) config(root *yaml.Node, c *Config) {
 	root = deref(root)
-	top, ok := p.mapping(root, "", "cluster", "vips", "control", "apps", "processes", "hooks", "metrics", "runtime", "log")
+	top, ok := p.mapping(root, "", "cluster", "vips", "announce", "control", "apps", "processes", "hooks", "metrics", "runtime", "log")
 	if !ok {
 		return
 	}
@@ -48,6 +48,9 @@ func (p *parser) config(root *yaml.Node, c *Config) {
 	if n := top.get("vips"); n != nil {
 		mk.vipsKey = top.key("vips")
 		c.VIPs = p.vips(n)
+	}
+	if n := top.get("announce"); n != nil {
+		p.announce(n, &c.Announce)
 	}
 	if n := top.get("control"); n != nil {
 		p.control(n, &c.Control)
@@ -337,6 +340,34 @@ func (p *parser) vips(n *yaml.Node) []VIP {
 func (p *parser) cpuWeight(n *yaml.Node, path string, lo int64) (uint64, bool) {
 	i, ok := p.integer(n, path, lo, 10000)
 	return uint64(i), ok
+}
+
+func (p *parser) announce(n *yaml.Node, a *Announce) {
+	f, ok := p.mapping(n, "announce", "count", "interval", "refresh", "probe")
+	if !ok {
+		return
+	}
+	if v := f.get("count"); v != nil {
+		if i, ok := p.integer(v, "announce.count", 1, 100); ok {
+			a.Count = int(i)
+		}
+	}
+	if v := f.get("interval"); v != nil {
+		if d, ok := p.positiveDuration(v, "announce.interval"); ok {
+			a.Interval = d
+		}
+	}
+	for _, k := range []struct {
+		key string
+		dst *time.Duration
+	}{{"refresh", &a.Refresh}, {"probe", &a.Probe}} {
+		if v := f.get(k.key); v != nil {
+			// duration refuses negative values; 0 turns the feature off.
+			if d, ok := p.duration(v, "announce."+k.key); ok {
+				*k.dst = d
+			}
+		}
+	}
 }
 
 func (p *parser) control(n *yaml.Node, g *ControlGroup) {

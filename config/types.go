@@ -12,6 +12,7 @@ type Config struct {
 
 	Cluster   Cluster
 	VIPs      []VIP
+	Announce  Announce
 	Control   ControlGroup
 	Apps      AppsGroup
 	Processes []Process
@@ -60,6 +61,25 @@ type Timing struct {
 type VIP struct {
 	Address   string // CIDR, v4 or v6, e.g. 192.0.2.100/24; required
 	Interface string // required
+}
+
+// Announce configures how the active node announces its floating IPs:
+// gratuitous ARP (request and reply form) for IPv4, an unsolicited
+// neighbor advertisement with the override flag for IPv6.
+type Announce struct {
+	Count    int           // announcements per takeover, 1..100, default 3
+	Interval time.Duration // between them, default 100ms
+	// Refresh re-announces every held address this often after the
+	// takeover burst (for switches that age ARP entries out or need
+	// periodic GARP); 0, the default, turns it off.
+	Refresh time.Duration
+	// Probe, when > 0, sends an ARP probe / DAD solicitation before each
+	// claim and listens this long for another host still answering for the
+	// address (logged and counted as event=vip_conflict; the claim goes
+	// ahead, the lease decides). The node manager waits for it, per
+	// address, so keep it short. Default 0: off; while active, the watch
+	// reports any host answering for a held address anyway.
+	Probe time.Duration
 }
 
 // ControlGroup are the control plane's guarantees.

@@ -220,7 +220,11 @@ func (m *manager) openFloat(ifaces []string) error {
 		}
 		m.nl = h
 	}
-	f, err := netfloat.New(m.nl, netns.None(), netfloat.Options{Interfaces: ifaces, Logger: m.log})
+	a := m.cfg.Announce
+	f, err := netfloat.New(m.nl, netns.None(), netfloat.Options{
+		Interfaces: ifaces, Logger: m.log,
+		GARPCount: a.Count, GARPInterval: a.Interval, RefreshInterval: a.Refresh, ProbeWindow: a.Probe,
+	})
 	if err != nil {
 		return fmt.Errorf("nodemanager: floating IPs: %w", err)
 	}

@@ -239,6 +239,7 @@ func restartOnlyKeys(old, next *config.Config) []string {
 	diff("control.realtime", old.Control.Realtime, next.Control.Realtime)
 	diff("control.sched_delay_warn", old.Control.SchedDelayWarn, next.Control.SchedDelayWarn)
 	diff("control.rt_budget", old.Control.RTBudget, next.Control.RTBudget)
+	diff("announce", old.Announce, next.Announce)
 	// cmd/vigil opens the metrics listener once, at start.
 	diff("metrics.listen", old.Metrics.Listen, next.Metrics.Listen)
 	diff("runtime.control_socket", old.Runtime.ControlSocket, next.Runtime.ControlSocket)
