@@ -96,6 +96,13 @@ type proc struct {
 	monCancel context.CancelFunc
 	health    health.Status
 
+	// A planned restart (reload, `vigil restart`) of a process that was up
+	// does not count against the node's health until graceUntil, or until
+	// it is back or has failed on its own (see beginRestartGrace).
+	graceUntil  time.Time
+	graceReason string
+	graceTimer  *time.Timer
+
 	// Control-plane processes only.
 	control    string // "locator" or "nodemanager"; "" for applications
 	conn       *ipc.Conn
@@ -404,9 +411,12 @@ func (s *Supervisor) watchDaemon(p *proc, gen uint64) {
 	}()
 }
 
-// ended decides what happens after a run of p is over.
+// ended decides what happens after a run of p is over. Every caller is an
+// end the supervisor did not ask for (stops bump gen and never get here), so
+// a planned restart that ends this way is over: it counts again.
 func (s *Supervisor) ended(p *proc, ex Exit) {
 	s.stopHealth(p)
+	s.endRestartGrace(p, "exited")
 	if p.control != "" {
 		p.setConn(nil)
 		if p.fenceTimer != nil {
@@ -628,8 +638,13 @@ func (s *Supervisor) reload() error {
 			s.start(p)
 		case !reflect.DeepEqual(p.cfg, pc):
 			changed = append(changed, pc.Name)
+			// Judged by the configuration it was running with.
+			wasUp := p.upForHealth()
 			p.cfg = pc
 			p.failures = 0
+			if wasUp {
+				s.beginRestartGrace(p, "reload")
+			}
 			pp := p
 			s.stop(p, "reload: changed", func() { pp.restarts = 0; s.start(pp) })
 		case p.state == StateFatal || p.state == StateExited:
@@ -643,6 +658,7 @@ func (s *Supervisor) reload() error {
 	}
 	for name, p := range old {
 		removed = append(removed, name)
+		p.clearRestartGrace() // it no longer counts at all
 		pp := p
 		s.stop(p, "reload: removed", func() { s.deleteGroup(pp) })
 	}
@@ -687,6 +703,15 @@ func (s *Supervisor) restartProcess(name string) error {
 			return errors.New("supervisor is stopping")
 		}
 		p.failures = 0
+		// An operator restart is as planned as a reload's, and gets the
+		// same grace: restarting the SIP server on the active must not
+		// move the role any more than reloading its config does. An
+		// operator who wants the role elsewhere first says so with
+		// `vigil switchover`. A process that was down (FATAL, crashing)
+		// is not excused: the node was unhealthy already.
+		if p.upForHealth() {
+			s.beginRestartGrace(p, "operator restart")
+		}
 		s.stop(p, "operator restart", func() { s.start(p) })
 		return nil
 	}
@@ -735,6 +760,7 @@ func (s *Supervisor) stopHealth(p *proc) {
 // updateHealth recomputes the node's health from its critical processes and
 // tells systemd when the summary changes.
 func (s *Supervisor) updateHealth() {
+	s.settleRestartGraces()
 	reasons := s.unhealthyReasons()
 	healthy := len(reasons) == 0
 	if healthy != s.healthy && !s.stopping {
@@ -770,7 +796,7 @@ func (s *Supervisor) unhealthyReasons() []string {
 func (s *Supervisor) appUnhealthyReasons() []string {
 	var r []string
 	for _, p := range s.procs {
-		if !p.cfg.Critical {
+		if !p.cfg.Critical || !p.graceUntil.IsZero() {
 			continue
 		}
 		switch {
@@ -785,6 +811,122 @@ func (s *Supervisor) appUnhealthyReasons() []string {
 		}
 	}
 	return r
+}
+
+// startAllowance is how long a restarted process may take to be running
+// again, health check aside: spawning is milliseconds, but a host under the
+// load Vigil is built for may be slow, and 10 s is also what the defaults
+// call a stable run (backoff.stable) and a clean stop (stop_timeout).
+const startAllowance = 10 * time.Second
+
+// restartGrace is how long a planned restart of a process configured as pc
+// may keep it from serving before it counts against the node's health: its
+// stop (at most stop_timeout, then it is killed), the start allowance and,
+// with a health check, the check's own start-up time: grace (the operator's
+// word for how long the process takes to come up) plus rise checks.
+func restartGrace(pc config.Process) time.Duration {
+	d := pc.StopTimeout + startAllowance
+	if h := pc.Health; h != nil {
+		interval, rise := h.Interval, h.Rise
+		if interval <= 0 {
+			interval = time.Second
+		}
+		if rise <= 0 {
+			rise = 2
+		}
+		d += h.Grace + time.Duration(rise)*interval
+	}
+	return d
+}
+
+// upForHealth says whether p counts as up (running and, with a check,
+// healthy) or is down only because of a planned restart already excused.
+func (p *proc) upForHealth() bool {
+	if !p.graceUntil.IsZero() {
+		return true
+	}
+	return p.state == StateRunning && (p.cfg.Health == nil || p.health.State == health.StateHealthy)
+}
+
+// beginRestartGrace excuses the planned restart of p, which the caller is
+// about to stop and start again, from the node's health for restartGrace:
+// without it a reload on the active node would hand the role over (the node
+// is unhealthy for the moment the process is down) although a reload never
+// moves it. The grace ends early when the process is back (running and
+// healthy), when its run ends unplanned (a crash, a failed spawn) or when
+// its health check says unhealthy: a broken new configuration still fails
+// over, and only the restart itself is excused. At the deadline it counts
+// again whatever its state. Only applications: the control plane is never
+// excused.
+func (s *Supervisor) beginRestartGrace(p *proc, reason string) {
+	if p.control != "" {
+		return
+	}
+	if p.graceTimer != nil {
+		p.graceTimer.Stop()
+	}
+	d := restartGrace(p.cfg)
+	until := time.Now().Add(d)
+	p.graceUntil, p.graceReason = until, reason
+	p.graceTimer = time.AfterFunc(d, func() {
+		s.post(func() {
+			if p.graceUntil.Equal(until) {
+				s.endRestartGrace(p, "deadline")
+				s.updateHealth()
+			}
+		})
+	})
+	if p.cfg.Critical {
+		p.log.Info("planned restart does not count against node health until the process is back", "event", "restart_grace", "reason", reason, "grace", d.String())
+	}
+}
+
+// endRestartGrace closes p's grace, if any; outcome is why (back, exited,
+// unhealthy, deadline).
+func (s *Supervisor) endRestartGrace(p *proc, outcome string) {
+	reason, had := p.clearRestartGrace()
+	if !had || !p.cfg.Critical {
+		return
+	}
+	level := slog.LevelInfo
+	msg := "planned restart complete"
+	if outcome != "back" {
+		level = slog.LevelWarn
+		msg = "planned restart did not bring the process back; it counts against node health again"
+	}
+	p.log.Log(context.Background(), level, msg, "event", "restart_grace_end", "reason", reason, "outcome", outcome)
+}
+
+// clearRestartGrace drops p's grace and its timer; it returns the grace's
+// reason and whether there was one.
+func (p *proc) clearRestartGrace() (string, bool) {
+	if p.graceUntil.IsZero() {
+		return "", false
+	}
+	if p.graceTimer != nil {
+		p.graceTimer.Stop()
+		p.graceTimer = nil
+	}
+	reason := p.graceReason
+	p.graceUntil, p.graceReason = time.Time{}, ""
+	return reason, true
+}
+
+// settleRestartGraces ends the grace of every process whose planned restart
+// has a verdict: back (running and, with a check, healthy) or failing its
+// new health check.
+func (s *Supervisor) settleRestartGraces() {
+	for _, p := range s.procs {
+		if p.graceUntil.IsZero() || p.state != StateRunning {
+			continue
+		}
+		switch {
+		case p.cfg.Health == nil || p.health.State == health.StateHealthy:
+			s.endRestartGrace(p, "back")
+		case p.health.State == health.StateUnhealthy:
+			s.endRestartGrace(p, "unhealthy")
+		}
+	}
 }
 
 func (s *Supervisor) statusLine() string {
