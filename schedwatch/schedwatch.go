@@ -7,7 +7,8 @@
 // monitor reports Degraded until the hold time passes without another
 // late wakeup, and an end line summarises the episode. Optionally the cpu
 // pressure (PSI "some avg10") of the control group or the host marks the
-// node degraded the same way.
+// node degraded the same way. PressureTracker is that pressure part alone,
+// for a caller that polls PSI itself (the supervisor, for control/).
 package schedwatch
 
 import (
@@ -164,13 +165,7 @@ type Monitor struct {
 	recentNext   int
 	hist         Histogram
 
-	pressureOK       bool
-	pressureAvg10    float64
-	pressureErr      string
-	pressureEpisodes uint64
-	inPressure       bool
-	lastPressureMono time.Duration
-	pressureMax      float64
+	pressure *PressureTracker // nil unless PressureWarn > 0
 }
 
 // New checks cfg and returns a Monitor that is not yet running.
@@ -210,6 +205,13 @@ func New(cfg Config) (*Monitor, error) {
 		m.clock = SystemClock{}
 	}
 	m.hist = Histogram{Bounds: HistogramBounds, Counts: make([]uint64, len(HistogramBounds))}
+	if cfg.PressureWarn > 0 {
+		var err error
+		m.pressure, err = NewPressureTracker(PressureConfig{Warn: cfg.PressureWarn, Hold: cfg.Hold, Prefix: "schedwatch: ", Logger: m.log})
+		if err != nil {
+			return nil, err
+		}
+	}
 	return m, nil
 }
 
@@ -309,35 +311,7 @@ func (m *Monitor) observe(now, late, suspended, next time.Duration) {
 // pollPressure reads the pressure source and tracks pressure episodes.
 func (m *Monitor) pollPressure(now time.Duration) {
 	avg, ok, err := m.cfg.Pressure()
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if err != nil {
-		if m.pressureErr == "" {
-			m.log.Warn("schedwatch: reading pressure failed", "event", "pressure_error", "err", err)
-		}
-		m.pressureErr = err.Error()
-		return
-	}
-	m.pressureErr, m.pressureOK = "", ok
-	if !ok {
-		return
-	}
-	m.pressureAvg10 = avg
-	if avg > m.cfg.PressureWarn {
-		m.lastPressureMono = now
-		m.pressureMax = max(m.pressureMax, avg)
-		if !m.inPressure {
-			m.inPressure, m.pressureMax = true, avg
-			m.pressureEpisodes++
-			m.log.Warn(fmt.Sprintf("schedwatch: cpu pressure %.1f%% above %.1f%%", avg, m.cfg.PressureWarn),
-				"event", "cpu_pressure", "avg10", avg, "threshold_pct", m.cfg.PressureWarn)
-		}
-		return
-	}
-	if m.inPressure && now-m.lastPressureMono >= m.cfg.Hold {
-		m.inPressure = false
-		m.log.Info("schedwatch: cpu pressure episode over", "event", "cpu_pressure_end", "max_avg10", m.pressureMax)
-	}
+	m.pressure.Observe(now, avg, ok, err)
 }
 
 // reasonsLocked lists why the node is degraded at monotonic time now.
@@ -351,7 +325,7 @@ func (m *Monitor) reasonsLocked(now time.Duration) []string {
 	if m.running && now-m.nextDeadline > m.cfg.Threshold {
 		r = append(r, "stalled")
 	}
-	if m.pressureEpisodes > 0 && now-m.lastPressureMono < m.cfg.Hold {
+	if m.pressure != nil && m.pressure.High(now) {
 		r = append(r, "cpu_pressure")
 	}
 	return r
@@ -375,8 +349,11 @@ func (m *Monitor) Snapshot() Snapshot {
 		Running: m.running, Period: m.cfg.Period, Threshold: m.cfg.Threshold, Hold: m.cfg.Hold,
 		Wakeups: m.wakeups, LateWakeups: m.lateWakeups, Episodes: m.episodes, InEpisode: m.inEpisode,
 		MaxLate: m.maxLate, LastLate: m.lastLate.Late, LastLateAt: m.lastLate.At, SuspendedSum: m.suspendedSum,
-		PressureWarn: m.cfg.PressureWarn, PressureAvailable: m.pressureOK, PressureAvg10: m.pressureAvg10,
-		PressureEpisodes: m.pressureEpisodes, PressureErr: m.pressureErr,
+	}
+	if m.pressure != nil {
+		ps := m.pressure.State()
+		s.PressureWarn, s.PressureAvailable, s.PressureAvg10 = ps.Warn, ps.Available, ps.Avg10
+		s.PressureEpisodes, s.PressureErr = ps.Episodes, ps.Err
 	}
 	s.Reasons = m.reasonsLocked(now)
 	s.Degraded = len(s.Reasons) > 0

@@ -39,6 +39,29 @@ type Status struct {
 	// guarantees this host could not apply (e.g. memory.min on cgroup v1).
 	Groups     []GroupStatus `json:"cgroups"`
 	NotInForce []string      `json:"not_in_force,omitempty"`
+	// Quorum and Warnings are derived from the fields above by Summarize,
+	// which `vigil status` calls on what the daemon sent, so that the
+	// screen and --json say the same. Quorum is absent without a node
+	// manager report (a witness, or the first lease after a start).
+	Quorum   *Quorum   `json:"quorum,omitempty"`
+	Warnings []Warning `json:"warnings"`
+}
+
+// Quorum is this node's view of its locators: a lease needs Needed of
+// them, and Answered did answer its check-ins within the last lease.
+type Quorum struct {
+	Locators int  `json:"locators"`
+	Answered int  `json:"answered"`
+	Needed   int  `json:"needed"`
+	OK       bool `json:"ok"`
+}
+
+// Warning is one thing an operator should not miss. Kind is stable (most
+// are the name of the log event that tells the story, for journalctl
+// EVENT=...); Message is for people and may change.
+type Warning struct {
+	Kind    string `json:"kind"`
+	Message string `json:"message"`
 }
 
 // SupervisorState describes the supervisor process itself.

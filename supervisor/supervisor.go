@@ -192,6 +192,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	wdCtx, stopWD := context.WithCancel(context.Background())
 	defer stopWD()
 	go s.notify.watchdog(wdCtx, s.events)
+	go watchPressure(wdCtx, s.ctrlGroup, s.log)
 
 	done := make(chan struct{})
 	for {
@@ -979,6 +980,7 @@ func (s *Supervisor) snapshot() Status {
 	for _, p := range s.procs {
 		st.Processes = append(st.Processes, s.procStatus(p))
 	}
+	st.Summarize() // last: it reads everything above
 	return st
 }
 

@@ -8,8 +8,10 @@ import (
 	"io"
 	"os"
 	"strings"
-	"text/tabwriter"
 	"time"
+	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/vigil-project/vigil/config"
 	"github.com/vigil-project/vigil/locator"
@@ -43,6 +45,12 @@ func controlFlags(name string, stderr io.Writer) (*flag.FlagSet, *string, *strin
 	return fs, path, sock
 }
 
+// cpuSample is how long `vigil status` waits between its two snapshots to
+// turn the cgroups' cumulative CPU counters into a current rate (as
+// `docker stats` does). --json returns one snapshot: its consumers rate
+// the counters themselves.
+const cpuSample = 500 * time.Millisecond
+
 func runStatus(args []string, stdout, stderr io.Writer) int {
 	fs, path, sock := controlFlags("status", stderr)
 	asJSON := fs.Bool("json", false, "print JSON (stable keys, see docs/operations.md)")
@@ -53,121 +61,504 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "vigil status: unexpected argument %q\n", fs.Arg(0))
 		return exitUsage
 	}
-	resp, err := supervisor.Call(socketPath(*path, *sock, stderr), supervisor.Request{Cmd: "status"})
+	socket := socketPath(*path, *sock, stderr)
+	resp, err := supervisor.Call(socket, supervisor.Request{Cmd: "status"})
+	if err == nil && resp.Status == nil {
+		err = errors.New("the daemon answered without a status")
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "vigil status: %v\n", err)
 		return exitFailure
 	}
+	st := resp.Status
 	if *asJSON {
+		st.Summarize()
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		_ = enc.Encode(resp.Status)
+		if err := enc.Encode(st); err != nil {
+			fmt.Fprintf(stderr, "vigil status: %v\n", err)
+			return exitFailure
+		}
 		return exitOK
 	}
-	printStatus(stdout, resp.Status, time.Now())
+	first := time.Now()
+	time.Sleep(cpuSample)
+	var prev *supervisor.Status
+	var window time.Duration
+	// A daemon that stopped in between leaves the first snapshot, shown
+	// without CPU rates.
+	if resp2, err := supervisor.Call(socket, supervisor.Request{Cmd: "status"}); err == nil && resp2.Status != nil {
+		prev, st, window = st, resp2.Status, time.Since(first)
+	}
+	st.Summarize()
+	printStatus(stdout, st, cpuWindow{prev: prev, d: window}, time.Now(), isTerminal(stdout))
 	return exitOK
 }
 
-func printStatus(w io.Writer, st *supervisor.Status, now time.Time) {
-	health := "healthy"
+// cpuWindow is an earlier snapshot and the time between it and the one
+// shown; prev nil means no CPU rates.
+type cpuWindow struct {
+	prev *supervisor.Status
+	d    time.Duration
+}
+
+// isTerminal reports whether w is a terminal that may be coloured: not
+// with NO_COLOR set (https://no-color.org) or TERM=dumb.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok || os.Getenv("NO_COLOR") != "" || os.Getenv("TERM") == "dumb" {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// ANSI SGR sequences; paint only uses them on a terminal.
+const (
+	cReset  = "\x1b[0m"
+	cBold   = "\x1b[1m"
+	cRed    = "\x1b[1;31m"
+	cGreen  = "\x1b[32m"
+	cYellow = "\x1b[33m"
+)
+
+type painter bool
+
+func (p painter) paint(colour, s string) string {
+	if !p || colour == "" || s == "" {
+		return s
+	}
+	return colour + s + cReset
+}
+
+// cell is one table cell; its colour does not count towards the width.
+type cell struct{ text, colour string }
+
+func c(text string) cell              { return cell{text: text} }
+func cc(text, colour string) cell     { return cell{text: text, colour: colour} }
+func cf(format string, a ...any) cell { return cell{text: fmt.Sprintf(format, a...)} }
+
+// table aligns columns by their visible text (tabwriter would count the
+// colour sequences), two spaces apart; the header row is bold.
+type table [][]cell
+
+func (t table) render(w io.Writer, p painter) {
+	var width []int
+	for _, r := range t {
+		for i, x := range r {
+			if i == len(width) {
+				width = append(width, 0)
+			}
+			width[i] = max(width[i], utf8.RuneCountInString(x.text))
+		}
+	}
+	for ri, r := range t {
+		var b strings.Builder
+		for i, x := range r {
+			col := x.colour
+			if ri == 0 {
+				col = cBold
+			}
+			b.WriteString(p.paint(col, x.text))
+			if i < len(r)-1 {
+				b.WriteString(strings.Repeat(" ", width[i]-utf8.RuneCountInString(x.text)+2))
+			}
+		}
+		fmt.Fprintln(w, b.String())
+	}
+}
+
+// printStatus renders st for a person: one screen, the cluster first,
+// then this host, warnings last (st.Summarize must have run).
+func printStatus(w io.Writer, st *supervisor.Status, win cpuWindow, now time.Time, colour bool) {
+	p := painter(colour)
+	health := p.paint(cGreen, "healthy")
 	if !st.Healthy {
-		health = "UNHEALTHY: " + strings.Join(st.Unhealthy, "; ")
+		health = p.paint(cRed, "UNHEALTHY: "+strings.Join(st.Unhealthy, "; "))
 	}
-	node := st.Node
-	if st.Role == "witness" {
-		node += " (witness)"
+	fmt.Fprintf(w, "vigil %s  cluster %s  node %s  %s\n\n", st.Version, st.Cluster, st.Node, health)
+
+	var nm *nodemanager.Report
+	if st.NodeManager != nil {
+		var r nodemanager.Report
+		if json.Unmarshal(st.NodeManager, &r) == nil {
+			nm = &r
+		}
 	}
-	fmt.Fprintf(w, "cluster %s  node %s  %s\n", st.Cluster, node, health)
-	fmt.Fprintf(w, "supervisor pid %d  up %s  cgroup %s (%s)  rss %.1f MiB  reloads %d\n\n",
-		st.Supervisor.PID, age(now, st.Supervisor.StartedAt), st.Supervisor.Cgroup, st.Supervisor.CgroupMode,
-		float64(st.Supervisor.RSSBytes)/(1<<20), st.Supervisor.Reloads)
-	printCluster(w, st)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "PROCESS\tSTATE\tPID\tUP\tRESTARTS\tLAST EXIT\tHEALTH\tCGROUP")
-	for _, p := range append(append([]supervisor.ProcessStatus{}, st.ControlPlane...), st.Processes...) {
-		up, pid, last := "-", "-", "-"
-		if p.StartedAt != nil {
-			up = age(now, *p.StartedAt)
+	var loc *locator.Report
+	if st.Locator != nil {
+		var r locator.Report
+		if json.Unmarshal(st.Locator, &r) == nil {
+			loc = &r
 		}
-		if p.PID > 0 {
-			pid = fmt.Sprint(p.PID)
-		} else if p.Daemonized {
-			pid = "(forked)"
-		}
-		if p.LastExit != nil {
-			last = fmt.Sprintf("%s after %s", exitText(p.LastExit), p.LastExit.Ran)
-		}
-		state := string(p.State)
-		if p.NextStart != nil {
-			state += " " + p.NextStart.Sub(now).Round(time.Millisecond).String()
-		}
-		h := p.Health
-		if p.HealthError != "" {
-			h += " (" + p.HealthError + ")"
-		}
-		crit := ""
-		if p.Critical {
-			crit = "*"
-		}
-		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", p.Name, crit, state, pid, up, p.Restarts, last, h, p.Cgroup)
 	}
-	tw.Flush()
-	if ws := warnings(st); len(ws) > 0 {
-		fmt.Fprintln(w, "\nwarnings:")
-		for _, x := range ws {
-			fmt.Fprintf(w, "  - %s\n", x)
+	printCluster(w, p, st, nm, loc)
+	fmt.Fprintln(w)
+	printHost(w, p, st, nm, win, now)
+	if len(st.Warnings) > 0 {
+		fmt.Fprintf(w, "\n%s\n", p.paint(cBold, "WARNINGS"))
+		for _, x := range st.Warnings {
+			col := cYellow
+			if x.Kind == "no_quorum" || x.Kind == "fence" || x.Kind == "fatal" || x.Kind == "vip_conflict" {
+				col = cRed
+			}
+			fmt.Fprintf(w, "  %s\n", p.paint(col, "! "+x.Message))
 		}
 	}
 }
 
-// warnings are what an on-call engineer should not miss, last on the
-// screen: a starved control plane, fences, guarantees not in force,
-// processes given up on, another host answering for our address.
-func warnings(st *supervisor.Status) []string {
-	var out []string
-	var nm struct {
-		Degraded        bool     `json:"degraded"`
-		DegradedReasons []string `json:"degraded_reasons"`
-		SchedMaxLateMS  float64  `json:"sched_max_late_ms"`
-		Conflicts       uint64   `json:"ip_conflicts"`
-		HookFailures    uint64   `json:"hook_failures"`
-		Realtime        struct {
-			Degraded []string `json:"Degraded"`
-		} `json:"realtime"`
-	}
-	if st.NodeManager != nil && json.Unmarshal(st.NodeManager, &nm) == nil {
-		if nm.Degraded {
-			out = append(out, fmt.Sprintf("node manager not scheduled in time (worst %.0f ms; %s)", nm.SchedMaxLateMS, strings.Join(nm.DegradedReasons, ", ")))
+// printCluster: epoch, active node, quorum, token, and one row per host
+// with its role, health, its last check-in at this host's locator and
+// its locator's last answer to this node.
+func printCluster(w io.Writer, p painter, st *supervisor.Status, nm *nodemanager.Report, loc *locator.Report) {
+	title := p.paint(cBold, "CLUSTER")
+	switch {
+	case nm != nil:
+		fmt.Fprintf(w, "%s  epoch %d  active %s  quorum %s\n", title, nm.Epoch, orNone(nm.Active), quorumText(p, st.Quorum))
+		token := fmt.Sprintf("token age %dms  rotation %.1fms", nm.TokenAgeMS, nm.RotationMS)
+		if nm.TokenLost {
+			token += "  " + p.paint(cRed, "LOST")
 		}
-		if nm.Conflicts > 0 {
-			out = append(out, fmt.Sprintf("another host answered for a floating IP %d times", nm.Conflicts))
+		if nm.LeaseValid {
+			token += fmt.Sprintf("  lease %dms left", nm.LeaseRemainingMS)
+			if nm.LeaseMS > 0 {
+				token += fmt.Sprintf(" of %dms", nm.LeaseMS)
+			}
 		}
-		if nm.HookFailures > 0 {
-			out = append(out, fmt.Sprintf("%d hook runs failed (journalctl -u vigil EVENT=hook)", nm.HookFailures))
+		fmt.Fprintln(w, token)
+		// The locators answer for an epoch a moment before the node
+		// manager reports it: only a lasting difference matters, and only
+		// a difference is worth a line.
+		if loc != nil && (loc.Epoch != nm.Epoch || loc.Holder != nm.Active) {
+			fmt.Fprintf(w, "this host's locator: epoch %d holder %s\n", loc.Epoch, orNone(loc.Holder))
 		}
-		for _, d := range nm.Realtime.Degraded {
-			out = append(out, "node manager: "+d)
+	case loc != nil:
+		why := "quorum n/a (no node manager on a witness)"
+		if st.Role != "witness" {
+			why = "quorum unknown (no report from the node manager yet)"
+		}
+		fmt.Fprintf(w, "%s  epoch %d  active %s (this host's locator)  %s\n", title, loc.Epoch, orNone(loc.Holder), why)
+	default:
+		fmt.Fprintf(w, "%s  no report from the node manager or the locator yet\n", title)
+		return
+	}
+
+	t := table{{c("HOST"), c("ROLE"), c("HEALTH"), c("CHECKED IN"), c("LOCATOR ANSWERED")}}
+	// A check-in or answer older than a lease would not have counted
+	// for the last renewal: red. Without a node manager (a witness) the
+	// lease is not known and ages stay plain.
+	lease := int64(0)
+	if nm != nil {
+		lease = nm.LeaseMS
+	}
+	ageCell := func(seen bool, ms int64) cell {
+		switch {
+		case !seen:
+			return cc("never", cRed)
+		case lease > 0 && ms > lease:
+			return cc(agoMS(ms), cRed)
+		}
+		return c(agoMS(ms))
+	}
+	// stale: this host's locator has not heard from the node for a lease.
+	stale := func(id string) bool {
+		if loc == nil || lease <= 0 {
+			return false
+		}
+		for _, n := range loc.Nodes {
+			if n.ID == id {
+				return !n.Seen || n.AgeMS > lease
+			}
+		}
+		return false
+	}
+	checkIn := func(id string) cell {
+		if loc != nil {
+			for _, n := range loc.Nodes {
+				if n.ID == id {
+					return ageCell(n.Seen, n.AgeMS)
+				}
+			}
+		}
+		return c("-")
+	}
+	answered := func(id string) cell {
+		if nm != nil {
+			for _, l := range nm.Locators {
+				if l.ID == id {
+					return ageCell(l.Seen, l.AgeMS)
+				}
+			}
+		}
+		return c("-")
+	}
+	seen := map[string]bool{}
+	if nm != nil {
+		for _, peer := range nm.Peers {
+			seen[peer.ID] = true
+			role, rc := "standby", ""
+			switch {
+			case peer.ID == nm.Self:
+				role = nm.Role
+			case stale(peer.ID):
+				// The token's summary of it (role, health) is as old as
+				// its last check-in: say only what is known now.
+				role, rc = "unreachable", cRed
+			case peer.ID == nm.Active:
+				role = "active"
+			case !peer.InRing:
+				role, rc = "out of ring", cRed
+			}
+			if role == "active" {
+				rc = cGreen
+			}
+			h, hc := "healthy", ""
+			if !peer.Healthy {
+				h, hc = "unhealthy", cRed
+			}
+			if peer.Maintenance {
+				h += ", maintenance"
+			}
+			if role == "unreachable" {
+				h, hc = "-", ""
+			}
+			t = append(t, []cell{c(peer.ID), cc(role, rc), cc(h, hc), checkIn(peer.ID), answered(peer.ID)})
+		}
+		for _, l := range nm.Locators {
+			if !seen[l.ID] {
+				t = append(t, []cell{c(l.ID), c("witness"), c("-"), c("-"), answered(l.ID)})
+			}
+		}
+	} else {
+		for _, n := range loc.Nodes {
+			role, rc := "node", ""
+			if n.ID == loc.Holder {
+				role, rc = "active", cGreen
+			}
+			h, hc := "healthy", ""
+			if !n.Healthy {
+				h, hc = "unhealthy", cRed
+			}
+			if n.Maintenance {
+				h += ", maintenance"
+			}
+			t = append(t, []cell{c(n.ID), cc(role, rc), cc(h, hc), checkIn(n.ID), c("-")})
 		}
 	}
-	var loc struct {
-		Degraded       bool    `json:"degraded"`
-		SchedMaxLateMS float64 `json:"sched_max_late_ms"`
+	t.render(w, p)
+}
+
+func quorumText(p painter, q *supervisor.Quorum) string {
+	if q == nil {
+		return "unknown"
 	}
-	if st.Locator != nil && json.Unmarshal(st.Locator, &loc) == nil && loc.Degraded {
-		out = append(out, fmt.Sprintf("locator not scheduled in time (worst %.0f ms)", loc.SchedMaxLateMS))
+	detail := fmt.Sprintf(" (%d of %d locators answered, %d needed)", q.Answered, q.Locators, q.Needed)
+	if !q.OK {
+		return p.paint(cRed, "NO") + detail
 	}
-	if st.Supervisor.Fences > 0 {
-		out = append(out, fmt.Sprintf("node manager fenced %d times since start (journalctl -u vigil EVENT=fence)", st.Supervisor.Fences))
+	return p.paint(cGreen, "yes") + detail
+}
+
+// agoMS is an age in milliseconds as people read it: "19ms ago",
+// "4.3s ago", "2m5s ago".
+func agoMS(ms int64) string {
+	d := time.Duration(ms) * time.Millisecond
+	switch {
+	case d < time.Second:
+		return fmt.Sprintf("%dms ago", ms)
+	case d < time.Minute:
+		return fmt.Sprintf("%.1fs ago", d.Seconds())
 	}
-	for _, p := range append(append([]supervisor.ProcessStatus{}, st.ControlPlane...), st.Processes...) {
-		if p.State == supervisor.StateFatal {
-			out = append(out, fmt.Sprintf("%s gave up after repeated failures: vigil restart %s", p.Name, p.Name))
+	return d.Round(time.Second).String() + " ago"
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
+// printHost: role and addresses, the supervisor, the processes, and the
+// cgroups' CPU, throttling, pressure and memory.
+func printHost(w io.Writer, p painter, st *supervisor.Status, nm *nodemanager.Report, win cpuWindow, now time.Time) {
+	line := p.paint(cBold, "THIS HOST") + "  " + st.Node
+	switch {
+	case nm != nil:
+		role := nm.Role
+		if role == "active" {
+			role = p.paint(cGreen, role)
+		}
+		maint := "off"
+		if nm.Maintenance {
+			maint = p.paint(cYellow, "on")
+		}
+		vips := "none"
+		if len(nm.VIPs) > 0 {
+			vips = strings.Join(nm.VIPs, ", ")
+		}
+		line += fmt.Sprintf("  role %s  maintenance %s  floating IPs %s", role, maint, vips)
+	case st.Role == "witness":
+		line += "  role witness"
+	default:
+		line += "  role unknown (no report from the node manager yet)"
+	}
+	fmt.Fprintln(w, line)
+	fmt.Fprintf(w, "supervisor pid %d  up %s  cgroup %s (%s)  rss %s  reloads %d\n",
+		st.Supervisor.PID, age(now, st.Supervisor.StartedAt), st.Supervisor.Cgroup, st.Supervisor.CgroupMode,
+		bytesText(st.Supervisor.RSSBytes), st.Supervisor.Reloads)
+
+	t := table{{c("PROCESS"), c("STATE"), c("PID"), c("UP"), c("RESTARTS"), c("LAST EXIT"), c("HEALTH")}}
+	for _, ps := range append(append([]supervisor.ProcessStatus{}, st.ControlPlane...), st.Processes...) {
+		up, pid, last := "-", "-", "-"
+		if ps.StartedAt != nil {
+			up = age(now, *ps.StartedAt)
+		}
+		if ps.PID > 0 {
+			pid = fmt.Sprint(ps.PID)
+		} else if ps.Daemonized {
+			pid = "(forked)"
+		}
+		if ps.LastExit != nil {
+			last = fmt.Sprintf("%s after %s", exitText(ps.LastExit), ps.LastExit.Ran)
+		}
+		state := string(ps.State)
+		if ps.NextStart != nil {
+			state += " " + ps.NextStart.Sub(now).Round(time.Millisecond).String()
+		}
+		sc := map[supervisor.State]string{supervisor.StateRunning: cGreen, supervisor.StateBackoff: cYellow,
+			supervisor.StateExited: cYellow, supervisor.StateFatal: cRed}[ps.State]
+		h := ps.Health
+		hc := map[string]string{"healthy": cGreen, "unhealthy": cRed, "starting": cYellow}[h]
+		if ps.HealthError != "" {
+			h += " (" + ps.HealthError + ")"
+		}
+		name := ps.Name
+		if ps.Critical {
+			name += "*"
+		}
+		t = append(t, []cell{c(name), cc(state, sc), c(pid), c(up), cf("%d", ps.Restarts), c(last), cc(h, hc)})
+	}
+	t.render(w, p)
+	printGroups(w, p, st.Groups, win)
+}
+
+// printGroups is the cgroup table. CPU is a rate over the sample window
+// (100% = one cpu); throttling and OOM kills are totals since the group
+// was created; PSI is "some avg10". A host without per-group PSI (cgroup
+// v1) gets one host line instead of a column of equal values.
+func printGroups(w io.Writer, p painter, groups []supervisor.GroupStatus, win cpuWindow) {
+	if len(groups) == 0 {
+		return
+	}
+	perGroup := false
+	var host *supervisor.GroupStatus
+	for i, g := range groups {
+		switch g.PressureScope {
+		case "group":
+			perGroup = true
+		case "host":
+			host = &groups[i]
 		}
 	}
-	for _, n := range st.NotInForce {
-		out = append(out, "not in force: "+n)
+	head := []cell{c("CGROUP"), c("CPU"), c("THROTTLED")}
+	if perGroup {
+		head = append(head, c("PSI CPU/MEM/IO"))
 	}
-	return out
+	t := table{append(head, c("MEMORY"))}
+	for _, g := range groups {
+		name := g.Group
+		if i := strings.LastIndexByte(name, '/'); i >= 0 {
+			name = "  " + name[i+1:]
+		}
+		control := g.Group == "control" || strings.HasPrefix(g.Group, "control/")
+		if g.Error != "" {
+			t = append(t, []cell{c(name), cc("error (see warnings)", cRed)})
+			continue
+		}
+		cpu := "-"
+		if pg := prevGroup(win.prev, g.Group); pg != nil && win.d > 0 && g.CPUUsageUsec >= pg.CPUUsageUsec {
+			cpu = fmt.Sprintf("%.1f%%", float64(g.CPUUsageUsec-pg.CPUUsageUsec)/float64(win.d.Microseconds())*100)
+		}
+		thr, tc := "-", ""
+		if g.NrThrottled > 0 {
+			thr, tc = fmt.Sprintf("%dx %s", g.NrThrottled, (time.Duration(g.ThrottledUsec)*time.Microsecond).Round(time.Millisecond)), cYellow
+		}
+		mem, mc := bytesText(g.MemoryCurrent), ""
+		if g.MemoryMax > 0 {
+			mem += " / " + bytesText(g.MemoryMax)
+		}
+		if g.OOMKills > 0 {
+			mem, mc = mem+fmt.Sprintf("  %d OOM kills", g.OOMKills), cRed
+		}
+		row := []cell{c(name), c(cpu), cc(thr, tc)}
+		if perGroup {
+			row = append(row, psiCell(g, control))
+		}
+		t = append(t, append(row, cc(mem, mc)))
+	}
+	t.render(w, p)
+	if !perGroup && host != nil {
+		var parts []string
+		for _, x := range []struct {
+			name string
+			v    *float64
+		}{{"cpu", host.CPUPressure}, {"memory", host.MemPressure}, {"io", host.IOPressure}} {
+			if x.v != nil {
+				col := ""
+				if *x.v > supervisor.PressureWarnPct {
+					col = cYellow
+				}
+				parts = append(parts, x.name+" "+p.paint(col, fmt.Sprintf("%.1f%%", *x.v)))
+			}
+		}
+		fmt.Fprintf(w, "host PSI some avg10 (no per-group PSI here, so no pressure warning): %s\n", strings.Join(parts, "  "))
+	}
+}
+
+// psiCell is a group's own "some avg10" of cpu, memory and io; red when
+// a control group's is over the warning threshold.
+func psiCell(g supervisor.GroupStatus, control bool) cell {
+	if g.PressureScope != "group" {
+		return c("-")
+	}
+	var vals []string
+	over := false
+	for _, v := range []*float64{g.CPUPressure, g.MemPressure, g.IOPressure} {
+		if v == nil {
+			vals = append(vals, "-")
+			continue
+		}
+		vals = append(vals, fmt.Sprintf("%.1f", *v))
+		over = over || *v > supervisor.PressureWarnPct
+	}
+	if over && control {
+		return cc(strings.Join(vals, "/"), cRed)
+	}
+	return c(strings.Join(vals, "/"))
+}
+
+func prevGroup(prev *supervisor.Status, name string) *supervisor.GroupStatus {
+	if prev == nil {
+		return nil
+	}
+	for i := range prev.Groups {
+		if prev.Groups[i].Group == name && prev.Groups[i].Error == "" {
+			return &prev.Groups[i]
+		}
+	}
+	return nil
+}
+
+func bytesText(b uint64) string {
+	switch {
+	case b >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30))
+	case b >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
+	default:
+		return fmt.Sprintf("%.0f KiB", float64(b)/(1<<10))
+	}
 }
 
 func exitText(e *supervisor.ExitInfo) string {
@@ -200,65 +591,4 @@ func runRestart(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "restarting %s\n", fs.Arg(0))
 	return exitOK
-}
-
-// printCluster shows the node manager's and the locator's views.
-func printCluster(w io.Writer, st *supervisor.Status) {
-	if st.NodeManager != nil {
-		var r nodemanager.Report
-		if json.Unmarshal(st.NodeManager, &r) == nil {
-			active := r.Active
-			if active == "" {
-				active = "none"
-			}
-			lease := "-"
-			if r.LeaseValid {
-				lease = fmt.Sprintf("%dms left", r.LeaseRemainingMS)
-			}
-			fmt.Fprintf(w, "role %s  epoch %d  active %s  lease %s  token age %dms  rotation %.1fms  maintenance %v\n",
-				r.Role, r.Epoch, active, lease, r.TokenAgeMS, r.RotationMS, r.Maintenance)
-			if len(r.VIPs) > 0 {
-				fmt.Fprintf(w, "floating IPs held: %s\n", strings.Join(r.VIPs, ", "))
-			}
-			var peers []string
-			for _, p := range r.Peers {
-				h := "healthy"
-				if !p.Healthy {
-					h = "unhealthy"
-				}
-				if p.Maintenance {
-					h += ",maintenance"
-				}
-				peers = append(peers, p.ID+" "+h)
-			}
-			var locs []string
-			for _, l := range r.Locators {
-				if l.Seen {
-					locs = append(locs, fmt.Sprintf("%s %dms ago", l.ID, l.AgeMS))
-				} else {
-					locs = append(locs, l.ID+" never")
-				}
-			}
-			fmt.Fprintf(w, "nodes: %s\nlocators answered: %s\n", strings.Join(peers, "; "), strings.Join(locs, "; "))
-		}
-	}
-	if st.Locator != nil {
-		var r locator.Report
-		if json.Unmarshal(st.Locator, &r) == nil {
-			holder := r.Holder
-			if holder == "" {
-				holder = "none"
-			}
-			var seen []string
-			for _, n := range r.Nodes {
-				if n.Seen {
-					seen = append(seen, fmt.Sprintf("%s %dms ago", n.ID, n.AgeMS))
-				} else {
-					seen = append(seen, n.ID+" never")
-				}
-			}
-			fmt.Fprintf(w, "this locator: epoch %d holder %s lease valid %v; check-ins: %s\n", r.Epoch, holder, r.LeaseValid, strings.Join(seen, "; "))
-		}
-	}
-	fmt.Fprintln(w)
 }

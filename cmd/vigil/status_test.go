@@ -6,6 +6,8 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,48 +16,188 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files")
 
-// A fixed cluster state renders to the same human status every time: the
-// screen an operator reads at 3 a.m. changes only on purpose.
-func TestStatusGolden(t *testing.T) {
-	now := time.Date(2026, 11, 29, 3, 0, 0, 0, time.UTC)
+var goldenNow = time.Date(2026, 11, 29, 3, 0, 0, 0, time.UTC)
+
+func pct(v float64) *float64 { return &v }
+
+// goldenStatus is a fixed state of a 2-node cluster plus a witness, seen
+// from the active node a: two control-plane processes and four
+// applications (one in backoff), the node manager late, its group under
+// cpu pressure, a peer that answered for our address, one fence. prev is
+// the same host 500 ms earlier, for the CPU rates.
+func goldenStatus() (st, prev *supervisor.Status) {
+	now := goldenNow
 	started := now.Add(-3*time.Hour - 2*time.Minute)
 	exitAt := now.Add(-12 * time.Minute)
 	next := now.Add(800 * time.Millisecond)
-	st := &supervisor.Status{
+	proc := func(name string, pid int, health string) supervisor.ProcessStatus {
+		return supervisor.ProcessStatus{Name: name, State: supervisor.StateRunning, PID: pid, Critical: true, StartedAt: &started, Health: health, Cgroup: "apps/" + name}
+	}
+	groups := func(scale uint64) []supervisor.GroupStatus {
+		return []supervisor.GroupStatus{
+			{Group: "control", CPUUsageUsec: 9_000_000 + 9_000*scale, MemoryCurrent: 38 << 20, PidsCurrent: 31, PressureScope: "group", CPUPressure: pct(24.6), MemPressure: pct(0), IOPressure: pct(0.4)},
+			{Group: "control/supervisor", CPUUsageUsec: 2_000_000 + 1_000*scale, MemoryCurrent: 12 << 20, PressureScope: "group", CPUPressure: pct(0.2), MemPressure: pct(0), IOPressure: pct(0)},
+			{Group: "control/locator", CPUUsageUsec: 3_000_000 + 3_000*scale, MemoryCurrent: 11 << 20, PressureScope: "group", CPUPressure: pct(3.1), MemPressure: pct(0), IOPressure: pct(0)},
+			{Group: "control/nodemanager", CPUUsageUsec: 4_000_000 + 5_000*scale, MemoryCurrent: 15 << 20, PressureScope: "group", CPUPressure: pct(41.3), MemPressure: pct(0), IOPressure: pct(0.4)},
+			{Group: "apps", CPUUsageUsec: 500_000_000 + 900_000*scale, NrThrottled: 1520, ThrottledUsec: 48_300_000, MemoryCurrent: 1900 << 20, MemoryMax: 4 << 30, PressureScope: "group", CPUPressure: pct(63.0), MemPressure: pct(1.2), IOPressure: pct(0.8)},
+			{Group: "apps/kamailio", CPUUsageUsec: 300_000_000 + 600_000*scale, MemoryCurrent: 1200 << 20, PressureScope: "group", CPUPressure: pct(58.9), MemPressure: pct(0), IOPressure: pct(0)},
+			{Group: "apps/rtpengine", CPUUsageUsec: 90_000_000, MemoryCurrent: 0, PressureScope: "group", CPUPressure: pct(0), MemPressure: pct(0), IOPressure: pct(0)},
+			{Group: "apps/sems", CPUUsageUsec: 100_000_000 + 290_000*scale, MemoryCurrent: 650 << 20, MemoryMax: 1 << 30, OOMKills: 2, PressureScope: "group", CPUPressure: pct(40.2), MemPressure: pct(3.5), IOPressure: pct(0.8)},
+			{Group: "apps/exporter", CPUUsageUsec: 10_000_000 + 10_000*scale, MemoryCurrent: 50 << 20, PressureScope: "group", CPUPressure: pct(1.0), MemPressure: pct(0), IOPressure: pct(0)},
+		}
+	}
+	st = &supervisor.Status{
 		Version: "1.0.0", Cluster: "sip-edge", Node: "a", Role: "node", Healthy: false,
 		Unhealthy: []string{"rtpengine backoff"},
-		Supervisor: supervisor.SupervisorState{PID: 812, StartedAt: started, CgroupMode: "v2",
+		Supervisor: supervisor.SupervisorState{PID: 812, StartedAt: started, Config: "/etc/vigil/vigil.yaml", CgroupMode: "v2",
 			Cgroup: "control/supervisor", RSSBytes: 10 << 20, Reloads: 1, Fences: 1},
-		NotInForce: []string{"control: memory.min: not available on cgroup v1"},
+		NotInForce: []string{"control: io.weight: no io controller"},
 		ControlPlane: []supervisor.ProcessStatus{
 			{Name: "locator", State: supervisor.StateRunning, PID: 820, Critical: true, StartedAt: &started, Health: "none", Cgroup: "control/locator"},
 			{Name: "nodemanager", State: supervisor.StateRunning, PID: 821, Critical: true, StartedAt: &started, Health: "none", Cgroup: "control/nodemanager"},
 		},
-		NodeManager: json.RawMessage(`{"self":"a","role":"active","epoch":7,"active":"a","lease_valid":true,"lease_remaining_ms":183,
+		NodeManager: json.RawMessage(`{"self":"a","role":"active","epoch":7,"active":"a","lease_valid":true,"lease_remaining_ms":183,"lease_ms":200,
 			"token_age_ms":0,"token_rotation_ms":40.2,"maintenance":false,"vips_held":["192.0.2.100/24 eth0"],
 			"degraded":true,"degraded_reasons":["late_timer"],"sched_max_late_ms":73.4,"ip_conflicts":1,
-			"peers":[{"id":"a","healthy":true},{"id":"b","healthy":true,"maintenance":true}],
+			"peers":[{"id":"a","healthy":true,"in_ring":true},{"id":"b","healthy":true,"maintenance":true,"in_ring":true}],
 			"locators":[{"id":"a","seen":true,"age_ms":3},{"id":"b","seen":true,"age_ms":21},{"id":"w","seen":false}]}`),
-		Locator: json.RawMessage(`{"epoch":7,"holder":"a","lease_valid":true,"nodes":[{"id":"a","seen":true,"age_ms":2},{"id":"b","seen":true,"age_ms":19}]}`),
+		Locator: json.RawMessage(`{"self":"a","epoch":7,"holder":"a","lease_valid":true,"nodes":[{"id":"a","seen":true,"age_ms":2},{"id":"b","seen":true,"age_ms":19}]}`),
 		Processes: []supervisor.ProcessStatus{
-			{Name: "kamailio", State: supervisor.StateRunning, PID: 913, Critical: true, StartedAt: &started, Health: "healthy", Cgroup: "apps/kamailio"},
+			proc("kamailio", 913, "healthy"),
 			{Name: "rtpengine", State: supervisor.StateBackoff, Critical: true, Restarts: 2, NextStart: &next, Health: "none", Cgroup: "apps/rtpengine",
 				LastExit: &supervisor.ExitInfo{Code: -1, Signal: "SIGKILL", At: exitAt, Ran: "2h50m0s"}},
+			proc("sems", 915, "healthy"),
+			proc("exporter", 917, "none"),
 		},
+		Groups: groups(1),
 	}
-	var out bytes.Buffer
-	printStatus(&out, st, now)
-	golden := filepath.Join("testdata", "status.golden")
+	st.Processes[3].Critical = false
+	prev = &supervisor.Status{Groups: groups(0)}
+	return st, prev
+}
+
+// golden compares got with testdata/name, or rewrites it with -update.
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
 	if *update {
-		if err := os.WriteFile(golden, out.Bytes(), 0o644); err != nil {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	want, err := os.ReadFile(golden)
+	want, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatalf("%v (run go test ./cmd/vigil -run TestStatusGolden -update to create it)", err)
 	}
-	if !bytes.Equal(out.Bytes(), want) {
-		t.Errorf("status output changed:\n--- got\n%s\n--- want\n%s", out.String(), want)
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s changed:\n--- got\n%s\n--- want\n%s", name, got, want)
+	}
+}
+
+// A fixed cluster state renders to the same human status every time: the
+// screen an operator reads at 3 a.m. changes only on purpose. It fits one
+// screen, and colour changes nothing but the colour.
+func TestStatusGolden(t *testing.T) {
+	st, prev := goldenStatus()
+	st.Summarize()
+	win := cpuWindow{prev: prev, d: 500 * time.Millisecond}
+	var plain, coloured bytes.Buffer
+	printStatus(&plain, st, win, goldenNow, false)
+	golden(t, "status.golden", plain.Bytes())
+	if n := strings.Count(plain.String(), "\n"); n > 40 {
+		t.Errorf("human status is %d lines for 2 nodes and 4 applications; keep it to one screen (40)", n)
+	}
+	if strings.Contains(plain.String(), "\x1b") {
+		t.Error("colour sequences without a terminal")
+	}
+
+	printStatus(&coloured, st, win, goldenNow, true)
+	if !strings.Contains(coloured.String(), cRed+"UNHEALTHY") || !strings.Contains(coloured.String(), cGreen+"yes"+cReset) {
+		t.Errorf("colour output lacks the red UNHEALTHY or the green quorum:\n%q", coloured.String())
+	}
+	stripped := regexp.MustCompile("\x1b\\[[0-9;]*m").ReplaceAllString(coloured.String(), "")
+	if stripped != plain.String() {
+		t.Errorf("colour output is not the plain output plus colour:\n--- coloured, stripped\n%s\n--- plain\n%s", stripped, plain.String())
+	}
+}
+
+// The same state as `vigil status --json` prints it: the documented keys,
+// plus quorum and warnings.
+func TestStatusJSONGolden(t *testing.T) {
+	st, _ := goldenStatus()
+	st.Summarize()
+	var out bytes.Buffer
+	enc := json.NewEncoder(&out)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(st); err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "status.json.golden", out.Bytes())
+	var m map[string]any
+	if err := json.Unmarshal(out.Bytes(), &m); err != nil {
+		t.Fatal(err)
+	}
+	// docs/operations.md "vigil status --json": these keys are promised.
+	for _, k := range []string{"version", "cluster", "node", "role", "healthy", "unhealthy_reasons", "supervisor", "control_plane",
+		"nodemanager", "locator", "processes", "cgroups", "not_in_force", "quorum", "warnings"} {
+		if _, ok := m[k]; !ok {
+			t.Errorf("--json lacks %q", k)
+		}
+	}
+}
+
+// On cgroup v1 every group's pressure is the host's: one line, no column;
+// without a second snapshot there is no CPU rate. A witness has no node
+// manager, so no quorum of its own.
+func TestStatusHostPressureWitness(t *testing.T) {
+	st := &supervisor.Status{
+		Version: "1.0.0", Cluster: "sip-edge", Node: "w", Role: "witness", Healthy: true,
+		Supervisor: supervisor.SupervisorState{PID: 10, StartedAt: goldenNow.Add(-time.Minute), CgroupMode: "hybrid", Cgroup: "vigil/control/supervisor"},
+		Locator:    json.RawMessage(`{"self":"w","epoch":3,"holder":"b","nodes":[{"id":"a","seen":true,"age_ms":5,"healthy":true},{"id":"b","seen":true,"age_ms":7,"healthy":true}]}`),
+		Groups: []supervisor.GroupStatus{
+			{Group: "control", CPUUsageUsec: 5, PressureScope: "host", CPUPressure: pct(33), MemPressure: pct(0), IOPressure: pct(1)},
+			{Group: "control/locator", CPUUsageUsec: 5, PressureScope: "host", CPUPressure: pct(33), MemPressure: pct(0), IOPressure: pct(1)},
+		},
+	}
+	st.Summarize()
+	var out bytes.Buffer
+	printStatus(&out, st, cpuWindow{}, goldenNow, false)
+	s := out.String()
+	for _, want := range []string{
+		"active b (this host's locator)  quorum n/a",
+		"host PSI some avg10 (no per-group PSI here, so no pressure warning): cpu 33.0%  memory 0.0%  io 1.0%",
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("output lacks %q:\n%s", want, s)
+		}
+	}
+	if strings.Contains(s, "PSI CPU/MEM/IO") || strings.Contains(s, "WARNINGS") {
+		t.Errorf("host pressure shown per group, or warned about:\n%s", s)
+	}
+	if !regexp.MustCompile(`(?m)^  locator +- +-`).MatchString(s) {
+		t.Errorf("without a second snapshot CPU must be '-':\n%s", s)
+	}
+}
+
+// A peer this host's locator has not heard from for a lease is shown as
+// unreachable, whatever the token last said of it, with its ages in red.
+func TestStatusUnreachablePeer(t *testing.T) {
+	st, _ := goldenStatus()
+	st.NodeManager = json.RawMessage(`{"self":"b","role":"active","epoch":8,"active":"b","lease_valid":true,"lease_remaining_ms":150,"lease_ms":200,
+		"peers":[{"id":"a","healthy":true,"in_ring":true},{"id":"b","healthy":true,"in_ring":true}],
+		"locators":[{"id":"a","seen":true,"age_ms":4280},{"id":"b","seen":true,"age_ms":24},{"id":"w","seen":true,"age_ms":23}]}`)
+	st.Locator = json.RawMessage(`{"self":"b","epoch":8,"holder":"b","nodes":[{"id":"a","seen":true,"age_ms":4299},{"id":"b","seen":true,"age_ms":18}]}`)
+	st.Summarize()
+	var plain, coloured bytes.Buffer
+	printStatus(&plain, st, cpuWindow{}, goldenNow, false)
+	printStatus(&coloured, st, cpuWindow{}, goldenNow, true)
+	if !regexp.MustCompile(`(?m)^a +unreachable +- +4\.3s ago +4\.3s ago$`).MatchString(plain.String()) {
+		t.Errorf("node a silent for 4.3 s:\n%s", plain.String())
+	}
+	if !strings.Contains(coloured.String(), cRed+"unreachable"+cReset) || !strings.Contains(coloured.String(), cRed+"4.3s ago"+cReset) {
+		t.Errorf("unreachable peer not in red:\n%q", coloured.String())
+	}
+	if !strings.Contains(plain.String(), "quorum yes (2 of 3 locators answered, 2 needed)") {
+		t.Errorf("quorum with a and its locator gone:\n%s", plain.String())
 	}
 }

@@ -1,0 +1,167 @@
+package supervisor
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// defaultLeaseMS is cluster.timing.lease's default, used only for a node
+// manager report without lease_ms (one older than that key).
+const defaultLeaseMS = 200
+
+// nmSummary is the part of the node manager's report (nodemanager.Report;
+// the supervisor keeps reports as raw JSON and does not import the
+// package) that quorum and warnings are computed from.
+type nmSummary struct {
+	LeaseMS  int64                 `json:"lease_ms"`
+	Peers    []struct{ ID string } `json:"peers"`
+	Locators []struct {
+		ID    string `json:"id"`
+		Seen  bool   `json:"seen"`
+		AgeMS int64  `json:"age_ms"`
+	} `json:"locators"`
+	Degraded        bool     `json:"degraded"`
+	DegradedReasons []string `json:"degraded_reasons"`
+	SchedMaxLateMS  float64  `json:"sched_max_late_ms"`
+	Conflicts       uint64   `json:"ip_conflicts"`
+	HookFailures    uint64   `json:"hook_failures"`
+	Realtime        struct {
+		Degraded []string `json:"Degraded"`
+	} `json:"realtime"`
+}
+
+// locSummary is the part of the locator's report (locator.Report) the
+// warnings use.
+type locSummary struct {
+	Degraded       bool    `json:"degraded"`
+	SchedMaxLateMS float64 `json:"sched_max_late_ms"`
+	Realtime       struct {
+		Degraded []string `json:"Degraded"`
+	} `json:"realtime"`
+}
+
+// Summarize fills Quorum and Warnings from the rest of st. It only reads
+// st (no clock, no files), so a golden test pins what an operator sees.
+func (st *Status) Summarize() {
+	var nm *nmSummary
+	if st.NodeManager != nil {
+		var r nmSummary
+		if json.Unmarshal(st.NodeManager, &r) == nil {
+			nm = &r
+		}
+	}
+	var loc *locSummary
+	if st.Locator != nil {
+		var r locSummary
+		if json.Unmarshal(st.Locator, &r) == nil {
+			loc = &r
+		}
+	}
+	st.Quorum = nil
+	if nm != nil && len(nm.Locators) > 0 {
+		st.Quorum = quorumOf(nm)
+	}
+	st.Warnings = st.warnings(nm, loc)
+}
+
+// quorumOf counts the locators that answered within one lease: the
+// active renews its lease with every token hop (a check-in at every
+// locator), so a locator silent for a lease would not have counted
+// towards the last renewal.
+func quorumOf(nm *nmSummary) *Quorum {
+	lease := nm.LeaseMS
+	if lease <= 0 {
+		lease = defaultLeaseMS
+	}
+	q := &Quorum{Locators: len(nm.Locators), Needed: len(nm.Locators)/2 + 1}
+	// protocol.Config.Quorum: with two_node, 1 of 2. The report does not
+	// say two_node, but the config allows two locators that are the two
+	// nodes (no witness) only with two_node: true; one node plus one
+	// witness is two locators without it.
+	if len(nm.Locators) == 2 && len(nm.Peers) == 2 {
+		q.Needed = 1
+	}
+	for _, l := range nm.Locators {
+		if l.Seen && l.AgeMS <= lease {
+			q.Answered++
+		}
+	}
+	q.OK = q.Answered >= q.Needed
+	return q
+}
+
+// warnings are what an on-call engineer should not miss: no quorum, a
+// starved control plane, another host answering for our address, fences,
+// processes given up on, guarantees not in force.
+func (st *Status) warnings(nm *nmSummary, loc *locSummary) []Warning {
+	out := []Warning{}
+	add := func(kind, format string, args ...any) {
+		out = append(out, Warning{Kind: kind, Message: fmt.Sprintf(format, args...)})
+	}
+	if q := st.Quorum; q != nil && !q.OK {
+		add("no_quorum", "no quorum: %d of %d locators answered within the lease, %d needed; this node can neither take nor keep the active role",
+			q.Answered, q.Locators, q.Needed)
+	}
+	if nm != nil && nm.Degraded {
+		add("late_timer", "node manager not scheduled in time (worst %.0f ms; %s)", nm.SchedMaxLateMS, strings.Join(nm.DegradedReasons, ", "))
+	}
+	if loc != nil && loc.Degraded {
+		add("late_timer", "locator not scheduled in time (worst %.0f ms)", loc.SchedMaxLateMS)
+	}
+	out = append(out, pressureWarnings(st.Groups)...)
+	if nm != nil && nm.Conflicts > 0 {
+		// The report has only a count since the node manager started: not
+		// which address, which MAC, or when (the log line has those).
+		add("vip_conflict", "another host answered for our floating IP: %s since the node manager started (journalctl -u vigil EVENT=vip_conflict)", times(nm.Conflicts))
+	}
+	if st.Supervisor.Fences > 0 {
+		add("fence", "node manager fenced %s since start (journalctl -u vigil EVENT=fence)", times(st.Supervisor.Fences))
+	}
+	for _, p := range append(append([]ProcessStatus{}, st.ControlPlane...), st.Processes...) {
+		if p.State == StateFatal {
+			add("fatal", "%s gave up after repeated failures: vigil restart %s", p.Name, p.Name)
+		}
+	}
+	if nm != nil && nm.HookFailures > 0 {
+		add("hook_failure", "%d hook runs failed (journalctl -u vigil EVENT=hook)", nm.HookFailures)
+	}
+	var nmRT, locRT []string
+	if nm != nil {
+		nmRT = nm.Realtime.Degraded
+	}
+	if loc != nil {
+		locRT = loc.Realtime.Degraded
+	}
+	// The two processes usually meet the same refusal (same host, same
+	// capabilities): one line for both keeps the screen short.
+	for _, d := range nmRT {
+		who := "node manager"
+		if slices.Contains(locRT, d) {
+			who = "node manager, locator"
+		}
+		add("realtime_degraded", "%s: %s", who, d)
+	}
+	for _, d := range locRT {
+		if !slices.Contains(nmRT, d) {
+			add("realtime_degraded", "locator: %s", d)
+		}
+	}
+	for _, n := range st.NotInForce {
+		add("not_in_force", "not in force: %s", n)
+	}
+	for _, g := range st.Groups {
+		if g.Error != "" {
+			add("cgroup_error", "cgroup %s: %s", g.Group, g.Error)
+		}
+	}
+	return out
+}
+
+func times(n uint64) string {
+	if n == 1 {
+		return "once"
+	}
+	return fmt.Sprintf("%d times", n)
+}

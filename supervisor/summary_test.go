@@ -1,0 +1,71 @@
+package supervisor
+
+import (
+	"encoding/json"
+	"slices"
+	"testing"
+)
+
+// Quorum counts the locators that answered within the node manager's
+// lease against a majority, or 1 of 2 for a two_node pair.
+func TestSummarizeQuorum(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		report string
+		want   *Quorum
+	}{
+		{"two of three fresh", `{"lease_ms":200,"peers":[{"id":"a"},{"id":"b"}],
+			"locators":[{"id":"a","seen":true,"age_ms":3},{"id":"b","seen":true,"age_ms":200},{"id":"w","seen":false}]}`,
+			&Quorum{Locators: 3, Answered: 2, Needed: 2, OK: true}},
+		{"one fresh, one stale", `{"lease_ms":200,"peers":[{"id":"a"},{"id":"b"}],
+			"locators":[{"id":"a","seen":true,"age_ms":3},{"id":"b","seen":true,"age_ms":201},{"id":"w","seen":false}]}`,
+			&Quorum{Locators: 3, Answered: 1, Needed: 2, OK: false}},
+		{"two_node pair", `{"lease_ms":300,"peers":[{"id":"a"},{"id":"b"}],
+			"locators":[{"id":"a","seen":true,"age_ms":3},{"id":"b","seen":false}]}`,
+			&Quorum{Locators: 2, Answered: 1, Needed: 1, OK: true}},
+		{"one node and a witness", `{"peers":[{"id":"a"}],
+			"locators":[{"id":"a","seen":true,"age_ms":3},{"id":"w","seen":true,"age_ms":250}]}`,
+			&Quorum{Locators: 2, Answered: 1, Needed: 2, OK: false}},
+		{"no report", ``, nil},
+	} {
+		st := &Status{}
+		if tc.report != "" {
+			st.NodeManager = json.RawMessage(tc.report)
+		}
+		st.Summarize()
+		if (st.Quorum == nil) != (tc.want == nil) || (st.Quorum != nil && *st.Quorum != *tc.want) {
+			t.Errorf("%s: quorum %+v, want %+v", tc.name, st.Quorum, tc.want)
+		}
+		hasNoQuorum := slices.ContainsFunc(st.Warnings, func(w Warning) bool { return w.Kind == "no_quorum" })
+		if hasNoQuorum != (tc.want != nil && !tc.want.OK) {
+			t.Errorf("%s: warnings %q", tc.name, st.Warnings)
+		}
+		if st.Warnings == nil {
+			t.Errorf("%s: warnings nil, want [] so that --json always has the key", tc.name)
+		}
+	}
+}
+
+// The node manager's and the locator's realtime refusals are warnings;
+// the same refusal for both is one line.
+func TestSummarizeRealtime(t *testing.T) {
+	st := &Status{
+		NodeManager: json.RawMessage(`{"realtime":{"Degraded":["SCHED_RR: operation not permitted","mlockall: cannot allocate memory"]}}`),
+		Locator:     json.RawMessage(`{"realtime":{"Degraded":["SCHED_RR: operation not permitted","oom_score_adj: permission denied"]}}`),
+	}
+	st.Summarize()
+	var got []string
+	for _, w := range st.Warnings {
+		if w.Kind == "realtime_degraded" {
+			got = append(got, w.Message)
+		}
+	}
+	want := []string{
+		"node manager, locator: SCHED_RR: operation not permitted",
+		"node manager: mlockall: cannot allocate memory",
+		"locator: oom_score_adj: permission denied",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("realtime warnings:\n got %q\nwant %q", got, want)
+	}
+}
