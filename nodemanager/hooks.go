@@ -53,6 +53,11 @@ func (h *hookRunner) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case j := <-h.queue:
+			if ctx.Err() != nil {
+				// Stopping: the hook would be cut at once and logged as
+				// failed.
+				return
+			}
 			h.runOne(ctx, j)
 		}
 	}

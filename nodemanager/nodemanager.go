@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -67,9 +68,15 @@ type manager struct {
 
 	supHealthy bool
 	supReasons []string // the supervisor's last word, as sent
+	supKnown   bool     // the supervisor has sent its word at least once
 	reasons    []string // why this node is unhealthy now (derived in updateHealth)
 	linkDown   map[string]bool
 	healthy    bool
+	// faultArmed: the node has been healthy, by the supervisor's word,
+	// since on_fault last ran; becoming unhealthy runs on_fault again. A
+	// node manager that starts while the node is unhealthy (applications
+	// still starting, a previous incarnation's fault) runs none.
+	faultArmed bool
 
 	watch *schedwatch.Monitor // "not scheduled for X ms", for status and warnings
 	rt    realtime.Report
@@ -128,32 +135,9 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if _, err := statefile.Load(m.statePath, &st); err != nil {
 		return err
 	}
-	// A node manager that starts again after a crash must not race the
-	// standby for the role its dead incarnation held: the locators would
-	// let the recorded holder straight back in. Staying silent for one
-	// lease plus the drift margin lets that lease run out everywhere, so a
-	// crashed active's role goes to the healthy standby, as it would after
-	// any other fault of the active. At a cold start this costs a quarter
-	// of a second.
-	holdoff := m.pcfg.Lease + m.pcfg.DriftMargin
-	log.Info("node manager waiting one lease before joining", "event", "holdoff", "ms", holdoff.Milliseconds())
-	select {
-	case <-ctx.Done():
-		return nil
-	case <-time.After(holdoff):
-	}
-	now := clock.Boottime()
-	if m.node, err = protocol.NewNode(m.pcfg, st, now); err != nil {
-		return err
-	}
-	if m.tr, err = transport.Open(cfg, m.pcfg, key, false, log); err != nil {
-		return err
-	}
-	defer m.tr.Close()
 	if m.sup, err = ipc.FromEnv(); err != nil && !errors.Is(err, ipc.ErrNoChannel) {
 		return err
 	}
-
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	supMsgs := make(chan *ipc.Msg, 16)
@@ -171,6 +155,28 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			}
 		}()
 	}
+
+	// A node manager that starts again after a crash must not race the
+	// standby for the role its dead incarnation held: the locators would
+	// let the recorded holder straight back in. Staying silent for one
+	// lease plus the drift margin lets that lease run out everywhere, so a
+	// crashed active's role goes to the healthy standby, as it would after
+	// any other fault of the active. At a cold start this costs a quarter
+	// of a second.
+	holdoff := m.pcfg.Lease + m.pcfg.DriftMargin
+	log.Info("node manager waiting one lease before joining", "event", "holdoff", "ms", holdoff.Milliseconds())
+	early, ok := m.holdOff(ctx, holdoff, supMsgs)
+	if !ok {
+		return nil
+	}
+	now := clock.Boottime()
+	if m.node, err = protocol.NewNode(m.pcfg, st, now); err != nil {
+		return err
+	}
+	if m.tr, err = transport.Open(cfg, m.pcfg, key, false, log); err != nil {
+		return err
+	}
+	defer m.tr.Close()
 	m.watchCtx = ctx
 	if m.float != nil {
 		m.startWatch()
@@ -180,14 +186,21 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return err
 	}
 	go func() { _ = m.watch.Run(ctx) }()
+	// The transport outlives ctx: an orderly stop hands the role over
+	// (shutdown) through the same socket, and only then is it closed.
+	trCtx, trStop := context.WithCancel(context.Background())
+	defer trStop()
 	in := make(chan transport.Inbound, 256)
-	go m.tr.Run(ctx, in)
+	go m.tr.Run(trCtx, in)
 
 	m.updateHealth(now)
 	if err := m.flush(); err != nil {
 		return err // the first incarnation could not be persisted
 	}
 	log.Info("node manager started", "event", "nodemanager_start", "listen", m.tr.Addr().String(), "incarnation", m.node.Status().Incarnation, "vips", len(m.vips))
+	for _, msg := range early {
+		m.onSupervisor(msg)
+	}
 
 	period := m.pcfg.TokenInterval / 4
 	tick := time.NewTicker(period)
@@ -200,7 +213,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	for {
 		select {
 		case <-ctx.Done():
-			m.shutdown()
+			m.shutdown(in)
 			return nil
 		case in := <-in:
 			m.fo.input(in)
@@ -232,6 +245,32 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		if now-lastReport >= reportEvery {
 			m.report(now)
 			lastReport = now
+		}
+	}
+}
+
+// holdOff waits d (the restart hold-off) while taking in the supervisor's
+// word on the node's health, so that the health this node manager starts
+// with is the latest: what happened while it was not in the cluster yet
+// (applications still starting) is no transition of its own and runs no
+// on_fault. Other messages are returned, to be handled once the node
+// exists. It returns false if ctx ended.
+func (m *manager) holdOff(ctx context.Context, d time.Duration, sup <-chan *ipc.Msg) ([]*ipc.Msg, bool) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	var early []*ipc.Msg
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, false
+		case <-t.C:
+			return early, true
+		case msg := <-sup:
+			if msg.Type == "health" && msg.Healthy != nil {
+				m.supHealthy, m.supReasons, m.supKnown = *msg.Healthy, msg.Reasons, true
+				continue
+			}
+			early = append(early, msg)
 		}
 	}
 }
@@ -273,7 +312,7 @@ func (m *manager) onSupervisor(msg *ipc.Msg) {
 	switch msg.Type {
 	case "health":
 		if msg.Healthy != nil {
-			m.supHealthy, m.supReasons = *msg.Healthy, msg.Reasons
+			m.supHealthy, m.supReasons, m.supKnown = *msg.Healthy, msg.Reasons, true
 			m.updateHealth(now)
 		}
 		return
@@ -375,7 +414,23 @@ func (m *manager) updateHealth(now time.Duration) {
 	}
 	m.healthy = h
 	m.reasons = reasons
+	// on_fault is queued before the protocol hears of it, so that it runs
+	// before the on_standby of the handover an unhealthy active makes.
+	known := m.sup == nil || m.supKnown
+	switch {
+	case h && known:
+		m.faultArmed = true
+	case !h && m.faultArmed:
+		m.faultArmed = false
+		m.fault("unhealthy: "+strings.Join(reasons, "; "), m.node.Status().Epoch)
+	}
 	m.node.SetHealth(now, h)
+}
+
+// fault runs on_fault: this node became unhealthy, or lost the active role
+// without handing it over. reason is in the hook's VIGIL_REASON.
+func (m *manager) fault(reason string, epoch uint64) {
+	m.hooks.enqueue("fault", m.cfg.Hooks.OnFault, append(m.hookEnv("fault", epoch), "VIGIL_REASON="+reason), m.cfg.Hooks.Timeout)
 }
 
 // flush carries out the protocol's Ready: persist, act, send.
@@ -427,6 +482,11 @@ func (m *manager) onEvent(ev protocol.Event) {
 		m.release("standby: " + e.Reason)
 		m.log.Info("became standby", "event", "role", "role", "standby", "epoch", e.Epoch, "reason", e.Reason)
 		m.hooks.enqueue("standby", m.cfg.Hooks.OnStandby, m.hookEnv("standby", e.Epoch), m.cfg.Hooks.Timeout)
+		if !e.Handover {
+			// The role was lost, not given: its lease ran out (no quorum
+			// renewed it) or another node holds a newer epoch.
+			m.fault("lost the active role: "+e.Reason, e.Epoch)
+		}
 	case protocol.BecameCandidate:
 		m.fo.becameCandidate(st.TokenLost)
 		m.log.Info("claiming the active role", "event", "role", "role", "candidate", "epoch", e.Epoch)
@@ -513,17 +573,72 @@ func (m *manager) enforceLease(now time.Duration) {
 	}
 }
 
-// shutdown hands the role over if this node is active, then drops the IPs.
-func (m *manager) shutdown() {
+// shutdown is an orderly stop (SIGTERM: systemctl stop or restart, vigil
+// restart nodemanager, the supervisor's shutdown; or the supervisor gone).
+// An active node hands the role over while its socket is still open (Run
+// closes the transport only after this returns): as in every handover it
+// drops the role and its floating IPs first, then sends release to the
+// locators and transfer to the standby (break-before-make, docs/protocol.md),
+// and then follows the protocol for at most one token timeout, until the
+// successor is seen active. Without a handover the standby would wait for
+// the lease to run out.
+func (m *manager) shutdown(in <-chan transport.Inbound) {
 	now := clock.Boottime()
+	handed := false
 	if m.node.Role() == protocol.Active {
-		if err := m.node.Switchover(now, ""); err == nil {
+		if err := m.node.Switchover(now, ""); err != nil {
+			m.log.Warn("no standby to hand the active role to; stopping without a handover", "event", "switchover", "reason", "shutdown", "err", err)
+		} else {
+			handed = true
 			m.log.Info("handing the active role over before stopping", "event", "switchover", "reason", "shutdown")
 		}
-		_ = m.flush()
+	}
+	// Claim nothing while stopping: the token may come back naming no
+	// active, and a stopping node must not take the role back.
+	m.node.SetMaintenance(now, true)
+	if err := m.flush(); err != nil {
+		m.log.Error("cannot persist node state; not sending", "event", "persist_error", "err", err)
+	}
+	successor, waited := "", time.Duration(0)
+	if handed {
+		successor, waited = m.awaitSuccessor(in)
 	}
 	m.release("shutdown")
-	m.log.Info("node manager stopped", "event", "nodemanager_stop")
+	m.log.Info("node manager stopped", "event", "nodemanager_stop", "handed_over", handed, "successor", successor, "waited_ms", waited.Milliseconds())
+}
+
+// awaitSuccessor keeps stepping the protocol after a handover until
+// another node is seen active and this node no longer holds the token (so
+// the ring does not lose it with this process), or one token timeout has
+// passed. It returns the successor ("" if none was seen) and the time it
+// waited. A lost transfer is covered meanwhile: the token carries the
+// handover to the successor too.
+func (m *manager) awaitSuccessor(in <-chan transport.Inbound) (string, time.Duration) {
+	began := clock.Boottime()
+	limit := time.NewTimer(m.pcfg.TokenTimeout)
+	defer limit.Stop()
+	tick := time.NewTicker(m.pcfg.TokenInterval / 4)
+	defer tick.Stop()
+	for {
+		st := m.node.Status()
+		if st.Active != "" && st.Active != st.Self && !st.HoldingToken {
+			return st.Active, clock.Boottime() - began
+		}
+		select {
+		case <-limit.C:
+			m.log.Warn("no successor seen active before stopping; it may still take over", "event", "switchover", "reason", "shutdown", "waited_ms", m.pcfg.TokenTimeout.Milliseconds())
+			return "", clock.Boottime() - began
+		case msg := <-in:
+			if err := m.node.Step(msg.At, msg.Msg); err != nil {
+				m.log.Debug("message rejected", "type", msg.Msg.Type.String(), "from", msg.Msg.From, "err", err)
+			}
+		case <-tick.C:
+			m.node.Tick(clock.Boottime())
+		}
+		if err := m.flush(); err != nil {
+			m.log.Error("cannot persist node state; not sending", "event", "persist_error", "err", err)
+		}
+	}
 }
 
 func (m *manager) report(now time.Duration) {

@@ -44,9 +44,13 @@ type BecameActive struct {
 
 // BecameStandby: remove the floating IPs NOW (the lease may be already
 // over), run on_standby hooks. Emitted only by a node that was Active.
+// Handover is true when the node gave the role to another node
+// (switchover, maintenance, unhealthy); false when it lost it (its lease
+// ran out, or another node holds a newer epoch), which is a fault.
 type BecameStandby struct {
-	Epoch  uint64
-	Reason string
+	Epoch    uint64
+	Reason   string
+	Handover bool
 }
 
 // BecameCandidate: the node started claiming the active role.

@@ -368,7 +368,7 @@ func (n *Node) noteLate() {
 
 func (n *Node) checkLease() {
 	if n.role == Active && n.now >= n.leaseUntil {
-		n.stepDown("lease expired")
+		n.stepDown("lease expired", false)
 	}
 }
 
@@ -437,7 +437,7 @@ func (n *Node) onToken(t Token) {
 	// it, but claim nothing from it until the probe told us the current
 	// epoch (probeDone drops tokens of an older epoch).
 	if n.role == Active && t.Epoch > n.epoch && t.Active != n.self {
-		n.stepDown(fmt.Sprintf("token of epoch %d names %q", t.Epoch, t.Active))
+		n.stepDown(fmt.Sprintf("token of epoch %d names %q", t.Epoch, t.Active), false)
 	}
 	if t.Epoch > n.epoch {
 		n.epoch = t.Epoch
@@ -650,7 +650,7 @@ func (n *Node) maybeHandover() {
 // any locator frees its lease.
 func (n *Node) handover(to, reason string) {
 	e := n.epoch
-	n.stepDown(fmt.Sprintf("handover to %q: %s", to, reason))
+	n.stepDown(fmt.Sprintf("handover to %q: %s", to, reason), true)
 	n.sendLocators(Message{Type: MsgRelease, Release: Release{Epoch: e}})
 	n.send(to, Message{Type: MsgTransfer, Transfer: Transfer{Epoch: e, To: to}})
 	n.blockUntil = n.now + n.cfg.TokenTimeout
@@ -660,9 +660,11 @@ func (n *Node) handover(to, reason string) {
 	}
 }
 
-func (n *Node) stepDown(reason string) {
+// stepDown leaves the active role; handover says it was given to another
+// node rather than lost.
+func (n *Node) stepDown(reason string, handover bool) {
 	if n.role == Active {
-		n.events = append(n.events, BecameStandby{Epoch: n.epoch, Reason: reason})
+		n.events = append(n.events, BecameStandby{Epoch: n.epoch, Reason: reason, Handover: handover})
 	}
 	n.role = Standby
 	n.leaseUntil = 0
@@ -827,7 +829,7 @@ func (n *Node) onAck(li int, a Ack) {
 		if r.kind == roundClaim {
 			n.claimFailed(r)
 		} else if h, ok := n.quorumHolder(r); ok && h != n.self {
-			n.stepDown(fmt.Sprintf("locators granted %q", h))
+			n.stepDown(fmt.Sprintf("locators granted %q", h), false)
 		}
 	}
 }
@@ -907,7 +909,7 @@ func (n *Node) claimFailed(r *round) {
 		// Never release while active: a locator's lease record is per
 		// holder, and it protects the lease we still hold.
 		if h, ok := n.quorumHolder(r); ok && h != n.self {
-			n.stepDown(fmt.Sprintf("locators granted %q", h))
+			n.stepDown(fmt.Sprintf("locators granted %q", h), false)
 		}
 		return // the next token timeout or bump retries
 	}

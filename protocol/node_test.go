@@ -171,6 +171,9 @@ func TestNodeLeaseCountsFromSend(t *testing.T) {
 	if !strings.Contains(rd.Events[0].String(), "lease expired") {
 		t.Fatalf("reason: %v", rd.Events)
 	}
+	if bs, ok := rd.Events[0].(BecameStandby); !ok || bs.Handover {
+		t.Fatalf("a lease that ran out is not a handover: %#v", rd.Events[0])
+	}
 }
 
 // A late ack for a round sent before the node stepped down never revives
@@ -256,6 +259,53 @@ func TestNodeStandsDownOnNewerEpoch(t *testing.T) {
 	rd := h.ready()
 	if h.n.ActiveAt(h.now) || !hasEvent(rd, "BecameStandby") {
 		t.Fatalf("still active beside b: %v", rd.Events)
+	}
+	for _, e := range rd.Events {
+		if bs, ok := e.(BecameStandby); ok && bs.Handover {
+			t.Fatalf("losing the role to a newer epoch is not a handover: %#v", bs)
+		}
+	}
+}
+
+// A switchover hands the role over: BecameStandby says so (the node
+// manager runs on_fault only for a role that was lost, not given).
+func TestNodeSwitchoverIsAHandover(t *testing.T) {
+	h := newHarness(t, "a", NodeState{})
+	h.ready()
+	h.becomeActive(time.Millisecond)
+	h.seq++
+	if err := h.n.Step(h.now, Message{Type: MsgToken, From: "b", ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq,
+		Token: Token{Epoch: h.n.Status().Epoch, Seq: 5, Active: "a",
+			Nodes: []NodeHealth{{ID: "a", Healthy: true, InRing: true}, {ID: "b", Healthy: true, InRing: true}}}}); err != nil {
+		t.Fatal(err)
+	}
+	h.ready()
+	if err := h.n.Switchover(h.now, ""); err != nil {
+		t.Fatal(err)
+	}
+	rd := h.ready()
+	var got *BecameStandby
+	for _, e := range rd.Events {
+		if bs, ok := e.(BecameStandby); ok {
+			got = &bs
+		}
+	}
+	if got == nil || !got.Handover || h.n.ActiveAt(h.now) {
+		t.Fatalf("switchover: want BecameStandby with Handover, got %v", rd.Events)
+	}
+	var release, transfer int
+	for _, e := range rd.Messages {
+		switch e.Msg.Type {
+		case MsgRelease:
+			release++
+		case MsgTransfer:
+			if e.To == "b" {
+				transfer++
+			}
+		}
+	}
+	if release != 3 || transfer != 1 {
+		t.Fatalf("handover sent %d releases and %d transfers to b: %v", release, transfer, rd.Messages)
 	}
 }
 

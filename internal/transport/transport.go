@@ -84,13 +84,23 @@ func Open(cfg *config.Config, pcfg protocol.Config, key []byte, locator bool, lo
 // Addr is the bound address.
 func (t *Transport) Addr() netip.AddrPort { return t.conn.LocalAddr().(*net.UDPAddr).AddrPort() }
 
-// Close closes the socket; Run returns.
+// Close closes the socket; Run returns. Only Close closes it: the owner
+// decides when nothing more will be sent.
 func (t *Transport) Close() error { return t.conn.Close() }
 
-// Run reads datagrams until ctx ends or the socket closes, delivering the
-// accepted ones to out. The receive time is taken right after the read.
+// Run reads datagrams until ctx ends or the socket is closed, delivering
+// the accepted ones to out. The receive time is taken right after the read.
+//
+// Run never closes the socket: when ctx ends it only stops reading, and
+// Send keeps working until Close. A node manager that is told to stop
+// still has to hand its role over (release to the locators, transfer to
+// the standby) after its main context ended; a socket closed under it made
+// those sends fail and turned every orderly stop into a lease expiry.
 func (t *Transport) Run(ctx context.Context, out chan<- Inbound) {
-	go func() { <-ctx.Done(); t.conn.Close() }()
+	// A read deadline in the past wakes the blocked read without closing
+	// anything.
+	stop := context.AfterFunc(ctx, func() { _ = t.conn.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
 	buf := make([]byte, 64<<10)
 	for {
 		n, _, err := t.conn.ReadFromUDPAddrPort(buf)

@@ -108,3 +108,59 @@ func freePair(t *testing.T) int {
 	t.Fatal("no free port")
 	return 0
 }
+
+// Run stops when its context ends but leaves the socket open: a node
+// manager that is stopping still sends its handover (release, transfer)
+// after it stopped listening. Only Close closes the socket.
+func TestRunEndsWithoutClosingTheSocket(t *testing.T) {
+	peer, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	port := freePair(t)
+	cfg := &config.Config{}
+	cfg.Cluster.Name = "edge"
+	cfg.Cluster.Node = "b"
+	cfg.Cluster.Listen = fmt.Sprintf("127.0.0.1:%d", port)
+	cfg.Cluster.Nodes = []config.Peer{{ID: "a", Address: peer.LocalAddr().String()}, {ID: "b", Address: cfg.Cluster.Listen}}
+	key := bytes.Repeat([]byte{1}, 32)
+	tr, err := Open(cfg, ProtocolConfig(cfg), key, false, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { tr.Run(ctx, make(chan Inbound)); close(done) }()
+	time.Sleep(20 * time.Millisecond) // let Run block in its read
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return when its context ended")
+	}
+
+	m := protocol.Message{Type: protocol.MsgTransfer, From: "b", ClusterID: protocol.ClusterID("edge"), Incarnation: 1, Seq: 1,
+		Transfer: protocol.Transfer{Epoch: 3, To: "a"}}
+	if err := tr.Send(protocol.Envelope{To: "a", Msg: m}); err != nil {
+		t.Fatalf("send after Run ended: %v", err)
+	}
+	buf := make([]byte, 2048)
+	_ = peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := peer.Read(buf)
+	if err != nil {
+		t.Fatalf("the handover datagram did not arrive: %v", err)
+	}
+	got, err := protocol.Decode(key, buf[:n])
+	if err != nil || got.Type != protocol.MsgTransfer || got.Transfer.To != "a" {
+		t.Fatalf("received %+v, %v", got, err)
+	}
+
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Send(protocol.Envelope{To: "a", Msg: m}); err == nil {
+		t.Error("send after Close succeeded")
+	}
+}
