@@ -7,7 +7,7 @@ BIN       := bin/vigil
 STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
 SCHEDULES ?= 10000
 
-.PHONY: all build test test-short lint deps bench-supervisor sim demo clean
+.PHONY: all build test test-short lint deps bench-supervisor sim demo demo-supervise clean
 
 all: build
 
@@ -36,7 +36,13 @@ bench-supervisor: build
 sim:
 	$(GO) run ./test/sim -schedules $(SCHEDULES)
 
+# Two nodes and a witness in network namespaces, SIP calls to the floating
+# IP, the active crashed (test/e2e/demo). Needs root, sipp, stress-ng.
 demo: build
+	$(GO) run ./test/e2e/demo -vigil $(abspath $(BIN)) $(DEMOFLAGS)
+
+# The one-node supervision demo (restart of a killed SIP server).
+demo-supervise: build
 	./scripts/demo.sh
 
 clean:
@@ -63,6 +69,13 @@ test-v2:
 
 # Reserved control plane under noisy neighbours (issue 3). Needs root and
 # stress-ng; BENCHFLAGS=-short for CI, -duration 60s per variant by default.
+# Failover end to end, Vigil beside keepalived (issue 5, test/e2e). Needs
+# root, sipp, stress-ng, keepalived. BENCHFLAGS=-short for CI; the full run
+# (10 runs of 7 scenarios x 4 systems, 60 s noisy) takes about 90 minutes.
+.PHONY: bench-failover
+bench-failover: build
+	$(GO) run ./bench/failover -vigil $(abspath $(BIN)) $(BENCHFLAGS)
+
 .PHONY: bench-isolation
 bench-isolation:
 	$(GO) run ./bench/isolation $(BENCHFLAGS)

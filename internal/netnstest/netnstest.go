@@ -32,7 +32,6 @@ import (
 	"regexp"
 	"runtime"
 	"strconv"
-	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -89,7 +88,7 @@ var (
 // sweepStale deletes namespaces this package created in a process that no
 // longer exists (a test binary killed by its timeout runs no cleanup).
 // Namespaces of live processes, and names it did not make, are left alone.
-func sweepStale(t testing.TB) {
+func sweepStale(t TB) {
 	entries, err := os.ReadDir(netnsDir)
 	if err != nil {
 		return
@@ -111,10 +110,21 @@ func sweepStale(t testing.TB) {
 
 const netnsDir = "/run/netns"
 
+// TB is the part of testing.TB that New uses, so that programs other than
+// tests (the failover benchmark) can build networks too.
+type TB interface {
+	Helper()
+	Cleanup(func())
+	Logf(format string, args ...any)
+	Errorf(format string, args ...any)
+	Fatalf(format string, args ...any)
+	Skip(args ...any)
+}
+
 // New creates the switch and the hosts. It skips the test when not root and
 // fails it (t.Fatal) on any setup error; whatever was created is removed in
 // t.Cleanup.
-func New(t testing.TB, hosts ...HostSpec) *Net {
+func New(t TB, hosts ...HostSpec) *Net {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("netnstest: needs root to create network namespaces")
@@ -197,7 +207,7 @@ func (n *Net) waitUp(within time.Duration) error {
 	return nil
 }
 
-func (n *Net) addHost(t testing.TB, spec HostSpec, bridgeIndex int) (*Host, error) {
+func (n *Net) addHost(t TB, spec HostSpec, bridgeIndex int) (*Host, error) {
 	if !validName.MatchString(spec.Name) {
 		return nil, fmt.Errorf("name must match %s", validName)
 	}
@@ -372,7 +382,7 @@ func newNamed(name string) (netns.NsHandle, error) {
 	return r.ns, r.err
 }
 
-func deleteNamed(t testing.TB, name string, ns netns.NsHandle) {
+func deleteNamed(t TB, name string, ns netns.NsHandle) {
 	_ = ns.Close()
 	if err := netns.DeleteNamed(name); err != nil && !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("netnstest: delete namespace %s: %v", name, err)

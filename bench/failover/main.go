@@ -1,0 +1,216 @@
+// Command failover is `make bench-failover`: every scenario of the end-to-end
+// harness (test/e2e) run many times against Vigil at its defaults and against
+// keepalived (Debian's package) at advert_int 1 s, 100 ms and 10 ms with VRRP
+// version 3, in the same namespaces and the same run. It prints every run, a
+// table, and one summary line per system, setting and scenario:
+//
+//	bench=failover system=vigil scenario=kill runs=10 errors=0 outage_p50_ms=... outage_p99_ms=... outage_max_ms=... failed_calls=0 retrans_calls=... false_failovers=0 dual_p50_ms=... dual_max_ms=... dual_at_end=0
+//
+// Outage is what a caller sees: the longest gap between answered SIP OPTIONS
+// sent every 2 ms from the client to the floating IP. Calls are SIPp calls
+// (INVITE/200/ACK/BYE) at -rate per second. Dual is the time both nodes held
+// the floating IP, sampled every 1 ms; dual_at_end counts runs where both
+// still held it when the run ended (a killed keepalived leaves its address
+// behind for good). Needs root, sipp, stress-ng and keepalived.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/vigil-project/vigil/bench/internal/machine"
+	"github.com/vigil-project/vigil/test/e2e"
+)
+
+func main() {
+	runs := flag.Int("runs", 10, "runs per system and scenario")
+	short := flag.Bool("short", false, "CI mode: one run of kill, stall, switchover and a 5 s noisy, Vigil and keepalived at 100 ms")
+	scenarios := flag.String("scenarios", strings.Join(e2e.Scenarios, ","), "comma-separated scenarios")
+	systems := flag.String("systems", "vigil,keepalived-1000,keepalived-100,keepalived-10", "comma-separated: vigil, keepalived-<advert ms>")
+	noise := flag.Duration("noise", 60*time.Second, "how long the noisy neighbour runs")
+	rate := flag.Int("rate", 50, "SIP calls per second")
+	after := flag.Duration("after", 4*time.Second, "traffic after the fault")
+	bin := flag.String("vigil", "", "vigil binary (default: built from this tree)")
+	flag.Parse()
+	if *short {
+		*runs, *noise = 1, 5*time.Second
+		*scenarios = "kill,stall,switchover,noisy"
+		*systems = "vigil,keepalived-100"
+	}
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "bench-failover: needs root (network namespaces, cgroups)")
+		os.Exit(2)
+	}
+	for _, tool := range []string{"sipp", "stress-ng", "keepalived", "nsenter"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			fmt.Fprintf(os.Stderr, "bench-failover: %s missing (make deps)\n", tool)
+			os.Exit(2)
+		}
+	}
+	if *bin == "" {
+		dir, err := os.MkdirTemp("", "vigil-bench-")
+		if err != nil {
+			fail(err)
+		}
+		defer os.RemoveAll(dir)
+		*bin = filepath.Join(dir, "vigil")
+		b := exec.Command("go", "build", "-o", *bin, "./cmd/vigil")
+		b.Stdout, b.Stderr = os.Stderr, os.Stderr
+		if err := b.Run(); err != nil {
+			fail(fmt.Errorf("build vigil: %w", err))
+		}
+	}
+
+	machine.Describe(os.Stdout)
+	fmt.Printf("config runs=%d rate=%d after_ms=%d noise_s=%.0f vigil_timing=defaults keepalived_vrrp_version=3\n",
+		*runs, *rate, after.Milliseconds(), noise.Seconds())
+
+	freeze := e2e.StartFreezeProbe()
+	defer freeze.Stop()
+	if !freeze.Realtime() {
+		fmt.Println("note: the freeze probe could not get SCHED_FIFO; its figures include its own scheduling")
+	}
+	r := e2e.NewRunner(os.Stderr)
+	var all []agg
+	err := r.Do(func(t e2e.TB) {
+		n := e2e.NewNet(t)
+		for _, sysName := range split(*systems) {
+			sys, err := newSystem(t, n, sysName, *bin)
+			if err != nil {
+				t.Fatalf("%v", err)
+			}
+			for _, sc := range split(*scenarios) {
+				a := agg{system: sys.Label(), scenario: sc}
+				for i := 0; i < *runs; i++ {
+					res, err := e2e.Run(t, n, sys, sc, e2e.RunOptions{Rate: *rate, After: *after, Noise: *noise, Freeze: freeze})
+					if errors.Is(err, e2e.ErrNotApplicable) {
+						a.na = true
+						break
+					}
+					if err != nil {
+						a.errors++
+						fmt.Printf("run %d %s scenario=%s error=%q\n", i+1, sys.Label(), sc, err.Error())
+						continue
+					}
+					fmt.Printf("run %d %s\n", i+1, res.Line())
+					a.add(res)
+				}
+				all = append(all, a)
+			}
+		}
+	})
+	if err != nil {
+		fail(err)
+	}
+	printTable(all)
+	for _, a := range all {
+		fmt.Println(a.summary())
+	}
+}
+
+func newSystem(t e2e.TB, n *e2e.Net, name, bin string) (e2e.System, error) {
+	if name == "vigil" {
+		return e2e.NewVigil(t, n, e2e.VigilOptions{Bin: bin, Realtime: true}), nil
+	}
+	if ms, ok := strings.CutPrefix(name, "keepalived-"); ok {
+		v, err := strconv.Atoi(ms)
+		if err != nil || v <= 0 {
+			return nil, fmt.Errorf("bad system %q: keepalived-<advert ms>", name)
+		}
+		return e2e.NewKeepalived(t, n, time.Duration(v)*time.Millisecond), nil
+	}
+	return nil, fmt.Errorf("unknown system %q", name)
+}
+
+type agg struct {
+	system, scenario string
+	na               bool
+	errors           int
+	outage, dual     []float64
+	freeze           []float64
+	failed, retrans  int
+	falseFailovers   int
+	moves, atEnd     int
+	runs             int
+}
+
+func (a *agg) add(r e2e.Result) {
+	a.runs++
+	a.outage = append(a.outage, float64(r.Outage.Longest)/1e6)
+	a.dual = append(a.dual, float64(r.Dual)/1e6)
+	a.freeze = append(a.freeze, float64(r.FreezeMax)/1e6)
+	a.failed += r.Calls.Failed + r.Calls.Unfinished
+	a.retrans += r.Calls.RetransCalls
+	if r.FalseFailover {
+		a.falseFailovers++
+	}
+	if r.Moves > 0 {
+		a.moves++
+	}
+	if r.DualAtEnd {
+		a.atEnd++
+	}
+}
+
+// pct is the nearest-rank percentile of sorted-on-demand xs.
+func pct(xs []float64, p float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	i := int(p*float64(len(s))+0.999999) - 1
+	return s[max(0, min(i, len(s)-1))]
+}
+
+func (a agg) summary() string {
+	if a.na {
+		return fmt.Sprintf("bench=failover %s scenario=%s not_applicable=true", a.system, a.scenario)
+	}
+	return fmt.Sprintf("bench=failover %s scenario=%s runs=%d errors=%d outage_p50_ms=%.0f outage_p99_ms=%.0f outage_max_ms=%.0f failed_calls=%d retrans_calls=%d false_failovers=%d failovers=%d dual_p50_ms=%.0f dual_max_ms=%.0f dual_at_end=%d freeze_p50_ms=%.0f freeze_max_ms=%.0f",
+		a.system, a.scenario, a.runs, a.errors, pct(a.outage, .5), pct(a.outage, .99), pct(a.outage, 1),
+		a.failed, a.retrans, a.falseFailovers, a.moves, pct(a.dual, .5), pct(a.dual, 1), a.atEnd, pct(a.freeze, .5), pct(a.freeze, 1))
+}
+
+func printTable(all []agg) {
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "system\tscenario\truns\toutage p50 ms\tp99\tmax\tfailed calls\tretrans calls\tfalse failovers\tdual max ms\tdual at end\tfreeze max ms\t")
+	for _, a := range all {
+		sys := strings.TrimPrefix(a.system, "system=")
+		if a.na {
+			fmt.Fprintf(w, "%s\t%s\tn/a\t\t\t\t\t\t\t\t\t\t\n", sys, a.scenario)
+			continue
+		}
+		runs := strconv.Itoa(a.runs)
+		if a.errors > 0 {
+			runs += fmt.Sprintf(" (+%d err)", a.errors)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%.0f\t%.0f\t%.0f\t%d\t%d\t%d\t%.0f\t%d\t%.0f\t\n", sys, a.scenario, runs,
+			pct(a.outage, .5), pct(a.outage, .99), pct(a.outage, 1), a.failed, a.retrans, a.falseFailovers, pct(a.dual, 1), a.atEnd, pct(a.freeze, 1))
+	}
+	w.Flush()
+}
+
+func split(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "bench-failover:", err)
+	os.Exit(1)
+}

@@ -1,0 +1,270 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/vigil-project/vigil/internal/netnstest"
+)
+
+// The harness's fixed addresses (RFC 5737 TEST-NET-1).
+const (
+	VIP      = "192.0.2.100"
+	VIPCIDR  = VIP + "/24"
+	SIPPort  = 5060
+	LinkName = netnstest.LinkName
+)
+
+// Nodes are the hosts that may hold the floating IP.
+var nodeIDs = [2]string{"a", "b"}
+
+// TB is what the harness needs of a test; testing.TB has it, and Runner
+// gives it to programs (the benchmark, the demo).
+type TB = netnstest.TB
+
+// Net is the harness's network: hosts a, b (nodes), w (witness), c (client).
+type Net struct {
+	*netnstest.Net
+}
+
+// NewNet builds the namespaces. The nodes get net.ipv4.ip_nonlocal_bind=1
+// so that the SIP server can bind the floating IP while the host does not
+// hold it, as docs/operations.md tells operators to configure.
+func NewNet(t TB) *Net {
+	t.Helper()
+	n := netnstest.New(t,
+		netnstest.HostSpec{Name: "a", Addr: "192.0.2.11/24"},
+		netnstest.HostSpec{Name: "b", Addr: "192.0.2.12/24"},
+		netnstest.HostSpec{Name: "w", Addr: "192.0.2.13/24"},
+		netnstest.HostSpec{Name: "c", Addr: "192.0.2.50/24"},
+	)
+	for _, id := range nodeIDs {
+		if err := n.Hosts[id].Sysctl("net/ipv4/ip_nonlocal_bind", "1"); err != nil {
+			t.Fatalf("e2e: %v", err)
+		}
+	}
+	return &Net{n}
+}
+
+// Other is the other node.
+func Other(id string) string {
+	if id == "a" {
+		return "b"
+	}
+	return "a"
+}
+
+// Holds reports whether host id has the floating IP on its interface.
+func (n *Net) Holds(id string) bool {
+	h := n.Hosts[id]
+	link, err := h.Handle.LinkByName(LinkName)
+	if err != nil {
+		return false
+	}
+	addrs, err := h.Handle.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return false
+	}
+	want := netip.MustParseAddr(VIP)
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && ip == want {
+			return true
+		}
+	}
+	return false
+}
+
+// Holder is the node that alone holds the floating IP, or "".
+func (n *Net) Holder() string {
+	a, b := n.Holds("a"), n.Holds("b")
+	switch {
+	case a && !b:
+		return "a"
+	case b && !a:
+		return "b"
+	}
+	return ""
+}
+
+// DropVIP removes the floating IP from host id if present (cleanup after a
+// system that leaves it behind, such as a SIGKILLed keepalived).
+func (n *Net) DropVIP(id string) {
+	h := n.Hosts[id]
+	link, err := h.Handle.LinkByName(LinkName)
+	if err != nil {
+		return
+	}
+	p := netip.MustParsePrefix(VIPCIDR)
+	_ = h.Handle.AddrDel(link, &netlink.Addr{IPNet: netnstest.PrefixIPNet(p)})
+}
+
+// Command runs name in host id's network namespace only (nsenter --net):
+// unlike `ip netns exec` it keeps the caller's mount namespace, so the
+// process sees the real cgroup hierarchies.
+func (n *Net) Command(id, name string, args ...string) *exec.Cmd {
+	return exec.Command("nsenter", append([]string{"--net=/run/netns/" + n.Hosts[id].NSName, name}, args...)...)
+}
+
+// HTTPClient returns a client whose connections are opened inside host id's
+// namespace (to scrape a daemon's /metrics on that namespace's loopback).
+func (n *Net) HTTPClient(id string) *http.Client {
+	h := n.Hosts[id]
+	return &http.Client{
+		Timeout: 5 * time.Second,
+		Transport: &http.Transport{
+			DisableKeepAlives: true,
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				var c net.Conn
+				err := h.Run(func() error {
+					var err error
+					c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+					return err
+				})
+				return c, err
+			},
+		},
+	}
+}
+
+// OwnershipProbe samples both nodes every interval and records every
+// change of who holds the floating IP.
+type OwnershipProbe struct {
+	n        *Net
+	interval time.Duration
+	stop     chan struct{}
+	done     chan struct{}
+
+	mu      sync.Mutex
+	samples int
+	dual    time.Duration
+	dualNow bool
+	changes []Change
+	last    string // "a", "b", "ab" or ""
+}
+
+// Change is one change of ownership seen by the probe.
+type Change struct {
+	At     time.Time
+	Holder string // "a", "b", "ab" (both) or "" (none)
+}
+
+// Probe starts an OwnershipProbe.
+func (n *Net) Probe(interval time.Duration) *OwnershipProbe {
+	p := &OwnershipProbe{n: n, interval: interval, stop: make(chan struct{}), done: make(chan struct{})}
+	p.last = p.sample()
+	p.changes = []Change{{At: time.Now(), Holder: p.last}}
+	go p.run()
+	return p
+}
+
+func (p *OwnershipProbe) sample() string {
+	s := ""
+	for _, id := range nodeIDs {
+		if p.n.Holds(id) {
+			s += id
+		}
+	}
+	return s
+}
+
+func (p *OwnershipProbe) run() {
+	defer close(p.done)
+	t := time.NewTicker(p.interval)
+	defer t.Stop()
+	last := time.Now()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		}
+		s := p.sample()
+		now := time.Now()
+		p.mu.Lock()
+		p.samples++
+		// Both held it since the previous sample if both hold it now and
+		// both did then: count the interval between the two samples.
+		if s == "ab" && p.last == "ab" {
+			p.dual += now.Sub(last)
+		}
+		p.dualNow = s == "ab"
+		if s != p.last {
+			p.changes = append(p.changes, Change{At: now, Holder: s})
+			p.last = s
+		}
+		p.mu.Unlock()
+		last = now
+	}
+}
+
+// Stop ends the probe and returns what it saw.
+func (p *OwnershipProbe) Stop() Ownership {
+	close(p.stop)
+	<-p.done
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	o := Ownership{Samples: p.samples, Dual: p.dual, DualAtEnd: p.dualNow, Changes: append([]Change(nil), p.changes...)}
+	// A move is a node taking the address it did not hold; Final is the
+	// sole holder at the end or, when both hold it (a killed keepalived
+	// leaves its address behind), the one that took it last.
+	prev := ""
+	for i, c := range p.changes {
+		for _, id := range nodeIDs {
+			if strings.Contains(c.Holder, id) && !strings.Contains(prev, id) {
+				if i > 0 {
+					o.Moves++
+				}
+				o.Final = id
+			}
+		}
+		prev = c.Holder
+	}
+	if prev == "a" || prev == "b" {
+		o.Final = prev
+	} else if prev == "" {
+		o.Final = ""
+	}
+	return o
+}
+
+// Ownership is an OwnershipProbe's record.
+type Ownership struct {
+	Samples   int
+	Dual      time.Duration // time both nodes held the address
+	DualAtEnd bool          // both still held it when the probe stopped
+	Moves     int           // times a node took the address it did not hold
+	Final     string        // who holds it at the end (the newer one if both)
+	Changes   []Change
+}
+
+// ErrNotApplicable is returned by a System for a scenario it has no
+// counterpart for (keepalived has no witness).
+var ErrNotApplicable = errors.New("not applicable to this system")
+
+// tempDir makes a directory removed by t's cleanup.
+func tempDir(t TB, pattern string) string {
+	t.Helper()
+	d, err := os.MkdirTemp("", pattern)
+	if err != nil {
+		t.Fatalf("e2e: %v", err)
+	}
+	t.Cleanup(func() {
+		if os.Getenv("VIGIL_E2E_KEEP") == "" {
+			os.RemoveAll(d)
+		}
+	})
+	return d
+}
+
+func errorf(format string, args ...any) error { return fmt.Errorf("e2e: "+format, args...) }

@@ -1,0 +1,236 @@
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Scenario names, as in summary lines.
+const (
+	ScenarioKill        = "kill"
+	ScenarioLinkdown    = "linkdown"
+	ScenarioStall       = "stall"
+	ScenarioAppfail     = "appfail"
+	ScenarioNoisy       = "noisy"
+	ScenarioSwitchover  = "switchover"
+	ScenarioWitnesskill = "witnesskill"
+)
+
+// Scenarios is every scenario, in the order the benchmark runs them.
+var Scenarios = []string{ScenarioKill, ScenarioLinkdown, ScenarioStall, ScenarioAppfail, ScenarioNoisy, ScenarioSwitchover, ScenarioWitnesskill}
+
+// ExpectsFailover says whether the scenario calls for the role to move:
+// in noisy and witnesskill nothing failed, so any move is a false failover.
+func ExpectsFailover(scenario string) bool {
+	return scenario != ScenarioNoisy && scenario != ScenarioWitnesskill
+}
+
+// RunOptions shape one run.
+type RunOptions struct {
+	Rate     int           // calls per second, default 50
+	Before   time.Duration // traffic before the fault, default 1 s
+	After    time.Duration // traffic after the fault has been injected, default 4 s
+	Stall    time.Duration // how long stall stops the process, default 2 s
+	Noise    time.Duration // how long noisy's neighbour runs, default 60 s
+	Linkdown time.Duration // how long linkdown keeps the link down, default After
+	// ProbeEvery is the outage prober's interval, default 2 ms.
+	ProbeEvery time.Duration
+	// BeforeFault, if set, runs just before the fault is injected, with
+	// the active node (the demo shows `vigil status` here).
+	BeforeFault func(active string)
+	// OnFault, if set, runs right after the fault is injected, with the
+	// node that was active (the e2e tests scrape /metrics from here).
+	OnFault func(active string)
+	// Freeze, if set, is read for the machine's worst freeze during the
+	// traffic window (Result.FreezeMax).
+	Freeze *FreezeProbe
+	// AtEnd, if set, runs after the measurement, before the system is
+	// stopped (to read its status).
+	AtEnd func(r Result)
+}
+
+func (o RunOptions) withDefaults() RunOptions {
+	if o.Rate == 0 {
+		o.Rate = 50
+	}
+	if o.Before == 0 {
+		o.Before = time.Second
+	}
+	if o.After == 0 {
+		o.After = 4 * time.Second
+	}
+	if o.Stall == 0 {
+		o.Stall = 2 * time.Second
+	}
+	if o.Noise == 0 {
+		o.Noise = 60 * time.Second
+	}
+	if o.Linkdown == 0 {
+		o.Linkdown = o.After
+	}
+	if o.ProbeEvery == 0 {
+		o.ProbeEvery = 2 * time.Millisecond
+	}
+	return o
+}
+
+// Result is one run of one scenario.
+type Result struct {
+	System, Scenario string
+	From             string // the active before the fault
+	Final            string // the sole holder at the end ("" if none)
+	Moves            int    // times the floating IP changed hands
+	FalseFailover    bool   // it moved although nothing failed
+	Outage           Outage
+	Calls            Calls
+	Dual             time.Duration // both nodes held the floating IP
+	DualAtEnd        bool          // ... and still did when the run ended
+	Ownership        Ownership
+	Took             time.Duration // the whole run
+	// FreezeMax is the freeze probe's worst lateness during the traffic
+	// window (0 without RunOptions.Freeze): the machine's own floor.
+	FreezeMax time.Duration
+}
+
+// Line is the run as one key=value line.
+func (r Result) Line() string {
+	return fmt.Sprintf("%s scenario=%s from=%s to=%s moves=%d outage_ms=%.1f calls=%d failed_calls=%d unfinished_calls=%d retrans_calls=%d retransmissions=%d dual_ms=%.1f dual_at_end=%v false_failover=%v freeze_max_ms=%.1f",
+		r.System, r.Scenario, r.From, r.Final, r.Moves, ms(r.Outage.Longest), r.Calls.Placed, r.Calls.Failed, r.Calls.Unfinished,
+		r.Calls.RetransCalls, r.Calls.Retransmissions, ms(r.Dual), r.DualAtEnd, r.FalseFailover, ms(r.FreezeMax))
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// Run starts sys, places calls, injects the scenario's fault on the active
+// node, and measures; it stops sys before returning. A run that cannot be
+// carried out (the system did not start, a fault could not be injected) is
+// an error; how the system coped is the Result.
+func Run(t TB, n *Net, sys System, scenario string, o RunOptions) (Result, error) {
+	t.Helper()
+	o = o.withDefaults()
+	start := time.Now()
+	r := Result{System: sys.Label(), Scenario: scenario}
+	if err := sys.Start(); err != nil {
+		return r, err
+	}
+	defer func() { _ = sys.Stop() }()
+	r.From = n.Holder()
+	if r.From == "" {
+		return r, errorf("no sole holder after start")
+	}
+	// Settle: the SIP server on the active answers before traffic starts.
+	if err := n.waitSIP(t, 10*time.Second); err != nil {
+		return r, err
+	}
+
+	window := o.Before + o.After
+	if scenario == ScenarioNoisy && o.Noise+2*time.Second > o.After {
+		window = o.Before + o.Noise + 2*time.Second
+	}
+	if o.Freeze != nil {
+		o.Freeze.TakeMax()
+	}
+	own := n.Probe(time.Millisecond)
+	outage := n.ProbeSIP(t, o.ProbeEvery)
+	calls := n.StartCalls(t, o.Rate, int(window.Seconds()*float64(o.Rate)), 8*time.Second)
+	time.Sleep(o.Before)
+
+	if o.BeforeFault != nil {
+		o.BeforeFault(r.From)
+	}
+	faultAt := time.Now()
+	var ferr error
+	switch scenario {
+	case ScenarioKill:
+		ferr = sys.Kill(r.From)
+	case ScenarioLinkdown:
+		ferr = n.Hosts[r.From].SetPort(false)
+	case ScenarioStall:
+		ferr = sys.Stall(r.From, o.Stall)
+	case ScenarioAppfail:
+		ferr = sys.FailApp(r.From)
+	case ScenarioNoisy:
+		ferr = sys.Noise(r.From, o.Noise)
+	case ScenarioSwitchover:
+		ferr = sys.Switchover(r.From)
+	case ScenarioWitnesskill:
+		ferr = sys.KillWitness()
+	default:
+		ferr = errorf("unknown scenario %q", scenario)
+	}
+	if ferr == nil && o.OnFault != nil {
+		o.OnFault(r.From)
+	}
+	if ferr != nil {
+		own.Stop()
+		outage.Stop(0)
+		if ferr == ErrNotApplicable {
+			return r, ErrNotApplicable
+		}
+		return r, fmt.Errorf("inject %s on %s: %w", scenario, r.From, ferr)
+	}
+	if scenario == ScenarioLinkdown {
+		time.Sleep(time.Until(faultAt.Add(o.Linkdown)))
+		if err := n.Hosts[r.From].SetPort(true); err != nil {
+			own.Stop()
+			outage.Stop(0)
+			return r, err
+		}
+	}
+	callsRes, cerr := calls.Wait(time.Until(start.Add(window)) + 15*time.Second)
+	if o.Freeze != nil {
+		r.FreezeMax = o.Freeze.TakeMax()
+	}
+	r.Outage = outage.Stop(300 * time.Millisecond)
+	r.Ownership = own.Stop()
+	if cerr != nil {
+		return r, cerr
+	}
+	r.Calls = callsRes
+	r.Final, r.Moves = r.Ownership.Final, r.Ownership.Moves
+	r.Dual, r.DualAtEnd = r.Ownership.Dual, r.Ownership.DualAtEnd
+	r.FalseFailover = !ExpectsFailover(scenario) && r.Moves > 0
+	if o.AtEnd != nil {
+		o.AtEnd(r)
+	}
+	_ = sys.Heal()
+	r.Took = time.Since(start)
+	return r, nil
+}
+
+// waitSIP waits until an OPTIONS to the floating IP is answered.
+func (n *Net) waitSIP(t TB, within time.Duration) error {
+	p := n.ProbeSIP(t, 20*time.Millisecond)
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		p.mu.Lock()
+		ok := len(p.answered) > 0
+		p.mu.Unlock()
+		if ok {
+			p.Stop(0)
+			return nil
+		}
+	}
+	p.Stop(0)
+	return errorf("the SIP server on %s does not answer within %v", VIP, within)
+}
+
+// Describe is a multi-line account of a run for failure messages.
+func (r Result) Describe() string {
+	var b strings.Builder
+	b.WriteString(r.Line())
+	b.WriteString("\nownership changes:")
+	for _, c := range r.Ownership.Changes {
+		h := c.Holder
+		if h == "" {
+			h = "none"
+		}
+		fmt.Fprintf(&b, " %s@%s", h, c.At.Format("15:04:05.000"))
+	}
+	if !r.Outage.LongestStart.IsZero() {
+		fmt.Fprintf(&b, "\nlongest outage began %s", r.Outage.LongestStart.Format("15:04:05.000"))
+	}
+	return b.String()
+}

@@ -1,0 +1,322 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	_ "embed"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+//go:embed testdata/uas.xml
+var uasScenario []byte
+
+// WriteUAS writes the SIP server's scenario into dir and returns the shell
+// command line that runs the server bound to the floating IP. While the
+// file failFlag exists, the server refuses to start (exit 1): the appfail
+// scenario's "made to fail its restarts".
+func WriteUAS(dir, failFlag string) (string, error) {
+	sf := filepath.Join(dir, "uas.xml")
+	if err := os.WriteFile(sf, uasScenario, 0o644); err != nil {
+		return "", fmt.Errorf("e2e: write uas scenario: %w", err)
+	}
+	sipp, err := exec.LookPath("sipp")
+	if err != nil {
+		return "", fmt.Errorf("e2e: sipp not found (Debian package sip-tester): %w", err)
+	}
+	// SIPp repaints its screen on stdout every second: keep it out of logs.
+	return fmt.Sprintf(`if [ -e %[1]s ]; then echo "sip server: %[1]s exists, failing on purpose" >&2; exit 1; fi; exec %[2]s -sf %[3]s -i %[4]s -p %[5]d -nostdin -trace_err -error_file %[6]s >/dev/null`,
+		failFlag, sipp, sf, VIP, SIPPort, filepath.Join(dir, "uas_errors.log")), nil
+}
+
+// Calls is SIPp's account of the calls the client placed.
+type Calls struct {
+	Placed     int // calls started
+	Successful int
+	Failed     int
+	// Retransmissions is SIPp's count of retransmitted messages: each is a
+	// message that went unanswered for at least T1 (500 ms).
+	Retransmissions int
+	// RetransCalls counts calls whose INVITE was answered only after at
+	// least T1 (500 ms), so had to be retransmitted (SIPp's response-time
+	// trace of each call).
+	RetransCalls int
+	Unfinished   int // placed, neither successful nor failed when SIPp ended
+}
+
+// CallLoad is SIPp placing calls from the client to the floating IP.
+type CallLoad struct {
+	cmd  *exec.Cmd
+	dir  string
+	out  bytes.Buffer
+	done chan error
+}
+
+// StartCalls places n calls at rate calls/s from host c to VIP:5060
+// (INVITE, 100, 200, ACK, BYE, 200). A call unanswered for recvTimeout
+// fails.
+func (n *Net) StartCalls(t TB, rate, calls int, recvTimeout time.Duration) *CallLoad {
+	t.Helper()
+	dir := tempDir(t, "vigil-e2e-uac-")
+	c := &CallLoad{dir: dir, done: make(chan error, 1)}
+	c.cmd = n.Command("c", "sipp", "-sn", "uac", "-r", strconv.Itoa(rate), "-m", strconv.Itoa(calls),
+		"-i", "192.0.2.50", "-p", strconv.Itoa(SIPPort),
+		"-recv_timeout", strconv.Itoa(int(recvTimeout/time.Millisecond)),
+		"-nostdin", "-trace_stat", "-stf", filepath.Join(dir, "stat.csv"), "-fd", "1",
+		"-trace_rtt", "-rtt_freq", "1",
+		fmt.Sprintf("%s:%d", VIP, SIPPort))
+	c.cmd.Dir = dir
+	c.cmd.Stdout, c.cmd.Stderr = &c.out, &c.out
+	if err := c.cmd.Start(); err != nil {
+		t.Fatalf("e2e: start sipp uac: %v", err)
+	}
+	go func() { c.done <- c.cmd.Wait() }()
+	t.Cleanup(func() {
+		select {
+		case <-c.done:
+		default:
+			_ = c.cmd.Process.Kill()
+			<-c.done
+		}
+	})
+	return c
+}
+
+// Wait waits for SIPp to finish its calls and reads its final counters.
+func (c *CallLoad) Wait(timeout time.Duration) (Calls, error) {
+	select {
+	case err := <-c.done:
+		c.done <- err // for cleanup
+		// SIPp exits 1 when some call failed; the counters say which.
+	case <-time.After(timeout):
+		_ = c.cmd.Process.Signal(syscall.SIGKILL)
+		err := <-c.done
+		c.done <- err
+		return Calls{}, fmt.Errorf("e2e: sipp uac still running after %v: %s", timeout, tail(c.out.String(), 800))
+	}
+	calls, err := readStat(filepath.Join(c.dir, "stat.csv"))
+	if err != nil {
+		return calls, err
+	}
+	calls.RetransCalls, err = readRTT(c.dir)
+	return calls, err
+}
+
+// sipT1 is SIP's first retransmission interval (RFC 3261).
+const sipT1 = 500 * time.Millisecond
+
+// readRTT counts the calls in SIPp's -trace_rtt file (one line per call:
+// date_ms;response_time_ms;rtd_no) answered after T1 or later.
+func readRTT(dir string) (int, error) {
+	files, _ := filepath.Glob(filepath.Join(dir, "*_rtt.csv"))
+	if len(files) != 1 {
+		return 0, fmt.Errorf("e2e: sipp response-time trace: %d files in %s", len(files), dir)
+	}
+	b, err := os.ReadFile(files[0])
+	if err != nil {
+		return 0, fmt.Errorf("e2e: sipp response-time trace: %w", err)
+	}
+	n := 0
+	for _, l := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Split(l, ";")
+		if len(f) < 2 {
+			continue
+		}
+		rt, err := strconv.ParseFloat(f[1], 64)
+		if err != nil {
+			continue
+		}
+		if time.Duration(rt*float64(time.Millisecond)) >= sipT1 {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// readStat reads the cumulative counters from the last line of SIPp's
+// -trace_stat file.
+func readStat(path string) (Calls, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Calls{}, fmt.Errorf("e2e: sipp statistics: %w", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) < 2 {
+		return Calls{}, fmt.Errorf("e2e: sipp statistics %s: no data line", path)
+	}
+	head := strings.Split(lines[0], ";")
+	last := strings.Split(lines[len(lines)-1], ";")
+	get := func(name string) (int, error) {
+		for i, h := range head {
+			if h == name && i < len(last) {
+				return strconv.Atoi(strings.TrimSpace(last[i]))
+			}
+		}
+		return 0, fmt.Errorf("e2e: sipp statistics: no column %s", name)
+	}
+	var c Calls
+	for _, f := range []struct {
+		col string
+		dst *int
+	}{
+		{"TotalCallCreated", &c.Placed},
+		{"SuccessfulCall(C)", &c.Successful},
+		{"FailedCall(C)", &c.Failed},
+		{"Retransmissions(C)", &c.Retransmissions},
+	} {
+		v, err := get(f.col)
+		if err != nil {
+			return c, err
+		}
+		*f.dst = v
+	}
+	c.Unfinished = c.Placed - c.Successful - c.Failed
+	return c, nil
+}
+
+// OutageProbe sends a SIP OPTIONS from the client to the floating IP every
+// interval and records which were answered: the outage a caller sees is the
+// longest run of unanswered probes.
+type OutageProbe struct {
+	conn     *net.UDPConn
+	interval time.Duration
+	stop     chan struct{}
+	wg       sync.WaitGroup
+
+	mu       sync.Mutex
+	sent     []time.Time // by sequence number
+	answered map[int]time.Time
+}
+
+// ProbeSIP starts an OutageProbe from host c.
+func (n *Net) ProbeSIP(t TB, interval time.Duration) *OutageProbe {
+	t.Helper()
+	var conn *net.UDPConn
+	err := n.Hosts["c"].Run(func() error {
+		var err error
+		conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(192, 0, 2, 50), Port: SIPPort + 1})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("e2e: outage probe socket: %v", err)
+	}
+	p := &OutageProbe{conn: conn, interval: interval, stop: make(chan struct{}), answered: map[int]time.Time{}}
+	p.wg.Add(2)
+	go p.send()
+	go p.receive()
+	return p
+}
+
+func (p *OutageProbe) send() {
+	defer p.wg.Done()
+	dst := &net.UDPAddr{IP: net.ParseIP(VIP), Port: SIPPort}
+	t := time.NewTicker(p.interval)
+	defer t.Stop()
+	for seq := 0; ; seq++ {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		}
+		msg := fmt.Sprintf("OPTIONS sip:probe@%s:%d SIP/2.0\r\n"+
+			"Via: SIP/2.0/UDP 192.0.2.50:%d;branch=z9hG4bKprobe%d\r\n"+
+			"Max-Forwards: 70\r\nFrom: <sip:probe@192.0.2.50>;tag=probe\r\nTo: <sip:probe@%s>\r\n"+
+			"Call-ID: probe-%d@vigil-e2e\r\nCSeq: %d OPTIONS\r\nContent-Length: 0\r\n\r\n",
+			VIP, SIPPort, SIPPort+1, seq, VIP, seq, seq+1)
+		p.mu.Lock()
+		p.sent = append(p.sent, time.Now())
+		p.mu.Unlock()
+		_, _ = p.conn.WriteToUDP([]byte(msg), dst)
+	}
+}
+
+func (p *OutageProbe) receive() {
+	defer p.wg.Done()
+	buf := make([]byte, 4096)
+	for {
+		n, _, err := p.conn.ReadFromUDP(buf)
+		if err != nil {
+			return // closed by Stop
+		}
+		now := time.Now()
+		sc := bufio.NewScanner(bytes.NewReader(buf[:n]))
+		for sc.Scan() {
+			l := sc.Text()
+			if rest, ok := strings.CutPrefix(l, "Call-ID: probe-"); ok {
+				if i := strings.IndexByte(rest, '@'); i > 0 {
+					if seq, err := strconv.Atoi(rest[:i]); err == nil {
+						p.mu.Lock()
+						if _, dup := p.answered[seq]; !dup {
+							p.answered[seq] = now
+						}
+						p.mu.Unlock()
+					}
+				}
+				break
+			}
+		}
+	}
+}
+
+// Outage is what the OPTIONS prober saw.
+type Outage struct {
+	Sent, Answered int
+	// Longest is the longest time between two answered probes' sending,
+	// less one interval: how long a caller could not reach the service.
+	Longest time.Duration
+	// LongestStart is when that gap began.
+	LongestStart time.Time
+	// Unanswered counts probes without an answer (after the first answer).
+	Unanswered int
+}
+
+// Stop ends the probe, waiting grace for late answers, and measures.
+func (p *OutageProbe) Stop(grace time.Duration) Outage {
+	close(p.stop)
+	time.Sleep(grace)
+	p.conn.Close()
+	p.wg.Wait()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	o := Outage{Sent: len(p.sent), Answered: len(p.answered)}
+	seqs := make([]int, 0, len(p.answered))
+	for s := range p.answered {
+		seqs = append(seqs, s)
+	}
+	sort.Ints(seqs)
+	for i := 1; i < len(seqs); i++ {
+		gap := p.sent[seqs[i]].Sub(p.sent[seqs[i-1]]) - p.interval
+		if gap > o.Longest {
+			o.Longest = gap
+			o.LongestStart = p.sent[seqs[i-1]]
+		}
+		o.Unanswered += seqs[i] - seqs[i-1] - 1
+	}
+	if len(seqs) > 0 && seqs[len(seqs)-1] < len(p.sent)-1 {
+		// Unanswered to the end: the outage lasted at least until then.
+		last := seqs[len(seqs)-1]
+		gap := p.sent[len(p.sent)-1].Sub(p.sent[last])
+		o.Unanswered += len(p.sent) - 1 - last
+		if gap > o.Longest {
+			o.Longest = gap
+			o.LongestStart = p.sent[last]
+		}
+	}
+	return o
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "..." + s[len(s)-n:]
+}

@@ -1,0 +1,379 @@
+package e2e
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/vigil-project/vigil/supervisor"
+)
+
+// VigilOptions configure the Vigil system.
+type VigilOptions struct {
+	// Bin is the vigil binary.
+	Bin string
+	// Timing is the cluster.timing YAML mapping, e.g. "{lease: 600ms}";
+	// "" runs the product's defaults.
+	Timing string
+	// Realtime is control.realtime (the product default is true).
+	Realtime bool
+	// RTBudget is control.rt_budget, default 150ms here: the three hosts
+	// share one kernel's 950 ms of realtime time per second, and at the
+	// product default (300ms for each of 5 realtime groups) the last ones
+	// would be refused SCHED_RR. A real host has the kernel to itself.
+	RTBudget string
+	// Metrics, when set, is metrics.listen inside each host's namespace.
+	Metrics string
+}
+
+// Vigil runs `vigil supervise` on a, b and w, each in its namespace, with
+// the SIP server as a critical application and a noisy neighbour that
+// waits for its cue in the apps group.
+type Vigil struct {
+	t    TB
+	n    *Net
+	opts VigilOptions
+	dir  string
+	tag  string
+	mu   sync.Mutex
+	host map[string]*vigilHost
+}
+
+type vigilHost struct {
+	id      string
+	dir     string
+	cfg     string
+	socket  string
+	subtree string
+	logPath string
+	cmd     *exec.Cmd
+	done    chan struct{}
+}
+
+// NewVigil prepares the three hosts' configs; Start starts them.
+func NewVigil(t TB, n *Net, opts VigilOptions) *Vigil {
+	t.Helper()
+	var rnd [4]byte
+	_, _ = rand.Read(rnd[:])
+	if opts.RTBudget == "" {
+		opts.RTBudget = "150ms"
+	}
+	sweepStale(t)
+	v := &Vigil{t: t, n: n, opts: opts, dir: tempDir(t, "vigil-e2e-"), tag: fmt.Sprintf("p%d-%s", os.Getpid(), hex.EncodeToString(rnd[:])), host: map[string]*vigilHost{}}
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	keyFile := filepath.Join(v.dir, "cluster.key")
+	if err := os.WriteFile(keyFile, []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
+		t.Fatalf("e2e: %v", err)
+	}
+	for _, id := range []string{"a", "b", "w"} {
+		h := &vigilHost{id: id, dir: filepath.Join(v.dir, id), subtree: "vigil-e2e-" + v.tag + "-" + id}
+		h.cfg = filepath.Join(h.dir, "vigil.yaml")
+		h.socket = filepath.Join(h.dir, "control.sock")
+		h.logPath = filepath.Join(h.dir, "vigil.log")
+		if err := os.MkdirAll(h.dir, 0o755); err != nil {
+			t.Fatalf("e2e: %v", err)
+		}
+		if err := v.writeConfig(h, keyFile); err != nil {
+			t.Fatalf("e2e: %v", err)
+		}
+		v.host[id] = h
+	}
+	t.Cleanup(func() { _ = v.Stop() })
+	return v
+}
+
+// Label implements System.
+func (v *Vigil) Label() string { return "system=vigil" }
+
+// Config returns host id's config path (for reloads and `vigil check`).
+func (v *Vigil) Config(id string) string { return v.host[id].cfg }
+
+// Socket returns host id's control socket.
+func (v *Vigil) Socket(id string) string { return v.host[id].socket }
+
+// Log returns host id's daemon log so far.
+func (v *Vigil) Log(id string) string {
+	b, _ := os.ReadFile(v.host[id].logPath)
+	return string(b)
+}
+
+func (v *Vigil) writeConfig(h *vigilHost, keyFile string) error {
+	role := "node"
+	if h.id == "w" {
+		role = "witness"
+	}
+	timing := ""
+	if v.opts.Timing != "" {
+		timing = "  timing: " + v.opts.Timing + "\n"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, `cluster:
+  name: e2e
+  node: %s
+  role: %s
+  key_file: %s
+  nodes:
+    - {id: a, address: "192.0.2.11:7400"}
+    - {id: b, address: "192.0.2.12:7400"}
+  witnesses:
+    - {id: w, address: "192.0.2.13:7400"}
+%scontrol:
+  realtime: %v
+  rt_budget: %s
+metrics:
+  listen: "%s"
+runtime:
+  control_socket: %s
+  state_dir: %s
+  cgroup: %s
+log:
+  level: info
+  format: text
+`, h.id, role, keyFile, timing, v.opts.Realtime, v.opts.RTBudget, v.opts.Metrics, h.socket, filepath.Join(h.dir, "state"), h.subtree)
+	if role == "node" {
+		uas, err := WriteUAS(h.dir, v.failFlag(h.id))
+		if err != nil {
+			return err
+		}
+		noiseTmp := filepath.Join(h.dir, "noise")
+		if err := os.MkdirAll(noiseTmp, 0o755); err != nil {
+			return err
+		}
+		cue := filepath.Join(h.dir, "noise.cue")
+		// The neighbour waits for its cue (a file holding the duration in
+		// seconds), consumes it, and runs; "always" brings the waiting loop
+		// back after each run.
+		noise := fmt.Sprintf(`while [ ! -e %[1]s ]; do sleep 0.2; done; d=$(cat %[1]s); rm -f %[1]s; exec %[2]s`,
+			cue, strings.Join(NoiseArgs(noiseTmp, `"$d"`), " "))
+		fmt.Fprintf(&b, `vips:
+  - {address: %s, interface: %s}
+processes:
+  - name: sip
+    command: ["/bin/sh", "-c", %q]
+    dir: %s
+    critical: true
+    backoff: {initial: 100ms, max: 1s, fatal_after: 3}
+  - name: noise
+    command: ["/bin/sh", "-c", %q]
+    dir: %s
+    memory_max: %d
+`, VIPCIDR, LinkName, uas, h.dir, noise, h.dir, NoiseMemoryMax)
+	}
+	return os.WriteFile(h.cfg, []byte(b.String()), 0o644)
+}
+
+func (v *Vigil) failFlag(id string) string { return filepath.Join(v.dir, id, "sip.fail") }
+
+// Start implements System.
+func (v *Vigil) Start() error {
+	for _, id := range []string{"a", "b", "w"} {
+		if err := v.startHost(id); err != nil {
+			return err
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for v.n.Holder() == "" {
+		if time.Now().After(deadline) {
+			return errorf("no node holds %s 30 s after start\n--- a:\n%s\n--- b:\n%s", VIP, tail(v.Log("a"), 3000), tail(v.Log("b"), 3000))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
+}
+
+func (v *Vigil) startHost(id string) error {
+	h := v.host[id]
+	logf, err := os.OpenFile(h.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return errorf("%v", err)
+	}
+	defer logf.Close()
+	cmd := v.n.Command(id, v.opts.Bin, "supervise", "-c", h.cfg)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return errorf("start vigil on %s: %v", id, err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	v.mu.Lock()
+	h.cmd, h.done = cmd, done
+	v.mu.Unlock()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if _, err := supervisor.Call(h.socket, supervisor.Request{Cmd: "status"}); err == nil {
+			return nil
+		}
+		select {
+		case <-done:
+			return errorf("vigil on %s exited at start:\n%s", id, tail(v.Log(id), 3000))
+		default:
+		}
+		if time.Now().After(deadline) {
+			return errorf("vigil on %s: no control socket after 15 s:\n%s", id, tail(v.Log(id), 3000))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Stop implements System: SIGTERM, then whatever is left of each tree is
+// killed, and the floating IP removed wherever a kill left it.
+func (v *Vigil) Stop() error {
+	var errs []string
+	for _, id := range []string{"a", "b", "w"} {
+		h := v.host[id]
+		v.mu.Lock()
+		cmd, done := h.cmd, h.done
+		h.cmd = nil
+		v.mu.Unlock()
+		if cmd != nil {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-done:
+			case <-time.After(20 * time.Second):
+				errs = append(errs, id+": no exit 20 s after SIGTERM")
+				_ = cmd.Process.Kill()
+				<-done
+			}
+		}
+		if _, err := killTree(h.subtree, 10*time.Second); err != nil {
+			errs = append(errs, err.Error())
+		}
+		if err := removeTree(h.subtree); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	_ = os.Remove(v.failFlag("a"))
+	_ = os.Remove(v.failFlag("b"))
+	v.n.DropVIP("a")
+	v.n.DropVIP("b")
+	if len(errs) > 0 {
+		return errorf("stop: %s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// Kill implements System: every process in host's tree (the supervisor
+// moved itself into it at start) stopped, then SIGKILLed.
+func (v *Vigil) Kill(id string) error {
+	_, err := killTree(v.host[id].subtree, 10*time.Second)
+	return err
+}
+
+// KillWitness implements System.
+func (v *Vigil) KillWitness() error { return v.Kill("w") }
+
+// Status returns host id's `vigil status --json` document.
+func (v *Vigil) Status(id string) (*supervisor.Status, error) {
+	resp, err := supervisor.Call(v.host[id].socket, supervisor.Request{Cmd: "status"})
+	if err != nil {
+		return nil, err
+	}
+	return resp.Status, nil
+}
+
+func (v *Vigil) pidOf(id, name string) (int, error) {
+	st, err := v.Status(id)
+	if err != nil {
+		return 0, errorf("status of %s: %v", id, err)
+	}
+	for _, p := range append(append([]supervisor.ProcessStatus{}, st.ControlPlane...), st.Processes...) {
+		if p.Name == name && p.PID > 0 {
+			return p.PID, nil
+		}
+	}
+	return 0, errorf("%s on %s has no pid", name, id)
+}
+
+// Stall implements System: the node manager is stopped.
+func (v *Vigil) Stall(id string, d time.Duration) error {
+	pid, err := v.pidOf(id, "nodemanager")
+	if err != nil {
+		return err
+	}
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		return errorf("SIGSTOP node manager %d: %v", pid, err)
+	}
+	time.Sleep(d)
+	// The supervisor may have fenced (killed) it meanwhile: ESRCH is fine.
+	_ = syscall.Kill(pid, syscall.SIGCONT)
+	return nil
+}
+
+// FailApp implements System.
+func (v *Vigil) FailApp(id string) error {
+	if err := os.WriteFile(v.failFlag(id), nil, 0o644); err != nil {
+		return errorf("%v", err)
+	}
+	pid, err := v.pidOf(id, "sip")
+	if err != nil {
+		return err
+	}
+	// sh exec'd sipp: the pid is the SIP server itself.
+	return syscall.Kill(pid, syscall.SIGKILL)
+}
+
+// Heal implements System: the flags go and a FATAL SIP server is restarted
+// the way an operator would, with `vigil restart`.
+func (v *Vigil) Heal() error {
+	for _, id := range []string{"a", "b"} {
+		_ = os.Remove(v.failFlag(id))
+		st, err := v.Status(id)
+		if err != nil {
+			continue // killed by the scenario
+		}
+		for _, p := range st.Processes {
+			if p.Name == "sip" && p.State == supervisor.StateFatal {
+				if _, err := supervisor.Call(v.host[id].socket, supervisor.Request{Cmd: "restart", Name: "sip"}); err != nil {
+					return errorf("restart sip on %s: %v", id, err)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// Switchover implements System: `vigil switchover` on the active.
+func (v *Vigil) Switchover(id string) error {
+	_, err := supervisor.Call(v.host[id].socket, supervisor.Request{Cmd: "switchover", Name: Other(id)})
+	return err
+}
+
+// Noise implements System: the cue starts the neighbour supervised in
+// host's apps group (apps/noise, memory.max NoiseMemoryMax).
+func (v *Vigil) Noise(id string, d time.Duration) error {
+	cue := filepath.Join(v.host[id].dir, "noise.cue")
+	if err := os.WriteFile(cue+".tmp", []byte(Seconds(d)), 0o644); err != nil {
+		return errorf("%v", err)
+	}
+	return os.Rename(cue+".tmp", cue)
+}
+
+// NodeReport is the part of the node manager's report the harness reads.
+type NodeReport struct {
+	Role   string `json:"role"`
+	Epoch  uint64 `json:"epoch"`
+	Active string `json:"active"`
+}
+
+// Report returns host id's node manager report.
+func (v *Vigil) Report(id string) (NodeReport, error) {
+	st, err := v.Status(id)
+	if err != nil {
+		return NodeReport{}, err
+	}
+	var r NodeReport
+	if st.NodeManager == nil {
+		return r, errorf("%s: no node manager report", id)
+	}
+	err = json.Unmarshal(st.NodeManager, &r)
+	return r, err
+}
