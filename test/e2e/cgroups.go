@@ -213,9 +213,11 @@ func removeTree(subtree string) error {
 	}
 }
 
-// staleTree matches the subtree names of this harness: the owner's pid
-// is in the name so a later run can remove what a killed one left.
-var staleTree = regexp.MustCompile(`^vigil-e2e-p([0-9]+)-[0-9a-f]{8}-[abw]$`)
+// staleTree matches the subtree names of this harness (Vigil's hosts,
+// keepalived's, the keepalived noise groups): the owner's pid is in the
+// name so a later run can remove what a killed one left. A tree left with a
+// realtime budget (cpu.rt_runtime_us) would starve the next runs of it.
+var staleTree = regexp.MustCompile(`^(?:vigil-e2e-p([0-9]+)-[0-9a-f]{8}-[abw]|e2e-keepalived-[0-9a-f]{6}\.p([0-9]+)-[ab]|e2e-noise-[0-9a-f]{6}\.p([0-9]+))$`)
 
 // sweepStale kills and removes trees of dead owners.
 func sweepStale(t TB) {
@@ -235,7 +237,7 @@ func sweepStale(t TB) {
 				continue
 			}
 			seen[de.Name()] = true
-			pid, _ := strconv.Atoi(m[1])
+			pid, _ := strconv.Atoi(m[1] + m[2] + m[3])
 			if pid <= 0 || syscall.Kill(pid, 0) != syscall.ESRCH {
 				continue
 			}

@@ -56,7 +56,9 @@ type Keepalived struct {
 	n      *Net
 	advert time.Duration
 	dir    string
-	hosts  map[string]*kaHost
+	// noiseDir, on the disk, is where the noisy neighbour writes.
+	noiseDir string
+	hosts    map[string]*kaHost
 
 	mu     sync.Mutex
 	noises []*noiseRun
@@ -139,7 +141,8 @@ func NewKeepalived(t TB, n *Net, advert time.Duration) *Keepalived {
 		t.Fatalf("e2e: keepalived advert interval %v: must be a multiple of 10ms in [10ms, 40.95s]", advert)
 	}
 	ss, _ := exec.LookPath("ss")
-	k := &Keepalived{t: t, n: n, advert: advert, dir: tempDir(t, "vigil-e2e-keepalived-"), hosts: map[string]*kaHost{}}
+	sweepStale(t)
+	k := &Keepalived{t: t, n: n, advert: advert, dir: tempDir(t, "vigil-e2e-keepalived-"), noiseDir: diskTempDir(t, "vigil-e2e-noise-"), hosts: map[string]*kaHost{}}
 	var rnd [3]byte
 	if _, err := rand.Read(rnd[:]); err != nil {
 		t.Fatalf("e2e: random: %v", err)
@@ -229,8 +232,8 @@ global_defs {
 	vrrp_version 3
 	script_user root
 	enable_script_security
-	vrrp_garp_master_repeat 3
-	vrrp_garp_interval 0.1
+	vrrp_garp_master_repeat `+os.Getenv("KA_GARP")+`
+	vrrp_garp_interval `+os.Getenv("KA_GARPI")+`
 	vrrp_garp_master_delay 0
 	vrrp_garp_master_refresh 0
 	vrrp_rt_priority 10
@@ -702,7 +705,9 @@ func (k *Keepalived) Noise(host string, d time.Duration) error {
 	} else if len(na) > 0 {
 		return fail(fmt.Errorf("memory limit not applied: %v", na))
 	}
-	tmp, err := os.MkdirTemp(k.dir, "noise-")
+	// On the disk (not k.dir, which is in memory): the writer must fsync
+	// to a real disk, as Vigil's neighbour does.
+	tmp, err := os.MkdirTemp(k.noiseDir, "noise-")
 	if err != nil {
 		return fail(err)
 	}

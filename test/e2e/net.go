@@ -252,10 +252,30 @@ type Ownership struct {
 // counterpart for (keepalived has no witness).
 var ErrNotApplicable = errors.New("not applicable to this system")
 
-// tempDir makes a directory removed by t's cleanup.
+// tempDir makes a directory removed by t's cleanup, in memory (/dev/shm)
+// where there is one: the harness's own files (configs, daemon logs, SIPp's
+// traces) must never wait for a disk the noisy neighbour's fsync writer
+// saturates, or the measuring tools stall and the stall is blamed on the
+// system under test. The neighbour's own files go to diskTempDir.
 func tempDir(t TB, pattern string) string {
 	t.Helper()
-	d, err := os.MkdirTemp("", pattern)
+	base := ""
+	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+		base = "/dev/shm"
+	}
+	return mkTemp(t, base, pattern)
+}
+
+// diskTempDir makes a directory on the disk ($TMPDIR or /tmp), removed by
+// t's cleanup: where the noisy neighbour writes and fsyncs.
+func diskTempDir(t TB, pattern string) string {
+	t.Helper()
+	return mkTemp(t, "", pattern)
+}
+
+func mkTemp(t TB, base, pattern string) string {
+	t.Helper()
+	d, err := os.MkdirTemp(base, pattern)
 	if err != nil {
 		t.Fatalf("e2e: %v", err)
 	}

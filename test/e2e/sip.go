@@ -270,8 +270,10 @@ func (p *OutageProbe) receive() {
 // Outage is what the OPTIONS prober saw.
 type Outage struct {
 	Sent, Answered int
-	// Longest is the longest time between two answered probes' sending,
-	// less one interval: how long a caller could not reach the service.
+	// Longest is the longest run of unanswered probes: from sending the
+	// first unanswered one to sending the next answered one. Two answered
+	// probes in a row count no outage however far apart they were sent,
+	// so a stall of the prober itself is not taken for one of the service.
 	Longest time.Duration
 	// LongestStart is when that gap began.
 	LongestStart time.Time
@@ -294,21 +296,24 @@ func (p *OutageProbe) Stop(grace time.Duration) Outage {
 	}
 	sort.Ints(seqs)
 	for i := 1; i < len(seqs); i++ {
-		gap := p.sent[seqs[i]].Sub(p.sent[seqs[i-1]]) - p.interval
-		if gap > o.Longest {
-			o.Longest = gap
-			o.LongestStart = p.sent[seqs[i-1]]
+		lost := seqs[i] - seqs[i-1] - 1
+		if lost == 0 {
+			continue
 		}
-		o.Unanswered += seqs[i] - seqs[i-1] - 1
+		o.Unanswered += lost
+		first := p.sent[seqs[i-1]+1]
+		if gap := p.sent[seqs[i]].Sub(first); gap > o.Longest {
+			o.Longest = gap
+			o.LongestStart = first
+		}
 	}
 	if len(seqs) > 0 && seqs[len(seqs)-1] < len(p.sent)-1 {
 		// Unanswered to the end: the outage lasted at least until then.
-		last := seqs[len(seqs)-1]
-		gap := p.sent[len(p.sent)-1].Sub(p.sent[last])
-		o.Unanswered += len(p.sent) - 1 - last
-		if gap > o.Longest {
+		first := p.sent[seqs[len(seqs)-1]+1]
+		o.Unanswered += len(p.sent) - 1 - seqs[len(seqs)-1]
+		if gap := p.sent[len(p.sent)-1].Sub(first) + p.interval; gap > o.Longest {
 			o.Longest = gap
-			o.LongestStart = p.sent[last]
+			o.LongestStart = first
 		}
 	}
 	return o

@@ -42,9 +42,11 @@ type Vigil struct {
 	n    *Net
 	opts VigilOptions
 	dir  string
-	tag  string
-	mu   sync.Mutex
-	host map[string]*vigilHost
+	// noiseDir, on the disk, is where the noisy neighbour writes.
+	noiseDir string
+	tag      string
+	mu       sync.Mutex
+	host     map[string]*vigilHost
 }
 
 type vigilHost struct {
@@ -68,6 +70,7 @@ func NewVigil(t TB, n *Net, opts VigilOptions) *Vigil {
 	}
 	sweepStale(t)
 	v := &Vigil{t: t, n: n, opts: opts, dir: tempDir(t, "vigil-e2e-"), tag: fmt.Sprintf("p%d-%s", os.Getpid(), hex.EncodeToString(rnd[:])), host: map[string]*vigilHost{}}
+	v.noiseDir = diskTempDir(t, "vigil-e2e-noise-")
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
 	keyFile := filepath.Join(v.dir, "cluster.key")
@@ -144,10 +147,7 @@ log:
 		if err != nil {
 			return err
 		}
-		noiseTmp := filepath.Join(h.dir, "noise")
-		if err := os.MkdirAll(noiseTmp, 0o755); err != nil {
-			return err
-		}
+		noiseTmp := v.noiseDir
 		cue := filepath.Join(h.dir, "noise.cue")
 		// The neighbour waits for its cue (a file holding the duration in
 		// seconds), consumes it, and runs; "always" brings the waiting loop
