@@ -232,8 +232,8 @@ global_defs {
 	vrrp_version 3
 	script_user root
 	enable_script_security
-	vrrp_garp_master_repeat `+os.Getenv("KA_GARP")+`
-	vrrp_garp_interval `+os.Getenv("KA_GARPI")+`
+	vrrp_garp_master_repeat 3
+	vrrp_garp_interval 0.1
 	vrrp_garp_master_delay 0
 	vrrp_garp_master_refresh 0
 	vrrp_rt_priority 10
