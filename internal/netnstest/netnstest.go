@@ -146,7 +146,7 @@ func New(t TB, hosts ...HostSpec) *Net {
 	}
 	n.Switch = sw
 	t.Cleanup(func() { deleteNamed(t, n.SwitchName, sw) })
-	if n.SwitchHandle, err = netlink.NewHandleAt(sw); err != nil {
+	if n.SwitchHandle, err = netlink.NewHandleAt(sw, unix.NETLINK_ROUTE); err != nil {
 		t.Fatalf("netnstest: netlink handle in %s: %v", n.SwitchName, err)
 	}
 	t.Cleanup(n.SwitchHandle.Close)
@@ -236,7 +236,7 @@ func (n *Net) addHost(t TB, spec HostSpec, bridgeIndex int) (*Host, error) {
 	}
 	h.NS = ns
 	t.Cleanup(func() { deleteNamed(t, h.NSName, ns) })
-	if h.Handle, err = netlink.NewHandleAt(ns); err != nil {
+	if h.Handle, err = netlink.NewHandleAt(ns, unix.NETLINK_ROUTE); err != nil {
 		return nil, fmt.Errorf("netlink handle in %s: %w", h.NSName, err)
 	}
 	t.Cleanup(h.Handle.Close)

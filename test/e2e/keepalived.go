@@ -33,8 +33,9 @@ import (
 //     role back, as VRRP specifies.)
 //   - multicast adverts (keepalived's default; the switch floods them, it
 //     does no snooping), vrrp_version 3 so that advert_int can be 0.01.
-//   - 3 gratuitous ARPs 100 ms apart, no second burst, no refresh: Vigil's
-//     netfloat defaults.
+//   - 3 gratuitous ARPs, no second burst, no refresh, as Vigil's netfloat
+//     defaults, but back to back: with vrrp_garp_interval 0.1, 2.2.7 put
+//     exactly 2 on the wire whatever vrrp_garp_master_repeat said (1, 3, 5).
 //   - the VRRP process at SCHED_RR priority 10 with its memory locked
 //     (vrrp_rt_priority, vrrp_no_swap), as Vigil's control.realtime, with
 //     a realtime budget on its cgroup like Vigil's control groups.
@@ -55,7 +56,7 @@ type Keepalived struct {
 	t      TB
 	n      *Net
 	advert time.Duration
-	dir    string
+	dir    string // configs, logs (in memory)
 	// noiseDir, on the disk, is where the noisy neighbour writes.
 	noiseDir string
 	hosts    map[string]*kaHost
@@ -77,9 +78,10 @@ type kaHost struct {
 	conf, pidFile, vrrpPidFile, checkerPidFile, bfdPidFile string
 	logPath, sipLogPath, failFlag, uas                     string
 
-	mu  sync.Mutex
-	ka  *kaProc  // running keepalived, nil if none
-	sip *sipLoop // running SIP server loop, nil if none
+	mu       sync.Mutex
+	rtWarned bool     // the missing realtime budget was reported
+	ka       *kaProc  // running keepalived, nil if none
+	sip      *sipLoop // running SIP server loop, nil if none
 }
 
 // kaProc is one run of keepalived.
@@ -95,6 +97,17 @@ type sipLoop struct {
 	stopped bool
 	stop    chan struct{}
 	done    chan struct{}
+}
+
+// halt ends the loop's restarts. Under l.mu, so that no restart begins
+// after it returns: the caller then kills the server for good.
+func (l *sipLoop) halt() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.stopped {
+		l.stopped = true
+		close(l.stop)
+	}
 }
 
 // noiseRun is one noisy neighbour.
@@ -128,9 +141,9 @@ const placeScript = `while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift;
 // everything and removes the cgroups.
 func NewKeepalived(t TB, n *Net, advert time.Duration) *Keepalived {
 	t.Helper()
-	for _, bin := range []string{"keepalived", "sipp", "ss", "nsenter"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			msg := fmt.Sprintf("e2e: %s not installed (Debian packages keepalived, sip-tester, iproute2, util-linux)", bin)
+	for _, need := range [][2]string{{"keepalived", "keepalived"}, {"sipp", "sip-tester"}, {"ss", "iproute2"}, {"nsenter", "util-linux"}} {
+		if _, err := exec.LookPath(need[0]); err != nil {
+			msg := fmt.Sprintf("e2e: %s not installed (Debian package %s)", need[0], need[1])
 			if os.Getenv("CI") != "" {
 				t.Fatalf("%s", msg)
 			}
@@ -141,13 +154,24 @@ func NewKeepalived(t TB, n *Net, advert time.Duration) *Keepalived {
 		t.Fatalf("e2e: keepalived advert interval %v: must be a multiple of 10ms in [10ms, 40.95s]", advert)
 	}
 	ss, _ := exec.LookPath("ss")
-	sweepStale(t)
-	k := &Keepalived{t: t, n: n, advert: advert, dir: tempDir(t, "vigil-e2e-keepalived-"), noiseDir: diskTempDir(t, "vigil-e2e-noise-"), hosts: map[string]*kaHost{}}
+	sweepStale(t) // what a killed test binary left, keepalived included
+	k := &Keepalived{t: t, n: n, advert: advert, hosts: map[string]*kaHost{},
+		dir: tempDir(t, "vigil-e2e-keepalived-"), noiseDir: diskTempDir(t, "vigil-e2e-keepalived-noise-")}
 	var rnd [3]byte
 	if _, err := rand.Read(rnd[:]); err != nil {
 		t.Fatalf("e2e: random: %v", err)
 	}
 	tag := fmt.Sprintf("e2e-keepalived-%s.p%d", hex.EncodeToString(rnd[:]), os.Getpid())
+	t.Cleanup(func() {
+		if err := k.Stop(); err != nil {
+			t.Errorf("e2e: keepalived cleanup: %v", err)
+		}
+		for _, h := range k.hosts {
+			if err := h.cg.Destroy(); err != nil {
+				t.Errorf("e2e: keepalived cleanup: %v", err)
+			}
+		}
+	})
 	for _, id := range nodeIDs {
 		h, err := k.newHost(id, tag+"-"+id, ss)
 		if err != nil {
@@ -155,16 +179,6 @@ func NewKeepalived(t TB, n *Net, advert time.Duration) *Keepalived {
 		}
 		k.hosts[id] = h
 	}
-	t.Cleanup(func() {
-		if err := k.Stop(); err != nil {
-			t.Errorf("e2e: keepalived cleanup: %v", err)
-		}
-		for _, id := range nodeIDs {
-			if err := k.hosts[id].cg.Destroy(); err != nil {
-				t.Errorf("e2e: keepalived cleanup: %v", err)
-			}
-		}
-	})
 	return k
 }
 
@@ -211,11 +225,6 @@ func (k *Keepalived) newHost(id, subtree, ss string) (*kaHost, error) {
 		_ = h.cg.Destroy()
 		return nil, errorf("keepalived %s: %w", id, err)
 	}
-	if na, err := h.kaGroup.Apply(cgroup.Resources{RTRuntimeUs: kaRTBudgetUs}); err != nil || len(na) > 0 {
-		// keepalived then logs that it cannot set SCHED_RR and runs
-		// without: say so, the comparison is less fair then.
-		k.t.Logf("e2e: keepalived %s: no realtime budget (%v %v): VRRP process will run SCHED_OTHER", id, err, na)
-	}
 	return h, nil
 }
 
@@ -233,7 +242,6 @@ global_defs {
 	script_user root
 	enable_script_security
 	vrrp_garp_master_repeat 3
-	vrrp_garp_interval 0.1
 	vrrp_garp_master_delay 0
 	vrrp_garp_master_refresh 0
 	vrrp_rt_priority 10
@@ -286,6 +294,14 @@ func (k *Keepalived) command(host string, g *cgroup.Group, argv ...string) *exec
 // Start implements System: the SIP servers, then keepalived on a until it
 // holds the address, then on b until it is a backup.
 func (k *Keepalived) Start() error {
+	if err := k.start(); err != nil {
+		// Leave nothing running: the caller stops only what started.
+		return errors.Join(err, k.Stop())
+	}
+	return nil
+}
+
+func (k *Keepalived) start() error {
 	deadline := time.Now().Add(kaStartTimeout)
 	for _, id := range nodeIDs {
 		h := k.hosts[id]
@@ -413,6 +429,19 @@ func (k *Keepalived) startKeepalived(h *kaHost) error {
 		return errorf("keepalived %s: %w", h.id, err)
 	}
 	fmt.Fprintf(logf, "=== e2e: starting keepalived at %s\n", time.Now().Format(time.RFC3339Nano))
+	// Each start: the budget may have been taken by others (the kernel
+	// refuses more than the parent's in all children) and freed since.
+	// Not applicable (cgroup v2, no CONFIG_RT_GROUP_SCHED) means no budget
+	// is needed; an error means none could be had.
+	if na, err := h.kaGroup.Apply(cgroup.Resources{RTRuntimeUs: kaRTBudgetUs}); err != nil || len(na) > 0 {
+		fmt.Fprintf(logf, "=== e2e: realtime budget: %v %v\n", err, na)
+		// keepalived then logs "cannot raise priority" and runs
+		// SCHED_OTHER: the comparison with a realtime Vigil is less fair.
+		if err != nil && !h.rtWarned {
+			h.rtWarned = true
+			k.t.Logf("e2e: keepalived %s: no realtime budget (%v %v): its VRRP process runs SCHED_OTHER", h.id, err, na)
+		}
+	}
 	// -n: stay in the foreground (our child, so we reap it); -l -G: log to
 	// the console only, not to the machine's syslog; own pid files so
 	// nothing under /run is used or checked.
@@ -512,13 +541,7 @@ func (k *Keepalived) stopSIP(h *kaHost) error {
 	if l == nil {
 		return nil
 	}
-	l.mu.Lock()
-	// Under l.mu, so no restart can begin after the kill below.
-	if !l.stopped {
-		l.stopped = true
-		close(l.stop)
-	}
-	l.mu.Unlock()
+	l.halt()
 	err := h.sipGroup.Kill()
 	<-l.done
 	if err != nil {
@@ -531,7 +554,10 @@ func (k *Keepalived) stopSIP(h *kaHost) error {
 func (k *Keepalived) Stop() error {
 	var errs []error
 	for _, id := range nodeIDs {
-		h := k.hosts[id]
+		h, ok := k.hosts[id]
+		if !ok {
+			continue // NewKeepalived failed before making it
+		}
 		errs = append(errs, k.stopKeepalived(h), k.stopSIP(h))
 		// Scripts or servers started while stopping.
 		if err := h.apps.Kill(); err != nil {
@@ -566,12 +592,7 @@ func (k *Keepalived) Kill(host string) error {
 	h.ka, h.sip = nil, nil
 	h.mu.Unlock()
 	if l != nil {
-		l.mu.Lock()
-		if !l.stopped {
-			l.stopped = true
-			close(l.stop)
-		}
-		l.mu.Unlock()
+		l.halt()
 	}
 	err = h.apps.Kill()
 	if l != nil {
@@ -705,9 +726,7 @@ func (k *Keepalived) Noise(host string, d time.Duration) error {
 	} else if len(na) > 0 {
 		return fail(fmt.Errorf("memory limit not applied: %v", na))
 	}
-	// On the disk (not k.dir, which is in memory): the writer must fsync
-	// to a real disk, as Vigil's neighbour does.
-	tmp, err := os.MkdirTemp(k.noiseDir, "noise-")
+	tmp, err := os.MkdirTemp(k.noiseDir, "run-")
 	if err != nil {
 		return fail(err)
 	}
