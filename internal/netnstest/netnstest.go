@@ -298,6 +298,29 @@ func PrefixIPNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), bits)}
 }
 
+// HasAddr reports whether the host's Link carries addr now (a floating IP
+// test's "who holds it"). Errors read as false.
+func (h *Host) HasAddr(addr netip.Addr) bool {
+	link, err := h.Handle.LinkByName(h.Link)
+	if err != nil {
+		return false
+	}
+	family := netlink.FAMILY_V4
+	if addr.Is6() {
+		family = netlink.FAMILY_V6
+	}
+	addrs, err := h.Handle.AddrList(link, family)
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == addr {
+			return true
+		}
+	}
+	return false
+}
+
 // Run runs fn on an OS thread switched into the host's namespace. Sockets fn
 // opens stay in that namespace after Run returns.
 func (h *Host) Run(fn func() error) error { return runIn(h.NS, fn) }

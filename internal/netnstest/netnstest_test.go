@@ -90,6 +90,15 @@ func TestTwoHostsEcho(t *testing.T) {
 	if a.MAC.String() == b.MAC.String() || len(a.MAC) != 6 {
 		t.Fatalf("MACs a=%s b=%s", a.MAC, b.MAC)
 	}
+	for _, c := range []struct {
+		h    *Host
+		addr string
+		want bool
+	}{{a, "192.0.2.11", true}, {a, "2001:db8::11", true}, {a, "192.0.2.12", false}, {b, "2001:db8::12", true}, {b, "2001:db8::11", false}} {
+		if got := c.h.HasAddr(netip.MustParseAddr(c.addr)); got != c.want {
+			t.Errorf("%s.HasAddr(%s) = %v, want %v", c.h.Name, c.addr, got, c.want)
+		}
+	}
 
 	// The hosts are not in the test process's own namespace.
 	root, err := netns.Get()

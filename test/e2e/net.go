@@ -67,22 +67,7 @@ func Other(id string) string {
 
 // Holds reports whether host id has the floating IP on its interface.
 func (n *Net) Holds(id string) bool {
-	h := n.Hosts[id]
-	link, err := h.Handle.LinkByName(LinkName)
-	if err != nil {
-		return false
-	}
-	addrs, err := h.Handle.AddrList(link, netlink.FAMILY_V4)
-	if err != nil {
-		return false
-	}
-	want := netip.MustParseAddr(VIP)
-	for _, a := range addrs {
-		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && ip == want {
-			return true
-		}
-	}
-	return false
+	return n.Hosts[id].HasAddr(netip.MustParseAddr(VIP))
 }
 
 // Holder is the node that alone holds the floating IP, or "".

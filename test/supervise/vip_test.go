@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/vigil-project/vigil/internal/netnstest"
 )
 
@@ -53,22 +51,7 @@ func newVIPCluster(t *testing.T) *vipCluster {
 
 // holds reports whether host id has the floating IP on its interface now.
 func (c *vipCluster) holds(id string) bool {
-	h := c.net.Hosts[id]
-	link, err := h.Handle.LinkByName(netnstest.LinkName)
-	if err != nil {
-		return false
-	}
-	addrs, err := h.Handle.AddrList(link, netlink.FAMILY_V4)
-	if err != nil {
-		return false
-	}
-	want := netip.MustParseAddr(testVIP)
-	for _, a := range addrs {
-		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && ip == want {
-			return true
-		}
-	}
-	return false
+	return c.net.Hosts[id].HasAddr(netip.MustParseAddr(testVIP))
 }
 
 func (c *vipCluster) holder() string {
