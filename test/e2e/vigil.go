@@ -3,7 +3,6 @@ package e2e
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -98,9 +97,6 @@ func NewVigil(t TB, n *Net, opts VigilOptions) *Vigil {
 
 // Label implements System.
 func (v *Vigil) Label() string { return "system=vigil" }
-
-// Config returns host id's config path (for reloads and `vigil check`).
-func (v *Vigil) Config(id string) string { return v.host[id].cfg }
 
 // Socket returns host id's control socket.
 func (v *Vigil) Socket(id string) string { return v.host[id].socket }
@@ -357,25 +353,4 @@ func (v *Vigil) Noise(id string, d time.Duration) error {
 		return errorf("%v", err)
 	}
 	return os.Rename(cue+".tmp", cue)
-}
-
-// NodeReport is the part of the node manager's report the harness reads.
-type NodeReport struct {
-	Role   string `json:"role"`
-	Epoch  uint64 `json:"epoch"`
-	Active string `json:"active"`
-}
-
-// Report returns host id's node manager report.
-func (v *Vigil) Report(id string) (NodeReport, error) {
-	st, err := v.Status(id)
-	if err != nil {
-		return NodeReport{}, err
-	}
-	var r NodeReport
-	if st.NodeManager == nil {
-		return r, errorf("%s: no node manager report", id)
-	}
-	err = json.Unmarshal(st.NodeManager, &r)
-	return r, err
 }
