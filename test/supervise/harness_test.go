@@ -266,9 +266,16 @@ func (d *daemon) waitFor(what string, timeout time.Duration, cond func() bool) {
 func (d *daemon) waitState(name string, state supervisor.State, timeout time.Duration) supervisor.ProcessStatus {
 	d.t.Helper()
 	var p supervisor.ProcessStatus
+	// A process may not be in status yet (a reload just signalled is
+	// applied asynchronously): keep waiting rather than fail at once.
 	d.waitFor(fmt.Sprintf("%s %s", name, state), timeout, func() bool {
-		p = d.proc(name)
-		return p.State == state
+		for _, q := range d.status().Processes {
+			if q.Name == name {
+				p = q
+				return p.State == state
+			}
+		}
+		return false
 	})
 	return p
 }
