@@ -456,6 +456,25 @@ func (m *Manager) Extend(v VIP) error {
 	return m.addrReplace(h.index, h.vip.Prefix, m.label(v.Interface), m.lifetimeSecs())
 }
 
+// Quiet stops announcing a held VIP but keeps the address and keeps
+// reporting other MACs that claim it (EventConflict). A node that handed
+// the role over keeps serving the address this way until its successor's
+// announcement is seen (make-before-break), then calls Release.
+func (m *Manager) Quiet(v VIP) error {
+	v, err := normalize(v)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	h := m.held[v.key()]
+	m.mu.Unlock()
+	if h == nil {
+		return fmt.Errorf("%w: %s", ErrNotHeld, v)
+	}
+	h.cancel()
+	return nil
+}
+
 // Release stops announcing v and removes the address. An address (or
 // interface) that is already gone is not an error.
 func (m *Manager) Release(v VIP) error {
@@ -568,9 +587,11 @@ func (m *Manager) observe(p *port, c claimFrame) {
 		return
 	}
 	m.conflicts.Add(1)
+	// Debug: whether a frame is a conflict or the successor of a planned
+	// handover announcing is the caller's call, and it logs that.
 	if now := time.Now(); now.Sub(m.lastWarn[k]) >= time.Second {
 		m.lastWarn[k] = now
-		m.log.Warn("vip conflict", "addr", c.Addr.String(), "interface", p.name, "mac", c.MAC.String(),
+		m.log.Debug("vip claimed by another MAC", "addr", c.Addr.String(), "interface", p.name, "mac", c.MAC.String(),
 			"frame", c.Form, "held", h != nil)
 	}
 	if h != nil && m.sink != nil {

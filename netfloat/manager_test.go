@@ -682,3 +682,62 @@ func TestClaimLatency(t *testing.T) {
 		}
 	}
 }
+
+// Quiet stops the refresh announcements but keeps the address, and still
+// reports another MAC announcing it: the old active's side of a
+// make-before-break handover.
+func TestQuietKeepsAddressStopsAnnouncing(t *testing.T) {
+	t.Parallel()
+	a, b := twoHosts(t)
+	m := newManager(t, a, Options{Interfaces: []string{"eth0"}, GARPCount: 1, RefreshInterval: 50 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	events := make(chan Event, 16)
+	werr := make(chan error, 1)
+	go func() { werr <- m.Watch(ctx, events) }()
+	defer func() {
+		cancel()
+		if err := <-werr; err != nil {
+			t.Errorf("Watch: %v", err)
+		}
+	}()
+	nextEvent(t, events, EventReady)
+
+	v := VIP{Prefix: vip4, Interface: "eth0"}
+	if err := m.Quiet(v); !errors.Is(err, ErrNotHeld) {
+		t.Fatalf("Quiet of a VIP not held: %v, want ErrNotHeld", err)
+	}
+	if _, err := m.Claim(ctx, v); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, 2*time.Second, "refresh announcements", func() bool { return m.Stats().GARPSent >= 6 })
+	if err := m.Quiet(v); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(60 * time.Millisecond) // a refresh already under way may still go out
+	sent := m.Stats().GARPSent
+	time.Sleep(300 * time.Millisecond) // six refresh intervals
+	if got := m.Stats().GARPSent; got != sent {
+		t.Fatalf("%d announcements after Quiet", got-sent)
+	}
+	if _, ok := find(t, a, vip4); !ok || !slices.Contains(m.Held(), v) {
+		t.Fatal("Quiet removed the address")
+	}
+
+	mb := newManager(t, b, Options{})
+	pb, err := mb.port("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pb.send(pb.arp, garpRequest(b.MAC, vip4.Addr())); err != nil {
+		t.Fatal(err)
+	}
+	if e := nextEvent(t, events, EventConflict); e.VIP != v || !bytes.Equal(e.MAC, b.MAC) {
+		t.Fatalf("conflict %v from %v, want %v from %v", e.VIP, e.MAC, v, b.MAC)
+	}
+	if err := m.Release(v); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := find(t, a, vip4); ok {
+		t.Fatal("address still there after Release")
+	}
+}

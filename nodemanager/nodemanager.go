@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -64,7 +65,14 @@ type manager struct {
 
 	statePath string
 	held      bool // the floating IPs are on the interface
-	lastExt   time.Duration
+	// handoverUntil: this node took the role in a planned handover and
+	// the old active may still hold the addresses, silent, until then (its
+	// drain, drain.go): its ARP answers are no conflict.
+	handoverUntil time.Duration
+	conflicts     uint64
+	lastConflict  *conflict
+	drain         *drain // after a planned handover: kept, silent, until the successor announces (drain.go)
+	lastExt       time.Duration
 
 	supHealthy bool
 	supReasons []string // the supervisor's last word, as sent
@@ -177,7 +185,11 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer m.tr.Close()
-	m.watchCtx = ctx
+	// The watch, like the transport below, outlives ctx: during an orderly
+	// stop the successor's announcements end the drain (drain.go).
+	watchCtx, watchStop := context.WithCancel(context.Background())
+	defer watchStop()
+	m.watchCtx = watchCtx
 	if m.float != nil {
 		m.startWatch()
 	}
@@ -238,6 +250,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		}
 		m.fo.observe(m.node.Status().Active)
 		now := clock.Boottime()
+		m.checkDrain(now)
 		m.enforceLease(now)
 		if m.watchStale && !m.held {
 			m.rebuildFloat(now)
@@ -382,10 +395,20 @@ func (m *manager) onNetEvent(ev netfloat.Event) {
 			}
 		}
 	case netfloat.EventConflict:
-		m.log.Warn("another host answers for a floating IP we hold; announcing again", "event", "vip_conflict", "vip", ev.VIP.String(), "mac", ev.MAC.String())
-		if m.held {
-			_ = m.float.Announce(ev.VIP)
+		if m.drain != nil {
+			m.drainAnnounced(ev.VIP, now)
+			return
 		}
+		if !m.held {
+			return // reported while we held it, released since
+		}
+		if now < m.handoverUntil {
+			m.log.Info("the previous active still answers for a floating IP during the handover; announcing again", "event", "handover_overlap", "vip", ev.VIP.String(), "mac", ev.MAC.String())
+		} else {
+			m.noteConflict(ev.VIP, ev.MAC, now)
+			m.log.Warn("another host answers for a floating IP we hold; announcing again", "event", "vip_conflict", "vip", ev.VIP.String(), "mac", ev.MAC.String())
+		}
+		_ = m.float.Announce(ev.VIP)
 	}
 }
 
@@ -459,6 +482,11 @@ func (m *manager) onEvent(ev protocol.Event) {
 	case protocol.BecameActive:
 		m.log.Info("became active", "event", "role", "role", "active", "epoch", e.Epoch, "lease_ms", (e.LeaseUntil - now).Milliseconds())
 		decided := m.fo.decidedAt(now)
+		m.handoverUntil = 0
+		if c := m.fo.pending; c != nil && c.reason == reasonSwitchover {
+			// The old active's lease, at most, is what it may keep them.
+			m.handoverUntil = now + m.pcfg.Lease + m.pcfg.DriftMargin
+		}
 		t := m.claim(e.Epoch, decided)
 		m.fo.becameActive(m.log, e.Epoch, t, clock.Boottime()-decided)
 		m.hooks.enqueue("active", m.cfg.Hooks.OnActive, m.hookEnv("active", e.Epoch), m.cfg.Hooks.Timeout)
@@ -479,7 +507,11 @@ func (m *manager) onEvent(ev protocol.Event) {
 			m.lastExt = now
 		}
 	case protocol.BecameStandby:
-		m.release("standby: " + e.Reason)
+		if e.Planned {
+			m.startDrain(e.To, e.LeaseUntil, now)
+		} else {
+			m.release("standby: " + e.Reason)
+		}
 		m.log.Info("became standby", "event", "role", "role", "standby", "epoch", e.Epoch, "reason", e.Reason)
 		m.hooks.enqueue("standby", m.cfg.Hooks.OnStandby, m.hookEnv("standby", e.Epoch), m.cfg.Hooks.Timeout)
 		if !e.Handover {
@@ -507,6 +539,7 @@ func (m *manager) hookEnv(event string, epoch uint64) []string {
 // decided (the input that made this node active arrived).
 func (m *manager) claim(epoch uint64, decided time.Duration) *Takeover {
 	t := &Takeover{Epoch: epoch}
+	m.drain = nil // the role came back during a drain: Claim re-announces
 	if m.float == nil {
 		m.held = true
 		return t
@@ -542,7 +575,12 @@ func (m *manager) claimOne(v netfloat.VIP) (netfloat.ClaimReport, error) {
 	// A successful claim opened the interface's port: float now reports
 	// its link events too.
 	m.floatIfaces[v.Interface] = true
-	if rep.Conflict != nil {
+	switch now := clock.Boottime(); {
+	case rep.Conflict == nil:
+	case now < m.handoverUntil:
+		m.log.Info("the previous active still answered for the floating IP; expected in a handover", "event", "handover_overlap", "vip", v.String(), "mac", rep.Conflict.String())
+	default:
+		m.noteConflict(v, rep.Conflict, now)
 		m.log.Warn("another host still answered for the floating IP; claimed it under our lease", "event", "vip_conflict", "vip", v.String(), "mac", rep.Conflict.String())
 	}
 	return rep, nil
@@ -552,7 +590,7 @@ func (m *manager) release(why string) {
 	if !m.held {
 		return
 	}
-	m.held = false
+	m.held, m.drain = false, nil
 	if m.float == nil {
 		return
 	}
@@ -567,7 +605,7 @@ func (m *manager) release(why string) {
 // enforceLease drops the floating IPs the moment the own lease is over,
 // whether or not the protocol said BecameStandby yet.
 func (m *manager) enforceLease(now time.Duration) {
-	if m.held && !m.node.ActiveAt(now) {
+	if m.held && m.drain == nil && !m.node.ActiveAt(now) {
 		m.release("lease expired")
 		m.log.Warn("lease expired while holding the floating IPs", "event", "lease_expired")
 	}
@@ -602,6 +640,7 @@ func (m *manager) shutdown(in <-chan transport.Inbound) {
 	successor, waited := "", time.Duration(0)
 	if handed {
 		successor, waited = m.awaitSuccessor(in)
+		m.finishDrain()
 	}
 	m.release("shutdown")
 	m.log.Info("node manager stopped", "event", "nodemanager_stop", "handed_over", handed, "successor", successor, "waited_ms", waited.Milliseconds())
@@ -634,10 +673,13 @@ func (m *manager) awaitSuccessor(in <-chan transport.Inbound) (string, time.Dura
 			}
 		case <-tick.C:
 			m.node.Tick(clock.Boottime())
+		case ev := <-m.netEvents:
+			m.onNetEvent(ev) // the successor's announcements end the drain
 		}
 		if err := m.flush(); err != nil {
 			m.log.Error("cannot persist node state; not sending", "event", "persist_error", "err", err)
 		}
+		m.checkDrain(clock.Boottime())
 	}
 }
 
@@ -677,7 +719,16 @@ func (m *manager) report(now time.Duration) {
 		}
 		r.Locators = append(r.Locators, lr)
 	}
-	if m.held {
+	switch {
+	case m.drain != nil:
+		for _, v := range m.vips {
+			if _, ok := m.drain.left[v.String()]; ok {
+				r.VIPs = append(r.VIPs, v.String())
+			}
+		}
+		r.DrainingTo = m.drain.to
+		r.DrainRemainingMS = max(0, (m.drain.until - now).Milliseconds())
+	case m.held:
 		for _, v := range m.vips {
 			r.VIPs = append(r.VIPs, v.String())
 		}
@@ -691,7 +742,11 @@ func (m *manager) report(now time.Duration) {
 	}
 	if m.float != nil {
 		s := m.float.Stats()
-		r.GARPSent, r.NASent, r.Conflicts = s.GARPSent, s.NASent, s.Conflicts
+		r.GARPSent, r.NASent = s.GARPSent, s.NASent
+	}
+	r.Conflicts = m.conflicts
+	if c := m.lastConflict; c != nil {
+		r.LastConflict = &ConflictReport{VIP: c.vip, MAC: c.mac, AgeMS: (now - c.at).Milliseconds()}
 	}
 	b, err := json.Marshal(r)
 	if err != nil {
@@ -700,4 +755,16 @@ func (m *manager) report(now time.Duration) {
 	if err := m.sup.Send(&ipc.Msg{Type: "report", Report: b}, 20*time.Millisecond); err != nil {
 		m.log.Debug("cannot report to the supervisor", "err", err)
 	}
+}
+
+type conflict struct {
+	vip, mac string
+	at       time.Duration
+}
+
+// noteConflict records another host answering for v (the vip_conflict
+// warning of vigil status, vigil_ip_conflicts_total).
+func (m *manager) noteConflict(v netfloat.VIP, mac net.HardwareAddr, now time.Duration) {
+	m.conflicts++
+	m.lastConflict = &conflict{vip: v.String(), mac: mac.String(), at: now}
 }

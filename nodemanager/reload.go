@@ -148,8 +148,8 @@ func (m *manager) applyConfig(now time.Duration, c *ipc.Config) error {
 	// Claim before release: an address that moves to another interface of
 	// this host is never absent from both.
 	for _, v := range plan.claim {
-		if !m.held {
-			continue
+		if !m.held || m.drain != nil {
+			continue // not active, or handing over
 		}
 		if _, err := m.claimOne(v); err != nil {
 			errs = append(errs, fmt.Errorf("add %s: %w", v, err))
@@ -160,6 +160,9 @@ func (m *manager) applyConfig(now time.Duration, c *ipc.Config) error {
 	for _, v := range plan.release {
 		if !m.held || m.float == nil {
 			continue
+		}
+		if m.drain != nil {
+			delete(m.drain.left, v.String())
 		}
 		if err := m.float.Release(v); err != nil {
 			m.log.Error("cannot remove floating IP", "event", "vip_error", "vip", v.String(), "err", err)

@@ -29,10 +29,16 @@ type Report struct {
 	Peers            []PeerReport    `json:"peers"`
 	Locators         []LocatorReport `json:"locators"`
 	VIPs             []string        `json:"vips_held"`
-	Takeovers        uint64          `json:"takeovers"`
-	LastTakeover     *Takeover       `json:"last_takeover,omitempty"`
-	LateTimers       uint64          `json:"late_ticks"`  // protocol ticks that fired more than a token interval late
-	MaxLateMS        float64         `json:"max_late_ms"` // the latest of those
+	// DrainingTo is set while this node, after a planned handover, keeps
+	// the floating IPs until that node announces them; they go at the
+	// latest after DrainRemainingMS (the end of the lease it held), which
+	// is also when the supervisor fences a node manager gone silent.
+	DrainingTo       string    `json:"draining_to,omitempty"`
+	DrainRemainingMS int64     `json:"drain_remaining_ms,omitempty"`
+	Takeovers        uint64    `json:"takeovers"`
+	LastTakeover     *Takeover `json:"last_takeover,omitempty"`
+	LateTimers       uint64    `json:"late_ticks"`  // protocol ticks that fired more than a token interval late
+	MaxLateMS        float64   `json:"max_late_ms"` // the latest of those
 	// Degraded: this control-plane process was not scheduled for longer
 	// than control.sched_delay_warn within the last 10 s (Corosync's "not
 	// scheduled for X ms"). Shown and logged; it does not by itself hand
@@ -42,12 +48,16 @@ type Report struct {
 	SchedLateEpisodes uint64   `json:"sched_late_episodes"`
 	SchedMaxLateMS    float64  `json:"sched_max_late_ms"`
 	// SchedLate is how late every 10 ms wakeup of this process was.
-	SchedLate    *schedwatch.HistogramJSON `json:"sched_late_histogram,omitempty"`
-	Transport    transport.Stats           `json:"transport"`
-	GARPSent     uint64                    `json:"garp_sent"`
-	NASent       uint64                    `json:"na_sent"`
-	Conflicts    uint64                    `json:"ip_conflicts"`
-	HookFailures uint64                    `json:"hook_failures"`
+	SchedLate *schedwatch.HistogramJSON `json:"sched_late_histogram,omitempty"`
+	Transport transport.Stats           `json:"transport"`
+	GARPSent  uint64                    `json:"garp_sent"`
+	NASent    uint64                    `json:"na_sent"`
+	// Conflicts counts the times another host answered for a floating IP
+	// this node held (or was claiming), the successor of a planned
+	// handover excepted; LastConflict is the latest, nil if none.
+	Conflicts    uint64          `json:"ip_conflicts"`
+	LastConflict *ConflictReport `json:"last_conflict,omitempty"`
+	HookFailures uint64          `json:"hook_failures"`
 	// Realtime is what control.realtime put in force for this process.
 	Realtime realtime.Report `json:"realtime"`
 }
@@ -64,6 +74,14 @@ type PeerReport struct {
 type LocatorReport struct {
 	ID    string `json:"id"`
 	Seen  bool   `json:"seen"`
+	AgeMS int64  `json:"age_ms"`
+}
+
+// ConflictReport is the latest time another host answered for one of our
+// floating IPs.
+type ConflictReport struct {
+	VIP   string `json:"vip"`
+	MAC   string `json:"mac"`
 	AgeMS int64  `json:"age_ms"`
 }
 

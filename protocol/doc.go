@@ -38,7 +38,10 @@
 //   - The floating IPs may be held only while Node.ActiveAt(now) is true.
 //     Arm a timer at NodeStatus.LeaseUntil (updated by BecameActive and
 //     LeaseExtended) and drop the addresses when it fires, even if no
-//     BecameStandby was emitted yet (the node manager may be late).
+//     BecameStandby was emitted yet (the node manager may be late). One
+//     exception: after a BecameStandby with Planned set, the addresses may
+//     stay, no longer announced, until the successor has announced them,
+//     and never past that event's LeaseUntil (make-before-break).
 //   - A starting node manager removes any floating IP a previous
 //     incarnation left before sending its first messages.
 //   - The receiver authenticates with Decode and rejects replays with one

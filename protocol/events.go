@@ -42,15 +42,24 @@ type BecameActive struct {
 	LeaseUntil time.Duration
 }
 
-// BecameStandby: remove the floating IPs NOW (the lease may be already
-// over), run on_standby hooks. Emitted only by a node that was Active.
-// Handover is true when the node gave the role to another node
-// (switchover, maintenance, unhealthy); false when it lost it (its lease
-// ran out, or another node holds a newer epoch), which is a fault.
+// BecameStandby: remove the floating IPs (the lease may be already over),
+// run on_standby hooks. Emitted only by a node that was Active.
+// Handover is true when the node gave the role to another node, To
+// (switchover, maintenance, stop, unhealthy); false when it lost it (its
+// lease ran out, or another node holds a newer epoch), which is a fault.
+//
+// Planned marks a handover that was asked for (switchover, maintenance,
+// an orderly stop) rather than forced by ill health. Only then may the
+// caller keep the floating IPs, silent, until To has announced them, and
+// never past LeaseUntil, the end of the lease it held (make-before-break,
+// docs/protocol.md); otherwise it removes them now.
 type BecameStandby struct {
-	Epoch    uint64
-	Reason   string
-	Handover bool
+	Epoch      uint64
+	Reason     string
+	Handover   bool
+	To         string
+	Planned    bool
+	LeaseUntil time.Duration
 }
 
 // BecameCandidate: the node started claiming the active role.

@@ -253,12 +253,21 @@ func (n *Node) Switchover(now time.Duration, to string) error {
 		return nil
 	}
 	if to == "" {
-		to = n.healthyPeer()
-	} else if p := n.peers[indexOf(n.cfg.Nodes, to)]; !n.peersFresh() || !p.InRing || p.Maintenance {
-		to = ""
-	}
-	if to == "" {
-		return ErrNoCandidate
+		if to = n.healthyPeer(); to == "" {
+			return ErrNoCandidate
+		}
+	} else {
+		// A named target must be fit to serve, as the token last showed
+		// it: handing the role to a broken node is an outage on request.
+		p := n.peers[indexOf(n.cfg.Nodes, to)]
+		switch {
+		case !n.peersFresh() || !p.InRing:
+			return fmt.Errorf("%w: %q is not in the ring", ErrNoCandidate, to)
+		case p.Maintenance:
+			return fmt.Errorf("%w: %q is in maintenance", ErrNoCandidate, to)
+		case !p.Healthy:
+			return fmt.Errorf("%w: %q is not healthy", ErrNoCandidate, to)
+		}
 	}
 	n.handover(to, "switchover")
 	return nil
@@ -368,7 +377,7 @@ func (n *Node) noteLate() {
 
 func (n *Node) checkLease() {
 	if n.role == Active && n.now >= n.leaseUntil {
-		n.stepDown("lease expired", false)
+		n.stepDown("lease expired", "", false)
 	}
 }
 
@@ -437,7 +446,7 @@ func (n *Node) onToken(t Token) {
 	// it, but claim nothing from it until the probe told us the current
 	// epoch (probeDone drops tokens of an older epoch).
 	if n.role == Active && t.Epoch > n.epoch && t.Active != n.self {
-		n.stepDown(fmt.Sprintf("token of epoch %d names %q", t.Epoch, t.Active), false)
+		n.stepDown(fmt.Sprintf("token of epoch %d names %q", t.Epoch, t.Active), "", false)
 	}
 	if t.Epoch > n.epoch {
 		n.epoch = t.Epoch
@@ -650,7 +659,9 @@ func (n *Node) maybeHandover() {
 // any locator frees its lease.
 func (n *Node) handover(to, reason string) {
 	e := n.epoch
-	n.stepDown(fmt.Sprintf("handover to %q: %s", to, reason), true)
+	// Only an unhealthy active's handover is unplanned: its applications
+	// or link are broken, so it must not keep serving the address.
+	n.stepDown(fmt.Sprintf("handover to %q: %s", to, reason), to, reason != "unhealthy")
 	n.sendLocators(Message{Type: MsgRelease, Release: Release{Epoch: e}})
 	n.send(to, Message{Type: MsgTransfer, Transfer: Transfer{Epoch: e, To: to}})
 	n.blockUntil = n.now + n.cfg.TokenTimeout
@@ -660,11 +671,11 @@ func (n *Node) handover(to, reason string) {
 	}
 }
 
-// stepDown leaves the active role; handover says it was given to another
-// node rather than lost.
-func (n *Node) stepDown(reason string, handover bool) {
+// stepDown leaves the active role; to names the node it was handed to
+// ("" if the role was lost), planned that the handover was asked for.
+func (n *Node) stepDown(reason, to string, planned bool) {
 	if n.role == Active {
-		n.events = append(n.events, BecameStandby{Epoch: n.epoch, Reason: reason, Handover: handover})
+		n.events = append(n.events, BecameStandby{Epoch: n.epoch, Reason: reason, Handover: to != "", To: to, Planned: planned, LeaseUntil: n.leaseUntil})
 	}
 	n.role = Standby
 	n.leaseUntil = 0
@@ -829,7 +840,7 @@ func (n *Node) onAck(li int, a Ack) {
 		if r.kind == roundClaim {
 			n.claimFailed(r)
 		} else if h, ok := n.quorumHolder(r); ok && h != n.self {
-			n.stepDown(fmt.Sprintf("locators granted %q", h), false)
+			n.stepDown(fmt.Sprintf("locators granted %q", h), "", false)
 		}
 	}
 }
@@ -909,7 +920,7 @@ func (n *Node) claimFailed(r *round) {
 		// Never release while active: a locator's lease record is per
 		// holder, and it protects the lease we still hold.
 		if h, ok := n.quorumHolder(r); ok && h != n.self {
-			n.stepDown(fmt.Sprintf("locators granted %q", h), false)
+			n.stepDown(fmt.Sprintf("locators granted %q", h), "", false)
 		}
 		return // the next token timeout or bump retries
 	}

@@ -293,6 +293,11 @@ func TestNodeSwitchoverIsAHandover(t *testing.T) {
 	if got == nil || !got.Handover || h.n.ActiveAt(h.now) {
 		t.Fatalf("switchover: want BecameStandby with Handover, got %v", rd.Events)
 	}
+	// Planned, to b, with the lease it held: the node manager keeps the
+	// addresses until b announced them, never past that lease.
+	if !got.Planned || got.To != "b" || got.LeaseUntil <= h.now {
+		t.Fatalf("switchover: %+v, want Planned, To b, LeaseUntil after %v", *got, h.now)
+	}
 	var release, transfer int
 	for _, e := range rd.Messages {
 		switch e.Msg.Type {
@@ -306,6 +311,37 @@ func TestNodeSwitchoverIsAHandover(t *testing.T) {
 	}
 	if release != 3 || transfer != 1 {
 		t.Fatalf("handover sent %d releases and %d transfers to b: %v", release, transfer, rd.Messages)
+	}
+}
+
+// A switchover to a named node that the token shows unhealthy or in
+// maintenance is refused with the reason, and the role stays.
+func TestNodeSwitchoverToUnfitNodeRefused(t *testing.T) {
+	for _, c := range []struct {
+		b    NodeHealth
+		want string
+	}{
+		{NodeHealth{ID: "b", Healthy: false, InRing: true}, "not healthy"},
+		{NodeHealth{ID: "b", Healthy: true, InRing: true, Maintenance: true}, "in maintenance"},
+		{NodeHealth{ID: "b", Healthy: true, InRing: false}, "not in the ring"},
+	} {
+		h := newHarness(t, "a", NodeState{})
+		h.ready()
+		h.becomeActive(time.Millisecond)
+		h.seq++
+		if err := h.n.Step(h.now, Message{Type: MsgToken, From: "b", ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq,
+			Token: Token{Epoch: h.n.Status().Epoch, Seq: 5, Active: "a",
+				Nodes: []NodeHealth{{ID: "a", Healthy: true, InRing: true}, c.b}}}); err != nil {
+			t.Fatal(err)
+		}
+		h.ready()
+		err := h.n.Switchover(h.now, "b")
+		if !errors.Is(err, ErrNoCandidate) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("switchover to b %+v: %v, want ErrNoCandidate %q", c.b, err, c.want)
+		}
+		if rd := h.ready(); hasEvent(rd, "BecameStandby") || !h.n.ActiveAt(h.now) {
+			t.Errorf("refused switchover moved the role: %v", rd.Events)
+		}
 	}
 }
 

@@ -258,22 +258,34 @@ func restartOnlyKeys(old, next *config.Config) []string {
 // at the moment the node manager itself would have, before any standby can
 // be granted the role (the locators wait a drift margin more).
 func (s *Supervisor) armFence(nm *proc, report json.RawMessage) {
+	s.setFenceTimer(nm, fenceWait(report, s.nmLease(nm)))
+}
+
+// fenceWait is how long after a report the node manager may stay silent
+// before it is fenced: the rest of its lease, or of the drain after a
+// planned handover, or one lease if it holds neither.
+func fenceWait(report json.RawMessage, lease time.Duration) time.Duration {
 	var r struct {
-		LeaseValid bool  `json:"lease_valid"`
-		Remaining  int64 `json:"lease_remaining_ms"`
+		LeaseValid bool   `json:"lease_valid"`
+		Remaining  int64  `json:"lease_remaining_ms"`
+		DrainingTo string `json:"draining_to"`
+		DrainLeft  int64  `json:"drain_remaining_ms"`
 	}
-	lease := s.nmLease(nm)
 	wait := lease
-	if json.Unmarshal(report, &r) == nil && r.LeaseValid && r.Remaining >= 0 {
-		wait = time.Duration(r.Remaining) * time.Millisecond
+	if json.Unmarshal(report, &r) == nil {
+		switch {
+		case r.LeaseValid && r.Remaining >= 0:
+			wait = time.Duration(r.Remaining) * time.Millisecond
+		case r.DrainingTo != "" && r.DrainLeft >= 0:
+			// After a planned handover it keeps the addresses until
+			// the end of the lease it held, at most (nodemanager/drain.go).
+			wait = time.Duration(r.DrainLeft) * time.Millisecond
+		}
 	}
 	// A live node manager reports every lease/4; a lease legitimately
 	// running out (no quorum) is dropped by the node manager itself, so
 	// never fence sooner than two report intervals after the last report.
-	if wait < lease/2 {
-		wait = lease / 2
-	}
-	s.setFenceTimer(nm, wait)
+	return max(wait, lease/2)
 }
 
 // nmLease is the lease the running node manager works with, from its last

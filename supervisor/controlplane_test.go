@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"encoding/json"
 	"slices"
 	"testing"
 	"time"
@@ -50,5 +51,27 @@ func TestRestartOnlyKeys(t *testing.T) {
 	want := []string{"cluster.key_file", "cluster.nodes", "cluster.timing.lease", "control.realtime", "metrics.listen", "runtime.state_dir", "log.level"}
 	if k := restartOnlyKeys(base(), next); !slices.Equal(k, want) {
 		t.Errorf("got %v, want %v", k, want)
+	}
+}
+
+// The fence waits for the rest of the lease, or of a planned handover's
+// drain, never less than half a lease, and one lease when the report
+// holds neither.
+func TestFenceWait(t *testing.T) {
+	const lease = 200 * time.Millisecond
+	for _, c := range []struct {
+		report string
+		want   time.Duration
+	}{
+		{`{"lease_valid":true,"lease_remaining_ms":180}`, 180 * time.Millisecond},
+		{`{"lease_valid":true,"lease_remaining_ms":20}`, 100 * time.Millisecond},
+		{`{"lease_valid":false,"draining_to":"b","drain_remaining_ms":150}`, 150 * time.Millisecond},
+		{`{"lease_valid":false,"draining_to":"b","drain_remaining_ms":0}`, 100 * time.Millisecond},
+		{`{"lease_valid":false}`, lease},
+		{`not json`, lease},
+	} {
+		if got := fenceWait(json.RawMessage(c.report), lease); got != c.want {
+			t.Errorf("%s: %v, want %v", c.report, got, c.want)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 )
 
 // defaultLeaseMS is cluster.timing.lease's default, used only for a node
@@ -22,11 +23,12 @@ type nmSummary struct {
 		Seen  bool   `json:"seen"`
 		AgeMS int64  `json:"age_ms"`
 	} `json:"locators"`
-	Degraded        bool     `json:"degraded"`
-	DegradedReasons []string `json:"degraded_reasons"`
-	SchedMaxLateMS  float64  `json:"sched_max_late_ms"`
-	Conflicts       uint64   `json:"ip_conflicts"`
-	HookFailures    uint64   `json:"hook_failures"`
+	Degraded        bool             `json:"degraded"`
+	DegradedReasons []string         `json:"degraded_reasons"`
+	SchedMaxLateMS  float64          `json:"sched_max_late_ms"`
+	Conflicts       uint64           `json:"ip_conflicts"`
+	LastConflict    *conflictSummary `json:"last_conflict"`
+	HookFailures    uint64           `json:"hook_failures"`
 	Realtime        struct {
 		Degraded []string `json:"Degraded"`
 	} `json:"realtime"`
@@ -92,6 +94,25 @@ func quorumOf(nm *nmSummary) *Quorum {
 	return q
 }
 
+// conflictWarnFor is how long the vip_conflict warning stays after the
+// last time another host answered for our address: long enough to be seen
+// on the next look, short enough that a fixed cause stops warning.
+const conflictWarnFor = 10 * time.Minute
+
+// conflictSummary is nodemanager.ConflictReport.
+type conflictSummary struct {
+	VIP   string `json:"vip"`
+	MAC   string `json:"mac"`
+	AgeMS int64  `json:"age_ms"`
+}
+
+func nmLastConflict(nm *nmSummary) *conflictSummary {
+	if nm == nil {
+		return nil
+	}
+	return nm.LastConflict
+}
+
 // warnings are what an on-call engineer should not miss: no quorum, a
 // starved control plane, another host answering for our address, fences,
 // processes given up on, guarantees not in force.
@@ -111,10 +132,10 @@ func (st *Status) warnings(nm *nmSummary, loc *locSummary) []Warning {
 		add("late_timer", "locator not scheduled in time (worst %.0f ms)", loc.SchedMaxLateMS)
 	}
 	out = append(out, pressureWarnings(st.Groups)...)
-	if nm != nil && nm.Conflicts > 0 {
-		// The report has only a count since the node manager started: not
-		// which address, which MAC, or when (the log line has those).
-		add("vip_conflict", "another host answered for our floating IP: %s since the node manager started (journalctl -u vigil EVENT=vip_conflict)", times(nm.Conflicts))
+	if c := nmLastConflict(nm); c != nil && c.AgeMS < conflictWarnFor.Milliseconds() {
+		age := (time.Duration(c.AgeMS) * time.Millisecond).Round(time.Second)
+		add("vip_conflict", "another host (%s) answered for our floating IP %s %s ago, %s since the node manager started (journalctl -u vigil EVENT=vip_conflict)",
+			c.MAC, c.VIP, age, times(nm.Conflicts))
 	}
 	if st.Supervisor.Fences > 0 {
 		add("fence", "node manager fenced %s since start (journalctl -u vigil EVENT=fence)", times(st.Supervisor.Fences))

@@ -69,3 +69,28 @@ func TestSummarizeRealtime(t *testing.T) {
 		t.Errorf("realtime warnings:\n got %q\nwant %q", got, want)
 	}
 }
+
+// A conflict warns, naming the address and the MAC, for ten minutes after
+// it was last seen; an older one, or a count without a last one, does not.
+func TestSummarizeConflictIsRecent(t *testing.T) {
+	for _, tc := range []struct {
+		name, report, want string
+	}{
+		{"recent", `{"ip_conflicts":3,"last_conflict":{"vip":"192.0.2.100/24@eth0","mac":"52:54:00:12:34:56","age_ms":61400}}`,
+			"another host (52:54:00:12:34:56) answered for our floating IP 192.0.2.100/24@eth0 1m1s ago, 3 times since the node manager started (journalctl -u vigil EVENT=vip_conflict)"},
+		{"old", `{"ip_conflicts":3,"last_conflict":{"vip":"192.0.2.100/24@eth0","mac":"52:54:00:12:34:56","age_ms":600000}}`, ""},
+		{"none", `{"ip_conflicts":0}`, ""},
+	} {
+		st := &Status{NodeManager: json.RawMessage(tc.report)}
+		st.Summarize()
+		got := ""
+		for _, w := range st.Warnings {
+			if w.Kind == "vip_conflict" {
+				got = w.Message
+			}
+		}
+		if got != tc.want {
+			t.Errorf("%s: warning %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}

@@ -59,6 +59,7 @@ func goldenStatus() (st, prev *supervisor.Status) {
 		NodeManager: json.RawMessage(`{"self":"a","role":"active","epoch":7,"active":"a","lease_valid":true,"lease_remaining_ms":183,"lease_ms":200,
 			"token_age_ms":0,"token_rotation_ms":40.2,"maintenance":false,"vips_held":["192.0.2.100/24@eth0"],
 			"degraded":true,"degraded_reasons":["late_timer"],"sched_max_late_ms":73.4,"ip_conflicts":1,
+			"last_conflict":{"vip":"192.0.2.100/24@eth0","mac":"52:54:00:12:34:56","age_ms":42300},
 			"peers":[{"id":"a","healthy":true,"in_ring":true},{"id":"b","healthy":true,"maintenance":true,"in_ring":true}],
 			"locators":[{"id":"a","seen":true,"age_ms":3},{"id":"b","seen":true,"age_ms":21},{"id":"w","seen":false}]}`),
 		Locator: json.RawMessage(`{"self":"a","epoch":7,"holder":"a","lease_valid":true,"nodes":[{"id":"a","seen":true,"age_ms":2},{"id":"b","seen":true,"age_ms":19}]}`),

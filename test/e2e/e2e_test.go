@@ -163,12 +163,22 @@ func TestE2EAppfail(t *testing.T) {
 	checkNoDual(t, r)
 }
 
-// switchover: planned; the address moves and no call fails.
+// switchover: planned and make-before-break; the address moves, no call
+// fails, and the client sees no outage beyond the 100 ms bound
+// (measured: none). Both hosts hold the address for a short overlap, the
+// old one silent until the new one has announced it, then drainLinger:
+// never past the old active's lease.
 func TestE2ESwitchover(t *testing.T) {
 	n, v := newVigil(t)
 	r := run(t, n, v, ScenarioSwitchover, RunOptions{After: 3 * time.Second})
 	checkMoved(t, r)
 	checkCalls(t, r)
+	if r.Outage.Longest > 100*time.Millisecond {
+		t.Errorf("planned switchover: %v without an answer, want <= 100 ms", r.Outage.Longest)
+	}
+	if r.DualAtEnd || r.Dual > 600*time.Millisecond { // testTiming's lease
+		t.Errorf("planned switchover: both held the address %v (at end: %v), want at most the old lease", r.Dual, r.DualAtEnd)
+	}
 }
 
 // witnesskill: nothing may change.
