@@ -181,6 +181,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if m.node, err = protocol.NewNode(m.pcfg, st, now); err != nil {
 		return err
 	}
+	m.loadMaintenance()
 	if m.tr, err = transport.Open(cfg, m.pcfg, key, false, log); err != nil {
 		return err
 	}
@@ -344,8 +345,7 @@ func (m *manager) onSupervisor(msg *ipc.Msg) {
 		case "maintenance":
 			switch msg.Arg {
 			case "on", "off":
-				m.node.SetMaintenance(now, msg.Arg == "on")
-				m.log.Info("maintenance "+msg.Arg, "event", "maintenance", "on", msg.Arg == "on")
+				err = m.setMaintenance(msg.Arg == "on")
 			default:
 				err = fmt.Errorf("maintenance takes on or off, not %q", msg.Arg)
 			}

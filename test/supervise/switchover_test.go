@@ -1,6 +1,8 @@
 package supervise
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -84,4 +86,75 @@ func TestSwitchoverAndMaintenance(t *testing.T) {
 func (c *cluster) waitFor(what string, cond func() bool) {
 	c.t.Helper()
 	c.nodes["a"].waitFor(what, 10*time.Second, cond)
+}
+
+// `vigil maintenance on` survives a restart of vigil: the node comes back
+// in maintenance and does not take the role when the active goes away;
+// `off` survives one too. An unreadable maintenance file counts as on.
+func TestMaintenanceSurvivesRestart(t *testing.T) {
+	c := newCluster(t)
+	first := c.waitActive(20*time.Second, "")
+	second := map[string]string{"a": "b", "b": "a"}[first]
+	c.waitFor("the standby is in the ring", func() bool {
+		r, ok := c.report(second)
+		return ok && r.Role == "standby" && r.Active == first
+	})
+	d := c.nodes[second]
+	if out, code := d.vigil("maintenance", "--socket", d.socket, "on"); code != 0 {
+		t.Fatalf("maintenance on: %d %s", code, out)
+	}
+	d.stop(20 * time.Second)
+	d.start()
+	d.waitFor("the restarted node reports maintenance", 20*time.Second, func() bool {
+		r, ok := c.report(second)
+		return ok && r.Maintenance
+	})
+	if !strings.Contains(d.log.String(), "maintenance on, as set before this start") {
+		t.Error("the restarted node manager did not log the persisted maintenance")
+	}
+
+	// The active stops: the node in maintenance must not take the role,
+	// for well over the lease-expiry path (lease 600 ms + drift + claim).
+	c.nodes[first].stop(20 * time.Second)
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		if r, ok := c.report(second); ok && r.Role != "standby" {
+			t.Fatalf("%s in maintenance became %s after the active stopped", second, r.Role)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	// Off, restarted: eligible again, and with no other node it takes the role.
+	if out, code := d.vigil("maintenance", "--socket", d.socket, "off"); code != 0 {
+		t.Fatalf("maintenance off: %d %s", code, out)
+	}
+	d.stop(20 * time.Second)
+	d.start()
+	d.waitFor("the restarted node takes the role", 20*time.Second, func() bool {
+		r, ok := c.report(second)
+		return ok && !r.Maintenance && r.Role == "active"
+	})
+
+	// A damaged file: in maintenance, said loudly, until `off` rewrites it.
+	d.stop(20 * time.Second)
+	if err := os.WriteFile(filepath.Join(d.dir, "state", "maintenance.state"), []byte("{garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.start()
+	d.waitFor("maintenance from a damaged file", 20*time.Second, func() bool {
+		r, ok := c.report(second)
+		return ok && r.Maintenance
+	})
+	if !strings.Contains(d.log.String(), "maintenance state unreadable") {
+		t.Error("a damaged maintenance file was not reported")
+	}
+	if out, code := d.vigil("maintenance", "--socket", d.socket, "off"); code != 0 {
+		t.Fatalf("maintenance off after a damaged file: %d %s", code, out)
+	}
+	d.waitFor("maintenance off", 10*time.Second, func() bool {
+		r, ok := c.report(second)
+		return ok && !r.Maintenance
+	})
+	d.stop(20 * time.Second)
+	c.nodes["w"].stop(20 * time.Second)
 }
