@@ -330,6 +330,14 @@ func (m *manager) onSupervisor(msg *ipc.Msg) {
 			m.updateHealth(now)
 		}
 		return
+	case "fault":
+		// The previous node manager was fenced while it held the role:
+		// it lost the role without handing it over and could not say so.
+		epoch, _ := strconv.ParseUint(msg.Arg, 10, 64)
+		reason := strings.Join(msg.Reasons, "; ")
+		m.log.Warn("the previous node manager was fenced while active; running on_fault", "event", "fenced_fault", "epoch", epoch, "reason", reason)
+		m.fault(reason, epoch)
+		return
 	case "config":
 		err = m.applyConfig(now, msg.Config)
 		if err != nil {

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/vigil-project/vigil/cgroup"
@@ -99,6 +101,7 @@ func (s *Supervisor) onChannel(p *proc, m *ipc.Msg) {
 	case "report":
 		p.report = m.Report
 		p.lastBeat = time.Now()
+		p.fault = nil // handled before the first report (pushFault)
 		if p.control == ctlNodeManager {
 			s.armFence(p, m.Report)
 		}
@@ -342,7 +345,41 @@ func (s *Supervisor) checkFence(nm *proc, gen uint64, deadline, fired time.Time)
 	for _, v := range removed {
 		nm.log.Warn("fence: floating IP removed", "event", "fence_vip", "vip", v)
 	}
+	if f := fenceFault(nm.report, len(removed) > 0, age); f != nil {
+		nm.fault = f
+	}
 	s.killControl(nm)
+}
+
+// fenceFault is the fault a fence causes, for the next node manager to run
+// hooks.on_fault with: when the fenced one was active or still held
+// addresses, this node lost the role without handing it over. A fenced
+// standby lost nothing (nil).
+func fenceFault(report json.RawMessage, removed bool, silent time.Duration) *ipc.Msg {
+	var r struct {
+		Role       string `json:"role"`
+		Epoch      uint64 `json:"epoch"`
+		DrainingTo string `json:"draining_to"`
+	}
+	_ = json.Unmarshal(report, &r)
+	if r.Role != "active" && r.DrainingTo == "" && !removed {
+		return nil
+	}
+	return &ipc.Msg{Type: "fault", Arg: strconv.FormatUint(r.Epoch, 10),
+		Reasons: []string{fmt.Sprintf("fenced: node manager silent for %d ms, past its lease", silent.Milliseconds())}}
+}
+
+// pushFault tells a node manager just started that its predecessor was
+// fenced while it held the role (see fenceFault).
+func (s *Supervisor) pushFault(nm *proc) {
+	if nm.fault == nil || nm.conn == nil {
+		return
+	}
+	// Kept until the node manager reports (it handles the message before
+	// its first report): one that dies first gets it again at its restart.
+	if err := nm.conn.Send(nm.fault, sendTimeout); err != nil {
+		nm.log.Error("cannot tell the node manager about the fence; told again at its next start", "event", "ipc_error", "err", err)
+	}
 }
 
 // checkStartup restarts a control-plane process that never reported. Until
@@ -362,21 +399,19 @@ func (s *Supervisor) checkStartup(p *proc, gen uint64) {
 // its first report.
 const startupTimeout = 10 * time.Second
 
-// killControl kills a control-plane process's group off the loop; its exit
-// restarts it.
+// killControl SIGKILLs a control-plane process (a stopped one too); its
+// exit restarts it, and ended kills whatever it left in its group first.
+// The pid cannot have been reused: the process is our child, not yet
+// reaped. (Killing its whole group from here, off the loop, used to race
+// the restart: the group kill could also take the new process, and its
+// late "done" left the new run marked as fencing, never to be fenced.)
 func (s *Supervisor) killControl(p *proc) {
-	g, gen := p.group, p.gen
-	go func() {
-		// SIGKILL reaches a stopped process too.
-		if err := g.Kill(); err != nil {
-			p.log.Error("cannot kill control-plane process", "event", "fence_error", "err", err)
-		}
-		s.post(func() {
-			if p.gen == gen {
-				p.fencing = false
-			}
-		})
-	}()
+	if p.pid <= 0 {
+		return
+	}
+	if err := syscall.Kill(p.pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		p.log.Error("cannot kill control-plane process", "event", "fence_error", "pid", p.pid, "err", err)
+	}
 }
 
 // processResources are the cgroup values of one process's own group.

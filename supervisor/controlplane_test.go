@@ -75,3 +75,28 @@ func TestFenceWait(t *testing.T) {
 		}
 	}
 }
+
+// A fence is a fault of this node only if the fenced node manager held the
+// role or addresses; a fenced standby lost nothing.
+func TestFenceFault(t *testing.T) {
+	for _, c := range []struct {
+		report  string
+		removed bool
+		want    bool
+	}{
+		{`{"role":"active","epoch":7}`, false, true},
+		{`{"role":"standby","epoch":7,"draining_to":"b"}`, false, true},
+		{`{"role":"standby","epoch":7}`, true, true},
+		{`{"role":"standby","epoch":7}`, false, false},
+		{``, false, false},
+	} {
+		f := fenceFault(json.RawMessage(c.report), c.removed, 812*time.Millisecond)
+		if (f != nil) != c.want {
+			t.Errorf("%s removed=%v: %+v, want fault %v", c.report, c.removed, f, c.want)
+			continue
+		}
+		if f != nil && (f.Type != "fault" || f.Arg != "7" || len(f.Reasons) != 1 || f.Reasons[0] != "fenced: node manager silent for 812 ms, past its lease") {
+			t.Errorf("%s: %+v", c.report, f)
+		}
+	}
+}

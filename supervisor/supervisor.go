@@ -111,6 +111,9 @@ type proc struct {
 	fencing    bool
 	fenceAt    time.Time   // node manager: when it must have reported again
 	fenceTimer *time.Timer // fires at fenceAt
+	// fault: the node manager was fenced while it held the floating IPs;
+	// its successor is told at start, and runs hooks.on_fault for it.
+	fault *ipc.Msg
 }
 
 // New validates nothing by itself: cfg must come from config.Load.
@@ -310,6 +313,7 @@ func (s *Supervisor) start(p *proc) {
 	gen := p.gen
 	p.timer = nil
 	p.daemonized = false
+	p.fencing = false // a fence or start-up kill is of the run before
 	if p.group == nil {
 		parent := "apps/"
 		if p.control != "" {
@@ -354,6 +358,7 @@ func (s *Supervisor) start(p *proc) {
 	s.updateHealth()
 	if p.control == ctlNodeManager {
 		s.pushHealth()
+		s.pushFault(p)
 	}
 }
 

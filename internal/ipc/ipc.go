@@ -33,12 +33,16 @@ var ErrNoChannel = errors.New("ipc: no supervisor channel (" + EnvFD + " not set
 
 // Msg is one message in either direction. Only the fields of its Type are set.
 type Msg struct {
-	Type string `json:"type"` // health | command | config | report | reply
+	Type string `json:"type"` // health | command | config | fault | report | reply
 
 	// health (supervisor -> node manager): the node's health as the
 	// supervisor sees it (critical processes up and healthy).
 	Healthy *bool    `json:"healthy,omitempty"`
 	Reasons []string `json:"reasons,omitempty"`
+
+	// fault (supervisor -> node manager, at its start): the previous node
+	// manager was fenced while it held the role; Arg is the epoch, Reasons
+	// the reason. The node manager runs hooks.on_fault for it.
 
 	// command (supervisor -> process) and reply (process -> supervisor).
 	ID    uint64 `json:"id,omitempty"`

@@ -230,3 +230,57 @@ func TestFaultHookOnVIPInterfaceDown(t *testing.T) {
 		c.nodes[id].stop(20 * time.Second)
 	}
 }
+
+// The active's node manager stalls (SIGSTOP, the incident) past its lease:
+// the supervisor fences it (addresses removed, process killed) and the
+// node manager it restarts runs on_fault for the role its predecessor lost,
+// once. The standby, which took over, runs on_active and no on_fault.
+func TestFaultHookOnFence(t *testing.T) {
+	c, outs := newFaultVIPCluster(t)
+	act := c.waitVIPStandbyReady("")
+	stby := map[string]string{"a": "b", "b": "a"}[act]
+	c.nodes[act].waitFor("on_active ran", 10*time.Second, func() bool { return len(linesWith(hookLines(outs[act]), "active|")) >= 1 })
+
+	stalled := nmPid(t, c.nodes[act], "nodemanager")
+	if err := syscall.Kill(stalled, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = syscall.Kill(stalled, syscall.SIGCONT) }()
+	c.nodes[act].waitFor("on_fault after the fence", 15*time.Second, func() bool {
+		return len(linesWith(hookLines(outs[act]), "fault|")) >= 1
+	})
+	if f := c.nodes[act].status().Supervisor.Fences; f < 1 {
+		t.Errorf("stalled node manager not fenced (fences=%d)", f)
+	}
+	c.nodes[stby].waitFor("the standby took over", 10*time.Second, func() bool { return c.holds(stby) })
+	time.Sleep(500 * time.Millisecond)
+	f := linesWith(hookLines(outs[act]), "fault|")
+	if len(f) != 1 || !strings.HasPrefix(f[0], "fault|"+act+"|fenced: node manager silent for ") {
+		t.Errorf("on_fault on the fenced node: %q, want one fenced line", f)
+	}
+	if f := linesWith(hookLines(outs[stby]), "fault|"); len(f) != 0 {
+		t.Errorf("the new active ran on_fault: %q", f)
+	}
+	if n := strings.Count(c.nodes[act].log.String(), `"event":"fenced_fault"`); n != 1 {
+		t.Errorf("fenced_fault logged %d times, want 1", n)
+	}
+
+	// Back as a standby, its node manager stalls again: fenced again (a
+	// fence must never be a one-off), and as it held nothing, no on_fault.
+	c.waitVIPStandbyReady(act)
+	_ = syscall.Kill(stalled, syscall.SIGCONT)
+	stalled = nmPid(t, c.nodes[act], "nodemanager")
+	if err := syscall.Kill(stalled, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	c.nodes[act].waitFor("a second fence", 15*time.Second, func() bool {
+		return c.nodes[act].status().Supervisor.Fences >= 2
+	})
+	c.waitVIPStandbyReady(act)
+	if f := linesWith(hookLines(outs[act]), "fault|"); len(f) != 1 {
+		t.Errorf("on_fault after fencing a standby: %q, want only the first fence's line", f)
+	}
+	for _, id := range []string{"a", "b", "w"} {
+		c.nodes[id].stop(20 * time.Second)
+	}
+}
