@@ -78,6 +78,9 @@ type logEvent struct {
 	Epoch  uint64  `json:"epoch"`
 	Reason string  `json:"reason"`
 	TookMS float64 `json:"took_ms"`
+	// Process and Status: a process's start/exit lines.
+	Process string `json:"process"`
+	Status  string `json:"status"`
 	// raw is the line as logged, for messages.
 	raw string
 }
