@@ -24,6 +24,10 @@ func TestSwitchoverAndMaintenance(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("switchover: %d %s", code, out)
 	}
+	// It waits and says where the role went.
+	if !strings.Contains(out, "switchover done: "+second+" is active (epoch ") {
+		t.Errorf("switchover said %q", out)
+	}
 	if got := c.waitActive(10*time.Second, first); got != second {
 		t.Fatalf("after switchover to %s the active is %s", second, got)
 	}
@@ -57,6 +61,13 @@ func TestSwitchoverAndMaintenance(t *testing.T) {
 		r, ok := c.report(first)
 		return ok && r.Maintenance && r.Role == "standby"
 	})
+	// Asked of the node in maintenance, the request goes to the active,
+	// which has no standby to hand over to and drops it: the command says
+	// the role did not move, and fails.
+	out, code = c.nodes[first].vigil("switchover", "--socket", c.nodes[first].socket, "--wait", "1s")
+	if code != 1 || !strings.Contains(out, "did not move within 1s: active is "+second) {
+		t.Errorf("switchover that cannot happen: %d %q", code, out)
+	}
 	out, code = c.nodes[first].vigil("maintenance", "--socket", c.nodes[first].socket, "off")
 	if code != 0 {
 		t.Fatalf("maintenance off: %d %s", code, out)
