@@ -20,7 +20,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -29,6 +28,8 @@ import (
 
 	"github.com/vigil-project/vigil/bench/internal/machine"
 	"github.com/vigil-project/vigil/test/e2e"
+
+	"github.com/vigil-project/vigil/internal/vigilbin"
 )
 
 func main() {
@@ -57,17 +58,12 @@ func main() {
 		}
 	}
 	if *bin == "" {
-		dir, err := os.MkdirTemp("", "vigil-bench-")
+		b, cleanup, err := vigilbin.Build()
 		if err != nil {
 			fail(err)
 		}
-		defer os.RemoveAll(dir)
-		*bin = filepath.Join(dir, "vigil")
-		b := exec.Command("go", "build", "-o", *bin, "./cmd/vigil")
-		b.Stdout, b.Stderr = os.Stderr, os.Stderr
-		if err := b.Run(); err != nil {
-			fail(fmt.Errorf("build vigil: %w", err))
-		}
+		defer cleanup()
+		*bin = b
 	}
 
 	machine.Describe(os.Stdout)

@@ -1,35 +1,18 @@
 package e2e
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/vigil-project/vigil/internal/vigilbin"
 )
 
 var vigilBin string
 
 func TestMain(m *testing.M) {
-	if vigilBin = os.Getenv("VIGIL_BIN"); vigilBin != "" {
-		os.Exit(m.Run())
-	}
-	dir, err := os.MkdirTemp("", "vigil-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	vigilBin = filepath.Join(dir, "vigil")
-	build := exec.Command("go", "build", "-o", vigilBin, "github.com/vigil-project/vigil/cmd/vigil")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build vigil:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	vigilbin.Main(m, &vigilBin)
 }
 
 // needTools skips without root; without sipp or stress-ng it fails under

@@ -20,31 +20,14 @@ import (
 
 	"github.com/vigil-project/vigil/cgroup"
 	"github.com/vigil-project/vigil/supervisor"
+
+	"github.com/vigil-project/vigil/internal/vigilbin"
 )
 
 var vigilBin string
 
 func TestMain(m *testing.M) {
-	// VIGIL_BIN names a prebuilt binary: the cgroup v2 VM (test/vm/v2) has
-	// no Go toolchain.
-	if vigilBin = os.Getenv("VIGIL_BIN"); vigilBin != "" {
-		os.Exit(m.Run())
-	}
-	dir, err := os.MkdirTemp("", "vigil-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	vigilBin = filepath.Join(dir, "vigil")
-	build := exec.Command("go", "build", "-o", vigilBin, "github.com/vigil-project/vigil/cmd/vigil")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build vigil:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	vigilbin.Main(m, &vigilBin)
 }
 
 func needRoot(t *testing.T) {
