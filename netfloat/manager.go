@@ -443,17 +443,26 @@ func (m *Manager) announce(p *port, v VIP) error {
 // re-creates the address if it vanished meanwhile; Watch reports such a
 // removal, after which Extend fails with ErrNotHeld until the next Claim.
 func (m *Manager) Extend(v VIP) error {
-	v, err := normalize(v)
+	h, err := m.holdingOf(v)
 	if err != nil {
 		return err
+	}
+	return m.addrReplace(h.index, h.vip.Prefix, m.label(h.vip.Interface), m.lifetimeSecs())
+}
+
+// holdingOf returns the holding of v, ErrNotHeld if there is none.
+func (m *Manager) holdingOf(v VIP) (*holding, error) {
+	v, err := normalize(v)
+	if err != nil {
+		return nil, err
 	}
 	m.mu.Lock()
 	h := m.held[v.key()]
 	m.mu.Unlock()
 	if h == nil {
-		return fmt.Errorf("%w: %s", ErrNotHeld, v)
+		return nil, fmt.Errorf("%w: %s", ErrNotHeld, v)
 	}
-	return m.addrReplace(h.index, h.vip.Prefix, m.label(v.Interface), m.lifetimeSecs())
+	return h, nil
 }
 
 // Quiet stops announcing a held VIP but keeps the address and keeps
@@ -461,15 +470,9 @@ func (m *Manager) Extend(v VIP) error {
 // the role over keeps serving the address this way until its successor's
 // announcement is seen (make-before-break), then calls Release.
 func (m *Manager) Quiet(v VIP) error {
-	v, err := normalize(v)
+	h, err := m.holdingOf(v)
 	if err != nil {
 		return err
-	}
-	m.mu.Lock()
-	h := m.held[v.key()]
-	m.mu.Unlock()
-	if h == nil {
-		return fmt.Errorf("%w: %s", ErrNotHeld, v)
 	}
 	h.cancel()
 	return nil

@@ -129,6 +129,19 @@ func (c *cluster) active() string {
 	return ""
 }
 
+// activeAndStandby waits for an active node and for the other one to be
+// a standby in its ring (what a switchover needs), and returns both.
+func (c *cluster) activeAndStandby() (active, standby string) {
+	c.t.Helper()
+	active = c.waitActive(20*time.Second, "")
+	standby = map[string]string{"a": "b", "b": "a"}[active]
+	c.waitFor("the standby is in the ring", func() bool {
+		r, ok := c.report(standby)
+		return ok && r.Role == "standby" && r.Active == active
+	})
+	return active, standby
+}
+
 func (c *cluster) waitActive(timeout time.Duration, not string) string {
 	c.t.Helper()
 	var a string

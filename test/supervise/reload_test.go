@@ -476,12 +476,7 @@ func TestFailoverLogLine(t *testing.T) {
 // timeout.
 func TestReloadHooks(t *testing.T) {
 	c := newCluster(t)
-	first := c.waitActive(20*time.Second, "")
-	second := map[string]string{"a": "b", "b": "a"}[first]
-	c.waitFor("the standby is in the ring", func() bool {
-		r, ok := c.report(second)
-		return ok && r.Role == "standby" && r.Active == first
-	})
+	first, second := c.activeAndStandby()
 	out := filepath.Join(t.TempDir(), "hooks.out")
 	pids := map[string]int{}
 	for _, id := range []string{"a", "b"} {

@@ -13,12 +13,7 @@ import (
 // take it again. Both answer errors plainly.
 func TestSwitchoverAndMaintenance(t *testing.T) {
 	c := newCluster(t)
-	first := c.waitActive(20*time.Second, "")
-	second := map[string]string{"a": "b", "b": "a"}[first]
-	c.waitFor("the standby is in the ring", func() bool {
-		r, ok := c.report(second)
-		return ok && r.Role == "standby" && r.Active == first
-	})
+	first, second := c.activeAndStandby()
 
 	out, code := c.nodes[first].vigil("switchover", "--socket", c.nodes[first].socket, "--to", second)
 	if code != 0 {
@@ -104,12 +99,7 @@ func (c *cluster) waitFor(what string, cond func() bool) {
 // `off` survives one too. An unreadable maintenance file counts as on.
 func TestMaintenanceSurvivesRestart(t *testing.T) {
 	c := newCluster(t)
-	first := c.waitActive(20*time.Second, "")
-	second := map[string]string{"a": "b", "b": "a"}[first]
-	c.waitFor("the standby is in the ring", func() bool {
-		r, ok := c.report(second)
-		return ok && r.Role == "standby" && r.Active == first
-	})
+	first, second := c.activeAndStandby()
 	d := c.nodes[second]
 	if out, code := d.vigil("maintenance", "--socket", d.socket, "on"); code != 0 {
 		t.Fatalf("maintenance on: %d %s", code, out)
