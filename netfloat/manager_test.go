@@ -519,17 +519,7 @@ func TestWatch(t *testing.T) {
 	t.Parallel()
 	a, b := twoHosts(t)
 	m := newManager(t, a, Options{Interfaces: []string{"eth0"}})
-	ctx, cancel := context.WithCancel(context.Background())
-	events := make(chan Event, 16)
-	werr := make(chan error, 1)
-	go func() { werr <- m.Watch(ctx, events) }()
-	defer func() {
-		cancel()
-		if err := <-werr; err != nil {
-			t.Errorf("Watch: %v", err)
-		}
-	}()
-	nextEvent(t, events, EventReady)
+	ctx, events := watch(t, m)
 	if err := m.Watch(ctx, events); !errors.Is(err, ErrWatching) {
 		t.Fatalf("second Watch: %v, want ErrWatching", err)
 	}
@@ -690,17 +680,7 @@ func TestQuietKeepsAddressStopsAnnouncing(t *testing.T) {
 	t.Parallel()
 	a, b := twoHosts(t)
 	m := newManager(t, a, Options{Interfaces: []string{"eth0"}, GARPCount: 1, RefreshInterval: 50 * time.Millisecond})
-	ctx, cancel := context.WithCancel(context.Background())
-	events := make(chan Event, 16)
-	werr := make(chan error, 1)
-	go func() { werr <- m.Watch(ctx, events) }()
-	defer func() {
-		cancel()
-		if err := <-werr; err != nil {
-			t.Errorf("Watch: %v", err)
-		}
-	}()
-	nextEvent(t, events, EventReady)
+	ctx, events := watch(t, m)
 
 	v := VIP{Prefix: vip4, Interface: "eth0"}
 	if err := m.Quiet(v); !errors.Is(err, ErrNotHeld) {
@@ -740,4 +720,22 @@ func TestQuietKeepsAddressStopsAnnouncing(t *testing.T) {
 	if _, ok := find(t, a, vip4); ok {
 		t.Fatal("address still there after Release")
 	}
+}
+
+// watch runs m.Watch until the test ends and returns its context and
+// events, after EventReady.
+func watch(t *testing.T, m *Manager) (context.Context, chan Event) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	events := make(chan Event, 16)
+	werr := make(chan error, 1)
+	go func() { werr <- m.Watch(ctx, events) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-werr; err != nil {
+			t.Errorf("Watch: %v", err)
+		}
+	})
+	nextEvent(t, events, EventReady)
+	return ctx, events
 }
