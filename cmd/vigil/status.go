@@ -397,6 +397,10 @@ func printHost(w io.Writer, p painter, st *supervisor.Status, nm *nodemanager.Re
 		if len(nm.VIPs) > 0 {
 			vips = strings.Join(nm.VIPs, ", ")
 		}
+		if nm.DrainingTo != "" {
+			// Make-before-break: kept, silent, until the successor announces.
+			vips += fmt.Sprintf(" (handing over to %s, at most %d ms more)", nm.DrainingTo, nm.DrainRemainingMS)
+		}
 		line += fmt.Sprintf("  role %s  maintenance %s  floating IPs %s", role, maint, vips)
 	case st.Role == "witness":
 		line += "  role witness"

@@ -202,3 +202,19 @@ func TestStatusUnreachablePeer(t *testing.T) {
 		t.Errorf("quorum with a and its locator gone:\n%s", plain.String())
 	}
 }
+
+// The old active of a planned handover shows the addresses it still keeps
+// and to whom it is handing them.
+func TestStatusDraining(t *testing.T) {
+	st, _ := goldenStatus()
+	st.NodeManager = json.RawMessage(`{"self":"a","role":"standby","epoch":7,"active":"","lease_valid":false,"lease_ms":200,
+		"vips_held":["192.0.2.100/24@eth0"],"draining_to":"b","drain_remaining_ms":164,
+		"peers":[{"id":"a","healthy":true,"in_ring":true},{"id":"b","healthy":true,"in_ring":true}],
+		"locators":[{"id":"a","seen":true,"age_ms":4},{"id":"b","seen":true,"age_ms":4},{"id":"w","seen":true,"age_ms":5}]}`)
+	st.Summarize()
+	var out bytes.Buffer
+	printStatus(&out, st, cpuWindow{}, goldenNow, false)
+	if !strings.Contains(out.String(), "role standby  maintenance off  floating IPs 192.0.2.100/24@eth0 (handing over to b, at most 164 ms more)") {
+		t.Errorf("draining node:\n%s", out.String())
+	}
+}
