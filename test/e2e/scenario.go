@@ -134,6 +134,10 @@ func Run(t TB, n *Net, sys System, scenario string, o RunOptions) (Result, error
 	own := n.Probe(time.Millisecond)
 	outage := n.ProbeSIP(t, o.ProbeEvery)
 	calls := n.StartCalls(t, o.Rate, int(window.Seconds()*float64(o.Rate)), 8*time.Second)
+	// Before sys.Stop: a run that returns early (ErrNotApplicable, a
+	// fault not injected) leaves no SIPp holding the client's SIP port for
+	// the next run.
+	defer calls.Stop()
 	time.Sleep(o.Before)
 
 	if o.BeforeFault != nil {

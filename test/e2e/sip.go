@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -80,52 +81,87 @@ func (n *Net) StartCalls(t TB, rate, calls int, recvTimeout time.Duration) *Call
 		t.Fatalf("e2e: start sipp uac: %v", err)
 	}
 	go func() { c.done <- c.cmd.Wait() }()
-	t.Cleanup(func() {
-		select {
-		case <-c.done:
-		default:
-			_ = c.cmd.Process.Kill()
-			<-c.done
-		}
-	})
+	t.Cleanup(c.Stop)
 	return c
+}
+
+// Stop kills SIPp if it still runs and reaps it. A run that ends before
+// Wait (a fault not applicable to the system, or not injected) must call
+// it: SIPp would otherwise go on placing calls from 192.0.2.50:5060, and
+// the next run's SIPp, unable to bind that port, would exit at once.
+func (c *CallLoad) Stop() {
+	select {
+	case err := <-c.done:
+		c.done <- err
+	default:
+		_ = c.cmd.Process.Kill()
+		c.done <- <-c.done
+	}
 }
 
 // Wait waits for SIPp to finish its calls and reads its final counters.
 func (c *CallLoad) Wait(timeout time.Duration) (Calls, error) {
+	var werr error
 	select {
-	case err := <-c.done:
-		c.done <- err // for cleanup
-		// SIPp exits 1 when some call failed; the counters say which.
+	case werr = <-c.done:
+		c.done <- werr // for Stop
 	case <-time.After(timeout):
 		_ = c.cmd.Process.Signal(syscall.SIGKILL)
 		err := <-c.done
 		c.done <- err
 		return Calls{}, fmt.Errorf("e2e: sipp uac still running after %v: %s", timeout, tail(c.out.String(), 800))
 	}
-	calls, err := readStat(filepath.Join(c.dir, "stat.csv"))
+	// SIPp exits 0 when every call succeeded and 1 when some failed (the
+	// counters say which). Anything else is a fatal error (254: it could
+	// not bind its socket) after which its files describe no calls.
+	if code := c.cmd.ProcessState.ExitCode(); code != 0 && code != 1 {
+		return Calls{}, fmt.Errorf("e2e: sipp uac: %v: %s", werr, sippErrors(c.out.String()))
+	}
+	calls, answered, err := readStat(filepath.Join(c.dir, "stat.csv"))
 	if err != nil {
 		return calls, err
 	}
-	calls.RetransCalls, err = readRTT(c.dir)
+	calls.RetransCalls, err = readRTT(c.dir, answered)
 	return calls, err
+}
+
+// sippErrors is what SIPp printed before its first screen (its error
+// messages, each printed more than once), or the tail of its output.
+func sippErrors(out string) string {
+	head, _, found := strings.Cut(out, "\n------------------------------")
+	if !found {
+		return tail(out, 800)
+	}
+	var lines []string
+	for _, l := range strings.Split(head, "\n") {
+		if l = strings.TrimSpace(l); l != "" && !slices.Contains(lines, l) {
+			lines = append(lines, l)
+		}
+	}
+	return tail(strings.Join(lines, "; "), 800)
 }
 
 // sipT1 is SIP's first retransmission interval (RFC 3261).
 const sipT1 = 500 * time.Millisecond
 
 // readRTT counts the calls in SIPp's -trace_rtt file (one line per call:
-// date_ms;response_time_ms;rtd_no) answered after T1 or later.
-func readRTT(dir string) (int, error) {
+// date_ms;response_time_ms;rtd_no) answered after T1 or later. answered is
+// how many INVITEs SIPp's statistics say were answered: the trace must
+// hold as many lines. SIPp creates the file at the first answer, so
+// without any there is none, and no call was answered late.
+func readRTT(dir string, answered int) (int, error) {
 	files, _ := filepath.Glob(filepath.Join(dir, "*_rtt.csv"))
+	if len(files) == 0 && answered == 0 {
+		return 0, nil
+	}
 	if len(files) != 1 {
-		return 0, fmt.Errorf("e2e: sipp response-time trace: %d files in %s", len(files), dir)
+		return 0, fmt.Errorf("e2e: sipp response-time trace: %d files in %s, %d answers in its statistics", len(files), dir, answered)
 	}
 	b, err := os.ReadFile(files[0])
 	if err != nil {
 		return 0, fmt.Errorf("e2e: sipp response-time trace: %w", err)
 	}
-	n := 0
+	n, lines := 0, 0
 	for _, l := range strings.Split(string(b), "\n")[1:] {
 		f := strings.Split(l, ";")
 		if len(f) < 2 {
@@ -135,23 +171,28 @@ func readRTT(dir string) (int, error) {
 		if err != nil {
 			continue
 		}
+		lines++
 		if time.Duration(rt*float64(time.Millisecond)) >= sipT1 {
 			n++
 		}
+	}
+	if lines != answered {
+		return 0, fmt.Errorf("e2e: sipp response-time trace %s: %d answers, its statistics %d", files[0], lines, answered)
 	}
 	return n, nil
 }
 
 // readStat reads the cumulative counters from the last line of SIPp's
-// -trace_stat file.
-func readStat(path string) (Calls, error) {
+// -trace_stat file, and how many INVITEs were answered (the sum of the
+// response-time repartition, which counts every answer).
+func readStat(path string) (c Calls, answered int, err error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return Calls{}, fmt.Errorf("e2e: sipp statistics: %w", err)
+		return c, 0, fmt.Errorf("e2e: sipp statistics: %w", err)
 	}
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	if len(lines) < 2 {
-		return Calls{}, fmt.Errorf("e2e: sipp statistics %s: no data line", path)
+		return c, 0, fmt.Errorf("e2e: sipp statistics %s: no data line", path)
 	}
 	head := strings.Split(lines[0], ";")
 	last := strings.Split(lines[len(lines)-1], ";")
@@ -163,7 +204,6 @@ func readStat(path string) (Calls, error) {
 		}
 		return 0, fmt.Errorf("e2e: sipp statistics: no column %s", name)
 	}
-	var c Calls
 	for _, f := range []struct {
 		col string
 		dst *int
@@ -175,12 +215,26 @@ func readStat(path string) (Calls, error) {
 	} {
 		v, err := get(f.col)
 		if err != nil {
-			return c, err
+			return c, 0, err
 		}
 		*f.dst = v
 	}
 	c.Unfinished = c.Placed - c.Successful - c.Failed
-	return c, nil
+	buckets := 0
+	for _, h := range head {
+		if strings.HasPrefix(h, "ResponseTimeRepartition1_") {
+			v, err := get(h)
+			if err != nil {
+				return c, 0, fmt.Errorf("e2e: sipp statistics: %s: %w", h, err)
+			}
+			answered += v
+			buckets++
+		}
+	}
+	if buckets == 0 {
+		return c, 0, fmt.Errorf("e2e: sipp statistics %s: no response-time repartition", path)
+	}
+	return c, answered, nil
 }
 
 // OutageProbe sends a SIP OPTIONS from the client to the floating IP every
