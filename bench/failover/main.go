@@ -87,6 +87,7 @@ func main() {
 			for _, sc := range split(*scenarios) {
 				a := agg{system: sys.Label(), scenario: sc}
 				for i := 0; i < *runs; i++ {
+					began := time.Now()
 					res, err := e2e.Run(t, n, sys, sc, e2e.RunOptions{Rate: *rate, After: *after, Noise: *noise, Freeze: freeze})
 					if errors.Is(err, e2e.ErrNotApplicable) {
 						a.na = true
@@ -98,6 +99,10 @@ func main() {
 						continue
 					}
 					fmt.Printf("run %d %s\n", i+1, res.Line())
+					if v, ok := sys.(*e2e.Vigil); ok && res.FalseFailover {
+						// Why it moved, from the nodes' own logs.
+						fmt.Print(indent(v.Explain(began), "    "))
+					}
 					a.add(res)
 				}
 				all = append(all, a)
@@ -209,4 +214,12 @@ func split(s string) []string {
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "bench-failover:", err)
 	os.Exit(1)
+}
+
+// indent prefixes every line of s.
+func indent(s, prefix string) string {
+	if s == "" {
+		return ""
+	}
+	return prefix + strings.ReplaceAll(strings.TrimSuffix(s, "\n"), "\n", "\n"+prefix) + "\n"
 }

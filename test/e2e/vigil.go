@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -106,6 +107,31 @@ func (v *Vigil) Log(id string) string {
 	b, _ := os.ReadFile(v.host[id].logPath)
 	return string(b)
 }
+
+// Explain returns the lines of both nodes' logs since `since` that say
+// why the role moved or the control plane suffered: role changes, failover
+// and fence lines, lost tokens and leases, late timers, health changes. The
+// benchmark prints them after a false failover.
+func (v *Vigil) Explain(since time.Time) string {
+	var b strings.Builder
+	for _, id := range []string{"a", "b", "w"} {
+		for _, l := range strings.Split(v.Log(id), "\n") {
+			m := explainRE.FindStringSubmatch(l)
+			if m == nil {
+				continue
+			}
+			if t, err := time.Parse(time.RFC3339Nano, m[1]); err == nil && t.Before(since) {
+				continue
+			}
+			fmt.Fprintf(&b, "%s: %s\n", id, l)
+		}
+	}
+	return b.String()
+}
+
+// explainRE matches a text-format log line (log.format: text) of one of
+// the events Explain shows, and captures its time.
+var explainRE = regexp.MustCompile(`^time=(\S+) .*\bevent=(role|failover|fence|fence_deferred|fenced_fault|token_lost|token_regenerated|lease_expired|late_timer|node_health|claim_abandoned|realtime|exit)( |$)`)
 
 func (v *Vigil) writeConfig(h *vigilHost, keyFile string) error {
 	role := "node"
