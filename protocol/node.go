@@ -269,7 +269,7 @@ func (n *Node) Switchover(now time.Duration, to string) error {
 			return fmt.Errorf("%w: %q is not healthy", ErrNoCandidate, to)
 		}
 	}
-	n.handover(to, "switchover")
+	n.handover(to, "switchover", true)
 	return nil
 }
 
@@ -641,27 +641,28 @@ func (n *Node) healthyPeer() string {
 
 func (n *Node) maybeHandover() {
 	var reason string
+	planned := false
 	switch {
 	case n.maint:
-		reason = "maintenance"
+		reason, planned = "maintenance", true
 	case !n.healthy:
+		// Unplanned: its applications or link are broken, so it must
+		// not keep serving the address while it hands over.
 		reason = "unhealthy"
 	default:
 		return
 	}
 	if to := n.healthyPeer(); to != "" {
-		n.handover(to, reason)
+		n.handover(to, reason, planned)
 	}
 }
 
 // handover drops the role first, then releases the epoch and tells the
 // target to claim the next one: the old active holds nothing by the time
 // any locator frees its lease.
-func (n *Node) handover(to, reason string) {
+func (n *Node) handover(to, reason string, planned bool) {
 	e := n.epoch
-	// Only an unhealthy active's handover is unplanned: its applications
-	// or link are broken, so it must not keep serving the address.
-	n.stepDown(fmt.Sprintf("handover to %q: %s", to, reason), to, reason != "unhealthy")
+	n.stepDown(fmt.Sprintf("handover to %q: %s", to, reason), to, planned)
 	n.sendLocators(Message{Type: MsgRelease, Release: Release{Epoch: e}})
 	n.send(to, Message{Type: MsgTransfer, Transfer: Transfer{Epoch: e, To: to}})
 	n.blockUntil = n.now + n.cfg.TokenTimeout

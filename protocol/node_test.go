@@ -375,3 +375,38 @@ func TestNodeStepRejects(t *testing.T) {
 		t.Errorf("a witness is not a node: %v", err)
 	}
 }
+
+// Maintenance hands over as planned (the node manager may keep the
+// addresses until the successor announced them); an unhealthy active's
+// handover is unplanned (it removes them at once).
+func TestNodeHandoverPlannedOnlyWhenAsked(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		act     func(h *nodeHarness)
+		planned bool
+	}{
+		{"maintenance", func(h *nodeHarness) { h.n.SetMaintenance(h.now, true) }, true},
+		{"unhealthy", func(h *nodeHarness) { h.n.SetHealth(h.now, false) }, false},
+	} {
+		h := newHarness(t, "a", NodeState{})
+		h.ready()
+		h.becomeActive(time.Millisecond)
+		h.seq++
+		if err := h.n.Step(h.now, Message{Type: MsgToken, From: "b", ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq,
+			Token: Token{Epoch: h.n.Status().Epoch, Seq: 5, Active: "a",
+				Nodes: []NodeHealth{{ID: "a", Healthy: true, InRing: true}, {ID: "b", Healthy: true, InRing: true}}}}); err != nil {
+			t.Fatal(err)
+		}
+		h.ready()
+		c.act(h)
+		var got *BecameStandby
+		for _, e := range h.ready().Events {
+			if bs, ok := e.(BecameStandby); ok {
+				got = &bs
+			}
+		}
+		if got == nil || !got.Handover || got.To != "b" || got.Planned != c.planned {
+			t.Errorf("%s: %+v, want a handover to b with Planned %v", c.name, got, c.planned)
+		}
+	}
+}
