@@ -154,7 +154,7 @@ func TestFaultHookOnLostRole(t *testing.T) {
 	if envValue(env[0], "VIGIL_REASON") != "lost the active role: lease expired" || envValue(env[0], "VIGIL_EPOCH") != "7" {
 		t.Errorf("fault env %q", env[0])
 	}
-	m.onEvent(protocol.BecameStandby{Epoch: 8, Reason: `handover to "b": switchover`, Handover: true})
+	m.onEvent(protocol.BecameStandby{Epoch: 8, Reason: `handover to "b": switchover`, To: "b"})
 	if jobs, _ := queued(m); !slices.Equal(jobs, []string{"standby:standby"}) {
 		t.Fatalf("handover: hooks %v, want only on_standby", jobs)
 	}
@@ -168,7 +168,7 @@ func TestFaultHookBeforeHandover(t *testing.T) {
 	queued(m)
 	m.onEvent(protocol.BecameActive{Epoch: 3})
 	health(m, false, "kamailio exited")
-	m.onEvent(protocol.BecameStandby{Epoch: 3, Reason: `handover to "b": unhealthy`, Handover: true})
+	m.onEvent(protocol.BecameStandby{Epoch: 3, Reason: `handover to "b": unhealthy`, To: "b"})
 	if jobs, _ := queued(m); !slices.Equal(jobs, []string{"active:active", "fault:fault", "standby:standby"}) {
 		t.Fatalf("hooks in order %v", jobs)
 	}

@@ -522,7 +522,7 @@ func (m *manager) onEvent(ev protocol.Event) {
 		}
 		m.log.Info("became standby", "event", "role", "role", "standby", "epoch", e.Epoch, "reason", e.Reason)
 		m.hooks.enqueue("standby", m.cfg.Hooks.OnStandby, m.hookEnv("standby", e.Epoch), m.cfg.Hooks.Timeout)
-		if !e.Handover {
+		if !e.Handover() {
 			// The role was lost, not given: its lease ran out (no quorum
 			// renewed it) or another node holds a newer epoch.
 			m.fault("lost the active role: "+e.Reason, e.Epoch)

@@ -44,9 +44,9 @@ type BecameActive struct {
 
 // BecameStandby: remove the floating IPs (the lease may be already over),
 // run on_standby hooks. Emitted only by a node that was Active.
-// Handover is true when the node gave the role to another node, To
-// (switchover, maintenance, stop, unhealthy); false when it lost it (its
-// lease ran out, or another node holds a newer epoch), which is a fault.
+// To is the node it gave the role to (switchover, maintenance, stop,
+// unhealthy: Handover() is true); "" when it lost the role (its lease ran
+// out, or another node holds a newer epoch), which is a fault.
 //
 // Planned marks a handover that was asked for (switchover, maintenance,
 // an orderly stop) rather than forced by ill health. Only then may the
@@ -56,11 +56,13 @@ type BecameActive struct {
 type BecameStandby struct {
 	Epoch      uint64
 	Reason     string
-	Handover   bool
 	To         string
 	Planned    bool
 	LeaseUntil time.Duration
 }
+
+// Handover says the role was given to another node, not lost.
+func (e BecameStandby) Handover() bool { return e.To != "" }
 
 // BecameCandidate: the node started claiming the active role.
 type BecameCandidate struct{ Epoch uint64 }

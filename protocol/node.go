@@ -676,7 +676,7 @@ func (n *Node) handover(to, reason string, planned bool) {
 // ("" if the role was lost), planned that the handover was asked for.
 func (n *Node) stepDown(reason, to string, planned bool) {
 	if n.role == Active {
-		n.events = append(n.events, BecameStandby{Epoch: n.epoch, Reason: reason, Handover: to != "", To: to, Planned: planned, LeaseUntil: n.leaseUntil})
+		n.events = append(n.events, BecameStandby{Epoch: n.epoch, Reason: reason, To: to, Planned: planned, LeaseUntil: n.leaseUntil})
 	}
 	n.role = Standby
 	n.leaseUntil = 0

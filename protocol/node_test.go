@@ -171,7 +171,7 @@ func TestNodeLeaseCountsFromSend(t *testing.T) {
 	if !strings.Contains(rd.Events[0].String(), "lease expired") {
 		t.Fatalf("reason: %v", rd.Events)
 	}
-	if bs, ok := rd.Events[0].(BecameStandby); !ok || bs.Handover {
+	if bs, ok := rd.Events[0].(BecameStandby); !ok || bs.Handover() {
 		t.Fatalf("a lease that ran out is not a handover: %#v", rd.Events[0])
 	}
 }
@@ -261,7 +261,7 @@ func TestNodeStandsDownOnNewerEpoch(t *testing.T) {
 		t.Fatalf("still active beside b: %v", rd.Events)
 	}
 	for _, e := range rd.Events {
-		if bs, ok := e.(BecameStandby); ok && bs.Handover {
+		if bs, ok := e.(BecameStandby); ok && bs.Handover() {
 			t.Fatalf("losing the role to a newer epoch is not a handover: %#v", bs)
 		}
 	}
@@ -290,7 +290,7 @@ func TestNodeSwitchoverIsAHandover(t *testing.T) {
 			got = &bs
 		}
 	}
-	if got == nil || !got.Handover || h.n.ActiveAt(h.now) {
+	if got == nil || !got.Handover() || h.n.ActiveAt(h.now) {
 		t.Fatalf("switchover: want BecameStandby with Handover, got %v", rd.Events)
 	}
 	// Planned, to b, with the lease it held: the node manager keeps the
@@ -405,7 +405,7 @@ func TestNodeHandoverPlannedOnlyWhenAsked(t *testing.T) {
 				got = &bs
 			}
 		}
-		if got == nil || !got.Handover || got.To != "b" || got.Planned != c.planned {
+		if got == nil || !got.Handover() || got.To != "b" || got.Planned != c.planned {
 			t.Errorf("%s: %+v, want a handover to b with Planned %v", c.name, got, c.planned)
 		}
 	}

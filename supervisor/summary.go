@@ -106,13 +106,6 @@ type conflictSummary struct {
 	AgeMS int64  `json:"age_ms"`
 }
 
-func nmLastConflict(nm *nmSummary) *conflictSummary {
-	if nm == nil {
-		return nil
-	}
-	return nm.LastConflict
-}
-
 // warnings are what an on-call engineer should not miss: no quorum, a
 // starved control plane, another host answering for our address, fences,
 // processes given up on, guarantees not in force.
@@ -132,7 +125,7 @@ func (st *Status) warnings(nm *nmSummary, loc *locSummary) []Warning {
 		add("late_timer", "locator not scheduled in time (worst %.0f ms)", loc.SchedMaxLateMS)
 	}
 	out = append(out, pressureWarnings(st.Groups)...)
-	if c := nmLastConflict(nm); c != nil && c.AgeMS < conflictWarnFor.Milliseconds() {
+	if c := nm.lastConflict(); c != nil && c.AgeMS < conflictWarnFor.Milliseconds() {
 		age := (time.Duration(c.AgeMS) * time.Millisecond).Round(time.Second)
 		add("vip_conflict", "another host (%s) answered for our floating IP %s %s ago, %s since the node manager started (journalctl -u vigil EVENT=vip_conflict)",
 			c.MAC, c.VIP, age, times(nm.Conflicts))
@@ -185,4 +178,12 @@ func times(n uint64) string {
 		return "once"
 	}
 	return fmt.Sprintf("%d times", n)
+}
+
+// lastConflict is nm's last conflict, nil without a report or a conflict.
+func (nm *nmSummary) lastConflict() *conflictSummary {
+	if nm == nil {
+		return nil
+	}
+	return nm.LastConflict
 }
