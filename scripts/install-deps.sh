@@ -12,6 +12,7 @@ PKGS=(
   stress-ng     # bench-isolation, test/e2e noisy: the noisy neighbours
   keepalived    # bench-failover: the system Vigil is compared with (its unit does not start without /etc/keepalived/keepalived.conf)
   qemu-system-x86 busybox-static cpio  # make test-v2 / test/vm/v2: cgroup v2 tests in a qemu VM
+  debootstrap e2fsprogs  # make test-vm: the .deb under a real systemd in a qemu VM
   systemd lintian rpm rpmlint  # go test ./packaging: systemd-analyze verify/security, package checks
 )
 

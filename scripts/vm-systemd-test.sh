@@ -107,7 +107,19 @@ dpkg-deb --fsys-tarfile "$deb1" | tar -xO ./usr/bin/vigil >"$WORK/vigil"
 chmod 755 "$WORK/vigil"
 (cd "$ROOT" && VIGIL_BIN=$WORK/vigil VIGIL_PKG_VERSION=$v1.1 ./packaging/build.sh deb >"$WORK/deb2" 2>>"$WORK/build.log") || die "building the upgrade .deb failed: $WORK/build.log"
 deb2=$ROOT/$(cat "$WORK/deb2")
-say "packages $(basename "$deb1") $(basename "$deb2")"
+# A third whose shipped vigil.yaml changed: the conffile-upgrade check.
+x=$WORK/deb3x
+dpkg-deb -R "$deb2" "$x"
+echo "# changed by the VM test (upgrade-changed-conffile)" >>"$x/etc/vigil/vigil.yaml"
+sed -i "s/^Version: .*/Version: $v1.2-1/" "$x/DEBIAN/control"
+if [ -f "$x/DEBIAN/md5sums" ]; then
+	(cd "$x" && find . -path ./DEBIAN -prune -o -type f -printf '%P\n' | LC_ALL=C sort | xargs -d '\n' md5sum) >"$x/DEBIAN/md5sums.new"
+	mv "$x/DEBIAN/md5sums.new" "$x/DEBIAN/md5sums"
+fi
+deb3=$WORK/vigil_${v1}.2-1_amd64.deb
+dpkg-deb --root-owner-group -Zgzip -b "$x" "$deb3" >/dev/null
+rm -rf "$x"
+say "packages $(basename "$deb1") $(basename "$deb2") $(basename "$deb3")"
 
 # --- initramfs: busybox, the virtio modules in dependency order (no
 # modules.dep), mount /dev/vda, switch_root to systemd.
@@ -140,6 +152,7 @@ cp -a "$KDIR/modules/." "$R/usr/lib/modules/"
 mkdir -p "$R/vmtest"
 cp "$deb1" "$R/vmtest/vigil-1.deb"
 cp "$deb2" "$R/vmtest/vigil-2.deb"
+cp "$deb3" "$R/vmtest/vigil-3.deb"
 cp "$ROOT/test/vm/systemd/guest.sh" "$R/vmtest/guest.sh"
 chmod +x "$R/vmtest/guest.sh"
 cp "$ROOT/test/vm/systemd/vigil-vmtest.service" "$R/etc/systemd/system/"
