@@ -90,7 +90,7 @@ func TestUnitDirectives(t *testing.T) {
 		"ProtectHome":           "read-only",
 		"PrivateTmp":            "yes",
 		"RuntimeDirectory":      "vigil",
-		"RuntimeDirectoryMode":  "0700",
+		"RuntimeDirectoryMode":  "0750",
 		"StateDirectory":        "vigil",
 		"ProtectControlGroups":  "no",
 		"RestrictRealtime":      "no",

@@ -206,4 +206,3 @@ fi
 `)
 	return b.String()
 }
-

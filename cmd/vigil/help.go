@@ -54,7 +54,9 @@ func docOf(name string) cmdDoc {
 }
 
 // internal commands are started by vigil itself, not by an operator.
-func internal(c command) bool { return c.name[0] == '_' || c.name == "locator" || c.name == "nodemanager" }
+func internal(c command) bool {
+	return c.name[0] == '_' || c.name == "locator" || c.name == "nodemanager"
+}
 
 // wantsHelp reports whether args ask for help before any "--".
 func wantsHelp(args []string) bool {
