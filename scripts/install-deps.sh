@@ -13,6 +13,7 @@ PKGS=(
   keepalived    # bench-failover: the system Vigil is compared with (its unit does not start without /etc/keepalived/keepalived.conf)
   qemu-system-x86 busybox-static cpio  # make test-v2 / test/vm/v2: cgroup v2 tests in a qemu VM
   systemd lintian rpm rpmlint  # go test ./packaging: systemd-analyze verify/security, package checks
+  zsh mandoc groff-base  # go test ./cmd/vigil: zsh -n on the completion, mandoc -T lint and groff on the man pages
 )
 
 missing=()

@@ -53,9 +53,13 @@ func docOf(name string) cmdDoc {
 	return cmdDoc{}
 }
 
-// internal commands are started by vigil itself, not by an operator.
+// hidden commands are not for people: no usage line, no help.
+func hidden(c command) bool { return c.name[0] == '_' }
+
+// internal commands are started by vigil itself, not by an operator: no
+// completion, and the man page lists them apart.
 func internal(c command) bool {
-	return c.name[0] == '_' || c.name == "locator" || c.name == "nodemanager"
+	return hidden(c) || c.name == "locator" || c.name == "nodemanager"
 }
 
 // wantsHelp reports whether args ask for help before any "--".

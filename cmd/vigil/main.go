@@ -42,7 +42,7 @@ func commands() []command {
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "usage: vigil COMMAND [flags] [ARGS]\n       vigil --version\n\ncommands:\n")
 	for _, c := range commands() {
-		if internal(c) {
+		if hidden(c) {
 			continue
 		}
 		fmt.Fprintf(w, "  %-20s %s\n", c.name+" "+docOf(c.name).args, c.usage)
@@ -79,7 +79,7 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 		}
 		// Help is answered here, for every command alike (including ones
 		// added later): exit 0, on stdout, with the arguments too.
-		if !internal(c) && wantsHelp(args[1:]) {
+		if !hidden(c) && wantsHelp(args[1:]) {
 			printHelp(stdout, c, commandFlags(c))
 			return exitOK
 		}
