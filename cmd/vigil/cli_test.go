@@ -441,4 +441,3 @@ func TestManPagesRender(t *testing.T) {
 		})
 	}
 }
-
