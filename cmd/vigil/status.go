@@ -80,7 +80,7 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "vigil status: --interval must be positive and --count at least 0")
 		return exitUsage
 	}
-	v := statusView{socket: socketPath(*path, *sock, stderr), json: *asJSON, term: isTerminal(stdout)}
+	v := statusView{socket: socketPath(*path, *sock, stderr), json: *asJSON, term: isTerminal(stdout), tty: isTTY(stdout) && os.Getenv("TERM") != "dumb"}
 	if !*watch {
 		code, why, _ := v.frame(context.Background(), stdout, stderr, nil)
 		if why != "" {
@@ -97,7 +97,8 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 type statusView struct {
 	socket string
 	json   bool
-	term   bool // stdout is a terminal: colour, and --watch clears the screen
+	term   bool // stdout is a terminal that may be coloured
+	tty    bool // stdout is a terminal: --watch clears the screen
 }
 
 // snapshot is a status and when it was taken.
@@ -169,8 +170,8 @@ func (v statusView) watch(ctx context.Context, stdout, stderr io.Writer, interva
 	for n := 1; ; n++ {
 		now := time.Now()
 		switch {
-		case v.term:
-			fmt.Fprintf(stdout, "\x1b[H\x1b[2J%s\n\n", painter(true).paint(cBold, fmt.Sprintf("every %v: vigil status  %s  (Ctrl-C to stop)", interval, now.Format("15:04:05"))))
+		case v.tty:
+			fmt.Fprintf(stdout, "\x1b[H\x1b[2J%s\n\n", painter(v.term).paint(cBold, fmt.Sprintf("every %v: vigil status  %s  (Ctrl-C to stop)", interval, now.Format("15:04:05"))))
 		case !v.json:
 			if n > 1 {
 				fmt.Fprintln(stdout)
@@ -242,8 +243,13 @@ type cpuWindow struct {
 // isTerminal reports whether w is a terminal that may be coloured: not
 // with NO_COLOR set (https://no-color.org) or TERM=dumb.
 func isTerminal(w io.Writer) bool {
+	return os.Getenv("NO_COLOR") == "" && os.Getenv("TERM") != "dumb" && isTTY(w)
+}
+
+// isTTY reports whether w is a terminal.
+func isTTY(w io.Writer) bool {
 	f, ok := w.(*os.File)
-	if !ok || os.Getenv("NO_COLOR") != "" || os.Getenv("TERM") == "dumb" {
+	if !ok {
 		return false
 	}
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
