@@ -10,6 +10,9 @@ import (
 const (
 	DefaultPath    = "/etc/vigil/vigil.yaml"
 	DefaultKeyFile = "/etc/vigil/cluster.key"
+	// DefaultControlGroup is the group the packages create: its members
+	// may run `vigil status` without root.
+	DefaultControlGroup = "vigil"
 )
 
 // Load reads, parses, defaults and validates the file at path. A file
@@ -72,6 +75,7 @@ func defaults() *Config {
 		Metrics:  Metrics{Listen: "127.0.0.1:9720"},
 		Runtime: Runtime{
 			ControlSocket: "/run/vigil/control.sock",
+			ControlGroup:  DefaultControlGroup,
 			StateDir:      "/var/lib/vigil",
 		},
 		Log: Log{Level: "info", Format: "text"},

@@ -95,7 +95,7 @@ hooks:
   on_fault: [[sh]]
   timeout: 5s
 metrics: {listen: ""}
-runtime: {control_socket: /run/vigil-b/control.sock, state_dir: /var/lib/vigil-b, cgroup: vigil/b}
+runtime: {control_socket: /run/vigil-b/control.sock, control_group: sip-ops, state_dir: /var/lib/vigil-b, cgroup: vigil/b}
 log: {level: debug, format: json}
 `)
 	got, err := Parse("full.yaml", []byte(src))
@@ -168,7 +168,7 @@ log: {level: debug, format: json}
 			Timeout:  5 * time.Second,
 		},
 		Metrics: Metrics{Listen: ""},
-		Runtime: Runtime{ControlSocket: "/run/vigil-b/control.sock", StateDir: "/var/lib/vigil-b", Cgroup: "vigil/b"},
+		Runtime: Runtime{ControlSocket: "/run/vigil-b/control.sock", ControlGroup: "sip-ops", StateDir: "/var/lib/vigil-b", Cgroup: "vigil/b"},
 		Log:     Log{Level: "debug", Format: "json"},
 	}
 	if !reflect.DeepEqual(got, want) {
@@ -243,7 +243,7 @@ processes:
 		}},
 		Hooks:   Hooks{Timeout: 10 * time.Second},
 		Metrics: Metrics{Listen: "127.0.0.1:9720"},
-		Runtime: Runtime{ControlSocket: "/run/vigil/control.sock", StateDir: "/var/lib/vigil"},
+		Runtime: Runtime{ControlSocket: "/run/vigil/control.sock", ControlGroup: "vigil", StateDir: "/var/lib/vigil"},
 		Log:     Log{Level: "info", Format: "text"},
 	}
 	if !reflect.DeepEqual(got, want) {
@@ -596,11 +596,12 @@ cluster:
   node: a
   key_file: $KEY
   nodes: [{id: a, address: 192.0.2.11:7400}]
-runtime: {cgroup: ../../system.slice}
+runtime: {cgroup: ../../system.slice, control_group: "sip ops"}
 log: {level: verbose}
 control: {cpus: "0-1,x", cpu_weight: 20000}
 `, []string{
 		`vigil.yaml:6:19: runtime.cgroup: "../../system.slice" is not a relative cgroup path of [A-Za-z0-9_.-] segments like "vigil" or "vigil/a"`,
+		`vigil.yaml:6:54: runtime.control_group: "sip ops" is not a group name: letters, digits, _ . - (not first), at most 32 characters; "" for root only`,
 		`vigil.yaml:7:14: log.level: "verbose" is not one of debug, info, warn or error`,
 		`vigil.yaml:8:17: control.cpus: "0-1,x" is not a cpu list like "0" or "0-1,3"`,
 		`vigil.yaml:8:38: control.cpu_weight: 20000 is out of range 1..10000`,
@@ -903,5 +904,22 @@ func TestDocumentedExample(t *testing.T) {
 		} else {
 			t.Logf("allowed on this host: %v", e)
 		}
+	}
+}
+
+// Keys walks every section: a section added to the parser but not to
+// schemaProbe would leave its keys out of the documentation tests.
+func TestKeysCoverEverySection(t *testing.T) {
+	k := Keys()
+	if len(k[""]) < 10 {
+		t.Fatalf("top-level keys: %v", k[""])
+	}
+	for _, sec := range k[""] {
+		if k[sec] == nil && k[sec+"[]"] == nil {
+			t.Errorf("section %s: no keys recorded (add it to schemaProbe)", sec)
+		}
+	}
+	if !contains(k["runtime"], "control_group") || !contains(k["processes[].backoff"], "fatal_after") {
+		t.Errorf("runtime %v, processes[].backoff %v", k["runtime"], k["processes[].backoff"])
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -917,14 +918,26 @@ func (p *parser) metrics(n *yaml.Node, m *Metrics) {
 	}
 }
 
+// groupNameRE is a portable group name (useradd's, without the trailing $).
+var groupNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]{0,31}$`)
+
 func (p *parser) runtime(n *yaml.Node, r *Runtime) {
-	f, ok := p.mapping(n, "runtime", "control_socket", "state_dir", "cgroup")
+	f, ok := p.mapping(n, "runtime", "control_socket", "control_group", "state_dir", "cgroup")
 	if !ok {
 		return
 	}
 	if v := f.get("control_socket"); v != nil {
 		if s, ok := p.absPath(v, "runtime.control_socket"); ok {
 			r.ControlSocket = s
+		}
+	}
+	if v := f.get("control_group"); v != nil {
+		if s, ok := p.str(v, "runtime.control_group"); ok {
+			if s != "" && !groupNameRE.MatchString(s) {
+				p.errAt(v, "runtime.control_group", "%q is not a group name: letters, digits, _ . - (not first), at most 32 characters; \"\" for root only", s)
+			} else {
+				r.ControlGroup = s
+			}
 		}
 	}
 	if v := f.get("state_dir"); v != nil {

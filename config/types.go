@@ -185,7 +185,11 @@ type Metrics struct {
 // Runtime holds every path the daemon writes, so several instances can share a machine.
 type Runtime struct {
 	ControlSocket string // default /run/vigil/control.sock
-	StateDir      string // default /var/lib/vigil
+	// ControlGroup is the group whose members may read the control
+	// socket's status (nothing else): default "vigil", the packages'
+	// group; "" or a group that does not exist means root only.
+	ControlGroup string
+	StateDir     string // default /var/lib/vigil
 	// Cgroup is the name of Vigil's subtree inside the cgroup it was started in.
 	// "" (the default) puts control/ and apps/ directly in that cgroup, which is
 	// what systemd's Delegate=yes expects; when Vigil was started in a

@@ -18,6 +18,8 @@ import (
 type parser struct {
 	file string
 	errs Errors
+	// keys, when not nil, records the keys each mapping accepts (Keys).
+	keys map[string][]string
 }
 
 func (p *parser) errAt(n *yaml.Node, key, format string, args ...any) {
@@ -178,6 +180,9 @@ func (f fields) key(k string) *yaml.Node { return f.m[k].key }
 // "key_file:" means "use the default".
 func (p *parser) mapping(n *yaml.Node, path string, known ...string) (fields, bool) {
 	f := fields{at: n, m: map[string]entry{}}
+	if p.keys != nil {
+		p.keys[path] = known
+	}
 	if n.Kind != yaml.MappingNode {
 		p.errAt(n, path, "must be a mapping, not %s", kindOf(n))
 		return f, false

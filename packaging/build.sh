@@ -54,6 +54,10 @@ else
 	CGO_ENABLED=0 "$GO" build -trimpath -ldflags "-s -w -X main.version=$ver -X main.commit=$commit" -o "$work/vigil" ./cmd/vigil
 fi
 gzip -n -9 -c packaging/vigil.8 >"$work/vigil.8.gz"
+gzip -n -9 -c packaging/vigil.yaml.5 >"$work/vigil.yaml.5.gz"
+# The completion scripts come from the binary itself, so they match it.
+"$work/vigil" completion bash >"$work/vigil.bash-completion"
+"$work/vigil" completion zsh >"$work/_vigil"
 # Debian and rpm both want a changelog; this one entry names the build.
 date=$(git log -1 --format=%cI 2>/dev/null || date -Iseconds)
 cat >"$work/changelog.yml" <<YAML

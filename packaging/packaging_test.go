@@ -90,7 +90,7 @@ func TestUnitDirectives(t *testing.T) {
 		"ProtectHome":           "read-only",
 		"PrivateTmp":            "yes",
 		"RuntimeDirectory":      "vigil",
-		"RuntimeDirectoryMode":  "0700",
+		"RuntimeDirectoryMode":  "0750",
 		"StateDirectory":        "vigil",
 		"ProtectControlGroups":  "no",
 		"RestrictRealtime":      "no",
@@ -188,6 +188,8 @@ var wantFiles = []string{
 	"/usr/bin/vigil",
 	"/etc/vigil/vigil.yaml",
 	"/usr/share/man/man8/vigil.8.gz",
+	"/usr/share/man/man5/vigil.yaml.5.gz",
+	"/usr/share/bash-completion/completions/vigil",
 	"/usr/share/doc/vigil/README.md",
 	"/usr/share/doc/vigil/configuration.md",
 	"/usr/share/doc/vigil/operations.md",
@@ -211,7 +213,7 @@ func TestDeb(t *testing.T) {
 		f := strings.Fields(l)
 		files[strings.TrimPrefix(f[len(f)-1], ".")] = f[0]
 	}
-	for _, f := range append(wantFiles, "/lib/systemd/system/vigil.service", "/usr/share/doc/vigil/changelog.Debian.gz") {
+	for _, f := range append(wantFiles, "/lib/systemd/system/vigil.service", "/usr/share/doc/vigil/changelog.Debian.gz", "/usr/share/zsh/vendor-completions/_vigil") {
 		if _, ok := files[f]; !ok {
 			t.Errorf("deb lacks %s; has:\n%s", f, list)
 		}
@@ -257,7 +259,7 @@ func TestRPM(t *testing.T) {
 		}
 		files[f[2]] = [2]string{f[0], f[1]}
 	}
-	for _, f := range append(wantFiles, "/usr/lib/systemd/system/vigil.service") {
+	for _, f := range append(wantFiles, "/usr/lib/systemd/system/vigil.service", "/usr/share/zsh/site-functions/_vigil") {
 		if _, ok := files[f]; !ok {
 			t.Errorf("rpm lacks %s; has:\n%s", f, list)
 		}

@@ -14,6 +14,7 @@ PKGS=(
   qemu-system-x86 busybox-static cpio  # make test-v2 / test/vm/v2: cgroup v2 tests in a qemu VM
   debootstrap e2fsprogs  # make test-vm: the .deb under a real systemd in a qemu VM
   systemd lintian rpm rpmlint  # go test ./packaging: systemd-analyze verify/security, package checks
+  zsh mandoc groff-base  # go test ./cmd/vigil: zsh -n on the completion, mandoc -T lint and groff on the man pages
 )
 
 missing=()

@@ -14,9 +14,8 @@ import (
 )
 
 // The control socket speaks one JSON request and one JSON response per
-// connection. Only root (or the daemon's own uid) may connect: the socket is
-// 0600 in a 0700 directory, and SO_PEERCRED is checked as well, since a
-// permissive umask or a bind mount must not open the door.
+// connection. Only root (or the daemon's own uid) may send every command;
+// members of runtime.control_group may ask for status (controlaccess.go).
 
 // Request is a control-socket request.
 type Request struct {
@@ -44,6 +43,8 @@ const commandTimeout = 5 * time.Second
 
 func (s *Supervisor) listenControl() (*net.UnixListener, error) {
 	path := s.cfg.Runtime.ControlSocket
+	_, statErr := os.Stat(filepath.Dir(path))
+	createdDir := errors.Is(statErr, os.ErrNotExist)
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("supervisor: control socket directory: %w", err)
 	}
@@ -60,31 +61,41 @@ func (s *Supervisor) listenControl() (*net.UnixListener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("supervisor: control socket %s: %w", path, err)
 	}
-	go s.serveControl(l)
+	acc := lookupControlAccess(s.cfg.Runtime.ControlGroup, s.log)
+	if err := acc.share(path, createdDir, s.log); err != nil {
+		l.Close()
+		return nil, err
+	}
+	go s.serveControl(l, acc)
 	return l, nil
 }
 
-func (s *Supervisor) serveControl(l *net.UnixListener) {
+func (s *Supervisor) serveControl(l *net.UnixListener, acc controlAccess) {
 	for {
 		c, err := l.AcceptUnix()
 		if err != nil {
 			return // closed at shutdown
 		}
-		go s.handleControl(c)
+		go s.handleControl(c, acc)
 	}
 }
 
-func (s *Supervisor) handleControl(c *net.UnixConn) {
+func (s *Supervisor) handleControl(c *net.UnixConn, acc controlAccess) {
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	enc := json.NewEncoder(c)
-	if err := checkPeer(c); err != nil {
+	peer, err := acc.check(c)
+	if err != nil {
 		_ = enc.Encode(Response{Error: err.Error()})
 		return
 	}
 	var req Request
 	if err := json.NewDecoder(bufio.NewReader(c)).Decode(&req); err != nil {
 		_ = enc.Encode(Response{Error: "bad request: " + err.Error()})
+		return
+	}
+	if err := allow(peer, req.Cmd); err != nil {
+		_ = enc.Encode(Response{Error: err.Error()})
 		return
 	}
 	resp := make(chan Response, 1)
@@ -152,27 +163,6 @@ func (s *Supervisor) handleControl(c *net.UnixConn) {
 	}
 }
 
-func checkPeer(c *net.UnixConn) error {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var cred *syscall.Ucred
-	var cerr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, cerr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
-	}); err != nil {
-		return err
-	}
-	if cerr != nil {
-		return fmt.Errorf("peer credentials: %w", cerr)
-	}
-	if cred.Uid != 0 && int(cred.Uid) != os.Geteuid() {
-		return fmt.Errorf("permission denied for uid %d", cred.Uid)
-	}
-	return nil
-}
-
 // Call sends one request to the daemon listening on path.
 func Call(path string, req Request) (*Response, error) {
 	c, err := net.DialTimeout("unix", path, 2*time.Second)
@@ -184,11 +174,15 @@ func Call(path string, req Request) (*Response, error) {
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	if err := json.NewEncoder(c).Encode(req); err != nil {
-		return nil, fmt.Errorf("supervisor: send to %s: %w", path, err)
-	}
+	// A daemon that refuses the peer answers before reading the request
+	// and closes: the send may then fail (EPIPE) with the answer, which
+	// says why, already waiting to be read.
+	sendErr := json.NewEncoder(c).Encode(req)
 	var resp Response
 	if err := json.NewDecoder(c).Decode(&resp); err != nil {
+		if sendErr != nil {
+			return nil, fmt.Errorf("supervisor: send to %s: %w", path, sendErr)
+		}
 		return nil, fmt.Errorf("supervisor: read from %s: %w", path, err)
 	}
 	if !resp.OK {

@@ -246,6 +246,7 @@ func restartOnlyKeys(old, next *config.Config) []string {
 	// cmd/vigil opens the metrics listener once, at start.
 	diff("metrics.listen", old.Metrics.Listen, next.Metrics.Listen)
 	diff("runtime.control_socket", old.Runtime.ControlSocket, next.Runtime.ControlSocket)
+	diff("runtime.control_group", old.Runtime.ControlGroup, next.Runtime.ControlGroup)
 	diff("runtime.state_dir", old.Runtime.StateDir, next.Runtime.StateDir)
 	diff("runtime.cgroup", old.Runtime.Cgroup, next.Runtime.Cgroup)
 	diff("log.level", old.Log.Level, next.Log.Level)

@@ -30,8 +30,8 @@ func runNodeManager(args []string, stdout, stderr io.Writer) int {
 
 func runControlPlane(name string, args []string, stderr io.Writer, run func(context.Context, *config.Config, *slog.Logger) error) int {
 	fs := newFlags(name, stderr)
-	path := fs.String("c", defaultConfig, "configuration file")
-	fs.StringVar(path, "config", defaultConfig, "configuration file")
+	path := fs.String("c", defaultConfig, "configuration `FILE`")
+	fs.StringVar(path, "config", defaultConfig, "configuration `FILE`")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -61,7 +61,7 @@ func runControlPlane(name string, args []string, stderr io.Writer, run func(cont
 // otherwise dropped without a word.
 func runSwitchover(args []string, stdout, stderr io.Writer) int {
 	fs, path, sock := controlFlags("switchover", stderr)
-	to := fs.String("to", "", "node to hand the active role to (default: the next healthy standby)")
+	to := fs.String("to", "", "`NODE` to hand the active role to (default: the next healthy standby)")
 	wait := fs.Duration("wait", 5*time.Second, "how long to wait for the role to move (0: return once requested)")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -16,24 +15,12 @@ import (
 // node must hold the same key, and a silent replacement would cut this
 // node off from the cluster at its next start.
 func runKeygen(args []string, stdout, stderr io.Writer) int {
-	fl := flag.NewFlagSet("keygen", flag.ContinueOnError)
-	fl.SetOutput(io.Discard)
-	usage := func(w io.Writer) {
-		fmt.Fprintf(w, "usage: vigil keygen [FILE]\n\nWrite a new random cluster key (mode 0600) to FILE, default %s.\n"+
-			"Copy the same file to every node and witness.\n", config.DefaultKeyFile)
-	}
+	fl := newFlags("keygen", stderr)
 	if err := fl.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			usage(stdout)
-			return exitOK
-		}
-		fmt.Fprintf(stderr, "vigil keygen: %v\n", err)
-		usage(stderr)
-		return exitUsage
+		return exitUsage // the error and the help are on stderr
 	}
 	if fl.NArg() > 1 {
-		fmt.Fprintf(stderr, "vigil keygen: too many arguments\n")
-		usage(stderr)
+		fmt.Fprintf(stderr, "vigil keygen: too many arguments\nusage: vigil keygen [FILE]\n")
 		return exitUsage
 	}
 	path := config.DefaultKeyFile

@@ -8,7 +8,8 @@ import (
 	"os"
 )
 
-// Exit codes shared by every subcommand (SPEC.md).
+// Exit codes shared by every subcommand (SPEC.md); `vigil status` adds
+// its own above these (status.go).
 const (
 	exitOK      = 0
 	exitFailure = 1
@@ -33,19 +34,20 @@ func commands() []command {
 		{"check", "validate a configuration file", runCheck},
 		{"keygen", "write a new random cluster key (0600)", runKeygen},
 		{"version", "print version, commit and Go version", runVersion},
+		{"completion", "print the bash or zsh completion script", runCompletion},
 		{"_exec", "internal: start a supervised process", runExecShim},
 	}
 }
 
 func usage(w io.Writer) {
-	fmt.Fprintf(w, "usage: vigil COMMAND [flags]\n\ncommands:\n")
+	fmt.Fprintf(w, "usage: vigil COMMAND [flags] [ARGS]\n       vigil --version\n\ncommands:\n")
 	for _, c := range commands() {
-		if c.name[0] == '_' {
+		if hidden(c) {
 			continue
 		}
-		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.usage)
+		fmt.Fprintf(w, "  %-20s %s\n", c.name+" "+docOf(c.name).args, c.usage)
 	}
-	fmt.Fprintf(w, "\nRun 'vigil COMMAND -h' for a command's flags.\n")
+	fmt.Fprintf(w, "\nRun 'vigil COMMAND -h' for a command's flags and arguments.\n")
 }
 
 func main() {
@@ -58,14 +60,30 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	switch args[0] {
-	case "-h", "--help", "help":
+	case "-h", "-help", "--help":
 		usage(stdout)
 		return exitOK
+	case "help":
+		// `vigil help COMMAND` is `vigil COMMAND -h`.
+		if len(args) == 1 {
+			usage(stdout)
+			return exitOK
+		}
+		args = []string{args[1], "-h"}
+	case "-v", "-version", "--version":
+		return runVersion(args[1:], stdout, stderr)
 	}
 	for _, c := range commands() {
-		if c.name == args[0] {
-			return c.run(args[1:], stdout, stderr)
+		if c.name != args[0] {
+			continue
 		}
+		// Help is answered here, for every command alike (including ones
+		// added later): exit 0, on stdout, with the arguments too.
+		if !hidden(c) && wantsHelp(args[1:]) {
+			printHelp(stdout, c, commandFlags(c))
+			return exitOK
+		}
+		return c.run(args[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "vigil: unknown command %q\n\n", args[0])
 	usage(stderr)

@@ -1,13 +1,16 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -39,9 +42,9 @@ func socketPath(cfgPath, socket string, stderr io.Writer) string {
 
 func controlFlags(name string, stderr io.Writer) (*flag.FlagSet, *string, *string) {
 	fs := newFlags(name, stderr)
-	path := fs.String("c", defaultConfig, "configuration file (to find the control socket)")
-	fs.StringVar(path, "config", defaultConfig, "configuration file (to find the control socket)")
-	sock := fs.String("socket", "", "control socket path (overrides the config)")
+	path := fs.String("c", defaultConfig, "configuration `FILE` (to find the control socket)")
+	fs.StringVar(path, "config", defaultConfig, "configuration `FILE` (to find the control socket)")
+	sock := fs.String("socket", "", "control socket `PATH` (overrides the config's runtime.control_socket)")
 	return fs, path, sock
 }
 
@@ -51,9 +54,21 @@ func controlFlags(name string, stderr io.Writer) (*flag.FlagSet, *string, *strin
 // the counters themselves.
 const cpuSample = 500 * time.Millisecond
 
+// `vigil status` exit codes above the shared ones, like crm_mon -1's: a
+// script or a monitoring check can act on the node's state without
+// parsing it. No quorum outranks unhealthy: it means no active role here
+// whatever the processes do.
+const (
+	exitUnhealthy = 3 // this node is unhealthy, or a process is FATAL
+	exitNoQuorum  = 4 // no quorum, or no active node known
+)
+
 func runStatus(args []string, stdout, stderr io.Writer) int {
 	fs, path, sock := controlFlags("status", stderr)
 	asJSON := fs.Bool("json", false, "print JSON (stable keys, see docs/operations.md)")
+	watch := fs.Bool("watch", false, "redraw every --interval until interrupted (Ctrl-C)")
+	interval := fs.Duration("interval", 2*time.Second, "time between two frames of --watch")
+	count := fs.Int("count", 0, "with --watch: stop after `N` frames (0: until interrupted)")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -61,38 +76,161 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "vigil status: unexpected argument %q\n", fs.Arg(0))
 		return exitUsage
 	}
-	socket := socketPath(*path, *sock, stderr)
-	resp, err := supervisor.Call(socket, supervisor.Request{Cmd: "status"})
+	if *interval <= 0 || *count < 0 {
+		fmt.Fprintln(stderr, "vigil status: --interval must be positive and --count at least 0")
+		return exitUsage
+	}
+	v := statusView{socket: socketPath(*path, *sock, stderr), json: *asJSON, term: isTerminal(stdout), tty: isTTY(stdout) && os.Getenv("TERM") != "dumb"}
+	if !*watch {
+		code, why, _ := v.frame(context.Background(), stdout, stderr, nil)
+		if why != "" {
+			fmt.Fprintf(stderr, "vigil status: %s (exit status %d)\n", why, code)
+		}
+		return code
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return v.watch(ctx, stdout, stderr, *interval, *count)
+}
+
+// statusView is how `vigil status` shows this host's status.
+type statusView struct {
+	socket string
+	json   bool
+	term   bool // stdout is a terminal that may be coloured
+	tty    bool // stdout is a terminal: --watch clears the screen
+}
+
+// snapshot is a status and when it was taken.
+type snapshot struct {
+	st *supervisor.Status
+	at time.Time
+}
+
+func (v statusView) fetch() (snapshot, error) {
+	resp, err := supervisor.Call(v.socket, supervisor.Request{Cmd: "status"})
 	if err == nil && resp.Status == nil {
 		err = errors.New("the daemon answered without a status")
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "vigil status: %v\n", err)
-		return exitFailure
+		return snapshot{}, err
 	}
-	st := resp.Status
-	if *asJSON {
-		st.Summarize()
+	return snapshot{st: resp.Status, at: time.Now()}, nil
+}
+
+// frame prints one status and returns its exit code, with the reason
+// when it is not 0. prev, an earlier snapshot, gives the CPU rates;
+// without one the human form waits cpuSample for a second snapshot. It
+// returns the snapshot it showed, for the next frame's rates.
+func (v statusView) frame(ctx context.Context, stdout, stderr io.Writer, prev *snapshot) (int, string, *snapshot) {
+	cur, err := v.fetch()
+	if err != nil {
+		fmt.Fprintf(stderr, "vigil status: %v\n", err)
+		return exitFailure, "", nil
+	}
+	if v.json {
+		cur.st.Summarize()
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		if err := enc.Encode(st); err != nil {
+		if err := enc.Encode(cur.st); err != nil {
 			fmt.Fprintf(stderr, "vigil status: %v\n", err)
-			return exitFailure
+			return exitFailure, "", nil
 		}
-		return exitOK
+		code, why := statusCode(cur.st)
+		return code, why, &cur
 	}
-	first := time.Now()
-	time.Sleep(cpuSample)
-	var prev *supervisor.Status
-	var window time.Duration
-	// A daemon that stopped in between leaves the first snapshot, shown
-	// without CPU rates.
-	if resp2, err := supervisor.Call(socket, supervisor.Request{Cmd: "status"}); err == nil && resp2.Status != nil {
-		prev, st, window = st, resp2.Status, time.Since(first)
+	if prev == nil {
+		// A daemon that stopped in between leaves the first snapshot,
+		// shown without CPU rates.
+		select {
+		case <-time.After(cpuSample):
+		case <-ctx.Done():
+		}
+		if next, err := v.fetch(); err == nil {
+			prev, cur = &cur, next
+		}
 	}
-	st.Summarize()
-	printStatus(stdout, st, cpuWindow{prev: prev, d: window}, time.Now(), isTerminal(stdout))
-	return exitOK
+	win := cpuWindow{}
+	if prev != nil {
+		win = cpuWindow{prev: prev.st, d: cur.at.Sub(prev.at)}
+	}
+	cur.st.Summarize()
+	printStatus(stdout, cur.st, win, time.Now(), v.term)
+	code, why := statusCode(cur.st)
+	return code, why, &cur
+}
+
+// watch redraws the status every interval until ctx ends or count frames
+// were shown (count 0: no limit), and returns the last frame's exit code.
+// On a terminal each frame replaces the last; otherwise frames follow one
+// another, each under a line with its time (JSON: one document per frame).
+func (v statusView) watch(ctx context.Context, stdout, stderr io.Writer, interval time.Duration, count int) int {
+	code := exitOK
+	var prev *snapshot
+	for n := 1; ; n++ {
+		now := time.Now()
+		switch {
+		case v.tty:
+			fmt.Fprintf(stdout, "\x1b[H\x1b[2J%s\n\n", painter(v.term).paint(cBold, fmt.Sprintf("every %v: vigil status  %s  (Ctrl-C to stop)", interval, now.Format("15:04:05"))))
+		case !v.json:
+			if n > 1 {
+				fmt.Fprintln(stdout)
+			}
+			fmt.Fprintf(stdout, "--- vigil status %s ---\n", now.Format(time.RFC3339))
+		}
+		// Errors (a daemon that stopped) are part of the frame.
+		errOut := stderr
+		if !v.json {
+			errOut = stdout
+		}
+		code, _, prev = v.frame(ctx, stdout, errOut, prev)
+		if (count > 0 && n >= count) || ctx.Err() != nil {
+			return code
+		}
+		select {
+		case <-ctx.Done():
+			return code
+		case <-time.After(interval):
+		}
+	}
+}
+
+// statusCode is the exit code of `vigil status` for st, which Summarize
+// has filled, and why it is not 0.
+func statusCode(st *supervisor.Status) (int, string) {
+	if q := st.Quorum; q != nil && !q.OK {
+		return exitNoQuorum, fmt.Sprintf("no quorum: %d of %d locators answered, %d needed", q.Answered, q.Locators, q.Needed)
+	}
+	if activeNode(st) == "" {
+		return exitNoQuorum, "no active node known to this host"
+	}
+	if !st.Healthy {
+		return exitUnhealthy, "this node is unhealthy: " + strings.Join(st.Unhealthy, "; ")
+	}
+	for _, p := range append(append([]supervisor.ProcessStatus{}, st.ControlPlane...), st.Processes...) {
+		if p.State == supervisor.StateFatal {
+			return exitUnhealthy, p.Name + " is FATAL"
+		}
+	}
+	return exitOK, ""
+}
+
+// activeNode is the active node as this host knows it: from the node
+// manager, or on a witness from its locator; "" if none or not known yet.
+func activeNode(st *supervisor.Status) string {
+	if st.NodeManager != nil {
+		var r nodemanager.Report
+		if json.Unmarshal(st.NodeManager, &r) == nil {
+			return r.Active
+		}
+	}
+	if st.Locator != nil {
+		var r locator.Report
+		if json.Unmarshal(st.Locator, &r) == nil {
+			return r.Holder
+		}
+	}
+	return ""
 }
 
 // cpuWindow is an earlier snapshot and the time between it and the one
@@ -105,8 +243,13 @@ type cpuWindow struct {
 // isTerminal reports whether w is a terminal that may be coloured: not
 // with NO_COLOR set (https://no-color.org) or TERM=dumb.
 func isTerminal(w io.Writer) bool {
+	return os.Getenv("NO_COLOR") == "" && os.Getenv("TERM") != "dumb" && isTTY(w)
+}
+
+// isTTY reports whether w is a terminal.
+func isTTY(w io.Writer) bool {
 	f, ok := w.(*os.File)
-	if !ok || os.Getenv("NO_COLOR") != "" || os.Getenv("TERM") == "dumb" {
+	if !ok {
 		return false
 	}
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)

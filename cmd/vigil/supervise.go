@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,16 +19,10 @@ import (
 
 const defaultConfig = "/etc/vigil/vigil.yaml"
 
-func newFlags(name string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("vigil "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	return fs
-}
-
 func runSupervise(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("supervise", stderr)
-	path := fs.String("c", defaultConfig, "configuration file")
-	fs.StringVar(path, "config", defaultConfig, "configuration file")
+	path := fs.String("c", defaultConfig, "configuration `FILE`")
+	fs.StringVar(path, "config", defaultConfig, "configuration `FILE`")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}

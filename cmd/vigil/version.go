@@ -28,8 +28,12 @@ func buildCommit() string {
 }
 
 func runVersion(args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 {
-		fmt.Fprintln(stderr, "usage: vigil version")
+	fs := newFlags("version", stderr)
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "vigil version: unexpected argument %q\nusage: vigil version\n", fs.Arg(0))
 		return exitUsage
 	}
 	fmt.Fprintf(stdout, "vigil %s\ncommit %s\n%s %s/%s\n", version, buildCommit(), runtime.Version(), runtime.GOOS, runtime.GOARCH)

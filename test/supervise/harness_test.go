@@ -81,6 +81,9 @@ type daemon struct {
 	// realtime is control.realtime; metrics is metrics.listen.
 	realtime bool
 	metrics  string
+	// controlGroup is runtime.control_group: "" (root only) unless a test
+	// sets it, whatever groups the host has.
+	controlGroup string
 }
 
 func newDaemon(t *testing.T, processes string) *daemon {
@@ -126,13 +129,14 @@ metrics:
   listen: "%s"
 runtime:
   control_socket: %s
+  control_group: "%s"
   state_dir: %s
   cgroup: %s
 log:
   level: debug
   format: json
 processes:
-%s`, cluster, d.extra, d.realtime, d.metrics, d.socket, filepath.Join(d.dir, "state"), d.subtree, processes)
+%s`, cluster, d.extra, d.realtime, d.metrics, d.socket, d.controlGroup, filepath.Join(d.dir, "state"), d.subtree, processes)
 	// Write-then-rename, as an operator's editor would, so a reload never
 	// reads half a file.
 	tmp := d.cfgPath + ".tmp"

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -290,9 +291,13 @@ func TestStatusCLI(t *testing.T) {
 `)
 	d.start()
 	d.waitFor("web unhealthy", 10*time.Second, func() bool { return d.proc("web").Health == "unhealthy" })
-	out, code := d.vigil("status", "--json", "--socket", d.socket)
-	if code != 0 {
-		t.Fatalf("status --json: %d %s", code, out)
+	// An unhealthy node of a one-node cluster: no active node, exit 4
+	// (docs/operations.md); the JSON is on stdout, the reason on stderr.
+	cmd := exec.Command(vigilBin, "status", "--json", "--socket", d.socket)
+	outb, err := cmd.Output()
+	out, code := string(outb), cmd.ProcessState.ExitCode()
+	if code != 4 {
+		t.Fatalf("status --json: exit %d (%v), want 4: %s", code, err, out)
 	}
 	var m map[string]any
 	if err := json.Unmarshal([]byte(out), &m); err != nil {
@@ -312,7 +317,7 @@ func TestStatusCLI(t *testing.T) {
 		t.Errorf("critical process failing its check: health=%v node healthy=%v", p["health"], m["healthy"])
 	}
 	out, code = d.vigil("status", "--socket", d.socket)
-	if code != 0 || !strings.Contains(out, "web*") || !strings.Contains(out, "UNHEALTHY") {
+	if code != 4 || !strings.Contains(out, "web*") || !strings.Contains(out, "UNHEALTHY") {
 		t.Errorf("human status: %d\n%s", code, out)
 	}
 	d.stop(15 * time.Second)

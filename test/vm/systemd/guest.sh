@@ -142,6 +142,8 @@ t_process() {
 }
 t_status() {
 	local out
+	# Exit 0 once this one-node cluster's node is healthy and active (after its hold-off).
+	until_ok 30 vigil status || { vigil status; echo "vigil status: exit $?"; return 1; }
 	out=$(vigil status) || { echo "$out"; return 1; }
 	grep -E '^sleeper +running' <<<"$out" || { echo "$out"; return 1; }
 }
