@@ -2,12 +2,16 @@ package config
 
 import (
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vigil-project/vigil/netfloat"
+	"github.com/vigil-project/vigil/schedwatch"
 )
 
 // testKeys writes the key files the table refers to and returns the
@@ -106,6 +110,7 @@ log: {level: debug, format: json}
 	if err != nil {
 		t.Fatalf("Parse: %v", err)
 	}
+	assertRunnable(t, got)
 	want := &Config{
 		Cluster: Cluster{
 			Name:    "sip-edge",
@@ -913,6 +918,111 @@ func TestParseBad(t *testing.T) {
 	}
 }
 
+// The edges of the rules added for issue 11 are accepted: the last port with
+// a successor, ports two apart on one address, listen as the entry in
+// another spelling or on every address, the longest socket path, a VIP in
+// a host's subnet.
+func TestParseEdgesAccepted(t *testing.T) {
+	keys := testKeys(t)
+	sock := "/run/" + strings.Repeat("s", maxSocketPath-len("/run/"))
+	for name, src := range map[string]string{
+		"port 65534": `
+cluster: {name: edge, node: a, key_file: $KEY, nodes: [{id: a, address: "192.0.2.11:65534"}]}
+`,
+		"one host address, ports two apart": `
+cluster:
+  name: edge
+  node: b
+  key_file: $KEY
+  nodes: [{id: a, address: 127.0.0.1:7400}, {id: b, address: 127.0.0.1:7402}]
+  witnesses: [{id: w, address: 127.0.0.1:7403}]
+`,
+		"a witness below a node: it binds only P+1": `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7401}, {id: b, address: 192.0.2.12:7400}]
+  witnesses: [{id: w, address: 192.0.2.11:7399}]
+`,
+		"listen as the entry, IPv4-mapped": `
+cluster: {name: edge, node: a, key_file: $KEY, listen: "[::ffff:192.0.2.11]:7400", nodes: [{id: a, address: 192.0.2.11:7400}]}
+`,
+		"listen on every IPv6 address for an IPv4 entry": `
+cluster: {name: edge, node: a, key_file: $KEY, listen: "[::]:7400", nodes: [{id: a, address: 192.0.2.11:7400}]}
+`,
+		"8 nodes, 8 locators, the tightest timings": `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes:
+    - {id: a, address: 192.0.2.11:7400}
+    - {id: b, address: 192.0.2.12:7400}
+    - {id: c, address: 192.0.2.13:7400}
+    - {id: d, address: 192.0.2.14:7400}
+    - {id: e, address: 192.0.2.15:7400}
+    - {id: f, address: 192.0.2.16:7400}
+    - {id: g, address: 192.0.2.17:7400}
+    - {id: h, address: 192.0.2.18:7400}
+  timing: {token_interval: 1ms, token_timeout: 3ms, lease: 2ms, drift_margin: 1ms}
+`,
+		"the longest control socket path, the shortest sched_delay_warn": `
+cluster: {name: edge, node: a, key_file: $KEY, nodes: [{id: a, address: 192.0.2.11:7400}]}
+control: {sched_delay_warn: 10ms}
+runtime: {control_socket: ` + sock + `}
+`,
+		"VIPs in the hosts' subnets": `
+cluster: {name: edge, node: a, key_file: $KEY, nodes: [{id: a, address: "192.0.2.11:7400"}]}
+vips:
+  - {address: 192.0.2.12/24, interface: eth0}
+  - {address: 192.0.2.254/24, interface: eth0}
+  - {address: 198.51.100.0/31, interface: eth1}
+  - {address: "::ffff:203.0.113.5/120", interface: eth1}
+  - {address: "2001:db8::/64", interface: eth0}
+`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			c, err := Parse("vigil.yaml", []byte(keys.Replace(src)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			assertRunnable(t, c)
+		})
+	}
+}
+
+// assertRunnable checks c against what the control plane does at start
+// with it: the protocol's rules, the floating-IP rule, the scheduling watch,
+// the locator ports. A file Parse accepts must pass all of them.
+func assertRunnable(t *testing.T, c *Config) {
+	t.Helper()
+	if err := c.Protocol().Validate(); err != nil {
+		t.Errorf("protocol refuses an accepted config: %v", err)
+	}
+	for _, v := range c.VIPs {
+		if _, err := netfloat.Normalize(netfloat.VIP{Prefix: netip.MustParsePrefix(v.Address), Interface: v.Interface}); err != nil {
+			t.Errorf("netfloat refuses an accepted VIP: %v", err)
+		}
+	}
+	if err := (schedwatch.Config{Threshold: c.Control.SchedDelayWarn}).Validate(); err != nil {
+		t.Errorf("schedwatch refuses an accepted sched_delay_warn: %v", err)
+	}
+	for _, p := range append(c.Locators(), Peer{ID: "listen", Address: c.Cluster.Listen}) {
+		ap, err := netip.ParseAddrPort(p.Address)
+		if err != nil {
+			t.Errorf("%s: %v", p.ID, err)
+			continue
+		}
+		if _, ok := LocatorPort(ap.Port()); !ok {
+			t.Errorf("%s: port %d has no locator port", p.ID, ap.Port())
+		}
+	}
+	if len(c.Runtime.ControlSocket) > maxSocketPath {
+		t.Errorf("control socket path of %d bytes", len(c.Runtime.ControlSocket))
+	}
+}
+
 func TestTwoNodeOptIn(t *testing.T) {
 	keys := testKeys(t)
 	src := keys.Replace(`
@@ -1076,6 +1186,7 @@ func TestPackagedExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	assertRunnable(t, c)
 	if len(c.VIPs) != 0 || len(c.Processes) != 0 || len(c.Hooks.OnActive)+len(c.Hooks.OnStandby)+len(c.Hooks.OnFault) != 0 {
 		t.Errorf("the shipped example claims something: vips %v processes %v hooks %+v", c.VIPs, c.Processes, c.Hooks)
 	}
@@ -1086,6 +1197,15 @@ func TestPackagedExample(t *testing.T) {
 
 func FuzzParse(f *testing.F) {
 	f.Add([]byte("cluster: {name: x, node: a, nodes: [{id: a, address: \"192.0.2.1:1\"}]}\n"))
+	// A valid seed, so that mutations reach the rules checked after the key.
+	key := filepath.Join(f.TempDir(), "cluster.key")
+	if err := WriteKeyFile(key); err != nil {
+		f.Fatal(err)
+	}
+	f.Add([]byte("cluster: {name: x, node: a, key_file: " + key + ", listen: \"0.0.0.0:7400\", " +
+		"nodes: [{id: a, address: \"192.0.2.1:7400\"}, {id: b, address: \"192.0.2.1:7402\"}], witnesses: [{id: w, address: \"[::ffff:192.0.2.3]:7400\"}], " +
+		"timing: {token_interval: 10ms, token_timeout: 30ms, lease: 20ms, drift_margin: 5ms}}\n" +
+		"vips: [{address: 192.0.2.100/24, interface: eth0}]\ncontrol: {sched_delay_warn: 10ms}\n"))
 	for _, tc := range badConfigs {
 		f.Add([]byte(tc.yaml))
 	}
@@ -1098,6 +1218,9 @@ func FuzzParse(f *testing.F) {
 		c, err := Parse("fuzz.yaml", data)
 		if (c == nil) == (err == nil) {
 			t.Fatalf("Parse returned config %v and error %v", c != nil, err)
+		}
+		if c != nil {
+			assertRunnable(t, c)
 		}
 		if err != nil {
 			var errs Errors
