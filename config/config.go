@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/vigil-project/vigil/protocol"
+	"github.com/vigil-project/vigil/schedwatch"
 )
 
 // Default paths.
@@ -55,10 +58,10 @@ func defaults() *Config {
 			Role:    RoleNode,
 			KeyFile: DefaultKeyFile,
 			Timing: Timing{
-				TokenInterval: 20 * time.Millisecond,
-				TokenTimeout:  150 * time.Millisecond,
-				Lease:         200 * time.Millisecond,
-				DriftMargin:   25 * time.Millisecond,
+				TokenInterval: protocol.DefaultTokenInterval,
+				TokenTimeout:  protocol.DefaultTokenTimeout,
+				Lease:         protocol.DefaultLease,
+				DriftMargin:   protocol.DefaultDriftMargin,
 			},
 		},
 		Control: ControlGroup{
@@ -66,7 +69,7 @@ func defaults() *Config {
 			IOWeight:       1000,
 			MemoryMin:      64 << 20,
 			Realtime:       true,
-			SchedDelayWarn: 50 * time.Millisecond,
+			SchedDelayWarn: schedwatch.DefaultThreshold,
 			RTBudget:       300 * time.Millisecond,
 		},
 		Announce: Announce{Count: 3, Interval: 100 * time.Millisecond},
@@ -137,4 +140,26 @@ func (c *Config) Locators() []Peer {
 	out := make([]Peer, 0, len(c.Cluster.Nodes)+len(c.Cluster.Witnesses))
 	out = append(out, c.Cluster.Nodes...)
 	return append(out, c.Cluster.Witnesses...)
+}
+
+// Protocol is the protocol core's view of c: what the node manager and the
+// locator start with. Validation applies its rules (protocol.Config.Problems)
+// to every file it accepts.
+func (c *Config) Protocol() protocol.Config {
+	pc := protocol.Config{
+		Cluster:       c.Cluster.Name,
+		Self:          c.Cluster.Node,
+		TwoNode:       c.Cluster.TwoNode,
+		TokenInterval: c.Cluster.Timing.TokenInterval,
+		TokenTimeout:  c.Cluster.Timing.TokenTimeout,
+		Lease:         c.Cluster.Timing.Lease,
+		DriftMargin:   c.Cluster.Timing.DriftMargin,
+	}
+	for _, n := range c.Cluster.Nodes {
+		pc.Nodes = append(pc.Nodes, n.ID)
+	}
+	for _, l := range c.Locators() {
+		pc.Locators = append(pc.Locators, l.ID)
+	}
+	return pc
 }

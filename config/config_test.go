@@ -2,12 +2,16 @@ package config
 
 import (
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vigil-project/vigil/netfloat"
+	"github.com/vigil-project/vigil/schedwatch"
 )
 
 // testKeys writes the key files the table refers to and returns the
@@ -34,7 +38,11 @@ func testKeys(t *testing.T) *strings.Replacer {
 	if err := os.Chmod(open, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return strings.NewReplacer("$KEY", good, "$SHORTKEY", short, "$OPENKEY", open)
+	zero := filepath.Join(dir, "zero.key")
+	if err := os.WriteFile(zero, []byte(strings.Repeat("00", KeySize)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return strings.NewReplacer("$KEY", good, "$SHORTKEY", short, "$OPENKEY", open, "$ZEROKEY", zero)
 }
 
 func TestParseFull(t *testing.T) {
@@ -102,6 +110,7 @@ log: {level: debug, format: json}
 	if err != nil {
 		t.Fatalf("Parse: %v", err)
 	}
+	assertRunnable(t, got)
 	want := &Config{
 		Cluster: Cluster{
 			Name:    "sip-edge",
@@ -470,9 +479,244 @@ cluster:
   nodes: [{id: a, address: 192.0.2.11:7400}]
   timing: {token_interval: 150ms, lease: 20ms}
 `, []string{
-		`vigil.yaml:6:28: cluster.timing.token_interval: token_timeout 150ms must be longer than token_interval 150ms`,
+		`vigil.yaml:6:28: cluster.timing.token_interval: token_timeout 150ms must be at least 3 × token_interval 150ms (450ms)`,
+		`vigil.yaml:6:42: cluster.timing.lease: lease 20ms must be at least 2 × token_interval 150ms (300ms)`,
 		`vigil.yaml:6:42: cluster.timing.lease: drift_margin 25ms must be shorter than lease 20ms`,
 	}},
+
+	// The rules below were all accepted by vigil check before issue 11,
+	// and then refused by the locator or node manager at start (or, for
+	// ports and addresses, made them bind or claim the wrong thing).
+
+	{"timing: token_timeout under 3 × token_interval", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+  timing: {token_interval: 20ms, token_timeout: 50ms}
+`, []string{`vigil.yaml:6:49: cluster.timing.token_timeout: token_timeout 50ms must be at least 3 × token_interval 20ms (60ms)`}},
+
+	{"timing: lease under 2 × token_interval", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+  timing: {token_interval: 20ms, lease: 30ms, drift_margin: 10ms}
+`, []string{`vigil.yaml:6:41: cluster.timing.lease: lease 30ms must be at least 2 × token_interval 20ms (40ms)`}},
+
+	{"timing: a token_interval the default token_timeout is too short for", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+  timing: {token_interval: 60ms}
+`, []string{`vigil.yaml:6:28: cluster.timing.token_interval: token_timeout 150ms must be at least 3 × token_interval 60ms (180ms)`}},
+
+	{"timing: token_interval under the minimum", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+  timing: {token_interval: 500us}
+`, []string{`vigil.yaml:6:28: cluster.timing.token_interval: 500µs is shorter than the minimum, 1ms`}},
+
+	{"timing: drift margin as long as the default lease", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+  timing: {drift_margin: 200ms}
+`, []string{`vigil.yaml:6:26: cluster.timing.drift_margin: drift_margin 200ms must be shorter than lease 200ms`}},
+
+	{"more than 8 nodes", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes:
+    - {id: a, address: 192.0.2.11:7400}
+    - {id: b, address: 192.0.2.12:7400}
+    - {id: c, address: 192.0.2.13:7400}
+    - {id: d, address: 192.0.2.14:7400}
+    - {id: e, address: 192.0.2.15:7400}
+    - {id: f, address: 192.0.2.16:7400}
+    - {id: g, address: 192.0.2.17:7400}
+    - {id: h, address: 192.0.2.18:7400}
+    - {id: i, address: 192.0.2.19:7400}
+`, []string{`vigil.yaml:5:3: cluster.nodes: need 1..8 nodes (the wire format's limit), have 9`}},
+
+	{"more than 8 locators: 5 nodes and 4 witnesses", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes:
+    - {id: a, address: 192.0.2.11:7400}
+    - {id: b, address: 192.0.2.12:7400}
+    - {id: c, address: 192.0.2.13:7400}
+    - {id: d, address: 192.0.2.14:7400}
+    - {id: e, address: 192.0.2.15:7400}
+  witnesses:
+    - {id: v, address: 192.0.2.21:7400}
+    - {id: w, address: 192.0.2.22:7400}
+    - {id: x, address: 192.0.2.23:7400}
+    - {id: y, address: 192.0.2.24:7400}
+`, []string{`vigil.yaml:11:3: cluster.witnesses: 5 nodes and 4 witnesses: need 1..8 locators (the wire format's limit), have 9`}},
+
+	{"port 65535: the locator port would wrap to 0", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:65535}]
+  listen: 0.0.0.0:65535
+`, []string{
+		`vigil.yaml:5:28: cluster.nodes[0].address: "192.0.2.11:65535": port 65535 leaves no port for the locator, which listens on port+1: use 1..65534`,
+		`vigil.yaml:6:11: cluster.listen: "0.0.0.0:65535": port 65535 leaves no port for the locator, which listens on port+1: use 1..65534`,
+	}},
+
+	{"a node's port is another node's locator port", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}, {id: b, address: 192.0.2.11:7401}]
+  witnesses: [{id: w, address: 192.0.2.13:7400}]
+`, []string{`vigil.yaml:5:63: cluster.nodes[1].address: its node manager port 192.0.2.11:7401 is the locator port of cluster.nodes[0] (line 5): each host uses its port P for the node manager and P+1 for the locator, so leave a gap of two`}},
+
+	{"a witness's locator port is a node's port, in IPv4-mapped form", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7401}, {id: b, address: 192.0.2.12:7400}]
+  witnesses: [{id: w, address: "[::ffff:192.0.2.11]:7400"}]
+`, []string{`vigil.yaml:6:32: cluster.witnesses[0].address: its locator port 192.0.2.11:7401 is the node manager port of cluster.nodes[0] (line 5): each host uses its port P for the node manager and P+1 for the locator, so leave a gap of two`}},
+
+	{"an IPv4-mapped IPv6 address duplicating a peer", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}, {id: b, address: 192.0.2.12:7400}]
+  witnesses: [{id: w, address: "[::ffff:192.0.2.11]:7400"}]
+`, []string{`vigil.yaml:6:32: cluster.witnesses[0].address: duplicate address 192.0.2.11:7400 (first at line 5)`}},
+
+	{"peer addresses no host has", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 0.0.0.0:7400}, {id: b, address: "[ff02::1]:7400"}]
+`, []string{
+		`vigil.yaml:5:28: cluster.nodes[0].address: "0.0.0.0:7400": the unspecified address reaches no host: give the address the others reach this host at`,
+		`vigil.yaml:5:60: cluster.nodes[1].address: "[ff02::1]:7400": a multicast address is no host's address`,
+	}},
+
+	{"listen port differs from the host's entry", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+  listen: 0.0.0.0:7500
+`, []string{`vigil.yaml:6:11: cluster.listen: port 7500 is not the port of this host's entry cluster.nodes[0] (192.0.2.11:7400, line 5): the others send there`}},
+
+	{"listen address differs from the host's entry", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+  listen: 192.0.2.99:7400
+`, []string{`vigil.yaml:6:11: cluster.listen: address 192.0.2.99 is not the address of this host's entry cluster.nodes[0] (192.0.2.11:7400, line 5): the others send there (0.0.0.0 or [::] listen on every address)`}},
+
+	{"floating IPs that are a host's own address", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}, {id: b, address: 192.0.2.12:7400}]
+  witnesses: [{id: w, address: "[2001:db8::13]:7400"}]
+vips:
+  - {address: 192.0.2.12/24, interface: eth0}
+  - {address: "::ffff:192.0.2.11/120", interface: eth0}
+  - {address: "2001:db8::13/64", interface: eth0}
+`, []string{
+		`vigil.yaml:8:15: vips[0].address: 192.0.2.12 is the address of cluster.nodes[1] (line 5): a floating IP must be an address no host has of its own`,
+		`vigil.yaml:9:15: vips[1].address: 192.0.2.11 is the address of cluster.nodes[0] (line 5): a floating IP must be an address no host has of its own`,
+		`vigil.yaml:10:15: vips[2].address: 2001:db8::13 is the address of cluster.witnesses[0] (line 6): a floating IP must be an address no host has of its own`,
+	}},
+
+	{"floating IPs no host can hold", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+vips:
+  - {address: 0.0.0.0/0, interface: eth0}
+  - {address: "::/0", interface: eth0}
+  - {address: 192.0.2.100/0, interface: eth0}
+  - {address: 127.0.0.2/8, interface: eth0}
+  - {address: 224.0.0.18/24, interface: eth0}
+  - {address: "fe80::100/64", interface: eth0}
+  - {address: 192.0.2.255/24, interface: eth0}
+  - {address: 192.0.2.0/24, interface: eth0}
+  - {address: "::ffff:192.0.2.100/64", interface: eth0}
+`, []string{
+		`vigil.yaml:7:15: vips[0].address: "0.0.0.0/0" cannot be a floating IP: the unspecified address is no host's address`,
+		`vigil.yaml:8:15: vips[1].address: "::/0" cannot be a floating IP: the unspecified address is no host's address`,
+		`vigil.yaml:9:15: vips[2].address: "192.0.2.100/0" cannot be a floating IP: a /0 prefix would route every destination to the interface`,
+		`vigil.yaml:10:15: vips[3].address: "127.0.0.2/8" cannot be a floating IP: a loopback address is local to each host`,
+		`vigil.yaml:11:15: vips[4].address: "224.0.0.18/24" cannot be a floating IP: a multicast address is no host's address`,
+		`vigil.yaml:12:15: vips[5].address: "fe80::100/64" cannot be a floating IP: a link-local address is not unique beyond one link`,
+		`vigil.yaml:13:15: vips[6].address: "192.0.2.255/24" cannot be a floating IP: the broadcast address of 192.0.2.0/24 is no host's address`,
+		`vigil.yaml:14:15: vips[7].address: "192.0.2.0/24" cannot be a floating IP: the network address of 192.0.2.0/24 is no host's address`,
+		`vigil.yaml:15:15: vips[8].address: "::ffff:192.0.2.100/64" cannot be a floating IP: not a valid prefix (an IPv4-mapped address needs a length of at least 96)`,
+	}},
+
+	{"duplicate floating IP in IPv4-mapped form", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+vips:
+  - {address: 192.0.2.100/24, interface: eth0}
+  - {address: "::ffff:192.0.2.100/120", interface: eth1}
+`, []string{`vigil.yaml:8:15: vips[1].address: duplicate address 192.0.2.100 (first at line 7)`}},
+
+	{"control socket path longer than a unix socket path", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+runtime: {control_socket: /run/vigil/` + strings.Repeat("s", 108-len("/run/vigil/")) + `}
+`, []string{`vigil.yaml:6:27: runtime.control_socket: 108 bytes is longer than a unix socket path can be (107 bytes)`}},
+
+	{"sched_delay_warn below the scheduling watch's period", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+control: {sched_delay_warn: 5ms}
+`, []string{`vigil.yaml:6:29: control.sched_delay_warn: threshold 5ms is below the timer period 10ms: lateness is measured once per period`}},
+
+	{"an all-zero key", `
+cluster:
+  name: edge
+  node: a
+  key_file: $ZEROKEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+`, []string{`vigil.yaml:4:13: cluster.key_file: weak key: $ZEROKEY: every byte is zero; write a random one with vigil keygen`}},
 
 	{"duplicate process name", `
 cluster:
@@ -675,6 +919,111 @@ func TestParseBad(t *testing.T) {
 	}
 }
 
+// The edges of the rules added for issue 11 are accepted: the last port with
+// a successor, ports two apart on one address, listen as the entry in
+// another spelling or on every address, the longest socket path, a VIP in
+// a host's subnet.
+func TestParseEdgesAccepted(t *testing.T) {
+	keys := testKeys(t)
+	sock := "/run/" + strings.Repeat("s", maxSocketPath-len("/run/"))
+	for name, src := range map[string]string{
+		"port 65534": `
+cluster: {name: edge, node: a, key_file: $KEY, nodes: [{id: a, address: "192.0.2.11:65534"}]}
+`,
+		"one host address, ports two apart": `
+cluster:
+  name: edge
+  node: b
+  key_file: $KEY
+  nodes: [{id: a, address: 127.0.0.1:7400}, {id: b, address: 127.0.0.1:7402}]
+  witnesses: [{id: w, address: 127.0.0.1:7403}]
+`,
+		"a witness below a node: it binds only P+1": `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7401}, {id: b, address: 192.0.2.12:7400}]
+  witnesses: [{id: w, address: 192.0.2.11:7399}]
+`,
+		"listen as the entry, IPv4-mapped": `
+cluster: {name: edge, node: a, key_file: $KEY, listen: "[::ffff:192.0.2.11]:7400", nodes: [{id: a, address: 192.0.2.11:7400}]}
+`,
+		"listen on every IPv6 address for an IPv4 entry": `
+cluster: {name: edge, node: a, key_file: $KEY, listen: "[::]:7400", nodes: [{id: a, address: 192.0.2.11:7400}]}
+`,
+		"8 nodes, 8 locators, the tightest timings": `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes:
+    - {id: a, address: 192.0.2.11:7400}
+    - {id: b, address: 192.0.2.12:7400}
+    - {id: c, address: 192.0.2.13:7400}
+    - {id: d, address: 192.0.2.14:7400}
+    - {id: e, address: 192.0.2.15:7400}
+    - {id: f, address: 192.0.2.16:7400}
+    - {id: g, address: 192.0.2.17:7400}
+    - {id: h, address: 192.0.2.18:7400}
+  timing: {token_interval: 1ms, token_timeout: 3ms, lease: 2ms, drift_margin: 1ms}
+`,
+		"the longest control socket path, the shortest sched_delay_warn": `
+cluster: {name: edge, node: a, key_file: $KEY, nodes: [{id: a, address: 192.0.2.11:7400}]}
+control: {sched_delay_warn: 10ms}
+runtime: {control_socket: ` + sock + `}
+`,
+		"VIPs in the hosts' subnets": `
+cluster: {name: edge, node: a, key_file: $KEY, nodes: [{id: a, address: "192.0.2.11:7400"}]}
+vips:
+  - {address: 192.0.2.12/24, interface: eth0}
+  - {address: 192.0.2.254/24, interface: eth0}
+  - {address: 198.51.100.0/31, interface: eth1}
+  - {address: "::ffff:203.0.113.5/120", interface: eth1}
+  - {address: "2001:db8::/64", interface: eth0}
+`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			c, err := Parse("vigil.yaml", []byte(keys.Replace(src)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			assertRunnable(t, c)
+		})
+	}
+}
+
+// assertRunnable checks c against what the control plane does at start
+// with it: the protocol's rules, the floating-IP rule, the scheduling watch,
+// the locator ports. A file Parse accepts must pass all of them.
+func assertRunnable(t *testing.T, c *Config) {
+	t.Helper()
+	if err := c.Protocol().Validate(); err != nil {
+		t.Errorf("protocol refuses an accepted config: %v", err)
+	}
+	for _, v := range c.VIPs {
+		if _, err := netfloat.Normalize(netfloat.VIP{Prefix: netip.MustParsePrefix(v.Address), Interface: v.Interface}); err != nil {
+			t.Errorf("netfloat refuses an accepted VIP: %v", err)
+		}
+	}
+	if err := (schedwatch.Config{Threshold: c.Control.SchedDelayWarn}).Validate(); err != nil {
+		t.Errorf("schedwatch refuses an accepted sched_delay_warn: %v", err)
+	}
+	for _, p := range append(c.Locators(), Peer{ID: "listen", Address: c.Cluster.Listen}) {
+		ap, err := netip.ParseAddrPort(p.Address)
+		if err != nil {
+			t.Errorf("%s: %v", p.ID, err)
+			continue
+		}
+		if _, ok := LocatorPort(ap.Port()); !ok {
+			t.Errorf("%s: port %d has no locator port", p.ID, ap.Port())
+		}
+	}
+	if len(c.Runtime.ControlSocket) > maxSocketPath {
+		t.Errorf("control socket path of %d bytes", len(c.Runtime.ControlSocket))
+	}
+}
+
 func TestTwoNodeOptIn(t *testing.T) {
 	keys := testKeys(t)
 	src := keys.Replace(`
@@ -838,6 +1187,7 @@ func TestPackagedExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	assertRunnable(t, c)
 	if len(c.VIPs) != 0 || len(c.Processes) != 0 || len(c.Hooks.OnActive)+len(c.Hooks.OnStandby)+len(c.Hooks.OnFault) != 0 {
 		t.Errorf("the shipped example claims something: vips %v processes %v hooks %+v", c.VIPs, c.Processes, c.Hooks)
 	}
@@ -848,6 +1198,15 @@ func TestPackagedExample(t *testing.T) {
 
 func FuzzParse(f *testing.F) {
 	f.Add([]byte("cluster: {name: x, node: a, nodes: [{id: a, address: \"192.0.2.1:1\"}]}\n"))
+	// A valid seed, so that mutations reach the rules checked after the key.
+	key := filepath.Join(f.TempDir(), "cluster.key")
+	if err := WriteKeyFile(key); err != nil {
+		f.Fatal(err)
+	}
+	f.Add([]byte("cluster: {name: x, node: a, key_file: " + key + ", listen: \"0.0.0.0:7400\", " +
+		"nodes: [{id: a, address: \"192.0.2.1:7400\"}, {id: b, address: \"192.0.2.1:7402\"}], witnesses: [{id: w, address: \"[::ffff:192.0.2.3]:7400\"}], " +
+		"timing: {token_interval: 10ms, token_timeout: 30ms, lease: 20ms, drift_margin: 5ms}}\n" +
+		"vips: [{address: 192.0.2.100/24, interface: eth0}]\ncontrol: {sched_delay_warn: 10ms}\n"))
 	for _, tc := range badConfigs {
 		f.Add([]byte(tc.yaml))
 	}
@@ -860,6 +1219,9 @@ func FuzzParse(f *testing.F) {
 		c, err := Parse("fuzz.yaml", data)
 		if (c == nil) == (err == nil) {
 			t.Fatalf("Parse returned config %v and error %v", c != nil, err)
+		}
+		if c != nil {
+			assertRunnable(t, c)
 		}
 		if err != nil {
 			var errs Errors

@@ -9,11 +9,18 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"github.com/vigil-project/vigil/protocol"
 )
 
-// KeySize is the cluster key's length in bytes. On disk it is stored as
-// 2*KeySize hex digits and a newline.
-const KeySize = 32
+// KeySize is the cluster key's length in bytes (the wire format's). On disk
+// it is stored as 2*KeySize hex digits and a newline.
+const KeySize = protocol.KeySize
+
+// minKeyBytes is the fewest distinct byte values a key may have. 32 random
+// bytes have 30 on average and fewer than 16 with a probability of 3e-17,
+// so a key below it was typed or zero-filled, not generated.
+const minKeyBytes = 16
 
 // Sentinel errors of ReadKeyFile, for errors.Is.
 var (
@@ -23,6 +30,9 @@ var (
 	// by another user. Like ssh with a private key, Vigil refuses it: a
 	// key others could read authenticates nothing.
 	ErrKeyPermissions = errors.New("config: unsafe key file permissions")
+	// ErrKeyWeak: the key is well-formed but not random: all zero bytes,
+	// one byte repeated, or a short pattern (minKeyBytes).
+	ErrKeyWeak = errors.New("config: weak key")
 )
 
 // GenerateKey returns KeySize random bytes from the kernel's CSPRNG.
@@ -121,7 +131,31 @@ func ReadKeyFile(path string) ([]byte, error) {
 	if _, err := hex.Decode(key, buf[:want-1]); err != nil {
 		return nil, fmt.Errorf("%w: %s: not hex digits; write one with vigil keygen", ErrKeyFormat, path)
 	}
+	if why := weakKey(key); why != "" {
+		return nil, fmt.Errorf("%w: %s: %s; write a random one with vigil keygen", ErrKeyWeak, path, why)
+	}
 	return key, nil
+}
+
+// weakKey says why key cannot have come from vigil keygen, or returns "".
+func weakKey(key []byte) string {
+	var seen [256]bool
+	distinct := 0
+	for _, b := range key {
+		if !seen[b] {
+			seen[b] = true
+			distinct++
+		}
+	}
+	switch {
+	case distinct == 1 && key[0] == 0:
+		return "every byte is zero"
+	case distinct == 1:
+		return fmt.Sprintf("every byte is %#02x", key[0])
+	case distinct < minKeyBytes:
+		return fmt.Sprintf("only %d distinct byte values (a random key has about 30)", distinct)
+	}
+	return ""
 }
 
 // sizeOf reports the file's size, or what was read if stat knows better.

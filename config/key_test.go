@@ -75,7 +75,12 @@ func TestWriteKeyFileMissingDir(t *testing.T) {
 
 func TestReadKeyFileRejects(t *testing.T) {
 	dir := t.TempDir()
-	good := strings.Repeat("ab", 32) + "\n"
+	// 32 distinct bytes, 00 01 .. 1f: not random, but no weaker than a random key looks.
+	var seq []byte
+	for i := range KeySize {
+		seq = append(seq, byte(i))
+	}
+	good := hex.EncodeToString(seq) + "\n"
 	cases := []struct {
 		name     string
 		content  string
@@ -91,6 +96,10 @@ func TestReadKeyFileRejects(t *testing.T) {
 		{"group readable", good, 0o640, ErrKeyPermissions, "mode 0640"},
 		{"world readable", good, 0o604, ErrKeyPermissions, "mode 0604"},
 		{"group writable", good, 0o620, ErrKeyPermissions, "mode 0620"},
+		{"all zero", strings.Repeat("00", 32) + "\n", 0o600, ErrKeyWeak, "every byte is zero"},
+		{"one byte repeated", strings.Repeat("ab", 32) + "\n", 0o600, ErrKeyWeak, "every byte is 0xab"},
+		{"short pattern", strings.Repeat("0011223344556677", 4) + "\n", 0o600, ErrKeyWeak, "only 8 distinct byte values"},
+		{"15 distinct bytes", hex.EncodeToString(seq[:15]) + strings.Repeat("00", 17) + "\n", 0o600, ErrKeyWeak, "only 15 distinct"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -113,8 +122,18 @@ func TestReadKeyFileRejects(t *testing.T) {
 			t.Fatal(err)
 		}
 		key, err := ReadKeyFile(path)
-		if err != nil || len(key) != KeySize || key[0] != 0xab {
+		if err != nil || len(key) != KeySize || key[31] != 0x1f {
 			t.Errorf("got %x, %v", key, err)
+		}
+	})
+	t.Run("16 distinct bytes", func(t *testing.T) {
+		path := filepath.Join(dir, "sixteen")
+		data := hex.EncodeToString(seq[:16]) + hex.EncodeToString(seq[:16]) + "\n"
+		if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ReadKeyFile(path); err != nil {
+			t.Errorf("a key with 16 distinct byte values: %v", err)
 		}
 	})
 	t.Run("missing", func(t *testing.T) {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"net/netip"
@@ -14,23 +15,43 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/vigil-project/vigil/netfloat"
+	"github.com/vigil-project/vigil/schedwatch"
 )
 
 // marks remembers where cross-checked values stand in the file, so that
 // checks made after the walk still point at a line.
 type marks struct {
-	root, clusterKey, nodeVal, roleVal, keyFileVal, twoNodeVal, nodesKey, witnessesKey *yaml.Node
-	vipsKey, processesKey                                                              *yaml.Node
-	peers                                                                              []peerMark
+	root, clusterKey, nameVal, nodeVal, roleVal, keyFileVal, twoNodeVal, nodesKey, witnessesKey *yaml.Node
+	vipsKey, processesKey                                                                       *yaml.Node
+	peers                                                                                       []peerMark
 	// peersBad: a node or witness entry was rejected, so "node is not
 	// in nodes" would only repeat that error.
 	peersBad bool
+	// listenVal is cluster.listen when set, listen its value (unmapped).
+	listenVal *yaml.Node
+	listen    netip.AddrPort
+	// timing is cluster.timing's keys (timingAt the mapping), for the
+	// protocol's rules; timingBad: a value did not parse, so comparing it
+	// would only add noise.
+	timing    fields
+	timingAt  *yaml.Node
+	timingBad bool
+	vips      []vipMark
 }
 
 type peerMark struct {
 	path           string
 	idVal, addrVal *yaml.Node
-	ap             netip.AddrPort
+	ap             netip.AddrPort // unmapped: ::ffff:192.0.2.11 is 192.0.2.11
+	witness        bool
+}
+
+type vipMark struct {
+	path string
+	val  *yaml.Node
+	addr netip.Addr // normalised by netfloat
 }
 
 func (p *parser) config(root *yaml.Node, c *Config) {
@@ -48,7 +69,7 @@ func (p *parser) config(root *yaml.Node, c *Config) {
 	}
 	if n := top.get("vips"); n != nil {
 		mk.vipsKey = top.key("vips")
-		c.VIPs = p.vips(n)
+		c.VIPs = p.vips(n, mk)
 	}
 	if n := top.get("announce"); n != nil {
 		p.announce(n, &c.Announce)
@@ -90,7 +111,7 @@ func (p *parser) cluster(n *yaml.Node, cl *Cluster, mk *marks) {
 			if !clusterNameRE.MatchString(s) || len(s) > 63 {
 				p.errAt(v, "cluster.name", "%q must be lowercase letters, digits and '-', at most 63 characters", s)
 			}
-			cl.Name = s
+			cl.Name, mk.nameVal = s, v
 		}
 	} else {
 		p.errAt(mk.clusterKey, "cluster.name", "required")
@@ -119,10 +140,10 @@ func (p *parser) cluster(n *yaml.Node, cl *Cluster, mk *marks) {
 	}
 	if v := f.get("listen"); v != nil {
 		if s, ok := p.str(v, "cluster.listen"); ok {
-			if _, err := parsePeerAddr(s); err != nil {
+			if ap, err := parsePeerAddr(s); err != nil {
 				p.errAt(v, "cluster.listen", "%v", err)
 			} else {
-				cl.Listen = s
+				cl.Listen, mk.listenVal, mk.listen = s, v, ap
 			}
 		}
 	}
@@ -142,7 +163,7 @@ func (p *parser) cluster(n *yaml.Node, cl *Cluster, mk *marks) {
 		cl.Witnesses = p.peers(v, "cluster.witnesses", mk)
 	}
 	if v := f.get("timing"); v != nil {
-		p.timing(v, &cl.Timing)
+		p.timing(v, &cl.Timing, mk)
 	}
 }
 
@@ -169,7 +190,7 @@ func (p *parser) peers(n *yaml.Node, path string, mk *marks) []Peer {
 			mk.peersBad = true
 			continue
 		}
-		pm := peerMark{path: ip}
+		pm := peerMark{path: ip, witness: path == "cluster.witnesses"}
 		var peer Peer
 		good := true
 		if v := f.get("id"); v != nil {
@@ -184,7 +205,11 @@ func (p *parser) peers(n *yaml.Node, path string, mk *marks) []Peer {
 		}
 		if v := f.get("address"); v != nil {
 			if s, ok := p.str(v, ip+".address"); ok {
-				if ap, err := parsePeerAddr(s); err != nil {
+				ap, err := parsePeerAddr(s)
+				if err == nil && ap.Addr().IsUnspecified() {
+					err = fmt.Errorf("%q: the unspecified address reaches no host: give the address the others reach this host at", s)
+				}
+				if err != nil {
 					p.errAt(v, ip+".address", "%v", err)
 					good = false
 				} else {
@@ -244,11 +269,12 @@ func (p *parser) absPath(n *yaml.Node, path string) (string, bool) {
 	return s, true
 }
 
-func (p *parser) timing(n *yaml.Node, t *Timing) {
+func (p *parser) timing(n *yaml.Node, t *Timing, mk *marks) {
 	const path = "cluster.timing"
 	before := len(p.errs)
 	f, ok := p.mapping(n, path, "token_interval", "token_timeout", "lease", "drift_margin")
 	if !ok {
+		mk.timingBad = true
 		return
 	}
 	set := func(key string, dst *int64) {
@@ -262,26 +288,12 @@ func (p *parser) timing(n *yaml.Node, t *Timing) {
 	set("token_timeout", (*int64)(&t.TokenTimeout))
 	set("lease", (*int64)(&t.Lease))
 	set("drift_margin", (*int64)(&t.DriftMargin))
-	if len(p.errs) > before {
-		return // a comparison with a value that did not parse only adds noise
-	}
-	if t.TokenInterval >= t.TokenTimeout {
-		at, key := f.get("token_timeout"), "token_timeout"
-		if at == nil {
-			at, key = firstNode(f.get("token_interval"), n), "token_interval"
-		}
-		p.errAt(at, path+"."+key, "token_timeout %s must be longer than token_interval %s", t.TokenTimeout, t.TokenInterval)
-	}
-	if t.DriftMargin >= t.Lease {
-		at, key := f.get("drift_margin"), "drift_margin"
-		if at == nil {
-			at, key = firstNode(f.get("lease"), n), "lease"
-		}
-		p.errAt(at, path+"."+key, "drift_margin %s must be shorter than lease %s", t.DriftMargin, t.Lease)
-	}
+	// How the timings relate is the protocol's rule (protocol.Config),
+	// checked in crossCheck with the rest of it.
+	mk.timing, mk.timingAt, mk.timingBad = f, n, len(p.errs) > before
 }
 
-func (p *parser) vips(n *yaml.Node) []VIP {
+func (p *parser) vips(n *yaml.Node, mk *marks) []VIP {
 	items, ok := p.list(n, "vips")
 	if !ok {
 		return nil
@@ -299,16 +311,27 @@ func (p *parser) vips(n *yaml.Node) []VIP {
 		if v := f.get("address"); v != nil {
 			if s, ok := p.str(v, ip+".address"); ok {
 				pfx, err := netip.ParsePrefix(s)
+				var norm netip.Prefix
+				var ae *netfloat.AddressError
+				if err == nil {
+					// The node manager's own rule, so that what it would
+					// refuse at takeover is refused here.
+					norm, err = netfloat.NormalizePrefix(pfx)
+				}
 				switch {
+				case errors.As(err, &ae):
+					p.errAt(v, ip+".address", "%q cannot be a floating IP: %s", s, ae.Reason)
+					good = false
 				case err != nil:
 					p.errAt(v, ip+".address", "%q is not an address with a prefix length, like 192.0.2.100/24 or 2001:db8::100/64", s)
 					good = false
-				case first[pfx.Addr()] != nil:
-					p.errAt(v, ip+".address", "duplicate address %s (first at line %d)", pfx.Addr(), first[pfx.Addr()].Line)
+				case first[norm.Addr()] != nil:
+					p.errAt(v, ip+".address", "duplicate address %s (first at line %d)", norm.Addr(), first[norm.Addr()].Line)
 					good = false
 				default:
-					first[pfx.Addr()] = v
+					first[norm.Addr()] = v
 					vip.Address = s
+					mk.vips = append(mk.vips, vipMark{path: ip + ".address", val: v, addr: norm.Addr()})
 				}
 			} else {
 				good = false
@@ -407,7 +430,12 @@ func (p *parser) control(n *yaml.Node, g *ControlGroup) {
 	}
 	if v := f.get("sched_delay_warn"); v != nil {
 		if d, ok := p.positiveDuration(v, "control.sched_delay_warn"); ok {
-			g.SchedDelayWarn = d
+			// The locator and node manager watch their scheduling with it.
+			if err := (schedwatch.Config{Threshold: d}).Validate(); err != nil {
+				p.errAt(v, "control.sched_delay_warn", "%s", strings.TrimPrefix(err.Error(), schedwatch.ErrConfig.Error()+": "))
+			} else {
+				g.SchedDelayWarn = d
+			}
 		}
 	}
 	if v := f.get("rt_budget"); v != nil {
@@ -928,7 +956,11 @@ func (p *parser) runtime(n *yaml.Node, r *Runtime) {
 	}
 	if v := f.get("control_socket"); v != nil {
 		if s, ok := p.absPath(v, "runtime.control_socket"); ok {
-			r.ControlSocket = s
+			if len(s) > maxSocketPath {
+				p.errAt(v, "runtime.control_socket", "%d bytes is longer than a unix socket path can be (%d bytes)", len(s), maxSocketPath)
+			} else {
+				r.ControlSocket = s
+			}
 		}
 	}
 	if v := f.get("control_group"); v != nil {
@@ -1014,6 +1046,12 @@ func (p *parser) crossCheck(c *Config, mk *marks) {
 			p.errAt(mk.processesKey, "processes", "a witness supervises no applications: must be empty")
 		}
 	}
+	if !mk.peersBad {
+		p.listenRule(cl, mk)
+		p.portRule(mk)
+		p.vipRule(mk)
+	}
+	p.protocolRules(c, mk)
 	if cl.KeyFile != "" {
 		if _, err := ReadKeyFile(cl.KeyFile); err != nil {
 			p.errAt(firstNode(mk.keyFileVal, mk.clusterKey), "cluster.key_file", "%s", strings.TrimPrefix(err.Error(), "config: "))
@@ -1028,4 +1066,127 @@ func hasPeer(ps []Peer, id string) bool {
 		}
 	}
 	return false
+}
+
+// self is this host's entry among the peers, if validation found it.
+func (mk *marks) self(cl *Cluster) (peerMark, bool) {
+	for _, pm := range mk.peers {
+		if pm.idVal != nil && pm.idVal.Value == cl.Node && pm.witness == (cl.Role == RoleWitness) {
+			return pm, pm.addrVal != nil
+		}
+	}
+	return peerMark{}, false
+}
+
+// listenRule: the peers send to this host's entry, so cluster.listen must
+// be that address and port, or the unspecified address with that port (Go
+// listens on both families for either 0.0.0.0 or [::]).
+func (p *parser) listenRule(cl *Cluster, mk *marks) {
+	self, ok := mk.self(cl)
+	if mk.listenVal == nil || !ok {
+		return
+	}
+	l, e := mk.listen, self.ap
+	where := fmt.Sprintf("this host's entry %s (%s, line %d)", self.path, e, self.addrVal.Line)
+	switch {
+	case l.Port() != e.Port():
+		p.errAt(mk.listenVal, "cluster.listen", "port %d is not the port of %s: the others send there", l.Port(), where)
+	case !l.Addr().IsUnspecified() && l.Addr() != e.Addr():
+		p.errAt(mk.listenVal, "cluster.listen", "address %s is not the address of %s: the others send there (0.0.0.0 or [::] listen on every address)", l.Addr(), where)
+	}
+}
+
+// portRule: each node binds its port P and P+1 (its locator's), each
+// witness P+1; no two hosts may need the same address and port.
+func (p *parser) portRule(mk *marks) {
+	type bound struct {
+		ap   netip.AddrPort
+		what string
+		by   peerMark
+	}
+	var taken []bound
+	for _, pm := range mk.peers {
+		if pm.addrVal == nil {
+			continue
+		}
+		lp, _ := LocatorPort(pm.ap.Port()) // parsePeerAddr refused a port without a successor
+		mine := []bound{{netip.AddrPortFrom(pm.ap.Addr(), lp), "locator", pm}}
+		if !pm.witness {
+			mine = append([]bound{{pm.ap, "node manager", pm}}, mine...)
+		}
+	check:
+		for _, b := range mine {
+			for _, t := range taken {
+				if b.ap == t.ap {
+					p.errAt(pm.addrVal, pm.path+".address", "its %s port %s is the %s port of %s (line %d): "+
+						"each host uses its port P for the node manager and P+1 for the locator, so leave a gap of two",
+						b.what, b.ap, t.what, t.by.path, t.by.addrVal.Line)
+					break check
+				}
+			}
+		}
+		taken = append(taken, mine...)
+	}
+}
+
+// vipRule: a floating IP is no host's own address.
+func (p *parser) vipRule(mk *marks) {
+	for _, v := range mk.vips {
+		for _, pm := range mk.peers {
+			if pm.addrVal != nil && pm.ap.Addr() == v.addr {
+				p.errAt(v.val, v.path, "%s is the address of %s (line %d): a floating IP must be an address no host has of its own", v.addr, pm.path, pm.addrVal.Line)
+				break
+			}
+		}
+	}
+}
+
+// protocolRules reports what protocol.Config refuses, so that a file this
+// package accepts never stops a node manager or locator at start. Each
+// problem is placed at the key it names, or at a key it compares it with
+// when that one was left at its default; problems at a key that already
+// has an error, or about values that did not parse, would only repeat it.
+func (p *parser) protocolRules(c *Config, mk *marks) {
+	has := map[string]bool{}
+	for _, e := range p.errs {
+		has[e.Key] = true
+	}
+	for _, pr := range c.Protocol().Problems() {
+		var at *yaml.Node
+		var key string
+		switch pr.Field {
+		case "cluster":
+			at, key = firstNode(mk.nameVal, mk.clusterKey), "cluster.name"
+		case "nodes", "locators", "two_node":
+			if mk.peersBad {
+				continue
+			}
+			at, key = firstNode(mk.nodesKey, mk.clusterKey), "cluster.nodes"
+			if pr.Field == "locators" {
+				if mk.witnessesKey == nil {
+					continue // as many as nodes: reported for those
+				}
+				// Every node and every witness runs a locator.
+				pr.Msg = fmt.Sprintf("%d nodes and %d witnesses: %s", len(c.Cluster.Nodes), len(c.Cluster.Witnesses), pr.Msg)
+				at, key = mk.witnessesKey, "cluster.witnesses"
+			}
+			if pr.Field == "two_node" {
+				at, key = firstNode(mk.twoNodeVal, mk.clusterKey), "cluster.two_node"
+			}
+		default: // a timing
+			if mk.timingBad {
+				continue
+			}
+			at, key = firstNode(mk.timingAt, mk.clusterKey), "cluster.timing."+pr.Field
+			for _, name := range append([]string{pr.Field}, pr.Also...) {
+				if v := mk.timing.get(name); v != nil {
+					at, key = v, "cluster.timing."+name
+					break
+				}
+			}
+		}
+		if !has[key] {
+			p.errAt(at, key, "%s", pr.Msg)
+		}
+	}
 }

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vigil-project/vigil/protocol"
 )
 
 // The value parsers return plain messages (no key, no position): the
@@ -136,7 +138,14 @@ func parsePeerAddr(s string) (netip.AddrPort, error) {
 	if ap.Port() == 0 {
 		return netip.AddrPort{}, fmt.Errorf("%q: port must not be 0", s)
 	}
-	return ap, nil
+	if _, ok := LocatorPort(ap.Port()); !ok {
+		return netip.AddrPort{}, fmt.Errorf("%q: port %d leaves no port for the locator, which listens on port+1: use 1..%d", s, ap.Port(), ap.Port()-1)
+	}
+	if ap.Addr().IsMulticast() {
+		return netip.AddrPort{}, fmt.Errorf("%q: a multicast address is no host's address", s)
+	}
+	// ::ffff:192.0.2.11 and 192.0.2.11 are one host: compare them as one.
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
 }
 
 // checkHostPort checks host:port where host may be a name (health checks,
@@ -255,4 +264,20 @@ var (
 	identRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 )
 
-const maxIdentLen = 64
+// maxIdentLen bounds ids and names. Peer ids travel in every datagram, so
+// the wire format's limit is the limit; process names share the rule.
+const maxIdentLen = protocol.MaxIDLen
+
+// maxSocketPath is the longest path a unix socket can be bound at: sun_path
+// holds the path and its terminating NUL.
+const maxSocketPath = len(syscall.RawSockaddrUnix{}.Path) - 1
+
+// LocatorPort is the port of the locator of a host whose entry (or listen)
+// port is p: p+1. ok is false when p+1 is no port: 65535 would wrap to 0,
+// and binding port 0 picks a random one that no peer knows.
+func LocatorPort(p uint16) (port uint16, ok bool) {
+	if p == math.MaxUint16 {
+		return 0, false
+	}
+	return p + 1, true
+}

@@ -3,6 +3,7 @@ package netfloat
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"net"
 	"net/netip"
 	"testing"
@@ -184,9 +185,14 @@ func TestParseClaimRejectsGarbage(t *testing.T) {
 }
 
 func TestNormalize(t *testing.T) {
-	good, err := normalize(VIP{Prefix: netip.MustParsePrefix("::ffff:192.0.2.1/120"), Interface: "eth0"})
+	good, err := Normalize(VIP{Prefix: netip.MustParsePrefix("::ffff:192.0.2.1/120"), Interface: "eth0"})
 	if err != nil || good.Prefix != netip.MustParsePrefix("192.0.2.1/24") {
 		t.Fatalf("mapped address: %v %v", good, err)
+	}
+	for _, s := range []string{"192.0.2.1/24", "192.0.2.254/24", "192.0.2.0/31", "192.0.2.1/31", "192.0.2.255/32", "2001:db8::/64", "2001:db8::100/1"} {
+		if _, err := Normalize(VIP{Prefix: netip.MustParsePrefix(s), Interface: "eth0"}); err != nil {
+			t.Errorf("Normalize(%s): %v", s, err)
+		}
 	}
 	for _, v := range []VIP{
 		{Prefix: netip.MustParsePrefix("192.0.2.1/24")},
@@ -194,9 +200,21 @@ func TestNormalize(t *testing.T) {
 		{Prefix: netip.MustParsePrefix("fe80::1/64"), Interface: "eth0"},
 		{Interface: "eth0"},
 		{Prefix: netip.MustParsePrefix("192.0.2.1/24"), Interface: "a-very-long-interface-name"},
+		// Refused since issue 11: they were only refused at takeover, or not at all.
+		{Prefix: netip.MustParsePrefix("0.0.0.0/0"), Interface: "eth0"},
+		{Prefix: netip.MustParsePrefix("::/0"), Interface: "eth0"},
+		{Prefix: netip.MustParsePrefix("192.0.2.100/0"), Interface: "eth0"},
+		{Prefix: netip.MustParsePrefix("2001:db8::100/0"), Interface: "eth0"},
+		{Prefix: netip.MustParsePrefix("::ffff:192.0.2.1/96"), Interface: "eth0"},
+		{Prefix: netip.MustParsePrefix("::ffff:192.0.2.1/64"), Interface: "eth0"},
+		{Prefix: netip.MustParsePrefix("127.0.0.2/8"), Interface: "eth0"},
+		{Prefix: netip.MustParsePrefix("::1/128"), Interface: "eth0"},
+		{Prefix: netip.MustParsePrefix("192.0.2.0/24"), Interface: "eth0"},
+		{Prefix: netip.MustParsePrefix("192.0.2.255/24"), Interface: "eth0"},
+		{Prefix: netip.MustParsePrefix("192.0.2.3/30"), Interface: "eth0"},
 	} {
-		if _, err := normalize(v); err == nil {
-			t.Errorf("normalize(%v) accepted", v)
+		if _, err := Normalize(v); !errors.Is(err, ErrInvalidVIP) {
+			t.Errorf("Normalize(%v) = %v, want ErrInvalidVIP", v, err)
 		}
 	}
 }

@@ -254,20 +254,84 @@ func (m *Manager) Stats() Stats {
 	}
 }
 
-func normalize(v VIP) (VIP, error) {
-	a := v.Prefix.Addr().Unmap()
-	bits := v.Prefix.Bits()
-	if v.Prefix.Addr().Is4In6() {
-		bits -= 96
-	}
-	p := netip.PrefixFrom(a, bits)
-	if !p.IsValid() || a.IsUnspecified() || a.IsMulticast() || a.IsLoopback() || a.IsLinkLocalUnicast() {
-		return v, fmt.Errorf("%w: address %s", ErrInvalidVIP, v.Prefix)
+// Normalize returns v as the manager holds it (an IPv4-mapped address
+// unmapped, its prefix length with it), or an error wrapping ErrInvalidVIP
+// when it cannot float.
+func Normalize(v VIP) (VIP, error) {
+	p, err := NormalizePrefix(v.Prefix)
+	if err != nil {
+		return v, err
 	}
 	if v.Interface == "" || len(v.Interface) >= unix.IFNAMSIZ {
 		return v, fmt.Errorf("%w: interface %q of %s", ErrInvalidVIP, v.Interface, v.Prefix)
 	}
 	return VIP{Prefix: p, Interface: v.Interface}, nil
+}
+
+// AddressError is a prefix that cannot be a floating address, and why.
+type AddressError struct {
+	Prefix netip.Prefix
+	Reason string
+}
+
+func (e *AddressError) Error() string {
+	return fmt.Sprintf("%v: address %s: %s", ErrInvalidVIP, e.Prefix, e.Reason)
+}
+
+// Unwrap makes errors.Is(err, ErrInvalidVIP) true.
+func (e *AddressError) Unwrap() error { return ErrInvalidVIP }
+
+// NormalizePrefix is the address half of Normalize: p unmapped, or an
+// *AddressError. Configuration validation calls it, so that `vigil check`
+// refuses every address a claim would refuse at takeover.
+func NormalizePrefix(p netip.Prefix) (netip.Prefix, error) {
+	a := p.Addr().Unmap()
+	bits := p.Bits()
+	if p.Addr().Is4In6() {
+		bits -= 96
+	}
+	n := netip.PrefixFrom(a, bits)
+	if why := unfloatable(n); why != "" {
+		return p, &AddressError{Prefix: p, Reason: why}
+	}
+	return n, nil
+}
+
+// unfloatable says why p cannot be a floating address, or returns "".
+func unfloatable(p netip.Prefix) string {
+	a := p.Addr()
+	switch {
+	case !p.IsValid():
+		return "not a valid prefix (an IPv4-mapped address needs a length of at least 96)"
+	case a.IsUnspecified():
+		return "the unspecified address is no host's address"
+	case a.IsLoopback():
+		return "a loopback address is local to each host"
+	case a.IsMulticast():
+		return "a multicast address is no host's address"
+	case a.IsLinkLocalUnicast():
+		return "a link-local address is not unique beyond one link"
+	case p.Bits() == 0:
+		return "a /0 prefix would route every destination to the interface"
+	}
+	if a.Is4() && p.Bits() <= 30 {
+		switch a {
+		case p.Masked().Addr():
+			return fmt.Sprintf("the network address of %s is no host's address", p.Masked())
+		case lastAddr(p):
+			return fmt.Sprintf("the broadcast address of %s is no host's address", p.Masked())
+		}
+	}
+	return ""
+}
+
+// lastAddr is the highest address in IPv4 prefix p (its broadcast address).
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	n := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	n |= host
+	return netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)})
 }
 
 // label is the IPv4 label for ifname, or "" when it would not fit IFNAMSIZ.
@@ -289,7 +353,7 @@ func (m *Manager) lifetimeSecs() uint32 { return uint32(m.opts.Lifetime / time.S
 func (m *Manager) Claim(ctx context.Context, v VIP) (ClaimReport, error) {
 	start := time.Now()
 	var rep ClaimReport
-	v, err := normalize(v)
+	v, err := Normalize(v)
 	if err != nil {
 		return rep, err
 	}
@@ -402,7 +466,7 @@ func (m *Manager) announcer(ctx context.Context, v VIP) {
 // and a gratuitous ARP reply (receivers differ in which they honour), or an
 // unsolicited Neighbor Advertisement with the Override flag to all-nodes.
 func (m *Manager) Announce(v VIP) error {
-	v, err := normalize(v)
+	v, err := Normalize(v)
 	if err != nil {
 		return err
 	}
@@ -452,7 +516,7 @@ func (m *Manager) Extend(v VIP) error {
 
 // holdingOf returns the holding of v, ErrNotHeld if there is none.
 func (m *Manager) holdingOf(v VIP) (*holding, error) {
-	v, err := normalize(v)
+	v, err := Normalize(v)
 	if err != nil {
 		return nil, err
 	}
@@ -481,7 +545,7 @@ func (m *Manager) Quiet(v VIP) error {
 // Release stops announcing v and removes the address. An address (or
 // interface) that is already gone is not an error.
 func (m *Manager) Release(v VIP) error {
-	v, err := normalize(v)
+	v, err := Normalize(v)
 	if err != nil {
 		return err
 	}
@@ -524,7 +588,7 @@ func (m *Manager) Held() []VIP {
 func (m *Manager) Reconcile(held []VIP) (removed []VIP, err error) {
 	keep := map[vipKey]bool{}
 	for _, v := range held {
-		nv, err := normalize(v)
+		nv, err := Normalize(v)
 		if err != nil {
 			return nil, err
 		}

@@ -18,10 +18,15 @@ const (
 
 // Limits of the wire format.
 const (
-	MaxIDLen  = 64 // bytes in a node, locator or cluster id
-	MaxPeers  = 8  // nodes, and separately locators, in one cluster (keeps a token in one datagram)
-	keyLength = 32 // cluster key, bytes
+	MaxIDLen = 64 // bytes in a node, locator or cluster id
+	MaxPeers = 8  // nodes, and separately locators, in one cluster (keeps a token in one datagram)
+	KeySize  = 32 // cluster key, bytes
 )
+
+// MinTokenInterval is the shortest token_interval Validate accepts. The node
+// manager ticks every token_interval/4 (a zero tick period panics) and
+// Linux timers are not much finer than a millisecond anyway.
+const MinTokenInterval = time.Millisecond
 
 // Config is what both the Node and the Locator need to know about the
 // cluster. All hosts of a cluster must use the same Nodes, Locators and
@@ -53,6 +58,26 @@ type Config struct {
 // ErrConfig is returned (wrapped) for an invalid Config.
 var ErrConfig = errors.New("protocol: invalid config")
 
+// ConfigError is one rule a Config breaks. It is the single statement of
+// the protocol's rules on timings and peers: config validation (`vigil
+// check`, start-up, reload) reports these, so that nothing it accepts is
+// refused when a node manager or locator starts.
+type ConfigError struct {
+	// Field is the value at fault, by its name in the configuration file:
+	// cluster, nodes, locators, two_node, token_interval, token_timeout,
+	// lease or drift_margin.
+	Field string
+	// Also names the other fields the rule compares Field with, so a caller
+	// can point at one of them when Field was left at its default.
+	Also []string
+	Msg  string
+}
+
+func (e *ConfigError) Error() string { return fmt.Sprintf("%v: %s: %s", ErrConfig, e.Field, e.Msg) }
+
+// Unwrap makes errors.Is(err, ErrConfig) true.
+func (e *ConfigError) Unwrap() error { return ErrConfig }
+
 // withDefaults fills zero timings with the defaults.
 func (c Config) withDefaults() Config {
 	if c.TokenInterval == 0 {
@@ -71,48 +96,76 @@ func (c Config) withDefaults() Config {
 }
 
 // Validate checks the cluster description and timings (after defaults are
-// applied to zero timings).
+// applied to zero timings) and returns the first problem, a *ConfigError.
 func (c Config) Validate() error {
-	c = c.withDefaults()
-	if c.Cluster == "" || len(c.Cluster) > MaxIDLen {
-		return fmt.Errorf("%w: cluster name %q must be 1..%d bytes", ErrConfig, c.Cluster, MaxIDLen)
-	}
-	if err := checkIDs("nodes", c.Nodes); err != nil {
-		return err
-	}
-	if err := checkIDs("locators", c.Locators); err != nil {
-		return err
-	}
-	if c.TwoNode && len(c.Locators) != 2 {
-		return fmt.Errorf("%w: two_node needs exactly 2 locators, have %d", ErrConfig, len(c.Locators))
-	}
-	if c.TokenInterval <= 0 || c.TokenTimeout < 3*c.TokenInterval {
-		return fmt.Errorf("%w: token_timeout %v must be at least 3 token_interval (%v)", ErrConfig, c.TokenTimeout, c.TokenInterval)
-	}
-	if c.Lease < 2*c.TokenInterval {
-		return fmt.Errorf("%w: lease %v must be at least 2 token_interval (%v)", ErrConfig, c.Lease, c.TokenInterval)
-	}
-	if c.DriftMargin <= 0 {
-		return fmt.Errorf("%w: drift_margin %v must be positive", ErrConfig, c.DriftMargin)
+	if ps := c.Problems(); len(ps) > 0 {
+		return ps[0]
 	}
 	return nil
 }
 
-func checkIDs(what string, ids []string) error {
+// Problems returns every rule c breaks (after defaults are applied to zero
+// timings), nil when it is valid.
+func (c Config) Problems() []*ConfigError {
+	c = c.withDefaults()
+	var out []*ConfigError
+	bad := func(field string, also []string, format string, args ...any) {
+		out = append(out, &ConfigError{Field: field, Also: also, Msg: fmt.Sprintf(format, args...)})
+	}
+	if c.Cluster == "" || len(c.Cluster) > MaxIDLen {
+		bad("cluster", nil, "cluster name %q must be 1..%d bytes", c.Cluster, MaxIDLen)
+	}
+	for _, l := range []struct {
+		what string
+		ids  []string
+	}{{"nodes", c.Nodes}, {"locators", c.Locators}} {
+		if msg := checkIDs(l.what, l.ids); msg != "" {
+			bad(l.what, nil, "%s", msg)
+		}
+	}
+	if c.TwoNode && len(c.Locators) != 2 {
+		bad("two_node", []string{"locators"}, "two_node needs exactly 2 locators, have %d", len(c.Locators))
+	}
+	ti := []string{"token_interval"}
+	if c.TokenInterval < MinTokenInterval {
+		bad("token_interval", nil, "%v is shorter than the minimum, %v", c.TokenInterval, MinTokenInterval)
+	}
+	// A token must be allowed to be a couple of hops late before it is
+	// declared lost, and a lease must span more than one renewal (a node
+	// renews every token_interval).
+	if c.TokenTimeout < 3*c.TokenInterval {
+		bad("token_timeout", ti, "token_timeout %v must be at least 3 × token_interval %v (%v)", c.TokenTimeout, c.TokenInterval, 3*c.TokenInterval)
+	}
+	if c.Lease < 2*c.TokenInterval {
+		bad("lease", ti, "lease %v must be at least 2 × token_interval %v (%v)", c.Lease, c.TokenInterval, 2*c.TokenInterval)
+	}
+	// A margin as long as the lease would more than double every failover
+	// to cover a drift (over 1/3, see MaxDrift) no clock has.
+	switch {
+	case c.DriftMargin <= 0:
+		bad("drift_margin", nil, "drift_margin %v must be positive", c.DriftMargin)
+	case c.DriftMargin >= c.Lease:
+		bad("drift_margin", []string{"lease"}, "drift_margin %v must be shorter than lease %v", c.DriftMargin, c.Lease)
+	}
+	return out
+}
+
+// checkIDs describes what is wrong with a list of ids, or returns "".
+func checkIDs(what string, ids []string) string {
 	if len(ids) == 0 || len(ids) > MaxPeers {
-		return fmt.Errorf("%w: %s: need 1..%d entries, have %d", ErrConfig, what, MaxPeers, len(ids))
+		return fmt.Sprintf("need 1..%d %s (the wire format's limit), have %d", MaxPeers, what, len(ids))
 	}
 	seen := make(map[string]bool, len(ids))
 	for _, id := range ids {
 		if id == "" || len(id) > MaxIDLen {
-			return fmt.Errorf("%w: %s: id %q must be 1..%d bytes", ErrConfig, what, id, MaxIDLen)
+			return fmt.Sprintf("id %q must be 1..%d bytes", id, MaxIDLen)
 		}
 		if seen[id] {
-			return fmt.Errorf("%w: %s: duplicate id %q", ErrConfig, what, id)
+			return fmt.Sprintf("duplicate id %q", id)
 		}
 		seen[id] = true
 	}
-	return nil
+	return ""
 }
 
 // Quorum is the number of locator grants the active role needs: a strict

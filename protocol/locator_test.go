@@ -2,6 +2,9 @@ package protocol
 
 import (
 	"errors"
+	"fmt"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -198,11 +201,46 @@ func TestConfigValidate(t *testing.T) {
 		"lease too short":   func(c *Config) { c.Lease = c.TokenInterval },
 		"negative margin":   func(c *Config) { c.DriftMargin = -1 },
 		"too many":          func(c *Config) { c.Nodes = []string{"1", "2", "3", "4", "5", "6", "7", "8", "9"} },
+		"too many locators": func(c *Config) { c.Locators = []string{"1", "2", "3", "4", "5", "6", "7", "8", "9"} },
+		"interval too short": func(c *Config) {
+			c.TokenInterval, c.TokenTimeout, c.Lease, c.DriftMargin = MinTokenInterval-1, time.Second, time.Second, time.Millisecond
+		},
+		"margin as long as the lease": func(c *Config) { c.DriftMargin = c.Lease },
 	} {
 		c := good
 		mut(&c)
 		if err := c.Validate(); !errors.Is(err, ErrConfig) {
 			t.Errorf("%s: %v", name, err)
 		}
+	}
+}
+
+// Problems lists every broken rule, each naming the field at fault and the
+// fields it was compared with: config validation reports them at those keys.
+func TestConfigProblems(t *testing.T) {
+	c := testCfg("a")
+	c.Nodes = []string{"1", "2", "3", "4", "5", "6", "7", "8", "9"}
+	c.TokenInterval, c.TokenTimeout, c.Lease, c.DriftMargin = 100*time.Millisecond, 200*time.Millisecond, 150*time.Millisecond, 150*time.Millisecond
+	var got []string
+	for _, p := range c.Problems() {
+		got = append(got, fmt.Sprintf("%s%v: %s", p.Field, p.Also, p.Msg))
+		if !errors.Is(p, ErrConfig) {
+			t.Errorf("%v is not ErrConfig", p)
+		}
+	}
+	want := []string{
+		"nodes[]: need 1..8 nodes (the wire format's limit), have 9",
+		"token_timeout[token_interval]: token_timeout 200ms must be at least 3 × token_interval 100ms (300ms)",
+		"lease[token_interval]: lease 150ms must be at least 2 × token_interval 100ms (200ms)",
+		"drift_margin[lease]: drift_margin 150ms must be shorter than lease 150ms",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Problems:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if err := c.Validate(); err == nil || err.Error() != c.Problems()[0].Error() {
+		t.Errorf("Validate = %v, want the first problem", err)
+	}
+	if ps := testCfg("a").Problems(); ps != nil {
+		t.Errorf("a valid config has problems: %v", ps)
 	}
 }

@@ -60,7 +60,7 @@ func Encode(key []byte, m Message) ([]byte, error) {
 // AppendEncode is Encode appending to dst (which may be nil), for callers
 // that reuse buffers.
 func AppendEncode(dst []byte, key []byte, m Message) ([]byte, error) {
-	if len(key) != keyLength {
+	if len(key) != KeySize {
 		return nil, ErrKey
 	}
 	if m.Type == 0 || m.Type > msgTypeMax {
@@ -143,7 +143,7 @@ func AppendEncode(dst []byte, key []byte, m Message) ([]byte, error) {
 // Decode does not check replay: pass the result to a ReplayFilter.
 func Decode(key []byte, b []byte) (Message, error) {
 	var m Message
-	if len(key) != keyLength {
+	if len(key) != KeySize {
 		return m, ErrKey
 	}
 	if len(b) < minHeader+macLen {

@@ -168,8 +168,8 @@ type Monitor struct {
 	pressure *PressureTracker // nil unless PressureWarn > 0
 }
 
-// New checks cfg and returns a Monitor that is not yet running.
-func New(cfg Config) (*Monitor, error) {
+// withDefaults fills the zero fields of cfg.
+func (cfg Config) withDefaults() Config {
 	if cfg.Period == 0 {
 		cfg.Period = DefaultPeriod
 	}
@@ -185,18 +185,36 @@ func New(cfg Config) (*Monitor, error) {
 	if cfg.PressureEvery == 0 {
 		cfg.PressureEvery = DefaultPressureEvery
 	}
+	return cfg
+}
+
+// Validate returns what New would refuse in cfg (an error wrapping
+// ErrConfig), or nil. Configuration validation calls it, so that a
+// control.sched_delay_warn the control plane cannot run with is refused by
+// `vigil check` rather than at start.
+func (cfg Config) Validate() error {
+	cfg = cfg.withDefaults()
 	switch {
 	case cfg.Period < 0 || cfg.Threshold < 0 || cfg.Hold < 0 || cfg.Recent < 0 || cfg.PressureEvery < 0:
-		return nil, fmt.Errorf("%w: negative value in %+v", ErrConfig, cfg)
+		return fmt.Errorf("%w: negative value in %+v", ErrConfig, cfg)
 	case cfg.Threshold < cfg.Period:
 		// Lateness is only seen once per period; a smaller threshold would
 		// make every stall of one period an episode.
-		return nil, fmt.Errorf("%w: threshold %v below the period %v", ErrConfig, cfg.Threshold, cfg.Period)
+		return fmt.Errorf("%w: threshold %v is below the timer period %v: lateness is measured once per period", ErrConfig, cfg.Threshold, cfg.Period)
 	case cfg.PressureWarn < 0 || cfg.PressureWarn > 100 || math.IsNaN(cfg.PressureWarn):
-		return nil, fmt.Errorf("%w: pressure warning %v%% outside 0..100", ErrConfig, cfg.PressureWarn)
+		return fmt.Errorf("%w: pressure warning %v%% outside 0..100", ErrConfig, cfg.PressureWarn)
 	case cfg.PressureWarn > 0 && cfg.Pressure == nil:
-		return nil, fmt.Errorf("%w: pressure warning set without a pressure source", ErrConfig)
+		return fmt.Errorf("%w: pressure warning set without a pressure source", ErrConfig)
 	}
+	return nil
+}
+
+// New checks cfg and returns a Monitor that is not yet running.
+func New(cfg Config) (*Monitor, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
 	m := &Monitor{cfg: cfg, log: cfg.Logger, clock: cfg.Clock}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)

@@ -45,9 +45,6 @@ type Transport struct {
 	lastWarn                   map[string]time.Time
 }
 
-// LocatorPort is the locator's port for a host whose address has port p.
-func LocatorPort(p uint16) uint16 { return p + 1 }
-
 // Open binds this host's node manager (locator false: cluster.listen) or
 // locator (locator true: cluster.listen's port + 1) socket.
 func Open(cfg *config.Config, pcfg protocol.Config, key []byte, locator bool, log *slog.Logger) (*Transport, error) {
@@ -56,7 +53,11 @@ func Open(cfg *config.Config, pcfg protocol.Config, key []byte, locator bool, lo
 		return nil, fmt.Errorf("transport: cluster.listen %q: %w", cfg.Cluster.Listen, err)
 	}
 	if locator {
-		listen = netip.AddrPortFrom(listen.Addr(), LocatorPort(listen.Port()))
+		lp, ok := config.LocatorPort(listen.Port())
+		if !ok {
+			return nil, fmt.Errorf("transport: cluster.listen %s: no locator port after it", listen)
+		}
+		listen = netip.AddrPortFrom(listen.Addr(), lp)
 	}
 	t := &Transport{
 		key: key, log: log,
@@ -71,8 +72,12 @@ func Open(cfg *config.Config, pcfg protocol.Config, key []byte, locator bool, lo
 		if err != nil {
 			return nil, fmt.Errorf("transport: peer %s address %q: %w", p.ID, p.Address, err)
 		}
+		lp, ok := config.LocatorPort(ap.Port())
+		if !ok {
+			return nil, fmt.Errorf("transport: peer %s address %s: no locator port after it", p.ID, ap)
+		}
 		t.node[p.ID] = ap
-		t.loc[p.ID] = netip.AddrPortFrom(ap.Addr(), LocatorPort(ap.Port()))
+		t.loc[p.ID] = netip.AddrPortFrom(ap.Addr(), lp)
 	}
 	t.conn, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(listen))
 	if err != nil {
@@ -211,21 +216,4 @@ func (t *Transport) Stats() Stats {
 }
 
 // ProtocolConfig is the protocol core's view of a validated config.
-func ProtocolConfig(cfg *config.Config) protocol.Config {
-	pc := protocol.Config{
-		Cluster:       cfg.Cluster.Name,
-		Self:          cfg.Cluster.Node,
-		TwoNode:       cfg.Cluster.TwoNode,
-		TokenInterval: cfg.Cluster.Timing.TokenInterval,
-		TokenTimeout:  cfg.Cluster.Timing.TokenTimeout,
-		Lease:         cfg.Cluster.Timing.Lease,
-		DriftMargin:   cfg.Cluster.Timing.DriftMargin,
-	}
-	for _, n := range cfg.Cluster.Nodes {
-		pc.Nodes = append(pc.Nodes, n.ID)
-	}
-	for _, l := range cfg.Locators() {
-		pc.Locators = append(pc.Locators, l.ID)
-	}
-	return pc
-}
+func ProtocolConfig(cfg *config.Config) protocol.Config { return cfg.Protocol() }
