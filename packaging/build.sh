@@ -38,12 +38,13 @@ else
 fi
 gzip -n -9 -c packaging/vigil.8 >"$work/vigil.8.gz"
 # Debian and rpm both want a changelog; this one entry names the build.
+maintainer=$(sed -n 's/^maintainer: *//p' packaging/nfpm.yaml)
 date=$(git log -1 --format=%cI 2>/dev/null || date -Iseconds)
 cat >"$work/changelog.yml" <<YAML
 - semver: "$ver-1"
   date: "$date"
   deb: {urgency: medium, distributions: [unstable]}
-  packager: Vigil maintainers <vigil@example.org>
+  packager: $maintainer
   changes:
     - commit: "${commit:-unknown}"
       note: "Build of git commit ${commit:0:12}."

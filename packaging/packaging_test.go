@@ -77,25 +77,26 @@ func TestUnitDirectives(t *testing.T) {
 	u := unitDirectives(t, "vigil.service")
 	svc := u["Service"]
 	for k, want := range map[string]string{
-		"Type":                  "notify",
-		"NotifyAccess":          "main",
-		"Delegate":              "yes",
-		"Restart":               "on-failure",
-		"KillMode":              "mixed",
-		"OOMPolicy":             "continue",
-		"LimitMEMLOCK":          "infinity",
-		"ExecStart":             "/usr/bin/vigil supervise -c /etc/vigil/vigil.yaml",
-		"ExecReload":            "/bin/kill -HUP $MAINPID",
-		"ProtectSystem":         "full",
-		"ProtectHome":           "read-only",
-		"PrivateTmp":            "yes",
-		"RuntimeDirectory":      "vigil",
-		"RuntimeDirectoryMode":  "0700",
-		"StateDirectory":        "vigil",
-		"ProtectControlGroups":  "no",
-		"RestrictRealtime":      "no",
-		"RestrictNamespaces":    "no",
-		"ProtectKernelTunables": "yes",
+		"Type":                     "notify",
+		"NotifyAccess":             "main",
+		"Delegate":                 "yes",
+		"Restart":                  "on-failure",
+		"RestartPreventExitStatus": "2",
+		"KillMode":                 "mixed",
+		"OOMPolicy":                "continue",
+		"LimitMEMLOCK":             "infinity",
+		"ExecStart":                "/usr/bin/vigil supervise -c /etc/vigil/vigil.yaml",
+		"ExecReload":               "/bin/kill -HUP $MAINPID",
+		"ProtectSystem":            "full",
+		"ProtectHome":              "read-only",
+		"PrivateTmp":               "yes",
+		"RuntimeDirectory":         "vigil",
+		"RuntimeDirectoryMode":     "0700",
+		"StateDirectory":           "vigil",
+		"ProtectControlGroups":     "no",
+		"RestrictRealtime":         "no",
+		"RestrictNamespaces":       "no",
+		"ProtectKernelTunables":    "yes",
 	} {
 		if got := svc[k]; len(got) != 1 || got[0] != want {
 			t.Errorf("[Service] %s = %q, want %q", k, got, want)
@@ -169,10 +170,11 @@ func TestMaintainerScriptsParse(t *testing.T) {
 	}
 }
 
-// buildPackage runs build.sh into dir and returns the package's path.
-func buildPackage(t *testing.T, kind, dir string) string {
+// buildPackage runs build.sh into dir, with env added to the environment,
+// and returns the package's path.
+func buildPackage(t *testing.T, kind, dir string, env ...string) string {
 	t.Helper()
-	out := run(t, "..", []string{"VIGIL_DIST=" + dir}, "./packaging/build.sh", kind)
+	out := run(t, "..", append([]string{"VIGIL_DIST=" + dir}, env...), "./packaging/build.sh", kind)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	p := lines[len(lines)-1]
 	if !filepath.IsAbs(p) {
