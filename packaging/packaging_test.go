@@ -221,6 +221,7 @@ func TestDeb(t *testing.T) {
 	if m := files["/usr/bin/vigil"]; m != "-rwxr-xr-x" {
 		t.Errorf("/usr/bin/vigil mode %s", m)
 	}
+	checkDebBinary(t, deb)
 	ctrl := t.TempDir()
 	run(t, ".", nil, "dpkg-deb", "-e", deb, ctrl)
 	conf, err := os.ReadFile(filepath.Join(ctrl, "conffiles"))
@@ -273,6 +274,7 @@ func TestRPM(t *testing.T) {
 	if got := files["/usr/bin/vigil"][1]; got != "-rwxr-xr-x" {
 		t.Errorf("/usr/bin/vigil mode %s", got)
 	}
+	checkRPMMetadata(t, rpm)
 	scripts := run(t, ".", nil, "rpm", "-qp", "--scripts", rpm)
 	for _, s := range []string{"postinstall scriptlet", "preuninstall scriptlet", "postuninstall scriptlet", "vigil keygen"} {
 		if !strings.Contains(scripts, s) {
