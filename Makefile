@@ -1,6 +1,7 @@
 # Vigil. `make test` is what CI runs (.ci/run); it needs root for the real-kernel tests.
 GO        ?= go
-VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# One version scheme for every route (scripts/version.sh, packaging/README.md).
+VERSION   ?= $(shell ./scripts/version.sh 2>/dev/null || echo dev)
 COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 BIN       := bin/vigil

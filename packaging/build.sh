@@ -21,26 +21,9 @@ cd "$(dirname "$0")/.."
 GO=${GO:-go}
 command -v "$GO" >/dev/null || GO=/usr/local/go/bin/go
 
-# Debian and rpm versions both accept [0-9][A-Za-z0-9.+~]*: a tag v1.2.0
-# gives 1.2.0, 3 commits after it 1.2.0+3.gSHA, a pre-release tag v1.3.0-rc1
-# gives 1.3.0~rc1 (sorts before 1.3.0); without a tag 0.0.0+gitN.SHA where N,
-# the commit count, keeps newer builds sorting higher. ".dirty" marks a
-# build from a modified tree.
-version() {
-	local d
-	if d=$(git describe --tags --match 'v[0-9]*' --dirty 2>/dev/null); then
-		d=${d#v}
-		d=$(sed -E 's/-([0-9]+)-g([0-9a-f]+)/+\1.g\2/; s/-dirty$/.dirty/; s/-/~/g' <<<"$d")
-	else
-		local n sha dirty=""
-		n=$(git rev-list --count HEAD 2>/dev/null || echo 0)
-		sha=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-		git diff --quiet HEAD 2>/dev/null || dirty=.dirty
-		d=0.0.0+git$n.$sha$dirty
-	fi
-	echo "$d"
-}
-ver=${VIGIL_PKG_VERSION:-$(version)}
+# The version scheme (tag v1.2.0 -> 1.2.0, ...) is scripts/version.sh's, the
+# same script `make build` uses, so the package and `vigil version` agree.
+ver=${VIGIL_PKG_VERSION:-$(./scripts/version.sh)}
 [[ $ver =~ ^[0-9][A-Za-z0-9.+~]*$ ]] || { echo "packaging/build.sh: bad version '$ver'" >&2; exit 2; }
 commit=$(git rev-parse HEAD 2>/dev/null || echo "")
 
@@ -59,12 +42,13 @@ gzip -n -9 -c packaging/vigil.yaml.5 >"$work/vigil.yaml.5.gz"
 "$work/vigil" completion bash >"$work/vigil.bash-completion"
 "$work/vigil" completion zsh >"$work/_vigil"
 # Debian and rpm both want a changelog; this one entry names the build.
+maintainer=$(sed -n 's/^maintainer: *//p' packaging/nfpm.yaml)
 date=$(git log -1 --format=%cI 2>/dev/null || date -Iseconds)
 cat >"$work/changelog.yml" <<YAML
 - semver: "$ver-1"
   date: "$date"
   deb: {urgency: medium, distributions: [unstable]}
-  packager: Vigil maintainers <vigil@example.org>
+  packager: $maintainer
   changes:
     - commit: "${commit:-unknown}"
       note: "Build of git commit ${commit:0:12}."

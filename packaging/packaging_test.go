@@ -77,25 +77,26 @@ func TestUnitDirectives(t *testing.T) {
 	u := unitDirectives(t, "vigil.service")
 	svc := u["Service"]
 	for k, want := range map[string]string{
-		"Type":                  "notify",
-		"NotifyAccess":          "main",
-		"Delegate":              "yes",
-		"Restart":               "on-failure",
-		"KillMode":              "mixed",
-		"OOMPolicy":             "continue",
-		"LimitMEMLOCK":          "infinity",
-		"ExecStart":             "/usr/bin/vigil supervise -c /etc/vigil/vigil.yaml",
-		"ExecReload":            "/bin/kill -HUP $MAINPID",
-		"ProtectSystem":         "full",
-		"ProtectHome":           "read-only",
-		"PrivateTmp":            "yes",
-		"RuntimeDirectory":      "vigil",
-		"RuntimeDirectoryMode":  "0750",
-		"StateDirectory":        "vigil",
-		"ProtectControlGroups":  "no",
-		"RestrictRealtime":      "no",
-		"RestrictNamespaces":    "no",
-		"ProtectKernelTunables": "yes",
+		"Type":                     "notify",
+		"NotifyAccess":             "main",
+		"Delegate":                 "yes",
+		"Restart":                  "on-failure",
+		"RestartPreventExitStatus": "2",
+		"KillMode":                 "mixed",
+		"OOMPolicy":                "continue",
+		"LimitMEMLOCK":             "infinity",
+		"ExecStart":                "/usr/bin/vigil supervise -c /etc/vigil/vigil.yaml",
+		"ExecReload":               "/bin/kill -HUP $MAINPID",
+		"ProtectSystem":            "full",
+		"ProtectHome":              "read-only",
+		"PrivateTmp":               "yes",
+		"RuntimeDirectory":         "vigil",
+		"RuntimeDirectoryMode":     "0750",
+		"StateDirectory":           "vigil",
+		"ProtectControlGroups":     "no",
+		"RestrictRealtime":         "no",
+		"RestrictNamespaces":       "no",
+		"ProtectKernelTunables":    "yes",
 	} {
 		if got := svc[k]; len(got) != 1 || got[0] != want {
 			t.Errorf("[Service] %s = %q, want %q", k, got, want)
@@ -148,7 +149,19 @@ func TestUnitVerify(t *testing.T) {
 // was 5.1 when the unit was written (packaging/README.md).
 func TestUnitSecurity(t *testing.T) {
 	sa := need(t, "systemd-analyze", "systemd")
-	out, _ := exec.Command(sa, "security", "--offline=true", "--no-pager", unitForVerify(t)).CombinedOutput()
+	var out string
+	score := exposure(t, sa, unitForVerify(t), &out)
+	t.Logf("systemd-analyze security: %.1f", score)
+	if score > 5.1 {
+		t.Errorf("exposure level %.1f > 5.1: a hardening directive was lost\n%s", score, out)
+	}
+}
+
+// exposure is systemd-analyze security's overall exposure level for the
+// unit file (with any drop-ins beside it); its report goes to *report.
+func exposure(t *testing.T, sa, unit string, report *string) float64 {
+	t.Helper()
+	out, _ := exec.Command(sa, "security", "--offline=true", "--no-pager", unit).CombinedOutput()
 	m := regexp.MustCompile(`Overall exposure level for \S+: ([0-9.]+)`).FindSubmatch(out)
 	if m == nil {
 		t.Fatalf("no exposure level in systemd-analyze security output:\n%s", out)
@@ -157,10 +170,10 @@ func TestUnitSecurity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("systemd-analyze security: %.1f", score)
-	if score > 5.1 {
-		t.Errorf("exposure level %.1f > 5.1: a hardening directive was lost\n%s", score, out)
+	if report != nil {
+		*report = string(out)
 	}
+	return score
 }
 
 func TestMaintainerScriptsParse(t *testing.T) {
@@ -169,10 +182,11 @@ func TestMaintainerScriptsParse(t *testing.T) {
 	}
 }
 
-// buildPackage runs build.sh into dir and returns the package's path.
-func buildPackage(t *testing.T, kind, dir string) string {
+// buildPackage runs build.sh into dir, with env added to the environment,
+// and returns the package's path.
+func buildPackage(t *testing.T, kind, dir string, env ...string) string {
 	t.Helper()
-	out := run(t, "..", []string{"VIGIL_DIST=" + dir}, "./packaging/build.sh", kind)
+	out := run(t, "..", append([]string{"VIGIL_DIST=" + dir}, env...), "./packaging/build.sh", kind)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	p := lines[len(lines)-1]
 	if !filepath.IsAbs(p) {
@@ -221,6 +235,7 @@ func TestDeb(t *testing.T) {
 	if m := files["/usr/bin/vigil"]; m != "-rwxr-xr-x" {
 		t.Errorf("/usr/bin/vigil mode %s", m)
 	}
+	checkDebBinary(t, deb)
 	ctrl := t.TempDir()
 	run(t, ".", nil, "dpkg-deb", "-e", deb, ctrl)
 	conf, err := os.ReadFile(filepath.Join(ctrl, "conffiles"))
@@ -273,6 +288,7 @@ func TestRPM(t *testing.T) {
 	if got := files["/usr/bin/vigil"][1]; got != "-rwxr-xr-x" {
 		t.Errorf("/usr/bin/vigil mode %s", got)
 	}
+	checkRPMMetadata(t, rpm)
 	scripts := run(t, ".", nil, "rpm", "-qp", "--scripts", rpm)
 	for _, s := range []string{"postinstall scriptlet", "preuninstall scriptlet", "postuninstall scriptlet", "vigil keygen"} {
 		if !strings.Contains(scripts, s) {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"runtime/debug"
 
 	sdjournal "github.com/coreos/go-systemd/v22/journal"
 
@@ -20,6 +21,7 @@ import (
 const defaultConfig = "/etc/vigil/vigil.yaml"
 
 func runSupervise(args []string, stdout, stderr io.Writer) int {
+	crashOnPanic()
 	fs := newFlags("supervise", stderr)
 	path := fs.String("c", defaultConfig, "configuration `FILE`")
 	fs.StringVar(path, "config", defaultConfig, "configuration `FILE`")
@@ -32,6 +34,8 @@ func runSupervise(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg, err := config.Load(*path)
 	if err != nil {
+		// Exit 2: the unit's RestartPreventExitStatus=2 does not retry
+		// a file that will not load.
 		printConfigErrors(stderr, err)
 		return exitUsage
 	}
@@ -41,14 +45,14 @@ func runSupervise(args []string, stdout, stderr io.Writer) int {
 	// core, restart latency unchanged. Set in-process, so no child inherits it.
 	runtime.GOMAXPROCS(1)
 	log := newLogger(stderr, cfg.Log)
-	s := supervisor.New(cfg, supervisor.Options{ConfigPath: *path, Version: version, Logger: log})
+	s := supervisor.New(cfg, supervisor.Options{ConfigPath: *path, Version: buildVersion(), Logger: log})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if cfg.Metrics.Listen != "" {
 		// The endpoint scrapes the supervisor's own status; a listener
 		// that cannot bind is logged, not fatal: metrics are not worth
 		// an outage.
-		c := metrics.NewCollector(s.Snapshot, metrics.WithVersion(version))
+		c := metrics.NewCollector(s.Snapshot, metrics.WithVersion(buildVersion()))
 		go func() {
 			if err := metrics.Serve(ctx, cfg.Metrics.Listen, c, log); err != nil {
 				log.Error("metrics endpoint failed", "event", "metrics_error", "err", err)
@@ -60,6 +64,15 @@ func runSupervise(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	return exitOK
+}
+
+// crashOnPanic makes a panic or fatal runtime error abort the supervisor
+// with SIGABRT instead of the Go runtime's exit status 2, which the unit
+// reserves for a configuration error (RestartPreventExitStatus=2): a crash
+// must be restarted, a bad file must not be retried. Set in-process, so
+// supervised processes (and GOTRACEBACK in their environment) are untouched.
+func crashOnPanic() {
+	debug.SetTraceback("crash")
 }
 
 func printConfigErrors(w io.Writer, err error) {
