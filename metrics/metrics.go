@@ -619,6 +619,12 @@ func Serve(ctx context.Context, listen string, c prometheus.Collector, log *slog
 }
 
 func serveOn(ctx context.Context, ln net.Listener, c prometheus.Collector, log *slog.Logger) error {
+	return serveWith(ctx, ln, c, log, defaultLimits)
+}
+
+// serveWith is serveOn with the connection limits given (tests shorten
+// them).
+func serveWith(ctx context.Context, ln net.Listener, c prometheus.Collector, log *slog.Logger, lim serverLimits) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -638,12 +644,13 @@ func serveOn(ctx context.Context, ln net.Listener, c prometheus.Collector, log *
 		fmt.Fprintln(w, "vigil: metrics at /metrics")
 	})
 	srv := &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 5 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		Handler:  mux,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	ll := newLimitListener(ln, lim.maxConns)
+	lim.apply(srv, ll)
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(ll) }()
 	log.Info("metrics listening", "event", "metrics_listen", "addr", addr)
 	select {
 	case err := <-errc:
