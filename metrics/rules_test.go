@@ -245,15 +245,14 @@ func ruleSeries(t *testing.T, targets []*ruleTarget) seriesValues {
 	}
 	for _, rt := range targets {
 		var mu sync.Mutex
-		var cur targetState
+		var cur *supervisor.Status // nil: the snapshot fails
 		url := serve(t, NewCollector(func(context.Context) (*supervisor.Status, error) {
 			mu.Lock()
-			s := cur
-			mu.Unlock()
-			if s.snapErr {
+			defer mu.Unlock()
+			if cur == nil {
 				return nil, errors.New("supervisor loop busy")
 			}
-			return rt.status(t, s), nil
+			return cur, nil
 		}))
 		target := map[string]string{"instance": rt.instance, "job": "vigil"}
 		for i := range ruleSteps {
@@ -262,8 +261,12 @@ func ruleSeries(t *testing.T, targets []*ruleTarget) seriesValues {
 				add(seriesName("up", target, nil), i, 0)
 				continue
 			}
+			var st *supervisor.Status
+			if !s.snapErr {
+				st = rt.status(t, s)
+			}
 			mu.Lock()
-			cur = s
+			cur = st
 			mu.Unlock()
 			add(seriesName("up", target, nil), i, 1)
 			for name, mf := range parseText(t, get(t, url)) {
