@@ -143,6 +143,15 @@ var wantPanels = []struct{ title, typ, metric string }{
 	{"Restarts per process", "timeseries", "vigil_process_restarts_total"},
 	{"Floating IPs held", "state-timeline", "vigil_floating_ip_held"},
 	{"Fences", "timeseries", "vigil_fences_total"},
+	// Issue 11: health, quorum, processes, authentication drops, address
+	// conflicts, and the floating IP holders grouped by cluster.
+	{"Floating IP holders per cluster", "state-timeline", "vigil_node_info"},
+	{"Floating IP holders per cluster", "state-timeline", "vigil_floating_ip_held"},
+	{"Node health", "state-timeline", "vigil_node_healthy"},
+	{"Quorum", "state-timeline", "vigil_quorum_ok"},
+	{"Processes up", "state-timeline", "vigil_process_up"},
+	{"Authentication drops", "timeseries", "vigil_datagrams_dropped_total"},
+	{"Address conflicts", "timeseries", "vigil_ip_conflicts_total"},
 }
 
 var (
@@ -215,6 +224,22 @@ func checkExpr(fams map[string]*dto.MetricFamily, expr string) []string {
 	return bad
 }
 
+// variableQuery is a query variable's PromQL: Grafana 10 stores it as
+// {"query": ...}, older dashboards as a string.
+func variableQuery(raw json.RawMessage) string {
+	var obj struct {
+		Query string `json:"query"`
+	}
+	if json.Unmarshal(raw, &obj) == nil && obj.Query != "" {
+		return obj.Query
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	return string(raw)
+}
+
 // TestDashboardQueriesUseExportedMetrics reads the packaged dashboard and
 // checks every PromQL expression against a real scrape of the collector:
 // each vigil_ name must be exported and each label matcher must match a
@@ -247,7 +272,7 @@ func TestDashboardQueriesUseExportedMetrics(t *testing.T) {
 			if v.Datasource == nil || v.Datasource.UID != ds {
 				t.Errorf("variable %s: datasource %v, want %s", v.Name, v.Datasource, ds)
 			}
-			for _, p := range checkExpr(fams, string(v.Query)) {
+			for _, p := range checkExpr(fams, variableQuery(v.Query)) {
 				t.Errorf("variable %s: %s", v.Name, p)
 			}
 		}
@@ -257,6 +282,16 @@ func TestDashboardQueriesUseExportedMetrics(t *testing.T) {
 	}
 	if vars["instance"] != "query" {
 		t.Errorf("no instance query variable: %v", vars)
+	}
+	// One Grafana over many clusters: a cluster variable, and the node
+	// list follows it.
+	if vars["cluster"] != "query" {
+		t.Errorf("no cluster query variable: %v", vars)
+	}
+	for _, v := range d.Templating.List {
+		if v.Name == "instance" && !strings.Contains(variableQuery(v.Query), `cluster=~"$cluster"`) {
+			t.Errorf("the instance variable does not follow the cluster variable: %s", v.Query)
+		}
 	}
 	for _, a := range d.Annotations.List {
 		if a.Expr == "" {

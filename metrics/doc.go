@@ -17,6 +17,28 @@
 // that moment. When the snapshot fails only vigil_scrape_error (1) and
 // vigil_build_info are emitted.
 //
+// # Clusters and alerts
+//
+// Only vigil_node_info carries the cluster name (and the node id); every
+// other series is joined to it on the scrape target, so one Prometheus can
+// watch many clusters without a cluster label on each series (which a
+// scrape config that sets its own would rename to exported_cluster):
+//
+//	vigil_node_healthy * on(instance, job) group_left(cluster, node) vigil_node_info
+//	sum by (cluster, vip) (vigil_floating_ip_held * on(instance, job) group_left(cluster) vigil_node_info)
+//
+// vigil_floating_ip_held has a series for every configured floating IP on
+// every node (a witness has none), 0 or 1, so the second expression is 0
+// when no node of the cluster holds the address and 2 when two do; the vip
+// label is the bare address because nodes may name the interface
+// differently. Without a node manager report every address is 0. After a
+// failed snapshot vigil_node_info still comes with the last labels, so the
+// scrape-error alert has a cluster. The datagram drop reason "auth" is
+// emitted at 0 before the first drop, so rate() sees the first one.
+// packaging/prometheus/vigil-rules.yml holds the alerts, written this way;
+// its promtool unit test (rules_test.go) feeds them series this collector
+// produced.
+//
 // Names are stable and carry their unit: _seconds, _bytes, _ratio (0..1),
 // _total for counters, _info for constant-1 metrics whose labels are the
 // value. Labels are bounded by the configuration: process and group names,
@@ -38,8 +60,13 @@
 //	Supervisor and this host
 //	vigil_report_present                           G  process                 1 when nodemanager/locator has reported to the supervisor
 //	vigil_role                                     G  role                    1 for the current role (active|standby|candidate|witness); all 0 = unknown
-//	vigil_node_info                                G  cluster, node           always 1; this host's cluster name and node id (join on instance)
+//	vigil_node_info                                G  cluster, node           always 1; this host's cluster name and node id (join on instance, job)
 //	vigil_node_healthy                             G                          1 when this node is healthy (critical processes up, checks passing)
+//	vigil_floating_ip_held                         G  vip, interface          1 if this node holds the configured floating IP, else 0
+//	vigil_quorum_ok                                G                          1 when enough locators answered within the last lease (absent without a node manager report)
+//	vigil_quorum_locators                          G                          locators this node checks in with
+//	vigil_quorum_locators_answered                 G                          locators that answered within the last lease
+//	vigil_quorum_locators_needed                   G                          locators a lease needs (majority; 1 of 2 with two_node)
 //	vigil_fences_total                             C                          control-plane processes fenced because their heartbeat stopped
 //	vigil_reloads_total                            C                          configuration reloads applied
 //	vigil_orphans_reaped_total                     C                          orphans reaped by the supervisor (subreaper)
@@ -62,7 +89,6 @@
 //	vigil_takeover_added_seconds                   H                          takeovers seen by this collector: decision to IPs added
 //	vigil_takeover_announced_seconds               H                          takeovers seen by this collector: decision to first announcement
 //	vigil_floating_ips_held                        G                          number of floating IPs held
-//	vigil_floating_ip_held                         G  vip                     1 per floating IP held (absent = not held)
 //	vigil_garp_sent_total                          C                          gratuitous ARPs sent
 //	vigil_na_sent_total                            C                          unsolicited neighbour advertisements sent
 //	vigil_ip_conflicts_total                       C                          another host answered for a floating IP we hold
@@ -102,6 +128,7 @@
 //	vigil_process_restarts_total                   C  process, group          restarts by the supervisor
 //	vigil_process_consecutive_failures             G  process, group          failures in a row
 //	vigil_process_health                           G  process, group, state   1 for the current state (healthy|unhealthy|starting|none)
+//	vigil_process_state                            G  process, group, state   1 for the current state (running|backoff|exited|fatal|stopping|stopped)
 //	vigil_process_start_time_seconds               G  process, group          Unix time the running process started
 //	vigil_process_last_restart_latency_seconds     G  process, group          last restart: exit seen to new process started
 //

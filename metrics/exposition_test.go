@@ -94,6 +94,8 @@ var unitless = map[string]bool{
 	"vigil_locator_node_seen": true, "vigil_control_degraded": true, "vigil_control_mlocked": true,
 	"vigil_process_up": true, "vigil_process_consecutive_failures": true, "vigil_process_health": true,
 	"vigil_cgroup_read_error": true, "vigil_cgroup_pids": true,
+	"vigil_process_state": true, "vigil_quorum_ok": true, "vigil_quorum_locators": true,
+	"vigil_quorum_locators_answered": true, "vigil_quorum_locators_needed": true,
 }
 
 // unitWords are name parts that mean the value has a unit, so the name
@@ -138,22 +140,32 @@ func bounds(t *testing.T, st *supervisor.Status) (labelBounds, int) {
 		*s = slices.Compact(*s)
 	}
 	lb := labelBounds{
-		"process":  procs,
-		"group":    groups, // includes "apps" and "control", the process groups
-		"vip":      nm.VIPs,
-		"node":     nodes,
-		"locator":  nodes,
-		"role":     roles[:],
-		"state":    healthStates[:],
-		"resource": {"cpu", "memory", "io"},
-		"scope":    {"group", "host", "unknown"},
-		"reason":   append(reasons, "short"), // the locator's drop in the fixture
-		"version":  {st.Version},
-		"cluster":  {st.Cluster},
+		"process":   procs,
+		"group":     groups, // includes "apps" and "control", the process groups
+		"vip":       vipAddrs(st),
+		"interface": {"eth0"},
+		"node":      nodes,
+		"locator":   nodes,
+		"role":      roles[:],
+		"state":     append(slices.Clone(healthStates[:]), "running", "backoff", "exited", "fatal", "stopping", "stopped"),
+		"resource":  {"cpu", "memory", "io"},
+		"scope":     {"group", "host", "unknown"},
+		"reason":    append(reasons, "short"), // the locator's drop in the fixture
+		"version":   {st.Version},
+		"cluster":   {st.Cluster},
 	}
-	maxEnum := max(len(roles), len(healthStates), len(lb["resource"]))
+	maxEnum := max(len(roles), len(healthStates), len(processStates), len(lb["resource"]))
 	per := maxEnum * (len(procs) + len(groups) + len(nm.VIPs) + len(nodes))
 	return lb, per
+}
+
+// vipAddrs are the addresses of st's configured floating IPs.
+func vipAddrs(st *supervisor.Status) []string {
+	var out []string
+	for _, v := range st.FloatingIPs {
+		out = append(out, vipAddr(v.Address))
+	}
+	return out
 }
 
 // lint checks parsed families against the naming and cardinality rules and
@@ -306,6 +318,7 @@ func TestExpositionParsesAndIsBounded(t *testing.T) {
 		"vigil_cgroup_cpu_usage_seconds_total":   len(st.Groups),
 		"vigil_cgroup_pressure_some_avg10_ratio": 3 * len(st.Groups),
 		"vigil_process_health":                   4 * (len(st.Processes) + len(st.ControlPlane)),
+		"vigil_process_state":                    6 * (len(st.Processes) + len(st.ControlPlane)),
 	} {
 		if got := len(fams[name].GetMetric()); got != want {
 			t.Errorf("%s: %d series, want %d", name, got, want)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -32,6 +33,18 @@ type Source func(ctx context.Context) (*supervisor.Status, error)
 // role never has gaps.
 var roles = [...]string{"active", "standby", "candidate", "witness"}
 
+// processStates are the values of vigil_process_state's state label, all
+// emitted (0 or 1) so that an alert on "fatal" has a series to watch.
+var processStates = [...]supervisor.State{
+	supervisor.StateRunning, supervisor.StateBackoff, supervisor.StateExited,
+	supervisor.StateFatal, supervisor.StateStopping, supervisor.StateStopped,
+}
+
+// alwaysDropReasons are datagram drop reasons emitted at 0 before the first
+// drop: rate() and increase() see nothing of a counter's first value, so
+// an alert on authentication failures would miss the first burst.
+var alwaysDropReasons = []string{"auth"}
+
 // healthStates are the values of vigil_process_health's state label.
 var healthStates = [...]string{"healthy", "unhealthy", "starting", "none"}
 
@@ -48,6 +61,8 @@ const (
 	helpMlocked       = "1 when the control-plane process's memory is locked (control.realtime)."
 	helpScrapeError   = "1 when the status snapshot for this scrape failed."
 	helpBuildInfo     = "Always 1; the version label is the running vigil's."
+	helpNodeInfo      = "Always 1; the labels are this host's cluster name and node id (join on instance, job)."
+	helpFloatingIP    = "1 when this node holds the floating IP, 0 when not; one series per configured address."
 )
 
 // DefaultSnapshotTimeout bounds how long one scrape waits for the Source.
@@ -96,6 +111,10 @@ type collector struct {
 
 	mu          sync.Mutex
 	lastVersion string
+	// lastCluster and lastNode are the last snapshot's, so that
+	// vigil_node_info, which alerts join on for the cluster label, is
+	// there when a snapshot fails too (vigil_scrape_error's alert).
+	lastCluster, lastNode string
 	// The takeover histograms are built from the node manager's
 	// last_takeover, observed once per new epoch: takeovers are far rarer
 	// than scrapes, so one can only be missed if two happen within one
@@ -121,6 +140,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	if err != nil {
 		e.gauge("vigil_scrape_error", helpScrapeError, 1)
 		e.gauge("vigil_build_info", helpBuildInfo, 1, "version", c.versionFor(nil))
+		if cluster, node := c.nodeInfo(nil); node != "" {
+			e.gauge("vigil_node_info", helpNodeInfo, 1, "cluster", cluster, "node", node)
+		}
 		return
 	}
 	e.gauge("vigil_scrape_error", helpScrapeError, 0)
@@ -144,6 +166,16 @@ func (c *collector) versionFor(st *supervisor.Status) string {
 		return bi.Main.Version
 	}
 	return "unknown"
+}
+
+// nodeInfo remembers st's cluster and node and returns the last ones seen.
+func (c *collector) nodeInfo(st *supervisor.Status) (cluster, node string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st != nil && st.Node != "" {
+		c.lastCluster, c.lastNode = st.Cluster, st.Node
+	}
+	return c.lastCluster, c.lastNode
 }
 
 func (c *collector) collectStatus(e *emitter, st *supervisor.Status) {
@@ -175,12 +207,15 @@ func (c *collector) collectStatus(e *emitter, st *supervisor.Status) {
 	for _, r := range roles {
 		e.gauge("vigil_role", "1 for this host's current role (active, standby, candidate, witness), 0 for the others; all 0 while unknown.", b2f(r == role), "role", r)
 	}
-	if st.Node != "" {
-		// Lets a dashboard name a scrape target by its node id
-		// (vigil_role * on(instance) group_left(node) vigil_node_info).
-		e.gauge("vigil_node_info", "Always 1; the labels are this host's cluster name and node id.", 1, "cluster", st.Cluster, "node", st.Node)
+	if cluster, node := c.nodeInfo(st); node != "" {
+		// The one series that carries the cluster: alerts and dashboards
+		// join on it (... * on(instance, job) group_left(cluster, node)
+		// vigil_node_info), so a cluster label is never renamed to
+		// exported_cluster where the scrape config sets its own.
+		e.gauge("vigil_node_info", helpNodeInfo, 1, "cluster", cluster, "node", node)
 	}
 	e.gauge("vigil_node_healthy", "1 when the supervisor considers this node healthy (critical processes up, health checks passing).", b2f(st.Healthy))
+	collectQuorum(e, st, nm != nil)
 	e.counter("vigil_fences_total", "Times the supervisor fenced a control-plane process whose heartbeat stopped.", float64(st.Supervisor.Fences))
 	e.counter("vigil_reloads_total", "Configuration reloads applied since the supervisor started.", float64(st.Supervisor.Reloads))
 	e.counter("vigil_orphans_reaped_total", "Orphaned processes the supervisor reaped as subreaper.", float64(st.Supervisor.Orphans))
@@ -190,6 +225,7 @@ func (c *collector) collectStatus(e *emitter, st *supervisor.Status) {
 	}
 	e.gauge("vigil_guarantees_not_in_force", "Resource guarantees this host could not apply (see vigil status).", float64(len(st.NotInForce)))
 
+	collectFloatingIPs(e, st.FloatingIPs, nm)
 	c.collectNodeManager(e, nm)
 	c.collectLocator(e, loc)
 	collectProcesses(e, groupApps, st.Processes)
@@ -222,9 +258,6 @@ func (c *collector) collectNodeManager(e *emitter, r *nodemanager.Report) {
 	e.histogram("vigil_takeover_announced_seconds", "Takeovers seen by this collector: decision to first announcement.", announced)
 
 	e.gauge("vigil_floating_ips_held", "Number of floating IPs this node holds.", float64(len(r.VIPs)))
-	for _, v := range r.VIPs {
-		e.gauge("vigil_floating_ip_held", "1 for each floating IP this node holds (absent = not held).", 1, "vip", v)
-	}
 	e.counter("vigil_garp_sent_total", "Gratuitous ARP packets sent for floating IPv4 addresses.", float64(r.GARPSent))
 	e.counter("vigil_na_sent_total", "Unsolicited neighbour advertisements sent for floating IPv6 addresses.", float64(r.NASent))
 	e.counter("vigil_ip_conflicts_total", "Times another host answered for a floating IP this node holds.", float64(r.Conflicts))
@@ -280,6 +313,72 @@ func (c *collector) collectLocator(e *emitter, r *locator.Report) {
 	e.gauge("vigil_control_mlocked", helpMlocked, b2f(r.Realtime.Mlocked), "process", "locator")
 }
 
+// collectFloatingIPs emits every configured floating IP with 0 or 1, so
+// that "held by no node" is a sum of zeros and not an absent series. The
+// vip label is the bare address and interface its interface: nodes of one
+// cluster may name their interfaces differently, and alerts sum by vip.
+// Without a node manager report nothing is known to be held (after a fence
+// the supervisor removes the addresses): all 0. An address held but no
+// longer configured (a reload removing it) is emitted with 1.
+func collectFloatingIPs(e *emitter, configured []supervisor.FloatingIP, nm *nodemanager.Report) {
+	type key struct{ addr, iface string }
+	held := map[key]bool{}
+	var order []key
+	if nm != nil {
+		for _, v := range nm.VIPs {
+			// vips_held entries are netfloat.VIP strings: prefix@interface.
+			prefix, iface, _ := strings.Cut(v, "@")
+			k := key{vipAddr(prefix), iface}
+			held[k] = true
+			order = append(order, k)
+		}
+	}
+	done := map[key]bool{}
+	for _, v := range configured {
+		k := key{vipAddr(v.Address), v.Interface}
+		e.gauge("vigil_floating_ip_held", helpFloatingIP, b2f(held[k]), "vip", k.addr, "interface", k.iface)
+		done[k] = true
+	}
+	for _, k := range order {
+		if !done[k] {
+			e.gauge("vigil_floating_ip_held", helpFloatingIP, 1, "vip", k.addr, "interface", k.iface)
+		}
+	}
+}
+
+// vipAddr is the address of a floating IP's CIDR (192.0.2.10/24 ->
+// 192.0.2.10), IPv4-mapped IPv6 unmapped as the node manager does; what
+// does not parse is kept as it is.
+func vipAddr(cidr string) string {
+	if p, err := netip.ParsePrefix(cidr); err == nil {
+		return p.Addr().Unmap().String()
+	}
+	if a, err := netip.ParseAddr(cidr); err == nil {
+		return a.Unmap().String()
+	}
+	return cidr
+}
+
+// collectQuorum exports status's quorum (this node's locators that answered
+// within a lease against the majority a lease needs). Absent without a
+// node manager report, as in vigil status.
+func collectQuorum(e *emitter, st *supervisor.Status, haveNM bool) {
+	q := st.Quorum
+	if q == nil && haveNM {
+		// A source that did not summarize (the supervisor always does).
+		cp := *st
+		cp.Summarize()
+		q = cp.Quorum
+	}
+	if q == nil {
+		return
+	}
+	e.gauge("vigil_quorum_ok", "1 when enough locators answered this node within the last lease to grant it one (quorum.ok in vigil status).", b2f(q.OK))
+	e.gauge("vigil_quorum_locators", "Locators this node checks in with.", float64(q.Locators))
+	e.gauge("vigil_quorum_locators_answered", "Locators that answered this node's check-ins within the last lease.", float64(q.Answered))
+	e.gauge("vigil_quorum_locators_needed", "Locators a lease needs (a majority; 1 of 2 with two_node).", float64(q.Needed))
+}
+
 func collectControl(e *emitter, proc string, degraded bool, episodes uint64, maxLateMS float64) {
 	e.gauge("vigil_control_degraded", "1 while the control-plane process was not scheduled for longer than control.sched_delay_warn within the last 10 s.", b2f(degraded), "process", proc)
 	e.counter("vigil_sched_late_episodes_total", "Episodes of the control-plane process not being scheduled in time (each logged once).", float64(episodes), "process", proc)
@@ -304,9 +403,11 @@ func collectTransport(e *emitter, proc string, recv, sent, sendErr uint64, dropp
 	e.counter("vigil_datagrams_received_total", "Protocol datagrams received.", float64(recv), "process", proc)
 	e.counter("vigil_datagrams_sent_total", "Protocol datagrams sent.", float64(sent), "process", proc)
 	e.counter("vigil_datagrams_send_errors_total", "Protocol datagrams the kernel refused to send.", float64(sendErr), "process", proc)
-	reasons := make([]string, 0, len(dropped))
+	reasons := slices.Clone(alwaysDropReasons)
 	for k := range dropped {
-		reasons = append(reasons, k)
+		if !slices.Contains(reasons, k) {
+			reasons = append(reasons, k)
+		}
 	}
 	slices.Sort(reasons)
 	for _, k := range reasons {
@@ -317,6 +418,9 @@ func collectTransport(e *emitter, proc string, recv, sent, sendErr uint64, dropp
 func collectProcesses(e *emitter, group string, ps []supervisor.ProcessStatus) {
 	for _, p := range ps {
 		e.gauge("vigil_process_up", "1 while the process (or, once it daemonized, its cgroup) is running.", b2f(p.State == supervisor.StateRunning), "process", p.Name, "group", group)
+		for _, s := range processStates {
+			e.gauge("vigil_process_state", "1 for the process's current state (running, backoff, exited, fatal, stopping, stopped).", b2f(s == p.State), "process", p.Name, "group", group, "state", string(s))
+		}
 		e.counter("vigil_process_restarts_total", "Times the supervisor restarted the process.", float64(p.Restarts), "process", p.Name, "group", group)
 		e.gauge("vigil_process_consecutive_failures", "Failures in a row; reset once the process stays up.", float64(p.FailureCount), "process", p.Name, "group", group)
 		h := p.Health
@@ -515,6 +619,12 @@ func Serve(ctx context.Context, listen string, c prometheus.Collector, log *slog
 }
 
 func serveOn(ctx context.Context, ln net.Listener, c prometheus.Collector, log *slog.Logger) error {
+	return serveWith(ctx, ln, c, log, defaultLimits)
+}
+
+// serveWith is serveOn with the connection limits given (tests shorten
+// them).
+func serveWith(ctx context.Context, ln net.Listener, c prometheus.Collector, log *slog.Logger, lim serverLimits) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -534,12 +644,13 @@ func serveOn(ctx context.Context, ln net.Listener, c prometheus.Collector, log *
 		fmt.Fprintln(w, "vigil: metrics at /metrics")
 	})
 	srv := &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 5 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		Handler:  mux,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	ll := newLimitListener(ln, lim.maxConns)
+	lim.apply(srv, ll)
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(ll) }()
 	log.Info("metrics listening", "event", "metrics_listen", "addr", addr)
 	select {
 	case err := <-errc:

@@ -125,6 +125,7 @@ type promResult struct {
 func expand(expr string) string {
 	return strings.NewReplacer(
 		"$instance", ".+",
+		"$cluster", ".+",
 		"$__rate_interval", "1m", // 4 scrape intervals, Grafana's default
 		"$__range", fmt.Sprintf("%ds", int((scenarioSteps-1)*scenarioStep/time.Second)),
 		"$__interval", fmt.Sprintf("%ds", int(scenarioStep/time.Second)),
@@ -312,8 +313,22 @@ func TestDashboardRender(t *testing.T) {
 	}
 	vips := byTitle("Floating IPs held", 0)
 	va, vb := seriesBy(t, vips, "192.0.2.10 on pbx-a:9720"), seriesBy(t, vips, "192.0.2.10 on pbx-b:9720")
-	if va[10] != 1 || !math.IsNaN(va[100]) || vb[100] != 1 || !math.IsNaN(vb[150]) {
+	// Every configured address on every node, 0 where not held.
+	if va[10] != 1 || va[100] != 0 || vb[100] != 1 || vb[150] != 0 {
 		t.Errorf("Floating IPs: a %v/%v, b %v/%v at steps 10/100 and 100/150", va[10], va[100], vb[100], vb[150])
+	}
+	holders := seriesBy(t, byTitle("Floating IP holders per cluster", 0), "192.0.2.10 in pbx")
+	if holders[10] != 1 || holders[80] != 0 || holders[100] != 1 || holders[150] != 1 {
+		t.Errorf("Floating IP holders per cluster: %v/%v/%v/%v at steps 10/80/100/150, want 1/0/1/1", holders[10], holders[80], holders[100], holders[150])
+	}
+	if h := seriesBy(t, byTitle("Node health", 0), "pbx-a:9720"); h[10] != 1 || h[81] != 0 || h[100] != 1 {
+		t.Errorf("Node health of a: %v/%v/%v at steps 10/81/100, want 1/0/1", h[10], h[81], h[100])
+	}
+	if q := seriesBy(t, byTitle("Quorum", 0), "pbx-b:9720"); q[10] != 1 || q[100] != 1 {
+		t.Errorf("Quorum of b: %v/%v at steps 10/100, want 1/1", q[10], q[100])
+	}
+	if up := seriesBy(t, byTitle("Processes up", 0), "nodemanager on pbx-a:9720"); up[10] != 1 || up[81] != 0 || up[100] != 1 {
+		t.Errorf("Processes up, a's node manager: %v/%v/%v at steps 10/81/100, want 1/0/1", up[10], up[81], up[100])
 	}
 
 	svg := renderDashboard(d, results)

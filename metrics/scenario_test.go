@@ -128,7 +128,8 @@ func (n *simNode) status(t *testing.T, now time.Time, other string) *supervisor.
 	t.Helper()
 	st := &supervisor.Status{
 		Version: "1.0.0", Cluster: "pbx", Node: n.id, Role: "node", Healthy: n.role != "",
-		Supervisor: supervisor.SupervisorState{StartedAt: scenarioStart().Add(-24 * time.Hour), RSSBytes: 14 << 20, Fences: n.fences},
+		Supervisor:  supervisor.SupervisorState{StartedAt: scenarioStart().Add(-24 * time.Hour), RSSBytes: 14 << 20, Fences: n.fences},
+		FloatingIPs: []supervisor.FloatingIP{{Address: "192.0.2.10/24", Interface: "eth0"}, {Address: "192.0.2.11/24", Interface: "eth0"}},
 	}
 	started := now.Add(-time.Hour)
 	for _, c := range []string{"locator", "nodemanager"} {
@@ -180,9 +181,10 @@ func (n *simNode) status(t *testing.T, now time.Time, other string) *supervisor.
 		HoldingToken: n.role == "active", TokenAgeMS: 5, RotationMS: n.rotation * 1e3, Healthy: true,
 		Peers: peers, VIPs: []string{}, Takeovers: n.takeovers, LastTakeover: n.last,
 		SchedLateEpisodes: n.episodes, SchedLate: h, GARPSent: n.announced,
+		LeaseMS: 200, Locators: []nodemanager.LocatorReport{{ID: "a", Seen: true, AgeMS: 20}, {ID: "b", Seen: true, AgeMS: 20}, {ID: "w", Seen: true, AgeMS: 25}},
 	}
 	if n.holdsVIPs {
-		nm.VIPs = []string{"192.0.2.10", "192.0.2.11"}
+		nm.VIPs = []string{"192.0.2.10/24@eth0", "192.0.2.11/24@eth0"}
 	}
 	if st.NodeManager, err = json.Marshal(nm); err != nil {
 		t.Fatal(err)

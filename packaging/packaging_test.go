@@ -209,6 +209,7 @@ var wantFiles = []string{
 	"/usr/share/doc/vigil/operations.md",
 	"/usr/share/doc/vigil/copyright",
 	"/usr/share/vigil/grafana/vigil-dashboard.json",
+	"/usr/share/vigil/prometheus/vigil-rules.yml",
 }
 
 func TestDeb(t *testing.T) {

@@ -45,6 +45,16 @@ type Status struct {
 	// manager report (a witness, or the first lease after a start).
 	Quorum   *Quorum   `json:"quorum,omitempty"`
 	Warnings []Warning `json:"warnings"`
+
+	// FloatingIPs are the configured floating IPs (vips:), held or not;
+	// none on a witness. The node manager's vips_held says which it holds.
+	FloatingIPs []FloatingIP `json:"floating_ips,omitempty"`
+}
+
+// FloatingIP is one configured floating IP, as in the configuration.
+type FloatingIP struct {
+	Address   string `json:"address"` // CIDR, e.g. 192.0.2.10/24
+	Interface string `json:"interface"`
 }
 
 // Quorum is this node's view of its locators: a lease needs Needed of

@@ -971,6 +971,9 @@ func (s *Supervisor) snapshot() Status {
 		Processes: make([]ProcessStatus, 0, len(s.procs)),
 	}
 	st.Supervisor.Fences = s.fences
+	for _, v := range s.cfg.VIPs {
+		st.FloatingIPs = append(st.FloatingIPs, FloatingIP{Address: v.Address, Interface: v.Interface})
+	}
 	st.Groups = s.groupStatus()
 	st.NotInForce = s.notInForce
 	for _, p := range s.ctrl {

@@ -162,4 +162,11 @@ func TestE2EMetricsDuringFailover(t *testing.T) {
 	if f, ok := value(last[from], "vigil_fences_total", nil); !ok || f < 1 {
 		t.Errorf("%s: vigil_fences_total = %v (present %v), want >= 1 after the stall", from, f, ok)
 	}
+	// Both nodes export the floating IP, the new active with 1 and the old
+	// one with 0: a series, not an absence, so "held by no node" can fire.
+	for id, want := range map[string]float64{to: 1, from: 0} {
+		if h, ok := value(last[id], "vigil_floating_ip_held", map[string]string{"vip": VIP, "interface": LinkName}); !ok || h != want {
+			t.Errorf("%s: vigil_floating_ip_held{vip=%q} = %v (present %v), want %v", id, VIP, h, ok, want)
+		}
+	}
 }
