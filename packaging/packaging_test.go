@@ -13,20 +13,14 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/vigil-project/vigil/internal/testtool"
 )
 
-// need returns the path of tool, skipping the test when it is missing, or
-// failing under CI, where scripts/install-deps.sh installs it.
+// need is testtool.Need.
 func need(t *testing.T, tool, pkg string) string {
 	t.Helper()
-	p, err := exec.LookPath(tool)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not installed (Debian package %s; scripts/install-deps.sh installs it)", tool, pkg)
-		}
-		t.Skipf("%s not installed (Debian package %s)", tool, pkg)
-	}
-	return p
+	return testtool.Need(t, tool, pkg)
 }
 
 func run(t *testing.T, dir string, env []string, name string, args ...string) string {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/vigil-project/vigil/config"
+	"github.com/vigil-project/vigil/internal/testtool"
 	"github.com/vigil-project/vigil/supervisor"
 )
 
@@ -265,18 +266,10 @@ func completionScript(t *testing.T, shell string) string {
 	return p
 }
 
-// need returns the path of tool, or skips (fails under CI, where
-// scripts/install-deps.sh installs it).
+// need is testtool.Need.
 func need(t *testing.T, tool, pkg string) string {
 	t.Helper()
-	p, err := exec.LookPath(tool)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not installed (Debian package %s; scripts/install-deps.sh installs it)", tool, pkg)
-		}
-		t.Skipf("%s not installed (Debian package %s)", tool, pkg)
-	}
-	return p
+	return testtool.Need(t, tool, pkg)
 }
 
 // The bash completion parses and completes commands, flags and arguments
