@@ -60,7 +60,7 @@ func runReload(args []string, stdout, stderr io.Writer) int {
 	case errors.Is(err, supervisor.ErrNotRunning) && localErr != nil:
 		// The socket came from the default because the file is broken;
 		// say what is wrong with it rather than only that nothing answers.
-		fmt.Fprintf(stderr, "vigil reload: %v\n", err)
+		fmt.Fprintf(stderr, "vigil reload: %s is not valid (so its control socket is unknown) and no daemon answers on the default %s; the file's errors:\n", *path, socket)
 		printConfigErrors(stderr, localErr)
 		return exitUsage
 	default:
