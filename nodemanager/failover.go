@@ -9,7 +9,8 @@ import (
 	"github.com/vigil-project/vigil/protocol"
 )
 
-// Reasons of the event=failover line: why this node claimed the role.
+// Reasons of the event=failover line: why this node claimed the role. The
+// protocol names the cause of every candidacy (protocol.ClaimCause).
 const (
 	// reasonTokenLost: the token stopped and the locators confirmed that no
 	// active renews its lease (the active died, stalled or was cut off).
@@ -20,9 +21,30 @@ const (
 	// reasonNoActive: the token said no node is active (the active gave
 	// the role up without handing it over, e.g. it lost its locators).
 	reasonNoActive = "no_active"
-	// reasonUnknown: none of the above was seen; should not happen.
+	// reasonLeaseLost: this node was the active, lost the role without
+	// handing it over (its lease ran out: renewals not answered in time,
+	// or its own timers late under load) and took it again; from names
+	// itself. In a one-node cluster, the only way the role is re-taken.
+	reasonLeaseLost = "lease_lost"
+	// reasonUnknown: a BecameActive without a candidacy; the protocol
+	// never does that.
 	reasonUnknown = "unknown"
 )
+
+// claimReason is the failover reason of a protocol cause.
+func claimReason(c protocol.ClaimCause) string {
+	switch c {
+	case protocol.CauseTokenLost:
+		return reasonTokenLost
+	case protocol.CauseHandover:
+		return reasonSwitchover
+	case protocol.CauseNoActive:
+		return reasonNoActive
+	case protocol.CauseLeaseLost:
+		return reasonLeaseLost
+	}
+	return reasonUnknown
+}
 
 // failoverTracker derives the event=failover line of a node that becomes
 // active: from whom, why, and how long from the decision to the floating
@@ -33,9 +55,6 @@ type failoverTracker struct {
 	// lastActive is the last node this node knew to be active (itself
 	// included), "" if it never knew one since it started.
 	lastActive string
-	// cause is what the input being processed says about a candidacy it
-	// may start; "" for local inputs (ticks, the supervisor, links).
-	cause string
 	// inputAt is when that input arrived: a claim is decided by the
 	// locators' grant, at the moment its datagram was received.
 	inputAt time.Duration
@@ -48,22 +67,10 @@ type failoverTracker struct {
 type candidacy struct{ from, reason string }
 
 // input notes a datagram about to be stepped into the protocol.
-func (f *failoverTracker) input(in transport.Inbound) {
-	f.inputAt = in.At
-	msg := in.Msg
-	switch {
-	case msg.Type == protocol.MsgTransfer && msg.Transfer.To == f.self,
-		msg.Type == protocol.MsgToken && msg.Token.Handover == f.self:
-		f.cause = reasonSwitchover
-	case msg.Type == protocol.MsgToken && msg.Token.Active == "":
-		f.cause = reasonNoActive
-	default:
-		f.cause = ""
-	}
-}
+func (f *failoverTracker) input(in transport.Inbound) { f.inputAt = in.At }
 
 // local notes an input that is not a datagram.
-func (f *failoverTracker) local(now time.Duration) { f.cause, f.inputAt = "", now }
+func (f *failoverTracker) local(now time.Duration) { f.inputAt = now }
 
 // observe records the active as the protocol knows it after an input.
 func (f *failoverTracker) observe(active string) {
@@ -72,19 +79,9 @@ func (f *failoverTracker) observe(active string) {
 	}
 }
 
-// becameCandidate starts a candidacy; tokenLost is the protocol's view at
-// that moment.
-func (f *failoverTracker) becameCandidate(tokenLost bool) {
-	reason := f.cause
-	switch {
-	case reason == reasonSwitchover:
-		// a handover is a handover even if the token was late meanwhile
-	case tokenLost:
-		reason = reasonTokenLost
-	case reason == "":
-		reason = reasonUnknown
-	}
-	f.pending = &candidacy{from: f.lastActive, reason: reason}
+// becameCandidate starts a candidacy for the protocol's cause.
+func (f *failoverTracker) becameCandidate(cause protocol.ClaimCause) {
+	f.pending = &candidacy{from: f.lastActive, reason: claimReason(cause)}
 }
 
 // decidedAt is when the input that made this node active arrived.

@@ -528,8 +528,8 @@ func (m *manager) onEvent(ev protocol.Event) {
 			m.fault("lost the active role: "+e.Reason, e.Epoch)
 		}
 	case protocol.BecameCandidate:
-		m.fo.becameCandidate(st.TokenLost)
-		m.log.Info("claiming the active role", "event", "role", "role", "candidate", "epoch", e.Epoch)
+		m.fo.becameCandidate(e.Cause)
+		m.log.Info("claiming the active role", "event", "role", "role", "candidate", "epoch", e.Epoch, "reason", claimReason(e.Cause))
 	case protocol.ClaimAbandoned:
 		m.log.Info("claim abandoned", "event", "claim_abandoned", "reason", e.Reason)
 	case protocol.TokenLost:

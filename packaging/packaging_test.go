@@ -80,7 +80,7 @@ func TestUnitDirectives(t *testing.T) {
 		"OOMPolicy":                "continue",
 		"LimitMEMLOCK":             "infinity",
 		"ExecStart":                "/usr/bin/vigil supervise -c /etc/vigil/vigil.yaml",
-		"ExecReload":               "/bin/kill -HUP $MAINPID",
+		"ExecReload":               "/usr/bin/vigil reload",
 		"ProtectSystem":            "full",
 		"ProtectHome":              "read-only",
 		"PrivateTmp":               "yes",

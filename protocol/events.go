@@ -64,8 +64,45 @@ type BecameStandby struct {
 // Handover says the role was given to another node, not lost.
 func (e BecameStandby) Handover() bool { return e.To != "" }
 
-// BecameCandidate: the node started claiming the active role.
-type BecameCandidate struct{ Epoch uint64 }
+// BecameCandidate: the node started claiming the active role, and why.
+type BecameCandidate struct {
+	Epoch uint64
+	Cause ClaimCause
+}
+
+// ClaimCause is why a node started claiming the active role. Every path
+// into Candidate names one, so that a takeover is always explained.
+type ClaimCause uint8
+
+const (
+	// CauseTokenLost: the token stopped and no quorum of locators holds a
+	// live lease for an active (the active died, stalled or was cut off).
+	CauseTokenLost ClaimCause = iota + 1
+	// CauseHandover: the active handed the role to this node.
+	CauseHandover
+	// CauseNoActive: the token names no active: another node gave the
+	// role up without handing it over.
+	CauseNoActive
+	// CauseLeaseLost: this node was the active of the token's epoch and
+	// lost the role without handing it over (its lease ran out: renewals
+	// unanswered in time, or its own timers late), and claims it again. In
+	// a one-node cluster this is the only way the role is ever re-taken.
+	CauseLeaseLost
+)
+
+func (c ClaimCause) String() string {
+	switch c {
+	case CauseTokenLost:
+		return "token_lost"
+	case CauseHandover:
+		return "handover"
+	case CauseNoActive:
+		return "no_active"
+	case CauseLeaseLost:
+		return "lease_lost"
+	}
+	return fmt.Sprintf("cause(%d)", uint8(c))
+}
 
 // ClaimAbandoned: a candidate went back to standby without the role (an
 // active is alive, maintenance, or it became ineligible).
@@ -89,7 +126,9 @@ func (e BecameActive) String() string {
 func (e BecameStandby) String() string {
 	return fmt.Sprintf("BecameStandby epoch=%d reason=%q", e.Epoch, e.Reason)
 }
-func (e BecameCandidate) String() string  { return fmt.Sprintf("BecameCandidate epoch=%d", e.Epoch) }
+func (e BecameCandidate) String() string {
+	return fmt.Sprintf("BecameCandidate epoch=%d cause=%s", e.Epoch, e.Cause)
+}
 func (e ClaimAbandoned) String() string   { return fmt.Sprintf("ClaimAbandoned reason=%q", e.Reason) }
 func (e LeaseExtended) String() string    { return fmt.Sprintf("LeaseExtended until=%v", e.Until) }
 func (e TokenLost) String() string        { return fmt.Sprintf("TokenLost age=%v", e.Age) }

@@ -122,6 +122,9 @@ type Node struct {
 	lastRecvTok time.Duration
 	rotation    time.Duration
 	lost        bool
+	// activeEpoch is the last epoch this node was active in: a token of
+	// that epoch naming no active is one this node dropped itself.
+	activeEpoch uint64
 	peers       []NodeHealth
 	peersAt     time.Duration
 	lastHeard   []time.Duration
@@ -306,7 +309,7 @@ func (n *Node) Step(now time.Duration, m Message) error {
 	case MsgTransfer:
 		if m.Transfer.To == n.self && m.Transfer.Epoch >= n.epoch && n.role == Standby && n.healthy && !n.maint {
 			n.active = ""
-			n.becomeCandidate(n.now)
+			n.becomeCandidate(n.now, CauseHandover)
 			n.transferUntil = n.now + n.cfg.TokenTimeout/2
 		}
 	case MsgSwitchover:
@@ -405,7 +408,7 @@ func (n *Node) timers() {
 	if n.holding && n.role == Standby && n.tok.Active == "" && n.mayClaimFromToken(n.tok) {
 		// We hold the token and it names no active (the active stepped
 		// down or handed over to us): claim.
-		n.becomeCandidate(now + time.Duration(n.idx)*n.cfg.TokenInterval/2)
+		n.becomeCandidate(now+time.Duration(n.idx)*n.cfg.TokenInterval/2, n.tokenCause(n.tok))
 	}
 	n.checkTokenLoss()
 	if n.role == Candidate && n.claim == nil && now >= n.nextClaim {
@@ -473,8 +476,19 @@ func (n *Node) onToken(t Token) {
 	case n.role == Candidate && t.Active != "" && t.Active != n.self:
 		n.abandonClaim(fmt.Sprintf("active %q alive", t.Active))
 	case n.role == Standby && t.Active == "" && n.mayClaimFromToken(t):
-		n.becomeCandidate(n.now)
+		n.becomeCandidate(n.now, n.tokenCause(t))
 	}
+}
+
+// tokenCause is why a standby claims from a token that names no active.
+func (n *Node) tokenCause(t Token) ClaimCause {
+	switch {
+	case t.Handover == n.self:
+		return CauseHandover
+	case n.activeEpoch != 0 && t.Epoch == n.activeEpoch:
+		return CauseLeaseLost
+	}
+	return CauseNoActive
 }
 
 func (n *Node) mayClaimFromToken(t Token) bool {
@@ -608,7 +622,7 @@ func (n *Node) declareLost() {
 		if n.eligible() && n.now >= n.blockUntil {
 			// Stagger by ring position so that nodes restarted together
 			// do not split the locators' votes.
-			n.becomeCandidate(n.now + time.Duration(n.idx)*n.cfg.TokenInterval/2)
+			n.becomeCandidate(n.now+time.Duration(n.idx)*n.cfg.TokenInterval/2, CauseTokenLost)
 		}
 	}
 }
@@ -677,6 +691,7 @@ func (n *Node) handover(to, reason string, planned bool) {
 func (n *Node) stepDown(reason, to string, planned bool) {
 	if n.role == Active {
 		n.events = append(n.events, BecameStandby{Epoch: n.epoch, Reason: reason, To: to, Planned: planned, LeaseUntil: n.leaseUntil})
+		n.activeEpoch = n.epoch
 	}
 	n.role = Standby
 	n.leaseUntil = 0
@@ -693,14 +708,14 @@ func (n *Node) stepDown(reason, to string, planned bool) {
 	}
 }
 
-func (n *Node) becomeCandidate(at time.Duration) {
+func (n *Node) becomeCandidate(at time.Duration, cause ClaimCause) {
 	if n.role != Standby {
 		return
 	}
 	n.role = Candidate
 	n.expectFree = 0
 	n.nextClaim = at
-	n.events = append(n.events, BecameCandidate{Epoch: n.nextEpoch()})
+	n.events = append(n.events, BecameCandidate{Epoch: n.nextEpoch(), Cause: cause})
 }
 
 func (n *Node) abandonClaim(reason string) {

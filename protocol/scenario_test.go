@@ -420,3 +420,43 @@ func (sc *scenario) expectLocator(f []string) {
 		}
 	}
 }
+
+// A one-node cluster whose active loses its lease (its only locator starved
+// past the lease, as a late timer would) re-claims the role from the token
+// it holds, on a tick, with no datagram to say why: that candidacy must
+// name its cause (issue 11: event=failover reason=unknown), and every
+// candidacy of every scenario names one.
+func TestOneNodeLeaseLapseNamesCause(t *testing.T) {
+	sc := &scenario{t: t, file: "inline"}
+	for _, l := range []string{
+		"cluster nodes=a locators=a",
+		"await one-active a within 500ms",
+		"mark",
+		"stall-locator a 1s",
+		"run 1500ms",
+		"await one-active a within 1s",
+		"expect events a BecameStandby=1 BecameActive=1",
+	} {
+		sc.do(strings.Fields(l))
+	}
+	var causes []ClaimCause
+	steppedDown := false
+	for _, l := range sc.w.log {
+		switch e := l.ev.(type) {
+		case BecameStandby:
+			steppedDown = true
+		case BecameCandidate:
+			if steppedDown {
+				causes = append(causes, e.Cause)
+			}
+		}
+	}
+	if len(causes) == 0 || causes[0] != CauseLeaseLost {
+		t.Errorf("re-claim after its own lease lapsed: causes %v, want %v first", causes, CauseLeaseLost)
+	}
+	for _, l := range sc.w.log {
+		if e, ok := l.ev.(BecameCandidate); ok && (e.Cause < CauseTokenLost || e.Cause > CauseLeaseLost) {
+			t.Errorf("%s at %v: candidacy without a cause: %v", l.host, l.at, e)
+		}
+	}
+}

@@ -1,21 +1,29 @@
 package supervisor
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/vigil-project/vigil/config"
 )
 
 // The control socket speaks one JSON request and one JSON response per
 // connection. Only root (or the daemon's own uid) may send every command;
 // members of runtime.control_group may ask for status (controlaccess.go).
+//
+// Every input is bounded, since a stuck or hostile client must cost the
+// daemon neither memory nor descriptors: a request is at most
+// MaxRequestBytes, it must arrive within RequestTimeout of the connection,
+// and at most MaxControlConns connections are served at once (the next one
+// is answered with an error and closed).
 
 // Request is a control-socket request.
 type Request struct {
@@ -28,10 +36,42 @@ type Response struct {
 	OK     bool    `json:"ok"`
 	Error  string  `json:"error,omitempty"`
 	Status *Status `json:"status,omitempty"`
+	// ConfigErrors: a reload refused because the file is invalid, one
+	// FILE:LINE:COL: KEY: MSG per problem; nothing was changed.
+	ConfigErrors []string `json:"config_errors,omitempty"`
+	// Reload: what an applied reload did.
+	Reload *ReloadResult `json:"reload,omitempty"`
+}
+
+// ReloadResult is what an applied reload did, process names by outcome.
+// The stops and starts it decided run on in the background.
+type ReloadResult struct {
+	Config    string   `json:"config"`
+	Added     []string `json:"added,omitempty"`
+	Changed   []string `json:"changed,omitempty"`
+	Removed   []string `json:"removed,omitempty"`
+	Unchanged []string `json:"unchanged,omitempty"`
+	// Deferred are changed settings a reload does not apply (they need a
+	// restart of vigil), as in the reload_deferred log line.
+	Deferred []string `json:"deferred,omitempty"`
 }
 
 // ErrNotRunning means nothing listens on the control socket.
 var ErrNotRunning = errors.New("supervisor: vigil is not running")
+
+// ErrInvalidConfig wraps why a reload refused the configuration file.
+var ErrInvalidConfig = errors.New("invalid configuration")
+
+// Bounds of the control socket. Requests are tiny JSON objects: a few
+// KiB is plenty. Sixteen connections at once is more than any operator or
+// scraper makes, and few enough that idle ones cannot exhaust descriptors.
+const (
+	MaxRequestBytes = 4 << 10
+	MaxControlConns = 16
+	// RequestTimeout: a connection that has not sent its whole request by
+	// then is answered with an error and closed.
+	RequestTimeout = 5 * time.Second
+)
 
 // loopTimeout bounds how long a request waits for the main loop; a loop that
 // does not answer is itself news worth reporting.
@@ -71,18 +111,53 @@ func (s *Supervisor) listenControl() (*net.UnixListener, error) {
 }
 
 func (s *Supervisor) serveControl(l *net.UnixListener, acc controlAccess) {
+	slots := make(chan struct{}, MaxControlConns)
 	for {
 		c, err := l.AcceptUnix()
 		if err != nil {
 			return // closed at shutdown
 		}
-		go s.handleControl(c, acc)
+		select {
+		case slots <- struct{}{}:
+			go func() {
+				defer func() { <-slots }()
+				s.handleControl(c, acc)
+			}()
+		default:
+			// Answered right here: a fresh connection's send buffer is
+			// empty, so this small write does not block the accept loop.
+			_ = c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+			_ = json.NewEncoder(c).Encode(Response{Error: fmt.Sprintf("too many control connections (%d open); try again", MaxControlConns)})
+			c.Close()
+		}
 	}
+}
+
+// errRequestTooLarge is what a request over MaxRequestBytes is refused with.
+var errRequestTooLarge = fmt.Errorf("request larger than %d bytes", MaxRequestBytes)
+
+// limitedReader reads at most n bytes, then fails with errRequestTooLarge
+// (io.LimitReader would say EOF, which reads as a truncated request).
+type limitedReader struct {
+	r io.Reader
+	n int64
+}
+
+func (l *limitedReader) Read(p []byte) (int, error) {
+	if l.n <= 0 {
+		return 0, errRequestTooLarge
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	l.n -= int64(n)
+	return n, err
 }
 
 func (s *Supervisor) handleControl(c *net.UnixConn, acc controlAccess) {
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	_ = c.SetDeadline(time.Now().Add(RequestTimeout))
 	enc := json.NewEncoder(c)
 	peer, err := acc.check(c)
 	if err != nil {
@@ -90,7 +165,14 @@ func (s *Supervisor) handleControl(c *net.UnixConn, acc controlAccess) {
 		return
 	}
 	var req Request
-	if err := json.NewDecoder(bufio.NewReader(c)).Decode(&req); err != nil {
+	if err := json.NewDecoder(&limitedReader{r: c, n: MaxRequestBytes}).Decode(&req); err != nil {
+		switch {
+		case errors.Is(err, errRequestTooLarge):
+			err = errRequestTooLarge
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			err = fmt.Errorf("no complete request within %v", RequestTimeout)
+		}
+		_ = c.SetWriteDeadline(time.Now().Add(time.Second))
 		_ = enc.Encode(Response{Error: "bad request: " + err.Error()})
 		return
 	}
@@ -98,6 +180,9 @@ func (s *Supervisor) handleControl(c *net.UnixConn, acc controlAccess) {
 		_ = enc.Encode(Response{Error: err.Error()})
 		return
 	}
+	// The request is in: the answer may take as long as the slowest
+	// command (a switchover through the locators).
+	_ = c.SetDeadline(time.Now().Add(loopTimeout + commandTimeout + time.Second))
 	resp := make(chan Response, 1)
 	var fn func()
 	switch req.Cmd {
@@ -113,11 +198,12 @@ func (s *Supervisor) handleControl(c *net.UnixConn, acc controlAccess) {
 		}
 	case "reload":
 		fn = func() {
-			if err := s.reload(); err != nil {
-				resp <- Response{Error: err.Error()}
+			res, err := s.reload()
+			if err != nil {
+				resp <- reloadRefused(err)
 				return
 			}
-			resp <- Response{OK: true}
+			resp <- Response{OK: true, Reload: res}
 		}
 	case "switchover", "maintenance":
 		// Forwarded to the node manager; its answer arrives later, so the
@@ -161,6 +247,33 @@ func (s *Supervisor) handleControl(c *net.UnixConn, acc controlAccess) {
 	case <-time.After(loopTimeout):
 		_ = enc.Encode(Response{Error: "supervisor main loop is not responding"})
 	}
+}
+
+// invalidConfigError is a reload refused because of the file.
+type invalidConfigError struct{ err error }
+
+func (e *invalidConfigError) Error() string   { return "invalid configuration: " + e.err.Error() }
+func (e *invalidConfigError) Unwrap() []error { return []error{ErrInvalidConfig, e.err} }
+
+// reloadRefused is the answer to a reload that changed nothing: with the
+// configuration's errors one per entry when the file was at fault.
+func reloadRefused(err error) Response {
+	r := Response{Error: "reload refused: " + err.Error()}
+	var inv *invalidConfigError
+	if !errors.As(err, &inv) {
+		return r
+	}
+	var errs config.Errors
+	if errors.As(inv.err, &errs) {
+		for _, e := range errs {
+			r.ConfigErrors = append(r.ConfigErrors, e.Error())
+		}
+		r.Error = fmt.Sprintf("reload refused: the configuration has %d error(s); nothing changed", len(errs))
+		return r
+	}
+	// Unreadable (missing, permissions): as invalid as a bad key.
+	r.ConfigErrors = []string{inv.err.Error()}
+	return r
 }
 
 // Call sends one request to the daemon listening on path.

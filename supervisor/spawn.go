@@ -47,6 +47,9 @@ type ExecSpec struct {
 	// inherit the supervisor's -1000 and become the one thing the OOM
 	// killer can never pick.
 	OOMScoreAdj *int `json:"oom_score_adj,omitempty"`
+	// StopSignal is the process's stop signal: the one stray signal that
+	// must still end the shim before it execs (see catchShimSignals).
+	StopSignal int `json:"stop_signal,omitempty"`
 }
 
 var rlimitResources = map[string]int{
@@ -77,7 +80,7 @@ func buildSpec(p *config.Process) (*ExecSpec, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &ExecSpec{Path: path, Argv: p.Command, Rlimits: p.Rlimits}
+	s := &ExecSpec{Path: path, Argv: p.Command, Rlimits: p.Rlimits, StopSignal: int(signalNumber(p.StopSignal))}
 	if p.User != "" {
 		u, err := user.Lookup(p.User)
 		if err != nil {
@@ -149,6 +152,9 @@ func RunShim() error {
 	if err := json.Unmarshal([]byte(raw), &s); err != nil {
 		return fmt.Errorf("decode exec spec: %w", err)
 	}
+	// `kill -HUP $(pidof vigil)` reaches a shim too: it must not cost the
+	// application its start.
+	catchShimSignals(syscall.Signal(s.StopSignal))
 	if s.Barrier {
 		b := os.NewFile(barrierFD, "barrier")
 		var one [1]byte

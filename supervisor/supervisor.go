@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"reflect"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -158,6 +159,11 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
+	// SIGHUP reloads; every other signal an operator may send to "vigil"
+	// processes is logged and dropped (signals.go).
+	strayCtx, stopStray := context.WithCancel(context.Background())
+	defer stopStray()
+	CatchStraySignals(syscall.SIGHUP).Serve(strayCtx, s.log, os.Stderr)
 
 	if err := s.setupCgroups(); err != nil {
 		return err
@@ -205,7 +211,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		case sig := <-sigs:
 			switch sig {
 			case syscall.SIGHUP:
-				_ = s.reload()
+				_, _ = s.reload()
 			default:
 				s.beginShutdown(sig.String(), done)
 			}
@@ -611,7 +617,7 @@ func (s *Supervisor) deleteGroup(p *proc) {
 // Reload re-reads the config file and applies it in place: removed processes
 // stop, added ones start, changed ones restart, unchanged ones keep running
 // (a FATAL one is given a fresh start). An invalid file changes nothing.
-func (s *Supervisor) reload() error {
+func (s *Supervisor) reload() (*ReloadResult, error) {
 	cfg, err := config.Load(s.opts.ConfigPath)
 	if err != nil {
 		var errs config.Errors
@@ -622,10 +628,10 @@ func (s *Supervisor) reload() error {
 		} else {
 			s.log.Error("reload refused", "event", "reload_refused", "err", err)
 		}
-		return err
+		return nil, &invalidConfigError{err}
 	}
 	if s.stopping {
-		return errors.New("supervisor is stopping")
+		return nil, errors.New("supervisor is stopping")
 	}
 	s.reloads++
 	old := make(map[string]*proc, len(s.procs))
@@ -669,7 +675,8 @@ func (s *Supervisor) reload() error {
 		s.stop(p, "reload: removed", func() { s.deleteGroup(pp) })
 	}
 	s.procs = next
-	if keys := restartOnlyKeys(s.cfg, cfg); len(keys) > 0 {
+	keys := restartOnlyKeys(s.cfg, cfg)
+	if len(keys) > 0 {
 		// Restarting the locator or node manager here would move the
 		// active role because of a reload; every host must agree on the
 		// cluster anyway. The supervisor keeps what is in force (status
@@ -695,7 +702,8 @@ func (s *Supervisor) reload() error {
 	s.applyGroupResources()
 	s.updateHealth()
 	s.log.Info("config reloaded", "event", "reload", "added", strings.Join(added, ","), "changed", strings.Join(changed, ","), "removed", strings.Join(removed, ","), "unchanged", strings.Join(kept, ","))
-	return nil
+	slices.Sort(removed) // from a map
+	return &ReloadResult{Config: s.opts.ConfigPath, Added: added, Changed: changed, Removed: removed, Unchanged: kept, Deferred: keys}, nil
 }
 
 // restartProcess is `vigil restart NAME`: stop (if running) and start again,

@@ -29,6 +29,10 @@ func runNodeManager(args []string, stdout, stderr io.Writer) int {
 }
 
 func runControlPlane(name string, args []string, stderr io.Writer, run func(context.Context, *config.Config, *slog.Logger) error) int {
+	// First thing: a `kill -HUP $(pidof vigil)` (or USR1, QUIT, a Ctrl-Z...)
+	// must never stop a control-plane process, which on the active would
+	// drop the role. Reload is the supervisor's job.
+	stray := supervisor.CatchStraySignals()
 	fs := newFlags(name, stderr)
 	path := fs.String("c", defaultConfig, "configuration `FILE`")
 	fs.StringVar(path, "config", defaultConfig, "configuration `FILE`")
@@ -47,6 +51,9 @@ func runControlPlane(name string, args []string, stderr io.Writer, run func(cont
 	log := newLogger(stderr, cfg.Log).With("component", name)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// Not ctx: after SIGTERM the active node manager still hands over
+	// for up to a token timeout, and a stray signal must not cut that short.
+	stray.Serve(context.Background(), log, stderr)
 	if err := run(ctx, cfg, log); err != nil {
 		log.Error(name+" failed", "event", "fatal_error", "err", err)
 		return exitFailure
