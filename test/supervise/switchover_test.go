@@ -52,9 +52,15 @@ func TestSwitchoverAndMaintenance(t *testing.T) {
 	if got := c.waitActive(10*time.Second, first); got != second {
 		t.Fatalf("maintenance on the active: active is %s", got)
 	}
-	c.waitFor("the node reports maintenance", func() bool {
+	// ... and has seen the new active's epoch: `vigil switchover` below
+	// compares against this node's view, and a view still in the old
+	// epoch would take the maintenance handover, landing meanwhile, for
+	// the switchover's own.
+	c.waitFor("the node reports maintenance and sees the new active's epoch", func() bool {
 		r, ok := c.report(first)
-		return ok && r.Maintenance && r.Role == "standby"
+		s, ok2 := c.report(second)
+		return ok && ok2 && r.Maintenance && r.Role == "standby" && r.Active == second &&
+			s.Role == "active" && r.Epoch == s.Epoch
 	})
 	// Asked of the node in maintenance, the request goes to the active,
 	// which has no standby to hand over to and drops it: the command says
