@@ -1,7 +1,7 @@
 // Package systemdvm runs scripts/vm-systemd-test.sh (make test-vm) from go
 // test when VIGIL_VM_TESTS=1: the .deb under a real systemd in a qemu VM.
-// It is not part of the default run: a run takes about 4 minutes with a warm
-// cache on an idle 2-core host (8 under load, plus 1-4 for the first
+// It is not part of `go test ./...` (CI runs it as make test-vm): a run takes
+// about 5 minutes with a warm cache on a 2-core host (plus 1-4 for the first
 // debootstrap), see README.md.
 package systemdvm
 
@@ -15,7 +15,7 @@ import (
 
 func TestPackageUnderSystemd(t *testing.T) {
 	if os.Getenv("VIGIL_VM_TESTS") != "1" {
-		t.Skip("set VIGIL_VM_TESTS=1 to boot the qemu VM (make test-vm), about 4-8 minutes")
+		t.Skip("set VIGIL_VM_TESTS=1 to boot the qemu VM (make test-vm), about 5 minutes")
 	}
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: debootstrap and a root-owned image")
