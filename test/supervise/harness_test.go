@@ -385,3 +385,7 @@ func freePort(t *testing.T) int {
 // an emulated VM must not turn scheduling noise into fences and failovers.
 // The product's defaults are measured by the benchmarks, not asserted here.
 const testTiming = "  timing: {token_interval: 30ms, token_timeout: 400ms, lease: 600ms, drift_margin: 50ms}\n"
+
+// testTokenTimeout is testTiming's token_timeout: a host not scheduled for
+// this long may rightly lose the token, and with it the role.
+const testTokenTimeout = 400 * time.Millisecond

@@ -2,6 +2,8 @@ package supervise
 
 import (
 	"encoding/json"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -60,9 +62,10 @@ func TestStopHandsOverTheVIP(t *testing.T) {
 		if !strings.Contains(stopLine, `"handed_over":true`) {
 			t.Errorf("run %d: the node manager did not say it handed over: %s", i, stopLine)
 		}
+		marks := c.logMarks()
 		d.start()
-		holder = c.waitVIPStandbyReady(holder)
-		if holder != other {
+		holder = c.waitVIPStandbyReady("")
+		if holder != other && !c.stalledSince(marks) {
 			t.Fatalf("run %d: the VIP moved back to %s after its vigil restarted", i, holder)
 		}
 	}
@@ -78,6 +81,7 @@ func TestStopRestartNodeManagerHandsOver(t *testing.T) {
 		other := map[string]string{"a": "b", "b": "a"}[holder]
 		d := c.nodes[holder]
 		gp := c.gapProbe(holder, other)
+		marks := c.logMarks()
 		out, code := d.vigil("restart", "--socket", d.socket, "nodemanager")
 		if code != 0 {
 			t.Fatalf("vigil restart nodemanager: %d %s", code, out)
@@ -90,14 +94,47 @@ func TestStopRestartNodeManagerHandsOver(t *testing.T) {
 		if gap >= maxStopGap {
 			t.Errorf("run %d: restarting the active's node manager left the VIP without a holder for %v (want < %v)\n%s", i, gap, maxStopGap, d.log.String())
 		}
-		holder = c.waitVIPStandbyReady(holder)
-		if holder != other {
+		holder = c.waitVIPStandbyReady("")
+		if holder != other && !c.stalledSince(marks) {
 			t.Fatalf("run %d: the VIP moved back to %s after its node manager restarted", i, holder)
 		}
 	}
 	for _, id := range []string{"a", "b", "w"} {
 		c.nodes[id].stop(20 * time.Second)
 	}
+}
+
+// logMarks notes how far each host's log has got.
+func (c *vipCluster) logMarks() map[string]int {
+	m := map[string]int{}
+	for id, d := range c.nodes {
+		m[id] = len(d.log.String())
+	}
+	return m
+}
+
+// stalledSince says whether, since marks, a host logged what only a stall
+// of the machine past the lease explains (a fence of a silent node
+// manager, or a timer late by more than the token timeout): then the role may
+// rightly move, even back to the host just restarted. It is logged, so a
+// run on a loaded machine shows why the move-back check was waived.
+func (c *vipCluster) stalledSince(marks map[string]int) bool {
+	c.t.Helper()
+	late := regexp.MustCompile(`"event":"late_timer","late_ms":(\d+)`)
+	for id, d := range c.nodes {
+		log := d.log.String()[marks[id]:]
+		if l := lastLine(log, `"event":"fence"`); l != "" {
+			c.t.Logf("%s was fenced (the machine stalled), so the role may move: %s", id, l)
+			return true
+		}
+		for _, m := range late.FindAllStringSubmatch(log, -1) {
+			if ms, _ := strconv.Atoi(m[1]); time.Duration(ms)*time.Millisecond >= testTokenTimeout {
+				c.t.Logf("%s was not scheduled for %d ms, over the token timeout: the role may move", id, ms)
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // lastLine is the last log line that contains s.
