@@ -23,6 +23,9 @@ func claimMsg(from string, epoch uint64, round uint64) Message {
 // ask sends one claim and returns the Ack and whether state had to be persisted.
 func ask(t *testing.T, l *Locator, now time.Duration, m Message) (Ack, bool) {
 	t.Helper()
+	if m.ToIncarnation == 0 {
+		m.ToIncarnation = l.st.Incarnation // the node has heard from this locator
+	}
 	if err := l.Step(now, m); err != nil {
 		t.Fatal(err)
 	}
@@ -105,13 +108,13 @@ func TestLocatorProbeAndRelease(t *testing.T) {
 		t.Fatalf("probe: %+v", a)
 	}
 	// A release by someone else, or of another epoch, changes nothing.
-	_ = l.Step(30*ms, Message{Type: MsgRelease, From: "b", ClusterID: ClusterID("t"), Release: Release{Epoch: 1}})
-	_ = l.Step(30*ms, Message{Type: MsgRelease, From: "a", ClusterID: ClusterID("t"), Release: Release{Epoch: 7}})
+	_ = l.Step(30*ms, Message{Type: MsgRelease, From: "b", ClusterID: ClusterID("t"), ToIncarnation: l.st.Incarnation, Release: Release{Epoch: 1}})
+	_ = l.Step(30*ms, Message{Type: MsgRelease, From: "a", ClusterID: ClusterID("t"), ToIncarnation: l.st.Incarnation, Release: Release{Epoch: 7}})
 	if a, _ = ask(t, l, 40*ms, claimMsg("b", 2, 3)); a.Granted {
 		t.Fatalf("granted during a lease: %+v", a)
 	}
 	// The holder releases: the next claim is granted at once.
-	if err := l.Step(50*ms, Message{Type: MsgRelease, From: "a", ClusterID: ClusterID("t"), Release: Release{Epoch: 1}}); err != nil {
+	if err := l.Step(50*ms, Message{Type: MsgRelease, From: "a", ClusterID: ClusterID("t"), ToIncarnation: l.st.Incarnation, Release: Release{Epoch: 1}}); err != nil {
 		t.Fatal(err)
 	}
 	if a, _ = ask(t, l, 51*ms, claimMsg("b", 2, 4)); !a.Granted || a.Holder != "b" {

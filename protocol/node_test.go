@@ -55,7 +55,7 @@ func (h *nodeHarness) tick(d time.Duration) Ready {
 func (h *nodeHarness) ack(loc string, round uint64, granted bool, epoch uint64, holder string, grantIn time.Duration) Ready {
 	h.t.Helper()
 	h.seq++
-	err := h.n.Step(h.now, Message{Type: MsgAck, From: loc, ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq,
+	err := h.n.Step(h.now, Message{Type: MsgAck, From: loc, ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq, ToIncarnation: h.n.st.Incarnation,
 		Ack: Ack{Round: round, Granted: granted, Epoch: epoch, Holder: holder, GrantIn: grantIn}})
 	if err != nil {
 		h.t.Fatal(err)
@@ -213,7 +213,7 @@ func TestNodeLateStandbyRechecks(t *testing.T) {
 	h.ready()
 	for i := 0; i < 5; i++ {
 		h.seq++
-		err := h.n.Step(h.now, Message{Type: MsgToken, From: "a", ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq,
+		err := h.n.Step(h.now, Message{Type: MsgToken, From: "a", ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq, ToIncarnation: h.n.st.Incarnation,
 			Token: Token{Epoch: 3, Seq: uint64(2*i + 1), Active: "a", Nodes: []NodeHealth{{ID: "a", Healthy: true, InRing: true}, {ID: "b", InRing: true}}}})
 		if err != nil {
 			t.Fatal(err)
@@ -252,7 +252,7 @@ func TestNodeStandsDownOnNewerEpoch(t *testing.T) {
 	h.ready()
 	h.becomeActive(time.Millisecond)
 	h.seq++
-	if err := h.n.Step(h.now, Message{Type: MsgToken, From: "b", ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq,
+	if err := h.n.Step(h.now, Message{Type: MsgToken, From: "b", ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq, ToIncarnation: h.n.st.Incarnation,
 		Token: Token{Epoch: 9, Seq: 1, Active: "b"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +274,7 @@ func TestNodeSwitchoverIsAHandover(t *testing.T) {
 	h.ready()
 	h.becomeActive(time.Millisecond)
 	h.seq++
-	if err := h.n.Step(h.now, Message{Type: MsgToken, From: "b", ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq,
+	if err := h.n.Step(h.now, Message{Type: MsgToken, From: "b", ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq, ToIncarnation: h.n.st.Incarnation,
 		Token: Token{Epoch: h.n.Status().Epoch, Seq: 5, Active: "a",
 			Nodes: []NodeHealth{{ID: "a", Healthy: true, InRing: true}, {ID: "b", Healthy: true, InRing: true}}}}); err != nil {
 		t.Fatal(err)
@@ -329,7 +329,7 @@ func TestNodeSwitchoverToUnfitNodeRefused(t *testing.T) {
 		h.ready()
 		h.becomeActive(time.Millisecond)
 		h.seq++
-		if err := h.n.Step(h.now, Message{Type: MsgToken, From: "b", ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq,
+		if err := h.n.Step(h.now, Message{Type: MsgToken, From: "b", ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq, ToIncarnation: h.n.st.Incarnation,
 			Token: Token{Epoch: h.n.Status().Epoch, Seq: 5, Active: "a",
 				Nodes: []NodeHealth{{ID: "a", Healthy: true, InRing: true}, c.b}}}); err != nil {
 			t.Fatal(err)
@@ -348,7 +348,7 @@ func TestNodeSwitchoverToUnfitNodeRefused(t *testing.T) {
 func TestNodeStepRejects(t *testing.T) {
 	h := newHarness(t, "a", NodeState{})
 	h.ready()
-	base := Message{Type: MsgToken, From: "b", ClusterID: ClusterID("t"), Incarnation: 1, Seq: 1}
+	base := Message{Type: MsgToken, From: "b", ClusterID: ClusterID("t"), Incarnation: 1, Seq: 1, ToIncarnation: h.n.st.Incarnation}
 	for name, c := range map[string]struct {
 		mut  func(*Message)
 		want error
@@ -392,7 +392,7 @@ func TestNodeHandoverPlannedOnlyWhenAsked(t *testing.T) {
 		h.ready()
 		h.becomeActive(time.Millisecond)
 		h.seq++
-		if err := h.n.Step(h.now, Message{Type: MsgToken, From: "b", ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq,
+		if err := h.n.Step(h.now, Message{Type: MsgToken, From: "b", ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq, ToIncarnation: h.n.st.Incarnation,
 			Token: Token{Epoch: h.n.Status().Epoch, Seq: 5, Active: "a",
 				Nodes: []NodeHealth{{ID: "a", Healthy: true, InRing: true}, {ID: "b", Healthy: true, InRing: true}}}}); err != nil {
 			t.Fatal(err)
