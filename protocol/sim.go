@@ -219,7 +219,7 @@ func Simulate(opt SimOptions) SimResult {
 		end = w.healAt + w.res.Bound + 300*time.Millisecond
 	}
 	if adversary {
-		w.replayFrom(500*time.Millisecond+time.Duration(rng.Int64N(int64(500*time.Millisecond))), end, 0)
+		w.replayFrom(500*time.Millisecond+time.Duration(rng.Int64N(int64(500*time.Millisecond))), end)
 	}
 	w.runUntil(end)
 	w.finish()
@@ -232,25 +232,11 @@ func Simulate(opt SimOptions) SimResult {
 // among the last 64 datagrams sent (inside the receivers' replay windows,
 // so only the destination check stops a cross-destination replay), half
 // among everything recorded (earlier incarnations, for restarted
-// receivers). With n > 0, exactly n datagrams are replayed, all to every
-// host (scenario tests).
-func (w *simWorld) replayFrom(from, end time.Duration, n int) {
+// receivers).
+func (w *simWorld) replayFrom(from, end time.Duration) {
 	var next func()
-	left := n
 	next = func() {
 		if w.now > end || len(w.captured) == 0 {
-			return
-		}
-		if n > 0 {
-			// Scripted: the oldest not yet replayed, to every host.
-			b := w.captured[(n-left)%len(w.captured)]
-			for to := range w.hosts {
-				w.res.Replayed++
-				w.deliver(to, b)
-			}
-			if left--; left > 0 {
-				w.at(w.now+w.cfg.Lease/2, next)
-			}
 			return
 		}
 		var b []byte
@@ -266,6 +252,21 @@ func (w *simWorld) replayFrom(from, end time.Duration, n int) {
 		w.at(w.now+time.Millisecond+time.Duration(w.rng.Int64N(int64(14*time.Millisecond))), next)
 	}
 	w.at(from, next)
+}
+
+// replayScripted re-delivers the last n datagrams recorded so far, oldest
+// first, one every `every`, each to every host (scenario tests).
+func (w *simWorld) replayScripted(n int, every time.Duration) {
+	set := w.captured[len(w.captured)-min(n, len(w.captured)):]
+	for k, b := range set {
+		w.at(w.now+time.Duration(k)*every, func() {
+			w.tracef(nil, "REPLAY %s datagram to every host", MsgType(b[3]))
+			for to := range w.hosts {
+				w.res.Replayed++
+				w.deliver(to, b)
+			}
+		})
+	}
 }
 
 // newWorld builds the hosts of cfg and starts every process at time 0.
