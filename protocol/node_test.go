@@ -410,3 +410,35 @@ func TestNodeHandoverPlannedOnlyWhenAsked(t *testing.T) {
 		}
 	}
 }
+
+// A restarted node acts on nothing addressed to an earlier incarnation of
+// it: a token or transfer sent before the restart (replayed) changes
+// nothing; the node answers with one join so the sender learns this
+// incarnation, and acts once it is addressed correctly.
+func TestRestartedNodeActsOnNothingSentBefore(t *testing.T) {
+	h := newHarness(t, "a", NodeState{Incarnation: 2})
+	h.ready()
+	old := Message{Type: MsgTransfer, From: "b", ClusterID: ClusterID("t"), Incarnation: 7, Seq: 1, To: "a", ToIncarnation: 2,
+		Transfer: Transfer{Epoch: 4, To: "a"}}
+	if err := h.n.Step(h.now, old); !errors.Is(err, ErrStale) {
+		t.Fatalf("transfer to incarnation 2: %v", err)
+	}
+	rd := h.ready()
+	if h.n.Role() != Standby || len(rd.Events) != 0 {
+		t.Fatalf("acted on a stale transfer: role %s, events %v", h.n.Role(), rd.Events)
+	}
+	if len(rd.Messages) != 1 || rd.Messages[0].Msg.Type != MsgJoin || rd.Messages[0].Msg.ToIncarnation != 7 {
+		t.Fatalf("want one join to b's incarnation 7, got %+v", rd.Messages)
+	}
+	old.Seq, old.Type, old.Token = 2, MsgToken, Token{Epoch: 9, Seq: 1, Active: "b"}
+	if err := h.n.Step(h.now, old); !errors.Is(err, ErrStale) || h.n.Status().Active != "" || h.n.Status().Stale != 2 {
+		t.Fatalf("stale token: %v, %+v", err, h.n.Status())
+	}
+	if rd := h.ready(); len(rd.Messages) != 0 {
+		t.Fatalf("more than one join per token interval: %+v", rd.Messages)
+	}
+	old.Seq, old.ToIncarnation = 3, 3
+	if err := h.n.Step(h.now, old); err != nil || h.n.Status().Active != "b" {
+		t.Fatalf("fresh token: %v, %+v", err, h.n.Status())
+	}
+}
