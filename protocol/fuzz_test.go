@@ -108,7 +108,10 @@ func FuzzNodeStep(f *testing.F) {
 			default:
 				seq++
 				m := Message{Type: MsgType(next()%8 + 0), From: peers[int(next())%len(peers)], ClusterID: ClusterID("t"),
-					Epoch: uint64(next() % 8), Incarnation: 1, Seq: seq}
+					Epoch: uint64(next() % 8), Incarnation: 1, Seq: seq, ToIncarnation: n.st.Incarnation}
+				if next()%8 == 0 {
+					m.ToIncarnation = uint64(next() % 4) // sent to another incarnation of this node
+				}
 				var round uint64
 				if len(rounds) > 0 {
 					round = rounds[int(next())%len(rounds)]

@@ -49,7 +49,15 @@ type LocatorStatus struct {
 	LeaseValid  bool
 	GrantIn     time.Duration // until another holder could be granted
 	Quarantined bool          // restarted less than Lease+DriftMargin ago
-	Nodes       []NodeCheckIn
+	// Stale counts authentic datagrams addressed to another incarnation of
+	// this locator (sent before it started, or replayed): answered, never
+	// acted on.
+	Stale uint64
+	// StaleRenewals counts renewals by the holder that were not newer than
+	// the last one accepted from it (a late or replayed datagram): refused,
+	// the lease is not extended.
+	StaleRenewals uint64
+	Nodes         []NodeCheckIn
 }
 
 // Locator records check-ins and grants the active role for one host. It is
@@ -65,13 +73,19 @@ type LocatorStatus struct {
 //     passed AND Lease+DriftMargin have passed since this locator started.
 //
 // A granted lease is recorded as now+Lease, where now is the receive time.
+// A claim or renewal by the holder must be newer (incarnation, sequence)
+// than the last one accepted from it, or it is refused and extends nothing:
+// a late or replayed renewal never stretches the lease. A check-in stamped
+// for another incarnation of this locator (Message.ToIncarnation) is
+// answered with a refusal, so the node learns this incarnation, and is
+// otherwise ignored (ErrStale).
 type Locator struct {
 	cfg        Config
 	self       string
 	clusterID  uint64
 	st         LocatorState
 	dirty      bool
-	seq        uint64
+	seq        []uint64 // per node: sequence of what we sent it
 	now        time.Duration
 	startedAt  time.Duration
 	leaseUntil time.Duration // holder's lease, locator clock; valid only if hasLease
@@ -80,6 +94,10 @@ type Locator struct {
 	quarantine bool // a holder was persisted: its lease may still run after our restart
 	nodes      []NodeCheckIn
 	msgs       []Envelope
+	// (incarnation, seq) of the last claim or renewal accepted from the
+	// holder: only a newer one extends its lease.
+	renewInc, renewSeq   uint64
+	stale, staleRenewals uint64
 
 	ignoreDrift bool // test hook: a planted bug for the simulator to find
 	noWait      bool // test hook: grants a new holder without waiting for the lease
@@ -108,6 +126,7 @@ func NewLocator(cfg Config, st LocatorState, now time.Duration) (*Locator, error
 	l.st.Incarnation++
 	l.dirty = true
 	l.nodes = make([]NodeCheckIn, len(cfg.Nodes))
+	l.seq = make([]uint64, len(cfg.Nodes))
 	for i, id := range cfg.Nodes {
 		l.nodes[i].ID = id
 	}
@@ -146,6 +165,9 @@ func (l *Locator) grantIn() time.Duration {
 // Step processes one authenticated, replay-checked message received at now
 // (read the clock after the datagram arrived). Messages for nodes, from
 // unknown nodes or for another cluster return an error and change nothing.
+// One addressed to another incarnation of this locator returns ErrStale:
+// a check-in is answered with a refusal carrying this incarnation and is
+// otherwise ignored; a release is ignored.
 func (l *Locator) Step(now time.Duration, m Message) error {
 	if m.ClusterID != l.clusterID {
 		return fmt.Errorf("%w: from %q", ErrCluster, m.From)
@@ -154,7 +176,23 @@ func (l *Locator) Step(now time.Duration, m Message) error {
 	if ni < 0 {
 		return fmt.Errorf("%w: %q is not a node", ErrPeer, m.From)
 	}
+	if !m.Type.ForLocator() {
+		return fmt.Errorf("%w: %s is not for a locator", ErrType, m.Type)
+	}
 	l.advance(now)
+	if m.ToIncarnation != l.st.Incarnation {
+		// Sent before this locator started (or a replay of such a
+		// datagram): nothing in it may count here, not even as a
+		// check-in. Answering a check-in teaches the node our incarnation;
+		// the answer goes to the incarnation that sent it, so a replay
+		// of an old one is dropped there.
+		l.stale++
+		if m.Type == MsgCheckIn {
+			l.ack(ni, m, false)
+			l.msgs[len(l.msgs)-1].Msg.Ack.Stale = true
+		}
+		return fmt.Errorf("%w: %s from %q for incarnation %d, this is %d", ErrStale, m.Type, m.From, m.ToIncarnation, l.st.Incarnation)
+	}
 	switch m.Type {
 	case MsgCheckIn:
 		l.checkIn(ni, m)
@@ -173,6 +211,16 @@ func (l *Locator) Step(now time.Duration, m Message) error {
 
 func (l *Locator) checkIn(ni int, m Message) {
 	c := m.CheckIn
+	if c.Claim && m.From == l.st.Holder && !l.newerRenewal(m) {
+		// Not newer than a claim or renewal already accepted from the
+		// holder: delivered late or replayed. The lease it could support
+		// is already covered by the newer one (sent later, received
+		// earlier); extending from now would stretch the lease past
+		// anything the holder believes, and it is no news of the node.
+		l.staleRenewals++
+		l.ack(ni, m, false)
+		return
+	}
 	rec := &l.nodes[ni]
 	*rec = NodeCheckIn{ID: m.From, Seen: true, At: l.now, Epoch: c.Epoch, Healthy: c.Healthy, Maintenance: c.Maintenance, TokenSeq: c.TokenSeq}
 	granted := false
@@ -194,13 +242,28 @@ func (l *Locator) checkIn(ni int, m Message) {
 		}
 		if granted {
 			l.leaseUntil, l.hasLease = l.now+l.cfg.Lease, true
+			l.renewInc, l.renewSeq = m.Incarnation, m.Seq
 		}
 	}
-	ack := Ack{Round: c.Round, Granted: granted, Epoch: l.st.Epoch, Holder: l.st.Holder, GrantIn: l.grantIn()}
-	l.seq++
+	l.ack(ni, m, granted)
+}
+
+// newerRenewal reports whether m, a claim or renewal by the holder, was
+// sent after the last one accepted from it: a later incarnation, or a
+// higher sequence (each destination has its own sequence, so the order of
+// the holder's datagrams to this locator is the order it sent them).
+func (l *Locator) newerRenewal(m Message) bool {
+	return m.Incarnation > l.renewInc || m.Incarnation == l.renewInc && m.Seq > l.renewSeq
+}
+
+// ack answers check-in m of node ni, addressed to the incarnation that
+// sent it.
+func (l *Locator) ack(ni int, m Message, granted bool) {
+	a := Ack{Round: m.CheckIn.Round, Granted: granted, Epoch: l.st.Epoch, Holder: l.st.Holder, GrantIn: l.grantIn()}
+	l.seq[ni]++
 	l.msgs = append(l.msgs, Envelope{To: m.From, Msg: Message{
 		Type: MsgAck, From: l.self, ClusterID: l.clusterID, Epoch: l.st.Epoch,
-		Incarnation: l.st.Incarnation, Seq: l.seq, Ack: ack,
+		Incarnation: l.st.Incarnation, Seq: l.seq[ni], To: m.From, ToIncarnation: m.Incarnation, Ack: a,
 	}})
 }
 
@@ -222,7 +285,8 @@ func (l *Locator) Status() LocatorStatus {
 	s := LocatorStatus{
 		Self: l.self, Epoch: l.st.Epoch, Holder: l.st.Holder, GrantIn: l.grantIn(),
 		Quarantined: l.quarantine && !l.released && l.now < l.startedAt+l.cfg.Lease+l.cfg.DriftMargin,
-		Nodes:       append([]NodeCheckIn(nil), l.nodes...),
+		Stale:       l.stale, StaleRenewals: l.staleRenewals,
+		Nodes: append([]NodeCheckIn(nil), l.nodes...),
 	}
 	if l.hasLease {
 		s.LeaseUntil = l.leaseUntil

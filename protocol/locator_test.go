@@ -23,6 +23,9 @@ func claimMsg(from string, epoch uint64, round uint64) Message {
 // ask sends one claim and returns the Ack and whether state had to be persisted.
 func ask(t *testing.T, l *Locator, now time.Duration, m Message) (Ack, bool) {
 	t.Helper()
+	if m.ToIncarnation == 0 {
+		m.ToIncarnation = l.st.Incarnation // the node has heard from this locator
+	}
 	if err := l.Step(now, m); err != nil {
 		t.Fatal(err)
 	}
@@ -105,13 +108,13 @@ func TestLocatorProbeAndRelease(t *testing.T) {
 		t.Fatalf("probe: %+v", a)
 	}
 	// A release by someone else, or of another epoch, changes nothing.
-	_ = l.Step(30*ms, Message{Type: MsgRelease, From: "b", ClusterID: ClusterID("t"), Release: Release{Epoch: 1}})
-	_ = l.Step(30*ms, Message{Type: MsgRelease, From: "a", ClusterID: ClusterID("t"), Release: Release{Epoch: 7}})
+	_ = l.Step(30*ms, Message{Type: MsgRelease, From: "b", ClusterID: ClusterID("t"), ToIncarnation: l.st.Incarnation, Release: Release{Epoch: 1}})
+	_ = l.Step(30*ms, Message{Type: MsgRelease, From: "a", ClusterID: ClusterID("t"), ToIncarnation: l.st.Incarnation, Release: Release{Epoch: 7}})
 	if a, _ = ask(t, l, 40*ms, claimMsg("b", 2, 3)); a.Granted {
 		t.Fatalf("granted during a lease: %+v", a)
 	}
 	// The holder releases: the next claim is granted at once.
-	if err := l.Step(50*ms, Message{Type: MsgRelease, From: "a", ClusterID: ClusterID("t"), Release: Release{Epoch: 1}}); err != nil {
+	if err := l.Step(50*ms, Message{Type: MsgRelease, From: "a", ClusterID: ClusterID("t"), ToIncarnation: l.st.Incarnation, Release: Release{Epoch: 1}}); err != nil {
 		t.Fatal(err)
 	}
 	if a, _ = ask(t, l, 51*ms, claimMsg("b", 2, 4)); !a.Granted || a.Holder != "b" {
@@ -242,5 +245,74 @@ func TestConfigProblems(t *testing.T) {
 	}
 	if ps := testCfg("a").Problems(); ps != nil {
 		t.Errorf("a valid config has problems: %v", ps)
+	}
+}
+
+// A renewal delivered late (or replayed after the datagram was lost on its
+// first way) is not newer than the last one accepted from the holder: it
+// is refused and extends nothing. Before, a locator extended the holder's
+// lease from the receive time of any renewal, so late renewals delayed the
+// failover by a lease each.
+func TestLocatorLateRenewalExtendsNothing(t *testing.T) {
+	l := newTestLocator(t, LocatorState{}, 0)
+	if a, _ := ask(t, l, 10*ms, claimMsg("a", 1, 1)); !a.Granted {
+		t.Fatalf("claim: %+v", a)
+	}
+	if a, _ := ask(t, l, 50*ms, claimMsg("a", 1, 3)); !a.Granted {
+		t.Fatalf("renewal: %+v", a)
+	}
+	// Sequence 2 was sent before 3 and arrives 100 ms later.
+	if a, _ := ask(t, l, 150*ms, claimMsg("a", 1, 2)); a.Granted {
+		t.Fatalf("late renewal granted: %+v", a)
+	}
+	if s := l.Status(); s.LeaseUntil != 50*ms+DefaultLease || s.StaleRenewals != 1 {
+		t.Fatalf("lease stretched by a late renewal: until %v (want %v), stale renewals %d", s.LeaseUntil, 50*ms+DefaultLease, s.StaleRenewals)
+	}
+	// b may take over when the lease from sequence 3 ends.
+	if a, _ := ask(t, l, 50*ms+DefaultLease+DefaultDriftMargin, claimMsg("b", 2, 1)); !a.Granted {
+		t.Fatalf("b refused after a's last real renewal ran out: %+v", a)
+	}
+}
+
+// What a restarted receiver guarantees: it acts only on datagrams stamped
+// with its own current incarnation (ToIncarnation), i.e. sent after the
+// sender heard from this incarnation. Nothing sent before the restart —
+// from any incarnation of the sender, in particular an older one than the
+// receiver had seen — is acted on, although the receiver remembers no
+// sender: a check-in is answered with a Stale refusal (so the node learns
+// the new incarnation) and neither recorded nor granted.
+func TestRestartedLocatorActsOnNothingSentBefore(t *testing.T) {
+	l := newTestLocator(t, LocatorState{Incarnation: 4, Epoch: 7, Holder: "a"}, 5000*ms)
+	// a's renewal from its older incarnation 2, sent to this locator's
+	// incarnation 4 (before the restart), replayed now; and one a sent
+	// before it had heard from any locator (ToIncarnation 0).
+	for _, to := range []uint64{4, 0} {
+		old := claimMsg("a", 7, 1)
+		old.Incarnation, old.ToIncarnation = 2, to
+		if err := l.Step(5010*ms, old); !errors.Is(err, ErrStale) || !errors.Is(err, ErrReplay) {
+			t.Fatalf("old renewal (to incarnation %d): %v", to, err)
+		}
+		rd := l.Ready()
+		if len(rd.Messages) != 1 {
+			t.Fatalf("want one answer, got %+v", rd.Messages)
+		}
+		ack := rd.Messages[0].Msg
+		if ack.Ack.Granted || !ack.Ack.Stale || ack.Incarnation != 5 || ack.ToIncarnation != 2 || ack.To != "a" {
+			t.Fatalf("answer to a stale check-in: %+v", ack)
+		}
+	}
+	if s := l.Status(); s.LeaseUntil != 0 || s.Nodes[0].Seen || s.Stale != 2 {
+		t.Fatalf("a stale datagram was acted on: %+v", s)
+	}
+	// The same renewal addressed to this incarnation is a real one.
+	fresh := claimMsg("a", 7, 2)
+	fresh.Incarnation, fresh.ToIncarnation = 3, 5
+	if a, _ := ask(t, l, 5020*ms, fresh); !a.Granted {
+		t.Fatalf("fresh renewal: %+v", a)
+	}
+	// A release sent before the restart does not lift the quarantine.
+	rel := Message{Type: MsgRelease, From: "a", ClusterID: ClusterID("t"), Incarnation: 3, Seq: 3, To: "w", ToIncarnation: 4, Release: Release{Epoch: 7}}
+	if err := l.Step(5030*ms, rel); !errors.Is(err, ErrStale) || !l.Status().LeaseValid {
+		t.Fatalf("stale release acted on: %v %+v", err, l.Status())
 	}
 }

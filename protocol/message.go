@@ -59,7 +59,15 @@ type Message struct {
 	ClusterID   uint64 // ClusterID(Config.Cluster)
 	Epoch       uint64 // highest epoch the sender knows (informational)
 	Incarnation uint64 // sender's process incarnation, increases at every start
-	Seq         uint64 // per-incarnation sequence number, from 1
+	Seq         uint64 // per-incarnation sequence number, from 1, counted per destination process
+	// To is the destination host id; the receiver refuses a datagram for
+	// another host (ReplayFilter: ErrDestination).
+	To string
+	// ToIncarnation is the incarnation of the destination process as the
+	// sender last heard it (0: never heard from it). A receiver acts only
+	// on datagrams stamped with its own current incarnation, so nothing
+	// sent before it (re)started — a replay — is ever acted on.
+	ToIncarnation uint64
 
 	Token      Token
 	CheckIn    CheckIn
@@ -105,6 +113,10 @@ type Ack struct {
 	Epoch   uint64        // the locator's current epoch (after this request)
 	Holder  string        // the locator's current holder, "" if none
 	GrantIn time.Duration // how long until this locator could grant another holder (0: now)
+	// Stale: the CheckIn was addressed to another incarnation of this
+	// locator and was not considered. The node re-sends it, stamped with
+	// the incarnation this Ack carries.
+	Stale bool
 }
 
 // Release is the body of MsgRelease.

@@ -45,8 +45,11 @@ type NodeStatus struct {
 	Healthy      bool
 	Maintenance  bool
 	Incarnation  uint64
-	Peers        []NodeHealth // last known summary of every node
-	Locators     []LocatorAck
+	// Stale counts authentic datagrams addressed to another incarnation
+	// of this node (sent before it started, or replayed): never acted on.
+	Stale    uint64
+	Peers    []NodeHealth // last known summary of every node
+	Locators []LocatorAck
 }
 
 type roundKind uint8
@@ -63,7 +66,8 @@ type round struct {
 	kind    roundKind
 	epoch   uint64
 	sentAt  time.Duration
-	granted uint32 // locators that granted (probe: that answered)
+	msg     CheckIn // what was sent, to re-send to a locator that restarted
+	granted uint32  // locators that granted (probe: that answered)
 	refused uint32
 	grantIn []time.Duration
 	// refusals (claim/renew) or answers (probe) naming a valid holder
@@ -95,8 +99,16 @@ type Node struct {
 	nloc      int
 	st        NodeState
 	dirty     bool
-	seq       uint64
 	roundSeq  uint64
+
+	// Per destination process (index in cfg.Nodes / cfg.Locators): the
+	// sequence of what we sent there, and its incarnation as last heard
+	// (stamped on every datagram to it as ToIncarnation).
+	nodeSeq, locSeq []uint64
+	nodeInc, locInc []uint64
+	helloAt         []time.Duration // last join sent to answer a stale datagram, per node
+	helloSent       []bool
+	stale           uint64
 
 	now     time.Duration
 	lateGap time.Duration
@@ -176,6 +188,9 @@ func NewNode(cfg Config, st NodeState, now time.Duration) (*Node, error) {
 	for i, id := range cfg.Nodes {
 		n.peers[i] = NodeHealth{ID: id}
 	}
+	n.nodeSeq, n.nodeInc = make([]uint64, len(cfg.Nodes)), make([]uint64, len(cfg.Nodes))
+	n.helloAt, n.helloSent = make([]time.Duration, len(cfg.Nodes)), make([]bool, len(cfg.Nodes))
+	n.locSeq, n.locInc = make([]uint64, len(cfg.Locators)), make([]uint64, len(cfg.Locators))
 	n.locAck = make([]LocatorAck, len(cfg.Locators))
 	for i, id := range cfg.Locators {
 		n.locAck[i].ID = id
@@ -280,6 +295,12 @@ func (n *Node) Switchover(now time.Duration, to string) error {
 // ForLocator) that passed Decode and a ReplayFilter, received at now.
 // Messages from unknown peers, of the wrong type or for another cluster
 // return an error and change nothing.
+//
+// A message addressed to another incarnation of this node (ToIncarnation,
+// e.g. sent before this node started, or a replay of one) returns ErrStale
+// and is not acted on: an ack is ignored; a node's message only teaches
+// this node the sender's incarnation, and is answered with a Join (at most
+// one per token interval per node) so that the sender learns ours.
 func (n *Node) Step(now time.Duration, m Message) error {
 	if m.ClusterID != n.clusterID {
 		return fmt.Errorf("%w: from %q", ErrCluster, m.From)
@@ -293,6 +314,14 @@ func (n *Node) Step(now time.Duration, m Message) error {
 			return fmt.Errorf("%w: %q is not a locator", ErrPeer, m.From)
 		}
 		n.advance(now)
+		if m.ToIncarnation != n.st.Incarnation {
+			// Acks answer our own check-ins and are stamped with the
+			// incarnation that sent them: this one answered an earlier
+			// incarnation of this node.
+			n.stale++
+			return fmt.Errorf("%w: ack from %q for incarnation %d, this is %d", ErrStale, m.From, m.ToIncarnation, n.st.Incarnation)
+		}
+		n.locInc[li] = max(n.locInc[li], m.Incarnation)
 		n.onAck(li, m.Ack)
 		n.timers()
 		return nil
@@ -302,6 +331,18 @@ func (n *Node) Step(now time.Duration, m Message) error {
 		return fmt.Errorf("%w: %q is not a node", ErrPeer, m.From)
 	}
 	n.advance(now)
+	// Authentic, so its sender existed with this incarnation; never
+	// regress (a replay carries an older one).
+	n.nodeInc[ni] = max(n.nodeInc[ni], m.Incarnation)
+	if m.ToIncarnation != n.st.Incarnation {
+		n.stale++
+		if !n.helloSent[ni] || n.now-n.helloAt[ni] >= n.cfg.TokenInterval {
+			n.helloSent[ni], n.helloAt[ni] = true, n.now
+			n.send(m.From, Message{Type: MsgJoin})
+		}
+		n.timers()
+		return fmt.Errorf("%w: %s from %q for incarnation %d, this is %d", ErrStale, m.Type, m.From, m.ToIncarnation, n.st.Incarnation)
+	}
 	n.lastHeard[ni], n.heard[ni] = n.now, true
 	switch m.Type {
 	case MsgToken:
@@ -344,7 +385,7 @@ func (n *Node) Status() NodeStatus {
 	s := NodeStatus{
 		Self: n.self, Role: n.role, Epoch: n.epoch, Active: n.active,
 		HoldingToken: n.holding, TokenAge: n.now - n.lastTokenAt, LastRotation: n.rotation,
-		TokenLost: n.lost, Healthy: n.healthy, Maintenance: n.maint, Incarnation: n.st.Incarnation,
+		TokenLost: n.lost, Healthy: n.healthy, Maintenance: n.maint, Incarnation: n.st.Incarnation, Stale: n.stale,
 		Peers: slices.Clone(n.peers), Locators: slices.Clone(n.locAck),
 	}
 	if n.holding {
@@ -751,6 +792,7 @@ func (n *Node) checkInAll() {
 		r := n.newRound(roundRenew, n.epoch)
 		n.rounds = append(n.rounds, r)
 		c.Round, c.Claim = r.id, true
+		r.msg = c
 		n.lastRenew = n.now
 	}
 	n.sendLocators(Message{Type: MsgCheckIn, CheckIn: c})
@@ -764,17 +806,15 @@ func (n *Node) sendClaim() {
 	n.dirty = true
 	r := n.newRound(roundClaim, e)
 	n.claim = r
-	n.sendLocators(Message{Type: MsgCheckIn, CheckIn: CheckIn{
-		Round: r.id, Claim: true, Epoch: e, Healthy: n.healthy, Maintenance: n.maint, TokenSeq: n.seenSeq,
-	}})
+	r.msg = CheckIn{Round: r.id, Claim: true, Epoch: e, Healthy: n.healthy, Maintenance: n.maint, TokenSeq: n.seenSeq}
+	n.sendLocators(Message{Type: MsgCheckIn, CheckIn: r.msg})
 }
 
 func (n *Node) startProbe() {
 	r := n.newRound(roundProbe, 0)
 	n.probe = r
-	n.sendLocators(Message{Type: MsgCheckIn, CheckIn: CheckIn{
-		Round: r.id, Epoch: n.epoch, Healthy: n.healthy, Maintenance: n.maint, TokenSeq: n.seenSeq,
-	}})
+	r.msg = CheckIn{Round: r.id, Epoch: n.epoch, Healthy: n.healthy, Maintenance: n.maint, TokenSeq: n.seenSeq}
+	n.sendLocators(Message{Type: MsgCheckIn, CheckIn: r.msg})
 }
 
 // release frees the grants a failed or abandoned claim obtained, so that
@@ -819,6 +859,14 @@ func (n *Node) onAck(li int, a Ack) {
 	}
 	bit := uint32(1) << li
 	if r.answered()&bit != 0 {
+		return
+	}
+	if a.Stale {
+		// This locator (re)started since we last heard from it and did not
+		// consider the check-in; now we know its incarnation. Re-sending
+		// keeps the round: a lease granted in answer still counts from
+		// r.sentAt, before the locator receives the copy.
+		n.send(n.cfg.Locators[li], Message{Type: MsgCheckIn, CheckIn: r.msg})
 		return
 	}
 	validOther := a.Holder != "" && a.Holder != n.self && a.GrantIn > 0
@@ -1022,9 +1070,20 @@ func (n *Node) probeDone(r *round) {
 
 // ---- sending ----
 
+// send stamps m for one destination process: its own sequence there (so a
+// receiver's window sees every datagram meant for it, and only those) and
+// its incarnation as last heard (0 until we hear from it).
 func (n *Node) send(to string, m Message) {
-	n.seq++
-	m.From, m.ClusterID, m.Epoch, m.Incarnation, m.Seq = n.self, n.clusterID, n.epoch, n.st.Incarnation, n.seq
+	seqs, incs, i := n.nodeSeq, n.nodeInc, indexOf(n.cfg.Nodes, to)
+	if m.Type.ForLocator() {
+		seqs, incs, i = n.locSeq, n.locInc, indexOf(n.cfg.Locators, to)
+	}
+	if i < 0 {
+		return // not a peer: nothing can be addressed to it
+	}
+	seqs[i]++
+	m.From, m.ClusterID, m.Epoch, m.Incarnation, m.Seq = n.self, n.clusterID, n.epoch, n.st.Incarnation, seqs[i]
+	m.To, m.ToIncarnation = to, incs[i]
 	n.msgs = append(n.msgs, Envelope{To: to, Msg: m})
 }
 

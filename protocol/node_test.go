@@ -55,7 +55,7 @@ func (h *nodeHarness) tick(d time.Duration) Ready {
 func (h *nodeHarness) ack(loc string, round uint64, granted bool, epoch uint64, holder string, grantIn time.Duration) Ready {
 	h.t.Helper()
 	h.seq++
-	err := h.n.Step(h.now, Message{Type: MsgAck, From: loc, ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq,
+	err := h.n.Step(h.now, Message{Type: MsgAck, From: loc, ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq, ToIncarnation: h.n.st.Incarnation,
 		Ack: Ack{Round: round, Granted: granted, Epoch: epoch, Holder: holder, GrantIn: grantIn}})
 	if err != nil {
 		h.t.Fatal(err)
@@ -213,7 +213,7 @@ func TestNodeLateStandbyRechecks(t *testing.T) {
 	h.ready()
 	for i := 0; i < 5; i++ {
 		h.seq++
-		err := h.n.Step(h.now, Message{Type: MsgToken, From: "a", ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq,
+		err := h.n.Step(h.now, Message{Type: MsgToken, From: "a", ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq, ToIncarnation: h.n.st.Incarnation,
 			Token: Token{Epoch: 3, Seq: uint64(2*i + 1), Active: "a", Nodes: []NodeHealth{{ID: "a", Healthy: true, InRing: true}, {ID: "b", InRing: true}}}})
 		if err != nil {
 			t.Fatal(err)
@@ -252,7 +252,7 @@ func TestNodeStandsDownOnNewerEpoch(t *testing.T) {
 	h.ready()
 	h.becomeActive(time.Millisecond)
 	h.seq++
-	if err := h.n.Step(h.now, Message{Type: MsgToken, From: "b", ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq,
+	if err := h.n.Step(h.now, Message{Type: MsgToken, From: "b", ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq, ToIncarnation: h.n.st.Incarnation,
 		Token: Token{Epoch: 9, Seq: 1, Active: "b"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +274,7 @@ func TestNodeSwitchoverIsAHandover(t *testing.T) {
 	h.ready()
 	h.becomeActive(time.Millisecond)
 	h.seq++
-	if err := h.n.Step(h.now, Message{Type: MsgToken, From: "b", ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq,
+	if err := h.n.Step(h.now, Message{Type: MsgToken, From: "b", ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq, ToIncarnation: h.n.st.Incarnation,
 		Token: Token{Epoch: h.n.Status().Epoch, Seq: 5, Active: "a",
 			Nodes: []NodeHealth{{ID: "a", Healthy: true, InRing: true}, {ID: "b", Healthy: true, InRing: true}}}}); err != nil {
 		t.Fatal(err)
@@ -329,7 +329,7 @@ func TestNodeSwitchoverToUnfitNodeRefused(t *testing.T) {
 		h.ready()
 		h.becomeActive(time.Millisecond)
 		h.seq++
-		if err := h.n.Step(h.now, Message{Type: MsgToken, From: "b", ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq,
+		if err := h.n.Step(h.now, Message{Type: MsgToken, From: "b", ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq, ToIncarnation: h.n.st.Incarnation,
 			Token: Token{Epoch: h.n.Status().Epoch, Seq: 5, Active: "a",
 				Nodes: []NodeHealth{{ID: "a", Healthy: true, InRing: true}, c.b}}}); err != nil {
 			t.Fatal(err)
@@ -348,7 +348,7 @@ func TestNodeSwitchoverToUnfitNodeRefused(t *testing.T) {
 func TestNodeStepRejects(t *testing.T) {
 	h := newHarness(t, "a", NodeState{})
 	h.ready()
-	base := Message{Type: MsgToken, From: "b", ClusterID: ClusterID("t"), Incarnation: 1, Seq: 1}
+	base := Message{Type: MsgToken, From: "b", ClusterID: ClusterID("t"), Incarnation: 1, Seq: 1, ToIncarnation: h.n.st.Incarnation}
 	for name, c := range map[string]struct {
 		mut  func(*Message)
 		want error
@@ -392,7 +392,7 @@ func TestNodeHandoverPlannedOnlyWhenAsked(t *testing.T) {
 		h.ready()
 		h.becomeActive(time.Millisecond)
 		h.seq++
-		if err := h.n.Step(h.now, Message{Type: MsgToken, From: "b", ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq,
+		if err := h.n.Step(h.now, Message{Type: MsgToken, From: "b", ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq, ToIncarnation: h.n.st.Incarnation,
 			Token: Token{Epoch: h.n.Status().Epoch, Seq: 5, Active: "a",
 				Nodes: []NodeHealth{{ID: "a", Healthy: true, InRing: true}, {ID: "b", Healthy: true, InRing: true}}}}); err != nil {
 			t.Fatal(err)
@@ -408,5 +408,37 @@ func TestNodeHandoverPlannedOnlyWhenAsked(t *testing.T) {
 		if got == nil || !got.Handover() || got.To != "b" || got.Planned != c.planned {
 			t.Errorf("%s: %+v, want a handover to b with Planned %v", c.name, got, c.planned)
 		}
+	}
+}
+
+// A restarted node acts on nothing addressed to an earlier incarnation of
+// it: a token or transfer sent before the restart (replayed) changes
+// nothing; the node answers with one join so the sender learns this
+// incarnation, and acts once it is addressed correctly.
+func TestRestartedNodeActsOnNothingSentBefore(t *testing.T) {
+	h := newHarness(t, "a", NodeState{Incarnation: 2})
+	h.ready()
+	old := Message{Type: MsgTransfer, From: "b", ClusterID: ClusterID("t"), Incarnation: 7, Seq: 1, To: "a", ToIncarnation: 2,
+		Transfer: Transfer{Epoch: 4, To: "a"}}
+	if err := h.n.Step(h.now, old); !errors.Is(err, ErrStale) {
+		t.Fatalf("transfer to incarnation 2: %v", err)
+	}
+	rd := h.ready()
+	if h.n.Role() != Standby || len(rd.Events) != 0 {
+		t.Fatalf("acted on a stale transfer: role %s, events %v", h.n.Role(), rd.Events)
+	}
+	if len(rd.Messages) != 1 || rd.Messages[0].Msg.Type != MsgJoin || rd.Messages[0].Msg.ToIncarnation != 7 {
+		t.Fatalf("want one join to b's incarnation 7, got %+v", rd.Messages)
+	}
+	old.Seq, old.Type, old.Token = 2, MsgToken, Token{Epoch: 9, Seq: 1, Active: "b"}
+	if err := h.n.Step(h.now, old); !errors.Is(err, ErrStale) || h.n.Status().Active != "" || h.n.Status().Stale != 2 {
+		t.Fatalf("stale token: %v, %+v", err, h.n.Status())
+	}
+	if rd := h.ready(); len(rd.Messages) != 0 {
+		t.Fatalf("more than one join per token interval: %+v", rd.Messages)
+	}
+	old.Seq, old.ToIncarnation = 3, 3
+	if err := h.n.Step(h.now, old); err != nil || h.n.Status().Active != "b" {
+		t.Fatalf("fresh token: %v, %+v", err, h.n.Status())
 	}
 }

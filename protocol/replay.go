@@ -72,10 +72,13 @@ func (w *ReplayWindow) Accept(incarnation, seq uint64) error {
 
 // ReplayFilter is the receiver's set of ReplayWindows, one per sending
 // process (a host's node and its locator count separately). It only keeps
-// windows for the hosts of the Config, so its memory is bounded.
-// Not safe for concurrent use.
+// windows for the hosts of the Config, so its memory is bounded. It also
+// refuses datagrams addressed to another host (ErrDestination): the MAC
+// covers the destination, so a datagram captured on its way to one
+// locator cannot be replayed to another. Not safe for concurrent use.
 type ReplayFilter struct {
 	clusterID uint64
+	self      string
 	peers     map[string]bool
 	windows   map[replayKey]*ReplayWindow
 }
@@ -86,9 +89,9 @@ type replayKey struct {
 }
 
 // NewReplayFilter returns a filter for the peers of cfg (nodes and
-// locators).
+// locators), receiving as cfg.Self.
 func NewReplayFilter(cfg Config) *ReplayFilter {
-	f := &ReplayFilter{clusterID: ClusterID(cfg.Cluster), peers: map[string]bool{}, windows: map[replayKey]*ReplayWindow{}}
+	f := &ReplayFilter{clusterID: ClusterID(cfg.Cluster), self: cfg.Self, peers: map[string]bool{}, windows: map[replayKey]*ReplayWindow{}}
 	for _, id := range cfg.Nodes {
 		f.peers[id] = true
 	}
@@ -98,12 +101,15 @@ func NewReplayFilter(cfg Config) *ReplayFilter {
 	return f
 }
 
-// Accept checks that a decoded message is for this cluster, from a known
-// peer, and not a replay; it records it when accepted. Errors: ErrCluster,
-// ErrPeer, ErrReplay (wrapped).
+// Accept checks that a decoded message is for this cluster and this host,
+// from a known peer, and not a replay; it records it when accepted.
+// Errors: ErrCluster, ErrDestination, ErrPeer, ErrReplay (wrapped).
 func (f *ReplayFilter) Accept(m Message) error {
 	if m.ClusterID != f.clusterID {
 		return fmt.Errorf("%w: from %q", ErrCluster, m.From)
+	}
+	if m.To != f.self {
+		return fmt.Errorf("%w: %q, sent by %q to %q", ErrDestination, f.self, m.From, m.To)
 	}
 	if !f.peers[m.From] {
 		return fmt.Errorf("%w: %q", ErrPeer, m.From)

@@ -44,6 +44,9 @@ import (
 //	expect violations                the safety check fired (two_node under partition)
 //	await a active within 300ms      run until a is active; fails after the bound; logs the time since mark
 //	await one-active within 500ms
+//	capture                          forget the datagrams recorded so far (recording is always on)
+//	replay 80 every 20ms             an adversary re-sends the last 80 recorded datagrams, oldest
+//	                                 first, one every 20ms, each to every host
 func TestScenarios(t *testing.T) {
 	files, err := filepath.Glob("testdata/*.txt")
 	if err != nil || len(files) == 0 {
@@ -239,6 +242,14 @@ func (sc *scenario) do(f []string) {
 			sc.fatalf("switchover: %v", err)
 		}
 		w.nodeReady(i)
+	case "capture":
+		w.captured = nil
+	case "replay":
+		n, err := strconv.Atoi(arg(f, 1))
+		if err != nil || n <= 0 || arg(f, 2) != "every" {
+			sc.fatalf("replay N every DURATION")
+		}
+		w.replayScripted(n, sc.dur(arg(f, 3)))
 	case "mark":
 		sc.mark, sc.markLog = w.now, len(w.log)
 	case "allow":

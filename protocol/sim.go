@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"container/heap"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -15,6 +16,13 @@ import (
 // persisted state, and checks safety after every step and liveness after
 // the faults heal. test/sim runs it over many seeds; tests use it too.
 // A seed reproduces its schedule exactly.
+//
+// An adversary on the network (every other schedule) records every
+// datagram and re-delivers recorded ones, to every host and process, from
+// its warm-up to the end: the latest ones (inside every replay window) and
+// any older one (earlier incarnations). Besides safety and liveness, the
+// simulator checks that no process ever acts on a datagram that was not
+// sent to its current incarnation.
 
 // SimOptions selects one schedule.
 type SimOptions struct {
@@ -53,6 +61,7 @@ type SimResult struct {
 	Steps      int
 	Messages   int
 	Rejected   int // datagrams the receivers dropped (replay, corruption, ...)
+	Replayed   int // datagrams the adversary re-delivered
 	Trace      []string
 }
 
@@ -142,6 +151,19 @@ type simWorld struct {
 	benignActive string             // benign schedules: the active that must stay
 	log          []simLogged        // scripted: every node event
 	dropNext     map[[2]int]MsgType // scripted: drop the next message of a type on a link
+
+	// The replay adversary: every datagram sent (capture), and for each
+	// one (by MAC) the process incarnation it was sent to.
+	captured [][]byte
+	sentTo   map[string]simDest
+}
+
+// simDest is the process a datagram was sent to: host, locator or node,
+// and that process's generation when it was sent.
+type simDest struct {
+	host  int
+	isLoc bool
+	gen   int
 }
 
 type simLogged struct {
@@ -174,6 +196,7 @@ func Simulate(opt SimOptions) SimResult {
 	maxDelay := 40 * time.Millisecond // longest fault delay spike
 	w.res.Bound = w.cfg.RecoveryBound(maxDelay)
 	var end time.Duration
+	adversary := rng.IntN(2) == 0
 	if opt.Kill {
 		w.killAt = 700*time.Millisecond + time.Duration(rng.Int64N(int64(300*time.Millisecond)))
 		w.at(w.killAt, func() {
@@ -195,15 +218,61 @@ func Simulate(opt SimOptions) SimResult {
 		w.at(w.healAt, w.heal)
 		end = w.healAt + w.res.Bound + 300*time.Millisecond
 	}
+	if adversary {
+		w.replayFrom(500*time.Millisecond+time.Duration(rng.Int64N(int64(500*time.Millisecond))), end)
+	}
 	w.runUntil(end)
 	w.finish()
 	return *w.res
 }
 
+// replayFrom starts the adversary at `from`: until `end`, every 1–15 ms it
+// re-delivers a recorded datagram to a random host (to the process its
+// type is for, as a real sender's port choice would). Half the picks are
+// among the last 64 datagrams sent (inside the receivers' replay windows,
+// so only the destination check stops a cross-destination replay), half
+// among everything recorded (earlier incarnations, for restarted
+// receivers).
+func (w *simWorld) replayFrom(from, end time.Duration) {
+	var next func()
+	next = func() {
+		if w.now > end || len(w.captured) == 0 {
+			return
+		}
+		var b []byte
+		if k := len(w.captured); w.rng.IntN(2) == 0 {
+			b = w.captured[k-1-w.rng.IntN(min(k, ReplayWindowSize))]
+		} else {
+			b = w.captured[w.rng.IntN(k)]
+		}
+		to := w.rng.IntN(len(w.hosts))
+		w.res.Replayed++
+		w.tracef(nil, "REPLAY %s datagram to %s", MsgType(b[3]), w.hosts[to].id)
+		w.deliver(to, b)
+		w.at(w.now+time.Millisecond+time.Duration(w.rng.Int64N(int64(14*time.Millisecond))), next)
+	}
+	w.at(from, next)
+}
+
+// replayScripted re-delivers the last n datagrams recorded so far, oldest
+// first, one every `every`, each to every host (scenario tests).
+func (w *simWorld) replayScripted(n int, every time.Duration) {
+	set := w.captured[len(w.captured)-min(n, len(w.captured)):]
+	for k, b := range set {
+		w.at(w.now+time.Duration(k)*every, func() {
+			w.tracef(nil, "REPLAY %s datagram to every host", MsgType(b[3]))
+			for to := range w.hosts {
+				w.res.Replayed++
+				w.deliver(to, b)
+			}
+		})
+	}
+}
+
 // newWorld builds the hosts of cfg and starts every process at time 0.
 // A scripted world (scenario tests) has exact clocks and a clean network.
 func newWorld(opt SimOptions, rng *rand.Rand, cfg Config, scripted bool) *simWorld {
-	w := &simWorld{opt: opt, rng: rng, cfg: cfg, byID: map[string]int{}, scripted: scripted,
+	w := &simWorld{opt: opt, rng: rng, cfg: cfg, byID: map[string]int{}, scripted: scripted, sentTo: map[string]simDest{},
 		owner: map[uint64]string{}, blocked: map[[2]int]bool{}, healAt: -1, killAt: -1, becameOne: -1}
 	w.res = &SimResult{Seed: opt.Seed, Recovery: -1, Failover: -1}
 	w.res.Shape = fmt.Sprintf("nodes=%d locators=%d", len(w.cfg.Nodes), len(w.cfg.Locators))
@@ -313,7 +382,7 @@ func (w *simWorld) startNode(i int) {
 	h.node = n
 	h.np.up, h.np.stallUntil, h.np.queue = true, 0, nil
 	h.np.gen++
-	h.np.filter, h.np.seen = NewReplayFilter(w.cfg), map[string]bool{}
+	h.np.filter, h.np.seen = NewReplayFilter(w.cfgFor(i)), map[string]bool{}
 	if !h.healthy {
 		n.SetHealth(h.local(w.now), false)
 	}
@@ -337,7 +406,7 @@ func (w *simWorld) startLoc(i int) {
 	h.loc = l
 	h.lp.up, h.lp.stallUntil, h.lp.queue = true, 0, nil
 	h.lp.gen++
-	h.lp.filter, h.lp.seen = NewReplayFilter(w.cfg), map[string]bool{}
+	h.lp.filter, h.lp.seen = NewReplayFilter(w.cfgFor(i)), map[string]bool{}
 	w.tracef(h, "locator start incarnation=%d epoch=%d holder=%q", l.st.Incarnation, h.locSt.Epoch, h.locSt.Holder)
 	w.locReady(i)
 	w.scheduleLocTick(i, h.lp.gen)
@@ -502,6 +571,13 @@ func (w *simWorld) send(from int, env Envelope) {
 		return
 	}
 	w.res.Messages++
+	dh := w.hosts[to]
+	dest := simDest{host: to, isLoc: env.Msg.Type.ForLocator(), gen: dh.np.gen}
+	if dest.isLoc {
+		dest.gen = dh.lp.gen
+	}
+	w.sentTo[string(b[len(b)-macLen:])] = dest
+	w.captured = append(w.captured, b)
 	if w.opt.Trace {
 		w.tracef(w.hosts[from], "send %s", fmtMsg(env))
 	}
@@ -589,16 +665,25 @@ func (w *simWorld) deliverNow(to int, isLoc bool, b []byte) {
 	}
 	now := h.local(w.now)
 	if isLoc {
-		if err := h.loc.Step(now, m); err != nil {
-			w.violation("locator %s Step: %v", h.id, err)
-		}
+		err = h.loc.Step(now, m)
 		w.locReady(to)
-		return
+	} else {
+		err = h.node.Step(now, m)
+		w.nodeReady(to)
 	}
-	if err := h.node.Step(now, m); err != nil {
-		w.violation("node %s Step: %v", h.id, err)
+	switch {
+	case errors.Is(err, ErrStale):
+		w.res.Rejected++ // answered at most; nothing acted on
+	case err != nil:
+		w.violation("%s %s Step: %v", map[bool]string{true: "locator", false: "node"}[isLoc], h.id, err)
+	default:
+		// Acted on: it must have been sent to this very process
+		// incarnation, never captured on its way elsewhere or earlier.
+		if d, ok := w.sentTo[mac]; ok && d != (simDest{host: to, isLoc: isLoc, gen: p.gen}) {
+			w.violation("%s acted on a %s from %s sent to %s (locator=%v gen=%d), not to it (locator=%v gen=%d)",
+				h.id, m.Type, m.From, w.hosts[d.host].id, d.isLoc, d.gen, isLoc, p.gen)
+		}
 	}
-	w.nodeReady(to)
 }
 
 // ---- checks ----

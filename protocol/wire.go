@@ -9,29 +9,35 @@ import (
 	"time"
 )
 
-// Wire format, version 1 (all integers big endian or unsigned varints):
+// Wire format, version 2 (all integers big endian or unsigned varints):
 //
 //	magic "VG" | version 1 | type 1 | cluster id 8 | epoch uvarint |
-//	incarnation uvarint | seq uvarint | from (len 1 + bytes) | body | HMAC-SHA256 32
+//	incarnation uvarint | seq uvarint | from (len 1 + bytes) |
+//	to (len 1 + bytes) | to-incarnation uvarint | body | HMAC-SHA256 32
 //
 // The MAC covers every byte before it and is keyed with the 32-byte
-// cluster key. Bodies:
+// cluster key. Because it covers the destination (to, and the incarnation
+// of the destination process the sender last heard from), a datagram
+// captured on its way to one host is refused by every other host
+// (ReplayFilter: ErrDestination), and one sent to an earlier incarnation
+// of the receiving process is not acted on (Node.Step, Locator.Step:
+// ErrStale). Version 1 lacked both and is refused (ErrVersion). Bodies:
 //
 //	token:      epoch, seq uvarint | active str | handover str | n 1 | n × (id str | flags 1)
 //	checkin:    round uvarint | flags 1 | epoch uvarint | token seq uvarint
-//	ack:        round uvarint | flags 1 | epoch uvarint | holder str | grant-in ns uvarint
+//	ack:        round uvarint | flags 1 (granted, stale) | epoch uvarint | holder str | grant-in ns uvarint
 //	release:    epoch uvarint
 //	transfer:   epoch uvarint | to str
 //	join:       (empty)
 //	switchover: to str
 const (
-	wireVersion = 1
+	wireVersion = 2
 	macLen      = sha256.Size
 	// MaxDatagram is the largest datagram Encode produces and Decode accepts;
 	// it fits in one unfragmented IPv6 packet (minimum MTU 1280, less the
 	// IPv6 and UDP headers).
 	MaxDatagram = 1232
-	minHeader   = 2 + 1 + 1 + 8 + 1 + 1 + 1 + 1 // magic..from with 1-byte varints and empty from
+	minHeader   = 2 + 1 + 1 + 8 + 1 + 1 + 1 + 1 + 1 + 1 // magic..to-incarnation with 1-byte varints and empty ids
 )
 
 var magic = [2]byte{'V', 'G'}
@@ -50,6 +56,13 @@ var (
 	ErrReplay    = errors.New("protocol: replayed or stale datagram")
 	ErrPeer      = errors.New("protocol: unknown peer")
 	ErrCluster   = errors.New("protocol: datagram for another cluster")
+	// ErrDestination: an authentic datagram addressed to another host,
+	// i.e. captured on its way there and re-sent here.
+	ErrDestination = errors.New("protocol: datagram for another host")
+	// ErrStale: an authentic datagram addressed to an earlier incarnation
+	// of the receiving process (sent before it restarted). It is only used
+	// to tell the sender this incarnation; never acted on.
+	ErrStale = fmt.Errorf("%w: addressed to an earlier incarnation of this process", ErrReplay)
 )
 
 // Encode serialises and authenticates m with the 32-byte cluster key.
@@ -76,6 +89,10 @@ func AppendEncode(dst []byte, key []byte, m Message) ([]byte, error) {
 	if b, err = appendStr(b, m.From); err != nil {
 		return nil, err
 	}
+	if b, err = appendStr(b, m.To); err != nil {
+		return nil, err
+	}
+	b = binary.AppendUvarint(b, m.ToIncarnation)
 	switch m.Type {
 	case MsgToken:
 		t := m.Token
@@ -106,7 +123,7 @@ func AppendEncode(dst []byte, key []byte, m Message) ([]byte, error) {
 	case MsgAck:
 		a := m.Ack
 		b = binary.AppendUvarint(b, a.Round)
-		b = append(b, flags(a.Granted))
+		b = append(b, flags(a.Granted, a.Stale))
 		b = binary.AppendUvarint(b, a.Epoch)
 		if b, err = appendStr(b, a.Holder); err != nil {
 			return nil, err
@@ -174,6 +191,8 @@ func Decode(key []byte, b []byte) (Message, error) {
 	m.Incarnation = r.uvarint()
 	m.Seq = r.uvarint()
 	m.From = r.str()
+	m.To = r.str()
+	m.ToIncarnation = r.uvarint()
 	switch m.Type {
 	case MsgToken:
 		m.Token.Epoch = r.uvarint()
@@ -198,7 +217,8 @@ func Decode(key []byte, b []byte) (Message, error) {
 		m.CheckIn.TokenSeq = r.uvarint()
 	case MsgAck:
 		m.Ack.Round = r.uvarint()
-		m.Ack.Granted = r.byte()&1 != 0
+		f := r.byte()
+		m.Ack.Granted, m.Ack.Stale = f&1 != 0, f&2 != 0
 		m.Ack.Epoch = r.uvarint()
 		m.Ack.Holder = r.str()
 		g := r.uvarint()

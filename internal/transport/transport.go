@@ -143,7 +143,7 @@ func reason(err error) string {
 		{protocol.ErrAuth, "auth"}, {protocol.ErrReplay, "replay"}, {protocol.ErrShort, "short"},
 		{protocol.ErrMagic, "magic"}, {protocol.ErrVersion, "version"}, {protocol.ErrTooLarge, "too_large"},
 		{protocol.ErrType, "type"}, {protocol.ErrMalformed, "malformed"}, {protocol.ErrCluster, "cluster"},
-		{protocol.ErrPeer, "peer"},
+		{protocol.ErrPeer, "peer"}, {protocol.ErrDestination, "destination"},
 	} {
 		if errors.Is(err, r.err) {
 			return r.name
@@ -169,6 +169,12 @@ func (t *Transport) drop(why string, err error) {
 // Send encodes e.Msg and sends it to the node manager or the locator of
 // e.To, by message type.
 func (t *Transport) Send(e protocol.Envelope) error {
+	if e.Msg.To != e.To {
+		// The MAC covers Msg.To and the receiver refuses a datagram for
+		// another host: a mismatch would be sent only to be dropped.
+		t.sendErrors.Add(1)
+		return fmt.Errorf("transport: %s for %q addressed to %q", e.Msg.Type, e.To, e.Msg.To)
+	}
 	dst, ok := t.node[e.To]
 	if e.Msg.Type.ForLocator() {
 		dst, ok = t.loc[e.To]

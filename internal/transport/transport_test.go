@@ -14,15 +14,16 @@ import (
 )
 
 // Real UDP on loopback: a valid datagram is delivered once; a replay, one
-// under the wrong key, a truncated one, one for another cluster and plain
-// garbage are dropped and counted by reason, and the receiver keeps going.
+// under the wrong key, a truncated one, one for another cluster, one
+// captured on its way to another host and plain garbage are dropped and
+// counted by reason, and the receiver keeps going.
 func TestDropsAreCountedAndNothingStops(t *testing.T) {
 	port := freePair(t)
 	cfg := &config.Config{}
 	cfg.Cluster.Name = "edge"
 	cfg.Cluster.Node = "b"
 	cfg.Cluster.Listen = fmt.Sprintf("127.0.0.1:%d", port)
-	cfg.Cluster.Nodes = []config.Peer{{ID: "a", Address: "127.0.0.1:1"}, {ID: "b", Address: cfg.Cluster.Listen}}
+	cfg.Cluster.Nodes = []config.Peer{{ID: "a", Address: "127.0.0.1:1"}, {ID: "b", Address: cfg.Cluster.Listen}, {ID: "c", Address: "127.0.0.1:3"}}
 	pcfg := ProtocolConfig(cfg)
 	key := bytes.Repeat([]byte{1}, 32)
 	tr, err := Open(cfg, pcfg, key, false, slog.New(slog.DiscardHandler))
@@ -40,7 +41,7 @@ func TestDropsAreCountedAndNothingStops(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	m := protocol.Message{Type: protocol.MsgJoin, From: "a", ClusterID: protocol.ClusterID("edge"), Incarnation: 1, Seq: 1}
+	m := protocol.Message{Type: protocol.MsgJoin, From: "a", ClusterID: protocol.ClusterID("edge"), Incarnation: 1, Seq: 1, To: "b"}
 	good, _ := protocol.Encode(key, m)
 	wrongKey, _ := protocol.Encode(bytes.Repeat([]byte{2}, 32), func() protocol.Message { m2 := m; m2.Seq = 2; return m2 }())
 	other := m
@@ -49,7 +50,11 @@ func TestDropsAreCountedAndNothingStops(t *testing.T) {
 	stranger := m
 	stranger.Seq, stranger.From = 4, "mallory"
 	unknownPeer, _ := protocol.Encode(key, stranger)
-	for _, b := range [][]byte{good, good, wrongKey, good[:len(good)-5], otherCluster, unknownPeer, []byte("INVITE sip:x SIP/2.0\r\n\r\n"), {}} {
+	// Authentic, from a known peer, fresh, but sealed for host c.
+	elsewhere := m
+	elsewhere.Seq, elsewhere.To = 5, "c"
+	forOtherHost, _ := protocol.Encode(key, elsewhere)
+	for _, b := range [][]byte{good, good, wrongKey, good[:len(good)-5], otherCluster, unknownPeer, forOtherHost, []byte("INVITE sip:x SIP/2.0\r\n\r\n"), {}} {
 		if _, err := c.Write(b); err != nil {
 			t.Fatal(err)
 		}
@@ -62,7 +67,7 @@ func TestDropsAreCountedAndNothingStops(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("valid datagram not delivered")
 	}
-	want := map[string]uint64{"replay": 1, "auth": 1, "cluster": 1, "peer": 1}
+	want := map[string]uint64{"replay": 1, "auth": 1, "cluster": 1, "peer": 1, "destination": 1}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		st := tr.Stats()
@@ -76,7 +81,7 @@ func TestDropsAreCountedAndNothingStops(t *testing.T) {
 		for _, v := range st.Dropped {
 			total += v
 		}
-		if ok && total == 7 {
+		if ok && total == 8 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -141,7 +146,7 @@ func TestRunEndsWithoutClosingTheSocket(t *testing.T) {
 		t.Fatal("Run did not return when its context ended")
 	}
 
-	m := protocol.Message{Type: protocol.MsgTransfer, From: "b", ClusterID: protocol.ClusterID("edge"), Incarnation: 1, Seq: 1,
+	m := protocol.Message{Type: protocol.MsgTransfer, From: "b", ClusterID: protocol.ClusterID("edge"), Incarnation: 1, Seq: 1, To: "a",
 		Transfer: protocol.Transfer{Epoch: 3, To: "a"}}
 	if err := tr.Send(protocol.Envelope{To: "a", Msg: m}); err != nil {
 		t.Fatalf("send after Run ended: %v", err)

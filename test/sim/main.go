@@ -80,15 +80,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	start := time.Now()
 	var (
-		next       atomic.Int64
-		mu         sync.Mutex
-		bad        []protocol.SimResult
-		maxRec     time.Duration
-		maxFail    time.Duration
-		fails      []time.Duration
-		recs       []time.Duration
-		steps, msg int64
-		wg         sync.WaitGroup
+		next                 atomic.Int64
+		mu                   sync.Mutex
+		bad                  []protocol.SimResult
+		maxRec               time.Duration
+		maxFail              time.Duration
+		fails                []time.Duration
+		recs                 []time.Duration
+		steps, msg, replayed int64
+		wg                   sync.WaitGroup
 	)
 	for w := 0; w < *workers; w++ {
 		wg.Add(1)
@@ -104,6 +104,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 				mu.Lock()
 				steps += int64(r.Steps)
 				msg += int64(r.Messages)
+				replayed += int64(r.Replayed)
 				if len(r.Violations) > 0 {
 					bad = append(bad, r)
 				}
@@ -149,8 +150,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	// The largest bound of the simulated shapes (3 nodes).
 	bound := protocol.Config{Nodes: []string{"a", "b", "c"}}.RecoveryBound(40 * time.Millisecond)
-	fmt.Printf("bench=sim schedules=%d violations=%d max_recovery_ms=%.1f p99_recovery_ms=%.1f recovery_bound_ms=%.1f kill_runs=%d max_failover_ms=%.1f p99_failover_ms=%.1f drift=%g steps=%d messages=%d seconds=%.1f\n",
-		*schedules, len(bad), ms(maxRec), ms(pct(recs, 0.99)), ms(bound), len(fails), ms(maxFail), ms(pct(fails, 0.99)), *drift, steps, msg, time.Since(start).Seconds())
+	fmt.Printf("bench=sim schedules=%d violations=%d max_recovery_ms=%.1f p99_recovery_ms=%.1f recovery_bound_ms=%.1f kill_runs=%d max_failover_ms=%.1f p99_failover_ms=%.1f drift=%g steps=%d messages=%d replayed=%d seconds=%.1f\n",
+		*schedules, len(bad), ms(maxRec), ms(pct(recs, 0.99)), ms(bound), len(fails), ms(maxFail), ms(pct(fails, 0.99)), *drift, steps, msg, replayed, time.Since(start).Seconds())
 	if len(bad) > 0 {
 		return 1
 	}
