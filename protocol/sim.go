@@ -87,7 +87,10 @@ type simProc struct {
 	up         bool
 	gen        int
 	stallUntil time.Duration
-	queue      [][]byte
+	// diskFailUntil: its state writes fail until then (a full disk). It
+	// sends nothing while its state is not on disk (persist before send).
+	diskFailUntil time.Duration
+	queue         [][]byte
 	filter     *ReplayFilter
 	seen       map[string]bool // MACs accepted by this process incarnation
 }
@@ -192,6 +195,9 @@ func Simulate(opt SimOptions) SimResult {
 		end = w.planBenign()
 	} else {
 		w.healAt = w.planFaults()
+		// Failed persistence draws from its own stream, so that the
+		// schedules of the other faults stay what they were.
+		w.planDiskFaults(rand.New(rand.NewPCG(opt.Seed^0xd15c, opt.Seed)), w.healAt)
 		w.at(w.healAt, w.heal)
 		end = w.healAt + w.res.Bound + 300*time.Millisecond
 	}
@@ -448,8 +454,15 @@ func (w *simWorld) stallLoc(i int, d time.Duration) {
 func (w *simWorld) nodeReady(i int) {
 	h := w.hosts[i]
 	rd := h.node.Ready()
+	written := true
 	if rd.State != nil {
-		h.nodeSt = *rd.State // persisted (fsync) before anything is sent
+		if w.now < h.np.diskFailUntil {
+			written = false
+			w.tracef(h, "node state write FAILED (incarnation=%d max_epoch=%d); sending nothing", rd.State.Incarnation, rd.State.MaxEpoch)
+		} else {
+			h.nodeSt = *rd.State // persisted (fsync) before anything is sent
+			h.node.Persisted(*rd.State)
+		}
 	}
 	for _, ev := range rd.Events {
 		w.tracef(h, "event %s", ev)
@@ -467,6 +480,9 @@ func (w *simWorld) nodeReady(i int) {
 			w.own(h, e.Epoch)
 		}
 	}
+	if !written {
+		return // the events are local and were acted on; the messages are lost
+	}
 	for _, env := range rd.Messages {
 		w.send(i, env)
 	}
@@ -483,7 +499,12 @@ func (w *simWorld) locReady(i int) {
 	h := w.hosts[i]
 	rd := h.loc.Ready()
 	if rd.State != nil {
+		if w.now < h.lp.diskFailUntil {
+			w.tracef(h, "locator state write FAILED (epoch=%d holder=%q); sending nothing", rd.State.Epoch, rd.State.Holder)
+			return
+		}
 		h.locSt = *rd.State
+		h.loc.Persisted(*rd.State)
 	}
 	for _, env := range rd.Messages {
 		w.send(i, env)
@@ -663,6 +684,14 @@ func (w *simWorld) finish() {
 }
 
 // ---- faults ----
+
+func (w *simWorld) randNodeFrom(r *rand.Rand) int {
+	for {
+		if i := r.IntN(len(w.hosts)); w.hosts[i].isNode {
+			return i
+		}
+	}
+}
 
 func (w *simWorld) randNode() int {
 	for {
@@ -908,6 +937,57 @@ func (w *simWorld) setHealthy(i int) {
 		h.node.SetMaintenance(h.local(w.now), false)
 		w.nodeReady(i)
 	}
+}
+
+// planDiskFaults makes, in a third of the schedules, the state writes of
+// one node or locator fail for a while before healAt; in half of those the
+// process then crashes and restarts from what is on disk (the grant or
+// claim it could not write is forgotten).
+func (w *simWorld) planDiskFaults(r *rand.Rand, healAt time.Duration) {
+	if r.IntN(3) != 0 {
+		return
+	}
+	warm := 600 * time.Millisecond
+	if healAt <= warm+50*time.Millisecond {
+		return
+	}
+	start := warm + time.Duration(r.Int64N(int64(healAt-warm-40*time.Millisecond)))
+	// Ends, and a crash's restart happens, before the heal.
+	dur := min(healAt-start-35*time.Millisecond, 5*time.Millisecond+time.Duration(r.Int64N(int64(900*time.Millisecond))))
+	crash := r.IntN(2) == 0
+	node := r.IntN(2) == 0
+	i := r.IntN(len(w.hosts))
+	if node {
+		i = w.randNodeFrom(r)
+	}
+	kind := map[bool]string{true: "node", false: "locator"}[node]
+	w.fault(start, fmt.Sprintf("disk full on %s %s for %v (crash after: %v)", kind, w.hosts[i].id, dur, crash), func() {
+		h := w.hosts[i]
+		if node {
+			h.np.diskFailUntil = w.now + dur
+		} else {
+			h.lp.diskFailUntil = w.now + dur
+		}
+	})
+	if !crash {
+		return
+	}
+	w.at(start+dur, func() {
+		if node {
+			w.crashNode(i)
+		} else {
+			w.crashLoc(i)
+		}
+		w.tracef(w.hosts[i], "crash after the disk failure")
+		w.at(w.now+30*time.Millisecond, func() {
+			if node && !w.hosts[i].np.up {
+				w.startNode(i)
+			}
+			if !node && !w.hosts[i].lp.up {
+				w.startLoc(i)
+			}
+		})
+	})
 }
 
 // heal ends every fault: processes restarted, network clean, all healthy.
