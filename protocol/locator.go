@@ -115,6 +115,13 @@ func NewLocator(cfg Config, st LocatorState, now time.Duration) (*Locator, error
 	return l, nil
 }
 
+// AssumeLostState makes a locator started from a zero state (no state
+// file) wait out Lease+DriftMargin before granting anyone, as after a
+// restart with a holder on disk: without its file a locator cannot tell a
+// first start from a lost state directory, and the previous life may have
+// granted a lease that still runs. Call it before the first Step.
+func (l *Locator) AssumeLostState() { l.quarantine = true }
+
 // Tick advances the locator's clock. A locator has no timers of its own;
 // ticking only keeps Status current.
 func (l *Locator) Tick(now time.Duration) { l.advance(now) }
