@@ -39,6 +39,7 @@ const (
 	bugIgnoreDrift               // locators grant DriftMargin early
 	bugNoWait                    // locators grant a new holder without waiting out the old lease
 	bugRenewOnlyWithToken        // the active renews only when it holds the token
+	bugForgetFailedWrite         // a failed state write counts as written (the measured defect: Ready cleared the state)
 )
 
 // SimResult is the outcome of one schedule.
@@ -458,6 +459,9 @@ func (w *simWorld) nodeReady(i int) {
 	if rd.State != nil {
 		if w.now < h.np.diskFailUntil {
 			written = false
+			if w.opt.bug == bugForgetFailedWrite {
+				h.node.Persisted(*rd.State)
+			}
 			w.tracef(h, "node state write FAILED (incarnation=%d max_epoch=%d); sending nothing", rd.State.Incarnation, rd.State.MaxEpoch)
 		} else {
 			h.nodeSt = *rd.State // persisted (fsync) before anything is sent
@@ -501,6 +505,9 @@ func (w *simWorld) locReady(i int) {
 	if rd.State != nil {
 		if w.now < h.lp.diskFailUntil {
 			w.tracef(h, "locator state write FAILED (epoch=%d holder=%q); sending nothing", rd.State.Epoch, rd.State.Holder)
+			if w.opt.bug == bugForgetFailedWrite {
+				h.loc.Persisted(*rd.State)
+			}
 			return
 		}
 		h.locSt = *rd.State
@@ -517,6 +524,7 @@ func (w *simWorld) send(from int, env Envelope) {
 		w.violation("message to unknown host %q", env.To)
 		return
 	}
+	w.checkPersisted(w.hosts[from], env.Msg)
 	b, err := Encode(simKey, env.Msg)
 	if err != nil {
 		w.violation("Encode %s: %v", env.Msg.Type, err)
@@ -936,6 +944,25 @@ func (w *simWorld) setHealthy(i int) {
 		h.node.SetHealth(h.local(w.now), true)
 		h.node.SetMaintenance(h.local(w.now), false)
 		w.nodeReady(i)
+	}
+}
+
+// checkPersisted is persist-before-send, checked on every datagram: what
+// a message says or promises is on its sender's disk. A locator's answer
+// names the epoch and holder it has persisted (a grant it could not write
+// is not answered); a node's claim carries an epoch at most its persisted
+// highest; every datagram carries the persisted incarnation.
+func (w *simWorld) checkPersisted(h *simHost, m Message) {
+	if m.Type.FromLocator() {
+		if m.Incarnation != h.locSt.Incarnation || (m.Type == MsgAck && (m.Ack.Epoch != h.locSt.Epoch || m.Ack.Holder != h.locSt.Holder)) {
+			w.violation("locator %s sent %s (incarnation %d, epoch %d, holder %q) not on its disk (incarnation %d, epoch %d, holder %q)",
+				h.id, m.Type, m.Incarnation, m.Ack.Epoch, m.Ack.Holder, h.locSt.Incarnation, h.locSt.Epoch, h.locSt.Holder)
+		}
+		return
+	}
+	if m.Incarnation != h.nodeSt.Incarnation || (m.Type == MsgCheckIn && m.CheckIn.Claim && m.CheckIn.Epoch > h.nodeSt.MaxEpoch) {
+		w.violation("node %s sent %s (incarnation %d, epoch %d) not on its disk (incarnation %d, max epoch %d)",
+			h.id, m.Type, m.Incarnation, m.CheckIn.Epoch, h.nodeSt.Incarnation, h.nodeSt.MaxEpoch)
 	}
 }
 
