@@ -45,7 +45,7 @@ type Report struct {
 	// why).
 	PersistFailing bool   `json:"persist_failing"`
 	PersistError   string `json:"persist_error,omitempty"`
-	Listen           string          `json:"listen"`
+	Listen         string `json:"listen"`
 	// Degraded: not scheduled for longer than control.sched_delay_warn
 	// within the last 10 s.
 	Degraded          bool    `json:"degraded"`

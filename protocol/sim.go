@@ -92,8 +92,8 @@ type simProc struct {
 	// sends nothing while its state is not on disk (persist before send).
 	diskFailUntil time.Duration
 	queue         [][]byte
-	filter     *ReplayFilter
-	seen       map[string]bool // MACs accepted by this process incarnation
+	filter        *ReplayFilter
+	seen          map[string]bool // MACs accepted by this process incarnation
 }
 
 type simHost struct {
