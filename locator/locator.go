@@ -40,7 +40,12 @@ type Report struct {
 	Nodes            []NodeReport    `json:"nodes"`
 	Transport        transport.Stats `json:"transport"`
 	PersistErrors    uint64          `json:"persist_errors"`
-	Listen           string          `json:"listen"`
+	// PersistFailing: the last write of the state file failed; the
+	// locator answers nothing until a write succeeds (PersistError says
+	// why).
+	PersistFailing bool   `json:"persist_failing"`
+	PersistError   string `json:"persist_error,omitempty"`
+	Listen         string `json:"listen"`
 	// Degraded: not scheduled for longer than control.sched_delay_warn
 	// within the last 10 s.
 	Degraded          bool    `json:"degraded"`
@@ -73,27 +78,31 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	pcfg := transport.ProtocolConfig(cfg)
 	pcfg.Self = cfg.Cluster.Node
 	statePath := filepath.Join(cfg.Runtime.StateDir, StateFile)
-	var st protocol.LocatorState
-	if _, err := statefile.Load(statePath, &st); err != nil {
+	owner := statefile.Owner{Kind: "locator", Cluster: cfg.Cluster.Name, ID: cfg.Cluster.Node}
+	st, lost, err := loadState(statePath, owner, log)
+	if err != nil {
 		return err
 	}
 	l, err := protocol.NewLocator(pcfg, st, clock.Boottime())
 	if err != nil {
 		return err
 	}
-	// The new incarnation must be on disk before any datagram carries it.
-	rd := l.Ready()
-	if rd.State != nil {
-		if err := statefile.Save(statePath, rd.State); err != nil {
-			return err
-		}
-		st.Incarnation = rd.State.Incarnation
+	if lost {
+		// A lost state directory cannot be told from a first start: a
+		// lease granted by the previous life may still run.
+		l.AssumeLostState()
 	}
 	tr, err := transport.Open(cfg, pcfg, key, true, log)
 	if err != nil {
 		return err
 	}
 	defer tr.Close()
+	// The new incarnation must be on disk before any datagram carries it:
+	// the first flush writes it, and until a write succeeds nothing is
+	// sent (a full disk at start is retried like any other).
+	d := &driver{l: l, send: tr.Send, log: log, lastEpoch: st.Epoch, lastHolder: st.Holder,
+		w: &statefile.Writer{Path: statePath, Owner: owner, What: "locator state", Log: log}}
+	d.flush()
 	sup, err := ipc.FromEnv()
 	if err != nil && !errors.Is(err, ipc.ErrNoChannel) {
 		return err
@@ -118,7 +127,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			}
 		}()
 	}
-	log.Info("locator started", "event", "locator_start", "listen", tr.Addr().String(), "incarnation", st.Incarnation, "epoch", st.Epoch, "holder", st.Holder)
+	log.Info("locator started", "event", "locator_start", "listen", tr.Addr().String(), "incarnation", st.Incarnation+1, "epoch", st.Epoch, "holder", st.Holder)
 
 	watch, err := schedwatch.New(schedwatch.Config{Threshold: cfg.Control.SchedDelayWarn, Logger: log})
 	if err != nil {
@@ -132,15 +141,14 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	defer tick.Stop()
 	reportTick := time.NewTicker(250 * time.Millisecond)
 	defer reportTick.Stop()
-	var persistErrors uint64
-	var lastHolder string
-	var lastEpoch uint64 = st.Epoch
 	report := func() {
 		if sup == nil {
 			return
 		}
+		failing, persistErrors, lastErr := d.w.Status()
 		r := buildReport(l.Status(), clock.Boottime(), tr, persistErrors)
-		r.Incarnation = st.Incarnation
+		r.PersistFailing, r.PersistError = failing, lastErr
+		r.Incarnation = d.incarnation
 		r.Realtime = rt
 		ws := watch.Snapshot()
 		r.Degraded, r.SchedLateEpisodes, r.SchedMaxLateMS = ws.Degraded, ws.Episodes, float64(ws.MaxLate)/1e6
@@ -149,28 +157,6 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		b, _ := json.Marshal(r)
 		if err := sup.Send(&ipc.Msg{Type: "report", Report: b}, 50*time.Millisecond); err != nil {
 			log.Debug("cannot report to the supervisor", "err", err)
-		}
-	}
-	flush := func() {
-		rd := l.Ready()
-		if rd.State != nil {
-			if err := statefile.Save(statePath, rd.State); err != nil {
-				// An answer whose promise is not on disk could be broken
-				// by a restart: say nothing rather than something unsafe.
-				persistErrors++
-				log.Error("cannot persist locator state; not answering", "event", "persist_error", "err", err)
-				return
-			}
-		}
-		for _, e := range rd.Messages {
-			if err := tr.Send(e); err != nil {
-				log.Debug("send failed", "err", err)
-			}
-		}
-		s := l.Status()
-		if s.Holder != lastHolder || s.Epoch != lastEpoch {
-			log.Info("lease granted", "event", "grant", "holder", s.Holder, "epoch", s.Epoch, "previous", lastHolder)
-			lastHolder, lastEpoch = s.Holder, s.Epoch
 		}
 	}
 	report()
@@ -183,13 +169,76 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			if err := l.Step(m.At, m.Msg); err != nil {
 				log.Debug("message rejected", "type", m.Msg.Type.String(), "from", m.Msg.From, "err", err)
 			}
-			flush()
+			d.flush()
 		case <-tick.C:
+			// Also the retry of a failed write: State stays in every
+			// Ready until it is on disk.
 			l.Tick(clock.Boottime())
-			flush()
+			d.flush()
 		case <-reportTick.C:
 			// The locator is not fenced; its report is for status only.
 			report()
+		}
+	}
+}
+
+// loadState reads the locator's state file. No file: a first start or a
+// lost state directory, said in the log, and an incarnation from the
+// clock so that the nodes, which remember the previous life's, accept this
+// one (statefile.FreshIncarnation); lost is then true.
+func loadState(path string, owner statefile.Owner, log *slog.Logger) (st protocol.LocatorState, lost bool, err error) {
+	res, err := statefile.Load(path, owner, &st)
+	if err != nil {
+		return st, false, err
+	}
+	switch res {
+	case statefile.LoadedLegacy:
+		log.Info("locator state file in the previous format (no checksum); rewritten now", "event", "state_upgraded", "path", path)
+	case statefile.Missing:
+		inc, err := statefile.FreshIncarnation(time.Now())
+		if err != nil {
+			return st, false, err
+		}
+		st.Incarnation = inc - 1 // NewLocator counts this start
+		log.Warn("no locator state file: a first start, or runtime.state_dir was lost; starting at an incarnation from the clock and granting no lease for one lease time",
+			"event", "state_new", "path", path, "incarnation", inc)
+		return st, true, nil
+	}
+	return st, false, nil
+}
+
+// driver carries out the core's Ready: persist, then send. A failed write
+// leaves the state dirty in the core (no Persisted) and sends nothing: an
+// answer whose promise is not on disk could be broken by a restart, and
+// silence is safe (the nodes ask again). The next flush retries the write;
+// the Writer logs one persist_error per episode and persist_recovered.
+type driver struct {
+	l    *protocol.Locator
+	w    *statefile.Writer
+	send func(protocol.Envelope) error
+	log  *slog.Logger
+
+	incarnation uint64 // as persisted
+	lastHolder  string // as persisted and logged
+	lastEpoch   uint64
+}
+
+func (d *driver) flush() {
+	rd := d.l.Ready()
+	if rd.State != nil {
+		if err := d.w.Save(rd.State); err != nil {
+			return
+		}
+		d.l.Persisted(*rd.State)
+		d.incarnation = rd.State.Incarnation
+		if s := rd.State; s.Holder != d.lastHolder || s.Epoch != d.lastEpoch {
+			d.log.Info("lease granted", "event", "grant", "holder", s.Holder, "epoch", s.Epoch, "previous", d.lastHolder)
+			d.lastHolder, d.lastEpoch = s.Holder, s.Epoch
+		}
+	}
+	for _, e := range rd.Messages {
+		if err := d.send(e); err != nil {
+			d.log.Debug("send failed", "err", err)
 		}
 	}
 }

@@ -25,13 +25,17 @@ func (m *manager) maintenancePath() string {
 	return filepath.Join(m.cfg.Runtime.StateDir, MaintenanceFile)
 }
 
+func (m *manager) maintenanceOwner() statefile.Owner {
+	return statefile.Owner{Kind: "maintenance", Cluster: m.cfg.Cluster.Name, ID: m.cfg.Cluster.Node}
+}
+
 // loadMaintenance applies a persisted `maintenance on` to the new node,
 // before it first speaks, so it never claims the role in between. A file
 // that does not parse (written atomically, so only a damaged disk does
 // that) counts as on: an operator's "out of service" is not guessed away.
 func (m *manager) loadMaintenance() {
 	var ms maintenanceState
-	if _, err := statefile.Load(m.maintenancePath(), &ms); err != nil {
+	if _, err := statefile.Load(m.maintenancePath(), m.maintenanceOwner(), &ms); err != nil {
 		m.log.Error("maintenance state unreadable; staying in maintenance until `vigil maintenance off`", "event", "persist_error", "path", m.maintenancePath(), "err", err)
 		ms.On = true
 	}
@@ -47,7 +51,7 @@ func (m *manager) loadMaintenance() {
 func (m *manager) setMaintenance(on bool) error {
 	m.node.SetMaintenance(clock.Boottime(), on)
 	m.log.Info("maintenance "+map[bool]string{true: "on", false: "off"}[on], "event", "maintenance", "on", on)
-	if err := statefile.Save(m.maintenancePath(), maintenanceState{On: on, Since: time.Now()}); err != nil {
+	if err := statefile.Save(m.maintenancePath(), m.maintenanceOwner(), maintenanceState{On: on, Since: time.Now()}); err != nil {
 		m.log.Error("cannot persist maintenance; in force until vigil restarts", "event", "persist_error", "err", err)
 		return fmt.Errorf("maintenance is %s now, but only until vigil restarts: %w", map[bool]string{true: "on", false: "off"}[on], err)
 	}

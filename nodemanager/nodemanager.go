@@ -64,6 +64,8 @@ type manager struct {
 	watchDone   chan struct{}
 
 	statePath string
+	state     *statefile.Writer // node.state: episodes of failed writes
+	send      func(protocol.Envelope) error
 	held      bool // the floating IPs are on the interface
 	// handoverUntil: this node took the role in a planned handover and
 	// the old active may still hold the addresses, silent, until then (its
@@ -139,8 +141,10 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		m.refreshLinks(ifaces)
 	}
 
-	var st protocol.NodeState
-	if _, err := statefile.Load(m.statePath, &st); err != nil {
+	owner := statefile.Owner{Kind: "node", Cluster: cfg.Cluster.Name, ID: cfg.Cluster.Node}
+	m.state = &statefile.Writer{Path: m.statePath, Owner: owner, What: "node state", Log: log}
+	st, err := loadState(m.statePath, owner, log)
+	if err != nil {
 		return err
 	}
 	if m.sup, err = ipc.FromEnv(); err != nil && !errors.Is(err, ipc.ErrNoChannel) {
@@ -186,6 +190,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer m.tr.Close()
+	m.send = m.tr.Send
 	// The watch, like the transport below, outlives ctx: during an orderly
 	// stop the successor's announcements end the drain (drain.go).
 	watchCtx, watchStop := context.WithCancel(context.Background())
@@ -207,9 +212,9 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	go m.tr.Run(trCtx, in)
 
 	m.updateHealth(now)
-	if err := m.flush(); err != nil {
-		return err // the first incarnation could not be persisted
-	}
+	// The first incarnation goes to disk before any datagram carries it; a
+	// failed write sends nothing and is retried on every tick.
+	m.flush()
 	log.Info("node manager started", "event", "nodemanager_start", "listen", m.tr.Addr().String(), "incarnation", m.node.Status().Incarnation, "vips", len(m.vips))
 	for _, msg := range early {
 		m.onSupervisor(msg)
@@ -246,9 +251,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			m.fo.local(clock.Boottime())
 			m.onNetEvent(ev)
 		}
-		if err := m.flush(); err != nil {
-			log.Error("cannot persist node state; not sending", "event", "persist_error", "err", err)
-		}
+		m.flush()
 		m.fo.observe(m.node.Status().Active)
 		now := clock.Boottime()
 		m.checkDrain(now)
@@ -464,23 +467,62 @@ func (m *manager) fault(reason string, epoch uint64) {
 	m.hooks.enqueue("fault", m.cfg.Hooks.OnFault, append(m.hookEnv("fault", epoch), "VIGIL_REASON="+reason), m.cfg.Hooks.Timeout)
 }
 
-// flush carries out the protocol's Ready: persist, act, send.
-func (m *manager) flush() error {
+// flush carries out the protocol's Ready: persist, act, send. A failed
+// write leaves the state dirty in the core (no Persisted, so the next flush,
+// at the latest the next tick, writes it again) and sends none of the
+// messages: a claim whose epoch is not on disk could be reused after a
+// restart, and a node that cannot persist does not claim. The events are
+// acted on all the same: they are local, and giving up the role (dropping
+// the addresses) must never wait for a disk. statefile.Writer logs one
+// persist_error per episode and persist_recovered at its end.
+func (m *manager) flush() {
 	rd := m.node.Ready()
+	written := true
 	if rd.State != nil {
-		if err := statefile.Save(m.statePath, rd.State); err != nil {
-			return err
+		if err := m.state.Save(rd.State); err != nil {
+			written = false
+		} else {
+			m.node.Persisted(*rd.State)
 		}
 	}
 	for _, ev := range rd.Events {
 		m.onEvent(ev)
 	}
+	if !written {
+		return
+	}
 	for _, e := range rd.Messages {
-		if err := m.tr.Send(e); err != nil {
+		if err := m.send(e); err != nil {
 			m.log.Debug("send failed", "err", err)
 		}
 	}
-	return nil
+}
+
+// loadState reads the node's state file. No file: a first start or a
+// lost state directory, said in the log (event=state_new), and an
+// incarnation from the clock so that the peers, which remember the
+// previous life's, accept this one (statefile.FreshIncarnation). The epoch
+// it claimed before is learnt back from the locators' answers before it
+// claims (a claim below a locator's epoch is refused with that epoch).
+func loadState(path string, owner statefile.Owner, log *slog.Logger) (protocol.NodeState, error) {
+	var st protocol.NodeState
+	res, err := statefile.Load(path, owner, &st)
+	if err != nil {
+		return st, err
+	}
+	switch res {
+	case statefile.LoadedLegacy:
+		log.Info("node state file in the previous format (no checksum); rewritten now", "event", "state_upgraded", "path", path)
+	case statefile.Missing:
+		inc, err := statefile.FreshIncarnation(time.Now())
+		if err != nil {
+			return st, err
+		}
+		st.Incarnation = inc - 1 // NewNode counts this start
+		log.Warn("no node state file: a first start, or runtime.state_dir was lost; starting at an incarnation from the clock so that the peers accept it",
+			"event", "state_new", "path", path, "incarnation", inc)
+	}
+	return st, nil
 }
 
 func (m *manager) onEvent(ev protocol.Event) {
@@ -642,9 +684,7 @@ func (m *manager) shutdown(in <-chan transport.Inbound) {
 	// Claim nothing while stopping: the token may come back naming no
 	// active, and a stopping node must not take the role back.
 	m.node.SetMaintenance(now, true)
-	if err := m.flush(); err != nil {
-		m.log.Error("cannot persist node state; not sending", "event", "persist_error", "err", err)
-	}
+	m.flush()
 	successor, waited := "", time.Duration(0)
 	if handed {
 		successor, waited = m.awaitSuccessor(in)
@@ -684,9 +724,7 @@ func (m *manager) awaitSuccessor(in <-chan transport.Inbound) (string, time.Dura
 		case ev := <-m.netEvents:
 			m.onNetEvent(ev) // the successor's announcements end the drain
 		}
-		if err := m.flush(); err != nil {
-			m.log.Error("cannot persist node state; not sending", "event", "persist_error", "err", err)
-		}
+		m.flush()
 		m.checkDrain(clock.Boottime())
 	}
 }
@@ -753,6 +791,7 @@ func (m *manager) report(now time.Duration) {
 		r.GARPSent, r.NASent = s.GARPSent, s.NASent
 	}
 	r.Conflicts = m.conflicts
+	r.PersistFailing, r.PersistErrors, r.PersistError = m.state.Status()
 	if c := m.lastConflict; c != nil {
 		r.LastConflict = &ConflictReport{VIP: c.vip, MAC: c.mac, AgeMS: (now - c.at).Milliseconds()}
 	}

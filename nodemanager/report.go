@@ -58,6 +58,13 @@ type Report struct {
 	Conflicts    uint64          `json:"ip_conflicts"`
 	LastConflict *ConflictReport `json:"last_conflict,omitempty"`
 	HookFailures uint64          `json:"hook_failures"`
+	// PersistErrors counts failed writes of the node's state file since
+	// start; PersistFailing: the last one failed, and the node manager
+	// sends nothing (claims nothing) until a write succeeds (PersistError
+	// says why).
+	PersistErrors  uint64 `json:"persist_errors"`
+	PersistFailing bool   `json:"persist_failing"`
+	PersistError   string `json:"persist_error,omitempty"`
 	// Realtime is what control.realtime put in force for this process.
 	Realtime realtime.Report `json:"realtime"`
 }

@@ -25,8 +25,13 @@
 //			err = n.Step(now(), m)                 // now read after recvmsg
 //		}
 //		rd := n.Ready()
-//		if rd.State != nil { persist(rd.State) }   // write + fsync FIRST
 //		act(rd.Events)                             // floating IPs, hooks, metrics
+//		if rd.State != nil {
+//			if persist(rd.State) != nil {          // write + fsync FIRST
+//				continue                           // send nothing; State comes again
+//			}
+//			n.Persisted(*rd.State)
+//		}
 //		for _, e := range rd.Messages { send(e.To, protocol.Encode(key, e.Msg)) }
 //	}
 //
@@ -34,7 +39,10 @@
 //   - Ready.State / LocatorReady.State must be persisted with fsync before
 //     any message of the same Ready is sent: a claim carries an epoch that
 //     must never be reused after a crash, and a locator's answer promises a
-//     grant that must survive its restart.
+//     grant that must survive its restart. A write that fails sends none
+//     of that Ready's messages (the protocol takes them for lost datagrams)
+//     and is not reported with Persisted: State stays dirty and comes
+//     again in every Ready until a write succeeds.
 //   - The floating IPs may be held only while Node.ActiveAt(now) is true.
 //     Arm a timer at NodeStatus.LeaseUntil (updated by BecameActive and
 //     LeaseExtended) and drop the addresses when it fires, even if no

@@ -136,9 +136,15 @@ func (e TokenRegenerated) String() string { return fmt.Sprintf("TokenRegenerated
 
 // Ready is what a Node asks its caller to do, in this order:
 //  1. if State is non-nil, persist it (write + fsync) — messages below may
-//     carry an epoch that must never be reused after a crash;
-//  2. act on Events (floating IPs, hooks, metrics);
-//  3. encode and send Messages, each to the host in Envelope.To.
+//     carry an epoch that must never be reused after a crash — and on
+//     success call Node.Persisted(*State);
+//  2. act on Events (floating IPs, hooks, metrics), whether or not the
+//     write succeeded: they are local, and dropping the role must never
+//     wait for a disk;
+//  3. only if State was nil or written: encode and send Messages, each to
+//     the host in Envelope.To. After a failed write drop them all (to the
+//     protocol, lost datagrams); State stays in every Ready until a write
+//     succeeds, so the next Ready retries it.
 type Ready struct {
 	State    *NodeState
 	Messages []Envelope

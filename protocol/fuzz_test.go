@@ -137,6 +137,7 @@ func FuzzNodeStep(f *testing.F) {
 					t.Fatalf("state went backwards: %+v after %+v", rd.State, persisted)
 				}
 				persisted = *rd.State
+				n.Persisted(*rd.State)
 			}
 			for _, env := range rd.Messages {
 				if env.Msg.Type == MsgCheckIn && env.Msg.CheckIn.Claim {

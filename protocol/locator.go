@@ -7,7 +7,8 @@ import (
 
 // LocatorState is what a Locator needs to survive a restart. The caller
 // persists it (write + fsync) whenever LocatorReady.State is non-nil, BEFORE
-// sending that Ready's messages, and passes the last persisted value to
+// sending that Ready's messages (none of them if the write failed), reports
+// it with Persisted, and passes the last persisted value to
 // NewLocator. Because every grant of a new epoch is persisted before it is
 // answered, a restarted locator never grants an epoch twice nor forgets to
 // whom it granted the last one. What it does forget is when that holder's
@@ -23,7 +24,7 @@ type LocatorState struct {
 // LocatorReady is what a Locator asks its caller to do.
 type LocatorReady struct {
 	// State, when non-nil, must be persisted with fsync before any of
-	// Messages is sent.
+	// Messages is sent; it stays non-nil in every Ready until Persisted.
 	State *LocatorState
 	// Messages are to be encoded and sent, each to the host in To.
 	Messages []Envelope
@@ -132,6 +133,13 @@ func NewLocator(cfg Config, st LocatorState, now time.Duration) (*Locator, error
 	}
 	return l, nil
 }
+
+// AssumeLostState makes a locator started from a zero state (no state
+// file) wait out Lease+DriftMargin before granting anyone, as after a
+// restart with a holder on disk: without its file a locator cannot tell a
+// first start from a lost state directory, and the previous life may have
+// granted a lease that still runs. Call it before the first Step.
+func (l *Locator) AssumeLostState() { l.quarantine = true }
 
 // Tick advances the locator's clock. A locator has no timers of its own;
 // ticking only keeps Status current.
@@ -267,17 +275,27 @@ func (l *Locator) ack(ni int, m Message, granted bool) {
 	}})
 }
 
-// Ready returns and clears what the caller must do now: persist State (if
-// non-nil, with fsync) and then send Messages.
+// Ready returns what the caller must do now: persist State (if non-nil,
+// with fsync), report it with Persisted, and then send Messages. Messages
+// are cleared; State is not: it comes in every Ready until Persisted. After
+// a failed write the caller sends none of Messages (to the nodes, lost
+// answers; they ask again).
 func (l *Locator) Ready() LocatorReady {
 	var rd LocatorReady
 	if l.dirty {
 		st := l.st
 		rd.State = &st
-		l.dirty = false
 	}
 	rd.Messages, l.msgs = l.msgs, nil
 	return rd
+}
+
+// Persisted tells the locator that st, the State of a Ready, is on disk. A
+// newer state than st stays to be written.
+func (l *Locator) Persisted(st LocatorState) {
+	if st == l.st {
+		l.dirty = false
+	}
 }
 
 // Status is the locator's current view.

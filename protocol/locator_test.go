@@ -34,6 +34,9 @@ func ask(t *testing.T, l *Locator, now time.Duration, m Message) (Ack, bool) {
 		t.Fatalf("want one ack to %s, got %+v", m.From, rd.Messages)
 	}
 	a := rd.Messages[0].Msg.Ack
+	if rd.State != nil {
+		l.Persisted(*rd.State)
+	}
 	if a.Round != m.CheckIn.Round {
 		t.Fatalf("ack round %d, want %d", a.Round, m.CheckIn.Round)
 	}
@@ -50,6 +53,7 @@ func newTestLocator(t *testing.T, st LocatorState, now time.Duration) *Locator {
 	if rd.State == nil || rd.State.Incarnation != st.Incarnation+1 {
 		t.Fatalf("first Ready must persist the new incarnation, got %+v", rd.State)
 	}
+	l.Persisted(*rd.State)
 	return l
 }
 

@@ -367,17 +367,27 @@ func (n *Node) Step(now time.Duration, m Message) error {
 	return nil
 }
 
-// Ready returns and clears what the caller must do now (see Ready).
+// Ready returns and clears what the caller must do now (see Ready). The
+// state is not cleared: it comes in every Ready until the caller reports it
+// on disk with Persisted. A caller whose write failed must not believe it
+// persisted, and the core must not either.
 func (n *Node) Ready() Ready {
 	var rd Ready
 	if n.dirty {
 		st := n.st
 		rd.State = &st
-		n.dirty = false
 	}
 	rd.Messages, n.msgs = n.msgs, nil
 	rd.Events, n.events = n.events, nil
 	return rd
+}
+
+// Persisted tells the node that st, the State of a Ready, is on disk (written
+// and fsynced). A newer state than st stays to be written.
+func (n *Node) Persisted(st NodeState) {
+	if st == n.st {
+		n.dirty = false
+	}
 }
 
 // Status is the node's current view.

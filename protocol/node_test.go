@@ -13,6 +13,10 @@ type nodeHarness struct {
 	now time.Duration
 	seq uint64
 	st  NodeState // as persisted
+	// failWrites: the state writes fail (a full disk). ready then drops
+	// the messages, as the node manager does, and does not report the
+	// state persisted.
+	failWrites bool
 }
 
 func newHarness(t *testing.T, self string, st NodeState) *nodeHarness {
@@ -29,11 +33,16 @@ func newHarness(t *testing.T, self string, st NodeState) *nodeHarness {
 func (h *nodeHarness) ready() Ready {
 	h.t.Helper()
 	rd := h.n.Ready()
+	if rd.State != nil && h.failWrites {
+		rd.Messages = nil
+		return rd
+	}
 	if rd.State != nil {
 		if rd.State.MaxEpoch < h.st.MaxEpoch || rd.State.Incarnation < h.st.Incarnation {
 			h.t.Fatalf("persisted state went backwards: %+v after %+v", rd.State, h.st)
 		}
 		h.st = *rd.State
+		h.n.Persisted(*rd.State)
 	}
 	for _, e := range rd.Messages {
 		if c := e.Msg.CheckIn; e.Msg.Type == MsgCheckIn && c.Claim && c.Epoch > h.st.MaxEpoch {

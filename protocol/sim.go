@@ -47,6 +47,7 @@ const (
 	bugIgnoreDrift               // locators grant DriftMargin early
 	bugNoWait                    // locators grant a new holder without waiting out the old lease
 	bugRenewOnlyWithToken        // the active renews only when it holds the token
+	bugForgetFailedWrite         // a failed state write counts as written (the measured defect: Ready cleared the state)
 )
 
 // SimResult is the outcome of one schedule.
@@ -96,9 +97,12 @@ type simProc struct {
 	up         bool
 	gen        int
 	stallUntil time.Duration
-	queue      [][]byte
-	filter     *ReplayFilter
-	seen       map[string]bool // MACs accepted by this process incarnation
+	// diskFailUntil: its state writes fail until then (a full disk). It
+	// sends nothing while its state is not on disk (persist before send).
+	diskFailUntil time.Duration
+	queue         [][]byte
+	filter        *ReplayFilter
+	seen          map[string]bool // MACs accepted by this process incarnation
 }
 
 type simHost struct {
@@ -215,6 +219,9 @@ func Simulate(opt SimOptions) SimResult {
 		end = w.planBenign()
 	} else {
 		w.healAt = w.planFaults()
+		// Failed persistence draws from its own stream, so that the
+		// schedules of the other faults stay what they were.
+		w.planDiskFaults(rand.New(rand.NewPCG(opt.Seed^0xd15c, opt.Seed)), w.healAt)
 		w.at(w.healAt, w.heal)
 		end = w.healAt + w.res.Bound + 300*time.Millisecond
 	}
@@ -517,8 +524,18 @@ func (w *simWorld) stallLoc(i int, d time.Duration) {
 func (w *simWorld) nodeReady(i int) {
 	h := w.hosts[i]
 	rd := h.node.Ready()
+	written := true
 	if rd.State != nil {
-		h.nodeSt = *rd.State // persisted (fsync) before anything is sent
+		if w.now < h.np.diskFailUntil {
+			written = false
+			if w.opt.bug == bugForgetFailedWrite {
+				h.node.Persisted(*rd.State)
+			}
+			w.tracef(h, "node state write FAILED (incarnation=%d max_epoch=%d); sending nothing", rd.State.Incarnation, rd.State.MaxEpoch)
+		} else {
+			h.nodeSt = *rd.State // persisted (fsync) before anything is sent
+			h.node.Persisted(*rd.State)
+		}
 	}
 	for _, ev := range rd.Events {
 		w.tracef(h, "event %s", ev)
@@ -536,6 +553,9 @@ func (w *simWorld) nodeReady(i int) {
 			w.own(h, e.Epoch)
 		}
 	}
+	if !written {
+		return // the events are local and were acted on; the messages are lost
+	}
 	for _, env := range rd.Messages {
 		w.send(i, env)
 	}
@@ -552,7 +572,15 @@ func (w *simWorld) locReady(i int) {
 	h := w.hosts[i]
 	rd := h.loc.Ready()
 	if rd.State != nil {
+		if w.now < h.lp.diskFailUntil {
+			w.tracef(h, "locator state write FAILED (epoch=%d holder=%q); sending nothing", rd.State.Epoch, rd.State.Holder)
+			if w.opt.bug == bugForgetFailedWrite {
+				h.loc.Persisted(*rd.State)
+			}
+			return
+		}
 		h.locSt = *rd.State
+		h.loc.Persisted(*rd.State)
 	}
 	for _, env := range rd.Messages {
 		w.send(i, env)
@@ -565,6 +593,7 @@ func (w *simWorld) send(from int, env Envelope) {
 		w.violation("message to unknown host %q", env.To)
 		return
 	}
+	w.checkPersisted(w.hosts[from], env.Msg)
 	b, err := Encode(simKey, env.Msg)
 	if err != nil {
 		w.violation("Encode %s: %v", env.Msg.Type, err)
@@ -748,6 +777,14 @@ func (w *simWorld) finish() {
 }
 
 // ---- faults ----
+
+func (w *simWorld) randNodeFrom(r *rand.Rand) int {
+	for {
+		if i := r.IntN(len(w.hosts)); w.hosts[i].isNode {
+			return i
+		}
+	}
+}
 
 func (w *simWorld) randNode() int {
 	for {
@@ -993,6 +1030,76 @@ func (w *simWorld) setHealthy(i int) {
 		h.node.SetMaintenance(h.local(w.now), false)
 		w.nodeReady(i)
 	}
+}
+
+// checkPersisted is persist-before-send, checked on every datagram: what
+// a message says or promises is on its sender's disk. A locator's answer
+// names the epoch and holder it has persisted (a grant it could not write
+// is not answered); a node's claim carries an epoch at most its persisted
+// highest; every datagram carries the persisted incarnation.
+func (w *simWorld) checkPersisted(h *simHost, m Message) {
+	if m.Type.FromLocator() {
+		if m.Incarnation != h.locSt.Incarnation || (m.Type == MsgAck && (m.Ack.Epoch != h.locSt.Epoch || m.Ack.Holder != h.locSt.Holder)) {
+			w.violation("locator %s sent %s (incarnation %d, epoch %d, holder %q) not on its disk (incarnation %d, epoch %d, holder %q)",
+				h.id, m.Type, m.Incarnation, m.Ack.Epoch, m.Ack.Holder, h.locSt.Incarnation, h.locSt.Epoch, h.locSt.Holder)
+		}
+		return
+	}
+	if m.Incarnation != h.nodeSt.Incarnation || (m.Type == MsgCheckIn && m.CheckIn.Claim && m.CheckIn.Epoch > h.nodeSt.MaxEpoch) {
+		w.violation("node %s sent %s (incarnation %d, epoch %d) not on its disk (incarnation %d, max epoch %d)",
+			h.id, m.Type, m.Incarnation, m.CheckIn.Epoch, h.nodeSt.Incarnation, h.nodeSt.MaxEpoch)
+	}
+}
+
+// planDiskFaults makes, in a third of the schedules, the state writes of
+// one node or locator fail for a while before healAt; in half of those the
+// process then crashes and restarts from what is on disk (the grant or
+// claim it could not write is forgotten).
+func (w *simWorld) planDiskFaults(r *rand.Rand, healAt time.Duration) {
+	if r.IntN(3) != 0 {
+		return
+	}
+	warm := 600 * time.Millisecond
+	if healAt <= warm+50*time.Millisecond {
+		return
+	}
+	start := warm + time.Duration(r.Int64N(int64(healAt-warm-40*time.Millisecond)))
+	// Ends, and a crash's restart happens, before the heal.
+	dur := min(healAt-start-35*time.Millisecond, 5*time.Millisecond+time.Duration(r.Int64N(int64(900*time.Millisecond))))
+	crash := r.IntN(2) == 0
+	node := r.IntN(2) == 0
+	i := r.IntN(len(w.hosts))
+	if node {
+		i = w.randNodeFrom(r)
+	}
+	kind := map[bool]string{true: "node", false: "locator"}[node]
+	w.fault(start, fmt.Sprintf("disk full on %s %s for %v (crash after: %v)", kind, w.hosts[i].id, dur, crash), func() {
+		h := w.hosts[i]
+		if node {
+			h.np.diskFailUntil = w.now + dur
+		} else {
+			h.lp.diskFailUntil = w.now + dur
+		}
+	})
+	if !crash {
+		return
+	}
+	w.at(start+dur, func() {
+		if node {
+			w.crashNode(i)
+		} else {
+			w.crashLoc(i)
+		}
+		w.tracef(w.hosts[i], "crash after the disk failure")
+		w.at(w.now+30*time.Millisecond, func() {
+			if node && !w.hosts[i].np.up {
+				w.startNode(i)
+			}
+			if !node && !w.hosts[i].lp.up {
+				w.startLoc(i)
+			}
+		})
+	})
 }
 
 // heal ends every fault: processes restarted, network clean, all healthy.

@@ -29,6 +29,8 @@ type nmSummary struct {
 	Conflicts       uint64           `json:"ip_conflicts"`
 	LastConflict    *conflictSummary `json:"last_conflict"`
 	HookFailures    uint64           `json:"hook_failures"`
+	PersistFailing  bool             `json:"persist_failing"`
+	PersistError    string           `json:"persist_error"`
 	Realtime        struct {
 		Degraded []string `json:"Degraded"`
 	} `json:"realtime"`
@@ -39,6 +41,8 @@ type nmSummary struct {
 type locSummary struct {
 	Degraded       bool    `json:"degraded"`
 	SchedMaxLateMS float64 `json:"sched_max_late_ms"`
+	PersistFailing bool    `json:"persist_failing"`
+	PersistError   string  `json:"persist_error"`
 	Realtime       struct {
 		Degraded []string `json:"Degraded"`
 	} `json:"realtime"`
@@ -123,6 +127,12 @@ func (st *Status) warnings(nm *nmSummary, loc *locSummary) []Warning {
 	}
 	if loc != nil && loc.Degraded {
 		add("late_timer", "locator not scheduled in time (worst %.0f ms)", loc.SchedMaxLateMS)
+	}
+	if nm != nil && nm.PersistFailing {
+		add("persist_failing", "node manager cannot write its state file, so it sends nothing and claims nothing until it can (free space in runtime.state_dir; journalctl -u vigil EVENT=persist_error): %s", nm.PersistError)
+	}
+	if loc != nil && loc.PersistFailing {
+		add("persist_failing", "locator cannot write its state file, so it answers no node until it can (free space in runtime.state_dir; journalctl -u vigil EVENT=persist_error): %s", loc.PersistError)
 	}
 	out = append(out, pressureWarnings(st.Groups)...)
 	if c := nm.lastConflict(); c != nil && c.AgeMS < conflictWarnFor.Milliseconds() {

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"encoding/json"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -92,5 +93,24 @@ func TestSummarizeConflictIsRecent(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("%s: warning %q, want %q", tc.name, got, tc.want)
 		}
+	}
+}
+
+// A state file that cannot be written (a full disk) is a warning for as
+// long as it lasts, naming the process and the error.
+func TestSummarizePersistFailing(t *testing.T) {
+	st := &Status{
+		NodeManager: json.RawMessage(`{"persist_failing":true,"persist_error":"statefile: write /var/lib/vigil/.node.state.1: no space left on device"}`),
+		Locator:     json.RawMessage(`{"persist_failing":false,"persist_errors":3}`),
+	}
+	st.Summarize()
+	var got []string
+	for _, w := range st.Warnings {
+		if w.Kind == "persist_failing" {
+			got = append(got, w.Message)
+		}
+	}
+	if len(got) != 1 || !strings.HasPrefix(got[0], "node manager cannot write its state file") || !strings.HasSuffix(got[0], "no space left on device") {
+		t.Fatalf("persist warnings %q", got)
 	}
 }

@@ -1,10 +1,12 @@
 package statefile
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 type st struct {
@@ -12,51 +14,119 @@ type st struct {
 	Who   string
 }
 
+var me = Owner{Kind: "locator", Cluster: "edge", ID: "w"}
+
 func TestSaveLoadRoundTrip(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "sub", "node.state")
 	var got st
-	if ok, err := Load(p, &got); ok || err != nil {
-		t.Fatalf("missing file: ok=%v err=%v", ok, err)
+	if res, err := Load(p, me, &got); res != Missing || err != nil {
+		t.Fatalf("missing file: %v err=%v", res, err)
 	}
 	for e := uint64(1); e <= 3; e++ {
-		if err := Save(p, st{Epoch: e, Who: "a"}); err != nil {
+		if err := Save(p, me, st{Epoch: e, Who: "a"}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if ok, err := Load(p, &got); !ok || err != nil || got != (st{3, "a"}) {
-		t.Fatalf("load: %v %v %+v", ok, err, got)
+	if res, err := Load(p, me, &got); res != Loaded || err != nil || got != (st{3, "a"}) {
+		t.Fatalf("load: %v %v %+v", res, err, got)
 	}
 	ents, _ := os.ReadDir(filepath.Dir(p))
 	if len(ents) != 1 {
 		t.Errorf("temporary files left: %v", ents)
 	}
+	b, _ := os.ReadFile(p)
+	want := `{"format":"vigil-state/1","kind":"locator","cluster":"edge","id":"w","state":{"Epoch":3,"Who":"a"},"crc32c":"`
+	if !strings.HasPrefix(string(b), want) || !strings.HasSuffix(string(b), "\"}\n") {
+		t.Fatalf("file content %q, want the documented format", b)
+	}
 }
 
-func TestCorruptFileIsAnError(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "node.state")
-	if err := os.WriteFile(p, []byte(`{"Epoch": 4`), 0o600); err != nil {
+// Every file that is not a complete, intact state file of this process is
+// refused with an error naming the file and what is wrong, and loads
+// nothing: before, null, {} and unknown members loaded as a zero state.
+func TestLoadRefuses(t *testing.T) {
+	good, err := Encode(me, st{Epoch: 7, Who: "b"})
+	if err != nil {
 		t.Fatal(err)
 	}
+	other := func(o Owner) string {
+		b, err := Encode(o, st{Epoch: 7, Who: "b"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	g := strings.TrimSpace(string(good))
+	cases := []struct {
+		name, content string
+		want          error
+		detail        string
+	}{
+		{"empty", "", ErrCorrupt, "empty"},
+		{"blank", " \n", ErrCorrupt, "empty"},
+		{"null", "null", ErrCorrupt, "null"},
+		{"empty object", "{}", ErrCorrupt, "missing"},
+		{"legacy with unknown member", `{"Epoch":1,"Who":"a","Extra":1}`, ErrCorrupt, "Extra"},
+		{"legacy missing member", `{"Epoch":1}`, ErrCorrupt, "missing Who"},
+		{"unknown member", strings.Replace(g, `"format"`, `"extra":1,"format"`, 1), ErrCorrupt, "extra"},
+		{"unknown state member", strings.Replace(g, `"Who":"b"`, `"Who":"b","X":2`, 1), ErrCorrupt, ""},
+		{"missing checksum", g[:strings.Index(g, `,"crc32c"`)] + "}", ErrCorrupt, "crc32c"},
+		{"bad checksum", strings.Replace(g, `"Epoch":7`, `"Epoch":8`, 1), ErrCorrupt, "checksum"},
+		{"truncated", g[:len(g)/2], ErrCorrupt, "truncated"},
+		{"trailing data", g + g, ErrCorrupt, "trailing"},
+		{"wrong format", strings.Replace(g, "vigil-state/1", "vigil-state/9", 1), ErrCorrupt, "format"},
+		{"other cluster", other(Owner{Kind: "locator", Cluster: "core", ID: "w"}), ErrForeign, `cluster "core"`},
+		{"other host", other(Owner{Kind: "locator", Cluster: "edge", ID: "a"}), ErrForeign, `"a"`},
+		{"other process", other(Owner{Kind: "node", Cluster: "edge", ID: "w"}), ErrForeign, "node"},
+		{"not json", "VGL1\x00\x01", ErrCorrupt, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "locator.state")
+			if err := os.WriteFile(p, []byte(c.content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			got := st{Epoch: 99}
+			res, err := Load(p, me, &got)
+			if !errors.Is(err, c.want) {
+				t.Fatalf("got %v (%v), want %v", err, res, c.want)
+			}
+			if !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), c.detail) {
+				t.Fatalf("error %q does not name the file and %q", err, c.detail)
+			}
+			if got != (st{Epoch: 99}) {
+				t.Fatalf("refused file changed the state: %+v", got)
+			}
+		})
+	}
+}
+
+// A file of the previous format (bare JSON of the state, every member
+// exactly there) is read once, so an upgrade keeps its epochs.
+func TestLoadLegacy(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "locator.state")
+	os.WriteFile(p, []byte(`{"Epoch":4,"Who":"a"}`+"\n"), 0o600)
 	var got st
-	_, err := Load(p, &got)
-	if err == nil || !strings.Contains(err.Error(), "corrupt") {
-		t.Fatalf("corrupt file: %v", err)
+	if res, err := Load(p, me, &got); res != LoadedLegacy || err != nil || got != (st{4, "a"}) {
+		t.Fatalf("legacy: %v %v %+v", res, err, got)
 	}
 }
 
 func TestSaveToUnwritableDirFails(t *testing.T) {
-	if os.Geteuid() == 0 {
-		// root writes anywhere; use a path under a regular file instead.
-		f := filepath.Join(t.TempDir(), "file")
-		os.WriteFile(f, nil, 0o600)
-		if err := Save(filepath.Join(f, "x.state"), st{}); err == nil {
-			t.Fatal("save under a regular file succeeded")
-		}
-		return
+	f := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(f, nil, 0o600)
+	if err := Save(filepath.Join(f, "x.state"), me, st{}); err == nil {
+		t.Fatal("save under a regular file succeeded")
 	}
-	d := t.TempDir()
-	os.Chmod(d, 0o500)
-	if err := Save(filepath.Join(d, "x.state"), st{}); err == nil {
-		t.Fatal("save to read-only dir succeeded")
+}
+
+func TestFreshIncarnation(t *testing.T) {
+	if _, err := FreshIncarnation(time.Unix(0, 0)); err == nil {
+		t.Fatal("an unset clock gave an incarnation")
+	}
+	now := time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC)
+	inc, err := FreshIncarnation(now)
+	if err != nil || inc != uint64(now.Unix()) || inc >= 1<<32 {
+		t.Fatalf("incarnation %d %v", inc, err)
 	}
 }
