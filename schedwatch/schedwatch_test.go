@@ -469,12 +469,24 @@ func TestSIGSTOPReportsOneLateEvent(t *testing.T) {
 		}
 	}
 	// One stop is one late wakeup: the missed ticks are not reported again.
-	if len(big) != 1 {
-		t.Fatalf("%d late_timer warnings of >= 150 ms, want 1", len(big))
+	// It is logged unless an episode was already open (a loaded machine
+	// can make the monitor late just before the stop: one warning per
+	// episode), so count the wakeups themselves and bound the warnings.
+	var stops []time.Duration
+	for _, r := range snap.Recent {
+		if r.Late >= 150*time.Millisecond {
+			stops = append(stops, r.Late)
+		}
+	}
+	if len(stops) != 1 {
+		t.Fatalf("%d late wakeups of >= 150 ms (%v), want 1", len(stops), stops)
+	}
+	if len(big) > 1 || (len(big) == 0 && len(logEvents(t, logs, "late_timer")) == 0) {
+		t.Fatalf("%d late_timer warnings of >= 150 ms, want 1 (or 0 inside an episode already logged)", len(big))
 	}
 	// The stop lasted 200 ms plus signal delivery; bound generously above.
-	if l := big[0]["late_ms"].(float64); l > 5000 {
-		t.Errorf("late_ms = %v for a 200 ms stop", l)
+	if stops[0] > 5*time.Second {
+		t.Errorf("late = %v for a 200 ms stop", stops[0])
 	}
 	if snap.MaxLate < 150*time.Millisecond || !snap.Degraded || snap.Episodes < 1 || !slices.Contains(snap.Reasons, "late_timer") {
 		t.Errorf("helper snapshot after the stop: %+v", snap)
