@@ -58,8 +58,9 @@ func fullDisk(t *testing.T) (dir string, fill, free func()) {
 	return dir, fill, free
 }
 
+// claim is a check-in from a node that has heard from this locator (w, incarnation 1).
 func claim(from string, epoch, round uint64) protocol.Message {
-	return protocol.Message{Type: protocol.MsgCheckIn, From: from, ClusterID: protocol.ClusterID("t"), Incarnation: 1, Seq: round,
+	return protocol.Message{Type: protocol.MsgCheckIn, From: from, ClusterID: protocol.ClusterID("t"), Incarnation: 1, Seq: round, To: "w", ToIncarnation: 1,
 		CheckIn: protocol.CheckIn{Round: round, Claim: true, Epoch: epoch, Healthy: true}}
 }
 

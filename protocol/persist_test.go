@@ -13,7 +13,7 @@ func TestLocatorStateStaysDirtyAfterFailedWrite(t *testing.T) {
 		t.Fatal("grant of epoch 1 not persisted")
 	}
 	later := 1000*ms + l.cfg.Lease + l.cfg.DriftMargin + ms
-	if err := l.Step(later, claimMsg("b", 3, 2)); err != nil {
+	if err := l.Step(later, addressed(l, claimMsg("b", 3, 2))); err != nil {
 		t.Fatal(err)
 	}
 	rd := l.Ready()
@@ -22,7 +22,7 @@ func TestLocatorStateStaysDirtyAfterFailedWrite(t *testing.T) {
 	}
 	// The write fails: the caller drops the messages and does not call
 	// Persisted. b asks again.
-	if err := l.Step(later+20*ms, claimMsg("b", 3, 3)); err != nil {
+	if err := l.Step(later+20*ms, addressed(l, claimMsg("b", 3, 3))); err != nil {
 		t.Fatal(err)
 	}
 	rd = l.Ready()
@@ -41,6 +41,13 @@ func TestLocatorStateStaysDirtyAfterFailedWrite(t *testing.T) {
 	if rd = l.Ready(); rd.State != nil {
 		t.Fatalf("state offered again after it was persisted: %+v", rd.State)
 	}
+}
+
+// addressed stamps m with l's incarnation, as a node that has heard from
+// the locator does (a datagram for an earlier incarnation is stale).
+func addressed(l *Locator, m Message) Message {
+	m.ToIncarnation = l.st.Incarnation
+	return m
 }
 
 // A node whose claim cannot be written keeps offering the state, sends
