@@ -194,6 +194,15 @@ func (n *Node) ActiveAt(now time.Duration) bool {
 	return n.role == Active && now < n.leaseUntil
 }
 
+// LeaseUntil is the end of the own lease (node clock) while Active, else 0:
+// what every announcement for the floating IPs is checked against.
+func (n *Node) LeaseUntil() time.Duration {
+	if n.role != Active {
+		return 0
+	}
+	return n.leaseUntil
+}
+
 // Role is the node's current role.
 func (n *Node) Role() Role { return n.role }
 
