@@ -142,7 +142,7 @@ type Node struct {
 	// answered; each one backs the next claim off further (claimBackoff).
 	// Reset by a won claim, a quorum of answers or an accepted token.
 	claimMisses int
-	locAck        []LocatorAck
+	locAck      []LocatorAck
 
 	msgs   []Envelope
 	events []Event
