@@ -24,8 +24,11 @@ var (
 	ErrInvalidVIP     = errors.New("netfloat: invalid VIP")
 	ErrInvalidOptions = errors.New("netfloat: invalid options")
 	ErrNotHeld        = errors.New("netfloat: VIP not held")
-	ErrClosed         = errors.New("netfloat: manager closed")
-	ErrWatching       = errors.New("netfloat: Watch already running")
+	// ErrNoLease: with Options.LeaseClock set, an announcement was due
+	// after the lease deadline (SetLeaseDeadline) and was not sent.
+	ErrNoLease  = errors.New("netfloat: no valid lease: announcement not sent")
+	ErrClosed   = errors.New("netfloat: manager closed")
+	ErrWatching = errors.New("netfloat: Watch already running")
 )
 
 // VIP is one floating address on one interface.
@@ -100,6 +103,15 @@ type Options struct {
 	// Interfaces are reported by Watch's link events even before a VIP was
 	// claimed on them (a standby wants to know its VIP interface is down).
 	Interfaces []string
+	// LeaseClock, if set, gates every announcement (GARP, NA, the first
+	// of a Claim, the background burst and refreshes, Announce) on the
+	// lease: a frame is sent only if LeaseClock() is before the deadline
+	// last given to SetLeaseDeadline, read at the moment of sending. Only a
+	// lease holder may speak for an address; a cached role is not enough
+	// (a node resuming from a stop would announce before it noticed its
+	// lease had run out). Give it the lease's own clock (CLOCK_BOOTTIME).
+	// Nil: no gate (tools and tests that hold no lease).
+	LeaseClock func() time.Duration
 	Logger     *slog.Logger
 }
 
@@ -146,6 +158,7 @@ type Stats struct {
 	ProbesSent    uint64 // ARP probes and DAD solicitations sent
 	Conflicts     uint64 // frames from another MAC claiming a held or probed VIP
 	EventsDropped uint64 // conflict events lost because Watch's consumer lagged
+	Unleased      uint64 // announcements not sent: due after the lease deadline
 }
 
 type holding struct {
@@ -183,6 +196,21 @@ type Manager struct {
 	wg sync.WaitGroup // announcers and port readers
 
 	garpSent, naSent, probesSent, conflicts, dropped atomic.Uint64
+	leaseUntil                                       atomic.Int64 // LeaseClock deadline, ns
+	unleased                                         atomic.Uint64
+}
+
+// SetLeaseDeadline sets when the lease that entitles this host to announce
+// ends, on Options.LeaseClock; 0 (or any past value) stops announcements
+// at once. Without a LeaseClock it has no effect.
+func (m *Manager) SetLeaseDeadline(until time.Duration) { m.leaseUntil.Store(int64(until)) }
+
+// leased says whether an announcement may leave now.
+func (m *Manager) leased() bool {
+	if m.opts.LeaseClock == nil {
+		return true
+	}
+	return m.opts.LeaseClock() < time.Duration(m.leaseUntil.Load())
 }
 
 // New returns a Manager acting in the namespace of h. ns must be that same
@@ -251,6 +279,7 @@ func (m *Manager) Stats() Stats {
 		ProbesSent:    m.probesSent.Load(),
 		Conflicts:     m.conflicts.Load(),
 		EventsDropped: m.dropped.Load(),
+		Unleased:      m.unleased.Load(),
 	}
 }
 
@@ -451,14 +480,23 @@ func (m *Manager) announcer(ctx context.Context, v VIP) {
 		if !sleep(m.opts.GARPInterval) {
 			return
 		}
-		if err := m.Announce(v); err != nil && !errors.Is(err, ErrNotHeld) {
-			m.log.Warn("vip announcement failed", "vip", v.String(), "err", err)
-		}
+		m.backgroundAnnounce(v)
 	}
 	for m.opts.RefreshInterval > 0 && sleep(m.opts.RefreshInterval) {
-		if err := m.Announce(v); err != nil && !errors.Is(err, ErrNotHeld) {
-			m.log.Warn("vip announcement failed", "vip", v.String(), "err", err)
-		}
+		m.backgroundAnnounce(v)
+	}
+}
+
+func (m *Manager) backgroundAnnounce(v VIP) {
+	err := m.Announce(v)
+	switch {
+	case err == nil, errors.Is(err, ErrNotHeld):
+	case errors.Is(err, ErrNoLease):
+		// The holder releases the address when it notices; until then
+		// it keeps quiet.
+		m.log.Debug("vip announcement skipped: lease over", "vip", v.String())
+	default:
+		m.log.Warn("vip announcement failed", "vip", v.String(), "err", err)
 	}
 }
 
@@ -489,12 +527,21 @@ func (m *Manager) announce(p *port, v VIP) error {
 	a := v.Prefix.Addr()
 	if a.Is4() {
 		for _, f := range [][]byte{garpRequest(p.mac, a), garpReply(p.mac, a)} {
+			// Checked per frame, right before it leaves.
+			if !m.leased() {
+				m.unleased.Add(1)
+				return fmt.Errorf("%w: %s", ErrNoLease, v)
+			}
 			if err := p.send(p.arp, f); err != nil {
 				return fmt.Errorf("netfloat: gratuitous ARP for %s: %w", v, err)
 			}
 			m.garpSent.Add(1)
 		}
 		return nil
+	}
+	if !m.leased() {
+		m.unleased.Add(1)
+		return fmt.Errorf("%w: %s", ErrNoLease, v)
 	}
 	if err := p.send(p.nd, unsolicitedNA(p.mac, a)); err != nil {
 		return fmt.Errorf("netfloat: unsolicited NA for %s: %w", v, err)

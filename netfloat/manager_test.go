@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -738,4 +739,75 @@ func watch(t *testing.T, m *Manager) (context.Context, chan Event) {
 	})
 	nextEvent(t, events, EventReady)
 	return ctx, events
+}
+
+// leaseClock is an injected lease clock that counts its reads once the
+// lease is over, so a test can wait for announcers to have looked at it.
+type leaseClock struct {
+	now       atomic.Int64
+	over      atomic.Bool
+	readsOver atomic.Int64
+}
+
+func (c *leaseClock) read() time.Duration {
+	if c.over.Load() {
+		c.readsOver.Add(1)
+	}
+	return time.Duration(c.now.Load())
+}
+
+func (c *leaseClock) waitReads(t *testing.T, n int64) {
+	t.Helper()
+	poll(t, 5*time.Second, "the announcer consulting the lease clock", func() bool { return c.readsOver.Load() >= n })
+}
+
+// No announcement leaves after the lease deadline, whatever sends it: the
+// background refreshes and an explicit Announce (the node manager's conflict
+// re-announcement) check the lease clock at the moment of sending. On the
+// old code a held VIP was announced as long as it was held.
+func TestNoAnnouncementAfterLeaseDeadline(t *testing.T) {
+	t.Parallel()
+	for _, p := range []netip.Prefix{vip4, vip6} {
+		t.Run(p.String(), func(t *testing.T) {
+			t.Parallel()
+			a, _ := twoHosts(t)
+			lc := &leaseClock{}
+			lc.now.Store(int64(time.Second))
+			m := newManager(t, a, Options{GARPCount: 2, GARPInterval: 10 * time.Millisecond, RefreshInterval: 10 * time.Millisecond, LeaseClock: lc.read})
+			sent := func() uint64 { s := m.Stats(); return s.GARPSent + s.NASent }
+			v := VIP{Prefix: p, Interface: "eth0"}
+
+			m.SetLeaseDeadline(2 * time.Second)
+			if _, err := m.Claim(context.Background(), v); err != nil {
+				t.Fatal(err)
+			}
+			poll(t, 5*time.Second, "refresh announcements under the lease", func() bool { return sent() >= 4 })
+
+			// The lease ends (the clock reaches the deadline).
+			lc.now.Store(int64(2 * time.Second))
+			lc.over.Store(true)
+			// The announcer is one goroutine: once it has read the clock
+			// twice past the deadline, any frame it had already decided to
+			// send before has been counted.
+			lc.waitReads(t, 2)
+			before := sent()
+			lc.waitReads(t, 10)
+			if err := m.Announce(v); !errors.Is(err, ErrNoLease) {
+				t.Fatalf("Announce after the lease deadline: %v, want ErrNoLease", err)
+			}
+			if got := sent(); got != before {
+				t.Fatalf("%d announcements sent after the lease deadline", got-before)
+			}
+			if m.Stats().Unleased == 0 {
+				t.Fatal("no announcement counted as withheld")
+			}
+			if _, ok := find(t, a, p); !ok {
+				t.Fatal("the gate removed the address: releasing it is the holder's decision")
+			}
+
+			// A renewed lease lets them out again.
+			m.SetLeaseDeadline(3 * time.Second)
+			poll(t, 5*time.Second, "announcements after the renewal", func() bool { return sent() > before })
+		})
+	}
 }

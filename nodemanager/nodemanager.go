@@ -399,7 +399,9 @@ func (m *manager) onNetEvent(ev netfloat.Event) {
 	case netfloat.EventAddrRemoved:
 		// Someone removed an address we hold under a valid lease: put it
 		// back, or clients lose the service for no reason.
-		if m.held && m.node.ActiveAt(now) && m.hasVIP(ev.VIP) {
+		// The lease read now, not when the event was queued: a node
+		// manager resuming from a stop may hold an expired one.
+		if m.held && m.node.ActiveAt(clock.Boottime()) && m.hasVIP(ev.VIP) {
 			m.log.Warn("floating IP removed by someone else; adding it back", "event", "vip_readded", "vip", ev.VIP.String())
 			if _, err := m.float.Claim(context.Background(), ev.VIP); err != nil {
 				m.log.Error("cannot re-add floating IP", "event", "vip_error", "vip", ev.VIP.String(), "err", err)
@@ -419,7 +421,11 @@ func (m *manager) onNetEvent(ev netfloat.Event) {
 			m.noteConflict(ev.VIP, ev.MAC, now)
 			m.log.Warn("another host answers for a floating IP we hold; announcing again", "event", "vip_conflict", "vip", ev.VIP.String(), "mac", ev.MAC.String())
 		}
-		_ = m.float.Announce(ev.VIP)
+		if err := m.float.Announce(ev.VIP); errors.Is(err, netfloat.ErrNoLease) {
+			// Resumed after the lease ended: it releases at its next
+			// check and must not speak for the address meanwhile.
+			m.log.Warn("not announcing again: the lease is over", "event", "announce_unleased", "vip", ev.VIP.String())
+		}
 	}
 }
 
@@ -467,6 +473,17 @@ func (m *manager) fault(reason string, epoch uint64) {
 	m.hooks.enqueue("fault", m.cfg.Hooks.OnFault, append(m.hookEnv("fault", epoch), "VIGIL_REASON="+reason), m.cfg.Hooks.Timeout)
 }
 
+// syncLease gives the floating IP manager the lease deadline its
+// announcements are checked against at the moment of sending: the own
+// lease while active, none otherwise (a draining old active keeps the
+// addresses but never announces them).
+func (m *manager) syncLease() {
+	if m.float == nil || m.node == nil {
+		return
+	}
+	m.float.SetLeaseDeadline(m.node.LeaseUntil())
+}
+
 // flush carries out the protocol's Ready: persist, act, send. A failed
 // write leaves the state dirty in the core (no Persisted, so the next flush,
 // at the latest the next tick, writes it again) and sends none of the
@@ -478,6 +495,9 @@ func (m *manager) fault(reason string, epoch uint64) {
 func (m *manager) flush() {
 	rd := m.node.Ready()
 	written := true
+	// Before the events: BecameActive claims (and announces) under the
+	// new deadline, BecameStandby's release finds announcements stopped.
+	m.syncLease()
 	if rd.State != nil {
 		if err := m.state.Save(rd.State); err != nil {
 			written = false

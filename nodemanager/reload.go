@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vigil-project/vigil/config"
+	"github.com/vigil-project/vigil/internal/clock"
 	"github.com/vigil-project/vigil/internal/ipc"
 	"github.com/vigil-project/vigil/netfloat"
 )
@@ -227,11 +228,15 @@ func (m *manager) openFloat(ifaces []string) error {
 	f, err := netfloat.New(m.nl, netns.None(), netfloat.Options{
 		Interfaces: ifaces, Logger: m.log,
 		GARPCount: a.Count, GARPInterval: a.Interval, RefreshInterval: a.Refresh, ProbeWindow: a.Probe,
+		// Only a lease holder speaks for an address: every announcement
+		// checks the lease deadline (syncLease) on the lease's own clock.
+		LeaseClock: clock.Boottime,
 	})
 	if err != nil {
 		return fmt.Errorf("nodemanager: floating IPs: %w", err)
 	}
 	m.float = f
+	m.syncLease()
 	m.floatIfaces = map[string]bool{}
 	for _, ifn := range ifaces {
 		m.floatIfaces[ifn] = true

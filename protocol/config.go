@@ -194,9 +194,11 @@ func (c Config) MaxDrift() float64 {
 // drift margin after the last renewal, which is before the heal), and the
 // claim is retried a quarter interval after that, staggered by ring
 // position; a few more intervals cover claim rounds lost to a split vote.
+// A candidate whose claims went unanswered during the fault may have backed
+// off for up to MaxClaimBackoff just before the heal, which adds to it.
 func (c Config) RecoveryBound(maxDelay time.Duration) time.Duration {
 	c = c.withDefaults()
-	b := c.TokenTimeout + c.Lease + c.DriftMargin + time.Duration(len(c.Nodes)+8)*c.TokenInterval + 4*maxDelay
+	b := c.TokenTimeout + c.Lease + c.DriftMargin + time.Duration(len(c.Nodes)+8)*c.TokenInterval + 4*maxDelay + c.MaxClaimBackoff()
 	return b + b/20 // clock drift
 }
 

@@ -150,7 +150,11 @@ type Node struct {
 	blockUntil    time.Duration // no claims before (after handing over)
 	expectFree    time.Duration // candidate: when the locators said the holder's lease ends
 	transferUntil time.Duration // candidate by transfer: retry refused claims quickly until
-	locAck        []LocatorAck
+	// claimMisses counts consecutive claims that no quorum of locators
+	// answered; each one backs the next claim off further (claimBackoff).
+	// Reset by a won claim, a quorum of answers or an accepted token.
+	claimMisses int
+	locAck      []LocatorAck
 
 	msgs   []Envelope
 	events []Event
@@ -203,6 +207,15 @@ func NewNode(cfg Config, st NodeState, now time.Duration) (*Node, error) {
 // at now (node clock). It is the only test for holding the floating IPs.
 func (n *Node) ActiveAt(now time.Duration) bool {
 	return n.role == Active && now < n.leaseUntil
+}
+
+// LeaseUntil is the end of the own lease (node clock) while Active, else 0:
+// what every announcement for the floating IPs is checked against.
+func (n *Node) LeaseUntil() time.Duration {
+	if n.role != Active {
+		return 0
+	}
+	return n.leaseUntil
 }
 
 // Role is the node's current role.
@@ -522,6 +535,7 @@ func (n *Node) onToken(t Token) {
 	n.tok = t
 	n.tok.Nodes = slices.Clone(t.Nodes)
 	n.holding, n.heldSince, n.lastTokenAt, n.lost = true, n.now, n.now, false
+	n.claimMisses = 0 // a live ring: claim promptly again when it calls for it
 	n.checkInAll()
 	switch {
 	case n.role == Candidate && t.Active != "" && t.Active != n.self:
@@ -963,6 +977,7 @@ func (n *Node) removeRound(r *round) {
 // from when the claim was sent, before any locator received it.
 func (n *Node) claimWon(r *round) {
 	n.claim = nil
+	n.claimMisses = 0
 	lease := n.leaseStart(r) + n.cfg.Lease
 	if lease <= n.now {
 		n.nextClaim = n.now
@@ -1002,6 +1017,15 @@ func (n *Node) claimFailed(r *round) {
 	if n.role != Candidate {
 		return
 	}
+	var backoff time.Duration
+	if bits.OnesCount32(r.answered()) < n.quorum {
+		// No quorum answered: the locators are out of reach, and another
+		// claim at once would only burn (and fsync) one more epoch.
+		n.claimMisses++
+		backoff = n.claimBackoff()
+	} else {
+		n.claimMisses = 0
+	}
 	// When could a quorum grant us? The quorum-th smallest wait reported.
 	w := slices.Clone(r.grantIn)
 	slices.Sort(w)
@@ -1014,10 +1038,10 @@ func (n *Node) claimFailed(r *round) {
 	if n.now < n.transferUntil {
 		// Handed the role: the old active's Release may simply not have
 		// reached every locator before our claim did.
-		n.nextClaim = n.now + n.cfg.TokenInterval/4
+		n.nextClaim = n.now + n.cfg.TokenInterval/4 + backoff
 		return
 	}
-	free := n.now + wait
+	free := n.now + wait + backoff
 	if h, ok := n.quorumHolder(r); ok && h != n.self {
 		if n.expectFree > 0 && free > n.expectFree+n.cfg.TokenInterval {
 			// We waited for that holder's lease once and it was renewed
@@ -1039,6 +1063,39 @@ func (n *Node) claimFailed(r *round) {
 		n.expectFree = free
 	}
 	n.nextClaim = free + n.cfg.TokenInterval/4 + time.Duration(n.idx)*n.cfg.TokenInterval/4
+}
+
+// MaxClaimBackoff is the longest a candidate waits, on top of the usual
+// retry, before claiming again after claims no quorum answered: four leases
+// plus up to a quarter of jitter. Config.RecoveryBound includes it.
+func (c Config) MaxClaimBackoff() time.Duration {
+	c = c.withDefaults()
+	return 5 * c.Lease
+}
+
+// claimBackoff is the extra wait after the claimMisses-th consecutive claim
+// without a quorum of answers: a quarter lease, doubling each time, capped
+// at four leases, plus up to a quarter of that as jitter so that candidates
+// cut off together do not claim in step when the network comes back. The
+// jitter is a hash of who and which attempt, not a random source: the core
+// stays deterministic (the simulator replays seeds).
+func (n *Node) claimBackoff() time.Duration {
+	if n.claimMisses <= 0 {
+		return 0
+	}
+	b := n.cfg.Lease / 4
+	for i := 1; i < n.claimMisses && b < 4*n.cfg.Lease; i++ {
+		b *= 2
+	}
+	b = min(b, 4*n.cfg.Lease)
+	h := uint64(14695981039346656037) // FNV-1a
+	for _, c := range []byte(n.self) {
+		h = (h ^ uint64(c)) * 1099511628211
+	}
+	for _, v := range []uint64{n.st.Incarnation, uint64(n.claimMisses), n.roundSeq} {
+		h = (h ^ v) * 1099511628211
+	}
+	return b + time.Duration(h%uint64(b/4+1))
 }
 
 func (n *Node) probeDecided(r *round) bool {

@@ -451,3 +451,77 @@ func TestRestartedNodeActsOnNothingSentBefore(t *testing.T) {
 		t.Fatalf("fresh token: %v, %+v", err, h.n.Status())
 	}
 }
+
+// A candidate cut off from the locators backs off instead of claiming (and
+// persisting) a new epoch every round timeout: on the old code it claimed
+// every ~85 ms, over 100 epochs in 10 s. The back-off stays bounded (the
+// longest gap between claims is MaxClaimBackoff plus the usual retry), so
+// the liveness bound holds when the network comes back, and a quorum of
+// answers ends it.
+func TestCandidateWithoutQuorumBacksOff(t *testing.T) {
+	h := newHarness(t, "a", NodeState{})
+	var probes []Message
+	for i := 0; i < 40 && len(probes) == 0; i++ {
+		_, probes = checkIns(h.tick(5 * ms))
+	}
+	if len(probes) != 3 {
+		t.Fatal("no probe after the token timeout")
+	}
+	var rd Ready
+	for _, loc := range []string{"a", "b", "w"} {
+		if rd = h.ack(loc, probes[0].CheckIn.Round, false, 0, "", 0); hasEvent(rd, "BecameCandidate") {
+			break
+		}
+	}
+	if !hasEvent(rd, "BecameCandidate") {
+		t.Fatalf("probe found no active but no candidate: %v", rd.Events)
+	}
+	// From here on no locator answers.
+	start, last := h.now, h.now
+	epochs := map[uint64]bool{}
+	var maxGap time.Duration
+	note := func(rd Ready) {
+		claims, _ := checkIns(rd)
+		for _, c := range claims {
+			if !epochs[c.CheckIn.Epoch] {
+				epochs[c.CheckIn.Epoch] = true
+				maxGap = max(maxGap, h.now-last)
+				last = h.now
+			}
+		}
+	}
+	note(rd)
+	for h.now-start < 10*time.Second {
+		note(h.tick(5 * ms))
+	}
+	if len(epochs) == 0 || len(epochs) > 15 {
+		t.Fatalf("a candidate without quorum claimed %d epochs in 10 s, want 1..15", len(epochs))
+	}
+	cfg := testCfg("a")
+	if bound := cfg.MaxClaimBackoff() + 2*cfg.TokenInterval + 3*cfg.TokenInterval + 10*ms; maxGap > bound {
+		t.Fatalf("longest gap between claims %v, want at most %v (bounded back-off)", maxGap, bound)
+	}
+	if h.st.MaxEpoch != uint64(len(epochs)) {
+		t.Fatalf("persisted max epoch %d after %d claims", h.st.MaxEpoch, len(epochs))
+	}
+	t.Logf("%d epochs claimed in 10 s, longest gap %v", len(epochs), maxGap)
+
+	// The locators answer again: the claim in flight (or the next one) is
+	// granted and the node is active, the back-off forgotten.
+	deadline := h.now + cfg.MaxClaimBackoff() + 500*ms
+	for h.n.Role() != Active && h.now < deadline {
+		rd := h.tick(5 * ms)
+		claims, _ := checkIns(rd)
+		if len(claims) > 0 {
+			c := claims[0].CheckIn
+			h.ack("a", c.Round, true, c.Epoch, "a", 0)
+			h.ack("b", c.Round, true, c.Epoch, "a", 0)
+		}
+	}
+	if h.n.Role() != Active {
+		t.Fatalf("not active within the back-off bound after the locators came back")
+	}
+	if h.n.claimMisses != 0 {
+		t.Fatalf("claim misses %d after a won claim", h.n.claimMisses)
+	}
+}

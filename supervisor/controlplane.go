@@ -13,6 +13,7 @@ import (
 
 	"github.com/vigil-project/vigil/cgroup"
 	"github.com/vigil-project/vigil/config"
+	"github.com/vigil-project/vigil/internal/clock"
 	"github.com/vigil-project/vigil/internal/ipc"
 )
 
@@ -306,22 +307,47 @@ func (s *Supervisor) nmLease(nm *proc) time.Duration {
 	return s.cfg.Cluster.Timing.Lease
 }
 
+// setFenceTimer arms the fence wait from now on CLOCK_BOOTTIME, the
+// clock the node manager's lease runs on: a host that was suspended
+// must not give a node manager the time it slept.
 func (s *Supervisor) setFenceTimer(nm *proc, wait time.Duration) {
-	deadline := time.Now().Add(wait)
+	deadline := clock.Boottime() + wait
 	nm.fenceAt = deadline
 	gen := nm.gen
 	if nm.fenceTimer != nil {
 		nm.fenceTimer.Stop()
 	}
-	nm.fenceTimer = time.AfterFunc(wait, func() {
-		fired := time.Now()
+	nm.fenceTimer = clock.AfterFunc(wait, func() {
+		fired := clock.Boottime()
 		s.post(func() { s.checkFence(nm, gen, deadline, fired) })
 	})
 }
 
+// pendingFence is a fence between the node manager's SIGKILL and the
+// removal of its floating IPs.
+type pendingFence struct {
+	report json.RawMessage // its last report: was it active?
+	silent time.Duration   // how long it had been silent
+}
+
+// fenceKillWait bounds the wait for a fenced node manager's death before
+// its addresses are removed anyway: half the drift margin, which the
+// locators add to the lease before granting the role elsewhere.
+func (s *Supervisor) fenceKillWait() time.Duration {
+	d := s.cfg.Cluster.Timing.DriftMargin
+	if d <= 0 {
+		d = 25 * time.Millisecond
+	}
+	return d / 2
+}
+
 // checkFence runs when a fence deadline passed without a newer report.
-func (s *Supervisor) checkFence(nm *proc, gen uint64, deadline, fired time.Time) {
-	if nm.gen != gen || nm.state != StateRunning || s.stopping || nm.fencing || !nm.fenceAt.Equal(deadline) {
+// The node manager is stopped first (SIGKILL) and its floating IPs removed
+// only once it is dead: a node manager still running while they go would
+// see "floating IP removed by someone else" and add them back under the
+// lease it believes it holds.
+func (s *Supervisor) checkFence(nm *proc, gen uint64, deadline, fired time.Duration) {
+	if nm.gen != gen || nm.state != StateRunning || s.stopping || nm.fencing || nm.fenceAt != deadline {
 		return // restarted, stopped, already fenced, or a newer report moved the deadline
 	}
 	// If the timer itself fired late, this supervisor was not running
@@ -329,7 +355,7 @@ func (s *Supervisor) checkFence(nm *proc, gen uint64, deadline, fired time.Time)
 	// waiting in the queue. Look again a little later instead of fencing
 	// on our own stall.
 	lease := s.nmLease(nm)
-	if late := fired.Sub(deadline); late > lease/4 {
+	if late := fired - deadline; late > lease/4 {
 		nm.log.Warn("fence check fired late; re-checking before fencing", "event", "fence_deferred", "late_ms", late.Milliseconds())
 		s.setFenceTimer(nm, lease/4)
 		return
@@ -337,19 +363,44 @@ func (s *Supervisor) checkFence(nm *proc, gen uint64, deadline, fired time.Time)
 	nm.fencing = true
 	s.fences++
 	age := time.Since(nm.lastBeat)
-	nm.log.Error("node manager silent past its lease: removing floating IPs and restarting it",
+	nm.log.Error("node manager silent past its lease: killing it, then removing floating IPs",
 		"event", "fence", "heartbeat_age_ms", age.Milliseconds(), "lease_ms", lease.Milliseconds(), "pid", nm.pid)
+	pf := &pendingFence{report: nm.report, silent: age}
+	nm.fenced = pf
+	s.killControl(nm)
+	// Its exit (the reaper) removes the addresses (ended); one that does
+	// not die in time (stuck in the kernel) loses them anyway, before any
+	// locator may grant the role elsewhere. After its pending SIGKILL it
+	// never runs user code again.
+	wait := s.fenceKillWait()
+	clock.AfterFunc(wait, func() {
+		s.post(func() {
+			if nm.fenced == pf {
+				nm.log.Error("fenced node manager not confirmed dead; removing floating IPs anyway", "event", "fence_kill_slow", "pid", nm.pid, "after_ms", wait.Milliseconds())
+				s.finishFence(nm, "not confirmed dead")
+			}
+		})
+	})
+}
+
+// finishFence removes the floating IPs of a fenced node manager and notes
+// the fault its successor reports.
+func (s *Supervisor) finishFence(nm *proc, why string) {
+	pf := nm.fenced
+	if pf == nil {
+		return
+	}
+	nm.fenced = nil
 	removed, err := s.fenceVIPs()
 	if err != nil {
 		nm.log.Error("fence: cannot remove floating IPs", "event", "fence_error", "err", err)
 	}
 	for _, v := range removed {
-		nm.log.Warn("fence: floating IP removed", "event", "fence_vip", "vip", v)
+		nm.log.Warn("fence: floating IP removed", "event", "fence_vip", "vip", v, "node_manager", why)
 	}
-	if f := fenceFault(nm.report, len(removed) > 0, age); f != nil {
+	if f := fenceFault(pf.report, len(removed) > 0, pf.silent); f != nil {
 		nm.fault = f
 	}
-	s.killControl(nm)
 }
 
 // fenceFault is the fault a fence causes, for the next node manager to run

@@ -26,7 +26,7 @@ func unixPrctlSubreaper() error {
 // application runs: at clone time with CLONE_INTO_CGROUP on cgroup v2, else by
 // writing cgroup.procs while the shim waits on its barrier.
 func (s *Supervisor) spawn(p *proc) (int, <-chan Exit, error) {
-	spec, err := buildSpec(&p.cfg)
+	spec, err := buildSpec(&p.cfg, p.creds)
 	if err != nil {
 		return 0, nil, err
 	}

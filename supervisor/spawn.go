@@ -74,13 +74,16 @@ func lookPath(name string) (string, error) {
 	return p, nil
 }
 
-// buildSpec resolves the user, group and path of a process.
-func buildSpec(p *config.Process) (*ExecSpec, error) {
-	path, err := lookPath(p.Command[0])
-	if err != nil {
-		return nil, err
-	}
-	s := &ExecSpec{Path: path, Argv: p.Command, Rlimits: p.Rlimits, StopSignal: int(signalNumber(p.StopSignal))}
+// credentials are a process's configured user and group as numbers.
+type credentials struct {
+	uid, gid *uint32
+	groups   []uint32
+}
+
+// lookupCredentials resolves the user and group of p through NSS. It may
+// block (LDAP, sssd): the supervisor calls it off its loop.
+func lookupCredentials(p *config.Process) (*credentials, error) {
+	c := &credentials{}
 	if p.User != "" {
 		u, err := user.Lookup(p.User)
 		if err != nil {
@@ -89,12 +92,12 @@ func buildSpec(p *config.Process) (*ExecSpec, error) {
 		uid, _ := strconv.ParseUint(u.Uid, 10, 32)
 		gid, _ := strconv.ParseUint(u.Gid, 10, 32)
 		uid32, gid32 := uint32(uid), uint32(gid)
-		s.UID, s.GID = &uid32, &gid32
+		c.uid, c.gid = &uid32, &gid32
 		gids, err := u.GroupIds()
 		if err == nil {
 			for _, g := range gids {
 				if n, err := strconv.ParseUint(g, 10, 32); err == nil {
-					s.Groups = append(s.Groups, uint32(n))
+					c.groups = append(c.groups, uint32(n))
 				}
 			}
 		}
@@ -106,7 +109,24 @@ func buildSpec(p *config.Process) (*ExecSpec, error) {
 		}
 		gid, _ := strconv.ParseUint(g.Gid, 10, 32)
 		gid32 := uint32(gid)
-		s.GID = &gid32
+		c.gid = &gid32
+	}
+	return c, nil
+}
+
+// buildSpec resolves the path of a process and takes its user and group
+// from c (looked up before, off the loop; nil for neither).
+func buildSpec(p *config.Process, c *credentials) (*ExecSpec, error) {
+	if (p.User != "" || p.Group != "") && c == nil {
+		return nil, fmt.Errorf("supervisor: process %s: user/group not resolved", p.Name)
+	}
+	path, err := lookPath(p.Command[0])
+	if err != nil {
+		return nil, err
+	}
+	s := &ExecSpec{Path: path, Argv: p.Command, Rlimits: p.Rlimits, StopSignal: int(signalNumber(p.StopSignal))}
+	if c != nil {
+		s.UID, s.GID, s.Groups = c.uid, c.gid, c.groups
 	}
 	return s, nil
 }

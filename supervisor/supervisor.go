@@ -26,6 +26,7 @@ import (
 
 	"github.com/vigil-project/vigil/cgroup"
 	"github.com/vigil-project/vigil/config"
+	"github.com/vigil-project/vigil/internal/clock"
 	"github.com/vigil-project/vigil/internal/ipc"
 	"github.com/vigil-project/vigil/procstat"
 	"github.com/vigil-project/vigil/realtime"
@@ -65,6 +66,14 @@ type Supervisor struct {
 	float   fencer
 
 	notInForce []string // guarantees the host refused, "group: setting"
+
+	// Blocking work runs off the loop, its result posted back as an event
+	// (a fence for a stalled node manager must never wait in the queue
+	// behind it). Seams: tests make them slow.
+	killGroup   func(*cgroup.Group) error                   // kill what a run left in its group (polls up to 5 s)
+	removeGroup func(*cgroup.Group) error                   // delete a group, killing what it holds
+	lookupCreds func(*config.Process) (*credentials, error) // NSS user and group lookups
+	deleting    map[string]chan struct{}                    // groups being deleted, by name under control/ or apps/
 
 	started    time.Time
 	reloads    uint64
@@ -110,11 +119,17 @@ type proc struct {
 	report     json.RawMessage
 	lastBeat   time.Time
 	fencing    bool
-	fenceAt    time.Time   // node manager: when it must have reported again
-	fenceTimer *time.Timer // fires at fenceAt
+	fenceAt    time.Duration // node manager: when it must have reported again (CLOCK_BOOTTIME)
+	fenceTimer *clock.Timer  // fires at fenceAt
+	// fenced: the node manager was SIGKILLed by a fence; its floating IPs
+	// are removed once it is confirmed dead (or after fenceKillWait).
+	fenced *pendingFence
 	// fault: the node manager was fenced while it held the floating IPs;
 	// its successor is told at start, and runs hooks.on_fault for it.
 	fault *ipc.Msg
+
+	// creds: the user and group resolved off the loop for the next spawn.
+	creds *credentials
 }
 
 // New validates nothing by itself: cfg must come from config.Load.
@@ -134,7 +149,23 @@ func New(cfg *config.Config, opts Options) *Supervisor {
 		rnd:     rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid()))),
 		notify:  newNotifier(opts.Logger),
 		pending: make(map[uint64]chan error),
+
+		killGroup:   killLeftovers,
+		removeGroup: func(g *cgroup.Group) error { return g.Delete() },
+		lookupCreds: lookupCredentials,
+		deleting:    map[string]chan struct{}{},
 	}
+}
+
+// killLeftovers kills whatever a run left in g. It may block for seconds.
+func killLeftovers(g *cgroup.Group) error {
+	if g == nil {
+		return nil
+	}
+	if procs, err := g.Procs(); err != nil || len(procs) == 0 {
+		return nil
+	}
+	return g.Kill()
 }
 
 // post hands fn to the main loop. It never blocks the caller for long: the
@@ -320,11 +351,22 @@ func (s *Supervisor) start(p *proc) {
 	p.timer = nil
 	p.daemonized = false
 	p.fencing = false // a fence or start-up kill is of the run before
+	parent := "apps/"
+	if p.control != "" {
+		parent = "control/"
+	}
+	if ch, ok := s.deleting[parent+p.cfg.Name]; ok && p.group == nil {
+		// Its group from before (a reload removed it) is still being
+		// deleted off the loop: start once it is gone.
+		s.startAfter(p, gen, ch)
+		return
+	}
+	if (p.cfg.User != "" || p.cfg.Group != "") && p.creds == nil {
+		// NSS (LDAP, sssd) may hang: resolve off the loop, spawn after.
+		s.resolveThenStart(p, gen)
+		return
+	}
 	if p.group == nil {
-		parent := "apps/"
-		if p.control != "" {
-			parent = "control/"
-		}
 		g, err := s.cg.Group(parent + p.cfg.Name)
 		if err != nil {
 			s.spawnFailed(p, fmt.Errorf("cgroup: %w", err))
@@ -336,6 +378,7 @@ func (s *Supervisor) start(p *proc) {
 		p.log.Warn("cannot apply process cgroup resources", "event", "cgroup_error", "err", err)
 	}
 	pid, done, err := s.spawn(p)
+	p.creds = nil // looked up again for the next start
 	if err != nil {
 		s.spawnFailed(p, err)
 		return
@@ -366,6 +409,68 @@ func (s *Supervisor) start(p *proc) {
 		s.pushHealth()
 		s.pushFault(p)
 	}
+}
+
+// waitingToStart parks p in backoff (no restart timer) while its start
+// waits for work off the loop.
+func (s *Supervisor) waitingToStart(p *proc) {
+	p.state = StateBackoff
+	p.nextStart = time.Time{}
+	s.updateHealth()
+}
+
+// startAfter starts p once ch closes, unless it was stopped or started
+// meanwhile.
+func (s *Supervisor) startAfter(p *proc, gen uint64, ch <-chan struct{}) {
+	s.waitingToStart(p)
+	go func() {
+		<-ch
+		s.post(func() {
+			if p.gen == gen && p.state == StateBackoff {
+				s.start(p)
+			}
+		})
+	}()
+}
+
+// credentialsTimeout bounds a user or group lookup; one that does not
+// answer fails the start like an unknown user (and is retried with backoff).
+const credentialsTimeout = 10 * time.Second
+
+// resolveThenStart looks p's user and group up off the loop and starts p
+// with them (or fails the start) back on the loop.
+func (s *Supervisor) resolveThenStart(p *proc, gen uint64) {
+	s.waitingToStart(p)
+	pc := p.cfg
+	lookup := s.lookupCreds
+	go func() {
+		type result struct {
+			c   *credentials
+			err error
+		}
+		res := make(chan result, 1)
+		go func() {
+			c, err := lookup(&pc)
+			res <- result{c, err}
+		}()
+		var r result
+		select {
+		case r = <-res:
+		case <-time.After(credentialsTimeout):
+			r.err = fmt.Errorf("supervisor: process %s: user/group lookup did not answer within %v", pc.Name, credentialsTimeout)
+		}
+		s.post(func() {
+			if p.gen != gen || p.state != StateBackoff {
+				return // stopped or started again meanwhile
+			}
+			if r.err != nil {
+				s.spawnFailed(p, r.err)
+				return
+			}
+			p.creds = r.c
+			s.start(p)
+		})
+	}()
 }
 
 func (s *Supervisor) spawnFailed(p *proc, err error) {
@@ -429,6 +534,11 @@ func (s *Supervisor) watchDaemon(p *proc, gen uint64) {
 func (s *Supervisor) ended(p *proc, ex Exit) {
 	s.stopHealth(p)
 	s.endRestartGrace(p, "exited")
+	if p.fenced != nil {
+		// The fenced node manager is dead (reaped): nothing of it can
+		// add an address back any more.
+		s.finishFence(p, "confirmed dead")
+	}
 	if p.control != "" {
 		p.setConn(nil)
 		if p.fenceTimer != nil {
@@ -445,19 +555,36 @@ func (s *Supervisor) ended(p *proc, ex Exit) {
 	p.lastExit = &ex
 	p.lastRan = ex.At.Sub(p.startedAt)
 	p.pid = 0
-	// Whatever the main process left behind in its group goes with it, so a
-	// restart never runs beside a stray of the previous run.
-	if procs, err := p.group.Procs(); err == nil && len(procs) > 0 {
-		if err := p.group.Kill(); err != nil {
-			p.log.Warn("cannot kill leftovers of process", "event", "kill_failed", "err", err)
-		}
-	}
 	level := slog.LevelWarn
 	if ex.Success() {
 		level = slog.LevelInfo
 	}
 	p.log.Log(context.Background(), level, "process exited", "event", "exit", "pid", ex.Pid, "status", ex.String(), "ran", p.lastRan.Round(time.Millisecond).String())
+	// Whatever the main process left behind in its group goes with it, so a
+	// restart never runs beside a stray of the previous run. The kill may
+	// poll for seconds (a task in uninterruptible sleep): off the loop, the
+	// restart decision comes back as an event.
+	p.state = StateBackoff
+	p.nextStart = time.Time{}
+	s.updateHealth()
+	gen, g, kill := p.gen, p.group, s.killGroup
+	go func() {
+		err := kill(g)
+		s.post(func() {
+			if err != nil {
+				p.log.Warn("cannot kill leftovers of process", "event", "kill_failed", "err", err)
+			}
+			if p.gen != gen || p.state != StateBackoff || !p.nextStart.IsZero() {
+				return // stopped, or started again, meanwhile
+			}
+			s.restartAfter(p, ex)
+		})
+	}()
+}
 
+// restartAfter applies the restart policy to a run of p that ended (its
+// leftovers are gone).
+func (s *Supervisor) restartAfter(p *proc, ex Exit) {
 	restart := p.cfg.Restart == config.RestartAlways || (p.cfg.Restart == config.RestartOnFailure && !ex.Success())
 	if !restart || s.stopping {
 		p.state = StateExited
@@ -597,21 +724,45 @@ func (s *Supervisor) beginShutdown(reason string, done chan struct{}) {
 		p := order[i]
 		s.stop(p, "shutdown", func() {
 			p.setConn(nil)
-			s.deleteGroup(p)
-			next(i + 1)
+			s.deleteGroup(p, func() { next(i + 1) })
 		})
 	}
 	next(0)
 }
 
-func (s *Supervisor) deleteGroup(p *proc) {
-	if p.group == nil {
+// deleteGroup removes p's group off the loop (a kill inside may poll for
+// seconds) and runs then, if any, back on the loop when it is gone.
+func (s *Supervisor) deleteGroup(p *proc, then func()) {
+	g := p.group
+	if g == nil {
+		if then != nil {
+			then()
+		}
 		return
 	}
-	if err := p.group.Delete(); err != nil {
-		p.log.Warn("cannot remove process cgroup", "event", "cgroup_error", "err", err)
-	}
 	p.group = nil
+	key := "apps/" + p.cfg.Name
+	if p.control != "" {
+		key = "control/" + p.cfg.Name
+	}
+	done := make(chan struct{})
+	s.deleting[key] = done
+	remove := s.removeGroup
+	go func() {
+		err := remove(g)
+		s.post(func() {
+			if s.deleting[key] == done {
+				delete(s.deleting, key)
+			}
+			close(done)
+			if err != nil {
+				p.log.Warn("cannot remove process cgroup", "event", "cgroup_error", "err", err)
+			}
+			if then != nil {
+				then()
+			}
+		})
+	}()
 }
 
 // Reload re-reads the config file and applies it in place: removed processes
@@ -672,7 +823,7 @@ func (s *Supervisor) reload() (*ReloadResult, error) {
 		removed = append(removed, name)
 		p.clearRestartGrace() // it no longer counts at all
 		pp := p
-		s.stop(p, "reload: removed", func() { s.deleteGroup(pp) })
+		s.stop(p, "reload: removed", func() { s.deleteGroup(pp, nil) })
 	}
 	s.procs = next
 	keys := restartOnlyKeys(s.cfg, cfg)
