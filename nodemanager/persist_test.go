@@ -2,57 +2,21 @@ package nodemanager
 
 import (
 	"bytes"
-	"errors"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/vigil-project/vigil/internal/statefile"
+	"github.com/vigil-project/vigil/internal/testtool"
 	"github.com/vigil-project/vigil/protocol"
 )
 
-// fullDisk mounts a 64 KiB tmpfs (a real filesystem that runs out of
-// space) and returns it with functions that fill it up and free it.
+// fullDisk is testtool.FullDisk.
 func fullDisk(t *testing.T) (dir string, fill, free func()) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a small tmpfs as state_dir")
-	}
-	dir = filepath.Join(t.TempDir(), "state")
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=64k"); err != nil {
-		t.Skipf("cannot mount a tmpfs: %v", err)
-	}
-	t.Cleanup(func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) })
-	filler := filepath.Join(dir, "filler")
-	fill = func() {
-		f, err := os.Create(filler)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		buf := make([]byte, 4096)
-		for {
-			if _, err := f.Write(buf); err != nil {
-				if !errors.Is(err, syscall.ENOSPC) {
-					t.Fatalf("filling the tmpfs: %v", err)
-				}
-				return
-			}
-		}
-	}
-	free = func() {
-		if err := os.Remove(filler); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir, fill, free
+	return testtool.FullDisk(t)
 }
 
 // A node manager whose state_dir is full does not claim: the claim's
