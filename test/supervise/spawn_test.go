@@ -30,11 +30,13 @@ func TestSpawnAttributesAndOutput(t *testing.T) {
 `, work))
 	d.start()
 	p := d.waitState("attrs", supervisor.StateRunning, 10*time.Second)
-	// Read /proc only once sh has exec'd sleep: during an exec the kernel
-	// shows an empty environment.
-	d.waitFor("sleep running", 10*time.Second, func() bool {
+	// Read /proc only once sh has exec'd sleep and the kernel has set up
+	// sleep's stack: comm changes early in exec, the environment's bounds
+	// only later (until then environ reads empty; seen in the v2 VM).
+	d.waitFor("sleep running with its environment", 10*time.Second, func() bool {
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", p.PID))
-		return strings.TrimSpace(string(b)) == "sleep"
+		e, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", p.PID))
+		return strings.TrimSpace(string(b)) == "sleep" && len(e) > 0
 	})
 	d.waitFor("output logged", 10*time.Second, func() bool {
 		return strings.Contains(d.log.String(), `"msg":"hello from vigil in `+work+`","process":"attrs","event":"output"`)
