@@ -140,6 +140,7 @@ func rmdirTree(dir string) error {
 		return err
 	}
 	for _, d := range dirs {
+		releaseRTBudget(d)
 		deadline := time.Now().Add(2 * time.Second)
 		for {
 			err := unix.Rmdir(d)
@@ -154,4 +155,21 @@ func rmdirTree(dir string) error {
 		}
 	}
 	return nil
+}
+
+// releaseRTBudget sets a v1 group's cpu.rt_runtime_us to 0 before it is
+// removed (dirs go deepest first, so its children hold none by then). The
+// kernel frees a removed group's task_group only once the last reference
+// to it is gone: killed tasks not yet reaped (orphans of a SIGKILLed
+// supervisor) keep it, and with it its budget, counted against its
+// parent's for an unbounded time, so the next run's identical tree is
+// refused (EINVAL) and its control plane stays SCHED_OTHER. Best effort:
+// a host without the file or a group still holding RT tasks (EBUSY)
+// changes nothing; the caller's retry covers what is left.
+func releaseRTBudget(dir string) {
+	v, err := readFile(dir, "cpu.rt_runtime_us")
+	if err != nil || v == "0" {
+		return
+	}
+	_ = writeFile(dir, "cpu.rt_runtime_us", "0")
 }

@@ -149,6 +149,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		r := buildReport(l.Status(), clock.Boottime(), tr, persistErrors)
 		r.PersistFailing, r.PersistError = failing, lastErr
 		r.Incarnation = d.incarnation
+		rt.Refresh() // the supervisor may have made us SCHED_RR since start
 		r.Realtime = rt
 		ws := watch.Snapshot()
 		r.Degraded, r.SchedLateEpisodes, r.SchedMaxLateMS = ws.Degraded, ws.Episodes, float64(ws.MaxLate)/1e6

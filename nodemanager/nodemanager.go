@@ -754,6 +754,7 @@ func (m *manager) report(now time.Duration) {
 		return
 	}
 	st := m.node.Status()
+	m.rt.Refresh() // the supervisor may have made us SCHED_RR since start
 	r := Report{
 		Self: st.Self, Role: st.Role.String(), Epoch: st.Epoch, Active: st.Active,
 		LeaseMS:    m.pcfg.Lease.Milliseconds(),

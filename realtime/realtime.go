@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -361,6 +362,73 @@ func ResetProcess(pid int) error {
 	}
 	return errors.Join(errs...)
 }
+
+// SetProcessRR puts every thread of pid under SCHED_RR at prio (0 means
+// DefaultPriority), for a supervisor that could only give a child's group
+// its realtime budget after the child started: the child's own attempt
+// was refused then. Threads created meanwhile inherit from their creator,
+// so it repeats until a pass finds no thread it has not set. On failure
+// the threads already set are put back to SCHED_OTHER.
+func SetProcessRR(pid, prio int) error {
+	if prio == 0 {
+		prio = DefaultPriority
+	}
+	done := map[int]bool{}
+	for pass := 0; pass < 100; pass++ {
+		tids, err := taskIDs(strconv.Itoa(pid))
+		if err != nil {
+			return err
+		}
+		fresh := 0
+		for _, tid := range tids {
+			if done[tid] {
+				continue
+			}
+			fresh++
+			if err := setThread(tid, unix.SCHED_RR, prio); err != nil {
+				if errors.Is(err, unix.ESRCH) {
+					continue
+				}
+				for t := range done {
+					_ = setThread(t, schedOther, 0)
+				}
+				return fmt.Errorf("realtime: pid %d thread %d: SCHED_RR: %w", pid, tid, err)
+			}
+			done[tid] = true
+		}
+		if fresh == 0 {
+			return nil
+		}
+	}
+	return fmt.Errorf("realtime: pid %d: threads keep appearing after 100 passes", pid)
+}
+
+// Refresh re-reads the policy of the calling process's threads into r, and
+// drops the SCHED_RR refusal from Degraded once every thread is SCHED_RR
+// (the supervisor set it after the budget came: SetProcessRR).
+// It costs nothing unless a SCHED_RR refusal is pending.
+func (r *Report) Refresh() {
+	if !slices.ContainsFunc(r.Degraded, isRRRefusal) {
+		return
+	}
+	ths, err := Threads()
+	if err != nil {
+		return
+	}
+	r.Sched, r.Threads = summarize(ths), len(ths)
+	if !strings.HasPrefix(r.Sched, "SCHED_RR") {
+		return
+	}
+	kept := r.Degraded[:0:0]
+	for _, d := range r.Degraded {
+		if !isRRRefusal(d) {
+			kept = append(kept, d)
+		}
+	}
+	r.Degraded = kept
+}
+
+func isRRRefusal(d string) bool { return strings.HasPrefix(d, "SCHED_RR refused") }
 
 // Thread is one thread's scheduling policy.
 type Thread struct {

@@ -15,6 +15,7 @@ import (
 	"github.com/vigil-project/vigil/config"
 	"github.com/vigil-project/vigil/internal/clock"
 	"github.com/vigil-project/vigil/internal/ipc"
+	"github.com/vigil-project/vigil/realtime"
 )
 
 // The control plane: `vigil locator` in control/locator on every host and
@@ -481,4 +482,60 @@ func (s *Supervisor) processResources(p *proc) cgroup.Resources {
 		return r
 	}
 	return cgroup.Resources{MemoryMax: p.cfg.MemoryMax, PidsMax: p.cfg.PidsMax, CPUWeight: p.cfg.CPUWeight}
+}
+
+// Retry delays of a realtime budget the kernel refused.
+const (
+	rtRetryInitial = 100 * time.Millisecond
+	rtRetryMax     = 5 * time.Second
+)
+
+// rtBudgetFailed notes that p's group did not get its realtime budget
+// (cpu.rt_runtime_us), so p runs SCHED_OTHER: the control plane is
+// unprotected. The usual cause is the budget of a dead run's groups, which
+// the kernel keeps counting against the parent until their last task is
+// reaped and the group freed; cgroup deletion releases what it can, and
+// this retries with backoff until the budget fits, then makes p SCHED_RR
+// (rtRetry). One warning per episode; status and
+// vigil_guarantees_not_in_force show it meanwhile.
+func (s *Supervisor) rtBudgetFailed(p *proc, gen uint64, err error) {
+	if p.rtDegraded == "" {
+		p.log.Warn("realtime budget not in force: control plane unprotected (SCHED_OTHER) until it is; retrying",
+			"event", "realtime_degraded", "reason", err.Error())
+		p.rtBackoff = rtRetryInitial
+	}
+	p.rtDegraded = err.Error()
+	delay := p.rtBackoff
+	p.rtBackoff = min(2*p.rtBackoff, rtRetryMax)
+	time.AfterFunc(delay, func() { s.post(func() { s.rtRetry(p, gen) }) })
+}
+
+// rtRetry applies p's realtime budget again and, once it is in force, puts
+// every thread of the running p under SCHED_RR from here: p set its own
+// policy at start and was refused then. Setting it from outside keeps p
+// running (a restart would cost a node manager its lease); p's next report
+// reads its policy again (realtime.Report.Refresh).
+func (s *Supervisor) rtRetry(p *proc, gen uint64) {
+	if p.gen != gen || p.rtDegraded == "" || s.stopping || p.state != StateRunning || p.pid <= 0 {
+		return // a new run applies the budget itself at its start
+	}
+	res := s.processResources(p)
+	if res.RTRuntimeUs == 0 {
+		s.rtRestored(p, "realtime turned off")
+		return
+	}
+	if _, err := p.group.Apply(res); err != nil {
+		s.rtBudgetFailed(p, gen, err)
+		return
+	}
+	if err := realtime.SetProcessRR(p.pid, 0); err != nil {
+		s.rtBudgetFailed(p, gen, fmt.Errorf("budget applied, but SCHED_RR refused: %w", err))
+		return
+	}
+	s.rtRestored(p, "budget applied, process set to SCHED_RR")
+}
+
+func (s *Supervisor) rtRestored(p *proc, how string) {
+	p.log.Info("realtime budget in force again", "event", "realtime_restored", "how", how, "was", p.rtDegraded)
+	p.rtDegraded, p.rtBackoff = "", 0
 }

@@ -128,6 +128,12 @@ type proc struct {
 	// its successor is told at start, and runs hooks.on_fault for it.
 	fault *ipc.Msg
 
+	// rtDegraded: why the realtime budget of its group (and so SCHED_RR)
+	// is not in force, "" when it is or realtime is off; rtBackoff is the
+	// next retry's delay.
+	rtDegraded string
+	rtBackoff  time.Duration
+
 	// creds: the user and group resolved off the loop for the next spawn.
 	creds *credentials
 }
@@ -374,8 +380,15 @@ func (s *Supervisor) start(p *proc) {
 		}
 		p.group = g
 	}
-	if _, err := p.group.Apply(s.processResources(p)); err != nil {
+	res := s.processResources(p)
+	if _, err := p.group.Apply(res); err != nil && p.control != "" && res.RTRuntimeUs != 0 {
+		s.rtBudgetFailed(p, gen, err)
+	} else if err != nil {
 		p.log.Warn("cannot apply process cgroup resources", "event", "cgroup_error", "err", err)
+	} else if p.rtDegraded != "" {
+		// The budget is there before the new run starts: it makes itself
+		// SCHED_RR.
+		s.rtRestored(p, "budget applied at restart")
 	}
 	pid, done, err := s.spawn(p)
 	p.creds = nil // looked up again for the next start
@@ -1134,8 +1147,11 @@ func (s *Supervisor) snapshot() Status {
 		st.FloatingIPs = append(st.FloatingIPs, FloatingIP{Address: v.Address, Interface: v.Interface})
 	}
 	st.Groups = s.groupStatus()
-	st.NotInForce = s.notInForce
+	st.NotInForce = slices.Clone(s.notInForce)
 	for _, p := range s.ctrl {
+		if p.rtDegraded != "" {
+			st.NotInForce = append(st.NotInForce, "control/"+p.cfg.Name+": realtime budget, control plane unprotected (not SCHED_RR), retrying: "+p.rtDegraded)
+		}
 		st.ControlPlane = append(st.ControlPlane, s.procStatus(p))
 		switch p.control {
 		case ctlNodeManager:
