@@ -104,7 +104,8 @@ func TestHookOutsideControlPlane(t *testing.T) {
 	d.stop(15 * time.Second)
 }
 
-// sleepAlive reports whether pid is a live (not zombie) sleep.
+// sleepAlive reports whether pid is a live (not zombie) sleep, or the
+// shell it was forked from before its exec.
 func sleepAlive(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -112,5 +113,5 @@ func sleepAlive(pid int) bool {
 	}
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
-	return i > 0 && i+2 < len(s) && strings.Contains(s[:i], "(sleep") && s[i+2] != 'Z'
+	return i > 0 && i+2 < len(s) && (strings.Contains(s[:i], "(sleep") || strings.Contains(s[:i], "(sh")) && s[i+2] != 'Z'
 }
