@@ -1,23 +1,49 @@
 package nodemanager
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"github.com/vigil-project/vigil/supervisor"
 )
+
+// hookOutputCap is how much of one hook run's output is logged; the rest is
+// read and dropped, so that a chatty hook costs the node manager neither
+// memory nor log volume.
+const hookOutputCap = 64 << 10
+
+// hookLineMax is the longest piece of output logged as one line; a longer
+// line is logged in pieces.
+const hookLineMax = 4 << 10
+
+// hookDefaultPath is the PATH hooks get when the node manager has none.
+const hookDefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // hookRunner runs transition hooks one after the other, in transition
 // order, each under a timeout, on its own goroutine: a slow or failing hook
 // is logged and never holds up the protocol.
+//
+// A hook runs outside the control plane's privileges: through the `vigil
+// _exec` shim (SCHED_OTHER, nice 0, oom_score_adj 0), in its own process
+// group that is killed whole at the timeout and once the hook exits, with
+// a clean environment, its output streamed line by line into the log and
+// capped.
 type hookRunner struct {
 	queue    chan hookJob
 	log      *slog.Logger
 	failures atomic.Uint64
+	shim     string // the vigil binary whose `_exec` starts each hook
+	path     string // PATH in the hooks' environment
 }
 
 // hookJob carries its own timeout: a reload may change hooks.timeout while
@@ -31,7 +57,13 @@ type hookJob struct {
 }
 
 func newHookRunner(log *slog.Logger) *hookRunner {
-	return &hookRunner{queue: make(chan hookJob, 64), log: log}
+	path := os.Getenv("PATH")
+	if path == "" {
+		path = hookDefaultPath
+	}
+	// The running binary itself, even if a package upgrade replaced the
+	// file: its `_exec` is the one this node manager was built with.
+	return &hookRunner{queue: make(chan hookJob, 64), log: log, shim: "/proc/self/exe", path: path}
 }
 
 // enqueue never blocks: if 64 transitions are waiting, hooks are already
@@ -66,23 +98,102 @@ func (h *hookRunner) run(ctx context.Context) {
 func (h *hookRunner) runOne(ctx context.Context, j hookJob) {
 	ctx, cancel := context.WithTimeout(ctx, j.timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, j.argv[0], j.argv[1:]...)
-	cmd.Env = append(os.Environ(), j.env...)
-	cmd.WaitDelay = time.Second
 	began := time.Now()
-	out, err := cmd.CombinedOutput()
+	err := h.exec(ctx, j)
 	took := time.Since(began)
-	if len(out) > 512 {
-		out = out[:512]
-	}
 	if err != nil {
 		h.failures.Add(1)
 		why := err.Error()
 		if ctx.Err() == context.DeadlineExceeded {
 			why = fmt.Sprintf("timed out after %v", j.timeout)
 		}
-		h.log.Warn("hook failed", "event", "hook", "hook", j.event, "command", strings.Join(j.argv, " "), "took_ms", took.Milliseconds(), "err", why, "output", strings.TrimSpace(string(out)))
+		h.log.Warn("hook failed", "event", "hook", "hook", j.event, "command", strings.Join(j.argv, " "), "took_ms", took.Milliseconds(), "err", why)
 		return
 	}
 	h.log.Info("hook ran", "event", "hook", "hook", j.event, "command", strings.Join(j.argv, " "), "took_ms", took.Milliseconds())
+}
+
+// exec runs one hook to its end or ctx's, and kills its process group
+// either way.
+func (h *hookRunner) exec(ctx context.Context, j hookJob) error {
+	spec, err := supervisor.HookSpec(j.argv)
+	if err != nil {
+		return err
+	}
+	specEnv, err := spec.EnvEntry()
+	if err != nil {
+		return err
+	}
+	env := make([]string, 0, len(j.env)+2)
+	env = append(env, "PATH="+h.path)
+	env = append(env, j.env...)
+	env = append(env, specEnv)
+	r, w, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("hook output pipe: %w", err)
+	}
+	cmd := &exec.Cmd{
+		Path: h.shim, Args: []string{"vigil", supervisor.ShimCommand},
+		Env: env, Dir: "/", Stdout: w, Stderr: w,
+		// Its own group: every process the hook starts can be killed
+		// with it.
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+	}
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		r.Close()
+		return fmt.Errorf("start hook: %w", err)
+	}
+	pgid := cmd.Process.Pid
+	logged := make(chan struct{})
+	go func() {
+		defer close(logged)
+		h.pump(r, j)
+	}()
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	select {
+	case err = <-waited:
+	case <-ctx.Done():
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		err = <-waited
+	}
+	// What the hook left running in its group (`cmd &`) goes with it.
+	if kerr := syscall.Kill(-pgid, syscall.SIGKILL); kerr != nil && !errors.Is(kerr, syscall.ESRCH) {
+		h.log.Warn("cannot kill hook's process group", "event", "hook", "hook", j.event, "pgid", pgid, "err", kerr)
+	}
+	// A process that left the group (setsid) may still hold the pipe:
+	// stop reading after a moment rather than wait for it.
+	select {
+	case <-logged:
+	case <-time.After(time.Second):
+		r.Close()
+		<-logged
+	}
+	r.Close()
+	return err
+}
+
+// pump logs the hook's output line by line as it comes, up to
+// hookOutputCap bytes, then one "output truncated" line; the rest is read
+// and dropped so that the hook never blocks on a full pipe.
+func (h *hookRunner) pump(r io.Reader, j hookJob) {
+	br := bufio.NewReaderSize(r, hookLineMax)
+	total := 0
+	for {
+		line, err := br.ReadSlice('\n')
+		if len(line) > 0 {
+			if total+len(line) > hookOutputCap {
+				h.log.Warn("hook output truncated", "event", "hook_output", "hook", j.event, "command", strings.Join(j.argv, " "), "cap_bytes", hookOutputCap)
+				_, _ = io.Copy(io.Discard, br)
+				return
+			}
+			total += len(line)
+			h.log.Info("hook output", "event", "hook_output", "hook", j.event, "line", strings.TrimRight(string(line), "\n"))
+		}
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			return
+		}
+	}
 }

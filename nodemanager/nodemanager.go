@@ -50,6 +50,8 @@ type manager struct {
 	sup   *ipc.Conn
 	vips  []netfloat.VIP
 	hooks *hookRunner
+	// The roles hooks were last told of (VIGIL_ROLE, VIGIL_PREVIOUS_ROLE).
+	hookRole, hookPrevRole string
 
 	// The floating IPs' netlink side (reload.go): opened with the first
 	// VIP, rebuilt by a reload that brings a new interface while nothing
@@ -470,7 +472,7 @@ func (m *manager) updateHealth(now time.Duration) {
 // fault runs on_fault: this node became unhealthy, or lost the active role
 // without handing it over. reason is in the hook's VIGIL_REASON.
 func (m *manager) fault(reason string, epoch uint64) {
-	m.hooks.enqueue("fault", m.cfg.Hooks.OnFault, append(m.hookEnv("fault", epoch), "VIGIL_REASON="+reason), m.cfg.Hooks.Timeout)
+	m.hooks.enqueue("fault", m.cfg.Hooks.OnFault, m.hookEnv("fault", epoch, reason), m.cfg.Hooks.Timeout)
 }
 
 // syncLease gives the floating IP manager the lease deadline its
@@ -559,7 +561,7 @@ func (m *manager) onEvent(ev protocol.Event) {
 		}
 		t := m.claim(e.Epoch, decided)
 		m.fo.becameActive(m.log, e.Epoch, t, clock.Boottime()-decided)
-		m.hooks.enqueue("active", m.cfg.Hooks.OnActive, m.hookEnv("active", e.Epoch), m.cfg.Hooks.Timeout)
+		m.hooks.enqueue("active", m.cfg.Hooks.OnActive, m.hookEnv("active", e.Epoch, ""), m.cfg.Hooks.Timeout)
 	case protocol.LeaseExtended:
 		if m.held && now-m.lastExt >= extendEvery {
 			for _, v := range m.vips {
@@ -583,7 +585,7 @@ func (m *manager) onEvent(ev protocol.Event) {
 			m.release("standby: " + e.Reason)
 		}
 		m.log.Info("became standby", "event", "role", "role", "standby", "epoch", e.Epoch, "reason", e.Reason)
-		m.hooks.enqueue("standby", m.cfg.Hooks.OnStandby, m.hookEnv("standby", e.Epoch), m.cfg.Hooks.Timeout)
+		m.hooks.enqueue("standby", m.cfg.Hooks.OnStandby, m.hookEnv("standby", e.Epoch, e.Reason), m.cfg.Hooks.Timeout)
 		if !e.Handover() {
 			// The role was lost, not given: its lease ran out (no quorum
 			// renewed it) or another node holds a newer epoch.
@@ -601,8 +603,24 @@ func (m *manager) onEvent(ev protocol.Event) {
 	}
 }
 
-func (m *manager) hookEnv(event string, epoch uint64) []string {
-	return []string{"VIGIL_EVENT=" + event, "VIGIL_NODE=" + m.cfg.Cluster.Node, "VIGIL_CLUSTER=" + m.cfg.Cluster.Name, "VIGIL_EPOCH=" + strconv.FormatUint(epoch, 10)}
+// hookEnv is a hook's whole environment but PATH (docs/configuration.md,
+// hooks): nothing of the node manager's own is passed on. An active or
+// standby event moves VIGIL_ROLE; a fault leaves it (the role it was
+// raised in, or the standby a lost role ended in).
+func (m *manager) hookEnv(event string, epoch uint64, reason string) []string {
+	if event != "fault" {
+		m.hookPrevRole, m.hookRole = m.hookRole, event
+	}
+	role, prev := m.hookRole, m.hookPrevRole
+	if role == "" {
+		role = "none"
+	}
+	if prev == "" {
+		prev = "none"
+	}
+	return []string{"VIGIL_EVENT=" + event, "VIGIL_ROLE=" + role, "VIGIL_PREVIOUS_ROLE=" + prev,
+		"VIGIL_NODE=" + m.cfg.Cluster.Node, "VIGIL_CLUSTER=" + m.cfg.Cluster.Name,
+		"VIGIL_EPOCH=" + strconv.FormatUint(epoch, 10), "VIGIL_REASON=" + reason}
 }
 
 // claim adds and announces every floating IP. decided is when the protocol

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -50,6 +51,35 @@ type ExecSpec struct {
 	// StopSignal is the process's stop signal: the one stray signal that
 	// must still end the shim before it execs (see catchShimSignals).
 	StopSignal int `json:"stop_signal,omitempty"`
+	// SchedOther resets the scheduling policy to SCHED_OTHER, nice 0,
+	// before exec: a hook started by the realtime node manager must not
+	// inherit its SCHED_RR and starve the control plane.
+	SchedOther bool `json:"sched_other,omitempty"`
+}
+
+// HookSpec is the ExecSpec of a transition hook, started by the node
+// manager through the shim: normal scheduling and oom_score_adj 0 like an
+// application, whatever the node manager runs with.
+func HookSpec(argv []string) (*ExecSpec, error) {
+	if len(argv) == 0 {
+		return nil, errors.New("supervisor: empty hook command")
+	}
+	path, err := lookPath(argv[0])
+	if err != nil {
+		return nil, err
+	}
+	zero := 0
+	return &ExecSpec{Path: path, Argv: argv, OOMScoreAdj: &zero, SchedOther: true}, nil
+}
+
+// EnvEntry is the environment entry that carries s to the shim (which
+// removes it before exec).
+func (s *ExecSpec) EnvEntry() (string, error) {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return "", fmt.Errorf("supervisor: encode exec spec: %w", err)
+	}
+	return shimSpecEnv + "=" + string(b), nil
 }
 
 var rlimitResources = map[string]int{
@@ -175,6 +205,14 @@ func RunShim() error {
 	// `kill -HUP $(pidof vigil)` reaches a shim too: it must not cost the
 	// application its start.
 	catchShimSignals(syscall.Signal(s.StopSignal))
+	if s.SchedOther {
+		// Policy and nice are per thread on Linux: reset this one and exec
+		// from it, so that the command starts with them.
+		runtime.LockOSThread()
+		if err := unix.SchedSetAttr(0, &unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_NORMAL}, 0); err != nil {
+			return fmt.Errorf("reset scheduling to SCHED_OTHER: %w", err)
+		}
+	}
 	if s.Barrier {
 		b := os.NewFile(barrierFD, "barrier")
 		var one [1]byte
