@@ -256,6 +256,17 @@ func TestShimStraySignals(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Release the barrier only once the shim has taken the signals: one
+	// still pending at exec would reach the application with its default
+	// disposition (a window of microseconds before exec that the shim
+	// cannot close; this test is about signals while it waits).
+	noneLeft := time.Now().Add(10 * time.Second)
+	for pendingSignals(t, pid) {
+		if time.Now().After(noneLeft) {
+			t.Fatal("the shim never took the stray signals")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	if _, err := w.Write([]byte{1}); err != nil {
 		t.Fatalf("release the barrier: %v", err)
 	}
@@ -298,4 +309,27 @@ func TestShimStraySignals(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the shim survived its process's stop signal")
 	}
+}
+
+// pendingSignals says whether any signal is pending for pid, process-wide
+// (ShdPnd) or on one of its threads (SigPnd).
+func pendingSignals(t *testing.T, pid int) bool {
+	t.Helper()
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	files := []string{fmt.Sprintf("/proc/%d/status", pid)}
+	for _, task := range tasks {
+		files = append(files, fmt.Sprintf("/proc/%d/task/%s/status", pid, task.Name()))
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if (strings.HasPrefix(l, "SigPnd:") || strings.HasPrefix(l, "ShdPnd:")) && strings.Trim(strings.Fields(l)[1], "0") != "" {
+				return true
+			}
+		}
+	}
+	return false
 }
