@@ -142,7 +142,18 @@ func TestE2EAppfail(t *testing.T) {
 	n, v := newVigil(t)
 	r := run(t, n, v, ScenarioAppfail, RunOptions{After: 5 * time.Second})
 	checkMoved(t, r)
-	checkCalls(t, r)
+	// The SIP server itself is killed: a call whose dialog was on it at
+	// that instant cannot complete (no shared dialog state), whatever the
+	// failover does. One such call is tolerated and logged (seen once in
+	// CI); more, or an unfinished call, fail.
+	if r.Calls.Placed == 0 {
+		t.Fatalf("no calls placed: %s", r.Line())
+	}
+	if r.Calls.Failed > 1 || r.Calls.Unfinished > 0 {
+		t.Errorf("failed SIP calls: %s", r.Line())
+	} else if r.Calls.Failed == 1 {
+		t.Logf("one call lost with the killed SIP server: %s", r.Line())
+	}
 	checkNoDual(t, r)
 }
 
