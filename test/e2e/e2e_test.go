@@ -59,11 +59,20 @@ func run(t *testing.T, n *Net, v *Vigil, scenario string, o RunOptions) Result {
 // outage lasts longer than SIP's T1 at the test timing), failures not.
 func checkCalls(t *testing.T, r Result) {
 	t.Helper()
+	checkCallsAllowing(t, r, 0, "")
+}
+
+// checkCallsAllowing is checkCalls where up to allowed failed calls have a
+// known cause (why), logged when they occur; an unfinished call still fails.
+func checkCallsAllowing(t *testing.T, r Result, allowed int, why string) {
+	t.Helper()
 	if r.Calls.Placed == 0 {
 		t.Fatalf("no calls placed: %s", r.Line())
 	}
-	if r.Calls.Failed > 0 || r.Calls.Unfinished > 0 {
+	if r.Calls.Failed > allowed || r.Calls.Unfinished > 0 {
 		t.Errorf("failed SIP calls: %s", r.Line())
+	} else if r.Calls.Failed > 0 {
+		t.Logf("%d call(s) lost, %s: %s", r.Calls.Failed, why, r.Line())
 	}
 }
 
@@ -146,14 +155,7 @@ func TestE2EAppfail(t *testing.T) {
 	// that instant cannot complete (no shared dialog state), whatever the
 	// failover does. One such call is tolerated and logged (seen once in
 	// CI); more, or an unfinished call, fail.
-	if r.Calls.Placed == 0 {
-		t.Fatalf("no calls placed: %s", r.Line())
-	}
-	if r.Calls.Failed > 1 || r.Calls.Unfinished > 0 {
-		t.Errorf("failed SIP calls: %s", r.Line())
-	} else if r.Calls.Failed == 1 {
-		t.Logf("one call lost with the killed SIP server: %s", r.Line())
-	}
+	checkCallsAllowing(t, r, 1, "with the killed SIP server")
 	checkNoDual(t, r)
 }
 
@@ -173,14 +175,7 @@ func TestE2ESwitchover(t *testing.T) {
 	// Until the kernel filter stops the old holder answering ARP, one such
 	// call is tolerated and logged; more than one, or an unfinished call,
 	// still fails the test.
-	if r.Calls.Placed == 0 {
-		t.Fatalf("no calls placed: %s", r.Line())
-	}
-	if r.Calls.Failed > 1 || r.Calls.Unfinished > 0 {
-		t.Errorf("failed SIP calls: %s", r.Line())
-	} else if r.Calls.Failed == 1 {
-		t.Logf("one call lost in the switchover overlap (known defect, issue 12 item 1): %s", r.Line())
-	}
+	checkCallsAllowing(t, r, 1, "in the switchover overlap (known defect, issue 12 item 1)")
 	if r.Outage.Longest > 100*time.Millisecond {
 		t.Errorf("planned switchover: %v without an answer, want <= 100 ms", r.Outage.Longest)
 	}
