@@ -38,6 +38,9 @@ type SimOptions struct {
 	Benign bool
 
 	bug simBug // planted bugs, for tests that check the simulator finds them
+	// kernelLate overrides KernelLeaseLate (tests: a late kernel beyond
+	// the drift margin must be caught).
+	kernelLate time.Duration
 }
 
 type simBug uint8
@@ -48,7 +51,22 @@ const (
 	bugNoWait                    // locators grant a new holder without waiting out the old lease
 	bugRenewOnlyWithToken        // the active renews only when it holds the token
 	bugForgetFailedWrite         // a failed state write counts as written (the measured defect: Ready cleared the state)
+	bugNoKernelLease             // no kernel lease: a dead or frozen holder serves until its address lifetime ends
 )
+
+// KernelLeaseLate is how long after its lease deadline (own clock) a host's
+// kernel still serves the floating IPs when no Vigil process on it can act
+// (crashed, frozen): the kernel lease's element is programmed to expire at
+// the deadline less one jiffy of rounding, so what remains is the latency
+// of the netlink call that programmed it. The simulator counts every
+// holder as serving until then; the drift margin must cover it (see
+// docs/protocol.md, "The crash timeline").
+const KernelLeaseLate = 2 * time.Millisecond
+
+// addressLifetimeLate is the same for a host without the kernel lease: the
+// addresses stay, answering ARP, until their kernel lifetime (2 s, counted
+// in whole seconds) ends, 1.5 s or more after the last extension.
+const addressLifetimeLate = 1500 * time.Millisecond
 
 // SimResult is the outcome of one schedule.
 type SimResult struct {
@@ -718,8 +736,12 @@ func (w *simWorld) deliverNow(to int, isLoc bool, b []byte) {
 // ---- checks ----
 
 // check runs after every step: at this real instant, at most one node may
-// believe it holds a valid lease (its own clock, its own state; a crashed
-// or stalled node counts until its lease ends, as its addresses would).
+// serve the floating IPs. A node serves while, by its own clock and state,
+// it holds a valid lease; a crashed or stalled node cannot remove its
+// addresses, so it serves until its kernel lease ends (KernelLeaseLate after
+// its lease deadline). A running node removes them itself at the deadline,
+// but its kernel entries may outlive that by as much, so every node counts
+// until then.
 func (w *simWorld) check() {
 	cnt := 0
 	var who []string
@@ -728,7 +750,7 @@ func (w *simWorld) check() {
 			continue
 		}
 		t := h.local(w.now)
-		if (h.node != nil && h.node.ActiveAt(t)) || (h.dead != nil && h.dead.ActiveAt(t)) {
+		if w.serves(h.node, t, h.np.up && h.np.stallUntil <= w.now) || w.serves(h.dead, t, false) {
 			cnt++
 			who = append(who, h.id)
 		}
@@ -743,6 +765,22 @@ func (w *simWorld) check() {
 	if w.killAt >= 0 && w.res.Failover < 0 && w.now > w.killAt && cnt == 1 && who[0] != w.hosts[w.killed].id {
 		w.res.Failover = w.now - w.killAt
 	}
+}
+
+// serves: node n serves the floating IPs at its local time t.
+// running: its process can act (up and not stalled).
+func (w *simWorld) serves(n *Node, t time.Duration, running bool) bool {
+	if n == nil {
+		return false
+	}
+	late := KernelLeaseLate
+	if w.opt.kernelLate > 0 {
+		late = w.opt.kernelLate
+	}
+	if w.opt.bug == bugNoKernelLease && !running {
+		late = addressLifetimeLate
+	}
+	return n.ActiveAt(t - late)
 }
 
 func (w *simWorld) finish() {

@@ -64,6 +64,10 @@ func TestSimulatorFindsPlantedBugs(t *testing.T) {
 		// state): a locator answers a grant that is not on disk, crashes,
 		// and after its restart grants the role to another node.
 		{"forget-failed-write", bugForgetFailedWrite, 0.01, false, false, 300},
+		// No kernel lease (today's behaviour where nf_tables is missing):
+		// a killed active keeps answering for its addresses until their
+		// lifetime ends, long after the standby took over.
+		{"no-kernel-lease", bugNoKernelLease, 0.01, true, false, 50},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for s := uint64(1); s <= tc.n; s++ {
@@ -95,6 +99,27 @@ func TestSimulatorDriftBeyondBound(t *testing.T) {
 		}
 	}
 	t.Fatal("no violation with 20% clock drift: the simulator's clocks or checks are not doing their job")
+}
+
+// TestSimulatorKernelLeaseBeyondMargin: a kernel lease that outlives the
+// lease deadline by more than the drift margin leaves room for two holders
+// when the active dies, and the simulator must say so; at KernelLeaseLate
+// the same schedules are clean. This is what bounds how late the kernel
+// lease may end (docs/protocol.md, "The crash timeline").
+func TestSimulatorKernelLeaseBeyondMargin(t *testing.T) {
+	late := 2 * DefaultDriftMargin
+	for s := uint64(1); s <= 400; s++ {
+		r := Simulate(SimOptions{Seed: s, Kill: true, kernelLate: late})
+		if len(r.Violations) == 0 {
+			continue
+		}
+		if good := Simulate(SimOptions{Seed: s, Kill: true}); len(good.Violations) > 0 {
+			t.Fatalf("seed %d: violation with the kernel lease %v late: %v", s, KernelLeaseLate, good.Violations)
+		}
+		t.Logf("kernel lease %v late: violation at seed %d: %s", late, s, r.Violations[0])
+		return
+	}
+	t.Fatalf("no violation with the kernel lease %v late in 400 kill schedules", late)
 }
 
 func DefaultConfigForTest() Config {
