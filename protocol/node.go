@@ -367,7 +367,11 @@ func (n *Node) Step(now time.Duration, m Message) error {
 			n.transferUntil = n.now + n.cfg.TokenTimeout/2
 		}
 	case MsgSwitchover:
-		if n.role == Active {
+		// A request made in another term (a datagram delayed or replayed
+		// from before this node's epoch) is not this active's to carry out:
+		// found by the simulator, a request from inside a partition moved
+		// the role 2.5 s after the partition healed.
+		if n.role == Active && m.Epoch == n.epoch {
 			to := m.Switchover.To
 			if to == n.self {
 				to = ""

@@ -276,6 +276,40 @@ func TestNodeStandsDownOnNewerEpoch(t *testing.T) {
 	}
 }
 
+// A forwarded switchover request carries the epoch its sender knew: one
+// from an older term (delayed or replayed from before this active's epoch)
+// is dropped; one for this epoch hands over.
+func TestNodeSwitchoverRequestFromAnotherTermIsDropped(t *testing.T) {
+	h := newHarness(t, "a", NodeState{})
+	h.ready()
+	h.becomeActive(time.Millisecond)
+	epoch := h.n.Status().Epoch
+	h.seq++
+	if err := h.n.Step(h.now, Message{Type: MsgToken, From: "b", ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq, ToIncarnation: h.n.st.Incarnation,
+		Token: Token{Epoch: epoch, Seq: 5, Active: "a",
+			Nodes: []NodeHealth{{ID: "a", Healthy: true, InRing: true}, {ID: "b", Healthy: true, InRing: true}}}}); err != nil {
+		t.Fatal(err)
+	}
+	h.ready()
+	step := func(e uint64) Ready {
+		t.Helper()
+		h.seq++
+		if err := h.n.Step(h.now, Message{Type: MsgSwitchover, From: "b", ClusterID: ClusterID("t"), Epoch: e, Incarnation: 1, Seq: h.seq,
+			ToIncarnation: h.n.st.Incarnation, Switchover: Switchover{To: "b"}}); err != nil {
+			t.Fatal(err)
+		}
+		return h.ready()
+	}
+	step(epoch - 1)
+	if !h.n.ActiveAt(h.now) {
+		t.Fatalf("a switchover request from epoch %d moved the role of epoch %d", epoch-1, epoch)
+	}
+	step(epoch)
+	if h.n.ActiveAt(h.now) {
+		t.Fatalf("a switchover request for this epoch (%d) did not move the role", epoch)
+	}
+}
+
 // A switchover hands the role over: BecameStandby says so (the node
 // manager runs on_fault only for a role that was lost, not given).
 func TestNodeSwitchoverIsAHandover(t *testing.T) {
