@@ -56,12 +56,12 @@ type manager struct {
 	// The floating IPs' netlink side (reload.go): opened with the first
 	// VIP, rebuilt by a reload that brings a new interface while nothing
 	// is held.
-	nl          *netlink.Handle
-	float       *netfloat.Manager
+	nl    *netlink.Handle
+	float *netfloat.Manager
 	// The kernel lease (nftables, netfloat.NFTLease), made with the first
 	// VIP; nil with klErr set where the kernel offers none.
-	kl    *netfloat.NFTLease
-	klErr error
+	kl          *netfloat.NFTLease
+	klErr       error
 	floatIfaces map[string]bool // interfaces float reports link events for
 	watchStale  bool            // a VIP interface float does not know yet
 	netEvents   chan netfloat.Event
