@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 
 	"github.com/vigil-project/vigil/internal/netnstest"
@@ -36,6 +37,9 @@ type TB = netnstest.TB
 // Net is the harness's network: hosts a, b (nodes), w (witness), c (client).
 type Net struct {
 	*netnstest.Net
+
+	nftMu sync.Mutex
+	nft   map[string]*nftables.Conn // per node, for Serves
 }
 
 // NewNet builds the namespaces. The nodes get net.ipv4.ip_nonlocal_bind=1
@@ -54,7 +58,15 @@ func NewNet(t TB) *Net {
 			t.Fatalf("e2e: %v", err)
 		}
 	}
-	return &Net{n}
+	net := &Net{Net: n, nft: map[string]*nftables.Conn{}}
+	t.Cleanup(func() {
+		net.nftMu.Lock()
+		defer net.nftMu.Unlock()
+		for _, c := range net.nft {
+			_ = c.CloseLasting()
+		}
+	})
+	return net
 }
 
 // Other is the other node.
@@ -68,6 +80,51 @@ func Other(id string) string {
 // Holds reports whether host id has the floating IP on its interface.
 func (n *Net) Holds(id string) bool {
 	return n.Hosts[id].HasAddr(netip.MustParseAddr(VIP))
+}
+
+// Serves reports whether host id would answer for the floating IP now:
+// it has the address and, where Vigil's kernel lease is in force (table
+// arp vigil in its namespace), a live element for it in lease_announce4,
+// without which the host's kernel answers no ARP for it. A host whose
+// Vigil was killed keeps the address until its lifetime ends but stops
+// answering at its lease's end; what counts for the LAN is the answering.
+// keepalived has no such table: for it Serves is Holds.
+func (n *Net) Serves(id string) bool {
+	if !n.Holds(id) {
+		return false
+	}
+	live, ok := n.leaseElement(id)
+	return !ok || live
+}
+
+// leaseElement says whether host id's lease_announce4 has a live element
+// for the VIP; ok is false when there is no Vigil table (or no nf_tables).
+func (n *Net) leaseElement(id string) (live, ok bool) {
+	n.nftMu.Lock()
+	defer n.nftMu.Unlock()
+	c := n.nft[id]
+	if c == nil {
+		var err error
+		c, err = nftables.New(nftables.AsLasting(), nftables.WithNetNSFd(int(n.Hosts[id].NS)))
+		if err != nil {
+			return false, false
+		}
+		n.nft[id] = c
+	}
+	set := &nftables.Set{Table: &nftables.Table{Name: "vigil", Family: nftables.TableFamilyARP}, Name: "lease_announce4", KeyType: nftables.TypeIPAddr}
+	els, err := c.GetSetElements(set)
+	if err != nil {
+		return false, false
+	}
+	vip := netip.MustParseAddr(VIP).As4()
+	for _, e := range els {
+		// Expired elements are absent from the dump (6.18); an older
+		// kernel may list one with nothing left.
+		if string(e.Key) == string(vip[:]) && e.Expires > 0 {
+			return true, true
+		}
+	}
+	return false, true
 }
 
 // Holder is the node that alone holds the floating IP, or "".
@@ -123,7 +180,8 @@ func (n *Net) HTTPClient(id string) *http.Client {
 }
 
 // OwnershipProbe samples both nodes every interval and records every
-// change of who holds the floating IP.
+// change of who holds the floating IP: who serves it (Serves), which is
+// who has the address where nothing else stops the host answering for it.
 type OwnershipProbe struct {
 	n        *Net
 	interval time.Duration
@@ -156,7 +214,7 @@ func (n *Net) Probe(interval time.Duration) *OwnershipProbe {
 func (p *OwnershipProbe) sample() string {
 	s := ""
 	for _, id := range nodeIDs {
-		if p.n.Holds(id) {
+		if p.n.Serves(id) {
 			s += id
 		}
 	}
