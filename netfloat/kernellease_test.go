@@ -609,3 +609,42 @@ func BenchmarkKernelLeaseRefresh(b *testing.B) {
 		}
 	}
 }
+
+// TestKernelLeaseApplyLag: a transaction that returns more than
+// ApplyLagLimit after its clock reading (the thread was stopped in
+// between) is sent again with a fresh reading, so the element the kernel
+// keeps is the shorter one.
+func TestKernelLeaseApplyLag(t *testing.T) {
+	needNFT(t)
+	a, _ := twoHosts(t)
+	base := clock.Boottime()
+	var mu sync.Mutex
+	calls := 0
+	// Every reading is 10 ms after the previous one: each transaction
+	// looks late.
+	fake := func() time.Duration {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		return base + time.Duration(calls-1)*10*time.Millisecond
+	}
+	kl, err := NewNFTLease(nsFd(a), fake)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kl.Close()
+	x := vip4.Addr()
+	if err := kl.Apply(LeaseState{Guarded: []netip.Addr{x}, Announce: []LeaseElement{{x, base + 500*time.Millisecond}}}); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	n := calls
+	mu.Unlock()
+	if n != 6 { // three transactions, each with a reading and a check
+		t.Fatalf("%d clock readings, want 6 (three sends)", n)
+	}
+	els := setElements(t, kl, kl.arpAnnounce4)
+	if len(els) != 1 || els[0].Timeout > 460*time.Millisecond {
+		t.Fatalf("announce4 = %+v, want the timeout of the last send (<= 460ms)", els)
+	}
+}

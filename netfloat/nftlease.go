@@ -236,12 +236,39 @@ func (l *NFTLease) rules() []*nftables.Rule {
 // transaction also refreshes timeouts on kernels that do not update the
 // timeout of an element added again (before 6.10), and heals any element
 // someone removed.
+//
+// The kernel counts a timeout from when it processes the transaction, not
+// from the clock reading: a thread stopped between the two would program
+// an element that outlives the lease by the stop. So when the transaction
+// returns more than ApplyLagLimit after the reading, it is sent again at
+// once with a fresh reading (which, the deadline being nearer or past,
+// shortens or drops the elements): an element then never outlives its
+// deadline by more than ApplyLagLimit plus a jiffy, except for the
+// microseconds of a resend.
 func (l *NFTLease) Apply(st LeaseState) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	for range 3 {
+		start, err := l.applyLocked(st)
+		if err != nil {
+			return err
+		}
+		if l.clock()-start <= ApplyLagLimit {
+			return nil
+		}
+	}
+	return nil
+}
+
+// ApplyLagLimit is the longest an NFTLease transaction may take from its
+// clock reading to its return before it is sent again (see Apply).
+const ApplyLagLimit = 2 * time.Millisecond
+
+// applyLocked sends one transaction and returns its clock reading.
+func (l *NFTLease) applyLocked(st LeaseState) (time.Duration, error) {
 	c, err := l.connLocked()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	var g4, g6 []nftables.SetElement
 	for _, a := range st.Guarded {
@@ -280,13 +307,13 @@ func (l *NFTLease) Apply(st LeaseState) error {
 			continue
 		}
 		if err := c.SetAddElements(x.s, x.es); err != nil {
-			return fmt.Errorf("nftables set %s: %w", x.s.Name, err)
+			return 0, fmt.Errorf("nftables set %s: %w", x.s.Name, err)
 		}
 	}
 	if err := l.flushLocked(c); err != nil {
-		return fmt.Errorf("program the kernel lease: %w", err)
+		return 0, fmt.Errorf("program the kernel lease: %w", err)
 	}
-	return nil
+	return now, nil
 }
 
 // Disarm implements KernelLease: empties every set, the configured VIPs
