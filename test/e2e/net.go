@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netlink"
 
 	"github.com/vigil-project/vigil/internal/netnstest"
@@ -125,6 +126,37 @@ func (n *Net) leaseElement(id string) (live, ok bool) {
 		}
 	}
 	return false, true
+}
+
+// LeaseDrops sums the drop counters of host id's kernel lease rules (the
+// ARP it did not send, the packets it refused: netfloat.NFTLease); ok is
+// false without Vigil's tables.
+func (n *Net) LeaseDrops(id string) (arp, inbound uint64, ok bool) {
+	n.nftMu.Lock()
+	defer n.nftMu.Unlock()
+	c, err := nftables.New(nftables.WithNetNSFd(int(n.Hosts[id].NS)))
+	if err != nil {
+		return 0, 0, false
+	}
+	sum := func(fam nftables.TableFamily, chain string) (uint64, bool) {
+		t := &nftables.Table{Name: "vigil", Family: fam}
+		rules, err := c.GetRules(t, &nftables.Chain{Table: t, Name: chain})
+		if err != nil {
+			return 0, false
+		}
+		var total uint64
+		for _, r := range rules {
+			for _, e := range r.Exprs {
+				if ctr, ok := e.(*expr.Counter); ok {
+					total += ctr.Packets
+				}
+			}
+		}
+		return total, true
+	}
+	arp, ok1 := sum(nftables.TableFamilyARP, "lease_out")
+	inbound, ok2 := sum(nftables.TableFamilyINet, "lease_in")
+	return arp, inbound, ok1 && ok2
 }
 
 // Holder is the node that alone holds the floating IP, or "".
