@@ -17,14 +17,19 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/mdlayher/arp"
+	"github.com/mdlayher/ethernet"
 
 	"github.com/vigil-project/vigil/internal/clock"
 	"github.com/vigil-project/vigil/internal/netnstest"
 )
 
 // arpProber sends real ARP requests from a host and says who answers.
+// Each request comes from its own sender address, and only a reply to that
+// address counts: a late reply to an earlier request is not taken for an
+// answer to this one.
 type arpProber struct {
 	c *arp.Client
+	n int
 }
 
 func newARPProber(t *testing.T, h *netnstest.Host) *arpProber {
@@ -45,10 +50,16 @@ func newARPProber(t *testing.T, h *netnstest.Host) *arpProber {
 	return &arpProber{c: c}
 }
 
-// ask sends one "who has addr" and returns the MAC of the first reply
+// ask sends one "who has addr" and returns the MAC of the reply to it
 // within wait, nil if none.
 func (p *arpProber) ask(addr netip.Addr, wait time.Duration) (net.HardwareAddr, error) {
-	if err := p.c.Request(addr); err != nil {
+	p.n++
+	from := netip.AddrFrom4([4]byte{192, 0, 2, byte(150 + p.n%100)})
+	req, err := arp.NewPacket(arp.OperationRequest, p.c.HardwareAddr(), from, ethernet.Broadcast, addr)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.c.WriteTo(req, ethernet.Broadcast); err != nil {
 		return nil, err
 	}
 	deadline := time.Now().Add(wait)
@@ -64,7 +75,7 @@ func (p *arpProber) ask(addr netip.Addr, wait time.Duration) (net.HardwareAddr, 
 			}
 			return nil, err
 		}
-		if pkt.Operation == arp.OperationReply && pkt.SenderIP == addr {
+		if pkt.Operation == arp.OperationReply && pkt.SenderIP == addr && pkt.TargetIP == from {
 			return pkt.SenderHardwareAddr, nil
 		}
 	}
@@ -420,8 +431,8 @@ func TestKernelLeaseTablesShared(t *testing.T) {
 
 // TestKernelLeaseTimeoutBound: the element's timeout never exceeds the
 // time left on the lease when it was programmed, and an element with
-// under a millisecond left is not programmed at all (a zero timeout would
-// never expire).
+// under MinElementTimeout left is not programmed at all (a zero timeout,
+// or on older kernels one under a jiffy, would never expire).
 func TestKernelLeaseTimeoutBound(t *testing.T) {
 	needNFT(t)
 	a, _ := twoHosts(t)
@@ -434,7 +445,7 @@ func TestKernelLeaseTimeoutBound(t *testing.T) {
 	now := clock.Boottime()
 	st := LeaseState{
 		Guarded:  []netip.Addr{x, y},
-		Announce: []LeaseElement{{x, now + 250*time.Millisecond}, {y, now + 500*time.Microsecond}},
+		Announce: []LeaseElement{{x, now + 250*time.Millisecond}, {y, now + MinElementTimeout - time.Millisecond}},
 		Accept:   []LeaseElement{{x, now - time.Millisecond}, {y, now + 250*time.Millisecond}},
 	}
 	if err := kl.Apply(st); err != nil {
@@ -445,7 +456,7 @@ func TestKernelLeaseTimeoutBound(t *testing.T) {
 		t.Fatalf("announce4 = %+v, want one element with a timeout in (200ms, 250ms]", ann4)
 	}
 	if els := setElements(t, kl, kl.announce6); len(els) != 0 {
-		t.Fatalf("announce6 has %+v, want nothing (under a millisecond left)", els)
+		t.Fatalf("announce6 has %+v, want nothing (under MinElementTimeout left)", els)
 	}
 	if els := setElements(t, kl, kl.accept4); len(els) != 0 {
 		t.Fatalf("accept4 has %+v, want nothing (deadline past)", els)

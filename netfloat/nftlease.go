@@ -231,8 +231,7 @@ func (l *NFTLease) rules() []*nftables.Rule {
 // fills them with st, each lease element's timeout the time left until its
 // deadline read from the lease clock right before the call, truncated to
 // the millisecond (the kernel takes milliseconds and rounds them down to
-// jiffies). An element with less than a millisecond left is left out: a
-// zero timeout would mean "never expires". Emptying and refilling in one
+// jiffies). An element with less than MinElementTimeout left is left out. Emptying and refilling in one
 // transaction also refreshes timeouts on kernels that do not update the
 // timeout of an element added again (before 6.10), and heals any element
 // someone removed.
@@ -260,6 +259,15 @@ func (l *NFTLease) Apply(st LeaseState) error {
 	return nil
 }
 
+// MinElementTimeout is the shortest timeout an element is given; with
+// less left it is not put in at all (the host stops serving a few
+// milliseconds early). A zero timeout means "never expires", and kernels
+// without the fix "netfilter: nf_tables: elements with timeout below
+// CONFIG_HZ never expire" (upstream e0c47281723f, in 6.10 and the stable
+// trees of 2024-10) turned any timeout under one jiffy into that: 10 ms is
+// one jiffy at HZ=100, the coarsest common tick.
+const MinElementTimeout = 10 * time.Millisecond
+
 // ApplyLagLimit is the longest an NFTLease transaction may take from its
 // clock reading to its return before it is sent again (see Apply).
 const ApplyLagLimit = 2 * time.Millisecond
@@ -282,7 +290,7 @@ func (l *NFTLease) applyLocked(st LeaseState) (time.Duration, error) {
 	elems := func(es []LeaseElement) (v4, v6 []nftables.SetElement) {
 		for _, e := range es {
 			left := (e.Until - now).Truncate(time.Millisecond)
-			if left < time.Millisecond {
+			if left < MinElementTimeout {
 				continue
 			}
 			el := nftables.SetElement{Key: e.Addr.AsSlice(), Timeout: left}
