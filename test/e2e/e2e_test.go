@@ -112,7 +112,11 @@ func checkNoDual(t *testing.T, r Result) {
 func TestE2EKill(t *testing.T) {
 	n, v := newVigil(t)
 	arps := watchARP(t, n, "w", 2*time.Millisecond)
-	r := run(t, n, v, ScenarioKill, RunOptions{After: 5 * time.Second})
+	r := run(t, n, v, ScenarioKill, RunOptions{After: 5 * time.Second, AtEnd: func(r Result) {
+		// What the dead host's kernel refused after its lease ended.
+		arp, in, ok := n.LeaseDrops(r.From)
+		t.Logf("kernel lease drops on the killed host %s: arp=%d inbound=%d (tables: %v)", r.From, arp, in, ok)
+	}})
 	ans := arps.result()
 	checkMoved(t, r)
 	checkCalls(t, r)

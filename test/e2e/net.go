@@ -316,8 +316,8 @@ func (p *OwnershipProbe) Stop() Ownership {
 // Ownership is an OwnershipProbe's record.
 type Ownership struct {
 	Samples   int
-	Dual      time.Duration // time both nodes held the address
-	DualAtEnd bool          // both still held it when the probe stopped
+	Dual      time.Duration // time both nodes served the address (Serves)
+	DualAtEnd bool          // both still served it when the probe stopped
 	Moves     int           // times a node took the address it did not hold
 	Final     string        // who holds it at the end (the newer one if both)
 	Changes   []Change
