@@ -217,6 +217,15 @@ func TestE2ESwitchover(t *testing.T) {
 	if r.DualAtEnd || r.Dual > 600*time.Millisecond { // testTiming's lease
 		t.Errorf("planned switchover: both held the address %v (at end: %v), want at most the old lease", r.Dual, r.DualAtEnd)
 	}
+	// An orderly stop removes Vigil's packet filter tables.
+	if err := v.Stop(); err != nil {
+		t.Errorf("stop: %v", err)
+	}
+	for _, id := range []string{"a", "b"} {
+		if _, _, ok := n.LeaseDrops(id); ok {
+			t.Errorf("%s: Vigil's nftables tables are still there after an orderly stop", id)
+		}
+	}
 }
 
 // witnesskill: nothing may change.
