@@ -3,6 +3,7 @@ package e2e
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -139,6 +140,41 @@ func TestE2EKill(t *testing.T) {
 	}
 }
 
+// killvigil: every Vigil process on the active (supervisor, locator, node
+// manager) is SIGKILLed while its SIP server goes on running, ready to
+// answer on the floating IP: Vigil dead on a live host. The host's kernel
+// stops answering ARP for the address and refuses packets to it at the end
+// of the lease, so the standby's takeover never meets a second server
+// (issue 12 item 1); before, the dead host answered ARP, and its SIP
+// server took calls, until the address lifetime ended.
+func TestE2EKillVigilAppRunning(t *testing.T) {
+	needTools(t, "sipp", "stress-ng", "nsenter")
+	n := NewNet(t)
+	v := NewVigil(t, n, VigilOptions{Bin: vigilBin, Timing: testTiming, Realtime: true, KillSparesApps: true})
+	arps := watchARP(t, n, "w", 2*time.Millisecond)
+	sipAlive := false
+	r := run(t, n, v, ScenarioKill, RunOptions{After: 5 * time.Second, AtEnd: func(r Result) {
+		arp, in, ok := n.LeaseDrops(r.From)
+		t.Logf("kernel lease drops on %s (Vigil dead, SIP server running): arp=%d inbound=%d (tables: %v)", r.From, arp, in, ok)
+		pids, err := treePids(filepath.Join(v.host[r.From].subtree, "apps", "sip"))
+		sipAlive = err == nil && len(pids) > 0
+	}})
+	ans := arps.result()
+	if !sipAlive {
+		t.Fatalf("the SIP server on %s did not survive the kill of Vigil: the scenario did not happen", r.From)
+	}
+	checkMoved(t, r)
+	checkCalls(t, r)
+	old, nw := n.Hosts[r.From].MAC, n.Hosts[Other(r.From)].MAC
+	arpDual := arpOverlap(ans, old, nw)
+	t.Logf("dual serving after killing Vigil (SIP server running): probe %v, ARP %v (old answered %d times, new %d)",
+		r.Dual, arpDual, ans[old.String()].n, ans[nw.String()].n)
+	const bound = 100 * time.Millisecond // drift margin 50 ms + as much slack
+	if r.Dual > bound || arpDual > bound || r.DualAtEnd {
+		t.Errorf("both served %s for %v (probe) / %v (ARP), at end %v; want <= %v: %s", VIP, r.Dual, arpDual, r.DualAtEnd, bound, r.Describe())
+	}
+}
+
 // linkdown: the active's link goes down for 3 s; the standby takes over and
 // the old active, cut off, gives the address up (its lease expires).
 func TestE2ELinkdown(t *testing.T) {
@@ -224,7 +260,7 @@ func TestE2ESwitchover(t *testing.T) {
 	}
 	for _, id := range []string{"a", "b"} {
 		if _, _, ok := n.LeaseDrops(id); ok {
-			t.Errorf("%s: Vigil's nftables tables are still there after an orderly stop", id)
+			t.Errorf("%s: Vigil's nftables tables are still there after an orderly stop; its log ends:\n%s", id, tail(v.Log(id), 1500))
 		}
 	}
 }

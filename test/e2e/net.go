@@ -139,6 +139,11 @@ func (n *Net) LeaseDrops(id string) (arp, inbound uint64, ok bool) {
 		return 0, 0, false
 	}
 	sum := func(fam nftables.TableFamily, chain string) (uint64, bool) {
+		// A rule dump of a table that does not exist is empty, not an
+		// error: ask for the table first.
+		if _, err := c.ListTableOfFamily("vigil", fam); err != nil {
+			return 0, false
+		}
 		t := &nftables.Table{Name: "vigil", Family: fam}
 		rules, err := c.GetRules(t, &nftables.Chain{Table: t, Name: chain})
 		if err != nil {
