@@ -153,18 +153,24 @@ func TestE2EKillVigilAppRunning(t *testing.T) {
 	v := NewVigil(t, n, VigilOptions{Bin: vigilBin, Timing: testTiming, Realtime: true, KillSparesApps: true})
 	arps := watchARP(t, n, "w", 2*time.Millisecond)
 	sipAlive := false
-	r := run(t, n, v, ScenarioKill, RunOptions{After: 5 * time.Second, AtEnd: func(r Result) {
+	r := run(t, n, v, ScenarioKill, RunOptions{After: 5 * time.Second, OnFault: func(from string) {
+		pids, err := treePids(filepath.Join(v.host[from].subtree, "apps", "sip"))
+		sipAlive = err == nil && len(pids) > 0
+	}, AtEnd: func(r Result) {
 		arp, in, ok := n.LeaseDrops(r.From)
 		t.Logf("kernel lease drops on %s (Vigil dead, SIP server running): arp=%d inbound=%d (tables: %v)", r.From, arp, in, ok)
-		pids, err := treePids(filepath.Join(v.host[r.From].subtree, "apps", "sip"))
-		sipAlive = err == nil && len(pids) > 0
 	}})
 	ans := arps.result()
 	if !sipAlive {
-		t.Fatalf("the SIP server on %s did not survive the kill of Vigil: the scenario did not happen", r.From)
+		t.Errorf("the SIP server on %s did not survive the kill of Vigil: the scenario did not happen", r.From)
 	}
 	checkMoved(t, r)
-	checkCalls(t, r)
+	// The dead host's SIP server took calls until its lease ended; a call
+	// set up there whose later messages (ACK, BYE) come after that is
+	// lost: no other host knows its dialog, and the old one may no longer
+	// take them. At most the calls set up in one lease (50/s × 600 ms);
+	// an unfinished call still fails.
+	checkCallsAllowing(t, r, 30, "dialogs on the dead host's SIP server straddling its lease end (no shared dialog state)")
 	old, nw := n.Hosts[r.From].MAC, n.Hosts[Other(r.From)].MAC
 	arpDual := arpOverlap(ans, old, nw)
 	t.Logf("dual serving after killing Vigil (SIP server running): probe %v, ARP %v (old answered %d times, new %d)",
