@@ -89,6 +89,9 @@
 //	vigil_takeover_added_seconds                   H                          takeovers seen by this collector: decision to IPs added
 //	vigil_takeover_announced_seconds               H                          takeovers seen by this collector: decision to first announcement
 //	vigil_floating_ips_held                        G                          number of floating IPs held
+//	vigil_kernel_lease_enforced                    G                          1 when the kernel stops serving the floating IPs at lease end (nftables); 0 unavailable or failing (nodes with VIPs)
+//	vigil_kernel_lease_failures_total              C                          failed kernel lease programming transactions
+//	vigil_kernel_lease_max_apply_seconds           G                          longest kernel lease refresh transaction
 //	vigil_garp_sent_total                          C                          gratuitous ARPs sent
 //	vigil_na_sent_total                            C                          unsolicited neighbour advertisements sent
 //	vigil_ip_conflicts_total                       C                          another host answered for a floating IP we hold

@@ -88,7 +88,7 @@ var unitless = map[string]bool{
 	"vigil_scrape_error": true, "vigil_report_present": true,
 	"vigil_role": true, "vigil_node_healthy": true, "vigil_guarantees_not_in_force": true,
 	"vigil_epoch": true, "vigil_lease_valid": true, "vigil_token_held": true, "vigil_token_lost": true,
-	"vigil_maintenance": true, "vigil_floating_ips_held": true, "vigil_floating_ip_held": true,
+	"vigil_maintenance": true, "vigil_floating_ips_held": true, "vigil_floating_ip_held": true, "vigil_kernel_lease_enforced": true,
 	"vigil_peer_healthy": true, "vigil_peer_maintenance": true, "vigil_peer_in_ring": true,
 	"vigil_node_locator_seen": true, "vigil_locator_epoch": true, "vigil_locator_quarantined": true,
 	"vigil_locator_node_seen": true, "vigil_control_degraded": true, "vigil_control_mlocked": true,

@@ -258,6 +258,11 @@ func (c *collector) collectNodeManager(e *emitter, r *nodemanager.Report) {
 	e.histogram("vigil_takeover_announced_seconds", "Takeovers seen by this collector: decision to first announcement.", announced)
 
 	e.gauge("vigil_floating_ips_held", "Number of floating IPs this node holds.", float64(len(r.VIPs)))
+	if k := r.KernelLease; k != nil {
+		e.gauge("vigil_kernel_lease_enforced", "1 when the kernel itself stops serving the floating IPs at the end of the lease (nftables).", b2f(k.State == nodemanager.KernelLeaseEnforcing))
+		e.counter("vigil_kernel_lease_failures_total", "Failed attempts to program the kernel lease (each disarms it until the next success).", float64(k.Failures))
+		e.gauge("vigil_kernel_lease_max_apply_seconds", "Longest kernel lease refresh transaction since the node manager started.", float64(k.MaxApplyUS)/1e6)
+	}
 	e.counter("vigil_garp_sent_total", "Gratuitous ARP packets sent for floating IPv4 addresses.", float64(r.GARPSent))
 	e.counter("vigil_na_sent_total", "Unsolicited neighbour advertisements sent for floating IPv6 addresses.", float64(r.NASent))
 	e.counter("vigil_ip_conflicts_total", "Times another host answered for a floating IP this node holds.", float64(r.Conflicts))

@@ -82,6 +82,7 @@ func (f fixture) status(t *testing.T) *supervisor.Status {
 		Transport: transport.Stats{Received: 1000, Sent: 990, SendErrors: 1,
 			Dropped: map[string]uint64{"auth": 5, "replay": 2}},
 		GARPSent: 3, NASent: 3, Conflicts: 1, HookFailures: 0,
+		KernelLease: &nodemanager.KernelLeaseReport{State: nodemanager.KernelLeaseEnforcing, Applies: 40, LastApplyUS: 180, MaxApplyUS: 900},
 	}
 	loc := locator.Report{
 		Self: "a", Epoch: f.epoch, Holder: "a", LeaseValid: true, LeaseRemainingMS: 2400,

@@ -16,6 +16,23 @@
 // timer is rounded up, so an unextended VIP disappears between Lifetime and
 // Lifetime+1 s after its last Extend.
 //
+// # The kernel lease
+//
+// With Options.KernelLease (NFTLease in production) the host's kernel
+// itself stops serving a VIP when the lease ends, whether or not any
+// process runs: nftables sets in Vigil's own tables (table arp vigil,
+// table inet vigil; objects named lease_*) hold, per VIP, an "announce"
+// element (the host may answer ARP/NDP for it) and an "accept" element
+// (it may receive packets to it), each with the time left on the lease as
+// its timeout; rules drop ARP replies and requests from, neighbour
+// advertisements for, and inbound packets to a configured VIP (Guard)
+// without a live element. Claim puts the VIP in before the address is
+// added, SetLeaseDeadline refreshes in the background, Quiet removes only
+// the announce element, Release both. Elements never outlive their
+// deadline by more than ApplyLagLimit (plus the kernel's jiffy rounding,
+// which is down), see docs/protocol.md "Crash timeline". DeleteTables
+// removes both tables (the supervisor's orderly stop).
+//
 // # Marking our addresses
 //
 // Each VIP carries IFA_PROTO = Options.Protocol (Linux >= 6.1; `ip -d addr`

@@ -112,10 +112,23 @@ type Options struct {
 	// lease had run out). Give it the lease's own clock (CLOCK_BOOTTIME).
 	// Nil: no gate (tools and tests that hold no lease).
 	LeaseClock func() time.Duration
-	Logger     *slog.Logger
+	// KernelLease, if set, makes the kernel itself stop serving each
+	// held VIP when the lease ends, with no process running (see
+	// KernelLease and NFTLease): Claim puts the VIP into it before the
+	// address is added, SetLeaseDeadline refreshes it (in the background,
+	// never delaying the caller), Quiet stops only its announcements,
+	// Release removes it. Guard names the configured VIPs it protects.
+	// Needs LeaseClock. A failure to program it is logged once per
+	// episode, disarms it (today's behaviour: the address lifetime is the
+	// bound) and shows in KernelLeaseStats. Nil: no kernel lease.
+	KernelLease KernelLease
+	Logger      *slog.Logger
 }
 
 func (o Options) withDefaults() (Options, error) {
+	if o.KernelLease != nil && o.LeaseClock == nil {
+		return o, fmt.Errorf("%w: a kernel lease needs the LeaseClock", ErrInvalidOptions)
+	}
 	if o.Lifetime < 0 || o.GARPCount < 0 || o.GARPInterval < 0 || o.RefreshInterval < 0 || o.ProbeWindow < 0 {
 		return o, fmt.Errorf("%w: negative duration or count", ErrInvalidOptions)
 	}
@@ -165,6 +178,10 @@ type holding struct {
 	vip    VIP
 	index  int
 	cancel context.CancelFunc
+	// quiet (Quiet): no longer announced; the kernel lease keeps
+	// accepting packets to it until acceptUntil, answers no ARP/NDP.
+	quiet       bool
+	acceptUntil time.Duration
 }
 
 type probeWaiter struct {
@@ -192,18 +209,61 @@ type Manager struct {
 	sink     chan Event // non-nil while Watch runs
 	ifaces   map[string]bool
 	lastWarn map[vipKey]time.Time
+	guard    map[netip.Addr]bool   // Guard: configured VIPs the kernel lease protects
+	claiming map[vipKey]netip.Addr // Claim under way: in the kernel lease before the address exists
+
+	// The kernel lease (Options.KernelLease). klMu serialises its
+	// transactions, each built from the state at its start, so the last
+	// one to run carries the latest state.
+	kl      KernelLease
+	klMu    sync.Mutex
+	klStats KernelLeaseStats // under klMu
+	klKick  chan struct{}    // SetLeaseDeadline → refresher
+	klStop  chan struct{}
+	klWG    sync.WaitGroup
 
 	wg sync.WaitGroup // announcers and port readers
 
 	garpSent, naSent, probesSent, conflicts, dropped atomic.Uint64
 	leaseUntil                                       atomic.Int64 // LeaseClock deadline, ns
+	leaseMax                                         atomic.Int64 // the latest deadline ever given, ns
 	unleased                                         atomic.Uint64
 }
 
 // SetLeaseDeadline sets when the lease that entitles this host to announce
 // ends, on Options.LeaseClock; 0 (or any past value) stops announcements
 // at once. Without a LeaseClock it has no effect.
-func (m *Manager) SetLeaseDeadline(until time.Duration) { m.leaseUntil.Store(int64(until)) }
+//
+// With a KernelLease, a later deadline than any before (a renewal) wakes
+// the background refresher, which gives every held VIP's elements the time
+// left until it; the caller never waits for the kernel. An earlier one (the
+// role given up or lost) changes nothing in the kernel: its elements end
+// at the deadline they were given, which the protocol allowed, and
+// Quiet and Release remove them sooner.
+func (m *Manager) SetLeaseDeadline(until time.Duration) {
+	m.leaseUntil.Store(int64(until))
+	for {
+		prev := m.leaseMax.Load()
+		if int64(until) <= prev {
+			return
+		}
+		if m.leaseMax.CompareAndSwap(prev, int64(until)) {
+			break
+		}
+	}
+	if m.kl == nil {
+		return
+	}
+	m.mu.Lock()
+	busy := len(m.held)+len(m.claiming) > 0
+	m.mu.Unlock()
+	if busy {
+		select {
+		case m.klKick <- struct{}{}:
+		default: // a refresh is pending: it reads the latest deadline
+		}
+	}
+}
 
 // leased says whether an announcement may leave now.
 func (m *Manager) leased() bool {
@@ -242,9 +302,18 @@ func New(h *netlink.Handle, ns netns.NsHandle, opts Options) (*Manager, error) {
 		probes:    map[*probeWaiter]struct{}{},
 		ifaces:    map[string]bool{},
 		lastWarn:  map[vipKey]time.Time{},
+		guard:     map[netip.Addr]bool{},
+		claiming:  map[vipKey]netip.Addr{},
+		kl:        opts.KernelLease,
 	}
 	for _, name := range opts.Interfaces {
 		m.ifaces[name] = true
+	}
+	if m.kl != nil {
+		m.klStats.Enabled = true
+		m.klKick, m.klStop = make(chan struct{}, 1), make(chan struct{})
+		m.klWG.Add(1)
+		go m.refresher()
 	}
 	return m, nil
 }
@@ -267,6 +336,10 @@ func (m *Manager) Close() error {
 	}
 	m.mu.Unlock()
 	m.wg.Wait()
+	if m.kl != nil {
+		close(m.klStop)
+		m.klWG.Wait()
+	}
 	m.nlSock.Close()
 	return errors.Join(errs...)
 }
@@ -422,12 +495,27 @@ func (m *Manager) Claim(ctx context.Context, v VIP) (ClaimReport, error) {
 			return rep, err
 		}
 	}
+	if m.kl != nil {
+		// Allowed to answer for the address before it exists; a
+		// failure falls back to today's behaviour (applyKernel).
+		m.mu.Lock()
+		m.claiming[v.key()] = v.Prefix.Addr()
+		m.mu.Unlock()
+		_ = m.applyKernel()
+	}
 	if err := m.addrReplace(p.index, v.Prefix, m.label(v.Interface), m.lifetimeSecs()); err != nil {
+		if m.kl != nil {
+			m.mu.Lock()
+			delete(m.claiming, v.key())
+			m.mu.Unlock()
+			_ = m.applyKernel()
+		}
 		return rep, err
 	}
 	rep.AddedAfter = time.Since(start)
 
 	m.mu.Lock()
+	delete(m.claiming, v.key())
 	if m.closed {
 		m.mu.Unlock()
 		return rep, ErrClosed
@@ -579,13 +667,27 @@ func (m *Manager) holdingOf(v VIP) (*holding, error) {
 // Quiet stops announcing a held VIP but keeps the address and keeps
 // reporting other MACs that claim it (EventConflict). A node that handed
 // the role over keeps serving the address this way until its successor's
-// announcement is seen (make-before-break), then calls Release.
+// announcement is seen (make-before-break), then calls Release. With a
+// KernelLease the host also stops answering ARP/NDP for it at once (so no
+// client is sent back here), while packets already on their way are still
+// accepted until the end of the lease it held.
 func (m *Manager) Quiet(v VIP) error {
 	h, err := m.holdingOf(v)
 	if err != nil {
 		return err
 	}
 	h.cancel()
+	if m.kl != nil {
+		m.mu.Lock()
+		if !h.quiet {
+			h.quiet = true
+			h.acceptUntil = time.Duration(m.leaseMax.Load())
+		}
+		m.mu.Unlock()
+		// A failure disarms the kernel lease: the address is served as
+		// without it, which is today's drain.
+		_ = m.applyKernel()
+	}
 	return nil
 }
 
@@ -602,6 +704,8 @@ func (m *Manager) Release(v VIP) error {
 	m.mu.Unlock()
 	if h != nil {
 		h.cancel()
+		// The kernel stops serving it first, then it goes.
+		_ = m.applyKernel()
 		return m.addrDel(h.index, h.vip.Prefix)
 	}
 	link, err := m.h.LinkByName(v.Interface)
@@ -649,6 +753,7 @@ func (m *Manager) Reconcile(held []VIP) (removed []VIP, err error) {
 		}
 	}
 	m.mu.Unlock()
+	_ = m.applyKernel()
 
 	addrs, err := m.addrDump()
 	if err != nil {

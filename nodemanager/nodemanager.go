@@ -56,8 +56,12 @@ type manager struct {
 	// The floating IPs' netlink side (reload.go): opened with the first
 	// VIP, rebuilt by a reload that brings a new interface while nothing
 	// is held.
-	nl          *netlink.Handle
-	float       *netfloat.Manager
+	nl    *netlink.Handle
+	float *netfloat.Manager
+	// The kernel lease (nftables, netfloat.NFTLease), made with the first
+	// VIP; nil with klErr set where the kernel offers none.
+	kl          *netfloat.NFTLease
+	klErr       error
 	floatIfaces map[string]bool // interfaces float reports link events for
 	watchStale  bool            // a VIP interface float does not know yet
 	netEvents   chan netfloat.Event
@@ -825,6 +829,7 @@ func (m *manager) report(now time.Duration) {
 		h := ws.Histogram.JSON()
 		r.SchedLate = &h
 	}
+	r.KernelLease = m.kernelLeaseReport()
 	if m.float != nil {
 		s := m.float.Stats()
 		r.GARPSent, r.NASent = s.GARPSent, s.NASent

@@ -175,6 +175,9 @@ func (m *manager) applyConfig(now time.Duration, c *ipc.Config) error {
 	if m.held {
 		m.lastExt = 0 // extend the new set's lifetimes at the next renewal
 	}
+	if m.float != nil {
+		_ = m.float.Guard(next) // a failure is logged by float and shown in status
+	}
 
 	// Link state: forget interfaces no VIP uses, look at new ones now (as
 	// at start), and have float watch them.
@@ -224,19 +227,26 @@ func (m *manager) openFloat(ifaces []string) error {
 		}
 		m.nl = h
 	}
+	m.openKernelLease()
 	a := m.cfg.Announce
-	f, err := netfloat.New(m.nl, netns.None(), netfloat.Options{
+	opts := netfloat.Options{
 		Interfaces: ifaces, Logger: m.log,
 		GARPCount: a.Count, GARPInterval: a.Interval, RefreshInterval: a.Refresh, ProbeWindow: a.Probe,
 		// Only a lease holder speaks for an address: every announcement
 		// checks the lease deadline (syncLease) on the lease's own clock.
 		LeaseClock: clock.Boottime,
-	})
+	}
+	if m.kl != nil {
+		opts.KernelLease = m.kl
+	}
+	f, err := netfloat.New(m.nl, netns.None(), opts)
 	if err != nil {
 		return fmt.Errorf("nodemanager: floating IPs: %w", err)
 	}
 	m.float = f
 	m.syncLease()
+	// A failure is logged by float and shown in status (kernel_lease).
+	_ = f.Guard(m.vips)
 	m.floatIfaces = map[string]bool{}
 	for _, ifn := range ifaces {
 		m.floatIfaces[ifn] = true
@@ -305,10 +315,53 @@ func (m *manager) rebuildFloat(now time.Duration) {
 	m.log.Debug("floating IP watch rebuilt", "interfaces", strings.Join(ifaces, ","))
 }
 
+// openKernelLease sets up the kernel lease once per process: Vigil's
+// lease_* chains and sets in table arp vigil and table inet vigil, emptied
+// (this process holds no lease yet). Where the kernel has no nf_tables it
+// says so once, in the log and in status, and the floating IPs are held as
+// before: the node manager's own lease timer first, the supervisor's fence,
+// the address lifetime last.
+func (m *manager) openKernelLease() {
+	if m.kl != nil || m.klErr != nil {
+		return
+	}
+	kl, err := netfloat.NewNFTLease(-1, clock.Boottime)
+	if err != nil {
+		m.klErr = err
+		m.log.Warn("the kernel cannot enforce the lease on the floating IPs; a frozen or killed Vigil leaves them served until the address lifetime ends",
+			"event", "kernel_lease_unavailable", "err", err)
+		return
+	}
+	m.kl = kl
+	m.log.Info("kernel lease in force: table arp vigil, table inet vigil", "event", "kernel_lease")
+}
+
+// kernelLeaseReport is the kernel lease for status; nil without VIPs.
+func (m *manager) kernelLeaseReport() *KernelLeaseReport {
+	switch {
+	case m.klErr != nil:
+		return &KernelLeaseReport{State: KernelLeaseUnavailable, Reason: m.klErr.Error()}
+	case m.kl == nil || m.float == nil:
+		return nil
+	}
+	s := m.float.KernelLeaseStats()
+	r := &KernelLeaseReport{State: KernelLeaseEnforcing, Applies: s.Applies, Failures: s.Failures,
+		LastApplyUS: s.LastApply.Microseconds(), MaxApplyUS: s.MaxApply.Microseconds()}
+	if s.Failing {
+		r.State, r.Reason = KernelLeaseFailing, s.LastError
+	}
+	return r
+}
+
 func (m *manager) closeFloat() {
 	m.stopWatch()
 	if m.float != nil {
 		_ = m.float.Close()
+	}
+	if m.kl != nil {
+		// The elements stay until they expire (they end with the lease);
+		// an orderly stop released them already.
+		_ = m.kl.Close()
 	}
 	if m.nl != nil {
 		m.nl.Close()

@@ -67,7 +67,31 @@ type Report struct {
 	PersistError   string `json:"persist_error,omitempty"`
 	// Realtime is what control.realtime put in force for this process.
 	Realtime realtime.Report `json:"realtime"`
+	// KernelLease says whether the kernel itself stops serving the
+	// floating IPs at the end of the lease (nftables, docs/operations.md
+	// "The packet filter"); omitted on a node without VIPs.
+	KernelLease *KernelLeaseReport `json:"kernel_lease,omitempty"`
 }
+
+// KernelLeaseReport is the state of the kernel lease.
+type KernelLeaseReport struct {
+	// State: enforcing; failing (programming it failed, it is disarmed and
+	// the address lifetime is the bound, Reason says why); unavailable
+	// (the kernel has no nf_tables, Reason says what failed).
+	State       string `json:"state"`
+	Reason      string `json:"reason,omitempty"`
+	Applies     uint64 `json:"applies"`
+	Failures    uint64 `json:"failures"`
+	LastApplyUS int64  `json:"last_apply_us"`
+	MaxApplyUS  int64  `json:"max_apply_us"`
+}
+
+// Kernel lease states.
+const (
+	KernelLeaseEnforcing   = "enforcing"
+	KernelLeaseFailing     = "failing"
+	KernelLeaseUnavailable = "unavailable"
+)
 
 // PeerReport is a node's summary as last carried by the token.
 type PeerReport struct {

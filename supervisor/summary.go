@@ -34,6 +34,10 @@ type nmSummary struct {
 	Realtime        struct {
 		Degraded []string `json:"Degraded"`
 	} `json:"realtime"`
+	KernelLease *struct {
+		State  string `json:"state"`
+		Reason string `json:"reason"`
+	} `json:"kernel_lease"`
 }
 
 // locSummary is the part of the locator's report (locator.Report) the
@@ -133,6 +137,10 @@ func (st *Status) warnings(nm *nmSummary, loc *locSummary) []Warning {
 	}
 	if loc != nil && loc.PersistFailing {
 		add("persist_failing", "locator cannot write its state file, so it answers no node until it can (free space in runtime.state_dir; journalctl -u vigil EVENT=persist_error): %s", loc.PersistError)
+	}
+	if nm != nil && nm.KernelLease != nil && nm.KernelLease.State != "enforcing" {
+		add("kernel_lease", "the kernel does not enforce the lease on the floating IPs (%s: %s): a frozen or killed Vigil leaves them served until their address lifetime ends (journalctl -u vigil EVENT=kernel_lease_error EVENT=kernel_lease_unavailable)",
+			nm.KernelLease.State, nm.KernelLease.Reason)
 	}
 	out = append(out, pressureWarnings(st.Groups)...)
 	if c := nm.lastConflict(); c != nil && c.AgeMS < conflictWarnFor.Milliseconds() {

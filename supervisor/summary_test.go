@@ -114,3 +114,33 @@ func TestSummarizePersistFailing(t *testing.T) {
 		t.Fatalf("persist warnings %q", got)
 	}
 }
+
+// A kernel lease that is not enforced (no nf_tables, or programming it
+// fails) is a warning naming why; an enforcing one, or a node without VIPs
+// (no kernel_lease in its report), is none.
+func TestSummarizeKernelLease(t *testing.T) {
+	for _, c := range []struct {
+		report string
+		warn   bool
+	}{
+		{`{"kernel_lease":{"state":"unavailable","reason":"netfloat: kernel lease unavailable (nf_tables): protocol not supported"}}`, true},
+		{`{"kernel_lease":{"state":"failing","reason":"program the kernel lease: no buffer space"}}`, true},
+		{`{"kernel_lease":{"state":"enforcing","applies":12}}`, false},
+		{`{}`, false},
+	} {
+		st := &Status{NodeManager: json.RawMessage(c.report)}
+		st.Summarize()
+		var got []string
+		for _, w := range st.Warnings {
+			if w.Kind == "kernel_lease" {
+				got = append(got, w.Message)
+			}
+		}
+		if c.warn != (len(got) == 1) || len(got) > 1 {
+			t.Fatalf("%s: kernel_lease warnings %q", c.report, got)
+		}
+		if c.warn && !strings.Contains(got[0], "address lifetime") {
+			t.Fatalf("%s: warning %q does not say what it means", c.report, got[0])
+		}
+	}
+}

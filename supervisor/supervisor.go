@@ -28,6 +28,7 @@ import (
 	"github.com/vigil-project/vigil/config"
 	"github.com/vigil-project/vigil/internal/clock"
 	"github.com/vigil-project/vigil/internal/ipc"
+	"github.com/vigil-project/vigil/netfloat"
 	"github.com/vigil-project/vigil/procstat"
 	"github.com/vigil-project/vigil/realtime"
 	"github.com/vigil-project/vigil/supervisor/health"
@@ -256,6 +257,13 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			s.beginShutdown("context done", done)
 		case <-done:
 			s.destroyCgroups()
+			// Every child has exited: Vigil's packet filter tables
+			// (the node manager's kernel lease, lease_*, and whatever
+			// else of Vigil's is in them) go with it. Never another
+			// table; none there is no error.
+			if err := netfloat.DeleteTables(-1); err != nil {
+				s.log.Warn("cannot remove Vigil's nftables tables", "event", "nft_cleanup_error", "err", err)
+			}
 			s.log.Info("supervisor stopped", "event", "stopped")
 			return nil
 		}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -100,19 +101,84 @@ func checkNoDual(t *testing.T, r Result) {
 	}
 }
 
-// kill: everything in Vigil's tree on the active is SIGKILLed. The standby
-// takes over; the dead host's address is removed by the kernel when its
-// lifetime runs out (nothing is left to remove it), which ends the dual
-// ownership the prober reports.
+// kill: everything in Vigil's tree on the active is SIGKILLed, the SIP
+// server goes on running. The standby takes over; the dead host keeps the
+// address until its lifetime ends (nothing is left to remove it), but its
+// kernel stops answering for it when its lease ends (the kernel lease,
+// issue 12 item 1), before the locators let the standby take over. So the
+// two never serve the address together beyond the drift margin, measured
+// two ways: the ownership probe (address and live lease element) and real
+// ARP requests from the witness host (which MACs answer). Before the kernel
+// lease both answered for 0.5-1.6 s (measured, 10 runs), until the address
+// lifetime ended; with it, 0 ms in 20 runs.
 func TestE2EKill(t *testing.T) {
 	n, v := newVigil(t)
-	r := run(t, n, v, ScenarioKill, RunOptions{After: 5 * time.Second})
+	arps := watchARP(t, n, "w", 2*time.Millisecond)
+	r := run(t, n, v, ScenarioKill, RunOptions{After: 5 * time.Second, AtEnd: func(r Result) {
+		// What the dead host's kernel refused after its lease ended.
+		arp, in, ok := n.LeaseDrops(r.From)
+		t.Logf("kernel lease drops on the killed host %s: arp=%d inbound=%d (tables: %v)", r.From, arp, in, ok)
+	}})
+	ans := arps.result()
 	checkMoved(t, r)
 	checkCalls(t, r)
 	if r.DualAtEnd {
-		t.Errorf("the killed host still holds %s at the end: the address lifetime did not remove it: %s", VIP, r.Describe())
+		t.Errorf("both still serve %s at the end: %s", VIP, r.Describe())
 	}
-	t.Logf("dual ownership after kill, ended by the address lifetime: %v", r.Dual)
+	old, nw := n.Hosts[r.From].MAC, n.Hosts[Other(r.From)].MAC
+	arpDual := arpOverlap(ans, old, nw)
+	t.Logf("dual serving after kill: probe %v, ARP %v (old %s answered %d times, new %s %d times)",
+		r.Dual, arpDual, old, ans[old.String()].n, nw, ans[nw.String()].n)
+	if ans[old.String()].n == 0 || ans[nw.String()].n == 0 {
+		t.Fatalf("ARP watch saw no answer from the old (%d) or the new (%d) holder", ans[old.String()].n, ans[nw.String()].n)
+	}
+	// testTiming's drift margin, 50 ms, plus as much again for a loaded
+	// machine (the probes sample every 1-2 ms).
+	const bound = 100 * time.Millisecond
+	if r.Dual > bound || arpDual > bound {
+		t.Errorf("after kill both served %s for %v (probe) / %v (ARP), want <= %v: %s", VIP, r.Dual, arpDual, bound, r.Describe())
+	}
+}
+
+// killvigil: every Vigil process on the active (supervisor, locator, node
+// manager) is SIGKILLed while its SIP server goes on running, ready to
+// answer on the floating IP: Vigil dead on a live host. The host's kernel
+// stops answering ARP for the address and refuses packets to it at the end
+// of the lease, so the standby's takeover never meets a second server
+// (issue 12 item 1); before, the dead host answered ARP, and its SIP
+// server took calls, until the address lifetime ended.
+func TestE2EKillVigilAppRunning(t *testing.T) {
+	needTools(t, "sipp", "stress-ng", "nsenter")
+	n := NewNet(t)
+	v := NewVigil(t, n, VigilOptions{Bin: vigilBin, Timing: testTiming, Realtime: true, KillSparesApps: true})
+	arps := watchARP(t, n, "w", 2*time.Millisecond)
+	sipAlive := false
+	r := run(t, n, v, ScenarioKill, RunOptions{After: 5 * time.Second, OnFault: func(from string) {
+		pids, err := treePids(filepath.Join(v.host[from].subtree, "apps", "sip"))
+		sipAlive = err == nil && len(pids) > 0
+	}, AtEnd: func(r Result) {
+		arp, in, ok := n.LeaseDrops(r.From)
+		t.Logf("kernel lease drops on %s (Vigil dead, SIP server running): arp=%d inbound=%d (tables: %v)", r.From, arp, in, ok)
+	}})
+	ans := arps.result()
+	if !sipAlive {
+		t.Errorf("the SIP server on %s did not survive the kill of Vigil: the scenario did not happen", r.From)
+	}
+	checkMoved(t, r)
+	// The dead host's SIP server took calls until its lease ended; a call
+	// set up there whose later messages (ACK, BYE) come after that is
+	// lost: no other host knows its dialog, and the old one may no longer
+	// take them. At most the calls set up in one lease (50/s × 600 ms);
+	// an unfinished call still fails.
+	checkCallsAllowing(t, r, 30, "dialogs on the dead host's SIP server straddling its lease end (no shared dialog state)")
+	old, nw := n.Hosts[r.From].MAC, n.Hosts[Other(r.From)].MAC
+	arpDual := arpOverlap(ans, old, nw)
+	t.Logf("dual serving after killing Vigil (SIP server running): probe %v, ARP %v (old answered %d times, new %d)",
+		r.Dual, arpDual, ans[old.String()].n, ans[nw.String()].n)
+	const bound = 100 * time.Millisecond // drift margin 50 ms + as much slack
+	if r.Dual > bound || arpDual > bound || r.DualAtEnd {
+		t.Errorf("both served %s for %v (probe) / %v (ARP), at end %v; want <= %v: %s", VIP, r.Dual, arpDual, r.DualAtEnd, bound, r.Describe())
+	}
 }
 
 // linkdown: the active's link goes down for 3 s; the standby takes over and
@@ -166,21 +232,43 @@ func TestE2EAppfail(t *testing.T) {
 // never past the old active's lease.
 func TestE2ESwitchover(t *testing.T) {
 	n, v := newVigil(t)
-	r := run(t, n, v, ScenarioSwitchover, RunOptions{After: 3 * time.Second})
+	r := run(t, n, v, ScenarioSwitchover, RunOptions{After: 3 * time.Second, AtEnd: func(r Result) {
+		// The new active never refused traffic for its own address: its
+		// kernel lease was in force and refreshed while it held the role.
+		to := Other(r.From)
+		arp, in, ok := n.LeaseDrops(to)
+		oa, oi, _ := n.LeaseDrops(r.From)
+		t.Logf("kernel lease drops: new active %s arp=%d inbound=%d (tables: %v); old active %s arp=%d inbound=%d", to, arp, in, ok, r.From, oa, oi)
+		if !ok || arp+in > 0 {
+			t.Errorf("the new active %s: kernel lease tables %v, drops arp=%d inbound=%d, want tables and no drop", to, ok, arp, in)
+		}
+	}})
 	checkMoved(t, r)
-	// Known defect (issue 12 item 1, measured there in 4 of 13 bench
-	// runs and here once in CI): during the make-before-break overlap the
-	// draining old holder still answers ARP, so the client can be sent
-	// back to it mid-dialog and one call's 200 OK goes unacknowledged.
-	// Until the kernel filter stops the old holder answering ARP, one such
-	// call is tolerated and logged; more than one, or an unfinished call,
-	// still fails the test.
-	checkCallsAllowing(t, r, 1, "in the switchover overlap (known defect, issue 12 item 1)")
+	// A call whose dialog straddles the move can still be lost: its
+	// INVITE answered by the old active, its ACK sent after the client
+	// learnt the new MAC, reaching the new active, which has no such
+	// dialog (no shared dialog state), so the old one retransmits its
+	// 200 OK unacknowledged (the issue's 4 of 13 bench runs, and 1 of 10
+	// quiet local runs with the kernel lease, docs/operations.md). The
+	// kernel lease stops the draining old active answering ARP, but its
+	// drop counters stayed 0 in every run: the client did not ask, so
+	// that was not the cause. One such call is tolerated and logged; more
+	// than one, or an unfinished call, still fails the test.
+	checkCallsAllowing(t, r, 1, "a dialog straddling the move (no shared dialog state)")
 	if r.Outage.Longest > 100*time.Millisecond {
 		t.Errorf("planned switchover: %v without an answer, want <= 100 ms", r.Outage.Longest)
 	}
 	if r.DualAtEnd || r.Dual > 600*time.Millisecond { // testTiming's lease
 		t.Errorf("planned switchover: both held the address %v (at end: %v), want at most the old lease", r.Dual, r.DualAtEnd)
+	}
+	// An orderly stop removes Vigil's packet filter tables.
+	if err := v.Stop(); err != nil {
+		t.Errorf("stop: %v", err)
+	}
+	for _, id := range []string{"a", "b"} {
+		if _, _, ok := n.LeaseDrops(id); ok {
+			t.Errorf("%s: Vigil's nftables tables are still there after an orderly stop; its log ends:\n%s", id, tail(v.Log(id), 1500))
+		}
 	}
 }
 

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netlink"
 
 	"github.com/vigil-project/vigil/internal/netnstest"
@@ -36,6 +38,9 @@ type TB = netnstest.TB
 // Net is the harness's network: hosts a, b (nodes), w (witness), c (client).
 type Net struct {
 	*netnstest.Net
+
+	nftMu sync.Mutex
+	nft   map[string]*nftables.Conn // per node, for Serves
 }
 
 // NewNet builds the namespaces. The nodes get net.ipv4.ip_nonlocal_bind=1
@@ -54,7 +59,15 @@ func NewNet(t TB) *Net {
 			t.Fatalf("e2e: %v", err)
 		}
 	}
-	return &Net{n}
+	net := &Net{Net: n, nft: map[string]*nftables.Conn{}}
+	t.Cleanup(func() {
+		net.nftMu.Lock()
+		defer net.nftMu.Unlock()
+		for _, c := range net.nft {
+			_ = c.CloseLasting()
+		}
+	})
+	return net
 }
 
 // Other is the other node.
@@ -68,6 +81,87 @@ func Other(id string) string {
 // Holds reports whether host id has the floating IP on its interface.
 func (n *Net) Holds(id string) bool {
 	return n.Hosts[id].HasAddr(netip.MustParseAddr(VIP))
+}
+
+// Serves reports whether host id would answer for the floating IP now:
+// it has the address and, where Vigil's kernel lease is in force (table
+// arp vigil in its namespace), a live element for it in lease_announce4,
+// without which the host's kernel answers no ARP for it. A host whose
+// Vigil was killed keeps the address until its lifetime ends but stops
+// answering at its lease's end; what counts for the LAN is the answering.
+// keepalived has no such table: for it Serves is Holds.
+func (n *Net) Serves(id string) bool {
+	if !n.Holds(id) {
+		return false
+	}
+	live, ok := n.leaseElement(id)
+	return !ok || live
+}
+
+// leaseElement says whether host id's lease_announce4 has a live element
+// for the VIP; ok is false when there is no Vigil table (or no nf_tables).
+func (n *Net) leaseElement(id string) (live, ok bool) {
+	n.nftMu.Lock()
+	defer n.nftMu.Unlock()
+	c := n.nft[id]
+	if c == nil {
+		var err error
+		c, err = nftables.New(nftables.AsLasting(), nftables.WithNetNSFd(int(n.Hosts[id].NS)))
+		if err != nil {
+			return false, false
+		}
+		n.nft[id] = c
+	}
+	set := &nftables.Set{Table: &nftables.Table{Name: "vigil", Family: nftables.TableFamilyARP}, Name: "lease_announce4", KeyType: nftables.TypeIPAddr}
+	els, err := c.GetSetElements(set)
+	if err != nil {
+		return false, false
+	}
+	vip := netip.MustParseAddr(VIP).As4()
+	for _, e := range els {
+		// Expired elements are absent from the dump (6.18); an older
+		// kernel may list one with nothing left.
+		if string(e.Key) == string(vip[:]) && e.Expires > 0 {
+			return true, true
+		}
+	}
+	return false, true
+}
+
+// LeaseDrops sums the drop counters of host id's kernel lease rules (the
+// ARP it did not send, the packets it refused: netfloat.NFTLease); ok is
+// false without Vigil's tables.
+func (n *Net) LeaseDrops(id string) (arp, inbound uint64, ok bool) {
+	n.nftMu.Lock()
+	defer n.nftMu.Unlock()
+	c, err := nftables.New(nftables.WithNetNSFd(int(n.Hosts[id].NS)))
+	if err != nil {
+		return 0, 0, false
+	}
+	sum := func(fam nftables.TableFamily, chain string) (uint64, bool) {
+		// A rule dump of a table that does not exist is empty, not an
+		// error: ask for the table first.
+		if _, err := c.ListTableOfFamily("vigil", fam); err != nil {
+			return 0, false
+		}
+		t := &nftables.Table{Name: "vigil", Family: fam}
+		rules, err := c.GetRules(t, &nftables.Chain{Table: t, Name: chain})
+		if err != nil {
+			return 0, false
+		}
+		var total uint64
+		for _, r := range rules {
+			for _, e := range r.Exprs {
+				if ctr, ok := e.(*expr.Counter); ok {
+					total += ctr.Packets
+				}
+			}
+		}
+		return total, true
+	}
+	arp, ok1 := sum(nftables.TableFamilyARP, "lease_out")
+	inbound, ok2 := sum(nftables.TableFamilyINet, "lease_in")
+	return arp, inbound, ok1 && ok2
 }
 
 // Holder is the node that alone holds the floating IP, or "".
@@ -123,7 +217,8 @@ func (n *Net) HTTPClient(id string) *http.Client {
 }
 
 // OwnershipProbe samples both nodes every interval and records every
-// change of who holds the floating IP.
+// change of who holds the floating IP: who serves it (Serves), which is
+// who has the address where nothing else stops the host answering for it.
 type OwnershipProbe struct {
 	n        *Net
 	interval time.Duration
@@ -156,7 +251,7 @@ func (n *Net) Probe(interval time.Duration) *OwnershipProbe {
 func (p *OwnershipProbe) sample() string {
 	s := ""
 	for _, id := range nodeIDs {
-		if p.n.Holds(id) {
+		if p.n.Serves(id) {
 			s += id
 		}
 	}
@@ -226,8 +321,8 @@ func (p *OwnershipProbe) Stop() Ownership {
 // Ownership is an OwnershipProbe's record.
 type Ownership struct {
 	Samples   int
-	Dual      time.Duration // time both nodes held the address
-	DualAtEnd bool          // both still held it when the probe stopped
+	Dual      time.Duration // time both nodes served the address (Serves)
+	DualAtEnd bool          // both still served it when the probe stopped
 	Moves     int           // times a node took the address it did not hold
 	Final     string        // who holds it at the end (the newer one if both)
 	Changes   []Change

@@ -37,6 +37,10 @@ type VigilOptions struct {
 	RTBudget string
 	// Metrics, when set, is metrics.listen inside each host's namespace.
 	Metrics string
+	// KillSparesApps makes Kill kill only Vigil's own processes (the
+	// control group: supervisor, locator, node manager) and leave the
+	// applications running: Vigil dead on a live host.
+	KillSparesApps bool
 }
 
 // Vigil runs `vigil supervise` on a, b and w, each in its namespace, with
@@ -291,7 +295,11 @@ func (v *Vigil) Stop() error {
 // Kill implements System: every process in host's tree (the supervisor
 // moved itself into it at start) stopped, then SIGKILLed.
 func (v *Vigil) Kill(id string) error {
-	_, err := killTree(v.host[id].subtree, 10*time.Second)
+	tree := v.host[id].subtree
+	if v.opts.KillSparesApps && id != "w" {
+		tree = filepath.Join(tree, "control")
+	}
+	_, err := killTree(tree, 10*time.Second)
 	return err
 }
 

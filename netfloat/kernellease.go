@@ -1,0 +1,179 @@
+package netfloat
+
+import (
+	"net/netip"
+	"time"
+)
+
+// KernelLease is the kernel's copy of the lease: what the host may still
+// do for each floating address when no Vigil process runs. NFTLease is the
+// real one; tests may fake it.
+type KernelLease interface {
+	// Apply makes the kernel enforce st, replacing what it enforced
+	// before, in one atomic step. A lease element lasts until its
+	// deadline (on Options.LeaseClock), read at the moment of the call,
+	// never longer.
+	Apply(st LeaseState) error
+	// Disarm stops all enforcement: the host behaves as without the
+	// kernel lease.
+	Disarm() error
+}
+
+// LeaseState is what the kernel enforces.
+type LeaseState struct {
+	// Guarded are the addresses the rules apply to: every configured
+	// VIP and every held one. Traffic for other addresses is untouched.
+	Guarded []netip.Addr
+	// Announce: the host may answer ARP / send neighbour advertisements
+	// for the address until the deadline.
+	Announce []LeaseElement
+	// Accept: the host may receive packets to the address until the
+	// deadline.
+	Accept []LeaseElement
+}
+
+// LeaseElement is one address's right until a deadline on the lease clock.
+type LeaseElement struct {
+	Addr  netip.Addr
+	Until time.Duration
+}
+
+// KernelLeaseStats say how the kernel lease fares, for status and metrics.
+type KernelLeaseStats struct {
+	Enabled bool // Options.KernelLease was set
+	// Failing: the last Apply failed; the kernel lease is disarmed (or
+	// could not even be) and the address lifetime is the bound again.
+	Failing   bool
+	LastError string
+	Applies   uint64 // programming transactions sent
+	Failures  uint64 // of which failed
+	// LastApply and MaxApply are how long one transaction took.
+	LastApply, MaxApply time.Duration
+}
+
+// Guard sets the configured VIPs the kernel lease protects (besides every
+// held one): for these addresses a host without a live lease element
+// answers no ARP/NDP and accepts no packets. Without a KernelLease it does
+// nothing.
+func (m *Manager) Guard(vips []VIP) error {
+	if m.kl == nil {
+		return nil
+	}
+	g := map[netip.Addr]bool{}
+	for _, v := range vips {
+		nv, err := Normalize(v)
+		if err != nil {
+			return err
+		}
+		g[nv.Prefix.Addr()] = true
+	}
+	m.mu.Lock()
+	m.guard = g
+	m.mu.Unlock()
+	return m.applyKernel()
+}
+
+// KernelLeaseStats returns how the kernel lease fares.
+func (m *Manager) KernelLeaseStats() KernelLeaseStats {
+	if m.kl == nil {
+		return KernelLeaseStats{}
+	}
+	m.klMu.Lock()
+	defer m.klMu.Unlock()
+	return m.klStats
+}
+
+// refresher applies the kernel lease after each renewal
+// (SetLeaseDeadline), off the caller's path: the protocol never waits for
+// the kernel. Late is safe: every element's timeout is computed from its
+// deadline at the moment of the call, so a late refresh only shortens
+// what the kernel grants; it can never reach past the lease.
+func (m *Manager) refresher() {
+	defer m.klWG.Done()
+	for {
+		select {
+		case <-m.klStop:
+			return
+		case <-m.klKick:
+			_ = m.applyKernel()
+		}
+	}
+}
+
+// leaseStateLocked is what the kernel should enforce now; m.mu held.
+func (m *Manager) leaseStateLocked() LeaseState {
+	until := time.Duration(m.leaseUntil.Load())
+	guard := map[netip.Addr]bool{}
+	announce := map[netip.Addr]time.Duration{}
+	accept := map[netip.Addr]time.Duration{}
+	grant := func(to map[netip.Addr]time.Duration, a netip.Addr, u time.Duration) {
+		if u > to[a] {
+			to[a] = u
+		}
+	}
+	for a := range m.guard {
+		guard[a] = true
+	}
+	for k, h := range m.held {
+		guard[k.addr] = true
+		if h.quiet {
+			grant(accept, k.addr, h.acceptUntil)
+			continue
+		}
+		grant(announce, k.addr, until)
+		grant(accept, k.addr, until)
+	}
+	for _, a := range m.claiming {
+		guard[a] = true
+		grant(announce, a, until)
+		grant(accept, a, until)
+	}
+	var st LeaseState
+	for a := range guard {
+		st.Guarded = append(st.Guarded, a)
+	}
+	for a, u := range announce {
+		st.Announce = append(st.Announce, LeaseElement{Addr: a, Until: u})
+	}
+	for a, u := range accept {
+		st.Accept = append(st.Accept, LeaseElement{Addr: a, Until: u})
+	}
+	return st
+}
+
+// applyKernel programs the current state into the kernel lease. A failure
+// is logged once per episode and disarms the kernel lease, so the host
+// serves as without it (the address lifetime bounds it) until a later
+// apply succeeds.
+func (m *Manager) applyKernel() error {
+	if m.kl == nil {
+		return nil
+	}
+	m.klMu.Lock()
+	defer m.klMu.Unlock()
+	m.mu.Lock()
+	st := m.leaseStateLocked()
+	m.mu.Unlock()
+	start := time.Now()
+	err := m.kl.Apply(st)
+	took := time.Since(start)
+	s := &m.klStats
+	s.Applies++
+	s.LastApply = took
+	s.MaxApply = max(s.MaxApply, took)
+	if err == nil {
+		if s.Failing {
+			s.Failing, s.LastError = false, ""
+			m.log.Info("kernel lease programmed again", "event", "kernel_lease_recovered")
+		}
+		return nil
+	}
+	s.Failures++
+	derr := m.kl.Disarm()
+	if !s.Failing {
+		m.log.Error("cannot program the kernel lease; the floating IPs are served as without it, bounded by their address lifetime",
+			"event", "kernel_lease_error", "err", err, "disarm_err", derr)
+	}
+	s.Failing, s.LastError = true, err.Error()
+	return err
+}

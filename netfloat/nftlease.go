@@ -1,0 +1,384 @@
+package netfloat
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// Vigil's own nftables tables. The node manager owns every chain and set
+// named lease_* in them; other parts of Vigil add their own (cluster_*),
+// so the tables are created without NLM_F_EXCL and never flushed or deleted
+// as a whole except by DeleteTables (the supervisor's orderly stop, the
+// package's removal). The operator's tables are never read or written.
+const (
+	TableName = "vigil" // `table arp vigil` and `table inet vigil`
+
+	setVIPs4     = "lease_vips4"     // configured VIPs (arp and inet): the rules apply to these only
+	setVIPs6     = "lease_vips6"     // inet
+	setAnnounce4 = "lease_announce4" // arp: may answer ARP for the address; timeout = lease left
+	setAnnounce6 = "lease_announce6" // inet: may send neighbour advertisements for it
+	setAccept4   = "lease_accept4"   // inet: may receive packets to it
+	setAccept6   = "lease_accept6"
+	chainOut     = "lease_out"
+	chainIn      = "lease_in"
+)
+
+// ErrKernelLeaseUnavailable: the kernel (or the process's privileges)
+// offers no nf_tables; the kernel lease is off and the address lifetime is
+// the only bound after the node manager's own.
+var ErrKernelLeaseUnavailable = errors.New("netfloat: kernel lease unavailable (nf_tables)")
+
+// NFTLease is the KernelLease in nftables: sets whose elements carry the
+// time left on the lease as their timeout, consulted by rules that drop
+// what a host without the lease would send or receive for a configured
+// VIP: ARP whose sender is the VIP (table arp vigil, output), neighbour
+// advertisements for it and solicitations from it, and inbound packets to
+// it (table inet vigil, output and prerouting). Expired elements are absent
+// to the kernel's lookups, so the kernel stops serving at the end of the
+// lease with no process running.
+type NFTLease struct {
+	clock func() time.Duration
+	nsFd  int
+
+	mu   sync.Mutex
+	conn *nftables.Conn
+
+	arp, inet                         *nftables.Table
+	arpVIPs4, arpAnnounce4            *nftables.Set
+	vips4, vips6, announce6           *nftables.Set
+	accept4, accept6                  *nftables.Set
+	arpOut, inetOut, inetIn           *nftables.Chain
+	guardSets, leaseSets, allOwnedSet []*nftables.Set
+}
+
+// NewNFTLease creates (or takes over) Vigil's lease_* chains and sets in
+// the network namespace nsFd (-1: the caller's) and empties its sets: a new
+// owner holds no lease yet. clock is the lease's clock (CLOCK_BOOTTIME); the
+// deadlines given to Apply are on it. An error wrapping
+// ErrKernelLeaseUnavailable means the kernel (or the privileges) offers no
+// nf_tables: the caller keeps today's behaviour and says so.
+func NewNFTLease(nsFd int, clock func() time.Duration) (*NFTLease, error) {
+	if clock == nil {
+		return nil, fmt.Errorf("%w: NFTLease needs the lease's clock", ErrInvalidOptions)
+	}
+	l := &NFTLease{clock: clock, nsFd: nsFd}
+	l.define()
+	if err := l.setup(); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("%w: %w", ErrKernelLeaseUnavailable, err)
+	}
+	return l, nil
+}
+
+func (l *NFTLease) define() {
+	l.arp = &nftables.Table{Name: TableName, Family: nftables.TableFamilyARP}
+	l.inet = &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
+	set := func(t *nftables.Table, name string, key nftables.SetDatatype, timeout bool) *nftables.Set {
+		return &nftables.Set{Table: t, Name: name, KeyType: key, HasTimeout: timeout, KeyByteOrder: binaryutil.BigEndian}
+	}
+	l.arpVIPs4 = set(l.arp, setVIPs4, nftables.TypeIPAddr, false)
+	l.arpAnnounce4 = set(l.arp, setAnnounce4, nftables.TypeIPAddr, true)
+	l.vips4 = set(l.inet, setVIPs4, nftables.TypeIPAddr, false)
+	l.vips6 = set(l.inet, setVIPs6, nftables.TypeIP6Addr, false)
+	l.announce6 = set(l.inet, setAnnounce6, nftables.TypeIP6Addr, true)
+	l.accept4 = set(l.inet, setAccept4, nftables.TypeIPAddr, true)
+	l.accept6 = set(l.inet, setAccept6, nftables.TypeIP6Addr, true)
+	l.guardSets = []*nftables.Set{l.arpVIPs4, l.vips4, l.vips6}
+	l.leaseSets = []*nftables.Set{l.arpAnnounce4, l.announce6, l.accept4, l.accept6}
+	l.allOwnedSet = append(append([]*nftables.Set{}, l.guardSets...), l.leaseSets...)
+	filter := nftables.ChainTypeFilter
+	l.arpOut = &nftables.Chain{Table: l.arp, Name: chainOut, Type: filter,
+		Hooknum: nftables.ChainHookRef(1 /* NF_ARP_OUT */), Priority: nftables.ChainPriorityFilter}
+	// Raw priority: before conntrack, so a dropped packet costs nothing more.
+	l.inetOut = &nftables.Chain{Table: l.inet, Name: chainOut, Type: filter,
+		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityRaw}
+	l.inetIn = &nftables.Chain{Table: l.inet, Name: chainIn, Type: filter,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw}
+}
+
+func (l *NFTLease) dial() (*nftables.Conn, error) {
+	opts := []nftables.ConnOption{nftables.AsLasting()}
+	if l.nsFd >= 0 {
+		opts = append(opts, nftables.WithNetNSFd(l.nsFd))
+	}
+	return nftables.New(opts...)
+}
+
+// connLocked returns the lasting connection, dialling it if a failure
+// closed it.
+func (l *NFTLease) connLocked() (*nftables.Conn, error) {
+	if l.conn != nil {
+		return l.conn, nil
+	}
+	c, err := l.dial()
+	if err != nil {
+		return nil, fmt.Errorf("nftables netlink socket: %w", err)
+	}
+	l.conn = c
+	return c, nil
+}
+
+// flushLocked sends the batch; a failed batch drops the socket (its state
+// after an error, ENOBUFS say, is not worth trusting) for a fresh one next.
+func (l *NFTLease) flushLocked(c *nftables.Conn) error {
+	if err := c.Flush(); err != nil {
+		_ = c.CloseLasting()
+		l.conn = nil
+		return err
+	}
+	return nil
+}
+
+// setup is one transaction: tables (no EXCL: shared), our sets (emptied)
+// and chains (their rules replaced).
+func (l *NFTLease) setup() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c, err := l.connLocked()
+	if err != nil {
+		return err
+	}
+	c.AddTable(l.arp)
+	c.AddTable(l.inet)
+	for _, s := range l.allOwnedSet {
+		if err := c.AddSet(s, nil); err != nil {
+			return fmt.Errorf("nftables set %s: %w", s.Name, err)
+		}
+		c.FlushSet(s)
+	}
+	for _, ch := range []*nftables.Chain{l.arpOut, l.inetOut, l.inetIn} {
+		c.AddChain(ch)
+		c.FlushChain(ch)
+	}
+	for _, r := range l.rules() {
+		c.AddRule(r)
+	}
+	if err := l.flushLocked(c); err != nil {
+		return fmt.Errorf("create Vigil's lease chains and sets: %w", err)
+	}
+	return nil
+}
+
+// Rule building blocks.
+func load(base expr.PayloadBase, off, n uint32) expr.Any {
+	return &expr.Payload{DestRegister: 1, Base: base, Offset: off, Len: n}
+}
+func eq(b ...byte) expr.Any  { return &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: b} }
+func neq(b ...byte) expr.Any { return &expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: b} }
+func meta(k expr.MetaKey) expr.Any {
+	return &expr.Meta{Key: k, Register: 1}
+}
+
+// guarded: the address in register 1 is a configured VIP (in guard) and
+// not in lease; then count and drop.
+func guarded(guard, lease *nftables.Set) []expr.Any {
+	return []expr.Any{
+		&expr.Lookup{SourceRegister: 1, SetName: guard.Name, SetID: guard.ID},
+		&expr.Lookup{SourceRegister: 1, SetName: lease.Name, SetID: lease.ID, Invert: true},
+		&expr.Counter{},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	}
+}
+
+func (l *NFTLease) rules() []*nftables.Rule {
+	nh, th := expr.PayloadBaseNetworkHeader, expr.PayloadBaseTransportHeader
+	icmp6 := func(typ byte) []expr.Any {
+		return []expr.Any{
+			meta(expr.MetaKeyNFPROTO), eq(unix.NFPROTO_IPV6),
+			meta(expr.MetaKeyL4PROTO), eq(unix.IPPROTO_ICMPV6),
+			load(th, 0, 1), eq(typ),
+		}
+	}
+	notLoopback := []expr.Any{meta(expr.MetaKeyIIFTYPE), neq(binaryutil.NativeEndian.PutUint16(unix.ARPHRD_LOOPBACK)...)}
+	cat := func(parts ...[]expr.Any) []expr.Any {
+		var out []expr.Any
+		for _, p := range parts {
+			out = append(out, p...)
+		}
+		return out
+	}
+	return []*nftables.Rule{
+		// ARP requests and replies whose sender IP is a VIP without a
+		// live lease: the kernel's answers to "who has VIP" and its own
+		// resolutions from the VIP (both teach the LAN our MAC for it).
+		// Ethernet/IPv4 ARP only (hlen 6, plen 4: sender IP at 14).
+		{Table: l.arp, Chain: l.arpOut, Exprs: cat(
+			[]expr.Any{load(nh, 4, 2), eq(6, 4), load(nh, 14, 4)}, guarded(l.arpVIPs4, l.arpAnnounce4))},
+		// Neighbour advertisements whose target is such a VIP (bytes
+		// 8..24 of the ICMPv6 message).
+		{Table: l.inet, Chain: l.inetOut, Exprs: cat(icmp6(136),
+			[]expr.Any{load(th, 8, 16)}, guarded(l.vips6, l.announce6))},
+		// Neighbour solicitations sent from it (they update the LAN's
+		// entry for the VIP, like an ARP request from it).
+		{Table: l.inet, Chain: l.inetOut, Exprs: cat(icmp6(135),
+			[]expr.Any{load(nh, 8, 16)}, guarded(l.vips6, l.announce6))},
+		// Packets from the network to such a VIP.
+		{Table: l.inet, Chain: l.inetIn, Exprs: cat(notLoopback,
+			[]expr.Any{meta(expr.MetaKeyNFPROTO), eq(unix.NFPROTO_IPV4), load(nh, 16, 4)}, guarded(l.vips4, l.accept4))},
+		{Table: l.inet, Chain: l.inetIn, Exprs: cat(notLoopback,
+			[]expr.Any{meta(expr.MetaKeyNFPROTO), eq(unix.NFPROTO_IPV6), load(nh, 24, 16)}, guarded(l.vips6, l.accept6))},
+	}
+}
+
+// Apply implements KernelLease: one transaction that empties our sets and
+// fills them with st, each lease element's timeout the time left until its
+// deadline read from the lease clock right before the call, truncated to
+// the millisecond (the kernel takes milliseconds and rounds them down to
+// jiffies). An element with less than MinElementTimeout left is left out. Emptying and refilling in one
+// transaction also refreshes timeouts on kernels that do not update the
+// timeout of an element added again (before 6.10), and heals any element
+// someone removed.
+//
+// The kernel counts a timeout from when it processes the transaction, not
+// from the clock reading: a thread stopped between the two would program
+// an element that outlives the lease by the stop. So when the transaction
+// returns more than ApplyLagLimit after the reading, it is sent again at
+// once with a fresh reading (which, the deadline being nearer or past,
+// shortens or drops the elements): an element then never outlives its
+// deadline by more than ApplyLagLimit plus a jiffy, except for the
+// microseconds of a resend.
+func (l *NFTLease) Apply(st LeaseState) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for range 3 {
+		start, err := l.applyLocked(st)
+		if err != nil {
+			return err
+		}
+		if l.clock()-start <= ApplyLagLimit {
+			return nil
+		}
+	}
+	return nil
+}
+
+// MinElementTimeout is the shortest timeout an element is given; with
+// less left it is not put in at all (the host stops serving a few
+// milliseconds early). A zero timeout means "never expires", and kernels
+// without the fix "netfilter: nf_tables: elements with timeout below
+// CONFIG_HZ never expire" (upstream e0c47281723f, in 6.10 and the stable
+// trees of 2024-10) turned any timeout under one jiffy into that: 10 ms is
+// one jiffy at HZ=100, the coarsest common tick.
+const MinElementTimeout = 10 * time.Millisecond
+
+// ApplyLagLimit is the longest an NFTLease transaction may take from its
+// clock reading to its return before it is sent again (see Apply).
+const ApplyLagLimit = 2 * time.Millisecond
+
+// applyLocked sends one transaction and returns its clock reading.
+func (l *NFTLease) applyLocked(st LeaseState) (time.Duration, error) {
+	c, err := l.connLocked()
+	if err != nil {
+		return 0, err
+	}
+	var g4, g6 []nftables.SetElement
+	for _, a := range st.Guarded {
+		if a.Is4() {
+			g4 = append(g4, nftables.SetElement{Key: a.AsSlice()})
+		} else {
+			g6 = append(g6, nftables.SetElement{Key: a.AsSlice()})
+		}
+	}
+	now := l.clock()
+	elems := func(es []LeaseElement) (v4, v6 []nftables.SetElement) {
+		for _, e := range es {
+			left := (e.Until - now).Truncate(time.Millisecond)
+			if left < MinElementTimeout {
+				continue
+			}
+			el := nftables.SetElement{Key: e.Addr.AsSlice(), Timeout: left}
+			if e.Addr.Is4() {
+				v4 = append(v4, el)
+			} else {
+				v6 = append(v6, el)
+			}
+		}
+		return v4, v6
+	}
+	a4, a6 := elems(st.Announce)
+	c4, c6 := elems(st.Accept)
+	for _, s := range l.allOwnedSet {
+		c.FlushSet(s)
+	}
+	for _, x := range []struct {
+		s  *nftables.Set
+		es []nftables.SetElement
+	}{{l.arpVIPs4, g4}, {l.vips4, g4}, {l.vips6, g6}, {l.arpAnnounce4, a4}, {l.announce6, a6}, {l.accept4, c4}, {l.accept6, c6}} {
+		if len(x.es) == 0 {
+			continue
+		}
+		if err := c.SetAddElements(x.s, x.es); err != nil {
+			return 0, fmt.Errorf("nftables set %s: %w", x.s.Name, err)
+		}
+	}
+	if err := l.flushLocked(c); err != nil {
+		return 0, fmt.Errorf("program the kernel lease: %w", err)
+	}
+	return now, nil
+}
+
+// Disarm implements KernelLease: empties every set, the configured VIPs
+// too, so that the rules match nothing and the host behaves as without
+// the kernel lease (the fallback when programming it failed).
+func (l *NFTLease) Disarm() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c, err := l.connLocked()
+	if err != nil {
+		return err
+	}
+	for _, s := range l.allOwnedSet {
+		c.FlushSet(s)
+	}
+	if err := l.flushLocked(c); err != nil {
+		return fmt.Errorf("disarm the kernel lease: %w", err)
+	}
+	return nil
+}
+
+// Close closes the netlink socket. The chains and sets stay: elements
+// expire by themselves, and an orderly stop removes the tables
+// (DeleteTables).
+func (l *NFTLease) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.conn == nil {
+		return nil
+	}
+	err := l.conn.CloseLasting()
+	l.conn = nil
+	return err
+}
+
+// DeleteTables removes Vigil's tables (table arp vigil and table inet
+// vigil, with everything in them) from the network namespace nsFd (-1:
+// the caller's): the supervisor's orderly stop, after its children have
+// exited. A table that does not exist, or a kernel without nf_tables, is
+// no error. Other tables are never touched.
+func DeleteTables(nsFd int) error {
+	var opts []nftables.ConnOption
+	if nsFd >= 0 {
+		opts = append(opts, nftables.WithNetNSFd(nsFd))
+	}
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	var errs []error
+	for _, fam := range []nftables.TableFamily{nftables.TableFamilyARP, nftables.TableFamilyINet} {
+		// One transaction per table: a missing one must not keep the
+		// other.
+		c.DelTable(&nftables.Table{Name: TableName, Family: fam})
+		if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EPROTONOSUPPORT) && !errors.Is(err, unix.EAFNOSUPPORT) {
+			errs = append(errs, fmt.Errorf("delete nftables table %s: %w", TableName, err))
+		}
+	}
+	return errors.Join(errs...)
+}
