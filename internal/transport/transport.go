@@ -5,6 +5,15 @@
 //
 // Ports: a peer's configured address (host:P) is its node manager; its
 // locator listens on P+1. A witness runs only the locator, on P+1.
+//
+// The receive path is built so that garbage cannot starve it (docs/
+// operations.md, "Cluster network"): the kernel drops datagrams from any
+// source that is not a configured peer before they reach the socket
+// (internal/pktfilter, nftables); the socket has a large receive buffer;
+// one reader goroutine does the cheap checks (source address, size, magic,
+// version, claimed sender and destination) before it spends a MAC, and
+// hands only authentic, fresh messages to the protocol loop, whose timers
+// (token, renewal, report) never wait behind a read.
 package transport
 
 import (
@@ -18,11 +27,28 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/vigil-project/vigil/config"
 	"github.com/vigil-project/vigil/internal/clock"
+	"github.com/vigil-project/vigil/internal/pktfilter"
 	"github.com/vigil-project/vigil/protocol"
 )
+
+// RecvBuffer is the receive buffer the socket asks for: at the ~1 KiB a
+// small datagram costs the kernel, room for thousands of datagrams, so a
+// burst the reader has not drained yet does not push out a peer's.
+const RecvBuffer = 8 << 20
+
+// maxSources bounds the per-source drop counters: a flood from spoofed
+// random addresses cannot grow them; the rest is counted as one.
+const maxSources = 32
+
+// episodeQuiet is how long without a drop ends a drop episode: one
+// warning when drops start, one line with the totals when they stop.
+const episodeQuiet = 10 * time.Second
 
 // Inbound is an accepted datagram and when it arrived (CLOCK_BOOTTIME).
 type Inbound struct {
@@ -32,17 +58,41 @@ type Inbound struct {
 
 // Transport is one process's UDP socket.
 type Transport struct {
-	conn   *net.UDPConn
-	key    []byte
-	node   map[string]netip.AddrPort
-	loc    map[string]netip.AddrPort
-	filter *protocol.ReplayFilter
-	log    *slog.Logger
+	conn      *net.UDPConn
+	key       []byte
+	dec       *protocol.Decoder
+	self      string
+	clusterID uint64
+	node      map[string]netip.AddrPort
+	loc       map[string]netip.AddrPort
+	peerIP    map[string]netip.Addr // the configured address of each peer id
+	peerIPs   map[netip.Addr]bool   // every configured peer address
+	filter    *protocol.ReplayFilter
+	log       *slog.Logger
+	// srcOOB, when listen is the unspecified address, is the control
+	// message that sends from this host's entry address: peers check the
+	// source, and routing could pick another of the host's addresses.
+	srcOOB []byte
+
+	kfilter      *pktfilter.Filter // nil: not installed (kernelFilter says why)
+	kernelFilter string
+	rcvbuf       int
 
 	received, sent, sendErrors atomic.Uint64
+	kernelDropped, sockDropped atomic.Uint64
 	mu                         sync.Mutex
 	dropped                    map[string]uint64
-	lastWarn                   map[string]time.Time
+	bySource                   map[netip.Addr]uint64
+	otherSources               uint64
+	ep                         episode
+}
+
+// episode is a run of drops with no quiet gap of episodeQuiet.
+type episode struct {
+	active      bool
+	start, last time.Time
+	count       uint64
+	reasons     map[string]uint64
 }
 
 // Open binds this host's node manager (locator false: cluster.listen) or
@@ -63,9 +113,13 @@ func Open(cfg *config.Config, pcfg protocol.Config, key []byte, locator bool, lo
 		key: key, log: log,
 		node:     map[string]netip.AddrPort{},
 		loc:      map[string]netip.AddrPort{},
-		filter:   protocol.NewReplayFilter(pcfg),
-		dropped:  map[string]uint64{},
-		lastWarn: map[string]time.Time{},
+		self:      pcfg.Self,
+		clusterID: protocol.ClusterID(pcfg.Cluster),
+		peerIP:    map[string]netip.Addr{},
+		peerIPs:   map[netip.Addr]bool{},
+		filter:    protocol.NewReplayFilter(pcfg),
+		dropped:   map[string]uint64{},
+		bySource:  map[netip.Addr]uint64{},
 	}
 	for _, p := range append(append([]config.Peer{}, cfg.Cluster.Nodes...), cfg.Cluster.Witnesses...) {
 		ap, err := netip.ParseAddrPort(p.Address)
@@ -78,20 +132,145 @@ func Open(cfg *config.Config, pcfg protocol.Config, key []byte, locator bool, lo
 		}
 		t.node[p.ID] = ap
 		t.loc[p.ID] = netip.AddrPortFrom(ap.Addr(), lp)
+		t.peerIP[p.ID] = ap.Addr().Unmap()
+		t.peerIPs[ap.Addr().Unmap()] = true
+	}
+	if t.dec, err = protocol.NewDecoder(key); err != nil {
+		return nil, fmt.Errorf("transport: %w", err)
 	}
 	t.conn, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(listen))
 	if err != nil {
 		return nil, fmt.Errorf("transport: listen %s: %w", listen, err)
 	}
+	if listen.Addr().IsUnspecified() {
+		if own, ok := t.node[cfg.Cluster.Node]; ok {
+			t.srcOOB = sourceOOB(t.conn, own.Addr())
+		}
+	}
+	t.rcvbuf = setRecvBuffer(t.conn, RecvBuffer)
+	name := "nodemanager"
+	if locator {
+		name = "locator"
+	}
+	t.installKernelFilter(name, listen)
 	return t, nil
+}
+
+// installKernelFilter drops datagrams to the port from non-peers in the
+// kernel (internal/pktfilter). Without it the userspace checks still drop
+// them, each at the cost of a wakeup and a read: said once in the log and
+// in Stats.KernelFilter.
+func (t *Transport) installKernelFilter(name string, listen netip.AddrPort) {
+	loopback := listen.Addr().Unmap().IsLoopback()
+	peers := make([]netip.Addr, 0, len(t.peerIPs))
+	for a := range t.peerIPs {
+		loopback = loopback && a.IsLoopback()
+		peers = append(peers, a)
+	}
+	if loopback {
+		// Only this host's own processes can send from loopback, and a
+		// filter in the host's ruleset would outlive a test cluster.
+		t.kernelFilter = "off: loopback cluster"
+		return
+	}
+	f, err := pktfilter.Install(name, listen.Port(), peers, pktfilter.Options{})
+	if err != nil {
+		t.kernelFilter = "unavailable: " + err.Error()
+		t.log.Warn("kernel packet filter unavailable; datagrams from non-peers are dropped in userspace only",
+			"event", "kernel_filter_unavailable", "port", listen.Port(), "err", err)
+		return
+	}
+	t.kfilter, t.kernelFilter = f, "nftables"
+}
+
+// setRecvBuffer asks for n bytes of receive buffer: SO_RCVBUFFORCE (root,
+// CAP_NET_ADMIN) is not capped by net.core.rmem_max; without the
+// capability SO_RCVBUF gets what rmem_max allows. It returns what the
+// kernel granted (it doubles the request for its bookkeeping).
+func setRecvBuffer(c *net.UDPConn, n int) int {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	got := 0
+	_ = rc.Control(func(fd uintptr) {
+		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n) != nil {
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, n)
+		}
+		got, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
+	})
+	return got
+}
+
+// socketDrops is the kernel's count of datagrams the socket lost (receive
+// buffer full).
+func socketDrops(c *net.UDPConn) (uint64, bool) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	var drops uint64
+	ok := false
+	_ = rc.Control(func(fd uintptr) {
+		var mem [unix.SK_MEMINFO_VARS]uint32
+		l := uint32(len(mem) * 4)
+		_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_SOCKET, unix.SO_MEMINFO,
+			uintptr(unsafe.Pointer(&mem[0])), uintptr(unsafe.Pointer(&l)), 0)
+		if errno == 0 && l >= (unix.SK_MEMINFO_DROPS+1)*4 {
+			drops, ok = uint64(mem[unix.SK_MEMINFO_DROPS]), true
+		}
+	})
+	return drops, ok
+}
+
+// sourceOOB is the control message that sends from src on a socket bound
+// to the unspecified address: IPV6_PKTINFO on the dual-stack AF_INET6
+// socket Go makes for a wildcard listen (the kernel takes an IPv4-mapped
+// source for IPv4 peers; x/net/ipv6 refuses to marshal one, hence by
+// hand), IP_PKTINFO on an AF_INET one (IPv6 disabled).
+func sourceOOB(c *net.UDPConn, src netip.Addr) []byte {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	domain := 0
+	_ = rc.Control(func(fd uintptr) { domain, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN) })
+	switch {
+	case domain == unix.AF_INET6:
+		var pi unix.Inet6Pktinfo
+		pi.Addr = src.As16()
+		return cmsg(unix.SOL_IPV6, unix.IPV6_PKTINFO, unsafe.Slice((*byte)(unsafe.Pointer(&pi)), unix.SizeofInet6Pktinfo))
+	case domain == unix.AF_INET && src.Unmap().Is4():
+		var pi unix.Inet4Pktinfo
+		pi.Spec_dst = src.Unmap().As4()
+		return cmsg(unix.SOL_IP, unix.IP_PKTINFO, unsafe.Slice((*byte)(unsafe.Pointer(&pi)), unix.SizeofInet4Pktinfo))
+	}
+	return nil
+}
+
+func cmsg(level, typ int, data []byte) []byte {
+	b := make([]byte, unix.CmsgSpace(len(data)))
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+	h.Level, h.Type = int32(level), int32(typ)
+	h.SetLen(unix.CmsgLen(len(data)))
+	copy(b[unix.CmsgLen(0):], data)
+	return b
 }
 
 // Addr is the bound address.
 func (t *Transport) Addr() netip.AddrPort { return t.conn.LocalAddr().(*net.UDPAddr).AddrPort() }
 
-// Close closes the socket; Run returns. Only Close closes it: the owner
-// decides when nothing more will be sent.
-func (t *Transport) Close() error { return t.conn.Close() }
+// Close closes the socket (Run returns) and removes the kernel filter.
+// Only Close closes it: the owner decides when nothing more will be sent.
+func (t *Transport) Close() error {
+	if t.kfilter != nil {
+		if err := t.kfilter.Remove(); err != nil {
+			t.log.Warn("cannot remove the kernel packet filter", "event", "kernel_filter_error", "err", err)
+		}
+		t.kfilter = nil
+	}
+	return t.conn.Close()
+}
 
 // Run reads datagrams until ctx ends or the socket is closed, delivering
 // the accepted ones to out. The receive time is taken right after the read.
@@ -106,23 +285,21 @@ func (t *Transport) Run(ctx context.Context, out chan<- Inbound) {
 	// anything.
 	stop := context.AfterFunc(ctx, func() { _ = t.conn.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
+	go t.pollKernelCounters(ctx)
 	buf := make([]byte, 64<<10)
 	for {
-		n, _, err := t.conn.ReadFromUDPAddrPort(buf)
+		n, src, err := t.conn.ReadFromUDPAddrPort(buf)
 		at := clock.Boottime()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return
 			}
-			t.drop("read_error", err)
+			t.drop("read_error", netip.Addr{}, err)
 			continue
 		}
-		m, err := protocol.Decode(t.key, buf[:n])
-		if err == nil {
-			err = t.filter.Accept(m)
-		}
+		m, why, err := t.accept(buf[:n], src.Addr().Unmap())
 		if err != nil {
-			t.drop(reason(err), err)
+			t.drop(why, src.Addr().Unmap(), err)
 			continue
 		}
 		t.received.Add(1)
@@ -130,6 +307,64 @@ func (t *Transport) Run(ctx context.Context, out chan<- Inbound) {
 		case out <- Inbound{Msg: m, At: at}:
 		case <-ctx.Done():
 			return
+		}
+	}
+}
+
+// accept runs the checks in order of cost: the source address (a map
+// lookup), the head (Peek: size, magic, version, type, claimed sender,
+// destination, cluster), and only then the MAC and the replay window.
+// A datagram is refused as "source" when it claims a peer whose
+// configured address is not where it came from: a stranger forging a
+// peer's id, or a peer's address spoofed with another id.
+func (t *Transport) accept(b []byte, src netip.Addr) (protocol.Message, string, error) {
+	if !t.peerIPs[src] {
+		return protocol.Message{}, "stranger", fmt.Errorf("transport: datagram from %s, not a configured peer's address", src)
+	}
+	h, err := protocol.Peek(b)
+	if err != nil {
+		return protocol.Message{}, reason(err), err
+	}
+	want, ok := t.peerIP[h.From]
+	switch {
+	case !ok:
+		return protocol.Message{}, "peer", fmt.Errorf("%w: %q", protocol.ErrPeer, h.From)
+	case want != src:
+		return protocol.Message{}, "source", fmt.Errorf("transport: datagram claiming %q from %s, its address is %s", h.From, src, want)
+	case h.ClusterID != t.clusterID:
+		return protocol.Message{}, "cluster", fmt.Errorf("%w: from %q", protocol.ErrCluster, h.From)
+	case h.To != t.self:
+		return protocol.Message{}, "destination", fmt.Errorf("%w: %q, sent by %q to %q", protocol.ErrDestination, t.self, h.From, h.To)
+	}
+	m, err := t.dec.Decode(b)
+	if err == nil {
+		err = t.filter.Accept(m)
+	}
+	if err != nil {
+		return protocol.Message{}, reason(err), err
+	}
+	return m, "", nil
+}
+
+// pollKernelCounters reads the kernel's drops (the filter's counter, the
+// socket's overflows) once a second, off the reader's and the protocol
+// loop's path: a netlink dump must not delay either.
+func (t *Transport) pollKernelCounters(ctx context.Context) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		if t.kfilter != nil {
+			if n, err := t.kfilter.Dropped(); err == nil {
+				t.kernelDropped.Store(n)
+			}
+		}
+		if n, ok := socketDrops(t.conn); ok {
+			t.sockDropped.Store(n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
 		}
 	}
 }
@@ -152,18 +387,61 @@ func reason(err error) string {
 	return "other"
 }
 
-func (t *Transport) drop(why string, err error) {
+// drop counts a dropped datagram by reason and source and logs one
+// warning when an episode of drops begins; the episode's totals are logged
+// when it ends (episodeQuiet without a drop, noticed here or in Stats).
+func (t *Transport) drop(why string, src netip.Addr, err error) {
+	now := time.Now()
 	t.mu.Lock()
 	t.dropped[why]++
-	warn := time.Since(t.lastWarn[why]) > 10*time.Second
-	if warn {
-		t.lastWarn[why] = time.Now()
+	if src.IsValid() {
+		if _, ok := t.bySource[src]; ok || len(t.bySource) < maxSources {
+			t.bySource[src]++
+		} else {
+			t.otherSources++
+		}
 	}
-	n := t.dropped[why]
+	ended := t.endEpisode(now)
+	begins := !t.ep.active
+	if begins {
+		t.ep = episode{active: true, start: now, reasons: map[string]uint64{}}
+	}
+	t.ep.last = now
+	t.ep.count++
+	t.ep.reasons[why]++
 	t.mu.Unlock()
-	if warn {
-		t.log.Warn("datagram dropped", "event", "datagram_dropped", "reason", why, "total", n, "err", err)
+	t.logEnded(ended)
+	if begins {
+		t.log.Warn("datagrams dropped", "event", "datagram_dropped", "reason", why, "source", src.String(), "err", err,
+			"note", fmt.Sprintf("one line per episode; totals when %v pass without a drop", episodeQuiet))
 	}
+}
+
+// endEpisode closes the current episode if it has been quiet long enough
+// and returns it (nil otherwise). Called with t.mu held.
+func (t *Transport) endEpisode(now time.Time) *episode {
+	if !t.ep.active || now.Sub(t.ep.last) < episodeQuiet {
+		return nil
+	}
+	e := t.ep
+	t.ep = episode{}
+	return &e
+}
+
+func (t *Transport) logEnded(e *episode) {
+	if e == nil {
+		return
+	}
+	args := []any{"event", "datagram_drops_ended", "dropped", e.count, "seconds", int(e.last.Sub(e.start).Seconds())}
+	reasons := make([]string, 0, len(e.reasons))
+	for r := range e.reasons {
+		reasons = append(reasons, r)
+	}
+	sort.Strings(reasons)
+	for _, r := range reasons {
+		args = append(args, "reason_"+r, e.reasons[r])
+	}
+	t.log.Info("datagram drops ended", args...)
 }
 
 // Send encodes e.Msg and sends it to the node manager or the locator of
@@ -188,7 +466,12 @@ func (t *Transport) Send(e protocol.Envelope) error {
 		t.sendErrors.Add(1)
 		return fmt.Errorf("transport: encode %s to %s: %w", e.Msg.Type, e.To, err)
 	}
-	if _, err := t.conn.WriteToUDPAddrPort(b, dst); err != nil {
+	if t.srcOOB != nil {
+		_, _, err = t.conn.WriteMsgUDPAddrPort(b, t.srcOOB, dst)
+	} else {
+		_, err = t.conn.WriteToUDPAddrPort(b, dst)
+	}
+	if err != nil {
 		// A peer that is down answers with ICMP; that is its business.
 		t.sendErrors.Add(1)
 		return fmt.Errorf("transport: send %s to %s (%s): %w", e.Msg.Type, e.To, dst, err)
@@ -199,26 +482,56 @@ func (t *Transport) Send(e protocol.Envelope) error {
 
 // Stats are the transport's counters.
 type Stats struct {
-	Received   uint64            `json:"received"`
-	Sent       uint64            `json:"sent"`
-	SendErrors uint64            `json:"send_errors"`
-	Dropped    map[string]uint64 `json:"dropped,omitempty"` // by reason: auth, replay, short, ...
+	Received   uint64 `json:"received"`
+	Sent       uint64 `json:"sent"`
+	SendErrors uint64 `json:"send_errors"`
+	// Dropped is by reason: stranger (not from a peer's address), source
+	// (claims a peer but comes from another address), peer, cluster,
+	// destination, short, magic, version, too_large, type, malformed
+	// (checked before the MAC), auth, replay (after it); kernel_filter
+	// (dropped by the nftables filter before reaching the socket) and
+	// overflow (the socket's receive buffer was full) are the kernel's
+	// counts.
+	Dropped map[string]uint64 `json:"dropped,omitempty"`
+	// DroppedBySource is the drops in userspace by source address, for
+	// the first 32 sources seen; the rest are under "other".
+	DroppedBySource map[string]uint64 `json:"dropped_by_source,omitempty"`
+	// KernelFilter: "nftables" (strangers dropped in the kernel), "off:
+	// loopback cluster", or "unavailable: why".
+	KernelFilter string `json:"kernel_filter,omitempty"`
+	// RecvBufferBytes is the socket's receive buffer as the kernel
+	// granted it.
+	RecvBufferBytes int `json:"recv_buffer_bytes,omitempty"`
 }
 
 // Stats returns a snapshot of the counters.
 func (t *Transport) Stats() Stats {
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	d := make(map[string]uint64, len(t.dropped))
-	keys := make([]string, 0, len(t.dropped))
-	for k := range t.dropped {
-		keys = append(keys, k)
+	ended := t.endEpisode(time.Now())
+	d := make(map[string]uint64, len(t.dropped)+2)
+	for k, v := range t.dropped {
+		d[k] = v
 	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		d[k] = t.dropped[k]
+	var src map[string]uint64
+	if len(t.bySource) > 0 {
+		src = make(map[string]uint64, len(t.bySource)+1)
+		for a, v := range t.bySource {
+			src[a.String()] = v
+		}
+		if t.otherSources > 0 {
+			src["other"] = t.otherSources
+		}
 	}
-	return Stats{Received: t.received.Load(), Sent: t.sent.Load(), SendErrors: t.sendErrors.Load(), Dropped: d}
+	t.mu.Unlock()
+	t.logEnded(ended)
+	if n := t.kernelDropped.Load(); n > 0 {
+		d["kernel_filter"] = n
+	}
+	if n := t.sockDropped.Load(); n > 0 {
+		d["overflow"] = n
+	}
+	return Stats{Received: t.received.Load(), Sent: t.sent.Load(), SendErrors: t.sendErrors.Load(), Dropped: d,
+		DroppedBySource: src, KernelFilter: t.kernelFilter, RecvBufferBytes: t.rcvbuf}
 }
 
 // ProtocolConfig is the protocol core's view of a validated config.
