@@ -17,9 +17,8 @@ const (
 	ScenarioSwitchover  = "switchover"
 	ScenarioWitnesskill = "witnesskill"
 	// ScenarioFlood floods the active's cluster ports with random UDP
-	// from the client, a host that is no peer; ScenarioFloodSpoof with
-	// forged Vigil heads (wrong MAC) from the client spoofing the
-	// standby's address and port. Nothing failed: any move is false.
+	// from host x, which is no peer; ScenarioFloodSpoof with forged Vigil
+	// heads (wrong MAC) from x spoofing the standby's address and port. Nothing failed: any move is false.
 	ScenarioFlood      = "flood"
 	ScenarioFloodSpoof = "floodspoof"
 )
@@ -243,15 +242,15 @@ func Run(t TB, n *Net, sys System, scenario string, o RunOptions) (Result, error
 	return r, nil
 }
 
-// startFlood floods the active's cluster ports from the client: as
-// itself (flood) or spoofing the standby's node manager address
+// startFlood floods the active's cluster ports from the attacker host x:
+// as itself (flood) or spoofing the standby's node manager address
 // (floodspoof).
 func startFlood(n *Net, sys System, scenario, active string, d time.Duration) (*Flood, error) {
 	fl, ok := sys.(Flooder)
 	if !ok {
 		return nil, ErrNotApplicable
 	}
-	spec := FloodSpec{Host: "c", Src: netip.AddrPortFrom(n.Hosts["c"].Addr.Addr(), 0), Targets: fl.ClusterPorts(active), D: d}
+	spec := FloodSpec{Host: "x", Src: netip.AddrPortFrom(n.Hosts["x"].Addr.Addr(), 0), Targets: fl.ClusterPorts(active), D: d}
 	if scenario == ScenarioFloodSpoof {
 		standby := Other(active)
 		for _, p := range fl.ClusterPorts(standby) {
