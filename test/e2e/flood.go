@@ -174,4 +174,3 @@ func floodPayloads(s FloodSpec, n int) ([][]byte, error) {
 	}
 	return out, nil
 }
-
