@@ -111,8 +111,8 @@ func Open(cfg *config.Config, pcfg protocol.Config, key []byte, locator bool, lo
 	}
 	t := &Transport{
 		key: key, log: log,
-		node:     map[string]netip.AddrPort{},
-		loc:      map[string]netip.AddrPort{},
+		node:      map[string]netip.AddrPort{},
+		loc:       map[string]netip.AddrPort{},
 		self:      pcfg.Self,
 		clusterID: protocol.ClusterID(pcfg.Cluster),
 		peerIP:    map[string]netip.Addr{},
