@@ -15,18 +15,22 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/vigil-project/vigil/bench/internal/machine"
+	"github.com/vigil-project/vigil/locator"
+	"github.com/vigil-project/vigil/nodemanager"
 	"github.com/vigil-project/vigil/test/e2e"
 
 	"github.com/vigil-project/vigil/internal/vigilbin"
@@ -38,6 +42,7 @@ func main() {
 	scenarios := flag.String("scenarios", strings.Join(e2e.Scenarios, ","), "comma-separated scenarios")
 	systems := flag.String("systems", "vigil,keepalived-1000,keepalived-100,keepalived-10", "comma-separated: vigil, keepalived-<advert ms>")
 	noise := flag.Duration("noise", 60*time.Second, "how long the noisy neighbour runs")
+	flood := flag.Duration("flood", 60*time.Second, "how long the flood scenarios flood the active's cluster ports")
 	rate := flag.Int("rate", 50, "SIP calls per second")
 	after := flag.Duration("after", 4*time.Second, "traffic after the fault")
 	bin := flag.String("vigil", "", "vigil binary (default: built from this tree)")
@@ -88,7 +93,13 @@ func main() {
 				a := agg{system: sys.Label(), scenario: sc}
 				for i := 0; i < *runs; i++ {
 					began := time.Now()
-					res, err := e2e.Run(t, n, sys, sc, e2e.RunOptions{Rate: *rate, After: *after, Noise: *noise, Freeze: freeze})
+					o := e2e.RunOptions{Rate: *rate, After: *after, Noise: *noise, Flood: *flood, Freeze: freeze}
+					var guard string
+					if v, ok := sys.(*e2e.Vigil); ok {
+						// Fences and drops on the active, read before the stop.
+						o.AtEnd = func(r e2e.Result) { guard = vigilGuard(v, r.From) }
+					}
+					res, err := e2e.Run(t, n, sys, sc, o)
 					if errors.Is(err, e2e.ErrNotApplicable) {
 						a.na = true
 						break
@@ -98,7 +109,7 @@ func main() {
 						fmt.Printf("run %d %s scenario=%s error=%q\n", i+1, sys.Label(), sc, err.Error())
 						continue
 					}
-					fmt.Printf("run %d %s\n", i+1, res.Line())
+					fmt.Printf("run %d %s%s\n", i+1, res.Line(), guard)
 					if v, ok := sys.(*e2e.Vigil); ok && res.FalseFailover {
 						// Why it moved, from the nodes' own logs.
 						fmt.Print(indent(v.Explain(began), "    "))
@@ -116,6 +127,40 @@ func main() {
 	for _, a := range all {
 		fmt.Println(a.summary())
 	}
+}
+
+// vigilGuard is " fences=N epoch=E dropped_nm=... dropped_loc=..." for
+// the active host: what the flood scenarios promise to leave at zero, and
+// where the garbage went.
+func vigilGuard(v *e2e.Vigil, host string) string {
+	st, err := v.Status(host)
+	if err != nil {
+		return fmt.Sprintf(" status_error=%q", err.Error())
+	}
+	var nm nodemanager.Report
+	var loc locator.Report
+	_ = json.Unmarshal(st.NodeManager, &nm)
+	_ = json.Unmarshal(st.Locator, &loc)
+	return fmt.Sprintf(" fences=%d epoch=%d dropped_nm=%s dropped_loc=%s", st.Supervisor.Fences, nm.Epoch, kv(nm.Transport.Dropped), kv(loc.Transport.Dropped))
+}
+
+func kv(m map[string]uint64) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, "%s:%d", k, m[k])
+	}
+	if b.Len() == 0 {
+		return "none"
+	}
+	return b.String()
 }
 
 func newSystem(t e2e.TB, n *e2e.Net, name, bin string) (e2e.System, error) {
