@@ -43,6 +43,7 @@ func main() {
 	systems := flag.String("systems", "vigil,keepalived-1000,keepalived-100,keepalived-10", "comma-separated: vigil, keepalived-<advert ms>")
 	noise := flag.Duration("noise", 60*time.Second, "how long the noisy neighbour runs")
 	flood := flag.Duration("flood", 60*time.Second, "how long the flood scenarios flood the active's cluster ports")
+	floodRate := flag.Int("flood-rate", 0, "datagrams/s of the flood scenarios; 0: as fast as one sending thread can")
 	rate := flag.Int("rate", 50, "SIP calls per second")
 	after := flag.Duration("after", 4*time.Second, "traffic after the fault")
 	bin := flag.String("vigil", "", "vigil binary (default: built from this tree)")
@@ -93,7 +94,7 @@ func main() {
 				a := agg{system: sys.Label(), scenario: sc}
 				for i := 0; i < *runs; i++ {
 					began := time.Now()
-					o := e2e.RunOptions{Rate: *rate, After: *after, Noise: *noise, Flood: *flood, Freeze: freeze}
+					o := e2e.RunOptions{Rate: *rate, After: *after, Noise: *noise, Flood: *flood, FloodRate: *floodRate, Freeze: freeze}
 					var guard string
 					if v, ok := sys.(*e2e.Vigil); ok {
 						// Fences and drops on the active, read before the stop.

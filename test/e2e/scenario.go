@@ -50,6 +50,9 @@ type RunOptions struct {
 	Stall    time.Duration // how long stall stops the process, default 2 s
 	Noise    time.Duration // how long noisy's neighbour runs, default 60 s
 	Flood    time.Duration // how long the floods last, default 60 s
+	// FloodRate paces the floods (datagrams/s); 0: as fast as one
+	// sending thread can.
+	FloodRate int
 	Linkdown time.Duration // how long linkdown keeps the link down, default After
 	// ProbeEvery is the outage prober's interval, default 2 ms.
 	ProbeEvery time.Duration
@@ -194,7 +197,7 @@ func Run(t TB, n *Net, sys System, scenario string, o RunOptions) (Result, error
 	case ScenarioWitnesskill:
 		ferr = sys.KillWitness()
 	case ScenarioFlood, ScenarioFloodSpoof:
-		flood, ferr = startFlood(n, sys, scenario, r.From, o.Flood)
+		flood, ferr = startFlood(n, sys, scenario, r.From, o.Flood, o.FloodRate)
 	default:
 		ferr = errorf("unknown scenario %q", scenario)
 	}
@@ -245,12 +248,12 @@ func Run(t TB, n *Net, sys System, scenario string, o RunOptions) (Result, error
 // startFlood floods the active's cluster ports from the attacker host x:
 // as itself (flood) or spoofing the standby's node manager address
 // (floodspoof).
-func startFlood(n *Net, sys System, scenario, active string, d time.Duration) (*Flood, error) {
+func startFlood(n *Net, sys System, scenario, active string, d time.Duration, rate int) (*Flood, error) {
 	fl, ok := sys.(Flooder)
 	if !ok {
 		return nil, ErrNotApplicable
 	}
-	spec := FloodSpec{Host: "x", Src: netip.AddrPortFrom(n.Hosts["x"].Addr.Addr(), 0), Targets: fl.ClusterPorts(active), D: d}
+	spec := FloodSpec{Host: "x", Src: netip.AddrPortFrom(n.Hosts["x"].Addr.Addr(), 0), Targets: fl.ClusterPorts(active), D: d, Rate: rate}
 	if scenario == ScenarioFloodSpoof {
 		standby := Other(active)
 		for _, p := range fl.ClusterPorts(standby) {
