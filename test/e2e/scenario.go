@@ -44,16 +44,16 @@ func isFlood(scenario string) bool {
 
 // RunOptions shape one run.
 type RunOptions struct {
-	Rate     int           // calls per second, default 50
-	Before   time.Duration // traffic before the fault, default 1 s
-	After    time.Duration // traffic after the fault has been injected, default 4 s
-	Stall    time.Duration // how long stall stops the process, default 2 s
-	Noise    time.Duration // how long noisy's neighbour runs, default 60 s
-	Flood    time.Duration // how long the floods last, default 60 s
+	Rate   int           // calls per second, default 50
+	Before time.Duration // traffic before the fault, default 1 s
+	After  time.Duration // traffic after the fault has been injected, default 4 s
+	Stall  time.Duration // how long stall stops the process, default 2 s
+	Noise  time.Duration // how long noisy's neighbour runs, default 60 s
+	Flood  time.Duration // how long the floods last, default 60 s
 	// FloodRate paces the floods (datagrams/s); 0: as fast as one
 	// sending thread can.
 	FloodRate int
-	Linkdown time.Duration // how long linkdown keeps the link down, default After
+	Linkdown  time.Duration // how long linkdown keeps the link down, default After
 	// ProbeEvery is the outage prober's interval, default 2 ms.
 	ProbeEvery time.Duration
 	// BeforeFault, if set, runs just before the fault is injected, with
