@@ -85,6 +85,7 @@ type Transport struct {
 	bySource                   map[netip.Addr]uint64
 	otherSources               uint64
 	ep                         episode
+	quiet                      time.Duration // episodeQuiet; shorter in tests
 }
 
 // episode is a run of drops with no quiet gap of episodeQuiet.
@@ -120,6 +121,7 @@ func Open(cfg *config.Config, pcfg protocol.Config, key []byte, locator bool, lo
 		filter:    protocol.NewReplayFilter(pcfg),
 		dropped:   map[string]uint64{},
 		bySource:  map[netip.Addr]uint64{},
+		quiet:     episodeQuiet,
 	}
 	for _, p := range append(append([]config.Peer{}, cfg.Cluster.Nodes...), cfg.Cluster.Witnesses...) {
 		ap, err := netip.ParseAddrPort(p.Address)
@@ -413,14 +415,14 @@ func (t *Transport) drop(why string, src netip.Addr, err error) {
 	t.logEnded(ended)
 	if begins {
 		t.log.Warn("datagrams dropped", "event", "datagram_dropped", "reason", why, "source", src.String(), "err", err,
-			"note", fmt.Sprintf("one line per episode; totals when %v pass without a drop", episodeQuiet))
+			"note", fmt.Sprintf("one line per episode; totals when %v pass without a drop", t.quiet))
 	}
 }
 
 // endEpisode closes the current episode if it has been quiet long enough
 // and returns it (nil otherwise). Called with t.mu held.
 func (t *Transport) endEpisode(now time.Time) *episode {
-	if !t.ep.active || now.Sub(t.ep.last) < episodeQuiet {
+	if !t.ep.active || now.Sub(t.ep.last) < t.quiet {
 		return nil
 	}
 	e := t.ep
