@@ -266,7 +266,11 @@ func testFlood(t *testing.T, scenario string) {
 	if after.Epoch != before.Epoch || after.Role != "active" {
 		t.Errorf("epoch %d -> %d, role %q at the end: the flood moved the protocol", before.Epoch, after.Epoch, after.Role)
 	}
-	if r.Outage.Longest > 100*time.Millisecond {
+	// The flood's kernel work (softirq, charged to whichever CPU takes
+	// it) shares this machine's cores with the SIP server: gaps of up to
+	// ~90 ms were measured on a loaded 2-core machine. A failover, or the
+	// outage of a fence, lasts at least a lease (600 ms at testTiming).
+	if r.Outage.Longest > 300*time.Millisecond {
 		t.Errorf("a %v outage under the flood", r.Outage.Longest)
 	}
 	switch scenario {
