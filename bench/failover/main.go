@@ -43,6 +43,7 @@ func main() {
 	systems := flag.String("systems", "vigil,keepalived-1000,keepalived-100,keepalived-10", "comma-separated: vigil, keepalived-<advert ms>")
 	noise := flag.Duration("noise", 60*time.Second, "how long the noisy neighbour runs")
 	flood := flag.Duration("flood", 60*time.Second, "how long the flood scenarios flood the active's cluster ports")
+	timing := flag.String("timing", "", `Vigil's cluster.timing as a YAML mapping, e.g. "{token_interval: 30ms, token_timeout: 400ms, lease: 600ms, drift_margin: 50ms}" (the e2e tests' timing); default: the product's defaults`)
 	floodRate := flag.Int("flood-rate", 0, "datagrams/s of the flood scenarios; 0: as fast as one sending thread can")
 	rate := flag.Int("rate", 50, "SIP calls per second")
 	after := flag.Duration("after", 4*time.Second, "traffic after the fault")
@@ -73,8 +74,12 @@ func main() {
 	}
 
 	machine.Describe(os.Stdout)
-	fmt.Printf("config runs=%d rate=%d after_ms=%d noise_s=%.0f vigil_timing=defaults keepalived_vrrp_version=3\n",
-		*runs, *rate, after.Milliseconds(), noise.Seconds())
+	vt := "defaults"
+	if *timing != "" {
+		vt = strconv.Quote(*timing)
+	}
+	fmt.Printf("config runs=%d rate=%d after_ms=%d noise_s=%.0f flood_s=%.0f flood_rate=%d vigil_timing=%s keepalived_vrrp_version=3\n",
+		*runs, *rate, after.Milliseconds(), noise.Seconds(), flood.Seconds(), *floodRate, vt)
 
 	freeze := e2e.StartFreezeProbe()
 	defer freeze.Stop()
@@ -86,7 +91,7 @@ func main() {
 	err := r.Do(func(t e2e.TB) {
 		n := e2e.NewNet(t)
 		for _, sysName := range split(*systems) {
-			sys, err := newSystem(t, n, sysName, *bin)
+			sys, err := newSystem(t, n, sysName, *bin, *timing)
 			if err != nil {
 				t.Fatalf("%v", err)
 			}
@@ -164,9 +169,9 @@ func kv(m map[string]uint64) string {
 	return b.String()
 }
 
-func newSystem(t e2e.TB, n *e2e.Net, name, bin string) (e2e.System, error) {
+func newSystem(t e2e.TB, n *e2e.Net, name, bin, timing string) (e2e.System, error) {
 	if name == "vigil" {
-		return e2e.NewVigil(t, n, e2e.VigilOptions{Bin: bin, Realtime: true}), nil
+		return e2e.NewVigil(t, n, e2e.VigilOptions{Bin: bin, Realtime: true, Timing: timing}), nil
 	}
 	if ms, ok := strings.CutPrefix(name, "keepalived-"); ok {
 		v, err := strconv.Atoi(ms)
