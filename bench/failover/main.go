@@ -101,9 +101,17 @@ func main() {
 					began := time.Now()
 					o := e2e.RunOptions{Rate: *rate, After: *after, Noise: *noise, Flood: *flood, FloodRate: *floodRate, Freeze: freeze}
 					var guard string
+					var disturbed bool
 					if v, ok := sys.(*e2e.Vigil); ok {
-						// Fences and drops on the active, read before the stop.
-						o.AtEnd = func(r e2e.Result) { guard = vigilGuard(v, r.From) }
+						// Fences, epoch and drops on the active, read
+						// before the fault and before the stop.
+						var before uint64
+						o.BeforeFault = func(active string) { _, before, _ = vigilGuard(v, active) }
+						o.AtEnd = func(r e2e.Result) {
+							var fences, epoch uint64
+							guard, epoch, fences = vigilGuard(v, r.From)
+							disturbed = fences > 0 || epoch != before
+						}
 					}
 					res, err := e2e.Run(t, n, sys, sc, o)
 					if errors.Is(err, e2e.ErrNotApplicable) {
@@ -116,7 +124,7 @@ func main() {
 						continue
 					}
 					fmt.Printf("run %d %s%s\n", i+1, res.Line(), guard)
-					if v, ok := sys.(*e2e.Vigil); ok && res.FalseFailover {
+					if v, ok := sys.(*e2e.Vigil); ok && (res.FalseFailover || disturbed && !e2e.ExpectsFailover(sc)) {
 						// Why it moved, from the nodes' own logs.
 						fmt.Print(indent(v.Explain(began), "    "))
 					}
@@ -136,18 +144,19 @@ func main() {
 }
 
 // vigilGuard is " fences=N epoch=E dropped_nm=... dropped_loc=..." for
-// the active host: what the flood scenarios promise to leave at zero, and
-// where the garbage went.
-func vigilGuard(v *e2e.Vigil, host string) string {
+// the active host: what the flood scenarios promise to leave alone, and
+// where the garbage went; with the epoch and the fences on their own.
+func vigilGuard(v *e2e.Vigil, host string) (string, uint64, uint64) {
 	st, err := v.Status(host)
 	if err != nil {
-		return fmt.Sprintf(" status_error=%q", err.Error())
+		return fmt.Sprintf(" status_error=%q", err.Error()), 0, 0
 	}
 	var nm nodemanager.Report
 	var loc locator.Report
 	_ = json.Unmarshal(st.NodeManager, &nm)
 	_ = json.Unmarshal(st.Locator, &loc)
-	return fmt.Sprintf(" fences=%d epoch=%d dropped_nm=%s dropped_loc=%s", st.Supervisor.Fences, nm.Epoch, kv(nm.Transport.Dropped), kv(loc.Transport.Dropped))
+	return fmt.Sprintf(" fences=%d epoch=%d dropped_nm=%s dropped_loc=%s", st.Supervisor.Fences, nm.Epoch, kv(nm.Transport.Dropped), kv(loc.Transport.Dropped)),
+		nm.Epoch, st.Supervisor.Fences
 }
 
 func kv(m map[string]uint64) string {
