@@ -29,6 +29,8 @@ import (
 	"time"
 	"unsafe"
 
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 
 	"github.com/vigil-project/vigil/config"
@@ -73,6 +75,7 @@ type Transport struct {
 	// message that sends from this host's entry address: peers check the
 	// source, and routing could pick another of the host's addresses.
 	srcOOB []byte
+	batch  batchReader
 
 	kfilter      *pktfilter.Filter // nil: not installed (kernelFilter says why)
 	kernelFilter string
@@ -150,6 +153,11 @@ func Open(cfg *config.Config, pcfg protocol.Config, key []byte, locator bool, lo
 		}
 	}
 	t.rcvbuf = setRecvBuffer(t.conn, RecvBuffer)
+	if listen.Addr().Is4() {
+		t.batch = ipv4.NewPacketConn(t.conn)
+	} else {
+		t.batch = ipv6.NewPacketConn(t.conn)
+	}
 	name := "nodemanager"
 	if locator {
 		name = "locator"
@@ -288,9 +296,16 @@ func (t *Transport) Run(ctx context.Context, out chan<- Inbound) {
 	stop := context.AfterFunc(ctx, func() { _ = t.conn.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
 	go t.pollKernelCounters(ctx)
-	buf := make([]byte, 64<<10)
+	// recvmmsg: under a flood the queue is never empty, and one system
+	// call per batch instead of per datagram is what lets one reader
+	// drain it. A buffer one byte longer than the largest datagram: a
+	// longer one arrives truncated to it and is refused as too_large.
+	msgs := make([]ipv4.Message, readBatch)
+	for i := range msgs {
+		msgs[i].Buffers = [][]byte{make([]byte, protocol.MaxDatagram+1)}
+	}
 	for {
-		n, src, err := t.conn.ReadFromUDPAddrPort(buf)
+		n, err := t.batch.ReadBatch(msgs, 0)
 		at := clock.Boottime()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
@@ -299,18 +314,33 @@ func (t *Transport) Run(ctx context.Context, out chan<- Inbound) {
 			t.drop("read_error", netip.Addr{}, err)
 			continue
 		}
-		m, why, err := t.accept(buf[:n], src.Addr().Unmap())
-		if err != nil {
-			t.drop(why, src.Addr().Unmap(), err)
-			continue
-		}
-		t.received.Add(1)
-		select {
-		case out <- Inbound{Msg: m, At: at}:
-		case <-ctx.Done():
-			return
+		for i := range msgs[:n] {
+			var src netip.Addr
+			if ua, ok := msgs[i].Addr.(*net.UDPAddr); ok {
+				src = ua.AddrPort().Addr().Unmap()
+			}
+			m, why, err := t.accept(msgs[i].Buffers[0][:msgs[i].N], src)
+			if err != nil {
+				t.drop(why, src, err)
+				continue
+			}
+			t.received.Add(1)
+			select {
+			case out <- Inbound{Msg: m, At: at}:
+			case <-ctx.Done():
+				return
+			}
 		}
 	}
+}
+
+// readBatch is how many datagrams one read takes at most.
+const readBatch = 64
+
+// batchReader is x/net's recvmmsg reader (ipv4 or ipv6 PacketConn: the
+// same Message type).
+type batchReader interface {
+	ReadBatch(ms []ipv4.Message, flags int) (int, error)
 }
 
 // accept runs the checks in order of cost: the source address (a map
