@@ -3,6 +3,7 @@ package transport
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -164,5 +165,95 @@ func sendFrom(t *testing.T, h *netnstest.Host, src, dst netip.AddrPort, b []byte
 	})
 	if err != nil {
 		t.Fatal(fmt.Errorf("send from %s in %s: %w", src, h.Name, err))
+	}
+}
+
+// Peer traffic is never queued behind garbage: with the catch-all socket's
+// buffer overflowing with datagrams from the peer b's address (another
+// port: a spoofer, or anything on b), b's node manager's own datagram,
+// sent last, is delivered first, through its lane. With one socket it was
+// lost in the overflow or read after everything queued before it.
+func TestPeerNotQueuedBehindGarbage(t *testing.T) {
+	n := netnstest.New(t,
+		netnstest.HostSpec{Name: "a", Addr: "192.0.2.11/24"},
+		netnstest.HostSpec{Name: "b", Addr: "192.0.2.12/24"},
+		netnstest.HostSpec{Name: "x", Addr: "192.0.2.66/24"},
+	)
+	cfg := &config.Config{}
+	cfg.Cluster.Name = "edge"
+	cfg.Cluster.Node = "a"
+	cfg.Cluster.Listen = "192.0.2.11:7400"
+	cfg.Cluster.Nodes = []config.Peer{{ID: "a", Address: "192.0.2.11:7400"}, {ID: "b", Address: "192.0.2.12:7400"}}
+	key := bytes.Repeat([]byte{1}, 32)
+	var tr *Transport
+	if err := n.Hosts["a"].Run(func() error {
+		var err error
+		tr, err = Open(cfg, ProtocolConfig(cfg), key, false, slog.New(slog.DiscardHandler))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	dst := netip.MustParseAddrPort("192.0.2.11:7400")
+	// Fill the catch-all socket (8 MiB) past overflow before anything
+	// reads: 1200-byte datagrams from b's address, port 40000.
+	junk := bytes.Repeat([]byte{'V'}, 1200)
+	if err := n.Hosts["x"].Run(func() error {
+		lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			if err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_TRANSPARENT, 1) }); err != nil {
+				return err
+			}
+			return serr
+		}}
+		pc, err := lc.ListenPacket(context.Background(), "udp4", "192.0.2.12:40000")
+		if err != nil {
+			return err
+		}
+		defer pc.Close()
+		for range 12000 {
+			if _, err := pc.(*net.UDPConn).WriteToUDPAddrPort(junk, dst); err != nil && !errors.Is(err, unix.ENOBUFS) {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	good, _ := protocol.Encode(key, protocol.Message{Type: protocol.MsgJoin, ClusterID: protocol.ClusterID("edge"), From: "b", To: "a", Incarnation: 1, Seq: 1})
+	var bconn *net.UDPConn
+	if err := n.Hosts["b"].Run(func() error {
+		var err error
+		bconn, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(192, 0, 2, 12), Port: 7400})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer bconn.Close()
+	if _, err := bconn.WriteToUDPAddrPort(good, dst); err != nil {
+		t.Fatal(err)
+	}
+	// Let the kernel account the overflow before the readers start.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if d, _ := socketDrops(tr.conn); d > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the catch-all socket never overflowed: the test floods too little")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	in := make(chan Inbound, 1)
+	go tr.Run(ctx, in)
+	select {
+	case got := <-in:
+		if got.Msg.From != "b" || got.Msg.Seq != 1 {
+			t.Fatalf("delivered %+v", got.Msg)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("b's datagram was not delivered behind a full catch-all socket (stats %+v)", tr.Stats())
 	}
 }

@@ -21,11 +21,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -58,24 +61,30 @@ type Inbound struct {
 	At  time.Duration
 }
 
-// Transport is one process's UDP socket.
+// Transport is one process's UDP port: a catch-all socket, and one
+// socket connected to each peer address this process talks to (a lane),
+// bound to the same port. The kernel delivers a datagram whose source is
+// a lane's peer address and port to that lane, ahead of and apart from the
+// catch-all socket: garbage that reaches the catch-all socket (or another
+// lane) neither delays a peer's datagrams nor pushes them out of a full
+// buffer. Sends go out through the destination's lane.
 type Transport struct {
-	conn      *net.UDPConn
+	conn      *net.UDPConn // the catch-all socket
+	lanes     map[netip.AddrPort]*net.UDPConn
 	key       []byte
-	dec       *protocol.Decoder
 	self      string
 	clusterID uint64
 	node      map[string]netip.AddrPort
 	loc       map[string]netip.AddrPort
 	peerIP    map[string]netip.Addr // the configured address of each peer id
 	peerIPs   map[netip.Addr]bool   // every configured peer address
+	fmu       sync.Mutex // filter: the readers share it
 	filter    *protocol.ReplayFilter
 	log       *slog.Logger
 	// srcOOB, when listen is the unspecified address, is the control
 	// message that sends from this host's entry address: peers check the
 	// source, and routing could pick another of the host's addresses.
 	srcOOB []byte
-	batch  batchReader
 
 	kfilter      *pktfilter.Filter // nil: not installed (kernelFilter says why)
 	kernelFilter string
@@ -140,30 +149,87 @@ func Open(cfg *config.Config, pcfg protocol.Config, key []byte, locator bool, lo
 		t.peerIP[p.ID] = ap.Addr().Unmap()
 		t.peerIPs[ap.Addr().Unmap()] = true
 	}
-	if t.dec, err = protocol.NewDecoder(key); err != nil {
+	if _, err := protocol.NewDecoder(key); err != nil {
 		return nil, fmt.Errorf("transport: %w", err)
 	}
-	t.conn, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(listen))
+	lc := net.ListenConfig{Control: reusePort}
+	pc, err := lc.ListenPacket(context.Background(), "udp", listen.String())
 	if err != nil {
 		return nil, fmt.Errorf("transport: listen %s: %w", listen, err)
 	}
+	t.conn = pc.(*net.UDPConn)
+	// The lanes bind the entry address when listen is the wildcard: a
+	// connected socket's source is then the address peers check.
+	bindIP := listen.Addr()
 	if listen.Addr().IsUnspecified() {
 		if own, ok := t.node[cfg.Cluster.Node]; ok {
 			t.srcOOB = sourceOOB(t.conn, own.Addr())
+			bindIP = own.Addr()
 		}
 	}
 	t.rcvbuf = setRecvBuffer(t.conn, RecvBuffer)
-	if listen.Addr().Is4() {
-		t.batch = ipv4.NewPacketConn(t.conn)
-	} else {
-		t.batch = ipv6.NewPacketConn(t.conn)
-	}
+	t.openLanes(cfg, locator, netip.AddrPortFrom(bindIP, listen.Port()))
 	name := "nodemanager"
 	if locator {
 		name = "locator"
 	}
 	t.installKernelFilter(name, listen)
 	return t, nil
+}
+
+// laneBuffer is a lane's receive buffer: one peer's traffic, or a flood
+// spoofing that peer, which must not take the host's memory 8 MiB a lane.
+const laneBuffer = 1 << 20
+
+// openLanes connects one socket per peer address this process hears from:
+// the node manager from every locator (P+1) and the other nodes' node
+// managers (P), a locator from every node's node manager (P). A lane that
+// cannot be opened (no route to the peer yet) is logged and left out: its
+// peer's datagrams arrive on the catch-all socket, as they all did before.
+func (t *Transport) openLanes(cfg *config.Config, locator bool, bind netip.AddrPort) {
+	t.lanes = map[netip.AddrPort]*net.UDPConn{}
+	var dsts []netip.AddrPort
+	for _, p := range cfg.Cluster.Nodes {
+		if locator || p.ID != cfg.Cluster.Node {
+			dsts = append(dsts, t.node[p.ID])
+		}
+	}
+	if !locator {
+		for _, p := range append(append([]config.Peer{}, cfg.Cluster.Nodes...), cfg.Cluster.Witnesses...) {
+			dsts = append(dsts, t.loc[p.ID])
+		}
+	}
+	d := net.Dialer{LocalAddr: net.UDPAddrFromAddrPort(bind), Control: reusePort}
+	for _, dst := range dsts {
+		if _, dup := t.lanes[dst]; dup || dst == bind {
+			continue
+		}
+		c, err := d.Dial("udp", dst.String())
+		if err != nil {
+			t.log.Warn("no separate socket for a peer; its datagrams share the catch-all socket", "event", "lane_error", "peer", dst.String(), "err", err)
+			continue
+		}
+		uc := c.(*net.UDPConn)
+		setRecvBuffer(uc, laneBuffer)
+		t.lanes[dst] = uc
+	}
+}
+
+// reusePort lets the catch-all socket and the lanes share the port.
+// SO_REUSEPORT, not SO_REUSEADDR: only a process of the same user can
+// join, and a program holding the port without it still makes the bind
+// fail, as before.
+func reusePort(_, _ string, c syscall.RawConn) error {
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("SO_REUSEPORT: %w", serr)
+	}
+	return nil
 }
 
 // installKernelFilter drops datagrams to the port from non-peers in the
@@ -279,6 +345,9 @@ func (t *Transport) Close() error {
 		}
 		t.kfilter = nil
 	}
+	for _, c := range t.lanes {
+		_ = c.Close()
+	}
 	return t.conn.Close()
 }
 
@@ -291,11 +360,34 @@ func (t *Transport) Close() error {
 // the standby) after its main context ended; a socket closed under it made
 // those sends fail and turned every orderly stop into a lease expiry.
 func (t *Transport) Run(ctx context.Context, out chan<- Inbound) {
-	// A read deadline in the past wakes the blocked read without closing
+	// A read deadline in the past wakes the blocked reads without closing
 	// anything.
-	stop := context.AfterFunc(ctx, func() { _ = t.conn.SetReadDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(ctx, func() {
+		_ = t.conn.SetReadDeadline(time.Unix(1, 0))
+		for _, c := range t.lanes {
+			_ = c.SetReadDeadline(time.Unix(1, 0))
+		}
+	})
 	defer stop()
 	go t.pollKernelCounters(ctx)
+	var wg sync.WaitGroup
+	for _, c := range t.lanes {
+		wg.Add(1)
+		go func() { defer wg.Done(); t.read(ctx, c, out) }()
+	}
+	t.read(ctx, t.conn, out)
+	wg.Wait()
+}
+
+// read is one socket's reader: checks, MAC, replay, then out.
+func (t *Transport) read(ctx context.Context, c *net.UDPConn, out chan<- Inbound) {
+	dec, _ := protocol.NewDecoder(t.key) // the key was checked in Open
+	var batch batchReader
+	if la, ok := c.LocalAddr().(*net.UDPAddr); ok && la.IP.To4() != nil && len(la.IP) == net.IPv4len {
+		batch = ipv4.NewPacketConn(c)
+	} else {
+		batch = ipv6.NewPacketConn(c)
+	}
 	// recvmmsg: under a flood the queue is never empty, and one system
 	// call per batch instead of per datagram is what lets one reader
 	// drain it. A buffer one byte longer than the largest datagram: a
@@ -305,11 +397,15 @@ func (t *Transport) Run(ctx context.Context, out chan<- Inbound) {
 		msgs[i].Buffers = [][]byte{make([]byte, protocol.MaxDatagram+1)}
 	}
 	for {
-		n, err := t.batch.ReadBatch(msgs, 0)
+		n, err := batch.ReadBatch(msgs, 0)
 		at := clock.Boottime()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return
+			}
+			if errors.Is(err, syscall.ECONNREFUSED) {
+				// A lane's peer was down when we sent to it (ICMP).
+				continue
 			}
 			t.drop("read_error", netip.Addr{}, err)
 			continue
@@ -318,8 +414,10 @@ func (t *Transport) Run(ctx context.Context, out chan<- Inbound) {
 			var src netip.Addr
 			if ua, ok := msgs[i].Addr.(*net.UDPAddr); ok {
 				src = ua.AddrPort().Addr().Unmap()
+			} else if ra, ok := c.RemoteAddr().(*net.UDPAddr); ok {
+				src = ra.AddrPort().Addr().Unmap() // a lane: its peer
 			}
-			m, why, err := t.accept(msgs[i].Buffers[0][:msgs[i].N], src)
+			m, why, err := t.accept(dec, msgs[i].Buffers[0][:msgs[i].N], src)
 			if err != nil {
 				t.drop(why, src, err)
 				continue
@@ -349,7 +447,7 @@ type batchReader interface {
 // A datagram is refused as "source" when it claims a peer whose
 // configured address is not where it came from: a stranger forging a
 // peer's id, or a peer's address spoofed with another id.
-func (t *Transport) accept(b []byte, src netip.Addr) (protocol.Message, string, error) {
+func (t *Transport) accept(dec *protocol.Decoder, b []byte, src netip.Addr) (protocol.Message, string, error) {
 	if !t.peerIPs[src] {
 		return protocol.Message{}, "stranger", fmt.Errorf("transport: datagram from %s, not a configured peer's address", src)
 	}
@@ -368,9 +466,11 @@ func (t *Transport) accept(b []byte, src netip.Addr) (protocol.Message, string, 
 	case h.To != t.self:
 		return protocol.Message{}, "destination", fmt.Errorf("%w: %q, sent by %q to %q", protocol.ErrDestination, t.self, h.From, h.To)
 	}
-	m, err := t.dec.Decode(b)
+	m, err := dec.Decode(b)
 	if err == nil {
+		t.fmu.Lock()
 		err = t.filter.Accept(m)
+		t.fmu.Unlock()
 	}
 	if err != nil {
 		return protocol.Message{}, reason(err), err
@@ -390,9 +490,13 @@ func (t *Transport) pollKernelCounters(ctx context.Context) {
 				t.kernelDropped.Store(n)
 			}
 		}
-		if n, ok := socketDrops(t.conn); ok {
-			t.sockDropped.Store(n)
+		var drops uint64
+		for _, c := range append(slices.Collect(maps.Values(t.lanes)), t.conn) {
+			if n, ok := socketDrops(c); ok {
+				drops += n
+			}
 		}
+		t.sockDropped.Store(drops)
 		select {
 		case <-ctx.Done():
 			return
@@ -498,7 +602,9 @@ func (t *Transport) Send(e protocol.Envelope) error {
 		t.sendErrors.Add(1)
 		return fmt.Errorf("transport: encode %s to %s: %w", e.Msg.Type, e.To, err)
 	}
-	if t.srcOOB != nil {
+	if lane := t.lanes[dst]; lane != nil {
+		_, err = lane.Write(b)
+	} else if t.srcOOB != nil {
 		_, _, err = t.conn.WriteMsgUDPAddrPort(b, t.srcOOB, dst)
 	} else {
 		_, err = t.conn.WriteToUDPAddrPort(b, dst)
