@@ -195,9 +195,11 @@ func TestPeerNotQueuedBehindGarbage(t *testing.T) {
 	}
 	defer tr.Close()
 	dst := netip.MustParseAddrPort("192.0.2.11:7400")
-	// Fill the catch-all socket (8 MiB) past overflow before anything
-	// reads: 1200-byte datagrams from b's address, port 40000.
-	junk := bytes.Repeat([]byte{'V'}, 1200)
+	good, _ := protocol.Encode(key, protocol.Message{Type: protocol.MsgJoin, ClusterID: protocol.ClusterID("edge"), From: "b", To: "a", Incarnation: 1, Seq: 1})
+	// Fill the catch-all socket past overflow before anything reads:
+	// datagrams of the good one's size (so no room is left that would fit
+	// it), from b's address, port 40000.
+	junk := bytes.Repeat([]byte{'V'}, len(good))
 	if err := n.Hosts["x"].Run(func() error {
 		lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
 			var serr error
@@ -211,7 +213,7 @@ func TestPeerNotQueuedBehindGarbage(t *testing.T) {
 			return err
 		}
 		defer pc.Close()
-		for range 12000 {
+		for range 40000 {
 			if _, err := pc.(*net.UDPConn).WriteToUDPAddrPort(junk, dst); err != nil && !errors.Is(err, unix.ENOBUFS) {
 				return err
 			}
@@ -220,7 +222,6 @@ func TestPeerNotQueuedBehindGarbage(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	good, _ := protocol.Encode(key, protocol.Message{Type: protocol.MsgJoin, ClusterID: protocol.ClusterID("edge"), From: "b", To: "a", Incarnation: 1, Seq: 1})
 	var bconn *net.UDPConn
 	if err := n.Hosts["b"].Run(func() error {
 		var err error
