@@ -78,7 +78,7 @@ type Transport struct {
 	loc       map[string]netip.AddrPort
 	peerIP    map[string]netip.Addr // the configured address of each peer id
 	peerIPs   map[netip.Addr]bool   // every configured peer address
-	fmu       sync.Mutex // filter: the readers share it
+	fmu       sync.Mutex            // filter: the readers share it
 	filter    *protocol.ReplayFilter
 	log       *slog.Logger
 	// srcOOB, when listen is the unspecified address, is the control
@@ -448,8 +448,11 @@ type batchReader interface {
 // configured address is not where it came from: a stranger forging a
 // peer's id, or a peer's address spoofed with another id.
 func (t *Transport) accept(dec *protocol.Decoder, b []byte, src netip.Addr) (protocol.Message, string, error) {
+	// Sentinel errors, not formatted ones: under a flood this runs for
+	// every datagram, and only the first of an episode is logged (with
+	// its source).
 	if !t.peerIPs[src] {
-		return protocol.Message{}, "stranger", fmt.Errorf("transport: datagram from %s, not a configured peer's address", src)
+		return protocol.Message{}, "stranger", errStranger
 	}
 	h, err := protocol.Peek(b)
 	if err != nil {
@@ -458,13 +461,13 @@ func (t *Transport) accept(dec *protocol.Decoder, b []byte, src netip.Addr) (pro
 	want, ok := t.peerIP[h.From]
 	switch {
 	case !ok:
-		return protocol.Message{}, "peer", fmt.Errorf("%w: %q", protocol.ErrPeer, h.From)
+		return protocol.Message{}, "peer", protocol.ErrPeer
 	case want != src:
-		return protocol.Message{}, "source", fmt.Errorf("transport: datagram claiming %q from %s, its address is %s", h.From, src, want)
+		return protocol.Message{}, "source", errSource
 	case h.ClusterID != t.clusterID:
-		return protocol.Message{}, "cluster", fmt.Errorf("%w: from %q", protocol.ErrCluster, h.From)
+		return protocol.Message{}, "cluster", protocol.ErrCluster
 	case h.To != t.self:
-		return protocol.Message{}, "destination", fmt.Errorf("%w: %q, sent by %q to %q", protocol.ErrDestination, t.self, h.From, h.To)
+		return protocol.Message{}, "destination", protocol.ErrDestination
 	}
 	m, err := dec.Decode(b)
 	if err == nil {
@@ -477,6 +480,11 @@ func (t *Transport) accept(dec *protocol.Decoder, b []byte, src netip.Addr) (pro
 	}
 	return m, "", nil
 }
+
+var (
+	errStranger = errors.New("transport: datagram from an address that is no configured peer's")
+	errSource   = errors.New("transport: datagram claiming a peer, from another address than the peer's")
+)
 
 // pollKernelCounters reads the kernel's drops (the filter's counter, the
 // socket's overflows) once a second, off the reader's and the protocol
