@@ -110,6 +110,7 @@ func main() {
 						o.AtEnd = func(r e2e.Result) {
 							var fences, epoch uint64
 							guard, epoch, fences = vigilGuard(v, r.From)
+							guard += fmt.Sprintf(" epoch_before=%d", before)
 							disturbed = fences > 0 || epoch != before
 						}
 					}
