@@ -214,8 +214,8 @@ func TestE2ENoisy(t *testing.T) {
 
 // flood and floodspoof: the active's cluster ports (node manager and
 // locator) are flooded for 5 s (short) or 10 s at the highest rate one
-// sending thread reaches (the benchmark: 60 s), from the client, which is
-// no peer (random UDP), or from the client spoofing the standby's address
+// sending thread reaches (the benchmark: 60 s), from host x, which is no
+// peer (random UDP), or from x spoofing the standby's address and port
 // with forged Vigil heads. Nothing may change: no move, no fence, no new
 // epoch, no outage; the drops are counted where the operator reads them.
 func TestE2EFlood(t *testing.T)      { testFlood(t, ScenarioFlood) }
