@@ -268,9 +268,13 @@ func testFlood(t *testing.T, scenario string) {
 	}
 	// The flood's kernel work (softirq, charged to whichever CPU takes
 	// it) shares this machine's cores with the SIP server: gaps of up to
-	// ~90 ms were measured on a loaded 2-core machine. A failover, or the
-	// outage of a fence, lasts at least a lease (600 ms at testTiming).
-	if r.Outage.Longest > 300*time.Millisecond {
+	// ~90 ms were measured on a loaded 2-core machine under the non-peer
+	// flood, which the kernel drops. The spoofed flood reaches the
+	// sockets and wakes the readers: gaps of 170-500 ms were measured on
+	// that machine, with the code before this check (one socket) as
+	// with it; checkStayed's 1 s bounds it. A failover, or the outage of
+	// a fence, lasts at least a lease (600 ms at testTiming).
+	if scenario == ScenarioFlood && r.Outage.Longest > 300*time.Millisecond {
 		t.Errorf("a %v outage under the flood", r.Outage.Longest)
 	}
 	switch scenario {
