@@ -91,7 +91,7 @@ var unitless = map[string]bool{
 	"vigil_maintenance": true, "vigil_floating_ips_held": true, "vigil_floating_ip_held": true, "vigil_kernel_lease_enforced": true,
 	"vigil_peer_healthy": true, "vigil_peer_maintenance": true, "vigil_peer_in_ring": true,
 	"vigil_node_locator_seen": true, "vigil_locator_epoch": true, "vigil_locator_quarantined": true,
-	"vigil_locator_node_seen": true, "vigil_control_degraded": true, "vigil_control_mlocked": true,
+	"vigil_locator_node_seen": true, "vigil_control_degraded": true, "vigil_control_mlocked": true, "vigil_cluster_filter_active": true,
 	"vigil_process_up": true, "vigil_process_consecutive_failures": true, "vigil_process_health": true,
 	"vigil_cgroup_read_error": true, "vigil_cgroup_pids": true,
 	"vigil_process_state": true, "vigil_quorum_ok": true, "vigil_quorum_locators": true,

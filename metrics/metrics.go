@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/vigil-project/vigil/internal/transport"
 	"github.com/vigil-project/vigil/locator"
 	"github.com/vigil-project/vigil/nodemanager"
 	"github.com/vigil-project/vigil/schedwatch"
@@ -283,7 +284,7 @@ func (c *collector) collectNodeManager(e *emitter, r *nodemanager.Report) {
 	}
 	collectControl(e, "nodemanager", r.Degraded, r.SchedLateEpisodes, r.SchedMaxLateMS)
 	collectLateness(e, "nodemanager", r.SchedLate)
-	collectTransport(e, "nodemanager", r.Transport.Received, r.Transport.Sent, r.Transport.SendErrors, r.Transport.Dropped)
+	collectTransport(e, "nodemanager", r.Transport)
 	e.gauge("vigil_control_mlocked", helpMlocked, b2f(r.Realtime.Mlocked), "process", "nodemanager")
 }
 
@@ -314,7 +315,7 @@ func (c *collector) collectLocator(e *emitter, r *locator.Report) {
 	}
 	collectControl(e, "locator", r.Degraded, r.SchedLateEpisodes, r.SchedMaxLateMS)
 	collectLateness(e, "locator", r.SchedLate)
-	collectTransport(e, "locator", r.Transport.Received, r.Transport.Sent, r.Transport.SendErrors, r.Transport.Dropped)
+	collectTransport(e, "locator", r.Transport)
 	e.gauge("vigil_control_mlocked", helpMlocked, b2f(r.Realtime.Mlocked), "process", "locator")
 }
 
@@ -404,10 +405,15 @@ func collectLateness(e *emitter, proc string, h *schedwatch.HistogramJSON) {
 		histSnapshot{count: h.Count, sum: h.SumSeconds, buckets: b}, "process", proc)
 }
 
-func collectTransport(e *emitter, proc string, recv, sent, sendErr uint64, dropped map[string]uint64) {
-	e.counter("vigil_datagrams_received_total", "Protocol datagrams received.", float64(recv), "process", proc)
-	e.counter("vigil_datagrams_sent_total", "Protocol datagrams sent.", float64(sent), "process", proc)
-	e.counter("vigil_datagrams_send_errors_total", "Protocol datagrams the kernel refused to send.", float64(sendErr), "process", proc)
+func collectTransport(e *emitter, proc string, t transport.Stats) {
+	dropped := t.Dropped
+	e.counter("vigil_datagrams_received_total", "Protocol datagrams received.", float64(t.Received), "process", proc)
+	e.counter("vigil_datagrams_sent_total", "Protocol datagrams sent.", float64(t.Sent), "process", proc)
+	e.counter("vigil_datagrams_send_errors_total", "Protocol datagrams the kernel refused to send.", float64(t.SendErrors), "process", proc)
+	if t.KernelFilter != "" {
+		e.gauge("vigil_cluster_filter_active", "1 while the kernel (nftables) drops datagrams to this process's cluster port from non-peers; 0 when it could not be installed (userspace checks only) or is off (loopback cluster).",
+			b2f(t.KernelFilter == "nftables"), "process", proc)
+	}
 	reasons := slices.Clone(alwaysDropReasons)
 	for k := range dropped {
 		if !slices.Contains(reasons, k) {
@@ -416,7 +422,7 @@ func collectTransport(e *emitter, proc string, recv, sent, sendErr uint64, dropp
 	}
 	slices.Sort(reasons)
 	for _, k := range reasons {
-		e.counter("vigil_datagrams_dropped_total", "Protocol datagrams dropped, by reason (auth = failed authentication, replay, short, ...).", float64(dropped[k]), "process", proc, "reason", k)
+		e.counter("vigil_datagrams_dropped_total", "Protocol datagrams dropped, by reason (kernel_filter = non-peer source dropped by the kernel, stranger, source, auth = failed authentication, replay, overflow, short, ...).", float64(dropped[k]), "process", proc, "reason", k)
 	}
 }
 

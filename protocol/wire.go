@@ -185,6 +185,13 @@ func Decode(key []byte, b []byte) (Message, error) {
 	if !hmac.Equal(mac.Sum(nil), sum) {
 		return Message{}, ErrAuth
 	}
+	return parse(m.Type, body)
+}
+
+// parse reads an authenticated datagram's fields (body: the datagram
+// without its MAC, typ: its checked type).
+func parse(typ MsgType, body []byte) (Message, error) {
+	m := Message{Type: typ}
 	r := reader{b: body[4:]}
 	m.ClusterID = r.u64()
 	m.Epoch = r.uvarint()

@@ -15,18 +15,22 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/vigil-project/vigil/bench/internal/machine"
+	"github.com/vigil-project/vigil/locator"
+	"github.com/vigil-project/vigil/nodemanager"
 	"github.com/vigil-project/vigil/test/e2e"
 
 	"github.com/vigil-project/vigil/internal/vigilbin"
@@ -38,6 +42,9 @@ func main() {
 	scenarios := flag.String("scenarios", strings.Join(e2e.Scenarios, ","), "comma-separated scenarios")
 	systems := flag.String("systems", "vigil,keepalived-1000,keepalived-100,keepalived-10", "comma-separated: vigil, keepalived-<advert ms>")
 	noise := flag.Duration("noise", 60*time.Second, "how long the noisy neighbour runs")
+	flood := flag.Duration("flood", 60*time.Second, "how long the flood scenarios flood the active's cluster ports")
+	timing := flag.String("timing", "", `Vigil's cluster.timing as a YAML mapping, e.g. "{token_interval: 30ms, token_timeout: 400ms, lease: 600ms, drift_margin: 50ms}" (the e2e tests' timing); default: the product's defaults`)
+	floodRate := flag.Int("flood-rate", 0, "datagrams/s of the flood scenarios; 0: as fast as one sending thread can")
 	rate := flag.Int("rate", 50, "SIP calls per second")
 	after := flag.Duration("after", 4*time.Second, "traffic after the fault")
 	bin := flag.String("vigil", "", "vigil binary (default: built from this tree)")
@@ -67,8 +74,12 @@ func main() {
 	}
 
 	machine.Describe(os.Stdout)
-	fmt.Printf("config runs=%d rate=%d after_ms=%d noise_s=%.0f vigil_timing=defaults keepalived_vrrp_version=3\n",
-		*runs, *rate, after.Milliseconds(), noise.Seconds())
+	vt := "defaults"
+	if *timing != "" {
+		vt = strconv.Quote(*timing)
+	}
+	fmt.Printf("config runs=%d rate=%d after_ms=%d noise_s=%.0f flood_s=%.0f flood_rate=%d vigil_timing=%s keepalived_vrrp_version=3\n",
+		*runs, *rate, after.Milliseconds(), noise.Seconds(), flood.Seconds(), *floodRate, vt)
 
 	freeze := e2e.StartFreezeProbe()
 	defer freeze.Stop()
@@ -80,7 +91,7 @@ func main() {
 	err := r.Do(func(t e2e.TB) {
 		n := e2e.NewNet(t)
 		for _, sysName := range split(*systems) {
-			sys, err := newSystem(t, n, sysName, *bin)
+			sys, err := newSystem(t, n, sysName, *bin, *timing)
 			if err != nil {
 				t.Fatalf("%v", err)
 			}
@@ -88,7 +99,22 @@ func main() {
 				a := agg{system: sys.Label(), scenario: sc}
 				for i := 0; i < *runs; i++ {
 					began := time.Now()
-					res, err := e2e.Run(t, n, sys, sc, e2e.RunOptions{Rate: *rate, After: *after, Noise: *noise, Freeze: freeze})
+					o := e2e.RunOptions{Rate: *rate, After: *after, Noise: *noise, Flood: *flood, FloodRate: *floodRate, Freeze: freeze}
+					var guard string
+					var disturbed bool
+					if v, ok := sys.(*e2e.Vigil); ok {
+						// Fences, epoch and drops on the active, read
+						// before the fault and before the stop.
+						var before uint64
+						o.BeforeFault = func(active string) { _, before, _ = vigilGuard(v, active) }
+						o.AtEnd = func(r e2e.Result) {
+							var fences, epoch uint64
+							guard, epoch, fences = vigilGuard(v, r.From)
+							guard += fmt.Sprintf(" epoch_before=%d", before)
+							disturbed = fences > 0 || epoch != before
+						}
+					}
+					res, err := e2e.Run(t, n, sys, sc, o)
 					if errors.Is(err, e2e.ErrNotApplicable) {
 						a.na = true
 						break
@@ -98,8 +124,8 @@ func main() {
 						fmt.Printf("run %d %s scenario=%s error=%q\n", i+1, sys.Label(), sc, err.Error())
 						continue
 					}
-					fmt.Printf("run %d %s\n", i+1, res.Line())
-					if v, ok := sys.(*e2e.Vigil); ok && res.FalseFailover {
+					fmt.Printf("run %d %s%s\n", i+1, res.Line(), guard)
+					if v, ok := sys.(*e2e.Vigil); ok && (res.FalseFailover || disturbed && !e2e.ExpectsFailover(sc)) {
 						// Why it moved, from the nodes' own logs.
 						fmt.Print(indent(v.Explain(began), "    "))
 					}
@@ -118,9 +144,44 @@ func main() {
 	}
 }
 
-func newSystem(t e2e.TB, n *e2e.Net, name, bin string) (e2e.System, error) {
+// vigilGuard is " fences=N epoch=E dropped_nm=... dropped_loc=..." for
+// the active host: what the flood scenarios promise to leave alone, and
+// where the garbage went; with the epoch and the fences on their own.
+func vigilGuard(v *e2e.Vigil, host string) (string, uint64, uint64) {
+	st, err := v.Status(host)
+	if err != nil {
+		return fmt.Sprintf(" status_error=%q", err.Error()), 0, 0
+	}
+	var nm nodemanager.Report
+	var loc locator.Report
+	_ = json.Unmarshal(st.NodeManager, &nm)
+	_ = json.Unmarshal(st.Locator, &loc)
+	return fmt.Sprintf(" fences=%d epoch=%d dropped_nm=%s dropped_loc=%s", st.Supervisor.Fences, nm.Epoch, kv(nm.Transport.Dropped), kv(loc.Transport.Dropped)),
+		nm.Epoch, st.Supervisor.Fences
+}
+
+func kv(m map[string]uint64) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, "%s:%d", k, m[k])
+	}
+	if b.Len() == 0 {
+		return "none"
+	}
+	return b.String()
+}
+
+func newSystem(t e2e.TB, n *e2e.Net, name, bin, timing string) (e2e.System, error) {
 	if name == "vigil" {
-		return e2e.NewVigil(t, n, e2e.VigilOptions{Bin: bin, Realtime: true}), nil
+		return e2e.NewVigil(t, n, e2e.VigilOptions{Bin: bin, Realtime: true, Timing: timing}), nil
 	}
 	if ms, ok := strings.CutPrefix(name, "keepalived-"); ok {
 		v, err := strconv.Atoi(ms)

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -168,4 +170,100 @@ func TestRunEndsWithoutClosingTheSocket(t *testing.T) {
 	if err := tr.Send(protocol.Envelope{To: "a", Msg: m}); err == nil {
 		t.Error("send after Close succeeded")
 	}
+}
+
+// A burst of garbage is one warning when it begins and one line with the
+// totals when it has been quiet for the episode's gap, not a line per
+// datagram; the per-source counters stay bounded however many sources a
+// spoofer uses.
+func TestDropsLogOncePerEpisodeAndSourcesAreBounded(t *testing.T) {
+	port := freePair(t)
+	cfg := &config.Config{}
+	cfg.Cluster.Name = "edge"
+	cfg.Cluster.Node = "b"
+	cfg.Cluster.Listen = fmt.Sprintf("127.0.0.1:%d", port)
+	cfg.Cluster.Nodes = []config.Peer{{ID: "a", Address: "127.0.0.1:1"}, {ID: "b", Address: cfg.Cluster.Listen}}
+	rec := &recorder{}
+	tr, err := Open(cfg, ProtocolConfig(cfg), bytes.Repeat([]byte{1}, 32), false, slog.New(rec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	tr.quiet = 200 * time.Millisecond
+	if st := tr.Stats(); st.KernelFilter != "off: loopback cluster" {
+		t.Errorf("kernel filter on a loopback cluster: %q", st.KernelFilter)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go tr.Run(ctx, make(chan Inbound, 1))
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(tr.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for range 100 {
+		if _, err := c.Write([]byte("garbage garbage garbage garbage garbage garbage garbage garbage")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for tr.Stats().Dropped["magic"] < 100 {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v, want 100 magic", tr.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The episode ends after its quiet gap; Stats notices.
+	for rec.count("datagram_drops_ended") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no datagram_drops_ended after the quiet gap")
+		}
+		time.Sleep(20 * time.Millisecond)
+		tr.Stats()
+	}
+	if n := rec.count("datagram_dropped"); n != 1 {
+		t.Errorf("%d datagram_dropped warnings for one burst, want 1", n)
+	}
+	if got := tr.Stats().DroppedBySource["127.0.0.1"]; got != 100 {
+		t.Errorf("drops from 127.0.0.1 = %d, want 100", got)
+	}
+
+	// A spoofer cycling through addresses.
+	for i := range 1000 {
+		tr.drop("stranger", netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}).Next(), nil)
+	}
+	st := tr.Stats()
+	if len(st.DroppedBySource) > maxSources+1 || st.DroppedBySource["other"] == 0 {
+		t.Errorf("%d per-source counters (other=%d), want at most %d and the rest under other", len(st.DroppedBySource), st.DroppedBySource["other"], maxSources+1)
+	}
+}
+
+// recorder is a slog.Handler counting records by their event attribute.
+type recorder struct {
+	mu     sync.Mutex
+	events map[string]int
+}
+
+func (r *recorder) Enabled(context.Context, slog.Level) bool { return true }
+func (r *recorder) WithAttrs([]slog.Attr) slog.Handler       { return r }
+func (r *recorder) WithGroup(string) slog.Handler            { return r }
+func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
+	rec.Attrs(func(a slog.Attr) bool {
+		if a.Key == "event" {
+			r.mu.Lock()
+			if r.events == nil {
+				r.events = map[string]int{}
+			}
+			r.events[a.Value.String()]++
+			r.mu.Unlock()
+		}
+		return true
+	})
+	return nil
+}
+
+func (r *recorder) count(event string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.events[event]
 }

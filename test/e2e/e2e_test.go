@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -8,6 +9,9 @@ import (
 	"time"
 
 	"github.com/vigil-project/vigil/internal/vigilbin"
+	"github.com/vigil-project/vigil/locator"
+	"github.com/vigil-project/vigil/nodemanager"
+	"github.com/vigil-project/vigil/supervisor"
 )
 
 var vigilBin string
@@ -294,4 +298,84 @@ func TestE2ENoisy(t *testing.T) {
 	checkStayed(t, r)
 	checkCalls(t, r)
 	checkNoDual(t, r)
+}
+
+// flood and floodspoof: the active's cluster ports (node manager and
+// locator) are flooded for 5 s (short) or 10 s at the highest rate one
+// sending thread reaches (the benchmark: 60 s), from host x, which is no
+// peer (random UDP), or from x spoofing the standby's address and port
+// with forged Vigil heads. Nothing may change: no move, no fence, no new
+// epoch, no outage; the drops are counted where the operator reads them.
+func TestE2EFlood(t *testing.T)      { testFlood(t, ScenarioFlood) }
+func TestE2EFloodSpoof(t *testing.T) { testFlood(t, ScenarioFloodSpoof) }
+
+func testFlood(t *testing.T, scenario string) {
+	n, v := newVigil(t)
+	d := 10 * time.Second
+	if testing.Short() {
+		d = 5 * time.Second
+	}
+	var before, after nodemanager.Report
+	var fences uint64
+	var loc locator.Report
+	report := func(id string, into *nodemanager.Report) *supervisor.Status {
+		st, err := v.Status(id)
+		if err != nil {
+			t.Errorf("status of %s: %v", id, err)
+			return nil
+		}
+		if err := json.Unmarshal(st.NodeManager, into); err != nil {
+			t.Errorf("node manager report of %s: %v", id, err)
+		}
+		return st
+	}
+	r := run(t, n, v, scenario, RunOptions{Flood: d,
+		BeforeFault: func(active string) { report(active, &before) },
+		AtEnd: func(r Result) {
+			if st := report(r.From, &after); st != nil {
+				fences = st.Supervisor.Fences
+				if err := json.Unmarshal(st.Locator, &loc); err != nil {
+					t.Errorf("locator report of %s: %v", r.From, err)
+				}
+			}
+		}})
+	t.Logf("%s: one sender reached %.0f datagrams/s (%d in %v)", scenario, r.Flood.Rate(), r.Flood.Sent, r.Flood.Took.Round(time.Millisecond))
+	t.Logf("node manager drops %v by source %v; locator drops %v by source %v; kernel filter %q",
+		after.Transport.Dropped, after.Transport.DroppedBySource, loc.Transport.Dropped, loc.Transport.DroppedBySource, after.Transport.KernelFilter)
+	checkStayed(t, r)
+	checkCalls(t, r)
+	checkNoDual(t, r)
+	if r.Flood.Sent == 0 {
+		t.Fatalf("the flood sent nothing")
+	}
+	if fences != 0 {
+		t.Errorf("the active's node manager was fenced %d times under the flood", fences)
+	}
+	if after.Epoch != before.Epoch || after.Role != "active" {
+		t.Errorf("epoch %d -> %d, role %q at the end: the flood moved the protocol", before.Epoch, after.Epoch, after.Role)
+	}
+	// The flood's kernel work (softirq, charged to whichever CPU takes
+	// it) shares this machine's cores with the SIP server: gaps of up to
+	// ~90 ms were measured on a loaded 2-core machine under the non-peer
+	// flood, which the kernel drops. The spoofed flood reaches the
+	// sockets and wakes the readers: gaps of 170-500 ms were measured on
+	// that machine, with the code before this check (one socket) as
+	// with it; checkStayed's 1 s bounds it. A failover, or the outage of
+	// a fence, lasts at least a lease (600 ms at testTiming).
+	if scenario == ScenarioFlood && r.Outage.Longest > 300*time.Millisecond {
+		t.Errorf("a %v outage under the flood", r.Outage.Longest)
+	}
+	switch scenario {
+	case ScenarioFlood:
+		// The client is no peer: the kernel drops it all before the socket.
+		if after.Transport.Dropped["kernel_filter"] == 0 || loc.Transport.Dropped["kernel_filter"] == 0 {
+			t.Errorf("no kernel_filter drops counted: node manager %v, locator %v", after.Transport.Dropped, loc.Transport.Dropped)
+		}
+	case ScenarioFloodSpoof:
+		// From the standby's address with a forged head: dropped at the MAC.
+		src := n.Hosts[Other(r.From)].Addr.Addr().String()
+		if after.Transport.Dropped["auth"] == 0 || after.Transport.DroppedBySource[src] == 0 || loc.Transport.Dropped["auth"] == 0 {
+			t.Errorf("forged datagrams from %s not counted as auth: node manager %v %v, locator %v", src, after.Transport.Dropped, after.Transport.DroppedBySource, loc.Transport.Dropped)
+		}
+	}
 }

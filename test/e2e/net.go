@@ -35,7 +35,8 @@ var nodeIDs = [2]string{"a", "b"}
 // gives it to programs (the benchmark, the demo).
 type TB = netnstest.TB
 
-// Net is the harness's network: hosts a, b (nodes), w (witness), c (client).
+// Net is the harness's network: hosts a, b (nodes), w (witness), c
+// (client), x (the flood scenarios' attacker).
 type Net struct {
 	*netnstest.Net
 
@@ -53,6 +54,9 @@ func NewNet(t TB) *Net {
 		netnstest.HostSpec{Name: "b", Addr: "192.0.2.12/24"},
 		netnstest.HostSpec{Name: "w", Addr: "192.0.2.13/24"},
 		netnstest.HostSpec{Name: "c", Addr: "192.0.2.50/24"},
+		// x is no peer and no client: the flood scenarios' attacker, so
+		// that the flood does not crowd out the client's own traffic.
+		netnstest.HostSpec{Name: "x", Addr: "192.0.2.66/24"},
 	)
 	for _, id := range nodeIDs {
 		if err := n.Hosts[id].Sysctl("net/ipv4/ip_nonlocal_bind", "1"); err != nil {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 )
@@ -15,25 +16,44 @@ const (
 	ScenarioNoisy       = "noisy"
 	ScenarioSwitchover  = "switchover"
 	ScenarioWitnesskill = "witnesskill"
+	// ScenarioFlood floods the active's cluster ports with random UDP
+	// from host x, which is no peer; ScenarioFloodSpoof with forged Vigil
+	// heads (wrong MAC) from x spoofing the standby's address and port. Nothing failed: any move is false.
+	ScenarioFlood      = "flood"
+	ScenarioFloodSpoof = "floodspoof"
 )
 
 // Scenarios is every scenario, in the order the benchmark runs them.
-var Scenarios = []string{ScenarioKill, ScenarioLinkdown, ScenarioStall, ScenarioAppfail, ScenarioNoisy, ScenarioSwitchover, ScenarioWitnesskill}
+var Scenarios = []string{ScenarioKill, ScenarioLinkdown, ScenarioStall, ScenarioAppfail, ScenarioNoisy, ScenarioSwitchover, ScenarioWitnesskill, ScenarioFlood, ScenarioFloodSpoof}
 
 // ExpectsFailover says whether the scenario calls for the role to move:
-// in noisy and witnesskill nothing failed, so any move is a false failover.
+// in noisy, witnesskill and the floods nothing failed, so any move is a
+// false failover.
 func ExpectsFailover(scenario string) bool {
-	return scenario != ScenarioNoisy && scenario != ScenarioWitnesskill
+	switch scenario {
+	case ScenarioNoisy, ScenarioWitnesskill, ScenarioFlood, ScenarioFloodSpoof:
+		return false
+	}
+	return true
+}
+
+// isFlood says whether the scenario is one of the floods.
+func isFlood(scenario string) bool {
+	return scenario == ScenarioFlood || scenario == ScenarioFloodSpoof
 }
 
 // RunOptions shape one run.
 type RunOptions struct {
-	Rate     int           // calls per second, default 50
-	Before   time.Duration // traffic before the fault, default 1 s
-	After    time.Duration // traffic after the fault has been injected, default 4 s
-	Stall    time.Duration // how long stall stops the process, default 2 s
-	Noise    time.Duration // how long noisy's neighbour runs, default 60 s
-	Linkdown time.Duration // how long linkdown keeps the link down, default After
+	Rate   int           // calls per second, default 50
+	Before time.Duration // traffic before the fault, default 1 s
+	After  time.Duration // traffic after the fault has been injected, default 4 s
+	Stall  time.Duration // how long stall stops the process, default 2 s
+	Noise  time.Duration // how long noisy's neighbour runs, default 60 s
+	Flood  time.Duration // how long the floods last, default 60 s
+	// FloodRate paces the floods (datagrams/s); 0: as fast as one
+	// sending thread can.
+	FloodRate int
+	Linkdown  time.Duration // how long linkdown keeps the link down, default After
 	// ProbeEvery is the outage prober's interval, default 2 ms.
 	ProbeEvery time.Duration
 	// BeforeFault, if set, runs just before the fault is injected, with
@@ -66,6 +86,9 @@ func (o RunOptions) withDefaults() RunOptions {
 	if o.Noise == 0 {
 		o.Noise = 60 * time.Second
 	}
+	if o.Flood == 0 {
+		o.Flood = 60 * time.Second
+	}
 	if o.Linkdown == 0 {
 		o.Linkdown = o.After
 	}
@@ -91,13 +114,22 @@ type Result struct {
 	// FreezeMax is the freeze probe's worst lateness during the traffic
 	// window (0 without RunOptions.Freeze): the machine's own floor.
 	FreezeMax time.Duration
+	// Flood is what the flood scenarios' sender managed (zero otherwise).
+	Flood FloodResult
 }
 
 // Line is the run as one key=value line.
 func (r Result) Line() string {
 	return fmt.Sprintf("%s scenario=%s from=%s to=%s moves=%d outage_ms=%.1f calls=%d failed_calls=%d unfinished_calls=%d retrans_calls=%d retransmissions=%d dual_ms=%.1f dual_at_end=%v false_failover=%v freeze_max_ms=%.1f",
 		r.System, r.Scenario, r.From, r.Final, r.Moves, ms(r.Outage.Longest), r.Calls.Placed, r.Calls.Failed, r.Calls.Unfinished,
-		r.Calls.RetransCalls, r.Calls.Retransmissions, ms(r.Dual), r.DualAtEnd, r.FalseFailover, ms(r.FreezeMax))
+		r.Calls.RetransCalls, r.Calls.Retransmissions, ms(r.Dual), r.DualAtEnd, r.FalseFailover, ms(r.FreezeMax)) + r.floodFields()
+}
+
+func (r Result) floodFields() string {
+	if r.Flood.Sent == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" flood_sent=%d flood_pps=%.0f", r.Flood.Sent, r.Flood.Rate())
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -128,6 +160,9 @@ func Run(t TB, n *Net, sys System, scenario string, o RunOptions) (Result, error
 	if scenario == ScenarioNoisy && o.Noise+2*time.Second > o.After {
 		window = o.Before + o.Noise + 2*time.Second
 	}
+	if isFlood(scenario) && o.Flood+2*time.Second > o.After {
+		window = o.Before + o.Flood + 2*time.Second
+	}
 	if o.Freeze != nil {
 		o.Freeze.TakeMax()
 	}
@@ -145,6 +180,7 @@ func Run(t TB, n *Net, sys System, scenario string, o RunOptions) (Result, error
 	}
 	faultAt := time.Now()
 	var ferr error
+	var flood *Flood
 	switch scenario {
 	case ScenarioKill:
 		ferr = sys.Kill(r.From)
@@ -160,6 +196,8 @@ func Run(t TB, n *Net, sys System, scenario string, o RunOptions) (Result, error
 		ferr = sys.Switchover(r.From)
 	case ScenarioWitnesskill:
 		ferr = sys.KillWitness()
+	case ScenarioFlood, ScenarioFloodSpoof:
+		flood, ferr = startFlood(n, sys, scenario, r.From, o.Flood, o.FloodRate)
 	default:
 		ferr = errorf("unknown scenario %q", scenario)
 	}
@@ -182,6 +220,10 @@ func Run(t TB, n *Net, sys System, scenario string, o RunOptions) (Result, error
 			return r, err
 		}
 	}
+	if flood != nil {
+		// Before the calls are waited for: the flood ends on its own.
+		r.Flood, _ = flood.Wait()
+	}
 	callsRes, cerr := calls.Wait(time.Until(start.Add(window)) + 15*time.Second)
 	if o.Freeze != nil {
 		r.FreezeMax = o.Freeze.TakeMax()
@@ -201,6 +243,26 @@ func Run(t TB, n *Net, sys System, scenario string, o RunOptions) (Result, error
 	_ = sys.Heal()
 	r.Took = time.Since(start)
 	return r, nil
+}
+
+// startFlood floods the active's cluster ports from the attacker host x:
+// as itself (flood) or spoofing the standby's node manager address
+// (floodspoof).
+func startFlood(n *Net, sys System, scenario, active string, d time.Duration, rate int) (*Flood, error) {
+	fl, ok := sys.(Flooder)
+	if !ok {
+		return nil, ErrNotApplicable
+	}
+	spec := FloodSpec{Host: "x", Src: netip.AddrPortFrom(n.Hosts["x"].Addr.Addr(), 0), Targets: fl.ClusterPorts(active), D: d, Rate: rate}
+	if scenario == ScenarioFloodSpoof {
+		standby := Other(active)
+		for _, p := range fl.ClusterPorts(standby) {
+			spec.Src = p // the standby's node manager address and port
+			break
+		}
+		spec.Forge, spec.Cluster, spec.From, spec.To = true, fl.ClusterName(), standby, active
+	}
+	return n.StartFlood(spec)
 }
 
 // waitSIP waits until an OPTIONS to the floating IP is answered.

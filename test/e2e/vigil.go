@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -305,6 +306,19 @@ func (v *Vigil) Kill(id string) error {
 
 // KillWitness implements System.
 func (v *Vigil) KillWitness() error { return v.Kill("w") }
+
+// ClusterPorts implements Flooder: host id's node manager (7400, nodes
+// only) and locator (7401) ports, as writeConfig sets them.
+func (v *Vigil) ClusterPorts(id string) []netip.AddrPort {
+	a := v.n.Hosts[id].Addr.Addr()
+	if id == "w" {
+		return []netip.AddrPort{netip.AddrPortFrom(a, 7401)}
+	}
+	return []netip.AddrPort{netip.AddrPortFrom(a, 7400), netip.AddrPortFrom(a, 7401)}
+}
+
+// ClusterName implements Flooder.
+func (v *Vigil) ClusterName() string { return "e2e" }
 
 // Status returns host id's `vigil status --json` document.
 func (v *Vigil) Status(id string) (*supervisor.Status, error) {

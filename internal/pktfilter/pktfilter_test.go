@@ -1,0 +1,122 @@
+package pktfilter
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vigil-project/vigil/internal/netnstest"
+)
+
+// In a namespace: the filter lets a configured peer reach the port and
+// drops a stranger in the kernel (counted), replaces a previous run's
+// chain on a second Install, leaves another part's chain in the shared
+// table alone, and Remove takes away only its own objects.
+func TestFilterDropsStrangersOnly(t *testing.T) {
+	n := netnstest.New(t,
+		netnstest.HostSpec{Name: "a", Addr: "192.0.2.11/24"},
+		netnstest.HostSpec{Name: "b", Addr: "192.0.2.12/24"},
+		netnstest.HostSpec{Name: "x", Addr: "192.0.2.66/24"},
+	)
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("nft (the CLI) is needed to inspect the table")
+	}
+	a := n.Hosts["a"]
+	nft := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command("nsenter", append([]string{"--net=/run/netns/" + a.NSName, "nft"}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("nft %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	// Another part of Vigil (the lease filter) has its own chain there.
+	nft("add", "table", "inet", Table)
+	nft("add", "chain", "inet", Table, "lease_other")
+
+	const port = 7400
+	var conn *net.UDPConn
+	if err := a.Run(func() error {
+		var err error
+		conn, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(192, 0, 2, 11), Port: port})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	peers := []netip.Addr{netip.MustParseAddr("192.0.2.11"), netip.MustParseAddr("192.0.2.12"), netip.MustParseAddr("2001:db8::12")}
+	var f *Filter
+	for range 2 { // the second install is a restart of the process: it replaces
+		var err error
+		f, err = Install("nodemanager", port, peers, Options{NetNSFD: int(a.NS)})
+		if err != nil {
+			t.Fatalf("Install: %v", err)
+		}
+	}
+	list := nft("list", "table", "inet", Table)
+	if strings.Count(list, "udp dport 7400") != 2 || !strings.Contains(list, "@cluster_nodemanager_peers4") ||
+		!strings.Contains(list, "192.0.2.12") || !strings.Contains(list, "2001:db8::12") || !strings.Contains(list, "lease_other") {
+		t.Fatalf("table after two installs:\n%s", list)
+	}
+
+	send := func(host string, payload string) {
+		t.Helper()
+		if err := n.Hosts[host].Run(func() error {
+			c, err := net.DialUDP("udp", nil, &net.UDPAddr{IP: net.IPv4(192, 0, 2, 11), Port: port})
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_, err = c.Write([]byte(payload))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 5 {
+		send("x", "stranger")
+	}
+	send("b", "peer")
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 64)
+	nr, src, err := conn.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatalf("the peer's datagram did not arrive: %v", err)
+	}
+	if string(buf[:nr]) != "peer" || src.Addr() != netip.MustParseAddr("192.0.2.12") {
+		t.Fatalf("first datagram %q from %s, want the peer's (the stranger's were sent first)", buf[:nr], src)
+	}
+	if d, err := f.Dropped(); err != nil || d != 5 {
+		t.Errorf("Dropped = %d, %v; want 5", d, err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if _, _, err := conn.ReadFromUDPAddrPort(buf); !errors.Is(err, netErrTimeout(err)) {
+		t.Errorf("something more arrived: %v", err)
+	}
+
+	if err := f.Remove(); err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+	list = nft("list", "table", "inet", Table)
+	if strings.Contains(list, "cluster_") || !strings.Contains(list, "lease_other") {
+		t.Fatalf("table after Remove:\n%s", list)
+	}
+	send("x", "stranger again")
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if nr, _, err := conn.ReadFromUDPAddrPort(buf); err != nil || string(buf[:nr]) != "stranger again" {
+		t.Fatalf("after Remove the stranger's datagram: %q, %v", buf[:nr], err)
+	}
+}
+
+// netErrTimeout returns err when it is a timeout, so errors.Is matches it.
+func netErrTimeout(err error) error {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return err
+	}
+	return errors.New("not a timeout")
+}
