@@ -15,10 +15,11 @@ const (
 	ScenarioNoisy       = "noisy"
 	ScenarioSwitchover  = "switchover"
 	ScenarioWitnesskill = "witnesskill"
+	ScenarioFreeze      = "freeze"
 )
 
 // Scenarios is every scenario, in the order the benchmark runs them.
-var Scenarios = []string{ScenarioKill, ScenarioLinkdown, ScenarioStall, ScenarioAppfail, ScenarioNoisy, ScenarioSwitchover, ScenarioWitnesskill}
+var Scenarios = []string{ScenarioKill, ScenarioLinkdown, ScenarioStall, ScenarioFreeze, ScenarioAppfail, ScenarioNoisy, ScenarioSwitchover, ScenarioWitnesskill}
 
 // ExpectsFailover says whether the scenario calls for the role to move:
 // in noisy and witnesskill nothing failed, so any move is a false failover.
@@ -28,12 +29,13 @@ func ExpectsFailover(scenario string) bool {
 
 // RunOptions shape one run.
 type RunOptions struct {
-	Rate     int           // calls per second, default 50
-	Before   time.Duration // traffic before the fault, default 1 s
-	After    time.Duration // traffic after the fault has been injected, default 4 s
-	Stall    time.Duration // how long stall stops the process, default 2 s
-	Noise    time.Duration // how long noisy's neighbour runs, default 60 s
-	Linkdown time.Duration // how long linkdown keeps the link down, default After
+	Rate      int           // calls per second, default 50
+	Before    time.Duration // traffic before the fault, default 1 s
+	After     time.Duration // traffic after the fault has been injected, default 4 s
+	Stall     time.Duration // how long stall stops the process, default 2 s
+	FreezeFor time.Duration // how long freeze stops every process of the system, default 3 s
+	Noise     time.Duration // how long noisy's neighbour runs, default 60 s
+	Linkdown  time.Duration // how long linkdown keeps the link down, default After
 	// ProbeEvery is the outage prober's interval, default 2 ms.
 	ProbeEvery time.Duration
 	// BeforeFault, if set, runs just before the fault is injected, with
@@ -62,6 +64,9 @@ func (o RunOptions) withDefaults() RunOptions {
 	}
 	if o.Stall == 0 {
 		o.Stall = 2 * time.Second
+	}
+	if o.FreezeFor == 0 {
+		o.FreezeFor = 3 * time.Second
 	}
 	if o.Noise == 0 {
 		o.Noise = 60 * time.Second
@@ -152,6 +157,8 @@ func Run(t TB, n *Net, sys System, scenario string, o RunOptions) (Result, error
 		ferr = n.Hosts[r.From].SetPort(false)
 	case ScenarioStall:
 		ferr = sys.Stall(r.From, o.Stall)
+	case ScenarioFreeze:
+		ferr = sys.Freeze(r.From, o.FreezeFor)
 	case ScenarioAppfail:
 		ferr = sys.FailApp(r.From)
 	case ScenarioNoisy:
