@@ -215,6 +215,27 @@ func TestE2EStall(t *testing.T) {
 	}
 }
 
+// freeze: every Vigil process on the active (supervisor, locator, node
+// manager) is stopped for 3 s while its SIP server keeps running. Nothing
+// on that host can remove the floating IP, so the kernel lease must stop
+// it serving when the lease ends: the standby takes over, the two never
+// serve together longer than the drift margin (testTiming's 50 ms, plus
+// the probe's own sampling), and when the frozen processes continue the
+// role does not come back (one move, no flap).
+func TestE2EFreeze(t *testing.T) {
+	n, v := newVigil(t)
+	r := run(t, n, v, ScenarioFreeze, RunOptions{After: 6 * time.Second})
+	checkMoved(t, r)
+	if r.Moves != 1 {
+		t.Errorf("freeze: the floating IP moved %d times, want once (no flap on resume): %s", r.Moves, r.Describe())
+	}
+	checkCalls(t, r)
+	if r.DualAtEnd || r.Dual > 50*time.Millisecond+20*time.Millisecond {
+		t.Errorf("freeze: both hosts served %s for %v (at end: %v), want at most the drift margin: %s", VIP, r.Dual, r.DualAtEnd, r.Describe())
+	}
+	t.Logf("freeze: %s", r.Line())
+}
+
 // appfail: the active's critical SIP server is killed and every restart
 // fails: the node turns unhealthy and hands the role over.
 func TestE2EAppfail(t *testing.T) {

@@ -648,6 +648,39 @@ func (k *Keepalived) Stall(host string, d time.Duration) error {
 	return nil
 }
 
+// Freeze implements System: keepalived's parent and its VRRP process are
+// stopped together for d (the SIP server keeps running).
+func (k *Keepalived) Freeze(host string, d time.Duration) error {
+	h, err := k.host(host)
+	if err != nil {
+		return err
+	}
+	vrrp, err := k.vrrpPid(h)
+	if err != nil {
+		return err
+	}
+	h.mu.Lock()
+	p := h.ka
+	h.mu.Unlock()
+	if p == nil {
+		return errorf("keepalived %s: not running", host)
+	}
+	pids := []int{p.cmd.Process.Pid, vrrp}
+	for i, pid := range pids {
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+			for _, q := range pids[:i] {
+				_ = syscall.Kill(q, syscall.SIGCONT)
+			}
+			return errorf("keepalived %s: SIGSTOP %d: %w", host, pid, err)
+		}
+	}
+	time.Sleep(d)
+	for _, pid := range pids {
+		_ = syscall.Kill(pid, syscall.SIGCONT)
+	}
+	return nil
+}
+
 // FailApp implements System: with the fail flag present every restart of
 // the SIP server exits at once.
 func (k *Keepalived) FailApp(host string) error {

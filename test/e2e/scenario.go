@@ -16,6 +16,7 @@ const (
 	ScenarioNoisy       = "noisy"
 	ScenarioSwitchover  = "switchover"
 	ScenarioWitnesskill = "witnesskill"
+	ScenarioFreeze      = "freeze"
 	// ScenarioFlood floods the active's cluster ports with random UDP
 	// from host x, which is no peer; ScenarioFloodSpoof with forged Vigil
 	// heads (wrong MAC) from x spoofing the standby's address and port. Nothing failed: any move is false.
@@ -24,7 +25,7 @@ const (
 )
 
 // Scenarios is every scenario, in the order the benchmark runs them.
-var Scenarios = []string{ScenarioKill, ScenarioLinkdown, ScenarioStall, ScenarioAppfail, ScenarioNoisy, ScenarioSwitchover, ScenarioWitnesskill, ScenarioFlood, ScenarioFloodSpoof}
+var Scenarios = []string{ScenarioKill, ScenarioLinkdown, ScenarioStall, ScenarioFreeze, ScenarioAppfail, ScenarioNoisy, ScenarioSwitchover, ScenarioWitnesskill, ScenarioFlood, ScenarioFloodSpoof}
 
 // ExpectsFailover says whether the scenario calls for the role to move:
 // in noisy, witnesskill and the floods nothing failed, so any move is a
@@ -44,12 +45,13 @@ func isFlood(scenario string) bool {
 
 // RunOptions shape one run.
 type RunOptions struct {
-	Rate   int           // calls per second, default 50
-	Before time.Duration // traffic before the fault, default 1 s
-	After  time.Duration // traffic after the fault has been injected, default 4 s
-	Stall  time.Duration // how long stall stops the process, default 2 s
-	Noise  time.Duration // how long noisy's neighbour runs, default 60 s
-	Flood  time.Duration // how long the floods last, default 60 s
+	Rate      int           // calls per second, default 50
+	Before    time.Duration // traffic before the fault, default 1 s
+	After     time.Duration // traffic after the fault has been injected, default 4 s
+	Stall     time.Duration // how long stall stops the process, default 2 s
+	FreezeFor time.Duration // how long freeze stops every process of the system, default 3 s
+	Noise     time.Duration // how long noisy's neighbour runs, default 60 s
+	Flood     time.Duration // how long the floods last, default 60 s
 	// FloodRate paces the floods (datagrams/s); 0: as fast as one
 	// sending thread can.
 	FloodRate int
@@ -82,6 +84,9 @@ func (o RunOptions) withDefaults() RunOptions {
 	}
 	if o.Stall == 0 {
 		o.Stall = 2 * time.Second
+	}
+	if o.FreezeFor == 0 {
+		o.FreezeFor = 3 * time.Second
 	}
 	if o.Noise == 0 {
 		o.Noise = 60 * time.Second
@@ -188,6 +193,8 @@ func Run(t TB, n *Net, sys System, scenario string, o RunOptions) (Result, error
 		ferr = n.Hosts[r.From].SetPort(false)
 	case ScenarioStall:
 		ferr = sys.Stall(r.From, o.Stall)
+	case ScenarioFreeze:
+		ferr = sys.Freeze(r.From, o.FreezeFor)
 	case ScenarioAppfail:
 		ferr = sys.FailApp(r.From)
 	case ScenarioNoisy:

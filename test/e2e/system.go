@@ -21,6 +21,10 @@ type System interface {
 	// Stall stops the process that keeps host's role (SIGSTOP) for d and
 	// then continues it (SIGCONT). It returns after d.
 	Stall(host string, d time.Duration) error
+	// Freeze stops every process of the system on host (SIGSTOP) except
+	// its applications, the SIP server keeps running, for d, then
+	// continues them. It returns after d.
+	Freeze(host string, d time.Duration) error
 	// FailApp kills host's SIP server and makes every restart of it fail
 	// until Heal.
 	FailApp(host string) error

@@ -357,6 +357,41 @@ func (v *Vigil) Stall(id string, d time.Duration) error {
 	return nil
 }
 
+// Freeze implements System: the supervisor, the locator, the node manager
+// and anything else in Vigil's tree on id, except the SIP server, are
+// stopped together for d.
+func (v *Vigil) Freeze(id string, d time.Duration) error {
+	sip, err := v.pidOf(id, "sip")
+	if err != nil {
+		return err
+	}
+	pids, err := treePids(v.host[id].subtree)
+	if err != nil {
+		return err
+	}
+	var stopped []int
+	for _, pid := range pids {
+		if pid == sip {
+			continue
+		}
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil && err != syscall.ESRCH {
+			for _, p := range stopped {
+				_ = syscall.Kill(p, syscall.SIGCONT)
+			}
+			return errorf("SIGSTOP %d on %s: %v", pid, id, err)
+		}
+		stopped = append(stopped, pid)
+	}
+	if len(stopped) == 0 {
+		return errorf("no Vigil process to freeze on %s", id)
+	}
+	time.Sleep(d)
+	for _, p := range stopped {
+		_ = syscall.Kill(p, syscall.SIGCONT)
+	}
+	return nil
+}
+
 // FailApp implements System.
 func (v *Vigil) FailApp(id string) error {
 	if err := os.WriteFile(v.failFlag(id), nil, 0o644); err != nil {
