@@ -55,13 +55,13 @@ const (
 )
 
 // KernelLeaseLate is how long after its lease deadline (own clock) a host's
-// kernel still serves the floating IPs when no Vigil process on it can act
-// (crashed, frozen): the kernel lease's element is programmed to expire at
-// the deadline less one jiffy of rounding, so what remains is the latency
-// of the netlink call that programmed it. The simulator counts every
-// holder as serving until then; the drift margin must cover it (see
-// docs/protocol.md, "The crash timeline").
-const KernelLeaseLate = 2 * time.Millisecond
+// kernel may still serve the floating IPs when no Vigil process on it can
+// act (crashed, frozen): the kernel lease's elements lapse within the
+// netlink call's lag (resent past netfloat.ApplyLagLimit, 2 ms) plus one
+// jiffy (10 ms at HZ=100, the coarsest common tick) after the deadline.
+// The simulator counts every holder as serving until then; the drift
+// margin must cover it (docs/protocol.md, "The kernel lease's margin").
+const KernelLeaseLate = 12 * time.Millisecond
 
 // addressLifetimeLate is the same for a host without the kernel lease: the
 // addresses stay, answering ARP, until their kernel lifetime (2 s, counted
