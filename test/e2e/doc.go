@@ -5,7 +5,7 @@
 // client, a client-side prober that measures the outage as a caller sees it,
 // and a 1 ms prober of who holds the address.
 //
-// The same scenarios (kill, linkdown, stall, appfail, noisy, switchover,
+// The same scenarios (kill, linkdown, stall, freeze, appfail, noisy, switchover,
 // witnesskill, flood, floodspoof) run against any System: Vigil (vigil.go)
 // or keepalived (keepalived.go), so bench/failover can put the two side by
 // side in the same namespaces and the same run. The tests in this directory
