@@ -64,8 +64,8 @@ func TestPlacementAndRestartAfterKill9(t *testing.T) {
 	if p.RestartUsec <= 0 {
 		t.Errorf("restart latency not measured: %d", p.RestartUsec)
 	}
-	if cgroupOf(t, p.PID)["memory"] != got["memory"] {
-		t.Errorf("restarted process not in its cgroup")
+	if now := cgroupOf(t, p.PID); now["memory"] != got["memory"] {
+		t.Errorf("restarted process %d not in its cgroup: memory %q, want %q (status: %+v)", p.PID, now["memory"], got["memory"], p)
 	}
 	d.stop(15 * time.Second)
 }
