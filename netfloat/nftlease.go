@@ -3,6 +3,7 @@ package netfloat
 import (
 	"errors"
 	"fmt"
+	"github.com/vigil-project/vigil/internal/pktfilter"
 	"sync"
 	"time"
 
@@ -18,7 +19,7 @@ import (
 // as a whole except by DeleteTables (the supervisor's orderly stop, the
 // package's removal). The operator's tables are never read or written.
 const (
-	TableName = "vigil" // `table arp vigil` and `table inet vigil`
+	TableName = pktfilter.Table // `table arp vigil` and `table inet vigil`, shared with the cluster-port filter
 
 	setVIPs4     = "lease_vips4"     // configured VIPs (arp and inet): the rules apply to these only
 	setVIPs6     = "lease_vips6"     // inet
