@@ -125,6 +125,9 @@ func main() {
 						continue
 					}
 					fmt.Printf("run %d %s%s\n", i+1, res.Line(), guard)
+					for _, l := range res.LostLines() {
+						fmt.Println("    " + l)
+					}
 					if v, ok := sys.(*e2e.Vigil); ok && (res.FalseFailover || disturbed && !e2e.ExpectsFailover(sc)) {
 						// Why it moved, from the nodes' own logs.
 						fmt.Print(indent(v.Explain(began), "    "))
@@ -200,6 +203,7 @@ type agg struct {
 	outage, dual     []float64
 	freeze           []float64
 	failed, retrans  int
+	straddled        int // lost calls the SIP traces show straddling the move
 	falseFailovers   int
 	moves, atEnd     int
 	runs             int
@@ -212,6 +216,7 @@ func (a *agg) add(r e2e.Result) {
 	a.freeze = append(a.freeze, float64(r.FreezeMax)/1e6)
 	a.failed += r.Calls.Failed + r.Calls.Unfinished
 	a.retrans += r.Calls.RetransCalls
+	a.straddled += r.Straddled()
 	if r.FalseFailover {
 		a.falseFailovers++
 	}
@@ -238,9 +243,9 @@ func (a agg) summary() string {
 	if a.na {
 		return fmt.Sprintf("bench=failover %s scenario=%s not_applicable=true", a.system, a.scenario)
 	}
-	return fmt.Sprintf("bench=failover %s scenario=%s runs=%d errors=%d outage_p50_ms=%.0f outage_p99_ms=%.0f outage_max_ms=%.0f failed_calls=%d retrans_calls=%d false_failovers=%d failovers=%d dual_p50_ms=%.0f dual_max_ms=%.0f dual_at_end=%d freeze_p50_ms=%.0f freeze_max_ms=%.0f",
+	return fmt.Sprintf("bench=failover %s scenario=%s runs=%d errors=%d outage_p50_ms=%.0f outage_p99_ms=%.0f outage_max_ms=%.0f failed_calls=%d lost_straddled=%d retrans_calls=%d false_failovers=%d failovers=%d dual_p50_ms=%.0f dual_max_ms=%.0f dual_at_end=%d freeze_p50_ms=%.0f freeze_max_ms=%.0f",
 		a.system, a.scenario, a.runs, a.errors, pct(a.outage, .5), pct(a.outage, .99), pct(a.outage, 1),
-		a.failed, a.retrans, a.falseFailovers, a.moves, pct(a.dual, .5), pct(a.dual, 1), a.atEnd, pct(a.freeze, .5), pct(a.freeze, 1))
+		a.failed, a.straddled, a.retrans, a.falseFailovers, a.moves, pct(a.dual, .5), pct(a.dual, 1), a.atEnd, pct(a.freeze, .5), pct(a.freeze, 1))
 }
 
 func printTable(all []agg) {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -79,6 +80,24 @@ func checkCallsAllowing(t *testing.T, r Result, allowed int, why string) {
 	} else if r.Calls.Failed > 0 {
 		t.Logf("%d call(s) lost, %s: %s", r.Calls.Failed, why, r.Line())
 	}
+}
+
+// checkLostStraddled allows up to max lost calls, each of which the SIP
+// traces show straddling the move (its requests reached both nodes).
+func checkLostStraddled(t *testing.T, r Result, max int) {
+	t.Helper()
+	if r.Calls.Placed == 0 {
+		t.Fatalf("no calls placed: %s", r.Line())
+	}
+	if r.Calls.Failed == 0 && r.Calls.Unfinished == 0 {
+		return
+	}
+	if r.Calls.Unfinished > 0 || r.Calls.Failed > max || r.LostErr != nil ||
+		len(r.Lost) != r.Calls.Failed || r.Straddled() != len(r.Lost) {
+		t.Errorf("failed SIP calls not all explained by a dialog straddling the move: %s", r.Describe())
+		return
+	}
+	t.Logf("%d call(s) lost, each a dialog straddling the move:\n%s", r.Calls.Failed, strings.Join(r.LostLines(), "\n"))
 }
 
 func checkMoved(t *testing.T, r Result) {
@@ -272,14 +291,11 @@ func TestE2ESwitchover(t *testing.T) {
 	// A call whose dialog straddles the move can still be lost: its
 	// INVITE answered by the old active, its ACK sent after the client
 	// learnt the new MAC, reaching the new active, which has no such
-	// dialog (no shared dialog state), so the old one retransmits its
-	// 200 OK unacknowledged (the 4 of 13 bench runs, and 1 of 10
-	// quiet local runs with the kernel lease, docs/operations.md). The
-	// kernel lease stops the draining old active answering ARP, but its
-	// drop counters stayed 0 in every run: the client did not ask, so
-	// that was not the cause. One such call is tolerated and logged; more
-	// than one, or an unfinished call, still fails the test.
-	checkCallsAllowing(t, r, 1, "a dialog straddling the move (no shared dialog state)")
+	// dialog (no shared dialog state; docs/operations.md). Such calls
+	// are tolerated, up to three, when the SIP traces show each one
+	// straddling the move; any other lost call, or an unfinished one,
+	// fails the test.
+	checkLostStraddled(t, r, 3)
 	if r.Outage.Longest > 100*time.Millisecond {
 		t.Errorf("planned switchover: %v without an answer, want <= 100 ms", r.Outage.Longest)
 	}

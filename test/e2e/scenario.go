@@ -121,13 +121,53 @@ type Result struct {
 	FreezeMax time.Duration
 	// Flood is what the flood scenarios' sender managed (zero otherwise).
 	Flood FloodResult
+	// Lost is every failed call followed through the SIP traces, and
+	// LostErr why that could not be done.
+	Lost    []LostCall
+	LostErr error
+}
+
+// Straddled counts the lost calls whose dialog straddled the move.
+func (r Result) Straddled() int {
+	n := 0
+	for _, l := range r.Lost {
+		if l.Straddled() {
+			n++
+		}
+	}
+	return n
+}
+
+// LostLines describes each lost call, one line each.
+func (r Result) LostLines() []string {
+	var out []string
+	for _, l := range r.Lost {
+		kind := "not_straddled"
+		if l.Straddled() {
+			kind = "straddled"
+		}
+		out = append(out, fmt.Sprintf("lost_call call_id=%s %s nodes=%s story=%q", l.CallID, kind, strings.Join(l.Nodes, "+"), l.Story))
+	}
+	if r.LostErr != nil {
+		out = append(out, fmt.Sprintf("lost_call trace_error=%q", r.LostErr.Error()))
+	}
+	return out
 }
 
 // Line is the run as one key=value line.
 func (r Result) Line() string {
 	return fmt.Sprintf("%s scenario=%s from=%s to=%s moves=%d outage_ms=%.1f calls=%d failed_calls=%d unfinished_calls=%d retrans_calls=%d retransmissions=%d dual_ms=%.1f dual_at_end=%v false_failover=%v freeze_max_ms=%.1f",
 		r.System, r.Scenario, r.From, r.Final, r.Moves, ms(r.Outage.Longest), r.Calls.Placed, r.Calls.Failed, r.Calls.Unfinished,
-		r.Calls.RetransCalls, r.Calls.Retransmissions, ms(r.Dual), r.DualAtEnd, r.FalseFailover, ms(r.FreezeMax)) + r.floodFields()
+		r.Calls.RetransCalls, r.Calls.Retransmissions, ms(r.Dual), r.DualAtEnd, r.FalseFailover, ms(r.FreezeMax)) + r.lostFields() + r.floodFields()
+}
+
+// lostFields says how many lost calls the SIP traces show straddling the
+// move, when calls were lost.
+func (r Result) lostFields() string {
+	if r.Calls.Failed == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" lost_traced=%d lost_straddled=%d", len(r.Lost), r.Straddled())
 }
 
 func (r Result) floodFields() string {
@@ -241,6 +281,13 @@ func Run(t TB, n *Net, sys System, scenario string, o RunOptions) (Result, error
 		return r, cerr
 	}
 	r.Calls = callsRes
+	if callsRes.Failed > 0 {
+		servers := map[string]string{}
+		for _, id := range nodeIDs {
+			servers[id] = sys.SIPTrace(id)
+		}
+		r.Lost, r.LostErr = explainLost(calls.Trace(), servers)
+	}
 	r.Final, r.Moves = r.Ownership.Final, r.Ownership.Moves
 	r.Dual, r.DualAtEnd = r.Ownership.Dual, r.Ownership.DualAtEnd
 	r.FalseFailover = !ExpectsFailover(scenario) && r.Moves > 0
@@ -304,6 +351,9 @@ func (r Result) Describe() string {
 	}
 	if !r.Outage.LongestStart.IsZero() {
 		fmt.Fprintf(&b, "\nlongest outage began %s", r.Outage.LongestStart.Format("15:04:05.000"))
+	}
+	for _, l := range r.LostLines() {
+		b.WriteString("\n" + l)
 	}
 	return b.String()
 }

@@ -35,8 +35,8 @@ func WriteUAS(dir, failFlag string) (string, error) {
 		return "", fmt.Errorf("e2e: sipp not found (Debian package sip-tester): %w", err)
 	}
 	// SIPp repaints its screen on stdout every second: keep it out of logs.
-	return fmt.Sprintf(`if [ -e %[1]s ]; then echo "sip server: %[1]s exists, failing on purpose" >&2; exit 1; fi; exec %[2]s -sf %[3]s -i %[4]s -p %[5]d -nostdin -trace_err -error_file %[6]s >/dev/null`,
-		failFlag, sipp, sf, VIP, SIPPort, filepath.Join(dir, "uas_errors.log")), nil
+	return fmt.Sprintf(`if [ -e %[1]s ]; then echo "sip server: %[1]s exists, failing on purpose" >&2; exit 1; fi; exec %[2]s -sf %[3]s -i %[4]s -p %[5]d -nostdin -trace_err -error_file %[6]s -trace_shortmsg -shortmessage_file %[7]s -ringbuffer_size 33554432 -ringbuffer_files 1 >/dev/null`,
+		failFlag, sipp, sf, VIP, SIPPort, filepath.Join(dir, "uas_errors.log"), UASTrace(dir)), nil
 }
 
 // Calls is SIPp's account of the calls the client placed.
@@ -74,6 +74,7 @@ func (n *Net) StartCalls(t TB, rate, calls int, recvTimeout time.Duration) *Call
 		"-recv_timeout", strconv.Itoa(int(recvTimeout/time.Millisecond)),
 		"-nostdin", "-trace_stat", "-stf", filepath.Join(dir, "stat.csv"), "-fd", "1",
 		"-trace_rtt", "-rtt_freq", "1",
+		"-trace_shortmsg", "-shortmessage_file", filepath.Join(dir, uacTraceName),
 		fmt.Sprintf("%s:%d", VIP, SIPPort))
 	c.cmd.Dir = dir
 	c.cmd.Stdout, c.cmd.Stderr = &c.out, &c.out
@@ -84,6 +85,9 @@ func (n *Net) StartCalls(t TB, rate, calls int, recvTimeout time.Duration) *Call
 	t.Cleanup(c.Stop)
 	return c
 }
+
+// Trace is the client's message trace.
+func (c *CallLoad) Trace() string { return filepath.Join(c.dir, uacTraceName) }
 
 // Stop kills SIPp if it still runs and reaps it. A run that ends before
 // Wait (a fault not applicable to the system, or not injected) must call
