@@ -58,7 +58,7 @@ type Supervisor struct {
 	// hooks then run in the node manager's group).
 	hooks    *cgroup.Group
 	hooksErr string
-	notify    *notifier
+	notify   *notifier
 
 	events chan func()
 	procs  []*proc // applications, in config order
