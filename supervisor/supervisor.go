@@ -53,12 +53,13 @@ type Supervisor struct {
 	apps      *cgroup.Group
 	sup       *cgroup.Group // control/supervisor, where this process lives
 	ctrlGroup *cgroup.Group // control/
+	notify    *notifier
+
 	// hooks is the node manager's hooks group (cgroup.HooksGroup), nil on
 	// a witness or when it could not be created (hooksErr says why: the
 	// hooks then run in the node manager's group).
 	hooks    *cgroup.Group
 	hooksErr string
-	notify   *notifier
 
 	events chan func()
 	procs  []*proc // applications, in config order
