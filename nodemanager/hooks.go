@@ -178,6 +178,12 @@ func (h *hookRunner) exec(ctx context.Context, j hookJob) error {
 	if kerr := syscall.Kill(-pgid, syscall.SIGKILL); kerr != nil && !errors.Is(kerr, syscall.ESRCH) {
 		h.log.Warn("cannot kill hook's process group", "event", "hook", "hook", j.event, "pgid", pgid, "err", kerr)
 	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.ExitCode() == 127 {
+		// The shim's own failures (the hooks cgroup refused it, the
+		// command missing) are its one output line.
+		err = fmt.Errorf("%w: not started, or the command was not found (see the hook's output)", err)
+	}
 	// A process that left the process group (setsid) is still in the
 	// hooks cgroup.
 	h.sweep(j.event)
