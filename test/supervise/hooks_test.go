@@ -282,8 +282,11 @@ func TestHookCPUChargedToHooksGroup(t *testing.T) {
 	if hookCPU < time.Second {
 		t.Errorf("hooks group charged %v, want the hook's ≥ 1.5 s (less tick rounding)", hookCPU)
 	}
-	if nmCPU > hookCPU/2 {
-		t.Errorf("control/nodemanager charged %v while the hook used %v: the hook's CPU went to the control plane", nmCPU, hookCPU)
+	// The node manager's own use in that window is far less than the
+	// burn (tens of ms here; more under the v2 VM's emulation, which slows
+	// it and the hook alike); charged the hook, it is at least the burn.
+	if burn := burnTicks * 10 * time.Millisecond; nmCPU >= burn {
+		t.Errorf("control/nodemanager charged %v while the hook burned %v: the hook's CPU went to the control plane", nmCPU, burn)
 	}
 	d.stop(15 * time.Second)
 }
