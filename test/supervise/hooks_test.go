@@ -117,7 +117,7 @@ func sleepAlive(pid int) bool {
 	return i > 0 && i+2 < len(s) && (strings.Contains(s[:i], "(sleep") || strings.Contains(s[:i], "(sh")) && s[i+2] != 'Z'
 }
 
-// hooksV1Controllers are the v1 hierarchies a hook must be in the hooks
+// hookControllers are the v1 hierarchies a hook must be in the hooks
 // group of (those mounted here); on v2 it is the one unified path.
 func hookControllers() []string {
 	if isV2() {
