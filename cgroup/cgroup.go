@@ -6,6 +6,7 @@
 //
 //	<own>/<subtree>/control/{supervisor,locator,nodemanager}
 //	<own>/<subtree>/apps/<name>
+//	<own>/<subtree>/hooks
 //
 // Following systemd's delegation rules, the attributes of the own cgroup
 // are never written, only those of groups below it; the one exception is
@@ -34,6 +35,12 @@ import (
 
 	"golang.org/x/sys/unix"
 )
+
+// HooksGroup is the group transition hooks run in, a sibling of control/
+// and apps/: outside the control plane's reservation and realtime budget,
+// and outside the applications' limits. It is a leaf (v2's
+// no-internal-processes rule): the hooks themselves join it.
+const HooksGroup = "hooks"
 
 // ErrNotSupported is returned for features the host's cgroup setup lacks.
 var ErrNotSupported = errors.New("cgroup: not supported on this host")
@@ -347,12 +354,12 @@ func (m *Manager) Destroy() error {
 }
 
 // topGroups are the groups owned by Vigil at the top of the tree: the base
-// itself with a subtree, else control/ and apps/ in the own cgroup.
+// itself with a subtree, else control/, apps/ and hooks/ in the own cgroup.
 func (m *Manager) topGroups() []string {
 	if m.subtree != "" {
 		return []string{""}
 	}
-	return []string{"control", "apps"}
+	return []string{"control", "apps", HooksGroup}
 }
 
 func (m *Manager) destroyAll() (left []string, err error) {

@@ -45,6 +45,18 @@ func (g *Group) Dirs() map[string]string {
 	return out
 }
 
+// HierarchyDirs are the group's directories, one per hierarchy (v2: one),
+// for a process that joins the group by writing its own pid into each
+// cgroup.procs (the `_exec` shim of a hook) or empties it without a
+// Manager (KillDirs).
+func (g *Group) HierarchyDirs() []string {
+	out := make([]string, 0, len(g.hdirs))
+	for _, hd := range g.hdirs {
+		out = append(out, hd.dir)
+	}
+	return out
+}
+
 // dirFor returns the group's directory in the hierarchy carrying c, or "".
 func (g *Group) dirFor(c string) string {
 	for _, hd := range g.hdirs {
@@ -287,4 +299,70 @@ func (g *Group) chain(hd hdir) []string {
 	}
 	slices.Reverse(out)
 	return out
+}
+
+// KillDirs kills every process in the cgroup directories dirs (one group's
+// HierarchyDirs) for a process that has no Manager: the node manager
+// emptying the hooks group after each hook. It writes cgroup.kill where the
+// file exists (v2, Linux >= 5.14), else SIGKILLs each pid in cgroup.procs,
+// and repeats (a process may fork between the read and the kill) until
+// every directory is empty or timeout has passed. It returns every pid it
+// found, killed or already exiting. It refuses to act on a group holding
+// the caller, and never looks below dirs (the hooks group is a leaf).
+func KillDirs(dirs []string, timeout time.Duration) (found []int, err error) {
+	deadline := time.Now().Add(timeout)
+	sleep := time.Millisecond
+	killWritten := false
+	for {
+		var left []int
+		for _, d := range dirs {
+			ps, err := readProcs(d)
+			if err != nil {
+				return found, err
+			}
+			for _, p := range ps {
+				if !slices.Contains(left, p) {
+					left = append(left, p)
+				}
+			}
+		}
+		if len(left) == 0 {
+			return found, nil
+		}
+		if slices.Contains(left, os.Getpid()) {
+			return found, fmt.Errorf("cgroup: kill %v: %w", dirs, errHoldsCaller)
+		}
+		for _, p := range left {
+			if !slices.Contains(found, p) {
+				found = append(found, p)
+			}
+		}
+		if time.Now().After(deadline) {
+			return found, fmt.Errorf("cgroup: %v: pids %v still there %v after SIGKILL", dirs, left, timeout)
+		}
+		if !killWritten {
+			// cgroup.kill takes every process at once, forks included;
+			// written once, the loop then only waits for the exits.
+			for _, d := range dirs {
+				if exists(filepath.Join(d, "cgroup.kill")) {
+					if err := writeFile(d, "cgroup.kill", "1"); err == nil {
+						killWritten = true
+					}
+				}
+			}
+		}
+		if !killWritten {
+			var errs []error
+			for _, p := range left {
+				if err := unix.Kill(p, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
+					errs = append(errs, fmt.Errorf("cgroup: kill pid %d in %v: %w", p, dirs, err))
+				}
+			}
+			if err := errors.Join(errs...); err != nil {
+				return found, err
+			}
+		}
+		time.Sleep(sleep)
+		sleep = min(2*sleep, 20*time.Millisecond)
+	}
 }

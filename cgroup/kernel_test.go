@@ -878,3 +878,64 @@ func TestV2DelegatedMoveSelfThenEnable(t *testing.T) {
 		t.Errorf("helper printed %q, want %q", out, want)
 	}
 }
+
+// KillDirs, the node manager's sweep of the hooks group, kills what it
+// holds without a Manager: also a process that left its process group
+// (setsid) and orphans not yet reaped by their subreaper (zombies are not
+// in cgroup.procs, so it does not wait for them).
+func TestKillDirsHooksGroup(t *testing.T) {
+	m, _ := kernelManager(t, nil)
+	g, err := m.Group(HooksGroup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := startGated(t, `setsid sleep 1000 >/dev/null 2>&1 & sleep 1000 >/dev/null 2>&1 & echo forked; exec sleep 1000`)
+	if err := g.AddProc(c.pid); err != nil {
+		t.Fatalf("AddProc: %v", err)
+	}
+	c.open()
+	var pids []int
+	deadline := time.Now().Add(10 * time.Second)
+	for len(pids) < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("want the shell and two sleeps in %s, got %v", g.Path(), pids)
+		}
+		time.Sleep(10 * time.Millisecond)
+		if pids, err = g.Procs(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	found, err := KillDirs(g.HierarchyDirs(), 10*time.Second)
+	if err != nil {
+		t.Fatalf("KillDirs: %v", err)
+	}
+	for _, p := range pids {
+		if !slices.Contains(found, p) {
+			t.Errorf("KillDirs found %v, missing %d of %v", found, p, pids)
+		}
+	}
+	if left, err := g.Procs(); err != nil || len(left) != 0 {
+		t.Errorf("after KillDirs Procs() = %v, %v; want none", left, err)
+	}
+	if err := c.wait(t, 10*time.Second); err == nil {
+		t.Error("group shell exited cleanly, want killed")
+	}
+	// The sleeps were the shell's children: orphans now, ours to reap.
+	for _, p := range pids {
+		if p == c.pid {
+			continue
+		}
+		end := time.Now().Add(10 * time.Second)
+		for procState(p) != "gone" && time.Now().Before(end) {
+			var ws syscall.WaitStatus
+			_, _ = syscall.Wait4(p, &ws, syscall.WNOHANG, nil)
+			time.Sleep(5 * time.Millisecond)
+		}
+		if st := procState(p); st != "gone" {
+			t.Errorf("pid %d survived KillDirs: state %s", p, st)
+		}
+	}
+	if found, err := KillDirs(g.HierarchyDirs(), time.Second); err != nil || len(found) != 0 {
+		t.Errorf("KillDirs of an empty group = %v, %v", found, err)
+	}
+}

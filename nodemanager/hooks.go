@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vigil-project/vigil/cgroup"
 	"github.com/vigil-project/vigil/supervisor"
 )
 
@@ -34,17 +35,27 @@ const hookDefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin
 // is logged and never holds up the protocol.
 //
 // A hook runs outside the control plane's privileges: through the `vigil
-// _exec` shim (SCHED_OTHER, nice 0, oom_score_adj 0), in its own process
-// group that is killed whole at the timeout and once the hook exits, with
-// a clean environment, its output streamed line by line into the log and
-// capped.
+// _exec` shim (SCHED_OTHER, nice 0, oom_score_adj 0), in the hooks cgroup
+// the supervisor made (which the shim joins before exec), in its own
+// process group that is killed whole at the timeout and once the hook
+// exits, with a clean environment, its output streamed line by line into
+// the log and capped. After each hook, whatever is still in the hooks
+// group is killed: hooks run one at a time, so anything there is a
+// leftover, also one that left the process group (setsid).
 type hookRunner struct {
 	queue    chan hookJob
 	log      *slog.Logger
 	failures atomic.Uint64
 	shim     string // the vigil binary whose `_exec` starts each hook
 	path     string // PATH in the hooks' environment
+	// cgroup are the hooks group's directories (supervisor.HooksCgroupEnv);
+	// nil: hooks run in the node manager's own group.
+	cgroup []string
 }
+
+// hookSweepTimeout bounds the kill of what a hook left in its group; a
+// process that outlives SIGKILL this long is stuck in the kernel.
+const hookSweepTimeout = 5 * time.Second
 
 // hookJob carries its own timeout: a reload may change hooks.timeout while
 // earlier transitions' hooks still wait, and each runs as configured when
@@ -80,6 +91,9 @@ func (h *hookRunner) enqueue(event string, cmds [][]string, env []string, timeou
 }
 
 func (h *hookRunner) run(ctx context.Context) {
+	// A node manager that was killed (a fence) while a hook ran left it
+	// running in the group.
+	h.sweep("previous node manager's hooks")
 	for {
 		select {
 		case <-ctx.Done():
@@ -120,6 +134,7 @@ func (h *hookRunner) exec(ctx context.Context, j hookJob) error {
 	if err != nil {
 		return err
 	}
+	spec.Cgroup = h.cgroup
 	specEnv, err := spec.EnvEntry()
 	if err != nil {
 		return err
@@ -163,8 +178,18 @@ func (h *hookRunner) exec(ctx context.Context, j hookJob) error {
 	if kerr := syscall.Kill(-pgid, syscall.SIGKILL); kerr != nil && !errors.Is(kerr, syscall.ESRCH) {
 		h.log.Warn("cannot kill hook's process group", "event", "hook", "hook", j.event, "pgid", pgid, "err", kerr)
 	}
-	// A process that left the group (setsid) may still hold the pipe:
-	// stop reading after a moment rather than wait for it.
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.ExitCode() == 127 {
+		// The shim's own failures (the hooks cgroup refused it, the
+		// command missing) are its one output line.
+		err = fmt.Errorf("%w: not started, or the command was not found (see the hook's output)", err)
+	}
+	// A process that left the process group (setsid) is still in the
+	// hooks cgroup.
+	h.sweep(j.event)
+	// A process that escaped both (only possible without a hooks group)
+	// may still hold the pipe: stop reading after a moment rather than
+	// wait for it.
 	select {
 	case <-logged:
 	case <-time.After(time.Second):
@@ -173,6 +198,21 @@ func (h *hookRunner) exec(ctx context.Context, j hookJob) error {
 	}
 	r.Close()
 	return err
+}
+
+// sweep kills every process left in the hooks group and says which.
+// hook names whose they were, for the log.
+func (h *hookRunner) sweep(hook string) {
+	if len(h.cgroup) == 0 {
+		return
+	}
+	killed, err := cgroup.KillDirs(h.cgroup, hookSweepTimeout)
+	if len(killed) > 0 {
+		h.log.Warn("killed processes left in the hooks cgroup", "event", "hook_leftovers_killed", "hook", hook, "pids", killed)
+	}
+	if err != nil {
+		h.log.Error("cannot empty the hooks cgroup", "event", "hook_leftovers_error", "hook", hook, "err", err)
+	}
 }
 
 // pump logs the hook's output line by line as it comes, up to

@@ -285,6 +285,7 @@ func TestHookOutputStreamed(t *testing.T) {
 func TestHookEnvironment(t *testing.T) {
 	t.Setenv("NOTIFY_SOCKET", "/run/systemd/notify")
 	t.Setenv("VIGIL_PRIVATE_TEST", "secret")
+	t.Setenv(supervisor.HooksCgroupEnv, `["/sys/fs/cgroup/x/hooks"]`)
 	m := testManager(t, false)
 	logs := newLogLines(true, "")
 	m.hooks = newHookRunner(slog.New(slog.NewJSONHandler(logs, nil)))
@@ -321,5 +322,39 @@ func TestHookEnvironment(t *testing.T) {
 	want["VIGIL_EVENT"], want["VIGIL_REASON"] = "fault", "lost the active role"
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("on_fault environment\n got %v\nwant %v", got, want)
+	}
+}
+
+// A hook that cannot join the hooks group does not run: it would run in
+// the node manager's group, charged to the control plane. It fails, and
+// the log says why.
+func TestHookCannotJoinCgroup(t *testing.T) {
+	logs := newLogLines(true, "")
+	h := newHookRunner(slog.New(slog.NewJSONHandler(logs, nil)))
+	// A group that is gone (removed under a running node manager).
+	missing := filepath.Join(t.TempDir(), "no-such-cgroup")
+	h.cgroup = []string{missing}
+	out := filepath.Join(t.TempDir(), "ran")
+	h.runOne(context.Background(), hookJob{event: "active", timeout: 30 * time.Second, argv: []string{"/bin/sh", "-c", "touch " + out}})
+	if _, err := os.Stat(out); err == nil {
+		t.Error("the hook ran although it could not join its cgroup")
+	}
+	if h.failures.Load() != 1 {
+		t.Errorf("failures = %d, want 1", h.failures.Load())
+	}
+	var why, failed string
+	for _, r := range logs.records(t) {
+		if r["event"] == "hook_output" {
+			why, _ = r["line"].(string)
+		}
+		if r["msg"] == "hook failed" {
+			failed, _ = r["err"].(string)
+		}
+	}
+	if !strings.Contains(why, "join cgroup "+missing) || !strings.Contains(why, "not run") {
+		t.Errorf("the hook's output says %q, want why it did not run", why)
+	}
+	if !strings.Contains(failed, "exit status 127") || !strings.Contains(failed, "not started") {
+		t.Errorf("hook failed with %q", failed)
 	}
 }

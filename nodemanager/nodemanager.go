@@ -30,6 +30,7 @@ import (
 	"github.com/vigil-project/vigil/protocol"
 	"github.com/vigil-project/vigil/realtime"
 	"github.com/vigil-project/vigil/schedwatch"
+	"github.com/vigil-project/vigil/supervisor"
 )
 
 // StateFile is the node's persisted state, in runtime.state_dir.
@@ -155,6 +156,13 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	if m.sup, err = ipc.FromEnv(); err != nil && !errors.Is(err, ipc.ErrNoChannel) {
 		return err
+	}
+	if m.hooks.cgroup, err = supervisor.HooksCgroupFromEnv(); err != nil {
+		log.Warn("hooks run in the node manager's cgroup, charged to the control plane", "event", "hooks_cgroup_error", "err", err)
+	} else if m.hooks.cgroup == nil && m.sup != nil {
+		log.Warn("hooks run in the node manager's cgroup, charged to the control plane: the supervisor has no hooks cgroup (see its log)", "event", "hooks_cgroup_error")
+	} else if m.hooks.cgroup != nil {
+		log.Info("hooks run in their own cgroup", "event", "hooks_cgroup", "dirs", m.hooks.cgroup)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -343,6 +343,16 @@ func setThread(tid int, policy uint32, prio int) error {
 	return unix.SchedSetAttr(tid, &attr, 0)
 }
 
+// ResetSelf puts every realtime thread of the calling process back to
+// SCHED_OTHER (threads created meanwhile included); normal threads keep
+// their nice value.
+func ResetSelf() error {
+	if err := setAll(schedOther, 0); err != nil {
+		return fmt.Errorf("realtime: SCHED_OTHER: %w", err)
+	}
+	return nil
+}
+
 // ResetProcess undoes, for a child process pid, what it inherited from a
 // realtime parent: every thread back to SCHED_OTHER and oom_score_adj to 0.
 func ResetProcess(pid int) error {

@@ -42,10 +42,18 @@ func (s *Supervisor) controlProcesses() []config.Process {
 	}
 	out := make([]config.Process, 0, len(names))
 	for _, n := range names {
+		env := []string{fmt.Sprintf("%s=%d", ipc.EnvFD, ipc.ChildFD)}
+		if n == ctlNodeManager && s.hooks != nil {
+			if e, err := hooksCgroupEntry(s.hooks.HierarchyDirs()); err != nil {
+				s.log.Warn("hooks run in the node manager's cgroup", "event", "hooks_cgroup_error", "err", err)
+			} else {
+				env = append(env, e)
+			}
+		}
 		out = append(out, config.Process{
 			Name:        n,
 			Command:     []string{s.exe, n, "-c", s.opts.ConfigPath},
-			Env:         []string{fmt.Sprintf("%s=%d", ipc.EnvFD, ipc.ChildFD)},
+			Env:         env,
 			Dir:         "/",
 			Restart:     config.RestartAlways,
 			Critical:    true,

@@ -22,7 +22,7 @@ type GroupStatus struct {
 }
 
 // groupStatus reads the tree's main groups: control and its three
-// members, apps and each application. It only reads: the groups are the
+// members, apps and each application, and hooks (on a node). It only reads: the groups are the
 // ones the supervisor already holds (opening one could create it).
 func (s *Supervisor) groupStatus() []GroupStatus {
 	type named struct {
@@ -37,6 +37,7 @@ func (s *Supervisor) groupStatus() []GroupStatus {
 	for _, p := range s.procs {
 		groups = append(groups, named{"apps/" + p.cfg.Name, p.group})
 	}
+	groups = append(groups, named{cgroup.HooksGroup, s.hooks})
 	out := make([]GroupStatus, 0, len(groups))
 	for _, n := range groups {
 		if n.g == nil {

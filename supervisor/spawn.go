@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vigil-project/vigil/config"
+	"github.com/vigil-project/vigil/realtime"
 )
 
 // ShimCommand is the hidden subcommand through which every supervised process
@@ -55,6 +56,47 @@ type ExecSpec struct {
 	// before exec: a hook started by the realtime node manager must not
 	// inherit its SCHED_RR and starve the control plane.
 	SchedOther bool `json:"sched_other,omitempty"`
+	// Cgroup are the directories (one per hierarchy) whose cgroup.procs
+	// the shim writes its own pid into before exec: a hook joins the hooks
+	// group (HooksCgroupEnv) itself, after SchedOther (a SCHED_RR task
+	// cannot enter a v1 group without realtime budget). If it cannot, the
+	// hook does not run: it would run inside the control plane's group.
+	Cgroup []string `json:"cgroup,omitempty"`
+}
+
+// HooksCgroupEnv names the environment variable through which the
+// supervisor tells the node manager where its hooks run: a JSON array of
+// the hooks group's directories, one per hierarchy. Only the node manager
+// gets it; applications never do (processEnv drops it) and hooks never do
+// (the node manager builds their environment from nothing). Absent: the
+// group could not be created, and hooks run in the node manager's group.
+const HooksCgroupEnv = "VIGIL_HOOKS_CGROUP"
+
+// HooksCgroupFromEnv reads HooksCgroupEnv: nil when it is not set.
+func HooksCgroupFromEnv() ([]string, error) {
+	raw, ok := os.LookupEnv(HooksCgroupEnv)
+	if !ok || raw == "" {
+		return nil, nil
+	}
+	var dirs []string
+	if err := json.Unmarshal([]byte(raw), &dirs); err != nil {
+		return nil, fmt.Errorf("supervisor: %s=%q: %w", HooksCgroupEnv, raw, err)
+	}
+	for _, d := range dirs {
+		if !filepath.IsAbs(d) {
+			return nil, fmt.Errorf("supervisor: %s=%q: %q is not an absolute directory", HooksCgroupEnv, raw, d)
+		}
+	}
+	return dirs, nil
+}
+
+// hooksCgroupEntry is the HooksCgroupEnv entry for the group at dirs.
+func hooksCgroupEntry(dirs []string) (string, error) {
+	b, err := json.Marshal(dirs)
+	if err != nil {
+		return "", fmt.Errorf("supervisor: encode %s: %w", HooksCgroupEnv, err)
+	}
+	return HooksCgroupEnv + "=" + string(b), nil
 }
 
 // HookSpec is the ExecSpec of a transition hook, started by the node
@@ -165,7 +207,7 @@ func buildSpec(p *config.Process, c *credentials) (*ExecSpec, error) {
 // own minus Vigil's and systemd's private variables, plus the configured env.
 func processEnv(p *config.Process, spec string) []string {
 	drop := func(kv string) bool {
-		for _, pfx := range []string{"NOTIFY_SOCKET=", "WATCHDOG_USEC=", "WATCHDOG_PID=", "LISTEN_FDS=", "LISTEN_PID=", "LISTEN_FDNAMES=", "INVOCATION_ID=", shimSpecEnv + "="} {
+		for _, pfx := range []string{"NOTIFY_SOCKET=", "WATCHDOG_USEC=", "WATCHDOG_PID=", "LISTEN_FDS=", "LISTEN_PID=", "LISTEN_FDNAMES=", "INVOCATION_ID=", shimSpecEnv + "=", HooksCgroupEnv + "="} {
 			if strings.HasPrefix(kv, pfx) {
 				return true
 			}
@@ -191,6 +233,19 @@ func processEnv(p *config.Process, spec string) []string {
 	return append(env, shimSpecEnv+"="+spec)
 }
 
+// joinCgroup moves the calling process (every thread) into the group at
+// dirs, one directory per hierarchy.
+func joinCgroup(dirs []string) error {
+	pid := strconv.Itoa(os.Getpid())
+	for _, d := range dirs {
+		p := filepath.Join(d, "cgroup.procs")
+		if err := os.WriteFile(p, []byte(pid), 0); err != nil {
+			return fmt.Errorf("join cgroup %s: %w (not run rather than run in its parent's cgroup)", d, err)
+		}
+	}
+	return nil
+}
+
 // RunShim is the body of `vigil _exec`. It only returns on failure; the
 // caller exits with 127 like a shell does for a command that cannot run.
 func RunShim() error {
@@ -212,6 +267,15 @@ func RunShim() error {
 		if err := unix.SchedSetAttr(0, &unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_NORMAL}, 0); err != nil {
 			return fmt.Errorf("reset scheduling to SCHED_OTHER: %w", err)
 		}
+		// The runtime's other threads were cloned SCHED_RR before main
+		// ran; exec ends them, but joining a group checks every thread
+		// (v1 refuses an RT thread into a group without rt budget).
+		if err := realtime.ResetSelf(); err != nil {
+			return fmt.Errorf("reset scheduling to SCHED_OTHER: %w", err)
+		}
+	}
+	if err := joinCgroup(s.Cgroup); err != nil {
+		return err
 	}
 	if s.Barrier {
 		b := os.NewFile(barrierFD, "barrier")

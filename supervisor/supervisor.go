@@ -55,6 +55,12 @@ type Supervisor struct {
 	ctrlGroup *cgroup.Group // control/
 	notify    *notifier
 
+	// hooks is the node manager's hooks group (cgroup.HooksGroup), nil on
+	// a witness or when it could not be created (hooksErr says why: the
+	// hooks then run in the node manager's group).
+	hooks    *cgroup.Group
+	hooksErr string
+
 	events chan func()
 	procs  []*proc // applications, in config order
 	ctrl   []*proc // the control plane: locator, node manager
@@ -290,8 +296,32 @@ func (s *Supervisor) setupCgroups() error {
 		s.destroyCgroups()
 		return fmt.Errorf("supervisor: cgroup tree: %w", err)
 	}
+	if s.cfg.Cluster.Role == config.RoleNode {
+		s.setupHooksGroup()
+	}
 	s.applyGroupResources()
 	return nil
+}
+
+// setupHooksGroup creates the group the node manager's transition hooks
+// run in: hooks/, a sibling of control/ and apps/. Not below control/: a
+// CPU- or memory-heavy hook must not be charged to the control plane's
+// reservation (its cpu weight, memory.min, realtime budget) nor hit its
+// limits. Not below apps/: the applications' limits (apps.memory_max,
+// pids_max, cpu_max) are sized for them, and a hook that repairs a stuck
+// application must still run when they are exhausted; apps/<name> is the
+// applications' namespace too. A new v1 group has cpu.rt_runtime_us 0 (no
+// realtime budget) and the default cpu weight, which is what a hook gets.
+// Without it hooks still run, in the node manager's group: said loudly.
+func (s *Supervisor) setupHooksGroup() {
+	g, err := s.cg.Group(cgroup.HooksGroup)
+	if err != nil {
+		s.hooks, s.hooksErr = nil, err.Error()
+		s.log.Warn("cannot create the hooks cgroup; hooks run in the node manager's cgroup, charged to the control plane",
+			"event", "hooks_cgroup_error", "err", err)
+		return
+	}
+	s.hooks, s.hooksErr = g, ""
 }
 
 // applyGroupResources writes the control/ and apps/ values of the config.
@@ -330,6 +360,16 @@ func (s *Supervisor) applyGroupResources() {
 	}
 	if err != nil {
 		s.log.Warn("cannot apply apps group resources", "event", "cgroup_error", "group", "apps", "err", err)
+	}
+	if s.hooksErr != "" {
+		s.notInForce = append(s.notInForce, "hooks: no hooks cgroup, hooks run in the node manager's: "+s.hooksErr)
+	}
+	if s.hooks != nil && appsRes.CPUs != "" {
+		// The reserved cpus are the control plane's alone, hooks' too.
+		if _, err := s.hooks.Apply(cgroup.Resources{CPUs: appsRes.CPUs}); err != nil {
+			s.notInForce = append(s.notInForce, "hooks: cpuset: "+err.Error())
+			s.log.Warn("cannot keep hooks off the reserved cpus", "event", "cgroup_error", "group", cgroup.HooksGroup, "err", err)
+		}
 	}
 }
 

@@ -287,8 +287,13 @@ func cgroupOf(t *testing.T, pid int) map[string]string {
 	if err != nil {
 		t.Fatalf("read cgroup of %d: %v", pid, err)
 	}
+	return parseCgroup(string(b))
+}
+
+// parseCgroup parses the content of a /proc/PID/cgroup file.
+func parseCgroup(content string) map[string]string {
 	m := map[string]string{}
-	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(content), "\n") {
 		f := strings.SplitN(line, ":", 3)
 		if len(f) != 3 {
 			continue
