@@ -728,9 +728,6 @@ func (k *Keepalived) Switchover(host string) error {
 	return k.startKeepalived(h)
 }
 
-// SIPTrace implements System.
-func (k *Keepalived) SIPTrace(id string) string { return UASTrace(k.hosts[id].dir) }
-
 // KillWitness implements System: keepalived has no witness.
 func (k *Keepalived) KillWitness() error { return ErrNotApplicable }
 

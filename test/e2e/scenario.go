@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -213,6 +214,10 @@ func Run(t TB, n *Net, sys System, scenario string, o RunOptions) (Result, error
 	}
 	own := n.Probe(time.Millisecond)
 	outage := n.ProbeSIP(t, o.ProbeEvery)
+	capture, capErr := n.startSIPCapture()
+	if capErr == nil {
+		defer capture.Stop()
+	}
 	calls := n.StartCalls(t, o.Rate, int(window.Seconds()*float64(o.Rate)), 8*time.Second)
 	// Before sys.Stop: a run that returns early (ErrNotApplicable, a
 	// fault not injected) leaves no SIPp holding the client's SIP port for
@@ -282,11 +287,15 @@ func Run(t TB, n *Net, sys System, scenario string, o RunOptions) (Result, error
 	}
 	r.Calls = callsRes
 	if callsRes.Failed > 0 {
-		servers := map[string]string{}
-		for _, id := range nodeIDs {
-			servers[id] = sys.SIPTrace(id)
+		if capErr != nil {
+			r.LostErr = capErr
+		} else {
+			captured, err := capture.Stop()
+			r.Lost, r.LostErr = explainLost(calls.Trace(), captured)
+			if err != nil {
+				r.LostErr = errors.Join(r.LostErr, err)
+			}
 		}
-		r.Lost, r.LostErr = explainLost(calls.Trace(), servers)
 	}
 	r.Final, r.Moves = r.Ownership.Final, r.Ownership.Moves
 	r.Dual, r.DualAtEnd = r.Ownership.Dual, r.Ownership.DualAtEnd

@@ -35,8 +35,8 @@ func WriteUAS(dir, failFlag string) (string, error) {
 		return "", fmt.Errorf("e2e: sipp not found (Debian package sip-tester): %w", err)
 	}
 	// SIPp repaints its screen on stdout every second: keep it out of logs.
-	return fmt.Sprintf(`if [ -e %[1]s ]; then echo "sip server: %[1]s exists, failing on purpose" >&2; exit 1; fi; exec %[2]s -sf %[3]s -i %[4]s -p %[5]d -nostdin -trace_err -error_file %[6]s -trace_shortmsg -shortmessage_file %[7]s -ringbuffer_size 33554432 -ringbuffer_files 1 >/dev/null`,
-		failFlag, sipp, sf, VIP, SIPPort, filepath.Join(dir, "uas_errors.log"), UASTrace(dir)), nil
+	return fmt.Sprintf(`if [ -e %[1]s ]; then echo "sip server: %[1]s exists, failing on purpose" >&2; exit 1; fi; exec %[2]s -sf %[3]s -i %[4]s -p %[5]d -nostdin -trace_err -error_file %[6]s >/dev/null`,
+		failFlag, sipp, sf, VIP, SIPPort, filepath.Join(dir, "uas_errors.log")), nil
 }
 
 // Calls is SIPp's account of the calls the client placed.

@@ -2,26 +2,17 @@ package e2e
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 )
 
-// The SIP servers and the client write one line per SIP message (SIPp's
-// -trace_shortmsg): a failed call can then be followed message by message,
-// to the node each of its requests reached.
-const (
-	uasTraceName = "uas_messages.log"
-	uacTraceName = "uac_messages.log"
-)
-
-// UASTrace is the message trace of the SIP server WriteUAS(dir, …) runs.
-func UASTrace(dir string) string { return filepath.Join(dir, uasTraceName) }
+// The client writes one line per SIP message (SIPp's -trace_shortmsg):
+// the calls it counted failed, which the capture on its link then follows
+// to the node each message went to (sipcapture.go).
+const uacTraceName = "uac_messages.log"
 
 // sipMsg is one line of a SIPp short-message trace.
 type sipMsg struct {
@@ -49,32 +40,12 @@ func (m sipMsg) final() bool {
 }
 
 // readShortTrace reads a SIPp short-message trace by Call-ID: tab-separated
-// date, time, Unix time, S|R, Call-ID, "CSeq:N METHOD", start line. The
-// server's trace is rotated at 32 MiB (path_<suffix>): the rotated file is
-// read first. A missing file is an empty trace (no server ran there).
+// date, time, Unix time, S|R, Call-ID, "CSeq:N METHOD", start line.
 func readShortTrace(path string) (map[string][]sipMsg, error) {
-	files, err := filepath.Glob(path + "*")
+	calls := map[string][]sipMsg{}
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("e2e: sip trace: %w", err)
-	}
-	// The current file is the newest: read the rotated one first.
-	sort.Slice(files, func(i, j int) bool { return files[i] != path && files[j] == path })
-	calls := map[string][]sipMsg{}
-	for _, p := range files {
-		if err := readShortTraceFile(p, calls); err != nil {
-			return nil, err
-		}
-	}
-	return calls, nil
-}
-
-func readShortTraceFile(path string, calls map[string][]sipMsg) error {
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("e2e: sip trace: %w", err)
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
@@ -82,25 +53,25 @@ func readShortTraceFile(path string, calls map[string][]sipMsg) error {
 	for sc.Scan() {
 		fs := strings.Split(sc.Text(), "\t")
 		if len(fs) < 7 {
-			continue // a line cut by the server's end
+			continue // a line cut short
 		}
 		calls[fs[4]] = append(calls[fs[4]], sipMsg{sent: fs[3] == "S", cseq: strings.TrimPrefix(fs[5], "CSeq:"), line: fs[6]})
 	}
 	if err := sc.Err(); err != nil {
-		return fmt.Errorf("e2e: sip trace %s: %w", path, err)
+		return nil, fmt.Errorf("e2e: sip trace %s: %w", path, err)
 	}
-	return nil
+	return calls, nil
 }
 
 // LostCall is one call the client counted as failed, followed through the
 // traces of the client and of each node's SIP server.
 type LostCall struct {
 	CallID string
-	// Nodes are the nodes whose SIP server received a request of the call,
-	// in the order they first did.
+	// Nodes are the nodes the client sent a request of the call to, in
+	// the order it first did.
 	Nodes []string
-	// Story is the call as the client sent it: each request with the
-	// nodes that received it, each response with the node that sent it,
+	// Story is the call on the client's link: each request with the node
+	// it was sent to, each response with the node it came from,
 	// "INVITE→a 100←a 200←a ACK→b BYE→b BYE→b …".
 	Story string
 }
@@ -130,68 +101,38 @@ func failedCallIDs(uac map[string][]sipMsg) []string {
 			ids = append(ids, id)
 		}
 	}
-	sort.Strings(ids)
+	slices.Sort(ids)
 	return ids
 }
 
 // explainLost follows every failed call of the client's trace uacPath
-// through the SIP servers' traces (node → trace file): each message the
-// client sent is matched, in order, with the same message received by a
-// node's server, each one it received with the same message sent.
-func explainLost(uacPath string, servers map[string]string) ([]LostCall, error) {
+// through the capture on the client's link: the node each request was
+// sent to and each response came from.
+func explainLost(uacPath string, captured map[string][]capturedMsg) ([]LostCall, error) {
 	uac, err := readShortTrace(uacPath)
 	if err != nil {
 		return nil, err
 	}
-	nodes := make([]string, 0, len(servers))
-	byNode := map[string]map[string][]sipMsg{}
-	for id, p := range servers {
-		tr, err := readShortTrace(p)
-		if err != nil {
-			return nil, err
-		}
-		nodes = append(nodes, id)
-		byNode[id] = tr
-	}
-	sort.Strings(nodes)
 	var lost []LostCall
 	for _, cid := range failedCallIDs(uac) {
 		l := LostCall{CallID: cid}
-		// What each node's server received and sent of the call, matched
-		// one for one in order.
-		used := map[string]int{}
 		var story []string
-		for _, m := range uac[cid] {
-			want := !m.sent // the client sent it: the server received it
-			var got []string
-			for _, n := range nodes {
-				msgs := byNode[n][cid]
-				for i := used[n+"\x00"+m.cseq+m.line]; i < len(msgs); i++ {
-					s := msgs[i]
-					if s.sent == want && s.cseq == m.cseq && s.line == m.line {
-						used[n+"\x00"+m.cseq+m.line] = i + 1
-						got = append(got, n)
-						break
-					}
+		for _, m := range captured[cid] {
+			f := strings.Fields(m.line)
+			if len(f) < 2 {
+				continue
+			}
+			if m.out {
+				story = append(story, f[0]+"→"+m.peer)
+				if !slices.Contains(l.Nodes, m.peer) {
+					l.Nodes = append(l.Nodes, m.peer)
 				}
+			} else {
+				story = append(story, f[1]+"←"+m.peer)
 			}
-			name := strings.Fields(m.line)[0]
-			arrow := "→"
-			if !m.request() {
-				name, arrow = strings.Fields(m.line)[1], "←"
-			}
-			where := strings.Join(got, "+")
-			if where == "" {
-				where = "none"
-			}
-			story = append(story, name+arrow+where)
-			if m.sent {
-				for _, n := range got {
-					if !slices.Contains(l.Nodes, n) {
-						l.Nodes = append(l.Nodes, n)
-					}
-				}
-			}
+		}
+		if len(story) == 0 {
+			story = append(story, "not captured")
 		}
 		l.Story = strings.Join(story, " ")
 		lost = append(lost, l)

@@ -39,6 +39,4 @@ type System interface {
 	// applications, as that system's operator would run it, and returns
 	// at once; the neighbour ends by itself after d.
 	Noise(host string, d time.Duration) error
-	// SIPTrace is the message trace of host's SIP server (UASTrace).
-	SIPTrace(host string) string
 }

@@ -425,9 +425,6 @@ func (v *Vigil) Heal() error {
 	return nil
 }
 
-// SIPTrace implements System.
-func (v *Vigil) SIPTrace(id string) string { return UASTrace(v.host[id].dir) }
-
 // Switchover implements System: `vigil switchover` on the active.
 func (v *Vigil) Switchover(id string) error {
 	_, err := supervisor.Call(v.host[id].socket, supervisor.Request{Cmd: "switchover", Name: Other(id)})
