@@ -3,7 +3,9 @@
 // the flood scenarios' sender) on 192.0.2.0/24, a SIP server (SIPp) on each
 // node bound to the floating IP 192.0.2.100, SIPp placing calls from the
 // client, a client-side prober that measures the outage as a caller sees it,
-// and a 1 ms prober of who holds the address.
+// a 1 ms prober of who holds the address, and a capture of the SIP traffic
+// on the client's link that follows every lost call to the node each of its
+// messages went to (siptrace.go).
 //
 // The same scenarios (kill, linkdown, stall, freeze, appfail, noisy, switchover,
 // witnesskill, flood, floodspoof) run against any System: Vigil (vigil.go)
