@@ -72,7 +72,7 @@ func defaults() *Config {
 			SchedDelayWarn: schedwatch.DefaultThreshold,
 			RTBudget:       300 * time.Millisecond,
 		},
-		Announce: Announce{Count: 3, Interval: 100 * time.Millisecond},
+		Announce: Announce{Count: 3, Interval: 100 * time.Millisecond, HandoverGap: DefaultHandoverGap},
 		Apps:     AppsGroup{CPUWeight: 100, IOWeight: 100},
 		Hooks:    Hooks{Timeout: 10 * time.Second},
 		Metrics:  Metrics{Listen: "127.0.0.1:9720"},

@@ -63,7 +63,7 @@ cluster:
 vips:
   - {address: 192.0.2.100/24, interface: eth0}
   - {address: "2001:db8::100/64", interface: eth0.100}
-announce: {count: 5, interval: 50ms, refresh: 10s, probe: 20ms}
+announce: {count: 5, interval: 50ms, refresh: 10s, probe: 20ms, handover_gap: 30ms}
 control: {cpu_weight: 5000, io_weight: 2000, cpus: "0-1,3", memory_min: 128Mi, realtime: false, sched_delay_warn: 20ms, rt_budget: 150ms}
 apps: {cpu_weight: 50, io_weight: 20, cpu_max: "150%", memory_max: 2G, pids_max: 4096}
 processes:
@@ -134,7 +134,7 @@ log: {level: debug, format: json}
 			{Address: "192.0.2.100/24", Interface: "eth0"},
 			{Address: "2001:db8::100/64", Interface: "eth0.100"},
 		},
-		Announce: Announce{Count: 5, Interval: 50 * time.Millisecond, Refresh: 10 * time.Second, Probe: 20 * time.Millisecond},
+		Announce: Announce{Count: 5, Interval: 50 * time.Millisecond, Refresh: 10 * time.Second, Probe: 20 * time.Millisecond, HandoverGap: 30 * time.Millisecond},
 		Control:  ControlGroup{CPUWeight: 5000, IOWeight: 2000, CPUs: "0-1,3", MemoryMin: 128 << 20, Realtime: false, SchedDelayWarn: 20 * time.Millisecond, RTBudget: 150 * time.Millisecond},
 		Apps:     AppsGroup{CPUWeight: 50, IOWeight: 20, CPUMax: "150%", MemoryMax: 2_000_000_000, PidsMax: 4096},
 		Processes: []Process{
@@ -241,7 +241,7 @@ processes:
 			Nodes:  []Peer{{ID: "a", Address: "192.0.2.11:7400"}},
 			Timing: Timing{TokenInterval: 20 * time.Millisecond, TokenTimeout: 150 * time.Millisecond, Lease: 200 * time.Millisecond, DriftMargin: 25 * time.Millisecond},
 		},
-		Announce: Announce{Count: 3, Interval: 100 * time.Millisecond},
+		Announce: Announce{Count: 3, Interval: 100 * time.Millisecond, HandoverGap: 30 * time.Millisecond},
 		Control:  ControlGroup{CPUWeight: 10000, IOWeight: 1000, MemoryMin: 64 << 20, Realtime: true, SchedDelayWarn: 50 * time.Millisecond, RTBudget: 300 * time.Millisecond},
 		Apps:     AppsGroup{CPUWeight: 100, IOWeight: 100},
 		Processes: []Process{{
@@ -325,6 +325,24 @@ cluster:
   nodes: [{id: a, address: 192.0.2.11:7400}]
 announce: {count: 0, refresh: -1s}
 `, []string{`vigil.yaml:6:19: announce.count: 0 is out of range 1..100`, `vigil.yaml:6:31: announce.refresh: "-1s" is negative`}},
+
+	{"handover gap too long", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+announce: {handover_gap: 2s}
+`, []string{`vigil.yaml:6:26: announce.handover_gap: 2s is too long: at most 1s (every planned handover leaves the address unanswered this long)`}},
+
+	{"handover gap negative", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+announce: {handover_gap: -5ms}
+`, []string{`vigil.yaml:6:26: announce.handover_gap: "-5ms" is negative`}},
 
 	{"wrong type: mapping where a list belongs", `
 cluster:

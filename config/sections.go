@@ -367,7 +367,7 @@ func (p *parser) cpuWeight(n *yaml.Node, path string, lo int64) (uint64, bool) {
 }
 
 func (p *parser) announce(n *yaml.Node, a *Announce) {
-	f, ok := p.mapping(n, "announce", "count", "interval", "refresh", "probe")
+	f, ok := p.mapping(n, "announce", "count", "interval", "refresh", "probe", "handover_gap")
 	if !ok {
 		return
 	}
@@ -384,13 +384,16 @@ func (p *parser) announce(n *yaml.Node, a *Announce) {
 	for _, k := range []struct {
 		key string
 		dst *time.Duration
-	}{{"refresh", &a.Refresh}, {"probe", &a.Probe}} {
+	}{{"refresh", &a.Refresh}, {"probe", &a.Probe}, {"handover_gap", &a.HandoverGap}} {
 		if v := f.get(k.key); v != nil {
 			// duration refuses negative values; 0 turns the feature off.
 			if d, ok := p.duration(v, "announce."+k.key); ok {
 				*k.dst = d
 			}
 		}
+	}
+	if v := f.get("handover_gap"); v != nil && a.HandoverGap > time.Second {
+		p.errAt(v, "announce.handover_gap", "%v is too long: at most 1s (every planned handover leaves the address unanswered this long)", a.HandoverGap)
 	}
 }
 

@@ -80,7 +80,22 @@ type Announce struct {
 	// address, so keep it short. Default 0: off; while active, the watch
 	// reports any host answering for a held address anyway.
 	Probe time.Duration
+	// HandoverGap, when > 0, makes a planned handover (switchover,
+	// maintenance, an orderly stop) break-before-make: the old active
+	// refuses new packets to its floating IPs at once (kernel lease), the
+	// new one adds and announces them this long after it got the role.
+	// Dialogs are then not split between the nodes: a request in the gap
+	// is retransmitted by the client to the new active. 0: make-before-
+	// break (the old active keeps taking packets until the new one
+	// announced). At most 1s. Default DefaultHandoverGap.
+	HandoverGap time.Duration
 }
+
+// DefaultHandoverGap is announce.handover_gap's default: longer than the
+// time between a call's INVITE and its ACK on a busy host (measured up to
+// 16 ms), so that no dialog is split by a switchover; the client sees
+// that long without an answer (docs/operations.md, switchover).
+const DefaultHandoverGap = 30 * time.Millisecond
 
 // ControlGroup are the control plane's guarantees.
 type ControlGroup struct {

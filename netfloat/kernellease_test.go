@@ -309,6 +309,24 @@ func testLeaseExpiry(t *testing.T, withLease bool) {
 		t.Fatal("a datagram to the VIP while quiet (draining) did not arrive")
 	}
 
+	// Refuse (the drain of a break-before-make handover, announce.
+	// handover_gap): the address stays, but nothing to it is taken.
+	if err := m.Refuse(v); err != nil {
+		t.Fatal(err)
+	}
+	if !a.HasAddr(vip4.Addr()) {
+		t.Fatal("Refuse removed the address")
+	}
+	if mac, err := probe.ask(vip4.Addr(), 20*time.Millisecond); err != nil || mac != nil {
+		t.Fatalf("ARP answered while refusing: %v %v", mac, err)
+	}
+	if _, err := send.WriteToUDP([]byte("refused"), dst); err != nil {
+		t.Fatal(err)
+	}
+	if sink.got("refused", 300*time.Millisecond) {
+		t.Fatal("a datagram to the VIP was taken while refusing")
+	}
+
 	// Release: no element left.
 	if err := m.Release(v); err != nil {
 		t.Fatal(err)

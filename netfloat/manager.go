@@ -691,6 +691,32 @@ func (m *Manager) Quiet(v VIP) error {
 	return nil
 }
 
+// Refuse is Quiet for a break-before-make handover (config
+// announce.handover_gap): the host stops announcing v and, through the
+// kernel lease, stops answering ARP/NDP for it and refuses every packet to
+// it at once, while the address stays (answers to requests taken before
+// still leave from it) until Release. Without an armed kernel lease it
+// returns ErrKernelLeaseUnavailable and changes nothing: the caller
+// releases the address instead.
+func (m *Manager) Refuse(v VIP) error {
+	h, err := m.holdingOf(v)
+	if err != nil {
+		return err
+	}
+	if m.kl == nil || m.KernelLeaseStats().Failing {
+		return ErrKernelLeaseUnavailable
+	}
+	h.cancel()
+	m.mu.Lock()
+	h.quiet = true
+	h.acceptUntil = 0 // in no accept set: the kernel drops what comes
+	m.mu.Unlock()
+	if err := m.applyKernel(); err != nil {
+		return fmt.Errorf("netfloat: refuse %s: %w", v, err)
+	}
+	return nil
+}
+
 // Release stops announcing v and removes the address. An address (or
 // interface) that is already gone is not an error.
 func (m *Manager) Release(v VIP) error {

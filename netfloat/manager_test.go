@@ -703,6 +703,15 @@ func TestQuietKeepsAddressStopsAnnouncing(t *testing.T) {
 	if _, ok := find(t, a, vip4); !ok || !slices.Contains(m.Held(), v) {
 		t.Fatal("Quiet removed the address")
 	}
+	// Without a kernel lease nothing can refuse packets to a held
+	// address: Refuse says so and changes nothing (the node manager then
+	// releases it).
+	if err := m.Refuse(v); !errors.Is(err, ErrKernelLeaseUnavailable) {
+		t.Fatalf("Refuse without a kernel lease: %v, want ErrKernelLeaseUnavailable", err)
+	}
+	if _, ok := find(t, a, vip4); !ok {
+		t.Fatal("Refuse without a kernel lease removed the address")
+	}
 
 	mb := newManager(t, b, Options{})
 	pb, err := mb.port("eth0")

@@ -1,6 +1,7 @@
 package nodemanager
 
 import (
+	"errors"
 	"time"
 
 	"github.com/vigil-project/vigil/internal/clock"
@@ -8,10 +9,17 @@ import (
 )
 
 // drain is the old active's half of a planned handover (switchover,
-// maintenance, an orderly stop): make-before-break. The protocol has
-// already given the role away; the floating IPs stay on this host, no
-// longer announced, so that a client whose ARP or neighbour entry still
-// points here is served until the successor's announcement reaches it.
+// maintenance, an orderly stop). The protocol has already given the role
+// away; the floating IPs stay on this host, no longer announced. With
+// announce.handover_gap (the default) the kernel refuses every packet to
+// them from now on (netfloat Refuse): break-before-make, the successor
+// announces them after the gap (gapClaim), and what the client sends in
+// between is retransmitted to the successor whole instead of splitting a
+// SIP dialog between the nodes; the addresses stay only for answers
+// already on their way out. With handover_gap 0 they are still served
+// (netfloat Quiet): make-before-break, so that a client whose ARP or
+// neighbour entry still points here is served until the successor's
+// announcement reaches it.
 // The successor is seen announcing an address (a gratuitous ARP or NA from
 // another MAC, netfloat's EventConflict), or active in the token (it
 // announces before it passes the token on); the address then stays for
@@ -46,10 +54,21 @@ func (m *manager) startDrain(to string, leaseUntil, now time.Duration) {
 		return
 	}
 	d := &drain{to: to, started: now, until: leaseUntil, left: map[string]*drainVIP{}}
+	gap := m.cfg.Announce.HandoverGap > 0
 	for _, v := range m.vips {
-		if err := m.float.Quiet(v); err != nil {
-			// Not held (its claim failed): nothing to keep.
+		if !gap {
+			if err := m.float.Quiet(v); err != nil {
+				// Not held (its claim failed): nothing to keep.
+				continue
+			}
+		} else if err := m.float.Refuse(v); errors.Is(err, netfloat.ErrNotHeld) {
 			continue
+		} else if err != nil {
+			// Break-before-make needs the kernel to refuse what still
+			// comes here; without it the addresses go now.
+			m.log.Warn("cannot refuse packets to the floating IPs in the kernel; removing them now", "event", "drain", "to", to, "err", err)
+			m.release("handover to " + to + " (handover_gap, no kernel lease)")
+			return
 		}
 		d.left[v.String()] = &drainVIP{vip: v, until: leaseUntil}
 	}
@@ -59,7 +78,7 @@ func (m *manager) startDrain(to string, leaseUntil, now time.Duration) {
 	}
 	m.drain = d
 	m.log.Info("keeping the floating IPs until the successor announces them", "event", "drain",
-		"to", to, "vips", len(d.left), "max_ms", (leaseUntil - now).Milliseconds())
+		"to", to, "vips", len(d.left), "max_ms", (leaseUntil - now).Milliseconds(), "refusing", gap)
 	// The fence deadline moves to the drain's end at once (see report).
 	m.report(now)
 }
@@ -106,6 +125,32 @@ func (m *manager) checkDrain(now time.Duration) {
 	if len(d.left) == 0 {
 		m.drain, m.held = nil, false
 	}
+}
+
+// gapClaim is the successor's half of a break-before-make handover
+// (announce.handover_gap): it holds the role but adds and announces the
+// floating IPs only at `at`, while the old active already refuses packets
+// to them (Refuse). For the length of the gap nobody answers; a request
+// sent then is retransmitted by its client, and reaches the new active
+// whole, instead of a dialog split between the two.
+type gapClaim struct {
+	at      time.Duration
+	epoch   uint64
+	decided time.Duration
+}
+
+// checkGapClaim claims the floating IPs when the gap is over, if this
+// node still holds the role of that epoch.
+func (m *manager) checkGapClaim(now time.Duration) {
+	g := m.gapClaim
+	if g == nil || now < g.at {
+		return
+	}
+	m.gapClaim = nil
+	if st := m.node.Status(); st.Active != st.Self || st.Epoch != g.epoch || !st.LeaseValid {
+		return
+	}
+	m.activate(g.epoch, g.decided)
 }
 
 // finishDrain, at an orderly stop, waits for the addresses whose successor

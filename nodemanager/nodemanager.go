@@ -81,7 +81,11 @@ type manager struct {
 	conflicts     uint64
 	lastConflict  *conflict
 	drain         *drain // after a planned handover: kept, silent, until the successor announces (drain.go)
-	lastExt       time.Duration
+	// gapClaim: this node took the role in a handover with
+	// announce.handover_gap set, and adds and announces its addresses at
+	// gapClaim.at (drain.go).
+	gapClaim *gapClaim
+	lastExt  time.Duration
 
 	supHealthy bool
 	supReasons []string // the supervisor's last word, as sent
@@ -269,6 +273,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		m.fo.observe(m.node.Status().Active)
 		now := clock.Boottime()
 		m.checkDrain(now)
+		m.checkGapClaim(now)
 		m.enforceLease(now)
 		if m.watchStale && !m.held {
 			m.rebuildFloat(now)
@@ -570,10 +575,13 @@ func (m *manager) onEvent(ev protocol.Event) {
 		if c := m.fo.pending; c != nil && c.reason == reasonSwitchover {
 			// The old active's lease, at most, is what it may keep them.
 			m.handoverUntil = now + m.pcfg.Lease + m.pcfg.DriftMargin
+			if gap := m.cfg.Announce.HandoverGap; gap > 0 && m.float != nil {
+				m.gapClaim = &gapClaim{at: now + gap, epoch: e.Epoch, decided: decided}
+				m.log.Info("handover: the floating IPs are announced after the handover gap", "event", "handover_gap", "epoch", e.Epoch, "gap_ms", gap.Milliseconds())
+				return
+			}
 		}
-		t := m.claim(e.Epoch, decided)
-		m.fo.becameActive(m.log, e.Epoch, t, clock.Boottime()-decided)
-		m.hooks.enqueue("active", m.cfg.Hooks.OnActive, m.hookEnv("active", e.Epoch, ""), m.cfg.Hooks.Timeout)
+		m.activate(e.Epoch, decided)
 	case protocol.LeaseExtended:
 		if m.held && now-m.lastExt >= extendEvery {
 			for _, v := range m.vips {
@@ -591,6 +599,7 @@ func (m *manager) onEvent(ev protocol.Event) {
 			m.lastExt = now
 		}
 	case protocol.BecameStandby:
+		m.gapClaim = nil
 		if e.Planned {
 			m.startDrain(e.To, e.LeaseUntil, now)
 		} else {
@@ -633,6 +642,14 @@ func (m *manager) hookEnv(event string, epoch uint64, reason string) []string {
 	return []string{"VIGIL_EVENT=" + event, "VIGIL_ROLE=" + role, "VIGIL_PREVIOUS_ROLE=" + prev,
 		"VIGIL_NODE=" + m.cfg.Cluster.Node, "VIGIL_CLUSTER=" + m.cfg.Cluster.Name,
 		"VIGIL_EPOCH=" + strconv.FormatUint(epoch, 10), "VIGIL_REASON=" + reason}
+}
+
+// activate claims the floating IPs, records the takeover and runs the
+// on_active hooks.
+func (m *manager) activate(epoch uint64, decided time.Duration) {
+	t := m.claim(epoch, decided)
+	m.fo.becameActive(m.log, epoch, t, clock.Boottime()-decided)
+	m.hooks.enqueue("active", m.cfg.Hooks.OnActive, m.hookEnv("active", epoch, ""), m.cfg.Hooks.Timeout)
 }
 
 // claim adds and announces every floating IP. decided is when the protocol

@@ -48,6 +48,7 @@ func main() {
 	rate := flag.Int("rate", 50, "SIP calls per second")
 	after := flag.Duration("after", 4*time.Second, "traffic after the fault")
 	bin := flag.String("vigil", "", "vigil binary (default: built from this tree)")
+	gap := flag.String("handover-gap", "", `Vigil's announce.handover_gap, e.g. "30ms" (break-before-make switchover); default: the product's default`)
 	flag.Parse()
 	if *short {
 		*runs, *noise = 1, 5*time.Second
@@ -91,7 +92,7 @@ func main() {
 	err := r.Do(func(t e2e.TB) {
 		n := e2e.NewNet(t)
 		for _, sysName := range split(*systems) {
-			sys, err := newSystem(t, n, sysName, *bin, *timing)
+			sys, err := newSystem(t, n, sysName, *bin, *timing, *gap)
 			if err != nil {
 				t.Fatalf("%v", err)
 			}
@@ -182,9 +183,9 @@ func kv(m map[string]uint64) string {
 	return b.String()
 }
 
-func newSystem(t e2e.TB, n *e2e.Net, name, bin, timing string) (e2e.System, error) {
+func newSystem(t e2e.TB, n *e2e.Net, name, bin, timing, gap string) (e2e.System, error) {
 	if name == "vigil" {
-		return e2e.NewVigil(t, n, e2e.VigilOptions{Bin: bin, Realtime: true, Timing: timing}), nil
+		return e2e.NewVigil(t, n, e2e.VigilOptions{Bin: bin, Realtime: true, Timing: timing, HandoverGap: gap}), nil
 	}
 	if ms, ok := strings.CutPrefix(name, "keepalived-"); ok {
 		v, err := strconv.Atoi(ms)

@@ -42,6 +42,8 @@ type VigilOptions struct {
 	// control group: supervisor, locator, node manager) and leave the
 	// applications running: Vigil dead on a live host.
 	KillSparesApps bool
+	// HandoverGap is announce.handover_gap ("" leaves the default).
+	HandoverGap string
 }
 
 // Vigil runs `vigil supervise` on a, b and w, each in its namespace, with
@@ -105,7 +107,12 @@ func NewVigil(t TB, n *Net, opts VigilOptions) *Vigil {
 }
 
 // Label implements System.
-func (v *Vigil) Label() string { return "system=vigil" }
+func (v *Vigil) Label() string {
+	if v.opts.HandoverGap != "" {
+		return "system=vigil handover_gap=" + v.opts.HandoverGap
+	}
+	return "system=vigil"
+}
 
 // Socket returns host id's control socket.
 func (v *Vigil) Socket(id string) string { return v.host[id].socket }
@@ -186,6 +193,9 @@ log:
 		// back after each run.
 		noise := fmt.Sprintf(`while [ ! -e %[1]s ]; do sleep 0.2; done; d=$(cat %[1]s); rm -f %[1]s; exec %[2]s`,
 			cue, strings.Join(NoiseArgs(noiseTmp, `"$d"`), " "))
+		if v.opts.HandoverGap != "" {
+			fmt.Fprintf(&b, "announce:\n  handover_gap: %s\n", v.opts.HandoverGap)
+		}
 		fmt.Fprintf(&b, `vips:
   - {address: %s, interface: %s}
 processes:
