@@ -250,6 +250,18 @@ func (d *daemon) waitFor(what string, timeout time.Duration, cond func() bool) {
 	}
 }
 
+// waitExec waits until pid runs comm. A supervised process is "running"
+// from its fork, while the shim still prepares it; the shim execs from a
+// locked thread, and while that exec replaces the thread group the leader
+// reads as exited: /proc/PID/cgroup shows "/" in every hierarchy.
+func (d *daemon) waitExec(pid int, comm string, timeout time.Duration) {
+	d.t.Helper()
+	d.waitFor(fmt.Sprintf("pid %d to exec %s", pid, comm), timeout, func() bool {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		return err == nil && strings.TrimSpace(string(b)) == comm
+	})
+}
+
 func (d *daemon) waitState(name string, state supervisor.State, timeout time.Duration) supervisor.ProcessStatus {
 	d.t.Helper()
 	var p supervisor.ProcessStatus

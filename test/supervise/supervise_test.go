@@ -24,6 +24,7 @@ func TestPlacementAndRestartAfterKill9(t *testing.T) {
 `)
 	d.start()
 	p := d.waitState("sleeper", supervisor.StateRunning, 10*time.Second)
+	d.waitExec(p.PID, "sleep", 10*time.Second)
 	own := cgroupOf(t, os.Getpid())
 	got := cgroupOf(t, p.PID)
 	checked := 0
@@ -58,6 +59,7 @@ func TestPlacementAndRestartAfterKill9(t *testing.T) {
 		p = d.proc("sleeper")
 		return p.State == supervisor.StateRunning && p.PID != old && p.PID != 0
 	})
+	d.waitExec(p.PID, "sleep", 10*time.Second)
 	if p.Restarts != 1 || p.LastExit == nil || p.LastExit.Signal != "SIGKILL" {
 		t.Errorf("after kill -9: restarts=%d last_exit=%+v", p.Restarts, p.LastExit)
 	}
