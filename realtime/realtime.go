@@ -21,12 +21,22 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
+
+// ReaderThreadName is the name (comm) of a thread that reads the network at
+// SCHED_OTHER inside a realtime process (GoNormal). Whoever sets a whole
+// process SCHED_RR skips such threads: a flood the reader must verify and
+// drop would otherwise spend the control group's realtime budget (and, on
+// a host without RT group scheduling, starve everything else on the CPU),
+// until the protocol loop that shares that budget is throttled with it.
+const ReaderThreadName = "vigil-rx"
 
 // schedOther is SCHED_OTHER, which golang.org/x/sys names SCHED_NORMAL.
 const schedOther = unix.SCHED_NORMAL
@@ -315,6 +325,10 @@ func setAll(policy uint32, prio int) error {
 				continue
 			}
 			fresh++
+			if policy != schedOther && isReader("self", tid) {
+				done[tid] = true
+				continue
+			}
 			if policy == schedOther {
 				// Only undo realtime policies: rewriting a normal thread
 				// would also reset its nice value, which is the operator's.
@@ -341,6 +355,69 @@ func setAll(policy uint32, prio int) error {
 func setThread(tid int, policy uint32, prio int) error {
 	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: policy, Priority: uint32(prio)}
 	return unix.SchedSetAttr(tid, &attr, 0)
+}
+
+// isReader says whether thread tid of pid ("self" or a number) is a socket
+// reader that GoNormal put at SCHED_OTHER.
+func isReader(pid string, tid int) bool {
+	return threadName(pid, tid) == ReaderThreadName
+}
+
+func threadName(pid string, tid int) string {
+	b, err := os.ReadFile(filepath.Join("/proc", pid, "task", strconv.Itoa(tid), "comm"))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSuffix(string(b), "\n")
+}
+
+// GoNormal runs body in a new goroutine locked to a thread of its own,
+// named ReaderThreadName and at SCHED_OTHER, in a process whose other
+// threads may be realtime. body gets the error of lowering the thread (it
+// runs anyway, on a thread whose policy was not changed).
+//
+// The goroutine never unlocks its thread: when body returns, the runtime
+// ends the thread instead of handing a SCHED_OTHER thread to the pool that
+// runs the realtime goroutines. The thread is locked before it is lowered,
+// so the runtime's template thread, which creates the threads a locked
+// goroutine needs, was started realtime. A goroutine that finds itself
+// locked to the main thread (it names the process and the runtime never
+// ends it) keeps it, unchanged and idle, while body runs on another.
+func GoNormal(body func(error)) {
+	go func() {
+		runtime.LockOSThread()
+		if unix.Gettid() == unix.Getpid() {
+			done := make(chan struct{})
+			GoNormal(func(err error) { defer close(done); body(err) })
+			<-done
+			runtime.UnlockOSThread()
+			return
+		}
+		body(lowerThread())
+	}()
+}
+
+// lowerThread names the calling thread ReaderThreadName, then puts it at
+// SCHED_OTHER (the name first: a concurrent SetProcessRR skips it from then).
+func lowerThread() error {
+	name, err := unix.BytePtrFromString(ReaderThreadName)
+	if err != nil {
+		return err
+	}
+	if err := unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(name)), 0, 0, 0); err != nil {
+		return fmt.Errorf("realtime: name reader thread: %w", err)
+	}
+	a, err := unix.SchedGetAttr(0, 0)
+	if err != nil {
+		return fmt.Errorf("realtime: reader thread policy: %w", err)
+	}
+	if a.Policy != unix.SCHED_RR && a.Policy != unix.SCHED_FIFO && a.Policy != unix.SCHED_DEADLINE {
+		return nil // already normal: its nice value is the operator's
+	}
+	if err := setThread(0, schedOther, 0); err != nil {
+		return fmt.Errorf("realtime: reader thread to SCHED_OTHER: %w", err)
+	}
+	return nil
 }
 
 // ResetSelf puts every realtime thread of the calling process back to
@@ -395,6 +472,10 @@ func SetProcessRR(pid, prio int) error {
 				continue
 			}
 			fresh++
+			if isReader(strconv.Itoa(pid), tid) {
+				done[tid] = true
+				continue
+			}
 			if err := setThread(tid, unix.SCHED_RR, prio); err != nil {
 				if errors.Is(err, unix.ESRCH) {
 					continue
@@ -443,6 +524,7 @@ func isRRRefusal(d string) bool { return strings.HasPrefix(d, "SCHED_RR refused"
 // Thread is one thread's scheduling policy.
 type Thread struct {
 	TID      int
+	Name     string // the thread's comm: ReaderThreadName for a GoNormal reader
 	Policy   string // "SCHED_OTHER", "SCHED_RR", "SCHED_FIFO", ...
 	Priority int    // RT priority, 0 for normal policies
 }
@@ -465,7 +547,7 @@ func ThreadsOf(pid int) ([]Thread, error) {
 		if err != nil {
 			return nil, fmt.Errorf("realtime: sched_getattr thread %d: %w", tid, err)
 		}
-		out = append(out, Thread{TID: tid, Policy: policyName(a.Policy), Priority: int(a.Priority)})
+		out = append(out, Thread{TID: tid, Name: threadName(strconv.Itoa(pid), tid), Policy: policyName(a.Policy), Priority: int(a.Priority)})
 	}
 	return out, nil
 }
@@ -495,10 +577,12 @@ func (t Thread) sched() string {
 	return t.Policy
 }
 
-// summarize names the common policy, or how the threads differ.
+// summarize names the common policy, or how the threads differ. Socket
+// readers (ReaderThreadName) are SCHED_OTHER by design and not counted.
 func summarize(ths []Thread) string {
 	count := map[string]int{}
 	var order []string
+	ths = slices.DeleteFunc(slices.Clone(ths), func(t Thread) bool { return t.Name == ReaderThreadName })
 	for _, t := range ths {
 		s := t.sched()
 		if count[s] == 0 {

@@ -38,6 +38,10 @@ type childResult struct {
 	VmLckKiB   int64
 	OOMAdj     int
 	PreRR      string // "pre-rr" mode: the policy before ApplySelf
+	// "reader" mode: GoNormal's lowering errors, and the main thread's name
+	// after readers were started.
+	ReaderErrs []string
+	MainName   string
 	Err        string
 }
 
@@ -63,7 +67,7 @@ func child(mode string) int {
 }
 
 func runChild(mode string, res *childResult) {
-	s := Settings{Realtime: mode == "on"}
+	s := Settings{Realtime: mode == "on" || mode == "reader"}
 	if mode == "pre-rr" {
 		// Start realtime, as a child of a realtime supervisor would, so
 		// that "off" has something to undo.
@@ -81,6 +85,27 @@ func runChild(mode string, res *childResult) {
 	}
 	res.ThreadsBefore = len(ths)
 	res.Report = ApplySelf(s)
+	stopReaders := make(chan struct{})
+	defer close(stopReaders)
+	if mode == "reader" {
+		// Three socket readers, as a transport starts them after ApplySelf;
+		// the goroutines below then need threads while they hold theirs.
+		var lowered sync.WaitGroup
+		var mu sync.Mutex
+		for range readers {
+			lowered.Add(1)
+			GoNormal(func(err error) {
+				if err != nil {
+					mu.Lock()
+					res.ReaderErrs = append(res.ReaderErrs, err.Error())
+					mu.Unlock()
+				}
+				lowered.Done()
+				<-stopReaders
+			})
+		}
+		lowered.Wait()
+	}
 	// New OS threads: each goroutine locked to its thread and blocked in a
 	// syscall keeps its M, so the runtime must clone new ones, from
 	// threads that are already realtime (or not).
@@ -98,6 +123,13 @@ func runChild(mode string, res *childResult) {
 	}
 	started.Wait()
 	time.Sleep(50 * time.Millisecond)
+	if mode == "reader" {
+		// What a supervisor does when the budget came after the start.
+		if err := SetProcessRR(os.Getpid(), 0); err != nil {
+			res.Err = "SetProcessRR: " + err.Error()
+		}
+		res.MainName = threadName("self", os.Getpid())
+	}
 	res.ThreadsAfter, err = Threads()
 	if err != nil {
 		res.Err = err.Error()
@@ -249,6 +281,51 @@ func checkAllThreads(t *testing.T, res childResult, policy string, prio int, sta
 	}
 }
 
+// readers is how many GoNormal readers the "reader" child starts.
+const readers = 3
+
+// Socket readers in a realtime process: each on a thread of its own, named
+// vigil-rx, at SCHED_OTHER, and left there by a later SetProcessRR; every
+// other thread, those created while the readers held theirs included, is
+// SCHED_RR, and the main thread keeps the process's name.
+func TestGoNormalReadersInRealtimeProcess(t *testing.T) {
+	needRoot(t)
+	_, g := testGroup(t, 20000)
+	res := runInGroup(t, g, "reader")
+	if len(res.ReaderErrs) != 0 {
+		t.Fatalf("readers not lowered: %q", res.ReaderErrs)
+	}
+	if res.Report.Sched != "SCHED_RR prio 10" {
+		t.Fatalf("Sched = %q before the readers, want SCHED_RR prio 10 (degraded %q)", res.Report.Sched, res.Report.Degraded)
+	}
+	var rx, rr int
+	for _, th := range res.ThreadsAfter {
+		switch {
+		case th.Name == ReaderThreadName:
+			rx++
+			if th.Policy != "SCHED_OTHER" || res.StatPolicy[th.TID] != unix.SCHED_NORMAL {
+				t.Errorf("reader thread %d is %s (stat policy %d), want SCHED_OTHER", th.TID, th.Policy, res.StatPolicy[th.TID])
+			}
+		case th.Policy == "SCHED_RR" && th.Priority == DefaultPriority:
+			rr++
+		default:
+			t.Errorf("thread %d (%s) is %s prio %d, want SCHED_RR prio %d", th.TID, th.Name, th.Policy, th.Priority, DefaultPriority)
+		}
+	}
+	if rx != readers {
+		t.Errorf("%d reader threads, want %d: %+v", rx, readers, res.ThreadsAfter)
+	}
+	if rr <= res.ThreadsBefore {
+		t.Errorf("%d realtime threads, want more than the %d before the locked goroutines", rr, res.ThreadsBefore)
+	}
+	if res.MainName == ReaderThreadName || res.MainName == "" {
+		t.Errorf("main thread named %q: the process's name must stay", res.MainName)
+	}
+	if got := summarize(res.ThreadsAfter); got != "SCHED_RR prio 10" {
+		t.Errorf("summarize = %q, want SCHED_RR prio 10 (readers not counted)", got)
+	}
+}
+
 func TestRealtimeWithBudget(t *testing.T) {
 	needRoot(t)
 	_, g := testGroup(t, 20000)
@@ -327,10 +404,12 @@ func TestSummarize(t *testing.T) {
 		ths  []Thread
 		want string
 	}{
-		{[]Thread{{1, "SCHED_RR", 10}, {2, "SCHED_RR", 10}}, "SCHED_RR prio 10"},
-		{[]Thread{{1, "SCHED_OTHER", 0}}, "SCHED_OTHER"},
-		{[]Thread{{1, "SCHED_RR", 10}, {2, "SCHED_OTHER", 0}, {3, "SCHED_RR", 10}},
+		{[]Thread{{TID: 1, Policy: "SCHED_RR", Priority: 10}, {TID: 2, Policy: "SCHED_RR", Priority: 10}}, "SCHED_RR prio 10"},
+		{[]Thread{{TID: 1, Policy: "SCHED_OTHER", Priority: 0}}, "SCHED_OTHER"},
+		{[]Thread{{TID: 1, Policy: "SCHED_RR", Priority: 10}, {TID: 2, Policy: "SCHED_OTHER", Priority: 0}, {TID: 3, Policy: "SCHED_RR", Priority: 10}},
 			"mixed: SCHED_RR prio 10 on 2 of 3 threads, SCHED_OTHER on 1 of 3 threads"},
+		// Socket readers are SCHED_OTHER by design: not a mixed process.
+		{[]Thread{{TID: 1, Policy: "SCHED_RR", Priority: 10}, {TID: 2, Name: ReaderThreadName, Policy: "SCHED_OTHER"}}, "SCHED_RR prio 10"},
 	}
 	for _, c := range cases {
 		if got := summarize(c.ths); got != c.want {

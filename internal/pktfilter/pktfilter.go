@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"sync"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -36,6 +37,9 @@ const Table = "vigil"
 
 // Filter is one process's installed filter.
 type Filter struct {
+	// mu keeps Remove from closing the namespace fd under a Dropped that
+	// polls from another goroutine (a closed fd number may be reused).
+	mu         sync.Mutex
 	name       string
 	port       uint16
 	netnsFD    int  // the namespace the filter is in
@@ -164,6 +168,8 @@ func (f *Filter) conn() (*nftables.Conn, error) {
 
 // Dropped is how many packets the filter's rules dropped (IPv4 + IPv6).
 func (f *Filter) Dropped() (uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	c, err := f.conn()
 	if err != nil {
 		return 0, err
@@ -186,6 +192,8 @@ func (f *Filter) Dropped() (uint64, error) {
 // Remove deletes the process's chain and sets (not the table, which other
 // parts of Vigil share).
 func (f *Filter) Remove() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	c, err := f.conn()
 	if err != nil {
 		return err

@@ -24,6 +24,7 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sort"
 	"sync"
@@ -40,6 +41,7 @@ import (
 	"github.com/vigil-project/vigil/internal/clock"
 	"github.com/vigil-project/vigil/internal/pktfilter"
 	"github.com/vigil-project/vigil/protocol"
+	"github.com/vigil-project/vigil/realtime"
 )
 
 // RecvBuffer is the receive buffer the socket asks for: at the ~1 KiB a
@@ -370,12 +372,26 @@ func (t *Transport) Run(ctx context.Context, out chan<- Inbound) {
 	})
 	defer stop()
 	go t.pollKernelCounters(ctx)
+	// Each socket is read on a thread of its own at SCHED_OTHER: the MAC
+	// checks of a flood then compete for CPU in the control group's weight,
+	// never in its realtime budget, which the protocol loop, the lease
+	// renewal and the report to the supervisor (realtime goroutines) need.
+	// A busy reader holds a P while it verifies; one more P per reader
+	// keeps those goroutines from waiting for a P behind them.
+	conns := append(slices.Collect(maps.Values(t.lanes)), t.conn)
+	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + len(conns))
+	defer func() { runtime.GOMAXPROCS(max(1, runtime.GOMAXPROCS(0)-len(conns))) }()
 	var wg sync.WaitGroup
-	for _, c := range t.lanes {
+	for _, c := range conns {
 		wg.Add(1)
-		go func() { defer wg.Done(); t.read(ctx, c, out) }()
+		realtime.GoNormal(func(err error) {
+			defer wg.Done()
+			if err != nil {
+				t.log.Warn("socket reader kept the process's scheduling policy", "event", "reader_thread", "err", err)
+			}
+			t.read(ctx, c, out)
+		})
 	}
-	t.read(ctx, t.conn, out)
 	wg.Wait()
 }
 

@@ -7,12 +7,17 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/vigil-project/vigil/config"
 	"github.com/vigil-project/vigil/protocol"
+	"github.com/vigil-project/vigil/realtime"
 )
 
 // Real UDP on loopback: a valid datagram is delivered once; a replay, one
@@ -266,4 +271,68 @@ func (r *recorder) count(event string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.events[event]
+}
+
+// Each socket is read on a thread of its own named realtime.ReaderThreadName
+// (at SCHED_OTHER in a realtime process, see realtime.GoNormal), with a P
+// for each reader while Run runs; when Run ends the threads end too,
+// rather than going back, lowered, to the runtime's pool.
+func TestReadersOnThreadsOfTheirOwn(t *testing.T) {
+	peer, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	port := freePair(t)
+	cfg := &config.Config{}
+	cfg.Cluster.Name = "edge"
+	cfg.Cluster.Node = "b"
+	cfg.Cluster.Listen = fmt.Sprintf("127.0.0.1:%d", port)
+	cfg.Cluster.Nodes = []config.Peer{{ID: "a", Address: peer.LocalAddr().String()}, {ID: "b", Address: cfg.Cluster.Listen}}
+	tr, err := Open(cfg, ProtocolConfig(cfg), bytes.Repeat([]byte{1}, 32), false, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	sockets := len(tr.lanes) + 1
+	if sockets < 2 {
+		t.Fatalf("%d sockets, want a lane for peer a and the catch-all", sockets)
+	}
+	waitReaders(t, 0) // the transports of earlier tests have stopped reading
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { tr.Run(ctx, make(chan Inbound)); close(done) }()
+	waitReaders(t, sockets)
+	if got := runtime.GOMAXPROCS(0); got < sockets+1 {
+		t.Errorf("GOMAXPROCS %d while Run runs, want at least one P per reader (%d) and one more", got, sockets)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return when its context ended")
+	}
+	waitReaders(t, 0)
+}
+
+// waitReaders waits until this process has n reader threads.
+func waitReaders(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := 0
+		comms, _ := filepath.Glob("/proc/self/task/*/comm")
+		for _, c := range comms {
+			if b, err := os.ReadFile(c); err == nil && strings.TrimSpace(string(b)) == realtime.ReaderThreadName {
+				got++
+			}
+		}
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d %s threads, want %d", got, realtime.ReaderThreadName, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

@@ -2,6 +2,7 @@ package supervise
 
 import (
 	"encoding/json"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -80,14 +81,29 @@ func TestRealtimeControlPlane(t *testing.T) {
 	case rep.Realtime.Sched == "SCHED_RR prio 10":
 		// In force: the group has its budget, and the threads really are RR.
 		pid := nmPid(t, d, "nodemanager")
-		th, err := realtime.ThreadsOf(pid)
-		if err != nil {
-			t.Fatal(err)
-		}
+		var th []realtime.Thread
+		// The transport starts its readers beside the protocol loop.
+		d.waitFor("the node manager's socket readers", 10*time.Second, func() bool {
+			var err error
+			th, err = realtime.ThreadsOf(pid)
+			return err == nil && slices.ContainsFunc(th, func(x realtime.Thread) bool { return x.Name == realtime.ReaderThreadName })
+		})
+		readers := 0
 		for _, x := range th {
-			if x.Policy != "SCHED_RR" {
+			switch {
+			case x.Name == realtime.ReaderThreadName:
+				// A socket reader: SCHED_OTHER, so a flood cannot spend
+				// the control group's realtime budget.
+				readers++
+				if x.Policy != "SCHED_OTHER" {
+					t.Errorf("socket reader thread %d of the node manager is %s", x.TID, x.Policy)
+				}
+			case x.Policy != "SCHED_RR":
 				t.Errorf("thread %d of the node manager is %s", x.TID, x.Policy)
 			}
+		}
+		if readers == 0 {
+			t.Errorf("no socket reader thread (%s) in the node manager: %+v", realtime.ReaderThreadName, th)
 		}
 		if !rep.Realtime.Mlocked {
 			t.Error("realtime node manager not mlocked")
