@@ -25,17 +25,18 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
-// ReaderThreadName is the name (comm) of a thread that reads the network at
-// SCHED_OTHER inside a realtime process (GoNormal). Whoever sets a whole
-// process SCHED_RR skips such threads: a flood the reader must verify and
-// drop would otherwise spend the control group's realtime budget (and, on
-// a host without RT group scheduling, starve everything else on the CPU),
-// until the protocol loop that shares that budget is throttled with it.
+// ReaderThreadName is the name (comm) of a socket reader's thread
+// (GoReader), which lowers itself to SCHED_OTHER while its socket is
+// flooded: verifying and dropping a flood at SCHED_RR would spend the
+// control group's realtime budget (and, on a host without RT group
+// scheduling, starve everything else on the CPU) until the protocol loop
+// that shares that budget is throttled with it.
 const ReaderThreadName = "vigil-rx"
 
 // schedOther is SCHED_OTHER, which golang.org/x/sys names SCHED_NORMAL.
@@ -325,10 +326,6 @@ func setAll(policy uint32, prio int) error {
 				continue
 			}
 			fresh++
-			if policy != schedOther && isReader("self", tid) {
-				done[tid] = true
-				continue
-			}
 			if policy == schedOther {
 				// Only undo realtime policies: rewriting a normal thread
 				// would also reset its nice value, which is the operator's.
@@ -357,12 +354,6 @@ func setThread(tid int, policy uint32, prio int) error {
 	return unix.SchedSetAttr(tid, &attr, 0)
 }
 
-// isReader says whether thread tid of pid ("self" or a number) is a socket
-// reader that GoNormal put at SCHED_OTHER.
-func isReader(pid string, tid int) bool {
-	return threadName(pid, tid) == ReaderThreadName
-}
-
 func threadName(pid string, tid int) string {
 	b, err := os.ReadFile(filepath.Join("/proc", pid, "task", strconv.Itoa(tid), "comm"))
 	if err != nil {
@@ -371,53 +362,109 @@ func threadName(pid string, tid int) string {
 	return strings.TrimSuffix(string(b), "\n")
 }
 
-// GoNormal runs body in a new goroutine locked to a thread of its own,
-// named ReaderThreadName and at SCHED_OTHER, in a process whose other
-// threads may be realtime. body gets the error of lowering the thread (it
-// runs anyway, on a thread whose policy was not changed).
+// ReaderThread is a socket reader's own OS thread (GoReader): it keeps the
+// policy it was created with (the process's: SCHED_RR in a realtime
+// process) and can be put at SCHED_OTHER while its socket is flooded.
+// Lower and Restore act on that thread by its id, from any goroutine.
+type ReaderThread struct {
+	tid     int
+	mu      sync.Mutex
+	base    unix.SchedAttr // the policy to restore
+	lowered bool
+}
+
+// GoReader runs body in a new goroutine locked to a thread of its own,
+// named ReaderThreadName. body gets the thread (nil with the error when it
+// could not be named or its policy read; it runs anyway).
 //
 // The goroutine never unlocks its thread: when body returns, the runtime
-// ends the thread instead of handing a SCHED_OTHER thread to the pool that
-// runs the realtime goroutines. The thread is locked before it is lowered,
-// so the runtime's template thread, which creates the threads a locked
-// goroutine needs, was started realtime. A goroutine that finds itself
-// locked to the main thread (it names the process and the runtime never
-// ends it) keeps it, unchanged and idle, while body runs on another.
-func GoNormal(body func(error)) {
+// ends the thread instead of handing a thread whose policy may have been
+// changed to the pool that runs the process's other goroutines. A locked
+// goroutine's new threads come from the runtime's template thread, started
+// by the first LockOSThread from a thread that still had the process's
+// policy. A goroutine that finds itself locked to the main thread (it
+// names the process, and the runtime never ends it) keeps it, unchanged
+// and idle, while body runs on another.
+func GoReader(body func(*ReaderThread, error)) {
 	go func() {
 		runtime.LockOSThread()
 		if unix.Gettid() == unix.Getpid() {
 			done := make(chan struct{})
-			GoNormal(func(err error) { defer close(done); body(err) })
+			GoReader(func(th *ReaderThread, err error) { defer close(done); body(th, err) })
 			<-done
 			runtime.UnlockOSThread()
 			return
 		}
-		body(lowerThread())
+		th, err := newReaderThread()
+		body(th, err)
 	}()
 }
 
-// lowerThread names the calling thread ReaderThreadName, then puts it at
-// SCHED_OTHER (the name first: a concurrent SetProcessRR skips it from then).
-func lowerThread() error {
+func newReaderThread() (*ReaderThread, error) {
 	name, err := unix.BytePtrFromString(ReaderThreadName)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(name)), 0, 0, 0); err != nil {
-		return fmt.Errorf("realtime: name reader thread: %w", err)
+		return nil, fmt.Errorf("realtime: name reader thread: %w", err)
 	}
 	a, err := unix.SchedGetAttr(0, 0)
 	if err != nil {
-		return fmt.Errorf("realtime: reader thread policy: %w", err)
+		return nil, fmt.Errorf("realtime: reader thread policy: %w", err)
 	}
-	if a.Policy != unix.SCHED_RR && a.Policy != unix.SCHED_FIFO && a.Policy != unix.SCHED_DEADLINE {
-		return nil // already normal: its nice value is the operator's
+	return &ReaderThread{tid: unix.Gettid(), base: *a}, nil
+}
+
+// Lower puts the thread at SCHED_OTHER (nice 0) if it is realtime, so that
+// the work of a flood competes for CPU by weight instead of spending the
+// group's realtime budget. It reports whether it changed anything.
+func (r *ReaderThread) Lower() (bool, error) {
+	if r == nil {
+		return false, nil
 	}
-	if err := setThread(0, schedOther, 0); err != nil {
-		return fmt.Errorf("realtime: reader thread to SCHED_OTHER: %w", err)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.lowered {
+		return false, nil
 	}
-	return nil
+	if p := r.base.Policy; p != unix.SCHED_RR && p != unix.SCHED_FIFO && p != unix.SCHED_DEADLINE {
+		return false, nil // already normal: its nice value is the operator's
+	}
+	if err := setThread(r.tid, schedOther, 0); err != nil {
+		return false, fmt.Errorf("realtime: reader thread %d to SCHED_OTHER: %w", r.tid, err)
+	}
+	r.lowered = true
+	return true, nil
+}
+
+// Restore gives a lowered thread its policy back. It reports whether it
+// changed anything.
+func (r *ReaderThread) Restore() (bool, error) {
+	if r == nil {
+		return false, nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.lowered {
+		return false, nil
+	}
+	a := r.base
+	a.Size = unix.SizeofSchedAttr
+	if err := unix.SchedSetAttr(r.tid, &a, 0); err != nil {
+		return false, fmt.Errorf("realtime: reader thread %d back to %s: %w", r.tid, policyName(a.Policy), err)
+	}
+	r.lowered = false
+	return true, nil
+}
+
+// Lowered says whether the thread is at SCHED_OTHER by Lower.
+func (r *ReaderThread) Lowered() bool {
+	if r == nil {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lowered
 }
 
 // ResetSelf puts every realtime thread of the calling process back to
@@ -472,10 +519,6 @@ func SetProcessRR(pid, prio int) error {
 				continue
 			}
 			fresh++
-			if isReader(strconv.Itoa(pid), tid) {
-				done[tid] = true
-				continue
-			}
 			if err := setThread(tid, unix.SCHED_RR, prio); err != nil {
 				if errors.Is(err, unix.ESRCH) {
 					continue
@@ -524,7 +567,7 @@ func isRRRefusal(d string) bool { return strings.HasPrefix(d, "SCHED_RR refused"
 // Thread is one thread's scheduling policy.
 type Thread struct {
 	TID      int
-	Name     string // the thread's comm: ReaderThreadName for a GoNormal reader
+	Name     string // the thread's comm: ReaderThreadName for a GoReader thread
 	Policy   string // "SCHED_OTHER", "SCHED_RR", "SCHED_FIFO", ...
 	Priority int    // RT priority, 0 for normal policies
 }
@@ -578,7 +621,8 @@ func (t Thread) sched() string {
 }
 
 // summarize names the common policy, or how the threads differ. Socket
-// readers (ReaderThreadName) are SCHED_OTHER by design and not counted.
+// readers (ReaderThreadName) are not counted: they lower themselves while
+// flooded, by design.
 func summarize(ths []Thread) string {
 	count := map[string]int{}
 	var order []string

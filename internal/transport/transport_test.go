@@ -336,3 +336,107 @@ func waitReaders(t *testing.T, n int) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// A flooded socket's reader lowers its own thread to SCHED_OTHER and is
+// realtime again once the socket has been quiet for floodQuiet; the other
+// readers stay realtime throughout. The test process is made SCHED_RR for
+// it, as a realtime node manager is.
+func TestFloodedReaderLowersItselfThenRestores(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: sets SCHED_RR on the test process")
+	}
+	peer, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	port := freePair(t)
+	cfg := &config.Config{}
+	cfg.Cluster.Name = "edge"
+	cfg.Cluster.Node = "b"
+	cfg.Cluster.Listen = fmt.Sprintf("127.0.0.1:%d", port)
+	cfg.Cluster.Nodes = []config.Peer{{ID: "a", Address: peer.LocalAddr().String()}, {ID: "b", Address: cfg.Cluster.Listen}}
+	rec := &recorder{}
+	tr, err := Open(cfg, ProtocolConfig(cfg), bytes.Repeat([]byte{1}, 32), false, slog.New(rec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	waitReaders(t, 0)
+	if err := realtime.SetProcessRR(os.Getpid(), 0); err != nil {
+		t.Skipf("this host refuses SCHED_RR to the test process: %v", err)
+	}
+	defer func() {
+		if err := realtime.ResetSelf(); err != nil {
+			t.Errorf("back to SCHED_OTHER: %v", err)
+		}
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { tr.Run(ctx, make(chan Inbound)); close(done) }()
+	defer func() { cancel(); <-done }()
+	sockets := len(tr.lanes) + 1
+	waitReaders(t, sockets)
+
+	// Garbage from another port than the peer's reaches the catch-all
+	// socket, and is dropped before the MAC (magic).
+	flood, err := net.DialUDP("udp", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer flood.Close()
+	junk := bytes.Repeat([]byte{0xEE}, 64)
+	readers := func() (lowered, rt int) {
+		ths, err := realtime.Threads()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, th := range ths {
+			if th.Name != realtime.ReaderThreadName {
+				continue
+			}
+			if th.Policy == "SCHED_OTHER" {
+				lowered++
+			} else if th.Policy == "SCHED_RR" {
+				rt++
+			}
+		}
+		return
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for range 50 {
+			_, _ = flood.Write(junk)
+		}
+		if l, r := readers(); l == 1 && r == sockets-1 && tr.Stats().ReadersLowered == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			l, r := readers()
+			t.Fatalf("under the flood: %d readers SCHED_OTHER, %d SCHED_RR, stats %+v; want 1 and %d", l, r, tr.Stats(), sockets-1)
+		}
+	}
+	// Once, unless this machine paused the sender for floodQuiet.
+	if rec.count("reader_lowered") < 1 {
+		t.Errorf("reader_lowered not logged")
+	}
+	// Quiet: the timer restores the reader while it sleeps in its read.
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		if l, r := readers(); l == 0 && r == sockets && tr.Stats().ReadersLowered == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			l, r := readers()
+			t.Fatalf("after the flood: %d readers SCHED_OTHER, %d SCHED_RR, want 0 and %d", l, r, sockets)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	lowered := rec.count("reader_lowered")
+	if st := tr.Stats(); st.Lowerings != uint64(lowered) || st.Dropped["magic"] < floodDrops {
+		t.Errorf("stats after the flood: %+v (reader_lowered logged %d times)", st, lowered)
+	}
+	if n := rec.count("reader_restored"); n != lowered {
+		t.Errorf("reader_restored logged %d times, reader_lowered %d", n, lowered)
+	}
+}

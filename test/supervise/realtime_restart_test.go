@@ -71,9 +71,8 @@ func waitControlRR(d *daemon, timeout time.Duration) {
 				return false
 			}
 			for _, x := range th {
-				// Socket readers run at SCHED_OTHER by design.
-				if x.Policy != "SCHED_RR" && (x.Name != realtime.ReaderThreadName || x.Policy != "SCHED_OTHER") {
-					last = p.Name + " thread " + x.Name + " " + x.Policy
+				if x.Policy != "SCHED_RR" {
+					last = p.Name + " thread " + x.Policy
 					return false
 				}
 			}
