@@ -126,8 +126,6 @@
 //	vigil_datagrams_send_errors_total              C  process                 datagrams the kernel refused to send
 //	vigil_datagrams_dropped_total                  C  process, reason         datagrams dropped (reason: kernel_filter, stranger, source, auth, destination, replay, overflow, short, ...)
 //	vigil_cluster_filter_active                    G  process                 1 while the kernel drops non-peers on its cluster port (nftables)
-//	vigil_socket_readers_lowered                   G  process                 socket readers at SCHED_OTHER because their socket is flooded
-//	vigil_socket_reader_lowerings_total            C  process                 times a flooded socket's reader was lowered
 //
 //	Supervised processes (group = apps | control)
 //	vigil_process_up                               G  process, group          1 while running

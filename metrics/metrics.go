@@ -414,8 +414,6 @@ func collectTransport(e *emitter, proc string, t transport.Stats) {
 		e.gauge("vigil_cluster_filter_active", "1 while the kernel (nftables) drops datagrams to this process's cluster port from non-peers; 0 when it could not be installed (userspace checks only) or is off (loopback cluster).",
 			b2f(t.KernelFilter == "nftables"), "process", proc)
 	}
-	e.gauge("vigil_socket_readers_lowered", "Socket readers of the process running at SCHED_OTHER because their socket is flooded (2,000 dropped datagrams/s or more).", float64(t.ReadersLowered), "process", proc)
-	e.counter("vigil_socket_reader_lowerings_total", "Times a flooded socket's reader was put at SCHED_OTHER.", float64(t.Lowerings), "process", proc)
 	reasons := slices.Clone(alwaysDropReasons)
 	for k := range dropped {
 		if !slices.Contains(reasons, k) {

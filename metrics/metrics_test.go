@@ -80,7 +80,7 @@ func (f fixture) status(t *testing.T) *supervisor.Status {
 		Degraded: true, SchedLateEpisodes: 4, SchedMaxLateMS: 250,
 		SchedLate: &schedwatch.HistogramJSON{BoundsSeconds: []float64{0.001, 0.05, 0.5}, Counts: []uint64{990, 998, 1000}, Count: 1000, SumSeconds: 0.8},
 		Transport: transport.Stats{Received: 1000, Sent: 990, SendErrors: 1,
-			Dropped: map[string]uint64{"auth": 5, "replay": 2, "kernel_filter": 7}, KernelFilter: "nftables", ReadersLowered: 1, Lowerings: 3},
+			Dropped: map[string]uint64{"auth": 5, "replay": 2, "kernel_filter": 7}, KernelFilter: "nftables"},
 		GARPSent: 3, NASent: 3, Conflicts: 1, HookFailures: 0,
 		KernelLease: &nodemanager.KernelLeaseReport{State: nodemanager.KernelLeaseEnforcing, Applies: 40, LastApplyUS: 180, MaxApplyUS: 900},
 	}
@@ -316,9 +316,6 @@ func TestValues(t *testing.T) {
 	check(7, "vigil_datagrams_dropped_total", "process", "nodemanager", "reason", "kernel_filter")
 	check(1, "vigil_cluster_filter_active", "process", "nodemanager")
 	check(0, "vigil_cluster_filter_active", "process", "locator")
-	check(1, "vigil_socket_readers_lowered", "process", "nodemanager")
-	check(3, "vigil_socket_reader_lowerings_total", "process", "nodemanager")
-	check(0, "vigil_socket_readers_lowered", "process", "locator")
 	check(1000, "vigil_datagrams_received_total", "process", "nodemanager")
 	check(1.2, "vigil_locator_checkin_age_seconds", "node", "b")
 	check(0.035, "vigil_node_locator_ack_age_seconds", "locator", "b")

@@ -21,23 +21,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
-
-// ReaderThreadName is the name (comm) of a socket reader's thread
-// (GoReader), which lowers itself to SCHED_OTHER while its socket is
-// flooded: verifying and dropping a flood at SCHED_RR would spend the
-// control group's realtime budget (and, on a host without RT group
-// scheduling, starve everything else on the CPU) until the protocol loop
-// that shares that budget is throttled with it.
-const ReaderThreadName = "vigil-rx"
 
 // schedOther is SCHED_OTHER, which golang.org/x/sys names SCHED_NORMAL.
 const schedOther = unix.SCHED_NORMAL
@@ -354,119 +343,6 @@ func setThread(tid int, policy uint32, prio int) error {
 	return unix.SchedSetAttr(tid, &attr, 0)
 }
 
-func threadName(pid string, tid int) string {
-	b, err := os.ReadFile(filepath.Join("/proc", pid, "task", strconv.Itoa(tid), "comm"))
-	if err != nil {
-		return ""
-	}
-	return strings.TrimSuffix(string(b), "\n")
-}
-
-// ReaderThread is a socket reader's own OS thread (GoReader): it keeps the
-// policy it was created with (the process's: SCHED_RR in a realtime
-// process) and can be put at SCHED_OTHER while its socket is flooded.
-// Lower and Restore act on that thread by its id, from any goroutine.
-type ReaderThread struct {
-	tid     int
-	mu      sync.Mutex
-	base    unix.SchedAttr // the policy to restore
-	lowered bool
-}
-
-// GoReader runs body in a new goroutine locked to a thread of its own,
-// named ReaderThreadName. body gets the thread (nil with the error when it
-// could not be named or its policy read; it runs anyway).
-//
-// The goroutine never unlocks its thread: when body returns, the runtime
-// ends the thread instead of handing a thread whose policy may have been
-// changed to the pool that runs the process's other goroutines. A locked
-// goroutine's new threads come from the runtime's template thread, started
-// by the first LockOSThread from a thread that still had the process's
-// policy. A goroutine that finds itself locked to the main thread (it
-// names the process, and the runtime never ends it) keeps it, unchanged
-// and idle, while body runs on another.
-func GoReader(body func(*ReaderThread, error)) {
-	go func() {
-		runtime.LockOSThread()
-		if unix.Gettid() == unix.Getpid() {
-			done := make(chan struct{})
-			GoReader(func(th *ReaderThread, err error) { defer close(done); body(th, err) })
-			<-done
-			runtime.UnlockOSThread()
-			return
-		}
-		th, err := newReaderThread()
-		body(th, err)
-	}()
-}
-
-func newReaderThread() (*ReaderThread, error) {
-	name, err := unix.BytePtrFromString(ReaderThreadName)
-	if err != nil {
-		return nil, err
-	}
-	if err := unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(name)), 0, 0, 0); err != nil {
-		return nil, fmt.Errorf("realtime: name reader thread: %w", err)
-	}
-	a, err := unix.SchedGetAttr(0, 0)
-	if err != nil {
-		return nil, fmt.Errorf("realtime: reader thread policy: %w", err)
-	}
-	return &ReaderThread{tid: unix.Gettid(), base: *a}, nil
-}
-
-// Lower puts the thread at SCHED_OTHER (nice 0) if it is realtime, so that
-// the work of a flood competes for CPU by weight instead of spending the
-// group's realtime budget. It reports whether it changed anything.
-func (r *ReaderThread) Lower() (bool, error) {
-	if r == nil {
-		return false, nil
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.lowered {
-		return false, nil
-	}
-	if p := r.base.Policy; p != unix.SCHED_RR && p != unix.SCHED_FIFO && p != unix.SCHED_DEADLINE {
-		return false, nil // already normal: its nice value is the operator's
-	}
-	if err := setThread(r.tid, schedOther, 0); err != nil {
-		return false, fmt.Errorf("realtime: reader thread %d to SCHED_OTHER: %w", r.tid, err)
-	}
-	r.lowered = true
-	return true, nil
-}
-
-// Restore gives a lowered thread its policy back. It reports whether it
-// changed anything.
-func (r *ReaderThread) Restore() (bool, error) {
-	if r == nil {
-		return false, nil
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if !r.lowered {
-		return false, nil
-	}
-	a := r.base
-	a.Size = unix.SizeofSchedAttr
-	if err := unix.SchedSetAttr(r.tid, &a, 0); err != nil {
-		return false, fmt.Errorf("realtime: reader thread %d back to %s: %w", r.tid, policyName(a.Policy), err)
-	}
-	r.lowered = false
-	return true, nil
-}
-
-// Lowered says whether the thread is at SCHED_OTHER by Lower.
-func (r *ReaderThread) Lowered() bool {
-	if r == nil {
-		return false
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.lowered
-}
-
 // ResetSelf puts every realtime thread of the calling process back to
 // SCHED_OTHER (threads created meanwhile included); normal threads keep
 // their nice value.
@@ -567,7 +443,6 @@ func isRRRefusal(d string) bool { return strings.HasPrefix(d, "SCHED_RR refused"
 // Thread is one thread's scheduling policy.
 type Thread struct {
 	TID      int
-	Name     string // the thread's comm: ReaderThreadName for a GoReader thread
 	Policy   string // "SCHED_OTHER", "SCHED_RR", "SCHED_FIFO", ...
 	Priority int    // RT priority, 0 for normal policies
 }
@@ -590,7 +465,7 @@ func ThreadsOf(pid int) ([]Thread, error) {
 		if err != nil {
 			return nil, fmt.Errorf("realtime: sched_getattr thread %d: %w", tid, err)
 		}
-		out = append(out, Thread{TID: tid, Name: threadName(strconv.Itoa(pid), tid), Policy: policyName(a.Policy), Priority: int(a.Priority)})
+		out = append(out, Thread{TID: tid, Policy: policyName(a.Policy), Priority: int(a.Priority)})
 	}
 	return out, nil
 }
@@ -620,13 +495,10 @@ func (t Thread) sched() string {
 	return t.Policy
 }
 
-// summarize names the common policy, or how the threads differ. Socket
-// readers (ReaderThreadName) are not counted: they lower themselves while
-// flooded, by design.
+// summarize names the common policy, or how the threads differ.
 func summarize(ths []Thread) string {
 	count := map[string]int{}
 	var order []string
-	ths = slices.DeleteFunc(slices.Clone(ths), func(t Thread) bool { return t.Name == ReaderThreadName })
 	for _, t := range ths {
 		s := t.sched()
 		if count[s] == 0 {

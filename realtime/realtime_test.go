@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -39,12 +38,7 @@ type childResult struct {
 	VmLckKiB   int64
 	OOMAdj     int
 	PreRR      string // "pre-rr" mode: the policy before ApplySelf
-	// "reader" mode: GoNormal's lowering errors, and the main thread's name
-	// after readers were started.
-	ReaderErrs     []string
-	MainName       string
-	ThreadsLowered []Thread // while one reader was lowered
-	Err            string
+	Err        string
 }
 
 func TestMain(m *testing.M) {
@@ -69,7 +63,7 @@ func child(mode string) int {
 }
 
 func runChild(mode string, res *childResult) {
-	s := Settings{Realtime: mode == "on" || mode == "reader"}
+	s := Settings{Realtime: mode == "on"}
 	if mode == "pre-rr" {
 		// Start realtime, as a child of a realtime supervisor would, so
 		// that "off" has something to undo.
@@ -87,53 +81,6 @@ func runChild(mode string, res *childResult) {
 	}
 	res.ThreadsBefore = len(ths)
 	res.Report = ApplySelf(s)
-	stopReaders := make(chan struct{})
-	defer close(stopReaders)
-	var lower, restore, lowered, restored chan struct{}
-	if mode == "reader" {
-		// Three socket readers, as a transport starts them after
-		// ApplySelf; the first lowers itself (a flooded socket) and later
-		// restores. The goroutines below need threads while they hold theirs.
-		lower, restore = make(chan struct{}), make(chan struct{})
-		lowered, restored = make(chan struct{}), make(chan struct{})
-		var started sync.WaitGroup
-		var mu sync.Mutex
-		fail := func(err error) {
-			mu.Lock()
-			res.ReaderErrs = append(res.ReaderErrs, err.Error())
-			mu.Unlock()
-		}
-		for i := range readers {
-			started.Add(1)
-			GoReader(func(th *ReaderThread, err error) {
-				if err != nil {
-					fail(err)
-				}
-				started.Done()
-				if i != 0 {
-					<-stopReaders
-					return
-				}
-				<-lower
-				if changed, err := th.Lower(); !changed || err != nil {
-					fail(fmt.Errorf("lower: changed=%t err=%v", changed, err))
-				}
-				if changed, _ := th.Lower(); changed {
-					fail(errors.New("lowered twice"))
-				}
-				close(lowered)
-				<-restore
-				if changed, err := th.Restore(); !changed || err != nil || th.Lowered() {
-					fail(fmt.Errorf("restore: changed=%t err=%v", changed, err))
-				}
-				close(restored)
-				<-stopReaders
-			})
-		}
-		started.Wait()
-		close(lower)
-		<-lowered
-	}
 	// New OS threads: each goroutine locked to its thread and blocked in a
 	// syscall keeps its M, so the runtime must clone new ones, from
 	// threads that are already realtime (or not).
@@ -151,15 +98,6 @@ func runChild(mode string, res *childResult) {
 	}
 	started.Wait()
 	time.Sleep(50 * time.Millisecond)
-	if mode == "reader" {
-		res.MainName = threadName("self", os.Getpid())
-		// With one reader lowered, then all restored.
-		if res.ThreadsLowered, err = Threads(); err != nil {
-			res.Err = err.Error()
-		}
-		close(restore)
-		<-restored
-	}
 	res.ThreadsAfter, err = Threads()
 	if err != nil {
 		res.Err = err.Error()
@@ -311,62 +249,6 @@ func checkAllThreads(t *testing.T, res childResult, policy string, prio int, sta
 	}
 }
 
-// readers is how many GoNormal readers the "reader" child starts.
-const readers = 3
-
-// Socket readers in a realtime process: each on a thread of its own named
-// vigil-rx, realtime like the rest; one that lowers itself is SCHED_OTHER
-// while every other thread (those created meanwhile included) stays
-// SCHED_RR, and is SCHED_RR again after Restore; the main thread keeps the
-// process's name.
-func TestGoReaderLowersOnlyItsThread(t *testing.T) {
-	needRoot(t)
-	_, g := testGroup(t, 20000)
-	res := runInGroup(t, g, "reader")
-	if len(res.ReaderErrs) != 0 {
-		t.Fatalf("readers: %q", res.ReaderErrs)
-	}
-	if res.Report.Sched != "SCHED_RR prio 10" {
-		t.Fatalf("Sched = %q before the readers, want SCHED_RR prio 10 (degraded %q)", res.Report.Sched, res.Report.Degraded)
-	}
-	count := func(ths []Thread) (rxOther, rxRR, rr int) {
-		for _, th := range ths {
-			switch {
-			case th.Name == ReaderThreadName && th.Policy == "SCHED_OTHER":
-				rxOther++
-			case th.Name == ReaderThreadName && th.Policy == "SCHED_RR" && th.Priority == DefaultPriority:
-				rxRR++
-			case th.Policy == "SCHED_RR" && th.Priority == DefaultPriority:
-				rr++
-			default:
-				t.Errorf("thread %d (%s) is %s prio %d", th.TID, th.Name, th.Policy, th.Priority)
-			}
-		}
-		return
-	}
-	if o, r, _ := count(res.ThreadsLowered); o != 1 || r != readers-1 {
-		t.Errorf("with one reader lowered: %d readers SCHED_OTHER, %d SCHED_RR, want 1 and %d: %+v", o, r, readers-1, res.ThreadsLowered)
-	}
-	o, r, rr := count(res.ThreadsAfter)
-	if o != 0 || r != readers {
-		t.Errorf("after Restore: %d readers SCHED_OTHER, %d SCHED_RR, want 0 and %d: %+v", o, r, readers, res.ThreadsAfter)
-	}
-	if rr+r <= res.ThreadsBefore {
-		t.Errorf("%d realtime threads, want more than the %d before the locked goroutines", rr+r, res.ThreadsBefore)
-	}
-	for _, th := range res.ThreadsAfter {
-		if p, ok := res.StatPolicy[th.TID]; ok && p != unix.SCHED_RR {
-			t.Errorf("thread %d (%s): /proc stat policy %d after Restore, want SCHED_RR", th.TID, th.Name, p)
-		}
-	}
-	if res.MainName == ReaderThreadName || res.MainName == "" {
-		t.Errorf("main thread named %q: the process's name must stay", res.MainName)
-	}
-	if got := summarize(res.ThreadsLowered); got != "SCHED_RR prio 10" {
-		t.Errorf("summarize = %q with a reader lowered, want SCHED_RR prio 10 (readers not counted)", got)
-	}
-}
-
 func TestRealtimeWithBudget(t *testing.T) {
 	needRoot(t)
 	_, g := testGroup(t, 20000)
@@ -445,12 +327,10 @@ func TestSummarize(t *testing.T) {
 		ths  []Thread
 		want string
 	}{
-		{[]Thread{{TID: 1, Policy: "SCHED_RR", Priority: 10}, {TID: 2, Policy: "SCHED_RR", Priority: 10}}, "SCHED_RR prio 10"},
-		{[]Thread{{TID: 1, Policy: "SCHED_OTHER", Priority: 0}}, "SCHED_OTHER"},
-		{[]Thread{{TID: 1, Policy: "SCHED_RR", Priority: 10}, {TID: 2, Policy: "SCHED_OTHER", Priority: 0}, {TID: 3, Policy: "SCHED_RR", Priority: 10}},
+		{[]Thread{{1, "SCHED_RR", 10}, {2, "SCHED_RR", 10}}, "SCHED_RR prio 10"},
+		{[]Thread{{1, "SCHED_OTHER", 0}}, "SCHED_OTHER"},
+		{[]Thread{{1, "SCHED_RR", 10}, {2, "SCHED_OTHER", 0}, {3, "SCHED_RR", 10}},
 			"mixed: SCHED_RR prio 10 on 2 of 3 threads, SCHED_OTHER on 1 of 3 threads"},
-		// Socket readers are SCHED_OTHER by design: not a mixed process.
-		{[]Thread{{TID: 1, Policy: "SCHED_RR", Priority: 10}, {TID: 2, Name: ReaderThreadName, Policy: "SCHED_OTHER"}}, "SCHED_RR prio 10"},
 	}
 	for _, c := range cases {
 		if got := summarize(c.ths); got != c.want {

@@ -24,7 +24,6 @@ import (
 	"maps"
 	"net"
 	"net/netip"
-	"runtime"
 	"slices"
 	"sort"
 	"sync"
@@ -41,7 +40,6 @@ import (
 	"github.com/vigil-project/vigil/internal/clock"
 	"github.com/vigil-project/vigil/internal/pktfilter"
 	"github.com/vigil-project/vigil/protocol"
-	"github.com/vigil-project/vigil/realtime"
 )
 
 // RecvBuffer is the receive buffer the socket asks for: at the ~1 KiB a
@@ -93,8 +91,6 @@ type Transport struct {
 	rcvbuf       int
 
 	received, sent, sendErrors atomic.Uint64
-	readersLowered             atomic.Int64  // readers at SCHED_OTHER now (floodGuard)
-	lowerings                  atomic.Uint64 // times a reader was lowered
 	kernelDropped, sockDropped atomic.Uint64
 	mu                         sync.Mutex
 	dropped                    map[string]uint64
@@ -374,135 +370,17 @@ func (t *Transport) Run(ctx context.Context, out chan<- Inbound) {
 	})
 	defer stop()
 	go t.pollKernelCounters(ctx)
-	// Each socket is read on a thread of its own at SCHED_OTHER: the MAC
-	// checks of a flood then compete for CPU in the control group's weight,
-	// never in its realtime budget, which the protocol loop, the lease
-	// renewal and the report to the supervisor (realtime goroutines) need.
-	// A busy reader holds a P while it verifies; one more P per reader
-	// keeps those goroutines from waiting for a P behind them.
-	conns := append(slices.Collect(maps.Values(t.lanes)), t.conn)
-	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + len(conns))
-	defer func() { runtime.GOMAXPROCS(max(1, runtime.GOMAXPROCS(0)-len(conns))) }()
 	var wg sync.WaitGroup
-	for _, c := range conns {
+	for _, c := range t.lanes {
 		wg.Add(1)
-		realtime.GoReader(func(th *realtime.ReaderThread, err error) {
-			defer wg.Done()
-			if err != nil {
-				t.log.Warn("socket reader cannot lower itself under a flood", "event", "reader_thread", "err", err)
-			}
-			g := &floodGuard{t: t, th: th, socket: socketName(c)}
-			defer g.stop()
-			t.read(ctx, c, out, g)
-		})
+		go func() { defer wg.Done(); t.read(ctx, c, out) }()
 	}
+	t.read(ctx, t.conn, out)
 	wg.Wait()
 }
 
-// A reader whose socket brings floodDrops dropped datagrams within
-// floodWindow (2,000/s; a peer sends tens per second) is flooded: its
-// thread goes to SCHED_OTHER until floodQuiet has passed without such a
-// window, so that the MAC checks of a flood compete for CPU by weight
-// instead of spending the control group's realtime budget, which the
-// protocol loop, the lease renewal and the report to the supervisor need.
-// The other sockets' readers stay realtime: a peer's lane that is not
-// flooded is read at once.
-const (
-	floodWindow = 100 * time.Millisecond
-	floodDrops  = 200
-	floodQuiet  = time.Second
-)
-
-// floodGuard lowers and restores one reader's thread.
-type floodGuard struct {
-	t      *Transport
-	th     *realtime.ReaderThread
-	socket string
-
-	// window and drops are the reader's own (read's goroutine).
-	window time.Time
-	drops  int
-
-	mu        sync.Mutex
-	lastFlood time.Time
-	timer     *time.Timer
-	stopped   bool
-}
-
-// socketName names a socket for logs: its peer, or "catch-all".
-func socketName(c *net.UDPConn) string {
-	if ra, ok := c.RemoteAddr().(*net.UDPAddr); ok && ra != nil {
-		return ra.AddrPort().String()
-	}
-	return "catch-all"
-}
-
-// batch accounts the drops of one read batch, at now.
-func (g *floodGuard) batch(now time.Time, drops int) {
-	if now.Sub(g.window) >= floodWindow {
-		g.window, g.drops = now, 0
-	}
-	g.drops += drops
-	if g.drops < floodDrops {
-		return
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.lastFlood = now
-	if g.stopped || g.timer != nil {
-		return // lowered already (or not lowerable, and retried below)
-	}
-	changed, err := g.th.Lower()
-	if err != nil {
-		g.t.log.Warn("cannot lower a flooded socket reader", "event", "reader_thread", "socket", g.socket, "err", err)
-	}
-	if changed {
-		g.t.readersLowered.Add(1)
-		g.t.lowerings.Add(1)
-		g.t.log.Warn("socket flooded: its reader runs at SCHED_OTHER until it is quiet", "event", "reader_lowered", "socket", g.socket, "drops_in_window", g.drops)
-	}
-	// The timer restores the thread while the reader sleeps in its read.
-	g.timer = time.AfterFunc(floodQuiet, g.check)
-}
-
-// check restores the thread once the socket has been quiet for floodQuiet.
-func (g *floodGuard) check() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.stopped {
-		return
-	}
-	if left := floodQuiet - time.Since(g.lastFlood); left > 0 {
-		g.timer.Reset(left)
-		return
-	}
-	g.timer = nil
-	changed, err := g.th.Restore()
-	if err != nil {
-		g.t.log.Warn("cannot restore a socket reader's scheduling", "event", "reader_thread", "socket", g.socket, "err", err)
-	}
-	if changed {
-		g.t.readersLowered.Add(-1)
-		g.t.log.Info("socket quiet again: its reader is back at the process's scheduling", "event", "reader_restored", "socket", g.socket)
-	}
-}
-
-// stop ends the guard with its reader (whose thread ends with it).
-func (g *floodGuard) stop() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.stopped = true
-	if g.timer != nil {
-		g.timer.Stop()
-		g.timer = nil
-	}
-	if g.th.Lowered() {
-		g.t.readersLowered.Add(-1)
-	}
-}
-
 // read is one socket's reader: checks, MAC, replay, then out.
-func (t *Transport) read(ctx context.Context, c *net.UDPConn, out chan<- Inbound, g *floodGuard) {
+func (t *Transport) read(ctx context.Context, c *net.UDPConn, out chan<- Inbound) {
 	dec, _ := protocol.NewDecoder(t.key) // the key was checked in Open
 	var batch batchReader
 	if la, ok := c.LocalAddr().(*net.UDPAddr); ok && la.IP.To4() != nil && len(la.IP) == net.IPv4len {
@@ -532,7 +410,6 @@ func (t *Transport) read(ctx context.Context, c *net.UDPConn, out chan<- Inbound
 			t.drop("read_error", netip.Addr{}, err)
 			continue
 		}
-		drops := 0
 		for i := range msgs[:n] {
 			var src netip.Addr
 			if ua, ok := msgs[i].Addr.(*net.UDPAddr); ok {
@@ -543,7 +420,6 @@ func (t *Transport) read(ctx context.Context, c *net.UDPConn, out chan<- Inbound
 			m, why, err := t.accept(dec, msgs[i].Buffers[0][:msgs[i].N], src)
 			if err != nil {
 				t.drop(why, src, err)
-				drops++
 				continue
 			}
 			t.received.Add(1)
@@ -552,9 +428,6 @@ func (t *Transport) read(ctx context.Context, c *net.UDPConn, out chan<- Inbound
 			case <-ctx.Done():
 				return
 			}
-		}
-		if drops > 0 {
-			g.batch(time.Now(), drops)
 		}
 	}
 }
@@ -775,10 +648,6 @@ type Stats struct {
 	// RecvBufferBytes is the socket's receive buffer as the kernel
 	// granted it.
 	RecvBufferBytes int `json:"recv_buffer_bytes,omitempty"`
-	// ReadersLowered is how many socket readers run at SCHED_OTHER now
-	// because their socket is flooded; Lowerings how many times one was.
-	ReadersLowered int64  `json:"readers_lowered"`
-	Lowerings      uint64 `json:"lowerings"`
 }
 
 // Stats returns a snapshot of the counters.
@@ -808,8 +677,7 @@ func (t *Transport) Stats() Stats {
 		d["overflow"] = n
 	}
 	return Stats{Received: t.received.Load(), Sent: t.sent.Load(), SendErrors: t.sendErrors.Load(), Dropped: d,
-		DroppedBySource: src, KernelFilter: t.kernelFilter, RecvBufferBytes: t.rcvbuf,
-		ReadersLowered: t.readersLowered.Load(), Lowerings: t.lowerings.Load()}
+		DroppedBySource: src, KernelFilter: t.kernelFilter, RecvBufferBytes: t.rcvbuf}
 }
 
 // ProtocolConfig is the protocol core's view of a validated config.

@@ -2,7 +2,6 @@ package supervise
 
 import (
 	"encoding/json"
-	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -81,29 +80,14 @@ func TestRealtimeControlPlane(t *testing.T) {
 	case rep.Realtime.Sched == "SCHED_RR prio 10":
 		// In force: the group has its budget, and the threads really are RR.
 		pid := nmPid(t, d, "nodemanager")
-		var th []realtime.Thread
-		// The transport starts its readers beside the protocol loop.
-		d.waitFor("the node manager's socket readers", 10*time.Second, func() bool {
-			var err error
-			th, err = realtime.ThreadsOf(pid)
-			return err == nil && slices.ContainsFunc(th, func(x realtime.Thread) bool { return x.Name == realtime.ReaderThreadName })
-		})
-		readers := 0
+		th, err := realtime.ThreadsOf(pid)
+		if err != nil {
+			t.Fatal(err)
+		}
 		for _, x := range th {
-			switch {
-			case x.Name == realtime.ReaderThreadName:
-				// A socket reader: realtime like the rest while its
-				// socket is not flooded.
-				readers++
-				if x.Policy != "SCHED_RR" {
-					t.Errorf("socket reader thread %d of the node manager is %s with no flood", x.TID, x.Policy)
-				}
-			case x.Policy != "SCHED_RR":
+			if x.Policy != "SCHED_RR" {
 				t.Errorf("thread %d of the node manager is %s", x.TID, x.Policy)
 			}
-		}
-		if readers == 0 {
-			t.Errorf("no socket reader thread (%s) in the node manager: %+v", realtime.ReaderThreadName, th)
 		}
 		if !rep.Realtime.Mlocked {
 			t.Error("realtime node manager not mlocked")
