@@ -48,6 +48,16 @@ func newVigil(t *testing.T) (*Net, *Vigil) {
 	needTools(t, "sipp", "stress-ng", "nsenter")
 	n := NewNet(t)
 	v := NewVigil(t, n, VigilOptions{Bin: vigilBin, Timing: testTiming, Realtime: true})
+	start := time.Now()
+	// A failed run says why from the nodes' own logs (roles, fences, lost
+	// tokens and leases, late timers): a CI failure must be explainable
+	// from its output alone. Registered last, it runs before the cluster
+	// and its logs are removed.
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the nodes' account of this test:\n%s", v.Explain(start))
+		}
+	})
 	return n, v
 }
 
