@@ -629,11 +629,29 @@ func (s *Supervisor) ended(p *proc, ex Exit) {
 	p.nextStart = time.Time{}
 	s.updateHealth()
 	gen, g, kill := p.gen, p.group, s.killGroup
+	// A node manager's hooks die with it: one it started (an on_active
+	// after it was fenced, say) must not act for a node manager that is
+	// gone, and killing them before the restart decision keeps the kill
+	// clear of the hooks its successor runs.
+	var hooks *cgroup.Group
+	if p.control == ctlNodeManager {
+		hooks = s.hooks
+	}
 	go func() {
 		err := kill(g)
+		var orphans []int
+		var herr error
+		if hooks != nil {
+			if orphans, _ = hooks.Procs(); len(orphans) > 0 {
+				herr = kill(hooks)
+			}
+		}
 		s.post(func() {
 			if err != nil {
 				p.log.Warn("cannot kill leftovers of process", "event", "kill_failed", "err", err)
+			}
+			if len(orphans) > 0 {
+				p.log.Warn("the node manager exited: its hooks still running were killed", "event", "hook_orphans_killed", "pids", orphans, "err", herr)
 			}
 			if p.gen != gen || p.state != StateBackoff || !p.nextStart.IsZero() {
 				return // stopped, or started again, meanwhile

@@ -290,3 +290,45 @@ func TestHookCPUChargedToHooksGroup(t *testing.T) {
 	}
 	d.stop(15 * time.Second)
 }
+
+// A hook still running when its node manager dies (killed here; fenced in
+// production) is killed by the supervisor before the node manager is
+// restarted: it must not act for a node manager that is gone, nor run
+// beside its successor's hooks.
+func TestHookOfDeadNodeManagerKilled(t *testing.T) {
+	d := newDaemon(t, "")
+	pidfile := filepath.Join(t.TempDir(), "hook.pid")
+	d.extra = fmt.Sprintf(`hooks:
+  timeout: 60s
+  on_active:
+    - [/bin/sh, -c, "echo $$ > %[1]s.tmp; mv %[1]s.tmp %[1]s; exec sleep 1000"]
+`, pidfile)
+	d.writeConfig("")
+	d.start()
+	hook := readPidFile(t, pidfile)
+	if !alive(hook) {
+		t.Fatalf("hook %d not running", hook)
+	}
+	nm := nmPid(t, d, "nodemanager")
+	if err := syscall.Kill(nm, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	d.waitFor("the hook killed", 15*time.Second, func() bool { return !alive(hook) })
+	d.waitFor("the supervisor's account", 5*time.Second, func() bool {
+		return strings.Contains(d.log.String(), `"event":"hook_orphans_killed"`)
+	})
+	log := d.log.String()
+	killed := strings.Index(log, `"event":"hook_orphans_killed"`)
+	if !strings.Contains(log[killed:], fmt.Sprint(hook)) {
+		t.Errorf("hook_orphans_killed does not name pid %d", hook)
+	}
+	// Killed before the node manager's restart, not by its successor.
+	const restart = `"msg":"process restarted","process":"nodemanager"`
+	if strings.Contains(log[:killed], restart) {
+		t.Errorf("the node manager was restarted before its hook was killed")
+	}
+	d.waitFor("the node manager restarted", 15*time.Second, func() bool {
+		return strings.Contains(d.log.String()[killed:], restart)
+	})
+	d.stop(15 * time.Second)
+}
