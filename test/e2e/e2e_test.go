@@ -110,6 +110,19 @@ func checkLostStraddled(t *testing.T, r Result, max int) {
 	t.Logf("%d call(s) lost, each a dialog straddling the move:\n%s", r.Calls.Failed, strings.Join(r.LostLines(), "\n"))
 }
 
+// checkLostInMove is for a move forced by a failure (kill, stall, link
+// down, freeze): a call whose INVITE the failing node had answered with
+// 100 Trying cannot complete on the other one (the client no longer
+// retransmits the INVITE, and its CANCEL meets a server that never saw
+// it): lost without shared dialog state, with keepalived as with Vigil
+// (docs/operations.md, "Which calls a move can break"). Up to 2 such calls
+// are allowed, each shown straddling the move by the capture; any other
+// failed or unfinished call fails the test.
+func checkLostInMove(t *testing.T, r Result) {
+	t.Helper()
+	checkLostStraddled(t, r, 2)
+}
+
 func checkMoved(t *testing.T, r Result) {
 	t.Helper()
 	if r.Moves < 1 || r.Final != Other(r.From) {
@@ -154,7 +167,7 @@ func TestE2EKill(t *testing.T) {
 	}})
 	ans := arps.result()
 	checkMoved(t, r)
-	checkCalls(t, r)
+	checkLostInMove(t, r)
 	if r.DualAtEnd {
 		t.Errorf("both still serve %s at the end: %s", VIP, r.Describe())
 	}
@@ -220,7 +233,7 @@ func TestE2ELinkdown(t *testing.T) {
 	n, v := newVigil(t)
 	r := run(t, n, v, ScenarioLinkdown, RunOptions{After: 5 * time.Second, Linkdown: 3 * time.Second})
 	checkMoved(t, r)
-	checkCalls(t, r)
+	checkLostInMove(t, r)
 }
 
 // stall: the incident. The active's node manager is stopped for 2 s; its
@@ -237,7 +250,7 @@ func TestE2EStall(t *testing.T) {
 		}
 	}})
 	checkMoved(t, r)
-	checkCalls(t, r)
+	checkLostInMove(t, r)
 	checkNoDual(t, r)
 	if fences < 1 {
 		t.Errorf("the stalled node manager on %s was not fenced (fences=%d)", r.From, fences)
@@ -258,7 +271,7 @@ func TestE2EFreeze(t *testing.T) {
 	if r.Moves != 1 {
 		t.Errorf("freeze: the floating IP moved %d times, want once (no flap on resume): %s", r.Moves, r.Describe())
 	}
-	checkCalls(t, r)
+	checkLostInMove(t, r)
 	if r.DualAtEnd || r.Dual > 50*time.Millisecond+20*time.Millisecond {
 		t.Errorf("freeze: both hosts served %s for %v (at end: %v), want at most the drift margin: %s", VIP, r.Dual, r.DualAtEnd, r.Describe())
 	}
