@@ -21,10 +21,13 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -87,10 +90,25 @@ func main() {
 	if !freeze.Realtime() {
 		fmt.Println("note: the freeze probe could not get SCHED_FIFO; its figures include its own scheduling")
 	}
+	// SIGINT or SIGTERM ends the benchmark after the run under way, with
+	// the namespaces, processes and files it made cleaned up and the runs
+	// finished summed up; a second one kills it where it stands (and
+	// leaves them behind).
+	var interrupted atomic.Bool
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		sig := <-sigs
+		signal.Stop(sigs)
+		interrupted.Store(true)
+		fmt.Fprintf(os.Stderr, "bench-failover: %v: stopping after the run under way, then cleaning up (again to kill at once)\n", sig)
+	}()
+	stopping := interrupted.Load
 	r := e2e.NewRunner(os.Stderr)
 	var all []agg
 	err := r.Do(func(t e2e.TB) {
 		n := e2e.NewNet(t)
+	systems:
 		for _, sysName := range split(*systems) {
 			sys, err := newSystem(t, n, sysName, *bin, *timing, *gap)
 			if err != nil {
@@ -99,6 +117,10 @@ func main() {
 			for _, sc := range split(*scenarios) {
 				a := agg{system: sys.Label(), scenario: sc}
 				for i := 0; i < *runs; i++ {
+					if stopping() {
+						all = append(all, a)
+						break systems
+					}
 					began := time.Now()
 					o := e2e.RunOptions{Rate: *rate, After: *after, Noise: *noise, Flood: *flood, FloodRate: *floodRate, Freeze: freeze}
 					var guard string
@@ -141,6 +163,9 @@ func main() {
 	})
 	if err != nil {
 		fail(err)
+	}
+	if interrupted.Load() {
+		fmt.Println("note: interrupted; the figures are of the runs that finished")
 	}
 	printTable(all)
 	for _, a := range all {
