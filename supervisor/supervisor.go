@@ -651,7 +651,11 @@ func (s *Supervisor) ended(p *proc, ex Exit) {
 				p.log.Warn("cannot kill leftovers of process", "event", "kill_failed", "err", err)
 			}
 			if len(orphans) > 0 {
-				p.log.Warn("the node manager exited: its hooks still running were killed", "event", "hook_orphans_killed", "pids", orphans, "err", herr)
+				attrs := []any{"event", "hook_orphans_killed", "pids", orphans}
+				if herr != nil {
+					attrs = append(attrs, "err", herr)
+				}
+				p.log.Warn("the node manager exited: its hooks still running were killed", attrs...)
 			}
 			if p.gen != gen || p.state != StateBackoff || !p.nextStart.IsZero() {
 				return // stopped, or started again, meanwhile

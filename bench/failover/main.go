@@ -103,7 +103,6 @@ func main() {
 		interrupted.Store(true)
 		fmt.Fprintf(os.Stderr, "bench-failover: %v: stopping after the run under way, then cleaning up (again to kill at once)\n", sig)
 	}()
-	stopping := interrupted.Load
 	r := e2e.NewRunner(os.Stderr)
 	var all []agg
 	err := r.Do(func(t e2e.TB) {
@@ -117,7 +116,7 @@ func main() {
 			for _, sc := range split(*scenarios) {
 				a := agg{system: sys.Label(), scenario: sc}
 				for i := 0; i < *runs; i++ {
-					if stopping() {
+					if interrupted.Load() {
 						all = append(all, a)
 						break systems
 					}
