@@ -124,7 +124,7 @@
 //	vigil_datagrams_received_total                 C  process                 protocol datagrams received
 //	vigil_datagrams_sent_total                     C  process                 protocol datagrams sent
 //	vigil_datagrams_send_errors_total              C  process                 datagrams the kernel refused to send
-//	vigil_datagrams_dropped_total                  C  process, reason         datagrams dropped (reason: kernel_filter, stranger, source, auth, destination, replay, overflow, short, ...)
+//	vigil_datagrams_dropped_total                  C  process, reason         datagrams dropped (reason: kernel_filter, kernel_tag, stranger, source, auth, destination, replay, overflow, short, ...)
 //	vigil_cluster_filter_active                    G  process                 1 while the kernel drops non-peers on its cluster port (nftables)
 //
 //	Supervised processes (group = apps | control)

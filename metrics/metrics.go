@@ -422,7 +422,7 @@ func collectTransport(e *emitter, proc string, t transport.Stats) {
 	}
 	slices.Sort(reasons)
 	for _, k := range reasons {
-		e.counter("vigil_datagrams_dropped_total", "Protocol datagrams dropped, by reason (kernel_filter = non-peer source dropped by the kernel, stranger, source, auth = failed authentication, replay, overflow, short, ...).", float64(dropped[k]), "process", proc, "reason", k)
+		e.counter("vigil_datagrams_dropped_total", "Protocol datagrams dropped, by reason (kernel_filter = non-peer source dropped by the kernel, kernel_tag = from a peer address without the cluster tag, dropped by the kernel, stranger, source, auth = failed authentication, replay, overflow, short, ...).", float64(dropped[k]), "process", proc, "reason", k)
 	}
 }
 

@@ -11,13 +11,15 @@ import (
 // a receiver can check before it spends a MAC computation. Nothing in it is
 // to be trusted until Decode has verified the MAC.
 type Header struct {
-	Type      MsgType
-	ClusterID uint64
-	From, To  string
+	Type MsgType
+	// Tag is the cluster tag as sent: ClusterTag(key, cluster) for a
+	// datagram of this cluster and key.
+	Tag      uint64
+	From, To string
 }
 
 // Peek checks a datagram's size, magic, version and type and reads its
-// claimed sender, destination and cluster, without the MAC: the cheap
+// claimed sender, destination and cluster tag, without the MAC: the cheap
 // checks a receiver does first, so that garbage costs no HMAC. Errors are
 // Decode's sentinels (ErrShort, ErrMagic, ErrVersion, ErrTooLarge, ErrType,
 // ErrMalformed). It does not allocate.
@@ -40,7 +42,7 @@ func Peek(b []byte) (Header, error) {
 		return Header{}, fmt.Errorf("%w: %d", ErrType, b[3])
 	}
 	r := reader{b: b[4 : len(b)-macLen]}
-	h.ClusterID = r.u64()
+	h.Tag = r.u64()
 	r.uvarint() // epoch
 	r.uvarint() // incarnation
 	r.uvarint() // seq
@@ -69,8 +71,9 @@ func (r *reader) strBytes() []byte {
 // that reads a flood spends one SHA-256 pass per datagram instead of
 // rebuilding the keyed hash each time. Not safe for concurrent use.
 type Decoder struct {
-	mac hash.Hash
-	sum [sha256.Size]byte
+	mac  hash.Hash
+	sum  [sha256.Size]byte
+	mask uint64
 }
 
 // NewDecoder returns a Decoder for the 32-byte cluster key.
@@ -78,7 +81,7 @@ func NewDecoder(key []byte) (*Decoder, error) {
 	if len(key) != KeySize {
 		return nil, ErrKey
 	}
-	return &Decoder{mac: hmac.New(sha256.New, key)}, nil
+	return &Decoder{mac: hmac.New(sha256.New, key), mask: wireMask(key)}, nil
 }
 
 // Verify reports whether b's MAC is right; b has passed Peek.
@@ -108,5 +111,5 @@ func (d *Decoder) Decode(b []byte) (Message, error) {
 	if !d.Verify(b) {
 		return Message{}, ErrAuth
 	}
-	return parse(h.Type, b[:len(b)-macLen])
+	return parse(h.Type, b[:len(b)-macLen], d.mask)
 }

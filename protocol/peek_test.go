@@ -28,7 +28,7 @@ func TestPeekAndDecoderAgreeWithDecode(t *testing.T) {
 			t.Fatal(err)
 		}
 		h, err := Peek(b)
-		if err != nil || h.From != m.From || h.To != m.To || h.ClusterID != m.ClusterID || h.Type != m.Type {
+		if err != nil || h.From != m.From || h.To != m.To || h.Tag != m.ClusterID^wireMask(key) || h.Type != m.Type {
 			t.Fatalf("Peek(%s) = %+v, %v", m.Type, h, err)
 		}
 		for i := 0; i < 2000; i++ {

@@ -9,9 +9,9 @@ import (
 	"time"
 )
 
-// Wire format, version 2 (all integers big endian or unsigned varints):
+// Wire format, version 3 (all integers big endian or unsigned varints):
 //
-//	magic "VG" | version 1 | type 1 | cluster id 8 | epoch uvarint |
+//	magic "VG" | version 1 | type 1 | cluster tag 8 | epoch uvarint |
 //	incarnation uvarint | seq uvarint | from (len 1 + bytes) |
 //	to (len 1 + bytes) | to-incarnation uvarint | body | HMAC-SHA256 32
 //
@@ -21,7 +21,13 @@ import (
 // captured on its way to one host is refused by every other host
 // (ReplayFilter: ErrDestination), and one sent to an earlier incarnation
 // of the receiving process is not acted on (Node.Step, Locator.Step:
-// ErrStale). Version 1 lacked both and is refused (ErrVersion). Bodies:
+// ErrStale). The cluster tag is the cluster id (ClusterID, a hash of the
+// name) masked with a value derived from the key (ClusterTag): only a key
+// holder can write a head that passes the receiver's cheap checks, which
+// its kernel packet filter repeats (internal/pktfilter), so a flood of
+// forged heads from a spoofed peer address costs no wakeup and no MAC.
+// Version 1 lacked the destination, version 2 sent the unmasked id; both
+// are refused (ErrVersion). Bodies:
 //
 //	token:      epoch, seq uvarint | active str | handover str | n 1 | n × (id str | flags 1)
 //	checkin:    round uvarint | flags 1 | epoch uvarint | token seq uvarint
@@ -31,13 +37,17 @@ import (
 //	join:       (empty)
 //	switchover: to str
 const (
-	wireVersion = 2
+	wireVersion = 3
 	macLen      = sha256.Size
 	// MaxDatagram is the largest datagram Encode produces and Decode accepts;
 	// it fits in one unfragmented IPv6 packet (minimum MTU 1280, less the
 	// IPv6 and UDP headers).
 	MaxDatagram = 1232
 	minHeader   = 2 + 1 + 1 + 8 + 1 + 1 + 1 + 1 + 1 + 1 // magic..to-incarnation with 1-byte varints and empty ids
+	// MinDatagram is the shortest datagram Decode accepts.
+	MinDatagram = minHeader + macLen
+	// TagOffset is where the cluster tag (8 bytes) sits in a datagram.
+	TagOffset = 4
 )
 
 var magic = [2]byte{'V', 'G'}
@@ -81,7 +91,7 @@ func AppendEncode(dst []byte, key []byte, m Message) ([]byte, error) {
 	}
 	start := len(dst)
 	b := append(dst, magic[0], magic[1], wireVersion, byte(m.Type))
-	b = binary.BigEndian.AppendUint64(b, m.ClusterID)
+	b = binary.BigEndian.AppendUint64(b, m.ClusterID^wireMask(key))
 	b = binary.AppendUvarint(b, m.Epoch)
 	b = binary.AppendUvarint(b, m.Incarnation)
 	b = binary.AppendUvarint(b, m.Seq)
@@ -185,15 +195,32 @@ func Decode(key []byte, b []byte) (Message, error) {
 	if !hmac.Equal(mac.Sum(nil), sum) {
 		return Message{}, ErrAuth
 	}
-	return parse(m.Type, body)
+	return parse(m.Type, body, wireMask(key))
+}
+
+// wireMask is what the cluster id is masked with on the wire: the first 8
+// bytes of HMAC-SHA256(key, "vigil-cluster-tag").
+func wireMask(key []byte) uint64 {
+	mac := hmac.New(sha256.New, key)
+	mac.Write([]byte("vigil-cluster-tag"))
+	return binary.BigEndian.Uint64(mac.Sum(nil))
+}
+
+// ClusterTag is the cluster tag datagrams of the cluster named cluster,
+// keyed with key, carry at TagOffset (big endian): ClusterID(cluster)
+// masked with a key-derived value. Without the key it cannot be guessed
+// (64 bits); anyone who sees the cluster's traffic can read it, so it
+// keeps out blind floods, not an eavesdropper's (docs/operations.md).
+func ClusterTag(key []byte, cluster string) uint64 {
+	return ClusterID(cluster) ^ wireMask(key)
 }
 
 // parse reads an authenticated datagram's fields (body: the datagram
-// without its MAC, typ: its checked type).
-func parse(typ MsgType, body []byte) (Message, error) {
+// without its MAC, typ: its checked type, mask: wireMask of the key).
+func parse(typ MsgType, body []byte, mask uint64) (Message, error) {
 	m := Message{Type: typ}
 	r := reader{b: body[4:]}
-	m.ClusterID = r.u64()
+	m.ClusterID = r.u64() ^ mask
 	m.Epoch = r.uvarint()
 	m.Incarnation = r.uvarint()
 	m.Seq = r.uvarint()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"reflect"
 	"strings"
@@ -151,5 +152,40 @@ func TestClusterIDDiffers(t *testing.T) {
 	x1, x2 := ClusterID("x"), ClusterID("x")
 	if ClusterID("a") == ClusterID("b") || x1 != x2 || x1 == 0 {
 		t.Fatal("ClusterID must be a stable hash of the name")
+	}
+}
+
+// The cluster tag sits at TagOffset, depends on the key and the name,
+// and Decode gives the core back the plain cluster id; a version-2
+// datagram (the unmasked id) is refused as a version mismatch.
+func TestClusterTag(t *testing.T) {
+	other := bytes.Repeat([]byte{9}, KeySize)
+	tag := ClusterTag(testKey, "edge")
+	if tag == ClusterID("edge") || tag == ClusterTag(other, "edge") || tag == ClusterTag(testKey, "core") || tag != ClusterTag(testKey, "edge") {
+		t.Fatal("ClusterTag must be a stable function of both the key and the name, and not the plain id")
+	}
+	m := Message{Type: MsgJoin, ClusterID: ClusterID("edge"), Incarnation: 1, Seq: 1, From: "a", To: "b"}
+	b, err := Encode(testKey, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := binary.BigEndian.Uint64(b[TagOffset:]); got != tag {
+		t.Fatalf("tag on the wire %x, want %x", got, tag)
+	}
+	if len(b) < MinDatagram {
+		t.Fatalf("a %d-byte datagram is shorter than MinDatagram %d", len(b), MinDatagram)
+	}
+	got, err := Decode(testKey, b)
+	if err != nil || got.ClusterID != m.ClusterID {
+		t.Fatalf("Decode: cluster id %x, %v; want %x", got.ClusterID, err, m.ClusterID)
+	}
+	d, _ := NewDecoder(testKey)
+	if got, err := d.Decode(b); err != nil || got.ClusterID != m.ClusterID {
+		t.Fatalf("Decoder.Decode: cluster id %x, %v; want %x", got.ClusterID, err, m.ClusterID)
+	}
+	v2 := append([]byte(nil), b...)
+	v2[2] = 2
+	if _, err := Decode(testKey, v2); !errors.Is(err, ErrVersion) {
+		t.Fatalf("a version-2 datagram: %v, want ErrVersion", err)
 	}
 }

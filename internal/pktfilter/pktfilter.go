@@ -1,6 +1,9 @@
 // Package pktfilter drops, in the kernel, datagrams to a cluster port that
-// do not come from a configured peer, so that a flood from anywhere else
-// costs the control plane no CPU (no wakeup, no read, no MAC).
+// do not come from a configured peer, or that do but lack the cluster's
+// tag (a key-derived value every Vigil datagram carries at a fixed offset:
+// protocol.ClusterTag), so that a flood from anywhere else, or from a
+// spoofed peer address by a sender without the key, costs the control
+// plane no CPU (no wakeup, no read, no MAC).
 //
 // It uses nftables, in Vigil's own table `table inet vigil`, which other
 // parts of Vigil share: this package creates the table if it is missing
@@ -12,6 +15,11 @@
 //
 //	udp dport P ip saddr != @cluster_<name>_peers4 counter drop
 //	udp dport P ip6 saddr != @cluster_<name>_peers6 counter drop
+//	udp dport P udp length < 8+MIN counter drop            # with a tag
+//	udp dport P @th,96,64 != TAG counter drop              # with a tag
+//
+// (MIN is protocol.MinDatagram; the tag sits at protocol.TagOffset of
+// the UDP payload, i.e. bit 96 of the transport header.)
 //
 // Install replaces what a previous run of the same process left (a crash
 // leaves the filter in place, which is safe: the peers are the same);
@@ -30,6 +38,8 @@ import (
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
+
+	"github.com/vigil-project/vigil/protocol"
 )
 
 // Table is Vigil's nftables table (family inet).
@@ -54,7 +64,27 @@ type Options struct {
 	// NetNSFD, if > 0, is an open network namespace to act in (tests);
 	// otherwise the filter goes into the namespace of the calling thread.
 	NetNSFD int
+	// Tag, if not 0, is the cluster tag (protocol.ClusterTag) every
+	// datagram to the port must carry: a datagram from a peer's address
+	// that is too short to carry it or carries another is dropped too.
+	Tag uint64
 }
+
+// Drops are the packets the filter's rules dropped.
+type Drops struct {
+	// Strangers: from an address that is no configured peer's.
+	Strangers uint64
+	// Tag: from a peer's address, without the cluster's tag (too short, or
+	// another tag: a forger without the key, another cluster, another key,
+	// a Vigil of an older wire version).
+	Tag uint64
+}
+
+// Rule user data: which count a rule's counter adds to.
+var (
+	udStrangers = []byte("vigil:strangers")
+	udTag       = []byte("vigil:tag")
+)
 
 var nameRE = regexp.MustCompile(`^[a-z0-9_]{1,24}$`)
 
@@ -122,8 +152,12 @@ func Install(name string, port uint16, peers []netip.Addr, o Options) (*Filter, 
 			}
 		}
 	}
-	c.AddRule(&nftables.Rule{Table: f.table, Chain: f.chain, Exprs: f.rule(unix.NFPROTO_IPV4, 12, 4, f.set4)})
-	c.AddRule(&nftables.Rule{Table: f.table, Chain: f.chain, Exprs: f.rule(unix.NFPROTO_IPV6, 8, 16, f.set6)})
+	c.AddRule(&nftables.Rule{Table: f.table, Chain: f.chain, Exprs: f.rule(unix.NFPROTO_IPV4, 12, 4, f.set4), UserData: udStrangers})
+	c.AddRule(&nftables.Rule{Table: f.table, Chain: f.chain, Exprs: f.rule(unix.NFPROTO_IPV6, 8, 16, f.set6), UserData: udStrangers})
+	if o.Tag != 0 {
+		c.AddRule(&nftables.Rule{Table: f.table, Chain: f.chain, Exprs: f.shortRule(), UserData: udTag})
+		c.AddRule(&nftables.Rule{Table: f.table, Chain: f.chain, Exprs: f.tagRule(o.Tag), UserData: udTag})
+	}
 	if err := c.Flush(); err != nil {
 		f.closeFD()
 		return nil, fmt.Errorf("pktfilter: install table inet %s chain %s: %w", Table, f.chain.Name, err)
@@ -134,18 +168,50 @@ func Install(name string, port uint16, peers []netip.Addr, o Options) (*Filter, 
 // rule is `meta nfproto FAM meta l4proto udp udp dport P <saddr> != @set
 // counter drop`; the saddr is at off (len bytes) in the network header.
 func (f *Filter) rule(fam byte, off, n uint32, set *nftables.Set) []expr.Any {
-	return []expr.Any{
+	e := []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{fam}},
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(f.port)},
+	}
+	return append(append(e, f.udpPort()...),
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
 		&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID, Invert: true},
 		&expr.Counter{},
 		&expr.Verdict{Kind: expr.VerdictDrop},
+	)
+}
+
+// udpPort is `meta l4proto udp udp dport P`.
+func (f *Filter) udpPort() []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(f.port)},
 	}
+}
+
+// shortRule is `udp dport P udp length < 8+MIN counter drop`: a datagram
+// too short to be Vigil's. It also keeps tagRule's payload load, which
+// would not match a packet shorter than the tag's end, from letting one
+// through.
+func (f *Filter) shortRule() []expr.Any {
+	return append(f.udpPort(),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 4, Len: 2},
+		// Big-endian bytes compare in numeric order.
+		&expr.Cmp{Op: expr.CmpOpLt, Register: 1, Data: binaryutil.BigEndian.PutUint16(uint16(8 + protocol.MinDatagram))},
+		&expr.Counter{},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	)
+}
+
+// tagRule is `udp dport P @th,96,64 != TAG counter drop`.
+func (f *Filter) tagRule(tag uint64) []expr.Any {
+	return append(f.udpPort(),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 8 + protocol.TagOffset, Len: 8},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.BigEndian.PutUint64(tag)},
+		&expr.Counter{},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	)
 }
 
 func (f *Filter) closeFD() {
@@ -166,27 +232,32 @@ func (f *Filter) conn() (*nftables.Conn, error) {
 	return c, nil
 }
 
-// Dropped is how many packets the filter's rules dropped (IPv4 + IPv6).
-func (f *Filter) Dropped() (uint64, error) {
+// Dropped is how many packets the filter's rules dropped (IPv4 + IPv6),
+// by reason.
+func (f *Filter) Dropped() (Drops, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	var d Drops
 	c, err := f.conn()
 	if err != nil {
-		return 0, err
+		return d, err
 	}
 	rules, err := c.GetRules(f.table, f.chain)
 	if err != nil {
-		return 0, fmt.Errorf("pktfilter: read chain %s: %w", f.chain.Name, err)
+		return d, fmt.Errorf("pktfilter: read chain %s: %w", f.chain.Name, err)
 	}
-	var n uint64
 	for _, r := range rules {
 		for _, e := range r.Exprs {
 			if ctr, ok := e.(*expr.Counter); ok {
-				n += ctr.Packets
+				if string(r.UserData) == string(udTag) {
+					d.Tag += ctr.Packets
+				} else {
+					d.Strangers += ctr.Packets
+				}
 			}
 		}
 	}
-	return n, nil
+	return d, nil
 }
 
 // Remove deletes the process's chain and sets (not the table, which other

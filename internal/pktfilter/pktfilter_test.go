@@ -1,6 +1,7 @@
 package pktfilter
 
 import (
+	"bytes"
 	"errors"
 	"net"
 	"net/netip"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vigil-project/vigil/internal/netnstest"
+	"github.com/vigil-project/vigil/protocol"
 )
 
 // In a namespace: the filter lets a configured peer reach the port and
@@ -90,8 +92,8 @@ func TestFilterDropsStrangersOnly(t *testing.T) {
 	if string(buf[:nr]) != "peer" || src.Addr() != netip.MustParseAddr("192.0.2.12") {
 		t.Fatalf("first datagram %q from %s, want the peer's (the stranger's were sent first)", buf[:nr], src)
 	}
-	if d, err := f.Dropped(); err != nil || d != 5 {
-		t.Errorf("Dropped = %d, %v; want 5", d, err)
+	if d, err := f.Dropped(); err != nil || d.Strangers != 5 || d.Tag != 0 {
+		t.Errorf("Dropped = %+v, %v; want 5 strangers", d, err)
 	}
 	_ = conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 	if _, _, err := conn.ReadFromUDPAddrPort(buf); !errors.Is(err, netErrTimeout(err)) {
@@ -119,4 +121,72 @@ func netErrTimeout(err error) error {
 		return err
 	}
 	return errors.New("not a timeout")
+}
+
+// With a tag, a peer's datagram reaches the port only if it is long
+// enough to be Vigil's and carries the tag at its offset: a forger of the
+// peer's address without the key is dropped in the kernel, counted apart
+// from strangers.
+func TestFilterDropsUntaggedFromPeer(t *testing.T) {
+	n := netnstest.New(t,
+		netnstest.HostSpec{Name: "a", Addr: "192.0.2.11/24"},
+		netnstest.HostSpec{Name: "b", Addr: "192.0.2.12/24"},
+	)
+	a := n.Hosts["a"]
+	const port = 7402
+	var conn *net.UDPConn
+	if err := a.Run(func() error {
+		var err error
+		conn, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(192, 0, 2, 11), Port: port})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	key := bytes.Repeat([]byte{7}, protocol.KeySize)
+	tag := protocol.ClusterTag(key, "edge")
+	f, err := Install("nodemanager", port, []netip.Addr{netip.MustParseAddr("192.0.2.12")}, Options{NetNSFD: int(a.NS), Tag: tag})
+	if err != nil {
+		t.Fatalf("Install: %v", err)
+	}
+	defer f.Remove()
+
+	good, err := protocol.Encode(key, protocol.Message{Type: protocol.MsgJoin, ClusterID: protocol.ClusterID("edge"), From: "b", To: "a", Incarnation: 1, Seq: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherKey, _ := protocol.Encode(bytes.Repeat([]byte{8}, protocol.KeySize), protocol.Message{Type: protocol.MsgJoin, ClusterID: protocol.ClusterID("edge"), From: "b", To: "a", Incarnation: 1, Seq: 2})
+	otherCluster, _ := protocol.Encode(key, protocol.Message{Type: protocol.MsgJoin, ClusterID: protocol.ClusterID("core"), From: "b", To: "a", Incarnation: 1, Seq: 3})
+	short := good[:protocol.MinDatagram-1]
+	// Right tag, truncated: long enough for the tag, too short for Vigil.
+	send := func(payload []byte) {
+		t.Helper()
+		if err := n.Hosts["b"].Run(func() error {
+			c, err := net.DialUDP("udp", nil, &net.UDPAddr{IP: net.IPv4(192, 0, 2, 11), Port: port})
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_, err = c.Write(payload)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range [][]byte{otherKey, otherCluster, short, []byte("x"), nil} {
+		send(p)
+	}
+	send(good)
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 2048)
+	nr, _, err := conn.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatalf("the tagged datagram did not arrive: %v", err)
+	}
+	if !bytes.Equal(buf[:nr], good) {
+		t.Fatalf("first datagram to arrive is %d bytes, not the tagged one (the untagged were sent first)", nr)
+	}
+	if d, err := f.Dropped(); err != nil || d.Tag != 5 || d.Strangers != 0 {
+		t.Errorf("Dropped = %+v, %v; want 5 without the tag", d, err)
+	}
 }

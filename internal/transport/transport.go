@@ -9,7 +9,9 @@
 // The receive path is built so that garbage cannot starve it (docs/
 // operations.md, "Cluster network"): the kernel drops datagrams from any
 // source that is not a configured peer before they reach the socket
-// (internal/pktfilter, nftables); the socket has a large receive buffer;
+// (internal/pktfilter, nftables), and from a peer's address unless the
+// datagram carries the cluster's key-derived tag (a forger of a peer's
+// address without the key); the socket has a large receive buffer;
 // one reader goroutine does the cheap checks (source address, size, magic,
 // version, claimed sender and destination) before it spends a MAC, and
 // hands only authentic, fresh messages to the protocol loop, whose timers
@@ -69,18 +71,18 @@ type Inbound struct {
 // lane) neither delays a peer's datagrams nor pushes them out of a full
 // buffer. Sends go out through the destination's lane.
 type Transport struct {
-	conn      *net.UDPConn // the catch-all socket
-	lanes     map[netip.AddrPort]*net.UDPConn
-	key       []byte
-	self      string
-	clusterID uint64
-	node      map[string]netip.AddrPort
-	loc       map[string]netip.AddrPort
-	peerIP    map[string]netip.Addr // the configured address of each peer id
-	peerIPs   map[netip.Addr]bool   // every configured peer address
-	fmu       sync.Mutex            // filter: the readers share it
-	filter    *protocol.ReplayFilter
-	log       *slog.Logger
+	conn    *net.UDPConn // the catch-all socket
+	lanes   map[netip.AddrPort]*net.UDPConn
+	key     []byte
+	self    string
+	tag     uint64 // protocol.ClusterTag
+	node    map[string]netip.AddrPort
+	loc     map[string]netip.AddrPort
+	peerIP  map[string]netip.Addr // the configured address of each peer id
+	peerIPs map[netip.Addr]bool   // every configured peer address
+	fmu     sync.Mutex            // filter: the readers share it
+	filter  *protocol.ReplayFilter
+	log     *slog.Logger
 	// srcOOB, when listen is the unspecified address, is the control
 	// message that sends from this host's entry address: peers check the
 	// source, and routing could pick another of the host's addresses.
@@ -91,7 +93,8 @@ type Transport struct {
 	rcvbuf       int
 
 	received, sent, sendErrors atomic.Uint64
-	kernelDropped, sockDropped atomic.Uint64
+	kernelDropped, kernelTag   atomic.Uint64
+	sockDropped                atomic.Uint64
 	mu                         sync.Mutex
 	dropped                    map[string]uint64
 	bySource                   map[netip.Addr]uint64
@@ -124,16 +127,16 @@ func Open(cfg *config.Config, pcfg protocol.Config, key []byte, locator bool, lo
 	}
 	t := &Transport{
 		key: key, log: log,
-		node:      map[string]netip.AddrPort{},
-		loc:       map[string]netip.AddrPort{},
-		self:      pcfg.Self,
-		clusterID: protocol.ClusterID(pcfg.Cluster),
-		peerIP:    map[string]netip.Addr{},
-		peerIPs:   map[netip.Addr]bool{},
-		filter:    protocol.NewReplayFilter(pcfg),
-		dropped:   map[string]uint64{},
-		bySource:  map[netip.Addr]uint64{},
-		quiet:     episodeQuiet,
+		node:     map[string]netip.AddrPort{},
+		loc:      map[string]netip.AddrPort{},
+		self:     pcfg.Self,
+		tag:      protocol.ClusterTag(key, pcfg.Cluster),
+		peerIP:   map[string]netip.Addr{},
+		peerIPs:  map[netip.Addr]bool{},
+		filter:   protocol.NewReplayFilter(pcfg),
+		dropped:  map[string]uint64{},
+		bySource: map[netip.Addr]uint64{},
+		quiet:    episodeQuiet,
 	}
 	for _, p := range append(append([]config.Peer{}, cfg.Cluster.Nodes...), cfg.Cluster.Witnesses...) {
 		ap, err := netip.ParseAddrPort(p.Address)
@@ -232,10 +235,11 @@ func reusePort(_, _ string, c syscall.RawConn) error {
 	return nil
 }
 
-// installKernelFilter drops datagrams to the port from non-peers in the
-// kernel (internal/pktfilter). Without it the userspace checks still drop
-// them, each at the cost of a wakeup and a read: said once in the log and
-// in Stats.KernelFilter.
+// installKernelFilter drops datagrams to the port from non-peers, and
+// from peers' addresses without the cluster tag, in the kernel
+// (internal/pktfilter). Without it the userspace checks still drop them,
+// each at the cost of a wakeup and a read: said once in the log and in
+// Stats.KernelFilter.
 func (t *Transport) installKernelFilter(name string, listen netip.AddrPort) {
 	loopback := listen.Addr().Unmap().IsLoopback()
 	peers := make([]netip.Addr, 0, len(t.peerIPs))
@@ -249,7 +253,7 @@ func (t *Transport) installKernelFilter(name string, listen netip.AddrPort) {
 		t.kernelFilter = "off: loopback cluster"
 		return
 	}
-	f, err := pktfilter.Install(name, listen.Port(), peers, pktfilter.Options{})
+	f, err := pktfilter.Install(name, listen.Port(), peers, pktfilter.Options{Tag: t.tag})
 	if err != nil {
 		t.kernelFilter = "unavailable: " + err.Error()
 		t.log.Warn("kernel packet filter unavailable; datagrams from non-peers are dropped in userspace only",
@@ -464,7 +468,7 @@ func (t *Transport) accept(dec *protocol.Decoder, b []byte, src netip.Addr) (pro
 		return protocol.Message{}, "peer", protocol.ErrPeer
 	case want != src:
 		return protocol.Message{}, "source", errSource
-	case h.ClusterID != t.clusterID:
+	case h.Tag != t.tag:
 		return protocol.Message{}, "cluster", protocol.ErrCluster
 	case h.To != t.self:
 		return protocol.Message{}, "destination", protocol.ErrDestination
@@ -494,8 +498,9 @@ func (t *Transport) pollKernelCounters(ctx context.Context) {
 	defer tick.Stop()
 	for {
 		if t.kfilter != nil {
-			if n, err := t.kfilter.Dropped(); err == nil {
-				t.kernelDropped.Store(n)
+			if d, err := t.kfilter.Dropped(); err == nil {
+				t.kernelDropped.Store(d.Strangers)
+				t.kernelTag.Store(d.Tag)
 			}
 		}
 		var drops uint64
@@ -635,14 +640,17 @@ type Stats struct {
 	// (claims a peer but comes from another address), peer, cluster,
 	// destination, short, magic, version, too_large, type, malformed
 	// (checked before the MAC), auth, replay (after it); kernel_filter
-	// (dropped by the nftables filter before reaching the socket) and
-	// overflow (the socket's receive buffer was full) are the kernel's
-	// counts.
+	// (from a non-peer, dropped by the nftables filter before reaching
+	// the socket), kernel_tag (from a peer's address without the cluster
+	// tag: a forger without the key, or a peer with another key, cluster
+	// name or wire version, dropped there too) and overflow (the socket's
+	// receive buffer was full) are the kernel's counts.
 	Dropped map[string]uint64 `json:"dropped,omitempty"`
 	// DroppedBySource is the drops in userspace by source address, for
 	// the first 32 sources seen; the rest are under "other".
 	DroppedBySource map[string]uint64 `json:"dropped_by_source,omitempty"`
-	// KernelFilter: "nftables" (strangers dropped in the kernel), "off:
+	// KernelFilter: "nftables" (strangers and untagged datagrams dropped
+	// in the kernel), "off:
 	// loopback cluster", or "unavailable: why".
 	KernelFilter string `json:"kernel_filter,omitempty"`
 	// RecvBufferBytes is the socket's receive buffer as the kernel
@@ -672,6 +680,9 @@ func (t *Transport) Stats() Stats {
 	t.logEnded(ended)
 	if n := t.kernelDropped.Load(); n > 0 {
 		d["kernel_filter"] = n
+	}
+	if n := t.kernelTag.Load(); n > 0 {
+		d["kernel_tag"] = n
 	}
 	if n := t.sockDropped.Load(); n > 0 {
 		d["overflow"] = n

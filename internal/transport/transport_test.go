@@ -56,7 +56,9 @@ func TestDropsAreCountedAndNothingStops(t *testing.T) {
 	elsewhere := m
 	elsewhere.Seq, elsewhere.To = 5, "c"
 	forOtherHost, _ := protocol.Encode(key, elsewhere)
-	for _, b := range [][]byte{good, good, wrongKey, good[:len(good)-5], otherCluster, unknownPeer, forOtherHost, []byte("INVITE sip:x SIP/2.0\r\n\r\n"), {}} {
+	badMAC := append([]byte(nil), good...)
+	badMAC[len(badMAC)-1] ^= 1
+	for _, b := range [][]byte{good, good, wrongKey, good[:len(good)-5], otherCluster, unknownPeer, forOtherHost, []byte("INVITE sip:x SIP/2.0\r\n\r\n"), {}, badMAC} {
 		if _, err := c.Write(b); err != nil {
 			t.Fatal(err)
 		}
@@ -69,7 +71,9 @@ func TestDropsAreCountedAndNothingStops(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("valid datagram not delivered")
 	}
-	want := map[string]uint64{"replay": 1, "auth": 1, "cluster": 1, "peer": 1, "destination": 1}
+	// Another key writes another cluster tag: refused before the MAC, as
+	// another cluster's datagram is.
+	want := map[string]uint64{"replay": 1, "cluster": 2, "peer": 1, "destination": 1}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		st := tr.Stats()
@@ -78,16 +82,16 @@ func TestDropsAreCountedAndNothingStops(t *testing.T) {
 			ok = ok && st.Dropped[k] == v
 		}
 		// truncated, garbage and empty: short or magic or auth, whichever
-		// check the decoder hits first; three in all.
+		// check the decoder hits first; three in all, besides the bad MAC.
 		var total uint64
 		for _, v := range st.Dropped {
 			total += v
 		}
-		if ok && total == 8 {
+		if ok && total == 9 && st.Dropped["auth"] >= 1 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("stats %+v, want %v plus 3 malformed", st, want)
+			t.Fatalf("stats %+v, want %v, an auth and 3 malformed", st, want)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

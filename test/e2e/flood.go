@@ -17,11 +17,14 @@ import (
 )
 
 // Flooder is a System whose cluster ports the flood scenarios can aim
-// at: the UDP addresses its control plane on host listens on, and the
-// cluster name a forged head carries.
+// at: the UDP addresses its control plane on host listens on, the
+// cluster name a forged head carries, and the cluster tag its datagrams
+// carry (which an eavesdropper can read off them, and a forger without
+// the key cannot compute).
 type Flooder interface {
 	ClusterPorts(host string) []netip.AddrPort
 	ClusterName() string
+	ClusterTag() uint64
 }
 
 // FloodSpec is one flood: from host (a namespace of the Net), with source
@@ -33,11 +36,14 @@ type FloodSpec struct {
 	Targets []netip.AddrPort
 	D       time.Duration
 	// Forge, if set, makes every datagram a well-formed Vigil head (magic,
-	// version, type, cluster, this sender id, to To) with a random MAC:
-	// what a spoofer without the key sends to get past every check but
-	// the MAC. Otherwise the payloads are random bytes.
+	// version, type, cluster, this sender id, to To) with a random MAC.
+	// Its cluster tag is Tag if set (an eavesdropper's: past every check
+	// but the MAC), otherwise the plain ClusterID of Cluster (the best a
+	// forger without the key can write). Otherwise the payloads are
+	// random bytes.
 	Forge    bool
 	Cluster  string
+	Tag      uint64
 	From, To string
 	// Rate, if > 0, paces the flood to about that many datagrams per
 	// second (the measurement was at 44,000/s); 0 is as fast as
@@ -171,11 +177,16 @@ func floodPayloads(s FloodSpec, n int) ([][]byte, error) {
 			return nil, err
 		}
 		if s.Forge {
-			// magic, version 2, type join, cluster id, epoch, incarnation,
-			// seq (one-byte varints), from, to, to-incarnation; the rest
-			// random, its last 32 bytes the (wrong) MAC.
-			h := []byte{'V', 'G', 2, byte(protocol.MsgJoin)}
-			h = binary.BigEndian.AppendUint64(h, protocol.ClusterID(s.Cluster))
+			// magic, version 3, type join, cluster tag, epoch,
+			// incarnation, seq (one-byte varints), from, to,
+			// to-incarnation; the rest random, its last 32 bytes the
+			// (wrong) MAC.
+			tag := s.Tag
+			if tag == 0 {
+				tag = protocol.ClusterID(s.Cluster)
+			}
+			h := []byte{'V', 'G', 3, byte(protocol.MsgJoin)}
+			h = binary.BigEndian.AppendUint64(h, tag)
 			h = append(h, 1, 1, byte(1+i%127))
 			h = append(h, byte(len(s.From)))
 			h = append(h, s.From...)

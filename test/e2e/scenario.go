@@ -20,20 +20,25 @@ const (
 	ScenarioFreeze      = "freeze"
 	// ScenarioFlood floods the active's cluster ports with random UDP
 	// from host x, which is no peer; ScenarioFloodSpoof with forged Vigil
-	// heads (wrong MAC) from x spoofing the standby's address and port. Nothing failed: any move is false.
-	ScenarioFlood      = "flood"
-	ScenarioFloodSpoof = "floodspoof"
+	// heads (wrong MAC, and the cluster tag a forger without the key can
+	// write) from x spoofing the standby's address and port;
+	// ScenarioFloodTagged the same with the cluster's real tag, as an
+	// eavesdropper on the cluster network could. Nothing failed: any move
+	// is false.
+	ScenarioFlood       = "flood"
+	ScenarioFloodSpoof  = "floodspoof"
+	ScenarioFloodTagged = "floodtagged"
 )
 
 // Scenarios is every scenario, in the order the benchmark runs them.
-var Scenarios = []string{ScenarioKill, ScenarioLinkdown, ScenarioStall, ScenarioFreeze, ScenarioAppfail, ScenarioNoisy, ScenarioSwitchover, ScenarioWitnesskill, ScenarioFlood, ScenarioFloodSpoof}
+var Scenarios = []string{ScenarioKill, ScenarioLinkdown, ScenarioStall, ScenarioFreeze, ScenarioAppfail, ScenarioNoisy, ScenarioSwitchover, ScenarioWitnesskill, ScenarioFlood, ScenarioFloodSpoof, ScenarioFloodTagged}
 
 // ExpectsFailover says whether the scenario calls for the role to move:
 // in noisy, witnesskill and the floods nothing failed, so any move is a
 // false failover.
 func ExpectsFailover(scenario string) bool {
 	switch scenario {
-	case ScenarioNoisy, ScenarioWitnesskill, ScenarioFlood, ScenarioFloodSpoof:
+	case ScenarioNoisy, ScenarioWitnesskill, ScenarioFlood, ScenarioFloodSpoof, ScenarioFloodTagged:
 		return false
 	}
 	return true
@@ -41,7 +46,7 @@ func ExpectsFailover(scenario string) bool {
 
 // isFlood says whether the scenario is one of the floods.
 func isFlood(scenario string) bool {
-	return scenario == ScenarioFlood || scenario == ScenarioFloodSpoof
+	return scenario == ScenarioFlood || scenario == ScenarioFloodSpoof || scenario == ScenarioFloodTagged
 }
 
 // RunOptions shape one run.
@@ -248,7 +253,7 @@ func Run(t TB, n *Net, sys System, scenario string, o RunOptions) (Result, error
 		ferr = sys.Switchover(r.From)
 	case ScenarioWitnesskill:
 		ferr = sys.KillWitness()
-	case ScenarioFlood, ScenarioFloodSpoof:
+	case ScenarioFlood, ScenarioFloodSpoof, ScenarioFloodTagged:
 		flood, ferr = startFlood(n, sys, scenario, r.From, o.Flood, o.FloodRate)
 	default:
 		ferr = errorf("unknown scenario %q", scenario)
@@ -310,20 +315,23 @@ func Run(t TB, n *Net, sys System, scenario string, o RunOptions) (Result, error
 
 // startFlood floods the active's cluster ports from the attacker host x:
 // as itself (flood) or spoofing the standby's node manager address
-// (floodspoof).
+// (floodspoof; floodtagged with the cluster tag).
 func startFlood(n *Net, sys System, scenario, active string, d time.Duration, rate int) (*Flood, error) {
 	fl, ok := sys.(Flooder)
 	if !ok {
 		return nil, ErrNotApplicable
 	}
 	spec := FloodSpec{Host: "x", Src: netip.AddrPortFrom(n.Hosts["x"].Addr.Addr(), 0), Targets: fl.ClusterPorts(active), D: d, Rate: rate}
-	if scenario == ScenarioFloodSpoof {
+	if scenario == ScenarioFloodSpoof || scenario == ScenarioFloodTagged {
 		standby := Other(active)
 		for _, p := range fl.ClusterPorts(standby) {
 			spec.Src = p // the standby's node manager address and port
 			break
 		}
 		spec.Forge, spec.Cluster, spec.From, spec.To = true, fl.ClusterName(), standby, active
+		if scenario == ScenarioFloodTagged {
+			spec.Tag = fl.ClusterTag()
+		}
 	}
 	return n.StartFlood(spec)
 }

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vigil-project/vigil/protocol"
 	"github.com/vigil-project/vigil/supervisor"
 )
 
@@ -57,6 +58,7 @@ type Vigil struct {
 	// noiseDir, on the disk, is where the noisy neighbour writes.
 	noiseDir string
 	tag      string
+	key      []byte
 	mu       sync.Mutex
 	host     map[string]*vigilHost
 }
@@ -85,6 +87,7 @@ func NewVigil(t TB, n *Net, opts VigilOptions) *Vigil {
 	v.noiseDir = diskTempDir(t, "vigil-e2e-noise-")
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
+	v.key = key
 	keyFile := filepath.Join(v.dir, "cluster.key")
 	if err := os.WriteFile(keyFile, []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
 		t.Fatalf("e2e: %v", err)
@@ -329,6 +332,10 @@ func (v *Vigil) ClusterPorts(id string) []netip.AddrPort {
 
 // ClusterName implements Flooder.
 func (v *Vigil) ClusterName() string { return "e2e" }
+
+// ClusterTag implements Flooder: what an eavesdropper reads off the
+// cluster's datagrams.
+func (v *Vigil) ClusterTag() uint64 { return protocol.ClusterTag(v.key, v.ClusterName()) }
 
 // Status returns host id's `vigil status --json` document.
 func (v *Vigil) Status(id string) (*supervisor.Status, error) {
