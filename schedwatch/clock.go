@@ -2,8 +2,6 @@ package schedwatch
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -19,9 +17,15 @@ type Clock interface {
 	SleepUntil(ctx context.Context, mono time.Duration) error
 }
 
-// SystemClock reads the kernel clocks and sleeps with clock_nanosleep on
-// an absolute CLOCK_MONOTONIC deadline, so that the measured lateness is
-// the kernel's wakeup latency for this thread, not Go timer batching.
+// SystemClock reads the kernel clocks and sleeps on a Go timer until an
+// absolute CLOCK_MONOTONIC deadline (Go's timers run on that clock).
+//
+// It slept in clock_nanosleep before, on a locked thread: that system call
+// held the goroutine's P for the whole period, the runtime's sysmon took
+// the P back each period and so stayed in its 20 µs polling mode, and at
+// SCHED_RR that cost a node manager 75-90 ms of CPU a second, half its
+// group's realtime budget. A timer measures what the protocol loop's own
+// timers see: the kernel waking a thread, plus Go's scheduling.
 type SystemClock struct{}
 
 func clockNow(id int32) time.Duration {
@@ -38,25 +42,22 @@ func (SystemClock) Now() (mono, boot time.Duration) {
 	return clockNow(unix.CLOCK_MONOTONIC), clockNow(unix.CLOCK_BOOTTIME)
 }
 
-// SleepUntil implements Clock. Cancellation is noticed before the sleep
-// only: the monitor's period is short, so a late exit costs one period.
+// SleepUntil implements Clock; it returns at once when ctx ends.
 func (SystemClock) SleepUntil(ctx context.Context, mono time.Duration) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	ts := unix.NsecToTimespec(int64(mono))
 	for {
-		err := unix.ClockNanosleep(unix.CLOCK_MONOTONIC, unix.TIMER_ABSTIME, &ts, nil)
-		if err == nil {
-			return nil
-		}
-		// Go's runtime preempts with signals (SIGURG): an absolute deadline
-		// is simply slept for again.
-		if !errors.Is(err, unix.EINTR) {
-			return fmt.Errorf("schedwatch: clock_nanosleep: %w", err)
-		}
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		d := mono - clockNow(unix.CLOCK_MONOTONIC)
+		if d <= 0 {
+			return nil
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
 		}
 	}
 }

@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"runtime"
 	"sync"
 	"time"
 
@@ -233,12 +232,10 @@ func New(cfg Config) (*Monitor, error) {
 	return m, nil
 }
 
-// Run measures until ctx ends, on a locked OS thread so that the lateness
-// is that of one kernel thread rather than of Go's scheduler moving the
-// goroutine. It returns nil when ctx ends, or a clock error.
+// Run measures until ctx ends. It returns nil when ctx ends, or a clock
+// error. It is not locked to a thread: a locked goroutine's wakeup is one
+// more handoff than the protocol loop's, whose lateness it stands for.
 func (m *Monitor) Run(ctx context.Context) error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 
 	mono, boot := m.clock.Now()
 	deadline := mono + m.cfg.Period
