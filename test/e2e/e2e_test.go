@@ -392,15 +392,24 @@ func TestE2ENoisy(t *testing.T) {
 	checkNoDual(t, r)
 }
 
-// flood and floodspoof: the active's cluster ports (node manager and
+// flood, floodspoof and floodtagged: the active's cluster ports (node manager and
 // locator) are flooded for 5 s (short) or 10 s at the highest rate one
 // sending thread reaches (the benchmark: 60 s), from host x, which is no
 // peer (random UDP), or from x spoofing the standby's address and port
 // with forged Vigil heads (without the key, so without the cluster tag).
 // Nothing may change: no move, no fence, no outage, no new epoch; the
 // drops are counted where the operator reads them.
-func TestE2EFlood(t *testing.T)      { testFlood(t, ScenarioFlood) }
-func TestE2EFloodSpoof(t *testing.T) { testFlood(t, ScenarioFloodSpoof) }
+//
+// floodtagged is floodspoof with the cluster tag an eavesdropper on the
+// cluster network reads off the datagrams: the kernel lets it through,
+// the forged heads reach the standby's lane and cost a read and an HMAC
+// each. At the tests' timing that is still no move, no fence and no
+// outage, but a lost token may make the active renew its role in a new
+// epoch (at most two allowed), holding the address throughout. At the
+// product's default timing it does move the role (docs/operations.md).
+func TestE2EFlood(t *testing.T)       { testFlood(t, ScenarioFlood) }
+func TestE2EFloodSpoof(t *testing.T)  { testFlood(t, ScenarioFloodSpoof) }
+func TestE2EFloodTagged(t *testing.T) { testFlood(t, ScenarioFloodTagged) }
 
 func testFlood(t *testing.T, scenario string) {
 	n, v := newVigil(t)
@@ -444,17 +453,27 @@ func testFlood(t *testing.T, scenario string) {
 	if fences != 0 {
 		t.Errorf("the active's node manager was fenced %d times under the flood", fences)
 	}
-	// Both floods are dropped in the kernel, before any socket: the
-	// protocol does not notice them, no new epoch.
-	if after.Role != "active" || after.Epoch != before.Epoch {
-		t.Errorf("epoch %d -> %d, role %q at the end: the flood moved the protocol", before.Epoch, after.Epoch, after.Role)
+	// flood and floodspoof are dropped in the kernel, before any socket:
+	// the protocol does not notice them, no new epoch. floodtagged shares
+	// the standby's lane: when the reader falls behind, some of the
+	// standby's own datagrams are lost with the forged ones (overflow),
+	// and a lost token may make the active renew its role in a new epoch.
+	maxEpochs := uint64(0)
+	if scenario == ScenarioFloodTagged {
+		maxEpochs = 2
+	}
+	if after.Role != "active" || after.Epoch < before.Epoch || after.Epoch-before.Epoch > maxEpochs {
+		t.Errorf("epoch %d -> %d (at most %d new allowed), role %q at the end: the flood moved the protocol", before.Epoch, after.Epoch, maxEpochs, after.Role)
+	} else if after.Epoch != before.Epoch {
+		t.Logf("%s: the active renewed its role in %d new epoch(s) (the standby's lane overflowed), holding the address throughout", scenario, after.Epoch-before.Epoch)
 	}
 	// The flood's kernel work (softirq, charged to whichever CPU takes
 	// it) shares this machine's cores with the SIP server: gaps of up to
 	// ~90 ms were measured on a loaded 2-core machine under the non-peer
-	// flood. A failover, or the outage of a fence, lasts at least a lease
-	// (600 ms at testTiming).
-	if r.Outage.Longest > 300*time.Millisecond {
+	// flood. floodtagged wakes the readers too: gaps of 170-500 ms were
+	// measured, and checkStayed's 1 s bounds it. A failover, or the
+	// outage of a fence, lasts at least a lease (600 ms at testTiming).
+	if scenario != ScenarioFloodTagged && r.Outage.Longest > 300*time.Millisecond {
 		t.Errorf("a %v outage under the flood", r.Outage.Longest)
 	}
 	switch scenario {
@@ -468,6 +487,12 @@ func testFlood(t *testing.T, scenario string) {
 		// forger without the key cannot write: dropped by the kernel too.
 		if after.Transport.Dropped["kernel_tag"] == 0 || loc.Transport.Dropped["kernel_tag"] == 0 || after.Transport.Dropped["auth"] != 0 {
 			t.Errorf("forged datagrams not dropped in the kernel as kernel_tag: node manager %v, locator %v", after.Transport.Dropped, loc.Transport.Dropped)
+		}
+	case ScenarioFloodTagged:
+		// With the tag: past the kernel, dropped at the MAC, by source.
+		src := n.Hosts[Other(r.From)].Addr.Addr().String()
+		if after.Transport.Dropped["auth"] == 0 || after.Transport.DroppedBySource[src] == 0 || loc.Transport.Dropped["auth"] == 0 {
+			t.Errorf("forged datagrams from %s not counted as auth: node manager %v %v, locator %v", src, after.Transport.Dropped, after.Transport.DroppedBySource, loc.Transport.Dropped)
 		}
 	}
 }
