@@ -157,6 +157,25 @@ t_journal() {
 t_vip() {
 	until_ok 30 has_vip || { ip addr show dev dummy0; vigil status; return 1; }
 }
+# kernel_lease: the node manager's nested report object, on one line.
+kernel_lease() { vigil status --json 2>/dev/null | tr -d ' \n' | grep -o '"kernel_lease":{[^}]*' | head -1; }
+# The lease in the kernel (nftables sets with per-element timeouts, in
+# `table arp vigil` and `table inet vigil`) on Debian 12's own kernel:
+# the active programs it and reports "enforcing" with no failure.
+t_kernel_lease() {
+	until_ok 30 sh -c 'vigil status --json | tr -d " \n" | grep -q "\"kernel_lease\":{\"state\":\"enforcing\""' ||
+		{ echo "kernel $(uname -r): $(kernel_lease)"; return 1; }
+	local kl
+	kl=$(kernel_lease)
+	case "$kl" in
+	*'"failures":0'*) ;;
+	*) echo "kernel $(uname -r): failures: $kl"; return 1 ;;
+	esac
+	case "$kl" in
+	*'"applies":0,'*) echo "kernel $(uname -r): never applied: $kl"; return 1 ;;
+	esac
+	echo "kernel $(uname -r): $kl"
+}
 t_reload() {
 	write_config '  - {name: sleeper2, command: [/bin/sleep, "200000"], restart: always}'
 	local before
@@ -436,6 +455,7 @@ check process t_process
 check status t_status
 check journal-fields t_journal
 check vip t_vip
+check kernel-lease t_kernel_lease
 check reload t_reload
 check reload-invalid t_reload_invalid
 check hup-all t_hup_all
