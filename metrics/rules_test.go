@@ -17,7 +17,7 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/vigil-project/vigil/internal/transport"
 	"github.com/vigil-project/vigil/locator"
