@@ -18,9 +18,11 @@ build:
 # Everything CI checks: lint, then every test (root tests included when run as root).
 # test/e2e runs after the rest, not beside it: its three Vigil instances and
 # keepalived take most of the kernel's realtime budget (cpu.rt_runtime_us),
-# which the realtime tests in test/supervise need too.
+# which the realtime tests in test/supervise need too. The rest runs with
+# the race detector (cgo: gcc, from make deps); test/e2e's processes are
+# the product's static build either way.
 test: lint build
-	$(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -v /test/e2e)
+	$(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v /test/e2e)
 	$(GO) test -count=1 -timeout 20m ./test/e2e/...
 
 test-short: build

@@ -5,6 +5,7 @@ set -euo pipefail
 
 PKGS=(
   make git ca-certificates
+  gcc libc6-dev  # go test -race (make test) needs cgo
   util-linux    # unshare: the PID-1 supervisor test
   iproute2      # ip netns: network-namespace tests
   sip-tester    # sipp: real SIP peer for health checks and failover tests
