@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -152,16 +151,19 @@ func (c *cluster) waitActive(timeout time.Duration, not string) string {
 	return a
 }
 
-// watchDual samples both nodes' own views until stop is closed and counts
-// samples in which both held a valid lease at the same instant, each lease
-// projected from its report's time (the supervisor caches reports).
-func (c *cluster) watchDual(stop <-chan struct{}) *int {
-	var dual int
-	var mu sync.Mutex
+// watchDual samples both nodes' own views until the returned function is
+// called, and counts samples in which both held a valid lease at the same
+// instant, each lease projected from its report's time (the supervisor
+// caches reports). The returned function stops the sampler, waits for it to
+// end and returns the count.
+func (c *cluster) watchDual() (stop func() int) {
+	quit, done := make(chan struct{}), make(chan int)
 	go func() {
+		dual := 0
 		for {
 			select {
-			case <-stop:
+			case <-quit:
+				done <- dual
 				return
 			default:
 			}
@@ -169,14 +171,15 @@ func (c *cluster) watchDual(stop <-chan struct{}) *int {
 			rb, okb := c.report("b")
 			now := time.Now()
 			if oka && okb && ra.holdsLeaseNow(now) && rb.holdsLeaseNow(now) {
-				mu.Lock()
 				dual++
-				mu.Unlock()
 			}
-			time.Sleep(5 * time.Millisecond)
+			time.Sleep(5 * time.Millisecond) // the sampling period, not a wait
 		}
 	}()
-	return &dual
+	return func() int {
+		close(quit)
+		return <-done
+	}
 }
 
 func nmPid(t *testing.T, d *daemon, name string) int {
@@ -199,8 +202,7 @@ func TestClusterFailover(t *testing.T) {
 	c := newCluster(t)
 	first := c.waitActive(20*time.Second, "")
 	t.Logf("initial active: %s", first)
-	stop := make(chan struct{})
-	dual := c.watchDual(stop)
+	stopDual := c.watchDual()
 
 	// kill -9 of the active's node manager.
 	began := time.Now()
@@ -257,10 +259,8 @@ func TestClusterFailover(t *testing.T) {
 		}
 	}
 	c.waitActive(20*time.Second, "")
-	close(stop)
-	time.Sleep(20 * time.Millisecond)
-	if *dual != 0 {
-		t.Errorf("%d samples saw both nodes active with a valid lease", *dual)
+	if dual := stopDual(); dual != 0 {
+		t.Errorf("%d samples saw both nodes active with a valid lease", dual)
 	}
 	// No locator ever granted one epoch to two holders.
 	for _, id := range []string{"a", "b", "w"} {

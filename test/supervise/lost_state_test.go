@@ -32,10 +32,18 @@ func TestLostStateDirRejoins(t *testing.T) {
 		nm, loc := nmPid(t, d, "nodemanager"), nmPid(t, d, "locator")
 		_ = syscall.Kill(nm, syscall.SIGKILL)
 		_ = syscall.Kill(loc, syscall.SIGKILL)
-		d.waitFor("the standby's control plane is back", 20*time.Second, func() bool {
-			r, ok := c.report(standby)
-			return ok && r.Role == "standby" && r.Active == active && runningPid(d, "nodemanager") > 0 && runningPid(d, "nodemanager") != nm &&
-				runningPid(d, "locator") > 0 && runningPid(d, "locator") != loc
+		// One status snapshot for pids and reports: the supervisor clears a
+		// process's report when it starts it again, so a report seen with
+		// the new pid is the new process's. (Reading them from two calls
+		// once paired the old report with the new pid.)
+		d.waitFor("the standby's control plane is back and reporting", 20*time.Second, func() bool {
+			st := d.status()
+			var r nmReport
+			if st.NodeManager == nil || st.Locator == nil || json.Unmarshal(st.NodeManager, &r) != nil {
+				return false
+			}
+			newNM, newLoc := pidIn(st, "nodemanager"), pidIn(st, "locator")
+			return r.Role == "standby" && r.Active == active && newNM > 0 && newNM != nm && newLoc > 0 && newLoc != loc
 		})
 	}
 	// FreshIncarnation counts wall-clock seconds; it is above the lost
@@ -108,9 +116,9 @@ func peerInRing(d *daemon, id string) bool {
 	return false
 }
 
-// runningPid is the pid of a running control-plane process, 0 if none.
-func runningPid(d *daemon, name string) int {
-	for _, p := range d.status().ControlPlane {
+// pidIn is the pid of a running control-plane process in st, 0 if none.
+func pidIn(st *supervisor.Status, name string) int {
+	for _, p := range st.ControlPlane {
 		if p.Name == name && p.State == supervisor.StateRunning && p.PID > 0 {
 			return p.PID
 		}
