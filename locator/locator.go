@@ -7,7 +7,6 @@ package locator
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/vigil-project/vigil/config"
 	"github.com/vigil-project/vigil/internal/clock"
+	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/internal/ipc"
 	"github.com/vigil-project/vigil/internal/statefile"
 	"github.com/vigil-project/vigil/internal/transport"
@@ -26,47 +26,12 @@ import (
 // StateFile is the locator's persisted state, in runtime.state_dir.
 const StateFile = "locator.state"
 
-// Report is what the locator tells the supervisor, and what `vigil status
-// --json` shows under "locator". Keys are stable.
-type Report struct {
-	Self             string          `json:"self"`
-	Incarnation      uint64          `json:"incarnation"`
-	Epoch            uint64          `json:"epoch"`
-	Holder           string          `json:"holder"`
-	LeaseValid       bool            `json:"lease_valid"`
-	LeaseRemainingMS int64           `json:"lease_remaining_ms"`
-	GrantInMS        int64           `json:"grant_in_ms"`
-	Quarantined      bool            `json:"quarantined"`
-	Nodes            []NodeReport    `json:"nodes"`
-	Transport        transport.Stats `json:"transport"`
-	PersistErrors    uint64          `json:"persist_errors"`
-	// PersistFailing: the last write of the state file failed; the
-	// locator answers nothing until a write succeeds (PersistError says
-	// why).
-	PersistFailing bool   `json:"persist_failing"`
-	PersistError   string `json:"persist_error,omitempty"`
-	Listen         string `json:"listen"`
-	// Degraded: not scheduled for longer than control.sched_delay_warn
-	// within the last 10 s.
-	Degraded          bool    `json:"degraded"`
-	SchedLateEpisodes uint64  `json:"sched_late_episodes"`
-	SchedMaxLateMS    float64 `json:"sched_max_late_ms"`
-	// SchedLate is how late every 10 ms wakeup of this process was.
-	SchedLate *schedwatch.HistogramJSON `json:"sched_late_histogram,omitempty"`
-	// Realtime is what control.realtime put in force for this process.
-	Realtime realtime.Report `json:"realtime"`
-}
-
-// NodeReport is one node's last check-in here.
-type NodeReport struct {
-	ID          string `json:"id"`
-	Seen        bool   `json:"seen"`
-	AgeMS       int64  `json:"age_ms"`
-	Epoch       uint64 `json:"epoch"`
-	Healthy     bool   `json:"healthy"`
-	Maintenance bool   `json:"maintenance"`
-	TokenSeq    uint64 `json:"token_seq"`
-}
+// The report types live in internal/ctlmsg, shared with the supervisor and
+// the CLI.
+type (
+	Report     = ctlmsg.LocatorReport
+	NodeReport = ctlmsg.NodeCheckin
+)
 
 // Run serves until ctx ends or the supervisor's channel closes.
 func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
@@ -121,8 +86,8 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 					cancel()
 					return
 				}
-				if m.Type == "command" {
-					_ = sup.Send(&ipc.Msg{Type: "reply", ID: m.ID, Error: "the locator takes no commands"}, time.Second)
+				if m.Type == ctlmsg.TypeCommand {
+					_ = sup.Send(ctlmsg.Reply(m.ID, errors.New("the locator takes no commands")), time.Second)
 				}
 			}
 		}()
@@ -155,8 +120,12 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		r.Degraded, r.SchedLateEpisodes, r.SchedMaxLateMS = ws.Degraded, ws.Episodes, float64(ws.MaxLate)/1e6
 		h := ws.Histogram.JSON()
 		r.SchedLate = &h
-		b, _ := json.Marshal(r)
-		if err := sup.Send(&ipc.Msg{Type: "report", Report: b}, 50*time.Millisecond); err != nil {
+		msg, err := ctlmsg.LocatorReportMsg(&r)
+		if err != nil {
+			log.Error("cannot encode the report", "event", "ipc_error", "err", err)
+			return
+		}
+		if err := sup.Send(msg, 50*time.Millisecond); err != nil {
 			log.Debug("cannot report to the supervisor", "err", err)
 		}
 	}

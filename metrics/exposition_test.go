@@ -2,7 +2,6 @@ package metrics
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -18,7 +17,6 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/vigil-project/vigil/nodemanager"
 	"github.com/vigil-project/vigil/supervisor"
 )
 
@@ -113,9 +111,9 @@ type labelBounds map[string][]string
 // and nodes, times the largest fixed enumeration (roles, health states).
 func bounds(t *testing.T, st *supervisor.Status) (labelBounds, int) {
 	t.Helper()
-	var nm nodemanager.Report
-	if err := json.Unmarshal(st.NodeManager, &nm); err != nil {
-		t.Fatal(err)
+	nm := st.NodeManager
+	if nm == nil {
+		t.Fatal("no node manager report")
 	}
 	var procs, groups, nodes, reasons []string
 	for _, p := range append(slices.Clone(st.Processes), st.ControlPlane...) {

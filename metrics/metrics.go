@@ -2,7 +2,6 @@ package metrics
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,9 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/internal/transport"
-	"github.com/vigil-project/vigil/locator"
-	"github.com/vigil-project/vigil/nodemanager"
 	"github.com/vigil-project/vigil/schedwatch"
 	"github.com/vigil-project/vigil/supervisor"
 )
@@ -180,20 +178,7 @@ func (c *collector) nodeInfo(st *supervisor.Status) (cluster, node string) {
 }
 
 func (c *collector) collectStatus(e *emitter, st *supervisor.Status) {
-	var nm *nodemanager.Report
-	if len(st.NodeManager) > 0 {
-		var r nodemanager.Report
-		if err := json.Unmarshal(st.NodeManager, &r); err == nil {
-			nm = &r
-		}
-	}
-	var loc *locator.Report
-	if len(st.Locator) > 0 {
-		var r locator.Report
-		if err := json.Unmarshal(st.Locator, &r); err == nil {
-			loc = &r
-		}
-	}
+	nm, loc := st.NodeManager, st.Locator
 	e.gauge("vigil_report_present", helpReportPresent, b2f(nm != nil), "process", "nodemanager")
 	e.gauge("vigil_report_present", helpReportPresent, b2f(loc != nil), "process", "locator")
 
@@ -234,7 +219,7 @@ func (c *collector) collectStatus(e *emitter, st *supervisor.Status) {
 	collectGroups(e, st.Groups)
 }
 
-func (c *collector) collectNodeManager(e *emitter, r *nodemanager.Report) {
+func (c *collector) collectNodeManager(e *emitter, r *ctlmsg.NodeManagerReport) {
 	if r == nil {
 		return
 	}
@@ -260,7 +245,7 @@ func (c *collector) collectNodeManager(e *emitter, r *nodemanager.Report) {
 
 	e.gauge("vigil_floating_ips_held", "Number of floating IPs this node holds.", float64(len(r.VIPs)))
 	if k := r.KernelLease; k != nil {
-		e.gauge("vigil_kernel_lease_enforced", "1 when the kernel itself stops serving the floating IPs at the end of the lease (nftables).", b2f(k.State == nodemanager.KernelLeaseEnforcing))
+		e.gauge("vigil_kernel_lease_enforced", "1 when the kernel itself stops serving the floating IPs at the end of the lease (nftables).", b2f(k.State == ctlmsg.KernelLeaseEnforcing))
 		e.counter("vigil_kernel_lease_failures_total", "Failed attempts to program the kernel lease (each disarms it until the next success).", float64(k.Failures))
 		e.gauge("vigil_kernel_lease_max_apply_seconds", "Longest kernel lease refresh transaction since the node manager started.", float64(k.MaxApplyUS)/1e6)
 	}
@@ -288,7 +273,7 @@ func (c *collector) collectNodeManager(e *emitter, r *nodemanager.Report) {
 	e.gauge("vigil_control_mlocked", helpMlocked, b2f(r.Realtime.Mlocked), "process", "nodemanager")
 }
 
-func (c *collector) observeTakeover(t *nodemanager.Takeover) {
+func (c *collector) observeTakeover(t *ctlmsg.Takeover) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.takeoverSeen && t.Epoch == c.takeoverEpoch {
@@ -299,7 +284,7 @@ func (c *collector) observeTakeover(t *nodemanager.Takeover) {
 	c.takeoverAnnounced.observe(t.AnnouncedMS / 1e3)
 }
 
-func (c *collector) collectLocator(e *emitter, r *locator.Report) {
+func (c *collector) collectLocator(e *emitter, r *ctlmsg.LocatorReport) {
 	if r == nil {
 		return
 	}
@@ -326,7 +311,7 @@ func (c *collector) collectLocator(e *emitter, r *locator.Report) {
 // Without a node manager report nothing is known to be held (after a fence
 // the supervisor removes the addresses): all 0. An address held but no
 // longer configured (a reload removing it) is emitted with 1.
-func collectFloatingIPs(e *emitter, configured []supervisor.FloatingIP, nm *nodemanager.Report) {
+func collectFloatingIPs(e *emitter, configured []supervisor.FloatingIP, nm *ctlmsg.NodeManagerReport) {
 	type key struct{ addr, iface string }
 	held := map[key]bool{}
 	var order []key

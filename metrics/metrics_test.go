@@ -2,7 +2,6 @@ package metrics
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -22,9 +21,8 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/internal/transport"
-	"github.com/vigil-project/vigil/locator"
-	"github.com/vigil-project/vigil/nodemanager"
 	"github.com/vigil-project/vigil/schedwatch"
 	"github.com/vigil-project/vigil/supervisor"
 )
@@ -36,7 +34,7 @@ type fixture struct {
 	vips      []string
 	apps      []string
 	restarts  int
-	takeover  *nodemanager.Takeover
+	takeover  *ctlmsg.Takeover
 	cpuUsec   uint64
 	tokenAge  int64
 	lateTicks uint64
@@ -48,7 +46,7 @@ func defaultFixture() fixture {
 		vips:     []string{"192.0.2.10", "2001:db8::10"},
 		apps:     []string{"kamailio", "rtpengine"},
 		restarts: 3,
-		takeover: &nodemanager.Takeover{Epoch: 7, AddedMS: 12.5, AnnouncedMS: 14.25},
+		takeover: &ctlmsg.Takeover{Epoch: 7, AddedMS: 12.5, AnnouncedMS: 14.25},
 		cpuUsec:  2_500_000, tokenAge: 40, lateTicks: 2,
 	}
 }
@@ -60,15 +58,15 @@ func pct(v float64) *float64 { return &v }
 func (f fixture) status(t *testing.T) *supervisor.Status {
 	t.Helper()
 	now := time.Now()
-	nm := nodemanager.Report{
+	nm := ctlmsg.NodeManagerReport{
 		Self: "a", Role: "active", Epoch: f.epoch, Active: "a",
 		LeaseValid: true, LeaseRemainingMS: 2500, HoldingToken: true,
 		TokenAgeMS: f.tokenAge, RotationMS: 3.5, Healthy: true,
-		Peers: []nodemanager.PeerReport{
+		Peers: []ctlmsg.PeerState{
 			{ID: "a", Healthy: true, InRing: true},
 			{ID: "b", Healthy: false, InRing: true},
 		},
-		Locators: []nodemanager.LocatorReport{
+		Locators: []ctlmsg.LocatorAnswer{
 			{ID: "a", Seen: true, AgeMS: 20},
 			{ID: "b", Seen: true, AgeMS: 35},
 			{ID: "w", Seen: false},
@@ -82,31 +80,23 @@ func (f fixture) status(t *testing.T) *supervisor.Status {
 		Transport: transport.Stats{Received: 1000, Sent: 990, SendErrors: 1,
 			Dropped: map[string]uint64{"auth": 5, "replay": 2, "kernel_filter": 7}, KernelFilter: "nftables"},
 		GARPSent: 3, NASent: 3, Conflicts: 1, HookFailures: 0,
-		KernelLease: &nodemanager.KernelLeaseReport{State: nodemanager.KernelLeaseEnforcing, Applies: 40, LastApplyUS: 180, MaxApplyUS: 900},
+		KernelLease: &ctlmsg.KernelLease{State: ctlmsg.KernelLeaseEnforcing, Applies: 40, LastApplyUS: 180, MaxApplyUS: 900},
 	}
-	loc := locator.Report{
+	loc := ctlmsg.LocatorReport{
 		Self: "a", Epoch: f.epoch, Holder: "a", LeaseValid: true, LeaseRemainingMS: 2400,
-		Nodes: []locator.NodeReport{
+		Nodes: []ctlmsg.NodeCheckin{
 			{ID: "a", Seen: true, AgeMS: 15, Epoch: f.epoch, Healthy: true},
 			{ID: "b", Seen: true, AgeMS: 1200, Epoch: f.epoch},
 		},
 		Transport:         transport.Stats{Received: 500, Sent: 500, Dropped: map[string]uint64{"short": 1}, KernelFilter: "unavailable: no nf_tables"},
 		SchedLateEpisodes: 1, SchedMaxLateMS: 30,
 	}
-	nmJSON, err := json.Marshal(nm)
-	if err != nil {
-		t.Fatal(err)
-	}
-	locJSON, err := json.Marshal(loc)
-	if err != nil {
-		t.Fatal(err)
-	}
 	st := &supervisor.Status{
 		Version: "1.2.3-test", Cluster: "pbx", Node: "a", Role: "node", Healthy: true,
 		Supervisor: supervisor.SupervisorState{
 			PID: f.pidBase, StartedAt: now.Add(-time.Hour), Reloads: 2, RSSBytes: 12 << 20, Fences: 1,
 		},
-		NodeManager: nmJSON, Locator: locJSON, FloatingIPs: configuredVIPs(f.vips),
+		NodeManager: &nm, Locator: &loc, FloatingIPs: configuredVIPs(f.vips),
 	}
 	started := now.Add(-time.Minute)
 	for i, n := range []string{"locator", "nodemanager"} {
@@ -257,7 +247,7 @@ func TestSeriesStableAcrossPidsAndEpochs(t *testing.T) {
 	a := defaultFixture()
 	b := defaultFixture()
 	b.epoch, b.pidBase, b.restarts, b.tokenAge, b.cpuUsec, b.lateTicks = 4242, 31337, 9, 900, 9_000_000, 30
-	b.takeover = &nodemanager.Takeover{Epoch: 4242, AddedMS: 80, AnnouncedMS: 95}
+	b.takeover = &ctlmsg.Takeover{Epoch: 4242, AddedMS: 80, AnnouncedMS: 95}
 	series := func(st *supervisor.Status) []string {
 		var out []string
 		for name, mf := range scrape(t, NewCollector(staticSource(st))) {
@@ -384,7 +374,7 @@ func TestTakeoverHistogramOncePerEpoch(t *testing.T) {
 		}
 	}
 	mu.Lock()
-	f.epoch, f.takeover = 8, &nodemanager.Takeover{Epoch: 8, AddedMS: 600, AnnouncedMS: 700}
+	f.epoch, f.takeover = 8, &ctlmsg.Takeover{Epoch: 8, AddedMS: 600, AnnouncedMS: 700}
 	st = f.status(t)
 	mu.Unlock()
 	n, sum := count()

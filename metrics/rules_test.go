@@ -2,7 +2,6 @@ package metrics
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -19,9 +18,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/internal/transport"
-	"github.com/vigil-project/vigil/locator"
-	"github.com/vigil-project/vigil/nodemanager"
 	"github.com/vigil-project/vigil/supervisor"
 )
 
@@ -196,33 +194,27 @@ func (rt *ruleTarget) status(t *testing.T, s targetState) *supervisor.Status {
 			st.Processes = append(st.Processes, p)
 		}
 	}
-	loc := locator.Report{Self: rt.node, Degraded: s.locDegrade}
-	b, err := json.Marshal(loc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.Locator = b
+	loc := ctlmsg.LocatorReport{Self: rt.node, Degraded: s.locDegrade}
+	st.Locator = &loc
 	if !rt.witness {
-		nm := nodemanager.Report{Self: rt.node, Role: s.role, LeaseMS: 200, Healthy: !s.unhealthy, VIPs: []string{},
+		nm := ctlmsg.NodeManagerReport{Self: rt.node, Role: s.role, LeaseMS: 200, Healthy: !s.unhealthy, VIPs: []string{},
 			Transport: transport.Stats{Dropped: map[string]uint64{}}, Conflicts: s.conflicts}
 		if s.authDrops > 0 {
 			nm.Transport.Dropped["auth"] = s.authDrops
 		}
 		for _, p := range rt.peers {
-			nm.Peers = append(nm.Peers, nodemanager.PeerReport{ID: p, Healthy: true, InRing: true})
+			nm.Peers = append(nm.Peers, ctlmsg.PeerState{ID: p, Healthy: true, InRing: true})
 			// Each node and the witness run a locator; without quorum
 			// only this node's own answers.
-			nm.Locators = append(nm.Locators, nodemanager.LocatorReport{ID: p, Seen: !s.noQuorum || p == rt.node, AgeMS: 20})
+			nm.Locators = append(nm.Locators, ctlmsg.LocatorAnswer{ID: p, Seen: !s.noQuorum || p == rt.node, AgeMS: 20})
 		}
-		nm.Locators = append(nm.Locators, nodemanager.LocatorReport{ID: "witness", Seen: !s.noQuorum, AgeMS: 20})
+		nm.Locators = append(nm.Locators, ctlmsg.LocatorAnswer{ID: "witness", Seen: !s.noQuorum, AgeMS: 20})
 		if s.holds {
 			for _, v := range rt.vips {
 				nm.VIPs = append(nm.VIPs, v.Address+"@"+v.Interface)
 			}
 		}
-		if st.NodeManager, err = json.Marshal(nm); err != nil {
-			t.Fatal(err)
-		}
+		st.NodeManager = &nm
 	}
 	st.Summarize()
 	return st

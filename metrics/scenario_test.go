@@ -3,7 +3,6 @@ package metrics
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
 	"slices"
@@ -15,8 +14,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 
-	"github.com/vigil-project/vigil/locator"
-	"github.com/vigil-project/vigil/nodemanager"
+	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/schedwatch"
 	"github.com/vigil-project/vigil/supervisor"
 )
@@ -43,7 +41,7 @@ type simNode struct {
 	role         string // "" while its node manager does not report
 	epoch        uint64
 	takeovers    uint64
-	last         *nodemanager.Takeover
+	last         *ctlmsg.Takeover
 	holdsVIPs    bool
 	fences       uint64
 	restarts     map[string]int
@@ -75,7 +73,7 @@ func newSimNode(id string, active bool) *simNode {
 	}
 	if active {
 		n.role, n.holdsVIPs, n.takeovers = "active", true, 1
-		n.last = &nodemanager.Takeover{Epoch: 7, AddedMS: 14, AnnouncedMS: 17.5}
+		n.last = &ctlmsg.Takeover{Epoch: 7, AddedMS: 14, AnnouncedMS: 17.5}
 	}
 	return n
 }
@@ -91,7 +89,7 @@ func (n *simNode) restartNodeManager() {
 func (n *simNode) takeOver(epoch uint64, addedMS, announcedMS float64) {
 	n.role, n.epoch, n.holdsVIPs = "active", epoch, true
 	n.takeovers++
-	n.last = &nodemanager.Takeover{Epoch: epoch, AddedMS: addedMS, AnnouncedMS: announcedMS}
+	n.last = &ctlmsg.Takeover{Epoch: epoch, AddedMS: addedMS, AnnouncedMS: announcedMS}
 	n.announced += 2
 }
 
@@ -162,13 +160,10 @@ func (n *simNode) status(t *testing.T, now time.Time, other string) *supervisor.
 	for _, a := range apps {
 		st.Groups = append(st.Groups, group("apps/"+a, n.appsCPU[a]))
 	}
-	peers := []nodemanager.PeerReport{{ID: n.id, Healthy: true, InRing: true}, {ID: other, Healthy: true, InRing: true}}
-	slices.SortFunc(peers, func(a, b nodemanager.PeerReport) int { return strings.Compare(a.ID, b.ID) })
-	loc := locator.Report{Self: n.id, Epoch: n.epoch, Nodes: []locator.NodeReport{{ID: "a", Seen: true, AgeMS: 20}, {ID: "b", Seen: true, AgeMS: 25}}}
-	var err error
-	if st.Locator, err = json.Marshal(loc); err != nil {
-		t.Fatal(err)
-	}
+	peers := []ctlmsg.PeerState{{ID: n.id, Healthy: true, InRing: true}, {ID: other, Healthy: true, InRing: true}}
+	slices.SortFunc(peers, func(a, b ctlmsg.PeerState) int { return strings.Compare(a.ID, b.ID) })
+	loc := ctlmsg.LocatorReport{Self: n.id, Epoch: n.epoch, Nodes: []ctlmsg.NodeCheckin{{ID: "a", Seen: true, AgeMS: 20}, {ID: "b", Seen: true, AgeMS: 25}}}
+	st.Locator = &loc
 	if n.role == "" {
 		return st
 	}
@@ -176,19 +171,17 @@ func (n *simNode) status(t *testing.T, now time.Time, other string) *supervisor.
 	for _, b := range schedwatch.HistogramBounds {
 		h.BoundsSeconds = append(h.BoundsSeconds, b.Seconds())
 	}
-	nm := nodemanager.Report{
+	nm := ctlmsg.NodeManagerReport{
 		Self: n.id, Role: n.role, Epoch: n.epoch, LeaseValid: true, LeaseRemainingMS: 2000,
 		HoldingToken: n.role == "active", TokenAgeMS: 5, RotationMS: n.rotation * 1e3, Healthy: true,
 		Peers: peers, VIPs: []string{}, Takeovers: n.takeovers, LastTakeover: n.last,
 		SchedLateEpisodes: n.episodes, SchedLate: h, GARPSent: n.announced,
-		LeaseMS: 200, Locators: []nodemanager.LocatorReport{{ID: "a", Seen: true, AgeMS: 20}, {ID: "b", Seen: true, AgeMS: 20}, {ID: "w", Seen: true, AgeMS: 25}},
+		LeaseMS: 200, Locators: []ctlmsg.LocatorAnswer{{ID: "a", Seen: true, AgeMS: 20}, {ID: "b", Seen: true, AgeMS: 20}, {ID: "w", Seen: true, AgeMS: 25}},
 	}
 	if n.holdsVIPs {
 		nm.VIPs = []string{"192.0.2.10/24@eth0", "192.0.2.11/24@eth0"}
 	}
-	if st.NodeManager, err = json.Marshal(nm); err != nil {
-		t.Fatal(err)
-	}
+	st.NodeManager = &nm
 	return st
 }
 

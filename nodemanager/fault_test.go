@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vigil-project/vigil/config"
+	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/internal/ipc"
 	"github.com/vigil-project/vigil/internal/transport"
 	"github.com/vigil-project/vigil/netfloat"
@@ -73,7 +74,7 @@ func queued(m *manager) (jobs []string, faultEnv [][]string) {
 }
 
 func health(m *manager, ok bool, reasons ...string) {
-	m.onSupervisor(&ipc.Msg{Type: "health", Healthy: &ok, Reasons: reasons})
+	m.onSupervisor(&ctlmsg.Msg{Type: ctlmsg.TypeHealth, Healthy: &ok, Reasons: reasons})
 }
 
 func envValue(env []string, key string) string {
@@ -212,11 +213,11 @@ func TestHoldOffTakesInHealth(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			m := testManager(t, true)
 			m.supKnown, m.faultArmed = false, false
-			sup := make(chan *ipc.Msg, 8)
+			sup := make(chan *ctlmsg.Msg, 8)
 			for _, ok := range tc.words {
-				sup <- &ipc.Msg{Type: "health", Healthy: &ok, Reasons: []string{"sip health starting"}}
+				sup <- &ctlmsg.Msg{Type: ctlmsg.TypeHealth, Healthy: &ok, Reasons: []string{"sip health starting"}}
 			}
-			sup <- &ipc.Msg{Type: "command", Cmd: "switchover"}
+			sup <- &ctlmsg.Msg{Type: ctlmsg.TypeCommand, Cmd: ctlmsg.CmdSwitchover}
 			early, ok := m.holdOff(context.Background(), 50*time.Millisecond, sup)
 			if !ok || len(early) != 1 || early[0].Cmd != "switchover" {
 				t.Fatalf("holdOff returned %v %v", early, ok)

@@ -8,7 +8,6 @@ package nodemanager
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/vigil-project/vigil/config"
 	"github.com/vigil-project/vigil/internal/clock"
+	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/internal/ipc"
 	"github.com/vigil-project/vigil/internal/statefile"
 	"github.com/vigil-project/vigil/internal/transport"
@@ -170,7 +170,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	supMsgs := make(chan *ipc.Msg, 16)
+	supMsgs := make(chan *ctlmsg.Msg, 16)
 	if m.sup != nil {
 		defer m.sup.Close()
 		go func() {
@@ -291,10 +291,10 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 // (applications still starting) is no transition of its own and runs no
 // on_fault. Other messages are returned, to be handled once the node
 // exists. It returns false if ctx ended.
-func (m *manager) holdOff(ctx context.Context, d time.Duration, sup <-chan *ipc.Msg) ([]*ipc.Msg, bool) {
+func (m *manager) holdOff(ctx context.Context, d time.Duration, sup <-chan *ctlmsg.Msg) ([]*ctlmsg.Msg, bool) {
 	t := time.NewTimer(d)
 	defer t.Stop()
-	var early []*ipc.Msg
+	var early []*ctlmsg.Msg
 	for {
 		select {
 		case <-ctx.Done():
@@ -302,7 +302,7 @@ func (m *manager) holdOff(ctx context.Context, d time.Duration, sup <-chan *ipc.
 		case <-t.C:
 			return early, true
 		case msg := <-sup:
-			if msg.Type == "health" && msg.Healthy != nil {
+			if msg.Type == ctlmsg.TypeHealth && msg.Healthy != nil {
 				m.supHealthy, m.supReasons, m.supKnown = *msg.Healthy, msg.Reasons, true
 				continue
 			}
@@ -342,37 +342,37 @@ func (m *manager) checkLate(now, late time.Duration) {
 	m.node.Late(now, late)
 }
 
-func (m *manager) onSupervisor(msg *ipc.Msg) {
+func (m *manager) onSupervisor(msg *ctlmsg.Msg) {
 	now := clock.Boottime()
 	var err error
 	switch msg.Type {
-	case "health":
+	case ctlmsg.TypeHealth:
 		if msg.Healthy != nil {
 			m.supHealthy, m.supReasons, m.supKnown = *msg.Healthy, msg.Reasons, true
 			m.updateHealth(now)
 		}
 		return
-	case "fault":
+	case ctlmsg.TypeFault:
 		// The previous node manager was fenced while it held the role:
 		// it lost the role without handing it over and could not say so.
-		epoch, _ := strconv.ParseUint(msg.Arg, 10, 64)
+		epoch := msg.Epoch
 		reason := strings.Join(msg.Reasons, "; ")
 		m.log.Warn("the previous node manager was fenced while active; running on_fault", "event", "fenced_fault", "epoch", epoch, "reason", reason)
 		m.fault(reason, epoch)
 		return
-	case "config":
+	case ctlmsg.TypeConfig:
 		err = m.applyConfig(now, msg.Config)
 		if err != nil {
 			m.log.Error("reloaded floating IPs and hooks not applied", "event", "reload_error", "err", err)
 		}
-	case "command":
+	case ctlmsg.TypeCommand:
 		switch msg.Cmd {
-		case "switchover":
+		case ctlmsg.CmdSwitchover:
 			err = m.node.Switchover(now, msg.Arg)
 			if err == nil {
 				m.log.Info("switchover requested", "event", "switchover", "to", msg.Arg)
 			}
-		case "maintenance":
+		case ctlmsg.CmdMaintenance:
 			switch msg.Arg {
 			case "on", "off":
 				err = m.setMaintenance(msg.Arg == "on")
@@ -385,12 +385,8 @@ func (m *manager) onSupervisor(msg *ipc.Msg) {
 	default:
 		err = fmt.Errorf("unknown message type %q", msg.Type)
 	}
-	reply := &ipc.Msg{Type: "reply", ID: msg.ID}
-	if err != nil {
-		reply.Error = err.Error()
-	}
 	if m.sup != nil {
-		_ = m.sup.Send(reply, time.Second)
+		_ = m.sup.Send(ctlmsg.Reply(msg.ID, err), time.Second)
 	}
 }
 
@@ -808,7 +804,7 @@ func (m *manager) report(now time.Duration) {
 		LeaseValid: st.LeaseValid, HoldingToken: st.HoldingToken,
 		TokenAgeMS: st.TokenAge.Milliseconds(), RotationMS: float64(st.LastRotation) / 1e6,
 		TokenLost: st.TokenLost, Healthy: m.healthy, UnhealthyReasons: m.reasons,
-		Maintenance: st.Maintenance, Incarnation: st.Incarnation,
+		Maintenance: st.Maintenance, Incarnation: st.Incarnation, QuorumNeeded: m.pcfg.Quorum(),
 		Takeovers: m.takeovers, LastTakeover: m.lastTakeover,
 		LateTimers: m.lateTimers, MaxLateMS: float64(m.maxLate) / 1e6,
 		Transport: m.tr.Stats(), HookFailures: m.hooks.failures.Load(),
@@ -864,11 +860,12 @@ func (m *manager) report(now time.Duration) {
 	if c := m.lastConflict; c != nil {
 		r.LastConflict = &ConflictReport{VIP: c.vip, MAC: c.mac, AgeMS: (now - c.at).Milliseconds()}
 	}
-	b, err := json.Marshal(r)
+	msg, err := ctlmsg.NodeManagerReportMsg(&r)
 	if err != nil {
+		m.log.Error("cannot encode the report", "event", "ipc_error", "err", err)
 		return
 	}
-	if err := m.sup.Send(&ipc.Msg{Type: "report", Report: b}, 20*time.Millisecond); err != nil {
+	if err := m.sup.Send(msg, 20*time.Millisecond); err != nil {
 		m.log.Debug("cannot report to the supervisor", "err", err)
 	}
 }

@@ -16,7 +16,7 @@ import (
 
 	"github.com/vigil-project/vigil/config"
 	"github.com/vigil-project/vigil/internal/clock"
-	"github.com/vigil-project/vigil/internal/ipc"
+	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/netfloat"
 )
 
@@ -107,7 +107,7 @@ func (m *manager) hasVIP(v netfloat.VIP) bool {
 }
 
 // applyConfig applies a reload's floating IPs and hooks.
-func (m *manager) applyConfig(now time.Duration, c *ipc.Config) error {
+func (m *manager) applyConfig(now time.Duration, c *ctlmsg.Config) error {
 	if c == nil {
 		return errors.New("config message without a config")
 	}

@@ -52,18 +52,20 @@ type Settings struct {
 	OOMScoreAdj int
 }
 
-// Report says what is in force after ApplySelf.
+// Report says what is in force after ApplySelf. It is part of the control
+// plane's reports (internal/ctlmsg), under "realtime".
 type Report struct {
-	Sched       string // "SCHED_RR prio 10", "SCHED_OTHER", or "mixed: ..." when threads differ
-	Mlocked     bool   // VmLck in /proc/self/status > 0
-	MlockFlags  string // the mlockall flags used, "" when not locked
-	OOMScoreAdj int    // read back from /proc/self/oom_score_adj
+	Sched       string `json:"sched"`                 // "SCHED_RR prio 10", "SCHED_OTHER", or "mixed: ..." when threads differ
+	Mlocked     bool   `json:"mlocked"`               // VmLck in /proc/self/status > 0
+	MlockFlags  string `json:"mlock_flags,omitempty"` // the mlockall flags used, "" when not locked
+	OOMScoreAdj int    `json:"oom_score_adj"`         // read back from /proc/self/oom_score_adj
 	// RSSBeforeKiB and RSSAfterKiB are VmRSS around the mlockall call: the
 	// memory that locking made resident.
-	RSSBeforeKiB, RSSAfterKiB int64
-	Threads                   int // threads of the process when the report was made
+	RSSBeforeKiB int64 `json:"rss_before_kib"`
+	RSSAfterKiB  int64 `json:"rss_after_kib"`
+	Threads      int   `json:"threads"` // threads of the process when the report was made
 	// Degraded has one human line per step that was not permitted, with the reason.
-	Degraded []string
+	Degraded []string `json:"degraded,omitempty"`
 }
 
 // String is a one-line summary for logs.

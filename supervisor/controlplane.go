@@ -1,19 +1,18 @@
 package supervisor
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
-	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/vigil-project/vigil/cgroup"
 	"github.com/vigil-project/vigil/config"
 	"github.com/vigil-project/vigil/internal/clock"
+	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/internal/ipc"
 	"github.com/vigil-project/vigil/realtime"
 )
@@ -106,16 +105,31 @@ func (s *Supervisor) readChannel(p *proc, gen uint64, c *ipc.Conn) {
 	}
 }
 
-func (s *Supervisor) onChannel(p *proc, m *ipc.Msg) {
+func (s *Supervisor) onChannel(p *proc, m *ctlmsg.Msg) {
 	switch m.Type {
-	case "report":
-		p.report = m.Report
+	case ctlmsg.TypeReport:
+		// A report that does not decode is still a heartbeat: the process
+		// is alive and talking. Its content is kept from the last good one.
+		switch p.control {
+		case ctlNodeManager:
+			if r, err := m.NodeManagerReport(); err == nil {
+				p.nmReport = r
+			} else {
+				p.log.Warn("node manager report not understood", "event", "ipc_error", "err", err)
+			}
+		case ctlLocator:
+			if r, err := m.LocatorReport(); err == nil {
+				p.locReport = r
+			} else {
+				p.log.Warn("locator report not understood", "event", "ipc_error", "err", err)
+			}
+		}
 		p.lastBeat = time.Now()
 		p.fault = nil // handled before the first report (pushFault)
 		if p.control == ctlNodeManager {
-			s.armFence(p, m.Report)
+			s.armFence(p, p.nmReport)
 		}
-	case "reply":
+	case ctlmsg.TypeReply:
 		if ch, ok := s.pending[m.ID]; ok {
 			delete(s.pending, m.ID)
 			if m.Error != "" {
@@ -137,7 +151,7 @@ func (s *Supervisor) pushHealth() {
 		return
 	}
 	healthy := len(s.appUnhealthyReasons()) == 0
-	if err := nm.conn.Send(&ipc.Msg{Type: "health", Healthy: &healthy, Reasons: s.appUnhealthyReasons()}, sendTimeout); err != nil {
+	if err := nm.conn.Send(ctlmsg.Health(healthy, s.appUnhealthyReasons()), sendTimeout); err != nil {
 		nm.log.Warn("cannot send health to the node manager", "event", "ipc_error", "err", err)
 	}
 }
@@ -154,12 +168,12 @@ func (s *Supervisor) controlProc(name string) *proc {
 // command forwards an operator command (switchover, maintenance) to a
 // control-plane process and returns its answer on a channel.
 func (s *Supervisor) command(target, cmd, arg string) <-chan error {
-	return s.request(target, &ipc.Msg{Type: "command", Cmd: cmd, Arg: arg})
+	return s.request(target, ctlmsg.Command(cmd, arg))
 }
 
 // request sends m to a control-plane process under a fresh ID and returns
 // the answer (its reply) on a channel.
-func (s *Supervisor) request(target string, m *ipc.Msg) <-chan error {
+func (s *Supervisor) request(target string, m *ctlmsg.Msg) <-chan error {
 	res := make(chan error, 1)
 	p := s.controlProc(target)
 	if p == nil || p.conn == nil || p.state != StateRunning {
@@ -193,7 +207,7 @@ func (s *Supervisor) pushConfig(cfg *config.Config) {
 		nm.log.Info("node manager not running: it reads the reloaded floating IPs and hooks when it starts", "event", "reload_vips")
 		return
 	}
-	res := s.request(ctlNodeManager, &ipc.Msg{Type: "config", Config: ipcConfig(cfg)})
+	res := s.request(ctlNodeManager, ctlmsg.ConfigMsg(reloadConfig(cfg)))
 	go func() {
 		select {
 		case err := <-res:
@@ -210,16 +224,16 @@ func (s *Supervisor) pushConfig(cfg *config.Config) {
 	}()
 }
 
-func ipcConfig(cfg *config.Config) *ipc.Config {
-	c := &ipc.Config{
-		VIPs: make([]ipc.VIP, 0, len(cfg.VIPs)),
-		Hooks: ipc.Hooks{
+func reloadConfig(cfg *config.Config) *ctlmsg.Config {
+	c := &ctlmsg.Config{
+		VIPs: make([]ctlmsg.VIP, 0, len(cfg.VIPs)),
+		Hooks: ctlmsg.Hooks{
 			OnActive: cfg.Hooks.OnActive, OnStandby: cfg.Hooks.OnStandby, OnFault: cfg.Hooks.OnFault,
 			Timeout: cfg.Hooks.Timeout,
 		},
 	}
 	for _, v := range cfg.VIPs {
-		c.VIPs = append(c.VIPs, ipc.VIP{Address: v.Address, Interface: v.Interface})
+		c.VIPs = append(c.VIPs, ctlmsg.VIP{Address: v.Address, Interface: v.Interface})
 	}
 	return c
 }
@@ -271,29 +285,23 @@ func restartOnlyKeys(old, next *config.Config) []string {
 // has pushed the deadline further by then, the supervisor does it for it,
 // at the moment the node manager itself would have, before any standby can
 // be granted the role (the locators wait a drift margin more).
-func (s *Supervisor) armFence(nm *proc, report json.RawMessage) {
+func (s *Supervisor) armFence(nm *proc, report *ctlmsg.NodeManagerReport) {
 	s.setFenceTimer(nm, fenceWait(report, s.nmLease(nm)))
 }
 
 // fenceWait is how long after a report the node manager may stay silent
 // before it is fenced: the rest of its lease, or of the drain after a
 // planned handover, or one lease if it holds neither.
-func fenceWait(report json.RawMessage, lease time.Duration) time.Duration {
-	var r struct {
-		LeaseValid bool   `json:"lease_valid"`
-		Remaining  int64  `json:"lease_remaining_ms"`
-		DrainingTo string `json:"draining_to"`
-		DrainLeft  int64  `json:"drain_remaining_ms"`
-	}
+func fenceWait(r *ctlmsg.NodeManagerReport, lease time.Duration) time.Duration {
 	wait := lease
-	if json.Unmarshal(report, &r) == nil {
+	if r != nil {
 		switch {
-		case r.LeaseValid && r.Remaining >= 0:
-			wait = time.Duration(r.Remaining) * time.Millisecond
-		case r.DrainingTo != "" && r.DrainLeft >= 0:
+		case r.LeaseValid && r.LeaseRemainingMS >= 0:
+			wait = time.Duration(r.LeaseRemainingMS) * time.Millisecond
+		case r.DrainingTo != "" && r.DrainRemainingMS >= 0:
 			// After a planned handover it keeps the addresses until
 			// the end of the lease it held, at most (nodemanager/drain.go).
-			wait = time.Duration(r.DrainLeft) * time.Millisecond
+			wait = time.Duration(r.DrainRemainingMS) * time.Millisecond
 		}
 	}
 	// A live node manager reports every lease/4; a lease legitimately
@@ -307,11 +315,8 @@ func fenceWait(report json.RawMessage, lease time.Duration) time.Duration {
 // cluster.timing runs with the new lease, one started before with the old,
 // and the fence must match the one that runs.
 func (s *Supervisor) nmLease(nm *proc) time.Duration {
-	var r struct {
-		LeaseMS int64 `json:"lease_ms"`
-	}
-	if nm.report != nil && json.Unmarshal(nm.report, &r) == nil && r.LeaseMS > 0 {
-		return time.Duration(r.LeaseMS) * time.Millisecond
+	if nm.nmReport != nil && nm.nmReport.LeaseMS > 0 {
+		return time.Duration(nm.nmReport.LeaseMS) * time.Millisecond
 	}
 	return s.cfg.Cluster.Timing.Lease
 }
@@ -335,8 +340,8 @@ func (s *Supervisor) setFenceTimer(nm *proc, wait time.Duration) {
 // pendingFence is a fence between the node manager's SIGKILL and the
 // removal of its floating IPs.
 type pendingFence struct {
-	report json.RawMessage // its last report: was it active?
-	silent time.Duration   // how long it had been silent
+	report *ctlmsg.NodeManagerReport // its last report: was it active? (nil: none)
+	silent time.Duration             // how long it had been silent
 }
 
 // fenceKillWait bounds the wait for a fenced node manager's death before
@@ -374,7 +379,7 @@ func (s *Supervisor) checkFence(nm *proc, gen uint64, deadline, fired time.Durat
 	age := time.Since(nm.lastBeat)
 	nm.log.Error("node manager silent past its lease: killing it, then removing floating IPs",
 		"event", "fence", "heartbeat_age_ms", age.Milliseconds(), "lease_ms", lease.Milliseconds(), "pid", nm.pid)
-	pf := &pendingFence{report: nm.report, silent: age}
+	pf := &pendingFence{report: nm.nmReport, silent: age}
 	nm.fenced = pf
 	s.killControl(nm)
 	// Its exit (the reaper) removes the addresses (ended); one that does
@@ -416,18 +421,16 @@ func (s *Supervisor) finishFence(nm *proc, why string) {
 // hooks.on_fault with: when the fenced one was active or still held
 // addresses, this node lost the role without handing it over. A fenced
 // standby lost nothing (nil).
-func fenceFault(report json.RawMessage, removed bool, silent time.Duration) *ipc.Msg {
-	var r struct {
-		Role       string `json:"role"`
-		Epoch      uint64 `json:"epoch"`
-		DrainingTo string `json:"draining_to"`
+func fenceFault(r *ctlmsg.NodeManagerReport, removed bool, silent time.Duration) *ctlmsg.Msg {
+	var role, drainingTo string
+	var epoch uint64
+	if r != nil {
+		role, drainingTo, epoch = r.Role, r.DrainingTo, r.Epoch
 	}
-	_ = json.Unmarshal(report, &r)
-	if r.Role != "active" && r.DrainingTo == "" && !removed {
+	if role != "active" && drainingTo == "" && !removed {
 		return nil
 	}
-	return &ipc.Msg{Type: "fault", Arg: strconv.FormatUint(r.Epoch, 10),
-		Reasons: []string{fmt.Sprintf("fenced: node manager silent for %d ms, past its lease", silent.Milliseconds())}}
+	return ctlmsg.Fault(epoch, fmt.Sprintf("fenced: node manager silent for %d ms, past its lease", silent.Milliseconds()))
 }
 
 // pushFault tells a node manager just started that its predecessor was

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/vigil-project/vigil/config"
+	"github.com/vigil-project/vigil/internal/ctlmsg"
 )
 
 // A reload names every setting it does not apply, and only those: the
@@ -68,9 +69,9 @@ func TestFenceWait(t *testing.T) {
 		{`{"lease_valid":false,"draining_to":"b","drain_remaining_ms":150}`, 150 * time.Millisecond},
 		{`{"lease_valid":false,"draining_to":"b","drain_remaining_ms":0}`, 100 * time.Millisecond},
 		{`{"lease_valid":false}`, lease},
-		{`not json`, lease},
+		{``, lease}, // no report yet
 	} {
-		if got := fenceWait(json.RawMessage(c.report), lease); got != c.want {
+		if got := fenceWait(reportOf(t, c.report), lease); got != c.want {
 			t.Errorf("%s: %v, want %v", c.report, got, c.want)
 		}
 	}
@@ -90,13 +91,26 @@ func TestFenceFault(t *testing.T) {
 		{`{"role":"standby","epoch":7}`, false, false},
 		{``, false, false},
 	} {
-		f := fenceFault(json.RawMessage(c.report), c.removed, 812*time.Millisecond)
+		f := fenceFault(reportOf(t, c.report), c.removed, 812*time.Millisecond)
 		if (f != nil) != c.want {
 			t.Errorf("%s removed=%v: %+v, want fault %v", c.report, c.removed, f, c.want)
 			continue
 		}
-		if f != nil && (f.Type != "fault" || f.Arg != "7" || len(f.Reasons) != 1 || f.Reasons[0] != "fenced: node manager silent for 812 ms, past its lease") {
+		if f != nil && (f.Type != ctlmsg.TypeFault || f.Epoch != 7 || len(f.Reasons) != 1 || f.Reasons[0] != "fenced: node manager silent for 812 ms, past its lease") {
 			t.Errorf("%s: %+v", c.report, f)
 		}
 	}
+}
+
+// reportOf is the node manager report in js, nil for "" (none yet).
+func reportOf(t *testing.T, js string) *ctlmsg.NodeManagerReport {
+	t.Helper()
+	if js == "" {
+		return nil
+	}
+	var r ctlmsg.NodeManagerReport
+	if err := json.Unmarshal([]byte(js), &r); err != nil {
+		t.Fatalf("%s: %v", js, err)
+	}
+	return &r
 }

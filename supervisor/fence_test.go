@@ -14,6 +14,7 @@ import (
 
 	"github.com/vigil-project/vigil/cgroup"
 	"github.com/vigil-project/vigil/config"
+	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/netfloat"
 )
 
@@ -121,7 +122,7 @@ func stalledNodeManager(t *testing.T, s *Supervisor, deliver bool) *proc {
 		control: ctlNodeManager, state: StateRunning, pid: cmd.Process.Pid, gen: 1,
 		log:      slog.New(slog.DiscardHandler),
 		lastBeat: time.Now().Add(-300 * time.Millisecond),
-		report:   []byte(`{"role":"active","epoch":7,"lease_valid":true,"lease_remaining_ms":0,"lease_ms":200}`),
+		nmReport: &ctlmsg.NodeManagerReport{Role: "active", Epoch: 7, LeaseValid: true, LeaseMS: 200},
 	}
 	exited := make(chan struct{})
 	go func() {

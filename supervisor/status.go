@@ -1,8 +1,9 @@
 package supervisor
 
 import (
-	"encoding/json"
 	"time"
+
+	"github.com/vigil-project/vigil/internal/ctlmsg"
 )
 
 // State is a supervised process's lifecycle state. The strings are part of
@@ -32,9 +33,9 @@ type Status struct {
 	ControlPlane []ProcessStatus `json:"control_plane"`
 	// NodeManager and Locator are those processes' own last reports
 	// (see docs/operations.md), absent while they have not reported.
-	NodeManager json.RawMessage `json:"nodemanager,omitempty"`
-	Locator     json.RawMessage `json:"locator,omitempty"`
-	Processes   []ProcessStatus `json:"processes"`
+	NodeManager *ctlmsg.NodeManagerReport `json:"nodemanager,omitempty"`
+	Locator     *ctlmsg.LocatorReport     `json:"locator,omitempty"`
+	Processes   []ProcessStatus           `json:"processes"`
 	// Groups are the cgroups' usage and pressure; NotInForce lists the
 	// guarantees this host could not apply (e.g. memory.min on cgroup v1).
 	Groups     []GroupStatus `json:"cgroups"`

@@ -1,97 +1,37 @@
 package supervisor
 
 import (
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/vigil-project/vigil/internal/ctlmsg"
+	"github.com/vigil-project/vigil/protocol"
 )
-
-// defaultLeaseMS is cluster.timing.lease's default, used only for a node
-// manager report without lease_ms (one older than that key).
-const defaultLeaseMS = 200
-
-// nmSummary is the part of the node manager's report (nodemanager.Report;
-// the supervisor keeps reports as raw JSON and does not import the
-// package) that quorum and warnings are computed from.
-type nmSummary struct {
-	LeaseMS  int64                 `json:"lease_ms"`
-	Peers    []struct{ ID string } `json:"peers"`
-	Locators []struct {
-		ID    string `json:"id"`
-		Seen  bool   `json:"seen"`
-		AgeMS int64  `json:"age_ms"`
-	} `json:"locators"`
-	Degraded        bool             `json:"degraded"`
-	DegradedReasons []string         `json:"degraded_reasons"`
-	SchedMaxLateMS  float64          `json:"sched_max_late_ms"`
-	Conflicts       uint64           `json:"ip_conflicts"`
-	LastConflict    *conflictSummary `json:"last_conflict"`
-	HookFailures    uint64           `json:"hook_failures"`
-	PersistFailing  bool             `json:"persist_failing"`
-	PersistError    string           `json:"persist_error"`
-	Realtime        struct {
-		Degraded []string `json:"Degraded"`
-	} `json:"realtime"`
-	KernelLease *struct {
-		State  string `json:"state"`
-		Reason string `json:"reason"`
-	} `json:"kernel_lease"`
-}
-
-// locSummary is the part of the locator's report (locator.Report) the
-// warnings use.
-type locSummary struct {
-	Degraded       bool    `json:"degraded"`
-	SchedMaxLateMS float64 `json:"sched_max_late_ms"`
-	PersistFailing bool    `json:"persist_failing"`
-	PersistError   string  `json:"persist_error"`
-	Realtime       struct {
-		Degraded []string `json:"Degraded"`
-	} `json:"realtime"`
-}
 
 // Summarize fills Quorum and Warnings from the rest of st. It only reads
 // st (no clock, no files), so a golden test pins what an operator sees.
 func (st *Status) Summarize() {
-	var nm *nmSummary
-	if st.NodeManager != nil {
-		var r nmSummary
-		if json.Unmarshal(st.NodeManager, &r) == nil {
-			nm = &r
-		}
-	}
-	var loc *locSummary
-	if st.Locator != nil {
-		var r locSummary
-		if json.Unmarshal(st.Locator, &r) == nil {
-			loc = &r
-		}
-	}
 	st.Quorum = nil
-	if nm != nil && len(nm.Locators) > 0 {
+	if nm := st.NodeManager; nm != nil && len(nm.Locators) > 0 {
 		st.Quorum = quorumOf(nm)
 	}
-	st.Warnings = st.warnings(nm, loc)
+	st.Warnings = st.warnings(st.NodeManager, st.Locator)
 }
 
 // quorumOf counts the locators that answered within one lease: the
 // active renews its lease with every token hop (a check-in at every
 // locator), so a locator silent for a lease would not have counted
 // towards the last renewal.
-func quorumOf(nm *nmSummary) *Quorum {
+func quorumOf(nm *ctlmsg.NodeManagerReport) *Quorum {
 	lease := nm.LeaseMS
 	if lease <= 0 {
-		lease = defaultLeaseMS
+		lease = protocol.DefaultLease.Milliseconds() // a report older than lease_ms
 	}
-	q := &Quorum{Locators: len(nm.Locators), Needed: len(nm.Locators)/2 + 1}
-	// protocol.Config.Quorum: with two_node, 1 of 2. The report does not
-	// say two_node, but the config allows two locators that are the two
-	// nodes (no witness) only with two_node: true; one node plus one
-	// witness is two locators without it.
-	if len(nm.Locators) == 2 && len(nm.Peers) == 2 {
-		q.Needed = 1
+	q := &Quorum{Locators: len(nm.Locators), Needed: nm.QuorumNeeded}
+	if q.Needed <= 0 {
+		q.Needed = len(nm.Locators)/2 + 1 // a report older than quorum_needed
 	}
 	for _, l := range nm.Locators {
 		if l.Seen && l.AgeMS <= lease {
@@ -107,17 +47,10 @@ func quorumOf(nm *nmSummary) *Quorum {
 // on the next look, short enough that a fixed cause stops warning.
 const conflictWarnFor = 10 * time.Minute
 
-// conflictSummary is nodemanager.ConflictReport.
-type conflictSummary struct {
-	VIP   string `json:"vip"`
-	MAC   string `json:"mac"`
-	AgeMS int64  `json:"age_ms"`
-}
-
 // warnings are what an on-call engineer should not miss: no quorum, a
 // starved control plane, another host answering for our address, fences,
 // processes given up on, guarantees not in force.
-func (st *Status) warnings(nm *nmSummary, loc *locSummary) []Warning {
+func (st *Status) warnings(nm *ctlmsg.NodeManagerReport, loc *ctlmsg.LocatorReport) []Warning {
 	out := []Warning{}
 	add := func(kind, format string, args ...any) {
 		out = append(out, Warning{Kind: kind, Message: fmt.Sprintf(format, args...)})
@@ -138,12 +71,12 @@ func (st *Status) warnings(nm *nmSummary, loc *locSummary) []Warning {
 	if loc != nil && loc.PersistFailing {
 		add("persist_failing", "locator cannot write its state file, so it answers no node until it can (free space in runtime.state_dir; journalctl -u vigil EVENT=persist_error): %s", loc.PersistError)
 	}
-	if nm != nil && nm.KernelLease != nil && nm.KernelLease.State != "enforcing" {
+	if nm != nil && nm.KernelLease != nil && nm.KernelLease.State != ctlmsg.KernelLeaseEnforcing {
 		add("kernel_lease", "the kernel does not enforce the lease on the floating IPs (%s: %s): a frozen or killed Vigil leaves them served until their address lifetime ends (journalctl -u vigil EVENT=kernel_lease_error EVENT=kernel_lease_unavailable)",
 			nm.KernelLease.State, nm.KernelLease.Reason)
 	}
 	out = append(out, pressureWarnings(st.Groups)...)
-	if c := nm.lastConflict(); c != nil && c.AgeMS < conflictWarnFor.Milliseconds() {
+	if c := lastConflict(nm); c != nil && c.AgeMS < conflictWarnFor.Milliseconds() {
 		age := (time.Duration(c.AgeMS) * time.Millisecond).Round(time.Second)
 		add("vip_conflict", "another host (%s) answered for our floating IP %s %s ago, %s since the node manager started (journalctl -u vigil EVENT=vip_conflict)",
 			c.MAC, c.VIP, age, times(nm.Conflicts))
@@ -199,7 +132,7 @@ func times(n uint64) string {
 }
 
 // lastConflict is nm's last conflict, nil without a report or a conflict.
-func (nm *nmSummary) lastConflict() *conflictSummary {
+func lastConflict(nm *ctlmsg.NodeManagerReport) *ctlmsg.Conflict {
 	if nm == nil {
 		return nil
 	}

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/vigil-project/vigil/internal/ctlmsg"
 )
 
 // Quorum counts the locators that answered within the node manager's
@@ -21,9 +23,11 @@ func TestSummarizeQuorum(t *testing.T) {
 		{"one fresh, one stale", `{"lease_ms":200,"peers":[{"id":"a"},{"id":"b"}],
 			"locators":[{"id":"a","seen":true,"age_ms":3},{"id":"b","seen":true,"age_ms":201},{"id":"w","seen":false}]}`,
 			&Quorum{Locators: 3, Answered: 1, Needed: 2, OK: false}},
-		{"two_node pair", `{"lease_ms":300,"peers":[{"id":"a"},{"id":"b"}],
+		{"two_node pair", `{"lease_ms":300,"quorum_needed":1,"peers":[{"id":"a"},{"id":"b"}],
 			"locators":[{"id":"a","seen":true,"age_ms":3},{"id":"b","seen":false}]}`,
 			&Quorum{Locators: 2, Answered: 1, Needed: 1, OK: true}},
+		// A report without lease_ms or quorum_needed (an older node
+		// manager's): the default lease, a majority.
 		{"one node and a witness", `{"peers":[{"id":"a"}],
 			"locators":[{"id":"a","seen":true,"age_ms":3},{"id":"w","seen":true,"age_ms":250}]}`,
 			&Quorum{Locators: 2, Answered: 1, Needed: 2, OK: false}},
@@ -31,7 +35,7 @@ func TestSummarizeQuorum(t *testing.T) {
 	} {
 		st := &Status{}
 		if tc.report != "" {
-			st.NodeManager = json.RawMessage(tc.report)
+			st.NodeManager = reportOf(t, tc.report)
 		}
 		st.Summarize()
 		if (st.Quorum == nil) != (tc.want == nil) || (st.Quorum != nil && *st.Quorum != *tc.want) {
@@ -51,8 +55,8 @@ func TestSummarizeQuorum(t *testing.T) {
 // the same refusal for both is one line.
 func TestSummarizeRealtime(t *testing.T) {
 	st := &Status{
-		NodeManager: json.RawMessage(`{"realtime":{"Degraded":["SCHED_RR: operation not permitted","mlockall: cannot allocate memory"]}}`),
-		Locator:     json.RawMessage(`{"realtime":{"Degraded":["SCHED_RR: operation not permitted","oom_score_adj: permission denied"]}}`),
+		NodeManager: reportOf(t, `{"realtime":{"degraded":["SCHED_RR: operation not permitted","mlockall: cannot allocate memory"]}}`),
+		Locator:     locReportOf(t, `{"realtime":{"degraded":["SCHED_RR: operation not permitted","oom_score_adj: permission denied"]}}`),
 	}
 	st.Summarize()
 	var got []string
@@ -82,7 +86,7 @@ func TestSummarizeConflictIsRecent(t *testing.T) {
 		{"old", `{"ip_conflicts":3,"last_conflict":{"vip":"192.0.2.100/24@eth0","mac":"52:54:00:12:34:56","age_ms":600000}}`, ""},
 		{"none", `{"ip_conflicts":0}`, ""},
 	} {
-		st := &Status{NodeManager: json.RawMessage(tc.report)}
+		st := &Status{NodeManager: reportOf(t, tc.report)}
 		st.Summarize()
 		got := ""
 		for _, w := range st.Warnings {
@@ -100,8 +104,8 @@ func TestSummarizeConflictIsRecent(t *testing.T) {
 // long as it lasts, naming the process and the error.
 func TestSummarizePersistFailing(t *testing.T) {
 	st := &Status{
-		NodeManager: json.RawMessage(`{"persist_failing":true,"persist_error":"statefile: write /var/lib/vigil/.node.state.1: no space left on device"}`),
-		Locator:     json.RawMessage(`{"persist_failing":false,"persist_errors":3}`),
+		NodeManager: reportOf(t, `{"persist_failing":true,"persist_error":"statefile: write /var/lib/vigil/.node.state.1: no space left on device"}`),
+		Locator:     locReportOf(t, `{"persist_failing":false,"persist_errors":3}`),
 	}
 	st.Summarize()
 	var got []string
@@ -128,7 +132,7 @@ func TestSummarizeKernelLease(t *testing.T) {
 		{`{"kernel_lease":{"state":"enforcing","applies":12}}`, false},
 		{`{}`, false},
 	} {
-		st := &Status{NodeManager: json.RawMessage(c.report)}
+		st := &Status{NodeManager: reportOf(t, c.report)}
 		st.Summarize()
 		var got []string
 		for _, w := range st.Warnings {
@@ -143,4 +147,14 @@ func TestSummarizeKernelLease(t *testing.T) {
 			t.Fatalf("%s: warning %q does not say what it means", c.report, got[0])
 		}
 	}
+}
+
+// locReportOf is the locator report in js.
+func locReportOf(t *testing.T, js string) *ctlmsg.LocatorReport {
+	t.Helper()
+	var r ctlmsg.LocatorReport
+	if err := json.Unmarshal([]byte(js), &r); err != nil {
+		t.Fatalf("%s: %v", js, err)
+	}
+	return &r
 }

@@ -11,7 +11,6 @@ package supervisor
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,6 +26,7 @@ import (
 	"github.com/vigil-project/vigil/cgroup"
 	"github.com/vigil-project/vigil/config"
 	"github.com/vigil-project/vigil/internal/clock"
+	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/internal/ipc"
 	"github.com/vigil-project/vigil/netfloat"
 	"github.com/vigil-project/vigil/procstat"
@@ -121,9 +121,12 @@ type proc struct {
 	graceTimer  *time.Timer
 
 	// Control-plane processes only.
-	control    string // "locator" or "nodemanager"; "" for applications
-	conn       *ipc.Conn
-	report     json.RawMessage
+	control string // "locator" or "nodemanager"; "" for applications
+	conn    *ipc.Conn
+	// The last report: nmReport from a node manager, locReport from a
+	// locator (nil until the process reports after its start).
+	nmReport   *ctlmsg.NodeManagerReport
+	locReport  *ctlmsg.LocatorReport
 	lastBeat   time.Time
 	fencing    bool
 	fenceAt    time.Duration // node manager: when it must have reported again (CLOCK_BOOTTIME)
@@ -133,7 +136,7 @@ type proc struct {
 	fenced *pendingFence
 	// fault: the node manager was fenced while it held the floating IPs;
 	// its successor is told at start, and runs hooks.on_fault for it.
-	fault *ipc.Msg
+	fault *ctlmsg.Msg
 
 	// rtDegraded: why the realtime budget of its group (and so SCHED_RR)
 	// is not in force, "" when it is or realtime is off; rtBackoff is the
@@ -460,7 +463,7 @@ func (s *Supervisor) start(p *proc) {
 		s.post(func() { s.onExit(p, gen, ex) })
 	}()
 	if p.conn != nil {
-		p.report, p.lastBeat = nil, time.Time{}
+		p.nmReport, p.locReport, p.lastBeat = nil, nil, time.Time{}
 		go s.readChannel(p, gen, p.conn)
 		time.AfterFunc(startupTimeout, func() { s.post(func() { s.checkStartup(p, gen) }) })
 	}
@@ -1225,9 +1228,9 @@ func (s *Supervisor) snapshot() Status {
 		st.ControlPlane = append(st.ControlPlane, s.procStatus(p))
 		switch p.control {
 		case ctlNodeManager:
-			st.NodeManager = p.report
+			st.NodeManager = p.nmReport
 		case ctlLocator:
-			st.Locator = p.report
+			st.Locator = p.locReport
 		}
 	}
 	for _, p := range s.procs {

@@ -15,7 +15,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -32,10 +31,9 @@ import (
 	"time"
 
 	"github.com/vigil-project/vigil/bench/internal/machine"
-	"github.com/vigil-project/vigil/locator"
-	"github.com/vigil-project/vigil/nodemanager"
 	"github.com/vigil-project/vigil/test/e2e"
 
+	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/internal/vigilbin"
 )
 
@@ -180,10 +178,14 @@ func vigilGuard(v *e2e.Vigil, host string) (string, uint64, uint64) {
 	if err != nil {
 		return fmt.Sprintf(" status_error=%q", err.Error()), 0, 0
 	}
-	var nm nodemanager.Report
-	var loc locator.Report
-	_ = json.Unmarshal(st.NodeManager, &nm)
-	_ = json.Unmarshal(st.Locator, &loc)
+	var nm ctlmsg.NodeManagerReport
+	var loc ctlmsg.LocatorReport
+	if st.NodeManager != nil {
+		nm = *st.NodeManager
+	}
+	if st.Locator != nil {
+		loc = *st.Locator
+	}
 	return fmt.Sprintf(" fences=%d epoch=%d dropped_nm=%s dropped_loc=%s", st.Supervisor.Fences, nm.Epoch, kv(nm.Transport.Dropped), kv(loc.Transport.Dropped)),
 		nm.Epoch, st.Supervisor.Fences
 }

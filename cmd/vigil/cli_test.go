@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/vigil-project/vigil/config"
+	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/internal/testtool"
 	"github.com/vigil-project/vigil/supervisor"
 )
@@ -128,8 +129,8 @@ func healthyStatus() *supervisor.Status {
 // `vigil status` tells the node's state by its exit status, for the human
 // and the JSON form alike.
 func TestStatusExitCodes(t *testing.T) {
-	nmWith := func(active string, locators string) json.RawMessage {
-		return json.RawMessage(`{"self":"a","role":"standby","epoch":7,"active":"` + active + `","lease_ms":200,
+	nmWith := func(active string, locators string) *ctlmsg.NodeManagerReport {
+		return fromJSON[ctlmsg.NodeManagerReport](`{"self":"a","role":"standby","epoch":7,"active":"` + active + `","lease_ms":200,
 			"peers":[{"id":"a","healthy":true,"in_ring":true},{"id":"b","healthy":true,"in_ring":true}],"locators":` + locators + `}`)
 	}
 	const allAnswered = `[{"id":"a","seen":true,"age_ms":3},{"id":"b","seen":true,"age_ms":5},{"id":"w","seen":true,"age_ms":4}]`
@@ -157,7 +158,7 @@ func TestStatusExitCodes(t *testing.T) {
 		{"no report from the control plane yet", func(st *supervisor.Status) { st.NodeManager, st.Locator = nil, nil }, exitNoQuorum, "no active node"},
 		{"witness whose locator grants b", func(st *supervisor.Status) {
 			st.Role, st.NodeManager = "witness", nil
-			st.Locator = json.RawMessage(`{"self":"w","epoch":3,"holder":"b","nodes":[]}`)
+			st.Locator = fromJSON[ctlmsg.LocatorReport](`{"self":"w","epoch":3,"holder":"b","nodes":[]}`)
 		}, exitOK, ""},
 	}
 	for _, tc := range cases {

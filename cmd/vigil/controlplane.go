@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vigil-project/vigil/config"
+	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/locator"
 	"github.com/vigil-project/vigil/nodemanager"
 	"github.com/vigil-project/vigil/supervisor"
@@ -104,23 +104,17 @@ func runSwitchover(args []string, stdout, stderr io.Writer) int {
 	return exitFailure
 }
 
-// roleState is the node manager's view of the active role.
-type roleState struct {
-	Active string `json:"active"`
-	Epoch  uint64 `json:"epoch"`
-}
-
-// roleView reads it from this host's status.
-func roleView(socket string) (roleState, error) {
-	var v roleState
+// roleView reads the node manager's view of the active role from this
+// host's status; the zero report when there is none.
+func roleView(socket string) (ctlmsg.NodeManagerReport, error) {
 	resp, err := supervisor.Call(socket, supervisor.Request{Cmd: "status"})
 	if err != nil {
-		return v, err
+		return ctlmsg.NodeManagerReport{}, err
 	}
 	if resp.Status == nil || resp.Status.NodeManager == nil {
-		return v, errors.New("no node manager report")
+		return ctlmsg.NodeManagerReport{}, errors.New("no node manager report")
 	}
-	return v, json.Unmarshal(resp.Status.NodeManager, &v)
+	return *resp.Status.NodeManager, nil
 }
 
 // runMaintenance is `vigil maintenance on|off`.

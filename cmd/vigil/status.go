@@ -17,8 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vigil-project/vigil/config"
-	"github.com/vigil-project/vigil/locator"
-	"github.com/vigil-project/vigil/nodemanager"
+	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/supervisor"
 )
 
@@ -219,16 +218,10 @@ func statusCode(st *supervisor.Status) (int, string) {
 // manager, or on a witness from its locator; "" if none or not known yet.
 func activeNode(st *supervisor.Status) string {
 	if st.NodeManager != nil {
-		var r nodemanager.Report
-		if json.Unmarshal(st.NodeManager, &r) == nil {
-			return r.Active
-		}
+		return st.NodeManager.Active
 	}
 	if st.Locator != nil {
-		var r locator.Report
-		if json.Unmarshal(st.Locator, &r) == nil {
-			return r.Holder
-		}
+		return st.Locator.Holder
 	}
 	return ""
 }
@@ -321,20 +314,7 @@ func printStatus(w io.Writer, st *supervisor.Status, win cpuWindow, now time.Tim
 	}
 	fmt.Fprintf(w, "vigil %s  cluster %s  node %s  %s\n\n", st.Version, st.Cluster, st.Node, health)
 
-	var nm *nodemanager.Report
-	if st.NodeManager != nil {
-		var r nodemanager.Report
-		if json.Unmarshal(st.NodeManager, &r) == nil {
-			nm = &r
-		}
-	}
-	var loc *locator.Report
-	if st.Locator != nil {
-		var r locator.Report
-		if json.Unmarshal(st.Locator, &r) == nil {
-			loc = &r
-		}
-	}
+	nm, loc := st.NodeManager, st.Locator
 	printCluster(w, p, st, nm, loc)
 	fmt.Fprintln(w)
 	printHost(w, p, st, nm, win, now)
@@ -353,7 +333,7 @@ func printStatus(w io.Writer, st *supervisor.Status, win cpuWindow, now time.Tim
 // printCluster: epoch, active node, quorum, token, and one row per host
 // with its role, health, its last check-in at this host's locator and
 // its locator's last answer to this node.
-func printCluster(w io.Writer, p painter, st *supervisor.Status, nm *nodemanager.Report, loc *locator.Report) {
+func printCluster(w io.Writer, p painter, st *supervisor.Status, nm *ctlmsg.NodeManagerReport, loc *ctlmsg.LocatorReport) {
 	title := p.paint(cBold, "CLUSTER")
 	switch {
 	case nm != nil:
@@ -524,7 +504,7 @@ func orNone(s string) string {
 
 // printHost: role and addresses, the supervisor, the processes, and the
 // cgroups' CPU, throttling, pressure and memory.
-func printHost(w io.Writer, p painter, st *supervisor.Status, nm *nodemanager.Report, win cpuWindow, now time.Time) {
+func printHost(w io.Writer, p painter, st *supervisor.Status, nm *ctlmsg.NodeManagerReport, win cpuWindow, now time.Time) {
 	line := p.paint(cBold, "THIS HOST") + "  " + st.Node
 	switch {
 	case nm != nil:

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/supervisor"
 )
 
@@ -56,13 +58,13 @@ func goldenStatus() (st, prev *supervisor.Status) {
 			{Name: "locator", State: supervisor.StateRunning, PID: 820, Critical: true, StartedAt: &started, Health: "none", Cgroup: "control/locator"},
 			{Name: "nodemanager", State: supervisor.StateRunning, PID: 821, Critical: true, StartedAt: &started, Health: "none", Cgroup: "control/nodemanager"},
 		},
-		NodeManager: json.RawMessage(`{"self":"a","role":"active","epoch":7,"active":"a","lease_valid":true,"lease_remaining_ms":183,"lease_ms":200,
+		NodeManager: fromJSON[ctlmsg.NodeManagerReport](`{"self":"a","role":"active","epoch":7,"active":"a","lease_valid":true,"lease_remaining_ms":183,"lease_ms":200,
 			"token_age_ms":0,"token_rotation_ms":40.2,"maintenance":false,"vips_held":["192.0.2.100/24@eth0"],
 			"degraded":true,"degraded_reasons":["late_timer"],"sched_max_late_ms":73.4,"ip_conflicts":1,
 			"last_conflict":{"vip":"192.0.2.100/24@eth0","mac":"52:54:00:12:34:56","age_ms":42300},
 			"peers":[{"id":"a","healthy":true,"in_ring":true},{"id":"b","healthy":true,"maintenance":true,"in_ring":true}],
 			"locators":[{"id":"a","seen":true,"age_ms":3},{"id":"b","seen":true,"age_ms":21},{"id":"w","seen":false}]}`),
-		Locator: json.RawMessage(`{"self":"a","epoch":7,"holder":"a","lease_valid":true,"nodes":[{"id":"a","seen":true,"age_ms":2},{"id":"b","seen":true,"age_ms":19}]}`),
+		Locator: fromJSON[ctlmsg.LocatorReport](`{"self":"a","epoch":7,"holder":"a","lease_valid":true,"nodes":[{"id":"a","seen":true,"age_ms":2},{"id":"b","seen":true,"age_ms":19}]}`),
 		Processes: []supervisor.ProcessStatus{
 			proc("kamailio", 913, "healthy"),
 			{Name: "rtpengine", State: supervisor.StateBackoff, Critical: true, Restarts: 2, NextStart: &next, Health: "none", Cgroup: "apps/rtpengine",
@@ -154,7 +156,7 @@ func TestStatusHostPressureWitness(t *testing.T) {
 	st := &supervisor.Status{
 		Version: "1.0.0", Cluster: "sip-edge", Node: "w", Role: "witness", Healthy: true,
 		Supervisor: supervisor.SupervisorState{PID: 10, StartedAt: goldenNow.Add(-time.Minute), CgroupMode: "hybrid", Cgroup: "vigil/control/supervisor"},
-		Locator:    json.RawMessage(`{"self":"w","epoch":3,"holder":"b","nodes":[{"id":"a","seen":true,"age_ms":5,"healthy":true},{"id":"b","seen":true,"age_ms":7,"healthy":true}]}`),
+		Locator:    fromJSON[ctlmsg.LocatorReport](`{"self":"w","epoch":3,"holder":"b","nodes":[{"id":"a","seen":true,"age_ms":5,"healthy":true},{"id":"b","seen":true,"age_ms":7,"healthy":true}]}`),
 		Groups: []supervisor.GroupStatus{
 			{Group: "control", CPUUsageUsec: 5, PressureScope: "host", CPUPressure: pct(33), MemPressure: pct(0), IOPressure: pct(1)},
 			{Group: "control/locator", CPUUsageUsec: 5, PressureScope: "host", CPUPressure: pct(33), MemPressure: pct(0), IOPressure: pct(1)},
@@ -184,10 +186,10 @@ func TestStatusHostPressureWitness(t *testing.T) {
 // unreachable, whatever the token last said of it, with its ages in red.
 func TestStatusUnreachablePeer(t *testing.T) {
 	st, _ := goldenStatus()
-	st.NodeManager = json.RawMessage(`{"self":"b","role":"active","epoch":8,"active":"b","lease_valid":true,"lease_remaining_ms":150,"lease_ms":200,
+	st.NodeManager = fromJSON[ctlmsg.NodeManagerReport](`{"self":"b","role":"active","epoch":8,"active":"b","lease_valid":true,"lease_remaining_ms":150,"lease_ms":200,
 		"peers":[{"id":"a","healthy":true,"in_ring":true},{"id":"b","healthy":true,"in_ring":true}],
 		"locators":[{"id":"a","seen":true,"age_ms":4280},{"id":"b","seen":true,"age_ms":24},{"id":"w","seen":true,"age_ms":23}]}`)
-	st.Locator = json.RawMessage(`{"self":"b","epoch":8,"holder":"b","nodes":[{"id":"a","seen":true,"age_ms":4299},{"id":"b","seen":true,"age_ms":18}]}`)
+	st.Locator = fromJSON[ctlmsg.LocatorReport](`{"self":"b","epoch":8,"holder":"b","nodes":[{"id":"a","seen":true,"age_ms":4299},{"id":"b","seen":true,"age_ms":18}]}`)
 	st.Summarize()
 	var plain, coloured bytes.Buffer
 	printStatus(&plain, st, cpuWindow{}, goldenNow, false)
@@ -207,7 +209,7 @@ func TestStatusUnreachablePeer(t *testing.T) {
 // and to whom it is handing them.
 func TestStatusDraining(t *testing.T) {
 	st, _ := goldenStatus()
-	st.NodeManager = json.RawMessage(`{"self":"a","role":"standby","epoch":7,"active":"","lease_valid":false,"lease_ms":200,
+	st.NodeManager = fromJSON[ctlmsg.NodeManagerReport](`{"self":"a","role":"standby","epoch":7,"active":"","lease_valid":false,"lease_ms":200,
 		"vips_held":["192.0.2.100/24@eth0"],"draining_to":"b","drain_remaining_ms":164,
 		"peers":[{"id":"a","healthy":true,"in_ring":true},{"id":"b","healthy":true,"in_ring":true}],
 		"locators":[{"id":"a","seen":true,"age_ms":4},{"id":"b","seen":true,"age_ms":4},{"id":"w","seen":true,"age_ms":5}]}`)
@@ -217,4 +219,14 @@ func TestStatusDraining(t *testing.T) {
 	if !strings.Contains(out.String(), "role standby  maintenance off  floating IPs 192.0.2.100/24@eth0 (handing over to b, at most 164 ms more)") {
 		t.Errorf("draining node:\n%s", out.String())
 	}
+}
+
+// fromJSON decodes a report written as JSON in a test (the daemon's wire
+// form), panicking on a typo.
+func fromJSON[T any](js string) *T {
+	var v T
+	if err := json.Unmarshal([]byte(js), &v); err != nil {
+		panic(fmt.Sprintf("%s: %v", js, err))
+	}
+	return &v
 }

@@ -1,9 +1,8 @@
 // Package ipc is the channel between the supervisor and its control-plane
 // processes (the locator and the node manager): a SOCK_SEQPACKET socket pair
 // whose child end the control-plane process inherits. One JSON object per
-// packet, so a message is never torn. The supervisor is the hub: it pushes
-// node health and operator commands down, the processes push their status
-// up, and every status is also the heartbeat the supervisor fences on.
+// packet, so a message is never torn. The messages themselves (types,
+// reports) are package ctlmsg; this package only carries them.
 package ipc
 
 import (
@@ -16,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/vigil-project/vigil/internal/ctlmsg"
 )
 
 // EnvFD names the environment variable that tells a control-plane process
@@ -30,57 +31,6 @@ const maxPacket = 256 << 10
 
 // ErrNoChannel means the process was not started by a supervisor.
 var ErrNoChannel = errors.New("ipc: no supervisor channel (" + EnvFD + " not set)")
-
-// Msg is one message in either direction. Only the fields of its Type are set.
-type Msg struct {
-	Type string `json:"type"` // health | command | config | fault | report | reply
-
-	// health (supervisor -> node manager): the node's health as the
-	// supervisor sees it (critical processes up and healthy).
-	Healthy *bool    `json:"healthy,omitempty"`
-	Reasons []string `json:"reasons,omitempty"`
-
-	// fault (supervisor -> node manager, at its start): the previous node
-	// manager was fenced while it held the role; Arg is the epoch, Reasons
-	// the reason. The node manager runs hooks.on_fault for it.
-
-	// command (supervisor -> process) and reply (process -> supervisor).
-	ID    uint64 `json:"id,omitempty"`
-	Cmd   string `json:"cmd,omitempty"`
-	Arg   string `json:"arg,omitempty"`
-	Error string `json:"error,omitempty"`
-
-	// config (supervisor -> node manager): the floating IPs and hooks of a
-	// reloaded configuration, applied in place; answered with a reply of
-	// the same ID.
-	Config *Config `json:"config,omitempty"`
-
-	// report (process -> supervisor): the process's status; every report
-	// doubles as a heartbeat.
-	Report json.RawMessage `json:"report,omitempty"`
-}
-
-// Config is the part of a reloaded configuration that the node manager
-// applies without restarting. It is always the whole desired state, never a
-// difference, so applying it twice changes nothing.
-type Config struct {
-	VIPs  []VIP `json:"vips"`
-	Hooks Hooks `json:"hooks"`
-}
-
-// VIP is one floating address as configured (vips[]).
-type VIP struct {
-	Address   string `json:"address"` // prefix, e.g. 192.0.2.100/24
-	Interface string `json:"interface"`
-}
-
-// Hooks are the transition hooks as configured (hooks:).
-type Hooks struct {
-	OnActive  [][]string    `json:"on_active,omitempty"`
-	OnStandby [][]string    `json:"on_standby,omitempty"`
-	OnFault   [][]string    `json:"on_fault,omitempty"`
-	Timeout   time.Duration `json:"timeout_ns"`
-}
 
 // Conn is one end of the channel. Send is safe for concurrent use; Recv is
 // for one reader.
@@ -135,7 +85,7 @@ func fromFD(fd int, name string) (*Conn, error) {
 
 // Send writes one message. A peer that does not read within timeout makes
 // Send fail rather than block its caller.
-func (c *Conn) Send(m *Msg, timeout time.Duration) error {
+func (c *Conn) Send(m *ctlmsg.Msg, timeout time.Duration) error {
 	b, err := json.Marshal(m)
 	if err != nil {
 		return fmt.Errorf("ipc: encode %s: %w", m.Type, err)
@@ -155,7 +105,7 @@ func (c *Conn) Send(m *Msg, timeout time.Duration) error {
 }
 
 // Recv reads one message; io.EOF when the peer closed its end.
-func (c *Conn) Recv() (*Msg, error) {
+func (c *Conn) Recv() (*ctlmsg.Msg, error) {
 	buf := make([]byte, maxPacket)
 	n, err := c.c.Read(buf)
 	if err != nil {
@@ -164,7 +114,7 @@ func (c *Conn) Recv() (*Msg, error) {
 	if n == 0 {
 		return nil, fmt.Errorf("ipc: empty packet: %w", errEOF)
 	}
-	var m Msg
+	var m ctlmsg.Msg
 	if err := json.Unmarshal(buf[:n], &m); err != nil {
 		return nil, fmt.Errorf("ipc: decode: %w", err)
 	}

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/vigil-project/vigil/internal/ctlmsg"
 )
 
 func TestPairRoundTripAndMessageBoundaries(t *testing.T) {
@@ -25,7 +27,7 @@ func TestPairRoundTripAndMessageBoundaries(t *testing.T) {
 
 	yes := true
 	for i := 0; i < 50; i++ {
-		if err := parent.Send(&Msg{Type: "health", Healthy: &yes, Reasons: []string{"r" + strconv.Itoa(i)}}, time.Second); err != nil {
+		if err := parent.Send(&ctlmsg.Msg{Type: ctlmsg.TypeHealth, Healthy: &yes, Reasons: []string{"r" + strconv.Itoa(i)}}, time.Second); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -34,12 +36,12 @@ func TestPairRoundTripAndMessageBoundaries(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if m.Type != "health" || m.Healthy == nil || !*m.Healthy || m.Reasons[0] != "r"+strconv.Itoa(i) {
+		if m.Type != ctlmsg.TypeHealth || m.Healthy == nil || !*m.Healthy || m.Reasons[0] != "r"+strconv.Itoa(i) {
 			t.Fatalf("message %d: %+v", i, m)
 		}
 	}
 	rep := json.RawMessage(`{"role":"active","epoch":7}`)
-	if err := child.Send(&Msg{Type: "report", Report: rep}, time.Second); err != nil {
+	if err := child.Send(&ctlmsg.Msg{Type: ctlmsg.TypeReport, Report: rep}, time.Second); err != nil {
 		t.Fatal(err)
 	}
 	m, err := parent.Recv()
@@ -49,7 +51,7 @@ func TestPairRoundTripAndMessageBoundaries(t *testing.T) {
 	if string(m.Report) != string(rep) {
 		t.Fatalf("report %s", m.Report)
 	}
-	if err := child.Send(&Msg{Type: "report", Report: json.RawMessage(`"` + string(make([]byte, maxPacket)) + `"`)}, time.Second); err == nil {
+	if err := child.Send(&ctlmsg.Msg{Type: ctlmsg.TypeReport, Report: json.RawMessage(`"` + string(make([]byte, maxPacket)) + `"`)}, time.Second); err == nil {
 		t.Fatal("oversized message accepted")
 	}
 	child.Close()
@@ -70,7 +72,7 @@ func TestFromEnvInChild(t *testing.T) {
 		if err != nil || m.Cmd != "ping" {
 			os.Exit(4)
 		}
-		if err := c.Send(&Msg{Type: "reply", ID: m.ID}, time.Second); err != nil {
+		if err := c.Send(&ctlmsg.Msg{Type: ctlmsg.TypeReply, ID: m.ID}, time.Second); err != nil {
 			os.Exit(5)
 		}
 		os.Exit(0)
@@ -90,11 +92,11 @@ func TestFromEnvInChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	childF.Close()
-	if err := parent.Send(&Msg{Type: "command", ID: 42, Cmd: "ping"}, time.Second); err != nil {
+	if err := parent.Send(&ctlmsg.Msg{Type: ctlmsg.TypeCommand, ID: 42, Cmd: "ping"}, time.Second); err != nil {
 		t.Fatal(err)
 	}
 	m, err := parent.Recv()
-	if err != nil || m.Type != "reply" || m.ID != 42 {
+	if err != nil || m.Type != ctlmsg.TypeReply || m.ID != 42 {
 		t.Fatalf("reply %+v %v", m, err)
 	}
 	if err := cmd.Wait(); err != nil {
@@ -121,26 +123,26 @@ func TestConfigMessageRoundTrip(t *testing.T) {
 	childF.Close()
 	defer child.Close()
 
-	want := &Config{
-		VIPs: []VIP{{Address: "192.0.2.100/24", Interface: "eth0"}, {Address: "2001:db8::100/64", Interface: "eth1"}},
-		Hooks: Hooks{
+	want := &ctlmsg.Config{
+		VIPs: []ctlmsg.VIP{{Address: "192.0.2.100/24", Interface: "eth0"}, {Address: "2001:db8::100/64", Interface: "eth1"}},
+		Hooks: ctlmsg.Hooks{
 			OnActive:  [][]string{{"/bin/sh", "-c", "echo active"}, {"true"}},
 			OnStandby: [][]string{{"/usr/bin/logger", "standby"}},
 			Timeout:   1500 * time.Millisecond,
 		},
 	}
-	if err := parent.Send(&Msg{Type: "config", ID: 9, Config: want}, time.Second); err != nil {
+	if err := parent.Send(&ctlmsg.Msg{Type: ctlmsg.TypeConfig, ID: 9, Config: want}, time.Second); err != nil {
 		t.Fatal(err)
 	}
 	m, err := child.Recv()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Type != "config" || m.ID != 9 || !reflect.DeepEqual(m.Config, want) {
+	if m.Type != ctlmsg.TypeConfig || m.ID != 9 || !reflect.DeepEqual(m.Config, want) {
 		t.Fatalf("got %+v, config %+v", m, m.Config)
 	}
 	// An empty list is sent as such (remove every VIP), not as "unset".
-	if err := parent.Send(&Msg{Type: "config", ID: 10, Config: &Config{VIPs: []VIP{}}}, time.Second); err != nil {
+	if err := parent.Send(&ctlmsg.Msg{Type: ctlmsg.TypeConfig, ID: 10, Config: &ctlmsg.Config{VIPs: []ctlmsg.VIP{}}}, time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if m, err = child.Recv(); err != nil {

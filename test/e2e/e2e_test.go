@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,9 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/internal/vigilbin"
-	"github.com/vigil-project/vigil/locator"
-	"github.com/vigil-project/vigil/nodemanager"
 	"github.com/vigil-project/vigil/supervisor"
 )
 
@@ -417,17 +415,19 @@ func testFlood(t *testing.T, scenario string) {
 	if testing.Short() {
 		d = 5 * time.Second
 	}
-	var before, after nodemanager.Report
+	var before, after ctlmsg.NodeManagerReport
 	var fences uint64
-	var loc locator.Report
-	report := func(id string, into *nodemanager.Report) *supervisor.Status {
+	var loc ctlmsg.LocatorReport
+	report := func(id string, into *ctlmsg.NodeManagerReport) *supervisor.Status {
 		st, err := v.Status(id)
 		if err != nil {
 			t.Errorf("status of %s: %v", id, err)
 			return nil
 		}
-		if err := json.Unmarshal(st.NodeManager, into); err != nil {
-			t.Errorf("node manager report of %s: %v", id, err)
+		if st.NodeManager == nil {
+			t.Errorf("no node manager report from %s", id)
+		} else {
+			*into = *st.NodeManager
 		}
 		return st
 	}
@@ -436,8 +436,10 @@ func testFlood(t *testing.T, scenario string) {
 		AtEnd: func(r Result) {
 			if st := report(r.From, &after); st != nil {
 				fences = st.Supervisor.Fences
-				if err := json.Unmarshal(st.Locator, &loc); err != nil {
-					t.Errorf("locator report of %s: %v", r.From, err)
+				if st.Locator == nil {
+					t.Errorf("no locator report from %s", r.From)
+				} else {
+					loc = *st.Locator
 				}
 			}
 		}})

@@ -10,17 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/supervisor"
 )
 
 // nmReport is the part of the node manager's report these tests read.
 type nmReport struct {
-	Role        string `json:"role"`
-	Epoch       uint64 `json:"epoch"`
-	Active      string `json:"active"`
-	LeaseValid  bool   `json:"lease_valid"`
-	LeaseLeft   int64  `json:"lease_remaining_ms"`
-	Maintenance bool   `json:"maintenance"`
+	ctlmsg.NodeManagerReport
 	// at is when the node manager sent this report (its supervisor's
 	// last_report): a report is a snapshot, and its lease has run on since.
 	at time.Time
@@ -29,7 +25,7 @@ type nmReport struct {
 // holdsLeaseNow says whether the node, by its own last report, still holds
 // a valid lease at now.
 func (r nmReport) holdsLeaseNow(now time.Time) bool {
-	return r.Role == "active" && r.LeaseValid && r.at.Add(time.Duration(r.LeaseLeft)*time.Millisecond).After(now)
+	return r.Role == "active" && r.LeaseValid && r.at.Add(time.Duration(r.LeaseRemainingMS)*time.Millisecond).After(now)
 }
 
 // cluster is two nodes and a witness, each a `vigil supervise`, on loopback.
@@ -100,10 +96,7 @@ func (c *cluster) report(id string) (nmReport, bool) {
 	if err != nil || resp.Status.NodeManager == nil {
 		return nmReport{}, false
 	}
-	var r nmReport
-	if json.Unmarshal(resp.Status.NodeManager, &r) != nil {
-		return nmReport{}, false
-	}
+	r := nmReport{NodeManagerReport: *resp.Status.NodeManager}
 	for _, p := range resp.Status.ControlPlane {
 		if p.Name == "nodemanager" && p.LastReport != nil {
 			r.at = *p.LastReport

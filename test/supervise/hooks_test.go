@@ -45,7 +45,7 @@ func TestHooksRunInOrderWithTimeouts(t *testing.T) {
 	// slow hook ended, and it is active now.
 	d.waitFor("node manager reports active", 10*time.Second, func() bool {
 		st := d.status()
-		return st.NodeManager != nil && strings.Contains(string(st.NodeManager), `"role":"active"`)
+		return st.NodeManager != nil && st.NodeManager.Role == "active"
 	})
 	d.stop(15 * time.Second)
 }

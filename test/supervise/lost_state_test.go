@@ -1,7 +1,6 @@
 package supervise
 
 import (
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,10 +37,10 @@ func TestLostStateDirRejoins(t *testing.T) {
 		// once paired the old report with the new pid.)
 		d.waitFor("the standby's control plane is back and reporting", 20*time.Second, func() bool {
 			st := d.status()
-			var r nmReport
-			if st.NodeManager == nil || st.Locator == nil || json.Unmarshal(st.NodeManager, &r) != nil {
+			if st.NodeManager == nil || st.Locator == nil {
 				return false
 			}
+			r := st.NodeManager
 			newNM, newLoc := pidIn(st, "nodemanager"), pidIn(st, "locator")
 			return r.Role == "standby" && r.Active == active && newNM > 0 && newNM != nm && newLoc > 0 && newLoc != loc
 		})
@@ -99,16 +98,7 @@ func peerInRing(d *daemon, id string) bool {
 	if err != nil || resp.Status.NodeManager == nil {
 		return false
 	}
-	var r struct {
-		Peers []struct {
-			ID     string `json:"id"`
-			InRing bool   `json:"in_ring"`
-		} `json:"peers"`
-	}
-	if json.Unmarshal(resp.Status.NodeManager, &r) != nil {
-		return false
-	}
-	for _, p := range r.Peers {
+	for _, p := range resp.Status.NodeManager.Peers {
 		if p.ID == id {
 			return p.InRing
 		}
@@ -134,11 +124,9 @@ func incarnations(t *testing.T, d *daemon) uint64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var nm, loc struct {
-		Incarnation uint64 `json:"incarnation"`
-	}
-	if json.Unmarshal(resp.Status.NodeManager, &nm) != nil || json.Unmarshal(resp.Status.Locator, &loc) != nil || nm.Incarnation == 0 || loc.Incarnation == 0 {
-		t.Fatalf("no incarnations in the reports: %s %s", resp.Status.NodeManager, resp.Status.Locator)
+	nm, loc := resp.Status.NodeManager, resp.Status.Locator
+	if nm == nil || loc == nil || nm.Incarnation == 0 || loc.Incarnation == 0 {
+		t.Fatalf("no incarnations in the reports: %+v %+v", nm, loc)
 	}
 	if max(nm.Incarnation, loc.Incarnation) > uint64(time.Now().Unix())+60 {
 		t.Fatalf("incarnation %d/%d is ahead of the clock", nm.Incarnation, loc.Incarnation)

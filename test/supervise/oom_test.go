@@ -1,11 +1,11 @@
 package supervise
 
 import (
-	"encoding/json"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/realtime"
 	"github.com/vigil-project/vigil/supervisor"
 )
@@ -64,16 +64,10 @@ func TestRealtimeControlPlane(t *testing.T) {
 	d.realtime = true
 	d.writeConfig("")
 	d.start()
-	var rep struct {
-		Realtime struct {
-			Sched    string   `json:"Sched"`
-			Mlocked  bool     `json:"Mlocked"`
-			Degraded []string `json:"Degraded"`
-		} `json:"realtime"`
-	}
+	var rep *ctlmsg.NodeManagerReport
 	d.waitFor("node manager reporting", 20*time.Second, func() bool {
-		st := d.status()
-		return st.NodeManager != nil && json.Unmarshal(st.NodeManager, &rep) == nil
+		rep = d.status().NodeManager
+		return rep != nil
 	})
 	t.Logf("node manager: %+v", rep.Realtime)
 	switch {

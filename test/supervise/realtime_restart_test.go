@@ -1,7 +1,6 @@
 package supervise
 
 import (
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
@@ -39,14 +38,6 @@ func needRTGroupSched(t *testing.T) string {
 	return ""
 }
 
-// ctrlRealtime is the realtime part of a control-plane report.
-type ctrlRealtime struct {
-	Realtime struct {
-		Sched    string   `json:"Sched"`
-		Degraded []string `json:"Degraded"`
-	} `json:"realtime"`
-}
-
 // waitControlRR waits until the locator and node manager both report
 // SCHED_RR and every thread of both really is SCHED_RR.
 func waitControlRR(d *daemon, timeout time.Duration) {
@@ -57,10 +48,7 @@ func waitControlRR(d *daemon, timeout time.Duration) {
 		if st.NodeManager == nil || st.Locator == nil {
 			return false
 		}
-		var nm, loc ctrlRealtime
-		if json.Unmarshal(st.NodeManager, &nm) != nil || json.Unmarshal(st.Locator, &loc) != nil {
-			return false
-		}
+		nm, loc := st.NodeManager, st.Locator
 		last = "node manager " + nm.Realtime.Sched + ", locator " + loc.Realtime.Sched
 		if nm.Realtime.Sched != "SCHED_RR prio 10" || loc.Realtime.Sched != "SCHED_RR prio 10" {
 			return false

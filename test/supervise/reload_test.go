@@ -567,14 +567,10 @@ func TestReloadNewInterface(t *testing.T) {
 
 	health := func(id string) (bool, []string) {
 		st := c.nodes[id].status()
-		var r struct {
-			Healthy bool     `json:"healthy"`
-			Reasons []string `json:"unhealthy_reasons"`
-		}
-		if st.NodeManager == nil || json.Unmarshal(st.NodeManager, &r) != nil {
+		if st.NodeManager == nil {
 			return true, nil
 		}
-		return r.Healthy, r.Reasons
+		return st.NodeManager.Healthy, st.NodeManager.UnhealthyReasons
 	}
 	link, err := c.net.Hosts[stby].Handle.LinkByName(ifn)
 	if err != nil {

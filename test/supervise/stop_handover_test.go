@@ -1,13 +1,13 @@
 package supervise
 
 import (
-	"encoding/json"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/supervisor"
 )
 
@@ -178,32 +178,15 @@ func (c *vipCluster) waitVIPStandbyReady(not string) string {
 	return holder
 }
 
-// ringReport is the part of a node manager's report that says whether it
-// could hand over.
-type ringReport struct {
-	Role   string `json:"role"`
-	Active string `json:"active"`
-	Peers  []struct {
-		ID          string `json:"id"`
-		Healthy     bool   `json:"healthy"`
-		Maintenance bool   `json:"maintenance"`
-		InRing      bool   `json:"in_ring"`
-	} `json:"peers"`
-}
-
-func peerView(d *daemon) (ringReport, bool) {
+func peerView(d *daemon) (ctlmsg.NodeManagerReport, bool) {
 	if !d.running() {
-		return ringReport{}, false
+		return ctlmsg.NodeManagerReport{}, false
 	}
 	resp, err := supervisor.Call(d.socket, supervisor.Request{Cmd: "status"})
 	if err != nil || resp.Status.NodeManager == nil {
-		return ringReport{}, false
+		return ctlmsg.NodeManagerReport{}, false
 	}
-	var r ringReport
-	if json.Unmarshal(resp.Status.NodeManager, &r) != nil {
-		return ringReport{}, false
-	}
-	return r, true
+	return *resp.Status.NodeManager, true
 }
 
 // gapProber samples both hosts every 2 ms from before the stop until the

@@ -1,0 +1,170 @@
+package ctlmsg
+
+import (
+	"github.com/vigil-project/vigil/internal/transport"
+	"github.com/vigil-project/vigil/realtime"
+	"github.com/vigil-project/vigil/schedwatch"
+)
+
+// NodeManagerReport is what the node manager tells the supervisor on every heartbeat,
+// and what `vigil status --json` shows under "nodemanager". Keys are stable.
+type NodeManagerReport struct {
+	Self             string `json:"self"`
+	Role             string `json:"role"` // active | standby | candidate
+	Epoch            uint64 `json:"epoch"`
+	Active           string `json:"active"` // "" if none known
+	LeaseValid       bool   `json:"lease_valid"`
+	LeaseRemainingMS int64  `json:"lease_remaining_ms"`
+	// LeaseMS is the lease length this process runs with (cluster.timing
+	// as it started): the supervisor fences by it, not by a reloaded value.
+	LeaseMS          int64    `json:"lease_ms,omitempty"`
+	HoldingToken     bool     `json:"holding_token"`
+	TokenAgeMS       int64    `json:"token_age_ms"`
+	RotationMS       float64  `json:"token_rotation_ms"`
+	TokenLost        bool     `json:"token_lost"`
+	Healthy          bool     `json:"healthy"`
+	UnhealthyReasons []string `json:"unhealthy_reasons,omitempty"`
+	Maintenance      bool     `json:"maintenance"`
+	Incarnation      uint64   `json:"incarnation"`
+	// QuorumNeeded is how many of Locators must answer for a lease
+	// (protocol.Config.Quorum: a majority, 1 of 2 with two_node).
+	QuorumNeeded int             `json:"quorum_needed"`
+	Peers        []PeerState     `json:"peers"`
+	Locators     []LocatorAnswer `json:"locators"`
+	VIPs         []string        `json:"vips_held"`
+	// DrainingTo is set while this node, after a planned handover, keeps
+	// the floating IPs until that node announces them; they go at the
+	// latest after DrainRemainingMS (the end of the lease it held), which
+	// is also when the supervisor fences a node manager gone silent.
+	DrainingTo       string    `json:"draining_to,omitempty"`
+	DrainRemainingMS int64     `json:"drain_remaining_ms,omitempty"`
+	Takeovers        uint64    `json:"takeovers"`
+	LastTakeover     *Takeover `json:"last_takeover,omitempty"`
+	LateTimers       uint64    `json:"late_ticks"`  // protocol ticks that fired more than a token interval late
+	MaxLateMS        float64   `json:"max_late_ms"` // the latest of those
+	// Degraded: this control-plane process was not scheduled for longer
+	// than control.sched_delay_warn within the last 10 s (Corosync's "not
+	// scheduled for X ms"). Shown and logged; it does not by itself hand
+	// the role over (see docs/operations.md).
+	Degraded          bool     `json:"degraded"`
+	DegradedReasons   []string `json:"degraded_reasons,omitempty"`
+	SchedLateEpisodes uint64   `json:"sched_late_episodes"`
+	SchedMaxLateMS    float64  `json:"sched_max_late_ms"`
+	// SchedLate is how late every 10 ms wakeup of this process was.
+	SchedLate *schedwatch.HistogramJSON `json:"sched_late_histogram,omitempty"`
+	Transport transport.Stats           `json:"transport"`
+	GARPSent  uint64                    `json:"garp_sent"`
+	NASent    uint64                    `json:"na_sent"`
+	// Conflicts counts the times another host answered for a floating IP
+	// this node held (or was claiming), the successor of a planned
+	// handover excepted; LastConflict is the latest, nil if none.
+	Conflicts    uint64    `json:"ip_conflicts"`
+	LastConflict *Conflict `json:"last_conflict,omitempty"`
+	HookFailures uint64    `json:"hook_failures"`
+	// PersistErrors counts failed writes of the node's state file since
+	// start; PersistFailing: the last one failed, and the node manager
+	// sends nothing (claims nothing) until a write succeeds (PersistError
+	// says why).
+	PersistErrors  uint64 `json:"persist_errors"`
+	PersistFailing bool   `json:"persist_failing"`
+	PersistError   string `json:"persist_error,omitempty"`
+	// Realtime is what control.realtime put in force for this process.
+	Realtime realtime.Report `json:"realtime"`
+	// KernelLease says whether the kernel itself stops serving the
+	// floating IPs at the end of the lease (nftables, docs/operations.md
+	// "The packet filter"); omitted on a node without VIPs.
+	KernelLease *KernelLease `json:"kernel_lease,omitempty"`
+}
+
+// KernelLease is the state of the kernel lease.
+type KernelLease struct {
+	// State: enforcing; failing (programming it failed, it is disarmed and
+	// the address lifetime is the bound, Reason says why); unavailable
+	// (the kernel has no nf_tables, Reason says what failed).
+	State       string `json:"state"`
+	Reason      string `json:"reason,omitempty"`
+	Applies     uint64 `json:"applies"`
+	Failures    uint64 `json:"failures"`
+	LastApplyUS int64  `json:"last_apply_us"`
+	MaxApplyUS  int64  `json:"max_apply_us"`
+}
+
+// Kernel lease states.
+const (
+	KernelLeaseEnforcing   = "enforcing"
+	KernelLeaseFailing     = "failing"
+	KernelLeaseUnavailable = "unavailable"
+)
+
+// PeerState is a node's summary as last carried by the token.
+type PeerState struct {
+	ID          string `json:"id"`
+	Healthy     bool   `json:"healthy"`
+	Maintenance bool   `json:"maintenance"`
+	InRing      bool   `json:"in_ring"`
+}
+
+// LocatorAnswer is a locator's last answer to this node.
+type LocatorAnswer struct {
+	ID    string `json:"id"`
+	Seen  bool   `json:"seen"`
+	AgeMS int64  `json:"age_ms"`
+}
+
+// Conflict is the latest time another host answered for one of our
+// floating IPs.
+type Conflict struct {
+	VIP   string `json:"vip"`
+	MAC   string `json:"mac"`
+	AgeMS int64  `json:"age_ms"`
+}
+
+// Takeover is how long the last takeover took: from the protocol's decision
+// (this node became active) to the floating IPs added and first announced.
+type Takeover struct {
+	Epoch       uint64  `json:"epoch"`
+	AddedMS     float64 `json:"added_ms"`
+	AnnouncedMS float64 `json:"announced_ms"`
+}
+
+// LocatorReport is what the locator tells the supervisor, and what `vigil status
+// --json` shows under "locator". Keys are stable.
+type LocatorReport struct {
+	Self             string          `json:"self"`
+	Incarnation      uint64          `json:"incarnation"`
+	Epoch            uint64          `json:"epoch"`
+	Holder           string          `json:"holder"`
+	LeaseValid       bool            `json:"lease_valid"`
+	LeaseRemainingMS int64           `json:"lease_remaining_ms"`
+	GrantInMS        int64           `json:"grant_in_ms"`
+	Quarantined      bool            `json:"quarantined"`
+	Nodes            []NodeCheckin   `json:"nodes"`
+	Transport        transport.Stats `json:"transport"`
+	PersistErrors    uint64          `json:"persist_errors"`
+	// PersistFailing: the last write of the state file failed; the
+	// locator answers nothing until a write succeeds (PersistError says
+	// why).
+	PersistFailing bool   `json:"persist_failing"`
+	PersistError   string `json:"persist_error,omitempty"`
+	Listen         string `json:"listen"`
+	// Degraded: not scheduled for longer than control.sched_delay_warn
+	// within the last 10 s.
+	Degraded          bool    `json:"degraded"`
+	SchedLateEpisodes uint64  `json:"sched_late_episodes"`
+	SchedMaxLateMS    float64 `json:"sched_max_late_ms"`
+	// SchedLate is how late every 10 ms wakeup of this process was.
+	SchedLate *schedwatch.HistogramJSON `json:"sched_late_histogram,omitempty"`
+	// Realtime is what control.realtime put in force for this process.
+	Realtime realtime.Report `json:"realtime"`
+}
+
+// NodeCheckin is one node's last check-in here.
+type NodeCheckin struct {
+	ID          string `json:"id"`
+	Seen        bool   `json:"seen"`
+	AgeMS       int64  `json:"age_ms"`
+	Epoch       uint64 `json:"epoch"`
+	Healthy     bool   `json:"healthy"`
+	Maintenance bool   `json:"maintenance"`
+	TokenSeq    uint64 `json:"token_seq"`
+}
