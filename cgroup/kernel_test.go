@@ -15,12 +15,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vigil-project/vigil/internal/testtool"
 )
 
 // helperEnv makes the test binary act as a helper process (see TestMain).
@@ -696,24 +697,6 @@ func TestDeleteRemovesDirs(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink the tests can read while slog writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestOpenCleansStaleTree(t *testing.T) {
 	first, subtree := kernelManager(t, nil)
 	g, err := first.Group("apps/crashed")
@@ -728,7 +711,7 @@ func TestOpenCleansStaleTree(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A new run (the first Manager is abandoned, as by a crash).
-	var logs syncBuffer
+	var logs testtool.SyncBuffer
 	second, err := Open(Options{Subtree: subtree, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatalf("second Open: %v", err)

@@ -178,10 +178,21 @@ type holding struct {
 	vip    VIP
 	index  int
 	cancel context.CancelFunc
+	done   chan struct{} // closed when its announcer has returned
 	// quiet (Quiet): no longer announced; the kernel lease keeps
 	// accepting packets to it until acceptUntil, answers no ARP/NDP.
 	quiet       bool
 	acceptUntil time.Duration
+}
+
+// stopAnnouncing stops h's announcer and waits for it to return: once it
+// has, no announcement of h goes out any more, not even one that was
+// already being sent (a late gratuitous ARP from the old active of a
+// handover would point clients back at it). Not under m.mu: an
+// announcement in flight takes it.
+func (h *holding) stopAnnouncing() {
+	h.cancel()
+	<-h.done
 }
 
 type probeWaiter struct {
@@ -525,13 +536,14 @@ func (m *Manager) Claim(ctx context.Context, v VIP) (ClaimReport, error) {
 		old.cancel()
 	}
 	actx, cancel := context.WithCancel(context.Background())
-	m.held[v.key()] = &holding{vip: v, index: p.index, cancel: cancel}
+	h := &holding{vip: v, index: p.index, cancel: cancel, done: make(chan struct{})}
+	m.held[v.key()] = h
 	m.wg.Add(1)
 	m.mu.Unlock()
 
 	err = m.announce(p, v)
 	rep.AnnouncedAfter = time.Since(start)
-	go m.announcer(actx, v)
+	go m.announcer(actx, v, h.done)
 	if err != nil {
 		return rep, err
 	}
@@ -552,8 +564,9 @@ func (m *Manager) Claim(ctx context.Context, v VIP) (ClaimReport, error) {
 }
 
 // announcer sends the rest of the burst, then the periodic refreshes.
-func (m *Manager) announcer(ctx context.Context, v VIP) {
+func (m *Manager) announcer(ctx context.Context, v VIP, done chan<- struct{}) {
 	defer m.wg.Done()
+	defer close(done)
 	sleep := func(d time.Duration) bool {
 		t := time.NewTimer(d)
 		defer t.Stop()
@@ -667,7 +680,8 @@ func (m *Manager) holdingOf(v VIP) (*holding, error) {
 // Quiet stops announcing a held VIP but keeps the address and keeps
 // reporting other MACs that claim it (EventConflict). A node that handed
 // the role over keeps serving the address this way until its successor's
-// announcement is seen (make-before-break), then calls Release. With a
+// announcement is seen (make-before-break), then calls Release. When Quiet
+// returns, its last announcement has gone out. With a
 // KernelLease the host also stops answering ARP/NDP for it at once (so no
 // client is sent back here), while packets already on their way are still
 // accepted until the end of the lease it held.
@@ -676,7 +690,7 @@ func (m *Manager) Quiet(v VIP) error {
 	if err != nil {
 		return err
 	}
-	h.cancel()
+	h.stopAnnouncing()
 	if m.kl != nil {
 		m.mu.Lock()
 		if !h.quiet {
@@ -706,7 +720,7 @@ func (m *Manager) Refuse(v VIP) error {
 	if m.kl == nil || m.KernelLeaseStats().Failing {
 		return ErrKernelLeaseUnavailable
 	}
-	h.cancel()
+	h.stopAnnouncing()
 	m.mu.Lock()
 	h.quiet = true
 	h.acceptUntil = 0 // in no accept set: the kernel drops what comes
@@ -729,7 +743,7 @@ func (m *Manager) Release(v VIP) error {
 	delete(m.held, v.key())
 	m.mu.Unlock()
 	if h != nil {
-		h.cancel()
+		h.stopAnnouncing()
 		// The kernel stops serving it first, then it goes.
 		_ = m.applyKernel()
 		return m.addrDel(h.index, h.vip.Prefix)

@@ -694,9 +694,9 @@ func TestQuietKeepsAddressStopsAnnouncing(t *testing.T) {
 	if err := m.Quiet(v); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(60 * time.Millisecond) // a refresh already under way may still go out
+	// Quiet waited for a refresh already under way: nothing more goes out.
 	sent := m.Stats().GARPSent
-	time.Sleep(300 * time.Millisecond) // six refresh intervals
+	time.Sleep(300 * time.Millisecond) // six refresh intervals in which nothing may happen
 	if got := m.Stats().GARPSent; got != sent {
 		t.Fatalf("%d announcements after Quiet", got-sent)
 	}

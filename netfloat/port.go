@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
 	"sync/atomic"
 	"time"
 
 	"github.com/mdlayher/packet"
-	"github.com/vishvananda/netns"
+
+	"github.com/vigil-project/vigil/internal/nsrun"
 )
 
 // port holds the packet sockets of one interface: one bound to ARP, one to
@@ -58,7 +58,7 @@ func (m *Manager) port(ifname string) (*port, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netfloat: NA filter: %w", err)
 	}
-	err = runIn(m.ns, func() error {
+	err = nsrun.In(m.ns, func() error {
 		var err error
 		if p.arp, err = packet.Listen(ifi, packet.Raw, etherTypeARP, nil); err != nil {
 			return err
@@ -122,36 +122,4 @@ func (m *Manager) read(p *port, c *packet.Conn) {
 		}
 		m.observe(p, cl)
 	}
-}
-
-// runIn runs fn on a locked OS thread inside ns (or directly when ns is not
-// open). Sockets opened by fn stay in ns. If the thread cannot be switched
-// back it stays locked, so the runtime discards it with the goroutine rather
-// than reuse a thread in a foreign namespace.
-func runIn(ns netns.NsHandle, fn func() error) error {
-	if !ns.IsOpen() {
-		return fn()
-	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- fmt.Errorf("current namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			errc <- fmt.Errorf("enter namespace: %w", err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("leave namespace: %w", err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
 }

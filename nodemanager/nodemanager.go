@@ -727,10 +727,10 @@ func (m *manager) enforceLease(now time.Duration) {
 // shutdown is an orderly stop (SIGTERM: systemctl stop or restart, vigil
 // restart nodemanager, the supervisor's shutdown; or the supervisor gone).
 // An active node hands the role over while its socket is still open (Run
-// closes the transport only after this returns): as in every handover it
-// drops the role and its floating IPs first, then sends release to the
-// locators and transfer to the standby (break-before-make, docs/protocol.md),
-// and then follows the protocol for at most one token timeout, until the
+// closes the transport only after this returns): as in every planned
+// handover it gives the role up first (its floating IPs drain as in a
+// switchover, nodemanager/drain.go), then sends release to the locators and
+// transfer to the standby (docs/protocol.md), and then follows the protocol for at most one token timeout, until the
 // successor is seen active. Without a handover the standby would wait for
 // the lease to run out.
 func (m *manager) shutdown(in <-chan transport.Inbound) {

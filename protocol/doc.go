@@ -49,7 +49,9 @@
 //     BecameStandby was emitted yet (the node manager may be late). One
 //     exception: after a BecameStandby with Planned set, the addresses may
 //     stay, no longer announced, until the successor has announced them,
-//     and never past that event's LeaseUntil (make-before-break).
+//     and never past that event's LeaseUntil. Whether they still take
+//     packets meanwhile (make-before-break) or refuse them
+//     (break-before-make, announce.handover_gap) is the driver's choice.
 //   - A starting node manager removes any floating IP a previous
 //     incarnation left before sending its first messages.
 //   - The receiver authenticates with Decode and rejects replays with one

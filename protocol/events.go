@@ -51,8 +51,9 @@ type BecameActive struct {
 // Planned marks a handover that was asked for (switchover, maintenance,
 // an orderly stop) rather than forced by ill health. Only then may the
 // caller keep the floating IPs, silent, until To has announced them, and
-// never past LeaseUntil, the end of the lease it held (make-before-break,
-// docs/protocol.md); otherwise it removes them now.
+// never past LeaseUntil, the end of the lease it held (docs/protocol.md;
+// the node manager's drain, nodemanager/drain.go); otherwise it removes
+// them now.
 type BecameStandby struct {
 	Epoch      uint64
 	Reason     string

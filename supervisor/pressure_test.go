@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,30 +9,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/vigil-project/vigil/cgroup"
+	"github.com/vigil-project/vigil/internal/testtool"
 )
-
-// syncBuffer is a log sink written by a watcher goroutine and read by the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // events returns the JSON log lines whose event is ev.
 func events(t *testing.T, logs, ev string) []map[string]any {
@@ -60,7 +41,7 @@ func psi(avg10 float64) *cgroup.PSI { return &cgroup.PSI{Some: cgroup.PSILine{Av
 // starts and once when it has been over for the hold time; memory and io
 // are tracked apart; a failing read is logged once, not every second.
 func TestPressureWatchEpisodes(t *testing.T) {
-	var logs syncBuffer
+	var logs testtool.SyncBuffer
 	cpu := []float64{5, 35, 60, 15, 10}
 	var reads int
 	var readErr error
@@ -104,7 +85,7 @@ func TestPressureWatchEpisodes(t *testing.T) {
 
 	// The host's pressure (cgroup v1) is not the control plane's: one
 	// line says it is not watched, and no episode is logged.
-	var hostLogs syncBuffer
+	var hostLogs testtool.SyncBuffer
 	w = newPressureWatch(func() (cgroup.Pressure, error) {
 		return cgroup.Pressure{Scope: cgroup.PSIScopeHost, CPU: psi(90)}, nil
 	}, slog.New(slog.NewJSONHandler(&hostLogs, nil)))
@@ -142,7 +123,7 @@ func TestWatchPressureReadsControlGroup(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var logs syncBuffer
+	var logs testtool.SyncBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

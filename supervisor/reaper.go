@@ -119,9 +119,11 @@ func (r *Reaper) Spawn(argv0 string, argv []string, attr *syscall.ProcAttr) (int
 	return pid, ch, nil
 }
 
-// Run runs argv to completion in its own process group and returns its exit
-// code; when ctx ends first the whole group is killed. It implements
-// health.Runner and runs hooks, so that they, too, are reaped here.
+// RunCommand runs argv to completion in its own process group and returns
+// its exit code; when ctx ends first the whole group is killed. Health
+// checks of kind exec run through it (the supervisor's health.Runner), so
+// that they, too, are reaped here. (Hooks run in the node manager, not
+// here.)
 func (r *Reaper) RunCommand(ctx context.Context, argv []string) (int, error) {
 	if len(argv) == 0 {
 		return -1, errors.New("supervisor: empty command")

@@ -37,6 +37,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/vigil-project/vigil/internal/nsrun"
 )
 
 // LinkName is the name of every host's interface towards the switch.
@@ -323,7 +325,7 @@ func (h *Host) HasAddr(addr netip.Addr) bool {
 
 // Run runs fn on an OS thread switched into the host's namespace. Sockets fn
 // opens stay in that namespace after Run returns.
-func (h *Host) Run(fn func() error) error { return runIn(h.NS, fn) }
+func (h *Host) Run(fn func() error) error { return nsrun.In(h.NS, fn) }
 
 // Command returns `ip netns exec <ns> name args...`; the process runs in the
 // host's namespace (and, as ip does, in a private mount namespace with a /sys
@@ -356,34 +358,6 @@ func (h *Host) SetPort(up bool) error {
 		return sw.LinkSetUp(l)
 	}
 	return sw.LinkSetDown(l)
-}
-
-// runIn runs fn on a locked OS thread inside ns. If the thread cannot be
-// switched back, it stays locked, so the runtime discards it when the
-// goroutine ends instead of reusing a thread in a foreign namespace.
-func runIn(ns netns.NsHandle, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- fmt.Errorf("current namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			errc <- fmt.Errorf("enter namespace: %w", err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("leave namespace: %w", err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
 }
 
 // newNamed creates a network namespace bind-mounted at /run/netns/name. The

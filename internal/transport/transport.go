@@ -88,7 +88,10 @@ type Transport struct {
 	// source, and routing could pick another of the host's addresses.
 	srcOOB []byte
 
-	kfilter      *pktfilter.Filter // nil: not installed (kernelFilter says why)
+	// kfilter is nil when not installed (kernelFilter says why); kmu
+	// guards it between Close and the counter poller.
+	kmu          sync.Mutex
+	kfilter      *pktfilter.Filter
 	kernelFilter string
 	rcvbuf       int
 
@@ -343,12 +346,14 @@ func (t *Transport) Addr() netip.AddrPort { return t.conn.LocalAddr().(*net.UDPA
 // Close closes the socket (Run returns) and removes the kernel filter.
 // Only Close closes it: the owner decides when nothing more will be sent.
 func (t *Transport) Close() error {
+	t.kmu.Lock()
 	if t.kfilter != nil {
 		if err := t.kfilter.Remove(); err != nil {
 			t.log.Warn("cannot remove the kernel packet filter", "event", "kernel_filter_error", "err", err)
 		}
 		t.kfilter = nil
 	}
+	t.kmu.Unlock()
 	for _, c := range t.lanes {
 		_ = c.Close()
 	}
@@ -497,12 +502,14 @@ func (t *Transport) pollKernelCounters(ctx context.Context) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
+		t.kmu.Lock()
 		if t.kfilter != nil {
 			if d, err := t.kfilter.Dropped(); err == nil {
 				t.kernelDropped.Store(d.Strangers)
 				t.kernelTag.Store(d.Tag)
 			}
 		}
+		t.kmu.Unlock()
 		var drops uint64
 		for _, c := range append(slices.Collect(maps.Values(t.lanes)), t.conn) {
 			if n, ok := socketDrops(c); ok {

@@ -252,10 +252,18 @@ func waitChange(t *testing.T, ch <-chan Status, d time.Duration) Status {
 	}
 }
 
-// blockingChecker waits for its context, as a hung check would.
-type blockingChecker struct{}
+// blockingChecker waits for its context, as a hung check would. A non-nil
+// entered is closed when the first check begins.
+type blockingChecker struct{ entered chan struct{} }
 
-func (blockingChecker) Check(ctx context.Context) error {
+func (b blockingChecker) Check(ctx context.Context) error {
+	if b.entered != nil {
+		select {
+		case <-b.entered:
+		default:
+			close(b.entered)
+		}
+	}
 	<-ctx.Done()
 	return ctx.Err()
 }
@@ -281,11 +289,16 @@ func TestMonitorAppliesTimeout(t *testing.T) {
 	}
 
 	h.Timeout, h.Interval = time.Hour, 2*time.Hour
-	m2 := NewMonitor(h, blockingChecker{}, nil, nil)
+	entered := make(chan struct{})
+	m2 := NewMonitor(h, blockingChecker{entered: entered}, nil, nil)
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	done2 := make(chan struct{})
 	go func() { m2.Run(ctx2); close(done2) }()
-	time.Sleep(50 * time.Millisecond)
+	select {
+	case <-entered: // cancel in the middle of a check
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first check never began")
+	}
 	cancel2()
 	select {
 	case <-done2:

@@ -114,28 +114,14 @@ func TestFaultHookOnCriticalAppDown(t *testing.T) {
 // returns the hook output file of each node.
 func newFaultVIPCluster(t *testing.T) (*vipCluster, map[string]string) {
 	t.Helper()
-	needRoot(t)
-	n := netnstest.New(t,
-		netnstest.HostSpec{Name: "a", Addr: "192.0.2.11/24"},
-		netnstest.HostSpec{Name: "b", Addr: "192.0.2.12/24"},
-		netnstest.HostSpec{Name: "w", Addr: "192.0.2.13/24"},
-	)
-	c := &vipCluster{t: t, net: n, nodes: newPeers(t, "a", "b", "w")}
-	addrs := map[string]string{"a": "192.0.2.11:7400", "b": "192.0.2.12:7400", "w": "192.0.2.13:7400"}
 	outs := map[string]string{}
-	for _, id := range []string{"a", "b", "w"} {
-		d := c.nodes[id]
-		if id != "w" {
-			outs[id] = filepath.Join(d.dir, "hooks.out")
-			d.extra = fmt.Sprintf("vips:\n  - {address: %s/24, interface: %s}\n", testVIP, netnstest.LinkName) + faultHooksYAML(outs[id])
+	c := newVIPClusterWith(t, func(id string, d *daemon) (string, string) {
+		if id == "w" {
+			return "", ""
 		}
-		d.cluster = pairYAML("vip", id, d, addrs)
-		d.wrap = []string{"nsenter", "--net=/run/netns/" + n.Hosts[id].NSName}
-		d.writeConfig("")
-	}
-	for _, id := range []string{"a", "b", "w"} {
-		c.nodes[id].start()
-	}
+		outs[id] = filepath.Join(d.dir, "hooks.out")
+		return faultHooksYAML(outs[id]), ""
+	})
 	return c, outs
 }
 

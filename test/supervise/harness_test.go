@@ -3,7 +3,6 @@
 package supervise
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -13,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,6 +19,7 @@ import (
 	"github.com/vigil-project/vigil/cgroup"
 	"github.com/vigil-project/vigil/supervisor"
 
+	"github.com/vigil-project/vigil/internal/testtool"
 	"github.com/vigil-project/vigil/internal/vigilbin"
 )
 
@@ -37,24 +36,6 @@ func needRoot(t *testing.T) {
 	}
 }
 
-// syncBuf collects the daemon's log lines.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // daemon is one `vigil supervise` under test.
 type daemon struct {
 	t       *testing.T
@@ -63,7 +44,7 @@ type daemon struct {
 	subtree string
 	socket  string
 	cmd     *exec.Cmd
-	log     *syncBuf
+	log     *testtool.SyncBuffer
 	done    chan struct{}
 	exitErr error
 	// wrap, when set, prefixes the command line (e.g. unshare).
@@ -97,7 +78,7 @@ func newDaemon(t *testing.T, processes string) *daemon {
 		cfgPath: filepath.Join(dir, "vigil.yaml"),
 		subtree: "vigil-test-" + hex.EncodeToString(rnd[:]),
 		socket:  filepath.Join(dir, "control.sock"),
-		log:     &syncBuf{},
+		log:     &testtool.SyncBuffer{},
 		port:    freePort(t),
 	}
 	key := make([]byte, 32)

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vigil-project/vigil/internal/netnstest"
 	"github.com/vigil-project/vigil/supervisor"
 )
 
@@ -66,42 +65,16 @@ var brokenProcs = []struct{ name, procs, outcome string }{
 // same nodes as a cluster for reports, the active and the standby.
 func criticalVIPCluster(t *testing.T) (*vipCluster, *cluster, string, string) {
 	t.Helper()
-	needRoot(t)
-	n := netnstest.New(t,
-		netnstest.HostSpec{Name: "a", Addr: "192.0.2.11/24"},
-		netnstest.HostSpec{Name: "b", Addr: "192.0.2.12/24"},
-		netnstest.HostSpec{Name: "w", Addr: "192.0.2.13/24"},
-	)
-	c := &vipCluster{t: t, net: n, nodes: newPeers(t, "a", "b", "w")}
-	addrs := map[string]string{"a": "192.0.2.11:7400", "b": "192.0.2.12:7400", "w": "192.0.2.13:7400"}
-	for _, id := range []string{"a", "b", "w"} {
-		d := c.nodes[id]
-		procs := ""
-		if id != "w" {
-			d.extra = vipsYAML(testVIP)
-			procs = critProc(1)
+	c := newVIPClusterWith(t, func(id string, _ *daemon) (string, string) {
+		if id == "w" {
+			return "", ""
 		}
-		d.cluster = pairYAML("vip", id, d, addrs)
-		d.wrap = []string{"nsenter", "--net=/run/netns/" + n.Hosts[id].NSName}
-		d.writeConfig(procs)
-	}
-	for _, id := range []string{"a", "b", "w"} {
-		c.nodes[id].start()
-	}
-	cl := &cluster{t: t, nodes: c.nodes}
+		return "", critProc(1)
+	})
 	for _, id := range []string{"a", "b"} {
 		c.nodes[id].waitFor(id+": sip healthy", 30*time.Second, func() bool { return c.nodes[id].proc("sip").Health == "healthy" })
 	}
-	var act string
-	c.nodes["a"].waitFor("one host holds the VIP", 30*time.Second, func() bool {
-		act = c.holder()
-		return act != "" && cl.active() == act
-	})
-	stby := map[string]string{"a": "b", "b": "a"}[act]
-	cl.waitFor("the standby follows the active", func() bool {
-		r, ok := cl.report(stby)
-		return ok && r.Role == "standby" && r.Active == act
-	})
+	cl, act, stby := c.settle()
 	return c, cl, act, stby
 }
 

@@ -221,17 +221,7 @@ func (d *deletions) stop() int {
 func settledVIPCluster(t *testing.T) (*vipCluster, *cluster, string, string) {
 	t.Helper()
 	c := newVIPCluster(t)
-	cl := &cluster{t: t, nodes: c.nodes}
-	var act string
-	c.nodes["a"].waitFor("one host holds the VIP", 30*time.Second, func() bool {
-		act = c.holder()
-		return act != "" && cl.active() == act
-	})
-	stby := map[string]string{"a": "b", "b": "a"}[act]
-	cl.waitFor("the standby follows the active", func() bool {
-		r, ok := cl.report(stby)
-		return ok && r.Role == "standby" && r.Active == act
-	})
+	cl, act, stby := c.settle()
 	return c, cl, act, stby
 }
 

@@ -1,7 +1,6 @@
 package supervise
 
 import (
-	"fmt"
 	"net/netip"
 	"sync"
 	"syscall"
@@ -21,7 +20,15 @@ type vipCluster struct {
 	nodes map[string]*daemon
 }
 
-func newVIPCluster(t *testing.T) *vipCluster {
+func newVIPCluster(t *testing.T) *vipCluster { return newVIPClusterWith(t, nil) }
+
+// vipNodeConfig gives node id's configuration beyond the cluster and the
+// floating IP: more top-level YAML (extra) and its processes: section.
+type vipNodeConfig func(id string, d *daemon) (extra, procs string)
+
+// newVIPClusterWith starts the cluster with each node's configuration
+// extended by more (nil: none; the witness is asked too).
+func newVIPClusterWith(t *testing.T, more vipNodeConfig) *vipCluster {
 	t.Helper()
 	needRoot(t)
 	n := netnstest.New(t,
@@ -34,19 +41,45 @@ func newVIPCluster(t *testing.T) *vipCluster {
 	addrs := map[string]string{"a": "192.0.2.11:7400", "b": "192.0.2.12:7400", "w": "192.0.2.13:7400"}
 	for _, id := range ids {
 		d := c.nodes[id]
+		var extra, procs string
 		if id != "w" {
-			d.extra = fmt.Sprintf("vips:\n  - {address: %s/24, interface: %s}\n", testVIP, netnstest.LinkName)
+			extra = vipsYAML(testVIP)
 		}
+		if more != nil {
+			e, p := more(id, d)
+			extra += e
+			procs = p
+		}
+		d.extra = extra
 		d.cluster = pairYAML("vip", id, d, addrs)
 		// nsenter joins only the network namespace; ip netns exec would also
 		// remount /sys and hide the cgroup hierarchies.
 		d.wrap = []string{"nsenter", "--net=/run/netns/" + n.Hosts[id].NSName}
-		d.writeConfig("")
+		d.writeConfig(procs)
 	}
 	for _, id := range ids {
 		c.nodes[id].start()
 	}
 	return c
+}
+
+// settle waits until one host is active and holds the VIP and the other
+// is a standby that follows it; it returns the nodes as a cluster (for
+// reports), the active and the standby.
+func (c *vipCluster) settle() (*cluster, string, string) {
+	c.t.Helper()
+	cl := &cluster{t: c.t, nodes: c.nodes}
+	var act string
+	c.nodes["a"].waitFor("one host holds the VIP", 30*time.Second, func() bool {
+		act = c.holder()
+		return act != "" && cl.active() == act
+	})
+	stby := map[string]string{"a": "b", "b": "a"}[act]
+	cl.waitFor("the standby follows the active", func() bool {
+		r, ok := cl.report(stby)
+		return ok && r.Role == "standby" && r.Active == act
+	})
+	return cl, act, stby
 }
 
 // holds reports whether host id has the floating IP on its interface now.

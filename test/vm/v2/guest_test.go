@@ -1,7 +1,6 @@
 package v2
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
@@ -13,13 +12,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vigil-project/vigil/internal/testtool"
 	"github.com/vigil-project/vigil/supervisor"
 )
 
@@ -45,24 +44,6 @@ func needGuest(t *testing.T) {
 	}
 }
 
-// syncBuf collects the daemon's log.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // vigild is one `vigil supervise` under test.
 type vigild struct {
 	t       *testing.T
@@ -70,7 +51,7 @@ type vigild struct {
 	subtree string
 	socket  string
 	cmd     *exec.Cmd
-	log     *syncBuf
+	log     *testtool.SyncBuffer
 	done    chan struct{}
 	exitErr error
 }
@@ -79,7 +60,7 @@ func newVigild(t *testing.T, sections string) *vigild {
 	t.Helper()
 	var rnd [4]byte
 	_, _ = rand.Read(rnd[:])
-	d := &vigild{t: t, dir: t.TempDir(), subtree: "vmv2-" + hex.EncodeToString(rnd[:]), log: &syncBuf{}}
+	d := &vigild{t: t, dir: t.TempDir(), subtree: "vmv2-" + hex.EncodeToString(rnd[:]), log: &testtool.SyncBuffer{}}
 	d.socket = filepath.Join(d.dir, "control.sock")
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
