@@ -1,4 +1,4 @@
-package protocol
+package sim
 
 import (
 	"bufio"
@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vigil-project/vigil/protocol"
 )
 
 // Scenario tests: testdata/*.txt are protocol transcripts run against the
@@ -133,7 +135,7 @@ func (sc *scenario) host(id string) int {
 	return i
 }
 
-func (sc *scenario) node(id string) *Node {
+func (sc *scenario) node(id string) *protocol.Node {
 	h := sc.w.hosts[sc.host(id)]
 	if h.node == nil || !h.np.up {
 		sc.fatalf("node %s is not running", id)
@@ -161,7 +163,8 @@ func (sc *scenario) do(f []string) {
 	w := sc.w
 	switch f[0] {
 	case "cluster":
-		cfg := Config{Cluster: "scenario"}
+		cfg := protocol.Config{Cluster: "scenario", TokenInterval: protocol.DefaultTokenInterval,
+			TokenTimeout: protocol.DefaultTokenTimeout, Lease: protocol.DefaultLease, DriftMargin: protocol.DefaultDriftMargin}
 		for _, a := range f[1:] {
 			k, v, _ := strings.Cut(a, "=")
 			switch k {
@@ -175,12 +178,11 @@ func (sc *scenario) do(f []string) {
 				sc.fatalf("unknown cluster option %q", a)
 			}
 		}
-		cfg = cfg.withDefaults()
 		if err := cfg.Validate(); err != nil {
 			sc.fatalf("%v", err)
 		}
-		sc.w = newWorld(SimOptions{Seed: 1, Trace: true}, rand.New(rand.NewPCG(1, 2)), cfg, true)
-		sc.w.dropNext = map[[2]int]MsgType{}
+		sc.w = newWorld(Options{Seed: 1, Trace: true}, rand.New(rand.NewPCG(1, 2)), cfg, true)
+		sc.w.dropNext = map[[2]int]protocol.MsgType{}
 	case "run":
 		w.runUntil(w.now + sc.dur(arg(f, 1)))
 	case "crash":
@@ -273,8 +275,8 @@ func arg(f []string, i int) string {
 	return ""
 }
 
-func (sc *scenario) msgType(s string) MsgType {
-	for t := MsgType(1); t <= msgTypeMax; t++ {
+func (sc *scenario) msgType(s string) protocol.MsgType {
+	for t := protocol.MsgType(1); t != 0; t++ {
 		if t.String() == s {
 			return t
 		}
@@ -298,7 +300,8 @@ func (sc *scenario) cond(f []string) (bool, string) {
 		return false, fmt.Sprintf("node %s is down", f[0])
 	}
 	n := h.node
-	st := fmt.Sprintf("%s is %s epoch=%d (active here: %v)", f[0], n.role, n.epoch, act)
+	ns := n.Status()
+	st := fmt.Sprintf("%s is %s epoch=%d (active here: %v)", f[0], ns.Role, ns.Epoch, act)
 	switch arg(f, 1) {
 	case "active":
 		if !n.ActiveAt(h.local(sc.w.now)) {
@@ -307,12 +310,12 @@ func (sc *scenario) cond(f []string) (bool, string) {
 		for _, c := range f[2:] {
 			switch {
 			case strings.HasPrefix(c, "epoch="):
-				if strconv.FormatUint(n.epoch, 10) != c[6:] {
+				if strconv.FormatUint(ns.Epoch, 10) != c[6:] {
 					return false, st
 				}
 			case strings.HasPrefix(c, "epoch>"):
 				v, _ := strconv.ParseUint(c[6:], 10, 64)
-				if n.epoch <= v {
+				if ns.Epoch <= v {
 					return false, st
 				}
 			default:
@@ -321,9 +324,9 @@ func (sc *scenario) cond(f []string) (bool, string) {
 		}
 		return true, st
 	case "standby":
-		return n.role == Standby, st
+		return ns.Role == protocol.Standby, st
 	case "candidate":
-		return n.role == Candidate, st
+		return ns.Role == protocol.Candidate, st
 	}
 	sc.fatalf("unknown condition %q", strings.Join(f, " "))
 	return false, ""
@@ -450,23 +453,23 @@ func TestOneNodeLeaseLapseNamesCause(t *testing.T) {
 	} {
 		sc.do(strings.Fields(l))
 	}
-	var causes []ClaimCause
+	var causes []protocol.ClaimCause
 	steppedDown := false
 	for _, l := range sc.w.log {
 		switch e := l.ev.(type) {
-		case BecameStandby:
+		case protocol.BecameStandby:
 			steppedDown = true
-		case BecameCandidate:
+		case protocol.BecameCandidate:
 			if steppedDown {
 				causes = append(causes, e.Cause)
 			}
 		}
 	}
-	if len(causes) == 0 || causes[0] != CauseLeaseLost {
-		t.Errorf("re-claim after its own lease lapsed: causes %v, want %v first", causes, CauseLeaseLost)
+	if len(causes) == 0 || causes[0] != protocol.CauseLeaseLost {
+		t.Errorf("re-claim after its own lease lapsed: causes %v, want %v first", causes, protocol.CauseLeaseLost)
 	}
 	for _, l := range sc.w.log {
-		if e, ok := l.ev.(BecameCandidate); ok && (e.Cause < CauseTokenLost || e.Cause > CauseLeaseLost) {
+		if e, ok := l.ev.(protocol.BecameCandidate); ok && (e.Cause < protocol.CauseTokenLost || e.Cause > protocol.CauseLeaseLost) {
 			t.Errorf("%s at %v: candidacy without a cause: %v", l.host, l.at, e)
 		}
 	}
