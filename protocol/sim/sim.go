@@ -194,7 +194,7 @@ type simWorld struct {
 	scripted     bool
 	dropTokens   bool                        // benign schedules: every token datagram between hosts is lost
 	benignActive string                      // benign schedules: the active that must stay
-	log          []simLogged                 // scripted: every node event
+	log          []simLogged                 // scripted: what the core did (scenario transcripts record it)
 	dropNext     map[[2]int]protocol.MsgType // scripted: drop the next message of a type on a link
 
 	// The replay adversary: every datagram sent (capture), and for each
@@ -211,10 +211,22 @@ type simDest struct {
 	gen   int
 }
 
+// simLogged is one thing the core did in a scripted world: a node's
+// event, a state write of a node or locator, or (from the world) a
+// safety violation.
 type simLogged struct {
 	at   time.Duration
 	host string
-	ev   protocol.Event
+	proc string         // "node" or "locator"; "" for the world
+	ev   protocol.Event // a node's event, or nil
+	note string         // when ev is nil: what happened
+}
+
+// note records, in a scripted world, something other than an event.
+func (w *simWorld) note(host, proc, format string, args ...any) {
+	if w.scripted {
+		w.log = append(w.log, simLogged{at: w.now, host: host, proc: proc, note: fmt.Sprintf(format, args...)})
+	}
 }
 
 // shapes: 2 nodes + witness (the product's default), or 3 nodes.
@@ -387,6 +399,7 @@ func (w *simWorld) violation(format string, args ...any) {
 	msg := fmt.Sprintf("t=%v: ", w.now) + fmt.Sprintf(format, args...)
 	w.res.Violations = append(w.res.Violations, msg)
 	w.tracef(nil, "VIOLATION %s", msg)
+	w.note("", "", "VIOLATION %s", msg)
 	if len(w.res.Violations) >= 5 {
 		w.stopped = true
 	}
@@ -571,15 +584,17 @@ func (w *simWorld) nodeReady(i int) {
 				h.node.Persisted(*rd.State)
 			}
 			w.tracef(h, "node state write FAILED (incarnation=%d max_epoch=%d); sending nothing", rd.State.Incarnation, rd.State.MaxEpoch)
+			w.note(h.id, "node", "state write FAILED incarnation=%d max_epoch=%d", rd.State.Incarnation, rd.State.MaxEpoch)
 		} else {
 			h.nodeSt = *rd.State // persisted (fsync) before anything is sent
 			h.node.Persisted(*rd.State)
+			w.note(h.id, "node", "state incarnation=%d max_epoch=%d", rd.State.Incarnation, rd.State.MaxEpoch)
 		}
 	}
 	for _, ev := range rd.Events {
 		w.tracef(h, "event %s", ev)
 		if w.scripted {
-			w.log = append(w.log, simLogged{w.now, h.id, ev})
+			w.log = append(w.log, simLogged{at: w.now, host: h.id, proc: "node", ev: ev})
 		}
 		switch e := ev.(type) {
 		case protocol.BecameStandby:
@@ -613,6 +628,7 @@ func (w *simWorld) locReady(i int) {
 	if rd.State != nil {
 		if w.now < h.lp.diskFailUntil {
 			w.tracef(h, "locator state write FAILED (epoch=%d holder=%q); sending nothing", rd.State.Epoch, rd.State.Holder)
+			w.note(h.id, "locator", "state write FAILED incarnation=%d epoch=%d holder=%q", rd.State.Incarnation, rd.State.Epoch, rd.State.Holder)
 			if w.opt.bug == bugForgetFailedWrite {
 				h.loc.Persisted(*rd.State)
 			}
@@ -620,6 +636,7 @@ func (w *simWorld) locReady(i int) {
 		}
 		h.locSt = *rd.State
 		h.loc.Persisted(*rd.State)
+		w.note(h.id, "locator", "state incarnation=%d epoch=%d holder=%q", rd.State.Incarnation, rd.State.Epoch, rd.State.Holder)
 	}
 	for _, env := range rd.Messages {
 		w.send(i, env)
