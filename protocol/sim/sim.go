@@ -1,3 +1,24 @@
+// Package sim is the deterministic simulator of the protocol core: it
+// runs the real protocol.Node and protocol.Locator over a simulated
+// network (drops, duplicates, reordering, delays, partitions including
+// asymmetric ones, corrupted datagrams), with per-host clocks that
+// drift, process stalls, crashes and restarts from
+// persisted state, and checks safety after every step and liveness after
+// the faults heal. test/sim runs it over many seeds; tests use it too.
+// A seed reproduces its schedule exactly.
+//
+// An adversary on the network (every other schedule) records every
+// datagram and re-delivers recorded ones, to every host and process, from
+// its warm-up to the end: the latest ones (inside every replay window) and
+// any older one (earlier incarnations). Besides safety and liveness, the
+// simulator checks that no process ever acts on a datagram that was not
+// sent to its current incarnation.
+//
+// It also runs the scripted scenarios of testdata (scenario_test.go).
+// Only tests and the command test/sim import it; it is not part of any
+// production binary. The bugs it plants in the core to show that its
+// checks find them go through protocol.Config.Planted, whose type is in
+// protocol/internal/plant.
 package sim
 
 import (
@@ -13,21 +34,6 @@ import (
 	"github.com/vigil-project/vigil/protocol"
 	"github.com/vigil-project/vigil/protocol/internal/plant"
 )
-
-// This file is the deterministic simulator: it runs the real Node and
-// Locator over a simulated network (drops, duplicates, reordering, delays,
-// partitions including asymmetric ones, corrupted datagrams), with
-// per-host clocks that drift, process stalls, crashes and restarts from
-// persisted state, and checks safety after every step and liveness after
-// the faults heal. test/sim runs it over many seeds; tests use it too.
-// A seed reproduces its schedule exactly.
-//
-// An adversary on the network (every other schedule) records every
-// datagram and re-delivers recorded ones, to every host and process, from
-// its warm-up to the end: the latest ones (inside every replay window) and
-// any older one (earlier incarnations). Besides safety and liveness, the
-// simulator checks that no process ever acts on a datagram that was not
-// sent to its current incarnation.
 
 // Options selects one schedule.
 type Options struct {
