@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/vigil-project/vigil/protocol/internal/plant"
 )
 
 // Protocol timing defaults (SPEC.md "timing"). They are chosen so that a
@@ -53,6 +55,12 @@ type Config struct {
 	TokenTimeout  time.Duration // no token for this long: the token is lost and regenerated
 	Lease         time.Duration // how long a granted active role lasts without renewal
 	DriftMargin   time.Duration // locator's extra wait; covers clock-rate drift (see MaxDrift)
+
+	// Planted is for the simulator's tests only (protocol/sim): defects
+	// planted in the core to show that the simulator finds them. Its type
+	// is internal to protocol/, so no other package can make a non-zero
+	// one; the zero value, in every production config, plants nothing.
+	Planted plant.Set `json:"-"`
 }
 
 // ErrConfig is returned (wrapped) for an invalid Config.

@@ -60,6 +60,8 @@
 //   - Node and Locator are not safe for concurrent use: one goroutine owns
 //     each.
 //
-// Simulate runs the real core over a simulated network and clocks; the
-// command test/sim runs it over many seeds.
+// The simulator, package protocol/sim, runs the real core over a simulated
+// network and clocks, and replays the scenario transcripts of its
+// testdata; the command test/sim runs it over many seeds. No production
+// binary imports it.
 package protocol

@@ -3,6 +3,8 @@ package protocol
 import (
 	"fmt"
 	"time"
+
+	"github.com/vigil-project/vigil/protocol/internal/plant"
 )
 
 // LocatorState is what a Locator needs to survive a restart. The caller
@@ -99,9 +101,6 @@ type Locator struct {
 	// holder: only a newer one extends its lease.
 	renewInc, renewSeq   uint64
 	stale, staleRenewals uint64
-
-	ignoreDrift bool // test hook: a planted bug for the simulator to find
-	noWait      bool // test hook: grants a new holder without waiting for the lease
 }
 
 // NewLocator returns a locator starting at now (its clock: CLOCK_BOOTTIME
@@ -154,7 +153,7 @@ func (l *Locator) advance(now time.Duration) {
 // grantIn is how long until a node other than the holder could be granted.
 func (l *Locator) grantIn() time.Duration {
 	margin := l.cfg.DriftMargin
-	if l.ignoreDrift {
+	if l.cfg.Planted.Has(plant.IgnoreDrift) {
 		margin = 0
 	}
 	var until time.Duration
@@ -164,7 +163,7 @@ func (l *Locator) grantIn() time.Duration {
 	if l.hasLease && l.leaseUntil+margin > until {
 		until = l.leaseUntil + margin
 	}
-	if d := until - l.now; d > 0 && !l.noWait {
+	if d := until - l.now; d > 0 && !l.cfg.Planted.Has(plant.NoWait) {
 		return d
 	}
 	return 0

@@ -6,6 +6,8 @@ import (
 	"math/bits"
 	"slices"
 	"time"
+
+	"github.com/vigil-project/vigil/protocol/internal/plant"
 )
 
 // NodeState is what a Node needs to survive a restart. The caller persists
@@ -158,8 +160,6 @@ type Node struct {
 
 	msgs   []Envelope
 	events []Event
-
-	renewOnlyWithToken bool // test hook: a planted bug (only token hops renew the lease, as in the incident's design)
 }
 
 // NewNode returns the node of cfg.Self starting at now, from the last
@@ -462,7 +462,7 @@ func (n *Node) timers() {
 	if n.role == Active {
 		// Renew every interval even without the token: a lost token or a
 		// dead standby must never cost the active its lease.
-		if now-n.lastRenew >= n.cfg.TokenInterval && !n.renewOnlyWithToken {
+		if now-n.lastRenew >= n.cfg.TokenInterval && !n.cfg.Planted.Has(plant.RenewOnlyWithToken) {
 			n.checkInAll()
 		}
 		if n.bump && n.claim == nil && now-n.lastBump >= n.cfg.TokenTimeout {
@@ -996,7 +996,7 @@ func (n *Node) claimWon(r *round) {
 		n.newToken()
 	case Active:
 		n.epoch, n.bump = r.epoch, false
-		if lease > n.leaseUntil && !n.renewOnlyWithToken {
+		if lease > n.leaseUntil && !n.cfg.Planted.Has(plant.RenewOnlyWithToken) {
 			n.leaseUntil = lease
 			n.events = append(n.events, LeaseExtended{Until: lease})
 		}

@@ -1,5 +1,6 @@
-// Command sim runs Vigil's protocol core (package protocol) over many
-// seeded schedules of a simulated network and clocks, and checks safety
+// Command sim runs Vigil's protocol core (package protocol) in its
+// simulator (package protocol/sim) over many seeded schedules of a
+// simulated network and clocks, and checks safety
 // (never two nodes that each believe they hold a valid lease at the same
 // instant; never one epoch for two actives) after every step, and liveness
 // (exactly one active within a bound after the faults heal).
@@ -27,6 +28,7 @@ import (
 	"time"
 
 	"github.com/vigil-project/vigil/protocol"
+	"github.com/vigil-project/vigil/protocol/sim"
 )
 
 func main() {
@@ -57,15 +59,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt := fmtTo{stdout}
 
-	opts := func(s uint64) protocol.SimOptions {
-		return protocol.SimOptions{Seed: s, MaxDrift: *drift,
+	opts := func(s uint64) sim.Options {
+		return sim.Options{Seed: s, MaxDrift: *drift,
 			Kill:   *killEvery > 0 && s%uint64(*killEvery) == 0,
 			Benign: *benignEvery > 0 && s%uint64(*benignEvery) == uint64(*benignEvery/2) && *benignEvery > 1}
 	}
 	if *replay != 0 {
 		o := opts(*replay)
 		o.Trace = true
-		r := protocol.Simulate(o)
+		r := sim.Run(o)
 		for _, l := range r.Trace {
 			fmt.Println(l)
 		}
@@ -82,7 +84,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var (
 		next                 atomic.Int64
 		mu                   sync.Mutex
-		bad                  []protocol.SimResult
+		bad                  []sim.Result
 		maxRec               time.Duration
 		maxFail              time.Duration
 		fails                []time.Duration
@@ -100,7 +102,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 					return
 				}
 				s := *seed + uint64(i)
-				r := protocol.Simulate(opts(s))
+				r := sim.Run(opts(s))
 				mu.Lock()
 				steps += int64(r.Steps)
 				msg += int64(r.Messages)
@@ -136,7 +138,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		// Re-run with tracing: the schedule is deterministic.
 		o := opts(r.Seed)
 		o.Trace = true
-		t := protocol.Simulate(o)
+		t := sim.Run(o)
 		fmt.Printf("=== seed %d: replay with: go run ./test/sim -replay %d -drift %v\n", r.Seed, r.Seed, *drift)
 		tail := t.Trace
 		if len(tail) > 400 {
@@ -164,7 +166,7 @@ type fmtTo struct{ w io.Writer }
 func (f fmtTo) Printf(format string, a ...any) { fmt.Fprintf(f.w, format, a...) }
 func (f fmtTo) Println(a ...any)               { fmt.Fprintln(f.w, a...) }
 
-func report(fmt fmtTo, r protocol.SimResult) {
+func report(fmt fmtTo, r sim.Result) {
 	fmt.Printf("seed=%d %s faults:\n", r.Seed, r.Shape)
 	for _, f := range r.Faults {
 		fmt.Printf("  %s\n", f)

@@ -1,18 +1,8 @@
-package protocol
-
-import (
-	"container/heap"
-	"errors"
-	"fmt"
-	"math/rand/v2"
-	"strings"
-	"time"
-)
-
-// This file is the deterministic simulator: it runs the real Node and
-// Locator over a simulated network (drops, duplicates, reordering, delays,
-// partitions including asymmetric ones, corrupted datagrams), with
-// per-host clocks that drift, process stalls, crashes and restarts from
+// Package sim is the deterministic simulator of the protocol core: it
+// runs the real protocol.Node and protocol.Locator over a simulated
+// network (drops, duplicates, reordering, delays, partitions including
+// asymmetric ones, corrupted datagrams), with per-host clocks that
+// drift, process stalls, crashes and restarts from
 // persisted state, and checks safety after every step and liveness after
 // the faults heal. test/sim runs it over many seeds; tests use it too.
 // A seed reproduces its schedule exactly.
@@ -23,14 +13,35 @@ import (
 // any older one (earlier incarnations). Besides safety and liveness, the
 // simulator checks that no process ever acts on a datagram that was not
 // sent to its current incarnation.
+//
+// It also runs the scripted scenarios of testdata (scenario_test.go).
+// Only tests and the command test/sim import it; it is not part of any
+// production binary. The bugs it plants in the core to show that its
+// checks find them go through protocol.Config.Planted, whose type is in
+// protocol/internal/plant.
+package sim
 
-// SimOptions selects one schedule.
-type SimOptions struct {
+import (
+	"container/heap"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/vigil-project/vigil/protocol"
+	"github.com/vigil-project/vigil/protocol/internal/plant"
+)
+
+// Options selects one schedule.
+type Options struct {
 	Seed     uint64
 	MaxDrift float64 // clock-rate drift bound ρ; 0 means 1%
-	Trace    bool    // record a readable trace in SimResult.Trace
+	Trace    bool    // record a readable trace in Result.Trace
 	// Kill: instead of random faults, kill the active once and measure
-	// kill-to-new-active (SimResult.Failover).
+	// kill-to-new-active (Result.Failover).
 	Kill bool
 	// Benign: only faults that must NOT move the active role (standby
 	// crashes and stalls, one locator down or stalled at a time, lost
@@ -54,6 +65,20 @@ const (
 	bugNoKernelLease             // no kernel lease: a dead or frozen holder serves until its address lifetime ends
 )
 
+// planted is the part of b the core itself must carry (its decisions
+// change); the simulator plants the others in its model of the host.
+func (b simBug) planted() plant.Set {
+	switch b {
+	case bugIgnoreDrift:
+		return plant.Of(plant.IgnoreDrift)
+	case bugNoWait:
+		return plant.Of(plant.NoWait)
+	case bugRenewOnlyWithToken:
+		return plant.Of(plant.RenewOnlyWithToken)
+	}
+	return plant.Set{}
+}
+
 // KernelLeaseLate is how long after its lease deadline (own clock) a host's
 // kernel may still serve the floating IPs when no Vigil process on it can
 // act (crashed, frozen): the kernel lease's elements lapse within the
@@ -68,8 +93,8 @@ const KernelLeaseLate = 12 * time.Millisecond
 // in whole seconds) ends, 1.5 s or more after the last extension.
 const addressLifetimeLate = 1500 * time.Millisecond
 
-// SimResult is the outcome of one schedule.
-type SimResult struct {
+// Result is the outcome of one schedule.
+type Result struct {
 	Seed       uint64
 	Shape      string
 	Violations []string
@@ -85,6 +110,10 @@ type SimResult struct {
 }
 
 var simKey = []byte("vigil-simulator-cluster-key-0032")
+
+// macLen is the length of the HMAC-SHA256 that ends every datagram
+// (protocol's wire format): the simulator tells datagrams apart by it.
+const macLen = sha256.Size
 
 type simEvent struct {
 	at  time.Duration
@@ -119,7 +148,7 @@ type simProc struct {
 	// sends nothing while its state is not on disk (persist before send).
 	diskFailUntil time.Duration
 	queue         [][]byte
-	filter        *ReplayFilter
+	filter        *protocol.ReplayFilter
 	seen          map[string]bool // MACs accepted by this process incarnation
 }
 
@@ -129,13 +158,13 @@ type simHost struct {
 	rate   float64
 	offset time.Duration
 
-	node   *Node
-	dead   *Node // last crashed incarnation: its lease may still be "held" until it ends
-	nodeSt NodeState
+	node   *protocol.Node
+	dead   *protocol.Node // last crashed incarnation: its lease may still be "held" until it ends
+	nodeSt protocol.NodeState
 	np     simProc
 
-	loc   *Locator
-	locSt LocatorState
+	loc   *protocol.Locator
+	locSt protocol.LocatorState
 	lp    simProc
 
 	healthy, maint bool
@@ -146,15 +175,15 @@ func (h *simHost) local(t time.Duration) time.Duration {
 }
 
 type simWorld struct {
-	opt   SimOptions
-	cfg   Config
+	opt   Options
+	cfg   protocol.Config
 	rng   *rand.Rand
 	q     simQueue
 	seq   uint64
 	now   time.Duration
 	hosts []*simHost
 	byID  map[string]int
-	res   *SimResult
+	res   *Result
 
 	drop, dup, corrupt float64
 	minDelay, maxDelay time.Duration
@@ -169,10 +198,10 @@ type simWorld struct {
 	killed       int
 	stopped      bool
 	scripted     bool
-	dropTokens   bool               // benign schedules: every token datagram between hosts is lost
-	benignActive string             // benign schedules: the active that must stay
-	log          []simLogged        // scripted: every node event
-	dropNext     map[[2]int]MsgType // scripted: drop the next message of a type on a link
+	dropTokens   bool                        // benign schedules: every token datagram between hosts is lost
+	benignActive string                      // benign schedules: the active that must stay
+	log          []simLogged                 // scripted: what the core did (scenario transcripts record it)
+	dropNext     map[[2]int]protocol.MsgType // scripted: drop the next message of a type on a link
 
 	// The replay adversary: every datagram sent (capture), and for each
 	// one (by MAC) the process incarnation it was sent to.
@@ -188,16 +217,28 @@ type simDest struct {
 	gen   int
 }
 
+// simLogged is one thing the core did in a scripted world: a node's
+// event, a state write of a node or locator, or (from the world) a
+// safety violation.
 type simLogged struct {
 	at   time.Duration
 	host string
-	ev   Event
+	proc string         // "node" or "locator"; "" for the world
+	ev   protocol.Event // a node's event, or nil
+	note string         // when ev is nil: what happened
+}
+
+// note records, in a scripted world, something other than an event.
+func (w *simWorld) note(host, proc, format string, args ...any) {
+	if w.scripted {
+		w.log = append(w.log, simLogged{at: w.now, host: host, proc: proc, note: fmt.Sprintf(format, args...)})
+	}
 }
 
 // shapes: 2 nodes + witness (the product's default), or 3 nodes.
-func simConfig(rng *rand.Rand) Config {
-	c := Config{Cluster: "sim", TokenInterval: DefaultTokenInterval, TokenTimeout: DefaultTokenTimeout,
-		Lease: DefaultLease, DriftMargin: DefaultDriftMargin}
+func simConfig(rng *rand.Rand) protocol.Config {
+	c := protocol.Config{Cluster: "sim", TokenInterval: protocol.DefaultTokenInterval, TokenTimeout: protocol.DefaultTokenTimeout,
+		Lease: protocol.DefaultLease, DriftMargin: protocol.DefaultDriftMargin}
 	if rng.IntN(4) == 0 {
 		c.Nodes = []string{"a", "b", "c"}
 		c.Locators = []string{"a", "b", "c"}
@@ -209,7 +250,7 @@ func simConfig(rng *rand.Rand) Config {
 }
 
 // Simulate runs one schedule and reports what it found.
-func Simulate(opt SimOptions) SimResult {
+func Run(opt Options) Result {
 	if opt.MaxDrift == 0 {
 		opt.MaxDrift = 0.01
 	}
@@ -266,13 +307,13 @@ func (w *simWorld) replayFrom(from, end time.Duration) {
 		}
 		var b []byte
 		if k := len(w.captured); w.rng.IntN(2) == 0 {
-			b = w.captured[k-1-w.rng.IntN(min(k, ReplayWindowSize))]
+			b = w.captured[k-1-w.rng.IntN(min(k, protocol.ReplayWindowSize))]
 		} else {
 			b = w.captured[w.rng.IntN(k)]
 		}
 		to := w.rng.IntN(len(w.hosts))
 		w.res.Replayed++
-		w.tracef(nil, "REPLAY %s datagram to %s", MsgType(b[3]), w.hosts[to].id)
+		w.tracef(nil, "REPLAY %s datagram to %s", protocol.MsgType(b[3]), w.hosts[to].id)
 		w.deliver(to, b)
 		w.at(w.now+time.Millisecond+time.Duration(w.rng.Int64N(int64(14*time.Millisecond))), next)
 	}
@@ -285,7 +326,7 @@ func (w *simWorld) replayScripted(n int, every time.Duration) {
 	set := w.captured[len(w.captured)-min(n, len(w.captured)):]
 	for k, b := range set {
 		w.at(w.now+time.Duration(k)*every, func() {
-			w.tracef(nil, "REPLAY %s datagram to every host", MsgType(b[3]))
+			w.tracef(nil, "REPLAY %s datagram to every host", protocol.MsgType(b[3]))
 			for to := range w.hosts {
 				w.res.Replayed++
 				w.deliver(to, b)
@@ -296,14 +337,14 @@ func (w *simWorld) replayScripted(n int, every time.Duration) {
 
 // newWorld builds the hosts of cfg and starts every process at time 0.
 // A scripted world (scenario tests) has exact clocks and a clean network.
-func newWorld(opt SimOptions, rng *rand.Rand, cfg Config, scripted bool) *simWorld {
+func newWorld(opt Options, rng *rand.Rand, cfg protocol.Config, scripted bool) *simWorld {
 	w := &simWorld{opt: opt, rng: rng, cfg: cfg, byID: map[string]int{}, scripted: scripted, sentTo: map[string]simDest{},
 		owner: map[uint64]string{}, blocked: map[[2]int]bool{}, healAt: -1, killAt: -1, becameOne: -1}
-	w.res = &SimResult{Seed: opt.Seed, Recovery: -1, Failover: -1}
+	w.res = &Result{Seed: opt.Seed, Recovery: -1, Failover: -1}
 	w.res.Shape = fmt.Sprintf("nodes=%d locators=%d", len(w.cfg.Nodes), len(w.cfg.Locators))
 	w.setNet(false)
 	for _, id := range w.cfg.Locators {
-		h := &simHost{id: id, isNode: indexOf(w.cfg.Nodes, id) >= 0, healthy: true, rate: 1}
+		h := &simHost{id: id, isNode: slices.Index(w.cfg.Nodes, id) >= 0, healthy: true, rate: 1}
 		if !scripted {
 			h.rate = 1 + (rng.Float64()*2-1)*opt.MaxDrift
 			h.offset = time.Duration(rng.Int64N(int64(1000 * time.Second)))
@@ -318,7 +359,7 @@ func newWorld(opt SimOptions, rng *rand.Rand, cfg Config, scripted bool) *simWor
 		}
 	}
 	for i, h := range w.hosts {
-		if indexOf(w.cfg.Locators, h.id) >= 0 {
+		if slices.Index(w.cfg.Locators, h.id) >= 0 {
 			w.startLoc(i)
 		}
 		if h.isNode {
@@ -364,6 +405,7 @@ func (w *simWorld) violation(format string, args ...any) {
 	msg := fmt.Sprintf("t=%v: ", w.now) + fmt.Sprintf(format, args...)
 	w.res.Violations = append(w.res.Violations, msg)
 	w.tracef(nil, "VIOLATION %s", msg)
+	w.note("", "", "VIOLATION %s", msg)
 	if len(w.res.Violations) >= 5 {
 		w.stopped = true
 	}
@@ -387,52 +429,50 @@ func (w *simWorld) setNet(faulty bool) {
 
 // ---- processes ----
 
-func (w *simWorld) cfgFor(i int) Config {
+func (w *simWorld) cfgFor(i int) protocol.Config {
 	c := w.cfg
 	c.Self = w.hosts[i].id
+	c.Planted = w.opt.bug.planted()
 	return c
 }
 
 func (w *simWorld) startNode(i int) {
 	h := w.hosts[i]
-	n, err := NewNode(w.cfgFor(i), h.nodeSt, h.local(w.now))
+	n, err := protocol.NewNode(w.cfgFor(i), h.nodeSt, h.local(w.now))
 	if err != nil {
 		w.violation("NewNode: %v", err)
 		return
 	}
-	n.renewOnlyWithToken = w.opt.bug == bugRenewOnlyWithToken
 	// A starting node manager removes whatever floating IPs a previous
 	// incarnation left (NewNode's contract), so the dead one's hold ends.
 	h.dead = nil
 	h.node = n
 	h.np.up, h.np.stallUntil, h.np.queue = true, 0, nil
 	h.np.gen++
-	h.np.filter, h.np.seen = NewReplayFilter(w.cfgFor(i)), map[string]bool{}
+	h.np.filter, h.np.seen = protocol.NewReplayFilter(w.cfgFor(i)), map[string]bool{}
 	if !h.healthy {
 		n.SetHealth(h.local(w.now), false)
 	}
 	if h.maint {
 		n.SetMaintenance(h.local(w.now), true)
 	}
-	w.tracef(h, "node start incarnation=%d max_epoch=%d", n.st.Incarnation, h.nodeSt.MaxEpoch)
+	w.tracef(h, "node start incarnation=%d max_epoch=%d", n.Status().Incarnation, h.nodeSt.MaxEpoch)
 	w.nodeReady(i)
 	w.scheduleNodeTick(i, h.np.gen)
 }
 
 func (w *simWorld) startLoc(i int) {
 	h := w.hosts[i]
-	l, err := NewLocator(w.cfgFor(i), h.locSt, h.local(w.now))
+	l, err := protocol.NewLocator(w.cfgFor(i), h.locSt, h.local(w.now))
 	if err != nil {
 		w.violation("NewLocator: %v", err)
 		return
 	}
-	l.ignoreDrift = w.opt.bug == bugIgnoreDrift
-	l.noWait = w.opt.bug == bugNoWait
 	h.loc = l
 	h.lp.up, h.lp.stallUntil, h.lp.queue = true, 0, nil
 	h.lp.gen++
-	h.lp.filter, h.lp.seen = NewReplayFilter(w.cfgFor(i)), map[string]bool{}
-	w.tracef(h, "locator start incarnation=%d epoch=%d holder=%q", l.st.Incarnation, h.locSt.Epoch, h.locSt.Holder)
+	h.lp.filter, h.lp.seen = protocol.NewReplayFilter(w.cfgFor(i)), map[string]bool{}
+	w.tracef(h, "locator start incarnation=%d epoch=%d holder=%q", h.locSt.Incarnation+1, h.locSt.Epoch, h.locSt.Holder)
 	w.locReady(i)
 	w.scheduleLocTick(i, h.lp.gen)
 }
@@ -550,24 +590,26 @@ func (w *simWorld) nodeReady(i int) {
 				h.node.Persisted(*rd.State)
 			}
 			w.tracef(h, "node state write FAILED (incarnation=%d max_epoch=%d); sending nothing", rd.State.Incarnation, rd.State.MaxEpoch)
+			w.note(h.id, "node", "state write FAILED incarnation=%d max_epoch=%d", rd.State.Incarnation, rd.State.MaxEpoch)
 		} else {
 			h.nodeSt = *rd.State // persisted (fsync) before anything is sent
 			h.node.Persisted(*rd.State)
+			w.note(h.id, "node", "state incarnation=%d max_epoch=%d", rd.State.Incarnation, rd.State.MaxEpoch)
 		}
 	}
 	for _, ev := range rd.Events {
 		w.tracef(h, "event %s", ev)
 		if w.scripted {
-			w.log = append(w.log, simLogged{w.now, h.id, ev})
+			w.log = append(w.log, simLogged{at: w.now, host: h.id, proc: "node", ev: ev})
 		}
 		switch e := ev.(type) {
-		case BecameStandby:
+		case protocol.BecameStandby:
 			if w.benignActive == h.id {
 				w.violation("the active %s lost the role although nothing it needs failed: %s", h.id, e)
 			}
-		case BecameActive:
+		case protocol.BecameActive:
 			w.own(h, e.Epoch)
-		case TokenRegenerated:
+		case protocol.TokenRegenerated:
 			w.own(h, e.Epoch)
 		}
 	}
@@ -592,6 +634,7 @@ func (w *simWorld) locReady(i int) {
 	if rd.State != nil {
 		if w.now < h.lp.diskFailUntil {
 			w.tracef(h, "locator state write FAILED (epoch=%d holder=%q); sending nothing", rd.State.Epoch, rd.State.Holder)
+			w.note(h.id, "locator", "state write FAILED incarnation=%d epoch=%d holder=%q", rd.State.Incarnation, rd.State.Epoch, rd.State.Holder)
 			if w.opt.bug == bugForgetFailedWrite {
 				h.loc.Persisted(*rd.State)
 			}
@@ -599,20 +642,21 @@ func (w *simWorld) locReady(i int) {
 		}
 		h.locSt = *rd.State
 		h.loc.Persisted(*rd.State)
+		w.note(h.id, "locator", "state incarnation=%d epoch=%d holder=%q", rd.State.Incarnation, rd.State.Epoch, rd.State.Holder)
 	}
 	for _, env := range rd.Messages {
 		w.send(i, env)
 	}
 }
 
-func (w *simWorld) send(from int, env Envelope) {
+func (w *simWorld) send(from int, env protocol.Envelope) {
 	to, ok := w.byID[env.To]
 	if !ok {
 		w.violation("message to unknown host %q", env.To)
 		return
 	}
 	w.checkPersisted(w.hosts[from], env.Msg)
-	b, err := Encode(simKey, env.Msg)
+	b, err := protocol.Encode(simKey, env.Msg)
 	if err != nil {
 		w.violation("Encode %s: %v", env.Msg.Type, err)
 		return
@@ -637,7 +681,7 @@ func (w *simWorld) send(from int, env Envelope) {
 		w.tracef(w.hosts[from], "  (dropped by script)")
 		return
 	}
-	if w.dropTokens && env.Msg.Type == MsgToken {
+	if w.dropTokens && env.Msg.Type == protocol.MsgToken {
 		w.tracef(w.hosts[from], "  (token dropped)")
 		return
 	}
@@ -671,7 +715,7 @@ func (w *simWorld) deliver(to int, b []byte) {
 	if len(b) < 4 {
 		return
 	}
-	isLoc := MsgType(b[3]).ForLocator()
+	isLoc := protocol.MsgType(b[3]).ForLocator()
 	h := w.hosts[to]
 	p := &h.np
 	if isLoc {
@@ -693,7 +737,7 @@ func (w *simWorld) deliverNow(to int, isLoc bool, b []byte) {
 	if isLoc {
 		p = &h.lp
 	}
-	m, err := Decode(simKey, b)
+	m, err := protocol.Decode(simKey, b)
 	if err != nil {
 		w.res.Rejected++
 		return
@@ -708,7 +752,7 @@ func (w *simWorld) deliverNow(to int, isLoc bool, b []byte) {
 	}
 	p.seen[mac] = true
 	if w.opt.Trace {
-		w.tracef(h, "recv %s", fmtMsg(Envelope{To: h.id, Msg: m}))
+		w.tracef(h, "recv %s", fmtMsg(protocol.Envelope{To: h.id, Msg: m}))
 	}
 	now := h.local(w.now)
 	if isLoc {
@@ -719,7 +763,7 @@ func (w *simWorld) deliverNow(to int, isLoc bool, b []byte) {
 		w.nodeReady(to)
 	}
 	switch {
-	case errors.Is(err, ErrStale):
+	case errors.Is(err, protocol.ErrStale):
 		w.res.Rejected++ // answered at most; nothing acted on
 	case err != nil:
 		w.violation("%s %s Step: %v", map[bool]string{true: "locator", false: "node"}[isLoc], h.id, err)
@@ -769,7 +813,7 @@ func (w *simWorld) check() {
 
 // serves: node n serves the floating IPs at its local time t.
 // running: its process can act (up and not stalled).
-func (w *simWorld) serves(n *Node, t time.Duration, running bool) bool {
+func (w *simWorld) serves(n *protocol.Node, t time.Duration, running bool) bool {
 	if n == nil {
 		return false
 	}
@@ -1075,15 +1119,15 @@ func (w *simWorld) setHealthy(i int) {
 // names the epoch and holder it has persisted (a grant it could not write
 // is not answered); a node's claim carries an epoch at most its persisted
 // highest; every datagram carries the persisted incarnation.
-func (w *simWorld) checkPersisted(h *simHost, m Message) {
+func (w *simWorld) checkPersisted(h *simHost, m protocol.Message) {
 	if m.Type.FromLocator() {
-		if m.Incarnation != h.locSt.Incarnation || (m.Type == MsgAck && (m.Ack.Epoch != h.locSt.Epoch || m.Ack.Holder != h.locSt.Holder)) {
+		if m.Incarnation != h.locSt.Incarnation || (m.Type == protocol.MsgAck && (m.Ack.Epoch != h.locSt.Epoch || m.Ack.Holder != h.locSt.Holder)) {
 			w.violation("locator %s sent %s (incarnation %d, epoch %d, holder %q) not on its disk (incarnation %d, epoch %d, holder %q)",
 				h.id, m.Type, m.Incarnation, m.Ack.Epoch, m.Ack.Holder, h.locSt.Incarnation, h.locSt.Epoch, h.locSt.Holder)
 		}
 		return
 	}
-	if m.Incarnation != h.nodeSt.Incarnation || (m.Type == MsgCheckIn && m.CheckIn.Claim && m.CheckIn.Epoch > h.nodeSt.MaxEpoch) {
+	if m.Incarnation != h.nodeSt.Incarnation || (m.Type == protocol.MsgCheckIn && m.CheckIn.Claim && m.CheckIn.Epoch > h.nodeSt.MaxEpoch) {
 		w.violation("node %s sent %s (incarnation %d, epoch %d) not on its disk (incarnation %d, max epoch %d)",
 			h.id, m.Type, m.Incarnation, m.CheckIn.Epoch, h.nodeSt.Incarnation, h.nodeSt.MaxEpoch)
 	}
@@ -1169,22 +1213,22 @@ func (w *simWorld) heal() {
 	}
 }
 
-func fmtMsg(env Envelope) string {
+func fmtMsg(env protocol.Envelope) string {
 	m := env.Msg
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %s->%s e=%d", m.Type, m.From, env.To, m.Epoch)
 	switch m.Type {
-	case MsgToken:
+	case protocol.MsgToken:
 		fmt.Fprintf(&b, " tok=%d/%d active=%q handover=%q", m.Token.Epoch, m.Token.Seq, m.Token.Active, m.Token.Handover)
-	case MsgCheckIn:
+	case protocol.MsgCheckIn:
 		fmt.Fprintf(&b, " round=%x claim=%v epoch=%d", m.CheckIn.Round&0xffffffff, m.CheckIn.Claim, m.CheckIn.Epoch)
-	case MsgAck:
+	case protocol.MsgAck:
 		fmt.Fprintf(&b, " round=%x granted=%v epoch=%d holder=%q grant_in=%v", m.Ack.Round&0xffffffff, m.Ack.Granted, m.Ack.Epoch, m.Ack.Holder, m.Ack.GrantIn)
-	case MsgRelease:
+	case protocol.MsgRelease:
 		fmt.Fprintf(&b, " epoch=%d", m.Release.Epoch)
-	case MsgTransfer:
+	case protocol.MsgTransfer:
 		fmt.Fprintf(&b, " epoch=%d to=%q", m.Transfer.Epoch, m.Transfer.To)
-	case MsgSwitchover:
+	case protocol.MsgSwitchover:
 		fmt.Fprintf(&b, " to=%q", m.Switchover.To)
 	}
 	return b.String()

@@ -1,26 +1,41 @@
-package protocol
+package sim
 
 import (
-	"bufio"
+	"flag"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vigil-project/vigil/protocol"
 )
 
-// Scenario tests: testdata/*.txt are protocol transcripts run against the
-// real Node and Locator in the simulator's world (exact clocks, a clean
-// 0.5–1 ms network unless the script says otherwise). Safety is checked
-// after every step as in the simulator; a violation fails the scenario
-// unless the script expects it ("expect violations").
+var rewrite = flag.Bool("rewrite", false, "TestScenarios: regenerate the output blocks of testdata/*.txt from what the core did")
+
+// Scenario tests: testdata/*.txt are transcripts (transcript_test.go) run
+// against the real Node and Locator in the simulator's world (exact clocks,
+// a clean 0.5–1 ms network unless the script says otherwise). Each command
+// is followed by what the core did meanwhile: every node event (the
+// periodic LeaseExtended as one count per node), every state write of a
+// node or locator, every safety violation, each line stamped with the
+// simulated time; expect and await add what they found. Regenerate the
+// blocks with
+//
+//	go test ./protocol/sim -run TestScenarios -rewrite
+//
+// and review the diff of testdata. Safety is checked after every step as
+// in the simulator; a violation fails the scenario unless the script
+// allows it. An expect or await that does not hold fails the scenario
+// whatever is recorded: -rewrite cannot record a broken expectation.
 //
 // Commands (one per line, # starts a comment):
 //
-//	cluster nodes=a,b locators=a,b,w [two_node]   first line
+//	cluster nodes=a,b locators=a,b,w [two_node]   first command
 //	run 500ms                        advance time
 //	crash a | restart a              the node process of a host
 //	crash-locator w | restart-locator w
@@ -33,6 +48,7 @@ import (
 //	maintenance a on|off
 //	switchover a b                   Switchover called on a, target b ("-" = any)
 //	mark                             remember now, for "expect events" and "await"
+//	status                           every node's role and epoch, every locator's grant
 //	expect a active [epoch=N] [epoch>N]
 //	expect a standby|candidate
 //	expect one-active [a]            exactly one node holds a valid lease (and it is a)
@@ -42,7 +58,7 @@ import (
 //	expect rotation a <60ms          a's last token rotation time
 //	allow violations                 from here on a safety violation is expected, not a failure
 //	expect violations                the safety check fired (two_node under partition)
-//	await a active within 300ms      run until a is active; fails after the bound; logs the time since mark
+//	await a active within 300ms      run until a is active; fails after the bound; records the time since mark
 //	await one-active within 500ms
 //	capture                          forget the datagrams recorded so far (recording is always on)
 //	replay 80 every 20ms             an adversary re-sends the last 80 recorded datagrams, oldest
@@ -53,55 +69,116 @@ func TestScenarios(t *testing.T) {
 		t.Fatalf("no scenarios in testdata: %v", err)
 	}
 	for _, f := range files {
-		t.Run(strings.TrimSuffix(filepath.Base(f), ".txt"), func(t *testing.T) { runScenario(t, f) })
+		t.Run(strings.TrimSuffix(filepath.Base(f), ".txt"), func(t *testing.T) {
+			sc := &scenario{t: t}
+			rewrote, err := checkTranscriptFile(f, *rewrite, sc.exec)
+			if err == nil {
+				err = sc.finish(f)
+			}
+			if err != nil {
+				sc.dumpTrace()
+				t.Fatal(err)
+			}
+			if rewrote {
+				t.Logf("rewrote %s", f)
+			}
+		})
 	}
 }
 
+// finish checks what only the end of a scenario can tell.
+func (sc *scenario) finish(file string) error {
+	if sc.w != nil && sc.expViol && len(sc.w.res.Violations) == 0 {
+		return fmt.Errorf("%s: violations allowed, none happened", file)
+	}
+	return nil
+}
+
+// scenario runs the commands of one transcript.
 type scenario struct {
-	t       *testing.T
+	t       testing.TB
 	w       *simWorld
-	file    string
-	line    int
 	mark    time.Duration
 	markLog int
 	expViol bool
+	out     []string // what the current command found (expect, await)
 }
 
-func runScenario(t *testing.T, file string) {
-	fh, err := os.Open(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fh.Close()
-	sc := &scenario{t: t, file: file}
-	in := bufio.NewScanner(fh)
-	for in.Scan() {
-		sc.line++
-		line := strings.TrimSpace(in.Text())
-		if i := strings.IndexByte(line, '#'); i >= 0 {
-			line = strings.TrimSpace(line[:i])
-		}
-		if line == "" {
-			continue
-		}
-		sc.do(strings.Fields(line))
-		if sc.w != nil && len(sc.w.res.Violations) > 0 && !sc.expViol {
-			sc.dumpTrace()
-			sc.fatalf("safety violation: %v", sc.w.res.Violations)
-		}
-	}
-	if sc.w != nil && sc.expViol && len(sc.w.res.Violations) == 0 {
-		sc.fatalf("expected a safety violation, none happened")
-	}
-}
+// scenarioFailure is how a command reports that it failed (a broken
+// expectation, a bad argument): exec recovers it and returns it as an
+// error, so that the many checks inside a command stay one line each.
+type scenarioFailure struct{ err error }
 
 func (sc *scenario) fatalf(format string, args ...any) {
-	sc.t.Helper()
 	now := time.Duration(0)
 	if sc.w != nil {
 		now = sc.w.now
 	}
-	sc.t.Fatalf("%s:%d (t=%v): %s", sc.file, sc.line, now, fmt.Sprintf(format, args...))
+	panic(scenarioFailure{fmt.Errorf("(t=%v) %s", now, fmt.Sprintf(format, args...))})
+}
+
+// exec runs one command and returns what the core did meanwhile and what
+// the command found.
+func (sc *scenario) exec(cmd string) (out string, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			f, ok := r.(scenarioFailure)
+			if !ok {
+				panic(r)
+			}
+			err = f.err
+		}
+	}()
+	from, replayed, rejected := 0, 0, 0
+	if sc.w != nil {
+		from, replayed, rejected = len(sc.w.log), sc.w.res.Replayed, sc.w.res.Rejected
+	}
+	sc.out = nil
+	sc.do(strings.Fields(cmd))
+	lines := sc.logLines(sc.w.log[from:])
+	if r := sc.w.res.Replayed - replayed; r > 0 {
+		lines = append(lines, fmt.Sprintf("adversary: %d datagrams replayed; receivers dropped %d datagrams", r, sc.w.res.Rejected-rejected))
+	}
+	lines = append(lines, sc.out...)
+	if len(sc.w.res.Violations) > 0 && !sc.expViol {
+		sc.fatalf("safety violation: %v", sc.w.res.Violations)
+	}
+	return strings.Join(lines, "\n"), nil
+}
+
+// logLines formats what the core did: one line per entry, except the
+// active's periodic LeaseExtended, counted per node at the end.
+func (sc *scenario) logLines(log []simLogged) []string {
+	var lines []string
+	extended := map[string]int{}
+	for _, l := range log {
+		if _, ok := l.ev.(protocol.LeaseExtended); ok {
+			extended[l.host]++
+			continue
+		}
+		what := l.note
+		if l.ev != nil {
+			what = l.ev.String()
+		}
+		who := ""
+		if l.host != "" {
+			who = l.host + " " + l.proc + ": "
+		}
+		lines = append(lines, fmt.Sprintf("%v %s%s", l.at, who, what))
+	}
+	hosts := make([]string, 0, len(extended))
+	for h := range extended {
+		hosts = append(hosts, h)
+	}
+	sort.Strings(hosts)
+	for _, h := range hosts {
+		lines = append(lines, fmt.Sprintf("%s node: LeaseExtended x%d", h, extended[h]))
+	}
+	return lines
+}
+
+func (sc *scenario) found(format string, args ...any) {
+	sc.out = append(sc.out, fmt.Sprintf(format, args...))
 }
 
 func (sc *scenario) dumpTrace() {
@@ -133,7 +210,7 @@ func (sc *scenario) host(id string) int {
 	return i
 }
 
-func (sc *scenario) node(id string) *Node {
+func (sc *scenario) node(id string) *protocol.Node {
 	h := sc.w.hosts[sc.host(id)]
 	if h.node == nil || !h.np.up {
 		sc.fatalf("node %s is not running", id)
@@ -143,7 +220,7 @@ func (sc *scenario) node(id string) *Node {
 
 // activeSet lists the nodes whose own view is "active with a valid lease".
 func (sc *scenario) activeSet() []string {
-	var out []string
+	out := []string{}
 	for _, h := range sc.w.hosts {
 		t := h.local(sc.w.now)
 		if (h.node != nil && h.node.ActiveAt(t)) || (h.dead != nil && h.dead.ActiveAt(t)) {
@@ -154,14 +231,20 @@ func (sc *scenario) activeSet() []string {
 }
 
 func (sc *scenario) do(f []string) {
-	sc.t.Helper()
+	if len(f) == 0 {
+		sc.fatalf("empty command")
+	}
 	if sc.w == nil && f[0] != "cluster" {
 		sc.fatalf("the first command must be cluster")
 	}
 	w := sc.w
 	switch f[0] {
 	case "cluster":
-		cfg := Config{Cluster: "scenario"}
+		if sc.w != nil {
+			sc.fatalf("one cluster per scenario")
+		}
+		cfg := protocol.Config{Cluster: "scenario", TokenInterval: protocol.DefaultTokenInterval,
+			TokenTimeout: protocol.DefaultTokenTimeout, Lease: protocol.DefaultLease, DriftMargin: protocol.DefaultDriftMargin}
 		for _, a := range f[1:] {
 			k, v, _ := strings.Cut(a, "=")
 			switch k {
@@ -175,12 +258,11 @@ func (sc *scenario) do(f []string) {
 				sc.fatalf("unknown cluster option %q", a)
 			}
 		}
-		cfg = cfg.withDefaults()
 		if err := cfg.Validate(); err != nil {
 			sc.fatalf("%v", err)
 		}
-		sc.w = newWorld(SimOptions{Seed: 1, Trace: true}, rand.New(rand.NewPCG(1, 2)), cfg, true)
-		sc.w.dropNext = map[[2]int]MsgType{}
+		sc.w = newWorld(Options{Seed: 1, Trace: true}, rand.New(rand.NewPCG(1, 2)), cfg, true)
+		sc.w.dropNext = map[[2]int]protocol.MsgType{}
 	case "run":
 		w.runUntil(w.now + sc.dur(arg(f, 1)))
 	case "crash":
@@ -252,6 +334,8 @@ func (sc *scenario) do(f []string) {
 		w.replayScripted(n, sc.dur(arg(f, 3)))
 	case "mark":
 		sc.mark, sc.markLog = w.now, len(w.log)
+	case "status":
+		sc.status()
 	case "allow":
 		if arg(f, 1) != "violations" {
 			sc.fatalf("allow violations")
@@ -273,8 +357,8 @@ func arg(f []string, i int) string {
 	return ""
 }
 
-func (sc *scenario) msgType(s string) MsgType {
-	for t := MsgType(1); t <= msgTypeMax; t++ {
+func (sc *scenario) msgType(s string) protocol.MsgType {
+	for t := protocol.MsgType(1); t != 0; t++ {
 		if t.String() == s {
 			return t
 		}
@@ -283,22 +367,46 @@ func (sc *scenario) msgType(s string) MsgType {
 	return 0
 }
 
-// cond evaluates "a active", "a standby", "one-active [a]", "no-active".
+// status records every node's and locator's view.
+func (sc *scenario) status() {
+	for _, h := range sc.w.hosts {
+		if h.isNode {
+			if h.node == nil || !h.np.up {
+				sc.found("%s node: down", h.id)
+			} else {
+				s := h.node.Status()
+				sc.found("%s node: %s epoch=%d active=%q token=%v healthy=%v maintenance=%v", h.id, s.Role, s.Epoch, s.Active, s.HoldingToken, s.Healthy, s.Maintenance)
+			}
+		}
+		if slices.Contains(sc.w.cfg.Locators, h.id) {
+			if h.loc == nil || !h.lp.up {
+				sc.found("%s locator: down", h.id)
+			} else {
+				s := h.loc.Status()
+				sc.found("%s locator: holder=%q epoch=%d lease_valid=%v quarantined=%v", h.id, s.Holder, s.Epoch, s.LeaseValid, s.Quarantined)
+			}
+		}
+	}
+}
+
+// cond evaluates "a active", "a standby", "one-active [a]", "no-active"
+// and says what it found.
 func (sc *scenario) cond(f []string) (bool, string) {
 	act := sc.activeSet()
-	switch f[0] {
+	switch arg(f, 0) {
 	case "one-active":
 		ok := len(act) == 1 && (len(f) < 2 || act[0] == f[1])
 		return ok, fmt.Sprintf("active: %v", act)
 	case "no-active":
 		return len(act) == 0, fmt.Sprintf("active: %v", act)
 	}
-	h := sc.w.hosts[sc.host(f[0])]
+	h := sc.w.hosts[sc.host(arg(f, 0))]
 	if h.node == nil || !h.np.up {
 		return false, fmt.Sprintf("node %s is down", f[0])
 	}
 	n := h.node
-	st := fmt.Sprintf("%s is %s epoch=%d (active here: %v)", f[0], n.role, n.epoch, act)
+	ns := n.Status()
+	st := fmt.Sprintf("%s is %s epoch=%d (active: %v)", f[0], ns.Role, ns.Epoch, act)
 	switch arg(f, 1) {
 	case "active":
 		if !n.ActiveAt(h.local(sc.w.now)) {
@@ -307,12 +415,15 @@ func (sc *scenario) cond(f []string) (bool, string) {
 		for _, c := range f[2:] {
 			switch {
 			case strings.HasPrefix(c, "epoch="):
-				if strconv.FormatUint(n.epoch, 10) != c[6:] {
+				if strconv.FormatUint(ns.Epoch, 10) != c[6:] {
 					return false, st
 				}
 			case strings.HasPrefix(c, "epoch>"):
-				v, _ := strconv.ParseUint(c[6:], 10, 64)
-				if n.epoch <= v {
+				v, err := strconv.ParseUint(c[6:], 10, 64)
+				if err != nil {
+					sc.fatalf("bad epoch in %q", c)
+				}
+				if ns.Epoch <= v {
 					return false, st
 				}
 			default:
@@ -321,16 +432,16 @@ func (sc *scenario) cond(f []string) (bool, string) {
 		}
 		return true, st
 	case "standby":
-		return n.role == Standby, st
+		return ns.Role == protocol.Standby, st
 	case "candidate":
-		return n.role == Candidate, st
+		return ns.Role == protocol.Candidate, st
 	}
 	sc.fatalf("unknown condition %q", strings.Join(f, " "))
 	return false, ""
 }
 
 func (sc *scenario) expect(f []string) {
-	switch f[0] {
+	switch arg(f, 0) {
 	case "violations":
 		if !sc.expViol {
 			sc.fatalf("say \"allow violations\" before the commands that cause them")
@@ -338,7 +449,7 @@ func (sc *scenario) expect(f []string) {
 		if len(sc.w.res.Violations) == 0 {
 			sc.fatalf("expected a safety violation, none so far")
 		}
-		sc.t.Logf("%s:%d: expected violation: %s", sc.file, sc.line, sc.w.res.Violations[0])
+		sc.found("violations: %d, the first: %s", len(sc.w.res.Violations), sc.w.res.Violations[0])
 		return
 	case "events":
 		sc.expectEvents(f[1:])
@@ -349,15 +460,18 @@ func (sc *scenario) expect(f []string) {
 	case "rotation":
 		n := sc.node(arg(f, 1))
 		lim := sc.dur(strings.TrimPrefix(arg(f, 2), "<"))
-		if r := n.Status().LastRotation; r <= 0 || r >= lim {
+		r := n.Status().LastRotation
+		if r <= 0 || r >= lim {
 			sc.fatalf("rotation of %s is %v, want < %v", arg(f, 1), r, lim)
 		}
+		sc.found("%s: last rotation %v", arg(f, 1), r)
 		return
 	}
-	if ok, st := sc.cond(f); !ok {
-		sc.dumpTrace()
+	ok, st := sc.cond(f)
+	if !ok {
 		sc.fatalf("expect %s: %s", strings.Join(f, " "), st)
 	}
+	sc.found("%s", st)
 }
 
 func (sc *scenario) await(f []string) {
@@ -367,28 +481,33 @@ func (sc *scenario) await(f []string) {
 	}
 	limit := sc.w.now + sc.dur(f[i+1])
 	for {
-		if ok, _ := sc.cond(f[:i]); ok {
-			sc.t.Logf("%s:%d: %s after %v (since mark)", sc.file, sc.line, strings.Join(f[:i], " "), sc.w.now-sc.mark)
+		if ok, st := sc.cond(f[:i]); ok {
+			sc.found("%s after %v (since mark): %s", strings.Join(f[:i], " "), sc.w.now-sc.mark, st)
 			return
 		}
 		if sc.w.now >= limit {
 			_, st := sc.cond(f[:i])
-			sc.dumpTrace()
 			sc.fatalf("await %s: not within %s: %s", strings.Join(f[:i], " "), f[i+1], st)
 		}
 		sc.w.runUntil(sc.w.now + 100*time.Microsecond)
 	}
 }
 
-func (sc *scenario) expectEvents(f []string) {
-	host := arg(f, 0)
+// eventCounts counts host's events since mark, by kind.
+func (sc *scenario) eventCounts(host string) map[string]int {
 	counts := map[string]int{}
 	for _, l := range sc.w.log[sc.markLog:] {
-		if l.host == host {
-			name := strings.Fields(l.ev.String())[0]
-			counts[name]++
+		if l.host == host && l.ev != nil {
+			counts[strings.Fields(l.ev.String())[0]]++
 		}
 	}
+	return counts
+}
+
+func (sc *scenario) expectEvents(f []string) {
+	host := arg(f, 0)
+	sc.host(host)
+	counts := sc.eventCounts(host)
 	for _, c := range f[1:] {
 		op := "="
 		k, v, _ := strings.Cut(c, "=")
@@ -401,10 +520,23 @@ func (sc *scenario) expectEvents(f []string) {
 		}
 		got := counts[k]
 		if (op == "=" && got != want) || (op == ">=" && got < want) {
-			sc.dumpTrace()
 			sc.fatalf("events of %s since mark: %s=%d, want %s%d (all: %v)", host, k, got, op, want, counts)
 		}
 	}
+	kinds := make([]string, 0, len(counts))
+	for k := range counts {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s events since mark:", host)
+	if len(kinds) == 0 {
+		b.WriteString(" none")
+	}
+	for _, k := range kinds {
+		fmt.Fprintf(&b, " %s=%d", k, counts[k])
+	}
+	sc.found("%s", b.String())
 }
 
 func (sc *scenario) expectLocator(f []string) {
@@ -430,6 +562,7 @@ func (sc *scenario) expectLocator(f []string) {
 			sc.fatalf("locator %s: %s=%s, want %s (status %+v)", arg(f, 0), k, got, v, s)
 		}
 	}
+	sc.found("%s locator: holder=%q epoch=%d quarantined=%v", h.id, s.Holder, s.Epoch, s.Quarantined)
 }
 
 // A one-node cluster whose active loses its lease (its only locator starved
@@ -438,7 +571,7 @@ func (sc *scenario) expectLocator(f []string) {
 // name its cause (issue 11: event=failover reason=unknown), and every
 // candidacy of every scenario names one.
 func TestOneNodeLeaseLapseNamesCause(t *testing.T) {
-	sc := &scenario{t: t, file: "inline"}
+	sc := &scenario{t: t}
 	for _, l := range []string{
 		"cluster nodes=a locators=a",
 		"await one-active a within 500ms",
@@ -448,25 +581,27 @@ func TestOneNodeLeaseLapseNamesCause(t *testing.T) {
 		"await one-active a within 1s",
 		"expect events a BecameStandby=1 BecameActive=1",
 	} {
-		sc.do(strings.Fields(l))
+		if _, err := sc.exec(l); err != nil {
+			t.Fatalf("%s: %v", l, err)
+		}
 	}
-	var causes []ClaimCause
+	var causes []protocol.ClaimCause
 	steppedDown := false
 	for _, l := range sc.w.log {
 		switch e := l.ev.(type) {
-		case BecameStandby:
+		case protocol.BecameStandby:
 			steppedDown = true
-		case BecameCandidate:
+		case protocol.BecameCandidate:
 			if steppedDown {
 				causes = append(causes, e.Cause)
 			}
 		}
 	}
-	if len(causes) == 0 || causes[0] != CauseLeaseLost {
-		t.Errorf("re-claim after its own lease lapsed: causes %v, want %v first", causes, CauseLeaseLost)
+	if len(causes) == 0 || causes[0] != protocol.CauseLeaseLost {
+		t.Errorf("re-claim after its own lease lapsed: causes %v, want %v first", causes, protocol.CauseLeaseLost)
 	}
 	for _, l := range sc.w.log {
-		if e, ok := l.ev.(BecameCandidate); ok && (e.Cause < CauseTokenLost || e.Cause > CauseLeaseLost) {
+		if e, ok := l.ev.(protocol.BecameCandidate); ok && (e.Cause < protocol.CauseTokenLost || e.Cause > protocol.CauseLeaseLost) {
 			t.Errorf("%s at %v: candidacy without a cause: %v", l.host, l.at, e)
 		}
 	}

@@ -1,7 +1,9 @@
-package protocol
+package sim
 
 import (
 	"testing"
+
+	"github.com/vigil-project/vigil/protocol"
 )
 
 // TestSimulatorClean runs a few hundred schedules of the real core and
@@ -12,7 +14,7 @@ func TestSimulatorClean(t *testing.T) {
 		n = 60
 	}
 	for s := uint64(1); s <= uint64(n); s++ {
-		r := Simulate(SimOptions{Seed: s, Kill: s%10 == 0, Benign: s%10 == 5})
+		r := Run(Options{Seed: s, Kill: s%10 == 0, Benign: s%10 == 5})
 		if len(r.Violations) > 0 {
 			t.Fatalf("seed %d (%s): %v\nreplay: go run ./test/sim -replay %d", s, r.Shape, r.Violations, s)
 		}
@@ -25,8 +27,8 @@ func TestSimulatorClean(t *testing.T) {
 // TestSimulatorIsDeterministic: a seed replays exactly.
 func TestSimulatorIsDeterministic(t *testing.T) {
 	for _, s := range []uint64{7, 8, 30} {
-		a := Simulate(SimOptions{Seed: s, Trace: true, Kill: s == 30})
-		b := Simulate(SimOptions{Seed: s, Trace: true, Kill: s == 30})
+		a := Run(Options{Seed: s, Trace: true, Kill: s == 30})
+		b := Run(Options{Seed: s, Trace: true, Kill: s == 30})
 		if len(a.Trace) != len(b.Trace) || a.Steps != b.Steps || a.Messages != b.Messages {
 			t.Fatalf("seed %d: two runs differ: %d/%d steps, %d/%d trace lines", s, a.Steps, b.Steps, len(a.Trace), len(b.Trace))
 		}
@@ -71,11 +73,11 @@ func TestSimulatorFindsPlantedBugs(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for s := uint64(1); s <= tc.n; s++ {
-				bad := Simulate(SimOptions{Seed: s, Kill: tc.kill, Benign: tc.benign, MaxDrift: tc.drift, bug: tc.bug})
+				bad := Run(Options{Seed: s, Kill: tc.kill, Benign: tc.benign, MaxDrift: tc.drift, bug: tc.bug})
 				if len(bad.Violations) == 0 {
 					continue
 				}
-				good := Simulate(SimOptions{Seed: s, Kill: tc.kill, Benign: tc.benign, MaxDrift: tc.drift})
+				good := Run(Options{Seed: s, Kill: tc.kill, Benign: tc.benign, MaxDrift: tc.drift})
 				if len(good.Violations) > 0 {
 					t.Fatalf("seed %d: violation without the planted bug: %v", s, good.Violations)
 				}
@@ -92,9 +94,9 @@ func TestSimulatorFindsPlantedBugs(t *testing.T) {
 // drift margin is what keeps the leases apart.
 func TestSimulatorDriftBeyondBound(t *testing.T) {
 	for s := uint64(1); s <= 2000; s++ {
-		r := Simulate(SimOptions{Seed: s, MaxDrift: 0.2})
+		r := Run(Options{Seed: s, MaxDrift: 0.2})
 		if len(r.Violations) > 0 {
-			t.Logf("drift 20%% (bound %.1f%%): violation at seed %d: %s", 100*DefaultConfigForTest().MaxDrift(), s, r.Violations[0])
+			t.Logf("drift 20%% (bound %.1f%%): violation at seed %d: %s", 100*defaultConfigForTest().MaxDrift(), s, r.Violations[0])
 			return
 		}
 	}
@@ -107,13 +109,13 @@ func TestSimulatorDriftBeyondBound(t *testing.T) {
 // the same schedules are clean. This is what bounds how late the kernel
 // lease may end (docs/protocol.md, "The crash timeline").
 func TestSimulatorKernelLeaseBeyondMargin(t *testing.T) {
-	late := 2 * DefaultDriftMargin
+	late := 2 * protocol.DefaultDriftMargin
 	for s := uint64(1); s <= 400; s++ {
-		r := Simulate(SimOptions{Seed: s, Kill: true, kernelLate: late})
+		r := Run(Options{Seed: s, Kill: true, kernelLate: late})
 		if len(r.Violations) == 0 {
 			continue
 		}
-		if good := Simulate(SimOptions{Seed: s, Kill: true}); len(good.Violations) > 0 {
+		if good := Run(Options{Seed: s, Kill: true}); len(good.Violations) > 0 {
 			t.Fatalf("seed %d: violation with the kernel lease %v late: %v", s, KernelLeaseLate, good.Violations)
 		}
 		t.Logf("kernel lease %v late: violation at seed %d: %s", late, s, r.Violations[0])
@@ -122,6 +124,6 @@ func TestSimulatorKernelLeaseBeyondMargin(t *testing.T) {
 	t.Fatalf("no violation with the kernel lease %v late in 400 kill schedules", late)
 }
 
-func DefaultConfigForTest() Config {
-	return Config{Cluster: "t", Nodes: []string{"a", "b"}, Locators: []string{"a", "b", "w"}}
+func defaultConfigForTest() protocol.Config {
+	return protocol.Config{Cluster: "t", Nodes: []string{"a", "b"}, Locators: []string{"a", "b", "w"}}
 }
