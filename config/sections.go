@@ -226,7 +226,7 @@ func (p *parser) vips(n *yaml.Node, mk *marks) []VIP {
 			field{key: "address", read: func(p *parser, e entry, path string) {
 				addr, ok := conv((*parser).str, floatingAddr)(p, e.val, path)
 				switch {
-				case !ok:
+				case !ok: // reported
 				case first[addr] != nil:
 					p.errAt(e.val, path, "duplicate address %s (first at line %d)", addr, first[addr].Line)
 				default:
@@ -437,7 +437,8 @@ func (p *parser) env(n *yaml.Node, path string) ([]string, bool) {
 // Unlimited is the rlimit value written as "unlimited" (RLIM_INFINITY).
 const Unlimited = ^uint64(0)
 
-// rlimits reads the limits that are set; nil when none could be.
+// rlimits reads the limits that are set, each key in turn (once in map
+// order, which made errors at one aliased node come out in any order).
 func (p *parser) rlimits(n *yaml.Node, path string) (map[string]uint64, bool) {
 	out := map[string]uint64{}
 	var table []field
@@ -454,6 +455,7 @@ func (p *parser) rlimits(n *yaml.Node, path string) (map[string]uint64, bool) {
 	return out, true
 }
 
+// rlimit is one limit: a non-negative integer or "unlimited".
 func (p *parser) rlimit(v *yaml.Node, path string) (uint64, bool) {
 	if v.Kind == yaml.ScalarNode && v.ShortTag() == "!!str" && v.Value == "unlimited" {
 		return Unlimited, true
