@@ -1,31 +1,29 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"net/netip"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
-	"time"
 
 	"go.yaml.in/yaml/v3"
-
-	"github.com/vigil-project/vigil/netfloat"
-	"github.com/vigil-project/vigil/schedwatch"
 )
+
+// Each section is read from its table of fields (fields.go): a key per
+// line, with how its value is parsed and where it goes. What spans keys
+// (duplicates, required combinations, the protocol's rules) is checked
+// around the tables, with the marks below pointing at the lines.
 
 // marks remembers where cross-checked values stand in the file, so that
 // checks made after the walk still point at a line.
 type marks struct {
-	root, clusterKey, nameVal, nodeVal, roleVal, keyFileVal, twoNodeVal, nodesKey, witnessesKey *yaml.Node
-	vipsKey, processesKey                                                                       *yaml.Node
-	peers                                                                                       []peerMark
+	root, clusterKey, nameVal, nodeVal, keyFileVal, twoNodeVal, nodesKey, witnessesKey *yaml.Node
+	vipsKey, processesKey                                                              *yaml.Node
+	peers                                                                              []peerMark
 	// peersBad: a node or witness entry was rejected, so "node is not
 	// in nodes" would only repeat that error.
 	peersBad bool
@@ -56,115 +54,65 @@ type vipMark struct {
 
 func (p *parser) config(root *yaml.Node, c *Config) {
 	root = deref(root)
-	top, ok := p.mapping(root, "", "cluster", "vips", "announce", "control", "apps", "processes", "hooks", "metrics", "runtime", "log")
-	if !ok {
-		return
-	}
 	mk := &marks{root: root}
-	if n := top.get("cluster"); n != nil {
-		mk.clusterKey = top.key("cluster")
-		p.cluster(n, &c.Cluster, mk)
-	} else {
-		p.errAt(root, "cluster", "required")
-	}
-	if n := top.get("vips"); n != nil {
-		mk.vipsKey = top.key("vips")
-		c.VIPs = p.vips(n, mk)
-	}
-	if n := top.get("announce"); n != nil {
-		p.announce(n, &c.Announce)
-	}
-	if n := top.get("control"); n != nil {
-		p.control(n, &c.Control)
-	}
-	if n := top.get("apps"); n != nil {
-		p.apps(n, &c.Apps)
-	}
-	if n := top.get("processes"); n != nil {
-		mk.processesKey = top.key("processes")
-		c.Processes = p.processes(n)
-	}
-	if n := top.get("hooks"); n != nil {
-		p.hooks(n, &c.Hooks)
-	}
-	if n := top.get("metrics"); n != nil {
-		p.metrics(n, &c.Metrics)
-	}
-	if n := top.get("runtime"); n != nil {
-		p.runtime(n, &c.Runtime)
-	}
-	if n := top.get("log"); n != nil {
-		p.log(n, &c.Log)
-	}
-	if mk.clusterKey != nil {
+	_, ok := p.section(root, root, "",
+		field{key: "cluster", read: func(p *parser, e entry, _ string) {
+			mk.clusterKey = e.key
+			p.cluster(e.val, &c.Cluster, mk)
+		}}.req("required"),
+		field{key: "vips", read: func(p *parser, e entry, _ string) {
+			mk.vipsKey = e.key
+			c.VIPs = p.vips(e.val, mk)
+		}},
+		group("announce", announceFields(&c.Announce)...),
+		group("control", controlFields(&c.Control)...),
+		group("apps", appsFields(&c.Apps)...),
+		field{key: "processes", read: func(p *parser, e entry, _ string) {
+			mk.processesKey = e.key
+			c.Processes = p.processes(e.val)
+		}},
+		group("hooks", hooksFields(&c.Hooks)...),
+		group("metrics", set("listen", checked((*parser).str, checkMetricsListen), &c.Metrics.Listen)),
+		group("runtime", runtimeFields(&c.Runtime)...),
+		group("log",
+			set("level", oneOf("debug", "info", "warn", "error"), &c.Log.Level),
+			set("format", oneOf("text", "json"), &c.Log.Format)),
+	)
+	if ok && mk.clusterKey != nil {
 		p.crossCheck(c, mk)
 	}
 }
 
 func (p *parser) cluster(n *yaml.Node, cl *Cluster, mk *marks) {
-	f, ok := p.mapping(n, "cluster", "name", "node", "role", "key_file", "listen", "two_node", "nodes", "witnesses", "timing")
-	if !ok {
-		return
-	}
-	if v := f.get("name"); v != nil {
-		if s, ok := p.str(v, "cluster.name"); ok {
-			if !clusterNameRE.MatchString(s) || len(s) > 63 {
-				p.errAt(v, "cluster.name", "%q must be lowercase letters, digits and '-', at most 63 characters", s)
+	p.section(n, mk.clusterKey, "cluster",
+		set("name", checked((*parser).str, checkClusterName), &cl.Name).req("required").mark(&mk.nameVal),
+		set("node", (*parser).str, &cl.Node).req("required: the id of this host in nodes or witnesses").mark(&mk.nodeVal),
+		set("role", oneOf(RoleNode, RoleWitness), &cl.Role),
+		field{key: "key_file", read: func(p *parser, e entry, path string) {
+			// A bad value is reported: do not also read the default.
+			cl.KeyFile, _ = p.absPath(e.val, path)
+		}}.mark(&mk.keyFileVal),
+		field{key: "listen", read: func(p *parser, e entry, path string) {
+			if ap, ok := conv((*parser).str, parsePeerAddr)(p, e.val, path); ok {
+				cl.Listen, mk.listenVal, mk.listen = e.val.Value, e.val, ap
 			}
-			cl.Name, mk.nameVal = s, v
-		}
-	} else {
-		p.errAt(mk.clusterKey, "cluster.name", "required")
-	}
-	if v := f.get("node"); v != nil {
-		if s, ok := p.str(v, "cluster.node"); ok {
-			cl.Node = s
-			mk.nodeVal = v
-		}
-	} else {
-		p.errAt(mk.clusterKey, "cluster.node", "required: the id of this host in nodes or witnesses")
-	}
-	if v := f.get("role"); v != nil {
-		if s, ok := p.enum(v, "cluster.role", string(RoleNode), string(RoleWitness)); ok {
-			cl.Role = Role(s)
-			mk.roleVal = v
-		}
-	}
-	if v := f.get("key_file"); v != nil {
-		if s, ok := p.absPath(v, "cluster.key_file"); ok {
-			cl.KeyFile = s
-			mk.keyFileVal = v
-		} else {
-			cl.KeyFile = "" // already reported; do not also read the default
-		}
-	}
-	if v := f.get("listen"); v != nil {
-		if s, ok := p.str(v, "cluster.listen"); ok {
-			if ap, err := parsePeerAddr(s); err != nil {
-				p.errAt(v, "cluster.listen", "%v", err)
-			} else {
-				cl.Listen, mk.listenVal, mk.listen = s, v, ap
+		}},
+		set("two_node", (*parser).boolean, &cl.TwoNode).mark(&mk.twoNodeVal),
+		// Checked before the witnesses are read: an error there must not
+		// hide that there is no node.
+		field{key: "nodes", read: func(p *parser, e entry, path string) {
+			mk.nodesKey = e.key
+			cl.Nodes = p.peers(e.val, path, mk)
+			if len(cl.Nodes) == 0 && !mk.peersBad {
+				p.errAt(e.key, path, "at least one node is required")
 			}
-		}
-	}
-	if v := f.get("two_node"); v != nil {
-		cl.TwoNode, _ = p.boolean(v, "cluster.two_node")
-		mk.twoNodeVal = v
-	}
-	if v := f.get("nodes"); v != nil {
-		mk.nodesKey = f.key("nodes")
-		cl.Nodes = p.peers(v, "cluster.nodes", mk)
-	}
-	if len(cl.Nodes) == 0 && !mk.peersBad {
-		p.errAt(firstNode(mk.nodesKey, mk.clusterKey), "cluster.nodes", "at least one node is required")
-	}
-	if v := f.get("witnesses"); v != nil {
-		mk.witnessesKey = f.key("witnesses")
-		cl.Witnesses = p.peers(v, "cluster.witnesses", mk)
-	}
-	if v := f.get("timing"); v != nil {
-		p.timing(v, &cl.Timing, mk)
-	}
+		}}.req("at least one node is required"),
+		field{key: "witnesses", read: func(p *parser, e entry, path string) {
+			mk.witnessesKey = e.key
+			cl.Witnesses = p.peers(e.val, path, mk)
+		}},
+		field{key: "timing", read: func(p *parser, e entry, _ string) { p.timing(e.val, &cl.Timing, mk) }},
+	)
 }
 
 func firstNode(ns ...*yaml.Node) *yaml.Node {
@@ -185,43 +133,21 @@ func (p *parser) peers(n *yaml.Node, path string, mk *marks) []Peer {
 	var out []Peer
 	for i, it := range items {
 		ip := index(path, i)
-		f, ok := p.mapping(it, ip, "id", "address")
+		pm := peerMark{path: ip, witness: path == "cluster.witnesses"}
+		var peer Peer
+		f, ok := p.section(it, it, ip,
+			set("id", (*parser).ident, &peer.ID).req("required").mark(&pm.idVal),
+			field{key: "address", read: func(p *parser, e entry, path string) {
+				if ap, ok := conv((*parser).str, peerAddress)(p, e.val, path); ok {
+					peer.Address, pm.addrVal, pm.ap = e.val.Value, e.val, ap
+				}
+			}}.req("required"),
+		)
 		if !ok {
 			mk.peersBad = true
 			continue
 		}
-		pm := peerMark{path: ip, witness: path == "cluster.witnesses"}
-		var peer Peer
-		good := true
-		if v := f.get("id"); v != nil {
-			if s, ok := p.ident(v, ip+".id"); ok {
-				peer.ID, pm.idVal = s, v
-			} else {
-				good = false
-			}
-		} else {
-			p.errAt(it, ip+".id", "required")
-			good = false
-		}
-		if v := f.get("address"); v != nil {
-			if s, ok := p.str(v, ip+".address"); ok {
-				ap, err := parsePeerAddr(s)
-				if err == nil && ap.Addr().IsUnspecified() {
-					err = fmt.Errorf("%q: the unspecified address reaches no host: give the address the others reach this host at", s)
-				}
-				if err != nil {
-					p.errAt(v, ip+".address", "%v", err)
-					good = false
-				} else {
-					peer.Address, pm.addrVal, pm.ap = s, v, ap
-				}
-			} else {
-				good = false
-			}
-		} else {
-			p.errAt(it, ip+".address", "required")
-			good = false
-		}
+		good := !f.failed("id", "address")
 		// Ids and addresses are unique across nodes and witnesses.
 		for _, prev := range mk.peers {
 			if pm.idVal != nil && prev.idVal != nil && peer.ID == prev.idVal.Value {
@@ -270,24 +196,17 @@ func (p *parser) absPath(n *yaml.Node, path string) (string, bool) {
 }
 
 func (p *parser) timing(n *yaml.Node, t *Timing, mk *marks) {
-	const path = "cluster.timing"
 	before := len(p.errs)
-	f, ok := p.mapping(n, path, "token_interval", "token_timeout", "lease", "drift_margin")
+	f, ok := p.section(n, n, "cluster.timing",
+		set("token_interval", (*parser).positiveDuration, &t.TokenInterval),
+		set("token_timeout", (*parser).positiveDuration, &t.TokenTimeout),
+		set("lease", (*parser).positiveDuration, &t.Lease),
+		set("drift_margin", (*parser).positiveDuration, &t.DriftMargin),
+	)
 	if !ok {
 		mk.timingBad = true
 		return
 	}
-	set := func(key string, dst *int64) {
-		if v := f.get(key); v != nil {
-			if d, ok := p.positiveDuration(v, path+"."+key); ok {
-				*dst = int64(d)
-			}
-		}
-	}
-	set("token_interval", (*int64)(&t.TokenInterval))
-	set("token_timeout", (*int64)(&t.TokenTimeout))
-	set("lease", (*int64)(&t.Lease))
-	set("drift_margin", (*int64)(&t.DriftMargin))
 	// How the timings relate is the protocol's rule (protocol.Config),
 	// checked in crossCheck with the rest of it.
 	mk.timing, mk.timingAt, mk.timingBad = f, n, len(p.errs) > before
@@ -302,196 +221,60 @@ func (p *parser) vips(n *yaml.Node, mk *marks) []VIP {
 	first := map[netip.Addr]*yaml.Node{}
 	for i, it := range items {
 		ip := index("vips", i)
-		f, ok := p.mapping(it, ip, "address", "interface")
-		if !ok {
-			continue
-		}
 		var vip VIP
-		good := true
-		if v := f.get("address"); v != nil {
-			if s, ok := p.str(v, ip+".address"); ok {
-				pfx, err := netip.ParsePrefix(s)
-				var norm netip.Prefix
-				var ae *netfloat.AddressError
-				if err == nil {
-					// The node manager's own rule, so that what it would
-					// refuse at takeover is refused here.
-					norm, err = netfloat.NormalizePrefix(pfx)
-				}
+		f, ok := p.section(it, it, ip,
+			field{key: "address", read: func(p *parser, e entry, path string) {
+				addr, ok := conv((*parser).str, floatingAddr)(p, e.val, path)
 				switch {
-				case errors.As(err, &ae):
-					p.errAt(v, ip+".address", "%q cannot be a floating IP: %s", s, ae.Reason)
-					good = false
-				case err != nil:
-					p.errAt(v, ip+".address", "%q is not an address with a prefix length, like 192.0.2.100/24 or 2001:db8::100/64", s)
-					good = false
-				case first[norm.Addr()] != nil:
-					p.errAt(v, ip+".address", "duplicate address %s (first at line %d)", norm.Addr(), first[norm.Addr()].Line)
-					good = false
+				case !ok: // reported
+				case first[addr] != nil:
+					p.errAt(e.val, path, "duplicate address %s (first at line %d)", addr, first[addr].Line)
 				default:
-					first[norm.Addr()] = v
-					vip.Address = s
-					mk.vips = append(mk.vips, vipMark{path: ip + ".address", val: v, addr: norm.Addr()})
+					first[addr] = e.val
+					vip.Address = e.val.Value
+					mk.vips = append(mk.vips, vipMark{path: path, val: e.val, addr: addr})
 				}
-			} else {
-				good = false
-			}
-		} else {
-			p.errAt(it, ip+".address", "required")
-			good = false
-		}
-		if v := f.get("interface"); v != nil {
-			if s, ok := p.str(v, ip+".interface"); ok {
-				if err := checkIfName(s); err != nil {
-					p.errAt(v, ip+".interface", "%v", err)
-					good = false
-				}
-				vip.Interface = s
-			} else {
-				good = false
-			}
-		} else {
-			p.errAt(it, ip+".interface", "required: the interface that carries the address, like eth0")
-			good = false
-		}
-		if good {
+			}}.req("required"),
+			set("interface", checked((*parser).str, checkIfName), &vip.Interface).req("required: the interface that carries the address, like eth0"),
+		)
+		if ok && !f.failed("address", "interface") {
 			out = append(out, vip)
 		}
 	}
 	return out
 }
 
-func (p *parser) cpuWeight(n *yaml.Node, path string, lo int64) (uint64, bool) {
-	i, ok := p.integer(n, path, lo, 10000)
-	return uint64(i), ok
-}
-
-func (p *parser) announce(n *yaml.Node, a *Announce) {
-	f, ok := p.mapping(n, "announce", "count", "interval", "refresh", "probe", "handover_gap")
-	if !ok {
-		return
-	}
-	if v := f.get("count"); v != nil {
-		if i, ok := p.integer(v, "announce.count", 1, 100); ok {
-			a.Count = int(i)
-		}
-	}
-	if v := f.get("interval"); v != nil {
-		if d, ok := p.positiveDuration(v, "announce.interval"); ok {
-			a.Interval = d
-		}
-	}
-	for _, k := range []struct {
-		key string
-		dst *time.Duration
-	}{{"refresh", &a.Refresh}, {"probe", &a.Probe}, {"handover_gap", &a.HandoverGap}} {
-		if v := f.get(k.key); v != nil {
-			// duration refuses negative values; 0 turns the feature off.
-			if d, ok := p.duration(v, "announce."+k.key); ok {
-				*k.dst = d
-			}
-		}
-	}
-	if v := f.get("handover_gap"); v != nil && a.HandoverGap > time.Second {
-		p.errAt(v, "announce.handover_gap", "%v is too long: at most 1s (every planned handover leaves the address unanswered this long)", a.HandoverGap)
+func announceFields(a *Announce) []field {
+	return []field{
+		set("count", intIn[int](1, 100), &a.Count),
+		set("interval", (*parser).positiveDuration, &a.Interval),
+		// duration refuses negative values; 0 turns these off.
+		set("refresh", (*parser).duration, &a.Refresh),
+		set("probe", (*parser).duration, &a.Probe),
+		set("handover_gap", checked((*parser).duration, checkHandoverGap), &a.HandoverGap),
 	}
 }
 
-func (p *parser) control(n *yaml.Node, g *ControlGroup) {
-	f, ok := p.mapping(n, "control", "cpu_weight", "io_weight", "cpus", "memory_min", "realtime", "sched_delay_warn", "rt_budget")
-	if !ok {
-		return
-	}
-	if v := f.get("cpu_weight"); v != nil {
-		if w, ok := p.cpuWeight(v, "control.cpu_weight", 1); ok {
-			g.CPUWeight = w
-		}
-	}
-	if v := f.get("io_weight"); v != nil {
-		if w, ok := p.cpuWeight(v, "control.io_weight", 1); ok {
-			g.IOWeight = w
-		}
-	}
-	if v := f.get("cpus"); v != nil {
-		if s, ok := p.str(v, "control.cpus"); ok {
-			if err := parseCPUList(s); err != nil {
-				p.errAt(v, "control.cpus", "%v", err)
-			} else {
-				g.CPUs = s
-			}
-		}
-	}
-	if v := f.get("memory_min"); v != nil {
-		if sz, ok := p.size(v, "control.memory_min"); ok {
-			g.MemoryMin = sz
-		}
-	}
-	if v := f.get("realtime"); v != nil {
-		if b, ok := p.boolean(v, "control.realtime"); ok {
-			g.Realtime = b
-		}
-	}
-	if v := f.get("sched_delay_warn"); v != nil {
-		if d, ok := p.positiveDuration(v, "control.sched_delay_warn"); ok {
-			// The locator and node manager watch their scheduling with it.
-			if err := (schedwatch.Config{Threshold: d}).Validate(); err != nil {
-				p.errAt(v, "control.sched_delay_warn", "%s", strings.TrimPrefix(err.Error(), schedwatch.ErrConfig.Error()+": "))
-			} else {
-				g.SchedDelayWarn = d
-			}
-		}
-	}
-	if v := f.get("rt_budget"); v != nil {
-		if d, ok := p.positiveDuration(v, "control.rt_budget"); ok {
-			// The kernel's own limit: the root's 950 ms per 1 s period.
-			if d < time.Millisecond || d > 950*time.Millisecond {
-				p.errAt(v, "control.rt_budget", "must be between 1ms and 950ms (per second of cpu.rt_period_us), got %v", d)
-			} else {
-				g.RTBudget = d
-			}
-		}
+func controlFields(g *ControlGroup) []field {
+	return []field{
+		set("cpu_weight", intIn[uint64](1, 10000), &g.CPUWeight),
+		set("io_weight", intIn[uint64](1, 10000), &g.IOWeight),
+		set("cpus", checked((*parser).str, parseCPUList), &g.CPUs),
+		set("memory_min", (*parser).size, &g.MemoryMin),
+		set("realtime", (*parser).boolean, &g.Realtime),
+		set("sched_delay_warn", checked((*parser).positiveDuration, checkSchedDelayWarn), &g.SchedDelayWarn),
+		set("rt_budget", checked((*parser).positiveDuration, checkRTBudget), &g.RTBudget),
 	}
 }
 
-func (p *parser) apps(n *yaml.Node, g *AppsGroup) {
-	f, ok := p.mapping(n, "apps", "cpu_weight", "io_weight", "cpu_max", "memory_max", "pids_max")
-	if !ok {
-		return
+func appsFields(g *AppsGroup) []field {
+	return []field{
+		set("cpu_weight", intIn[uint64](1, 10000), &g.CPUWeight),
+		set("io_weight", intIn[uint64](1, 10000), &g.IOWeight),
+		set("cpu_max", checked((*parser).str, parseCPUMax), &g.CPUMax),
+		set("memory_max", (*parser).size, &g.MemoryMax),
+		set("pids_max", intIn[int64](0, math.MaxInt64), &g.PidsMax),
 	}
-	if v := f.get("cpu_weight"); v != nil {
-		if w, ok := p.cpuWeight(v, "apps.cpu_weight", 1); ok {
-			g.CPUWeight = w
-		}
-	}
-	if v := f.get("io_weight"); v != nil {
-		if w, ok := p.cpuWeight(v, "apps.io_weight", 1); ok {
-			g.IOWeight = w
-		}
-	}
-	if v := f.get("cpu_max"); v != nil {
-		if s, ok := p.str(v, "apps.cpu_max"); ok {
-			if err := parseCPUMax(s); err != nil {
-				p.errAt(v, "apps.cpu_max", "%v", err)
-			} else {
-				g.CPUMax = s
-			}
-		}
-	}
-	if v := f.get("memory_max"); v != nil {
-		if sz, ok := p.size(v, "apps.memory_max"); ok {
-			g.MemoryMax = sz
-		}
-	}
-	if v := f.get("pids_max"); v != nil {
-		if i, ok := p.integer(v, "apps.pids_max", 0, math.MaxInt64); ok {
-			g.PidsMax = i
-		}
-	}
-}
-
-var processKeys = []string{
-	"name", "command", "env", "dir", "user", "group", "rlimits", "restart", "critical",
-	"stop_signal", "stop_timeout", "backoff", "memory_max", "pids_max", "cpu_weight", "health",
 }
 
 func (p *parser) processes(n *yaml.Node) []Process {
@@ -502,111 +285,40 @@ func (p *parser) processes(n *yaml.Node) []Process {
 	var out []Process
 	names := map[string]*yaml.Node{}
 	for i, it := range items {
-		ip := index("processes", i)
-		f, ok := p.mapping(it, ip, processKeys...)
-		if !ok {
-			continue
-		}
 		pr := defaultProcess()
-		if v := f.get("name"); v != nil {
-			if s, ok := p.ident(v, ip+".name"); ok {
-				if first := names[s]; first != nil {
-					p.errAt(v, ip+".name", "duplicate process name %q (first at line %d)", s, first.Line)
-				} else {
-					names[s] = v
-				}
-				pr.Name = s
-			}
-		} else {
-			p.errAt(it, ip+".name", "required")
+		if _, ok := p.section(it, it, index("processes", i), processFields(&pr, names)...); ok {
+			out = append(out, pr)
 		}
-		p.process(f, ip, &pr)
-		out = append(out, pr)
 	}
 	return out
 }
 
-func (p *parser) process(f fields, ip string, pr *Process) {
-	if v := f.get("command"); v != nil {
-		if argv, ok := p.argv(v, ip+".command"); ok {
-			pr.Command = argv
-		}
-	} else {
-		p.errAt(f.at, ip+".command", "required")
-	}
-	if v := f.get("env"); v != nil {
-		pr.Env = p.env(v, ip+".env")
-	}
-	if v := f.get("dir"); v != nil {
-		if s, ok := p.absPath(v, ip+".dir"); ok {
-			pr.Dir = s
-		}
-	}
-	if v := f.get("user"); v != nil {
-		if s, ok := p.str(v, ip+".user"); ok && s != "" {
-			if _, err := user.Lookup(s); err != nil {
-				if _, err2 := user.LookupId(s); err2 != nil {
-					p.errAt(v, ip+".user", "unknown user %q", s)
-				}
-			}
-			pr.User = s
-		}
-	}
-	if v := f.get("group"); v != nil {
-		if s, ok := p.str(v, ip+".group"); ok && s != "" {
-			if _, err := user.LookupGroup(s); err != nil {
-				if _, err2 := user.LookupGroupId(s); err2 != nil {
-					p.errAt(v, ip+".group", "unknown group %q", s)
-				}
-			}
-			pr.Group = s
-		}
-	}
-	if v := f.get("rlimits"); v != nil {
-		pr.Rlimits = p.rlimits(v, ip+".rlimits")
-	}
-	if v := f.get("restart"); v != nil {
-		if s, ok := p.enum(v, ip+".restart", string(RestartAlways), string(RestartOnFailure), string(RestartNever)); ok {
-			pr.Restart = RestartPolicy(s)
-		}
-	}
-	if v := f.get("critical"); v != nil {
-		pr.Critical, _ = p.boolean(v, ip+".critical")
-	}
-	if v := f.get("stop_signal"); v != nil {
-		if s, ok := p.str(v, ip+".stop_signal"); ok {
-			if sig, err := canonicalSignal(s); err != nil {
-				p.errAt(v, ip+".stop_signal", "%v", err)
+// processFields is one process's table; names holds the names taken so
+// far, for the duplicate check.
+func processFields(pr *Process, names map[string]*yaml.Node) []field {
+	return []field{
+		set("name", (*parser).ident, &pr.Name).req("required").then(func(p *parser, e entry, path string) {
+			if first := names[pr.Name]; first != nil {
+				p.errAt(e.val, path, "duplicate process name %q (first at line %d)", pr.Name, first.Line)
 			} else {
-				pr.StopSignal = sig
+				names[pr.Name] = e.val
 			}
-		}
-	}
-	if v := f.get("stop_timeout"); v != nil {
-		if d, ok := p.positiveDuration(v, ip+".stop_timeout"); ok {
-			pr.StopTimeout = d
-		}
-	}
-	if v := f.get("backoff"); v != nil {
-		p.backoff(v, ip+".backoff", &pr.Backoff)
-	}
-	if v := f.get("memory_max"); v != nil {
-		if sz, ok := p.size(v, ip+".memory_max"); ok {
-			pr.MemoryMax = sz
-		}
-	}
-	if v := f.get("pids_max"); v != nil {
-		if i, ok := p.integer(v, ip+".pids_max", 0, math.MaxInt64); ok {
-			pr.PidsMax = i
-		}
-	}
-	if v := f.get("cpu_weight"); v != nil {
-		if w, ok := p.cpuWeight(v, ip+".cpu_weight", 0); ok {
-			pr.CPUWeight = w
-		}
-	}
-	if v := f.get("health"); v != nil {
-		pr.Health = p.health(v, f.key("health"), ip+".health")
+		}),
+		set("command", (*parser).argv, &pr.Command).req("required"),
+		set("env", (*parser).env, &pr.Env),
+		set("dir", (*parser).absPath, &pr.Dir),
+		set("user", checked((*parser).str, checkUser), &pr.User),
+		set("group", checked((*parser).str, checkGroup), &pr.Group),
+		set("rlimits", (*parser).rlimits, &pr.Rlimits),
+		set("restart", oneOf(RestartAlways, RestartOnFailure, RestartNever), &pr.Restart),
+		set("critical", (*parser).boolean, &pr.Critical),
+		set("stop_signal", conv((*parser).str, canonicalSignal), &pr.StopSignal),
+		set("stop_timeout", (*parser).positiveDuration, &pr.StopTimeout),
+		{key: "backoff", read: func(p *parser, e entry, path string) { p.backoff(e.val, path, &pr.Backoff) }},
+		set("memory_max", (*parser).size, &pr.MemoryMax),
+		set("pids_max", intIn[int64](0, math.MaxInt64), &pr.PidsMax),
+		set("cpu_weight", intIn[uint64](0, 10000), &pr.CPUWeight),
+		{key: "health", read: func(p *parser, e entry, path string) { pr.Health = p.health(e.val, e.key, path) }},
 	}
 }
 
@@ -656,10 +368,26 @@ func checkExecutable(s string) error {
 	return nil
 }
 
-func (p *parser) env(n *yaml.Node, path string) []string {
+// argvList reads a list of command lines; a bad one is reported and left out.
+func (p *parser) argvList(n *yaml.Node, path string) ([][]string, bool) {
+	items, ok := p.list(n, path)
+	if !ok {
+		return nil, false
+	}
+	var out [][]string
+	for i, it := range items {
+		if argv, ok := p.argv(it, index(path, i)); ok {
+			out = append(out, argv)
+		}
+	}
+	return out, true
+}
+
+// env reads a mapping of variables; a bad entry is reported and left out.
+func (p *parser) env(n *yaml.Node, path string) ([]string, bool) {
 	if n.Kind != yaml.MappingNode {
 		p.errAt(n, path, "must be a mapping of NAME: value, not %s", kindOf(n))
-		return nil
+		return nil, false
 	}
 	vals := map[string]string{}
 	seen := map[string]*yaml.Node{}
@@ -703,61 +431,53 @@ func (p *parser) env(n *yaml.Node, path string) []string {
 	for _, k := range keys {
 		out = append(out, k+"="+vals[k])
 	}
-	return out
+	return out, true
 }
 
 // Unlimited is the rlimit value written as "unlimited" (RLIM_INFINITY).
 const Unlimited = ^uint64(0)
 
-func (p *parser) rlimits(n *yaml.Node, path string) map[string]uint64 {
-	f, ok := p.mapping(n, path, "nofile", "nproc", "core", "memlock", "stack")
-	if !ok {
-		return nil
-	}
+// rlimits reads the limits that are set, each key in turn (once in map
+// order, which made errors at one aliased node come out in any order).
+func (p *parser) rlimits(n *yaml.Node, path string) (map[string]uint64, bool) {
 	out := map[string]uint64{}
-	for name, e := range f.m {
-		kp := join(path, name)
-		v := e.val
-		if v.Kind == yaml.ScalarNode && v.ShortTag() == "!!str" && v.Value == "unlimited" {
-			out[name] = Unlimited
-			continue
-		}
-		var u uint64
-		if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!int" || v.Decode(&u) != nil {
-			p.errAt(v, kp, "must be a non-negative integer or \"unlimited\", not %s", describe(v))
-			continue
-		}
-		out[name] = u
+	var table []field
+	for _, name := range []string{"nofile", "nproc", "core", "memlock", "stack"} {
+		table = append(table, field{key: name, read: func(p *parser, e entry, path string) {
+			if u, ok := p.rlimit(e.val, path); ok {
+				out[name] = u
+			}
+		}})
 	}
-	return out
+	if _, ok := p.section(n, n, path, table...); !ok {
+		return nil, false
+	}
+	return out, true
+}
+
+// rlimit is one limit: a non-negative integer or "unlimited".
+func (p *parser) rlimit(v *yaml.Node, path string) (uint64, bool) {
+	if v.Kind == yaml.ScalarNode && v.ShortTag() == "!!str" && v.Value == "unlimited" {
+		return Unlimited, true
+	}
+	var u uint64
+	if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!int" || v.Decode(&u) != nil {
+		p.errAt(v, path, "must be a non-negative integer or \"unlimited\", not %s", describe(v))
+		return 0, false
+	}
+	return u, true
 }
 
 func (p *parser) backoff(n *yaml.Node, path string, b *Backoff) {
-	f, ok := p.mapping(n, path, "initial", "max", "stable", "fatal_after")
-	if !ok {
-		return
-	}
-	if v := f.get("fatal_after"); v != nil {
-		if i, ok := p.integer(v, path+".fatal_after", 1, math.MaxInt32); ok {
-			b.FatalAfter = int(i)
-		}
-	}
-	before := len(p.errs)
-	for _, d := range []struct {
-		key string
-		dst *int64
-	}{
-		{"initial", (*int64)(&b.Initial)},
-		{"max", (*int64)(&b.Max)},
-		{"stable", (*int64)(&b.Stable)},
-	} {
-		if v := f.get(d.key); v != nil {
-			if x, ok := p.positiveDuration(v, path+"."+d.key); ok {
-				*d.dst = int64(x)
-			}
-		}
-	}
-	if len(p.errs) == before && b.Max < b.Initial {
+	// fatal_after first: the order in which errors at one (aliased) node
+	// have always been reported.
+	f, ok := p.section(n, n, path,
+		set("fatal_after", intIn[int](1, math.MaxInt32), &b.FatalAfter),
+		set("initial", (*parser).positiveDuration, &b.Initial),
+		set("max", (*parser).positiveDuration, &b.Max),
+		set("stable", (*parser).positiveDuration, &b.Stable),
+	)
+	if ok && !f.failed("initial", "max", "stable") && b.Max < b.Initial {
 		at, key := f.get("max"), "max"
 		if at == nil {
 			at, key = f.get("initial"), "initial"
@@ -769,15 +489,18 @@ func (p *parser) backoff(n *yaml.Node, path string, b *Backoff) {
 var healthKinds = []string{string(HealthSIPOptions), string(HealthExec), string(HealthTCP), string(HealthHTTP)}
 
 func (p *parser) health(n, key *yaml.Node, path string) *Health {
-	known := append(append([]string{}, healthKinds...), "interval", "timeout", "rise", "fall", "grace")
-	f, ok := p.mapping(n, path, known...)
-	if !ok {
-		return nil
-	}
 	h := defaultHealth()
 	// Timing at health level first, then sip_options' own, which wins.
 	var intervalAt, timeoutAt mark
-	timingOK := p.healthTiming(f, path, &h, &intervalAt, &timeoutAt)
+	var table []field
+	for _, k := range healthKinds {
+		table = append(table, field{key: k}) // read below: exactly one is allowed
+	}
+	f, ok := p.section(n, key, path, append(table, healthTiming(&h, &intervalAt, &timeoutAt)...)...)
+	if !ok {
+		return nil
+	}
+	timingOK := !f.failed(healthTimingKeys...)
 
 	// Kinds in file order, so "two kinds" points at the second one.
 	var kinds []entry
@@ -803,48 +526,20 @@ func (p *parser) health(n, key *yaml.Node, path string) *Health {
 	good := true
 	switch h.Kind {
 	case HealthExec:
-		argv, ok := p.argv(v, kp)
-		h.Exec, good = argv, ok
+		h.Exec, good = p.argv(v, kp)
 	case HealthTCP:
-		if s, ok := p.str(v, kp); ok {
-			if err := checkHostPort(s, false); err != nil {
-				p.errAt(v, kp, "%v", err)
-				good = false
-			}
-			h.TCP = s
-		} else {
-			good = false
-		}
+		h.TCP, good = checked((*parser).str, checkTCPTarget)(p, v, kp)
 	case HealthHTTP:
-		if s, ok := p.str(v, kp); ok {
-			if err := checkHTTPURL(s); err != nil {
-				p.errAt(v, kp, "%v", err)
-				good = false
-			}
-			h.HTTP = s
-		} else {
-			good = false
-		}
+		h.HTTP, good = checked((*parser).str, checkHTTPURL)(p, v, kp)
 	case HealthSIPOptions:
-		sf, ok := p.mapping(v, kp, "target", "interval", "timeout", "rise", "fall", "grace")
+		sf, ok := p.section(v, kinds[0].key, kp, append([]field{
+			set("target", checked((*parser).str, checkSIPURI), &h.SIP).req(`required, like "sip:127.0.0.1:5060"`),
+		}, healthTiming(&h, &intervalAt, &timeoutAt)...)...)
 		if !ok {
 			return nil
 		}
-		if t := sf.get("target"); t != nil {
-			if s, ok := p.str(t, kp+".target"); ok {
-				if err := checkSIPURI(s); err != nil {
-					p.errAt(t, kp+".target", "%v", err)
-					good = false
-				}
-				h.SIP = s
-			} else {
-				good = false
-			}
-		} else {
-			p.errAt(kinds[0].key, kp+".target", "required, like \"sip:127.0.0.1:5060\"")
-			good = false
-		}
-		timingOK = p.healthTiming(sf, kp, &h, &intervalAt, &timeoutAt) && timingOK
+		good = !sf.failed("target")
+		timingOK = timingOK && !sf.failed(healthTimingKeys...)
 	}
 	if timingOK && h.Timeout >= h.Interval {
 		at := timeoutAt
@@ -869,142 +564,35 @@ type mark struct {
 	path string
 }
 
-// healthTiming reads the timing keys of f into h; false if any was bad.
-func (p *parser) healthTiming(f fields, path string, h *Health, intervalAt, timeoutAt *mark) bool {
-	before := len(p.errs)
-	if v := f.get("interval"); v != nil {
-		if d, ok := p.positiveDuration(v, path+".interval"); ok {
-			h.Interval, *intervalAt = d, mark{v, path + ".interval"}
-		}
-	}
-	if v := f.get("timeout"); v != nil {
-		if d, ok := p.positiveDuration(v, path+".timeout"); ok {
-			h.Timeout, *timeoutAt = d, mark{v, path + ".timeout"}
-		}
-	}
-	if v := f.get("rise"); v != nil {
-		if i, ok := p.integer(v, path+".rise", 1, 1000); ok {
-			h.Rise = int(i)
-		}
-	}
-	if v := f.get("fall"); v != nil {
-		if i, ok := p.integer(v, path+".fall", 1, 1000); ok {
-			h.Fall = int(i)
-		}
-	}
-	if v := f.get("grace"); v != nil {
-		if d, ok := p.duration(v, path+".grace"); ok {
-			h.Grace = d
-		}
-	}
-	return len(p.errs) == before
-}
+var healthTimingKeys = []string{"interval", "timeout", "rise", "fall", "grace"}
 
-func (p *parser) hooks(n *yaml.Node, h *Hooks) {
-	f, ok := p.mapping(n, "hooks", "on_active", "on_standby", "on_fault", "timeout")
-	if !ok {
-		return
-	}
-	for _, hk := range []struct {
-		key string
-		dst *[][]string
-	}{{"on_active", &h.OnActive}, {"on_standby", &h.OnStandby}, {"on_fault", &h.OnFault}} {
-		v := f.get(hk.key)
-		if v == nil {
-			continue
-		}
-		path := "hooks." + hk.key
-		items, ok := p.list(v, path)
-		if !ok {
-			continue
-		}
-		for i, it := range items {
-			if argv, ok := p.argv(it, index(path, i)); ok {
-				*hk.dst = append(*hk.dst, argv)
-			}
-		}
-	}
-	if v := f.get("timeout"); v != nil {
-		if d, ok := p.positiveDuration(v, "hooks.timeout"); ok {
-			h.Timeout = d
-		}
+// healthTiming is the table of the timing keys of a health check and of
+// its sip_options; intervalAt and timeoutAt record where those were set.
+func healthTiming(h *Health, intervalAt, timeoutAt *mark) []field {
+	return []field{
+		set("interval", (*parser).positiveDuration, &h.Interval).then(func(_ *parser, e entry, path string) { *intervalAt = mark{e.val, path} }),
+		set("timeout", (*parser).positiveDuration, &h.Timeout).then(func(_ *parser, e entry, path string) { *timeoutAt = mark{e.val, path} }),
+		set("rise", intIn[int](1, 1000), &h.Rise),
+		set("fall", intIn[int](1, 1000), &h.Fall),
+		set("grace", (*parser).duration, &h.Grace),
 	}
 }
 
-func (p *parser) metrics(n *yaml.Node, m *Metrics) {
-	f, ok := p.mapping(n, "metrics", "listen")
-	if !ok {
-		return
-	}
-	if v := f.get("listen"); v != nil {
-		if s, ok := p.str(v, "metrics.listen"); ok {
-			if s != "" {
-				if err := checkHostPort(s, true); err != nil {
-					p.errAt(v, "metrics.listen", "%v (or \"\" to disable)", err)
-					return
-				}
-			}
-			m.Listen = s
-		}
+func hooksFields(h *Hooks) []field {
+	return []field{
+		set("on_active", (*parser).argvList, &h.OnActive),
+		set("on_standby", (*parser).argvList, &h.OnStandby),
+		set("on_fault", (*parser).argvList, &h.OnFault),
+		set("timeout", (*parser).positiveDuration, &h.Timeout),
 	}
 }
 
-// groupNameRE is a portable group name (useradd's, without the trailing $).
-var groupNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]{0,31}$`)
-
-func (p *parser) runtime(n *yaml.Node, r *Runtime) {
-	f, ok := p.mapping(n, "runtime", "control_socket", "control_group", "state_dir", "cgroup")
-	if !ok {
-		return
-	}
-	if v := f.get("control_socket"); v != nil {
-		if s, ok := p.absPath(v, "runtime.control_socket"); ok {
-			if len(s) > maxSocketPath {
-				p.errAt(v, "runtime.control_socket", "%d bytes is longer than a unix socket path can be (%d bytes)", len(s), maxSocketPath)
-			} else {
-				r.ControlSocket = s
-			}
-		}
-	}
-	if v := f.get("control_group"); v != nil {
-		if s, ok := p.str(v, "runtime.control_group"); ok {
-			if s != "" && !groupNameRE.MatchString(s) {
-				p.errAt(v, "runtime.control_group", "%q is not a group name: letters, digits, _ . - (not first), at most 32 characters; \"\" for root only", s)
-			} else {
-				r.ControlGroup = s
-			}
-		}
-	}
-	if v := f.get("state_dir"); v != nil {
-		if s, ok := p.absPath(v, "runtime.state_dir"); ok {
-			r.StateDir = s
-		}
-	}
-	if v := f.get("cgroup"); v != nil {
-		if s, ok := p.str(v, "runtime.cgroup"); ok {
-			if err := checkCgroupPath(s); err != nil {
-				p.errAt(v, "runtime.cgroup", "%v", err)
-			} else {
-				r.Cgroup = s
-			}
-		}
-	}
-}
-
-func (p *parser) log(n *yaml.Node, l *Log) {
-	f, ok := p.mapping(n, "log", "level", "format")
-	if !ok {
-		return
-	}
-	if v := f.get("level"); v != nil {
-		if s, ok := p.enum(v, "log.level", "debug", "info", "warn", "error"); ok {
-			l.Level = s
-		}
-	}
-	if v := f.get("format"); v != nil {
-		if s, ok := p.enum(v, "log.format", "text", "json"); ok {
-			l.Format = s
-		}
+func runtimeFields(r *Runtime) []field {
+	return []field{
+		set("control_socket", checked((*parser).absPath, checkSocketPath), &r.ControlSocket),
+		set("control_group", checked((*parser).str, checkGroupName), &r.ControlGroup),
+		set("state_dir", (*parser).absPath, &r.StateDir),
+		set("cgroup", checked((*parser).str, checkCgroupPath), &r.Cgroup),
 	}
 }
 

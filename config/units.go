@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"os/user"
 	"regexp"
 	"strconv"
 	"strings"
@@ -15,7 +16,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vigil-project/vigil/netfloat"
 	"github.com/vigil-project/vigil/protocol"
+	"github.com/vigil-project/vigil/schedwatch"
 )
 
 // The value parsers return plain messages (no key, no position): the
@@ -280,4 +283,119 @@ func LocatorPort(p uint16) (port uint16, ok bool) {
 		return 0, false
 	}
 	return p + 1, true
+}
+
+// The rules of single values that the section tables check (sections.go).
+
+func checkClusterName(s string) error {
+	if !clusterNameRE.MatchString(s) || len(s) > 63 {
+		return fmt.Errorf("%q must be lowercase letters, digits and '-', at most 63 characters", s)
+	}
+	return nil
+}
+
+// peerAddress is a node's or witness's address: one the others can reach.
+func peerAddress(s string) (netip.AddrPort, error) {
+	ap, err := parsePeerAddr(s)
+	if err == nil && ap.Addr().IsUnspecified() {
+		err = fmt.Errorf("%q: the unspecified address reaches no host: give the address the others reach this host at", s)
+	}
+	return ap, err
+}
+
+// floatingAddr is a VIP's address, normalised by the node manager's own
+// rule, so that what it would refuse at takeover is refused here.
+func floatingAddr(s string) (netip.Addr, error) {
+	pfx, err := netip.ParsePrefix(s)
+	var norm netip.Prefix
+	if err == nil {
+		norm, err = netfloat.NormalizePrefix(pfx)
+	}
+	var ae *netfloat.AddressError
+	switch {
+	case errors.As(err, &ae):
+		return netip.Addr{}, fmt.Errorf("%q cannot be a floating IP: %s", s, ae.Reason)
+	case err != nil:
+		return netip.Addr{}, fmt.Errorf("%q is not an address with a prefix length, like 192.0.2.100/24 or 2001:db8::100/64", s)
+	}
+	return norm.Addr(), nil
+}
+
+func checkHandoverGap(d time.Duration) error {
+	if d > time.Second {
+		return fmt.Errorf("%v is too long: at most 1s (every planned handover leaves the address unanswered this long)", d)
+	}
+	return nil
+}
+
+// checkSchedDelayWarn applies the rule of schedwatch, with which the
+// locator and node manager watch their scheduling.
+func checkSchedDelayWarn(d time.Duration) error {
+	if err := (schedwatch.Config{Threshold: d}).Validate(); err != nil {
+		return errors.New(strings.TrimPrefix(err.Error(), schedwatch.ErrConfig.Error()+": "))
+	}
+	return nil
+}
+
+// checkRTBudget applies the kernel's own limit: the root's 950 ms per 1 s period.
+func checkRTBudget(d time.Duration) error {
+	if d < time.Millisecond || d > 950*time.Millisecond {
+		return fmt.Errorf("must be between 1ms and 950ms (per second of cpu.rt_period_us), got %v", d)
+	}
+	return nil
+}
+
+// checkUser accepts "" (the supervisor's user), a user name or a uid.
+func checkUser(s string) error {
+	if s == "" {
+		return nil
+	}
+	if _, err := user.Lookup(s); err != nil {
+		if _, err2 := user.LookupId(s); err2 != nil {
+			return fmt.Errorf("unknown user %q", s)
+		}
+	}
+	return nil
+}
+
+// checkGroup accepts "" (the user's primary group), a group name or a gid.
+func checkGroup(s string) error {
+	if s == "" {
+		return nil
+	}
+	if _, err := user.LookupGroup(s); err != nil {
+		if _, err2 := user.LookupGroupId(s); err2 != nil {
+			return fmt.Errorf("unknown group %q", s)
+		}
+	}
+	return nil
+}
+
+func checkMetricsListen(s string) error {
+	if s == "" {
+		return nil
+	}
+	if err := checkHostPort(s, true); err != nil {
+		return fmt.Errorf("%v (or \"\" to disable)", err)
+	}
+	return nil
+}
+
+func checkTCPTarget(s string) error { return checkHostPort(s, false) }
+
+func checkSocketPath(s string) error {
+	if len(s) > maxSocketPath {
+		return fmt.Errorf("%d bytes is longer than a unix socket path can be (%d bytes)", len(s), maxSocketPath)
+	}
+	return nil
+}
+
+// groupNameRE is a portable group name (useradd's, without the trailing $).
+var groupNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]{0,31}$`)
+
+func checkGroupName(s string) error {
+	if s != "" && !groupNameRE.MatchString(s) {
+		return fmt.Errorf("%q is not a group name: letters, digits, _ . - (not first), at most 32 characters; \"\" for root only", s)
+	}
+	return nil
 }

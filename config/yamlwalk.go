@@ -168,18 +168,18 @@ type entry struct{ key, val *yaml.Node }
 
 // fields is a checked mapping: known keys with non-null values.
 type fields struct {
-	at *yaml.Node // the mapping itself, for "required" errors
-	m  map[string]entry
+	m map[string]entry
+	// bad is the keys whose reading reported an error (parser.section).
+	bad map[string]bool
 }
 
 func (f fields) get(k string) *yaml.Node { return f.m[k].val }
-func (f fields) key(k string) *yaml.Node { return f.m[k].key }
 
 // mapping checks that n is a mapping whose keys are all in known and
 // appear once. Keys with an empty (null) value count as absent, so
 // "key_file:" means "use the default".
 func (p *parser) mapping(n *yaml.Node, path string, known ...string) (fields, bool) {
-	f := fields{at: n, m: map[string]entry{}}
+	f := fields{m: map[string]entry{}, bad: map[string]bool{}}
 	if p.keys != nil {
 		p.keys[path] = known
 	}
