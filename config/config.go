@@ -100,7 +100,9 @@ func defaultProcess() Process {
 	}
 }
 
-func defaultHealth() Health {
+// DefaultHealth is a health check's timing when the configuration does not
+// set it (docs/configuration.md); package health falls back to it too.
+func DefaultHealth() Health {
 	return Health{
 		Interval: time.Second,
 		Timeout:  300 * time.Millisecond,

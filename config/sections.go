@@ -489,7 +489,7 @@ func (p *parser) backoff(n *yaml.Node, path string, b *Backoff) {
 var healthKinds = []string{string(HealthSIPOptions), string(HealthExec), string(HealthTCP), string(HealthHTTP)}
 
 func (p *parser) health(n, key *yaml.Node, path string) *Health {
-	h := defaultHealth()
+	h := DefaultHealth()
 	// Timing at health level first, then sip_options' own, which wins.
 	var intervalAt, timeoutAt mark
 	var table []field

@@ -44,15 +44,6 @@ type Checker interface {
 	Check(ctx context.Context) error
 }
 
-// Defaults used when a config.Health arrives with zero values (the config
-// package applies the same defaults; these keep the package safe on its own).
-const (
-	defaultInterval = time.Second
-	defaultTimeout  = 300 * time.Millisecond
-	defaultRise     = 2
-	defaultFall     = 3
-)
-
 // NewChecker builds the Checker that h describes. run is needed only for the
 // exec kind. Errors wrap ErrConfig.
 func NewChecker(h *config.Health, run Runner) (Checker, error) {
@@ -61,7 +52,7 @@ func NewChecker(h *config.Health, run Runner) (Checker, error) {
 	}
 	timeout := h.Timeout
 	if timeout <= 0 {
-		timeout = defaultTimeout
+		timeout = config.DefaultHealth().Timeout
 	}
 	switch h.Kind {
 	case config.HealthExec:

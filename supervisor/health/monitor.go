@@ -59,12 +59,13 @@ type Monitor struct {
 // rise 2, fall 3); a timeout not below the interval is clamped to it. A nil
 // log discards; a nil onChange is allowed.
 func NewMonitor(h *config.Health, c Checker, onChange func(Status), log *slog.Logger) *Monitor {
+	def := config.DefaultHealth()
 	m := &Monitor{
 		check:    c,
-		interval: defaultInterval,
-		timeout:  defaultTimeout,
-		rise:     defaultRise,
-		fall:     defaultFall,
+		interval: def.Interval,
+		timeout:  def.Timeout,
+		rise:     def.Rise,
+		fall:     def.Fall,
 		onChange: onChange,
 		log:      log,
 		now:      time.Now,
