@@ -11,7 +11,6 @@ import (
 
 	"github.com/vigil-project/vigil/cgroup"
 	"github.com/vigil-project/vigil/config"
-	"github.com/vigil-project/vigil/internal/clock"
 	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/internal/ipc"
 	"github.com/vigil-project/vigil/realtime"
@@ -124,7 +123,7 @@ func (s *Supervisor) onChannel(p *proc, m *ctlmsg.Msg) {
 				p.log.Warn("locator report not understood", "event", "ipc_error", "err", err)
 			}
 		}
-		p.lastBeat = time.Now()
+		p.lastBeat = s.clock.Wall()
 		p.fault = nil // handled before the first report (pushFault)
 		if p.control == ctlNodeManager {
 			s.armFence(p, p.nmReport)
@@ -325,14 +324,14 @@ func (s *Supervisor) nmLease(nm *proc) time.Duration {
 // clock the node manager's lease runs on: a host that was suspended
 // must not give a node manager the time it slept.
 func (s *Supervisor) setFenceTimer(nm *proc, wait time.Duration) {
-	deadline := clock.Boottime() + wait
+	deadline := s.clock.Now() + wait
 	nm.fenceAt = deadline
 	gen := nm.gen
 	if nm.fenceTimer != nil {
 		nm.fenceTimer.Stop()
 	}
-	nm.fenceTimer = clock.AfterFunc(wait, func() {
-		fired := clock.Boottime()
+	nm.fenceTimer = s.clock.AfterFunc(wait, func() {
+		fired := s.clock.Now()
 		s.post(func() { s.checkFence(nm, gen, deadline, fired) })
 	})
 }
@@ -376,7 +375,7 @@ func (s *Supervisor) checkFence(nm *proc, gen uint64, deadline, fired time.Durat
 	}
 	nm.fencing = true
 	s.fences++
-	age := time.Since(nm.lastBeat)
+	age := s.clock.Wall().Sub(nm.lastBeat)
 	nm.log.Error("node manager silent past its lease: killing it, then removing floating IPs",
 		"event", "fence", "heartbeat_age_ms", age.Milliseconds(), "lease_ms", lease.Milliseconds(), "pid", nm.pid)
 	pf := &pendingFence{report: nm.nmReport, silent: age}
@@ -387,7 +386,7 @@ func (s *Supervisor) checkFence(nm *proc, gen uint64, deadline, fired time.Durat
 	// locator may grant the role elsewhere. After its pending SIGKILL it
 	// never runs user code again.
 	wait := s.fenceKillWait()
-	clock.AfterFunc(wait, func() {
+	s.clock.AfterFunc(wait, func() {
 		s.post(func() {
 			if nm.fenced == pf {
 				nm.log.Error("fenced node manager not confirmed dead; removing floating IPs anyway", "event", "fence_kill_slow", "pid", nm.pid, "after_ms", wait.Milliseconds())
@@ -518,7 +517,7 @@ func (s *Supervisor) rtBudgetFailed(p *proc, gen uint64, err error) {
 	p.rtDegraded = err.Error()
 	delay := p.rtBackoff
 	p.rtBackoff = min(2*p.rtBackoff, rtRetryMax)
-	time.AfterFunc(delay, func() { s.post(func() { s.rtRetry(p, gen) }) })
+	s.clock.AfterFunc(delay, func() { s.post(func() { s.rtRetry(p, gen) }) })
 }
 
 // rtRetry applies p's realtime budget again and, once it is in force, puts

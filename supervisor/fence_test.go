@@ -14,6 +14,7 @@ import (
 
 	"github.com/vigil-project/vigil/cgroup"
 	"github.com/vigil-project/vigil/config"
+	"github.com/vigil-project/vigil/internal/clock"
 	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/netfloat"
 )
@@ -21,10 +22,13 @@ import (
 // loopSupervisor is a supervisor whose main loop runs (a goroutine running
 // posted closures, as Run does) with no cgroups: blocking seams are the
 // test's.
-func loopSupervisor(t *testing.T) *Supervisor {
+func loopSupervisor(t *testing.T) *Supervisor { return loopSupervisorOn(t, nil) }
+
+// loopSupervisorOn is loopSupervisor on the given clock (nil: the real one).
+func loopSupervisorOn(t *testing.T, clk clock.Clock) *Supervisor {
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
-	s := New(&config.Config{}, Options{Logger: log})
+	s := New(&config.Config{}, Options{Logger: log, Clock: clk})
 	s.cfg.Cluster.Timing.DriftMargin = 40 * time.Millisecond
 	s.killGroup = func(*cgroup.Group) error { return nil }
 	stop := make(chan struct{})

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/vigil-project/vigil/config"
+	"github.com/vigil-project/vigil/internal/clock"
 	"github.com/vigil-project/vigil/supervisor/health"
 )
 
@@ -13,9 +14,22 @@ import (
 // needs: no cgroups, no control plane (so nothing is pushed anywhere).
 func graceSupervisor(procs ...*proc) *Supervisor {
 	log := slog.New(slog.DiscardHandler)
-	s := &Supervisor{log: log, notify: newNotifier(log), events: make(chan func(), 16), procs: procs}
+	s := &Supervisor{log: log, clock: &recordingClock{Fake: clock.NewFake(time.Hour)}, notify: newNotifier(log), events: make(chan func(), 16), procs: procs}
 	s.updateHealth()
 	return s
+}
+
+// recordingClock is a fake clock that also keeps every AfterFunc's
+// function, so that a test can run a timer's function after it was
+// stopped: a timer that fired just as it was stopped.
+type recordingClock struct {
+	*clock.Fake
+	fns []func()
+}
+
+func (c *recordingClock) AfterFunc(d time.Duration, fn func()) clock.Stopper {
+	c.fns = append(c.fns, fn)
+	return c.Fake.AfterFunc(d, fn)
 }
 
 func critical(name string, h *config.Health) *proc {
@@ -69,7 +83,7 @@ func TestRestartGraceUntilRunning(t *testing.T) {
 	if p.graceUntil.IsZero() || p.graceTimer == nil {
 		t.Fatal("no grace armed")
 	}
-	if left := time.Until(p.graceUntil); left < 11*time.Second || left > 12*time.Second {
+	if left := p.graceUntil.Sub(s.clock.Wall()); left != 12*time.Second {
 		t.Errorf("grace ends in %v, want stop_timeout 2s + 10s", left)
 	}
 	for _, st := range []State{StateStopping, StateStopped} {
@@ -127,19 +141,32 @@ func TestRestartGraceUntilHealthy(t *testing.T) {
 func TestRestartGraceDeadline(t *testing.T) {
 	p := critical("sip", nil)
 	s := graceSupervisor(p)
+	clk := s.clock.(*recordingClock)
 	s.beginRestartGrace(p, "reload")
-	first := p.graceTimer
-	time.Sleep(time.Millisecond) // so that the renewed grace ends later
+	d := restartGrace(p.cfg)
+	clk.Advance(time.Second) // the renewed grace ends a second later
 	s.beginRestartGrace(p, "reload")
 	p.state, p.pid = StateStopping, 0
 	s.updateHealth()
 
-	first.Reset(0) // the first grace's timer fires (as if it had raced its Stop)
+	clk.fns[0]() // the first grace's timer fires (as if it had raced its Stop)
 	runPosted(t, s)
 	if p.graceUntil.IsZero() || !s.appHealthy {
 		t.Fatal("a stale deadline ended the renewed grace")
 	}
-	p.graceTimer.Reset(0) // the renewed grace's deadline
+	clk.Advance(d - time.Second) // the first grace's end: stopped, nothing fires
+	select {
+	case <-s.events:
+		t.Fatal("the stopped first grace's timer fired")
+	default:
+	}
+	clk.Advance(time.Second - time.Millisecond)
+	select {
+	case <-s.events:
+		t.Fatal("the renewed grace ended a millisecond early")
+	default:
+	}
+	clk.Advance(time.Millisecond) // the renewed grace's deadline
 	runPosted(t, s)
 	if !p.graceUntil.IsZero() {
 		t.Error("grace still open after its deadline")

@@ -41,11 +41,17 @@ type Options struct {
 	Logger     *slog.Logger
 	// Exe is the binary re-executed as the shim; default /proc/self/exe.
 	Exe string
+	// Clock is what every timing decision of the supervisor runs on (the
+	// fence, restart backoff, restart grace, start-up timeout); nil is
+	// clock.Real{}, whose Now is CLOCK_BOOTTIME, the lease's clock. Tests
+	// give a clock.Fake.
+	Clock clock.Clock
 }
 
 // Supervisor is one running `vigil supervise`.
 type Supervisor struct {
 	opts      Options
+	clock     clock.Clock
 	log       *slog.Logger
 	cfg       *config.Config
 	reaper    *Reaper
@@ -104,7 +110,7 @@ type proc struct {
 	lastExit    *Exit
 	lastRan     time.Duration
 	nextStart   time.Time
-	timer       *time.Timer
+	timer       clock.Stopper
 	spawnErr    string
 	restartLat  time.Duration
 	restartFrom time.Time // exit time of the run an immediate restart replaces
@@ -118,7 +124,7 @@ type proc struct {
 	// it is back or has failed on its own (see beginRestartGrace).
 	graceUntil  time.Time
 	graceReason string
-	graceTimer  *time.Timer
+	graceTimer  clock.Stopper
 
 	// Control-plane processes only.
 	control string // "locator" or "nodemanager"; "" for applications
@@ -130,7 +136,7 @@ type proc struct {
 	lastBeat   time.Time
 	fencing    bool
 	fenceAt    time.Duration // node manager: when it must have reported again (CLOCK_BOOTTIME)
-	fenceTimer *clock.Timer  // fires at fenceAt
+	fenceTimer clock.Stopper // fires at fenceAt
 	// fenced: the node manager was SIGKILLed by a fence; its floating IPs
 	// are removed once it is confirmed dead (or after fenceKillWait).
 	fenced *pendingFence
@@ -156,8 +162,12 @@ func New(cfg *config.Config, opts Options) *Supervisor {
 	if opts.Exe == "" {
 		opts.Exe = "/proc/self/exe"
 	}
+	if opts.Clock == nil {
+		opts.Clock = clock.Real{}
+	}
 	return &Supervisor{
 		opts:    opts,
+		clock:   opts.Clock,
 		log:     opts.Logger,
 		cfg:     cfg,
 		reaper:  NewReaper(opts.Logger),
@@ -465,7 +475,7 @@ func (s *Supervisor) start(p *proc) {
 	if p.conn != nil {
 		p.nmReport, p.locReport, p.lastBeat = nil, nil, time.Time{}
 		go s.readChannel(p, gen, p.conn)
-		time.AfterFunc(startupTimeout, func() { s.post(func() { s.checkStartup(p, gen) }) })
+		s.clock.AfterFunc(startupTimeout, func() { s.post(func() { s.checkStartup(p, gen) }) })
 	}
 	s.startHealth(p, gen)
 	s.updateHealth()
@@ -697,10 +707,10 @@ func (s *Supervisor) restartAfter(p *proc, ex Exit) {
 		s.start(p)
 		return
 	}
-	p.nextStart = time.Now().Add(delay)
+	p.nextStart = s.clock.Wall().Add(delay)
 	p.log.Info("restarting after backoff", "event", "backoff", "delay", delay.Round(time.Millisecond).String(), "failures", p.failures)
 	gen := p.gen
-	p.timer = time.AfterFunc(delay, func() {
+	p.timer = s.clock.AfterFunc(delay, func() {
 		s.post(func() {
 			if gen == p.gen && p.state == StateBackoff {
 				p.nextStart = time.Time{}
@@ -1117,9 +1127,9 @@ func (s *Supervisor) beginRestartGrace(p *proc, reason string) {
 		p.graceTimer.Stop()
 	}
 	d := restartGrace(p.cfg)
-	until := time.Now().Add(d)
+	until := s.clock.Wall().Add(d)
 	p.graceUntil, p.graceReason = until, reason
-	p.graceTimer = time.AfterFunc(d, func() {
+	p.graceTimer = s.clock.AfterFunc(d, func() {
 		s.post(func() {
 			if p.graceUntil.Equal(until) {
 				s.endRestartGrace(p, "deadline")

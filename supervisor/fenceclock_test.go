@@ -1,0 +1,197 @@
+package supervisor
+
+import (
+	"testing"
+	"time"
+
+	"github.com/vigil-project/vigil/internal/clock"
+	"github.com/vigil-project/vigil/internal/ctlmsg"
+)
+
+// The fence runs on the supervisor's clock, the lease's (CLOCK_BOOTTIME in
+// production): these tests move a fake one by hand and check that the
+// node manager is fenced exactly when the lease its last report claims
+// ends, not a moment sooner, and what moves that moment.
+
+// fenceRig is a supervisor on a fake clock with a stalled stand-in node
+// manager and a fencer that records the removal of the floating IPs.
+type fenceRig struct {
+	t   *testing.T
+	clk *clock.Fake
+	s   *Supervisor
+	nm  *proc
+	f   *orderFencer
+}
+
+func newFenceRig(t *testing.T, deliverExit bool) *fenceRig {
+	t.Helper()
+	clk := clock.NewFake(time.Hour)
+	s := loopSupervisorOn(t, clk)
+	nm := stalledNodeManager(t, s, deliverExit)
+	f := &orderFencer{pid: nm.pid, done: make(chan struct{})}
+	s.float = f
+	s.ctrl = []*proc{nm}
+	return &fenceRig{t: t, clk: clk, s: s, nm: nm, f: f}
+}
+
+// report delivers a node manager report as the channel would.
+func (r *fenceRig) report(rep *ctlmsg.NodeManagerReport) {
+	r.t.Helper()
+	inLoop(r.t, r.s, func() {
+		r.nm.nmReport = rep
+		r.s.armFence(r.nm, rep)
+	})
+}
+
+// advance moves the clock and lets the loop run what the timers posted.
+func (r *fenceRig) advance(d time.Duration) {
+	r.t.Helper()
+	r.clk.Advance(d)
+	inLoop(r.t, r.s, nil) // after every closure the timers posted
+}
+
+func (r *fenceRig) fenced() bool {
+	r.t.Helper()
+	var f bool
+	inLoop(r.t, r.s, func() { f = r.nm.fencing })
+	return f
+}
+
+func (r *fenceRig) removed() bool {
+	select {
+	case <-r.f.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func active(remainingMS int64) *ctlmsg.NodeManagerReport {
+	return &ctlmsg.NodeManagerReport{Role: "active", Epoch: 7, LeaseValid: true, LeaseRemainingMS: remainingMS, LeaseMS: 200}
+}
+
+// Fenced at the end of the reported lease on the lease's clock: not 1 ms
+// before; and the floating IPs go once the node manager is dead.
+func TestFenceAtLeaseEndOnTheClock(t *testing.T) {
+	r := newFenceRig(t, true)
+	r.report(active(180))
+	r.advance(179 * time.Millisecond)
+	if r.fenced() {
+		t.Fatal("fenced 1 ms before the reported lease ended")
+	}
+	r.advance(time.Millisecond)
+	if !r.fenced() {
+		t.Fatal("not fenced when the reported lease ended")
+	}
+	select {
+	case <-r.f.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("floating IPs not removed after the fence")
+	}
+}
+
+// A newer report moves the deadline to the end of the lease it claims:
+// the old deadline passes without a fence.
+func TestFenceDeadlineMovedByReport(t *testing.T) {
+	r := newFenceRig(t, true)
+	r.report(active(180))
+	r.advance(100 * time.Millisecond)
+	r.report(active(180)) // renewed: now ends at 280 ms
+	r.advance(179 * time.Millisecond)
+	if r.fenced() {
+		t.Fatal("fenced at an old deadline after a newer report extended it")
+	}
+	r.advance(time.Millisecond)
+	if !r.fenced() {
+		t.Fatal("not fenced at the end of the renewed lease")
+	}
+}
+
+// After a planned handover the node manager keeps the addresses until the
+// end of the lease it held (the drain): the fence waits for that, and a
+// report claiming almost nothing is still given half a lease (two report
+// intervals).
+func TestFenceWaitsForDrainAndHalfALease(t *testing.T) {
+	r := newFenceRig(t, true)
+	r.report(&ctlmsg.NodeManagerReport{Role: "standby", Epoch: 7, DrainingTo: "b", DrainRemainingMS: 150, LeaseMS: 200})
+	r.advance(149 * time.Millisecond)
+	if r.fenced() {
+		t.Fatal("fenced during the drain")
+	}
+	r.advance(time.Millisecond)
+	if !r.fenced() {
+		t.Fatal("not fenced at the end of the drain")
+	}
+
+	r2 := newFenceRig(t, true)
+	r2.report(active(20))
+	r2.advance(99 * time.Millisecond)
+	if r2.fenced() {
+		t.Fatal("fenced sooner than half a lease after a report")
+	}
+	r2.advance(time.Millisecond)
+	if !r2.fenced() {
+		t.Fatal("not fenced half a lease after a report with 20 ms left")
+	}
+}
+
+// A fence check that fires late (the whole host, the supervisor with it,
+// was not running) does not fence on its own stall: it looks again a
+// quarter lease later, and fences then if no report came.
+func TestLateFenceCheckLooksAgain(t *testing.T) {
+	r := newFenceRig(t, true)
+	r.report(active(180))
+	var deadline time.Duration
+	inLoop(t, r.s, func() { deadline = r.nm.fenceAt })
+	r.clk.Advance(180*time.Millisecond + 100*time.Millisecond) // the timer posts its check...
+	inLoop(t, r.s, func() {}) // ...which ran at fired = deadline: it fenced
+	if !r.fenced() {
+		t.Fatal("an on-time check did not fence")
+	}
+
+	r = newFenceRig(t, true)
+	r.report(active(180))
+	inLoop(t, r.s, func() { deadline = r.nm.fenceAt })
+	inLoop(t, r.s, func() {
+		r.s.checkFence(r.nm, r.nm.gen, deadline, deadline+60*time.Millisecond) // fired > lease/4 late
+	})
+	if r.fenced() {
+		t.Fatal("fenced on a check that fired late")
+	}
+	var again time.Duration
+	inLoop(t, r.s, func() { again = r.nm.fenceAt })
+	if want := r.clk.Now() + 50*time.Millisecond; again != want {
+		t.Fatalf("re-armed for %v, want now + lease/4 = %v", again, want)
+	}
+	r.advance(49 * time.Millisecond)
+	if r.fenced() {
+		t.Fatal("fenced before the re-check")
+	}
+	r.advance(time.Millisecond)
+	if !r.fenced() {
+		t.Fatal("not fenced at the re-check without a newer report")
+	}
+}
+
+// A fenced node manager whose death is never confirmed loses its floating
+// IPs half a drift margin after the kill, on the same clock: before any
+// locator may grant the role elsewhere.
+func TestFenceKillWaitOnTheClock(t *testing.T) {
+	r := newFenceRig(t, false)
+	r.report(active(180))
+	r.advance(180 * time.Millisecond)
+	if !r.fenced() {
+		t.Fatal("not fenced")
+	}
+	wait := r.s.fenceKillWait() // drift margin 40 ms / 2
+	r.advance(wait - time.Millisecond)
+	if r.removed() {
+		t.Fatal("floating IPs removed before the kill wait although death was not confirmed")
+	}
+	r.advance(time.Millisecond)
+	select {
+	case <-r.f.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("floating IPs not removed at the end of the kill wait")
+	}
+}
