@@ -144,7 +144,7 @@ func TestLateFenceCheckLooksAgain(t *testing.T) {
 	var deadline time.Duration
 	inLoop(t, r.s, func() { deadline = r.nm.fenceAt })
 	r.clk.Advance(180*time.Millisecond + 100*time.Millisecond) // the timer posts its check...
-	inLoop(t, r.s, func() {}) // ...which ran at fired = deadline: it fenced
+	inLoop(t, r.s, func() {})                                  // ...which ran at fired = deadline: it fenced
 	if !r.fenced() {
 		t.Fatal("an on-time check did not fence")
 	}
