@@ -1,0 +1,85 @@
+package clock
+
+import (
+	"testing"
+	"time"
+)
+
+func fired(c <-chan time.Time) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+func TestFakeTimerFiresWhenPassed(t *testing.T) {
+	f := NewFake(time.Second)
+	tm := f.NewTimer(100 * time.Millisecond)
+	f.Advance(99 * time.Millisecond)
+	if fired(tm.C()) {
+		t.Fatal("fired early")
+	}
+	f.Advance(time.Millisecond)
+	if !fired(tm.C()) {
+		t.Fatal("did not fire at its time")
+	}
+	f.Advance(time.Second)
+	if fired(tm.C()) || f.Pending() != 0 {
+		t.Fatal("a one-shot timer fired twice")
+	}
+	if f.Now() != 2100*time.Millisecond || !f.Wall().Equal(NewFake(0).Wall().Add(f.Now())) {
+		t.Fatalf("now %v wall %v", f.Now(), f.Wall())
+	}
+}
+
+// A ticker jumped over several periods fires once (a late tick), then
+// resumes on its grid.
+func TestFakeTickerLateTickFiresOnce(t *testing.T) {
+	f := NewFake(0)
+	tk := f.NewTicker(10 * time.Millisecond)
+	f.Advance(55 * time.Millisecond)
+	if !fired(tk.C()) || fired(tk.C()) {
+		t.Fatal("want exactly one tick after a jump")
+	}
+	f.Advance(4 * time.Millisecond) // 59: next is at 60
+	if fired(tk.C()) {
+		t.Fatal("fired off its grid")
+	}
+	f.Advance(time.Millisecond)
+	if !fired(tk.C()) {
+		t.Fatal("no tick at 60")
+	}
+	tk.Stop()
+	f.Advance(time.Second)
+	if fired(tk.C()) {
+		t.Fatal("a stopped ticker fired")
+	}
+}
+
+func TestFakeAfterFuncOrderAndNow(t *testing.T) {
+	f := NewFake(0)
+	var got []time.Duration
+	f.AfterFunc(30*time.Millisecond, func() { got = append(got, f.Now()) })
+	f.AfterFunc(10*time.Millisecond, func() { got = append(got, f.Now()) })
+	s := f.AfterFunc(20*time.Millisecond, func() { t.Error("a stopped function ran") })
+	s.Stop()
+	f.Advance(time.Second)
+	if len(got) != 2 || got[0] != 10*time.Millisecond || got[1] != 30*time.Millisecond {
+		t.Fatalf("ran at %v, want [10ms 30ms]", got)
+	}
+	if f.Now() != time.Second {
+		t.Fatalf("now %v", f.Now())
+	}
+}
+
+// Real reads CLOCK_BOOTTIME.
+func TestRealNowIsBoottime(t *testing.T) {
+	a := Boottime()
+	n := Real{}.Now()
+	b := Boottime()
+	if n < a || n > b {
+		t.Fatalf("Real.Now %v not between %v and %v", n, a, b)
+	}
+}

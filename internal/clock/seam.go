@@ -1,0 +1,66 @@
+package clock
+
+import "time"
+
+// Clock is the time a driver (the node manager, the locator) runs on, as
+// one value it is given rather than globals it reads: Real in production,
+// a Fake in tests, which moves only when the test says so. Every timing
+// decision of a driver goes through it.
+type Clock interface {
+	// Now is CLOCK_BOOTTIME: the lease's clock (see Boottime).
+	Now() time.Duration
+	// Wall is the wall clock, for what must mean something after a
+	// reboot (incarnations from the clock, "maintenance since").
+	Wall() time.Time
+	// NewTicker fires every d; like time.Ticker it keeps at most one
+	// firing for a slow receiver and drops the rest, so a receiver that
+	// was not scheduled finds one late tick, not a backlog.
+	NewTicker(d time.Duration) Ticks
+	// NewTimer fires once, after d.
+	NewTimer(d time.Duration) Ticks
+	// AfterFunc runs fn once Now has advanced by d (AfterFunc).
+	AfterFunc(d time.Duration, fn func()) Stopper
+}
+
+// Ticks is a ticker or a one-shot timer.
+type Ticks interface {
+	C() <-chan time.Time
+	Stop()
+}
+
+// Stopper cancels an AfterFunc that has not run yet.
+type Stopper interface{ Stop() }
+
+// Real is the host's clocks: CLOCK_BOOTTIME for Now and AfterFunc. The
+// tickers and timers are Go's (CLOCK_MONOTONIC, which stops while the host
+// is suspended): they pace loops, and the drivers measure what happened
+// meanwhile with Now (a late tick), so a suspended host resumes with a
+// late tick rather than a missed deadline.
+type Real struct{}
+
+var _ Clock = Real{}
+
+// Now is Boottime.
+func (Real) Now() time.Duration { return Boottime() }
+
+// Wall is time.Now.
+func (Real) Wall() time.Time { return time.Now() }
+
+// NewTicker is time.NewTicker.
+func (Real) NewTicker(d time.Duration) Ticks { return realTicker{time.NewTicker(d)} }
+
+// NewTimer is time.NewTimer.
+func (Real) NewTimer(d time.Duration) Ticks { return realTimer{time.NewTimer(d)} }
+
+// AfterFunc is the package's AfterFunc (a CLOCK_BOOTTIME timerfd).
+func (Real) AfterFunc(d time.Duration, fn func()) Stopper { return AfterFunc(d, fn) }
+
+type realTicker struct{ t *time.Ticker }
+
+func (r realTicker) C() <-chan time.Time { return r.t.C }
+func (r realTicker) Stop()               { r.t.Stop() }
+
+type realTimer struct{ t *time.Timer }
+
+func (r realTimer) C() <-chan time.Time { return r.t.C }
+func (r realTimer) Stop()               { r.t.Stop() }
