@@ -44,7 +44,9 @@ func TestDriverLateTickAfterLeaseExpired(t *testing.T) {
 	h.run(100*time.Millisecond, nil)
 	epoch := a.m.node.Status().Epoch
 
-	a.paused = true
+	// Stopped, a takes nothing in; deaf, it queues no conflict events
+	// either, so the removal below is the first input it takes.
+	a.paused, a.host.deaf = true, true
 	lease := a.m.pcfg.Lease
 	h.run(3*lease, nil)
 	if !b.active() || len(b.host.addrs) != 2 {
@@ -55,7 +57,7 @@ func TestDriverLateTickAfterLeaseExpired(t *testing.T) {
 	delete(a.host.addrs, vip100)
 	a.m.netEvents <- netfloat.Event{Kind: netfloat.EventAddrRemoved, VIP: v, Interface: "eth0"}
 	before, resumed := len(a.host.ops), h.clk.Now()
-	a.paused = false
+	a.paused, a.host.deaf = false, false
 	h.serveOnce(a) // the first pass after it is scheduled again: no time passes
 
 	if got := opsSince(a.host, before, "claim"); len(got) != 0 {
@@ -322,6 +324,38 @@ func TestDriverReloadVIPsAndHooks(t *testing.T) {
 	}
 	if j, ok := hook(b, "active"); !ok || j.argv[0] != "/bin/new-active" {
 		t.Fatalf("b's on_active after the reload: %+v", b.hooks)
+	}
+}
+
+// (d) A reload that gives the active a floating IP on an interface that is
+// down reads that link at once: the node is unhealthy (on_fault, as
+// reloaded) and hands the role to the healthy standby, which claims the
+// reloaded set.
+func TestDriverReloadNewInterfaceDownOnActive(t *testing.T) {
+	h := newHarness(t)
+	a, b := h.startActive()
+	h.run(100*time.Millisecond, nil)
+	a.host.links["eth1"] = false
+	a.hooks = nil
+	h.supervisor(a, &ipc.Msg{Type: "config", Config: &ipc.Config{
+		VIPs:  []ipc.VIP{{Address: "192.0.2.101/24", Interface: "eth0"}, {Address: "192.0.2.102/24", Interface: "eth1"}},
+		Hooks: ipc.Hooks{OnFault: [][]string{{"/bin/new-fault"}}, Timeout: time.Second},
+	}})
+	if a.m.healthy || !slices.Contains(a.m.reasons, "interface eth1 down") {
+		t.Fatalf("the reloaded interface is down but the active is healthy: %v", a.m.reasons)
+	}
+	if j, ok := hook(a, "fault"); !ok || j.argv[0] != "/bin/new-fault" {
+		t.Fatalf("on_fault after the reload: %+v", a.hooks)
+	}
+	h.supervisor(b, &ipc.Msg{Type: "config", Config: &ipc.Config{
+		VIPs:  []ipc.VIP{{Address: "192.0.2.101/24", Interface: "eth0"}, {Address: "192.0.2.102/24", Interface: "eth1"}},
+		Hooks: ipc.Hooks{Timeout: time.Second},
+	}})
+	h.runUntil(5*time.Second, "the healthy standby active with the reloaded set", func() bool {
+		return b.active() && b.host.has(vip101) && b.host.has(vip102) && len(a.host.addrs) == 0
+	})
+	if b.host.has(vip100) {
+		t.Fatalf("b claimed the removed %s", vip100)
 	}
 }
 
