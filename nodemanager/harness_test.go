@@ -143,6 +143,10 @@ func (f *fakeFloat) Reconcile(held []netfloat.VIP) ([]netfloat.VIP, error) {
 	var removed []netfloat.VIP
 	for k := range f.h.addrs {
 		if !slices.ContainsFunc(held, func(v netfloat.VIP) bool { return v.String() == k }) {
+			addr, ifn, _ := strings.Cut(k, "@")
+			if v, err := parseVIP(addr, ifn); err == nil {
+				removed = append(removed, v)
+			}
 			delete(f.h.addrs, k)
 			f.h.ops = append(f.h.ops, "reconcile-remove "+k)
 		}
