@@ -44,30 +44,22 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	pcfg.Self = cfg.Cluster.Node
 	statePath := filepath.Join(cfg.Runtime.StateDir, StateFile)
 	owner := statefile.Owner{Kind: "locator", Cluster: cfg.Cluster.Name, ID: cfg.Cluster.Node}
-	st, lost, err := loadState(statePath, owner, log)
+	clk := clock.Real{}
+	st, lost, err := loadState(statePath, owner, clk.Wall(), log)
 	if err != nil {
 		return err
-	}
-	l, err := protocol.NewLocator(pcfg, st, clock.Boottime())
-	if err != nil {
-		return err
-	}
-	if lost {
-		// A lost state directory cannot be told from a first start: a
-		// lease granted by the previous life may still run.
-		l.AssumeLostState()
 	}
 	tr, err := transport.Open(cfg, pcfg, key, true, log)
 	if err != nil {
 		return err
 	}
 	defer tr.Close()
-	// The new incarnation must be on disk before any datagram carries it:
-	// the first flush writes it, and until a write succeeds nothing is
-	// sent (a full disk at start is retried like any other).
-	d := &driver{l: l, send: tr.Send, log: log, lastEpoch: st.Epoch, lastHolder: st.Holder,
-		w: &statefile.Writer{Path: statePath, Owner: owner, What: "locator state", Log: log}}
-	d.flush()
+	w := &statefile.Writer{Path: statePath, Owner: owner, What: "locator state", Log: log}
+	d, err := start(pcfg, st, lost, clk, tr, w, log)
+	if err != nil {
+		return err
+	}
+	defer d.stop()
 	sup, err := ipc.FromEnv()
 	if err != nil && !errors.Is(err, ipc.ErrNoChannel) {
 		return err
@@ -102,16 +94,14 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 
 	in := make(chan transport.Inbound, 256)
 	go tr.Run(ctx, in)
-	tick := time.NewTicker(pcfg.TokenInterval)
-	defer tick.Stop()
-	reportTick := time.NewTicker(250 * time.Millisecond)
+	reportTick := d.clk.NewTicker(250 * time.Millisecond)
 	defer reportTick.Stop()
 	report := func() {
 		if sup == nil {
 			return
 		}
 		failing, persistErrors, lastErr := d.w.Status()
-		r := buildReport(l.Status(), clock.Boottime(), tr, persistErrors)
+		r := buildReport(d.l.Status(), d.clk.Now(), tr, persistErrors)
 		r.PersistFailing, r.PersistError = failing, lastErr
 		r.Incarnation = d.incarnation
 		rt.Refresh() // the supervisor may have made us SCHED_RR since start
@@ -136,16 +126,10 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			log.Info("locator stopped", "event", "locator_stop")
 			return nil
 		case m := <-in:
-			if err := l.Step(m.At, m.Msg); err != nil {
-				log.Debug("message rejected", "type", m.Msg.Type.String(), "from", m.Msg.From, "err", err)
-			}
-			d.flush()
-		case <-tick.C:
-			// Also the retry of a failed write: State stays in every
-			// Ready until it is on disk.
-			l.Tick(clock.Boottime())
-			d.flush()
-		case <-reportTick.C:
+			d.onInbound(m)
+		case <-d.tick.C():
+			d.onTick()
+		case <-reportTick.C():
 			// The locator is not fenced; its report is for status only.
 			report()
 		}
@@ -156,7 +140,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 // lost state directory, said in the log, and an incarnation from the
 // clock so that the nodes, which remember the previous life's, accept this
 // one (statefile.FreshIncarnation); lost is then true.
-func loadState(path string, owner statefile.Owner, log *slog.Logger) (st protocol.LocatorState, lost bool, err error) {
+func loadState(path string, owner statefile.Owner, wall time.Time, log *slog.Logger) (st protocol.LocatorState, lost bool, err error) {
 	res, err := statefile.Load(path, owner, &st)
 	if err != nil {
 		return st, false, err
@@ -165,7 +149,7 @@ func loadState(path string, owner statefile.Owner, log *slog.Logger) (st protoco
 	case statefile.LoadedLegacy:
 		log.Info("locator state file in the previous format (no checksum); rewritten now", "event", "state_upgraded", "path", path)
 	case statefile.Missing:
-		inc, err := statefile.FreshIncarnation(time.Now())
+		inc, err := statefile.FreshIncarnation(wall)
 		if err != nil {
 			return st, false, err
 		}
@@ -184,13 +168,62 @@ func loadState(path string, owner statefile.Owner, log *slog.Logger) (st protoco
 // the Writer logs one persist_error per episode and persist_recovered.
 type driver struct {
 	l    *protocol.Locator
-	w    *statefile.Writer
+	w    stateWriter
 	send func(protocol.Envelope) error
 	log  *slog.Logger
+	clk  clock.Clock // the lease's clock and the protocol tick
+	tick clock.Ticks // every token interval: the core's timers and the retry of a failed write
 
 	incarnation uint64 // as persisted
 	lastHolder  string // as persisted and logged
 	lastEpoch   uint64
+}
+
+// stateWriter persists locator.state: *statefile.Writer.
+type stateWriter interface {
+	Save(v any) error
+	Status() (failing bool, errors uint64, lastErr string)
+}
+
+// start creates the protocol locator from the persisted state (lost: the
+// state file was missing), writes its first state (nothing is sent until a
+// write succeeds) and arms its tick. Run and the driver tests both start a
+// locator with it.
+func start(pcfg protocol.Config, st protocol.LocatorState, lost bool, clk clock.Clock, ep transport.Endpoint, w stateWriter, log *slog.Logger) (*driver, error) {
+	l, err := protocol.NewLocator(pcfg, st, clk.Now())
+	if err != nil {
+		return nil, err
+	}
+	if lost {
+		// A lost state directory cannot be told from a first start: a
+		// lease granted by the previous life may still run.
+		l.AssumeLostState()
+	}
+	// The new incarnation must be on disk before any datagram carries it:
+	// the first flush writes it, and until a write succeeds nothing is
+	// sent (a full disk at start is retried like any other).
+	d := &driver{l: l, w: w, send: ep.Send, log: log, clk: clk, lastEpoch: st.Epoch, lastHolder: st.Holder}
+	d.flush()
+	d.tick = clk.NewTicker(pcfg.TokenInterval)
+	return d, nil
+}
+
+func (d *driver) stop() { d.tick.Stop() }
+
+// onInbound steps an accepted datagram into the core and carries out its
+// Ready.
+func (d *driver) onInbound(m transport.Inbound) {
+	if err := d.l.Step(m.At, m.Msg); err != nil {
+		d.log.Debug("message rejected", "type", m.Msg.Type.String(), "from", m.Msg.From, "err", err)
+	}
+	d.flush()
+}
+
+// onTick runs the core's timers; it is also the retry of a failed write:
+// State stays in every Ready until it is on disk.
+func (d *driver) onTick() {
+	d.l.Tick(d.clk.Now())
+	d.flush()
 }
 
 func (d *driver) flush() {
@@ -213,7 +246,7 @@ func (d *driver) flush() {
 	}
 }
 
-func buildReport(s protocol.LocatorStatus, now time.Duration, tr *transport.Transport, persistErrors uint64) Report {
+func buildReport(s protocol.LocatorStatus, now time.Duration, tr transport.Endpoint, persistErrors uint64) Report {
 	r := Report{
 		Self: s.Self, Epoch: s.Epoch, Holder: s.Holder, LeaseValid: s.LeaseValid,
 		GrantInMS: s.GrantIn.Milliseconds(), Quarantined: s.Quarantined,

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"time"
 
-	"github.com/vigil-project/vigil/internal/clock"
 	"github.com/vigil-project/vigil/netfloat"
 )
 
@@ -166,10 +165,12 @@ func (m *manager) finishDrain() {
 			last = max(last, x.until)
 		}
 	}
-	if wait := last - clock.Boottime(); wait > 0 {
-		time.Sleep(wait)
+	if wait := last - m.clk.Now(); wait > 0 {
+		t := m.clk.NewTimer(wait)
+		<-t.C()
+		t.Stop()
 	}
-	m.checkDrain(clock.Boottime())
+	m.checkDrain(m.clk.Now())
 }
 
 // msf is a duration in milliseconds, rounded to 0.01 ms for the logs.

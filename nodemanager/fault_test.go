@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vigil-project/vigil/config"
+	"github.com/vigil-project/vigil/internal/clock"
 	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/internal/ipc"
 	"github.com/vigil-project/vigil/internal/transport"
@@ -42,7 +43,7 @@ func testManager(t *testing.T, withSup bool) *manager {
 		t.Fatal(err)
 	}
 	m := &manager{
-		cfg: cfg, pcfg: pcfg, log: log, node: node, hooks: newHookRunner(log),
+		cfg: cfg, pcfg: pcfg, log: log, node: node, hooks: newHookRunner(log, clock.Real{}), clk: clock.Real{},
 		vips: []netfloat.VIP{vip}, supHealthy: true, linkDown: map[string]bool{},
 	}
 	if withSup {
@@ -179,7 +180,7 @@ func TestFaultHookBeforeHandover(t *testing.T) {
 func TestFaultHookRuns(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "out")
 	var buf bytes.Buffer
-	h := newHookRunner(slog.New(slog.NewJSONHandler(&buf, nil)))
+	h := newHookRunner(slog.New(slog.NewJSONHandler(&buf, nil)), clock.Real{})
 	h.runOne(context.Background(), hookJob{
 		event: "fault", timeout: 5 * time.Second,
 		argv: []string{"/bin/sh", "-c", `echo "$VIGIL_EVENT $VIGIL_REASON" > ` + out},

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/vigil-project/vigil/cgroup"
+	"github.com/vigil-project/vigil/internal/clock"
 	"github.com/vigil-project/vigil/supervisor"
 )
 
@@ -45,6 +46,7 @@ const hookDefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin
 type hookRunner struct {
 	queue    chan hookJob
 	log      *slog.Logger
+	clk      clock.Clock // the timeouts, and how long a hook took
 	failures atomic.Uint64
 	shim     string // the vigil binary whose `_exec` starts each hook
 	path     string // PATH in the hooks' environment
@@ -57,6 +59,9 @@ type hookRunner struct {
 // process that outlives SIGKILL this long is stuck in the kernel.
 const hookSweepTimeout = 5 * time.Second
 
+// errHookTimeout ends a hook that ran past hooks.timeout.
+var errHookTimeout = errors.New("hook timed out")
+
 // hookJob carries its own timeout: a reload may change hooks.timeout while
 // earlier transitions' hooks still wait, and each runs as configured when
 // its transition happened.
@@ -67,14 +72,14 @@ type hookJob struct {
 	timeout time.Duration
 }
 
-func newHookRunner(log *slog.Logger) *hookRunner {
+func newHookRunner(log *slog.Logger, clk clock.Clock) *hookRunner {
 	path := os.Getenv("PATH")
 	if path == "" {
 		path = hookDefaultPath
 	}
 	// The running binary itself, even if a package upgrade replaced the
 	// file: its `_exec` is the one this node manager was built with.
-	return &hookRunner{queue: make(chan hookJob, 64), log: log, shim: "/proc/self/exe", path: path}
+	return &hookRunner{queue: make(chan hookJob, 64), log: log, clk: clk, shim: "/proc/self/exe", path: path}
 }
 
 // enqueue never blocks: if 64 transitions are waiting, hooks are already
@@ -110,15 +115,17 @@ func (h *hookRunner) run(ctx context.Context) {
 }
 
 func (h *hookRunner) runOne(ctx context.Context, j hookJob) {
-	ctx, cancel := context.WithTimeout(ctx, j.timeout)
-	defer cancel()
-	began := time.Now()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	limit := h.clk.AfterFunc(j.timeout, func() { cancel(errHookTimeout) })
+	defer limit.Stop()
+	began := h.clk.Now()
 	err := h.exec(ctx, j)
-	took := time.Since(began)
+	took := h.clk.Now() - began
 	if err != nil {
 		h.failures.Add(1)
 		why := err.Error()
-		if ctx.Err() == context.DeadlineExceeded {
+		if errors.Is(context.Cause(ctx), errHookTimeout) {
 			why = fmt.Sprintf("timed out after %v", j.timeout)
 		}
 		h.log.Warn("hook failed", "event", "hook", "hook", j.event, "command", strings.Join(j.argv, " "), "took_ms", took.Milliseconds(), "err", why)
@@ -190,9 +197,11 @@ func (h *hookRunner) exec(ctx context.Context, j hookJob) error {
 	// A process that escaped both (only possible without a hooks group)
 	// may still hold the pipe: stop reading after a moment rather than
 	// wait for it.
+	linger := h.clk.NewTimer(time.Second)
+	defer linger.Stop()
 	select {
 	case <-logged:
-	case <-time.After(time.Second):
+	case <-linger.C():
 		r.Close()
 		<-logged
 	}

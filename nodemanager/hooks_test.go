@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vigil-project/vigil/internal/clock"
 	"github.com/vigil-project/vigil/supervisor"
 )
 
@@ -133,7 +134,7 @@ func TestHookSchedulingReset(t *testing.T) {
 	}
 	out := filepath.Join(t.TempDir(), "sched")
 	logs := newLogLines(true, "")
-	h := newHookRunner(slog.New(slog.NewJSONHandler(logs, nil)))
+	h := newHookRunner(slog.New(slog.NewJSONHandler(logs, nil)), clock.Real{})
 	// Busy first, then report: policy is /proc/PID/stat field 41, nice
 	// field 19.
 	script := `i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done
@@ -178,7 +179,7 @@ func TestHookProcessGroupKilled(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			pidFile := filepath.Join(t.TempDir(), "pid")
 			logs := newLogLines(true, "")
-			h := newHookRunner(slog.New(slog.NewJSONHandler(logs, nil)))
+			h := newHookRunner(slog.New(slog.NewJSONHandler(logs, nil)), clock.Real{})
 			script := fmt.Sprintf("sleep 1000 >/dev/null 2>&1 & echo $! > %s.tmp; mv %[1]s.tmp %[1]s; %s", pidFile, tc.tail)
 			h.runOne(context.Background(), hookJob{event: "active", timeout: tc.timeout, argv: []string{"/bin/sh", "-c", script}})
 			b, err := os.ReadFile(pidFile)
@@ -215,7 +216,7 @@ func TestHookProcessGroupKilled(t *testing.T) {
 // was buffered whole: 145 MiB resident).
 func TestHookOutputCapped(t *testing.T) {
 	logs := newLogLines(true, "")
-	h := newHookRunner(slog.New(slog.NewJSONHandler(logs, nil)))
+	h := newHookRunner(slog.New(slog.NewJSONHandler(logs, nil)), clock.Real{})
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
@@ -253,7 +254,7 @@ func TestHookOutputStreamed(t *testing.T) {
 		t.Fatal(err)
 	}
 	logs := newLogLines(true, `"line":"ready"`)
-	h := newHookRunner(slog.New(slog.NewJSONHandler(logs, nil)))
+	h := newHookRunner(slog.New(slog.NewJSONHandler(logs, nil)), clock.Real{})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -288,7 +289,7 @@ func TestHookEnvironment(t *testing.T) {
 	t.Setenv(supervisor.HooksCgroupEnv, `["/sys/fs/cgroup/x/hooks"]`)
 	m := testManager(t, false)
 	logs := newLogLines(true, "")
-	m.hooks = newHookRunner(slog.New(slog.NewJSONHandler(logs, nil)))
+	m.hooks = newHookRunner(slog.New(slog.NewJSONHandler(logs, nil)), clock.Real{})
 	out := filepath.Join(t.TempDir(), "env")
 	run := func(env []string) map[string]string {
 		m.hooks.runOne(context.Background(), hookJob{event: "x", timeout: 30 * time.Second, argv: []string{"/bin/sh", "-c", "env > " + out}, env: env})
@@ -330,7 +331,7 @@ func TestHookEnvironment(t *testing.T) {
 // the log says why.
 func TestHookCannotJoinCgroup(t *testing.T) {
 	logs := newLogLines(true, "")
-	h := newHookRunner(slog.New(slog.NewJSONHandler(logs, nil)))
+	h := newHookRunner(slog.New(slog.NewJSONHandler(logs, nil)), clock.Real{})
 	// A group that is gone (removed under a running node manager).
 	missing := filepath.Join(t.TempDir(), "no-such-cgroup")
 	h.cgroup = []string{missing}

@@ -13,7 +13,7 @@ import (
 // report (and so in `vigil status`): state unavailable, with the reason;
 // a node without VIPs reports nothing.
 func TestKernelLeaseReportUnavailable(t *testing.T) {
-	m := &manager{klErr: fmt.Errorf("%w: netlink: protocol not supported", netfloat.ErrKernelLeaseUnavailable)}
+	m := &manager{host: &netlinkHost{klErr: fmt.Errorf("%w: netlink: protocol not supported", netfloat.ErrKernelLeaseUnavailable)}}
 	r := m.kernelLeaseReport()
 	if r == nil || r.State != KernelLeaseUnavailable || !strings.Contains(r.Reason, "protocol not supported") {
 		t.Fatalf("report %+v", r)

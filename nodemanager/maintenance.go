@@ -5,7 +5,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/vigil-project/vigil/internal/clock"
 	"github.com/vigil-project/vigil/internal/statefile"
 )
 
@@ -40,7 +39,7 @@ func (m *manager) loadMaintenance() {
 		ms.On = true
 	}
 	if ms.On {
-		m.node.SetMaintenance(clock.Boottime(), true)
+		m.node.SetMaintenance(m.clk.Now(), true)
 		m.log.Info("maintenance on, as set before this start", "event", "maintenance", "on", true, "persisted", true, "since", ms.Since.UTC().Format(time.RFC3339))
 	}
 }
@@ -49,9 +48,9 @@ func (m *manager) loadMaintenance() {
 // written. A write that fails leaves it in force until the next start and
 // says so: the operator must know it will not survive a restart.
 func (m *manager) setMaintenance(on bool) error {
-	m.node.SetMaintenance(clock.Boottime(), on)
+	m.node.SetMaintenance(m.clk.Now(), on)
 	m.log.Info("maintenance "+map[bool]string{true: "on", false: "off"}[on], "event", "maintenance", "on", on)
-	if err := statefile.Save(m.maintenancePath(), m.maintenanceOwner(), maintenanceState{On: on, Since: time.Now()}); err != nil {
+	if err := statefile.Save(m.maintenancePath(), m.maintenanceOwner(), maintenanceState{On: on, Since: m.clk.Wall()}); err != nil {
 		m.log.Error("cannot persist maintenance; in force until vigil restarts", "event", "persist_error", "err", err)
 		return fmt.Errorf("maintenance is %s now, but only until vigil restarts: %w", map[bool]string{true: "on", false: "off"}[on], err)
 	}

@@ -18,8 +18,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/vigil-project/vigil/config"
 	"github.com/vigil-project/vigil/internal/clock"
 	"github.com/vigil-project/vigil/internal/ctlmsg"
@@ -46,23 +44,20 @@ type manager struct {
 	cfg   *config.Config
 	pcfg  protocol.Config
 	log   *slog.Logger
+	clk   clock.Clock // every timing decision: the lease's clock, tickers, timers
 	node  *protocol.Node
-	tr    *transport.Transport
+	tr    transport.Endpoint
 	sup   *ipc.Conn
 	vips  []netfloat.VIP
 	hooks *hookRunner
 	// The roles hooks were last told of (VIGIL_ROLE, VIGIL_PREVIOUS_ROLE).
 	hookRole, hookPrevRole string
 
-	// The floating IPs' netlink side (reload.go): opened with the first
-	// VIP, rebuilt by a reload that brings a new interface while nothing
-	// is held.
-	nl    *netlink.Handle
-	float *netfloat.Manager
-	// The kernel lease (nftables, netfloat.NFTLease), made with the first
-	// VIP; nil with klErr set where the kernel offers none.
-	kl          *netfloat.NFTLease
-	klErr       error
+	// The floating IPs (reload.go, seams.go): float is opened with the
+	// first VIP, rebuilt by a reload that brings a new interface while
+	// nothing is held; host makes it and reads link state.
+	host        vipHost
+	float       floatIPs
 	floatIfaces map[string]bool // interfaces float reports link events for
 	watchStale  bool            // a VIP interface float does not know yet
 	netEvents   chan netfloat.Event
@@ -71,7 +66,7 @@ type manager struct {
 	watchDone   chan struct{}
 
 	statePath string
-	state     *statefile.Writer // node.state: episodes of failed writes
+	state     stateWriter // node.state (statefile.Writer: episodes of failed writes)
 	send      func(protocol.Envelope) error
 	held      bool // the floating IPs are on the interface
 	// handoverUntil: this node took the role in a planned handover and
@@ -109,6 +104,11 @@ type manager struct {
 	inLate       bool
 
 	fo failoverTracker // for the event=failover line (failover.go)
+
+	// The loop (serve): its protocol tick, and when it last ticked and
+	// reported.
+	tick                 clock.Ticks
+	lastTick, lastReport time.Duration
 }
 
 // Run serves until ctx ends or the supervisor's channel closes.
@@ -118,43 +118,17 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return err
 	}
 	rt := realtime.ApplyAndLog(realtime.Settings{Realtime: cfg.Control.Realtime}, log)
-	m := &manager{
-		cfg: cfg, log: log, pcfg: transport.ProtocolConfig(cfg),
-		statePath:  filepath.Join(cfg.Runtime.StateDir, StateFile),
-		supHealthy: true, linkDown: map[string]bool{},
-		hooks:     newHookRunner(log),
-		rt:        rt,
-		netEvents: make(chan netfloat.Event, 64),
-		fo:        failoverTracker{self: cfg.Cluster.Node},
-	}
-	for _, v := range cfg.VIPs {
-		fv, err := parseVIP(v.Address, v.Interface)
-		if err != nil {
-			return err
-		}
-		m.vips = append(m.vips, fv)
-	}
+	clk := clock.Real{}
+	m, err := newManager(cfg, log, clk, &netlinkHost{cfg: cfg, log: log, clk: clk})
 	defer m.closeFloat()
-	if len(m.vips) > 0 {
-		ifaces := vipInterfaces(m.vips)
-		if err := m.openFloat(ifaces); err != nil {
-			return err
-		}
-		// A previous incarnation may have died holding the addresses: this
-		// one holds no lease yet, so it holds no address either.
-		removed, err := m.float.Reconcile(nil)
-		if err != nil {
-			return fmt.Errorf("nodemanager: remove stale floating IPs: %w", err)
-		}
-		for _, v := range removed {
-			log.Warn("removed a floating IP left by a previous run", "event", "vip_stale_removed", "vip", v.String())
-		}
-		m.refreshLinks(ifaces)
+	if err != nil {
+		return err
 	}
+	m.rt = rt
 
 	owner := statefile.Owner{Kind: "node", Cluster: cfg.Cluster.Name, ID: cfg.Cluster.Node}
 	m.state = &statefile.Writer{Path: m.statePath, Owner: owner, What: "node state", Log: log}
-	st, err := loadState(m.statePath, owner, log)
+	st, err := loadState(m.statePath, owner, m.clk.Wall(), log)
 	if err != nil {
 		return err
 	}
@@ -199,16 +173,14 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if !ok {
 		return nil
 	}
-	now := clock.Boottime()
-	if m.node, err = protocol.NewNode(m.pcfg, st, now); err != nil {
+	tr, err := transport.Open(cfg, m.pcfg, key, false, log)
+	if err != nil {
 		return err
 	}
-	m.loadMaintenance()
-	if m.tr, err = transport.Open(cfg, m.pcfg, key, false, log); err != nil {
+	defer tr.Close()
+	if err := m.join(st, tr); err != nil {
 		return err
 	}
-	defer m.tr.Close()
-	m.send = m.tr.Send
 	// The watch, like the transport below, outlives ctx: during an orderly
 	// stop the successor's announcements end the drain (drain.go).
 	watchCtx, watchStop := context.WithCancel(context.Background())
@@ -229,59 +201,139 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	in := make(chan transport.Inbound, 256)
 	go m.tr.Run(trCtx, in)
 
+	m.start()
+	for _, msg := range early {
+		m.onSupervisor(msg)
+	}
+	m.serve(ctx, in, supMsgs)
+	return nil
+}
+
+// newManager is a node manager for cfg with its floating IPs (none held:
+// a previous incarnation's are removed) and their links' state; it has no
+// protocol node yet (join). On error, closeFloat releases what it opened.
+func newManager(cfg *config.Config, log *slog.Logger, clk clock.Clock, host vipHost) (*manager, error) {
+	m := &manager{
+		cfg: cfg, log: log, pcfg: transport.ProtocolConfig(cfg), clk: clk, host: host,
+		statePath:  filepath.Join(cfg.Runtime.StateDir, StateFile),
+		supHealthy: true, linkDown: map[string]bool{},
+		hooks:     newHookRunner(log, clk),
+		netEvents: make(chan netfloat.Event, 64),
+		fo:        failoverTracker{self: cfg.Cluster.Node},
+	}
+	for _, v := range cfg.VIPs {
+		fv, err := parseVIP(v.Address, v.Interface)
+		if err != nil {
+			return m, err
+		}
+		m.vips = append(m.vips, fv)
+	}
+	if len(m.vips) > 0 {
+		ifaces := vipInterfaces(m.vips)
+		if err := m.openFloat(ifaces); err != nil {
+			return m, err
+		}
+		// A previous incarnation may have died holding the addresses: this
+		// one holds no lease yet, so it holds no address either.
+		removed, err := m.float.Reconcile(nil)
+		if err != nil {
+			return m, fmt.Errorf("nodemanager: remove stale floating IPs: %w", err)
+		}
+		for _, v := range removed {
+			log.Warn("removed a floating IP left by a previous run", "event", "vip_stale_removed", "vip", v.String())
+		}
+		m.refreshLinks(ifaces)
+	}
+	return m, nil
+}
+
+// join creates the protocol node from the persisted state, after the
+// hold-off, applies a persisted maintenance and takes the port.
+func (m *manager) join(st protocol.NodeState, tr transport.Endpoint) error {
+	node, err := protocol.NewNode(m.pcfg, st, m.clk.Now())
+	if err != nil {
+		return err
+	}
+	m.node = node
+	m.loadMaintenance()
+	m.tr, m.send = tr, tr.Send
+	return nil
+}
+
+// start feeds the node its health and writes its first state, then arms
+// the protocol tick (every token_interval/4).
+func (m *manager) start() {
+	now := m.clk.Now()
 	m.updateHealth(now)
 	// The first incarnation goes to disk before any datagram carries it; a
 	// failed write sends nothing and is retried on every tick.
 	m.flush()
-	log.Info("node manager started", "event", "nodemanager_start", "listen", m.tr.Addr().String(), "incarnation", m.node.Status().Incarnation, "vips", len(m.vips))
-	for _, msg := range early {
-		m.onSupervisor(msg)
-	}
+	m.log.Info("node manager started", "event", "nodemanager_start", "listen", m.tr.Addr().String(), "incarnation", m.node.Status().Incarnation, "vips", len(m.vips))
+	m.tick = m.clk.NewTicker(m.tickPeriod())
+	m.lastTick = m.clk.Now()
+}
 
-	period := m.pcfg.TokenInterval / 4
-	tick := time.NewTicker(period)
-	defer tick.Stop()
-	// Four reports per lease: each is the heartbeat the supervisor fences
-	// on (older than a lease), so one or two may be late without a fence.
-	reportEvery := m.pcfg.Lease / 4
-	lastReport := time.Duration(0)
-	lastTick := clock.Boottime()
+func (m *manager) tickPeriod() time.Duration { return m.pcfg.TokenInterval / 4 }
+
+// serve is the loop: one input at a time, then afterInput. Each input has
+// its own handler, which a driver test calls the same way.
+func (m *manager) serve(ctx context.Context, in <-chan transport.Inbound, sup <-chan *ctlmsg.Msg) {
+	defer m.tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			m.shutdown(in)
-			return nil
-		case in := <-in:
-			m.fo.input(in)
-			if err := m.node.Step(in.At, in.Msg); err != nil {
-				log.Debug("message rejected", "type", in.Msg.Type.String(), "from", in.Msg.From, "err", err)
-			}
-		case <-tick.C:
-			now := clock.Boottime()
-			m.fo.local(now)
-			m.checkLate(now, now-lastTick-period)
-			lastTick = now
-			m.node.Tick(now)
-		case msg := <-supMsgs:
-			m.fo.local(clock.Boottime())
+			return
+		case x := <-in:
+			m.onInbound(x)
+		case <-m.tick.C():
+			m.onTick()
+		case msg := <-sup:
+			m.fo.local(m.clk.Now())
 			m.onSupervisor(msg)
 		case ev := <-m.netEvents:
-			m.fo.local(clock.Boottime())
+			m.fo.local(m.clk.Now())
 			m.onNetEvent(ev)
 		}
-		m.flush()
-		m.fo.observe(m.node.Status().Active)
-		now := clock.Boottime()
-		m.checkDrain(now)
-		m.checkGapClaim(now)
-		m.enforceLease(now)
-		if m.watchStale && !m.held {
-			m.rebuildFloat(now)
-		}
-		if now-lastReport >= reportEvery {
-			m.report(now)
-			lastReport = now
-		}
+		m.afterInput()
+	}
+}
+
+// onInbound steps an accepted datagram into the protocol.
+func (m *manager) onInbound(in transport.Inbound) {
+	m.fo.input(in)
+	if err := m.node.Step(in.At, in.Msg); err != nil {
+		m.log.Debug("message rejected", "type", in.Msg.Type.String(), "from", in.Msg.From, "err", err)
+	}
+}
+
+// onTick is the protocol tick; one that comes more than a token interval
+// late is told to the protocol first (checkLate).
+func (m *manager) onTick() {
+	now := m.clk.Now()
+	m.fo.local(now)
+	m.checkLate(now, now-m.lastTick-m.tickPeriod())
+	m.lastTick = now
+	m.node.Tick(now)
+}
+
+// afterInput carries out what the input decided: the protocol's Ready,
+// then the local deadlines (drain, handover gap, the own lease) read now,
+// and the report when due (four per lease: each is the heartbeat the
+// supervisor fences on, so one or two may be late without a fence).
+func (m *manager) afterInput() {
+	m.flush()
+	m.fo.observe(m.node.Status().Active)
+	now := m.clk.Now()
+	m.checkDrain(now)
+	m.checkGapClaim(now)
+	m.enforceLease(now)
+	if m.watchStale && !m.held {
+		m.rebuildFloat(now)
+	}
+	if now-m.lastReport >= m.pcfg.Lease/4 {
+		m.report(now)
+		m.lastReport = now
 	}
 }
 
@@ -292,14 +344,14 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 // on_fault. Other messages are returned, to be handled once the node
 // exists. It returns false if ctx ended.
 func (m *manager) holdOff(ctx context.Context, d time.Duration, sup <-chan *ctlmsg.Msg) ([]*ctlmsg.Msg, bool) {
-	t := time.NewTimer(d)
+	t := m.clk.NewTimer(d)
 	defer t.Stop()
 	var early []*ctlmsg.Msg
 	for {
 		select {
 		case <-ctx.Done():
 			return nil, false
-		case <-t.C:
+		case <-t.C():
 			return early, true
 		case msg := <-sup:
 			if msg.Type == ctlmsg.TypeHealth && msg.Healthy != nil {
@@ -309,15 +361,6 @@ func (m *manager) holdOff(ctx context.Context, d time.Duration, sup <-chan *ctlm
 			early = append(early, msg)
 		}
 	}
-}
-
-func linkUp(h *netlink.Handle, name string) (bool, error) {
-	l, err := h.LinkByName(name)
-	if err != nil {
-		return false, err
-	}
-	a := l.Attrs()
-	return a.Flags&1 != 0 && (a.OperState == netlink.OperUp || a.OperState == netlink.OperUnknown), nil
 }
 
 // checkLate is Corosync's "not scheduled for X ms": a tick that fires late
@@ -343,7 +386,7 @@ func (m *manager) checkLate(now, late time.Duration) {
 }
 
 func (m *manager) onSupervisor(msg *ctlmsg.Msg) {
-	now := clock.Boottime()
+	now := m.clk.Now()
 	var err error
 	switch msg.Type {
 	case ctlmsg.TypeHealth:
@@ -391,7 +434,7 @@ func (m *manager) onSupervisor(msg *ctlmsg.Msg) {
 }
 
 func (m *manager) onNetEvent(ev netfloat.Event) {
-	now := clock.Boottime()
+	now := m.clk.Now()
 	switch ev.Kind {
 	case netfloat.EventLinkDown:
 		if !m.usesInterface(ev.Interface) {
@@ -416,7 +459,7 @@ func (m *manager) onNetEvent(ev netfloat.Event) {
 		// back, or clients lose the service for no reason.
 		// The lease read now, not when the event was queued: a node
 		// manager resuming from a stop may hold an expired one.
-		if m.held && m.node.ActiveAt(clock.Boottime()) && m.hasVIP(ev.VIP) {
+		if m.held && m.node.ActiveAt(m.clk.Now()) && m.hasVIP(ev.VIP) {
 			m.log.Warn("floating IP removed by someone else; adding it back", "event", "vip_readded", "vip", ev.VIP.String())
 			if _, err := m.float.Claim(context.Background(), ev.VIP); err != nil {
 				m.log.Error("cannot re-add floating IP", "event", "vip_error", "vip", ev.VIP.String(), "err", err)
@@ -539,7 +582,7 @@ func (m *manager) flush() {
 // previous life's, accept this one (statefile.FreshIncarnation). The epoch
 // it claimed before is learnt back from the locators' answers before it
 // claims (a claim below a locator's epoch is refused with that epoch).
-func loadState(path string, owner statefile.Owner, log *slog.Logger) (protocol.NodeState, error) {
+func loadState(path string, owner statefile.Owner, wall time.Time, log *slog.Logger) (protocol.NodeState, error) {
 	var st protocol.NodeState
 	res, err := statefile.Load(path, owner, &st)
 	if err != nil {
@@ -549,7 +592,7 @@ func loadState(path string, owner statefile.Owner, log *slog.Logger) (protocol.N
 	case statefile.LoadedLegacy:
 		log.Info("node state file in the previous format (no checksum); rewritten now", "event", "state_upgraded", "path", path)
 	case statefile.Missing:
-		inc, err := statefile.FreshIncarnation(time.Now())
+		inc, err := statefile.FreshIncarnation(wall)
 		if err != nil {
 			return st, err
 		}
@@ -561,7 +604,7 @@ func loadState(path string, owner statefile.Owner, log *slog.Logger) (protocol.N
 }
 
 func (m *manager) onEvent(ev protocol.Event) {
-	now := clock.Boottime()
+	now := m.clk.Now()
 	st := m.node.Status()
 	switch e := ev.(type) {
 	case protocol.BecameActive:
@@ -644,7 +687,7 @@ func (m *manager) hookEnv(event string, epoch uint64, reason string) []string {
 // on_active hooks.
 func (m *manager) activate(epoch uint64, decided time.Duration) {
 	t := m.claim(epoch, decided)
-	m.fo.becameActive(m.log, epoch, t, clock.Boottime()-decided)
+	m.fo.becameActive(m.log, epoch, t, m.clk.Now()-decided)
 	m.hooks.enqueue("active", m.cfg.Hooks.OnActive, m.hookEnv("active", epoch, ""), m.cfg.Hooks.Timeout)
 }
 
@@ -659,7 +702,7 @@ func (m *manager) claim(epoch uint64, decided time.Duration) *Takeover {
 	}
 	for _, v := range m.vips {
 		// The claim's own durations count from its start.
-		base := float64(clock.Boottime()-decided) / 1e6
+		base := float64(m.clk.Now()-decided) / 1e6
 		rep, err := m.claimOne(v)
 		if err != nil {
 			continue
@@ -671,7 +714,7 @@ func (m *manager) claim(epoch uint64, decided time.Duration) *Takeover {
 			t.AnnouncedMS = a
 		}
 	}
-	m.held, m.lastExt = true, clock.Boottime()
+	m.held, m.lastExt = true, m.clk.Now()
 	m.takeovers++
 	m.lastTakeover = t
 	m.log.Info("floating IPs held", "event", "takeover", "epoch", epoch, "added_ms", fmt.Sprintf("%.2f", t.AddedMS), "announced_ms", fmt.Sprintf("%.2f", t.AnnouncedMS))
@@ -688,7 +731,7 @@ func (m *manager) claimOne(v netfloat.VIP) (netfloat.ClaimReport, error) {
 	// A successful claim opened the interface's port: float now reports
 	// its link events too.
 	m.floatIfaces[v.Interface] = true
-	switch now := clock.Boottime(); {
+	switch now := m.clk.Now(); {
 	case rep.Conflict == nil:
 	case now < m.handoverUntil:
 		m.log.Info("the previous active still answered for the floating IP; expected in a handover", "event", "handover_overlap", "vip", v.String(), "mac", rep.Conflict.String())
@@ -734,7 +777,7 @@ func (m *manager) enforceLease(now time.Duration) {
 // successor is seen active. Without a handover the standby would wait for
 // the lease to run out.
 func (m *manager) shutdown(in <-chan transport.Inbound) {
-	now := clock.Boottime()
+	now := m.clk.Now()
 	handed := false
 	if m.node.Role() == protocol.Active {
 		if err := m.node.Switchover(now, ""); err != nil {
@@ -764,31 +807,31 @@ func (m *manager) shutdown(in <-chan transport.Inbound) {
 // waited. A lost transfer is covered meanwhile: the token carries the
 // handover to the successor too.
 func (m *manager) awaitSuccessor(in <-chan transport.Inbound) (string, time.Duration) {
-	began := clock.Boottime()
-	limit := time.NewTimer(m.pcfg.TokenTimeout)
+	began := m.clk.Now()
+	limit := m.clk.NewTimer(m.pcfg.TokenTimeout)
 	defer limit.Stop()
-	tick := time.NewTicker(m.pcfg.TokenInterval / 4)
+	tick := m.clk.NewTicker(m.tickPeriod())
 	defer tick.Stop()
 	for {
 		st := m.node.Status()
 		if st.Active != "" && st.Active != st.Self && !st.HoldingToken {
-			return st.Active, clock.Boottime() - began
+			return st.Active, m.clk.Now() - began
 		}
 		select {
-		case <-limit.C:
+		case <-limit.C():
 			m.log.Warn("no successor seen active before stopping; it may still take over", "event", "switchover", "reason", "shutdown", "waited_ms", m.pcfg.TokenTimeout.Milliseconds())
-			return "", clock.Boottime() - began
+			return "", m.clk.Now() - began
 		case msg := <-in:
 			if err := m.node.Step(msg.At, msg.Msg); err != nil {
 				m.log.Debug("message rejected", "type", msg.Msg.Type.String(), "from", msg.Msg.From, "err", err)
 			}
-		case <-tick.C:
-			m.node.Tick(clock.Boottime())
+		case <-tick.C():
+			m.node.Tick(m.clk.Now())
 		case ev := <-m.netEvents:
 			m.onNetEvent(ev) // the successor's announcements end the drain
 		}
 		m.flush()
-		m.checkDrain(clock.Boottime())
+		m.checkDrain(m.clk.Now())
 	}
 }
 

@@ -10,12 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
-
 	"github.com/vigil-project/vigil/config"
-	"github.com/vigil-project/vigil/internal/clock"
 	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/netfloat"
 )
@@ -206,11 +201,11 @@ func (m *manager) applyConfig(now time.Duration, c *ctlmsg.Config) error {
 
 // refreshLinks reads the state of the given VIP interfaces now.
 func (m *manager) refreshLinks(ifaces []string) {
-	if m.nl == nil {
+	if m.float == nil {
 		return
 	}
 	for _, ifn := range ifaces {
-		if up, err := linkUp(m.nl, ifn); err != nil || !up {
+		if up, err := m.host.linkUp(ifn); err != nil || !up {
 			m.linkDown[ifn] = true
 		} else {
 			delete(m.linkDown, ifn)
@@ -220,28 +215,9 @@ func (m *manager) refreshLinks(ifaces []string) {
 
 // openFloat creates the floating IP manager watching ifaces.
 func (m *manager) openFloat(ifaces []string) error {
-	if m.nl == nil {
-		h, err := netlink.NewHandle(unix.NETLINK_ROUTE) // route only: XFRM and netfilter sockets need modules a host may lack
-		if err != nil {
-			return fmt.Errorf("nodemanager: netlink: %w", err)
-		}
-		m.nl = h
-	}
-	m.openKernelLease()
-	a := m.cfg.Announce
-	opts := netfloat.Options{
-		Interfaces: ifaces, Logger: m.log,
-		GARPCount: a.Count, GARPInterval: a.Interval, RefreshInterval: a.Refresh, ProbeWindow: a.Probe,
-		// Only a lease holder speaks for an address: every announcement
-		// checks the lease deadline (syncLease) on the lease's own clock.
-		LeaseClock: clock.Boottime,
-	}
-	if m.kl != nil {
-		opts.KernelLease = m.kl
-	}
-	f, err := netfloat.New(m.nl, netns.None(), opts)
+	f, err := m.host.newFloat(ifaces)
 	if err != nil {
-		return fmt.Errorf("nodemanager: floating IPs: %w", err)
+		return err
 	}
 	m.float = f
 	m.syncLease()
@@ -315,33 +291,15 @@ func (m *manager) rebuildFloat(now time.Duration) {
 	m.log.Debug("floating IP watch rebuilt", "interfaces", strings.Join(ifaces, ","))
 }
 
-// openKernelLease sets up the kernel lease once per process: Vigil's
-// lease_* chains and sets in table arp vigil and table inet vigil, emptied
-// (this process holds no lease yet). Where the kernel has no nf_tables it
-// says so once, in the log and in status, and the floating IPs are held as
-// before: the node manager's own lease timer first, the supervisor's fence,
-// the address lifetime last.
-func (m *manager) openKernelLease() {
-	if m.kl != nil || m.klErr != nil {
-		return
-	}
-	kl, err := netfloat.NewNFTLease(-1, clock.Boottime)
-	if err != nil {
-		m.klErr = err
-		m.log.Warn("the kernel cannot enforce the lease on the floating IPs; a frozen or killed Vigil leaves them served until the address lifetime ends",
-			"event", "kernel_lease_unavailable", "err", err)
-		return
-	}
-	m.kl = kl
-	m.log.Info("kernel lease in force: table arp vigil, table inet vigil", "event", "kernel_lease")
-}
-
 // kernelLeaseReport is the kernel lease for status; nil without VIPs.
 func (m *manager) kernelLeaseReport() *KernelLeaseReport {
-	switch {
-	case m.klErr != nil:
-		return &KernelLeaseReport{State: KernelLeaseUnavailable, Reason: m.klErr.Error()}
-	case m.kl == nil || m.float == nil:
+	if m.host == nil {
+		return nil
+	}
+	switch have, err := m.host.kernelLease(); {
+	case err != nil:
+		return &KernelLeaseReport{State: KernelLeaseUnavailable, Reason: err.Error()}
+	case !have || m.float == nil:
 		return nil
 	}
 	s := m.float.KernelLeaseStats()
@@ -358,12 +316,7 @@ func (m *manager) closeFloat() {
 	if m.float != nil {
 		_ = m.float.Close()
 	}
-	if m.kl != nil {
-		// The elements stay until they expire (they end with the lease);
-		// an orderly stop released them already.
-		_ = m.kl.Close()
-	}
-	if m.nl != nil {
-		m.nl.Close()
+	if m.host != nil {
+		m.host.close()
 	}
 }

@@ -1,0 +1,371 @@
+package nodemanager
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vigil-project/vigil/internal/ctlmsg"
+	"github.com/vigil-project/vigil/netfloat"
+	"github.com/vigil-project/vigil/protocol"
+)
+
+// Unit tests of the node manager's driving logic (Run's loop) on the
+// harness (harness_test.go): a fake clock, an in-memory network with the
+// protocol's locators, fake floating IPs.
+
+const (
+	vip100 = "192.0.2.100/24@eth0"
+	vip101 = "192.0.2.101/24@eth0"
+	vip102 = "192.0.2.102/24@eth1"
+)
+
+func opsSince(h *fakeHost, i int, op string) []string {
+	var out []string
+	for _, o := range h.ops[i:] {
+		if strings.HasPrefix(o, op+" ") {
+			out = append(out, strings.TrimPrefix(o, op+" "))
+		}
+	}
+	return out
+}
+
+// (a) A node manager that was not scheduled for longer than its lease
+// resumes with a late tick and with inputs queued meanwhile. Whatever it
+// takes first, it does not act on the lease that ran out while it was
+// stopped: an address removed meanwhile is not put back, the others go at
+// once (the lease read now, not when the input was queued), it renews
+// nothing of the old epoch and does not speak as the active; the late tick
+// is counted and told to the protocol. The standby took over meanwhile.
+func TestDriverLateTickAfterLeaseExpired(t *testing.T) {
+	h := newHarness(t)
+	a, b := h.startActive()
+	h.run(100*time.Millisecond, nil)
+	epoch := a.m.node.Status().Epoch
+
+	// Stopped, a takes nothing in; deaf, it queues no conflict events
+	// either, so the removal below is the first input it takes.
+	a.paused, a.host.deaf = true, true
+	lease := a.m.pcfg.Lease
+	h.run(3*lease, nil)
+	if !b.active() || len(b.host.addrs) != 2 {
+		t.Fatalf("b did not take over while a was stopped: %v %v", b.m.node.Role(), b.host.addrs)
+	}
+	// Queued while a was stopped: someone removed one of its addresses.
+	v, _ := parseVIP("192.0.2.100/24", "eth0")
+	delete(a.host.addrs, vip100)
+	a.m.netEvents <- netfloat.Event{Kind: netfloat.EventAddrRemoved, VIP: v, Interface: "eth0"}
+	before, resumed := len(a.host.ops), h.clk.Now()
+	a.paused, a.host.deaf = false, false
+	h.serveOnce(a) // the first pass after it is scheduled again: no time passes
+
+	if got := opsSince(a.host, before, "claim"); len(got) != 0 {
+		t.Fatalf("re-added %v under a lease that had expired", got)
+	}
+	if got := opsSince(a.host, before, "extend"); len(got) != 0 {
+		t.Fatalf("extended %v under a lease that had expired", got)
+	}
+	if len(a.host.addrs) != 0 || a.m.held {
+		t.Fatalf("still holds %v after resuming past its lease", a.host.addrs)
+	}
+	if n := a.logged("lease_expired"); n != 1 {
+		t.Fatalf("want the lease enforced by the driver on the first input (one lease_expired), got %d", n)
+	}
+	if a.m.lateTimers != 1 || a.m.maxLate < 3*lease-a.m.tickPeriod() {
+		t.Fatalf("late ticks %d, max late %v; want 1 and >= %v", a.m.lateTimers, a.m.maxLate, 3*lease-a.m.tickPeriod())
+	}
+	if a.active() {
+		t.Fatal("a is still active after resuming past its lease")
+	}
+	h.run(time.Second, func() {
+		if len(a.host.addrs) != 0 {
+			t.Fatalf("a took addresses back while b is active: %v", a.host.addrs)
+		}
+	})
+	for _, s := range h.sentBy("a", resumed-1) {
+		if s.msg.Type == protocol.MsgCheckIn && s.msg.CheckIn.Claim && s.msg.CheckIn.Epoch == epoch {
+			t.Fatalf("renewed epoch %d after resuming past its lease: %+v", epoch, s.msg)
+		}
+		if s.msg.Type == protocol.MsgToken && s.msg.Token.Active == "a" {
+			t.Fatalf("a token naming a active after resuming: %+v", s.msg.Token)
+		}
+	}
+	if !b.active() || len(b.host.addrs) != 2 {
+		t.Fatalf("b lost the role to a stale a: %v %v", b.m.node.Role(), b.host.addrs)
+	}
+}
+
+// (a) A tick late by a few token intervals but within the lease is counted
+// and told to the protocol; the lease is still valid, so the active keeps
+// its role and addresses (no false failover from its own stall).
+func TestDriverLateTickWithinLease(t *testing.T) {
+	h := newHarness(t)
+	a, b := h.startActive()
+	h.run(100*time.Millisecond, nil)
+	stall := 3 * a.m.pcfg.TokenInterval
+	a.paused = true
+	before := len(a.host.ops)
+	h.run(stall, nil)
+	a.paused = false
+	h.run(time.Second, func() {
+		if len(a.host.addrs) != 2 {
+			t.Fatalf("a dropped addresses after a stall within its lease: %v", a.host.addrs)
+		}
+	})
+	if a.m.lateTimers != 1 || a.m.maxLate < stall-a.m.tickPeriod() || a.m.maxLate > stall {
+		t.Fatalf("late ticks %d, max late %v; want 1 and about %v", a.m.lateTimers, a.m.maxLate, stall)
+	}
+	if !a.active() || b.active() || len(opsSince(a.host, before, "release")) != 0 {
+		t.Fatalf("role moved after a stall within the lease: a %v b %v, ops %v", a.m.node.Role(), b.m.node.Role(), a.host.ops[before:])
+	}
+	if len(opsSince(a.host, before, "extend")) == 0 {
+		t.Fatal("a stopped extending its addresses after the stall")
+	}
+}
+
+// (b) A planned handover with handover_gap 0 is make-before-break: the old
+// active keeps every address, quiet (no longer announcing), until it sees
+// the successor announce it; at no moment is an address on neither host.
+func TestDriverDrainMakeBeforeBreak(t *testing.T) {
+	h := newHarness(t)
+	a, b := h.startActive()
+	h.run(100*time.Millisecond, nil)
+	h.supervisor(a, ctlmsg.Command(ctlmsg.CmdSwitchover, "b"))
+	if a.active() || a.m.drain == nil || a.m.drain.to != "b" {
+		t.Fatalf("after switchover: a %v, drain %+v", a.m.node.Role(), a.m.drain)
+	}
+	for _, v := range []string{vip100, vip101} {
+		if a.host.addrs[v] != "quiet" {
+			t.Fatalf("%s on a is %q right after the handover, want kept and quiet", v, a.host.addrs[v])
+		}
+	}
+	var bClaimed time.Duration
+	inv := func() {
+		for _, v := range []string{vip100, vip101} {
+			if !a.host.has(v) && !b.host.has(v) {
+				t.Fatalf("%v: %s on neither host (break before make)", h.clk.Now(), v)
+			}
+			if a.host.addrs[v] == "held" {
+				t.Fatalf("%v: the old active announces %s again", h.clk.Now(), v)
+			}
+		}
+		if bClaimed == 0 && len(b.host.addrs) == 2 {
+			bClaimed = h.clk.Now()
+		}
+	}
+	for len(a.host.addrs) > 0 {
+		if h.clk.Now() > time.Hour+10*time.Second {
+			t.Fatal("the drain did not end")
+		}
+		h.step(time.Millisecond)
+		inv()
+	}
+	if bClaimed == 0 || !b.active() {
+		t.Fatal("b never held the addresses")
+	}
+	if n := a.logged("drain_timeout"); n != 0 {
+		t.Fatalf("the drain ran to the lease end although b announced: %d drain_timeout", n)
+	}
+	if !strings.Contains(a.logs.String(), `"reason":"successor_announced"`) {
+		t.Fatalf("the addresses did not go on b's announcement:\n%s", a.logs.String())
+	}
+	if gone := h.clk.Now(); gone-bClaimed < drainLinger {
+		t.Fatalf("the old active dropped the addresses %v after b claimed them, want >= %v", gone-bClaimed, drainLinger)
+	}
+	if a.m.drain != nil || a.m.held {
+		t.Fatalf("drain state left: %+v held %v", a.m.drain, a.m.held)
+	}
+	if !hooked(a, "standby") || !hooked(b, "active") {
+		t.Fatalf("hooks: a %v, b %v", a.hooks, b.hooks)
+	}
+}
+
+// (b) A drain whose successor is never seen (not announcing where this
+// host can hear it, its tokens cut off) keeps the addresses until the lease
+// the old active held ends, and at most one tick (token_interval/4) longer:
+// the driver checks its deadlines on every input, the tick at the latest,
+// well inside the drift margin the locators wait before granting again.
+func TestDriverDrainEndsWithTheLease(t *testing.T) {
+	h := newHarness(t)
+	a, _ := h.startActive()
+	h.run(100*time.Millisecond, nil)
+	leaseUntil := a.m.node.LeaseUntil()
+	h.supervisor(a, ctlmsg.Command(ctlmsg.CmdSwitchover, "b"))
+	if a.m.drain == nil || a.m.drain.until != leaseUntil {
+		t.Fatalf("drain %+v, want it bounded by the lease a held (%v)", a.m.drain, leaseUntil)
+	}
+	// The transfer is on its way; from now on a hears nothing of b.
+	h.net.Partition([]string{"a"}, []string{"b"})
+	a.host.deaf = true
+	for h.clk.Now() < leaseUntil {
+		if len(a.host.addrs) != 2 {
+			t.Fatalf("%v: a dropped addresses before its lease ended (%v) without seeing the successor: %v", h.clk.Now(), leaseUntil, a.host.addrs)
+		}
+		h.step(time.Millisecond)
+	}
+	for h.clk.Now() < leaseUntil+a.m.tickPeriod() && len(a.host.addrs) > 0 {
+		h.step(time.Millisecond)
+	}
+	if len(a.host.addrs) != 0 {
+		t.Fatalf("%v: a keeps %v past the lease it held (%v)", h.clk.Now(), a.host.addrs, leaseUntil)
+	}
+	if n := a.logged("drain_timeout"); n != 2 {
+		t.Fatalf("want a drain_timeout per address, got %d", n)
+	}
+}
+
+// (c) A node manager whose state cannot be written sends nothing and
+// claims nothing; the state stays dirty and the write is retried on every
+// tick; once a write succeeds it speaks, and every claim it sends is of an
+// epoch already on disk.
+func TestDriverPersistFailure(t *testing.T) {
+	h := newHarness(t)
+	h.diskFull = true
+	a := h.startNode("a")
+	h.run(time.Second, nil)
+	if s := h.sentBy("a", 0); len(s) != 0 {
+		t.Fatalf("sent %d datagrams with no state on disk, first %+v", len(s), s[0].msg)
+	}
+	if a.active() || len(a.host.addrs) != 0 {
+		t.Fatalf("a took the role without its state on disk: %v %v", a.m.node.Role(), a.host.addrs)
+	}
+	ticks := int(time.Second / a.m.tickPeriod())
+	if a.state.attempts < ticks {
+		t.Fatalf("%d write attempts in %d ticks: the write is not retried every tick", a.state.attempts, ticks)
+	}
+	if failing, errs, _ := a.m.state.Status(); !failing || errs == 0 {
+		t.Fatal("the writer does not report failing")
+	}
+
+	a.state.full = false
+	freed := h.clk.Now()
+	h.runUntil(5*time.Second, "a active after the disk was freed", func() bool { return a.active() && len(a.host.addrs) == 2 })
+	first := a.state.savedAt[0]
+	if first > freed+a.m.tickPeriod() {
+		t.Fatalf("first write at %v, disk freed at %v: not retried on the next tick", first, freed)
+	}
+	for _, s := range h.sentBy("a", 0) {
+		if s.at < first {
+			t.Fatalf("sent %s at %v before the state was written at %v", s.msg.Type, s.at, first)
+		}
+		if s.msg.Type != protocol.MsgCheckIn || !s.msg.CheckIn.Claim {
+			continue
+		}
+		onDisk := uint64(0)
+		for i, st := range a.state.saved {
+			if a.state.savedAt[i] <= s.at {
+				onDisk = max(onDisk, st.MaxEpoch)
+			}
+		}
+		if s.msg.CheckIn.Epoch > onDisk {
+			t.Fatalf("claim of epoch %d sent at %v with %d on disk", s.msg.CheckIn.Epoch, s.at, onDisk)
+		}
+	}
+}
+
+// (d) A reload applied in place: on the active, only the added address is
+// claimed and only the removed one released (the kept one untouched); on
+// the standby nothing is claimed, and the new interface's link state is
+// read at once; the new hooks run at the next transition.
+func TestDriverReloadVIPsAndHooks(t *testing.T) {
+	h := newHarness(t)
+	a, b := h.startActive()
+	h.run(100*time.Millisecond, nil)
+	b.host.links["eth1"] = false
+	cfg := &ctlmsg.Config{
+		VIPs: []ctlmsg.VIP{{Address: "192.0.2.101/24", Interface: "eth0"}, {Address: "192.0.2.102/24", Interface: "eth1"}},
+		Hooks: ctlmsg.Hooks{OnActive: [][]string{{"/bin/new-active"}}, OnStandby: [][]string{{"/bin/new-standby"}},
+			OnFault: [][]string{{"/bin/new-fault"}}, Timeout: 2 * time.Second},
+	}
+	beforeA, beforeB := len(a.host.ops), len(b.host.ops)
+	h.supervisor(a, ctlmsg.ConfigMsg(cfg))
+	h.supervisor(b, ctlmsg.ConfigMsg(cfg))
+
+	if got := opsSince(a.host, beforeA, "claim"); !slices.Equal(got, []string{vip102}) {
+		t.Fatalf("active claimed %v on reload, want only the added %s", got, vip102)
+	}
+	if got := opsSince(a.host, beforeA, "release"); !slices.Equal(got, []string{vip100}) {
+		t.Fatalf("active released %v on reload, want only the removed %s", got, vip100)
+	}
+	if len(a.host.addrs) != 2 || a.host.addrs[vip101] != "held" || a.host.addrs[vip102] != "held" {
+		t.Fatalf("active holds %v after the reload", a.host.addrs)
+	}
+	if got := opsSince(b.host, beforeB, "claim"); len(got) != 0 || len(b.host.addrs) != 0 {
+		t.Fatalf("standby claimed %v on reload", got)
+	}
+	if b.host.floats != 2 {
+		t.Fatalf("standby made %d floating IP managers, want a new one watching eth1", b.host.floats)
+	}
+	if b.m.healthy || !slices.Contains(b.m.reasons, "interface eth1 down") {
+		t.Fatalf("standby's new interface is down but it is healthy: %v", b.m.reasons)
+	}
+	b.m.netEvents <- netfloat.Event{Kind: netfloat.EventLinkUp, Interface: "eth1"}
+	h.run(300*time.Millisecond, nil)
+	if !b.m.healthy {
+		t.Fatalf("standby not healthy after eth1 came up: %v", b.m.reasons)
+	}
+	mid := len(a.host.ops)
+	h.run(600*time.Millisecond, nil)
+	if ext := opsSince(a.host, mid, "extend"); !slices.Contains(ext, vip102) || slices.Contains(ext, vip100) {
+		t.Fatalf("after the reload the active extends %v", ext)
+	}
+
+	a.hooks, b.hooks = nil, nil
+	h.supervisor(a, ctlmsg.Command(ctlmsg.CmdSwitchover, "b"))
+	h.runUntil(5*time.Second, "b active with the reloaded addresses", func() bool {
+		return b.active() && len(b.host.addrs) == 2 && len(a.host.addrs) == 0
+	})
+	if b.host.has(vip100) || !b.host.has(vip101) || !b.host.has(vip102) {
+		t.Fatalf("b holds %v, want the reloaded set", b.host.addrs)
+	}
+	if j, ok := hook(a, "standby"); !ok || j.argv[0] != "/bin/new-standby" || j.timeout != 2*time.Second {
+		t.Fatalf("a's on_standby after the reload: %+v", a.hooks)
+	}
+	if j, ok := hook(b, "active"); !ok || j.argv[0] != "/bin/new-active" {
+		t.Fatalf("b's on_active after the reload: %+v", b.hooks)
+	}
+}
+
+// (d) A reload that gives the active a floating IP on an interface that is
+// down reads that link at once: the node is unhealthy (on_fault, as
+// reloaded) and hands the role to the healthy standby, which claims the
+// reloaded set.
+func TestDriverReloadNewInterfaceDownOnActive(t *testing.T) {
+	h := newHarness(t)
+	a, b := h.startActive()
+	h.run(100*time.Millisecond, nil)
+	a.host.links["eth1"] = false
+	a.hooks = nil
+	h.supervisor(a, ctlmsg.ConfigMsg(&ctlmsg.Config{
+		VIPs:  []ctlmsg.VIP{{Address: "192.0.2.101/24", Interface: "eth0"}, {Address: "192.0.2.102/24", Interface: "eth1"}},
+		Hooks: ctlmsg.Hooks{OnFault: [][]string{{"/bin/new-fault"}}, Timeout: time.Second},
+	}))
+	if a.m.healthy || !slices.Contains(a.m.reasons, "interface eth1 down") {
+		t.Fatalf("the reloaded interface is down but the active is healthy: %v", a.m.reasons)
+	}
+	if j, ok := hook(a, "fault"); !ok || j.argv[0] != "/bin/new-fault" {
+		t.Fatalf("on_fault after the reload: %+v", a.hooks)
+	}
+	h.supervisor(b, ctlmsg.ConfigMsg(&ctlmsg.Config{
+		VIPs:  []ctlmsg.VIP{{Address: "192.0.2.101/24", Interface: "eth0"}, {Address: "192.0.2.102/24", Interface: "eth1"}},
+		Hooks: ctlmsg.Hooks{Timeout: time.Second},
+	}))
+	h.runUntil(5*time.Second, "the healthy standby active with the reloaded set", func() bool {
+		return b.active() && b.host.has(vip101) && b.host.has(vip102) && len(a.host.addrs) == 0
+	})
+	if b.host.has(vip100) {
+		t.Fatalf("b claimed the removed %s", vip100)
+	}
+}
+
+func hook(n *testNode, event string) (hookJob, bool) {
+	for _, j := range n.hooks {
+		if j.event == event {
+			return j, true
+		}
+	}
+	return hookJob{}, false
+}
+
+func hooked(n *testNode, event string) bool { _, ok := hook(n, event); return ok }
