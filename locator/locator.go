@@ -26,13 +26,6 @@ import (
 // StateFile is the locator's persisted state, in runtime.state_dir.
 const StateFile = "locator.state"
 
-// The report types live in internal/ctlmsg, shared with the supervisor and
-// the CLI.
-type (
-	Report     = ctlmsg.LocatorReport
-	NodeReport = ctlmsg.NodeCheckin
-)
-
 // Run serves until ctx ends or the supervisor's channel closes.
 func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	key, err := config.ReadKeyFile(cfg.Cluster.KeyFile)
@@ -246,8 +239,8 @@ func (d *driver) flush() {
 	}
 }
 
-func buildReport(s protocol.LocatorStatus, now time.Duration, tr transport.Endpoint, persistErrors uint64) Report {
-	r := Report{
+func buildReport(s protocol.LocatorStatus, now time.Duration, tr transport.Endpoint, persistErrors uint64) ctlmsg.LocatorReport {
+	r := ctlmsg.LocatorReport{
 		Self: s.Self, Epoch: s.Epoch, Holder: s.Holder, LeaseValid: s.LeaseValid,
 		GrantInMS: s.GrantIn.Milliseconds(), Quarantined: s.Quarantined,
 		Transport: tr.Stats(), PersistErrors: persistErrors, Listen: tr.Addr().String(),
@@ -256,7 +249,7 @@ func buildReport(s protocol.LocatorStatus, now time.Duration, tr transport.Endpo
 		r.LeaseRemainingMS = (s.LeaseUntil - now).Milliseconds()
 	}
 	for _, n := range s.Nodes {
-		nr := NodeReport{ID: n.ID, Seen: n.Seen, Epoch: n.Epoch, Healthy: n.Healthy, Maintenance: n.Maintenance, TokenSeq: n.TokenSeq}
+		nr := ctlmsg.NodeCheckin{ID: n.ID, Seen: n.Seen, Epoch: n.Epoch, Healthy: n.Healthy, Maintenance: n.Maintenance, TokenSeq: n.TokenSeq}
 		if n.Seen {
 			nr.AgeMS = (now - n.At).Milliseconds()
 		}

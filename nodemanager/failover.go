@@ -5,6 +5,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/internal/transport"
 	"github.com/vigil-project/vigil/protocol"
 )
@@ -95,7 +96,7 @@ func (f *failoverTracker) decidedAt(now time.Duration) time.Duration {
 // becameActive logs the one event=failover line of this transition. took
 // is from the decision to every floating IP added and first announced
 // (t.AnnouncedMS), or to the claim's end when there is none to announce.
-func (f *failoverTracker) becameActive(log *slog.Logger, epoch uint64, t *Takeover, elapsed time.Duration) {
+func (f *failoverTracker) becameActive(log *slog.Logger, epoch uint64, t *ctlmsg.Takeover, elapsed time.Duration) {
 	c := f.pending
 	f.pending = nil
 	if c == nil {

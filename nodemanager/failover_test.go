@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/internal/transport"
 	"github.com/vigil-project/vigil/protocol"
 )
@@ -52,7 +53,7 @@ func TestFailoverTrackerReasons(t *testing.T) {
 	// Cold start: nobody active was ever known, the token never came.
 	f.local(time.Second)
 	f.becameCandidate(protocol.CauseTokenLost)
-	f.becameActive(log, 1, &Takeover{AnnouncedMS: 1.234}, time.Millisecond)
+	f.becameActive(log, 1, &ctlmsg.Takeover{AnnouncedMS: 1.234}, time.Millisecond)
 	f.observe("b")
 
 	// a active (seen in its tokens), then its token stops.
@@ -62,7 +63,7 @@ func TestFailoverTrackerReasons(t *testing.T) {
 	f.local(2 * time.Second)
 	f.becameCandidate(protocol.CauseTokenLost)
 	f.observe("a") // the protocol still names the dead active
-	f.becameActive(log, 2, &Takeover{AnnouncedMS: 7.5}, time.Millisecond)
+	f.becameActive(log, 2, &ctlmsg.Takeover{AnnouncedMS: 7.5}, time.Millisecond)
 
 	// Handover: the transfer clears the protocol's active before the claim.
 	f.observe("a")
@@ -74,14 +75,14 @@ func TestFailoverTrackerReasons(t *testing.T) {
 	f.observe("a")
 	f.input(token("", ""))
 	f.becameCandidate(protocol.CauseNoActive)
-	f.becameActive(log, 4, &Takeover{}, 2*time.Millisecond)
+	f.becameActive(log, 4, &ctlmsg.Takeover{}, 2*time.Millisecond)
 
 	// This node's own lease lapsed (a late tick, say) and it re-claims
 	// from the token it holds, on a tick: no datagram says why (the
 	// reason=unknown of issue 11).
 	f.local(5 * time.Second)
 	f.becameCandidate(protocol.CauseLeaseLost)
-	f.becameActive(log, 5, &Takeover{AnnouncedMS: 2}, time.Millisecond)
+	f.becameActive(log, 5, &ctlmsg.Takeover{AnnouncedMS: 2}, time.Millisecond)
 
 	got := failoverLines(t, &buf)
 	want := []foLine{

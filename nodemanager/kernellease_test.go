@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/netfloat"
 )
 
@@ -15,10 +16,10 @@ import (
 func TestKernelLeaseReportUnavailable(t *testing.T) {
 	m := &manager{host: &netlinkHost{klErr: fmt.Errorf("%w: netlink: protocol not supported", netfloat.ErrKernelLeaseUnavailable)}}
 	r := m.kernelLeaseReport()
-	if r == nil || r.State != KernelLeaseUnavailable || !strings.Contains(r.Reason, "protocol not supported") {
+	if r == nil || r.State != ctlmsg.KernelLeaseUnavailable || !strings.Contains(r.Reason, "protocol not supported") {
 		t.Fatalf("report %+v", r)
 	}
-	b, err := json.Marshal(Report{KernelLease: r})
+	b, err := json.Marshal(ctlmsg.NodeManagerReport{KernelLease: r})
 	if err != nil {
 		t.Fatal(err)
 	}

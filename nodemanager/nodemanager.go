@@ -98,7 +98,7 @@ type manager struct {
 	rt    realtime.Report
 
 	takeovers    uint64
-	lastTakeover *Takeover
+	lastTakeover *ctlmsg.Takeover
 	lateTimers   uint64
 	maxLate      time.Duration
 	inLate       bool
@@ -693,8 +693,8 @@ func (m *manager) activate(epoch uint64, decided time.Duration) {
 
 // claim adds and announces every floating IP. decided is when the protocol
 // decided (the input that made this node active arrived).
-func (m *manager) claim(epoch uint64, decided time.Duration) *Takeover {
-	t := &Takeover{Epoch: epoch}
+func (m *manager) claim(epoch uint64, decided time.Duration) *ctlmsg.Takeover {
+	t := &ctlmsg.Takeover{Epoch: epoch}
 	m.drain = nil // the role came back during a drain: Claim re-announces
 	if m.float == nil {
 		m.held = true
@@ -841,7 +841,7 @@ func (m *manager) report(now time.Duration) {
 	}
 	st := m.node.Status()
 	m.rt.Refresh() // the supervisor may have made us SCHED_RR since start
-	r := Report{
+	r := ctlmsg.NodeManagerReport{
 		Self: st.Self, Role: st.Role.String(), Epoch: st.Epoch, Active: st.Active,
 		LeaseMS:    m.pcfg.Lease.Milliseconds(),
 		LeaseValid: st.LeaseValid, HoldingToken: st.HoldingToken,
@@ -857,7 +857,7 @@ func (m *manager) report(now time.Duration) {
 		r.LeaseRemainingMS = (st.LeaseUntil - now).Milliseconds()
 	}
 	for _, p := range st.Peers {
-		pr := PeerReport{ID: p.ID, Healthy: p.Healthy, Maintenance: p.Maintenance, InRing: p.InRing}
+		pr := ctlmsg.PeerState{ID: p.ID, Healthy: p.Healthy, Maintenance: p.Maintenance, InRing: p.InRing}
 		if p.ID == st.Self {
 			// The token's summary of this node may be a rotation old; its
 			// own view is current.
@@ -866,7 +866,7 @@ func (m *manager) report(now time.Duration) {
 		r.Peers = append(r.Peers, pr)
 	}
 	for _, l := range st.Locators {
-		lr := LocatorReport{ID: l.ID, Seen: l.Seen}
+		lr := ctlmsg.LocatorAnswer{ID: l.ID, Seen: l.Seen}
 		if l.Seen {
 			lr.AgeMS = (now - l.LastAck).Milliseconds()
 		}
@@ -901,7 +901,7 @@ func (m *manager) report(now time.Duration) {
 	r.Conflicts = m.conflicts
 	r.PersistFailing, r.PersistErrors, r.PersistError = m.state.Status()
 	if c := m.lastConflict; c != nil {
-		r.LastConflict = &ConflictReport{VIP: c.vip, MAC: c.mac, AgeMS: (now - c.at).Milliseconds()}
+		r.LastConflict = &ctlmsg.Conflict{VIP: c.vip, MAC: c.mac, AgeMS: (now - c.at).Milliseconds()}
 	}
 	msg, err := ctlmsg.NodeManagerReportMsg(&r)
 	if err != nil {

@@ -292,21 +292,21 @@ func (m *manager) rebuildFloat(now time.Duration) {
 }
 
 // kernelLeaseReport is the kernel lease for status; nil without VIPs.
-func (m *manager) kernelLeaseReport() *KernelLeaseReport {
+func (m *manager) kernelLeaseReport() *ctlmsg.KernelLease {
 	if m.host == nil {
 		return nil
 	}
 	switch have, err := m.host.kernelLease(); {
 	case err != nil:
-		return &KernelLeaseReport{State: KernelLeaseUnavailable, Reason: err.Error()}
+		return &ctlmsg.KernelLease{State: ctlmsg.KernelLeaseUnavailable, Reason: err.Error()}
 	case !have || m.float == nil:
 		return nil
 	}
 	s := m.float.KernelLeaseStats()
-	r := &KernelLeaseReport{State: KernelLeaseEnforcing, Applies: s.Applies, Failures: s.Failures,
+	r := &ctlmsg.KernelLease{State: ctlmsg.KernelLeaseEnforcing, Applies: s.Applies, Failures: s.Failures,
 		LastApplyUS: s.LastApply.Microseconds(), MaxApplyUS: s.MaxApply.Microseconds()}
 	if s.Failing {
-		r.State, r.Reason = KernelLeaseFailing, s.LastError
+		r.State, r.Reason = ctlmsg.KernelLeaseFailing, s.LastError
 	}
 	return r
 }
