@@ -16,7 +16,7 @@ import (
 
 	"github.com/vigil-project/vigil/cgroup"
 	"github.com/vigil-project/vigil/internal/clock"
-	"github.com/vigil-project/vigil/supervisor"
+	"github.com/vigil-project/vigil/internal/execshim"
 )
 
 // hookOutputCap is how much of one hook run's output is logged; the rest is
@@ -50,7 +50,7 @@ type hookRunner struct {
 	failures atomic.Uint64
 	shim     string // the vigil binary whose `_exec` starts each hook
 	path     string // PATH in the hooks' environment
-	// cgroup are the hooks group's directories (supervisor.HooksCgroupEnv);
+	// cgroup are the hooks group's directories (execshim.HooksCgroupEnv);
 	// nil: hooks run in the node manager's own group.
 	cgroup []string
 }
@@ -137,7 +137,7 @@ func (h *hookRunner) runOne(ctx context.Context, j hookJob) {
 // exec runs one hook to its end or ctx's, and kills its process group
 // either way.
 func (h *hookRunner) exec(ctx context.Context, j hookJob) error {
-	spec, err := supervisor.HookSpec(j.argv)
+	spec, err := execshim.HookSpec(j.argv)
 	if err != nil {
 		return err
 	}
@@ -155,7 +155,7 @@ func (h *hookRunner) exec(ctx context.Context, j hookJob) error {
 		return fmt.Errorf("hook output pipe: %w", err)
 	}
 	cmd := &exec.Cmd{
-		Path: h.shim, Args: []string{"vigil", supervisor.ShimCommand},
+		Path: h.shim, Args: []string{"vigil", execshim.ShimCommand},
 		Env: env, Dir: "/", Stdout: w, Stderr: w,
 		// Its own group: every process the hook starts can be killed
 		// with it.

@@ -19,14 +19,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vigil-project/vigil/internal/clock"
-	"github.com/vigil-project/vigil/supervisor"
+	"github.com/vigil-project/vigil/internal/execshim"
 )
 
 // The hooks run through `vigil _exec`, which in this package's tests is the
 // test binary itself (/proc/self/exe): it becomes the shim here.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == supervisor.ShimCommand {
-		err := supervisor.RunShim()
+	if len(os.Args) > 1 && os.Args[1] == execshim.ShimCommand {
+		err := execshim.Run()
 		fmt.Fprintf(os.Stderr, "vigil: cannot start process: %v\n", err)
 		os.Exit(127)
 	}
@@ -286,7 +286,7 @@ func TestHookOutputStreamed(t *testing.T) {
 func TestHookEnvironment(t *testing.T) {
 	t.Setenv("NOTIFY_SOCKET", "/run/systemd/notify")
 	t.Setenv("VIGIL_PRIVATE_TEST", "secret")
-	t.Setenv(supervisor.HooksCgroupEnv, `["/sys/fs/cgroup/x/hooks"]`)
+	t.Setenv(execshim.HooksCgroupEnv, `["/sys/fs/cgroup/x/hooks"]`)
 	m := testManager(t, false)
 	logs := newLogLines(true, "")
 	m.hooks = newHookRunner(slog.New(slog.NewJSONHandler(logs, nil)), clock.Real{})

@@ -21,6 +21,7 @@ import (
 	"github.com/vigil-project/vigil/config"
 	"github.com/vigil-project/vigil/internal/clock"
 	"github.com/vigil-project/vigil/internal/ctlmsg"
+	"github.com/vigil-project/vigil/internal/execshim"
 	"github.com/vigil-project/vigil/internal/ipc"
 	"github.com/vigil-project/vigil/internal/statefile"
 	"github.com/vigil-project/vigil/internal/transport"
@@ -28,7 +29,6 @@ import (
 	"github.com/vigil-project/vigil/protocol"
 	"github.com/vigil-project/vigil/realtime"
 	"github.com/vigil-project/vigil/schedwatch"
-	"github.com/vigil-project/vigil/supervisor"
 )
 
 // StateFile is the node's persisted state, in runtime.state_dir.
@@ -135,7 +135,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if m.sup, err = ipc.FromEnv(); err != nil && !errors.Is(err, ipc.ErrNoChannel) {
 		return err
 	}
-	if m.hooks.cgroup, err = supervisor.HooksCgroupFromEnv(); err != nil {
+	if m.hooks.cgroup, err = execshim.HooksCgroupFromEnv(); err != nil {
 		log.Warn("hooks run in the node manager's cgroup, charged to the control plane", "event", "hooks_cgroup_error", "err", err)
 	} else if m.hooks.cgroup == nil && m.sup != nil {
 		log.Warn("hooks run in the node manager's cgroup, charged to the control plane: the supervisor has no hooks cgroup (see its log)", "event", "hooks_cgroup_error")

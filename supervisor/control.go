@@ -276,34 +276,6 @@ func reloadRefused(err error) Response {
 	return r
 }
 
-// Call sends one request to the daemon listening on path.
-func Call(path string, req Request) (*Response, error) {
-	c, err := net.DialTimeout("unix", path, 2*time.Second)
-	if err != nil {
-		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
-			return nil, fmt.Errorf("%w (no daemon on %s)", ErrNotRunning, path)
-		}
-		return nil, fmt.Errorf("supervisor: connect %s: %w", path, err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	// A daemon that refuses the peer answers before reading the request
-	// and closes: the send may then fail (EPIPE) with the answer, which
-	// says why, already waiting to be read.
-	sendErr := json.NewEncoder(c).Encode(req)
-	var resp Response
-	if err := json.NewDecoder(c).Decode(&resp); err != nil {
-		if sendErr != nil {
-			return nil, fmt.Errorf("supervisor: send to %s: %w", path, sendErr)
-		}
-		return nil, fmt.Errorf("supervisor: read from %s: %w", path, err)
-	}
-	if !resp.OK {
-		return &resp, errors.New(resp.Error)
-	}
-	return &resp, nil
-}
-
 // Snapshot returns the current status, taken by the main loop; it is what
 // the metrics endpoint scrapes. It fails when the loop does not answer
 // within ctx, which is itself worth a scrape error.

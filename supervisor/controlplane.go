@@ -12,6 +12,7 @@ import (
 	"github.com/vigil-project/vigil/cgroup"
 	"github.com/vigil-project/vigil/config"
 	"github.com/vigil-project/vigil/internal/ctlmsg"
+	"github.com/vigil-project/vigil/internal/execshim"
 	"github.com/vigil-project/vigil/internal/ipc"
 	"github.com/vigil-project/vigil/realtime"
 )
@@ -42,7 +43,7 @@ func (s *Supervisor) controlProcesses() []config.Process {
 	for _, n := range names {
 		env := []string{fmt.Sprintf("%s=%d", ipc.EnvFD, ipc.ChildFD)}
 		if n == ctlNodeManager && s.hooks != nil {
-			if e, err := hooksCgroupEntry(s.hooks.HierarchyDirs()); err != nil {
+			if e, err := execshim.HooksCgroupEntry(s.hooks.HierarchyDirs()); err != nil {
 				s.log.Warn("hooks run in the node manager's cgroup", "event", "hooks_cgroup_error", "err", err)
 			} else {
 				env = append(env, e)

@@ -1,45 +1,23 @@
 package supervisor
 
 import (
-	"slices"
 	"strings"
 	"testing"
 
 	"github.com/vigil-project/vigil/config"
+	"github.com/vigil-project/vigil/internal/execshim"
 )
 
-// The hooks group's directories reach the node manager intact (paths of
-// any shape, v1's several hierarchies), a malformed value is an error, and
-// the variable never reaches an application.
-func TestHooksCgroupEnv(t *testing.T) {
-	dirs := []string{"/sys/fs/cgroup/cpu,cpuacct/vigil/hooks", "/sys/fs/cgroup/memory/a b:c/vigil/hooks"}
-	entry, err := hooksCgroupEntry(dirs)
+// The hooks group's directories never reach an application's environment.
+func TestHooksCgroupEnvNotForApplications(t *testing.T) {
+	entry, err := execshim.HooksCgroupEntry([]string{"/sys/fs/cgroup/memory/vigil/hooks"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	k, v, _ := strings.Cut(entry, "=")
-	if k != HooksCgroupEnv {
-		t.Fatalf("entry %q", entry)
-	}
-	t.Setenv(HooksCgroupEnv, v)
-	got, err := HooksCgroupFromEnv()
-	if err != nil || !slices.Equal(got, dirs) {
-		t.Errorf("HooksCgroupFromEnv() = %q, %v; want %q", got, err, dirs)
-	}
-	for _, bad := range []string{"/sys/fs/cgroup/hooks", `["relative/hooks"]`, `{}`} {
-		t.Setenv(HooksCgroupEnv, bad)
-		if got, err := HooksCgroupFromEnv(); err == nil {
-			t.Errorf("%s=%q read as %q", HooksCgroupEnv, bad, got)
-		}
-	}
-	t.Setenv(HooksCgroupEnv, "")
-	if got, err := HooksCgroupFromEnv(); got != nil || err != nil {
-		t.Errorf("empty: %q, %v", got, err)
-	}
-
-	t.Setenv(HooksCgroupEnv, v)
+	_, v, _ := strings.Cut(entry, "=")
+	t.Setenv(execshim.HooksCgroupEnv, v)
 	for _, kv := range processEnv(&config.Process{Name: "app"}, "{}") {
-		if strings.HasPrefix(kv, HooksCgroupEnv+"=") {
+		if strings.HasPrefix(kv, execshim.HooksCgroupEnv+"=") {
 			t.Errorf("an application's environment has %s", kv)
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vigil-project/vigil/cgroup"
+	"github.com/vigil-project/vigil/internal/execshim"
 	"github.com/vigil-project/vigil/internal/ipc"
 )
 
@@ -83,7 +84,7 @@ func files(stdin, out, barrier, extra *os.File) []uintptr {
 	none := ^uintptr(0) // -1: the fd is closed in the child
 	fds := []uintptr{stdin.Fd(), out.Fd(), out.Fd(), none}
 	if barrier != nil {
-		fds[barrierFD] = barrier.Fd()
+		fds[execshim.BarrierFD] = barrier.Fd()
 	}
 	if extra != nil {
 		for len(fds) < ipc.ChildFD {
@@ -94,7 +95,7 @@ func files(stdin, out, barrier, extra *os.File) []uintptr {
 	return fds
 }
 
-func (s *Supervisor) spawnInto(p *proc, spec *ExecSpec, stdin, out, extra *os.File) (int, <-chan Exit, error) {
+func (s *Supervisor) spawnInto(p *proc, spec *execshim.Spec, stdin, out, extra *os.File) (int, <-chan Exit, error) {
 	sys := &syscall.SysProcAttr{Setsid: true}
 	if fd, err := p.group.OpenFD(); err == nil {
 		defer fd.Close()
@@ -136,7 +137,7 @@ func (s *Supervisor) spawnInto(p *proc, spec *ExecSpec, stdin, out, extra *os.Fi
 	return pid, done, nil
 }
 
-func (s *Supervisor) forkShim(p *proc, spec *ExecSpec, sys *syscall.SysProcAttr, files []uintptr) (int, <-chan Exit, error) {
+func (s *Supervisor) forkShim(p *proc, spec *execshim.Spec, sys *syscall.SysProcAttr, files []uintptr) (int, <-chan Exit, error) {
 	js, err := jsonMarshal(spec)
 	if err != nil {
 		return 0, nil, err
@@ -145,7 +146,7 @@ func (s *Supervisor) forkShim(p *proc, spec *ExecSpec, sys *syscall.SysProcAttr,
 	if dir == "" {
 		dir = "/"
 	}
-	return s.reaper.Spawn(s.opts.Exe, []string{"vigil", ShimCommand, p.cfg.Name}, &syscall.ProcAttr{
+	return s.reaper.Spawn(s.opts.Exe, []string{"vigil", execshim.ShimCommand, p.cfg.Name}, &syscall.ProcAttr{
 		Dir:   dir,
 		Env:   processEnv(&p.cfg, js),
 		Files: files,
@@ -187,13 +188,6 @@ func selfRSS() uint64 {
 	}
 	pages, _ := strconv.ParseUint(f[1], 10, 64)
 	return pages * uint64(os.Getpagesize())
-}
-
-func signalName(s syscall.Signal) string {
-	if n := unix.SignalName(s); n != "" {
-		return n
-	}
-	return "signal " + strconv.Itoa(int(s))
 }
 
 // signalNumber maps a canonical name such as "SIGTERM" (config validates it)

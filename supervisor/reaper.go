@@ -10,6 +10,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/vigil-project/vigil/internal/execshim"
+	"github.com/vigil-project/vigil/internal/procsig"
 )
 
 // Exit is how a child ended, as wait4 reported it.
@@ -25,7 +28,7 @@ func (e Exit) Success() bool { return e.Signal == 0 && e.Code == 0 }
 
 func (e Exit) String() string {
 	if e.Signal != 0 {
-		return "signal " + signalName(e.Signal)
+		return "signal " + procsig.Name(e.Signal)
 	}
 	return fmt.Sprintf("exit status %d", e.Code)
 }
@@ -133,7 +136,7 @@ func (r *Reaper) RunCommand(ctx context.Context, argv []string) (int, error) {
 		return -1, fmt.Errorf("supervisor: open %s: %w", os.DevNull, err)
 	}
 	defer devnull.Close()
-	path, err := lookPath(argv[0])
+	path, err := execshim.LookPath(argv[0])
 	if err != nil {
 		return -1, err
 	}
@@ -158,4 +161,11 @@ func (r *Reaper) RunCommand(ctx context.Context, argv []string) (int, error) {
 		<-done
 		return -1, fmt.Errorf("%s: %w", argv[0], ctx.Err())
 	}
+}
+
+// runner adapts the reaper to health.Runner.
+type runner struct{ r *Reaper }
+
+func (r runner) Run(ctx context.Context, argv []string) (int, error) {
+	return r.r.RunCommand(ctx, argv)
 }

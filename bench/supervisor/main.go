@@ -26,6 +26,7 @@ import (
 
 	"github.com/vigil-project/vigil/bench/internal/machine"
 	"github.com/vigil-project/vigil/supervisor"
+	"github.com/vigil-project/vigil/supervisor/client"
 )
 
 func main() {
@@ -151,7 +152,7 @@ processes:
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		if _, err := supervisor.Call(r.socket, supervisor.Request{Cmd: "status"}); err == nil {
+		if _, err := client.Call(r.socket, supervisor.Request{Cmd: "status"}); err == nil {
 			return r, nil
 		}
 		if time.Now().After(deadline) {
@@ -249,7 +250,7 @@ func idleCost(bin string, procs int, window time.Duration) (rssMiB, cpuPct float
 	if err != nil {
 		return 0, 0, err
 	}
-	resp, err := supervisor.Call(r.socket, supervisor.Request{Cmd: "status"})
+	resp, err := client.Call(r.socket, supervisor.Request{Cmd: "status"})
 	if err != nil {
 		return 0, 0, err
 	}

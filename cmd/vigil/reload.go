@@ -10,6 +10,7 @@ import (
 
 	"github.com/vigil-project/vigil/config"
 	"github.com/vigil-project/vigil/supervisor"
+	"github.com/vigil-project/vigil/supervisor/client"
 )
 
 // runReload is `vigil reload`, the unit's ExecReload=: it asks the running
@@ -40,7 +41,7 @@ func runReload(args []string, stdout, stderr io.Writer) int {
 			localErr = err
 		}
 	}
-	resp, err := supervisor.Call(socket, supervisor.Request{Cmd: "reload"})
+	resp, err := client.Call(socket, supervisor.Request{Cmd: "reload"})
 	switch {
 	case err == nil && resp.Reload == nil:
 		fmt.Fprintln(stderr, "vigil reload: the daemon answered without saying what it reloaded")

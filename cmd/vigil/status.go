@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -16,36 +15,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/vigil-project/vigil/config"
 	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/supervisor"
+	"github.com/vigil-project/vigil/supervisor/client"
 )
-
-const defaultSocket = "/run/vigil/control.sock"
-
-// socketPath finds the control socket: --socket, else the config's
-// runtime.control_socket, else the default.
-func socketPath(cfgPath, socket string, stderr io.Writer) string {
-	if socket != "" {
-		return socket
-	}
-	cfg, err := config.Load(cfgPath)
-	if err == nil {
-		return cfg.Runtime.ControlSocket
-	}
-	if !errors.Is(err, os.ErrNotExist) {
-		fmt.Fprintf(stderr, "vigil: warning: %s is not valid, using %s\n", cfgPath, defaultSocket)
-	}
-	return defaultSocket
-}
-
-func controlFlags(name string, stderr io.Writer) (*flag.FlagSet, *string, *string) {
-	fs := newFlags(name, stderr)
-	path := fs.String("c", defaultConfig, "configuration `FILE` (to find the control socket)")
-	fs.StringVar(path, "config", defaultConfig, "configuration `FILE` (to find the control socket)")
-	sock := fs.String("socket", "", "control socket `PATH` (overrides the config's runtime.control_socket)")
-	return fs, path, sock
-}
 
 // cpuSample is how long `vigil status` waits between its two snapshots to
 // turn the cgroups' cumulative CPU counters into a current rate (as
@@ -107,7 +80,7 @@ type snapshot struct {
 }
 
 func (v statusView) fetch() (snapshot, error) {
-	resp, err := supervisor.Call(v.socket, supervisor.Request{Cmd: "status"})
+	resp, err := client.Call(v.socket, supervisor.Request{Cmd: "status"})
 	if err == nil && resp.Status == nil {
 		err = errors.New("the daemon answered without a status")
 	}
@@ -701,21 +674,4 @@ func age(now, t time.Time) string {
 		return d.Round(time.Millisecond).String()
 	}
 	return d.Round(time.Second).String()
-}
-
-func runRestart(args []string, stdout, stderr io.Writer) int {
-	fs, path, sock := controlFlags("restart", stderr)
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
-	}
-	if fs.NArg() != 1 {
-		fmt.Fprintln(stderr, "usage: vigil restart [-c FILE] NAME")
-		return exitUsage
-	}
-	if _, err := supervisor.Call(socketPath(*path, *sock, stderr), supervisor.Request{Cmd: "restart", Name: fs.Arg(0)}); err != nil {
-		fmt.Fprintf(stderr, "vigil restart: %v\n", err)
-		return exitFailure
-	}
-	fmt.Fprintf(stdout, "restarting %s\n", fs.Arg(0))
-	return exitOK
 }

@@ -115,11 +115,3 @@ func newLogger(w io.Writer, c config.Log) *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
 }
-
-// runExecShim is `vigil _exec`, the first moments of every supervised
-// process (see supervisor.RunShim).
-func runExecShim(args []string, stdout, stderr io.Writer) int {
-	err := supervisor.RunShim()
-	fmt.Fprintf(stderr, "vigil: cannot start process: %v\n", err)
-	return 127
-}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/vigil-project/vigil/protocol"
 	"github.com/vigil-project/vigil/supervisor"
+	"github.com/vigil-project/vigil/supervisor/client"
 )
 
 // VigilOptions configure the Vigil system.
@@ -254,7 +255,7 @@ func (v *Vigil) startHost(id string) error {
 	v.mu.Unlock()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		if _, err := supervisor.Call(h.socket, supervisor.Request{Cmd: "status"}); err == nil {
+		if _, err := client.Call(h.socket, supervisor.Request{Cmd: "status"}); err == nil {
 			return nil
 		}
 		select {
@@ -339,7 +340,7 @@ func (v *Vigil) ClusterTag() uint64 { return protocol.ClusterTag(v.key, v.Cluste
 
 // Status returns host id's `vigil status --json` document.
 func (v *Vigil) Status(id string) (*supervisor.Status, error) {
-	resp, err := supervisor.Call(v.host[id].socket, supervisor.Request{Cmd: "status"})
+	resp, err := client.Call(v.host[id].socket, supervisor.Request{Cmd: "status"})
 	if err != nil {
 		return nil, err
 	}
@@ -433,7 +434,7 @@ func (v *Vigil) Heal() error {
 		}
 		for _, p := range st.Processes {
 			if p.Name == "sip" && p.State == supervisor.StateFatal {
-				if _, err := supervisor.Call(v.host[id].socket, supervisor.Request{Cmd: "restart", Name: "sip"}); err != nil {
+				if _, err := client.Call(v.host[id].socket, supervisor.Request{Cmd: "restart", Name: "sip"}); err != nil {
 					return errorf("restart sip on %s: %v", id, err)
 				}
 			}
@@ -444,7 +445,7 @@ func (v *Vigil) Heal() error {
 
 // Switchover implements System: `vigil switchover` on the active.
 func (v *Vigil) Switchover(id string) error {
-	_, err := supervisor.Call(v.host[id].socket, supervisor.Request{Cmd: "switchover", Name: Other(id)})
+	_, err := client.Call(v.host[id].socket, supervisor.Request{Cmd: "switchover", Name: Other(id)})
 	return err
 }
 

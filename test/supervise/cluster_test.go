@@ -12,6 +12,7 @@ import (
 
 	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/supervisor"
+	"github.com/vigil-project/vigil/supervisor/client"
 )
 
 // nmReport is the part of the node manager's report these tests read.
@@ -92,7 +93,7 @@ func pairYAML(name, id string, d *daemon, addrs map[string]string) string {
 }
 
 func (c *cluster) report(id string) (nmReport, bool) {
-	resp, err := supervisor.Call(c.nodes[id].socket, supervisor.Request{Cmd: "status"})
+	resp, err := client.Call(c.nodes[id].socket, supervisor.Request{Cmd: "status"})
 	if err != nil || resp.Status.NodeManager == nil {
 		return nmReport{}, false
 	}

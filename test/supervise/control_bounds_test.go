@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vigil-project/vigil/supervisor"
+	"github.com/vigil-project/vigil/supervisor/client"
 )
 
 // readResponse reads one response from c, or the error that ended the
@@ -118,7 +119,7 @@ func TestControlSocketBounds(t *testing.T) {
 	}
 
 	// Slots are free again.
-	if _, err := supervisor.Call(d.socket, supervisor.Request{Cmd: "status"}); err != nil {
+	if _, err := client.Call(d.socket, supervisor.Request{Cmd: "status"}); err != nil {
 		t.Errorf("status after the idle connections closed: %v", err)
 	}
 	d.stop(15 * time.Second)

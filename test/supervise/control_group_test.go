@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/vigil-project/vigil/supervisor"
+	"github.com/vigil-project/vigil/supervisor/client"
 )
 
 // Environment of TestControlClientHelper, the client run as another user.
@@ -34,7 +35,7 @@ func TestControlClientHelper(t *testing.T) {
 	if sock == "" {
 		t.Skip("helper process of TestControlGroup")
 	}
-	_, err := supervisor.Call(sock, supervisor.Request{Cmd: os.Getenv(envClientCmd), Name: os.Getenv(envClientName)})
+	_, err := client.Call(sock, supervisor.Request{Cmd: os.Getenv(envClientCmd), Name: os.Getenv(envClientName)})
 	if err != nil {
 		fmt.Printf("\nRESULT: error: %v\n", err)
 		return
@@ -204,7 +205,7 @@ func TestControlGroup(t *testing.T) {
 		t.Errorf("status as a non-member through an open socket: %q, want %q", got, want)
 	}
 	// Root may still do everything.
-	if _, err := supervisor.Call(d.socket, supervisor.Request{Cmd: "restart", Name: "sleeper"}); err != nil {
+	if _, err := client.Call(d.socket, supervisor.Request{Cmd: "restart", Name: "sleeper"}); err != nil {
 		t.Errorf("restart as root: %v", err)
 	}
 	d.stop(15 * time.Second)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/vigil-project/vigil/cgroup"
 	"github.com/vigil-project/vigil/supervisor"
+	"github.com/vigil-project/vigil/supervisor/client"
 
 	"github.com/vigil-project/vigil/internal/testtool"
 	"github.com/vigil-project/vigil/internal/vigilbin"
@@ -144,7 +145,7 @@ func (d *daemon) start() {
 		close(d.done)
 	}()
 	d.waitFor("control socket answers", 10*time.Second, func() bool {
-		_, err := supervisor.Call(d.socket, supervisor.Request{Cmd: "status"})
+		_, err := client.Call(d.socket, supervisor.Request{Cmd: "status"})
 		return err == nil
 	})
 }
@@ -196,7 +197,7 @@ func (d *daemon) cleanup() {
 
 func (d *daemon) status() *supervisor.Status {
 	d.t.Helper()
-	resp, err := supervisor.Call(d.socket, supervisor.Request{Cmd: "status"})
+	resp, err := client.Call(d.socket, supervisor.Request{Cmd: "status"})
 	if err != nil {
 		d.t.Fatalf("status: %v\n%s", err, d.log.String())
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/vigil-project/vigil/supervisor"
+	"github.com/vigil-project/vigil/supervisor/client"
 )
 
 // A node whose runtime.state_dir is wiped while it is stopped comes back
@@ -94,7 +95,7 @@ func TestLostStateDirRejoins(t *testing.T) {
 }
 
 func peerInRing(d *daemon, id string) bool {
-	resp, err := supervisor.Call(d.socket, supervisor.Request{Cmd: "status"})
+	resp, err := client.Call(d.socket, supervisor.Request{Cmd: "status"})
 	if err != nil || resp.Status.NodeManager == nil {
 		return false
 	}
@@ -120,7 +121,7 @@ func pidIn(st *supervisor.Status, name string) int {
 // from their reports.
 func incarnations(t *testing.T, d *daemon) uint64 {
 	t.Helper()
-	resp, err := supervisor.Call(d.socket, supervisor.Request{Cmd: "status"})
+	resp, err := client.Call(d.socket, supervisor.Request{Cmd: "status"})
 	if err != nil {
 		t.Fatal(err)
 	}

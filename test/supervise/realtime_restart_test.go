@@ -12,6 +12,7 @@ import (
 
 	"github.com/vigil-project/vigil/realtime"
 	"github.com/vigil-project/vigil/supervisor"
+	"github.com/vigil-project/vigil/supervisor/client"
 )
 
 // needRTGroupSched skips unless the cpu cgroup this test runs in has
@@ -167,7 +168,7 @@ func TestRealtimeBudgetRefusedIsLoudThenRestored(t *testing.T) {
 		}
 		return false
 	})
-	resp, err := supervisor.Call(d.socket, supervisor.Request{Cmd: "status"})
+	resp, err := client.Call(d.socket, supervisor.Request{Cmd: "status"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vigil-project/vigil/internal/execshim"
 	"github.com/vigil-project/vigil/supervisor"
+	"github.com/vigil-project/vigil/supervisor/client"
 )
 
 // signalLines counts the daemon's event=signal_ignored / signal_dump lines
@@ -85,7 +87,7 @@ func TestStraySignalsKeepRole(t *testing.T) {
 				return true // stopped by SIGTSTP/TTIN/TTOU
 			}
 		}
-		resp, err := supervisor.Call(d.socket, supervisor.Request{Cmd: "status"})
+		resp, err := client.Call(d.socket, supervisor.Request{Cmd: "status"})
 		if err != nil {
 			return false
 		}
@@ -198,12 +200,12 @@ func sigBit(s syscall.Signal) uint64 { return 1 << (uint(s) - 1) }
 // returns once the shim waits there.
 func startShim(t *testing.T, stop syscall.Signal, argv ...string) (*exec.Cmd, *os.File, <-chan error) {
 	t.Helper()
-	spec, _ := json.Marshal(supervisor.ExecSpec{Path: argv[0], Argv: argv, Barrier: true, StopSignal: int(stop)})
+	spec, _ := json.Marshal(execshim.Spec{Path: argv[0], Argv: argv, Barrier: true, StopSignal: int(stop)})
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(vigilBin, supervisor.ShimCommand)
+	cmd := exec.Command(vigilBin, execshim.ShimCommand)
 	cmd.Env = append(os.Environ(), "VIGIL_EXEC_SPEC="+string(spec))
 	cmd.ExtraFiles = []*os.File{r}
 	if err := cmd.Start(); err != nil {

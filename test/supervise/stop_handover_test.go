@@ -9,6 +9,7 @@ import (
 
 	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/supervisor"
+	"github.com/vigil-project/vigil/supervisor/client"
 )
 
 // An orderly stop of the active (SIGTERM to its vigil, or `vigil restart
@@ -182,7 +183,7 @@ func peerView(d *daemon) (ctlmsg.NodeManagerReport, bool) {
 	if !d.running() {
 		return ctlmsg.NodeManagerReport{}, false
 	}
-	resp, err := supervisor.Call(d.socket, supervisor.Request{Cmd: "status"})
+	resp, err := client.Call(d.socket, supervisor.Request{Cmd: "status"})
 	if err != nil || resp.Status.NodeManager == nil {
 		return ctlmsg.NodeManagerReport{}, false
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/vigil-project/vigil/internal/testtool"
 	"github.com/vigil-project/vigil/supervisor"
+	"github.com/vigil-project/vigil/supervisor/client"
 )
 
 // The tests in this file run inside the VM only (run.sh sets VIGIL_VM_GUEST
@@ -114,7 +115,7 @@ func (d *vigild) start(sys *syscall.SysProcAttr) {
 		close(d.done)
 	}()
 	d.waitFor("control socket", 20*time.Second, func() bool {
-		_, err := supervisor.Call(d.socket, supervisor.Request{Cmd: "status"})
+		_, err := client.Call(d.socket, supervisor.Request{Cmd: "status"})
 		return err == nil
 	})
 }
@@ -160,7 +161,7 @@ func (d *vigild) waitFor(what string, timeout time.Duration, cond func() bool) {
 
 func (d *vigild) proc(name string) supervisor.ProcessStatus {
 	d.t.Helper()
-	resp, err := supervisor.Call(d.socket, supervisor.Request{Cmd: "status"})
+	resp, err := client.Call(d.socket, supervisor.Request{Cmd: "status"})
 	if err != nil {
 		d.t.Fatalf("status: %v", err)
 	}

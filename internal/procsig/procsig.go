@@ -1,4 +1,7 @@
-package supervisor
+// Package procsig is what every Vigil process does with the signals an
+// operator may send to anything named vigil: the supervisor, the control
+// plane and the exec shim catch the stray ones rather than die or stop.
+package procsig
 
 import (
 	"context"
@@ -8,7 +11,10 @@ import (
 	"os/signal"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // StraySignals are the signals an operator may send to every process named
@@ -72,28 +78,17 @@ func (c *StrayCatcher) Serve(ctx context.Context, log *slog.Logger, dump io.Writ
 					log.Warn("SIGQUIT: writing every goroutine's stack to stderr and going on", "event", "signal_dump", "signal", "SIGQUIT")
 					_ = pprof.Lookup("goroutine").WriteTo(dump, 2)
 				default:
-					log.Info("signal ignored: reload with `systemctl reload vigil` or `vigil reload`", "event", "signal_ignored", "signal", signalName(sig.(syscall.Signal)))
+					log.Info("signal ignored: reload with `systemctl reload vigil` or `vigil reload`", "event", "signal_ignored", "signal", Name(sig.(syscall.Signal)))
 				}
 			}
 		}
 	}()
 }
 
-// catchShimSignals is CatchStraySignals for the `vigil _exec` shim, which
-// has no log and whose stderr is the application's: between its start and
-// its exec it drops the stray signals, except the process's own stop signal,
-// which kills it as it would have killed the application (the supervisor may
-// be stopping the group). The kernel resets the caught signals to their
-// defaults at exec, so the application starts with the usual dispositions.
-func catchShimSignals(stop syscall.Signal) {
-	ch := make(chan os.Signal, 8)
-	signal.Notify(ch, StraySignals()...)
-	go func() {
-		for sig := range ch {
-			if sig == stop {
-				signal.Reset(sig)
-				_ = syscall.Kill(os.Getpid(), stop)
-			}
-		}
-	}()
+// Name is a signal's name ("SIGTERM"), or "signal N" for one without.
+func Name(s syscall.Signal) string {
+	if n := unix.SignalName(s); n != "" {
+		return n
+	}
+	return "signal " + strconv.Itoa(int(s))
 }

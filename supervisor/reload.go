@@ -1,0 +1,102 @@
+package supervisor
+
+import (
+	"errors"
+	"reflect"
+	"slices"
+	"strings"
+
+	"github.com/vigil-project/vigil/config"
+)
+
+// Reload re-reads the config file and applies it in place: removed processes
+// stop, added ones start, changed ones restart, unchanged ones keep running
+// (a FATAL one is given a fresh start). An invalid file changes nothing.
+func (s *Supervisor) reload() (*ReloadResult, error) {
+	cfg, err := config.Load(s.opts.ConfigPath)
+	if err != nil {
+		var errs config.Errors
+		if errors.As(err, &errs) {
+			for _, e := range errs {
+				s.log.Error("reload refused: invalid config", "event", "reload_refused", "err", e.Error())
+			}
+		} else {
+			s.log.Error("reload refused", "event", "reload_refused", "err", err)
+		}
+		return nil, &invalidConfigError{err}
+	}
+	if s.stopping {
+		return nil, errors.New("supervisor is stopping")
+	}
+	s.reloads++
+	old := make(map[string]*proc, len(s.procs))
+	for _, p := range s.procs {
+		old[p.cfg.Name] = p
+	}
+	var next []*proc
+	var added, changed, removed, kept []string
+	for _, pc := range cfg.Processes {
+		p, ok := old[pc.Name]
+		delete(old, pc.Name)
+		switch {
+		case !ok:
+			p = s.newProc(pc)
+			added = append(added, pc.Name)
+			s.start(p)
+		case !reflect.DeepEqual(p.cfg, pc):
+			changed = append(changed, pc.Name)
+			// Judged by the configuration it was running with.
+			wasUp := p.upForHealth()
+			p.cfg = pc
+			p.failures = 0
+			if wasUp {
+				s.beginRestartGrace(p, "reload")
+			}
+			pp := p
+			s.stop(p, "reload: changed", func() { pp.restarts = 0; s.start(pp) })
+		case p.state == StateFatal || p.state == StateExited:
+			kept = append(kept, pc.Name)
+			p.failures = 0
+			s.start(p)
+		default:
+			kept = append(kept, pc.Name)
+		}
+		next = append(next, p)
+	}
+	for name, p := range old {
+		removed = append(removed, name)
+		p.clearRestartGrace() // it no longer counts at all
+		pp := p
+		s.stop(p, "reload: removed", func() { s.deleteGroup(pp, nil) })
+	}
+	s.procs = next
+	keys := restartOnlyKeys(s.cfg, cfg)
+	if len(keys) > 0 {
+		// Restarting the locator or node manager here would move the
+		// active role because of a reload; every host must agree on the
+		// cluster anyway. The supervisor keeps what is in force (status
+		// shows it; the fence follows the node manager's own lease).
+		s.log.Warn("changed settings not applied by a reload: restart vigil on this host for them to take effect (for cluster settings, on every host, one at a time)",
+			"event", "reload_deferred", "keys", strings.Join(keys, ","))
+		cfg.Cluster, cfg.Runtime, cfg.Log = s.cfg.Cluster, s.cfg.Runtime, s.cfg.Log
+	}
+	vipsChanged := !reflect.DeepEqual(s.cfg.VIPs, cfg.VIPs)
+	pushCP := vipsChanged || !reflect.DeepEqual(s.cfg.Hooks, cfg.Hooks)
+	if vipsChanged && s.float == nil && len(cfg.VIPs) > 0 {
+		// The first VIP of a host that started without: the fence must be
+		// able to remove it.
+		if s.float, err = newFencer(cfg, s.log); err != nil {
+			s.log.Error("cannot fence the reloaded floating IPs", "event", "fence_error", "err", err)
+		}
+	}
+	s.cfg = cfg
+	if pushCP {
+		// In place, without restarting the node manager.
+		s.pushConfig(cfg)
+	}
+	s.applyGroupResources()
+	s.updateHealth()
+	s.log.Info("config reloaded", "event", "reload", "added", strings.Join(added, ","), "changed", strings.Join(changed, ","), "removed", strings.Join(removed, ","), "unchanged", strings.Join(kept, ","))
+	slices.Sort(removed) // from a map
+	return &ReloadResult{Config: s.opts.ConfigPath, Added: added, Changed: changed, Removed: removed, Unchanged: kept, Deferred: keys}, nil
+}

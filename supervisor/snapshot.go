@@ -1,0 +1,117 @@
+package supervisor
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/vigil-project/vigil/internal/procsig"
+	"github.com/vigil-project/vigil/procstat"
+)
+
+func (s *Supervisor) statusLine() string {
+	running := 0
+	for _, p := range s.procs {
+		if p.state == StateRunning {
+			running++
+		}
+	}
+	h := "healthy"
+	if !s.healthy {
+		h = "unhealthy"
+	}
+	return fmt.Sprintf("%d/%d processes running, node %s", running, len(s.procs), h)
+}
+
+// snapshot builds the status; it runs in the loop.
+func (s *Supervisor) snapshot() Status {
+	st := Status{
+		Version: s.opts.Version,
+		Cluster: s.cfg.Cluster.Name,
+		Node:    s.cfg.Cluster.Node,
+		Role:    string(s.cfg.Cluster.Role),
+		Healthy: s.healthy,
+		Supervisor: SupervisorState{
+			PID:        os.Getpid(),
+			StartedAt:  s.started,
+			Config:     s.opts.ConfigPath,
+			CgroupMode: s.cg.Mode().String(),
+			Cgroup:     s.sup.Path(),
+			Reloads:    s.reloads,
+			Orphans:    s.reaper.Orphans(),
+			RSSBytes:   selfRSS(),
+		},
+		Unhealthy: s.unhealthyReasons(),
+		Processes: make([]ProcessStatus, 0, len(s.procs)),
+	}
+	st.Supervisor.Fences = s.fences
+	for _, v := range s.cfg.VIPs {
+		st.FloatingIPs = append(st.FloatingIPs, FloatingIP{Address: v.Address, Interface: v.Interface})
+	}
+	st.Groups = s.groupStatus()
+	st.NotInForce = slices.Clone(s.notInForce)
+	for _, p := range s.ctrl {
+		if p.rtDegraded != "" {
+			st.NotInForce = append(st.NotInForce, "control/"+p.cfg.Name+": realtime budget, control plane unprotected (not SCHED_RR), retrying: "+p.rtDegraded)
+		}
+		st.ControlPlane = append(st.ControlPlane, s.procStatus(p))
+		switch p.control {
+		case ctlNodeManager:
+			st.NodeManager = p.nmReport
+		case ctlLocator:
+			st.Locator = p.locReport
+		}
+	}
+	for _, p := range s.procs {
+		st.Processes = append(st.Processes, s.procStatus(p))
+	}
+	st.Summarize() // last: it reads everything above
+	return st
+}
+
+func (s *Supervisor) procStatus(p *proc) ProcessStatus {
+	{
+		ps := ProcessStatus{
+			Name: p.cfg.Name, State: p.state, PID: p.pid, Daemonized: p.daemonized,
+			Critical: p.cfg.Critical, Restarts: p.restarts, SpawnError: p.spawnErr,
+			FailureCount: p.failures, RestartUsec: p.restartLat.Microseconds(),
+			Health: "none",
+		}
+		if p.group != nil {
+			ps.Cgroup = p.group.Path()
+		}
+		if p.state == StateRunning || p.state == StateStopping {
+			t := p.startedAt
+			ps.StartedAt = &t
+		}
+		if !p.nextStart.IsZero() {
+			t := p.nextStart
+			ps.NextStart = &t
+		}
+		if p.lastExit != nil {
+			ps.LastExit = &ExitInfo{Code: p.lastExit.Code, At: p.lastExit.At, Ran: p.lastRan.Round(time.Millisecond).String()}
+			if p.lastExit.Signal != 0 {
+				ps.LastExit.Signal = procsig.Name(p.lastExit.Signal)
+			}
+		}
+		if p.cfg.Health != nil {
+			ps.Health = string(p.health.State)
+			if ps.Health == "" {
+				ps.Health = "starting"
+			}
+			ps.HealthError = p.health.LastError
+		}
+		if p.control != "" && !p.lastBeat.IsZero() {
+			t := p.lastBeat
+			ps.LastReport = &t
+		}
+		if p.control != "" && p.pid > 0 {
+			if smp, err := procstat.ReadProcess(p.pid); err == nil {
+				ps.SchedWaitMS = float64(smp.Total.WaitNs) / 1e6
+				ps.SchedRunMS = float64(smp.Total.RunNs) / 1e6
+			}
+		}
+		return ps
+	}
+}
