@@ -16,11 +16,9 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
-	"github.com/mdlayher/arp"
-	"github.com/mdlayher/ethernet"
-	"github.com/mdlayher/ndp"
 
 	"github.com/vigil-project/vigil/internal/clock"
+	"github.com/vigil-project/vigil/internal/neightest"
 	"github.com/vigil-project/vigil/internal/netnstest"
 )
 
@@ -29,19 +27,19 @@ import (
 // address counts: a late reply to an earlier request is not taken for an
 // answer to this one.
 type arpProber struct {
-	c *arp.Client
+	c *neightest.ARPClient
 	n int
 }
 
 func newARPProber(t *testing.T, h *netnstest.Host) *arpProber {
 	t.Helper()
-	var c *arp.Client
+	var c *neightest.ARPClient
 	err := h.Run(func() error {
 		ifi, err := net.InterfaceByName(h.Link)
 		if err != nil {
 			return err
 		}
-		c, err = arp.Dial(ifi)
+		c, err = neightest.DialARP(ifi)
 		return err
 	})
 	if err != nil {
@@ -56,11 +54,7 @@ func newARPProber(t *testing.T, h *netnstest.Host) *arpProber {
 func (p *arpProber) ask(addr netip.Addr, wait time.Duration) (net.HardwareAddr, error) {
 	p.n++
 	from := netip.AddrFrom4([4]byte{192, 0, 2, byte(150 + p.n%100)})
-	req, err := arp.NewPacket(arp.OperationRequest, p.c.HardwareAddr(), from, ethernet.Broadcast, addr)
-	if err != nil {
-		return nil, err
-	}
-	if err := p.c.WriteTo(req, ethernet.Broadcast); err != nil {
+	if err := p.c.Request(from, addr); err != nil {
 		return nil, err
 	}
 	deadline := time.Now().Add(wait)
@@ -68,16 +62,15 @@ func (p *arpProber) ask(addr netip.Addr, wait time.Duration) (net.HardwareAddr, 
 		if err := p.c.SetReadDeadline(deadline); err != nil {
 			return nil, err
 		}
-		pkt, _, err := p.c.Read()
+		pkt, err := p.c.Read()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			if neightest.IsTimeout(err) {
 				return nil, nil
 			}
 			return nil, err
 		}
-		if pkt.Operation == arp.OperationReply && pkt.SenderIP == addr && pkt.TargetIP == from {
-			return pkt.SenderHardwareAddr, nil
+		if pkt.Op == neightest.ARPReply && pkt.SenderIP == addr && pkt.TargetIP == from {
+			return pkt.SenderMAC, nil
 		}
 	}
 }
@@ -699,42 +692,40 @@ func TestKernelLeaseNDP(t *testing.T) {
 	if _, err := m.Claim(context.Background(), v); err != nil {
 		t.Fatal(err)
 	}
-	var c *ndp.Conn
+	var c *neightest.NDPConn
 	if err := b.Run(func() error {
 		ifi, err := net.InterfaceByName(b.Link)
 		if err != nil {
 			return err
 		}
-		c, _, err = ndp.Listen(ifi, ndp.Addr(b.Addr6.Addr().String()))
+		c, err = neightest.ListenNDP(ifi, b.Addr6.Addr())
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	group, err := ndp.SolicitedNodeMulticast(vip6.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	// advertised sends one solicitation and says whether an advertisement
-	// for the VIP comes back within wait.
+	// advertised sends one solicitation (to the VIP's solicited-node
+	// group, with b's MAC) and says whether an advertisement for the VIP
+	// comes back within wait.
 	advertised := func(wait time.Duration) bool {
 		t.Helper()
-		ns := &ndp.NeighborSolicitation{TargetAddress: vip6.Addr(), Options: []ndp.Option{
-			&ndp.LinkLayerAddress{Direction: ndp.Source, Addr: b.MAC}}}
-		// In b's namespace: the group's zone names b's eth0.
-		if err := b.Run(func() error { return c.WriteTo(ns, nil, group) }); err != nil {
+		if err := c.Solicit(vip6.Addr()); err != nil {
 			t.Fatal(err)
 		}
-		end := time.Now().Add(wait)
+		if err := c.SetReadDeadline(time.Now().Add(wait)); err != nil {
+			t.Fatal(err)
+		}
 		for {
-			_ = c.SetReadDeadline(end)
-			msg, _, _, err := c.ReadFrom()
-			if err != nil {
+			na, _, err := c.ReadNA()
+			if neightest.IsTimeout(err) {
 				return false
+			}
+			if err != nil {
+				t.Fatal(err)
 			}
 			// Solicited only: the claim's unsolicited announcements
 			// (sent by netfloat, under the lease) may still be queued.
-			if na, ok := msg.(*ndp.NeighborAdvertisement); ok && na.Solicited && na.TargetAddress == vip6.Addr() {
+			if na.Solicited && na.Target == vip6.Addr() {
 				return true
 			}
 		}

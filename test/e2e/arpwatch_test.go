@@ -1,21 +1,20 @@
 package e2e
 
 import (
-	"errors"
 	"net"
 	"net/netip"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/mdlayher/arp"
+	"github.com/vigil-project/vigil/internal/neightest"
 )
 
 // arpWatch asks "who has VIP" from one host every interval with real ARP
 // requests and records, per MAC, the first and last reply: what the LAN
 // sees, independent of any host's own state.
 type arpWatch struct {
-	c    *arp.Client
+	c    *neightest.ARPClient
 	stop chan struct{}
 	done sync.WaitGroup
 
@@ -31,13 +30,17 @@ type arpAnswers struct {
 func watchARP(t *testing.T, n *Net, from string, every time.Duration) *arpWatch {
 	t.Helper()
 	h := n.Hosts[from]
-	var c *arp.Client
+	var c *neightest.ARPClient
+	var self netip.Addr // the sender address: the host's own, as an ARP client of it would use
 	if err := h.Run(func() error {
 		ifi, err := net.InterfaceByName(h.Link)
 		if err != nil {
 			return err
 		}
-		c, err = arp.Dial(ifi)
+		if self, err = neightest.InterfaceIPv4(ifi); err != nil {
+			return err
+		}
+		c, err = neightest.DialARP(ifi)
 		return err
 	}); err != nil {
 		t.Fatalf("arp client on %s: %v", from, err)
@@ -54,7 +57,7 @@ func watchARP(t *testing.T, n *Net, from string, every time.Duration) *arpWatch 
 			case <-w.stop:
 				return
 			case <-tick.C:
-				_ = c.Request(vip)
+				_ = c.Request(self, vip)
 			}
 		}
 	}()
@@ -62,28 +65,24 @@ func watchARP(t *testing.T, n *Net, from string, every time.Duration) *arpWatch 
 		defer w.done.Done()
 		for {
 			_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-			p, _, err := c.Read()
+			p, err := c.Read()
 			select {
 			case <-w.stop:
 				return
 			default:
 			}
 			if err != nil {
-				var ne net.Error
-				if errors.As(err, &ne) && ne.Timeout() {
-					continue
-				}
-				continue // a frame arp cannot parse
+				continue // the deadline (frames that are not ARP are skipped by Read): look at w.stop again
 			}
-			if p.Operation != arp.OperationReply || p.SenderIP != vip {
+			if p.Op != neightest.ARPReply || p.SenderIP != vip {
 				continue
 			}
 			now := time.Now()
 			w.mu.Lock()
-			a := w.answers[p.SenderHardwareAddr.String()]
+			a := w.answers[p.SenderMAC.String()]
 			if a == nil {
 				a = &arpAnswers{first: now}
-				w.answers[p.SenderHardwareAddr.String()] = a
+				w.answers[p.SenderMAC.String()] = a
 			}
 			a.last = now
 			a.n++
