@@ -14,6 +14,7 @@ import (
 	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/internal/execshim"
 	"github.com/vigil-project/vigil/internal/ipc"
+	"github.com/vigil-project/vigil/protocol"
 	"github.com/vigil-project/vigil/realtime"
 )
 
@@ -350,7 +351,7 @@ type pendingFence struct {
 func (s *Supervisor) fenceKillWait() time.Duration {
 	d := s.cfg.Cluster.Timing.DriftMargin
 	if d <= 0 {
-		d = 25 * time.Millisecond
+		d = protocol.DefaultDriftMargin
 	}
 	return d / 2
 }
