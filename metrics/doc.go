@@ -94,6 +94,7 @@
 //	vigil_kernel_lease_max_apply_seconds           G                          longest kernel lease refresh transaction
 //	vigil_garp_sent_total                          C                          gratuitous ARPs sent
 //	vigil_na_sent_total                            C                          unsolicited neighbour advertisements sent
+//	vigil_announcements_unleased_total             C                          announcements not sent: due after the lease ended
 //	vigil_ip_conflicts_total                       C                          another host answered for a floating IP we hold
 //	vigil_hook_failures_total                      C                          role-change hooks that failed or timed out
 //	vigil_late_ticks_total                         C                          protocol ticks more than a token interval late

@@ -251,6 +251,7 @@ func (c *collector) collectNodeManager(e *emitter, r *ctlmsg.NodeManagerReport) 
 	}
 	e.counter("vigil_garp_sent_total", "Gratuitous ARP packets sent for floating IPv4 addresses.", float64(r.GARPSent))
 	e.counter("vigil_na_sent_total", "Unsolicited neighbour advertisements sent for floating IPv6 addresses.", float64(r.NASent))
+	e.counter("vigil_announcements_unleased_total", "Announcements of a held floating IP not sent because they were due after the lease had ended (the node manager was late to drop the address).", float64(r.AnnounceUnleased))
 	e.counter("vigil_ip_conflicts_total", "Times another host answered for a floating IP this node holds.", float64(r.Conflicts))
 	e.counter("vigil_hook_failures_total", "Role-change hooks that failed or timed out.", float64(r.HookFailures))
 	e.counter("vigil_late_ticks_total", "Protocol ticks that fired more than a token interval late.", float64(r.LateTimers))

@@ -79,7 +79,7 @@ func (f fixture) status(t *testing.T) *supervisor.Status {
 		SchedLate: &schedwatch.HistogramJSON{BoundsSeconds: []float64{0.001, 0.05, 0.5}, Counts: []uint64{990, 998, 1000}, Count: 1000, SumSeconds: 0.8},
 		Transport: transport.Stats{Received: 1000, Sent: 990, SendErrors: 1,
 			Dropped: map[string]uint64{"auth": 5, "replay": 2, "kernel_filter": 7}, KernelFilter: "nftables"},
-		GARPSent: 3, NASent: 3, Conflicts: 1, HookFailures: 0,
+		GARPSent: 3, NASent: 3, AnnounceUnleased: 2, Conflicts: 1, HookFailures: 0,
 		KernelLease: &ctlmsg.KernelLease{State: ctlmsg.KernelLeaseEnforcing, Applies: 40, LastApplyUS: 180, MaxApplyUS: 900},
 	}
 	loc := ctlmsg.LocatorReport{
@@ -300,6 +300,7 @@ func TestValues(t *testing.T) {
 	}
 	check(float64(len(f.vips)), "vigil_floating_ips_held")
 	check(3, "vigil_garp_sent_total")
+	check(2, "vigil_announcements_unleased_total")
 	check(1, "vigil_ip_conflicts_total")
 	check(5, "vigil_datagrams_dropped_total", "process", "nodemanager", "reason", "auth")
 	check(1, "vigil_datagrams_dropped_total", "process", "locator", "reason", "short")

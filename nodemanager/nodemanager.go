@@ -896,7 +896,7 @@ func (m *manager) report(now time.Duration) {
 	r.KernelLease = m.kernelLeaseReport()
 	if m.float != nil {
 		s := m.float.Stats()
-		r.GARPSent, r.NASent = s.GARPSent, s.NASent
+		r.GARPSent, r.NASent, r.AnnounceUnleased = s.GARPSent, s.NASent, s.Unleased
 	}
 	r.Conflicts = m.conflicts
 	r.PersistFailing, r.PersistErrors, r.PersistError = m.state.Status()

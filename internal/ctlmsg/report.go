@@ -55,6 +55,11 @@ type NodeManagerReport struct {
 	Transport transport.Stats           `json:"transport"`
 	GARPSent  uint64                    `json:"garp_sent"`
 	NASent    uint64                    `json:"na_sent"`
+	// AnnounceUnleased counts announcements of a held floating IP that
+	// were due after the lease had ended and so were not sent: the node
+	// still held the address past its lease (it drops it on its next
+	// input); a count that grows means it was not scheduled in time.
+	AnnounceUnleased uint64 `json:"announce_unleased"`
 	// Conflicts counts the times another host answered for a floating IP
 	// this node held (or was claiming), the successor of a planned
 	// handover excepted; LastConflict is the latest, nil if none.
