@@ -110,21 +110,25 @@ func (s *Supervisor) onChannel(p *proc, m *ctlmsg.Msg) {
 	switch m.Type {
 	case ctlmsg.TypeReport:
 		// A report that does not decode is still a heartbeat: the process
-		// is alive and talking. Its content is kept from the last good one.
+		// is alive and talking. Its content is kept from the last good one,
+		// and the failure is logged once per spell, not at report rate.
+		var err error
 		switch p.control {
 		case ctlNodeManager:
-			if r, err := m.NodeManagerReport(); err == nil {
+			var r *ctlmsg.NodeManagerReport
+			if r, err = m.NodeManagerReport(); err == nil {
 				p.nmReport = r
-			} else {
-				p.log.Warn("node manager report not understood", "event", "ipc_error", "err", err)
 			}
 		case ctlLocator:
-			if r, err := m.LocatorReport(); err == nil {
+			var r *ctlmsg.LocatorReport
+			if r, err = m.LocatorReport(); err == nil {
 				p.locReport = r
-			} else {
-				p.log.Warn("locator report not understood", "event", "ipc_error", "err", err)
 			}
 		}
+		if err != nil && !p.reportBad {
+			p.log.Warn("control-plane report not understood; keeping the last one", "event", "ipc_error", "err", err)
+		}
+		p.reportBad = err != nil
 		p.lastBeat = s.clock.Wall()
 		p.fault = nil // handled before the first report (pushFault)
 		if p.control == ctlNodeManager {

@@ -141,16 +141,14 @@ func TestFenceWaitsForDrainAndHalfALease(t *testing.T) {
 func TestLateFenceCheckLooksAgain(t *testing.T) {
 	r := newFenceRig(t, true)
 	r.report(active(180))
-	var deadline time.Duration
-	inLoop(t, r.s, func() { deadline = r.nm.fenceAt })
-	r.clk.Advance(180*time.Millisecond + 100*time.Millisecond) // the timer posts its check...
-	inLoop(t, r.s, func() {})                                  // ...which ran at fired = deadline: it fenced
+	r.advance(280 * time.Millisecond) // the fake timer fires at its deadline: on time
 	if !r.fenced() {
 		t.Fatal("an on-time check did not fence")
 	}
 
 	r = newFenceRig(t, true)
 	r.report(active(180))
+	var deadline time.Duration
 	inLoop(t, r.s, func() { deadline = r.nm.fenceAt })
 	inLoop(t, r.s, func() {
 		r.s.checkFence(r.nm, r.nm.gen, deadline, deadline+60*time.Millisecond) // fired > lease/4 late

@@ -81,7 +81,7 @@ func (s *Supervisor) start(p *proc) {
 		s.post(func() { s.onExit(p, gen, ex) })
 	}()
 	if p.conn != nil {
-		p.nmReport, p.locReport, p.lastBeat = nil, nil, time.Time{}
+		p.nmReport, p.locReport, p.lastBeat, p.reportBad = nil, nil, time.Time{}, false
 		go s.readChannel(p, gen, p.conn)
 		s.clock.AfterFunc(startupTimeout, func() { s.post(func() { s.checkStartup(p, gen) }) })
 	}

@@ -128,6 +128,7 @@ type proc struct {
 	// locator (nil until the process reports after its start).
 	nmReport   *ctlmsg.NodeManagerReport
 	locReport  *ctlmsg.LocatorReport
+	reportBad  bool // the last report did not decode (logged once)
 	lastBeat   time.Time
 	fencing    bool
 	fenceAt    time.Duration // node manager: when it must have reported again (CLOCK_BOOTTIME)
