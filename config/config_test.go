@@ -239,7 +239,7 @@ processes:
 			Name: "one", Node: "a", Role: RoleNode, KeyFile: keys.Replace("$KEY"),
 			Listen: "192.0.2.11:7400", // this node's own entry
 			Nodes:  []Peer{{ID: "a", Address: "192.0.2.11:7400"}},
-			Timing: Timing{TokenInterval: 20 * time.Millisecond, TokenTimeout: 150 * time.Millisecond, Lease: 200 * time.Millisecond, DriftMargin: 25 * time.Millisecond},
+			Timing: Timing{TokenInterval: 10 * time.Millisecond, TokenTimeout: 50 * time.Millisecond, Lease: 60 * time.Millisecond, DriftMargin: 15 * time.Millisecond},
 		},
 		Announce: Announce{Count: 3, Interval: 100 * time.Millisecond, HandoverGap: 30 * time.Millisecond},
 		Control:  ControlGroup{CPUWeight: 10000, IOWeight: 1000, MemoryMin: 64 << 20, Realtime: true, SchedDelayWarn: 50 * time.Millisecond, RTBudget: 300 * time.Millisecond},
@@ -495,11 +495,11 @@ cluster:
   node: a
   key_file: $KEY
   nodes: [{id: a, address: 192.0.2.11:7400}]
-  timing: {token_interval: 150ms, lease: 20ms}
+  timing: {token_interval: 150ms, lease: 10ms}
 `, []string{
-		`vigil.yaml:6:28: cluster.timing.token_interval: token_timeout 150ms must be at least 3 × token_interval 150ms (450ms)`,
-		`vigil.yaml:6:42: cluster.timing.lease: lease 20ms must be at least 2 × token_interval 150ms (300ms)`,
-		`vigil.yaml:6:42: cluster.timing.lease: drift_margin 25ms must be shorter than lease 20ms`,
+		`vigil.yaml:6:28: cluster.timing.token_interval: token_timeout 50ms must be at least 3 × token_interval 150ms (450ms)`,
+		`vigil.yaml:6:42: cluster.timing.lease: lease 10ms must be at least 2 × token_interval 150ms (300ms)`,
+		`vigil.yaml:6:42: cluster.timing.lease: drift_margin 15ms must be shorter than lease 10ms`,
 	}},
 
 	// The rules below were all accepted by vigil check before issue 11,
@@ -521,8 +521,8 @@ cluster:
   node: a
   key_file: $KEY
   nodes: [{id: a, address: 192.0.2.11:7400}]
-  timing: {token_interval: 20ms, lease: 30ms, drift_margin: 10ms}
-`, []string{`vigil.yaml:6:41: cluster.timing.lease: lease 30ms must be at least 2 × token_interval 20ms (40ms)`}},
+  timing: {token_interval: 20ms, token_timeout: 60ms, lease: 30ms, drift_margin: 10ms}
+`, []string{`vigil.yaml:6:62: cluster.timing.lease: lease 30ms must be at least 2 × token_interval 20ms (40ms)`}},
 
 	{"timing: a token_interval the default token_timeout is too short for", `
 cluster:
@@ -530,8 +530,8 @@ cluster:
   node: a
   key_file: $KEY
   nodes: [{id: a, address: 192.0.2.11:7400}]
-  timing: {token_interval: 60ms}
-`, []string{`vigil.yaml:6:28: cluster.timing.token_interval: token_timeout 150ms must be at least 3 × token_interval 60ms (180ms)`}},
+  timing: {token_interval: 20ms}
+`, []string{`vigil.yaml:6:28: cluster.timing.token_interval: token_timeout 50ms must be at least 3 × token_interval 20ms (60ms)`}},
 
 	{"timing: token_interval under the minimum", `
 cluster:
@@ -548,8 +548,8 @@ cluster:
   node: a
   key_file: $KEY
   nodes: [{id: a, address: 192.0.2.11:7400}]
-  timing: {drift_margin: 200ms}
-`, []string{`vigil.yaml:6:26: cluster.timing.drift_margin: drift_margin 200ms must be shorter than lease 200ms`}},
+  timing: {drift_margin: 60ms}
+`, []string{`vigil.yaml:6:26: cluster.timing.drift_margin: drift_margin 60ms must be shorter than lease 60ms`}},
 
 	{"more than 8 nodes", `
 cluster:

@@ -23,7 +23,7 @@ cluster:
   nodes:
     - {id: a, address: 192.0.2.11:7400}
     - {id: b, address: "[2001:db8::12]:7400"}
-  timing: {token_interval: 10ms, token_timeout: 100ms, lease: 300ms, drift_margin: 40ms}
+  timing: {token_interval: 5ms, token_timeout: 100ms, lease: 300ms, drift_margin: 40ms}
 vips:
   - {address: 192.0.2.100/24, interface: eth0}
 announce: {count: 5, interval: 50ms, refresh: 10s, probe: 20ms, handover_gap: 50ms}
@@ -116,7 +116,7 @@ func TestEveryKeyLandsInItsField(t *testing.T) {
 			Cluster: Cluster{
 				Name: "sip-edge", Node: "b", Role: RoleNode, KeyFile: keys.Replace("$KEY"), Listen: "0.0.0.0:7400", TwoNode: true,
 				Nodes:  []Peer{{ID: "a", Address: "192.0.2.11:7400"}, {ID: "b", Address: "[2001:db8::12]:7400"}},
-				Timing: Timing{TokenInterval: 10 * time.Millisecond, TokenTimeout: 100 * time.Millisecond, Lease: 300 * time.Millisecond, DriftMargin: 40 * time.Millisecond},
+				Timing: Timing{TokenInterval: 5 * time.Millisecond, TokenTimeout: 100 * time.Millisecond, Lease: 300 * time.Millisecond, DriftMargin: 40 * time.Millisecond},
 			},
 			VIPs:     []VIP{{Address: "192.0.2.100/24", Interface: "eth0"}},
 			Announce: Announce{Count: 5, Interval: 50 * time.Millisecond, Refresh: 10 * time.Second, Probe: 20 * time.Millisecond, HandoverGap: 50 * time.Millisecond},

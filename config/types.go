@@ -51,10 +51,10 @@ type Peer struct {
 
 // Timing holds the protocol intervals.
 type Timing struct {
-	TokenInterval time.Duration // default 20ms
-	TokenTimeout  time.Duration // default 150ms
-	Lease         time.Duration // default 200ms
-	DriftMargin   time.Duration // default 25ms
+	TokenInterval time.Duration // default 10ms
+	TokenTimeout  time.Duration // default 50ms
+	Lease         time.Duration // default 60ms
+	DriftMargin   time.Duration // default 15ms
 }
 
 // VIP is one floating address.

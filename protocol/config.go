@@ -9,13 +9,14 @@ import (
 )
 
 // Protocol timing defaults (SPEC.md "timing"). They are chosen so that a
-// crashed active is replaced in well under SIP timer T1 (500 ms): see
-// docs/protocol.md for the formulas.
+// dead active host or link costs callers under 100 ms (≈ L + D), which a
+// control plane in its reserved cgroup with SCHED_RR keeps under load:
+// see docs/protocol.md ("Defaults and why") for the formulas.
 const (
-	DefaultTokenInterval = 20 * time.Millisecond
-	DefaultTokenTimeout  = 150 * time.Millisecond
-	DefaultLease         = 200 * time.Millisecond
-	DefaultDriftMargin   = 25 * time.Millisecond
+	DefaultTokenInterval = 10 * time.Millisecond
+	DefaultTokenTimeout  = 50 * time.Millisecond
+	DefaultLease         = 60 * time.Millisecond
+	DefaultDriftMargin   = 15 * time.Millisecond
 )
 
 // Limits of the wire format.
@@ -187,7 +188,7 @@ func (c Config) Quorum() int {
 
 // MaxDrift is the largest clock-rate drift ρ (as a fraction, 0.01 = 1%)
 // between any two hosts that the configured DriftMargin covers:
-// ρ ≤ D / (2L + D). With the defaults (L=200ms, D=25ms) that is 5.9%.
+// ρ ≤ D / (2L + D). With the defaults (L=60ms, D=15ms) that is 11%.
 // See docs/protocol.md, "Safety".
 func (c Config) MaxDrift() float64 {
 	c = c.withDefaults()

@@ -11,8 +11,18 @@ import (
 
 const ms = time.Millisecond
 
+// The unit tests' lease and drift margin (testCfg).
+const (
+	testLease = 200 * ms
+	testDrift = 25 * ms
+)
+
+// testCfg pins the timing the unit tests' hand-computed instants were
+// written for (the defaults before issue 14); the defaults themselves are
+// checked in TestConfigValidate and exercised by the simulator.
 func testCfg(self string) Config {
-	return Config{Cluster: "t", Self: self, Nodes: []string{"a", "b"}, Locators: []string{"a", "b", "w"}}.withDefaults()
+	return Config{Cluster: "t", Self: self, Nodes: []string{"a", "b"}, Locators: []string{"a", "b", "w"},
+		TokenInterval: 20 * ms, TokenTimeout: 150 * ms, Lease: testLease, DriftMargin: testDrift}
 }
 
 func claimMsg(from string, epoch uint64, round uint64) Message {
@@ -199,6 +209,14 @@ func TestConfigValidate(t *testing.T) {
 	if md := good.MaxDrift(); md < 0.058 || md > 0.059 {
 		t.Fatalf("MaxDrift %v", md)
 	}
+	// The defaults: D/(2L+D) = 15/135 covers 11% drift.
+	def := Config{Cluster: "t", Nodes: []string{"a", "b"}, Locators: []string{"a", "b", "w"}}
+	if err := def.Validate(); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	if md := def.MaxDrift(); md < 0.11 || md > 0.112 {
+		t.Fatalf("MaxDrift at the defaults %v", md)
+	}
 	for name, mut := range map[string]func(*Config){
 		"no cluster":        func(c *Config) { c.Cluster = "" },
 		"dup node":          func(c *Config) { c.Nodes = []string{"a", "a"} },
@@ -269,11 +287,11 @@ func TestLocatorLateRenewalExtendsNothing(t *testing.T) {
 	if a, _ := ask(t, l, 150*ms, claimMsg("a", 1, 2)); a.Granted {
 		t.Fatalf("late renewal granted: %+v", a)
 	}
-	if s := l.Status(); s.LeaseUntil != 50*ms+DefaultLease || s.StaleRenewals != 1 {
-		t.Fatalf("lease stretched by a late renewal: until %v (want %v), stale renewals %d", s.LeaseUntil, 50*ms+DefaultLease, s.StaleRenewals)
+	if s := l.Status(); s.LeaseUntil != 50*ms+testLease || s.StaleRenewals != 1 {
+		t.Fatalf("lease stretched by a late renewal: until %v (want %v), stale renewals %d", s.LeaseUntil, 50*ms+testLease, s.StaleRenewals)
 	}
 	// b may take over when the lease from sequence 3 ends.
-	if a, _ := ask(t, l, 50*ms+DefaultLease+DefaultDriftMargin, claimMsg("b", 2, 1)); !a.Granted {
+	if a, _ := ask(t, l, 50*ms+testLease+testDrift, claimMsg("b", 2, 1)); !a.Granted {
 		t.Fatalf("b refused after a's last real renewal ran out: %+v", a)
 	}
 }

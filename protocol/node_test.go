@@ -153,7 +153,7 @@ func TestNodeLeaseCountsFromSend(t *testing.T) {
 	h := newHarness(t, "a", NodeState{})
 	h.ready()
 	sent := h.becomeActive(40 * ms)
-	if got := h.n.Status().LeaseUntil; got != sent+DefaultLease {
+	if got := h.n.Status().LeaseUntil; got != sent+testLease {
 		t.Fatalf("lease until %v, want send time %v + lease", got, sent)
 	}
 	if h.st.MaxEpoch != 1 || h.n.Status().Epoch != 1 {
@@ -161,7 +161,7 @@ func TestNodeLeaseCountsFromSend(t *testing.T) {
 	}
 	// Renewals go out every token interval; none is answered.
 	var renewals int
-	for h.now+5*ms < sent+DefaultLease {
+	for h.now+5*ms < sent+testLease {
 		claims, _ := checkIns(h.tick(5 * ms))
 		renewals += len(claims) / 3
 		if !h.n.ActiveAt(h.now) {
@@ -171,7 +171,7 @@ func TestNodeLeaseCountsFromSend(t *testing.T) {
 	if renewals < 5 {
 		t.Fatalf("only %d renewals in a lease", renewals)
 	}
-	h.now = sent + DefaultLease
+	h.now = sent + testLease
 	h.n.Tick(h.now)
 	rd := h.ready()
 	if h.n.ActiveAt(h.now) || !hasEvent(rd, "BecameStandby") {
@@ -195,7 +195,7 @@ func TestNodeIgnoresAcksAfterSteppingDown(t *testing.T) {
 	if len(claims) == 0 {
 		t.Fatal("no renewal")
 	}
-	h.now = sent + DefaultLease + 1
+	h.now = sent + testLease + 1
 	h.n.Tick(h.now)
 	h.ready()
 	r := claims[0].CheckIn

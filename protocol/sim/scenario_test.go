@@ -254,6 +254,15 @@ func (sc *scenario) do(f []string) {
 				cfg.Locators = strings.Split(v, ",")
 			case "two_node":
 				cfg.TwoNode = true
+			case "token_interval", "token_timeout", "lease", "drift_margin":
+				// A scenario written around particular instants (a stall
+				// of twice the lease) states the timing it was written for.
+				d, err := time.ParseDuration(v)
+				if err != nil {
+					sc.fatalf("cluster option %s: %v", k, err)
+				}
+				*map[string]*time.Duration{"token_interval": &cfg.TokenInterval, "token_timeout": &cfg.TokenTimeout,
+					"lease": &cfg.Lease, "drift_margin": &cfg.DriftMargin}[k] = d
 			default:
 				sc.fatalf("unknown cluster option %q", a)
 			}
