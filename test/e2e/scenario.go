@@ -10,11 +10,11 @@ import (
 
 // Scenario names, as in summary lines.
 const (
-	ScenarioKill        = "kill"
+	ScenarioKill = "kill"
 	// ScenarioNMCrash SIGKILLs only the process that holds the active's
 	// role (Vigil's node manager) on a host that lives on: its supervisor
 	// knows for certain it died (NodeManagerKiller).
-	ScenarioNMCrash = "nmcrash"
+	ScenarioNMCrash     = "nmcrash"
 	ScenarioLinkdown    = "linkdown"
 	ScenarioStall       = "stall"
 	ScenarioAppfail     = "appfail"
