@@ -750,3 +750,44 @@ func TestKernelLeaseNDP(t *testing.T) {
 		t.Fatalf("NA drop counter is 0:\n%s", nft(t, a, "", "list", "table", "inet", "vigil"))
 	}
 }
+
+// TestRevokeLeaseStopsServingAtOnce: the supervisor's revocation for a
+// dead node manager empties the lease sets: the kernel stops answering
+// for the address at once, long before its lease would have ended, while
+// the address itself is still configured.
+func TestRevokeLeaseStopsServingAtOnce(t *testing.T) {
+	needNFT(t)
+	a, b := twoHosts(t)
+	kl, err := NewNFTLease(nsFd(a), clock.Boottime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { kl.Close() })
+	m := newManager(t, a, Options{LeaseClock: clock.Boottime, KernelLease: kl})
+	v := VIP{Prefix: vip4, Interface: "eth0"}
+	if err := m.Guard([]VIP{v}); err != nil {
+		t.Fatal(err)
+	}
+	m.SetLeaseDeadline(clock.Boottime() + time.Minute)
+	if _, err := m.Claim(context.Background(), v); err != nil {
+		t.Fatal(err)
+	}
+	probe := newARPProber(t, b)
+	if mac, err := probe.ask(vip4.Addr(), 200*time.Millisecond); err != nil || !bytes.Equal(mac, a.MAC) {
+		t.Fatalf("ARP for the VIP while leased: %v %v, want a's %v", mac, err, a.MAC)
+	}
+	if err := RevokeLease(nsFd(a)); err != nil {
+		t.Fatal(err)
+	}
+	if mac, err := probe.ask(vip4.Addr(), 300*time.Millisecond); err != nil || mac != nil {
+		t.Fatalf("ARP for the VIP after the lease was revoked: answered by %v (%v)", mac, err)
+	}
+	if out := nft(t, a, "", "list", "set", "arp", TableName, setVIPs4); !strings.Contains(out, vip4.Addr().String()) {
+		t.Fatalf("the guard set lost the VIP: %s", out)
+	}
+	// Revoking where nothing was ever programmed is no error.
+	c, _ := twoHosts(t)
+	if err := RevokeLease(nsFd(c)); err != nil {
+		t.Fatalf("revoke without tables: %v", err)
+	}
+}

@@ -383,3 +383,35 @@ func DeleteTables(nsFd int) error {
 	}
 	return errors.Join(errs...)
 }
+
+// RevokeLease empties the lease sets (announce, accept) of Vigil's tables in
+// the network namespace nsFd (-1: the caller's), keeping the configured
+// VIPs: from then on the host's kernel refuses to serve every configured
+// floating IP (no ARP or neighbour answer for it, nothing accepted to it)
+// whatever addresses are still configured. For the supervisor, once the
+// node manager that owned the sets is dead (reaped): a live owner would
+// put its elements back at its next refresh. Tables or sets that do not
+// exist (no kernel lease was ever programmed), or a kernel without
+// nf_tables, are no error: there is nothing to revoke.
+func RevokeLease(nsFd int) error {
+	var opts []nftables.ConnOption
+	if nsFd >= 0 {
+		opts = append(opts, nftables.WithNetNSFd(nsFd))
+	}
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	var l NFTLease
+	l.define()
+	var errs []error
+	for _, s := range l.leaseSets {
+		// One transaction per set: one that is missing must not keep the
+		// others.
+		c.FlushSet(s)
+		if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EPROTONOSUPPORT) && !errors.Is(err, unix.EAFNOSUPPORT) {
+			errs = append(errs, fmt.Errorf("revoke the kernel lease: flush set %s: %w", s.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -894,6 +894,9 @@ func (m *manager) report(now time.Duration) {
 		r.SchedLate = &h
 	}
 	r.KernelLease = m.kernelLeaseReport()
+	if sc, ok := m.node.Succession(now); ok {
+		r.Succession = &ctlmsg.Succession{Epoch: sc.Epoch, To: sc.To, Nodes: sc.Nodes, Locators: sc.Locators}
+	}
 	if m.float != nil {
 		s := m.float.Stats()
 		r.GARPSent, r.NASent, r.AnnounceUnleased = s.GARPSent, s.NASent, s.Unleased

@@ -204,11 +204,18 @@ func (l *Locator) Step(now time.Duration, m Message) error {
 	case MsgCheckIn:
 		l.checkIn(ni, m)
 	case MsgRelease:
-		// The holder sends Release only after it dropped the role itself,
-		// so its lease no longer needs protecting here.
-		if m.From == l.st.Holder && m.Release.Epoch == l.st.Epoch {
+		// The holder sends Release only after it dropped the role itself
+		// (or its supervisor, after its process died: CrashRelease), so
+		// its lease no longer needs protecting here. Only a release sent
+		// after every claim or renewal accepted from the holder counts,
+		// and it then counts as the newest: a renewal sent before it (by
+		// a process that has since died, still in flight) extends
+		// nothing, and a release of an older incarnation delivered late
+		// frees nothing a newer one claimed.
+		if m.From == l.st.Holder && m.Release.Epoch == l.st.Epoch && l.newerRenewal(m) {
 			l.hasLease = false
 			l.released = true // the holder itself lifts the restart wait
+			l.renewInc, l.renewSeq = m.Incarnation, m.Seq
 		}
 	default:
 		return fmt.Errorf("%w: %s is not for a locator", ErrType, m.Type)

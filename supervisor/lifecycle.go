@@ -10,6 +10,7 @@ import (
 
 	"github.com/vigil-project/vigil/cgroup"
 	"github.com/vigil-project/vigil/config"
+	"github.com/vigil-project/vigil/internal/ctlmsg"
 )
 
 func (s *Supervisor) newProc(pc config.Process) *proc {
@@ -212,6 +213,15 @@ func (s *Supervisor) watchDaemon(p *proc, gen uint64) {
 func (s *Supervisor) ended(p *proc, ex Exit) {
 	s.stopHealth(p)
 	s.endRestartGrace(p, "exited")
+	// An active node manager reaped without a fence (a crash, a kill, a
+	// panic): its host gives the role up at once (release.go), before the
+	// restart. A fenced one's lease has ended anyway.
+	var release *crashRelease
+	if p.control == ctlNodeManager && p.fenced == nil && !s.stopping {
+		if release = s.crashReleaseFor(p.nmReport, s.clock.Wall().Sub(p.lastBeat)); release != nil {
+			p.fault = ctlmsg.Fault(release.epoch, "node manager died while active")
+		}
+	}
 	if p.fenced != nil {
 		// The fenced node manager is dead (reaped): nothing of it can
 		// add an address back any more.
@@ -254,7 +264,13 @@ func (s *Supervisor) ended(p *proc, ex Exit) {
 	if p.control == ctlNodeManager {
 		hooks = s.hooks
 	}
+	plog := p.log
 	go func() {
+		if release != nil {
+			if err := release.run(); err != nil {
+				plog.Error("node manager died while active; cannot release the role at once, the lease runs out", "event", "crash_release_failed", "err", err)
+			}
+		}
 		err := kill(g)
 		var orphans []int
 		var herr error

@@ -79,6 +79,20 @@ type NodeManagerReport struct {
 	// floating IPs at the end of the lease (nftables, docs/operations.md
 	// "The packet filter"); omitted on a node without VIPs.
 	KernelLease *KernelLease `json:"kernel_lease,omitempty"`
+	// Succession is set while the node is active: what its supervisor
+	// needs to release the role at once if this process dies
+	// (protocol.CrashRelease; docs/protocol.md "Crash release").
+	Succession *Succession `json:"succession,omitempty"`
+}
+
+// Succession is protocol.Succession in a report: the epoch held, the
+// healthy standby to hand it to ("" if none), and the incarnation of each
+// peer process as this node last heard it.
+type Succession struct {
+	Epoch    uint64            `json:"epoch"`
+	To       string            `json:"to,omitempty"`
+	Nodes    map[string]uint64 `json:"node_incarnations"`
+	Locators map[string]uint64 `json:"locator_incarnations"`
 }
 
 // KernelLease is the state of the kernel lease.

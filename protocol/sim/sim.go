@@ -63,6 +63,12 @@ const (
 	bugRenewOnlyWithToken        // the active renews only when it holds the token
 	bugForgetFailedWrite         // a failed state write counts as written (the measured defect: Ready cleared the state)
 	bugNoKernelLease             // no kernel lease: a dead or frozen holder serves until its address lifetime ends
+	// bugReleaseBeforeRemoval: the supervisor sends a crashed active's
+	// release while its host still serves the addresses (removal after).
+	bugReleaseBeforeRemoval
+	// bugReleaseOnStall: the supervisor releases for a node manager that
+	// is only stalled (silent, not reaped): no proof of death.
+	bugReleaseOnStall
 )
 
 // planted is the part of b the core itself must carry (its decisions
@@ -106,7 +112,13 @@ type Result struct {
 	Messages   int
 	Rejected   int // datagrams the receivers dropped (replay, corruption, ...)
 	Replayed   int // datagrams the adversary re-delivered
-	Trace      []string
+	Forged     int // releases the adversary made without the key
+	// Releases counts crashes of an active's node manager after which its
+	// supervisor sent the release (CrashRelease); ReleaseKill: this Kill
+	// schedule killed the active that way (Failover measures that path).
+	Releases    int
+	ReleaseKill bool
+	Trace       []string
 }
 
 var simKey = []byte("vigil-simulator-cluster-key-0032")
@@ -168,6 +180,13 @@ type simHost struct {
 	lp    simProc
 
 	healthy, maint bool
+
+	// The supervisor's copy of the node manager's last report (every
+	// quarter lease while it runs): the succession, if it was active, and
+	// when its lease ended (own clock).
+	report      *protocol.Succession
+	reportLease time.Duration
+	reportAt    time.Duration
 }
 
 func (h *simHost) local(t time.Duration) time.Duration {
@@ -260,12 +279,22 @@ func Run(opt Options) Result {
 	w.res.Bound = w.cfg.RecoveryBound(maxDelay)
 	var end time.Duration
 	adversary := rng.IntN(2) == 0
+	// Half the kills are of the node manager alone on a live host, whose
+	// supervisor releases the role at once (its own stream, so that the
+	// other schedules stay what they were).
+	withRelease := opt.bug == bugReleaseBeforeRemoval || opt.bug == bugReleaseOnStall ||
+		rand.New(rand.NewPCG(opt.Seed^0x4e1ea5e, opt.Seed)).IntN(2) == 0
 	if opt.Kill {
 		w.killAt = 700*time.Millisecond + time.Duration(rng.Int64N(int64(300*time.Millisecond)))
 		w.at(w.killAt, func() {
 			for i, h := range w.hosts {
 				if h.node != nil && h.np.up && h.node.ActiveAt(h.local(w.now)) {
 					w.killed = i
+					if withRelease {
+						w.res.ReleaseKill = w.crashRelease(i, w.cfg.Lease+w.cfg.DriftMargin)
+						w.res.Faults = append(w.res.Faults, fmt.Sprintf("%v node manager crash of the active %s, released=%v", w.now, h.id, w.res.ReleaseKill))
+						return
+					}
 					w.crashNode(i)
 					w.res.Faults = append(w.res.Faults, fmt.Sprintf("%v kill active %s", w.now, h.id))
 					return
@@ -281,10 +310,12 @@ func Run(opt Options) Result {
 		// Failed persistence draws from its own stream, so that the
 		// schedules of the other faults stay what they were.
 		w.planDiskFaults(rand.New(rand.NewPCG(opt.Seed^0xd15c, opt.Seed)), w.healAt)
+		w.planCrashRelease(rand.New(rand.NewPCG(opt.Seed^0x4e1ea5e, opt.Seed)), w.healAt)
 		w.at(w.healAt, w.heal)
 		end = w.healAt + w.res.Bound + 300*time.Millisecond
 	}
 	if adversary {
+		w.forgeFrom(500*time.Millisecond, end)
 		w.replayFrom(500*time.Millisecond+time.Duration(rng.Int64N(int64(500*time.Millisecond))), end)
 	}
 	w.runUntil(end)
@@ -316,6 +347,45 @@ func (w *simWorld) replayFrom(from, end time.Duration) {
 		w.tracef(nil, "REPLAY %s datagram to %s", protocol.MsgType(b[3]), w.hosts[to].id)
 		w.deliver(to, b)
 		w.at(w.now+time.Millisecond+time.Duration(w.rng.Int64N(int64(14*time.Millisecond))), next)
+	}
+	w.at(from, next)
+}
+
+// forgeFrom: until end, every 5–50 ms the adversary sends each locator and
+// node a release and a transfer claiming to come from the active's next
+// incarnation, correctly addressed and numbered, but made without the
+// cluster key (it has none): the MAC must refuse every one.
+func (w *simWorld) forgeFrom(from, end time.Duration) {
+	wrongKey := []byte("not-the-vigil-cluster-key-000032")
+	var next func()
+	next = func() {
+		if w.now > end {
+			return
+		}
+		for i, h := range w.hosts {
+			if h.node == nil || !h.np.up {
+				continue
+			}
+			s, ok := h.node.Succession(h.local(w.now))
+			if !ok {
+				continue
+			}
+			s.To = ""
+			for j, o := range w.hosts {
+				if j != i && o.isNode {
+					s.To = o.id
+				}
+			}
+			_, msgs, _ := protocol.CrashRelease(w.cfgFor(i), h.nodeSt, s)
+			for _, env := range msgs {
+				if b, err := protocol.Encode(wrongKey, env.Msg); err == nil {
+					w.res.Forged++
+					w.deliver(w.byID[env.To], b)
+				}
+			}
+			break
+		}
+		w.at(w.now+5*time.Millisecond+time.Duration(w.rng.Int64N(int64(45*time.Millisecond))), next)
 	}
 	w.at(from, next)
 }
@@ -447,6 +517,7 @@ func (w *simWorld) startNode(i int) {
 	// incarnation left (NewNode's contract), so the dead one's hold ends.
 	h.dead = nil
 	h.node = n
+	h.report, h.reportAt = nil, 0 // the supervisor forgets the previous process's report
 	h.np.up, h.np.stallUntil, h.np.queue = true, 0, nil
 	h.np.gen++
 	h.np.filter, h.np.seen = protocol.NewReplayFilter(w.cfgFor(i)), map[string]bool{}
@@ -511,8 +582,67 @@ func (w *simWorld) scheduleNodeTick(i, gen int) {
 		}
 		h.node.Tick(h.local(w.now))
 		w.nodeReady(i)
+		w.nodeReport(h)
 		w.scheduleNodeTick(i, gen)
 	})
+}
+
+// nodeReport is the node manager's report to its supervisor, every
+// quarter lease while it runs: the supervisor keeps the last one.
+func (w *simWorld) nodeReport(h *simHost) {
+	if h.node == nil || (h.reportAt > 0 && w.now-h.reportAt < w.cfg.Lease/4) {
+		return
+	}
+	h.reportAt = w.now
+	h.report = nil
+	if s, ok := h.node.Succession(h.local(w.now)); ok {
+		h.report, h.reportLease = &s, h.node.LeaseUntil()
+	}
+}
+
+// crashRelease is a crash of node i's node manager process on a live host
+// (killed, panicked): its supervisor reaps it and, if its last report said
+// it was active with lease left, removes the addresses and the kernel
+// lease at once (the host stops serving), then persists the next
+// incarnation and sends the release (protocol.CrashRelease); the node
+// manager restarts after `restart`. Reports whether it released.
+func (w *simWorld) crashRelease(i int, restart time.Duration) bool {
+	h := w.hosts[i]
+	if w.opt.bug == bugReleaseOnStall {
+		// The planted bug: silence taken for death. The node manager is
+		// only stopped; it keeps its lease and its addresses.
+		w.stallNode(i, 2*w.cfg.Lease)
+	} else {
+		w.crashNode(i)
+		w.at(w.now+restart, func() {
+			if !h.np.up {
+				w.startNode(i)
+			}
+		})
+	}
+	if h.report == nil || h.local(w.now) >= h.reportLease {
+		return false // not active by its last report: the lease runs out
+	}
+	if w.opt.bug != bugReleaseBeforeRemoval && w.opt.bug != bugReleaseOnStall {
+		h.dead = nil // addresses and kernel lease removed before anything is sent
+	}
+	st, msgs, err := protocol.CrashRelease(w.cfgFor(i), h.nodeSt, *h.report)
+	if err != nil {
+		w.violation("CrashRelease: %v", err)
+		return false
+	}
+	if w.now < h.np.diskFailUntil {
+		w.tracef(h, "crash release: state write FAILED; sending nothing")
+		return false
+	}
+	h.nodeSt = st // persisted (fsync) before anything is sent
+	w.note(h.id, "node", "crash release incarnation=%d", st.Incarnation)
+	w.tracef(h, "node manager CRASH: addresses removed, release sent as incarnation %d", st.Incarnation)
+	w.res.Releases++
+	for _, env := range msgs {
+		w.send(i, env)
+	}
+	return true
 }
 
 func (w *simWorld) scheduleLocTick(i, gen int) {
@@ -1181,6 +1311,30 @@ func (w *simWorld) planDiskFaults(r *rand.Rand, healAt time.Duration) {
 				w.startLoc(i)
 			}
 		})
+	})
+}
+
+// planCrashRelease: in a quarter of the fault schedules, the active's node
+// manager crashes on a live host once (crashRelease), its restart 10–300
+// ms later (the node manager's hold-off, at least lease + drift margin,
+// keeps it silent longer: the simulated one only starts as a standby).
+func (w *simWorld) planCrashRelease(r *rand.Rand, healAt time.Duration) {
+	if r.IntN(4) != 0 {
+		return
+	}
+	warm := 600 * time.Millisecond
+	if healAt <= warm+50*time.Millisecond {
+		return
+	}
+	start := warm + time.Duration(r.Int64N(int64(healAt-warm-40*time.Millisecond)))
+	restart := min(healAt-start-5*time.Millisecond, 10*time.Millisecond+time.Duration(r.Int64N(int64(290*time.Millisecond))))
+	w.fault(start, fmt.Sprintf("node manager crash of the active (restart after %v)", restart), func() {
+		for i, h := range w.hosts {
+			if h.node != nil && h.np.up && w.now >= h.np.stallUntil && h.node.ActiveAt(h.local(w.now)) {
+				w.crashRelease(i, restart)
+				return
+			}
+		}
 	})
 }
 

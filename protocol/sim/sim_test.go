@@ -70,6 +70,13 @@ func TestSimulatorFindsPlantedBugs(t *testing.T) {
 		// a killed active keeps answering for its addresses until their
 		// lifetime ends, long after the standby took over.
 		{"no-kernel-lease", bugNoKernelLease, 0.01, true, false, 50},
+		// A crashed active's release sent while its host still serves
+		// the addresses: the standby claims at once, beside it.
+		{"release-before-removal", bugReleaseBeforeRemoval, 0.01, true, false, 50},
+		// A release for a node manager that is only stalled (no proof of
+		// death, which is what silence or ICMP would give): the standby
+		// takes over while the stalled active still holds its lease.
+		{"release-on-stall", bugReleaseOnStall, 0.01, true, false, 50},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for s := uint64(1); s <= tc.n; s++ {

@@ -498,3 +498,20 @@ func testFlood(t *testing.T, scenario string) {
 		}
 	}
 }
+
+// nmcrash: only the active's node manager is SIGKILLed; its supervisor
+// removes the address and releases the role (crash release): the standby
+// takes over, never beside it, and the crashed host says it released.
+func TestE2ENMCrash(t *testing.T) {
+	n, v := newVigil(t)
+	released := false
+	r := run(t, n, v, ScenarioNMCrash, RunOptions{After: 3 * time.Second, AtEnd: func(r Result) {
+		released = strings.Contains(v.Log(r.From), "event=crash_release ")
+	}})
+	checkMoved(t, r)
+	checkNoDual(t, r)
+	if !released {
+		t.Errorf("no event=crash_release on the crashed host %s", r.From)
+	}
+	t.Logf("nmcrash: %s", r.Describe())
+}

@@ -10,7 +10,11 @@ import (
 
 // Scenario names, as in summary lines.
 const (
-	ScenarioKill        = "kill"
+	ScenarioKill = "kill"
+	// ScenarioNMCrash SIGKILLs only the process that holds the active's
+	// role (Vigil's node manager) on a host that lives on: its supervisor
+	// knows for certain it died (NodeManagerKiller).
+	ScenarioNMCrash     = "nmcrash"
 	ScenarioLinkdown    = "linkdown"
 	ScenarioStall       = "stall"
 	ScenarioAppfail     = "appfail"
@@ -31,7 +35,7 @@ const (
 )
 
 // Scenarios is every scenario, in the order the benchmark runs them.
-var Scenarios = []string{ScenarioKill, ScenarioLinkdown, ScenarioStall, ScenarioFreeze, ScenarioAppfail, ScenarioNoisy, ScenarioSwitchover, ScenarioWitnesskill, ScenarioFlood, ScenarioFloodSpoof, ScenarioFloodTagged}
+var Scenarios = []string{ScenarioKill, ScenarioNMCrash, ScenarioLinkdown, ScenarioStall, ScenarioFreeze, ScenarioAppfail, ScenarioNoisy, ScenarioSwitchover, ScenarioWitnesskill, ScenarioFlood, ScenarioFloodSpoof, ScenarioFloodTagged}
 
 // ExpectsFailover says whether the scenario calls for the role to move:
 // in noisy, witnesskill and the floods nothing failed, so any move is a
@@ -239,6 +243,12 @@ func Run(t TB, n *Net, sys System, scenario string, o RunOptions) (Result, error
 	switch scenario {
 	case ScenarioKill:
 		ferr = sys.Kill(r.From)
+	case ScenarioNMCrash:
+		if k, ok := sys.(NodeManagerKiller); ok {
+			ferr = k.KillNodeManager(r.From)
+		} else {
+			ferr = ErrNotApplicable
+		}
 	case ScenarioLinkdown:
 		ferr = n.Hosts[r.From].SetPort(false)
 	case ScenarioStall:
@@ -373,4 +383,12 @@ func (r Result) Describe() string {
 		b.WriteString("\n" + l)
 	}
 	return b.String()
+}
+
+// NodeManagerKiller is a System whose role is kept by one process that a
+// supervisor on the same host watches (Vigil's node manager): nmcrash
+// SIGKILLs only that process. keepalived has no such split (its one
+// daemon is the whole system: kill), so nmcrash does not apply to it.
+type NodeManagerKiller interface {
+	KillNodeManager(host string) error
 }

@@ -318,6 +318,16 @@ func (v *Vigil) Kill(id string) error {
 	return err
 }
 
+// KillNodeManager implements NodeManagerKiller: SIGKILL of host id's node
+// manager alone, by its pid from `vigil status`.
+func (v *Vigil) KillNodeManager(id string) error {
+	pid, err := v.pidOf(id, "nodemanager")
+	if err != nil {
+		return err
+	}
+	return syscall.Kill(pid, syscall.SIGKILL)
+}
+
 // KillWitness implements System.
 func (v *Vigil) KillWitness() error { return v.Kill("w") }
 

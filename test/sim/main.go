@@ -22,6 +22,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -90,6 +91,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fails                []time.Duration
 		recs                 []time.Duration
 		steps, msg, replayed int64
+		forged, releases     int64
+		relFails             []time.Duration
 		wg                   sync.WaitGroup
 	)
 	for w := 0; w < *workers; w++ {
@@ -107,6 +110,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 				steps += int64(r.Steps)
 				msg += int64(r.Messages)
 				replayed += int64(r.Replayed)
+				forged += int64(r.Forged)
+				releases += int64(r.Releases)
 				if len(r.Violations) > 0 {
 					bad = append(bad, r)
 				}
@@ -116,7 +121,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 				if r.Recovery >= 0 {
 					recs = append(recs, r.Recovery)
 				}
-				if r.Failover >= 0 {
+				if r.Failover >= 0 && r.ReleaseKill {
+					relFails = append(relFails, r.Failover)
+				} else if r.Failover >= 0 {
 					fails = append(fails, r.Failover)
 					maxFail = max(maxFail, r.Failover)
 				}
@@ -152,8 +159,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	// The largest bound of the simulated shapes (3 nodes).
 	bound := protocol.Config{Nodes: []string{"a", "b", "c"}}.RecoveryBound(40 * time.Millisecond)
-	fmt.Printf("bench=sim schedules=%d violations=%d max_recovery_ms=%.1f p99_recovery_ms=%.1f recovery_bound_ms=%.1f kill_runs=%d max_failover_ms=%.1f p99_failover_ms=%.1f drift=%g steps=%d messages=%d replayed=%d seconds=%.1f\n",
-		*schedules, len(bad), ms(maxRec), ms(pct(recs, 0.99)), ms(bound), len(fails), ms(maxFail), ms(pct(fails, 0.99)), *drift, steps, msg, replayed, time.Since(start).Seconds())
+	fmt.Printf("bench=sim schedules=%d violations=%d max_recovery_ms=%.1f p99_recovery_ms=%.1f recovery_bound_ms=%.1f kill_runs=%d max_failover_ms=%.1f p99_failover_ms=%.1f release_kill_runs=%d max_release_failover_ms=%.1f p99_release_failover_ms=%.1f releases=%d forged=%d drift=%g steps=%d messages=%d replayed=%d seconds=%.1f\n",
+		*schedules, len(bad), ms(maxRec), ms(pct(recs, 0.99)), ms(bound), len(fails)+len(relFails), ms(maxFail), ms(pct(fails, 0.99)),
+		len(relFails), ms(slices.Max(append(relFails, 0))), ms(pct(relFails, 0.99)), releases, forged, *drift, steps, msg, replayed, time.Since(start).Seconds())
 	if len(bad) > 0 {
 		return 1
 	}
