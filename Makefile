@@ -83,6 +83,17 @@ test-v2:
 bench-failover: build
 	$(GO) run ./bench/failover -vigil $(abspath $(BIN)) $(BENCHFLAGS)
 
+# The timing trade-off as a picture (issue 14): Vigil's lease 400..40 ms and
+# keepalived's advert_int 1000/100/10 ms, kill and linkdown outage p99
+# against false failovers per hour under the noisy neighbour. Needs root,
+# sipp, stress-ng, keepalived. Writes docs/img/tradeoff.svg and
+# docs/tradeoff.md; the full run (8 points x 5 runs of kill, linkdown and
+# a 60 s noisy) takes about 65 minutes. BENCHFLAGS=-short for CI (~2 min,
+# output in $TMPDIR); BENCHFLAGS="-from LOG" redraws from a saved output.
+.PHONY: bench-tradeoff
+bench-tradeoff: build
+	$(GO) run ./bench/tradeoff -vigil $(abspath $(BIN)) $(BENCHFLAGS)
+
 .PHONY: bench-isolation
 bench-isolation:
 	$(GO) run ./bench/isolation $(BENCHFLAGS)
