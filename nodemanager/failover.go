@@ -27,6 +27,10 @@ const (
 	// or its own timers late under load) and took it again; from names
 	// itself. In a one-node cluster, the only way the role is re-taken.
 	reasonLeaseLost = "lease_lost"
+	// reasonCrashRelease: the active's node manager died and its
+	// supervisor released the role to this node after removing the
+	// floating IPs (docs/protocol.md, "Crash release"): no handover gap.
+	reasonCrashRelease = "crash_release"
 	// reasonUnknown: a BecameActive without a candidacy; the protocol
 	// never does that.
 	reasonUnknown = "unknown"
@@ -43,6 +47,8 @@ func claimReason(c protocol.ClaimCause) string {
 		return reasonNoActive
 	case protocol.CauseLeaseLost:
 		return reasonLeaseLost
+	case protocol.CauseCrashRelease:
+		return reasonCrashRelease
 	}
 	return reasonUnknown
 }

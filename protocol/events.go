@@ -89,6 +89,14 @@ const (
 	// unanswered in time, or its own timers late), and claims it again. In
 	// a one-node cluster this is the only way the role is ever re-taken.
 	CauseLeaseLost
+	// CauseCrashRelease: the active's node manager died and its host's
+	// supervisor, having removed the floating IPs, handed the role to this
+	// node in the dead node manager's name (CrashRelease). Told apart from
+	// a planned handover by the sender's incarnation: the transfer comes
+	// from a newer incarnation of the active than the one this node knew.
+	// Nothing of the old host serves any more, so there is nothing to
+	// leave a gap for.
+	CauseCrashRelease
 )
 
 func (c ClaimCause) String() string {
@@ -101,6 +109,8 @@ func (c ClaimCause) String() string {
 		return "no_active"
 	case CauseLeaseLost:
 		return "lease_lost"
+	case CauseCrashRelease:
+		return "crash_release"
 	}
 	return fmt.Sprintf("cause(%d)", uint8(c))
 }

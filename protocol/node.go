@@ -346,6 +346,7 @@ func (n *Node) Step(now time.Duration, m Message) error {
 	n.advance(now)
 	// Authentic, so its sender existed with this incarnation; never
 	// regress (a replay carries an older one).
+	knewInc := n.nodeInc[ni]
 	n.nodeInc[ni] = max(n.nodeInc[ni], m.Incarnation)
 	if m.ToIncarnation != n.st.Incarnation {
 		n.stale++
@@ -362,8 +363,15 @@ func (n *Node) Step(now time.Duration, m Message) error {
 		n.onToken(m.Token)
 	case MsgTransfer:
 		if m.Transfer.To == n.self && m.Transfer.Epoch >= n.epoch && n.role == Standby && n.healthy && !n.maint {
+			cause := CauseHandover
+			if knewInc != 0 && m.Incarnation > knewInc {
+				// A planned handover comes from the incarnation that
+				// passed the token; a newer one is the supervisor's
+				// release for a node manager that died (CrashRelease).
+				cause = CauseCrashRelease
+			}
 			n.active = ""
-			n.becomeCandidate(n.now, CauseHandover)
+			n.becomeCandidate(n.now, cause)
 			n.transferUntil = n.now + n.cfg.TokenTimeout/2
 		}
 	case MsgSwitchover:

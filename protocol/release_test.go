@@ -264,3 +264,44 @@ func TestStandbyClaimsOnCrashTransfer(t *testing.T) {
 		}
 	}
 }
+
+// TestCrashTransferCause: a transfer from a newer incarnation of the
+// active than the one that passed the token is a crash release (no
+// handover gap on the successor); one from the same incarnation is a
+// planned handover.
+func TestCrashTransferCause(t *testing.T) {
+	for _, crash := range []bool{false, true} {
+		h := newHarness(t, "b", NodeState{Incarnation: 4, MaxEpoch: 3})
+		h.ready()
+		h.now += ms
+		tok := Message{Type: MsgToken, From: "a", ClusterID: ClusterID("t"), Incarnation: 8, Seq: 1, ToIncarnation: h.n.st.Incarnation,
+			Token: Token{Epoch: 3, Seq: 1, Active: "a", Nodes: []NodeHealth{{ID: "a", Healthy: true, InRing: true}, {ID: "b", Healthy: true, InRing: true}}}}
+		if err := h.n.Step(h.now, tok); err != nil {
+			t.Fatal(err)
+		}
+		h.ready()
+		inc, seq := uint64(8), uint64(2)
+		if crash {
+			inc, seq = 9, 1
+		}
+		h.now += ms
+		tr := Message{Type: MsgTransfer, From: "a", ClusterID: ClusterID("t"), Incarnation: inc, Seq: seq, ToIncarnation: h.n.st.Incarnation,
+			Epoch: 3, Transfer: Transfer{Epoch: 3, To: "b"}}
+		if err := h.n.Step(h.now, tr); err != nil {
+			t.Fatal(err)
+		}
+		want := CauseHandover
+		if crash {
+			want = CauseCrashRelease
+		}
+		var got []ClaimCause
+		for _, e := range h.ready().Events {
+			if c, ok := e.(BecameCandidate); ok {
+				got = append(got, c.Cause)
+			}
+		}
+		if len(got) != 1 || got[0] != want {
+			t.Fatalf("crash=%v: candidacies %v, want one with cause %v", crash, got, want)
+		}
+	}
+}

@@ -379,6 +379,15 @@ func (s *Supervisor) checkFence(nm *proc, gen uint64, deadline, fired time.Durat
 		s.setFenceTimer(nm, lease/4)
 		return
 	}
+	// A report already sent but not yet read: this supervisor's reader is
+	// what is late (a loaded host; with a 60 ms lease, tens of ms of
+	// supervisor delay were seen to fence a live node manager). Read it
+	// first; a stopped or wedged node manager sends none.
+	if nm.conn != nil && nm.conn.Pending() {
+		nm.log.Warn("fence check found a report waiting; re-checking before fencing", "event", "fence_deferred", "late_ms", (fired - deadline).Milliseconds(), "report_waiting", true)
+		s.setFenceTimer(nm, lease/4)
+		return
+	}
 	nm.fencing = true
 	s.fences++
 	age := s.clock.Wall().Sub(nm.lastBeat)

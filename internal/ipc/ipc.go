@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/vigil-project/vigil/internal/ctlmsg"
 )
 
@@ -122,6 +124,19 @@ func (c *Conn) Recv() (*ctlmsg.Msg, error) {
 }
 
 var errEOF = errors.New("peer closed")
+
+// Pending reports whether a message is waiting in this end's receive
+// queue, not yet read (SIOCINQ). The supervisor asks before it fences a
+// silent node manager: under load its own reader may be what is late.
+func (c *Conn) Pending() bool {
+	rc, err := c.c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	n := 0
+	_ = rc.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
+	return n > 0
+}
 
 // Close closes this end.
 func (c *Conn) Close() error { return c.c.Close() }

@@ -152,3 +152,33 @@ func TestConfigMessageRoundTrip(t *testing.T) {
 		t.Fatalf("empty VIP list came back as %+v", m.Config)
 	}
 }
+
+// Pending tells a message waiting in the queue from an empty queue.
+func TestPending(t *testing.T) {
+	parent, childF, err := Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer parent.Close()
+	child, err := fromFD(int(childF.Fd()), "child")
+	if err != nil {
+		t.Fatal(err)
+	}
+	childF.Close()
+	defer child.Close()
+	if parent.Pending() {
+		t.Fatal("pending on an empty queue")
+	}
+	if err := child.Send(&ctlmsg.Msg{Type: ctlmsg.TypeReport}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if !parent.Pending() {
+		t.Fatal("a sent message is not pending")
+	}
+	if _, err := parent.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	if parent.Pending() {
+		t.Fatal("pending after the only message was read")
+	}
+}
