@@ -17,9 +17,9 @@ import (
 // four times a lease. Bucket i holds values in (Bound(i-1), Bound(i)];
 // bucket 0 everything up to 10 µs, the last everything above 10.5 s.
 const (
-	bucketBase  = 10 * time.Microsecond
-	perOctave   = 4
-	buckets     = 81 // Bound(80) = 10 µs · 2^20 ≈ 10.5 s
+	bucketBase = 10 * time.Microsecond
+	perOctave  = 4
+	buckets    = 81 // Bound(80) = 10 µs · 2^20 ≈ 10.5 s
 )
 
 // Bound is the upper bound of bucket i (the last bucket has none: +Inf).
