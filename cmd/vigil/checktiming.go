@@ -137,6 +137,9 @@ func checkTiming(cfg *config.Config, socket string, d time.Duration, asJSON bool
 		}
 	}
 	res.KernelLease = m.KernelLease
+	if !m.KernelLease && res.Source == "daemon" && len(res.RoundTrips) > 0 {
+		res.Notes = append(res.Notes, "no kernel lease in force (no floating IPs, or no nf_tables): the drift margin must cover the node manager's own reaction")
+	}
 	v := timingstat.Judge(t, m)
 	res.OK, res.Unknown, res.Reason = v.OK && res.Source == "daemon", v.Unknown, v.Reason
 	for _, r := range v.Rules {
