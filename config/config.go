@@ -5,6 +5,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/vigil-project/vigil/internal/timingstat"
 	"github.com/vigil-project/vigil/protocol"
 	"github.com/vigil-project/vigil/schedwatch"
 )
@@ -65,12 +66,13 @@ func defaults() *Config {
 			},
 		},
 		Control: ControlGroup{
-			CPUWeight:      10000,
-			IOWeight:       1000,
-			MemoryMin:      64 << 20,
-			Realtime:       true,
-			SchedDelayWarn: schedwatch.DefaultThreshold,
-			RTBudget:       300 * time.Millisecond,
+			CPUWeight:         10000,
+			IOWeight:          1000,
+			MemoryMin:         64 << 20,
+			Realtime:          true,
+			SchedDelayWarn:    schedwatch.DefaultThreshold,
+			LatenessWarnShare: timingstat.DefaultWarnShare,
+			RTBudget:          300 * time.Millisecond,
 		},
 		Announce: Announce{Count: 3, Interval: 100 * time.Millisecond, HandoverGap: DefaultHandoverGap},
 		Apps:     AppsGroup{CPUWeight: 100, IOWeight: 100},

@@ -64,7 +64,7 @@ vips:
   - {address: 192.0.2.100/24, interface: eth0}
   - {address: "2001:db8::100/64", interface: eth0.100}
 announce: {count: 5, interval: 50ms, refresh: 10s, probe: 20ms, handover_gap: 30ms}
-control: {cpu_weight: 5000, io_weight: 2000, cpus: "0-1,3", memory_min: 128Mi, realtime: false, sched_delay_warn: 20ms, rt_budget: 150ms}
+control: {cpu_weight: 5000, io_weight: 2000, cpus: "0-1,3", memory_min: 128Mi, realtime: false, sched_delay_warn: 20ms, rt_budget: 150ms, lateness_warn_share: 40%}
 apps: {cpu_weight: 50, io_weight: 20, cpu_max: "150%", memory_max: 2G, pids_max: 4096}
 processes:
   - name: kamailio
@@ -135,7 +135,7 @@ log: {level: debug, format: json}
 			{Address: "2001:db8::100/64", Interface: "eth0.100"},
 		},
 		Announce: Announce{Count: 5, Interval: 50 * time.Millisecond, Refresh: 10 * time.Second, Probe: 20 * time.Millisecond, HandoverGap: 30 * time.Millisecond},
-		Control:  ControlGroup{CPUWeight: 5000, IOWeight: 2000, CPUs: "0-1,3", MemoryMin: 128 << 20, Realtime: false, SchedDelayWarn: 20 * time.Millisecond, RTBudget: 150 * time.Millisecond},
+		Control:  ControlGroup{CPUWeight: 5000, IOWeight: 2000, CPUs: "0-1,3", MemoryMin: 128 << 20, Realtime: false, SchedDelayWarn: 20 * time.Millisecond, RTBudget: 150 * time.Millisecond, LatenessWarnShare: 0.4},
 		Apps:     AppsGroup{CPUWeight: 50, IOWeight: 20, CPUMax: "150%", MemoryMax: 2_000_000_000, PidsMax: 4096},
 		Processes: []Process{
 			{
@@ -242,7 +242,7 @@ processes:
 			Timing: Timing{TokenInterval: 10 * time.Millisecond, TokenTimeout: 50 * time.Millisecond, Lease: 60 * time.Millisecond, DriftMargin: 15 * time.Millisecond},
 		},
 		Announce: Announce{Count: 3, Interval: 100 * time.Millisecond, HandoverGap: 30 * time.Millisecond},
-		Control:  ControlGroup{CPUWeight: 10000, IOWeight: 1000, MemoryMin: 64 << 20, Realtime: true, SchedDelayWarn: 50 * time.Millisecond, RTBudget: 300 * time.Millisecond},
+		Control:  ControlGroup{CPUWeight: 10000, IOWeight: 1000, MemoryMin: 64 << 20, Realtime: true, SchedDelayWarn: 50 * time.Millisecond, RTBudget: 300 * time.Millisecond, LatenessWarnShare: 0.25},
 		Apps:     AppsGroup{CPUWeight: 100, IOWeight: 100},
 		Processes: []Process{{
 			Name: "app", Command: []string{"/bin/sh"}, Dir: "/", Restart: RestartAlways,
@@ -719,6 +719,22 @@ cluster:
 runtime: {control_socket: /run/vigil/` + strings.Repeat("s", 108-len("/run/vigil/")) + `}
 `, []string{`vigil.yaml:6:27: runtime.control_socket: 108 bytes is longer than a unix socket path can be (107 bytes)`}},
 
+	{"lateness_warn_share out of range", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+control: {lateness_warn_share: 120%}
+`, []string{`vigil.yaml:6:32: control.lateness_warn_share: 120% is out of range 0..100% (0 turns the warning off)`}},
+	{"lateness_warn_share not a share", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+control: {lateness_warn_share: quarter}
+`, []string{`vigil.yaml:6:32: control.lateness_warn_share: must be a share like 25% or 0.25, not "quarter"`}},
 	{"sched_delay_warn below the scheduling watch's period", `
 cluster:
   name: edge

@@ -264,6 +264,7 @@ func controlFields(g *ControlGroup) []field {
 		set("realtime", (*parser).boolean, &g.Realtime),
 		set("sched_delay_warn", checked((*parser).positiveDuration, checkSchedDelayWarn), &g.SchedDelayWarn),
 		set("rt_budget", checked((*parser).positiveDuration, checkRTBudget), &g.RTBudget),
+		set("lateness_warn_share", (*parser).share, &g.LatenessWarnShare),
 	}
 }
 

@@ -27,7 +27,7 @@ cluster:
 vips:
   - {address: 192.0.2.100/24, interface: eth0}
 announce: {count: 5, interval: 50ms, refresh: 10s, probe: 20ms, handover_gap: 50ms}
-control: {cpu_weight: 5000, io_weight: 2000, cpus: "0-1,3", memory_min: 128Mi, realtime: false, sched_delay_warn: 20ms, rt_budget: 150ms}
+control: {cpu_weight: 5000, io_weight: 2000, cpus: "0-1,3", memory_min: 128Mi, realtime: false, sched_delay_warn: 20ms, rt_budget: 150ms, lateness_warn_share: 0.1}
 apps: {cpu_weight: 50, io_weight: 20, cpu_max: "150%", memory_max: 2G, pids_max: 4096}
 processes:
   - name: kamailio
@@ -120,7 +120,7 @@ func TestEveryKeyLandsInItsField(t *testing.T) {
 			},
 			VIPs:     []VIP{{Address: "192.0.2.100/24", Interface: "eth0"}},
 			Announce: Announce{Count: 5, Interval: 50 * time.Millisecond, Refresh: 10 * time.Second, Probe: 20 * time.Millisecond, HandoverGap: 50 * time.Millisecond},
-			Control:  ControlGroup{CPUWeight: 5000, IOWeight: 2000, CPUs: "0-1,3", MemoryMin: 128 << 20, Realtime: false, SchedDelayWarn: 20 * time.Millisecond, RTBudget: 150 * time.Millisecond},
+			Control:  ControlGroup{CPUWeight: 5000, IOWeight: 2000, CPUs: "0-1,3", MemoryMin: 128 << 20, Realtime: false, SchedDelayWarn: 20 * time.Millisecond, RTBudget: 150 * time.Millisecond, LatenessWarnShare: 0.1},
 			Apps:     AppsGroup{CPUWeight: 50, IOWeight: 20, CPUMax: "150%", MemoryMax: 2_000_000_000, PidsMax: 4096},
 			Processes: []Process{
 				{

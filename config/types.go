@@ -111,6 +111,10 @@ type ControlGroup struct {
 	// SchedDelayWarn is the control-plane scheduling delay that logs a
 	// warning and marks the node degraded. Default 50ms.
 	SchedDelayWarn time.Duration
+	// LatenessWarnShare is the share of the lease (0..1) the control
+	// plane's lateness may eat before it warns (status, log, metric).
+	// Default 0.25; 0 turns the warning off.
+	LatenessWarnShare float64
 }
 
 // AppsGroup are the limits applied to the supervised applications as a whole.

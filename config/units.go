@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"go.yaml.in/yaml/v3"
 	"golang.org/x/sys/unix"
 
 	"github.com/vigil-project/vigil/netfloat"
@@ -398,4 +399,28 @@ func checkGroupName(s string) error {
 		return fmt.Errorf("%q is not a group name: letters, digits, _ . - (not first), at most 32 characters; \"\" for root only", s)
 	}
 	return nil
+}
+
+// share reads a share of a whole, written as a percentage ("25%") or a
+// fraction (0.25), from 0 to 1.
+func (p *parser) share(n *yaml.Node, path string) (float64, bool) {
+	if n.Kind != yaml.ScalarNode || isNull(n) {
+		p.errAt(n, path, "must be a share like 25%% or 0.25, not %s", describe(n))
+		return 0, false
+	}
+	s := strings.TrimSpace(n.Value)
+	pct := strings.HasSuffix(s, "%")
+	v, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(s, "%")), 64)
+	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+		p.errAt(n, path, "must be a share like 25%% or 0.25, not %s", describe(n))
+		return 0, false
+	}
+	if pct {
+		v /= 100
+	}
+	if v < 0 || v > 1 {
+		p.errAt(n, path, "%s is out of range 0..100%% (0 turns the warning off)", s)
+		return 0, false
+	}
+	return v, true
 }

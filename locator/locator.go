@@ -17,6 +17,7 @@ import (
 	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/internal/ipc"
 	"github.com/vigil-project/vigil/internal/statefile"
+	"github.com/vigil-project/vigil/internal/timingstat"
 	"github.com/vigil-project/vigil/internal/transport"
 	"github.com/vigil-project/vigil/protocol"
 	"github.com/vigil-project/vigil/realtime"
@@ -52,6 +53,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	d.timing = timingstat.NewRecorder(&timingstat.Warn{Process: "locator", Share: cfg.Control.LatenessWarnShare, Lease: pcfg.Lease, Log: log}, nil)
 	defer d.stop()
 	sup, err := ipc.FromEnv()
 	if err != nil && !errors.Is(err, ipc.ErrNoChannel) {
@@ -103,6 +105,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		r.Degraded, r.SchedLateEpisodes, r.SchedMaxLateMS = ws.Degraded, ws.Episodes, float64(ws.MaxLate)/1e6
 		h := ws.Histogram.JSON()
 		r.SchedLate = &h
+		r.Timing = d.timing.Report(d.clk.Now())
 		msg, err := ctlmsg.LocatorReportMsg(&r)
 		if err != nil {
 			log.Error("cannot encode the report", "event", "ipc_error", "err", err)
@@ -160,12 +163,18 @@ func loadState(path string, owner statefile.Owner, wall time.Time, log *slog.Log
 // silence is safe (the nodes ask again). The next flush retries the write;
 // the Writer logs one persist_error per episode and persist_recovered.
 type driver struct {
-	l    *protocol.Locator
-	w    stateWriter
-	send func(protocol.Envelope) error
-	log  *slog.Logger
-	clk  clock.Clock // the lease's clock and the protocol tick
-	tick clock.Ticks // every token interval: the core's timers and the retry of a failed write
+	l        *protocol.Locator
+	w        stateWriter
+	send     func(protocol.Envelope) error
+	log      *slog.Logger
+	clk      clock.Clock   // the lease's clock and the protocol tick
+	tick     clock.Ticks   // every token interval: the core's timers and the retry of a failed write
+	interval time.Duration // the tick's period
+
+	// timing: how late each tick ran, for `vigil check --timing` and the
+	// lease-share warning; lastTick is when the previous one ran.
+	timing   *timingstat.Recorder
+	lastTick time.Duration
 
 	incarnation uint64 // as persisted
 	lastHolder  string // as persisted and logged
@@ -195,9 +204,11 @@ func start(pcfg protocol.Config, st protocol.LocatorState, lost bool, clk clock.
 	// The new incarnation must be on disk before any datagram carries it:
 	// the first flush writes it, and until a write succeeds nothing is
 	// sent (a full disk at start is retried like any other).
-	d := &driver{l: l, w: w, send: ep.Send, log: log, clk: clk, lastEpoch: st.Epoch, lastHolder: st.Holder}
+	d := &driver{l: l, w: w, send: ep.Send, log: log, clk: clk, lastEpoch: st.Epoch, lastHolder: st.Holder, interval: pcfg.TokenInterval}
 	d.flush()
+	d.timing = timingstat.NewRecorder(nil, nil)
 	d.tick = clk.NewTicker(pcfg.TokenInterval)
+	d.lastTick = clk.Now()
 	return d, nil
 }
 
@@ -215,7 +226,10 @@ func (d *driver) onInbound(m transport.Inbound) {
 // onTick runs the core's timers; it is also the retry of a failed write:
 // State stays in every Ready until it is on disk.
 func (d *driver) onTick() {
-	d.l.Tick(d.clk.Now())
+	now := d.clk.Now()
+	d.timing.Late(now, now-d.lastTick-d.interval)
+	d.lastTick = now
+	d.l.Tick(now)
 	d.flush()
 }
 

@@ -118,6 +118,10 @@
 //	vigil_sched_late_episodes_total                C  process                 episodes of not being scheduled in time (each logged once)
 //	vigil_sched_max_late_seconds                   G  process                 longest wait past a timer since the process started
 //	vigil_sched_late_seconds                       H  process                 how late each 10 ms wakeup fired (the "not scheduled for X ms" distribution)
+//	vigil_timing_margin_warning                    G  process                 1 while a protocol tick ran later than control.lateness_warn_share of the lease in the last 10 s
+//	vigil_timing_margin_episodes_total             C  process                 episodes of that warning (each logged once, event=timing_margin)
+//	vigil_control_late_recent_max_seconds          G  process                 latest protocol tick within the last 10 s
+//	vigil_timing_margin_warn_seconds               G  process                 the lateness that warns (lateness_warn_share × lease; 0 = off)
 //	vigil_control_mlocked                          G  process                 1 when its memory is locked (control.realtime)
 //	vigil_control_last_report_time_seconds         G  process                 Unix time of its last heartbeat to the supervisor
 //	vigil_control_sched_wait_seconds_total         C  process                 time its threads were runnable but waiting for a CPU (schedstat)

@@ -83,7 +83,7 @@ func parseText(t *testing.T, body string) map[string]*dto.MetricFamily {
 // unitless are the metrics that have no unit: states, flags, counts of
 // things that are not events, identifiers' values.
 var unitless = map[string]bool{
-	"vigil_scrape_error": true, "vigil_report_present": true,
+	"vigil_scrape_error": true, "vigil_timing_margin_warning": true, "vigil_report_present": true,
 	"vigil_role": true, "vigil_node_healthy": true, "vigil_guarantees_not_in_force": true,
 	"vigil_epoch": true, "vigil_lease_valid": true, "vigil_token_held": true, "vigil_token_lost": true,
 	"vigil_maintenance": true, "vigil_floating_ips_held": true, "vigil_floating_ip_held": true, "vigil_kernel_lease_enforced": true,

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/vigil-project/vigil/internal/ctlmsg"
+	"github.com/vigil-project/vigil/internal/timingstat"
 	"github.com/vigil-project/vigil/internal/transport"
 	"github.com/vigil-project/vigil/schedwatch"
 	"github.com/vigil-project/vigil/supervisor"
@@ -270,6 +271,7 @@ func (c *collector) collectNodeManager(e *emitter, r *ctlmsg.NodeManagerReport) 
 	}
 	collectControl(e, "nodemanager", r.Degraded, r.SchedLateEpisodes, r.SchedMaxLateMS)
 	collectLateness(e, "nodemanager", r.SchedLate)
+	collectTiming(e, "nodemanager", r.Timing)
 	collectTransport(e, "nodemanager", r.Transport)
 	e.gauge("vigil_control_mlocked", helpMlocked, b2f(r.Realtime.Mlocked), "process", "nodemanager")
 }
@@ -301,6 +303,7 @@ func (c *collector) collectLocator(e *emitter, r *ctlmsg.LocatorReport) {
 	}
 	collectControl(e, "locator", r.Degraded, r.SchedLateEpisodes, r.SchedMaxLateMS)
 	collectLateness(e, "locator", r.SchedLate)
+	collectTiming(e, "locator", r.Timing)
 	collectTransport(e, "locator", r.Transport)
 	e.gauge("vigil_control_mlocked", helpMlocked, b2f(r.Realtime.Mlocked), "process", "locator")
 }
@@ -375,6 +378,20 @@ func collectControl(e *emitter, proc string, degraded bool, episodes uint64, max
 	e.gauge("vigil_control_degraded", "1 while the control-plane process was not scheduled for longer than control.sched_delay_warn within the last 10 s.", b2f(degraded), "process", proc)
 	e.counter("vigil_sched_late_episodes_total", "Episodes of the control-plane process not being scheduled in time (each logged once).", float64(episodes), "process", proc)
 	e.gauge("vigil_sched_max_late_seconds", "The longest the control-plane process waited past a timer since it started.", maxLateMS/1e3, "process", proc)
+}
+
+// collectTiming exports the lease-share warning (control.lateness_warn_share)
+// and the recent worst lateness it is judged on. The round trips and the
+// full histograms are left to `vigil check --timing`, which reads them
+// from status: as histograms here they would be a series per bucket.
+func collectTiming(e *emitter, proc string, t *timingstat.Report) {
+	if t == nil {
+		return
+	}
+	e.gauge("vigil_timing_margin_warning", "1 while the control-plane process ran later than control.lateness_warn_share of the lease within the last 10 s.", b2f(t.Warning), "process", proc)
+	e.counter("vigil_timing_margin_episodes_total", "Episodes of the control-plane process running later than control.lateness_warn_share of the lease (each logged once, event=timing_margin).", float64(t.Episodes), "process", proc)
+	e.gauge("vigil_control_late_recent_max_seconds", "The latest the control-plane process's protocol tick ran within the last 10 s.", t.RecentMaxLateMS/1e3, "process", proc)
+	e.gauge("vigil_timing_margin_warn_seconds", "The lateness that warns: control.lateness_warn_share × the lease (0: the warning is off).", t.WarnMS/1e3, "process", proc)
 }
 
 // collectLateness exports how late each of the process's 10 ms wakeups

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/vigil-project/vigil/internal/ctlmsg"
+	"github.com/vigil-project/vigil/internal/timingstat"
 	"github.com/vigil-project/vigil/internal/transport"
 	"github.com/vigil-project/vigil/schedwatch"
 	"github.com/vigil-project/vigil/supervisor"
@@ -77,6 +78,7 @@ func (f fixture) status(t *testing.T) *supervisor.Status {
 		LateTimers:   f.lateTicks, MaxLateMS: 180,
 		Degraded: true, SchedLateEpisodes: 4, SchedMaxLateMS: 250,
 		SchedLate: &schedwatch.HistogramJSON{BoundsSeconds: []float64{0.001, 0.05, 0.5}, Counts: []uint64{990, 998, 1000}, Count: 1000, SumSeconds: 0.8},
+		Timing:    &timingstat.Report{WarnState: timingstat.WarnState{Warning: true, Episodes: 2, WarnMS: 50, RecentMaxLateMS: 180}},
 		Transport: transport.Stats{Received: 1000, Sent: 990, SendErrors: 1,
 			Dropped: map[string]uint64{"auth": 5, "replay": 2, "kernel_filter": 7}, KernelFilter: "nftables"},
 		GARPSent: 3, NASent: 3, AnnounceUnleased: 2, Conflicts: 1, HookFailures: 0,
@@ -90,6 +92,7 @@ func (f fixture) status(t *testing.T) *supervisor.Status {
 		},
 		Transport:         transport.Stats{Received: 500, Sent: 500, Dropped: map[string]uint64{"short": 1}, KernelFilter: "unavailable: no nf_tables"},
 		SchedLateEpisodes: 1, SchedMaxLateMS: 30,
+		Timing: &timingstat.Report{WarnState: timingstat.WarnState{WarnMS: 50, RecentMaxLateMS: 3}},
 	}
 	st := &supervisor.Status{
 		Version: "1.2.3-test", Cluster: "pbx", Node: "a", Role: "node", Healthy: true,
@@ -327,6 +330,11 @@ func TestValues(t *testing.T) {
 	check(4, "vigil_sched_late_episodes_total", "process", "nodemanager")
 	check(0.25, "vigil_sched_max_late_seconds", "process", "nodemanager")
 	check(1, "vigil_control_degraded", "process", "nodemanager")
+	check(1, "vigil_timing_margin_warning", "process", "nodemanager")
+	check(0, "vigil_timing_margin_warning", "process", "locator")
+	check(2, "vigil_timing_margin_episodes_total", "process", "nodemanager")
+	check(0.18, "vigil_control_late_recent_max_seconds", "process", "nodemanager")
+	check(0.05, "vigil_timing_margin_warn_seconds", "process", "locator")
 	check(0, "vigil_control_degraded", "process", "locator")
 	check(float64(f.cpuUsec)/1e6, "vigil_cgroup_cpu_usage_seconds_total", "group", "control")
 	check(0.25, "vigil_cgroup_cpu_throttled_seconds_total", "group", "apps/kamailio")

@@ -24,6 +24,7 @@ import (
 	"github.com/vigil-project/vigil/internal/execshim"
 	"github.com/vigil-project/vigil/internal/ipc"
 	"github.com/vigil-project/vigil/internal/statefile"
+	"github.com/vigil-project/vigil/internal/timingstat"
 	"github.com/vigil-project/vigil/internal/transport"
 	"github.com/vigil-project/vigil/netfloat"
 	"github.com/vigil-project/vigil/protocol"
@@ -102,6 +103,9 @@ type manager struct {
 	lateTimers   uint64
 	maxLate      time.Duration
 	inLate       bool
+	// timing: every tick's lateness and each check-in's round trip, for
+	// `vigil check --timing` and the lease-share warning.
+	timing *timingstat.Recorder
 
 	fo failoverTracker // for the event=failover line (failover.go)
 
@@ -221,6 +225,7 @@ func newManager(cfg *config.Config, log *slog.Logger, clk clock.Clock, host vipH
 		netEvents: make(chan netfloat.Event, 64),
 		fo:        failoverTracker{self: cfg.Cluster.Node},
 	}
+	m.timing = timingstat.NewRecorder(&timingstat.Warn{Process: "node manager", Share: cfg.Control.LatenessWarnShare, Lease: m.pcfg.Lease, Log: log}, m.pcfg.Locators)
 	for _, v := range cfg.VIPs {
 		fv, err := parseVIP(v.Address, v.Interface)
 		if err != nil {
@@ -302,6 +307,9 @@ func (m *manager) serve(ctx context.Context, in <-chan transport.Inbound, sup <-
 // onInbound steps an accepted datagram into the protocol.
 func (m *manager) onInbound(in transport.Inbound) {
 	m.fo.input(in)
+	if in.Msg.Type == protocol.MsgAck {
+		m.timing.Acked(in.Msg.From, in.Msg.Ack.Round, in.At)
+	}
 	if err := m.node.Step(in.At, in.Msg); err != nil {
 		m.log.Debug("message rejected", "type", in.Msg.Type.String(), "from", in.Msg.From, "err", err)
 	}
@@ -312,7 +320,9 @@ func (m *manager) onInbound(in transport.Inbound) {
 func (m *manager) onTick() {
 	now := m.clk.Now()
 	m.fo.local(now)
-	m.checkLate(now, now-m.lastTick-m.tickPeriod())
+	late := now - m.lastTick - m.tickPeriod()
+	m.timing.Late(now, late)
+	m.checkLate(now, late)
 	m.lastTick = now
 	m.node.Tick(now)
 }
@@ -570,6 +580,9 @@ func (m *manager) flush() {
 		return
 	}
 	for _, e := range rd.Messages {
+		if e.Msg.Type == protocol.MsgCheckIn {
+			m.timing.Sent(e.To, e.Msg.CheckIn.Round, m.clk.Now())
+		}
 		if err := m.send(e); err != nil {
 			m.log.Debug("send failed", "err", err)
 		}
@@ -893,6 +906,7 @@ func (m *manager) report(now time.Duration) {
 		h := ws.Histogram.JSON()
 		r.SchedLate = &h
 	}
+	r.Timing = m.timing.Report(now)
 	r.KernelLease = m.kernelLeaseReport()
 	if sc, ok := m.node.Succession(now); ok {
 		r.Succession = &ctlmsg.Succession{Epoch: sc.Epoch, To: sc.To, Nodes: sc.Nodes, Locators: sc.Locators}

@@ -65,6 +65,14 @@ func (st *Status) warnings(nm *ctlmsg.NodeManagerReport, loc *ctlmsg.LocatorRepo
 	if loc != nil && loc.Degraded {
 		add("late_timer", "locator not scheduled in time (worst %.0f ms)", loc.SchedMaxLateMS)
 	}
+	if nm != nil && nm.Timing != nil && nm.Timing.Warning {
+		add("timing_margin", "node manager ran %.0f ms late within the last 10 s: more than the %.0f ms (control.lateness_warn_share of the lease) it may; the timing has too little margin for this host (vigil check --timing; journalctl -u vigil EVENT=timing_margin)",
+			nm.Timing.RecentMaxLateMS, nm.Timing.WarnMS)
+	}
+	if loc != nil && loc.Timing != nil && loc.Timing.Warning {
+		add("timing_margin", "locator ran %.0f ms late within the last 10 s: more than the %.0f ms (control.lateness_warn_share of the lease) it may (vigil check --timing; journalctl -u vigil EVENT=timing_margin)",
+			loc.Timing.RecentMaxLateMS, loc.Timing.WarnMS)
+	}
 	if nm != nil && nm.PersistFailing {
 		add("persist_failing", "node manager cannot write its state file, so it sends nothing and claims nothing until it can (free space in runtime.state_dir; journalctl -u vigil EVENT=persist_error): %s", nm.PersistError)
 	}

@@ -158,3 +158,31 @@ func locReportOf(t *testing.T, js string) *ctlmsg.LocatorReport {
 	}
 	return &r
 }
+
+// A process whose lateness ate more than control.lateness_warn_share of
+// the lease within the last 10 s is a timing_margin warning naming its
+// worst and the level; one without the warning, or an older one reporting
+// no timing, is none.
+func TestSummarizeTimingMargin(t *testing.T) {
+	st := &Status{
+		NodeManager: reportOf(t, `{"timing":{"late":{"count":10,"sum_seconds":0,"max_seconds":0.02,"counts":[]},"warning":true,"warn_episodes":1,"warn_ms":15,"recent_max_late_ms":21.4}}`),
+		Locator:     locReportOf(t, `{"timing":{"late":{"count":10,"sum_seconds":0,"max_seconds":0.001,"counts":[]},"warning":false,"warn_ms":15,"recent_max_late_ms":1}}`),
+	}
+	st.Summarize()
+	var got []string
+	for _, w := range st.Warnings {
+		if w.Kind == "timing_margin" {
+			got = append(got, w.Message)
+		}
+	}
+	if len(got) != 1 || !strings.HasPrefix(got[0], "node manager ran 21 ms late within the last 10 s: more than the 15 ms") {
+		t.Fatalf("timing_margin warnings %q", got)
+	}
+	st = &Status{NodeManager: reportOf(t, `{}`), Locator: locReportOf(t, `{}`)}
+	st.Summarize()
+	for _, w := range st.Warnings {
+		if w.Kind == "timing_margin" {
+			t.Errorf("a report without timing warned: %q", w.Message)
+		}
+	}
+}

@@ -9,20 +9,31 @@ import (
 )
 
 // runCheck validates a configuration file the way `vigil supervise` would
-// load it, and prints every problem as FILE:LINE:COL: KEY: MSG.
+// load it, and prints every problem as FILE:LINE:COL: KEY: MSG. With
+// --timing it then judges the file's timing against what the running
+// control plane measures (checktiming.go).
 func runCheck(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("check", stderr)
 	path := config.DefaultPath
 	fs.StringVar(&path, "c", path, "configuration `FILE`")
 	fs.StringVar(&path, "config", path, "configuration `FILE` (same as -c)")
+	timing := fs.Bool("timing", false, "measure the running control plane's lateness and round trips, judge cluster.timing against them (exit 1: too little margin)")
+	measure := fs.Duration("for", defaultTimingFor, "with --timing: how long to measure")
+	asJSON := fs.Bool("json", false, "with --timing: print JSON")
+	sock := fs.String("socket", "", "with --timing: control socket `PATH` (overrides the config's runtime.control_socket)")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage // the error and the help are on stderr
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "vigil check: unexpected argument %q\nusage: vigil check [-c FILE]\n", fs.Arg(0))
+		fmt.Fprintf(stderr, "vigil check: unexpected argument %q\nusage: vigil check [-c FILE] [--timing [--for D] [--json]]\n", fs.Arg(0))
 		return exitUsage
 	}
-	if _, err := config.Load(path); err != nil {
+	if *measure <= 0 {
+		fmt.Fprintln(stderr, "vigil check: --for must be positive\nusage: vigil check [-c FILE] [--timing [--for D] [--json]]")
+		return exitUsage
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
 		var errs config.Errors
 		if errors.As(err, &errs) {
 			for _, e := range errs {
@@ -32,6 +43,13 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "vigil check: %v\n", err)
 		}
 		return exitUsage
+	}
+	if *timing {
+		socket := *sock
+		if socket == "" {
+			socket = cfg.Runtime.ControlSocket
+		}
+		return checkTiming(cfg, socket, *measure, *asJSON, stdout, stderr)
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", path)
 	return exitOK

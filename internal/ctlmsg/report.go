@@ -1,6 +1,7 @@
 package ctlmsg
 
 import (
+	"github.com/vigil-project/vigil/internal/timingstat"
 	"github.com/vigil-project/vigil/internal/transport"
 	"github.com/vigil-project/vigil/realtime"
 	"github.com/vigil-project/vigil/schedwatch"
@@ -52,9 +53,13 @@ type NodeManagerReport struct {
 	SchedMaxLateMS    float64  `json:"sched_max_late_ms"`
 	// SchedLate is how late every 10 ms wakeup of this process was.
 	SchedLate *schedwatch.HistogramJSON `json:"sched_late_histogram,omitempty"`
-	Transport transport.Stats           `json:"transport"`
-	GARPSent  uint64                    `json:"garp_sent"`
-	NASent    uint64                    `json:"na_sent"`
+	// Timing is how late the protocol tick ran and each locator's
+	// check-in round trip, since start, and the lease-share warning
+	// (control.lateness_warn_share): what `vigil check --timing` samples.
+	Timing    *timingstat.Report `json:"timing,omitempty"`
+	Transport transport.Stats    `json:"transport"`
+	GARPSent  uint64             `json:"garp_sent"`
+	NASent    uint64             `json:"na_sent"`
 	// AnnounceUnleased counts announcements of a held floating IP that
 	// were due after the lease had ended and so were not sent: the node
 	// still held the address past its lease (it drops it on its next
@@ -173,6 +178,9 @@ type LocatorReport struct {
 	SchedMaxLateMS    float64 `json:"sched_max_late_ms"`
 	// SchedLate is how late every 10 ms wakeup of this process was.
 	SchedLate *schedwatch.HistogramJSON `json:"sched_late_histogram,omitempty"`
+	// Timing is how late the locator's protocol tick ran since start,
+	// and its lease-share warning (no round trips: it answers).
+	Timing *timingstat.Report `json:"timing,omitempty"`
 	// Realtime is what control.realtime put in force for this process.
 	Realtime realtime.Report `json:"realtime"`
 }
