@@ -46,7 +46,7 @@ func main() {
 	from := flag.String("from", "", "render the plot and table from this saved log of bench=tradeoff lines instead of running")
 	svgPath := flag.String("svg", "", "where to write the plot (default docs/img/tradeoff.svg; with -short a file in $TMPDIR)")
 	mdPath := flag.String("table", "", "where to write the markdown table (default docs/tradeoff.md; with -short a file in $TMPDIR)")
-	leases := flag.String("leases", "400ms,200ms,100ms,60ms,40ms", `Vigil's points: leases, the other timings scaled (TI = L/10, TT = 3L/4, D = max(L/8, 15ms)); "defaults" is the product's defaults`)
+	leases := flag.String("leases", "400ms,200ms,100ms,defaults,40ms", `Vigil's points: leases, the other timings scaled (TI = L/10, TT = 3L/4, D = max(L/8, 15ms)); "defaults" is the product's defaults (lease 60ms)`)
 	adverts := flag.String("adverts", "1000ms,100ms,10ms", "keepalived's points: advert_int, multiples of 10ms")
 	runs := flag.Int("runs", 5, "runs of each scenario (kill, linkdown, noisy) per point")
 	noise := flag.Duration("noise", 60*time.Second, "how long the noisy neighbour runs in each noisy run")
