@@ -1,0 +1,625 @@
+// Command controlplane measures what Vigil's control plane costs at idle:
+// two nodes and a witness, each a `vigil supervise` with the product's
+// control plane (realtime on: SCHED_RR, mlockall), in one network namespace
+// of their own on its loopback. Per process (each host's supervisor,
+// locator and node manager) it prints the resident memory at idle and after
+// a soak of token traffic, the CPU it used at idle (schedstat run time of
+// all its threads over repeated windows: median, p99, count), and, with
+// -memory, its major page faults while the memory neighbour of
+// bench/isolation drives the host into reclaim.
+//
+//	go run ./bench/controlplane [-vigil bin/vigil] [-timing lease200,lease60] [-window 60s] [-samples 6] [-soak 0] [-memory 60s] [-short]
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vigil-project/vigil/bench/internal/machine"
+	"github.com/vigil-project/vigil/bench/internal/memhog"
+	"github.com/vigil-project/vigil/cgroup"
+	"github.com/vigil-project/vigil/supervisor"
+	"github.com/vigil-project/vigil/supervisor/client"
+	"golang.org/x/sys/unix"
+)
+
+// timings are the cluster.timing presets -timing names; "default" sets
+// none (the binary's own defaults).
+var timings = map[string]string{
+	"default":  "",
+	"lease200": "{token_interval: 20ms, token_timeout: 150ms, lease: 200ms, drift_margin: 25ms}",
+	"lease60":  "{token_interval: 10ms, token_timeout: 50ms, lease: 60ms, drift_margin: 15ms}",
+}
+
+func main() {
+	bin := flag.String("vigil", "bin/vigil", "vigil binary (the product's static build: make build)")
+	timing := flag.String("timing", "lease200,lease60", "comma-separated cluster.timing presets: default, lease200 (20/150/200/25 ms), lease60 (10/50/60/15 ms)")
+	window := flag.Duration("window", 60*time.Second, "idle CPU window per timing, split into -samples windows")
+	nsamples := flag.Int("samples", 6, "CPU windows per timing")
+	soak := flag.Duration("soak", 0, "token traffic after the idle windows before resident memory is read again (e.g. 1h)")
+	memory := flag.Duration("memory", 0, "run the memory neighbour for this long after the soak and count major faults (0: skip)")
+	rtBudget := flag.Duration("rt-budget", 100*time.Millisecond, "control.rt_budget of each host: three hosts share this machine's realtime budget (950 ms per second), the product default 300ms would not fit them all")
+	short := flag.Bool("short", false, "CI mode: 2 windows of 2 s, a small memory neighbour")
+	flag.Parse()
+	if *short {
+		*window, *nsamples = 4*time.Second, 2
+	}
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "bench/controlplane: needs root (network namespace, cgroups, SCHED_RR)")
+		os.Exit(2)
+	}
+	if *nsamples < 1 {
+		fmt.Fprintln(os.Stderr, "bench/controlplane: -samples must be >= 1")
+		os.Exit(2)
+	}
+	abs, err := filepath.Abs(*bin)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench/controlplane:", err)
+		os.Exit(2)
+	}
+	var names []string
+	for _, n := range strings.Split(*timing, ",") {
+		if _, ok := timings[n]; !ok {
+			fmt.Fprintf(os.Stderr, "bench/controlplane: unknown timing %q (have default, lease200, lease60)\n", n)
+			os.Exit(2)
+		}
+		names = append(names, n)
+	}
+	if *memory > 0 {
+		if _, err := exec.LookPath("stress-ng"); err != nil {
+			fmt.Fprintln(os.Stderr, "bench/controlplane: stress-ng not found (apt-get install -y stress-ng)")
+			os.Exit(2)
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer stop()
+	machine.Describe(os.Stdout)
+	fmt.Println("note: cpu_pct is % of one CPU: run time of all the process's threads (/proc/PID/task/*/schedstat) over each window; other engineers use this machine meanwhile, which adds wake-up latency but not run time")
+	failed := 0
+	var summaries []string
+	for _, n := range names {
+		s, err := measure(ctx, abs, n, *rtBudget, *window, *nsamples, *soak, *memory, *short)
+		if err != nil {
+			failed++
+			fmt.Fprintf(os.Stderr, "timing %s failed: %v\n", n, err)
+			s = fmt.Sprintf("bench=controlplane timing=%s failed=1 error=%q", n, err.Error())
+		}
+		summaries = append(summaries, s)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	for _, s := range summaries {
+		fmt.Println(s)
+	}
+	if failed > 0 {
+		os.Exit(1)
+	}
+}
+
+// host is one `vigil supervise` of the cluster.
+type host struct {
+	id, dir, cfg, socket, subtree string
+	cmd                           *exec.Cmd
+	done                          chan struct{}
+}
+
+// proc is one measured process.
+type proc struct {
+	host, name string
+	pid        int
+	cpu        []float64 // % of a CPU per window
+	rss        []float64 // MiB, at each window's end
+	restarts   int // windows lost to a restart of the process
+}
+
+func measure(ctx context.Context, bin, timing string, rtBudget, window time.Duration, nsamples int, soak, memory time.Duration, short bool) (_ string, rerr error) {
+	fmt.Printf("--- timing=%s %s\n", timing, timings[timing])
+	var rnd [4]byte
+	_, _ = rand.Read(rnd[:])
+	tag := hex.EncodeToString(rnd[:])
+	ns := "vigil-cp-" + tag
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("ip netns add: %v: %s", err, out)
+	}
+	defer func() { _ = exec.Command("ip", "netns", "del", ns).Run() }()
+	if out, err := exec.Command("ip", "-n", ns, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("lo up: %v: %s", err, out)
+	}
+	base, err := os.MkdirTemp("/var/tmp", "vigil-cp-"+tag+"-")
+	if err != nil {
+		return "", err
+	}
+	defer func() {
+		if rerr != nil {
+			fmt.Fprintf(os.Stderr, "bench/controlplane: logs kept in %s\n", base)
+			return
+		}
+		os.RemoveAll(base)
+	}()
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	keyFile := filepath.Join(base, "cluster.key")
+	if err := os.WriteFile(keyFile, []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	ports := map[string]int{"a": 17610, "b": 17620, "w": 17630}
+	var hosts []*host
+	defer func() {
+		for _, h := range hosts {
+			h.stop()
+		}
+	}()
+	for _, id := range []string{"a", "b", "w"} {
+		h, err := startHost(bin, ns, base, keyFile, id, tag, timings[timing], rtBudget, ports)
+		if err != nil {
+			return "", err
+		}
+		hosts = append(hosts, h)
+	}
+	// The node managers' hold-off, then one active.
+	active, err := waitActive(ctx, hosts, 30*time.Second)
+	if err != nil {
+		return "", err
+	}
+	if err := sleepCtx(ctx, 3*time.Second); err != nil {
+		return "", err
+	}
+	epoch0 := epochs(hosts)
+	procs, err := resolve(hosts, nil)
+	if err != nil {
+		return "", err
+	}
+	fences0 := fences(hosts)
+	win := window / time.Duration(nsamples)
+	for i := 0; i < nsamples; i++ {
+		if _, err := resolve(hosts, procs); err != nil {
+			return "", err
+		}
+		t := time.Now()
+		start := map[*proc]int64{}
+		pids := map[*proc]int{}
+		for _, p := range procs {
+			start[p], _ = runNS(p.pid)
+			pids[p] = p.pid
+		}
+		if err := sleepCtx(ctx, win); err != nil {
+			return "", err
+		}
+		el := time.Since(t)
+		if _, err := resolve(hosts, procs); err != nil {
+			return "", err
+		}
+		for _, p := range procs {
+			r, err := runNS(p.pid)
+			if err != nil || p.pid != pids[p] {
+				p.restarts++ // restarted in the window (fenced?): no sample
+				continue
+			}
+			p.cpu = append(p.cpu, 100*float64(r-start[p])/float64(el.Nanoseconds()))
+			rss, _ := vmRSSKiB(p.pid)
+			p.rss = append(p.rss, float64(rss)/1024)
+		}
+	}
+	rssSoak := map[*proc]float64{}
+	if soak > 0 {
+		fmt.Printf("soak: %s of token traffic\n", soak)
+		if err := sleepCtx(ctx, soak); err != nil {
+			return "", err
+		}
+		for _, p := range procs {
+			rss, _ := vmRSSKiB(p.pid)
+			rssSoak[p] = float64(rss) / 1024
+		}
+	}
+	maj := map[*proc]int64{}
+	var memNote string
+	if memory > 0 {
+		var err error
+		maj, memNote, err = underMemory(ctx, procs, base, memory, short)
+		if err != nil {
+			return "", err
+		}
+	}
+	epoch1 := epochs(hosts)
+	moves := 0
+	for id, e := range epoch1 {
+		if e != epoch0[id] {
+			moves++
+		}
+	}
+	roles := map[string]string{}
+	for _, h := range hosts {
+		roles[h.id] = "standby"
+		if h.id == active {
+			roles[h.id] = "active"
+		}
+		if h.id == "w" {
+			roles[h.id] = "witness"
+		}
+	}
+	var cpMaxCPU, cpMaxRSS, supMaxCPU float64
+	var cpMaj int64
+	for _, p := range procs {
+		cs := slices.Clone(p.cpu)
+		slices.Sort(cs)
+		rs := slices.Clone(p.rss)
+		slices.Sort(rs)
+		line := fmt.Sprintf("bench=controlplane timing=%s host=%s role=%s proc=%s sched=%s rss_idle_mib=%.1f cpu_pct_p50=%.3f cpu_pct_p99=%.3f windows=%d restarts=%d window_s=%.0f",
+			timing, p.host, roles[p.host], p.name, schedOf(p.pid), pct(rs, .5), pct(cs, .5), pct(cs, .99), len(cs), p.restarts, win.Seconds())
+		if soak > 0 {
+			line += fmt.Sprintf(" rss_soak_mib=%.1f soak_s=%.0f", rssSoak[p], soak.Seconds())
+		}
+		if memory > 0 {
+			line += fmt.Sprintf(" majflt_memory=%d memory_s=%.0f", maj[p], memory.Seconds())
+		}
+		fmt.Println(line)
+		if p.name == "supervisor" {
+			supMaxCPU = math.Max(supMaxCPU, pct(cs, .5))
+			continue
+		}
+		cpMaxCPU = math.Max(cpMaxCPU, pct(cs, .5))
+		if len(rs) > 0 {
+			cpMaxRSS = math.Max(cpMaxRSS, slices.Max(rs))
+		}
+		if soak > 0 {
+			cpMaxRSS = math.Max(cpMaxRSS, rssSoak[p])
+		}
+		cpMaj += maj[p]
+	}
+	if memNote != "" {
+		fmt.Println(memNote)
+	}
+	s := fmt.Sprintf("bench=controlplane timing=%s control_plane_cpu_pct_p50_max=%.3f control_plane_rss_mib_max=%.1f supervisor_cpu_pct_p50_max=%.3f windows=%d window_s=%.0f failovers=%d fences=%d",
+		timing, cpMaxCPU, cpMaxRSS, supMaxCPU, nsamples, win.Seconds(), moves, fences(hosts)-fences0)
+	if soak > 0 {
+		s += fmt.Sprintf(" soak_s=%.0f", soak.Seconds())
+	}
+	if memory > 0 {
+		s += fmt.Sprintf(" control_plane_majflt_memory=%d memory_s=%.0f", cpMaj, memory.Seconds())
+	}
+	return s + " failed=0", nil
+}
+
+// underMemory runs the memory neighbour for d in a cgroup of its own and
+// returns each process's major faults meanwhile.
+func underMemory(ctx context.Context, procs []*proc, base string, d time.Duration, short bool) (map[*proc]int64, string, error) {
+	plan, err := memhog.Size(short)
+	if err != nil {
+		return nil, "", err
+	}
+	note, err := plan.Prepare(base)
+	if err != nil {
+		return nil, "", err
+	}
+	if note != "" {
+		fmt.Println(note)
+	}
+	m, err := cgroup.Open(cgroup.Options{Subtree: "vigil-cp-hog-" + filepath.Base(base)})
+	if err != nil {
+		return nil, "", err
+	}
+	defer func() { _ = m.Destroy() }()
+	g, err := m.Group("apps/memory")
+	if err != nil {
+		return nil, "", err
+	}
+	if _, err := g.Apply(cgroup.Resources{MemoryMax: plan.Max, CPUWeight: 100}); err != nil {
+		return nil, "", err
+	}
+	argv := plan.Argv(base, d+30*time.Second)
+	cmd := exec.Command("sh", append([]string{"-c", `read x; exec "$@"`, "hog"}, argv...)...)
+	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
+	w, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, "", err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, "", err
+	}
+	defer func() {
+		_ = g.Kill()
+		_ = cmd.Wait()
+	}()
+	if err := g.AddProc(cmd.Process.Pid); err != nil {
+		return nil, "", err
+	}
+	if _, err := w.Write([]byte("\n")); err != nil {
+		return nil, "", err
+	}
+	before := map[*proc]int64{}
+	for _, p := range procs {
+		before[p], _ = majflt(p.pid)
+	}
+	h0 := hostMajflt()
+	if err := sleepCtx(ctx, d); err != nil {
+		return nil, "", err
+	}
+	out := map[*proc]int64{}
+	for _, p := range procs {
+		a, err := majflt(p.pid)
+		if err != nil {
+			return nil, "", fmt.Errorf("%s/%s under memory pressure: %w", p.host, p.name, err)
+		}
+		out[p] = a - before[p]
+	}
+	return out, fmt.Sprintf("memory neighbour: host pgmajfault=%d over %.0fs (the whole host: shows the pressure was real)", hostMajflt()-h0, d.Seconds()), nil
+}
+
+func startHost(bin, ns, base, keyFile, id, tag, timing string, rtBudget time.Duration, ports map[string]int) (*host, error) {
+	dir := filepath.Join(base, id)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	h := &host{id: id, dir: dir, cfg: filepath.Join(dir, "vigil.yaml"), socket: filepath.Join(dir, "control.sock"),
+		subtree: "vigil-cp-" + tag + "-" + id}
+	role := "node"
+	if id == "w" {
+		role = "witness"
+	}
+	tl := ""
+	if timing != "" {
+		tl = "  timing: " + timing + "\n"
+	}
+	cfg := fmt.Sprintf(`cluster:
+  name: bench
+  node: %s
+  role: %s
+  key_file: %s
+  nodes:
+    - {id: a, address: 127.0.0.1:%d}
+    - {id: b, address: 127.0.0.1:%d}
+  witnesses:
+    - {id: w, address: 127.0.0.1:%d}
+%scontrol: {realtime: true, rt_budget: %dms}
+metrics: {listen: ""}
+runtime: {control_socket: %s, state_dir: %s/state, cgroup: %s}
+log: {level: info, format: json}
+processes: []
+`, id, role, keyFile, ports["a"], ports["b"], ports["w"], tl, rtBudget.Milliseconds(), h.socket, dir, h.subtree)
+	if err := os.WriteFile(h.cfg, []byte(cfg), 0o644); err != nil {
+		return nil, err
+	}
+	logf, err := os.Create(filepath.Join(dir, "vigil.log"))
+	if err != nil {
+		return nil, err
+	}
+	// nsenter --net, not ip netns exec, which would remount /sys and hide
+	// the cgroup hierarchies (ARCHITECTURE.md).
+	h.cmd = exec.Command("nsenter", "--net=/run/netns/"+ns, bin, "supervise", "-c", h.cfg)
+	h.cmd.Stdout, h.cmd.Stderr = logf, logf
+	if err := h.cmd.Start(); err != nil {
+		logf.Close()
+		return nil, err
+	}
+	h.done = make(chan struct{})
+	go func() { _ = h.cmd.Wait(); logf.Close(); close(h.done) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := h.status(); err == nil {
+			return h, nil
+		}
+		select {
+		case <-h.done:
+			return h, fmt.Errorf("host %s exited at start (log: %s)", id, filepath.Join(dir, "vigil.log"))
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return h, fmt.Errorf("host %s: control socket did not answer", id)
+		}
+	}
+}
+
+// resolve lists each host's supervisor, locator and node manager, or
+// updates the pids of procs (a fenced node manager comes back as another).
+func resolve(hosts []*host, procs []*proc) ([]*proc, error) {
+	byKey := map[string]*proc{}
+	for _, p := range procs {
+		byKey[p.host+"/"+p.name] = p
+	}
+	var out []*proc
+	for _, h := range hosts {
+		st, err := h.status()
+		if err != nil {
+			return nil, err
+		}
+		found := map[string]int{"supervisor": st.Supervisor.PID}
+		for _, p := range st.ControlPlane {
+			found[p.Name] = p.PID
+		}
+		for _, name := range []string{"supervisor", "locator", "nodemanager"} {
+			pid, ok := found[name]
+			if !ok {
+				continue
+			}
+			if p := byKey[h.id+"/"+name]; p != nil {
+				p.pid = pid
+				continue
+			}
+			out = append(out, &proc{host: h.id, name: name, pid: pid})
+		}
+	}
+	return out, nil
+}
+
+// fences is the fences of all hosts' supervisors so far.
+func fences(hosts []*host) uint64 {
+	var n uint64
+	for _, h := range hosts {
+		if st, err := h.status(); err == nil {
+			n += st.Supervisor.Fences
+		}
+	}
+	return n
+}
+
+func (h *host) status() (*supervisor.Status, error) {
+	resp, err := client.Call(h.socket, supervisor.Request{Cmd: "status"})
+	if err != nil {
+		return nil, err
+	}
+	if resp.Status == nil {
+		return nil, errors.New("no status in the answer")
+	}
+	return resp.Status, nil
+}
+
+func (h *host) stop() {
+	if h.cmd == nil || h.cmd.Process == nil {
+		return
+	}
+	_ = h.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-h.done:
+	case <-time.After(30 * time.Second):
+		_ = h.cmd.Process.Kill()
+		<-h.done
+	}
+}
+
+func waitActive(ctx context.Context, hosts []*host, d time.Duration) (string, error) {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		for _, h := range hosts {
+			if st, err := h.status(); err == nil && st.NodeManager != nil && st.NodeManager.Role == "active" && st.NodeManager.LeaseValid {
+				return h.id, nil
+			}
+		}
+		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+			return "", err
+		}
+	}
+	return "", fmt.Errorf("no node became active within %s", d)
+}
+
+// epochs is each node's epoch now: a change between two reads is a
+// failover (or a switchover: none is made here).
+func epochs(hosts []*host) map[string]uint64 {
+	out := map[string]uint64{}
+	for _, h := range hosts {
+		if st, err := h.status(); err == nil && st.NodeManager != nil {
+			out[h.id] = st.NodeManager.Epoch
+		}
+	}
+	return out
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	select {
+	case <-time.After(d):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// runNS sums the run time of every thread of pid (schedstat's first field).
+func runNS(pid int) (int64, error) {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	var sum int64
+	for _, de := range des {
+		b, err := os.ReadFile(filepath.Join(dir, de.Name(), "schedstat"))
+		if err != nil {
+			continue // exited meanwhile
+		}
+		f := strings.Fields(string(b))
+		if len(f) > 0 {
+			v, _ := strconv.ParseInt(f[0], 10, 64)
+			sum += v
+		}
+	}
+	return sum, nil
+}
+
+// statFields are the fields of /proc/PID/stat after the command name
+// (f[0] is field 3, state).
+func statFields(pid int) ([]string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, err
+	}
+	s := string(b)
+	return strings.Fields(s[strings.LastIndexByte(s, ')')+2:]), nil
+}
+
+// majflt is the process's major faults, all threads (stat field 12).
+func majflt(pid int) (int64, error) {
+	f, err := statFields(pid)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseInt(f[9], 10, 64)
+}
+
+func hostMajflt() int64 {
+	b, err := os.ReadFile("/proc/vmstat")
+	if err != nil {
+		return -1
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "pgmajfault "); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	return -1
+}
+
+func vmRSSKiB(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			f := strings.Fields(v)
+			if len(f) > 0 {
+				return strconv.ParseInt(f[0], 10, 64)
+			}
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS for %d", pid)
+}
+
+// pct is the q-quantile of sorted xs (nearest rank); NaN when empty.
+func pct(xs []float64, q float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	i := int(math.Ceil(q*float64(len(xs)))) - 1
+	return xs[min(max(i, 0), len(xs)-1)]
+}
+
+// schedOf names the policy of pid's main thread: rr when the control
+// plane's realtime guarantee is in force.
+func schedOf(pid int) string {
+	a, err := unix.SchedGetAttr(pid, 0)
+	switch {
+	case err != nil:
+		return "unknown"
+	case a.Policy == unix.SCHED_RR:
+		return "rr"
+	case a.Policy == unix.SCHED_FIFO:
+		return "fifo"
+	}
+	return "other"
+}
