@@ -125,7 +125,7 @@ type proc struct {
 	pid        int
 	cpu        []float64 // % of a CPU per window
 	rss        []float64 // MiB, at each window's end
-	restarts   int // windows lost to a restart of the process
+	restarts   int       // windows lost to a restart of the process
 }
 
 func measure(ctx context.Context, bin, timing string, rtBudget, window time.Duration, nsamples int, soak, memory time.Duration, short bool) (_ string, rerr error) {
