@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -191,5 +192,48 @@ func TestFenceKillWaitOnTheClock(t *testing.T) {
 	case <-r.f.done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("floating IPs not removed at the end of the kill wait")
+	}
+}
+
+// countingClock counts the functions armed on a fake clock.
+type countingClock struct {
+	*clock.Fake
+	armed atomic.Int64
+}
+
+func (c *countingClock) AfterFunc(d time.Duration, fn func()) clock.Stopper {
+	c.armed.Add(1)
+	return c.Fake.AfterFunc(d, fn)
+}
+
+// Reports four times a lease arm one fence timer per fence wait, not one
+// per report (each a timerfd and a goroutine in production), and the
+// fence still comes exactly when the last reported lease ends.
+func TestFenceOneTimerForManyReports(t *testing.T) {
+	clk := &countingClock{Fake: clock.NewFake(time.Hour)}
+	s := loopSupervisorOn(t, clk)
+	nm := stalledNodeManager(t, s, true)
+	f := &orderFencer{pid: nm.pid, done: make(chan struct{})}
+	s.float = f
+	s.ctrl = []*proc{nm}
+	r := &fenceRig{t: t, clk: clk.Fake, s: s, nm: nm, f: f}
+	before := clk.armed.Load()
+	const reports = 40
+	for range reports {
+		r.report(active(180))
+		r.advance(50 * time.Millisecond)
+	}
+	// A timer is re-armed when it fires before the moved deadline: about
+	// one per 180 ms here, not one per 50 ms report.
+	if n := clk.armed.Load() - before; n > reports/2 {
+		t.Errorf("%d timers armed for %d reports", n, reports)
+	}
+	r.advance(129 * time.Millisecond)
+	if r.fenced() {
+		t.Fatal("fenced 1 ms before the last reported lease ended")
+	}
+	r.advance(time.Millisecond)
+	if !r.fenced() {
+		t.Fatal("not fenced when the last reported lease ended")
 	}
 }

@@ -126,13 +126,14 @@ type proc struct {
 	conn    *ipc.Conn
 	// The last report: nmReport from a node manager, locReport from a
 	// locator (nil until the process reports after its start).
-	nmReport   *ctlmsg.NodeManagerReport
-	locReport  *ctlmsg.LocatorReport
-	reportBad  bool // the last report did not decode (logged once)
-	lastBeat   time.Time
-	fencing    bool
-	fenceAt    time.Duration // node manager: when it must have reported again (CLOCK_BOOTTIME)
-	fenceTimer clock.Stopper // fires at fenceAt
+	nmReport     *ctlmsg.NodeManagerReport
+	locReport    *ctlmsg.LocatorReport
+	reportBad    bool // the last report did not decode (logged once)
+	lastBeat     time.Time
+	fencing      bool
+	fenceAt      time.Duration // node manager: when it must have reported again (CLOCK_BOOTTIME)
+	fenceTimer   clock.Stopper // fires at fenceTimerAt <= fenceAt (setFenceTimer)
+	fenceTimerAt time.Duration
 	// fenced: the node manager was SIGKILLed by a fence; its floating IPs
 	// are removed once it is confirmed dead (or after fenceKillWait).
 	fenced *pendingFence

@@ -38,7 +38,12 @@ var ErrNoChannel = errors.New("ipc: no supervisor channel (" + EnvFD + " not set
 // for one reader.
 type Conn struct {
 	c  *net.UnixConn
-	mu sync.Mutex
+	mu sync.Mutex // Send
+	// rmu guards rbuf, Recv's packet buffer: reused, since a fresh
+	// maxPacket buffer per message was most of the supervisor's garbage
+	// (a node manager reports four times a lease). Decoding copies out of it.
+	rmu  sync.Mutex
+	rbuf []byte
 }
 
 // Pair returns the supervisor's end and the file to hand to the child as
@@ -108,7 +113,12 @@ func (c *Conn) Send(m *ctlmsg.Msg, timeout time.Duration) error {
 
 // Recv reads one message; io.EOF when the peer closed its end.
 func (c *Conn) Recv() (*ctlmsg.Msg, error) {
-	buf := make([]byte, maxPacket)
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	if c.rbuf == nil {
+		c.rbuf = make([]byte, maxPacket)
+	}
+	buf := c.rbuf
 	n, err := c.c.Read(buf)
 	if err != nil {
 		return nil, err
