@@ -117,7 +117,8 @@ func (s *Supervisor) onChannel(p *proc, m *ctlmsg.Msg) {
 		case ctlNodeManager:
 			var r *ctlmsg.NodeManagerReport
 			if r, err = m.NodeManagerReport(); err == nil {
-				p.nmReport = r
+				// A beat moves the lease fields of the last full report.
+				p.nmReport = ctlmsg.MergeBeat(p.nmReport, r)
 			}
 		case ctlLocator:
 			var r *ctlmsg.LocatorReport

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vigil-project/vigil/internal/transport"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/report-keys.golden")
@@ -220,5 +223,42 @@ func TestConstructors(t *testing.T) {
 	}
 	if m := Command(CmdMaintenance, "on"); m.Type != TypeCommand || m.Cmd != "maintenance" || m.Arg != "on" {
 		t.Errorf("command: %+v", m)
+	}
+}
+
+// A beat carries the lease fields only, and merged into the last full
+// report it moves exactly those: the rest stays as the full report said.
+func TestBeatMerge(t *testing.T) {
+	full := &NodeManagerReport{Self: "a", Role: "standby", Epoch: 3, Active: "b", LeaseMS: 200,
+		Peers: []PeerState{{ID: "a"}, {ID: "b"}}, Takeovers: 2, Healthy: true, Transport: transport.Stats{Received: 9}}
+	now := &NodeManagerReport{Self: "a", Role: "active", Epoch: 4, Active: "a", LeaseValid: true, LeaseRemainingMS: 150,
+		LeaseMS: 200, HoldingToken: true, TokenAgeMS: 1, RotationMS: 40, Healthy: true, DrainingTo: "", Takeovers: 3}
+	beat := &NodeManagerReport{Beat: true}
+	CopyBeatFields(beat, now)
+	msg, err := NodeManagerReportMsg(beat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys map[string]any
+	if err := json.Unmarshal(msg.Report, &keys); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"peers", "locators", "vips_held", "takeovers"} {
+		if v, ok := keys[k]; ok && v != nil && fmt.Sprint(v) != "0" {
+			t.Errorf("a beat carries %q = %v", k, v)
+		}
+	}
+	got := MergeBeat(full, beat)
+	if got.Beat || got.Role != "active" || got.Epoch != 4 || got.LeaseRemainingMS != 150 || !got.LeaseValid || !got.HoldingToken {
+		t.Errorf("merged lease fields wrong: %+v", got)
+	}
+	if got.Takeovers != 2 || len(got.Peers) != 2 || got.Transport.Received != 9 {
+		t.Errorf("merge lost the full report's other fields: %+v", got)
+	}
+	if full.Role != "standby" {
+		t.Error("merge changed the last full report in place")
+	}
+	if MergeBeat(nil, beat) != beat {
+		t.Error("a beat before any full report is not kept as it is")
 	}
 }

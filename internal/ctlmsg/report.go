@@ -1,6 +1,8 @@
 package ctlmsg
 
 import (
+	"time"
+
 	"github.com/vigil-project/vigil/internal/timingstat"
 	"github.com/vigil-project/vigil/internal/transport"
 	"github.com/vigil-project/vigil/realtime"
@@ -10,6 +12,14 @@ import (
 // NodeManagerReport is what the node manager tells the supervisor on every heartbeat,
 // and what `vigil status --json` shows under "nodemanager". Keys are stable.
 type NodeManagerReport struct {
+	// Beat: this report carries only the fields that move with the token
+	// and the lease (CopyBeatFields); the rest is as in the last full
+	// report. The node manager sends a full report at least every
+	// FullReportEvery and whenever its role, epoch, active, health,
+	// maintenance or floating IPs changed, and beats in between (four
+	// reports a lease are the supervisor's fence heartbeat). The
+	// supervisor merges a beat into the last full report.
+	Beat             bool   `json:"beat,omitempty"`
 	Self             string `json:"self"`
 	Role             string `json:"role"` // active | standby | candidate
 	Epoch            uint64 `json:"epoch"`
@@ -194,4 +204,35 @@ type NodeCheckin struct {
 	Healthy     bool   `json:"healthy"`
 	Maintenance bool   `json:"maintenance"`
 	TokenSeq    uint64 `json:"token_seq"`
+}
+
+// FullReportEvery is how often the node manager sends a full report at
+// least; the reports between are beats (NodeManagerReport.Beat).
+const FullReportEvery = 250 * time.Millisecond
+
+// CopyBeatFields copies from src to dst the fields a beat carries: those
+// the supervisor fences on (lease and drain left, the lease length) and
+// those that move with every token hop. Everything else changes slowly or
+// is a counter, and comes with the full reports.
+func CopyBeatFields(dst, src *NodeManagerReport) {
+	dst.Self, dst.Role, dst.Epoch, dst.Active = src.Self, src.Role, src.Epoch, src.Active
+	dst.LeaseValid, dst.LeaseRemainingMS, dst.LeaseMS = src.LeaseValid, src.LeaseRemainingMS, src.LeaseMS
+	dst.HoldingToken, dst.TokenAgeMS, dst.RotationMS, dst.TokenLost = src.HoldingToken, src.TokenAgeMS, src.RotationMS, src.TokenLost
+	dst.Healthy, dst.Maintenance = src.Healthy, src.Maintenance
+	dst.DrainingTo, dst.DrainRemainingMS = src.DrainingTo, src.DrainRemainingMS
+	// What the supervisor releases the role with if this process dies:
+	// current in every report, never a full report old.
+	dst.Succession = src.Succession
+}
+
+// MergeBeat is last (a full report) with beat's fields, as a full report;
+// beat itself when there is no full report yet.
+func MergeBeat(last, beat *NodeManagerReport) *NodeManagerReport {
+	if last == nil || !beat.Beat {
+		return beat
+	}
+	m := *last
+	CopyBeatFields(&m, beat)
+	m.Beat = false
+	return &m
 }
