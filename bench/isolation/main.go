@@ -24,7 +24,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -34,12 +33,12 @@ import (
 	"time"
 
 	"github.com/vigil-project/vigil/bench/internal/machine"
+	"github.com/vigil-project/vigil/bench/internal/memhog"
 	"github.com/vigil-project/vigil/cgroup"
 )
 
 var allVariants = []string{"cpu", "cpu-nice", "memory", "io", "quota", "all"}
 
-const gib = int64(1) << 30
 
 // RT budgets per 1 s period (cpu.rt_period_us) and CPU, of the host's
 // 950000: a group that uses its budget up is stopped until the next period
@@ -93,7 +92,7 @@ type bench struct {
 	tmp    string // scratch directory on disk (not tmpfs): hog files
 	self   string // this binary, re-executed in its roles
 	short  bool
-	memHog memPlan
+	memHog memhog.Plan
 }
 
 func run(ctx context.Context, vs []string, dur time.Duration, nslices int, short bool) int {
@@ -164,59 +163,6 @@ type hog struct {
 	argv  []string
 }
 
-// memPlan sizes the memory hog from the host's memory at the start.
-type memPlan struct {
-	anon, file, max int64
-}
-
-// planMemory: anonymous memory up to MemAvailable - 5 GiB, kept dirty, plus
-// a 6 GiB file re-read through the page cache: together ~1 GiB more than
-// the host has available, so the page cache drives the whole host into
-// reclaim (kswapd and direct reclaim, clean pages of every process,
-// the control plane's text included). The anon part leaves >= 5 GiB for
-// everybody else and page cache is always reclaimable; the hog's
-// memory.max is MemTotal - 2 GiB so the cap is not what reclaims, but the
-// hog can never hold the last 2 GiB. -short uses a small hog under its own
-// memory.max instead (proves the plumbing only).
-func planMemory(short bool) (memPlan, error) {
-	if short {
-		return memPlan{anon: 256 << 20, file: 512 << 20, max: 512 << 20}, nil
-	}
-	total, avail, err := meminfo()
-	if err != nil {
-		return memPlan{}, err
-	}
-	p := memPlan{anon: avail - 5*gib, file: 6 * gib, max: total - 2*gib}
-	if p.anon < gib {
-		return p, fmt.Errorf("only %d MiB available: too little for the memory hog", avail>>20)
-	}
-	return p, nil
-}
-
-func meminfo() (total, avail int64, err error) {
-	b, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return 0, 0, err
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) < 2 {
-			continue
-		}
-		v, _ := strconv.ParseInt(f[1], 10, 64)
-		switch f[0] {
-		case "MemTotal:":
-			total = v << 10
-		case "MemAvailable:":
-			avail = v << 10
-		}
-	}
-	if total == 0 || avail == 0 {
-		return 0, 0, errors.New("/proc/meminfo: no MemTotal/MemAvailable")
-	}
-	return total, avail, nil
-}
-
 // hogs returns the noisy neighbours of variant v. Every command has its own
 // time limit as a backstop (stress-ng --timeout, coreutils timeout), so
 // nothing outlives a bench that was killed with SIGKILL.
@@ -245,10 +191,7 @@ timeout %s sh -c 'while :; do dd if=/dev/zero of=%s/dsync bs=4k count=4096 oflag
 		out = []hog{ioHog}
 	case "memory", "all":
 		p := bn.memHog
-		mem := hog{group: "apps/memory", res: cgroup.Resources{MemoryMax: p.max}, argv: []string{"sh", "-c",
-			fmt.Sprintf(`stress-ng --vm 2 --vm-bytes %d --vm-keep --timeout %s -q &
-timeout %s sh -c 'while :; do cat %s/pagecache > /dev/null; done' ; wait`,
-				p.anon/2, secs, secs, bn.tmp)}}
+		mem := hog{group: "apps/memory", res: cgroup.Resources{MemoryMax: p.Max}, argv: p.Argv(bn.tmp, limit)}
 		out = []hog{mem}
 		if v == "all" {
 			out = append(out, cpuNice, ioHog, quota)
@@ -257,28 +200,18 @@ timeout %s sh -c 'while :; do cat %s/pagecache > /dev/null; done' ; wait`,
 	return out, nil
 }
 
-// prepareMemory writes the page-cache file once (real blocks, so re-reads
-// go to the disk once they are evicted).
+// prepareMemory sizes the memory hog and writes its page-cache file once.
 func (bn *bench) prepareMemory() error {
-	p, err := planMemory(bn.short)
+	p, err := memhog.Size(bn.short)
 	if err != nil {
 		return err
 	}
 	bn.memHog = p
-	f := filepath.Join(bn.tmp, "pagecache")
-	if st, err := os.Stat(f); err == nil && st.Size() == p.file {
-		return nil
+	note, err := p.Prepare(bn.tmp)
+	if note != "" {
+		fmt.Println(note)
 	}
-	t := time.Now()
-	cmd := exec.Command("dd", "if=/dev/zero", "of="+f, "bs=1M", "count="+strconv.FormatInt(p.file>>20, 10), "conv=fsync", "status=none")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("write %s: %v: %s", f, err, out)
-	}
-	// Drop our own cached copy so the hog starts from the disk.
-	_ = exec.Command("dd", "if="+f, "iflag=nocache", "count=0", "status=none").Run()
-	fmt.Printf("memory hog: anon_mib=%d pagecache_file_mib=%d memory_max_mib=%d (file written in %.1fs)\n",
-		p.anon>>20, p.file>>20, p.max>>20, time.Since(t).Seconds())
-	return nil
+	return err
 }
 
 // startHogs places and starts the hogs; each waits on its stdin until it
