@@ -346,7 +346,7 @@ func underMemory(ctx context.Context, procs []*proc, base string, d time.Duratio
 	for _, p := range procs {
 		before[p], _ = majflt(p.pid)
 	}
-	h0 := hostMajflt()
+	h0, scan0 := vmstat()
 	if err := sleepCtx(ctx, d); err != nil {
 		return nil, "", err
 	}
@@ -358,7 +358,8 @@ func underMemory(ctx context.Context, procs []*proc, base string, d time.Duratio
 		}
 		out[p] = a - before[p]
 	}
-	return out, fmt.Sprintf("memory neighbour: host pgmajfault=%d over %.0fs (the whole host: shows the pressure was real)", hostMajflt()-h0, d.Seconds()), nil
+	h1, scan1 := vmstat()
+	return out, fmt.Sprintf("memory neighbour: host pgmajfault=%d pgscan=%d over %.0fs (the whole host: whether the pressure was real)", h1-h0, scan1-scan0, d.Seconds()), nil
 }
 
 func startHost(bin, ns, base, keyFile, id, tag, timing string, rtBudget time.Duration, ports map[string]int) (*host, error) {
@@ -570,18 +571,28 @@ func majflt(pid int) (int64, error) {
 	return strconv.ParseInt(f[9], 10, 64)
 }
 
-func hostMajflt() int64 {
+// vmstat reads counters of /proc/vmstat: the host's major faults and
+// pages scanned by reclaim (kswapd and direct), which show whether the
+// neighbour drove the host into reclaim at all.
+func vmstat() (majflt, scanned int64) {
 	b, err := os.ReadFile("/proc/vmstat")
 	if err != nil {
-		return -1
+		return -1, -1
 	}
 	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "pgmajfault "); ok {
-			n, _ := strconv.ParseInt(v, 10, 64)
-			return n
+		f := strings.Fields(l)
+		if len(f) != 2 {
+			continue
+		}
+		n, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "pgmajfault":
+			majflt = n
+		case "pgscan_kswapd", "pgscan_direct":
+			scanned += n
 		}
 	}
-	return -1
+	return majflt, scanned
 }
 
 func vmRSSKiB(pid int) (int64, error) {

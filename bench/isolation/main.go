@@ -39,7 +39,6 @@ import (
 
 var allVariants = []string{"cpu", "cpu-nice", "memory", "io", "quota", "all"}
 
-
 // RT budgets per 1 s period (cpu.rt_period_us) and CPU, of the host's
 // 950000: a group that uses its budget up is stopped until the next period
 // (hundreds of ms), so it must cover the Go runtime's own threads too,
