@@ -97,3 +97,11 @@ bench-tradeoff: build
 .PHONY: bench-isolation
 bench-isolation:
 	$(GO) run ./bench/isolation $(BENCHFLAGS)
+
+# The control plane's own cost (issue 14): RSS, idle CPU and major faults
+# under the memory neighbour of each supervisor, locator and node manager,
+# two nodes and a witness in a network namespace. Needs root; stress-ng
+# for -memory. BENCHFLAGS=-short for CI; e.g. BENCHFLAGS="-soak 1h -memory 60s".
+.PHONY: bench-controlplane
+bench-controlplane: build
+	$(GO) run ./bench/controlplane -vigil $(abspath $(BIN)) $(BENCHFLAGS)
