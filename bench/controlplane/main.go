@@ -126,6 +126,9 @@ type proc struct {
 	cpu        []float64 // % of a CPU per window
 	rss        []float64 // MiB, at each window's end
 	restarts   int       // windows lost to a restart of the process
+	// memRestarts: restarts during the memory neighbour (the faults of
+	// the process that died are not counted).
+	memRestarts int
 }
 
 func measure(ctx context.Context, bin, timing string, rtBudget, window time.Duration, nsamples int, soak, memory time.Duration, short bool) (_ string, rerr error) {
@@ -231,7 +234,7 @@ func measure(ctx context.Context, bin, timing string, rtBudget, window time.Dura
 	var memNote string
 	if memory > 0 {
 		var err error
-		maj, memNote, err = underMemory(ctx, procs, base, memory, short)
+		maj, memNote, err = underMemory(ctx, hosts, procs, base, memory, short)
 		if err != nil {
 			return "", err
 		}
@@ -266,7 +269,7 @@ func measure(ctx context.Context, bin, timing string, rtBudget, window time.Dura
 			line += fmt.Sprintf(" rss_soak_mib=%.1f soak_s=%.0f", rssSoak[p], soak.Seconds())
 		}
 		if memory > 0 {
-			line += fmt.Sprintf(" majflt_memory=%d memory_s=%.0f", maj[p], memory.Seconds())
+			line += fmt.Sprintf(" majflt_memory=%d restarts_memory=%d memory_s=%.0f", maj[p], p.memRestarts, memory.Seconds())
 		}
 		fmt.Println(line)
 		if p.name == "supervisor" {
@@ -298,7 +301,7 @@ func measure(ctx context.Context, bin, timing string, rtBudget, window time.Dura
 
 // underMemory runs the memory neighbour for d in a cgroup of its own and
 // returns each process's major faults meanwhile.
-func underMemory(ctx context.Context, procs []*proc, base string, d time.Duration, short bool) (map[*proc]int64, string, error) {
+func underMemory(ctx context.Context, hosts []*host, procs []*proc, base string, d time.Duration, short bool) (map[*proc]int64, string, error) {
 	plan, err := memhog.Size(short)
 	if err != nil {
 		return nil, "", err
@@ -350,11 +353,25 @@ func underMemory(ctx context.Context, procs []*proc, base string, d time.Duratio
 	if err := sleepCtx(ctx, d); err != nil {
 		return nil, "", err
 	}
+	pids := map[*proc]int{}
+	for _, p := range procs {
+		pids[p] = p.pid
+	}
+	if _, err := resolve(hosts, procs); err != nil {
+		return nil, "", err
+	}
 	out := map[*proc]int64{}
 	for _, p := range procs {
 		a, err := majflt(p.pid)
 		if err != nil {
 			return nil, "", fmt.Errorf("%s/%s under memory pressure: %w", p.host, p.name, err)
+		}
+		if p.pid != pids[p] {
+			// Restarted meanwhile (fenced): the new process's faults, all
+			// within the window; the dead one's are lost.
+			p.memRestarts++
+			out[p] = a
+			continue
 		}
 		out[p] = a - before[p]
 	}
