@@ -97,8 +97,7 @@ func TestPressureWatchEpisodes(t *testing.T) {
 	}
 }
 
-// watchPressure reads the control group itself, through the same
-// FullStats as status: a cgroup v2 tree in a temporary directory with a
+// watchPressure reads the control group's own pressure files: a cgroup v2 tree in a temporary directory with a
 // control group whose cpu.pressure is over the threshold.
 func TestWatchPressureReadsControlGroup(t *testing.T) {
 	root := t.TempDir()
@@ -127,7 +126,7 @@ func TestWatchPressureReadsControlGroup(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
-		watchPressure(ctx, g, slog.New(slog.NewJSONHandler(&logs, nil)))
+		watchPressure(ctx, g, true, slog.New(slog.NewJSONHandler(&logs, nil)))
 		close(done)
 	}()
 	deadline := time.Now().Add(10 * time.Second)
@@ -177,5 +176,39 @@ func TestPressureWarnings(t *testing.T) {
 	}
 	if got := pressureWarnings([]GroupStatus{{Group: "control"}, {Group: "apps", CPUPressure: f(99)}}); len(got) != 0 {
 		t.Errorf("no control pressure: %q", got)
+	}
+}
+
+// Without per-group PSI (cgroup v1, or v2 with PSI off) the watch says so
+// once and stops polling: an idle supervisor reads no cgroup file a
+// second for a value it would ignore.
+func TestWatchPressureStopsWithoutGroupPSI(t *testing.T) {
+	root := t.TempDir()
+	if err := os.WriteFile(filepath.Join(root, "cgroup.controllers"), []byte("cpu memory io pids\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cg, err := cgroup.Open(cgroup.Options{Root: root, Subtree: "vigil"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := cg.Group("control")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v2 := range []bool{true, false} { // v2 without *.pressure files; v1
+		var logs testtool.SyncBuffer
+		done := make(chan struct{})
+		go func() {
+			watchPressure(context.Background(), g, v2, slog.New(slog.NewJSONHandler(&logs, nil)))
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("v2=%t: watchPressure still polling a host without per-group PSI", v2)
+		}
+		if n := len(events(t, logs.String(), "pressure_unwatched")); n != 1 {
+			t.Errorf("v2=%t: %d pressure_unwatched lines, want 1:\n%s", v2, n, logs.String())
+		}
 	}
 }

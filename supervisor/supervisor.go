@@ -244,7 +244,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	wdCtx, stopWD := context.WithCancel(context.Background())
 	defer stopWD()
 	go s.notify.watchdog(wdCtx, s.events)
-	go watchPressure(wdCtx, s.ctrlGroup, s.log)
+	go watchPressure(wdCtx, s.ctrlGroup, s.cg != nil && s.cg.Mode() == cgroup.ModeV2, s.log)
 
 	done := make(chan struct{})
 	for {
