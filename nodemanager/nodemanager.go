@@ -875,6 +875,10 @@ func (m *manager) report(now time.Duration) {
 		r.DrainingTo = m.drain.to
 		r.DrainRemainingMS = max(0, (m.drain.until - now).Milliseconds())
 	}
+	// In beats too: the supervisor releases the role with the latest.
+	if sc, ok := m.node.Succession(now); ok {
+		r.Succession = &ctlmsg.Succession{Epoch: sc.Epoch, To: sc.To, Nodes: sc.Nodes, Locators: sc.Locators}
+	}
 	// Between full reports, a beat: the lease fields only (a full report
 	// encoded four times a lease was a tenth of an idle node manager's
 	// CPU, and its decoding a quarter of the supervisor's).
@@ -926,9 +930,6 @@ func (m *manager) report(now time.Duration) {
 	}
 	r.Timing = m.timing.Report(now)
 	r.KernelLease = m.kernelLeaseReport()
-	if sc, ok := m.node.Succession(now); ok {
-		r.Succession = &ctlmsg.Succession{Epoch: sc.Epoch, To: sc.To, Nodes: sc.Nodes, Locators: sc.Locators}
-	}
 	if m.float != nil {
 		s := m.float.Stats()
 		r.GARPSent, r.NASent, r.AnnounceUnleased = s.GARPSent, s.NASent, s.Unleased

@@ -232,7 +232,8 @@ func TestBeatMerge(t *testing.T) {
 	full := &NodeManagerReport{Self: "a", Role: "standby", Epoch: 3, Active: "b", LeaseMS: 200,
 		Peers: []PeerState{{ID: "a"}, {ID: "b"}}, Takeovers: 2, Healthy: true, Transport: transport.Stats{Received: 9}}
 	now := &NodeManagerReport{Self: "a", Role: "active", Epoch: 4, Active: "a", LeaseValid: true, LeaseRemainingMS: 150,
-		LeaseMS: 200, HoldingToken: true, TokenAgeMS: 1, RotationMS: 40, Healthy: true, DrainingTo: "", Takeovers: 3}
+		LeaseMS: 200, HoldingToken: true, TokenAgeMS: 1, RotationMS: 40, Healthy: true, DrainingTo: "", Takeovers: 3,
+		Succession: &Succession{Epoch: 4, To: "b"}}
 	beat := &NodeManagerReport{Beat: true}
 	CopyBeatFields(beat, now)
 	msg, err := NodeManagerReportMsg(beat)
@@ -249,6 +250,9 @@ func TestBeatMerge(t *testing.T) {
 		}
 	}
 	got := MergeBeat(full, beat)
+	if got.Succession == nil || got.Succession.To != "b" {
+		t.Errorf("the succession a beat carries is not merged: %+v", got.Succession)
+	}
 	if got.Beat || got.Role != "active" || got.Epoch != 4 || got.LeaseRemainingMS != 150 || !got.LeaseValid || !got.HoldingToken {
 		t.Errorf("merged lease fields wrong: %+v", got)
 	}
