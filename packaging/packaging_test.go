@@ -112,17 +112,23 @@ func TestUnitDirectives(t *testing.T) {
 	}
 }
 
-// unitForVerify copies the unit with ExecStart pointing at an executable
-// that exists here (verify checks that), everything else unchanged.
+// unitForVerify copies the unit with ExecStart and ExecReload pointing at
+// an executable that exists here (verify checks every command: a machine
+// without the package installed has no /usr/bin/vigil), everything else
+// unchanged.
 func unitForVerify(t *testing.T) string {
 	t.Helper()
 	b, err := os.ReadFile("vigil.service")
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := strings.ReplaceAll(string(b), "ExecStart=/usr/bin/vigil ", "ExecStart=/bin/true ")
-	if u == string(b) {
-		t.Fatal("vigil.service: no ExecStart=/usr/bin/vigil to replace")
+	u := string(b)
+	for _, key := range []string{"ExecStart", "ExecReload"} {
+		v := strings.ReplaceAll(u, key+"=/usr/bin/vigil ", key+"=/bin/true ")
+		if v == u {
+			t.Fatalf("vigil.service: no %s=/usr/bin/vigil to replace", key)
+		}
+		u = v
 	}
 	p := filepath.Join(t.TempDir(), "vigil.service")
 	if err := os.WriteFile(p, []byte(u), 0o644); err != nil {
