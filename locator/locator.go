@@ -111,8 +111,11 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			log.Error("cannot encode the report", "event", "ipc_error", "err", err)
 			return
 		}
-		if err := sup.Send(msg, 50*time.Millisecond); err != nil {
-			log.Debug("cannot report to the supervisor", "err", err)
+		// Never wait for the supervisor (no realtime priority, starved
+		// on a loaded host): this loop answers the nodes' renewals. A
+		// report it has no room for is skipped; the next one says it all.
+		if err := sup.TrySend(msg); err != nil {
+			log.Debug("report to the supervisor skipped", "err", err)
 		}
 	}
 	report()

@@ -117,6 +117,8 @@ type manager struct {
 	fullSent bool
 	lastFull time.Duration
 	lastView reportView
+	// Reports skipped in a row because the supervisor was not reading.
+	reportsSkipped uint64
 }
 
 // Run serves until ctx ends or the supervisor's channel closes.
@@ -443,7 +445,12 @@ func (m *manager) onSupervisor(msg *ctlmsg.Msg) {
 		err = fmt.Errorf("unknown message type %q", msg.Type)
 	}
 	if m.sup != nil {
-		_ = m.sup.Send(ctlmsg.Reply(msg.ID, err), time.Second)
+		reply := ctlmsg.Reply(msg.ID, err)
+		if m.sup.TrySend(reply) != nil {
+			// The supervisor waits for this answer, so it reads soon;
+			// the loop does not wait for that.
+			go func() { _ = m.sup.Send(reply, time.Second) }()
+		}
 	}
 }
 
@@ -955,8 +962,25 @@ func (m *manager) sendReport(r *ctlmsg.NodeManagerReport) {
 		m.log.Error("cannot encode the report", "event", "ipc_error", "err", err)
 		return
 	}
-	if err := m.sup.Send(msg, 20*time.Millisecond); err != nil {
+	// Never wait for the supervisor: it runs without realtime priority,
+	// and this loop holds the lease. A report it has no room for is
+	// skipped; the next one is full, so nothing it said is lost.
+	err = m.sup.TrySend(msg)
+	switch {
+	case err == nil:
+		if m.reportsSkipped > 0 {
+			m.log.Info("supervisor reads reports again", "event", "report_resumed", "skipped", m.reportsSkipped)
+			m.reportsSkipped = 0
+		}
+	case errors.Is(err, ipc.ErrWouldBlock):
+		if m.reportsSkipped == 0 {
+			m.log.Warn("supervisor not reading reports (starved?); skipping them rather than waiting", "event", "report_skipped")
+		}
+		m.reportsSkipped++
+		m.fullSent = false
+	default:
 		m.log.Debug("cannot report to the supervisor", "err", err)
+		m.fullSent = false
 	}
 }
 

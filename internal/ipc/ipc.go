@@ -111,6 +111,54 @@ func (c *Conn) Send(m *ctlmsg.Msg, timeout time.Duration) error {
 	return nil
 }
 
+// ErrWouldBlock means TrySend did not send: the peer's queue is full (it
+// has not read for a while) or a blocking Send is in progress.
+var ErrWouldBlock = errors.New("ipc: peer not reading, message not sent")
+
+// TrySend writes one message if that can be done at once, and otherwise
+// returns ErrWouldBlock without waiting. A realtime control-plane loop
+// reports through it: the supervisor runs without realtime priority, and
+// a loop that waited for it to read (its queue holds only
+// net.unix.max_dgram_qlen packets) would be stalled by every host load
+// that starves the supervisor, long enough to lose a short lease.
+func (c *Conn) TrySend(m *ctlmsg.Msg) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("ipc: encode %s: %w", m.Type, err)
+	}
+	if len(b) > maxPacket {
+		return fmt.Errorf("ipc: %s message of %d bytes exceeds %d", m.Type, len(b), maxPacket)
+	}
+	if !c.mu.TryLock() {
+		return ErrWouldBlock // a Send is waiting for the peer
+	}
+	defer c.mu.Unlock()
+	rc, err := c.c.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("ipc: send %s: %w", m.Type, err)
+	}
+	// A deadline left by Send would make the write fail before trying.
+	_ = c.c.SetWriteDeadline(time.Time{})
+	var serr error
+	werr := rc.Write(func(fd uintptr) bool {
+		for {
+			serr = unix.Sendmsg(int(fd), b, nil, nil, unix.MSG_DONTWAIT)
+			if serr != unix.EINTR {
+				return true // done either way: never wait for the peer
+			}
+		}
+	})
+	switch {
+	case werr != nil:
+		return fmt.Errorf("ipc: send %s: %w", m.Type, werr)
+	case serr == unix.EAGAIN:
+		return ErrWouldBlock
+	case serr != nil:
+		return fmt.Errorf("ipc: send %s: %w", m.Type, serr)
+	}
+	return nil
+}
+
 // Recv reads one message; io.EOF when the peer closed its end.
 func (c *Conn) Recv() (*ctlmsg.Msg, error) {
 	c.rmu.Lock()

@@ -2,6 +2,7 @@ package ipc
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"reflect"
@@ -180,5 +181,92 @@ func TestPending(t *testing.T) {
 	}
 	if parent.Pending() {
 		t.Fatal("pending after the only message was read")
+	}
+}
+
+// TrySend never waits for a peer that does not read: it sends while the
+// queue has room, then says ErrWouldBlock at once, also while a blocking
+// Send is waiting and after one timed out; once the peer reads, it sends
+// again.
+func TestTrySendNeverWaits(t *testing.T) {
+	parent, childF, err := Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer parent.Close()
+	child, err := fromFD(int(childF.Fd()), "child")
+	if err != nil {
+		t.Fatal(err)
+	}
+	childF.Close()
+	defer child.Close()
+
+	// Run f in a goroutine: a TrySend that waits would hang the test
+	// instead of failing it.
+	within := func(what string, f func() error) error {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() { done <- f() }()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: still waiting after 10 s", what)
+			return nil
+		}
+	}
+	msg := &ctlmsg.Msg{Type: ctlmsg.TypeReport}
+	sent := 0
+	for {
+		err := within("TrySend", func() error { return child.TrySend(msg) })
+		if errors.Is(err, ErrWouldBlock) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sent++; sent > 100000 {
+			t.Fatal("the queue of a peer that never reads never filled")
+		}
+	}
+	if sent == 0 {
+		t.Fatal("TrySend sent nothing into an empty queue")
+	}
+
+	// A blocking Send on the full queue holds the channel: TrySend does
+	// not queue behind it.
+	sendDone := make(chan error, 1)
+	go func() { sendDone <- child.Send(msg, 300*time.Millisecond) }()
+	for {
+		err := within("TrySend beside Send", func() error { return child.TrySend(msg) })
+		if !errors.Is(err, ErrWouldBlock) {
+			t.Fatalf("TrySend on a full queue: %v, want ErrWouldBlock", err)
+		}
+		select {
+		case err := <-sendDone:
+			if err == nil {
+				t.Fatal("Send into a full queue that nobody reads succeeded")
+			}
+		default:
+			continue
+		}
+		break
+	}
+
+	// The peer reads one: the timed-out Send's deadline does not stop
+	// TrySend from using the room.
+	if _, err := parent.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	if err := within("TrySend after a read", func() error { return child.TrySend(msg) }); err != nil {
+		t.Fatalf("TrySend with room in the queue: %v", err)
+	}
+	for i := 0; i < sent; i++ {
+		if _, err := parent.Recv(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if parent.Pending() {
+		t.Fatal("more messages arrived than were reported sent")
 	}
 }

@@ -1,0 +1,108 @@
+package nodemanager
+
+import (
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vigil-project/vigil/internal/clock"
+	"github.com/vigil-project/vigil/internal/ctlmsg"
+	"github.com/vigil-project/vigil/internal/ipc"
+	"github.com/vigil-project/vigil/internal/statefile"
+	"github.com/vigil-project/vigil/internal/transport/transporttest"
+	"github.com/vigil-project/vigil/protocol"
+)
+
+// A supervisor that does not read (it runs without realtime priority and
+// a loaded host starves it) never holds up the node manager's loop: the
+// reports it has no room for are skipped at once, and once it reads
+// again the next report is a full one, so it learns everything. Before,
+// each report waited 20 ms for room: a loop holding a 60 ms lease then
+// spent most of its time waiting and lost the lease.
+func TestReportNeverWaitsForSupervisor(t *testing.T) {
+	m := testManager(t, false)
+	sup, child, err := ipc.Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sup.Close(); child.Close() })
+	m.sup = sup
+	nw, err := transporttest.New(clock.Real{}, make([]byte, protocol.KeySize), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.tr = nw.Endpoint(transporttest.Addr{Host: "a"})
+	m.state = &statefile.Writer{Path: t.TempDir() + "/node.state", What: "node state", Log: m.log}
+	fd := int(child.Fd())
+
+	// readAll drains the supervisor's side without waiting and returns
+	// the reports in it, oldest first.
+	readAll := func() []*ctlmsg.NodeManagerReport {
+		t.Helper()
+		var out []*ctlmsg.NodeManagerReport
+		buf := make([]byte, 256<<10)
+		for {
+			n, _, err := unix.Recvfrom(fd, buf, unix.MSG_DONTWAIT)
+			if errors.Is(err, unix.EAGAIN) {
+				return out
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var msg ctlmsg.Msg
+			if err := json.Unmarshal(buf[:n], &msg); err != nil {
+				t.Fatal(err)
+			}
+			r, err := msg.NodeManagerReport()
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, r)
+		}
+	}
+
+	now := time.Second
+	step := m.pcfg.Lease / 4
+	// Fill the queue: the supervisor never reads.
+	for i := 0; m.reportsSkipped == 0; i++ {
+		if i > 10000 {
+			t.Fatal("no report was ever skipped: the supervisor's queue never filled")
+		}
+		now += step
+		m.report(now)
+	}
+	// Many more reports while it stays starved: none waits. Each used to
+	// wait 20 ms; 50 of them well under half that long is not waiting.
+	const more = 50
+	start := time.Now()
+	for range more {
+		now += step
+		m.report(now)
+	}
+	if took := time.Since(start); took > more*20*time.Millisecond/2 {
+		t.Fatalf("%d reports to a supervisor that does not read took %v: the loop waits for it", more, took)
+	}
+	if m.reportsSkipped < more {
+		t.Fatalf("%d reports skipped, want at least %d", m.reportsSkipped, more)
+	}
+	queued := readAll()
+	if len(queued) == 0 {
+		t.Fatal("nothing reached the supervisor")
+	}
+	// It reads again: the next report goes out, full, not a beat.
+	now += step
+	m.report(now)
+	got := readAll()
+	if len(got) != 1 {
+		t.Fatalf("after the supervisor read, %d reports arrived, want 1", len(got))
+	}
+	if got[0].Beat || got[0].Self != "a" {
+		t.Fatalf("first report after skipping: beat=%t self=%q, want a full report of a", got[0].Beat, got[0].Self)
+	}
+	if m.reportsSkipped != 0 {
+		t.Fatalf("skipped count %d after a report went out, want 0", m.reportsSkipped)
+	}
+}
