@@ -78,8 +78,8 @@ func (m *Manager) KernelLeaseStats() KernelLeaseStats {
 	if m.kl == nil {
 		return KernelLeaseStats{}
 	}
-	m.klMu.Lock()
-	defer m.klMu.Unlock()
+	m.klStatsMu.Lock()
+	defer m.klStatsMu.Unlock()
 	return m.klStats
 }
 
@@ -157,6 +157,12 @@ func (m *Manager) applyKernel() error {
 	start := time.Now()
 	err := m.kl.Apply(st)
 	took := time.Since(start)
+	var derr error
+	if err != nil {
+		derr = m.kl.Disarm()
+	}
+	m.klStatsMu.Lock()
+	defer m.klStatsMu.Unlock()
 	s := &m.klStats
 	s.Applies++
 	s.LastApply = took
@@ -169,7 +175,6 @@ func (m *Manager) applyKernel() error {
 		return nil
 	}
 	s.Failures++
-	derr := m.kl.Disarm()
 	if !s.Failing {
 		m.log.Error("cannot program the kernel lease; the floating IPs are served as without it, bounded by their address lifetime",
 			"event", "kernel_lease_error", "err", err, "disarm_err", derr)

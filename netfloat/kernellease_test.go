@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -790,4 +791,70 @@ func TestRevokeLeaseStopsServingAtOnce(t *testing.T) {
 	if err := RevokeLease(nsFd(c)); err != nil {
 		t.Fatalf("revoke without tables: %v", err)
 	}
+}
+
+// stallingLease is a KernelLease whose Apply, once armed, waits in the
+// "kernel" until released: as a transaction does behind nf_tables' commit
+// mutex while another process's netlink socket close waits for a starved
+// kworker (seen under the noisy neighbour: 88 ms and more).
+type stallingLease struct {
+	fakeLease
+	armed   atomic.Bool
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (f *stallingLease) Apply(st LeaseState) error {
+	if f.armed.Load() {
+		select {
+		case f.entered <- struct{}{}:
+		default:
+		}
+		<-f.release
+	}
+	return f.fakeLease.Apply(st)
+}
+
+// A kernel-lease transaction stuck in the kernel never holds up a reader
+// of the kernel lease's statistics: the node manager's loop reads them
+// for its reports, and a loop waiting there stopped passing the token
+// and renewing its lease (a false failover under the noisy neighbour).
+func TestKernelLeaseStatsDuringStalledApply(t *testing.T) {
+	a, _ := twoHosts(t)
+	f := &stallingLease{fakeLease: fakeLease{host: a}, entered: make(chan struct{}, 1), release: make(chan struct{})}
+	m := newManager(t, a, Options{LeaseClock: clock.Boottime, KernelLease: f})
+	v := VIP{Prefix: vip4, Interface: "eth0"}
+	m.SetLeaseDeadline(clock.Boottime() + time.Second)
+	if _, err := m.Claim(context.Background(), v); err != nil {
+		t.Fatal(err)
+	}
+	before := m.KernelLeaseStats().Applies
+	f.armed.Store(true)
+	released := false
+	defer func() {
+		if !released {
+			close(f.release)
+		}
+	}()
+	m.SetLeaseDeadline(clock.Boottime() + 2*time.Second) // the refresher applies it
+	select {
+	case <-f.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the renewal never reached the kernel lease")
+	}
+	got := make(chan KernelLeaseStats, 1)
+	go func() { got <- m.KernelLeaseStats() }()
+	select {
+	case s := <-got:
+		if !s.Enabled || s.Applies != before {
+			t.Fatalf("stats during the stalled apply: %+v, want enabled with %d applies", s, before)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("KernelLeaseStats waited for a kernel-lease transaction stuck in the kernel")
+	}
+	close(f.release)
+	released = true
+	poll(t, 10*time.Second, "the stalled apply to finish and be counted", func() bool {
+		return m.KernelLeaseStats().Applies > before
+	})
 }

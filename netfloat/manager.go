@@ -226,12 +226,17 @@ type Manager struct {
 	// The kernel lease (Options.KernelLease). klMu serialises its
 	// transactions, each built from the state at its start, so the last
 	// one to run carries the latest state.
-	kl      KernelLease
-	klMu    sync.Mutex
-	klStats KernelLeaseStats // under klMu
-	klKick  chan struct{}    // SetLeaseDeadline → refresher
-	klStop  chan struct{}
-	klWG    sync.WaitGroup
+	kl   KernelLease
+	klMu sync.Mutex
+	// klStats has its own lock, never held across a transaction: the
+	// node manager's loop reads it for every full report, and a
+	// transaction can wait in the kernel for as long as a starved kworker
+	// (nf_tables' commit mutex); the loop must not wait with it.
+	klStatsMu sync.Mutex
+	klStats   KernelLeaseStats // under klStatsMu
+	klKick    chan struct{}    // SetLeaseDeadline → refresher
+	klStop    chan struct{}
+	klWG      sync.WaitGroup
 
 	wg sync.WaitGroup // announcers and port readers
 

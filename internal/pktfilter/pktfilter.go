@@ -57,6 +57,14 @@ type Filter struct {
 	table      *nftables.Table
 	chain      *nftables.Chain
 	set4, set6 *nftables.Set
+	// poll is Dropped's connection, kept open (under mu): closing an
+	// nf_tables netlink socket takes the namespace's nf_tables commit
+	// mutex and waits, holding it, for nf_tables' deferred work on a
+	// kworker. A CPU-starved kworker then holds up every nf_tables
+	// transaction of the namespace, the kernel lease's renewals included
+	// (seen: 88 ms and more under the noisy neighbour). A once-a-second
+	// poll that closed its socket each time was such a closer.
+	poll *nftables.Conn
 }
 
 // Options are optional settings of Install.
@@ -214,6 +222,13 @@ func (f *Filter) tagRule(tag uint64) []expr.Any {
 	)
 }
 
+func (f *Filter) closePoll() {
+	if f.poll != nil {
+		_ = f.poll.CloseLasting()
+		f.poll = nil
+	}
+}
+
 func (f *Filter) closeFD() {
 	if f.ownFD && f.netnsFD > 0 {
 		_ = unix.Close(f.netnsFD)
@@ -238,12 +253,19 @@ func (f *Filter) Dropped() (Drops, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var d Drops
-	c, err := f.conn()
-	if err != nil {
-		return d, err
+	if f.poll == nil {
+		if f.netnsFD <= 0 {
+			return d, errors.New("pktfilter: filter removed")
+		}
+		c, err := nftables.New(nftables.AsLasting(), nftables.WithNetNSFd(f.netnsFD))
+		if err != nil {
+			return d, fmt.Errorf("pktfilter: netlink: %w", err)
+		}
+		f.poll = c
 	}
-	rules, err := c.GetRules(f.table, f.chain)
+	rules, err := f.poll.GetRules(f.table, f.chain)
 	if err != nil {
+		f.closePoll() // dial afresh next time
 		return d, fmt.Errorf("pktfilter: read chain %s: %w", f.chain.Name, err)
 	}
 	for _, r := range rules {
@@ -265,6 +287,7 @@ func (f *Filter) Dropped() (Drops, error) {
 func (f *Filter) Remove() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.closePoll()
 	c, err := f.conn()
 	if err != nil {
 		return err

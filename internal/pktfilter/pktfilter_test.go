@@ -5,7 +5,9 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -92,8 +94,25 @@ func TestFilterDropsStrangersOnly(t *testing.T) {
 	if string(buf[:nr]) != "peer" || src.Addr() != netip.MustParseAddr("192.0.2.12") {
 		t.Fatalf("first datagram %q from %s, want the peer's (the stranger's were sent first)", buf[:nr], src)
 	}
+	sockets := socketInodes(t)
 	if d, err := f.Dropped(); err != nil || d.Strangers != 5 || d.Tag != 0 {
 		t.Errorf("Dropped = %+v, %v; want 5 strangers", d, err)
+	}
+	// Polled again and again over one kept netlink socket: closing one
+	// makes the kernel take nf_tables' commit mutex and wait for a
+	// kworker (see Filter.poll).
+	polling := socketInodes(t)
+	added := slices.DeleteFunc(slices.Clone(polling), func(s string) bool { return slices.Contains(sockets, s) })
+	if len(added) != 1 {
+		t.Fatalf("sockets kept open by Dropped: %v, want one", added)
+	}
+	for range 3 {
+		if _, err := f.Dropped(); err != nil {
+			t.Fatal(err)
+		}
+		if now := socketInodes(t); !slices.Equal(now, polling) {
+			t.Fatalf("Dropped opened or closed a socket: sockets %v, were %v", now, polling)
+		}
 	}
 	_ = conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 	if _, _, err := conn.ReadFromUDPAddrPort(buf); !errors.Is(err, netErrTimeout(err)) {
@@ -189,4 +208,21 @@ func TestFilterDropsUntaggedFromPeer(t *testing.T) {
 	if d, err := f.Dropped(); err != nil || d.Tag != 5 || d.Strangers != 0 {
 		t.Errorf("Dropped = %+v, %v; want 5 without the tag", d, err)
 	}
+}
+
+// socketInodes lists this process's open sockets, sorted.
+func socketInodes(t *testing.T) []string {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.HasPrefix(l, "socket:") {
+			out = append(out, l)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
