@@ -170,6 +170,7 @@ var errDiskFull = errors.New("write node.state: no space left on device")
 type fakeState struct {
 	clk      clock.Clock
 	full     bool
+	slow     time.Duration // each Save takes this long (a disk under fsync load)
 	attempts int
 	errs     uint64
 	saved    []protocol.NodeState
@@ -178,6 +179,9 @@ type fakeState struct {
 
 func (s *fakeState) Save(v any) error {
 	s.attempts++
+	if s.slow > 0 {
+		s.clk.(*clock.Fake).Advance(s.slow)
+	}
 	if s.full {
 		s.errs++
 		return errDiskFull
@@ -353,9 +357,10 @@ func (h *harness) serveOnce(n *testNode) {
 	for {
 		select {
 		case ev := <-n.m.netEvents:
-			n.m.fo.local(h.clk.Now())
-			n.m.onNetEvent(ev)
-			n.m.afterInput()
+			n.m.onInput("net_event", func() {
+				n.m.fo.local(h.clk.Now())
+				n.m.onNetEvent(ev)
+			})
 			n.collectHooks()
 			continue
 		default:
@@ -364,8 +369,7 @@ func (h *harness) serveOnce(n *testNode) {
 	}
 	select {
 	case <-n.m.tick.C():
-		n.m.onTick()
-		n.m.afterInput()
+		n.m.onInput("tick", n.m.onTick)
 	default:
 	}
 	n.collectHooks()
@@ -374,17 +378,17 @@ func (h *harness) serveOnce(n *testNode) {
 		if !ok {
 			break
 		}
-		n.m.onInbound(in)
-		n.m.afterInput()
+		n.m.onInput("datagram", func() { n.m.onInbound(in) })
 		n.collectHooks()
 	}
 }
 
 // supervisor hands n a supervisor message as Run's loop does.
 func (h *harness) supervisor(n *testNode, msg *ctlmsg.Msg) {
-	n.m.fo.local(h.clk.Now())
-	n.m.onSupervisor(msg)
-	n.m.afterInput()
+	n.m.onInput("supervisor", func() {
+		n.m.fo.local(h.clk.Now())
+		n.m.onSupervisor(msg)
+	})
 	n.collectHooks()
 }
 

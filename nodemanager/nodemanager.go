@@ -119,6 +119,10 @@ type manager struct {
 	lastView reportView
 	// Reports skipped in a row because the supervisor was not reading.
 	reportsSkipped uint64
+	// The current pass of the loop, and how many took over a quarter of
+	// the lease (checkPass).
+	pass       passWatch
+	slowPasses uint64
 }
 
 // Run serves until ctx ends or the supervisor's channel closes.
@@ -296,17 +300,62 @@ func (m *manager) serve(ctx context.Context, in <-chan transport.Inbound, sup <-
 			m.shutdown(in)
 			return
 		case x := <-in:
-			m.onInbound(x)
+			m.onInput("datagram", func() { m.onInbound(x) })
 		case <-m.tick.C():
-			m.onTick()
+			m.onInput("tick", m.onTick)
 		case msg := <-sup:
-			m.fo.local(m.clk.Now())
-			m.onSupervisor(msg)
+			m.onInput("supervisor", func() {
+				m.fo.local(m.clk.Now())
+				m.onSupervisor(msg)
+			})
 		case ev := <-m.netEvents:
-			m.fo.local(m.clk.Now())
-			m.onNetEvent(ev)
+			m.onInput("net_event", func() {
+				m.fo.local(m.clk.Now())
+				m.onNetEvent(ev)
+			})
 		}
-		m.afterInput()
+	}
+}
+
+// onInput is one pass of the loop: input's handler, then afterInput,
+// timed (checkPass).
+func (m *manager) onInput(input string, handle func()) {
+	m.pass.begin(m.clk.Now())
+	handle()
+	m.pass.step(input, m.clk.Now())
+	m.afterInput()
+	m.checkPass(input)
+}
+
+// passWatch times one pass of the loop (an input and afterInput) and
+// its slowest step. Nothing in a pass should wait: a pass that takes a
+// good part of the lease is what loses a lease on a host that is not
+// itself stalled, so it is logged with the step to blame.
+type passWatch struct {
+	start, last time.Duration
+	slow        string
+	slowFor     time.Duration
+}
+
+func (w *passWatch) begin(now time.Duration) {
+	w.start, w.last, w.slow, w.slowFor = now, now, "", 0
+}
+
+// step ends the step named what at now.
+func (w *passWatch) step(what string, now time.Duration) {
+	if d := now - w.last; d > w.slowFor {
+		w.slow, w.slowFor = what, d
+	}
+	w.last = now
+}
+
+// checkPass logs a pass that took more than a quarter of the lease.
+func (m *manager) checkPass(input string) {
+	now := m.clk.Now()
+	if took := now - m.pass.start; took > m.pcfg.Lease/4 {
+		m.slowPasses++
+		m.log.Warn("node manager loop held up", "event", "loop_slow", "input", input, "took_ms", took.Milliseconds(),
+			"step", m.pass.slow, "step_ms", m.pass.slowFor.Milliseconds())
 	}
 }
 
@@ -344,12 +393,15 @@ func (m *manager) afterInput() {
 	m.checkDrain(now)
 	m.checkGapClaim(now)
 	m.enforceLease(now)
+	m.pass.step("drain_and_lease", m.clk.Now())
 	if m.watchStale && !m.held {
 		m.rebuildFloat(now)
+		m.pass.step("rebuild_float", m.clk.Now())
 	}
 	if now-m.lastReport >= m.pcfg.Lease/4 {
 		m.report(now)
 		m.lastReport = now
+		m.pass.step("report", m.clk.Now())
 	}
 }
 
@@ -577,15 +629,20 @@ func (m *manager) flush() {
 	// Before the events: BecameActive claims (and announces) under the
 	// new deadline, BecameStandby's release finds announcements stopped.
 	m.syncLease()
+	m.pass.step("sync_lease", m.clk.Now())
 	if rd.State != nil {
 		if err := m.state.Save(rd.State); err != nil {
 			written = false
 		} else {
 			m.node.Persisted(*rd.State)
 		}
+		m.pass.step("persist", m.clk.Now())
 	}
 	for _, ev := range rd.Events {
 		m.onEvent(ev)
+	}
+	if len(rd.Events) > 0 {
+		m.pass.step("events", m.clk.Now())
 	}
 	if !written {
 		return
@@ -597,6 +654,9 @@ func (m *manager) flush() {
 		if err := m.send(e); err != nil {
 			m.log.Debug("send failed", "err", err)
 		}
+	}
+	if len(rd.Messages) > 0 {
+		m.pass.step("send", m.clk.Now())
 	}
 }
 

@@ -3,6 +3,7 @@ package nodemanager
 import (
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -104,5 +105,34 @@ func TestReportNeverWaitsForSupervisor(t *testing.T) {
 	}
 	if m.reportsSkipped != 0 {
 		t.Fatalf("skipped count %d after a report went out, want 0", m.reportsSkipped)
+	}
+}
+
+// A pass of the loop that takes a good part of the lease is logged with
+// the step to blame (loop_slow): here the state file's write, on a disk
+// that a neighbour's fsyncs slow down, when the node claims. Quick passes
+// log nothing.
+func TestSlowPassNamesItsStep(t *testing.T) {
+	h := newHarness(t)
+	a := h.startNode("a")
+	// Over a quarter of the lease, under the claim round's timeout: a
+	// longer write makes the claim time out before it is even sent.
+	a.state.slow = a.m.pcfg.Lease/4 + 5*time.Millisecond
+	h.runUntil(5*time.Second, "a active", a.active)
+	logs := a.logs.String()
+	if a.logged("loop_slow") == 0 || !strings.Contains(logs, `"step":"persist"`) {
+		t.Fatalf("a %v state write did not show as a slow pass naming persist:\n%s", a.state.slow, logs)
+	}
+	if a.m.slowPasses == 0 {
+		t.Fatal("slow passes not counted")
+	}
+	// Holding the role writes nothing: no slow pass.
+	before := a.logged("loop_slow")
+	h.run(500*time.Millisecond, nil)
+	if !a.active() {
+		t.Fatal("a lost the role")
+	}
+	if n := a.logged("loop_slow") - before; n != 0 {
+		t.Fatalf("%d loop_slow lines from quick passes:\n%s", n, a.logs.String())
 	}
 }
