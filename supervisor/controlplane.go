@@ -87,6 +87,7 @@ func (p *proc) setConn(c *ipc.Conn) {
 		p.conn.Close()
 	}
 	p.conn = c
+	p.handled = 0
 }
 
 // readChannel delivers a control-plane process's messages to the loop until
@@ -107,6 +108,7 @@ func (s *Supervisor) readChannel(p *proc, gen uint64, c *ipc.Conn) {
 }
 
 func (s *Supervisor) onChannel(p *proc, m *ctlmsg.Msg) {
+	p.handled++
 	switch m.Type {
 	case ctlmsg.TypeReport:
 		// A report that does not decode is still a heartbeat: the process
@@ -427,6 +429,14 @@ func (s *Supervisor) checkFence(nm *proc, gen uint64, deadline, fired time.Durat
 	// first; a stopped or wedged node manager sends none.
 	if nm.conn != nil && nm.conn.Pending() {
 		nm.log.Warn("fence check found a report waiting; re-checking before fencing", "event", "fence_deferred", "late_ms", (fired - deadline).Milliseconds(), "report_waiting", true)
+		s.setFenceTimer(nm, lease/4)
+		return
+	}
+	// Or read already, and queued behind this check in the loop: the
+	// reader and the timer raced, both late on a starved host (a live
+	// node manager was fenced so under the noisy neighbour).
+	if nm.conn != nil && nm.conn.Received() > nm.handled {
+		nm.log.Warn("fence check found a report read but not yet handled; re-checking before fencing", "event", "fence_deferred", "late_ms", (fired - deadline).Milliseconds(), "report_queued", true)
 		s.setFenceTimer(nm, lease/4)
 		return
 	}

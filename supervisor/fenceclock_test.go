@@ -1,12 +1,15 @@
 package supervisor
 
 import (
+	"encoding/json"
+	"net"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/vigil-project/vigil/internal/clock"
 	"github.com/vigil-project/vigil/internal/ctlmsg"
+	"github.com/vigil-project/vigil/internal/ipc"
 )
 
 // The fence runs on the supervisor's clock, the lease's (CLOCK_BOOTTIME in
@@ -235,5 +238,63 @@ func TestFenceOneTimerForManyReports(t *testing.T) {
 	r.advance(time.Millisecond)
 	if !r.fenced() {
 		t.Fatal("not fenced when the last reported lease ended")
+	}
+}
+
+// A report that the channel's reader has read but the loop has not yet
+// handled (the reader and the fence timer both woke late on a starved
+// host, the timer first) defers the fence like one still in the socket:
+// fencing then killed a live node manager. Once handled, the report moves
+// the deadline, and silence after it is fenced as always.
+func TestFenceDefersForReportReadButNotHandled(t *testing.T) {
+	r := newFenceRig(t, true)
+	sup, child, err := ipc.Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sup.Close(); child.Close() })
+	cc, err := net.FileConn(child)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	inLoop(t, r.s, func() { r.nm.setConn(sup) })
+	r.report(active(180))
+
+	// The node manager reports; the reader takes it off the socket but
+	// has not posted it to the loop yet.
+	msg, err := ctlmsg.NodeManagerReportMsg(active(180))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cc.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	got, err := sup.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var deadline time.Duration
+	inLoop(t, r.s, func() { deadline = r.nm.fenceAt })
+	r.clk.AdvanceTo(deadline)
+	inLoop(t, r.s, func() { r.s.checkFence(r.nm, r.nm.gen, deadline, deadline) }) // on time
+	if r.fenced() {
+		t.Fatal("fenced while a report it had read waited in the loop")
+	}
+	// The loop handles it: a new deadline, and without another report
+	// the fence comes at its end.
+	inLoop(t, r.s, func() { r.s.onChannel(r.nm, got) })
+	inLoop(t, r.s, func() { deadline = r.nm.fenceAt })
+	r.advance(deadline - r.clk.Now() - time.Millisecond)
+	if r.fenced() {
+		t.Fatal("fenced before the deadline the handled report set")
+	}
+	r.advance(time.Millisecond)
+	if !r.fenced() {
+		t.Fatal("not fenced after the handled report's lease ran out in silence")
 	}
 }

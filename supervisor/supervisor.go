@@ -124,6 +124,10 @@ type proc struct {
 	// Control-plane processes only.
 	control string // "locator" or "nodemanager"; "" for applications
 	conn    *ipc.Conn
+	// handled counts the messages of conn the loop has acted on; fewer
+	// than conn.Received() means one was read and waits in the loop's
+	// queue (checkFence).
+	handled uint64
 	// The last report: nmReport from a node manager, locReport from a
 	// locator (nil until the process reports after its start).
 	nmReport     *ctlmsg.NodeManagerReport

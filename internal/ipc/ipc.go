@@ -13,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -44,6 +45,8 @@ type Conn struct {
 	// (a node manager reports four times a lease). Decoding copies out of it.
 	rmu  sync.Mutex
 	rbuf []byte
+	// received counts the messages Recv returned.
+	received atomic.Uint64
 }
 
 // Pair returns the supervisor's end and the file to hand to the child as
@@ -178,8 +181,14 @@ func (c *Conn) Recv() (*ctlmsg.Msg, error) {
 	if err := json.Unmarshal(buf[:n], &m); err != nil {
 		return nil, fmt.Errorf("ipc: decode: %w", err)
 	}
+	c.received.Add(1)
 	return &m, nil
 }
+
+// Received is how many messages Recv has returned: a reader that hands
+// them to another goroutine lets that one tell "none came" from "one
+// came and is on its way to me".
+func (c *Conn) Received() uint64 { return c.received.Load() }
 
 var errEOF = errors.New("peer closed")
 
