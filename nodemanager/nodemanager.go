@@ -647,6 +647,9 @@ func (m *manager) flush() {
 	if !written {
 		return
 	}
+	// Read after the write: the rounds count from here, not from before
+	// a slow fsync (Node.Sent).
+	m.node.Sent(m.clk.Now())
 	for _, e := range rd.Messages {
 		if e.Msg.Type == protocol.MsgCheckIn {
 			m.timing.Sent(e.To, e.Msg.CheckIn.Round, m.clk.Now())

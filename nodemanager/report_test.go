@@ -111,13 +111,14 @@ func TestReportNeverWaitsForSupervisor(t *testing.T) {
 // A pass of the loop that takes a good part of the lease is logged with
 // the step to blame (loop_slow): here the state file's write, on a disk
 // that a neighbour's fsyncs slow down, when the node claims. Quick passes
-// log nothing.
+// log nothing. A write longer than the lease no longer keeps the claim
+// from winning (before Node.Sent, no claim ever did on such a disk).
 func TestSlowPassNamesItsStep(t *testing.T) {
 	h := newHarness(t)
 	a := h.startNode("a")
-	// Over a quarter of the lease, under the claim round's timeout: a
-	// longer write makes the claim time out before it is even sent.
-	a.state.slow = a.m.pcfg.Lease/4 + 5*time.Millisecond
+	// Longer than the claim round's timeout and than the lease itself:
+	// the claim still wins, its round counting from the send (Node.Sent).
+	a.state.slow = a.m.pcfg.Lease + 20*time.Millisecond
 	h.runUntil(5*time.Second, "a active", a.active)
 	logs := a.logs.String()
 	if a.logged("loop_slow") == 0 || !strings.Contains(logs, `"step":"persist"`) {

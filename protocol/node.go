@@ -160,6 +160,9 @@ type Node struct {
 
 	msgs   []Envelope
 	events []Event
+	// Rounds made since the last Ready (queued), and those whose
+	// datagrams the last Ready carried (inReady): Sent dates them.
+	queued, inReady []*round
 }
 
 // NewNode returns the node of cfg.Self starting at now, from the last
@@ -404,7 +407,27 @@ func (n *Node) Ready() Ready {
 	}
 	rd.Messages, n.msgs = n.msgs, nil
 	rd.Events, n.events = n.events, nil
+	clear(n.inReady)
+	n.inReady, n.queued = n.queued, n.inReady[:0]
 	return rd
+}
+
+// Sent tells the node that the Messages of the last Ready are being sent
+// now: read the clock after the State is on disk, just before sending. A
+// round's timeout and the lease a claim or renewal wins count from when
+// its datagrams left, never earlier than this reading (a lease counted
+// from a later moment than the send could outlast the locators'). Without
+// Sent they count from when the round was made, which a slow disk (the
+// claim's epoch must be on disk first) can make so long ago that every
+// claim times out before it is even sent.
+func (n *Node) Sent(now time.Duration) {
+	for _, r := range n.inReady {
+		if now > r.sentAt {
+			r.sentAt = now
+		}
+	}
+	clear(n.inReady)
+	n.inReady = n.inReady[:0]
 }
 
 // Persisted tells the node that st, the State of a Ready, is on disk (written
@@ -817,7 +840,9 @@ func (n *Node) nextEpoch() uint64 {
 
 func (n *Node) newRound(kind roundKind, epoch uint64) *round {
 	n.roundSeq++
-	return &round{id: n.st.Incarnation<<32 | n.roundSeq&0xffffffff, kind: kind, epoch: epoch, sentAt: n.now}
+	r := &round{id: n.st.Incarnation<<32 | n.roundSeq&0xffffffff, kind: kind, epoch: epoch, sentAt: n.now}
+	n.queued = append(n.queued, r)
+	return r
 }
 
 // checkInAll is a token hop's check-in at every locator; for the active it

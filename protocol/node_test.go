@@ -559,3 +559,71 @@ func TestCandidateWithoutQuorumBacksOff(t *testing.T) {
 		t.Fatalf("claim misses %d after a won claim", h.n.claimMisses)
 	}
 }
+
+// A claim whose epoch takes longer to reach the disk than the claim's
+// round timeout (a slow fsync) still wins: the round counts from Sent, the
+// moment its datagrams left, not from when it was made. Its lease counts
+// from Sent too, and not a moment later. Without Sent the same claim times
+// out before it is answered.
+func TestNodeClaimCountsFromSentAfterSlowWrite(t *testing.T) {
+	for _, dated := range []bool{true, false} {
+		h := newHarness(t, "a", NodeState{})
+		h.ready()
+		var probes []Message
+		for i := 0; i < 40 && len(probes) == 0; i++ {
+			_, probes = checkIns(h.tick(5 * ms))
+		}
+		if len(probes) != 3 {
+			t.Fatal("no probe after the token timeout")
+		}
+		// Answer the probe by hand: the claim's Ready is written slowly.
+		var claims []Message
+		var rd Ready
+		for _, loc := range []string{"a", "b", "w"} {
+			h.seq++
+			if err := h.n.Step(h.now, Message{Type: MsgAck, From: loc, ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq, ToIncarnation: h.n.st.Incarnation,
+				Ack: Ack{Round: probes[0].CheckIn.Round, Epoch: h.st.MaxEpoch}}); err != nil {
+				t.Fatal(err)
+			}
+			if rd = h.n.Ready(); len(rd.Messages) > 0 || rd.State != nil {
+				break
+			}
+		}
+		for i := 0; i < 10 && rd.State == nil; i++ {
+			h.now += time.Millisecond
+			h.n.Tick(h.now)
+			rd = h.n.Ready()
+		}
+		if rd.State == nil {
+			t.Fatal("the claim's epoch was never to be persisted")
+		}
+		claims, _ = checkIns(rd)
+		if len(claims) != 3 {
+			t.Fatalf("want a claim to each locator with the state to persist, got %d", len(claims))
+		}
+		slow := 3*testCfg("a").TokenInterval + 20*ms // longer than the round timeout
+		h.now += slow
+		h.st = *rd.State
+		h.n.Persisted(*rd.State)
+		if dated {
+			h.n.Sent(h.now)
+		}
+		sent := h.now
+		h.now += 2 * ms
+		c := claims[0].CheckIn
+		h.ack("a", c.Round, true, c.Epoch, "a", 0)
+		h.ack("w", c.Round, true, c.Epoch, "a", 0)
+		if !dated {
+			if h.n.ActiveAt(h.now) {
+				t.Fatal("without Sent, a claim older than its round timeout won anyway: the test shows nothing")
+			}
+			continue
+		}
+		if !h.n.ActiveAt(h.now) {
+			t.Fatalf("a claim sent %v after it was made (the write) did not win", slow)
+		}
+		if got := h.n.Status().LeaseUntil; got != sent+testLease {
+			t.Fatalf("lease until %v, want from the send %v + lease", got, sent)
+		}
+	}
+}
