@@ -144,10 +144,18 @@ type Node struct {
 	lastHeard   []time.Duration
 	heard       []bool
 
-	rounds        []*round // renewals in flight
-	claim         *round
-	probe         *round
-	needProbe     bool // late: re-check with the locators before trusting timers
+	rounds    []*round // renewals in flight
+	claim     *round
+	probe     *round
+	needProbe bool // late: re-check with the locators before trusting timers
+	// reclaim: this node's lease ran out while it was itself stalled (it
+	// saw the gap on resuming). Once its re-check finds no other holder
+	// it claims the role back at once, and until its claim is decided it
+	// keeps a token naming no active rather than pass it: the others were
+	// likely stalled with it (one machine's pause), and a move of the
+	// role would only add a second interruption to the first.
+	reclaim       bool
+	reclaimSince  time.Duration
 	nextClaim     time.Duration
 	blockUntil    time.Duration // no claims before (after handing over)
 	expectFree    time.Duration // candidate: when the locators said the holder's lease ends
@@ -466,6 +474,15 @@ func (n *Node) advance(now time.Duration) {
 	n.now = now
 	if gap > n.lateGap {
 		n.noteLate()
+		switch {
+		case n.role == Active && n.now >= n.leaseUntil:
+			n.reclaim, n.reclaimSince = true, n.now // checkLease steps down just below
+		case n.role != Active:
+			// Our own stall is no news of the active: the token timer
+			// does not count it (the probe that noteLate started
+			// answers sooner when the active is really gone).
+			n.lastTokenAt = min(n.now, n.lastTokenAt+gap)
+		}
 	}
 	n.checkLease()
 }
@@ -501,7 +518,7 @@ func (n *Node) timers() {
 			n.sendClaim()
 		}
 	}
-	if n.holding && now-n.heldSince >= n.cfg.TokenInterval {
+	if n.holding && now-n.heldSince >= n.cfg.TokenInterval && !n.holdForReclaim() {
 		n.passToken()
 	}
 	if n.holding && n.role == Standby && n.tok.Active == "" && n.mayClaimFromToken(n.tok) {
@@ -517,6 +534,13 @@ func (n *Node) timers() {
 			n.sendClaim()
 		}
 	}
+}
+
+// holdForReclaim: keep a token that names no active while reclaiming
+// (see Node.reclaim), for at most half a token timeout so the ring never
+// stops for long.
+func (n *Node) holdForReclaim() bool {
+	return n.reclaim && n.tok.Active == "" && n.now-n.reclaimSince < n.cfg.TokenTimeout/2
 }
 
 func (n *Node) roundTimeout() time.Duration { return 3 * n.cfg.TokenInterval }
@@ -819,6 +843,7 @@ func (n *Node) becomeCandidate(at time.Duration, cause ClaimCause) {
 }
 
 func (n *Node) abandonClaim(reason string) {
+	n.reclaim = false
 	if n.role != Candidate {
 		return
 	}
@@ -1015,6 +1040,7 @@ func (n *Node) removeRound(r *round) {
 func (n *Node) claimWon(r *round) {
 	n.claim = nil
 	n.claimMisses = 0
+	n.reclaim = false
 	lease := n.leaseStart(r) + n.cfg.Lease
 	if lease <= n.now {
 		n.nextClaim = n.now
@@ -1042,6 +1068,7 @@ func (n *Node) claimWon(r *round) {
 
 func (n *Node) claimFailed(r *round) {
 	n.claim = nil
+	n.reclaim = false
 	if n.role == Active {
 		// Never release while active: a locator's lease record is per
 		// holder, and it protects the lease we still hold.
@@ -1153,6 +1180,7 @@ func (n *Node) probeDone(r *round) {
 	n.needProbe = false
 	h, ok := n.quorumHolder(r)
 	if ok && h != n.self {
+		n.reclaim = false // someone else holds it now
 		if e := r.epochs[h]; e > n.epoch {
 			n.epoch = e
 		}
@@ -1166,6 +1194,15 @@ func (n *Node) probeDone(r *round) {
 			n.sendNodes(Message{Type: MsgJoin})
 		}
 		return
+	}
+	if n.reclaim && n.role == Standby {
+		// No other holder: claim the role back now, before the others
+		// (resuming too) claim it from a token naming no active.
+		if n.eligible() && n.now >= n.blockUntil {
+			n.becomeCandidate(n.now, CauseLeaseLost)
+			return
+		}
+		n.reclaim = false
 	}
 	if n.role == Standby && !n.holding && n.now-n.lastTokenAt >= n.cfg.TokenTimeout {
 		n.declareLost()

@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -116,7 +117,7 @@ func (h *nodeHarness) becomeActive(grantDelay time.Duration) time.Duration {
 		h.t.Fatalf("probe found no active: want TokenLost and BecameCandidate, got %v", rd.Events)
 	}
 	claims, _ := checkIns(rd)
-	if len(claims) == 0 {
+	for i := 0; i < 20 && len(claims) == 0; i++ { // staggered by ring position
 		claims, _ = checkIns(h.tick(time.Millisecond))
 	}
 	if len(claims) != 3 {
@@ -625,5 +626,123 @@ func TestNodeClaimCountsFromSentAfterSlowWrite(t *testing.T) {
 		if got := h.n.Status().LeaseUntil; got != sent+testLease {
 			t.Fatalf("lease until %v, want from the send %v + lease", got, sent)
 		}
+	}
+}
+
+// tokensSent lists the tokens in rd.
+func tokensSent(rd Ready) []Token {
+	var out []Token
+	for _, e := range rd.Messages {
+		if e.Msg.Type == MsgToken {
+			out = append(out, e.Msg.Token)
+		}
+	}
+	return out
+}
+
+// An active stalled past its lease (a pause of the whole machine stops
+// every node with it) drops the role on resuming, re-checks, and, when no
+// other node holds the role, claims it back at once: cause lease_lost, no
+// stagger, and it does not hand the others a token naming no active
+// meanwhile, which they would claim from.
+func TestNodeStalledActiveReclaims(t *testing.T) {
+	h := newHarness(t, "b", NodeState{})
+	h.ready()
+	sent := h.becomeActive(2 * ms)
+	h.tick(5 * ms)
+	// Stalled past the lease; what a sent meanwhile is read first.
+	h.now = sent + testLease + 100*ms
+	h.seq++
+	if err := h.n.Step(h.now, Message{Type: MsgJoin, From: "a", ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq, ToIncarnation: h.n.st.Incarnation}); err != nil {
+		t.Fatal(err)
+	}
+	rd := h.ready()
+	h.n.Tick(h.now)
+	rd2 := h.ready()
+	rd.Events = append(rd.Events, rd2.Events...)
+	rd.Messages = append(rd.Messages, rd2.Messages...)
+	if !hasEvent(rd, "BecameStandby") {
+		t.Fatalf("still active after its lease: %v", rd.Events)
+	}
+	if h.n.probe == nil {
+		t.Fatal("no re-check of the locators after the stall")
+	}
+	for _, tok := range tokensSent(rd) {
+		if tok.Active == "" {
+			t.Fatalf("passed a token naming no active while reclaiming: %+v", tok)
+		}
+	}
+	// The locators still record b as holder, its lease run out.
+	p := h.n.probe.id
+	h.ack("a", p, false, 1, "b", 0)
+	rd = h.ack("w", p, false, 1, "b", 0)
+	if !hasEvent(rd, "BecameCandidate") {
+		t.Fatalf("no reclaim after the re-check found no other holder: %v", rd.Events)
+	}
+	if !strings.Contains(fmt.Sprint(rd.Events), "lease_lost") {
+		t.Fatalf("reclaim cause: %v, want lease_lost", rd.Events)
+	}
+	claims, _ := checkIns(rd)
+	if len(claims) == 0 {
+		claims, _ = checkIns(h.tick(time.Millisecond))
+	}
+	if len(claims) != 3 {
+		t.Fatalf("want the claim at once to each locator, got %d", len(claims))
+	}
+	if claims[0].CheckIn.Epoch <= 1 {
+		t.Fatalf("reclaim of epoch %d, want a new epoch", claims[0].CheckIn.Epoch)
+	}
+	c := claims[0].CheckIn
+	h.ack("a", c.Round, true, c.Epoch, "b", 0)
+	rd = h.ack("w", c.Round, true, c.Epoch, "b", 0)
+	if !hasEvent(rd, "BecameActive") || !h.n.ActiveAt(h.now) {
+		t.Fatalf("the reclaim did not win: %v", rd.Events)
+	}
+}
+
+// A standby that was stalled does not count its own stall against the
+// active: when its re-check finds no live lease (the active stalled with
+// it and has not renewed yet) it still waits a token timeout from its
+// resumption before declaring the token lost; if nothing comes by then,
+// it does.
+func TestNodeStalledStandbyWaitsFromResume(t *testing.T) {
+	h := newHarness(t, "b", NodeState{})
+	h.ready()
+	h.seq++
+	if err := h.n.Step(h.now, Message{Type: MsgToken, From: "a", ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq, ToIncarnation: h.n.st.Incarnation,
+		Token: Token{Epoch: 3, Seq: 1, Active: "a", Nodes: []NodeHealth{{ID: "a", Healthy: true, InRing: true}, {ID: "b", InRing: true}}}}); err != nil {
+		t.Fatal(err)
+	}
+	h.ready()
+	h.tick(20 * ms) // passes it back to a
+	if h.n.holding {
+		t.Fatal("still holds the token")
+	}
+	rd := h.tick(400 * ms) // stalled
+	_, probes := checkIns(rd)
+	if len(probes) != 3 || hasEvent(rd, "TokenLost") {
+		t.Fatalf("after a stall: want only a probe, got probes=%d events=%v", len(probes), rd.Events)
+	}
+	resumed := h.now
+	p := probes[0].CheckIn.Round
+	h.ack("a", p, false, 3, "a", 0)
+	rd = h.ack("w", p, false, 3, "a", 0)
+	if hasEvent(rd, "TokenLost") || hasEvent(rd, "BecameCandidate") {
+		t.Fatalf("declared the token lost on its own stall: %v", rd.Events)
+	}
+	tt := testCfg("b").TokenTimeout
+	lost := time.Duration(0)
+	for h.now < resumed+2*tt {
+		rd = h.tick(5 * ms)
+		if hasEvent(rd, "TokenLost") {
+			lost = h.now
+			break
+		}
+	}
+	if lost == 0 {
+		t.Fatalf("no token loss declared %v after resuming without a token", 2*tt)
+	}
+	if lost < resumed+tt-10*ms {
+		t.Fatalf("token lost %v after resuming, want about a token timeout (%v)", lost-resumed, tt)
 	}
 }

@@ -233,6 +233,7 @@ type agg struct {
 	straddled        int // lost calls the SIP traces show straddling the move
 	falseFailovers   int
 	moves, atEnd     int
+	retakes          int // runs where the holder took the address back after a gap
 	runs             int
 }
 
@@ -249,6 +250,9 @@ func (a *agg) add(r e2e.Result) {
 	}
 	if r.Moves > 0 {
 		a.moves++
+	}
+	if r.Retakes > 0 {
+		a.retakes++
 	}
 	if r.DualAtEnd {
 		a.atEnd++
@@ -270,9 +274,9 @@ func (a agg) summary() string {
 	if a.na {
 		return fmt.Sprintf("bench=failover %s scenario=%s not_applicable=true", a.system, a.scenario)
 	}
-	return fmt.Sprintf("bench=failover %s scenario=%s runs=%d errors=%d outage_p50_ms=%.0f outage_p99_ms=%.0f outage_max_ms=%.0f failed_calls=%d lost_straddled=%d retrans_calls=%d false_failovers=%d failovers=%d dual_p50_ms=%.0f dual_max_ms=%.0f dual_at_end=%d freeze_p50_ms=%.0f freeze_max_ms=%.0f",
+	return fmt.Sprintf("bench=failover %s scenario=%s runs=%d errors=%d outage_p50_ms=%.0f outage_p99_ms=%.0f outage_max_ms=%.0f failed_calls=%d lost_straddled=%d retrans_calls=%d false_failovers=%d failovers=%d retakes=%d dual_p50_ms=%.0f dual_max_ms=%.0f dual_at_end=%d freeze_p50_ms=%.0f freeze_max_ms=%.0f",
 		a.system, a.scenario, a.runs, a.errors, pct(a.outage, .5), pct(a.outage, .99), pct(a.outage, 1),
-		a.failed, a.straddled, a.retrans, a.falseFailovers, a.moves, pct(a.dual, .5), pct(a.dual, 1), a.atEnd, pct(a.freeze, .5), pct(a.freeze, 1))
+		a.failed, a.straddled, a.retrans, a.falseFailovers, a.moves, a.retakes, pct(a.dual, .5), pct(a.dual, 1), a.atEnd, pct(a.freeze, .5), pct(a.freeze, 1))
 }
 
 func printTable(all []agg) {

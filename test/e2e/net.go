@@ -299,20 +299,31 @@ func (p *OwnershipProbe) Stop() Ownership {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	o := Ownership{Samples: p.samples, Dual: p.dual, DualAtEnd: p.dualNow, Changes: append([]Change(nil), p.changes...)}
-	// A move is a node taking the address it did not hold; Final is the
-	// sole holder at the end or, when both hold it (a killed keepalived
-	// leaves its address behind), the one that took it last.
-	prev := ""
+	// A move is a node taking the address from another: it did not hold
+	// it last time anyone did. A node taking it back after nobody held it
+	// (the active paused, its lease ran out, it claimed the role again)
+	// is a retake: an outage, which Outage measures, but the role stayed
+	// where it was. Final is the sole holder at the end or, when both hold
+	// it (a killed keepalived leaves its address behind), the one that
+	// took it last.
+	prev, last := "", ""
 	for i, c := range p.changes {
 		for _, id := range nodeIDs {
 			if strings.Contains(c.Holder, id) && !strings.Contains(prev, id) {
 				if i > 0 {
-					o.Moves++
+					if prev == "" && strings.Contains(last, id) {
+						o.Retakes++
+					} else {
+						o.Moves++
+					}
 				}
 				o.Final = id
 			}
 		}
 		prev = c.Holder
+		if c.Holder != "" {
+			last = c.Holder
+		}
 	}
 	if prev == "a" || prev == "b" {
 		o.Final = prev
@@ -327,7 +338,8 @@ type Ownership struct {
 	Samples   int
 	Dual      time.Duration // time both nodes served the address (Serves)
 	DualAtEnd bool          // both still served it when the probe stopped
-	Moves     int           // times a node took the address it did not hold
+	Moves     int           // times a node took the address from another
+	Retakes   int           // times the last holder took it back after nobody held it
 	Final     string        // who holds it at the end (the newer one if both)
 	Changes   []Change
 }

@@ -119,6 +119,7 @@ type Result struct {
 	From             string // the active before the fault
 	Final            string // the sole holder at the end ("" if none)
 	Moves            int    // times the floating IP changed hands
+	Retakes          int    // times its holder took it back after a gap (Ownership.Retakes)
 	FalseFailover    bool   // it moved although nothing failed
 	Outage           Outage
 	Calls            Calls
@@ -166,8 +167,8 @@ func (r Result) LostLines() []string {
 
 // Line is the run as one key=value line.
 func (r Result) Line() string {
-	return fmt.Sprintf("%s scenario=%s from=%s to=%s moves=%d outage_ms=%.1f calls=%d failed_calls=%d unfinished_calls=%d retrans_calls=%d retransmissions=%d dual_ms=%.1f dual_at_end=%v false_failover=%v freeze_max_ms=%.1f",
-		r.System, r.Scenario, r.From, r.Final, r.Moves, ms(r.Outage.Longest), r.Calls.Placed, r.Calls.Failed, r.Calls.Unfinished,
+	return fmt.Sprintf("%s scenario=%s from=%s to=%s moves=%d retakes=%d outage_ms=%.1f calls=%d failed_calls=%d unfinished_calls=%d retrans_calls=%d retransmissions=%d dual_ms=%.1f dual_at_end=%v false_failover=%v freeze_max_ms=%.1f",
+		r.System, r.Scenario, r.From, r.Final, r.Moves, r.Retakes, ms(r.Outage.Longest), r.Calls.Placed, r.Calls.Failed, r.Calls.Unfinished,
 		r.Calls.RetransCalls, r.Calls.Retransmissions, ms(r.Dual), r.DualAtEnd, r.FalseFailover, ms(r.FreezeMax)) + r.lostFields() + r.floodFields()
 }
 
@@ -312,7 +313,7 @@ func Run(t TB, n *Net, sys System, scenario string, o RunOptions) (Result, error
 			}
 		}
 	}
-	r.Final, r.Moves = r.Ownership.Final, r.Ownership.Moves
+	r.Final, r.Moves, r.Retakes = r.Ownership.Final, r.Ownership.Moves, r.Ownership.Retakes
 	r.Dual, r.DualAtEnd = r.Ownership.Dual, r.Ownership.DualAtEnd
 	r.FalseFailover = !ExpectsFailover(scenario) && r.Moves > 0
 	if o.AtEnd != nil {
