@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigil-project/vigil/internal/clock"
 	"github.com/vigil-project/vigil/internal/statefile"
 	"github.com/vigil-project/vigil/internal/testtool"
 	"github.com/vigil-project/vigil/protocol"
@@ -27,6 +28,10 @@ func fullDisk(t *testing.T) (dir string, fill, free func()) {
 func TestNodeManagerFullDiskDoesNotClaim(t *testing.T) {
 	dir, fill, free := fullDisk(t)
 	m := testManager(t, false)
+	// The driver's clock and the times the test ticks the core with must
+	// be one clock: flush dates what it sends from it (Node.Sent).
+	clk := clock.NewFake(time.Second)
+	m.clk = clk
 	var logBuf bytes.Buffer
 	m.log = slog.New(slog.NewJSONHandler(&logBuf, nil))
 	path := filepath.Join(dir, StateFile)
@@ -64,6 +69,7 @@ func TestNodeManagerFullDiskDoesNotClaim(t *testing.T) {
 	candidate := false
 	for i := 0; i < 400; i++ {
 		now += 5 * time.Millisecond
+		clk.AdvanceTo(now)
 		m.node.Tick(now)
 		m.flush()
 		for _, e := range sent {
@@ -97,6 +103,7 @@ func TestNodeManagerFullDiskDoesNotClaim(t *testing.T) {
 	// claim: the core still holds it as not persisted.
 	_, before, _ := m.state.Status()
 	now += 5 * time.Millisecond
+	clk.AdvanceTo(now)
 	m.node.Tick(now)
 	m.flush()
 	if failing, errs, _ := m.state.Status(); !failing || errs != before+1 {
@@ -114,6 +121,7 @@ func TestNodeManagerFullDiskDoesNotClaim(t *testing.T) {
 			break
 		}
 		now += 5 * time.Millisecond
+		clk.AdvanceTo(now)
 		m.node.Tick(now)
 		m.flush()
 	}
