@@ -357,7 +357,7 @@ func (h *harness) serveOnce(n *testNode) {
 	for {
 		select {
 		case ev := <-n.m.netEvents:
-			n.m.onInput("net_event", func() {
+			n.m.onInput(stepNetEvent, func() {
 				n.m.fo.local(h.clk.Now())
 				n.m.onNetEvent(ev)
 			})
@@ -369,7 +369,7 @@ func (h *harness) serveOnce(n *testNode) {
 	}
 	select {
 	case <-n.m.tick.C():
-		n.m.onInput("tick", n.m.onTick)
+		n.m.onInput(stepTick, n.m.onTick)
 	default:
 	}
 	n.collectHooks()
@@ -378,14 +378,14 @@ func (h *harness) serveOnce(n *testNode) {
 		if !ok {
 			break
 		}
-		n.m.onInput("datagram", func() { n.m.onInbound(in) })
+		n.m.onInput(stepDatagram, func() { n.m.onInbound(in) })
 		n.collectHooks()
 	}
 }
 
 // supervisor hands n a supervisor message as Run's loop does.
 func (h *harness) supervisor(n *testNode, msg *ctlmsg.Msg) {
-	n.m.onInput("supervisor", func() {
+	n.m.onInput(stepSupervisor, func() {
 		n.m.fo.local(h.clk.Now())
 		n.m.onSupervisor(msg)
 	})

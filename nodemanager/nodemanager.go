@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/vigil-project/vigil/config"
@@ -204,7 +205,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		m.startWatch()
 	}
 	go m.hooks.run(ctx)
-	if m.watch, err = schedwatch.New(schedwatch.Config{Threshold: cfg.Control.SchedDelayWarn, Logger: log}); err != nil {
+	if m.watch, err = schedwatch.New(schedwatch.Config{Threshold: cfg.Control.SchedDelayWarn, Logger: log, Each: m.watchPass}); err != nil {
 		return err
 	}
 	go func() { _ = m.watch.Run(ctx) }()
@@ -300,16 +301,16 @@ func (m *manager) serve(ctx context.Context, in <-chan transport.Inbound, sup <-
 			m.shutdown(in)
 			return
 		case x := <-in:
-			m.onInput("datagram", func() { m.onInbound(x) })
+			m.onInput(stepDatagram, func() { m.onInbound(x) })
 		case <-m.tick.C():
-			m.onInput("tick", m.onTick)
+			m.onInput(stepTick, m.onTick)
 		case msg := <-sup:
-			m.onInput("supervisor", func() {
+			m.onInput(stepSupervisor, func() {
 				m.fo.local(m.clk.Now())
 				m.onSupervisor(msg)
 			})
 		case ev := <-m.netEvents:
-			m.onInput("net_event", func() {
+			m.onInput(stepNetEvent, func() {
 				m.fo.local(m.clk.Now())
 				m.onNetEvent(ev)
 			})
@@ -319,44 +320,102 @@ func (m *manager) serve(ctx context.Context, in <-chan transport.Inbound, sup <-
 
 // onInput is one pass of the loop: input's handler, then afterInput,
 // timed (checkPass).
-func (m *manager) onInput(input string, handle func()) {
-	m.pass.begin(m.clk.Now())
+func (m *manager) onInput(input passStep, handle func()) {
+	m.pass.begin(input, m.clk.Now())
 	handle()
 	m.pass.step(input, m.clk.Now())
 	m.afterInput()
-	m.checkPass(input)
+	m.checkPass()
 }
+
+// passStep names an input or a step of a pass, for the loop_slow and
+// loop_stuck lines (a number, so that marking one allocates nothing).
+type passStep uint8
+
+const (
+	stepNone passStep = iota
+	stepDatagram
+	stepTick
+	stepSupervisor
+	stepNetEvent
+	stepSyncLease
+	stepPersist
+	stepEvents
+	stepSend
+	stepDrainLease
+	stepRebuildFloat
+	stepReport
+)
+
+var passStepNames = [...]string{
+	stepNone: "none", stepDatagram: "datagram", stepTick: "tick", stepSupervisor: "supervisor",
+	stepNetEvent: "net_event", stepSyncLease: "sync_lease", stepPersist: "persist", stepEvents: "events",
+	stepSend: "send", stepDrainLease: "drain_and_lease", stepRebuildFloat: "rebuild_float", stepReport: "report",
+}
+
+func (s passStep) String() string { return passStepNames[s] }
 
 // passWatch times one pass of the loop (an input and afterInput) and
 // its slowest step. Nothing in a pass should wait: a pass that takes a
 // good part of the lease is what loses a lease on a host that is not
-// itself stalled, so it is logged with the step to blame.
+// itself stalled, so it is logged with the step to blame; one that does
+// not end is reported while it lasts (watchPass, from another goroutine:
+// the fence may kill the process before the pass ends).
 type passWatch struct {
 	start, last time.Duration
-	slow        string
+	input, slow passStep
 	slowFor     time.Duration
+	// For watchPass: the running pass's start (0 between passes), its
+	// input and last finished step, and the start already reported.
+	busy, warned atomic.Int64
+	busyInput    atomic.Uint32
+	done         atomic.Uint32
 }
 
-func (w *passWatch) begin(now time.Duration) {
-	w.start, w.last, w.slow, w.slowFor = now, now, "", 0
+func (w *passWatch) begin(input passStep, now time.Duration) {
+	w.start, w.last, w.input, w.slow, w.slowFor = now, now, input, stepNone, 0
+	w.busyInput.Store(uint32(input))
+	w.done.Store(uint32(stepNone))
+	w.busy.Store(int64(now))
 }
 
-// step ends the step named what at now.
-func (w *passWatch) step(what string, now time.Duration) {
+// step ends the step what at now.
+func (w *passWatch) step(what passStep, now time.Duration) {
 	if d := now - w.last; d > w.slowFor {
 		w.slow, w.slowFor = what, d
 	}
 	w.last = now
+	w.done.Store(uint32(what))
 }
 
-// checkPass logs a pass that took more than a quarter of the lease.
-func (m *manager) checkPass(input string) {
+// checkPass ends the pass and logs it if it took more than a quarter of
+// the lease.
+func (m *manager) checkPass() {
+	m.pass.busy.Store(0)
 	now := m.clk.Now()
 	if took := now - m.pass.start; took > m.pcfg.Lease/4 {
 		m.slowPasses++
-		m.log.Warn("node manager loop held up", "event", "loop_slow", "input", input, "took_ms", took.Milliseconds(),
-			"step", m.pass.slow, "step_ms", m.pass.slowFor.Milliseconds())
+		m.log.Warn("node manager loop held up", "event", "loop_slow", "input", m.pass.input.String(), "took_ms", took.Milliseconds(),
+			"step", m.pass.slow.String(), "step_ms", m.pass.slowFor.Milliseconds())
 	}
+}
+
+// watchPass runs on the late-timer monitor's goroutine after each of its
+// wakeups: a pass of the loop running for over a quarter of the lease is
+// logged once, while it lasts, with the step it is in (the one after
+// after_step).
+func (m *manager) watchPass() {
+	start := m.pass.busy.Load()
+	if start == 0 || m.pass.warned.Load() == start {
+		return
+	}
+	age := m.clk.Now() - time.Duration(start)
+	if age <= m.pcfg.Lease/4 {
+		return
+	}
+	m.pass.warned.Store(start)
+	m.log.Warn("node manager loop stuck in a pass", "event", "loop_stuck", "input", passStep(m.pass.busyInput.Load()).String(),
+		"after_step", passStep(m.pass.done.Load()).String(), "for_ms", age.Milliseconds())
 }
 
 // onInbound steps an accepted datagram into the protocol.
@@ -393,15 +452,15 @@ func (m *manager) afterInput() {
 	m.checkDrain(now)
 	m.checkGapClaim(now)
 	m.enforceLease(now)
-	m.pass.step("drain_and_lease", m.clk.Now())
+	m.pass.step(stepDrainLease, m.clk.Now())
 	if m.watchStale && !m.held {
 		m.rebuildFloat(now)
-		m.pass.step("rebuild_float", m.clk.Now())
+		m.pass.step(stepRebuildFloat, m.clk.Now())
 	}
 	if now-m.lastReport >= m.pcfg.Lease/4 {
 		m.report(now)
 		m.lastReport = now
-		m.pass.step("report", m.clk.Now())
+		m.pass.step(stepReport, m.clk.Now())
 	}
 }
 
@@ -629,20 +688,20 @@ func (m *manager) flush() {
 	// Before the events: BecameActive claims (and announces) under the
 	// new deadline, BecameStandby's release finds announcements stopped.
 	m.syncLease()
-	m.pass.step("sync_lease", m.clk.Now())
+	m.pass.step(stepSyncLease, m.clk.Now())
 	if rd.State != nil {
 		if err := m.state.Save(rd.State); err != nil {
 			written = false
 		} else {
 			m.node.Persisted(*rd.State)
 		}
-		m.pass.step("persist", m.clk.Now())
+		m.pass.step(stepPersist, m.clk.Now())
 	}
 	for _, ev := range rd.Events {
 		m.onEvent(ev)
 	}
 	if len(rd.Events) > 0 {
-		m.pass.step("events", m.clk.Now())
+		m.pass.step(stepEvents, m.clk.Now())
 	}
 	if !written {
 		return
@@ -659,7 +718,7 @@ func (m *manager) flush() {
 		}
 	}
 	if len(rd.Messages) > 0 {
-		m.pass.step("send", m.clk.Now())
+		m.pass.step(stepSend, m.clk.Now())
 	}
 }
 

@@ -3,6 +3,7 @@ package nodemanager
 import (
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -135,5 +136,42 @@ func TestSlowPassNamesItsStep(t *testing.T) {
 	}
 	if n := a.logged("loop_slow") - before; n != 0 {
 		t.Fatalf("%d loop_slow lines from quick passes:\n%s", n, a.logs.String())
+	}
+}
+
+// A pass that has not ended is reported while it lasts, once, with the
+// step it is in (after the last one it finished): a node manager stuck
+// in a pass is fenced before the pass could end and log loop_slow.
+func TestStuckPassIsReportedWhileItLasts(t *testing.T) {
+	m := testManager(t, false)
+	m.pcfg.Lease = 60 * time.Millisecond
+	clk := clock.NewFake(time.Second)
+	m.clk = clk
+	var logs syncBuf
+	m.log = slog.New(slog.NewJSONHandler(&logs, nil))
+	stuck := func() int { return strings.Count(logs.String(), `"event":"loop_stuck"`) }
+
+	m.pass.begin(stepTick, clk.Now())
+	m.pass.step(stepTick, clk.Now())
+	m.pass.step(stepPersist, clk.Now())
+	clk.Advance(m.pcfg.Lease / 8)
+	m.watchPass()
+	if stuck() != 0 {
+		t.Fatalf("reported a pass an eighth of the lease old:\n%s", logs.String())
+	}
+	clk.Advance(m.pcfg.Lease / 4)
+	m.watchPass()
+	m.watchPass()
+	if stuck() != 1 || !strings.Contains(logs.String(), `"after_step":"persist"`) || !strings.Contains(logs.String(), `"input":"tick"`) {
+		t.Fatalf("want one loop_stuck line naming input tick and after_step persist:\n%s", logs.String())
+	}
+	m.checkPass()
+	if !strings.Contains(logs.String(), `"event":"loop_slow"`) {
+		t.Fatalf("the ended pass was not logged as slow:\n%s", logs.String())
+	}
+	clk.Advance(m.pcfg.Lease)
+	m.watchPass()
+	if stuck() != 1 {
+		t.Fatalf("reported a pass after it ended:\n%s", logs.String())
 	}
 }

@@ -58,6 +58,11 @@ type Config struct {
 
 	Logger *slog.Logger // nil discards
 	Clock  Clock        // nil = SystemClock
+
+	// Each, when set, is called on the monitor's goroutine after every
+	// wakeup: a check of another goroutine's progress that needs a
+	// timer, without a timer (and a wakeup) of its own. It must not block.
+	Each func()
 }
 
 // LateEvent is one wakeup later than the threshold.
@@ -269,6 +274,9 @@ func (m *Monitor) Run(ctx context.Context) error {
 			deadline = now + m.cfg.Period
 		}
 		m.observe(now, late+suspended, suspended, deadline)
+		if m.cfg.Each != nil {
+			m.cfg.Each()
+		}
 		if m.cfg.PressureWarn > 0 && now >= nextPressure {
 			nextPressure = now + m.cfg.PressureEvery
 			m.pollPressure(now)
