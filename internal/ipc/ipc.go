@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -142,10 +143,13 @@ func (c *Conn) TrySend(m *ctlmsg.Msg) error {
 	}
 	// A deadline left by Send would make the write fail before trying.
 	_ = c.c.SetWriteDeadline(time.Time{})
-	var serr error
+	var serr syscall.Errno
 	werr := rc.Write(func(fd uintptr) bool {
 		for {
-			serr = unix.Sendmsg(int(fd), b, nil, nil, unix.MSG_DONTWAIT)
+			// RawSyscall: a call that cannot block need not tell the
+			// scheduler, and telling it wakes the runtime's sysmon
+			// (internal/transport/rawio.go).
+			_, _, serr = syscall.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_DONTWAIT, 0, 0)
 			if serr != unix.EINTR {
 				return true // done either way: never wait for the peer
 			}
@@ -156,7 +160,7 @@ func (c *Conn) TrySend(m *ctlmsg.Msg) error {
 		return fmt.Errorf("ipc: send %s: %w", m.Type, werr)
 	case serr == unix.EAGAIN:
 		return ErrWouldBlock
-	case serr != nil:
+	case serr != 0:
 		return fmt.Errorf("ipc: send %s: %w", m.Type, serr)
 	}
 	return nil

@@ -34,8 +34,6 @@ import (
 	"time"
 	"unsafe"
 
-	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 
 	"github.com/vigil-project/vigil/config"
@@ -391,22 +389,21 @@ func (t *Transport) Run(ctx context.Context, out chan<- Inbound) {
 // read is one socket's reader: checks, MAC, replay, then out.
 func (t *Transport) read(ctx context.Context, c *net.UDPConn, out chan<- Inbound) {
 	dec, _ := protocol.NewDecoder(t.key) // the key was checked in Open
-	var batch batchReader
-	if la, ok := c.LocalAddr().(*net.UDPAddr); ok && la.IP.To4() != nil && len(la.IP) == net.IPv4len {
-		batch = ipv4.NewPacketConn(c)
-	} else {
-		batch = ipv6.NewPacketConn(c)
-	}
 	// recvmmsg: under a flood the queue is never empty, and one system
 	// call per batch instead of per datagram is what lets one reader
 	// drain it. A buffer one byte longer than the largest datagram: a
 	// longer one arrives truncated to it and is refused as too_large.
-	msgs := make([]ipv4.Message, readBatch)
-	for i := range msgs {
-		msgs[i].Buffers = [][]byte{make([]byte, protocol.MaxDatagram+1)}
+	batch, err := newRawBatch(c, readBatch, protocol.MaxDatagram+1)
+	if err != nil {
+		t.drop("read_error", netip.Addr{}, err)
+		return
+	}
+	var peer netip.Addr // a lane's peer
+	if ra, ok := c.RemoteAddr().(*net.UDPAddr); ok {
+		peer = ra.AddrPort().Addr().Unmap()
 	}
 	for {
-		n, err := batch.ReadBatch(msgs, 0)
+		n, err := batch.read()
 		at := clock.Boottime()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
@@ -419,14 +416,12 @@ func (t *Transport) read(ctx context.Context, c *net.UDPConn, out chan<- Inbound
 			t.drop("read_error", netip.Addr{}, err)
 			continue
 		}
-		for i := range msgs[:n] {
-			var src netip.Addr
-			if ua, ok := msgs[i].Addr.(*net.UDPAddr); ok {
-				src = ua.AddrPort().Addr().Unmap()
-			} else if ra, ok := c.RemoteAddr().(*net.UDPAddr); ok {
-				src = ra.AddrPort().Addr().Unmap() // a lane: its peer
+		for i := range n {
+			src := batch.src(i)
+			if !src.IsValid() {
+				src = peer
 			}
-			m, why, err := t.accept(dec, msgs[i].Buffers[0][:msgs[i].N], src)
+			m, why, err := t.accept(dec, batch.bufs[i][:batch.size(i)], src)
 			if err != nil {
 				t.drop(why, src, err)
 				continue
@@ -443,12 +438,6 @@ func (t *Transport) read(ctx context.Context, c *net.UDPConn, out chan<- Inbound
 
 // readBatch is how many datagrams one read takes at most.
 const readBatch = 64
-
-// batchReader is x/net's recvmmsg reader (ipv4 or ipv6 PacketConn: the
-// same Message type).
-type batchReader interface {
-	ReadBatch(ms []ipv4.Message, flags int) (int, error)
-}
 
 // accept runs the checks in order of cost: the source address (a map
 // lookup), the head (Peek: size, magic, version, type, claimed sender,
@@ -623,7 +612,7 @@ func (t *Transport) Send(e protocol.Envelope) error {
 		return fmt.Errorf("transport: encode %s to %s: %w", e.Msg.Type, e.To, err)
 	}
 	if lane := t.lanes[dst]; lane != nil {
-		_, err = lane.Write(b)
+		err = rawWrite(lane, b)
 	} else if t.srcOOB != nil {
 		_, _, err = t.conn.WriteMsgUDPAddrPort(b, t.srcOOB, dst)
 	} else {
