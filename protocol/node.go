@@ -148,12 +148,13 @@ type Node struct {
 	claim     *round
 	probe     *round
 	needProbe bool // late: re-check with the locators before trusting timers
-	// reclaim: this node's lease ran out while it was itself stalled (it
-	// saw the gap on resuming). Once its re-check finds no other holder
-	// it claims the role back at once, and until its claim is decided it
-	// keeps a token naming no active rather than pass it: the others were
-	// likely stalled with it (one machine's pause), and a move of the
-	// role would only add a second interruption to the first.
+	// reclaim: this node's lease ran out while it was active (its own
+	// stall, or renewals unanswered while the locators paused). Once its
+	// re-check finds no other holder it claims the role back at once,
+	// and until its claim is decided it keeps a token naming no active
+	// rather than pass it: the others were likely paused with it (one
+	// machine's pause), and a move of the role would only add a second
+	// interruption to the first.
 	reclaim       bool
 	reclaimSince  time.Duration
 	nextClaim     time.Duration
@@ -476,7 +477,7 @@ func (n *Node) advance(now time.Duration) {
 		n.noteLate()
 		switch {
 		case n.role == Active && n.now >= n.leaseUntil:
-			n.reclaim, n.reclaimSince = true, n.now // checkLease steps down just below
+			// checkLease, just below, steps down and reclaims.
 		case n.role != Active:
 			// Our own stall is no news of the active: the token timer
 			// does not count it (the probe that noteLate started
@@ -497,6 +498,15 @@ func (n *Node) noteLate() {
 func (n *Node) checkLease() {
 	if n.role == Active && n.now >= n.leaseUntil {
 		n.stepDown("lease expired", "", false)
+		// Alive to see it: re-check and claim the role back (reclaim)
+		// rather than hand the others a token naming no active. A
+		// lease that ran out while this node ran is most often one
+		// whose renewals went unanswered while the locators were
+		// paused, the others with them.
+		if !n.reclaim {
+			n.reclaim, n.reclaimSince = true, n.now
+		}
+		n.noteLate()
 	}
 }
 

@@ -746,3 +746,39 @@ func TestNodeStalledStandbyWaitsFromResume(t *testing.T) {
 		t.Fatalf("token lost %v after resuming, want about a token timeout (%v)", lost-resumed, tt)
 	}
 }
+
+// The same when the active itself ran on time but its renewals went
+// unanswered while the locators paused: the lease ran out, and the
+// active, alive to see it, re-checks and claims it back instead of handing
+// the standby a token naming no active.
+func TestNodeUnansweredActiveReclaims(t *testing.T) {
+	h := newHarness(t, "b", NodeState{})
+	h.ready()
+	h.becomeActive(2 * ms)
+	var rd Ready
+	for i := 0; i < 100 && !hasEvent(rd, "BecameStandby"); i++ {
+		h.seq++
+		if err := h.n.Step(h.now, Message{Type: MsgJoin, From: "a", ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq, ToIncarnation: h.n.st.Incarnation}); err != nil {
+			t.Fatal(err)
+		}
+		h.ready()
+		rd = h.tick(5 * ms) // no renewal answered
+		for _, tok := range tokensSent(rd) {
+			if tok.Active == "" {
+				t.Fatalf("passed a token naming no active: %+v", tok)
+			}
+		}
+	}
+	if !hasEvent(rd, "BecameStandby") {
+		t.Fatal("the lease never ran out")
+	}
+	if h.n.probe == nil {
+		t.Fatal("no re-check of the locators after the lease ran out")
+	}
+	p := h.n.probe.id
+	h.ack("a", p, false, 1, "b", 0)
+	rd = h.ack("w", p, false, 1, "b", 0)
+	if !hasEvent(rd, "BecameCandidate") || !strings.Contains(fmt.Sprint(rd.Events), "lease_lost") {
+		t.Fatalf("no reclaim (lease_lost) after the re-check found no other holder: %v", rd.Events)
+	}
+}
