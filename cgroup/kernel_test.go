@@ -922,3 +922,67 @@ func TestKillDirsHooksGroup(t *testing.T) {
 		t.Errorf("KillDirs of an empty group = %v, %v", found, err)
 	}
 }
+
+// A budget the parent cannot cover is refused by the kernel with a bare
+// EINVAL; the error must name who holds the rest (here, a second tree
+// standing in for one a killed run left behind).
+func TestRefusedBudgetNamesHolders(t *testing.T) {
+	hog, hogName := kernelManager(t, nil)
+	requireV1(t, hog)
+	var base string
+	for _, d := range hog.baseDirs() {
+		if exists(filepath.Join(d, "cpu.rt_runtime_us")) {
+			base = d
+		}
+	}
+	if base == "" {
+		t.Skip("no cpu.rt_runtime_us on this kernel (CONFIG_RT_GROUP_SCHED off)")
+	}
+	own := filepath.Dir(base)
+	total, err := strconv.ParseInt(readTrim(t, filepath.Join(own, "cpu.rt_runtime_us")), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	free := total
+	des, err := os.ReadDir(own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, de := range des {
+		if !de.IsDir() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(own, de.Name(), "cpu.rt_runtime_us"))
+		if v, perr := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil && perr == nil && v > 0 {
+			free -= v
+		}
+	}
+	if free < 20000 {
+		t.Fatalf("the own cgroup %s has only %d µs of realtime budget free", own, free)
+	}
+	g, err := hog.Group("control/hog")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Apply(Resources{RTRuntimeUs: free - 5000}); err != nil {
+		t.Fatalf("hog Apply(%d): %v", free-5000, err)
+	}
+
+	m, _ := kernelManager(t, nil)
+	g2, err := m.Group("control/locator")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = g2.Apply(Resources{RTRuntimeUs: 10000})
+	if err == nil {
+		t.Fatal("Apply succeeded with the budget held by another tree")
+	}
+	if !errors.Is(err, unix.EINVAL) {
+		t.Errorf("err = %v, want EINVAL kept in the chain", err)
+	}
+	for _, want := range []string{hogName + "=" + strconv.FormatInt(free-5000, 10), "already hold", own} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("err = %v\nwant it to contain %q", err, want)
+		}
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // cfsPeriodUs is the CFS period Vigil uses for CPU caps (the kernel default).
@@ -184,10 +186,51 @@ func (g *Group) Apply(r Resources) (notApplied []string, err error) {
 			}
 		}
 		if err := writeFile(hd.dir, w.file, w.val); err != nil {
+			if w.budget {
+				err = explainBudget(hd.dir, w.file, err)
+			}
 			return notApplied, err
 		}
 	}
 	return notApplied, nil
+}
+
+// explainBudget adds to a refused budget write (EINVAL: the parent cannot
+// cover it) what the parent grants and which of dir's siblings hold the
+// rest, so that an operator sees at once that, say, a stale tree left by a
+// killed run keeps the realtime budget.
+func explainBudget(dir, file string, err error) error {
+	if !errors.Is(err, unix.EINVAL) {
+		return err
+	}
+	parent := filepath.Dir(dir)
+	pv, unl, perr := readBudget(parent, file)
+	if perr != nil || unl {
+		return err
+	}
+	des, rerr := os.ReadDir(parent)
+	if rerr != nil {
+		return err
+	}
+	var held int64
+	var holders []string
+	for _, de := range des {
+		p := filepath.Join(parent, de.Name())
+		if !de.IsDir() || p == dir {
+			continue
+		}
+		v, unl, err := readBudget(p, file)
+		if err != nil || unl || v == 0 {
+			continue
+		}
+		held += v
+		holders = append(holders, fmt.Sprintf("%s=%d", de.Name(), v))
+	}
+	if len(holders) == 0 {
+		return fmt.Errorf("%w (the parent %s grants %d in all)", err, parent, pv)
+	}
+	return fmt.Errorf("%w (the parent %s grants %d, its other children already hold %d: %s)",
+		err, parent, pv, held, strings.Join(holders, ", "))
 }
 
 // hdirFor returns the group's directory in the hierarchy carrying ctrl.
@@ -276,7 +319,7 @@ func (g *Group) raiseAncestors(hd hdir, file, val string) error {
 	}
 	for i := len(raises) - 1; i >= 0; i-- {
 		if err := writeFile(raises[i].dir, file, strconv.FormatInt(raises[i].val, 10)); err != nil {
-			return err
+			return explainBudget(raises[i].dir, file, err)
 		}
 	}
 	return nil
