@@ -98,6 +98,7 @@
 //	vigil_ip_conflicts_total                       C                          another host answered for a floating IP we hold
 //	vigil_hook_failures_total                      C                          role-change hooks that failed or timed out
 //	vigil_late_ticks_total                         C                          protocol ticks more than a token interval late
+//	vigil_loop_slow_total                          C                          node manager loop passes over a quarter of the lease (event=loop_slow)
 //	vigil_late_tick_max_seconds                    G                          latest protocol tick since the node manager started
 //	vigil_peer_healthy                             G  node                    1 when the node reported itself healthy on the token
 //	vigil_peer_maintenance                         G  node                    1 when the node is in maintenance

@@ -257,6 +257,7 @@ func (c *collector) collectNodeManager(e *emitter, r *ctlmsg.NodeManagerReport) 
 	e.counter("vigil_hook_failures_total", "Role-change hooks that failed or timed out.", float64(r.HookFailures))
 	e.counter("vigil_late_ticks_total", "Protocol ticks that fired more than a token interval late.", float64(r.LateTimers))
 	e.gauge("vigil_late_tick_max_seconds", "The latest protocol tick since the node manager started.", r.MaxLateMS/1e3)
+	e.counter("vigil_loop_slow_total", "Passes of the node manager's loop that took over a quarter of the lease (event=loop_slow names the step).", float64(r.SlowPasses))
 
 	for _, p := range r.Peers {
 		e.gauge("vigil_peer_healthy", "1 when the node reported itself healthy on the token.", b2f(p.Healthy), "node", p.ID)

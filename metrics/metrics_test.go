@@ -75,7 +75,7 @@ func (f fixture) status(t *testing.T) *supervisor.Status {
 		VIPs:         heldVIPs(f.vips),
 		Takeovers:    1,
 		LastTakeover: f.takeover,
-		LateTimers:   f.lateTicks, MaxLateMS: 180,
+		LateTimers:   f.lateTicks, MaxLateMS: 180, SlowPasses: 3,
 		Degraded: true, SchedLateEpisodes: 4, SchedMaxLateMS: 250,
 		SchedLate: &schedwatch.HistogramJSON{BoundsSeconds: []float64{0.001, 0.05, 0.5}, Counts: []uint64{990, 998, 1000}, Count: 1000, SumSeconds: 0.8},
 		Timing:    &timingstat.Report{WarnState: timingstat.WarnState{Warning: true, Episodes: 2, WarnMS: 50, RecentMaxLateMS: 180}},
@@ -327,6 +327,7 @@ func TestValues(t *testing.T) {
 	check(1, "vigil_process_health", "process", "rtpengine", "state", "unhealthy")
 	check(1, "vigil_fences_total")
 	check(float64(f.lateTicks), "vigil_late_ticks_total")
+	check(3, "vigil_loop_slow_total")
 	check(4, "vigil_sched_late_episodes_total", "process", "nodemanager")
 	check(0.25, "vigil_sched_max_late_seconds", "process", "nodemanager")
 	check(1, "vigil_control_degraded", "process", "nodemanager")

@@ -994,7 +994,7 @@ func (m *manager) report(now time.Duration) {
 		TokenLost: st.TokenLost, Healthy: m.healthy, UnhealthyReasons: m.reasons,
 		Maintenance: st.Maintenance, Incarnation: st.Incarnation, QuorumNeeded: m.pcfg.Quorum(),
 		Takeovers: m.takeovers, LastTakeover: m.lastTakeover,
-		LateTimers: m.lateTimers, MaxLateMS: float64(m.maxLate) / 1e6,
+		LateTimers: m.lateTimers, MaxLateMS: float64(m.maxLate) / 1e6, SlowPasses: m.slowPasses,
 		HookFailures: m.hooks.failures.Load(), VIPs: []string{},
 	}
 	if st.LeaseValid {

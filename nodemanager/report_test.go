@@ -94,15 +94,17 @@ func TestReportNeverWaitsForSupervisor(t *testing.T) {
 	if len(queued) == 0 {
 		t.Fatal("nothing reached the supervisor")
 	}
-	// It reads again: the next report goes out, full, not a beat.
+	// It reads again: the next report goes out, full, not a beat, with
+	// the loop's counters (vigil_loop_slow_total).
+	m.slowPasses = 7
 	now += step
 	m.report(now)
 	got := readAll()
 	if len(got) != 1 {
 		t.Fatalf("after the supervisor read, %d reports arrived, want 1", len(got))
 	}
-	if got[0].Beat || got[0].Self != "a" {
-		t.Fatalf("first report after skipping: beat=%t self=%q, want a full report of a", got[0].Beat, got[0].Self)
+	if got[0].Beat || got[0].Self != "a" || got[0].SlowPasses != 7 {
+		t.Fatalf("first report after skipping: beat=%t self=%q slow_passes=%d, want a full report of a with 7", got[0].Beat, got[0].Self, got[0].SlowPasses)
 	}
 	if m.reportsSkipped != 0 {
 		t.Fatalf("skipped count %d after a report went out, want 0", m.reportsSkipped)
@@ -128,6 +130,7 @@ func TestSlowPassNamesItsStep(t *testing.T) {
 	if a.m.slowPasses == 0 {
 		t.Fatal("slow passes not counted")
 	}
+
 	// Holding the role writes nothing: no slow pass.
 	before := a.logged("loop_slow")
 	h.run(500*time.Millisecond, nil)

@@ -53,6 +53,9 @@ type NodeManagerReport struct {
 	LastTakeover     *Takeover `json:"last_takeover,omitempty"`
 	LateTimers       uint64    `json:"late_ticks"`  // protocol ticks that fired more than a token interval late
 	MaxLateMS        float64   `json:"max_late_ms"` // the latest of those
+	// SlowPasses counts passes of the node manager's loop that took over
+	// a quarter of the lease (each also logged as event=loop_slow).
+	SlowPasses uint64 `json:"slow_passes"`
 	// Degraded: this control-plane process was not scheduled for longer
 	// than control.sched_delay_warn within the last 10 s (Corosync's "not
 	// scheduled for X ms"). Shown and logged; it does not by itself hand
