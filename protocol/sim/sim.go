@@ -746,7 +746,7 @@ func (w *simWorld) nodeReady(i int) {
 	if !written {
 		return // the events are local and were acted on; the messages are lost
 	}
-	h.node.Sent(w.now) // a write takes no simulated time: as the driver, dated at the send
+	h.node.Sent(h.local(w.now)) // a write takes no simulated time: as the driver, dated at the send, on the node's clock
 	for _, env := range rd.Messages {
 		w.send(i, env)
 	}
