@@ -344,7 +344,11 @@ func falseText(p Point) string {
 	if p.FalseFailovers == 0 {
 		return fmt.Sprintf("0 false failovers in %s s of noise (< %s/h; 95%% bound %s/h)", num(p.NoisySeconds), num(p.Resolution()), num(3*p.Resolution()))
 	}
-	return fmt.Sprintf("%d false failovers in %s s of noise (%s/h)", p.FalseFailovers, num(p.NoisySeconds), num(p.PerHour()))
+	noun := "false failovers"
+	if p.FalseFailovers == 1 {
+		noun = "false failover"
+	}
+	return fmt.Sprintf("%d %s in %s s of noise (%s/h)", p.FalseFailovers, noun, num(p.NoisySeconds), num(p.PerHour()))
 }
 
 // caption is the lines under the plot: what was measured, how much of it.
