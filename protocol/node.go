@@ -546,6 +546,65 @@ func (n *Node) timers() {
 	}
 }
 
+// NextDeadline is the earliest time at which Tick could act on what the
+// node knows now: a driver that ticks then, and after every input, acts
+// when one ticking finely would. It is never later than a timer that is
+// due; it may be earlier (a wakeup that finds nothing to do), and at or
+// before Now when something is due already. Inputs (Step, SetHealth, ...)
+// change it: ask again after each. The driver still ticks at least every
+// token interval, which its own stall detection (advance) relies on.
+func (n *Node) NextDeadline() time.Duration {
+	next := n.now + n.cfg.TokenTimeout
+	at := func(t time.Duration) { next = min(next, t) }
+	if n.role == Active {
+		at(n.leaseUntil)
+		at(n.lastRenew + n.cfg.TokenInterval)
+		if n.bump && n.claim == nil {
+			at(n.lastBump + n.cfg.TokenTimeout)
+		}
+		if (n.maint || !n.healthy) && n.healthyPeer() != "" {
+			at(n.now) // maybeHandover
+		}
+	}
+	if n.holding {
+		pass := n.heldSince + n.cfg.TokenInterval
+		if n.reclaim && n.tok.Active == "" {
+			pass = max(pass, n.reclaimSince+n.cfg.TokenTimeout/2) // holdForReclaim
+		}
+		at(pass)
+		if n.role == Standby && n.tok.Active == "" {
+			// A token naming no active: claim once mayClaimFromToken
+			// holds. Of its terms only blockUntil, and an unhealthy
+			// node's healthy peer going stale (eligible), change with
+			// time alone.
+			if n.mayClaimFromToken(n.tok) {
+				at(n.now)
+			}
+			if n.blockUntil > n.now {
+				at(n.blockUntil)
+			}
+			if !n.healthy {
+				at(n.peersAt + n.cfg.TokenTimeout)
+			}
+		}
+	} else {
+		at(n.lastTokenAt + n.cfg.TokenTimeout) // checkTokenLoss
+	}
+	if n.role == Candidate && n.claim == nil {
+		at(n.nextClaim)
+	}
+	for _, r := range n.rounds {
+		at(r.sentAt + n.cfg.Lease) // expireRounds
+	}
+	if n.claim != nil {
+		at(n.claim.sentAt + n.roundTimeout())
+	}
+	if n.probe != nil {
+		at(n.probe.sentAt + n.roundTimeout())
+	}
+	return next
+}
+
 // holdForReclaim: keep a token that names no active while reclaiming
 // (see Node.reclaim), for at most half a token timeout so the ring never
 // stops for long.

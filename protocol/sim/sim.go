@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -47,6 +48,12 @@ type Options struct {
 	// crashes and stalls, one locator down or stalled at a time, lost
 	// tokens); any role change of the active is a violation.
 	Benign bool
+	// Twin: every node has a twin driven as the node manager drives its
+	// node (ticked only at Node.NextDeadline, or a token interval after
+	// its last tick), given every input the node gets; after each input
+	// their Ready must be the same. A deadline later than a timer the
+	// finely ticked node acted on shows as a violation.
+	Twin bool
 
 	bug simBug // planted bugs, for tests that check the simulator finds them
 	// kernelLate overrides KernelLeaseLate (tests: a late kernel beyond
@@ -171,6 +178,7 @@ type simHost struct {
 	offset time.Duration
 
 	node   *protocol.Node
+	tw     *twin          // Options.Twin: node's deadline-ticked copy
 	dead   *protocol.Node // last crashed incarnation: its lease may still be "held" until it ends
 	nodeSt protocol.NodeState
 	np     simProc
@@ -187,6 +195,31 @@ type simHost struct {
 	report      *protocol.Succession
 	reportLease time.Duration
 	reportAt    time.Duration
+}
+
+// twin is a node's copy ticked as the node manager ticks (Options.Twin).
+type twin struct {
+	n        *protocol.Node
+	lastCall time.Duration
+}
+
+// tick is the node's Tick at t; the twin ticks only if its deadline has
+// come or a token interval has passed since its last input (the node
+// manager's nextTick).
+func (w *simWorld) tick(h *simHost, t time.Duration) {
+	h.node.Tick(t)
+	if tw := h.tw; tw != nil && (t >= tw.n.NextDeadline() || t-tw.lastCall >= w.cfg.TokenInterval) {
+		tw.n.Tick(t)
+		tw.lastCall = t
+	}
+}
+
+// both applies f to the node and to its twin, if any.
+func (h *simHost) both(f func(n *protocol.Node)) {
+	f(h.node)
+	if h.tw != nil {
+		f(h.tw.n)
+	}
 }
 
 func (h *simHost) local(t time.Duration) time.Duration {
@@ -516,16 +549,24 @@ func (w *simWorld) startNode(i int) {
 	// A starting node manager removes whatever floating IPs a previous
 	// incarnation left (NewNode's contract), so the dead one's hold ends.
 	h.dead = nil
-	h.node = n
+	h.node, h.tw = n, nil
+	if w.opt.Twin {
+		tn, err := protocol.NewNode(w.cfgFor(i), h.nodeSt, h.local(w.now))
+		if err != nil {
+			w.violation("NewNode (twin): %v", err)
+			return
+		}
+		h.tw = &twin{n: tn, lastCall: h.local(w.now)}
+	}
 	h.report, h.reportAt = nil, 0 // the supervisor forgets the previous process's report
 	h.np.up, h.np.stallUntil, h.np.queue = true, 0, nil
 	h.np.gen++
 	h.np.filter, h.np.seen = protocol.NewReplayFilter(w.cfgFor(i)), map[string]bool{}
 	if !h.healthy {
-		n.SetHealth(h.local(w.now), false)
+		h.both(func(n *protocol.Node) { n.SetHealth(h.local(w.now), false) })
 	}
 	if h.maint {
-		n.SetMaintenance(h.local(w.now), true)
+		h.both(func(n *protocol.Node) { n.SetMaintenance(h.local(w.now), true) })
 	}
 	w.tracef(h, "node start incarnation=%d max_epoch=%d", n.Status().Incarnation, h.nodeSt.MaxEpoch)
 	w.nodeReady(i)
@@ -555,7 +596,7 @@ func (w *simWorld) crashNode(i int) {
 	}
 	h.np.up = false
 	h.np.gen++
-	h.dead, h.node = h.node, nil
+	h.dead, h.node, h.tw = h.node, nil, nil
 	w.tracef(h, "node CRASH")
 }
 
@@ -580,7 +621,7 @@ func (w *simWorld) scheduleNodeTick(i, gen int) {
 		if w.now < h.np.stallUntil {
 			return // the resume event ticks and reschedules
 		}
-		h.node.Tick(h.local(w.now))
+		w.tick(h, h.local(w.now))
 		w.nodeReady(i)
 		w.nodeReport(h)
 		w.scheduleNodeTick(i, gen)
@@ -665,6 +706,19 @@ func (w *simWorld) stallNode(i int, d time.Duration) {
 	if !h.np.up || h.np.stallUntil > w.now {
 		return
 	}
+	if h.tw != nil {
+		// The protocol counts its own stall from its last input, which
+		// for the twin may be up to a token interval earlier than for
+		// the node (it is ticked less often): the same stall would read
+		// as a different gap (Node.advance shifts the token timer by
+		// it). With Twin both take an input as the stall begins, so the
+		// comparison is of their timers, not of their pace.
+		t := h.local(w.now)
+		h.node.Tick(t)
+		h.tw.n.Tick(t)
+		h.tw.lastCall = t
+		w.nodeReady(i)
+	}
 	h.np.stallUntil = w.now + d
 	gen := h.np.gen
 	w.tracef(h, "node STALL %v", d)
@@ -679,7 +733,7 @@ func (w *simWorld) stallNode(i int, d time.Duration) {
 		for _, b := range q {
 			w.deliverNow(i, false, b)
 		}
-		h.node.Tick(h.local(w.now))
+		w.tick(h, h.local(w.now))
 		w.nodeReady(i)
 		w.scheduleNodeTick(i, gen)
 	})
@@ -712,18 +766,21 @@ func (w *simWorld) stallLoc(i int, d time.Duration) {
 func (w *simWorld) nodeReady(i int) {
 	h := w.hosts[i]
 	rd := h.node.Ready()
+	if h.tw != nil {
+		w.compareTwin(h, rd, h.tw.n.Ready())
+	}
 	written := true
 	if rd.State != nil {
 		if w.now < h.np.diskFailUntil {
 			written = false
 			if w.opt.bug == bugForgetFailedWrite {
-				h.node.Persisted(*rd.State)
+				h.both(func(n *protocol.Node) { n.Persisted(*rd.State) })
 			}
 			w.tracef(h, "node state write FAILED (incarnation=%d max_epoch=%d); sending nothing", rd.State.Incarnation, rd.State.MaxEpoch)
 			w.note(h.id, "node", "state write FAILED incarnation=%d max_epoch=%d", rd.State.Incarnation, rd.State.MaxEpoch)
 		} else {
 			h.nodeSt = *rd.State // persisted (fsync) before anything is sent
-			h.node.Persisted(*rd.State)
+			h.both(func(n *protocol.Node) { n.Persisted(*rd.State) })
 			w.note(h.id, "node", "state incarnation=%d max_epoch=%d", rd.State.Incarnation, rd.State.MaxEpoch)
 		}
 	}
@@ -746,9 +803,21 @@ func (w *simWorld) nodeReady(i int) {
 	if !written {
 		return // the events are local and were acted on; the messages are lost
 	}
-	h.node.Sent(h.local(w.now)) // a write takes no simulated time: as the driver, dated at the send, on the node's clock
+	h.both(func(n *protocol.Node) { n.Sent(h.local(w.now)) }) // a write takes no simulated time: as the driver, dated at the send, on the node's clock
 	for _, env := range rd.Messages {
 		w.send(i, env)
+	}
+}
+
+// compareTwin: the deadline-ticked twin must have done exactly what the
+// node did.
+func (w *simWorld) compareTwin(h *simHost, rd, rt protocol.Ready) {
+	same := reflect.DeepEqual(rd.Messages, rt.Messages) && reflect.DeepEqual(rd.Events, rt.Events) &&
+		(rd.State == nil) == (rt.State == nil) && (rd.State == nil || *rd.State == *rt.State)
+	if !same {
+		w.violation("%s: the deadline-ticked twin diverged at %v (its next deadline %v, last input %v): node sent %v, events %v; twin sent %v, events %v; node %+v twin %+v",
+			h.id, h.local(w.now), h.tw.n.NextDeadline(), h.tw.lastCall, rd.Messages, rd.Events, rt.Messages, rt.Events, h.node.Status(), h.tw.n.Status())
+		h.tw = nil // one report per incarnation
 	}
 }
 
@@ -891,6 +960,12 @@ func (w *simWorld) deliverNow(to int, isLoc bool, b []byte) {
 		w.locReady(to)
 	} else {
 		err = h.node.Step(now, m)
+		if h.tw != nil {
+			if terr := h.tw.n.Step(now, m); (terr == nil) != (err == nil) {
+				w.violation("%s: deadline twin's Step(%s) = %v, the node's %v", h.id, m.Type, terr, err)
+			}
+			h.tw.lastCall = now
+		}
 		w.nodeReady(to)
 	}
 	switch {
@@ -1132,8 +1207,10 @@ func (w *simWorld) planFaults() time.Duration {
 					h.healthy = false
 				}
 				if h.node != nil && h.np.up && w.now >= h.np.stallUntil {
-					h.node.SetHealth(h.local(w.now), h.healthy)
-					h.node.SetMaintenance(h.local(w.now), h.maint)
+					h.both(func(n *protocol.Node) {
+						n.SetHealth(h.local(w.now), h.healthy)
+						n.SetMaintenance(h.local(w.now), h.maint)
+					})
 					w.nodeReady(i)
 				}
 			})
@@ -1148,6 +1225,11 @@ func (w *simWorld) planFaults() time.Duration {
 				h := w.hosts[i]
 				if h.node != nil && h.np.up && w.now >= h.np.stallUntil {
 					err := h.node.Switchover(h.local(w.now), to)
+					if h.tw != nil {
+						if terr := h.tw.n.Switchover(h.local(w.now), to); (terr == nil) != (err == nil) {
+							w.violation("%s: deadline twin's Switchover = %v, the node's %v", h.id, terr, err)
+						}
+					}
 					w.tracef(h, "switchover(%q): %v", to, err)
 					w.nodeReady(i)
 				}
@@ -1220,7 +1302,10 @@ func (w *simWorld) planBenign() time.Duration {
 			case 5:
 				w.res.Faults = append(w.res.Faults, fmt.Sprintf("%v standby %s Late(%v)", w.now, w.hosts[o].id, dur))
 				if h := w.hosts[o]; h.node != nil && h.np.up && w.now >= h.np.stallUntil {
-					h.node.Late(h.local(w.now), dur)
+					h.both(func(n *protocol.Node) { n.Late(h.local(w.now), dur) })
+					if h.tw != nil {
+						h.tw.lastCall = h.local(w.now)
+					}
 					w.nodeReady(o)
 				}
 			}
@@ -1239,8 +1324,10 @@ func (w *simWorld) setHealthy(i int) {
 	h := w.hosts[i]
 	h.healthy, h.maint = true, false
 	if h.node != nil && h.np.up && w.now >= h.np.stallUntil {
-		h.node.SetHealth(h.local(w.now), true)
-		h.node.SetMaintenance(h.local(w.now), false)
+		h.both(func(n *protocol.Node) {
+			n.SetHealth(h.local(w.now), true)
+			n.SetMaintenance(h.local(w.now), false)
+		})
 		w.nodeReady(i)
 	}
 }

@@ -24,6 +24,23 @@ func TestSimulatorClean(t *testing.T) {
 	}
 }
 
+// TestDeadlineTwin: a node ticked only at its NextDeadline (and a token
+// interval after its last tick, as the node manager ticks it) does
+// exactly what a finely ticked one does, through every fault the
+// simulator makes.
+func TestDeadlineTwin(t *testing.T) {
+	n := 300
+	if testing.Short() {
+		n = 40
+	}
+	for s := uint64(1); s <= uint64(n); s++ {
+		r := Run(Options{Seed: s, Kill: s%10 == 0, Benign: s%10 == 5, Twin: true})
+		if len(r.Violations) > 0 {
+			t.Fatalf("seed %d (%s): %v\nreplay: go run ./test/sim -twin -replay %d", s, r.Shape, r.Violations, s)
+		}
+	}
+}
+
 // TestSimulatorIsDeterministic: a seed replays exactly.
 func TestSimulatorIsDeterministic(t *testing.T) {
 	for _, s := range []uint64{7, 8, 30} {

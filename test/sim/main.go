@@ -48,6 +48,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	benignEvery := fs.Int("benign-every", 10, "every Nth schedule (offset by half) has only faults that must not move the active role (0: never)")
 	drift := fs.Float64("drift", 0.01, "clock-rate drift bound between hosts (0.01 = 1%)")
 	workers := fs.Int("workers", runtime.GOMAXPROCS(0), "parallel schedules")
+	twin := fs.Bool("twin", false, "check each node against a copy ticked only at its next deadline, as the node manager ticks it")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -61,7 +62,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fmt := fmtTo{stdout}
 
 	opts := func(s uint64) sim.Options {
-		return sim.Options{Seed: s, MaxDrift: *drift,
+		return sim.Options{Seed: s, MaxDrift: *drift, Twin: *twin,
 			Kill:   *killEvery > 0 && s%uint64(*killEvery) == 0,
 			Benign: *benignEvery > 0 && s%uint64(*benignEvery) == uint64(*benignEvery/2) && *benignEvery > 1}
 	}
