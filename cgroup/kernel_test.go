@@ -943,19 +943,13 @@ func TestRefusedBudgetNamesHolders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	free := total
-	des, err := os.ReadDir(own)
+	held, err := childBudgets(own, "", "cpu.rt_runtime_us")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, de := range des {
-		if !de.IsDir() {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(own, de.Name(), "cpu.rt_runtime_us"))
-		if v, perr := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil && perr == nil && v > 0 {
-			free -= v
-		}
+	free := total
+	for _, h := range held {
+		free -= h.v
 	}
 	if free < 20000 {
 		t.Fatalf("the own cgroup %s has only %d µs of realtime budget free", own, free)

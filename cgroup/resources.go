@@ -208,23 +208,15 @@ func explainBudget(dir, file string, err error) error {
 	if perr != nil || unl {
 		return err
 	}
-	des, rerr := os.ReadDir(parent)
-	if rerr != nil {
+	others, cerr := childBudgets(parent, dir, file)
+	if cerr != nil {
 		return err
 	}
 	var held int64
 	var holders []string
-	for _, de := range des {
-		p := filepath.Join(parent, de.Name())
-		if !de.IsDir() || p == dir {
-			continue
-		}
-		v, unl, err := readBudget(p, file)
-		if err != nil || unl || v == 0 {
-			continue
-		}
-		held += v
-		holders = append(holders, fmt.Sprintf("%s=%d", de.Name(), v))
+	for _, h := range others {
+		held += h.v
+		holders = append(holders, fmt.Sprintf("%s=%d", h.name, h.v))
 	}
 	if len(holders) == 0 {
 		return fmt.Errorf("%w (the parent %s grants %d in all)", err, parent, pv)
@@ -260,6 +252,39 @@ func readBudget(dir, file string) (v int64, unlimited bool, err error) {
 	return v, v < 0, nil
 }
 
+// childBudget is one child group's share of its parent's budget.
+type childBudget struct {
+	name string
+	v    int64
+}
+
+// childBudgets lists the children of dir other than except that hold a
+// (limited, non-zero) budget in file; a child without the file holds none.
+func childBudgets(dir, except, file string) ([]childBudget, error) {
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("cgroup: read %s: %w", dir, err)
+	}
+	var out []childBudget
+	for _, de := range des {
+		p := filepath.Join(dir, de.Name())
+		if !de.IsDir() || p == except {
+			continue
+		}
+		v, unl, err := readBudget(p, file)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if !unl && v != 0 {
+			out = append(out, childBudget{de.Name(), v})
+		}
+	}
+	return out, nil
+}
+
 // raiseAncestors makes every ancestor of hd.dir below the own cgroup hold
 // at least the sum of its children's file values, counting hd.dir at val:
 // the kernel refuses a child cpu.rt_runtime_us its parent cannot cover, and
@@ -290,26 +315,13 @@ func (g *Group) raiseAncestors(hd hdir, file, val string) error {
 		if unlimited {
 			break // covers anything below it
 		}
-		sum := need
-		des, err := os.ReadDir(dir)
+		held, err := childBudgets(dir, child, file)
 		if err != nil {
-			return fmt.Errorf("cgroup: read %s: %w", dir, err)
+			return err
 		}
-		for _, de := range des {
-			p := filepath.Join(dir, de.Name())
-			if !de.IsDir() || p == child {
-				continue
-			}
-			v, unl, err := readBudget(p, file)
-			if errors.Is(err, os.ErrNotExist) {
-				continue // a sibling without the file holds no budget
-			}
-			if err != nil {
-				return err
-			}
-			if !unl {
-				sum += v
-			}
+		sum := need
+		for _, h := range held {
+			sum += h.v
 		}
 		if sum <= cur {
 			break // this and every higher ancestor already cover it
