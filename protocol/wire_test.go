@@ -189,3 +189,37 @@ func TestClusterTag(t *testing.T) {
 		t.Fatalf("a version-2 datagram: %v, want ErrVersion", err)
 	}
 }
+
+// The Encoder, which keeps its MAC state between calls, writes the bytes
+// Encode writes, also after a refused message and when appending to a
+// buffer that already holds data.
+func TestEncoderAgreesWithEncode(t *testing.T) {
+	if _, err := NewEncoder(testKey[:31]); !errors.Is(err, ErrKey) {
+		t.Errorf("short key: %v", err)
+	}
+	e, err := NewEncoder(testKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := sampleMessages()[0]
+	bad.From = strings.Repeat("x", MaxIDLen+1)
+	prefix := []byte("prefix")
+	for round := 0; round < 3; round++ {
+		for _, m := range sampleMessages() {
+			want, err := Encode(testKey, m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := e.AppendEncode(append([]byte(nil), prefix...), m)
+			if err != nil {
+				t.Fatalf("%s: %v", m.Type, err)
+			}
+			if !bytes.Equal(got[:len(prefix)], prefix) || !bytes.Equal(got[len(prefix):], want) {
+				t.Fatalf("%s: Encoder wrote %x, Encode %x", m.Type, got[len(prefix):], want)
+			}
+			if _, err := e.AppendEncode(nil, bad); !errors.Is(err, ErrTooLarge) {
+				t.Fatalf("long id: %v", err)
+			}
+		}
+	}
+}

@@ -79,6 +79,11 @@ type Transport struct {
 	peerIP  map[string]netip.Addr // the configured address of each peer id
 	peerIPs map[netip.Addr]bool   // every configured peer address
 	fmu     sync.Mutex            // filter: the readers share it
+	// emu guards the encoder and its buffer: one keyed hash set up at
+	// Open instead of one per datagram sent.
+	emu     sync.Mutex
+	enc     *protocol.Encoder
+	sendBuf []byte
 	filter  *protocol.ReplayFilter
 	log     *slog.Logger
 	// srcOOB, when listen is the unspecified address, is the control
@@ -153,7 +158,7 @@ func Open(cfg *config.Config, pcfg protocol.Config, key []byte, locator bool, lo
 		t.peerIP[p.ID] = ap.Addr().Unmap()
 		t.peerIPs[ap.Addr().Unmap()] = true
 	}
-	if _, err := protocol.NewDecoder(key); err != nil {
+	if t.enc, err = protocol.NewEncoder(key); err != nil {
 		return nil, fmt.Errorf("transport: %w", err)
 	}
 	lc := net.ListenConfig{Control: reusePort}
@@ -388,7 +393,7 @@ func (t *Transport) Run(ctx context.Context, out chan<- Inbound) {
 
 // read is one socket's reader: checks, MAC, replay, then out.
 func (t *Transport) read(ctx context.Context, c *net.UDPConn, out chan<- Inbound) {
-	dec, _ := protocol.NewDecoder(t.key) // the key was checked in Open
+	dec, _ := protocol.NewDecoder(t.key) // the key was checked in Open (NewEncoder)
 	// recvmmsg: under a flood the queue is never empty, and one system
 	// call per batch instead of per datagram is what lets one reader
 	// drain it. A buffer one byte longer than the largest datagram: a
@@ -606,11 +611,14 @@ func (t *Transport) Send(e protocol.Envelope) error {
 		t.sendErrors.Add(1)
 		return fmt.Errorf("transport: no address for %q", e.To)
 	}
-	b, err := protocol.Encode(t.key, e.Msg)
+	t.emu.Lock()
+	defer t.emu.Unlock()
+	b, err := t.enc.AppendEncode(t.sendBuf[:0], e.Msg)
 	if err != nil {
 		t.sendErrors.Add(1)
 		return fmt.Errorf("transport: encode %s to %s: %w", e.Msg.Type, e.To, err)
 	}
+	t.sendBuf = b
 	if lane := t.lanes[dst]; lane != nil {
 		err = rawWrite(lane, b)
 	} else if t.srcOOB != nil {
