@@ -168,7 +168,7 @@ type simProc struct {
 	diskFailUntil time.Duration
 	queue         [][]byte
 	filter        *protocol.ReplayFilter
-	seen          map[string]bool // MACs accepted by this process incarnation
+	seen          map[[macLen]byte]bool // MACs accepted by this process incarnation
 }
 
 type simHost struct {
@@ -258,7 +258,12 @@ type simWorld struct {
 	// The replay adversary: every datagram sent (capture), and for each
 	// one (by MAC) the process incarnation it was sent to.
 	captured [][]byte
-	sentTo   map[string]simDest
+	sentTo   map[[macLen]byte]simDest
+
+	// One keyed hash each for the world's life: rebuilding it per
+	// datagram was a quarter of the simulator's time.
+	enc *protocol.Encoder
+	dec *protocol.Decoder
 }
 
 // simDest is the process a datagram was sent to: host, locator or node,
@@ -441,8 +446,10 @@ func (w *simWorld) replayScripted(n int, every time.Duration) {
 // newWorld builds the hosts of cfg and starts every process at time 0.
 // A scripted world (scenario tests) has exact clocks and a clean network.
 func newWorld(opt Options, rng *rand.Rand, cfg protocol.Config, scripted bool) *simWorld {
-	w := &simWorld{opt: opt, rng: rng, cfg: cfg, byID: map[string]int{}, scripted: scripted, sentTo: map[string]simDest{},
+	w := &simWorld{opt: opt, rng: rng, cfg: cfg, byID: map[string]int{}, scripted: scripted, sentTo: map[[macLen]byte]simDest{},
 		owner: map[uint64]string{}, blocked: map[[2]int]bool{}, healAt: -1, killAt: -1, becameOne: -1}
+	w.enc, _ = protocol.NewEncoder(simKey) // simKey is KeySize long
+	w.dec, _ = protocol.NewDecoder(simKey)
 	w.res = &Result{Seed: opt.Seed, Recovery: -1, Failover: -1}
 	w.res.Shape = fmt.Sprintf("nodes=%d locators=%d", len(w.cfg.Nodes), len(w.cfg.Locators))
 	w.setNet(false)
@@ -561,7 +568,7 @@ func (w *simWorld) startNode(i int) {
 	h.report, h.reportAt = nil, 0 // the supervisor forgets the previous process's report
 	h.np.up, h.np.stallUntil, h.np.queue = true, 0, nil
 	h.np.gen++
-	h.np.filter, h.np.seen = protocol.NewReplayFilter(w.cfgFor(i)), map[string]bool{}
+	h.np.filter, h.np.seen = protocol.NewReplayFilter(w.cfgFor(i)), map[[macLen]byte]bool{}
 	if !h.healthy {
 		h.both(func(n *protocol.Node) { n.SetHealth(h.local(w.now), false) })
 	}
@@ -583,7 +590,7 @@ func (w *simWorld) startLoc(i int) {
 	h.loc = l
 	h.lp.up, h.lp.stallUntil, h.lp.queue = true, 0, nil
 	h.lp.gen++
-	h.lp.filter, h.lp.seen = protocol.NewReplayFilter(w.cfgFor(i)), map[string]bool{}
+	h.lp.filter, h.lp.seen = protocol.NewReplayFilter(w.cfgFor(i)), map[[macLen]byte]bool{}
 	w.tracef(h, "locator start incarnation=%d epoch=%d holder=%q", h.locSt.Incarnation+1, h.locSt.Epoch, h.locSt.Holder)
 	w.locReady(i)
 	w.scheduleLocTick(i, h.lp.gen)
@@ -856,7 +863,7 @@ func (w *simWorld) send(from int, env protocol.Envelope) {
 		return
 	}
 	w.checkPersisted(w.hosts[from], env.Msg)
-	b, err := protocol.Encode(simKey, env.Msg)
+	b, err := w.enc.AppendEncode(nil, env.Msg)
 	if err != nil {
 		w.violation("Encode %s: %v", env.Msg.Type, err)
 		return
@@ -867,7 +874,7 @@ func (w *simWorld) send(from int, env protocol.Envelope) {
 	if dest.isLoc {
 		dest.gen = dh.lp.gen
 	}
-	w.sentTo[string(b[len(b)-macLen:])] = dest
+	w.sentTo[[macLen]byte(b[len(b)-macLen:])] = dest
 	w.captured = append(w.captured, b)
 	if w.opt.Trace {
 		w.tracef(w.hosts[from], "send %s", fmtMsg(env))
@@ -937,7 +944,7 @@ func (w *simWorld) deliverNow(to int, isLoc bool, b []byte) {
 	if isLoc {
 		p = &h.lp
 	}
-	m, err := protocol.Decode(simKey, b)
+	m, err := w.dec.Decode(b)
 	if err != nil {
 		w.res.Rejected++
 		return
@@ -946,7 +953,7 @@ func (w *simWorld) deliverNow(to int, isLoc bool, b []byte) {
 		w.res.Rejected++
 		return
 	}
-	mac := string(b[len(b)-macLen:])
+	mac := [macLen]byte(b[len(b)-macLen:])
 	if p.seen[mac] {
 		w.violation("%s accepted the same datagram twice (%s from %s)", h.id, m.Type, m.From)
 	}

@@ -22,6 +22,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"sync"
@@ -33,6 +34,11 @@ import (
 )
 
 func main() {
+	if os.Getenv("GOGC") == "" {
+		// A schedule allocates fast and keeps little (tens of MiB at 2
+		// workers): collecting less often makes a run ~1.6x faster.
+		debug.SetGCPercent(400)
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
