@@ -49,6 +49,7 @@ func main() {
 	rate := flag.Int("rate", 50, "SIP calls per second")
 	after := flag.Duration("after", 4*time.Second, "traffic after the fault")
 	bin := flag.String("vigil", "", "vigil binary (default: built from this tree)")
+	explainOver := flag.Duration("explain-over", 100*time.Millisecond, "print the timeline (fault, holders, outage, the nodes' log) of each Vigil run that must fail over and had a longer outage (0: never)")
 	gap := flag.String("handover-gap", "", `Vigil's announce.handover_gap, e.g. "30ms" (break-before-make switchover); default: the product's default`)
 	flag.Parse()
 	if *short {
@@ -151,6 +152,10 @@ func main() {
 					if v, ok := sys.(*e2e.Vigil); ok && (res.FalseFailover || disturbed && !e2e.ExpectsFailover(sc)) {
 						// Why it moved, from the nodes' own logs.
 						fmt.Print(indent(v.Explain(began), "    "))
+					}
+					if v, ok := sys.(*e2e.Vigil); ok && e2e.ExpectsFailover(sc) && *explainOver > 0 && res.Outage.Longest > *explainOver {
+						// Where a slow failover's time went.
+						fmt.Print(indent(timeline(res, v.Explain(began)), "    "))
 					}
 					a.add(res)
 				}
@@ -320,3 +325,44 @@ func indent(s, prefix string) string {
 	}
 	return prefix + strings.ReplaceAll(strings.TrimSuffix(s, "\n"), "\n", "\n"+prefix) + "\n"
 }
+
+// timeline is a slow run's events in ms after the fault: the fault, each
+// change of holder the ownership probe saw, the callers' longest outage,
+// and the nodes' own log lines (explain, as Vigil.Explain returns them).
+func timeline(r e2e.Result, explain string) string {
+	type ev struct {
+		at   time.Duration
+		what string
+	}
+	evs := []ev{{0, "fault " + r.Scenario + " on " + r.From}}
+	for _, c := range r.Ownership.Changes {
+		if c.At.After(r.FaultAt.Add(-time.Second)) {
+			evs = append(evs, ev{c.At.Sub(r.FaultAt), fmt.Sprintf("holder=%q (ownership probe)", c.Holder)})
+		}
+	}
+	if o := r.Outage; o.Longest > 0 {
+		evs = append(evs, ev{o.LongestStart.Sub(r.FaultAt), fmt.Sprintf("outage begins: first unanswered probe (%.1f ms long)", ms(o.Longest))},
+			ev{o.LongestStart.Add(o.Longest).Sub(r.FaultAt), "outage ends: next answered probe sent"})
+	}
+	for _, l := range strings.Split(strings.TrimSuffix(explain, "\n"), "\n") {
+		_, rest, ok := strings.Cut(l, "time=")
+		if !ok {
+			continue
+		}
+		stamp, _, _ := strings.Cut(rest, " ")
+		t, err := time.Parse(time.RFC3339Nano, stamp)
+		if err != nil || t.Before(r.FaultAt.Add(-time.Second)) {
+			continue
+		}
+		evs = append(evs, ev{t.Sub(r.FaultAt), l})
+	}
+	sort.SliceStable(evs, func(i, j int) bool { return evs[i].at < evs[j].at })
+	var b strings.Builder
+	b.WriteString("timeline, ms after the fault (log times have ms resolution):\n")
+	for _, e := range evs {
+		fmt.Fprintf(&b, "%+8.1f %s\n", ms(e.at), e.what)
+	}
+	return b.String()
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -117,6 +117,7 @@ func (o RunOptions) withDefaults() RunOptions {
 type Result struct {
 	System, Scenario string
 	From             string // the active before the fault
+	FaultAt          time.Time
 	Final            string // the sole holder at the end ("" if none)
 	Moves            int    // times the floating IP changed hands
 	Retakes          int    // times its holder took it back after a gap (Ownership.Retakes)
@@ -239,6 +240,7 @@ func Run(t TB, n *Net, sys System, scenario string, o RunOptions) (Result, error
 		o.BeforeFault(r.From)
 	}
 	faultAt := time.Now()
+	r.FaultAt = faultAt
 	var ferr error
 	var flood *Flood
 	switch scenario {

@@ -150,7 +150,7 @@ func (v *Vigil) Explain(since time.Time) string {
 
 // explainRE matches a text-format log line (log.format: text) of one of
 // the events Explain shows, and captures its time.
-var explainRE = regexp.MustCompile(`^time=(\S+) .*\bevent=(role|failover|fence|fence_deferred|fenced_fault|token_lost|token_regenerated|lease_expired|late_timer|node_health|claim_abandoned|realtime|exit)( |$)`)
+var explainRE = regexp.MustCompile(`^time=(\S+) .*\bevent=(role|failover|takeover|fence|fence_deferred|fenced_fault|token_lost|token_regenerated|lease_expired|late_timer|node_health|claim_abandoned|realtime|exit)( |$)`)
 
 func (v *Vigil) writeConfig(h *vigilHost, keyFile string) error {
 	role := "node"
