@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
@@ -174,12 +175,9 @@ func (c *Conn) Recv() (*ctlmsg.Msg, error) {
 		c.rbuf = make([]byte, maxPacket)
 	}
 	buf := c.rbuf
-	n, err := c.c.Read(buf)
+	n, err := c.read(buf)
 	if err != nil {
 		return nil, err
-	}
-	if n == 0 {
-		return nil, fmt.Errorf("ipc: empty packet: %w", errEOF)
 	}
 	var m ctlmsg.Msg
 	if err := json.Unmarshal(buf[:n], &m); err != nil {
@@ -189,12 +187,48 @@ func (c *Conn) Recv() (*ctlmsg.Msg, error) {
 	return &m, nil
 }
 
+// read reads one packet, waiting in the runtime's poller until one is
+// there. The read itself, which cannot block then, is a RawSyscall: a
+// system call made through the scheduler wakes the runtime's sysmon
+// thread, and the supervisor reads a node manager's report every quarter
+// lease (internal/transport/rawio.go does the same for datagrams).
+func (c *Conn) read(buf []byte) (int, error) {
+	rc, err := c.c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var serr syscall.Errno
+	rerr := rc.Read(func(fd uintptr) bool {
+		for {
+			r, _, e := syscall.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), unix.MSG_DONTWAIT, 0, 0)
+			switch e {
+			case unix.EINTR:
+				continue
+			case unix.EAGAIN:
+				return false // nothing yet: wait for the poller
+			}
+			n, serr = int(r), e
+			return true
+		}
+	})
+	switch {
+	case rerr != nil:
+		return 0, rerr
+	case serr != 0:
+		return 0, &net.OpError{Op: "read", Net: "unixpacket", Err: os.NewSyscallError("recvfrom", serr)}
+	case n == 0:
+		// SOCK_SEQPACKET: a zero-length read is the peer's close, as
+		// net.Conn.Read has it (our peers never send an empty packet).
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
 // Received is how many messages Recv has returned: a reader that hands
 // them to another goroutine lets that one tell "none came" from "one
 // came and is on its way to me".
 func (c *Conn) Received() uint64 { return c.received.Load() }
-
-var errEOF = errors.New("peer closed")
 
 // Pending reports whether a message is waiting in this end's receive
 // queue, not yet read (SIOCINQ). The supervisor asks before it fences a

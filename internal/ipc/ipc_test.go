@@ -3,6 +3,8 @@ package ipc
 import (
 	"encoding/json"
 	"errors"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"reflect"
@@ -56,8 +58,33 @@ func TestPairRoundTripAndMessageBoundaries(t *testing.T) {
 		t.Fatal("oversized message accepted")
 	}
 	child.Close()
-	if _, err := parent.Recv(); err == nil {
-		t.Fatal("no error after the peer closed")
+	if _, err := parent.Recv(); !errors.Is(err, io.EOF) {
+		t.Fatalf("after the peer closed: %v, want io.EOF", err)
+	}
+}
+
+// A Recv waiting for a message returns when its own end is closed (the
+// supervisor's reader ends so when the process is gone), with net.ErrClosed.
+func TestRecvEndsOnClose(t *testing.T) {
+	parent, childF, err := Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer childF.Close()
+	got := make(chan error, 1)
+	go func() {
+		_, err := parent.Recv()
+		got <- err
+	}()
+	// Closing before Recv waits is the same case: the read fails either way.
+	parent.Close()
+	select {
+	case err := <-got:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("Recv after Close: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Recv still waiting 10 s after Close")
 	}
 }
 
