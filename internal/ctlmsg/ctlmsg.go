@@ -102,8 +102,14 @@ func Reply(id uint64, err error) *Msg {
 	return m
 }
 
-// NodeManagerReportMsg is the node manager's report message.
-func NodeManagerReportMsg(r *NodeManagerReport) (*Msg, error) { return reportMsg(r) }
+// NodeManagerReportMsg is the node manager's report message; a beat
+// (r.Beat) carries only the fields CopyBeatFields copies.
+func NodeManagerReportMsg(r *NodeManagerReport) (*Msg, error) {
+	if r.Beat {
+		return reportMsg(beatOf(r))
+	}
+	return reportMsg(r)
+}
 
 // LocatorReportMsg is the locator's report message.
 func LocatorReportMsg(r *LocatorReport) (*Msg, error) { return reportMsg(r) }

@@ -175,6 +175,7 @@ func TestReportKeysDocumented(t *testing.T) {
 func TestReportRoundTrip(t *testing.T) {
 	nm := &NodeManagerReport{}
 	fill(reflect.ValueOf(nm).Elem())
+	nm.Beat = false // a full report (a beat carries its own fields: TestBeatWireKeepsEveryBeatField)
 	m, err := NodeManagerReportMsg(nm)
 	if err != nil {
 		t.Fatal(err)
@@ -264,5 +265,34 @@ func TestBeatMerge(t *testing.T) {
 	}
 	if MergeBeat(nil, beat) != beat {
 		t.Error("a beat before any full report is not kept as it is")
+	}
+}
+
+// A beat on the wire decodes to exactly the beat that was sent: every
+// field CopyBeatFields copies survives (each is set below by reflection,
+// so a field added there and not to beatWire fails here), and nothing
+// else is sent.
+func TestBeatWireKeepsEveryBeatField(t *testing.T) {
+	var now NodeManagerReport
+	fill(reflect.ValueOf(&now).Elem())
+	beat := &NodeManagerReport{Beat: true}
+	CopyBeatFields(beat, &now)
+	msg, err := NodeManagerReportMsg(beat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := msg.NodeManagerReport()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, beat) {
+		t.Fatalf("beat after the wire:\n%+v\nsent:\n%+v", got, beat)
+	}
+	var keys map[string]json.RawMessage
+	if err := json.Unmarshal(msg.Report, &keys); err != nil {
+		t.Fatal(err)
+	}
+	if want := reflect.TypeOf(beatWire{}).NumField(); len(keys) != want {
+		t.Errorf("a beat carries %d keys, want %d: %s", len(keys), want, msg.Report)
 	}
 }
