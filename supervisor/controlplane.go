@@ -334,44 +334,50 @@ func (s *Supervisor) nmLease(nm *proc) time.Duration {
 // must not give a node manager the time it slept.
 //
 // A timer already armed at or before the new deadline is kept: when it
-// fires, fenceFired finds the deadline moved on and arms one for the rest.
+// fires, fenceFired finds the deadline moved on and arms it for the rest.
 // A report pushes the deadline on four times a lease, and a timer per
 // report (a timerfd, a goroutine, five system calls) was a third of the
-// supervisor's idle CPU at a 60 ms lease; this is one per fence wait.
+// supervisor's idle CPU at a 60 ms lease; this is one setting per fence
+// wait, of one timer per node manager run (clock.Alarm).
 func (s *Supervisor) setFenceTimer(nm *proc, wait time.Duration) {
 	deadline := s.clock.Now() + wait
 	nm.fenceAt = deadline
-	if nm.fenceTimer != nil && nm.fenceTimerAt <= deadline {
+	if nm.fenceArmed && nm.fenceTimerAt <= deadline {
 		return
 	}
 	s.armFenceTimer(nm, wait)
 }
 
-// armFenceTimer replaces nm's fence timer with one firing after wait.
+// armFenceTimer sets nm's fence timer to fire after wait.
 func (s *Supervisor) armFenceTimer(nm *proc, wait time.Duration) {
-	if nm.fenceTimer != nil {
-		nm.fenceTimer.Stop()
+	if nm.fenceAlarm == nil {
+		gen := nm.gen
+		nm.fenceAlarm = s.clock.NewAlarm(func() {
+			fired := s.clock.Now()
+			s.post(func() { s.fenceFired(nm, gen, fired) })
+		})
 	}
-	at := s.clock.Now() + wait
-	gen := nm.gen
-	nm.fenceTimerAt = at
-	nm.fenceTimer = s.clock.AfterFunc(wait, func() {
-		fired := s.clock.Now()
-		s.post(func() { s.fenceFired(nm, gen, at, fired) })
-	})
+	nm.fenceTimerAt = s.clock.Now() + wait
+	nm.fenceArmed = true
+	nm.fenceAlarm.Set(wait)
 }
 
-// fenceFired runs in the loop when the fence timer armed for at fired:
-// at the deadline, it checks the fence; before it (newer reports moved the
-// deadline on), it arms a timer for the rest.
-func (s *Supervisor) fenceFired(nm *proc, gen uint64, at, fired time.Duration) {
-	if nm.fenceTimer == nil || nm.fenceTimerAt != at {
-		return // stopped, or replaced by an earlier one
+// fenceFired runs in the loop when the fence timer fired: at the deadline,
+// it checks the fence; before it (newer reports moved the deadline on), it
+// sets the timer for the rest.
+func (s *Supervisor) fenceFired(nm *proc, gen uint64, fired time.Duration) {
+	if nm.gen != gen || nm.fenceAlarm == nil || !nm.fenceArmed {
+		return // another run, stopped, or disarmed
 	}
-	nm.fenceTimer = nil
-	if nm.gen != gen {
+	at := nm.fenceTimerAt
+	if fired < at {
+		// A firing of a setting replaced since. The current one is still
+		// set; setting it again for the same instant costs one system
+		// call and leaves no way to miss it.
+		nm.fenceAlarm.Set(at - fired)
 		return
 	}
+	nm.fenceArmed = false
 	deadline := nm.fenceAt
 	if deadline > at {
 		now := s.clock.Now()

@@ -198,10 +198,11 @@ func TestFenceKillWaitOnTheClock(t *testing.T) {
 	}
 }
 
-// countingClock counts the functions armed on a fake clock.
+// countingClock counts the functions and alarm settings armed on a fake
+// clock, and the alarms made.
 type countingClock struct {
 	*clock.Fake
-	armed atomic.Int64
+	armed, alarms atomic.Int64
 }
 
 func (c *countingClock) AfterFunc(d time.Duration, fn func()) clock.Stopper {
@@ -209,9 +210,22 @@ func (c *countingClock) AfterFunc(d time.Duration, fn func()) clock.Stopper {
 	return c.Fake.AfterFunc(d, fn)
 }
 
-// Reports four times a lease arm one fence timer per fence wait, not one
-// per report (each a timerfd and a goroutine in production), and the
-// fence still comes exactly when the last reported lease ends.
+func (c *countingClock) NewAlarm(fn func()) clock.Alarm {
+	c.alarms.Add(1)
+	return countingAlarm{c.Fake.NewAlarm(fn), &c.armed}
+}
+
+type countingAlarm struct {
+	clock.Alarm
+	armed *atomic.Int64
+}
+
+func (a countingAlarm) Set(d time.Duration) { a.armed.Add(1); a.Alarm.Set(d) }
+
+// Reports four times a lease set the fence timer once per fence wait, not
+// once per report, on one timer for the node manager's run (in production
+// a timerfd and a goroutine each), and the fence still comes exactly when
+// the last reported lease ends.
 func TestFenceOneTimerForManyReports(t *testing.T) {
 	clk := &countingClock{Fake: clock.NewFake(time.Hour)}
 	s := loopSupervisorOn(t, clk)
@@ -230,6 +244,9 @@ func TestFenceOneTimerForManyReports(t *testing.T) {
 	// one per 180 ms here, not one per 50 ms report.
 	if n := clk.armed.Load() - before; n > reports/2 {
 		t.Errorf("%d timers armed for %d reports", n, reports)
+	}
+	if n := clk.alarms.Load(); n != 1 {
+		t.Errorf("%d fence alarms made for one node manager run, want 1", n)
 	}
 	r.advance(129 * time.Millisecond)
 	if r.fenced() {
@@ -296,5 +313,26 @@ func TestFenceDefersForReportReadButNotHandled(t *testing.T) {
 	r.advance(time.Millisecond)
 	if !r.fenced() {
 		t.Fatal("not fenced after the handled report's lease ran out in silence")
+	}
+}
+
+// A firing of a fence timer setting that was replaced since (it was on its
+// way when the timer was set again) neither fences nor loses the current
+// setting: the fence comes at the current deadline.
+func TestFenceStaleFiringKeepsTheDeadline(t *testing.T) {
+	r := newFenceRig(t, true)
+	r.report(active(180))
+	r.advance(100 * time.Millisecond)
+	inLoop(t, r.s, func() { r.s.fenceFired(r.nm, r.nm.gen, r.clk.Now()) }) // 80 ms early
+	if r.fenced() {
+		t.Fatal("a stale firing fenced")
+	}
+	r.advance(79 * time.Millisecond)
+	if r.fenced() {
+		t.Fatal("fenced 1 ms before the reported lease ended")
+	}
+	r.advance(time.Millisecond)
+	if !r.fenced() {
+		t.Fatal("not fenced when the reported lease ended, after a stale firing")
 	}
 }

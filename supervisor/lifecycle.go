@@ -229,9 +229,9 @@ func (s *Supervisor) ended(p *proc, ex Exit) {
 	}
 	if p.control != "" {
 		p.setConn(nil)
-		if p.fenceTimer != nil {
-			p.fenceTimer.Stop()
-			p.fenceTimer = nil
+		if p.fenceAlarm != nil {
+			p.fenceAlarm.Stop()
+			p.fenceAlarm, p.fenceArmed = nil, false
 		}
 		if p.control == ctlNodeManager {
 			for id, ch := range s.pending {

@@ -130,13 +130,17 @@ type proc struct {
 	handled uint64
 	// The last report: nmReport from a node manager, locReport from a
 	// locator (nil until the process reports after its start).
-	nmReport     *ctlmsg.NodeManagerReport
-	locReport    *ctlmsg.LocatorReport
-	reportBad    bool // the last report did not decode (logged once)
-	lastBeat     time.Time
-	fencing      bool
-	fenceAt      time.Duration // node manager: when it must have reported again (CLOCK_BOOTTIME)
-	fenceTimer   clock.Stopper // fires at fenceTimerAt <= fenceAt (setFenceTimer)
+	nmReport  *ctlmsg.NodeManagerReport
+	locReport *ctlmsg.LocatorReport
+	reportBad bool // the last report did not decode (logged once)
+	lastBeat  time.Time
+	fencing   bool
+	fenceAt   time.Duration // node manager: when it must have reported again (CLOCK_BOOTTIME)
+	// fenceAlarm is this run's fence timer, set for fenceTimerAt <=
+	// fenceAt while fenceArmed (setFenceTimer); nil until the first
+	// report, and again after the exit.
+	fenceAlarm   clock.Alarm
+	fenceArmed   bool
 	fenceTimerAt time.Duration
 	// fenced: the node manager was SIGKILLed by a fence; its floating IPs
 	// are removed once it is confirmed dead (or after fenceKillWait).

@@ -66,6 +66,38 @@ func (f *Fake) NewTimer(d time.Duration) Ticks { return f.add(d, 0, nil) }
 // AfterFunc runs fn in Advance once d has passed.
 func (f *Fake) AfterFunc(d time.Duration, fn func()) Stopper { return f.add(d, 0, fn) }
 
+// NewAlarm is an unarmed alarm whose fn runs in Advance.
+func (f *Fake) NewAlarm(fn func()) Alarm { return &fakeAlarm{f: f, fn: fn} }
+
+type fakeAlarm struct {
+	f       *Fake
+	fn      func()
+	mu      sync.Mutex
+	w       *fakeWait
+	stopped bool
+}
+
+func (a *fakeAlarm) Set(d time.Duration) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.stopped {
+		return
+	}
+	if a.w != nil {
+		a.w.Stop()
+	}
+	a.w = a.f.add(d, 0, a.fn)
+}
+
+func (a *fakeAlarm) Stop() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.stopped = true
+	if a.w != nil {
+		a.w.Stop()
+	}
+}
+
 func (f *Fake) add(d, period time.Duration, fn func()) *fakeWait {
 	f.mu.Lock()
 	defer f.mu.Unlock()

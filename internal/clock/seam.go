@@ -20,6 +20,9 @@ type Clock interface {
 	NewTimer(d time.Duration) Ticks
 	// AfterFunc runs fn once Now has advanced by d (AfterFunc).
 	AfterFunc(d time.Duration, fn func()) Stopper
+	// NewAlarm is an unarmed Alarm running fn (NewAlarm): one timer set
+	// again and again on Now's clock.
+	NewAlarm(fn func()) Alarm
 }
 
 // Ticks is a ticker or a one-shot timer.
@@ -54,6 +57,9 @@ func (Real) NewTimer(d time.Duration) Ticks { return realTimer{time.NewTimer(d)}
 
 // AfterFunc is the package's AfterFunc (a CLOCK_BOOTTIME timerfd).
 func (Real) AfterFunc(d time.Duration, fn func()) Stopper { return AfterFunc(d, fn) }
+
+// NewAlarm is the package's NewAlarm (a CLOCK_BOOTTIME timerfd).
+func (Real) NewAlarm(fn func()) Alarm { return NewAlarm(fn) }
 
 type realTicker struct{ t *time.Ticker }
 

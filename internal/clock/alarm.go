@@ -1,0 +1,108 @@
+package clock
+
+import (
+	"os"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Alarm is a timer on CLOCK_BOOTTIME that is set again and again: one
+// timerfd and one goroutine for its whole life, where an AfterFunc per
+// deadline costs a timerfd, a goroutine and five system calls each. The
+// supervisor's fence moves its deadline tens of times a second at a
+// short lease.
+//
+// Set arms it to run fn once, d from now, replacing any earlier setting.
+// A firing of an earlier setting may still arrive after a Set (it was
+// already on its way): fn must check whether its deadline has come.
+// Stop disarms it for good and releases it; fn never starts after Stop
+// returns, except a firing already on its way.
+type Alarm interface {
+	Set(d time.Duration)
+	Stop()
+}
+
+// NewAlarm returns an unarmed Alarm that runs fn in its own goroutine.
+// Where the kernel has no CLOCK_BOOTTIME timerfd (before Linux 3.15) it is
+// a Go timer.
+func NewAlarm(fn func()) Alarm {
+	fd, err := unix.TimerfdCreate(unix.CLOCK_BOOTTIME, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC)
+	if err != nil {
+		t := time.AfterFunc(time.Hour, fn)
+		t.Stop()
+		return goAlarm{t}
+	}
+	a := &fdAlarm{fd: fd, f: os.NewFile(uintptr(fd), "timerfd-boottime"), fn: fn}
+	go a.run()
+	return a
+}
+
+type fdAlarm struct {
+	fd int // the file's descriptor, used while !stopped (mu)
+	f  *os.File
+	fn func()
+
+	mu      sync.Mutex
+	stopped bool
+}
+
+func (a *fdAlarm) run() {
+	var b [8]byte
+	for {
+		// Read waits in the runtime's poller; Stop's Close ends it.
+		if _, err := a.f.Read(b[:]); err != nil {
+			return
+		}
+		a.mu.Lock()
+		stopped := a.stopped
+		a.mu.Unlock()
+		if !stopped {
+			a.fn()
+		}
+	}
+}
+
+func (a *fdAlarm) Set(d time.Duration) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.stopped {
+		return
+	}
+	// A zero it_value disarms a timerfd: the shortest real wait is 1 ns.
+	// timerfd_settime never blocks: a raw call, which does not wake the
+	// runtime's sysmon (see Read).
+	spec := unix.ItimerSpec{Value: unix.NsecToTimespec(max(d, 1).Nanoseconds())}
+	_, _, e := syscall.RawSyscall6(unix.SYS_TIMERFD_SETTIME, uintptr(a.fd), 0, uintptr(unsafe.Pointer(&spec)), 0, 0, 0)
+	if e != 0 {
+		// Only EBADF or EINVAL, which a valid fd and spec cannot give:
+		// never leave a deadline unwatched.
+		go func() {
+			time.Sleep(d)
+			a.mu.Lock()
+			stopped := a.stopped
+			a.mu.Unlock()
+			if !stopped {
+				a.fn()
+			}
+		}()
+	}
+}
+
+func (a *fdAlarm) Stop() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.stopped {
+		return
+	}
+	a.stopped = true
+	a.f.Close()
+}
+
+type goAlarm struct{ t *time.Timer }
+
+func (g goAlarm) Set(d time.Duration) { g.t.Reset(d) }
+func (g goAlarm) Stop()               { g.t.Stop() }
