@@ -35,6 +35,7 @@ func main() {
 	restarts := flag.Int("restarts", 300, "restarts to measure")
 	procs := flag.Int("procs", 50, "idle processes")
 	idle := flag.Duration("idle", 30*time.Second, "idle measurement window")
+	timing := flag.String("timing", "", `cluster.timing of the idle run's one-node cluster as a YAML mapping, e.g. "{token_interval: 20ms, token_timeout: 150ms, lease: 200ms, drift_margin: 25ms}"; default: the product's defaults (the node manager reports four times a lease)`)
 	rcu := flag.String("rcu-expedited", "both", "host: measure restarts with the host's /sys/kernel/rcu_expedited only; both: also with it set to 1 (restored afterwards)")
 	flag.Parse()
 	if *short {
@@ -72,13 +73,17 @@ func main() {
 				len(elat), pct(elat, 0.50), pct(elat, 0.99), pct(elat, 1), efail)
 		}
 	}
-	rss, cpu, err := idleCost(*bin, *procs, *idle)
+	rss, cpu, err := idleCost(*bin, *timing, *procs, *idle)
 	ifail := 0
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "idle run failed:", err)
 		ifail, failed = 1, failed+1
 	}
-	fmt.Printf("bench=supervisor scenario=idle procs=%d idle_s=%.0f rss_mib=%.1f idle_cpu_pct=%.3f failed_runs=%d\n", *procs, idle.Seconds(), rss, cpu, ifail)
+	timingName := *timing
+	if timingName == "" {
+		timingName = "defaults"
+	}
+	fmt.Printf("bench=supervisor scenario=idle procs=%d timing=%q idle_s=%.0f rss_mib=%.1f idle_cpu_pct=%.3f failed_runs=%d\n", *procs, timingName, idle.Seconds(), rss, cpu, ifail)
 	fmt.Printf("bench=supervisor restarts=%d restart_p50_ms=%.3f restart_p99_ms=%.3f rss_mib=%.1f idle_cpu_pct=%.3f failed_runs=%d\n",
 		len(lat), pct(lat, 0.50), pct(lat, 0.99), rss, cpu, failed)
 	if failed > 0 {
@@ -116,7 +121,9 @@ type run struct {
 	logR             io.ReadCloser
 }
 
-func startVigil(bin, processes string) (*run, error) {
+// startVigil starts a one-node cluster with processes; timing, if not
+// empty, is its cluster.timing.
+func startVigil(bin, timing, processes string) (*run, error) {
 	dir, err := os.MkdirTemp("", "vigil-bench-")
 	if err != nil {
 		return nil, err
@@ -129,17 +136,22 @@ func startVigil(bin, processes string) (*run, error) {
 		return nil, err
 	}
 	r := &run{dir: dir, cfg: filepath.Join(dir, "vigil.yaml"), socket: filepath.Join(dir, "control.sock")}
+	timingLine := ""
+	if timing != "" {
+		timingLine = "  timing: " + timing
+	}
 	cfg := fmt.Sprintf(`cluster:
   name: bench
   node: a
   key_file: %s/cluster.key
   nodes: [{id: a, address: 127.0.0.1:17499}]
+%s
 control: {realtime: false}
 metrics: {listen: ""}
 runtime: {control_socket: %s, state_dir: %s/state, cgroup: vigil-bench-%s}
 log: {level: info, format: json}
 processes:
-%s`, dir, r.socket, dir, hex.EncodeToString(rnd[:]), processes)
+%s`, dir, timingLine, r.socket, dir, hex.EncodeToString(rnd[:]), processes)
 	if err := os.WriteFile(r.cfg, []byte(cfg), 0o644); err != nil {
 		return nil, err
 	}
@@ -181,7 +193,7 @@ func (r *run) stop() {
 // immediate restart logs latency_us from the reaper's wait4 to the release of
 // the new child, placed in its cgroup.
 func restartLatency(bin string, n int) ([]float64, error) {
-	r, err := startVigil(bin, `
+	r, err := startVigil(bin, "", `
   - name: flapper
     command: [/bin/sh, -c, "sleep 0.02; exit 1"]
     backoff: {stable: 1ms}
@@ -227,12 +239,12 @@ func restartLatency(bin string, n int) ([]float64, error) {
 }
 
 // idleCost measures the supervisor's RSS and CPU with procs idle processes.
-func idleCost(bin string, procs int, window time.Duration) (rssMiB, cpuPct float64, err error) {
+func idleCost(bin, timing string, procs int, window time.Duration) (rssMiB, cpuPct float64, err error) {
 	var b strings.Builder
 	for i := 0; i < procs; i++ {
 		fmt.Fprintf(&b, "  - name: idle%d\n    command: [/bin/sleep, \"100000\"]\n", i)
 	}
-	r, err := startVigil(bin, b.String())
+	r, err := startVigil(bin, timing, b.String())
 	if err != nil {
 		return 0, 0, err
 	}
