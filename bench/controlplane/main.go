@@ -24,6 +24,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -127,8 +128,9 @@ type proc struct {
 	rss        []float64 // MiB, at each window's end
 	restarts   int       // windows lost to a restart of the process
 	// memRestarts: restarts during the memory neighbour (the faults of
-	// the process that died are not counted).
-	memRestarts int
+	// the process that died are not counted); soakRestarts: during the
+	// soak.
+	memRestarts, soakRestarts int
 }
 
 func measure(ctx context.Context, bin, timing string, rtBudget, window time.Duration, nsamples int, soak, memory time.Duration, short bool) (_ string, rerr error) {
@@ -225,7 +227,19 @@ func measure(ctx context.Context, bin, timing string, rtBudget, window time.Dura
 		if err := sleepCtx(ctx, soak); err != nil {
 			return "", err
 		}
+		before := map[*proc]int{}
 		for _, p := range procs {
+			before[p] = p.pid
+		}
+		// A process restarted during the soak (fenced?) is read as it
+		// runs now, and counted.
+		if _, err := resolve(hosts, procs); err != nil {
+			return "", err
+		}
+		for _, p := range procs {
+			if p.pid != before[p] {
+				p.soakRestarts++
+			}
 			rss, _ := vmRSSKiB(p.pid)
 			rssSoak[p] = float64(rss) / 1024
 		}
@@ -266,7 +280,7 @@ func measure(ctx context.Context, bin, timing string, rtBudget, window time.Dura
 		line := fmt.Sprintf("bench=controlplane timing=%s host=%s role=%s proc=%s sched=%s rss_idle_mib=%.1f cpu_pct_p50=%.3f cpu_pct_p99=%.3f windows=%d restarts=%d window_s=%.0f",
 			timing, p.host, roles[p.host], p.name, schedOf(p.pid), pct(rs, .5), pct(cs, .5), pct(cs, .99), len(cs), p.restarts, win.Seconds())
 		if soak > 0 {
-			line += fmt.Sprintf(" rss_soak_mib=%.1f soak_s=%.0f", rssSoak[p], soak.Seconds())
+			line += fmt.Sprintf(" rss_soak_mib=%.1f restarts_soak=%d soak_s=%.0f", rssSoak[p], p.soakRestarts, soak.Seconds())
 		}
 		if memory > 0 {
 			line += fmt.Sprintf(" majflt_memory=%d restarts_memory=%d memory_s=%.0f", maj[p], p.memRestarts, memory.Seconds())
@@ -296,7 +310,37 @@ func measure(ctx context.Context, bin, timing string, rtBudget, window time.Dura
 	if memory > 0 {
 		s += fmt.Sprintf(" control_plane_majflt_memory=%d memory_s=%.0f", cpMaj, memory.Seconds())
 	}
+	if nf := fences(hosts) - fences0; moves > 0 || nf > 0 {
+		// An idle cluster should do neither: say why, from the hosts' logs.
+		for _, h := range hosts {
+			for _, l := range whyLines(filepath.Join(h.dir, "vigil.log"), 100) {
+				fmt.Printf("    %s: %s\n", h.id, l)
+			}
+		}
+	}
 	return s + " failed=0", nil
+}
+
+// whyEvent matches the log lines (log.format: json) that say why an idle
+// cluster moved its role or fenced a node manager.
+var whyEvent = regexp.MustCompile(`"event":"(role|failover|fence|fence_deferred|fence_kill_slow|token_lost|token_regenerated|late_timer|loop_slow|report_skipped|exit|realtime_degraded)"`)
+
+// whyLines is up to max of the last such lines of a host's log.
+func whyLines(path string, max int) []string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return []string{"(log: " + err.Error() + ")"}
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if whyEvent.MatchString(l) {
+			out = append(out, l)
+		}
+	}
+	if len(out) > max {
+		out = append([]string{fmt.Sprintf("(%d earlier lines left out)", len(out)-max)}, out[len(out)-max:]...)
+	}
+	return out
 }
 
 // underMemory runs the memory neighbour for d in a cgroup of its own and
