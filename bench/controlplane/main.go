@@ -54,7 +54,7 @@ func main() {
 	nsamples := flag.Int("samples", 6, "CPU windows per timing")
 	soak := flag.Duration("soak", 0, "token traffic after the idle windows before resident memory is read again (e.g. 1h)")
 	memory := flag.Duration("memory", 0, "run the memory neighbour for this long after the soak and count major faults (0: skip)")
-	rtBudget := flag.Duration("rt-budget", 100*time.Millisecond, "control.rt_budget of each host: three hosts share this machine's realtime budget (950 ms per second), the product default 300ms would not fit them all")
+	rtBudget := flag.Duration("rt-budget", 150*time.Millisecond, "control.rt_budget of each host: three hosts (six realtime groups) share this machine's realtime budget (950 ms per second), the product default 300ms would not fit them all; at 100ms a node manager using 8-10 % of a CPU was throttled and fenced on a loaded machine")
 	short := flag.Bool("short", false, "CI mode: 2 windows of 2 s, a small memory neighbour")
 	flag.Parse()
 	if *short {
