@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/vigil-project/vigil/internal/ctlmsg"
+	"github.com/vigil-project/vigil/internal/transport/transporttest"
 	"github.com/vigil-project/vigil/netfloat"
 	"github.com/vigil-project/vigil/protocol"
 )
@@ -369,3 +370,40 @@ func hook(n *testNode, event string) (hookJob, bool) {
 }
 
 func hooked(n *testNode, event string) bool { _, ok := hook(n, event); return ok }
+
+// A switchover asked on the standby whose request is held up in the
+// network for a second (as when it is lost and a copy replayed later) is
+// refused by the active, which says why in its journal; the same request
+// delivered at once moves the role. The requester's CLI reports only that
+// the role did not move (cmd/vigil/switchover.go), so the active's log
+// line is the operator's only why.
+func TestDriverLateSwitchoverRequestRefusedAndLogged(t *testing.T) {
+	for _, late := range []bool{true, false} {
+		h := newHarness(t)
+		a, b := h.startActive()
+		h.run(100*time.Millisecond, nil)
+		if late {
+			h.net.SetRule(func(from, to transporttest.Addr, m protocol.Message) transporttest.Fate {
+				if m.Type == protocol.MsgSwitchover {
+					return transporttest.Fate{Delay: time.Second}
+				}
+				return transporttest.Fate{}
+			})
+		}
+		h.supervisor(b, ctlmsg.Command(ctlmsg.CmdSwitchover, ""))
+		if late {
+			h.run(1100*time.Millisecond, nil)
+			if !a.active() || b.active() {
+				t.Fatalf("a request held up for 1 s moved the role: a %v b %v", a.m.node.Role(), b.m.node.Role())
+			}
+			if a.logged("switchover_refused") != 1 || !strings.Contains(a.logs.String(), "too old") {
+				t.Fatalf("the active did not log why it refused the late request:\n%s", a.logs.String())
+			}
+			continue
+		}
+		h.runUntil(time.Second, "b active after a prompt request", b.active)
+		if a.logged("switchover_refused") != 0 {
+			t.Fatalf("a prompt request logged as refused:\n%s", a.logs.String())
+		}
+	}
+}

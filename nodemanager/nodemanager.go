@@ -806,6 +806,9 @@ func (m *manager) onEvent(ev protocol.Event) {
 		m.log.Warn("token lost", "event", "token_lost", "age_ms", e.Age.Milliseconds(), "active", st.Active)
 	case protocol.TokenRegenerated:
 		m.log.Info("token regenerated", "event", "token_regenerated", "epoch", e.Epoch)
+	case protocol.SwitchoverRefused:
+		// The requester's CLI only sees the role stay; this is the why.
+		m.log.Warn("switchover request refused", "event", "switchover_refused", "from", e.From, "to", e.To, "reason", e.Reason)
 	}
 }
 

@@ -32,7 +32,7 @@ func (r Role) String() string {
 
 // Event is something the node manager acts on or logs: one of
 // BecameActive, BecameStandby, BecameCandidate, ClaimAbandoned,
-// LeaseExtended, TokenLost, TokenRegenerated.
+// LeaseExtended, TokenLost, TokenRegenerated, SwitchoverRefused.
 type Event interface{ String() string }
 
 // BecameActive: add the floating IPs (valid lifetime up to LeaseUntil),
@@ -144,6 +144,16 @@ func (e ClaimAbandoned) String() string   { return fmt.Sprintf("ClaimAbandoned r
 func (e LeaseExtended) String() string    { return fmt.Sprintf("LeaseExtended until=%v", e.Until) }
 func (e TokenLost) String() string        { return fmt.Sprintf("TokenLost age=%v", e.Age) }
 func (e TokenRegenerated) String() string { return fmt.Sprintf("TokenRegenerated epoch=%d", e.Epoch) }
+
+// SwitchoverRefused: the active did not carry out a switchover request
+// forwarded by From (To: the node it named, "" for any): it was made in
+// another term or too long ago (lost, then replayed), or the target is
+// unfit. The requester only sees the role stay; Reason is for the log.
+type SwitchoverRefused struct{ From, To, Reason string }
+
+func (e SwitchoverRefused) String() string {
+	return fmt.Sprintf("SwitchoverRefused from=%s to=%q reason=%q", e.From, e.To, e.Reason)
+}
 
 // Ready is what a Node asks its caller to do, in this order:
 //  1. if State is non-nil, persist it (write + fsync) — messages below may

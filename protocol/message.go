@@ -129,7 +129,18 @@ type Transfer struct {
 }
 
 // Switchover is the body of MsgSwitchover; To "" means "any healthy node".
-type Switchover struct{ To string }
+//
+// TokenSeq is the sequence number of the last token of the message's epoch
+// the requester saw: the active carries the request out only while the
+// token has not moved on by more than a token timeout's worth of passes
+// since (Node.Step), so that a request lost and then replayed, or held up
+// in the network, cannot move the role long after it was made. 0: a
+// sender from before the field (wire version 3 without it), taken as
+// fresh.
+type Switchover struct {
+	To       string
+	TokenSeq uint64
+}
 
 // ClusterID is the 64-bit hash of a cluster name carried in every datagram.
 func ClusterID(name string) uint64 {

@@ -291,7 +291,13 @@ func (n *Node) Switchover(now time.Duration, to string) error {
 		if n.active == "" || n.active == n.self {
 			return ErrNoActive
 		}
-		n.send(n.active, Message{Type: MsgSwitchover, Switchover: Switchover{To: to}})
+		if n.seenEpoch != n.epoch || n.seenSeq == 0 {
+			// The request says how fresh it is by the token it last saw
+			// (Switchover.TokenSeq); this node knows of the active only
+			// from the locators so far, its token is a moment away.
+			return fmt.Errorf("%w: no token of epoch %d seen yet; try again", ErrNoActive, n.epoch)
+		}
+		n.send(n.active, Message{Type: MsgSwitchover, Switchover: Switchover{To: to, TokenSeq: n.seenSeq}})
 		return nil
 	}
 	if to == n.self {
@@ -389,21 +395,54 @@ func (n *Node) Step(now time.Duration, m Message) error {
 			n.transferUntil = n.now + n.cfg.TokenTimeout/2
 		}
 	case MsgSwitchover:
-		// A request made in another term (a datagram delayed or replayed
-		// from before this node's epoch) is not this active's to carry out:
-		// found by the simulator, a request from inside a partition moved
-		// the role 2.5 s after the partition healed.
-		if n.role == Active && m.Epoch == n.epoch {
-			to := m.Switchover.To
-			if to == n.self {
-				to = ""
-			}
-			_ = n.Switchover(n.now, to) // an impossible request is dropped; the requester sees no change
+		if n.role != Active {
+			break // the requester's view is old; it sees no change and says so
+		}
+		to := m.Switchover.To
+		if to == n.self {
+			to = ""
+		}
+		if reason := n.staleSwitchover(m); reason != "" {
+			n.events = append(n.events, SwitchoverRefused{From: m.From, To: to, Reason: reason})
+			break
+		}
+		if err := n.Switchover(n.now, to); err != nil {
+			// An impossible request is dropped; the requester sees no
+			// change, the active's journal says why.
+			n.events = append(n.events, SwitchoverRefused{From: m.From, To: to, Reason: err.Error()})
 		}
 	case MsgJoin:
 	}
 	n.timers()
 	return nil
+}
+
+// staleSwitchover says why a forwarded switchover request is too old to
+// carry out, or "" when it is fresh.
+//
+// A request made in another term (a datagram delayed or replayed from
+// before this node's epoch) is not this active's to carry out: found by
+// the simulator, a request from inside a partition moved the role 2.5 s
+// after the partition healed. Within the term, the token seq the requester
+// last saw dates it: the token moves on at most once per token interval,
+// so a request more than a token timeout's worth of passes (and one
+// rotation of the ring) behind is at least that old. Also found by the
+// simulator: a request lost on a cut link, replayed 1.1 s later from
+// inside the replay window, moved the role long after the operator was
+// told it had not.
+func (n *Node) staleSwitchover(m Message) string {
+	if m.Epoch != n.epoch {
+		return fmt.Sprintf("made in epoch %d, this is epoch %d", m.Epoch, n.epoch)
+	}
+	seen := m.Switchover.TokenSeq
+	if seen == 0 || n.seenEpoch != n.epoch {
+		return "" // a sender from before the field; as before, fresh by its epoch
+	}
+	limit := uint64(n.cfg.TokenTimeout/n.cfg.TokenInterval) + uint64(len(n.cfg.Nodes))
+	if n.seenSeq > seen && n.seenSeq-seen > limit {
+		return fmt.Sprintf("too old: made at token %d, the token is at %d (more than %d passes later)", seen, n.seenSeq, limit)
+	}
+	return ""
 }
 
 // Ready returns and clears what the caller must do now (see Ready). The

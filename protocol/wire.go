@@ -36,7 +36,12 @@ import (
 //	release:    epoch uvarint
 //	transfer:   epoch uvarint | to str
 //	join:       (empty)
-//	switchover: to str
+//	switchover: to str | token seq uvarint
+//
+// The switchover's token seq came after version 3 shipped: a receiver
+// takes the body without it (from an earlier build) as seq 0, and an
+// earlier build refuses the longer body as malformed (docs/operations.md,
+// upgrading a pair).
 const (
 	wireVersion = 3
 	macLen      = sha256.Size
@@ -184,6 +189,7 @@ func appendEncode(dst []byte, mac hash.Hash, mask uint64, m Message) ([]byte, er
 		if b, err = appendStr(b, m.Switchover.To); err != nil {
 			return nil, err
 		}
+		b = binary.AppendUvarint(b, m.Switchover.TokenSeq)
 	}
 	if len(b)-start+macLen > MaxDatagram {
 		return nil, ErrTooLarge
@@ -296,6 +302,9 @@ func parse(typ MsgType, body []byte, mask uint64) (Message, error) {
 	case MsgJoin:
 	case MsgSwitchover:
 		m.Switchover.To = r.str()
+		if len(r.b) > 0 {
+			m.Switchover.TokenSeq = r.uvarint()
+		}
 	}
 	if r.err || len(r.b) != 0 {
 		return Message{}, fmt.Errorf("%w: %s from %q", ErrMalformed, m.Type, m.From)

@@ -38,7 +38,8 @@ func sampleMessages() []Message {
 		with(MsgRelease, func(m *Message) { m.Release = Release{Epoch: 42} }),
 		with(MsgTransfer, func(m *Message) { m.Transfer = Transfer{Epoch: 42, To: "node-b"} }),
 		with(MsgJoin, func(m *Message) {}),
-		with(MsgSwitchover, func(m *Message) { m.Switchover = Switchover{To: "node-b"} }),
+		with(MsgSwitchover, func(m *Message) { m.Switchover = Switchover{To: "node-b", TokenSeq: 300} }),
+		with(MsgSwitchover, func(m *Message) { m.Switchover = Switchover{} }),
 	}
 }
 
@@ -221,5 +222,33 @@ func TestEncoderAgreesWithEncode(t *testing.T) {
 				t.Fatalf("long id: %v", err)
 			}
 		}
+	}
+}
+
+// A switchover body without the token seq (what builds before the field
+// send) decodes with TokenSeq 0, which the active takes as fresh; a body
+// with bytes after the seq is still malformed.
+func TestDecodeSwitchoverWithoutTokenSeq(t *testing.T) {
+	m := sampleMessages()[0]
+	m.Type, m.Token, m.Switchover = MsgSwitchover, Token{}, Switchover{To: "node-b", TokenSeq: 5}
+	b, err := Encode(testKey, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := b[:len(b)-macLen]
+	if body[len(body)-1] != 5 {
+		t.Fatalf("the token seq is not the body's last byte: % x", body)
+	}
+	old := remac(append(append([]byte(nil), body[:len(body)-1]...), make([]byte, macLen)...))
+	got, err := Decode(testKey, old)
+	if err != nil {
+		t.Fatalf("a switchover of an earlier build: %v", err)
+	}
+	if got.Switchover != (Switchover{To: "node-b"}) {
+		t.Fatalf("decoded %+v", got.Switchover)
+	}
+	long := remac(append(append(append([]byte(nil), body...), 1), make([]byte, macLen)...))
+	if _, err := Decode(testKey, long); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("a byte after the token seq: %v, want ErrMalformed", err)
 	}
 }

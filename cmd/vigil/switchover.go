@@ -50,7 +50,7 @@ func runSwitchover(args []string, stdout, stderr io.Writer) int {
 	if active == "" {
 		active = "none"
 	}
-	fmt.Fprintf(stderr, "vigil switchover: requested, but the role did not move within %v: active is %s (epoch %d); on the active: journalctl -u vigil EVENT=switchover\n", *wait, active, now.Epoch)
+	fmt.Fprintf(stderr, "vigil switchover: requested, but the role did not move within %v: active is %s (epoch %d); on the active: journalctl -u vigil EVENT=switchover_refused\n", *wait, active, now.Epoch)
 	return exitFailure
 }
 
