@@ -56,15 +56,15 @@ func TestFloatingIPHeldIsZeroWhenNotHeld(t *testing.T) {
 		nm   *ctlmsg.NodeManagerReport
 		want map[string]float64
 	}{
-		{"active holds both", &ctlmsg.NodeManagerReport{Role: "active", VIPs: []string{"192.0.2.10/24@eth0", "2001:db8::10/64@eth1"}},
+		{"active holds both", &ctlmsg.NodeManagerReport{BeatFields: ctlmsg.BeatFields{Role: "active"}, VIPs: []string{"192.0.2.10/24@eth0", "2001:db8::10/64@eth1"}},
 			map[string]float64{"192.0.2.10 eth0": 1, "2001:db8::10 eth1": 1}},
-		{"standby holds none", &ctlmsg.NodeManagerReport{Role: "standby", VIPs: []string{}},
+		{"standby holds none", &ctlmsg.NodeManagerReport{BeatFields: ctlmsg.BeatFields{Role: "standby"}, VIPs: []string{}},
 			map[string]float64{"192.0.2.10 eth0": 0, "2001:db8::10 eth1": 0}},
-		{"draining one", &ctlmsg.NodeManagerReport{Role: "standby", VIPs: []string{"2001:db8::10/64@eth1"}},
+		{"draining one", &ctlmsg.NodeManagerReport{BeatFields: ctlmsg.BeatFields{Role: "standby"}, VIPs: []string{"2001:db8::10/64@eth1"}},
 			map[string]float64{"192.0.2.10 eth0": 0, "2001:db8::10 eth1": 1}},
 		{"no node manager report", nil,
 			map[string]float64{"192.0.2.10 eth0": 0, "2001:db8::10 eth1": 0}},
-		{"held but no longer configured (reload)", &ctlmsg.NodeManagerReport{Role: "active", VIPs: []string{"192.0.2.10/24@eth0", "198.51.100.7/24@eth0"}},
+		{"held but no longer configured (reload)", &ctlmsg.NodeManagerReport{BeatFields: ctlmsg.BeatFields{Role: "active"}, VIPs: []string{"192.0.2.10/24@eth0", "198.51.100.7/24@eth0"}},
 			map[string]float64{"192.0.2.10 eth0": 1, "2001:db8::10 eth1": 0, "198.51.100.7 eth0": 1}},
 	} {
 		st := base()
@@ -96,7 +96,7 @@ func mapsEqual(a, b map[string]float64) bool {
 // manager report, absent on a witness.
 func TestQuorumExported(t *testing.T) {
 	st := &supervisor.Status{Cluster: "pbx", Node: "a", Role: "node"}
-	withNodeManager(t, st, &ctlmsg.NodeManagerReport{Role: "standby", LeaseMS: 200,
+	withNodeManager(t, st, &ctlmsg.NodeManagerReport{BeatFields: ctlmsg.BeatFields{Role: "standby", LeaseMS: 200},
 		Peers: []ctlmsg.PeerState{{ID: "a"}, {ID: "b"}},
 		Locators: []ctlmsg.LocatorAnswer{
 			{ID: "a", Seen: true, AgeMS: 20}, {ID: "b", Seen: true, AgeMS: 900}, {ID: "w", Seen: false},
@@ -143,7 +143,7 @@ func TestProcessStateExported(t *testing.T) {
 // drop, so rate() sees the first burst.
 func TestAuthDropsStartAtZero(t *testing.T) {
 	st := &supervisor.Status{Cluster: "pbx", Node: "a", Role: "node"}
-	withNodeManager(t, st, &ctlmsg.NodeManagerReport{Role: "standby", Transport: transport.Stats{Dropped: map[string]uint64{"short": 2}}})
+	withNodeManager(t, st, &ctlmsg.NodeManagerReport{BeatFields: ctlmsg.BeatFields{Role: "standby"}, Transport: transport.Stats{Dropped: map[string]uint64{"short": 2}}})
 	fams := scrape(t, NewCollector(staticSource(st)))
 	if v := value(t, fams, "vigil_datagrams_dropped_total", "process", "nodemanager", "reason", "auth"); v != 0 {
 		t.Errorf("auth drops = %v, want 0", v)

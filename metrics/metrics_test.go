@@ -60,9 +60,11 @@ func (f fixture) status(t *testing.T) *supervisor.Status {
 	t.Helper()
 	now := time.Now()
 	nm := ctlmsg.NodeManagerReport{
-		Self: "a", Role: "active", Epoch: f.epoch, Active: "a",
-		LeaseValid: true, LeaseRemainingMS: 2500, HoldingToken: true,
-		TokenAgeMS: f.tokenAge, RotationMS: 3.5, Healthy: true,
+		BeatFields: ctlmsg.BeatFields{
+			Self: "a", Role: "active", Epoch: f.epoch, Active: "a",
+			LeaseValid: true, LeaseRemainingMS: 2500, HoldingToken: true,
+			TokenAgeMS: f.tokenAge, RotationMS: 3.5, Healthy: true,
+		},
 		Peers: []ctlmsg.PeerState{
 			{ID: "a", Healthy: true, InRing: true},
 			{ID: "b", Healthy: false, InRing: true},

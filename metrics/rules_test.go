@@ -197,8 +197,7 @@ func (rt *ruleTarget) status(t *testing.T, s targetState) *supervisor.Status {
 	loc := ctlmsg.LocatorReport{Self: rt.node, Degraded: s.locDegrade}
 	st.Locator = &loc
 	if !rt.witness {
-		nm := ctlmsg.NodeManagerReport{Self: rt.node, Role: s.role, LeaseMS: 200, Healthy: !s.unhealthy, VIPs: []string{},
-			Transport: transport.Stats{Dropped: map[string]uint64{}}, Conflicts: s.conflicts}
+		nm := ctlmsg.NodeManagerReport{VIPs: []string{}, Transport: transport.Stats{Dropped: map[string]uint64{}}, Conflicts: s.conflicts, BeatFields: ctlmsg.BeatFields{Self: rt.node, Role: s.role, LeaseMS: 200, Healthy: !s.unhealthy}}
 		if s.authDrops > 0 {
 			nm.Transport.Dropped["auth"] = s.authDrops
 		}

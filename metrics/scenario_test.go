@@ -172,11 +172,13 @@ func (n *simNode) status(t *testing.T, now time.Time, other string) *supervisor.
 		h.BoundsSeconds = append(h.BoundsSeconds, b.Seconds())
 	}
 	nm := ctlmsg.NodeManagerReport{
-		Self: n.id, Role: n.role, Epoch: n.epoch, LeaseValid: true, LeaseRemainingMS: 2000,
-		HoldingToken: n.role == "active", TokenAgeMS: 5, RotationMS: n.rotation * 1e3, Healthy: true,
+		BeatFields: ctlmsg.BeatFields{
+			Self: n.id, Role: n.role, Epoch: n.epoch, LeaseValid: true, LeaseRemainingMS: 2000, LeaseMS: 200,
+			HoldingToken: n.role == "active", TokenAgeMS: 5, RotationMS: n.rotation * 1e3, Healthy: true,
+		},
 		Peers: peers, VIPs: []string{}, Takeovers: n.takeovers, LastTakeover: n.last,
 		SchedLateEpisodes: n.episodes, SchedLate: h, GARPSent: n.announced,
-		LeaseMS: 200, Locators: []ctlmsg.LocatorAnswer{{ID: "a", Seen: true, AgeMS: 20}, {ID: "b", Seen: true, AgeMS: 20}, {ID: "w", Seen: true, AgeMS: 25}},
+		Locators: []ctlmsg.LocatorAnswer{{ID: "a", Seen: true, AgeMS: 20}, {ID: "b", Seen: true, AgeMS: 20}, {ID: "w", Seen: true, AgeMS: 25}},
 	}
 	if n.holdsVIPs {
 		nm.VIPs = []string{"192.0.2.10/24@eth0", "192.0.2.11/24@eth0"}

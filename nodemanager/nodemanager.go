@@ -989,38 +989,39 @@ func (m *manager) report(now time.Duration) {
 		return
 	}
 	st := m.node.Status()
-	r := ctlmsg.NodeManagerReport{
+	bf := ctlmsg.BeatFields{
 		Self: st.Self, Role: st.Role.String(), Epoch: st.Epoch, Active: st.Active,
 		LeaseMS:    m.pcfg.Lease.Milliseconds(),
 		LeaseValid: st.LeaseValid, HoldingToken: st.HoldingToken,
 		TokenAgeMS: st.TokenAge.Milliseconds(), RotationMS: float64(st.LastRotation) / 1e6,
-		TokenLost: st.TokenLost, Healthy: m.healthy, UnhealthyReasons: m.reasons,
-		Maintenance: st.Maintenance, Incarnation: st.Incarnation, QuorumNeeded: m.pcfg.Quorum(),
-		Takeovers: m.takeovers, LastTakeover: m.lastTakeover,
-		LateTimers: m.lateTimers, MaxLateMS: float64(m.maxLate) / 1e6, SlowPasses: m.slowPasses,
-		HookFailures: m.hooks.failures.Load(), VIPs: []string{},
+		TokenLost: st.TokenLost, Healthy: m.healthy, Maintenance: st.Maintenance,
 	}
 	if st.LeaseValid {
-		r.LeaseRemainingMS = (st.LeaseUntil - now).Milliseconds()
+		bf.LeaseRemainingMS = (st.LeaseUntil - now).Milliseconds()
 	}
 	if m.drain != nil {
-		r.DrainingTo = m.drain.to
-		r.DrainRemainingMS = max(0, (m.drain.until - now).Milliseconds())
+		bf.DrainingTo = m.drain.to
+		bf.DrainRemainingMS = max(0, (m.drain.until - now).Milliseconds())
 	}
 	// In beats too: the supervisor releases the role with the latest.
 	if sc, ok := m.node.Succession(now); ok {
-		r.Succession = &ctlmsg.Succession{Epoch: sc.Epoch, To: sc.To, Nodes: sc.Nodes, Locators: sc.Locators}
+		bf.Succession = &ctlmsg.Succession{Epoch: sc.Epoch, To: sc.To, Nodes: sc.Nodes, Locators: sc.Locators}
 	}
 	// Between full reports, a beat: the lease fields only (a full report
 	// encoded four times a lease was a tenth of an idle node manager's
 	// CPU, and its decoding a quarter of the supervisor's).
-	view := reportView{role: r.Role, epoch: r.Epoch, active: r.Active, healthy: m.healthy,
+	view := reportView{role: bf.Role, epoch: bf.Epoch, active: bf.Active, healthy: m.healthy,
 		maintenance: st.Maintenance, held: m.held, draining: m.drain != nil, reasons: strings.Join(m.reasons, "; ")}
 	if m.fullSent && now-m.lastFull < ctlmsg.FullReportEvery && view == m.lastView {
-		b := ctlmsg.NodeManagerReport{Beat: true}
-		ctlmsg.CopyBeatFields(&b, &r)
-		m.sendReport(&b)
+		m.sendReport(&ctlmsg.NodeManagerReport{Beat: true, BeatFields: bf})
 		return
+	}
+	r := ctlmsg.NodeManagerReport{
+		BeatFields:       bf,
+		UnhealthyReasons: m.reasons, Incarnation: st.Incarnation, QuorumNeeded: m.pcfg.Quorum(),
+		Takeovers: m.takeovers, LastTakeover: m.lastTakeover,
+		LateTimers: m.lateTimers, MaxLateMS: float64(m.maxLate) / 1e6, SlowPasses: m.slowPasses,
+		HookFailures: m.hooks.failures.Load(), VIPs: []string{},
 	}
 	m.fullSent, m.lastFull, m.lastView = true, now, view
 	m.rt.Refresh() // the supervisor may have made us SCHED_RR since start

@@ -126,7 +126,7 @@ func stalledNodeManager(t *testing.T, s *Supervisor, deliver bool) *proc {
 		control: ctlNodeManager, state: StateRunning, pid: cmd.Process.Pid, gen: 1,
 		log:      slog.New(slog.DiscardHandler),
 		lastBeat: time.Now().Add(-300 * time.Millisecond),
-		nmReport: &ctlmsg.NodeManagerReport{Role: "active", Epoch: 7, LeaseValid: true, LeaseMS: 200},
+		nmReport: &ctlmsg.NodeManagerReport{BeatFields: ctlmsg.BeatFields{Role: "active", Epoch: 7, LeaseValid: true, LeaseMS: 200}},
 	}
 	exited := make(chan struct{})
 	go func() {

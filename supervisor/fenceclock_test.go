@@ -71,7 +71,7 @@ func (r *fenceRig) removed() bool {
 }
 
 func active(remainingMS int64) *ctlmsg.NodeManagerReport {
-	return &ctlmsg.NodeManagerReport{Role: "active", Epoch: 7, LeaseValid: true, LeaseRemainingMS: remainingMS, LeaseMS: 200}
+	return &ctlmsg.NodeManagerReport{BeatFields: ctlmsg.BeatFields{Role: "active", Epoch: 7, LeaseValid: true, LeaseRemainingMS: remainingMS, LeaseMS: 200}}
 }
 
 // Fenced at the end of the reported lease on the lease's clock: not 1 ms
@@ -117,7 +117,7 @@ func TestFenceDeadlineMovedByReport(t *testing.T) {
 // intervals).
 func TestFenceWaitsForDrainAndHalfALease(t *testing.T) {
 	r := newFenceRig(t, true)
-	r.report(&ctlmsg.NodeManagerReport{Role: "standby", Epoch: 7, DrainingTo: "b", DrainRemainingMS: 150, LeaseMS: 200})
+	r.report(&ctlmsg.NodeManagerReport{BeatFields: ctlmsg.BeatFields{Role: "standby", Epoch: 7, DrainingTo: "b", DrainRemainingMS: 150, LeaseMS: 200}})
 	r.advance(149 * time.Millisecond)
 	if r.fenced() {
 		t.Fatal("fenced during the drain")

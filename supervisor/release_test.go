@@ -48,12 +48,12 @@ func TestCrashReleaseOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := &Supervisor{cfg: cfg, log: slog.New(slog.DiscardHandler)}
-	r := &ctlmsg.NodeManagerReport{Role: "active", LeaseValid: true, LeaseRemainingMS: 100,
-		Succession: &ctlmsg.Succession{Epoch: 3, To: "b", Nodes: map[string]uint64{"b": 7}, Locators: map[string]uint64{"a": 1, "b": 2, "w": 3}}}
+	r := &ctlmsg.NodeManagerReport{BeatFields: ctlmsg.BeatFields{Role: "active", LeaseValid: true, LeaseRemainingMS: 100,
+		Succession: &ctlmsg.Succession{Epoch: 3, To: "b", Nodes: map[string]uint64{"b": 7}, Locators: map[string]uint64{"a": 1, "b": 2, "w": 3}}}}
 	if s.crashReleaseFor(r, 150*time.Millisecond) != nil {
 		t.Fatal("a release for a lease that has run out")
 	}
-	if s.crashReleaseFor(&ctlmsg.NodeManagerReport{Role: "standby"}, 0) != nil {
+	if s.crashReleaseFor(&ctlmsg.NodeManagerReport{BeatFields: ctlmsg.BeatFields{Role: "standby"}}, 0) != nil {
 		t.Fatal("a release for a standby")
 	}
 	for _, failRevoke := range []bool{false, true} {

@@ -103,10 +103,10 @@ func Reply(id uint64, err error) *Msg {
 }
 
 // NodeManagerReportMsg is the node manager's report message; a beat
-// (r.Beat) carries only the fields CopyBeatFields copies.
+// (r.Beat) carries only its BeatFields.
 func NodeManagerReportMsg(r *NodeManagerReport) (*Msg, error) {
 	if r.Beat {
-		return reportMsg(beatOf(r))
+		return reportMsg(&beatWire{Beat: true, BeatFields: r.BeatFields})
 	}
 	return reportMsg(r)
 }

@@ -230,13 +230,12 @@ func TestConstructors(t *testing.T) {
 // A beat carries the lease fields only, and merged into the last full
 // report it moves exactly those: the rest stays as the full report said.
 func TestBeatMerge(t *testing.T) {
-	full := &NodeManagerReport{Self: "a", Role: "standby", Epoch: 3, Active: "b", LeaseMS: 200,
-		Peers: []PeerState{{ID: "a"}, {ID: "b"}}, Takeovers: 2, Healthy: true, Transport: transport.Stats{Received: 9}}
-	now := &NodeManagerReport{Self: "a", Role: "active", Epoch: 4, Active: "a", LeaseValid: true, LeaseRemainingMS: 150,
-		LeaseMS: 200, HoldingToken: true, TokenAgeMS: 1, RotationMS: 40, Healthy: true, DrainingTo: "", Takeovers: 3,
-		Succession: &Succession{Epoch: 4, To: "b"}}
-	beat := &NodeManagerReport{Beat: true}
-	CopyBeatFields(beat, now)
+	full := &NodeManagerReport{BeatFields: BeatFields{Self: "a", Role: "standby", Epoch: 3, Active: "b", LeaseMS: 200, Healthy: true},
+		Peers: []PeerState{{ID: "a"}, {ID: "b"}}, Takeovers: 2, Transport: transport.Stats{Received: 9}}
+	now := &NodeManagerReport{BeatFields: BeatFields{Self: "a", Role: "active", Epoch: 4, Active: "a", LeaseValid: true, LeaseRemainingMS: 150,
+		LeaseMS: 200, HoldingToken: true, TokenAgeMS: 1, RotationMS: 40, Healthy: true, DrainingTo: "",
+		Succession: &Succession{Epoch: 4, To: "b"}}, Takeovers: 3}
+	beat := &NodeManagerReport{Beat: true, BeatFields: now.BeatFields}
 	msg, err := NodeManagerReportMsg(beat)
 	if err != nil {
 		t.Fatal(err)
@@ -269,14 +268,12 @@ func TestBeatMerge(t *testing.T) {
 }
 
 // A beat on the wire decodes to exactly the beat that was sent: every
-// field CopyBeatFields copies survives (each is set below by reflection,
-// so a field added there and not to beatWire fails here), and nothing
-// else is sent.
+// BeatFields field survives (each is set below by reflection), and
+// nothing else is sent.
 func TestBeatWireKeepsEveryBeatField(t *testing.T) {
 	var now NodeManagerReport
 	fill(reflect.ValueOf(&now).Elem())
-	beat := &NodeManagerReport{Beat: true}
-	CopyBeatFields(beat, &now)
+	beat := &NodeManagerReport{Beat: true, BeatFields: now.BeatFields}
 	msg, err := NodeManagerReportMsg(beat)
 	if err != nil {
 		t.Fatal(err)
@@ -292,7 +289,7 @@ func TestBeatWireKeepsEveryBeatField(t *testing.T) {
 	if err := json.Unmarshal(msg.Report, &keys); err != nil {
 		t.Fatal(err)
 	}
-	if want := reflect.TypeOf(beatWire{}).NumField(); len(keys) != want {
+	if want := 1 + reflect.TypeOf(BeatFields{}).NumField(); len(keys) != want {
 		t.Errorf("a beat carries %d keys, want %d: %s", len(keys), want, msg.Report)
 	}
 }

@@ -13,29 +13,16 @@ import (
 // and what `vigil status --json` shows under "nodemanager". Keys are stable.
 type NodeManagerReport struct {
 	// Beat: this report carries only the fields that move with the token
-	// and the lease (CopyBeatFields); the rest is as in the last full
+	// and the lease (BeatFields); the rest is as in the last full
 	// report. The node manager sends a full report at least every
 	// FullReportEvery and whenever its role, epoch, active, health,
 	// maintenance or floating IPs changed, and beats in between (four
 	// reports a lease are the supervisor's fence heartbeat). The
 	// supervisor merges a beat into the last full report.
-	Beat             bool   `json:"beat,omitempty"`
-	Self             string `json:"self"`
-	Role             string `json:"role"` // active | standby | candidate
-	Epoch            uint64 `json:"epoch"`
-	Active           string `json:"active"` // "" if none known
-	LeaseValid       bool   `json:"lease_valid"`
-	LeaseRemainingMS int64  `json:"lease_remaining_ms"`
-	// LeaseMS is the lease length this process runs with (cluster.timing
-	// as it started): the supervisor fences by it, not by a reloaded value.
-	LeaseMS          int64    `json:"lease_ms,omitempty"`
-	HoldingToken     bool     `json:"holding_token"`
-	TokenAgeMS       int64    `json:"token_age_ms"`
-	RotationMS       float64  `json:"token_rotation_ms"`
-	TokenLost        bool     `json:"token_lost"`
-	Healthy          bool     `json:"healthy"`
+	Beat bool `json:"beat,omitempty"`
+	// BeatFields come in every report, beats included.
+	BeatFields
 	UnhealthyReasons []string `json:"unhealthy_reasons,omitempty"`
-	Maintenance      bool     `json:"maintenance"`
 	Incarnation      uint64   `json:"incarnation"`
 	// QuorumNeeded is how many of Locators must answer for a lease
 	// (protocol.Config.Quorum: a majority, 1 of 2 with two_node).
@@ -43,16 +30,10 @@ type NodeManagerReport struct {
 	Peers        []PeerState     `json:"peers"`
 	Locators     []LocatorAnswer `json:"locators"`
 	VIPs         []string        `json:"vips_held"`
-	// DrainingTo is set while this node, after a planned handover, keeps
-	// the floating IPs until that node announces them; they go at the
-	// latest after DrainRemainingMS (the end of the lease it held), which
-	// is also when the supervisor fences a node manager gone silent.
-	DrainingTo       string    `json:"draining_to,omitempty"`
-	DrainRemainingMS int64     `json:"drain_remaining_ms,omitempty"`
-	Takeovers        uint64    `json:"takeovers"`
-	LastTakeover     *Takeover `json:"last_takeover,omitempty"`
-	LateTimers       uint64    `json:"late_ticks"`  // protocol ticks that fired more than a token interval late
-	MaxLateMS        float64   `json:"max_late_ms"` // the latest of those
+	Takeovers    uint64          `json:"takeovers"`
+	LastTakeover *Takeover       `json:"last_takeover,omitempty"`
+	LateTimers   uint64          `json:"late_ticks"`  // protocol ticks that fired more than a token interval late
+	MaxLateMS    float64         `json:"max_late_ms"` // the latest of those
 	// SlowPasses counts passes of the node manager's loop that took over
 	// a quarter of the lease (each also logged as event=loop_slow).
 	SlowPasses uint64 `json:"slow_passes"`
@@ -97,9 +78,40 @@ type NodeManagerReport struct {
 	// floating IPs at the end of the lease (nftables, docs/operations.md
 	// "The packet filter"); omitted on a node without VIPs.
 	KernelLease *KernelLease `json:"kernel_lease,omitempty"`
+}
+
+// BeatFields are what a beat carries (NodeManagerReport.Beat): those
+// the supervisor fences on (lease and drain left, the lease length), what
+// it releases the role with if the node manager dies, and those that move
+// with every token hop. Everything else changes slowly or is a counter,
+// and comes with the full reports. One struct, embedded in the report and
+// in the beat as sent, so that the two cannot drift apart.
+type BeatFields struct {
+	Self             string `json:"self"`
+	Role             string `json:"role"` // active | standby | candidate
+	Epoch            uint64 `json:"epoch"`
+	Active           string `json:"active"` // "" if none known
+	LeaseValid       bool   `json:"lease_valid"`
+	LeaseRemainingMS int64  `json:"lease_remaining_ms"`
+	// LeaseMS is the lease length this process runs with (cluster.timing
+	// as it started): the supervisor fences by it, not by a reloaded value.
+	LeaseMS      int64   `json:"lease_ms,omitempty"`
+	HoldingToken bool    `json:"holding_token"`
+	TokenAgeMS   int64   `json:"token_age_ms"`
+	RotationMS   float64 `json:"token_rotation_ms"`
+	TokenLost    bool    `json:"token_lost"`
+	Healthy      bool    `json:"healthy"`
+	Maintenance  bool    `json:"maintenance"`
+	// DrainingTo is set while this node, after a planned handover, keeps
+	// the floating IPs until that node announces them; they go at the
+	// latest after DrainRemainingMS (the end of the lease it held), which
+	// is also when the supervisor fences a node manager gone silent.
+	DrainingTo       string `json:"draining_to,omitempty"`
+	DrainRemainingMS int64  `json:"drain_remaining_ms,omitempty"`
 	// Succession is set while the node is active: what its supervisor
 	// needs to release the role at once if this process dies
-	// (protocol.CrashRelease; docs/protocol.md "Crash release").
+	// (protocol.CrashRelease; docs/protocol.md "Crash release"). In beats
+	// too: never a full report old.
 	Succession *Succession `json:"succession,omitempty"`
 }
 
@@ -213,52 +225,14 @@ type NodeCheckin struct {
 // least; the reports between are beats (NodeManagerReport.Beat).
 const FullReportEvery = 250 * time.Millisecond
 
-// CopyBeatFields copies from src to dst the fields a beat carries: those
-// the supervisor fences on (lease and drain left, the lease length) and
-// those that move with every token hop. Everything else changes slowly or
-// is a counter, and comes with the full reports.
-func CopyBeatFields(dst, src *NodeManagerReport) {
-	dst.Self, dst.Role, dst.Epoch, dst.Active = src.Self, src.Role, src.Epoch, src.Active
-	dst.LeaseValid, dst.LeaseRemainingMS, dst.LeaseMS = src.LeaseValid, src.LeaseRemainingMS, src.LeaseMS
-	dst.HoldingToken, dst.TokenAgeMS, dst.RotationMS, dst.TokenLost = src.HoldingToken, src.TokenAgeMS, src.RotationMS, src.TokenLost
-	dst.Healthy, dst.Maintenance = src.Healthy, src.Maintenance
-	dst.DrainingTo, dst.DrainRemainingMS = src.DrainingTo, src.DrainRemainingMS
-	// What the supervisor releases the role with if this process dies:
-	// current in every report, never a full report old.
-	dst.Succession = src.Succession
-}
-
-// beatWire is a beat as sent: only the fields CopyBeatFields copies,
-// under the keys NodeManagerReport gives them, so that it decodes as one.
-// Sent as a NodeManagerReport, a beat carried every other field too, as
-// zeros (750 bytes), and decoding those four times a lease was a fifth of
-// an idle supervisor's CPU.
+// beatWire is a beat as sent: the BeatFields only, under the keys
+// NodeManagerReport gives them, so that it decodes as one. Sent as a
+// NodeManagerReport, a beat carried every other field too, as zeros (750
+// bytes), and decoding those four times a lease was a fifth of an idle
+// supervisor's CPU.
 type beatWire struct {
-	Beat             bool        `json:"beat"`
-	Self             string      `json:"self"`
-	Role             string      `json:"role"`
-	Epoch            uint64      `json:"epoch"`
-	Active           string      `json:"active"`
-	LeaseValid       bool        `json:"lease_valid"`
-	LeaseRemainingMS int64       `json:"lease_remaining_ms"`
-	LeaseMS          int64       `json:"lease_ms,omitempty"`
-	HoldingToken     bool        `json:"holding_token"`
-	TokenAgeMS       int64       `json:"token_age_ms"`
-	RotationMS       float64     `json:"token_rotation_ms"`
-	TokenLost        bool        `json:"token_lost"`
-	Healthy          bool        `json:"healthy"`
-	Maintenance      bool        `json:"maintenance"`
-	DrainingTo       string      `json:"draining_to,omitempty"`
-	DrainRemainingMS int64       `json:"drain_remaining_ms,omitempty"`
-	Succession       *Succession `json:"succession,omitempty"`
-}
-
-func beatOf(r *NodeManagerReport) *beatWire {
-	return &beatWire{Beat: true, Self: r.Self, Role: r.Role, Epoch: r.Epoch, Active: r.Active,
-		LeaseValid: r.LeaseValid, LeaseRemainingMS: r.LeaseRemainingMS, LeaseMS: r.LeaseMS,
-		HoldingToken: r.HoldingToken, TokenAgeMS: r.TokenAgeMS, RotationMS: r.RotationMS, TokenLost: r.TokenLost,
-		Healthy: r.Healthy, Maintenance: r.Maintenance, DrainingTo: r.DrainingTo, DrainRemainingMS: r.DrainRemainingMS,
-		Succession: r.Succession}
+	Beat bool `json:"beat"`
+	BeatFields
 }
 
 // MergeBeat is last (a full report) with beat's fields, as a full report;
@@ -268,7 +242,6 @@ func MergeBeat(last, beat *NodeManagerReport) *NodeManagerReport {
 		return beat
 	}
 	m := *last
-	CopyBeatFields(&m, beat)
-	m.Beat = false
+	m.BeatFields, m.Beat = beat.BeatFields, false
 	return &m
 }
