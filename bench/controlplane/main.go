@@ -24,7 +24,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -36,6 +35,7 @@ import (
 	"github.com/vigil-project/vigil/cgroup"
 	"github.com/vigil-project/vigil/supervisor"
 	"github.com/vigil-project/vigil/supervisor/client"
+	"github.com/vigil-project/vigil/test/e2e"
 	"golang.org/x/sys/unix"
 )
 
@@ -321,10 +321,6 @@ func measure(ctx context.Context, bin, timing string, rtBudget, window time.Dura
 	return s + " failed=0", nil
 }
 
-// whyEvent matches the log lines (log.format: json) that say why an idle
-// cluster moved its role or fenced a node manager.
-var whyEvent = regexp.MustCompile(`"event":"(role|failover|fence|fence_deferred|fence_kill_slow|token_lost|token_regenerated|late_timer|loop_slow|report_skipped|exit|realtime_degraded)"`)
-
 // whyLines is up to max of the last such lines of a host's log.
 func whyLines(path string, max int) []string {
 	b, err := os.ReadFile(path)
@@ -333,7 +329,7 @@ func whyLines(path string, max int) []string {
 	}
 	var out []string
 	for _, l := range strings.Split(string(b), "\n") {
-		if whyEvent.MatchString(l) {
+		if e2e.ExplainJSON.MatchString(l) { // the lines that say why an idle cluster moved its role or fenced
 			out = append(out, l)
 		}
 	}

@@ -148,9 +148,19 @@ func (v *Vigil) Explain(since time.Time) string {
 	return b.String()
 }
 
+// explainEvents are the log events (docs/operations.md) that say why the
+// role moved, or why a control-plane process was fenced or suffered:
+// what Explain shows, and bench-controlplane after a move or a fence.
+const explainEvents = `role|failover|takeover|fence|fence_deferred|fence_kill_slow|fenced_fault|token_lost|token_regenerated|lease_expired|` +
+	`late_timer|loop_slow|report_skipped|node_health|claim_abandoned|switchover_refused|realtime|realtime_degraded|exit`
+
 // explainRE matches a text-format log line (log.format: text) of one of
-// the events Explain shows, and captures its time.
-var explainRE = regexp.MustCompile(`^time=(\S+) .*\bevent=(role|failover|takeover|fence|fence_deferred|fenced_fault|token_lost|token_regenerated|lease_expired|late_timer|node_health|claim_abandoned|realtime|exit)( |$)`)
+// the explainEvents, and captures its time.
+var explainRE = regexp.MustCompile(`^time=(\S+) .*\bevent=(` + explainEvents + `)( |$)`)
+
+// ExplainJSON matches a JSON-format log line (log.format: json) of one of
+// the events Explain shows.
+var ExplainJSON = regexp.MustCompile(`"event":"(` + explainEvents + `)"`)
 
 func (v *Vigil) writeConfig(h *vigilHost, keyFile string) error {
 	role := "node"
