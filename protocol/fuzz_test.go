@@ -127,7 +127,7 @@ func FuzzNodeStep(f *testing.F) {
 				case MsgTransfer:
 					m.Transfer = Transfer{Epoch: e, To: holder}
 				case MsgSwitchover:
-					m.Switchover = Switchover{To: holder}
+					m.Switchover = Switchover{To: holder, TokenSeq: uint64(next())}
 				}
 				_ = n.Step(now, m)
 			}
