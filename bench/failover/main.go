@@ -45,6 +45,7 @@ func main() {
 	noise := flag.Duration("noise", 60*time.Second, "how long the noisy neighbour runs")
 	flood := flag.Duration("flood", 60*time.Second, "how long the flood scenarios flood the active's cluster ports")
 	timing := flag.String("timing", "", `Vigil's cluster.timing as a YAML mapping, e.g. "{token_interval: 30ms, token_timeout: 400ms, lease: 600ms, drift_margin: 50ms}" (the e2e tests' timing); default: the product's defaults`)
+	rtWatchEvery := flag.Duration("rt-watch", 0, "sample the kernel's realtime throttling of every group this often (e.g. 100ms; reads "+e2e.SchedDebugPath+", a few ms of CPU each) and print each group seen throttled in a run (0: off)")
 	floodRate := flag.Int("flood-rate", 0, "datagrams/s of the flood scenarios; 0: as fast as one sending thread can")
 	rate := flag.Int("rate", 50, "SIP calls per second")
 	after := flag.Duration("after", 4*time.Second, "traffic after the fault")
@@ -84,6 +85,14 @@ func main() {
 	fmt.Printf("config runs=%d rate=%d after_ms=%d noise_s=%.0f flood_s=%.0f flood_rate=%d vigil_timing=%s keepalived_vrrp_version=3\n",
 		*runs, *rate, after.Milliseconds(), noise.Seconds(), flood.Seconds(), *floodRate, vt)
 
+	var rtWatch *e2e.RTThrottleProbe
+	if *rtWatchEvery > 0 {
+		var err error
+		if rtWatch, err = e2e.StartRTThrottleProbe(*rtWatchEvery); err != nil {
+			fail(err)
+		}
+		defer rtWatch.Stop()
+	}
 	freeze := e2e.StartFreezeProbe()
 	defer freeze.Stop()
 	if !freeze.Realtime() {
@@ -145,7 +154,19 @@ func main() {
 						fmt.Printf("run %d %s scenario=%s error=%q\n", i+1, sys.Label(), sc, err.Error())
 						continue
 					}
+					var throttled []e2e.RTThrottle
+					if rtWatch != nil {
+						var werr error
+						throttled, werr = rtWatch.Take()
+						guard += fmt.Sprintf(" rt_throttled=%d", len(throttled))
+						if werr != nil {
+							guard += fmt.Sprintf(" rt_watch_error=%q", werr.Error())
+						}
+					}
 					fmt.Printf("run %d %s%s\n", i+1, res.Line(), guard)
+					for _, e := range throttled {
+						fmt.Println("    " + e.String())
+					}
 					for _, l := range res.LostLines() {
 						fmt.Println("    " + l)
 					}
