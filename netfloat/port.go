@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -116,6 +117,10 @@ func (m *Manager) read(p *port, c *packet.Conn) {
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
+		// The node manager runs on one P (cmd/vigil, runControlPlane): a
+		// flood of ARP or ND frames must not hold it from the protocol
+		// loop, so yield after every frame (a few a second normally).
+		runtime.Gosched()
 		cl, ok := parseClaim(buf[:n])
 		if !ok || bytes.Equal(cl.MAC, p.mac) {
 			continue // not a claim, or our own frame seen going out

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os/signal"
+	"runtime"
 	"syscall"
 
 	"github.com/vigil-project/vigil/config"
@@ -45,6 +46,13 @@ func runControlPlane(name string, args []string, stderr io.Writer, run func(cont
 		printConfigErrors(stderr, err)
 		return exitUsage
 	}
+	// One P, as the supervisor: the locator and node manager are event
+	// loops woken hundreds of times a second, and with a second P every
+	// wake-up also woke a spinning thread to look for more work (a
+	// context switch, tens of µs on a paravirtualised guest). The readers
+	// yield after each full batch so that a flood cannot hold the one P
+	// from the protocol loop (transport.read, netfloat's packet reader).
+	runtime.GOMAXPROCS(1)
 	log := newLogger(stderr, cfg.Log).With("component", name)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

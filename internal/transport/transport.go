@@ -26,6 +26,7 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sort"
 	"sync"
@@ -437,6 +438,13 @@ func (t *Transport) read(ctx context.Context, c *net.UDPConn, out chan<- Inbound
 			case <-ctx.Done():
 				return
 			}
+		}
+		if n == readBatch {
+			// More are waiting (a flood): let the protocol loop and the
+			// timers run between batches. The node manager and the
+			// locator run on one P (cmd/vigil, runControlPlane), and a
+			// reader that never blocks would hold it for 10 ms at a time.
+			runtime.Gosched()
 		}
 	}
 }
