@@ -466,8 +466,8 @@ func (t *Transport) read(ctx context.Context, c *net.UDPConn, out chan<- Inbound
 const readBatch = 64
 
 // floodPause is how long a reader waits after a batch that was mostly
-// refused, so that the next one is fuller: at most a thirtieth of the
-// shortest default lease added to a peer's datagrams during a flood.
+// refused, so that the next one is fuller: a thirtieth of the default
+// lease, added to a peer's datagrams only during a flood.
 const floodPause = 2 * time.Millisecond
 
 // accept runs the checks in order of cost: the source address (a map
