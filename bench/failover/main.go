@@ -45,6 +45,7 @@ func main() {
 	noise := flag.Duration("noise", 60*time.Second, "how long the noisy neighbour runs")
 	flood := flag.Duration("flood", 60*time.Second, "how long the flood scenarios flood the active's cluster ports")
 	timing := flag.String("timing", "", `Vigil's cluster.timing as a YAML mapping, e.g. "{token_interval: 30ms, token_timeout: 400ms, lease: 600ms, drift_margin: 50ms}" (the e2e tests' timing); default: the product's defaults`)
+	freezeProbe := flag.Bool("freeze-probe", true, "run the freeze probe (a SCHED_FIFO thread in the root group waking every 1 ms; freeze_max_ms); off, freeze_max_ms reads 0")
 	rtWatchEvery := flag.Duration("rt-watch", 0, "sample the kernel's realtime throttling of every group this often (e.g. 100ms; reads "+e2e.SchedDebugPath+", a few ms of CPU each) and print each group seen throttled in a run (0: off)")
 	floodRate := flag.Int("flood-rate", 0, "datagrams/s of the flood scenarios; 0: as fast as one sending thread can")
 	rate := flag.Int("rate", 50, "SIP calls per second")
@@ -93,10 +94,13 @@ func main() {
 		}
 		defer rtWatch.Stop()
 	}
-	freeze := e2e.StartFreezeProbe()
-	defer freeze.Stop()
-	if !freeze.Realtime() {
-		fmt.Println("note: the freeze probe could not get SCHED_FIFO; its figures include its own scheduling")
+	var freeze *e2e.FreezeProbe
+	if *freezeProbe {
+		freeze = e2e.StartFreezeProbe()
+		defer freeze.Stop()
+		if !freeze.Realtime() {
+			fmt.Println("note: the freeze probe could not get SCHED_FIFO; its figures include its own scheduling")
+		}
 	}
 	// SIGINT or SIGTERM ends the benchmark after the run under way, with
 	// the namespaces, processes and files it made cleaned up and the runs

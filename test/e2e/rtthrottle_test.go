@@ -7,8 +7,8 @@ import (
 	"time"
 )
 
-// The parser takes the throttled groups, with their figures, and nothing
-// else: not the root, not an unthrottled group, not other sections.
+// The parser takes the throttled groups, the root among them, with their
+// figures, and nothing else: not an unthrottled group, not other sections.
 func TestParseRTThrottled(t *testing.T) {
 	in := []byte(`cfs_rq[0]:/vigil-cp-x/control/nodemanager
   .exec_clock                    : 0.000000
@@ -17,7 +17,7 @@ func TestParseRTThrottled(t *testing.T) {
 rt_rq[0]:/
   .rt_nr_running                 : 0
   .rt_throttled                  : 1
-  .rt_time                       : 900.000000
+  .rt_time                       : 950.100000
   .rt_runtime                    : 950.000000
 
 rt_rq[0]:/vigil-cp-x/control/locator
@@ -33,10 +33,13 @@ rt_rq[1]:/vigil-cp-x/control/nodemanager
   .rt_runtime                    : 150.000000
 `)
 	got := parseRTThrottled(in)
-	if len(got) != 1 {
-		t.Fatalf("got %+v, want the node manager's group on cpu 1 only", got)
+	if len(got) != 2 {
+		t.Fatalf("got %+v, want the root on cpu 0 and the node manager's group on cpu 1", got)
 	}
-	if g := got[0]; g.Group != "/vigil-cp-x/control/nodemanager" || g.CPU != 1 || g.RTTimeMS != 151.203 || g.RuntimeMS != 150 {
+	if g := got[0]; g.Group != "/" || g.CPU != 0 || g.RTTimeMS != 950.1 || g.RuntimeMS != 950 {
+		t.Fatalf("got %+v", g)
+	}
+	if g := got[1]; g.Group != "/vigil-cp-x/control/nodemanager" || g.CPU != 1 || g.RTTimeMS != 151.203 || g.RuntimeMS != 150 {
 		t.Fatalf("got %+v", g)
 	}
 }
