@@ -407,3 +407,43 @@ func TestDriverLateSwitchoverRequestRefusedAndLogged(t *testing.T) {
 		}
 	}
 }
+
+// The loop ticks when something is due (Node.NextDeadline and its own
+// deadlines), at the latest a token interval after its last tick, not on
+// a fixed fine grid: an idle pair ticks at most about once per token
+// interval each (it used to tick four times), keeps its roles, and the
+// token keeps going round.
+func TestIdleLoopTicksOnlyWhenDue(t *testing.T) {
+	h := newHarness(t)
+	a, b := h.startActive()
+	ta, tb := a.ticks, b.ticks
+	since := h.clk.Now()
+	const d = 2 * time.Second
+	h.run(d, nil)
+	if !a.active() || b.m.node.Status().Active != "a" {
+		t.Fatalf("roles moved while idle: a %v, b sees active %q", a.m.node.Role(), b.m.node.Status().Active)
+	}
+	passes := 0
+	for _, s := range h.sentBy("a", since) {
+		if s.msg.Type == protocol.MsgToken {
+			passes++
+		}
+	}
+	// a holds it a token interval, then b does: a passes it every two.
+	if want := int(d / (2 * a.m.pcfg.TokenInterval)); passes < want*3/4 {
+		t.Fatalf("a passed the token %d times in %v, want about %d: the token stalls", passes, d, want)
+	}
+	grid := int(d / a.m.pcfg.TokenInterval) // one tick per token interval
+	for _, x := range []struct {
+		id    string
+		ticks int
+	}{{"a", a.ticks - ta}, {"b", b.ticks - tb}} {
+		if x.ticks > grid*5/4 || x.ticks < grid/4 {
+			t.Errorf("%s ticked %d times in %v, want about %d (one per token interval; the old fixed tick took %d)", x.id, x.ticks, d, grid, 4*grid)
+		}
+	}
+	t.Logf("in %v: a ticked %d times, b %d; a passed the token %d times", d, a.ticks-ta, b.ticks-tb, passes)
+	if a.m.lateTimers != 0 || b.m.lateTimers != 0 {
+		t.Errorf("late ticks a=%d b=%d while idle on a fake clock", a.m.lateTimers, b.m.lateTimers)
+	}
+}

@@ -225,6 +225,7 @@ type testNode struct {
 	logs   *syncBuf
 	hooks  []hookJob // every hook queued, in order
 	paused bool      // not scheduled: takes no input, its tick waits in the channel
+	ticks  int       // protocol ticks the loop took
 }
 
 type testLocator struct {
@@ -369,6 +370,7 @@ func (h *harness) serveOnce(n *testNode) {
 	}
 	select {
 	case <-n.m.tick.C():
+		n.ticks++
 		n.m.onInput(stepTick, n.m.onTick)
 	default:
 	}

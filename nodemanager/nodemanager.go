@@ -110,10 +110,10 @@ type manager struct {
 
 	fo failoverTracker // for the event=failover line (failover.go)
 
-	// The loop (serve): its protocol tick, and when it last ticked and
-	// reported.
-	tick                 clock.Ticks
-	lastTick, lastReport time.Duration
+	// The loop (serve): its protocol tick, armed for tickAt (nextTick),
+	// and when it last ticked and reported.
+	tick                                   clock.Ticks
+	tickAt, lastTick, lastPass, lastReport time.Duration
 	// The last full report (the others are beats): when, and what it said.
 	fullSent bool
 	lastFull time.Duration
@@ -277,7 +277,7 @@ func (m *manager) join(st protocol.NodeState, tr transport.Endpoint) error {
 }
 
 // start feeds the node its health and writes its first state, then arms
-// the protocol tick (every token_interval/4).
+// the protocol tick (nextTick).
 func (m *manager) start() {
 	now := m.clk.Now()
 	m.updateHealth(now)
@@ -285,11 +285,61 @@ func (m *manager) start() {
 	// failed write sends nothing and is retried on every tick.
 	m.flush()
 	m.log.Info("node manager started", "event", "nodemanager_start", "listen", m.tr.Addr().String(), "incarnation", m.node.Status().Incarnation, "vips", len(m.vips))
-	m.tick = m.clk.NewTicker(m.tickPeriod())
 	m.lastTick = m.clk.Now()
+	m.lastPass = m.lastTick
+	m.tickAt = m.lastTick + m.tickPeriod()
+	m.tick = m.clk.NewTimer(m.tickPeriod())
+	m.armTick(m.lastTick)
 }
 
-func (m *manager) tickPeriod() time.Duration { return m.pcfg.TokenInterval / 4 }
+// tickPeriod is the longest the loop goes without a pass: the protocol
+// takes a longer gap between its inputs for a stall of its own.
+func (m *manager) tickPeriod() time.Duration { return m.pcfg.TokenInterval }
+
+// nextTick is when the loop next has something to do without an input:
+// the protocol's next deadline (Node.NextDeadline), the driver's own (a
+// drain's addresses, the handover gap, the end of the lease it holds
+// the addresses under), and at the latest a token interval after the
+// last pass. Ticking only then, rather than every quarter token
+// interval, is what keeps an idle node manager cheap; the timers act as
+// precisely as before (the simulator's Options.Twin checks that the
+// protocol acts as it would ticked finely). The report, due every
+// quarter lease, rides on the passes there are, with a tick of its own
+// only if none came for half a token interval after it was due: the
+// supervisor fences after half a lease of silence at the soonest.
+func (m *manager) nextTick() time.Duration {
+	at := min(m.node.NextDeadline(), m.lastPass+m.tickPeriod(), m.lastReport+m.pcfg.Lease/4+m.pcfg.TokenInterval/2)
+	if m.held && m.drain == nil {
+		at = min(at, m.node.LeaseUntil()) // enforceLease
+	}
+	if d := m.drain; d != nil {
+		at = min(at, d.until)
+		for _, x := range d.left {
+			at = min(at, x.until)
+		}
+	}
+	if g := m.gapClaim; g != nil {
+		at = min(at, g.at)
+	}
+	if at <= m.lastTick {
+		// Due already and the last tick did not act on it: never spin;
+		// look again at the old pace.
+		at = m.lastTick + m.tickPeriod()/4
+	}
+	return at
+}
+
+// armTick re-arms the tick for nextTick, if that moved; now is the end
+// of the pass.
+func (m *manager) armTick(now time.Duration) {
+	m.lastPass = now
+	at := m.nextTick()
+	if at == m.tickAt {
+		return
+	}
+	m.tickAt = at
+	m.tick.Reset(max(at-now, 0))
+}
 
 // serve is the loop: one input at a time, then afterInput. Each input has
 // its own handler, which a driver test calls the same way.
@@ -325,7 +375,7 @@ func (m *manager) onInput(input passStep, handle func()) {
 	handle()
 	m.pass.step(input, m.clk.Now())
 	m.afterInput()
-	m.checkPass()
+	m.armTick(m.checkPass())
 }
 
 // passStep names an input or a step of a pass, for the loop_slow and
@@ -390,14 +440,15 @@ func (w *passWatch) step(what passStep, now time.Duration) {
 
 // checkPass ends the pass and logs it if it took more than a quarter of
 // the lease.
-func (m *manager) checkPass() {
+func (m *manager) checkPass() (now time.Duration) {
 	m.pass.busy.Store(0)
-	now := m.clk.Now()
+	now = m.clk.Now()
 	if took := now - m.pass.start; took > m.pcfg.Lease/4 {
 		m.slowPasses++
 		m.log.Warn("node manager loop held up", "event", "loop_slow", "input", m.pass.input.String(), "took_ms", took.Milliseconds(),
 			"step", m.pass.slow.String(), "step_ms", m.pass.slowFor.Milliseconds())
 	}
+	return now
 }
 
 // watchPass runs on the late-timer monitor's goroutine after each of its
@@ -430,11 +481,11 @@ func (m *manager) onInbound(in transport.Inbound) {
 }
 
 // onTick is the protocol tick; one that comes more than a token interval
-// late is told to the protocol first (checkLate).
+// after it was due is told to the protocol first (checkLate).
 func (m *manager) onTick() {
 	now := m.clk.Now()
 	m.fo.local(now)
-	late := now - m.lastTick - m.tickPeriod()
+	late := now - m.tickAt
 	m.timing.Late(now, late)
 	m.checkLate(now, late)
 	m.lastTick = now
@@ -959,7 +1010,7 @@ func (m *manager) awaitSuccessor(in <-chan transport.Inbound) (string, time.Dura
 	began := m.clk.Now()
 	limit := m.clk.NewTimer(m.pcfg.TokenTimeout)
 	defer limit.Stop()
-	tick := m.clk.NewTicker(m.tickPeriod())
+	tick := m.clk.NewTicker(m.pcfg.TokenInterval / 4) // short-lived: the fine pace is simplest
 	defer tick.Stop()
 	for {
 		st := m.node.Status()

@@ -17,7 +17,7 @@
 //	n, err := protocol.NewNode(cfg, loadState(), now())
 //	for {
 //		select {
-//		case <-ticker.C:              // every TokenInterval/4
+//		case <-timer.C:               // at n.NextDeadline(), at the latest a TokenInterval after the last call
 //			n.Tick(now())
 //		case b := <-datagrams:        // for this host's node (not Type.ForLocator)
 //			m, err := protocol.Decode(key, b)      // authenticate

@@ -86,14 +86,14 @@ func (r *round) answered() uint32 { return r.granted | r.refused }
 // facts (SetHealth, SetMaintenance, Switchover, Late), and after each call
 // carries out Ready(). Not safe for concurrent use: one goroutine owns it.
 //
-// Call Tick at least every TokenInterval/4 (2.5 ms by default), and Step
-// for every accepted datagram whose type is not ForLocator (NextDeadline
-// says when a timer is next due; the node manager does not use it yet).
-// Read `now` after the input happened (after recvmsg returned). The
-// floating IPs may be held only while ActiveAt(now) is true: arm a timer at
-// Status().LeaseUntil and remove them when it fires even if no
-// BecameStandby arrived, and give the addresses a kernel lifetime ending at
-// LeaseUntil.
+// Call Tick at NextDeadline (asked after every call) and at the latest a
+// TokenInterval after the last call (a longer gap reads as a stall of its
+// own), or simply every TokenInterval/4, and Step for every accepted
+// datagram whose type is not ForLocator. Read `now` after
+// the input happened (after recvmsg returned). The floating IPs may be held
+// only while ActiveAt(now) is true: arm a timer at Status().LeaseUntil and
+// remove them when it fires even if no BecameStandby arrived, and give the
+// addresses a kernel lifetime ending at LeaseUntil.
 type Node struct {
 	cfg       Config
 	self      string

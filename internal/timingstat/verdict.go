@@ -135,12 +135,12 @@ func (m Measured) needs(ti time.Duration, rq time.Duration) needs {
 	nodes := max(m.Nodes, 1)
 	n.tokenTimeout = max(3*ti, time.Duration(nodes)*ti+k*(m.Late+n.rAll))
 	n.ttWhy = fmt.Sprintf("max(3×token_interval, %d×token_interval + %d×(lateness %v + worst round trip %v))", nodes, SafetyFactor, round(m.Late), round(n.rAll))
-	// After its lease ends the node manager drops the addresses at its
-	// next tick (token_interval/4), as late as its loop runs; the kernel
-	// lease stops serving them ε after the end whatever the node manager
-	// does, so the earlier of the two bounds the overlap.
-	n.reaction = ti/4 + k*m.Late
-	n.reactionWhy = fmt.Sprintf("node manager reaction token_interval/4 + %d×lateness %v = %v", SafetyFactor, round(m.Late), round(n.reaction))
+	// The node manager drops the addresses on a tick armed for the
+	// lease's end, as late as its loop runs; the kernel lease stops
+	// serving them ε after the end whatever the node manager does, so the
+	// earlier of the two bounds the overlap.
+	n.reaction = k * m.Late
+	n.reactionWhy = fmt.Sprintf("node manager reaction (its tick at the lease's end) %d×lateness %v = %v", SafetyFactor, round(m.Late), round(n.reaction))
 	if m.KernelLease && m.Epsilon() < n.reaction {
 		n.reaction = m.Epsilon()
 		n.reactionWhy = fmt.Sprintf("kernel lease ε %v (before the node manager's reaction)", m.Epsilon())

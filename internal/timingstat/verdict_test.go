@@ -20,39 +20,41 @@ func TestJudge(t *testing.T) {
 	}{
 		{
 			// lease 26 = 20 + 2(2+1); token_timeout 30 = max(30, 20 + 2(2+3));
-			// drift margin: the kernel lease's ε 6 ms (2 ms + a 4 ms
-			// jiffy) is sooner than the reaction 2.5 + 4 ms; the shortest
-			// D: (0.0202·26 + 6)/(1 − 0.0202) = 6.66 → 7 ms.
+			// drift margin: the reaction 2×2 ms (a tick at the lease's
+			// end) is sooner than the kernel lease's ε 6 ms (2 ms + a 4
+			// ms jiffy); the shortest D: (0.0202·26 + 4)/(1 − 0.0202) =
+			// 4.62 → 5 ms.
 			name: "enough margin",
 			t:    newDefaults,
 			m: Measured{Late: 2 * ms1, RTT: []time.Duration{ms1 / 2, ms1, 3 * ms1}, Nodes: 2, Quorum: 2,
 				KernelLease: true, Jiffy: 4 * ms1},
 			ok:       true,
-			shortest: Timing{10 * ms1, 30 * ms1, 26 * ms1, 7 * ms1},
+			shortest: Timing{10 * ms1, 30 * ms1, 26 * ms1, 5 * ms1},
 		},
 		{
 			// 20 ms of lateness: lease 62 = 20 + 2(20+1) > 60; token
 			// timeout 62 > 50; no kernel lease, so the drift margin
-			// must cover 2.5 + 40 ms of reaction.
+			// must cover 40 ms of reaction: (0.0202·62 + 40)/(1 − 0.0202)
+			// = 42.1 → 43 ms.
 			name:     "too little margin",
 			t:        newDefaults,
 			m:        Measured{Late: 20 * ms1, RTT: []time.Duration{ms1, ms1}, Nodes: 2, Quorum: 2},
 			failing:  []string{"lease", "token_timeout", "drift_margin"},
-			shortest: Timing{10 * ms1, 62 * ms1, 62 * ms1, 45 * ms1},
+			shortest: Timing{10 * ms1, 62 * ms1, 62 * ms1, 43 * ms1},
 		},
 		{
 			// Only the drift margin falls short: 10 ms late without a
-			// kernel lease needs 5 + 20 ms of reaction plus the drift
+			// kernel lease needs 20 ms of reaction plus the drift
 			// (4.4 ms at L=200, D=20; 1.3 ms at the shortest L=62:
-			// (0.0202·62 + 25)/(1 − 0.0202) = 26.8 → 27 ms).
+			// (0.0202·62 + 20)/(1 − 0.0202) = 21.7 → 22 ms).
 			name:     "drift margin alone too short",
 			t:        Timing{TokenInterval: 20 * ms1, TokenTimeout: 150 * ms1, Lease: 200 * ms1, DriftMargin: 20 * ms1},
 			m:        Measured{Late: 10 * ms1, RTT: []time.Duration{ms1, ms1, ms1}, Nodes: 2, Quorum: 2},
 			failing:  []string{"drift_margin"},
-			shortest: Timing{20 * ms1, 62 * ms1, 62 * ms1, 27 * ms1},
+			shortest: Timing{20 * ms1, 62 * ms1, 62 * ms1, 22 * ms1},
 		},
 		{
-			// The reaction (0.25 + 60 ms) makes D ≥ the lease the
+			// The reaction (60 ms) makes D ≥ the lease the
 			// renewals need (63 ms): the lease grows to D + 1 ms.
 			name:     "drift margin lengthens the lease",
 			t:        Timing{TokenInterval: ms1, TokenTimeout: 100 * ms1, Lease: 200 * ms1, DriftMargin: 100 * ms1},
@@ -63,13 +65,13 @@ func TestJudge(t *testing.T) {
 		{
 			// The lease waits for the second fastest of three locators
 			// (2 ms), the token timeout for the slowest (40 ms); the
-			// reaction 2.5 + 2 ms is sooner than ε (6 ms):
-			// (0.0202·26 + 4.5)/(1 − 0.0202) = 5.1 → 6 ms.
+			// reaction 2 ms is sooner than ε (6 ms):
+			// (0.0202·26 + 2)/(1 − 0.0202) = 2.6 → 3 ms.
 			name:     "quorum round trip, not the slowest",
 			t:        newDefaults,
 			m:        Measured{Late: ms1, RTT: []time.Duration{40 * ms1, ms1, 2 * ms1}, Nodes: 2, Quorum: 2, KernelLease: true, Jiffy: 4 * ms1},
 			failing:  []string{"token_timeout"},
-			shortest: Timing{10 * ms1, 102 * ms1, 26 * ms1, 6 * ms1},
+			shortest: Timing{10 * ms1, 102 * ms1, 26 * ms1, 3 * ms1},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
