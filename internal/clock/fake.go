@@ -122,6 +122,31 @@ func (w *fakeWait) Stop() {
 	f.waits = slices.DeleteFunc(f.waits, func(x *fakeWait) bool { return x == w })
 }
 
+// Reset makes w fire d from now (a ticker: then every d) and drops a
+// firing not yet received, as Go's timers do since 1.23.
+func (w *fakeWait) Reset(d time.Duration) {
+	f := w.f
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if w.period > 0 {
+		if d <= 0 {
+			panic("clock: non-positive ticker period")
+		}
+		w.period = d
+	}
+	f.seq++
+	w.at, w.seq = f.now+max(d, 0), f.seq
+	if w.c != nil {
+		select {
+		case <-w.c:
+		default:
+		}
+	}
+	if !slices.Contains(f.waits, w) {
+		f.waits = append(f.waits, w)
+	}
+}
+
 // Advance moves the clock by d, firing everything due on the way in time
 // order.
 func (f *Fake) Advance(d time.Duration) {

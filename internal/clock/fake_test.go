@@ -83,3 +83,43 @@ func TestRealNowIsBoottime(t *testing.T) {
 		t.Fatalf("Real.Now %v not between %v and %v", n, a, b)
 	}
 }
+
+// Reset re-arms a timer, fired or not, from now, and drops a firing not
+// yet received; the real timer behaves the same.
+func TestTimerReset(t *testing.T) {
+	f := NewFake(0)
+	tm := f.NewTimer(10 * time.Millisecond)
+	f.Advance(10 * time.Millisecond) // fired, not received
+	tm.Reset(5 * time.Millisecond)
+	if fired(tm.C()) {
+		t.Fatal("a firing from before Reset was kept")
+	}
+	f.Advance(4 * time.Millisecond)
+	if fired(tm.C()) {
+		t.Fatal("fired early after Reset")
+	}
+	f.Advance(time.Millisecond)
+	if !fired(tm.C()) {
+		t.Fatal("did not fire at its reset time")
+	}
+	// Moved earlier while pending.
+	tm.Reset(50 * time.Millisecond)
+	tm.Reset(2 * time.Millisecond)
+	f.Advance(2 * time.Millisecond)
+	if !fired(tm.C()) || f.Pending() != 0 {
+		t.Fatalf("re-armed earlier: did not fire once (pending %d)", f.Pending())
+	}
+
+	r := Real{}.NewTimer(time.Hour)
+	defer r.Stop()
+	start := time.Now()
+	r.Reset(time.Millisecond)
+	select {
+	case <-r.C():
+	case <-time.After(10 * time.Second):
+		t.Fatal("real timer did not fire after Reset")
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Fatal("real timer fired at its old time")
+	}
+}

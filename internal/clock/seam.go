@@ -29,6 +29,9 @@ type Clock interface {
 type Ticks interface {
 	C() <-chan time.Time
 	Stop()
+	// Reset makes it fire d from now (a ticker: then every d), as if just
+	// made; a firing not yet received is dropped (Go's timers since 1.23).
+	Reset(d time.Duration)
 }
 
 // Stopper cancels an AfterFunc that has not run yet.
@@ -63,10 +66,12 @@ func (Real) NewAlarm(fn func()) Alarm { return NewAlarm(fn) }
 
 type realTicker struct{ t *time.Ticker }
 
-func (r realTicker) C() <-chan time.Time { return r.t.C }
-func (r realTicker) Stop()               { r.t.Stop() }
+func (r realTicker) C() <-chan time.Time   { return r.t.C }
+func (r realTicker) Stop()                 { r.t.Stop() }
+func (r realTicker) Reset(d time.Duration) { r.t.Reset(d) }
 
 type realTimer struct{ t *time.Timer }
 
-func (r realTimer) C() <-chan time.Time { return r.t.C }
-func (r realTimer) Stop()               { r.t.Stop() }
+func (r realTimer) C() <-chan time.Time   { return r.t.C }
+func (r realTimer) Stop()                 { r.t.Stop() }
+func (r realTimer) Reset(d time.Duration) { r.t.Reset(d) }
