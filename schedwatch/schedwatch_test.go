@@ -346,6 +346,24 @@ func TestConfigValidation(t *testing.T) {
 	if s := m.Snapshot(); s.Period != DefaultPeriod || s.Threshold != DefaultThreshold || s.Hold != DefaultHold {
 		t.Errorf("defaults: %+v", s)
 	}
+	// The period is half the threshold, within MinPeriod..DefaultPeriod.
+	for _, c := range []struct{ threshold, period time.Duration }{
+		{10 * time.Millisecond, MinPeriod},
+		{30 * time.Millisecond, 15 * time.Millisecond},
+		{DefaultThreshold, DefaultPeriod},
+		{time.Second, DefaultPeriod},
+	} {
+		m, err := New(Config{Threshold: c.threshold})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := m.Snapshot().Period; p != c.period {
+			t.Errorf("threshold %v: period %v, want %v", c.threshold, p, c.period)
+		}
+	}
+	if _, err := New(Config{Threshold: 5 * time.Millisecond}); !errors.Is(err, ErrConfig) {
+		t.Errorf("a threshold below MinPeriod: %v, want ErrConfig", err)
+	}
 }
 
 func TestCPUPressureSources(t *testing.T) {
