@@ -371,9 +371,9 @@ func (m *manager) serve(ctx context.Context, in <-chan transport.Inbound, sup <-
 // onInput is one pass of the loop: input's handler, then afterInput,
 // timed (checkPass).
 func (m *manager) onInput(input passStep, handle func()) {
-	m.pass.begin(input, m.clk.Now())
+	m.pass.begin(input, m.clk.Mono())
 	handle()
-	m.pass.step(input, m.clk.Now())
+	m.pass.step(input, m.clk.Mono())
 	m.afterInput()
 	m.armTick(m.checkPass())
 }
@@ -415,7 +415,7 @@ type passWatch struct {
 	start, last time.Duration
 	input, slow passStep
 	slowFor     time.Duration
-	// For watchPass: the running pass's start (0 between passes), its
+	// For watchPass: the running pass's start on Mono (0 between passes), its
 	// input and last finished step, and the start already reported.
 	busy, warned atomic.Int64
 	busyInput    atomic.Uint32
@@ -438,17 +438,17 @@ func (w *passWatch) step(what passStep, now time.Duration) {
 	w.done.Store(uint32(what))
 }
 
-// checkPass ends the pass and logs it if it took more than a quarter of
-// the lease.
+// checkPass ends the pass, logs it if it took more than a quarter of the
+// lease, and returns Now for arming the next tick. Passes are timed on
+// Mono: a step timed on Now cost a system call per step.
 func (m *manager) checkPass() (now time.Duration) {
 	m.pass.busy.Store(0)
-	now = m.clk.Now()
-	if took := now - m.pass.start; took > m.pcfg.Lease/4 {
+	if took := m.clk.Mono() - m.pass.start; took > m.pcfg.Lease/4 {
 		m.slowPasses++
 		m.log.Warn("node manager loop held up", "event", "loop_slow", "input", m.pass.input.String(), "took_ms", took.Milliseconds(),
 			"step", m.pass.slow.String(), "step_ms", m.pass.slowFor.Milliseconds())
 	}
-	return now
+	return m.clk.Now()
 }
 
 // watchPass runs on the late-timer monitor's goroutine after each of its
@@ -460,7 +460,7 @@ func (m *manager) watchPass() {
 	if start == 0 || m.pass.warned.Load() == start {
 		return
 	}
-	age := m.clk.Now() - time.Duration(start)
+	age := m.clk.Mono() - time.Duration(start)
 	if age <= m.pcfg.Lease/4 {
 		return
 	}
@@ -503,15 +503,15 @@ func (m *manager) afterInput() {
 	m.checkDrain(now)
 	m.checkGapClaim(now)
 	m.enforceLease(now)
-	m.pass.step(stepDrainLease, m.clk.Now())
+	m.pass.step(stepDrainLease, m.clk.Mono())
 	if m.watchStale && !m.held {
 		m.rebuildFloat(now)
-		m.pass.step(stepRebuildFloat, m.clk.Now())
+		m.pass.step(stepRebuildFloat, m.clk.Mono())
 	}
 	if now-m.lastReport >= m.pcfg.Lease/4 {
 		m.report(now)
 		m.lastReport = now
-		m.pass.step(stepReport, m.clk.Now())
+		m.pass.step(stepReport, m.clk.Mono())
 	}
 }
 
@@ -739,37 +739,38 @@ func (m *manager) flush() {
 	// Before the events: BecameActive claims (and announces) under the
 	// new deadline, BecameStandby's release finds announcements stopped.
 	m.syncLease()
-	m.pass.step(stepSyncLease, m.clk.Now())
+	m.pass.step(stepSyncLease, m.clk.Mono())
 	if rd.State != nil {
 		if err := m.state.Save(rd.State); err != nil {
 			written = false
 		} else {
 			m.node.Persisted(*rd.State)
 		}
-		m.pass.step(stepPersist, m.clk.Now())
+		m.pass.step(stepPersist, m.clk.Mono())
 	}
 	for _, ev := range rd.Events {
 		m.onEvent(ev)
 	}
 	if len(rd.Events) > 0 {
-		m.pass.step(stepEvents, m.clk.Now())
+		m.pass.step(stepEvents, m.clk.Mono())
 	}
 	if !written {
 		return
 	}
 	// Read after the write: the rounds count from here, not from before
 	// a slow fsync (Node.Sent).
-	m.node.Sent(m.clk.Now())
+	sent := m.clk.Now()
+	m.node.Sent(sent)
 	for _, e := range rd.Messages {
 		if e.Msg.Type == protocol.MsgCheckIn {
-			m.timing.Sent(e.To, e.Msg.CheckIn.Round, m.clk.Now())
+			m.timing.Sent(e.To, e.Msg.CheckIn.Round, sent)
 		}
 		if err := m.send(e); err != nil {
 			m.log.Debug("send failed", "err", err)
 		}
 	}
 	if len(rd.Messages) > 0 {
-		m.pass.step(stepSend, m.clk.Now())
+		m.pass.step(stepSend, m.clk.Mono())
 	}
 }
 

@@ -263,7 +263,7 @@ func TestSuspendCountsAsLateness(t *testing.T) {
 }
 
 func TestStalledWhileWaiting(t *testing.T) {
-	m, c, _ := newFake(t, Config{})
+	m, c, _ := newFake(t, Config{Period: 10 * time.Millisecond})
 	block := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
