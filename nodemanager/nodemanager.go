@@ -374,8 +374,9 @@ func (m *manager) onInput(input passStep, handle func()) {
 	m.pass.begin(input, m.clk.Mono())
 	handle()
 	m.pass.step(input, m.clk.Mono())
-	m.afterInput()
-	m.armTick(m.checkPass())
+	now := m.afterInput()
+	m.checkPass()
+	m.armTick(now)
 }
 
 // passStep names an input or a step of a pass, for the loop_slow and
@@ -438,17 +439,16 @@ func (w *passWatch) step(what passStep, now time.Duration) {
 	w.done.Store(uint32(what))
 }
 
-// checkPass ends the pass, logs it if it took more than a quarter of the
-// lease, and returns Now for arming the next tick. Passes are timed on
-// Mono: a step timed on Now cost a system call per step.
-func (m *manager) checkPass() (now time.Duration) {
+// checkPass ends the pass and logs it if it took more than a quarter of
+// the lease. Passes are timed on Mono: a step timed on Now cost a system
+// call per step.
+func (m *manager) checkPass() {
 	m.pass.busy.Store(0)
 	if took := m.clk.Mono() - m.pass.start; took > m.pcfg.Lease/4 {
 		m.slowPasses++
 		m.log.Warn("node manager loop held up", "event", "loop_slow", "input", m.pass.input.String(), "took_ms", took.Milliseconds(),
 			"step", m.pass.slow.String(), "step_ms", m.pass.slowFor.Milliseconds())
 	}
-	return m.clk.Now()
 }
 
 // watchPass runs on the late-timer monitor's goroutine after each of its
@@ -495,11 +495,13 @@ func (m *manager) onTick() {
 // afterInput carries out what the input decided: the protocol's Ready,
 // then the local deadlines (drain, handover gap, the own lease) read now,
 // and the report when due (four per lease: each is the heartbeat the
-// supervisor fences on, so one or two may be late without a fence).
-func (m *manager) afterInput() {
-	m.flush()
+// supervisor fences on, so one or two may be late without a fence). It
+// returns the time it went by, flush's: a few µs old by the end of the
+// pass, against deadlines of milliseconds (each read of Now is a system
+// call).
+func (m *manager) afterInput() (now time.Duration) {
+	now = m.flush()
 	m.fo.observe(m.node.Status().Active)
-	now := m.clk.Now()
 	m.checkDrain(now)
 	m.checkGapClaim(now)
 	m.enforceLease(now)
@@ -513,6 +515,7 @@ func (m *manager) afterInput() {
 		m.lastReport = now
 		m.pass.step(stepReport, m.clk.Mono())
 	}
+	return now
 }
 
 // holdOff waits d (the restart hold-off) while taking in the supervisor's
@@ -733,7 +736,10 @@ func (m *manager) syncLease() {
 // acted on all the same: they are local, and giving up the role (dropping
 // the addresses) must never wait for a disk. statefile.Writer logs one
 // persist_error per episode and persist_recovered at its end.
-func (m *manager) flush() {
+//
+// It returns Now as read after the write (the time the rest of the pass
+// goes by).
+func (m *manager) flush() time.Duration {
 	rd := m.node.Ready()
 	written := true
 	// Before the events: BecameActive claims (and announces) under the
@@ -754,12 +760,12 @@ func (m *manager) flush() {
 	if len(rd.Events) > 0 {
 		m.pass.step(stepEvents, m.clk.Mono())
 	}
+	sent := m.clk.Now()
 	if !written {
-		return
+		return sent
 	}
 	// Read after the write: the rounds count from here, not from before
 	// a slow fsync (Node.Sent).
-	sent := m.clk.Now()
 	m.node.Sent(sent)
 	for _, e := range rd.Messages {
 		if e.Msg.Type == protocol.MsgCheckIn {
@@ -772,6 +778,7 @@ func (m *manager) flush() {
 	if len(rd.Messages) > 0 {
 		m.pass.step(stepSend, m.clk.Mono())
 	}
+	return sent
 }
 
 // loadState reads the node's state file. No file: a first start or a
