@@ -114,3 +114,21 @@ func reportOf(t *testing.T, js string) *ctlmsg.NodeManagerReport {
 	}
 	return &r
 }
+
+// A control-plane process's last report is shown while it runs and not
+// once it has exited: a node manager SIGKILLed while active must not read
+// as active in status until its restart (TestClusterNodeManagerCrashRelease
+// counted that as two holders in a slow VM).
+func TestReportsOnlyWhileRunning(t *testing.T) {
+	nm := &ctlmsg.NodeManagerReport{}
+	nm.Role, nm.LeaseValid, nm.LeaseRemainingMS = "active", true, 500
+	loc := &ctlmsg.LocatorReport{}
+	p := &proc{pid: 100, nmReport: nm, locReport: loc}
+	if n, l := p.currentReports(); n != nm || l != loc {
+		t.Fatalf("running: reports %v %v, want the last ones", n, l)
+	}
+	p.pid = 0 // exited (lifecycle.go), not yet restarted
+	if n, l := p.currentReports(); n != nil || l != nil {
+		t.Fatalf("exited: reports %+v %+v, want none", n, l)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/internal/procsig"
 	"github.com/vigil-project/vigil/procstat"
 )
@@ -56,11 +57,11 @@ func (s *Supervisor) snapshot() Status {
 			st.NotInForce = append(st.NotInForce, "control/"+p.cfg.Name+": realtime budget, control plane unprotected (not SCHED_RR), retrying: "+p.rtDegraded)
 		}
 		st.ControlPlane = append(st.ControlPlane, s.procStatus(p))
-		switch p.control {
+		switch nm, loc := p.currentReports(); p.control {
 		case ctlNodeManager:
-			st.NodeManager = p.nmReport
+			st.NodeManager = nm
 		case ctlLocator:
-			st.Locator = p.locReport
+			st.Locator = loc
 		}
 	}
 	for _, p := range s.procs {
@@ -114,4 +115,15 @@ func (s *Supervisor) procStatus(p *proc) ProcessStatus {
 		}
 		return ps
 	}
+}
+
+// currentReports are p's last reports while it runs; none once it has
+// exited: a dead process's report is history, not state. A node manager
+// killed while active would otherwise read as active, lease valid, until
+// its restart, beside the standby it released the role to.
+func (p *proc) currentReports() (*ctlmsg.NodeManagerReport, *ctlmsg.LocatorReport) {
+	if p.pid == 0 {
+		return nil, nil
+	}
+	return p.nmReport, p.locReport
 }

@@ -32,7 +32,8 @@ type Status struct {
 	// ControlPlane are the locator and node manager processes.
 	ControlPlane []ProcessStatus `json:"control_plane"`
 	// NodeManager and Locator are those processes' own last reports
-	// (see docs/operations.md), absent while they have not reported.
+	// (see docs/operations.md), absent while they have not reported and
+	// while they are not running (a dead process's report is not current).
 	NodeManager *ctlmsg.NodeManagerReport `json:"nodemanager,omitempty"`
 	Locator     *ctlmsg.LocatorReport     `json:"locator,omitempty"`
 	Processes   []ProcessStatus           `json:"processes"`
