@@ -496,9 +496,11 @@ func (m *manager) onTick() {
 // then the local deadlines (drain, handover gap, the own lease) read now,
 // and the report when due (four per lease: each is the heartbeat the
 // supervisor fences on, so one or two may be late without a fence). It
-// returns the time it went by, flush's: a few µs old by the end of the
-// pass, against deadlines of milliseconds (each read of Now is a system
-// call).
+// returns the time it went by, flush's, which the tick is armed from:
+// older by the sends and the report (tens of µs; a standby's address
+// rebuild more) than the pass's end, so the tick comes that much later,
+// against millisecond deadlines and the drift margin. Each read of Now is
+// a system call.
 func (m *manager) afterInput() (now time.Duration) {
 	now = m.flush()
 	m.fo.observe(m.node.Status().Active)
