@@ -420,6 +420,10 @@ t_handover() {
 	if vip_on a; then active=a standby=b; else active=b standby=a; fi
 	[ "$(nm active "$(conf_of $standby)")" = "$active" ] || until_ok 30 sh -c "vigil status --json -c $(conf_of $standby) | tr -d ' \n' | grep -q '\"active\":\"$active\"'" ||
 		{ echo "$standby does not see $active active"; vigil status -c "$(conf_of $standby)"; ha_teardown; return 1; }
+	# The active hands over only to a standby the token has shown it in
+	# the ring and healthy; seeing the active from the standby is not that.
+	until_ok 30 sh -c "vigil status --json -c $(conf_of $active) | tr -d ' \n' | grep -q '\"id\":\"$standby\",\"healthy\":true,\"maintenance\":false,\"in_ring\":true'" ||
+		{ echo "$active does not see $standby as a healthy standby"; vigil status -c "$(conf_of $active)"; ha_teardown; return 1; }
 	out=$(vigil switchover -c "$(conf_of $active)" --wait 30s 2>&1) || { echo "switchover: $out"; ha_teardown; return 1; }
 	until_ok 30 vip_on "$standby" || { echo "vip not on $standby after the switchover"; ha_teardown; return 1; }
 	until_ok 30 sh -c "! ip -n v$active -o addr show dev eth1 | grep -q ' $VIP/'" || { echo "vip still on $active after the switchover"; ha_teardown; return 1; }
