@@ -68,6 +68,7 @@
 //	vigil_quorum_locators_answered                 G                          locators that answered within the last lease
 //	vigil_quorum_locators_needed                   G                          locators a lease needs (majority; 1 of 2 with two_node)
 //	vigil_fences_total                             C                          control-plane processes fenced because their heartbeat stopped
+//	vigil_fences_held_total                        C                          node manager silent past its lease, left to the kernel lease (not killed)
 //	vigil_reloads_total                            C                          configuration reloads applied
 //	vigil_orphans_reaped_total                     C                          orphans reaped by the supervisor (subreaper)
 //	vigil_supervisor_rss_bytes                     G                          resident memory of the supervisor

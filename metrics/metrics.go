@@ -204,6 +204,7 @@ func (c *collector) collectStatus(e *emitter, st *supervisor.Status) {
 	e.gauge("vigil_node_healthy", "1 when the supervisor considers this node healthy (critical processes up, health checks passing).", b2f(st.Healthy))
 	collectQuorum(e, st, nm != nil)
 	e.counter("vigil_fences_total", "Times the supervisor fenced a control-plane process whose heartbeat stopped.", float64(st.Supervisor.Fences))
+	e.counter("vigil_fences_held_total", "Times the node manager was silent past its lease and left to the kernel lease instead of fenced.", float64(st.Supervisor.FencesHeld))
 	e.counter("vigil_reloads_total", "Configuration reloads applied since the supervisor started.", float64(st.Supervisor.Reloads))
 	e.counter("vigil_orphans_reaped_total", "Orphaned processes the supervisor reaped as subreaper.", float64(st.Supervisor.Orphans))
 	e.gauge("vigil_supervisor_rss_bytes", "Resident memory of the supervisor process.", float64(st.Supervisor.RSSBytes))

@@ -106,6 +106,7 @@ type targetState struct {
 	authDrops  uint64
 	conflicts  uint64
 	fences     uint64
+	fencesHeld uint64
 	locDegrade bool
 }
 
@@ -151,7 +152,11 @@ func ruleTargets() []*ruleTarget {
 			return targetState{role: "witness", snapErr: between(i, phaseIncident, phaseRecover)}
 		}},
 		{instance: "lab-x:9720", cluster: "lab", node: "x", vips: []supervisor.FloatingIP{{Address: "192.0.2.10/24", Interface: "eth0"}}, peers: lab, state: func(i int) targetState {
-			return targetState{role: "active", holds: true}
+			s := targetState{role: "active", holds: true}
+			if i >= phaseIncident+20 {
+				s.fencesHeld = 2 // stalled past its lease, twice, kept the role
+			}
+			return s
 		}},
 		{instance: "lab-y:9720", cluster: "lab", node: "y", vips: []supervisor.FloatingIP{{Address: "192.0.2.10/24", Interface: "eth0"}}, peers: lab, state: func(i int) targetState {
 			s := targetState{role: "standby"}
@@ -171,7 +176,7 @@ func ruleTargets() []*ruleTarget {
 func (rt *ruleTarget) status(t *testing.T, s targetState) *supervisor.Status {
 	t.Helper()
 	st := &supervisor.Status{Version: "1.0.0", Cluster: rt.cluster, Node: rt.node, Role: "node", Healthy: !s.unhealthy,
-		Supervisor: supervisor.SupervisorState{StartedAt: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Fences: s.fences}}
+		Supervisor: supervisor.SupervisorState{StartedAt: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Fences: s.fences, FencesHeld: s.fencesHeld}}
 	if rt.witness {
 		st.Role = "witness"
 	}
@@ -388,6 +393,7 @@ func ruleExpectations() map[int][]wantAlert {
 			{"VigilControlPlaneDegraded", with(pbxNode("b"), "process", "locator")},
 			{"VigilScrapeError", pbxNode("w")},
 			{"VigilControlPlaneFenced", map[string]string{"instance": "lab-y:9720", "job": "vigil", "cluster": "lab", "node": "y"}},
+			{"VigilControlPlaneStalledPastLease", map[string]string{"instance": "lab-x:9720", "job": "vigil", "cluster": "lab", "node": "x"}},
 			{"VigilTargetDown", map[string]string{"instance": "lab-z:9720", "job": "vigil"}},
 		},
 		last(ruleSteps): nil, // recovered: nothing

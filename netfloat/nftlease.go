@@ -3,7 +3,7 @@ package netfloat
 import (
 	"errors"
 	"fmt"
-	"github.com/vigil-project/vigil/internal/pktfilter"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -11,6 +11,8 @@ import (
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
+
+	"github.com/vigil-project/vigil/internal/pktfilter"
 )
 
 // Vigil's own nftables tables. The node manager owns every chain and set
@@ -414,4 +416,94 @@ func RevokeLease(nsFd int) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// KernelLeaseEnforces reports whether the kernel lease in the network
+// namespace nsFd (-1: the caller's) stops every address in vips from
+// being served by itself, within `within` from now, with no process
+// running: Vigil's lease rules are in place, every address is in the guard
+// sets (not disarmed, NFTLease.Disarm), and every lease element expires,
+// within `within`. nil means it does; an error says what is missing. For the
+// supervisor, deciding whether a silent node manager must be killed at the
+// end of its lease or may be left to the kernel (docs/protocol.md,
+// "Safety"). It opens a netlink socket of its own for the call: rare, and
+// it changes nothing.
+func KernelLeaseEnforces(nsFd int, vips []netip.Addr, within time.Duration) error {
+	var opts []nftables.ConnOption
+	if nsFd >= 0 {
+		opts = append(opts, nftables.WithNetNSFd(nsFd))
+	}
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return fmt.Errorf("kernel lease: nftables: %w", err)
+	}
+	var l NFTLease
+	l.define()
+	for _, x := range []struct {
+		ch   *nftables.Chain
+		want int
+	}{{l.arpOut, 1}, {l.inetOut, 2}, {l.inetIn, 2}} {
+		rs, err := c.GetRules(x.ch.Table, x.ch)
+		if err != nil {
+			return fmt.Errorf("kernel lease: rules of %s: %w", chainName(x.ch), err)
+		}
+		if len(rs) < x.want {
+			return fmt.Errorf("kernel lease: %s has %d rules, want %d", chainName(x.ch), len(rs), x.want)
+		}
+	}
+	guarded := func(s *nftables.Set) (map[netip.Addr]bool, error) {
+		els, err := c.GetSetElements(s)
+		if err != nil {
+			return nil, fmt.Errorf("kernel lease: set %s: %w", setName(s), err)
+		}
+		m := make(map[netip.Addr]bool, len(els))
+		for _, e := range els {
+			if a, ok := netip.AddrFromSlice(e.Key); ok {
+				m[a] = true
+			}
+		}
+		return m, nil
+	}
+	for _, s := range l.guardSets {
+		m, err := guarded(s)
+		if err != nil {
+			return err
+		}
+		for _, a := range vips {
+			if a.Is4() == (s != l.vips6) && !m[a.Unmap()] {
+				return fmt.Errorf("kernel lease: %s not in set %s (disarmed)", a, setName(s))
+			}
+		}
+	}
+	for _, s := range l.leaseSets {
+		els, err := c.GetSetElements(s)
+		if err != nil {
+			return fmt.Errorf("kernel lease: set %s: %w", setName(s), err)
+		}
+		for _, e := range els {
+			a, _ := netip.AddrFromSlice(e.Key)
+			if e.Timeout == 0 {
+				return fmt.Errorf("kernel lease: %s in set %s never expires", a, setName(s))
+			}
+			if e.Expires > within {
+				return fmt.Errorf("kernel lease: %s in set %s for %v more, past %v", a, setName(s), e.Expires, within)
+			}
+		}
+	}
+	return nil
+}
+
+func chainName(ch *nftables.Chain) string {
+	return fmt.Sprintf("%s %s chain %s", familyName(ch.Table.Family), ch.Table.Name, ch.Name)
+}
+
+func setName(s *nftables.Set) string {
+	return fmt.Sprintf("%s %s %s", familyName(s.Table.Family), s.Table.Name, s.Name)
+}
+
+func familyName(f nftables.TableFamily) string {
+	if f == nftables.TableFamilyARP {
+		return "arp"
+	}
+	return "inet"
 }

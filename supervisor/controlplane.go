@@ -3,6 +3,7 @@ package supervisor
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -294,7 +295,56 @@ func restartOnlyKeys(old, next *config.Config) []string {
 // at the moment the node manager itself would have, before any standby can
 // be granted the role (the locators wait a drift margin more).
 func (s *Supervisor) armFence(nm *proc, report *ctlmsg.NodeManagerReport) {
+	if nm.fenceHeld {
+		nm.fenceHeld = false
+		held := s.clock.Now() - nm.fenceHeldAt
+		nm.log.Warn("node manager reported again; it was not killed", "event", "fence_hold_end",
+			"silent_ms", (nm.fenceHeldAge + held).Milliseconds(), "held_ms", held.Milliseconds())
+	}
 	s.setFenceTimer(nm, fenceWait(report, s.nmLease(nm)))
+}
+
+// fenceHoldMax is how long past the fence deadline a silent node manager
+// is left to the kernel lease before it is killed anyway: long enough for
+// the stalls a loaded host gives a live process (80-300 ms seen under the
+// noisy neighbour), short enough that a wedged one is restarted as a
+// standby within seconds.
+func fenceHoldMax(lease time.Duration) time.Duration {
+	return max(time.Second, 5*lease)
+}
+
+// leaveToKernel says whether a node manager silent past its lease may be
+// left alive: its last report said the kernel lease was enforcing, and the
+// kernel, read now, guards every floating IP and has no lease element that
+// outlives a lease from now (none may: an element's timeout is what was
+// left of a lease when it was put there). Then the host stops serving at
+// the end of the lease the node manager really holds, with no process
+// running (docs/protocol.md, Safety, step 2: what bounds a dead host's
+// serving too), and killing it would add nothing to safety; it would only
+// turn a stall into a failover. The error says why not (no kernel lease,
+// disarmed, an element that never expires or outlives any lease).
+func (s *Supervisor) leaveToKernel(nm *proc) error {
+	r := nm.nmReport
+	switch {
+	case r == nil || r.KernelLease == nil:
+		return errors.New("no kernel lease reported")
+	case r.KernelLease.State != ctlmsg.KernelLeaseEnforcing:
+		return fmt.Errorf("kernel lease %s", r.KernelLease.State)
+	case s.leaseEnforces == nil || len(s.cfg.VIPs) == 0:
+		return errors.New("no floating IPs to guard")
+	}
+	vips := make([]netip.Addr, 0, len(s.cfg.VIPs))
+	for _, v := range s.cfg.VIPs {
+		p, err := netip.ParsePrefix(v.Address)
+		if err != nil {
+			return fmt.Errorf("floating IP %q: %w", v.Address, err)
+		}
+		vips = append(vips, p.Addr())
+	}
+	// Not the lease the last report gave: the node manager renews (and
+	// refreshes the elements) every token pass, but reports only every
+	// quarter lease, so its real lease may end later than reported.
+	return s.leaseEnforces(vips, s.nmLease(nm))
 }
 
 // fenceWait is how long after a report the node manager may stay silent
@@ -446,11 +496,45 @@ func (s *Supervisor) checkFence(nm *proc, gen uint64, deadline, fired time.Durat
 		s.setFenceTimer(nm, lease/4)
 		return
 	}
+	age := s.clock.Wall().Sub(nm.lastBeat)
+	// With the kernel lease enforcing, the host stops serving at the
+	// lease's end without us: a stalled node manager is left to resume
+	// (it steps down and re-checks before it claims anything), and only
+	// one still silent after fenceHoldMax is killed, as wedged. Its
+	// addresses go now all the same, as they would with the kill: tidy
+	// for `ip addr`, and nothing leaves the host from them. A node
+	// manager that resumes puts one back only under a lease valid when
+	// it looks (nodemanager, EventAddrRemoved): a lease it really holds.
+	var kernelWhy error
+	if !nm.fenceHeld {
+		if kernelWhy = s.leaveToKernel(nm); kernelWhy == nil {
+			hold := fenceHoldMax(lease)
+			nm.fenceHeld, nm.fenceHeldAt, nm.fenceHeldAge = true, fired, age
+			s.fencesHeld++
+			nm.log.Warn("node manager silent past its lease; the kernel lease already stops the floating IPs being served, so it is not killed yet",
+				"event", "fence_held", "heartbeat_age_ms", age.Milliseconds(), "lease_ms", lease.Milliseconds(), "kill_after_ms", hold.Milliseconds(), "pid", nm.pid)
+			removed, err := s.fenceVIPs()
+			if err != nil {
+				nm.log.Error("fence: cannot remove floating IPs", "event", "fence_error", "err", err)
+			}
+			for _, v := range removed {
+				nm.log.Warn("fence: floating IP removed", "event", "fence_vip", "vip", v, "node_manager", "silent, left alive")
+			}
+			s.setFenceTimer(nm, hold)
+			return
+		}
+	}
 	nm.fencing = true
 	s.fences++
-	age := s.clock.Wall().Sub(nm.lastBeat)
-	nm.log.Error("node manager silent past its lease: killing it, then removing floating IPs",
-		"event", "fence", "heartbeat_age_ms", age.Milliseconds(), "lease_ms", lease.Milliseconds(), "pid", nm.pid)
+	attrs := []any{"event", "fence", "heartbeat_age_ms", age.Milliseconds(), "lease_ms", lease.Milliseconds(), "pid", nm.pid}
+	switch {
+	case nm.fenceHeld:
+		attrs = append(attrs, "held_ms", (fired - nm.fenceHeldAt).Milliseconds())
+	case kernelWhy != nil:
+		attrs = append(attrs, "kernel_lease", kernelWhy.Error())
+	}
+	nm.fenceHeld = false
+	nm.log.Error("node manager silent past its lease: killing it, then removing floating IPs", attrs...)
 	pf := &pendingFence{report: nm.nmReport, silent: age}
 	nm.fenced = pf
 	s.killControl(nm)

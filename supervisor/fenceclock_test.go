@@ -2,11 +2,14 @@ package supervisor
 
 import (
 	"encoding/json"
+	"errors"
 	"net"
+	"net/netip"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/vigil-project/vigil/config"
 	"github.com/vigil-project/vigil/internal/clock"
 	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/internal/ipc"
@@ -334,5 +337,140 @@ func TestFenceStaleFiringKeepsTheDeadline(t *testing.T) {
 	r.advance(time.Millisecond)
 	if !r.fenced() {
 		t.Fatal("not fenced when the reported lease ended, after a stale firing")
+	}
+}
+
+// kernelRig is a fence rig whose host has a floating IP and whose kernel
+// lease check answers err, recording what it was asked.
+func kernelRig(t *testing.T, err error) (*fenceRig, *[]time.Duration) {
+	t.Helper()
+	r := newFenceRig(t, true)
+	var within []time.Duration
+	inLoop(t, r.s, func() {
+		r.s.cfg.VIPs = []config.VIP{{Address: "192.0.2.100/24", Interface: "eth0"}}
+		r.s.leaseEnforces = func(vips []netip.Addr, w time.Duration) error {
+			if len(vips) != 1 || vips[0] != netip.MustParseAddr("192.0.2.100") {
+				t.Errorf("kernel lease checked for %v", vips)
+			}
+			within = append(within, w)
+			return err
+		}
+	})
+	return r, &within
+}
+
+func enforcing(rep *ctlmsg.NodeManagerReport) *ctlmsg.NodeManagerReport {
+	rep.KernelLease = &ctlmsg.KernelLease{State: ctlmsg.KernelLeaseEnforcing}
+	return rep
+}
+
+func (r *fenceRig) counts() (fences, held uint64) {
+	r.t.Helper()
+	inLoop(r.t, r.s, func() { fences, held = r.s.fences, r.s.fencesHeld })
+	return fences, held
+}
+
+// With the kernel lease enforcing, a node manager silent past its lease
+// is not killed at the lease's end (the kernel stopped serving without
+// it), though its addresses go then: it is killed only if it is still
+// silent fenceHoldMax later.
+func TestFenceHeldWhileKernelLeaseEnforces(t *testing.T) {
+	r, within := kernelRig(t, nil)
+	r.report(enforcing(active(180)))
+	r.advance(180 * time.Millisecond)
+	if r.fenced() {
+		t.Fatal("killed at the lease's end although the kernel lease enforces it")
+	}
+	if !r.removed() {
+		t.Fatal("the floating IPs were not removed at the lease's end")
+	}
+	if f, h := r.counts(); f != 0 || h != 1 {
+		t.Fatalf("fences=%d held=%d, want 0 and 1", f, h)
+	}
+	// Asked at the lease's end: no element may outlive a lease from
+	// then (the node manager's, 200 ms).
+	if len(*within) != 1 || (*within)[0] != 200*time.Millisecond {
+		t.Fatalf("kernel lease checked with %v, want once with 200ms", *within)
+	}
+	hold := fenceHoldMax(200 * time.Millisecond)
+	r.advance(hold - time.Millisecond)
+	if r.fenced() {
+		t.Fatal("killed before the hold ran out")
+	}
+	r.advance(time.Millisecond)
+	if !r.fenced() {
+		t.Fatal("a node manager silent for the whole hold was not killed")
+	}
+	// The kill's own removal follows its death, as without a hold.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r.f.mu.Lock()
+		calls := append([]bool(nil), r.f.calls...)
+		r.f.mu.Unlock()
+		if len(calls) >= 2 {
+			if !calls[0] || calls[1] {
+				t.Fatalf("removals with the node manager alive: %v, want [true false] (held, then after its death)", calls)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("removals %v: none after the kill", calls)
+		}
+		// The clock stays: the kill wait's own removal (fence_kill_slow)
+		// must not come first. The reaper's exit is what is awaited.
+		time.Sleep(time.Millisecond)
+		inLoop(t, r.s, nil)
+	}
+	if f, h := r.counts(); f != 1 || h != 1 {
+		t.Fatalf("fences=%d held=%d, want 1 and 1", f, h)
+	}
+	if len(*within) != 1 {
+		t.Fatalf("the kernel lease was checked again at the kill: %v", *within)
+	}
+}
+
+// A report during the hold ends it: the node manager is alive, and the
+// next silence past its lease starts a hold of its own.
+func TestFenceHoldEndsWithAReport(t *testing.T) {
+	r, _ := kernelRig(t, nil)
+	r.report(enforcing(active(180)))
+	r.advance(300 * time.Millisecond)
+	r.report(enforcing(&ctlmsg.NodeManagerReport{BeatFields: ctlmsg.BeatFields{Role: "standby", Epoch: 7, LeaseMS: 200}}))
+	r.advance(fenceHoldMax(200 * time.Millisecond))
+	if r.fenced() {
+		t.Fatal("killed by the hold of a silence that a report had ended")
+	}
+	if f, h := r.counts(); f != 0 || h != 2 {
+		t.Fatalf("fences=%d held=%d, want 0 and 2 (a second silence, held again)", f, h)
+	}
+}
+
+// Anything short of a kernel lease that stops serving by itself fences at
+// the lease's end as without one: a report that does not say enforcing,
+// or a kernel that does not (disarmed, an element that outlives the lease).
+func TestFenceNotHeldWithoutKernelLease(t *testing.T) {
+	for name, c := range map[string]struct {
+		rep *ctlmsg.NodeManagerReport
+		err error
+	}{
+		"no kernel lease reported": {active(180), nil},
+		"failing": {func() *ctlmsg.NodeManagerReport {
+			r := active(180)
+			r.KernelLease = &ctlmsg.KernelLease{State: ctlmsg.KernelLeaseFailing}
+			return r
+		}(), nil},
+		"kernel says no": {enforcing(active(180)), errors.New("kernel lease: 192.0.2.100 not in set arp vigil lease_vips4 (disarmed)")},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r, _ := kernelRig(t, c.err)
+			r.report(c.rep)
+			r.advance(180 * time.Millisecond)
+			if !r.fenced() {
+				t.Fatal("not fenced at the lease's end")
+			}
+			if f, h := r.counts(); f != 1 || h != 0 {
+				t.Fatalf("fences=%d held=%d, want 1 and 0", f, h)
+			}
+		})
 	}
 }

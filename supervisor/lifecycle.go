@@ -27,6 +27,7 @@ func (s *Supervisor) start(p *proc) {
 	p.timer = nil
 	p.daemonized = false
 	p.fencing = false // a fence or start-up kill is of the run before
+	p.fenceHeld = false
 	parent := "apps/"
 	if p.control != "" {
 		parent = "control/"

@@ -47,6 +47,7 @@ func (s *Supervisor) snapshot() Status {
 		Processes: make([]ProcessStatus, 0, len(s.procs)),
 	}
 	st.Supervisor.Fences = s.fences
+	st.Supervisor.FencesHeld = s.fencesHeld
 	for _, v := range s.cfg.VIPs {
 		st.FloatingIPs = append(st.FloatingIPs, FloatingIP{Address: v.Address, Interface: v.Interface})
 	}

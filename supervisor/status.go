@@ -87,6 +87,9 @@ type SupervisorState struct {
 	Orphans    uint64    `json:"orphans_reaped"`
 	RSSBytes   uint64    `json:"rss_bytes"`
 	Fences     uint64    `json:"fences"`
+	// FencesHeld counts node managers silent past their lease that were
+	// left to the kernel lease instead of killed (event=fence_held).
+	FencesHeld uint64 `json:"fences_held"`
 }
 
 // ProcessStatus is one supervised process.

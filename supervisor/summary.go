@@ -92,6 +92,9 @@ func (st *Status) warnings(nm *ctlmsg.NodeManagerReport, loc *ctlmsg.LocatorRepo
 	if st.Supervisor.Fences > 0 {
 		add("fence", "node manager fenced %s since start (journalctl -u vigil EVENT=fence)", times(st.Supervisor.Fences))
 	}
+	if st.Supervisor.FencesHeld > 0 {
+		add("fence_held", "node manager silent past its lease %s since start, left to the kernel lease (journalctl -u vigil EVENT=fence_held)", times(st.Supervisor.FencesHeld))
+	}
 	for _, p := range append(append([]ProcessStatus{}, st.ControlPlane...), st.Processes...) {
 		if p.State == StateFatal {
 			add("fatal", "%s gave up after repeated failures: vigil restart %s", p.Name, p.Name)

@@ -13,6 +13,7 @@ import (
 	"context"
 	"log/slog"
 	"math/rand/v2"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
@@ -72,6 +73,8 @@ type Supervisor struct {
 	nextID  uint64
 	fences  uint64
 	float   fencer
+	// fencesHeld counts fences left to the kernel lease (checkFence).
+	fencesHeld uint64
 
 	notInForce []string // guarantees the host refused, "group: setting"
 
@@ -81,7 +84,10 @@ type Supervisor struct {
 	killGroup   func(*cgroup.Group) error                   // kill what a run left in its group (polls up to 5 s)
 	removeGroup func(*cgroup.Group) error                   // delete a group, killing what it holds
 	lookupCreds func(*config.Process) (*credentials, error) // NSS user and group lookups
-	deleting    map[string]chan struct{}                    // groups being deleted, by name under control/ or apps/
+	// leaseEnforces: does the host's kernel lease stop serving vips by
+	// itself within the given time (netfloat.KernelLeaseEnforces)?
+	leaseEnforces func(vips []netip.Addr, within time.Duration) error
+	deleting      map[string]chan struct{} // groups being deleted, by name under control/ or apps/
 
 	started    time.Time
 	reloads    uint64
@@ -142,6 +148,12 @@ type proc struct {
 	fenceAlarm   clock.Alarm
 	fenceArmed   bool
 	fenceTimerAt time.Duration
+	// fenceHeld: silent past its lease, but left to the kernel lease
+	// since fenceHeldAt, silent for fenceHeldAge then; killed if still
+	// silent at fenceAt.
+	fenceHeld    bool
+	fenceHeldAt  time.Duration
+	fenceHeldAge time.Duration
 	// fenced: the node manager was SIGKILLed by a fence; its floating IPs
 	// are removed once it is confirmed dead (or after fenceKillWait).
 	fenced *pendingFence
@@ -184,7 +196,10 @@ func New(cfg *config.Config, opts Options) *Supervisor {
 		killGroup:   killLeftovers,
 		removeGroup: func(g *cgroup.Group) error { return g.Delete() },
 		lookupCreds: lookupCredentials,
-		deleting:    map[string]chan struct{}{},
+		leaseEnforces: func(vips []netip.Addr, within time.Duration) error {
+			return netfloat.KernelLeaseEnforces(-1, vips, within)
+		},
+		deleting: map[string]chan struct{}{},
 	}
 }
 

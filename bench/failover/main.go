@@ -217,7 +217,7 @@ func vigilGuard(v *e2e.Vigil, host string) (string, uint64, uint64) {
 	if st.Locator != nil {
 		loc = *st.Locator
 	}
-	return fmt.Sprintf(" fences=%d epoch=%d dropped_nm=%s dropped_loc=%s", st.Supervisor.Fences, nm.Epoch, kv(nm.Transport.Dropped), kv(loc.Transport.Dropped)),
+	return fmt.Sprintf(" fences=%d fences_held=%d epoch=%d dropped_nm=%s dropped_loc=%s", st.Supervisor.Fences, st.Supervisor.FencesHeld, nm.Epoch, kv(nm.Transport.Dropped), kv(loc.Transport.Dropped)),
 		nm.Epoch, st.Supervisor.Fences
 }
 

@@ -151,7 +151,7 @@ func (v *Vigil) Explain(since time.Time) string {
 // explainEvents are the log events (docs/operations.md) that say why the
 // role moved, or why a control-plane process was fenced or suffered:
 // what Explain shows, and bench-controlplane after a move or a fence.
-const explainEvents = `role|failover|takeover|fence|fence_deferred|fence_kill_slow|fenced_fault|token_lost|token_regenerated|lease_expired|` +
+const explainEvents = `role|failover|takeover|fence|fence_deferred|fence_held|fence_hold_end|fence_kill_slow|fenced_fault|token_lost|token_regenerated|lease_expired|` +
 	`late_timer|loop_slow|report_skipped|node_health|claim_abandoned|switchover_refused|realtime|realtime_degraded|exit`
 
 // explainRE matches a text-format log line (log.format: text) of one of
