@@ -980,3 +980,59 @@ func TestRefusedBudgetNamesHolders(t *testing.T) {
 		}
 	}
 }
+
+// On v1 a group's cpuset.cpus must contain its children's at every moment:
+// reserving cpus for control/ once control/supervisor holds the supervisor
+// (as it does when the supervisor applies control.cpus) was refused with
+// EBUSY. The children follow the group narrowing, moving and widening
+// again, and a process in a child stays in it throughout.
+func TestApplyV1CPUsWithChildren(t *testing.T) {
+	m, _ := kernelManager(t, nil)
+	requireV1(t, m)
+	if n := strings.Count(readTrim(t, "/proc/cpuinfo"), "processor\t:"); n < 2 {
+		t.Skipf("needs 2 cpus, the host has %d", n)
+	}
+	ctl, err := m.Group("control")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sup, err := m.Group("control/supervisor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := ctl.Dirs()["cpuset"]
+	if d == "" {
+		t.Skip("no cpuset hierarchy")
+	}
+	all := readTrim(t, filepath.Join(d, "cpuset.cpus"))
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	if err := sup.AddProc(cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	cpus := func(g *Group) string { t.Helper(); return readTrim(t, filepath.Join(g.Dirs()["cpuset"], "cpuset.cpus")) }
+	if _, err := ctl.Apply(Resources{CPUs: "0"}); err != nil {
+		t.Fatalf("narrow control/ to cpu 0 with a process in a child: %v", err)
+	}
+	if c, s := cpus(ctl), cpus(sup); c != "0" || s != "0" {
+		t.Fatalf("after narrowing to 0: control=%q supervisor=%q, want 0", c, s)
+	}
+	if _, err := ctl.Apply(Resources{CPUs: "1"}); err != nil {
+		t.Fatalf("move control/ from cpu 0 to cpu 1: %v", err)
+	}
+	if c, s := cpus(ctl), cpus(sup); c != "1" || s != "1" {
+		t.Fatalf("after moving to 1: control=%q supervisor=%q, want 1", c, s)
+	}
+	if _, err := ctl.Apply(Resources{CPUs: all}); err != nil {
+		t.Fatalf("widen control/ to %s: %v", all, err)
+	}
+	if c, s := cpus(ctl), cpus(sup); c != all || s != all {
+		t.Fatalf("after widening: control=%q supervisor=%q, want %q (the child follows)", c, s, all)
+	}
+	if procs, err := sup.Procs(); err != nil || !slices.Contains(procs, cmd.Process.Pid) {
+		t.Fatalf("the process left control/supervisor: %v %v", procs, err)
+	}
+}

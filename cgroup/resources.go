@@ -185,7 +185,11 @@ func (g *Group) Apply(r Resources) (notApplied []string, err error) {
 				return notApplied, err
 			}
 		}
-		if err := writeFile(hd.dir, w.file, w.val); err != nil {
+		write := writeFile
+		if w.file == "cpuset.cpus" && g.m.mode != ModeV2 {
+			write = func(dir, _, val string) error { return writeV1CPUs(dir, val) }
+		}
+		if err := write(hd.dir, w.file, w.val); err != nil {
 			if w.budget {
 				err = explainBudget(hd.dir, w.file, err)
 			}

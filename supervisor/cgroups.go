@@ -84,6 +84,10 @@ func (s *Supervisor) applyGroupResources() {
 		}
 	}
 	if err != nil {
+		// In status too: a reservation that silently did not happen
+		// (control.cpus refused with EBUSY on v1 did) is what an operator
+		// must not have to find in the journal.
+		s.notInForce = append(s.notInForce, "control: "+err.Error())
 		s.log.Warn("cannot apply control group resources", "event", "cgroup_error", "group", "control", "err", err)
 	}
 	appsRes := cgroup.Resources{CPUWeight: s.cfg.Apps.CPUWeight, IOWeight: s.cfg.Apps.IOWeight, CPUMax: s.cfg.Apps.CPUMax, MemoryMax: s.cfg.Apps.MemoryMax, PidsMax: s.cfg.Apps.PidsMax}
@@ -104,6 +108,7 @@ func (s *Supervisor) applyGroupResources() {
 		s.log.Info("apps group setting not in force on this host", "event", "cgroup_degraded", "group", "apps", "setting", n)
 	}
 	if err != nil {
+		s.notInForce = append(s.notInForce, "apps: "+err.Error())
 		s.log.Warn("cannot apply apps group resources", "event", "cgroup_error", "group", "apps", "err", err)
 	}
 	if s.hooksErr != "" {

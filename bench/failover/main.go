@@ -52,6 +52,7 @@ func main() {
 	after := flag.Duration("after", 4*time.Second, "traffic after the fault")
 	bin := flag.String("vigil", "", "vigil binary (default: built from this tree)")
 	explainOver := flag.Duration("explain-over", 100*time.Millisecond, "print the timeline (fault, holders, outage, the nodes' log) of each Vigil run whose callers saw a longer outage (0: never)")
+	cpus := flag.String("control-cpus", "", `Vigil's control.cpus on every host, e.g. "0" (the control plane's cpus, kept from the applications and the noisy neighbour); default: none reserved`)
 	gap := flag.String("handover-gap", "", `Vigil's announce.handover_gap, e.g. "30ms" (break-before-make switchover); default: the product's default`)
 	flag.Parse()
 	if *short {
@@ -121,7 +122,7 @@ func main() {
 		n := e2e.NewNet(t)
 	systems:
 		for _, sysName := range split(*systems) {
-			sys, err := newSystem(t, n, sysName, *bin, *timing, *gap)
+			sys, err := newSystem(t, n, sysName, *bin, *timing, *gap, *cpus)
 			if err != nil {
 				t.Fatalf("%v", err)
 			}
@@ -240,9 +241,9 @@ func kv(m map[string]uint64) string {
 	return b.String()
 }
 
-func newSystem(t e2e.TB, n *e2e.Net, name, bin, timing, gap string) (e2e.System, error) {
+func newSystem(t e2e.TB, n *e2e.Net, name, bin, timing, gap, cpus string) (e2e.System, error) {
 	if name == "vigil" {
-		return e2e.NewVigil(t, n, e2e.VigilOptions{Bin: bin, Realtime: true, Timing: timing, HandoverGap: gap}), nil
+		return e2e.NewVigil(t, n, e2e.VigilOptions{Bin: bin, Realtime: true, Timing: timing, HandoverGap: gap, ControlCPUs: cpus}), nil
 	}
 	if ms, ok := strings.CutPrefix(name, "keepalived-"); ok {
 		v, err := strconv.Atoi(ms)

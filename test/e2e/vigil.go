@@ -46,6 +46,10 @@ type VigilOptions struct {
 	KillSparesApps bool
 	// HandoverGap is announce.handover_gap ("" leaves the default).
 	HandoverGap string
+	// ControlCPUs is control.cpus on every host ("" reserves none): the
+	// control plane's cpus, which the applications (the SIP server, the
+	// noisy neighbour) are kept off.
+	ControlCPUs string
 }
 
 // Vigil runs `vigil supervise` on a, b and w, each in its namespace, with
@@ -112,10 +116,14 @@ func NewVigil(t TB, n *Net, opts VigilOptions) *Vigil {
 
 // Label implements System.
 func (v *Vigil) Label() string {
+	l := "system=vigil"
 	if v.opts.HandoverGap != "" {
-		return "system=vigil handover_gap=" + v.opts.HandoverGap
+		l += " handover_gap=" + v.opts.HandoverGap
 	}
-	return "system=vigil"
+	if v.opts.ControlCPUs != "" {
+		l += " control_cpus=" + v.opts.ControlCPUs
+	}
+	return l
 }
 
 // Socket returns host id's control socket.
@@ -185,6 +193,7 @@ func (v *Vigil) writeConfig(h *vigilHost, keyFile string) error {
 %scontrol:
   realtime: %v
   rt_budget: %s
+  cpus: %q
 metrics:
   listen: "%s"
 runtime:
@@ -194,7 +203,7 @@ runtime:
 log:
   level: info
   format: text
-`, h.id, role, keyFile, timing, v.opts.Realtime, v.opts.RTBudget, v.opts.Metrics, h.socket, filepath.Join(h.dir, "state"), h.subtree)
+`, h.id, role, keyFile, timing, v.opts.Realtime, v.opts.RTBudget, v.opts.ControlCPUs, v.opts.Metrics, h.socket, filepath.Join(h.dir, "state"), h.subtree)
 	if role == "node" {
 		uas, err := WriteUAS(h.dir, v.failFlag(h.id))
 		if err != nil {
