@@ -20,4 +20,3 @@ func TestCPUListRoundTrip(t *testing.T) {
 		}
 	}
 }
-

@@ -1013,7 +1013,10 @@ func TestApplyV1CPUsWithChildren(t *testing.T) {
 	if err := sup.AddProc(cmd.Process.Pid); err != nil {
 		t.Fatal(err)
 	}
-	cpus := func(g *Group) string { t.Helper(); return readTrim(t, filepath.Join(g.Dirs()["cpuset"], "cpuset.cpus")) }
+	cpus := func(g *Group) string {
+		t.Helper()
+		return readTrim(t, filepath.Join(g.Dirs()["cpuset"], "cpuset.cpus"))
+	}
 	if _, err := ctl.Apply(Resources{CPUs: "0"}); err != nil {
 		t.Fatalf("narrow control/ to cpu 0 with a process in a child: %v", err)
 	}
