@@ -867,7 +867,9 @@ func TestKernelLeaseEnforcesCheck(t *testing.T) {
 	needNFT(t)
 	a, _ := twoHosts(t)
 	vips := []netip.Addr{vip4.Addr(), vip6.Addr()}
-	if err := KernelLeaseEnforces(nsFd(a), vips, time.Second); err == nil {
+	lc := NewLeaseChecker(nsFd(a))
+	t.Cleanup(func() { lc.Close() })
+	if err := lc.Enforces(vips, time.Second); err == nil {
 		t.Fatal("enforcing with no tables at all")
 	}
 	kl, err := NewNFTLease(nsFd(a), clock.Boottime)
@@ -884,33 +886,33 @@ func TestKernelLeaseEnforcesCheck(t *testing.T) {
 		}
 	}
 	apply(time.Minute)
-	if err := KernelLeaseEnforces(nsFd(a), vips, 2*time.Minute); err != nil {
+	if err := lc.Enforces(vips, 2*time.Minute); err != nil {
 		t.Fatalf("a lease of a minute, bound two: %v", err)
 	}
-	if err := KernelLeaseEnforces(nsFd(a), vips, time.Second); err == nil || !strings.Contains(err.Error(), "past") {
+	if err := lc.Enforces(vips, time.Second); err == nil || !strings.Contains(err.Error(), "past") {
 		t.Fatalf("a lease of a minute, bound a second: %v, want an element past the bound", err)
 	}
 	apply(0) // the lease ran out: guarded, no elements
-	if err := KernelLeaseEnforces(nsFd(a), vips, 0); err != nil {
+	if err := lc.Enforces(vips, 0); err != nil {
 		t.Fatalf("lease ended: %v", err)
 	}
-	if err := KernelLeaseEnforces(nsFd(a), append(vips, netip.MustParseAddr("192.0.2.201")), 0); err == nil || !strings.Contains(err.Error(), "192.0.2.201 not in set") {
+	if err := lc.Enforces(append(vips, netip.MustParseAddr("192.0.2.201")), 0); err == nil || !strings.Contains(err.Error(), "192.0.2.201 not in set") {
 		t.Fatalf("an unguarded VIP: %v", err)
 	}
 	// An element without a timeout (someone's nft command) never expires.
 	nft(t, a, "", "add", "element", "arp", TableName, setAnnounce4, "{ "+vips[0].String()+" }")
-	if err := KernelLeaseEnforces(nsFd(a), vips, time.Minute); err == nil || !strings.Contains(err.Error(), "never expires") {
+	if err := lc.Enforces(vips, time.Minute); err == nil || !strings.Contains(err.Error(), "never expires") {
 		t.Fatalf("an element without a timeout: %v", err)
 	}
 	if err := kl.Disarm(); err != nil {
 		t.Fatal(err)
 	}
-	if err := KernelLeaseEnforces(nsFd(a), vips, time.Minute); err == nil || !strings.Contains(err.Error(), "disarmed") {
+	if err := lc.Enforces(vips, time.Minute); err == nil || !strings.Contains(err.Error(), "disarmed") {
 		t.Fatalf("disarmed: %v", err)
 	}
 	apply(0)
 	nft(t, a, "", "flush", "chain", "inet", TableName, chainIn)
-	if err := KernelLeaseEnforces(nsFd(a), vips, time.Minute); err == nil || !strings.Contains(err.Error(), "chain lease_in has 0 rules") {
+	if err := lc.Enforces(vips, time.Minute); err == nil || !strings.Contains(err.Error(), "chain lease_in has 0 rules") {
 		t.Fatalf("rules flushed: %v", err)
 	}
 }

@@ -418,25 +418,62 @@ func RevokeLease(nsFd int) error {
 	return errors.Join(errs...)
 }
 
-// KernelLeaseEnforces reports whether the kernel lease in the network
-// namespace nsFd (-1: the caller's) stops every address in vips from
-// being served by itself, within `within` from now, with no process
-// running: Vigil's lease rules are in place, every address is in the guard
-// sets (not disarmed, NFTLease.Disarm), and every lease element expires,
-// within `within`. nil means it does; an error says what is missing. For the
+// LeaseChecker reads the kernel lease of one network namespace for the
+// supervisor, over one lasting netlink socket: closing an nftables socket
+// takes the namespace's commit lock in the kernel, which on a starved host
+// can wait a long time (see "The packet filter" in docs/operations.md), and
+// the check runs exactly then. Not safe for concurrent use.
+type LeaseChecker struct {
+	nsFd int
+	conn *nftables.Conn
+}
+
+// NewLeaseChecker returns a checker for the namespace nsFd (-1: the
+// caller's); it connects at its first check.
+func NewLeaseChecker(nsFd int) *LeaseChecker { return &LeaseChecker{nsFd: nsFd} }
+
+// Close closes its socket.
+func (lc *LeaseChecker) Close() error {
+	if lc.conn == nil {
+		return nil
+	}
+	err := lc.conn.CloseLasting()
+	lc.conn = nil
+	return err
+}
+
+// Enforces reports whether the kernel lease stops every address in vips
+// from being served by itself, with no process running: Vigil's lease
+// rules are in place, every address is in the guard sets (not disarmed,
+// NFTLease.Disarm), and every lease element expires, within `within` from
+// now. nil means it does; an error says what is missing. For the
 // supervisor, deciding whether a silent node manager must be killed at the
 // end of its lease or may be left to the kernel (docs/protocol.md,
-// "Safety"). It opens a netlink socket of its own for the call: rare, and
-// it changes nothing.
-func KernelLeaseEnforces(nsFd int, vips []netip.Addr, within time.Duration) error {
-	var opts []nftables.ConnOption
-	if nsFd >= 0 {
-		opts = append(opts, nftables.WithNetNSFd(nsFd))
+// "Safety"). It changes nothing.
+func (lc *LeaseChecker) Enforces(vips []netip.Addr, within time.Duration) error {
+	if lc.conn == nil {
+		opts := []nftables.ConnOption{nftables.AsLasting()}
+		if lc.nsFd >= 0 {
+			opts = append(opts, nftables.WithNetNSFd(lc.nsFd))
+		}
+		c, err := nftables.New(opts...)
+		if err != nil {
+			return fmt.Errorf("kernel lease: nftables: %w", err)
+		}
+		lc.conn = c
 	}
-	c, err := nftables.New(opts...)
-	if err != nil {
-		return fmt.Errorf("kernel lease: nftables: %w", err)
+	ioErr, err := kernelLeaseEnforces(lc.conn, vips, within)
+	if ioErr {
+		// A socket in an unknown state after a failed dump is not worth
+		// keeping; the next check dials afresh.
+		_ = lc.Close()
 	}
+	return err
+}
+
+// kernelLeaseEnforces is Enforces on c; ioErr says err is the socket's,
+// not a verdict.
+func kernelLeaseEnforces(c *nftables.Conn, vips []netip.Addr, within time.Duration) (ioErr bool, err error) {
 	var l NFTLease
 	l.define()
 	for _, x := range []struct {
@@ -445,10 +482,10 @@ func KernelLeaseEnforces(nsFd int, vips []netip.Addr, within time.Duration) erro
 	}{{l.arpOut, 1}, {l.inetOut, 2}, {l.inetIn, 2}} {
 		rs, err := c.GetRules(x.ch.Table, x.ch)
 		if err != nil {
-			return fmt.Errorf("kernel lease: rules of %s: %w", chainName(x.ch), err)
+			return !errors.Is(err, unix.ENOENT), fmt.Errorf("kernel lease: rules of %s: %w", chainName(x.ch), err)
 		}
 		if len(rs) < x.want {
-			return fmt.Errorf("kernel lease: %s has %d rules, want %d", chainName(x.ch), len(rs), x.want)
+			return false, fmt.Errorf("kernel lease: %s has %d rules, want %d", chainName(x.ch), len(rs), x.want)
 		}
 	}
 	guarded := func(s *nftables.Set) (map[netip.Addr]bool, error) {
@@ -467,30 +504,30 @@ func KernelLeaseEnforces(nsFd int, vips []netip.Addr, within time.Duration) erro
 	for _, s := range l.guardSets {
 		m, err := guarded(s)
 		if err != nil {
-			return err
+			return !errors.Is(err, unix.ENOENT), err
 		}
 		for _, a := range vips {
 			if a.Is4() == (s != l.vips6) && !m[a.Unmap()] {
-				return fmt.Errorf("kernel lease: %s not in set %s (disarmed)", a, setName(s))
+				return false, fmt.Errorf("kernel lease: %s not in set %s (disarmed)", a, setName(s))
 			}
 		}
 	}
 	for _, s := range l.leaseSets {
 		els, err := c.GetSetElements(s)
 		if err != nil {
-			return fmt.Errorf("kernel lease: set %s: %w", setName(s), err)
+			return !errors.Is(err, unix.ENOENT), fmt.Errorf("kernel lease: set %s: %w", setName(s), err)
 		}
 		for _, e := range els {
 			a, _ := netip.AddrFromSlice(e.Key)
 			if e.Timeout == 0 {
-				return fmt.Errorf("kernel lease: %s in set %s never expires", a, setName(s))
+				return false, fmt.Errorf("kernel lease: %s in set %s never expires", a, setName(s))
 			}
 			if e.Expires > within {
-				return fmt.Errorf("kernel lease: %s in set %s for %v more, past %v", a, setName(s), e.Expires, within)
+				return false, fmt.Errorf("kernel lease: %s in set %s for %v more, past %v", a, setName(s), e.Expires, within)
 			}
 		}
 	}
-	return nil
+	return false, nil
 }
 
 func chainName(ch *nftables.Chain) string {

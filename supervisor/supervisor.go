@@ -85,8 +85,9 @@ type Supervisor struct {
 	removeGroup func(*cgroup.Group) error                   // delete a group, killing what it holds
 	lookupCreds func(*config.Process) (*credentials, error) // NSS user and group lookups
 	// leaseEnforces: does the host's kernel lease stop serving vips by
-	// itself within the given time (netfloat.KernelLeaseEnforces)?
+	// itself within the given time (netfloat.LeaseChecker, one lasting socket)?
 	leaseEnforces func(vips []netip.Addr, within time.Duration) error
+	leaseChecker  *netfloat.LeaseChecker   // behind leaseEnforces; closed when Run ends
 	deleting      map[string]chan struct{} // groups being deleted, by name under control/ or apps/
 
 	started    time.Time
@@ -182,6 +183,8 @@ func New(cfg *config.Config, opts Options) *Supervisor {
 	if opts.Clock == nil {
 		opts.Clock = clock.Real{}
 	}
+	// One socket, kept: the fence checks the kernel lease on a starved host.
+	lc := netfloat.NewLeaseChecker(-1)
 	return &Supervisor{
 		opts:    opts,
 		clock:   opts.Clock,
@@ -193,13 +196,12 @@ func New(cfg *config.Config, opts Options) *Supervisor {
 		notify:  newNotifier(opts.Logger),
 		pending: make(map[uint64]chan error),
 
-		killGroup:   killLeftovers,
-		removeGroup: func(g *cgroup.Group) error { return g.Delete() },
-		lookupCreds: lookupCredentials,
-		leaseEnforces: func(vips []netip.Addr, within time.Duration) error {
-			return netfloat.KernelLeaseEnforces(-1, vips, within)
-		},
-		deleting: map[string]chan struct{}{},
+		killGroup:     killLeftovers,
+		removeGroup:   func(g *cgroup.Group) error { return g.Delete() },
+		lookupCreds:   lookupCredentials,
+		leaseEnforces: lc.Enforces,
+		leaseChecker:  lc,
+		deleting:      map[string]chan struct{}{},
 	}
 }
 
@@ -240,6 +242,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		return err
 	}
 	defer ctl.Close()
+	if s.leaseChecker != nil {
+		defer s.leaseChecker.Close()
+	}
 	if s.float, err = newFencer(s.cfg, s.log); err != nil {
 		s.log.Warn("cannot watch floating IPs for fencing", "event", "fence_error", "err", err)
 	}
