@@ -513,13 +513,7 @@ func (s *Supervisor) checkFence(nm *proc, gen uint64, deadline, fired time.Durat
 			s.fencesHeld++
 			nm.log.Warn("node manager silent past its lease; the kernel lease already stops the floating IPs being served, so it is not killed yet",
 				"event", "fence_held", "heartbeat_age_ms", age.Milliseconds(), "lease_ms", lease.Milliseconds(), "kill_after_ms", hold.Milliseconds(), "pid", nm.pid)
-			removed, err := s.fenceVIPs()
-			if err != nil {
-				nm.log.Error("fence: cannot remove floating IPs", "event", "fence_error", "err", err)
-			}
-			for _, v := range removed {
-				nm.log.Warn("fence: floating IP removed", "event", "fence_vip", "vip", v, "node_manager", "silent, left alive")
-			}
+			s.removeVIPs(nm, "silent, left alive")
 			s.setFenceTimer(nm, hold)
 			return
 		}
@@ -561,6 +555,14 @@ func (s *Supervisor) finishFence(nm *proc, why string) {
 		return
 	}
 	nm.fenced = nil
+	if f := fenceFault(pf.report, s.removeVIPs(nm, why), pf.silent); f != nil {
+		nm.fault = f
+	}
+}
+
+// removeVIPs removes the floating IPs for a fence (why: the node
+// manager's state then, for the log) and says whether any were there.
+func (s *Supervisor) removeVIPs(nm *proc, why string) bool {
 	removed, err := s.fenceVIPs()
 	if err != nil {
 		nm.log.Error("fence: cannot remove floating IPs", "event", "fence_error", "err", err)
@@ -568,9 +570,7 @@ func (s *Supervisor) finishFence(nm *proc, why string) {
 	for _, v := range removed {
 		nm.log.Warn("fence: floating IP removed", "event", "fence_vip", "vip", v, "node_manager", why)
 	}
-	if f := fenceFault(pf.report, len(removed) > 0, pf.silent); f != nil {
-		nm.fault = f
-	}
+	return len(removed) > 0
 }
 
 // fenceFault is the fault a fence causes, for the next node manager to run
