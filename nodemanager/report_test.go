@@ -1,7 +1,6 @@
 package nodemanager
 
 import (
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"strings"
@@ -54,8 +53,8 @@ func TestReportNeverWaitsForSupervisor(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var msg ctlmsg.Msg
-			if err := json.Unmarshal(buf[:n], &msg); err != nil {
+			msg, err := ctlmsg.Decode(buf[:n])
+			if err != nil {
 				t.Fatal(err)
 			}
 			r, err := msg.NodeManagerReport()

@@ -43,7 +43,7 @@ func (s *Supervisor) controlProcesses() []config.Process {
 	}
 	out := make([]config.Process, 0, len(names))
 	for _, n := range names {
-		env := []string{fmt.Sprintf("%s=%d", ipc.EnvFD, ipc.ChildFD)}
+		env := ipc.Env()
 		if n == ctlNodeManager && s.hooks != nil {
 			if e, err := execshim.HooksCgroupEntry(s.hooks.HierarchyDirs()); err != nil {
 				s.log.Warn("hooks run in the node manager's cgroup", "event", "hooks_cgroup_error", "err", err)

@@ -14,6 +14,7 @@ package ctlmsg
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -75,6 +76,10 @@ type Msg struct {
 	// Set it with NodeManagerReportMsg or LocatorReportMsg and read it
 	// with Msg.NodeManagerReport or Msg.LocatorReport.
 	Report json.RawMessage `json:"report,omitempty"`
+
+	// beat is a node manager's beat (NodeManagerReport.Beat), kept as
+	// its fields until Encode writes it, in the form the peer reads.
+	beat *BeatFields
 }
 
 // Health is the health message.
@@ -106,7 +111,8 @@ func Reply(id uint64, err error) *Msg {
 // (r.Beat) carries only its BeatFields.
 func NodeManagerReportMsg(r *NodeManagerReport) (*Msg, error) {
 	if r.Beat {
-		return reportMsg(&beatWire{Beat: true, BeatFields: r.BeatFields})
+		f := r.BeatFields
+		return &Msg{Type: TypeReport, beat: &f}, nil
 	}
 	return reportMsg(r)
 }
@@ -124,6 +130,9 @@ func reportMsg(r any) (*Msg, error) {
 
 // NodeManagerReport decodes a node manager's report message.
 func (m *Msg) NodeManagerReport() (*NodeManagerReport, error) {
+	if m.beat != nil {
+		return &NodeManagerReport{Beat: true, BeatFields: *m.beat}, nil
+	}
 	var r NodeManagerReport
 	return &r, m.decodeReport(&r)
 }
@@ -135,6 +144,9 @@ func (m *Msg) LocatorReport() (*LocatorReport, error) {
 }
 
 func (m *Msg) decodeReport(into any) error {
+	if m.beat != nil {
+		return errors.New("ctlmsg: a beat is a node manager's report")
+	}
 	if m.Type != TypeReport || len(m.Report) == 0 {
 		return fmt.Errorf("ctlmsg: a %q message carries no report", m.Type)
 	}

@@ -236,10 +236,7 @@ func TestBeatMerge(t *testing.T) {
 		LeaseMS: 200, HoldingToken: true, TokenAgeMS: 1, RotationMS: 40, Healthy: true, DrainingTo: "",
 		Succession: &Succession{Epoch: 4, To: "b"}}, Takeovers: 3}
 	beat := &NodeManagerReport{Beat: true, BeatFields: now.BeatFields}
-	msg, err := NodeManagerReportMsg(beat)
-	if err != nil {
-		t.Fatal(err)
-	}
+	msg := jsonRoundTrip(t, beat)
 	var keys map[string]any
 	if err := json.Unmarshal(msg.Report, &keys); err != nil {
 		t.Fatal(err)
@@ -274,10 +271,7 @@ func TestBeatWireKeepsEveryBeatField(t *testing.T) {
 	var now NodeManagerReport
 	fill(reflect.ValueOf(&now).Elem())
 	beat := &NodeManagerReport{Beat: true, BeatFields: now.BeatFields}
-	msg, err := NodeManagerReportMsg(beat)
-	if err != nil {
-		t.Fatal(err)
-	}
+	msg := jsonRoundTrip(t, beat)
 	got, err := msg.NodeManagerReport()
 	if err != nil {
 		t.Fatal(err)
@@ -292,4 +286,25 @@ func TestBeatWireKeepsEveryBeatField(t *testing.T) {
 	if want := 1 + reflect.TypeOf(BeatFields{}).NumField(); len(keys) != want {
 		t.Errorf("a beat carries %d keys, want %d: %s", len(keys), want, msg.Report)
 	}
+}
+
+// jsonRoundTrip is r's message as a peer that reads only JSON gets it.
+func jsonRoundTrip(t *testing.T, r *NodeManagerReport) *Msg {
+	t.Helper()
+	msg, err := NodeManagerReportMsg(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Encode(msg, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b[0] != '{' {
+		t.Fatalf("a beat for a JSON reader is not JSON: %q", b)
+	}
+	got, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
 }

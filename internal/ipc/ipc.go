@@ -1,12 +1,11 @@
 // Package ipc is the channel between the supervisor and its control-plane
 // processes (the locator and the node manager): a SOCK_SEQPACKET socket pair
-// whose child end the control-plane process inherits. One JSON object per
-// packet, so a message is never torn. The messages themselves (types,
+// whose child end the control-plane process inherits. One message per
+// packet (ctlmsg.Encode), so a message is never torn. The messages themselves (types,
 // reports) are package ctlmsg; this package only carries them.
 package ipc
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -49,6 +48,9 @@ type Conn struct {
 	rbuf []byte
 	// received counts the messages Recv returned.
 	received atomic.Uint64
+	// binaryBeats: the peer reads beats as binary frames (it is a
+	// supervisor that said so in ctlmsg.EnvBinaryBeats).
+	binaryBeats bool
 }
 
 // Pair returns the supervisor's end and the file to hand to the child as
@@ -77,7 +79,18 @@ func FromEnv() (*Conn, error) {
 		return nil, fmt.Errorf("ipc: bad %s=%q", EnvFD, s)
 	}
 	syscall.CloseOnExec(fd)
-	return fromFD(fd, "ipc")
+	c, err := fromFD(fd, "ipc")
+	if err != nil {
+		return nil, err
+	}
+	c.binaryBeats = os.Getenv(ctlmsg.EnvBinaryBeats) == ctlmsg.BinaryBeatsV1
+	return c, nil
+}
+
+// Env is the environment a supervisor gives a control-plane process for
+// its end of the channel: where it is, and the message forms it reads.
+func Env() []string {
+	return []string{fmt.Sprintf("%s=%d", EnvFD, ChildFD), ctlmsg.EnvBinaryBeats + "=" + ctlmsg.BinaryBeatsV1}
 }
 
 func fromFD(fd int, name string) (*Conn, error) {
@@ -98,9 +111,9 @@ func fromFD(fd int, name string) (*Conn, error) {
 // Send writes one message. A peer that does not read within timeout makes
 // Send fail rather than block its caller.
 func (c *Conn) Send(m *ctlmsg.Msg, timeout time.Duration) error {
-	b, err := json.Marshal(m)
+	b, err := ctlmsg.Encode(m, c.binaryBeats)
 	if err != nil {
-		return fmt.Errorf("ipc: encode %s: %w", m.Type, err)
+		return fmt.Errorf("ipc: %w", err)
 	}
 	if len(b) > maxPacket {
 		return fmt.Errorf("ipc: %s message of %d bytes exceeds %d", m.Type, len(b), maxPacket)
@@ -127,9 +140,9 @@ var ErrWouldBlock = errors.New("ipc: peer not reading, message not sent")
 // net.unix.max_dgram_qlen packets) would be stalled by every host load
 // that starves the supervisor, long enough to lose a short lease.
 func (c *Conn) TrySend(m *ctlmsg.Msg) error {
-	b, err := json.Marshal(m)
+	b, err := ctlmsg.Encode(m, c.binaryBeats)
 	if err != nil {
-		return fmt.Errorf("ipc: encode %s: %w", m.Type, err)
+		return fmt.Errorf("ipc: %w", err)
 	}
 	if len(b) > maxPacket {
 		return fmt.Errorf("ipc: %s message of %d bytes exceeds %d", m.Type, len(b), maxPacket)
@@ -179,12 +192,12 @@ func (c *Conn) Recv() (*ctlmsg.Msg, error) {
 	if err != nil {
 		return nil, err
 	}
-	var m ctlmsg.Msg
-	if err := json.Unmarshal(buf[:n], &m); err != nil {
-		return nil, fmt.Errorf("ipc: decode: %w", err)
+	m, err := ctlmsg.Decode(buf[:n])
+	if err != nil {
+		return nil, fmt.Errorf("ipc: %w", err)
 	}
 	c.received.Add(1)
-	return &m, nil
+	return m, nil
 }
 
 // read reads one packet, waiting in the runtime's poller until one is

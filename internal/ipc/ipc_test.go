@@ -103,32 +103,64 @@ func TestFromEnvInChild(t *testing.T) {
 		if err := c.Send(&ctlmsg.Msg{Type: ctlmsg.TypeReply, ID: m.ID}, time.Second); err != nil {
 			os.Exit(5)
 		}
+		beat, err := ctlmsg.NodeManagerReportMsg(&ctlmsg.NodeManagerReport{Beat: true,
+			BeatFields: ctlmsg.BeatFields{Self: "a", Role: "active", Epoch: 7, LeaseValid: true, LeaseRemainingMS: 41}})
+		if err != nil || c.TrySend(beat) != nil {
+			os.Exit(6)
+		}
 		os.Exit(0)
 	}
-	parent, childF, err := Pair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer parent.Close()
-	cmd := exec.Command(os.Args[0], "-test.run=TestFromEnvInChild")
-	devnull, _ := os.Open(os.DevNull)
-	defer devnull.Close()
-	// ExtraFiles[i] becomes fd 3+i: put a placeholder at 3, the channel at 4.
-	cmd.ExtraFiles = []*os.File{devnull, childF}
-	cmd.Env = append(os.Environ(), "IPC_TEST_CHILD=1", EnvFD+"="+strconv.Itoa(ChildFD))
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	childF.Close()
-	if err := parent.Send(&ctlmsg.Msg{Type: ctlmsg.TypeCommand, ID: 42, Cmd: "ping"}, time.Second); err != nil {
-		t.Fatal(err)
-	}
-	m, err := parent.Recv()
-	if err != nil || m.Type != ctlmsg.TypeReply || m.ID != 42 {
-		t.Fatalf("reply %+v %v", m, err)
-	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("child: %v", err)
+	// A child started with Env() sends its beats as frames; one started
+	// with only the fd (by a supervisor from before the frames) as JSON.
+	for _, tc := range []struct {
+		name  string
+		env   []string
+		frame bool
+	}{
+		{"Env", Env(), true},
+		{"fd only", []string{EnvFD + "=" + strconv.Itoa(ChildFD)}, false},
+	} {
+		parent, childF, err := Pair()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer parent.Close()
+		cmd := exec.Command(os.Args[0], "-test.run=TestFromEnvInChild")
+		devnull, _ := os.Open(os.DevNull)
+		defer devnull.Close()
+		// ExtraFiles[i] becomes fd 3+i: put a placeholder at 3, the channel at 4.
+		cmd.ExtraFiles = []*os.File{devnull, childF}
+		cmd.Env = append(append(os.Environ(), "IPC_TEST_CHILD=1"), tc.env...)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		childF.Close()
+		if err := parent.Send(&ctlmsg.Msg{Type: ctlmsg.TypeCommand, ID: 42, Cmd: "ping"}, time.Second); err != nil {
+			t.Fatal(err)
+		}
+		m, err := parent.Recv()
+		if err != nil || m.Type != ctlmsg.TypeReply || m.ID != 42 {
+			t.Fatalf("%s: reply %+v %v", tc.name, m, err)
+		}
+		buf := make([]byte, maxPacket)
+		n, err := parent.read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if frame := buf[0] != '{'; frame != tc.frame {
+			t.Errorf("%s: beat sent as %q, want a frame: %v", tc.name, buf[:n], tc.frame)
+		}
+		m, err = ctlmsg.Decode(buf[:n])
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		r, err := m.NodeManagerReport()
+		if err != nil || !r.Beat || r.Self != "a" || r.Epoch != 7 || !r.LeaseValid || r.LeaseRemainingMS != 41 {
+			t.Errorf("%s: beat %+v %v", tc.name, r, err)
+		}
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("%s: child: %v", tc.name, err)
+		}
 	}
 	os.Unsetenv(EnvFD)
 	if _, err := FromEnv(); err != ErrNoChannel {
