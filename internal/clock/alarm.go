@@ -51,10 +51,31 @@ type fdAlarm struct {
 }
 
 func (a *fdAlarm) run() {
+	rc, err := a.f.SyscallConn()
+	if err != nil {
+		return // not pollable: cannot happen for a timerfd
+	}
 	var b [8]byte
 	for {
-		// Read waits in the runtime's poller; Stop's Close ends it.
-		if _, err := a.f.Read(b[:]); err != nil {
+		// Wait in the runtime's poller (Stop's Close ends it); the read
+		// itself, which cannot block then, is a raw call: one made
+		// through the scheduler wakes the runtime's sysmon thread, which
+		// then polls for a while, and the fence alarm fires tens of times
+		// a second at a short lease.
+		var errno syscall.Errno
+		err := rc.Read(func(fd uintptr) bool {
+			for {
+				_, _, errno = syscall.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+				switch errno {
+				case unix.EINTR:
+					continue
+				case unix.EAGAIN:
+					return false // not expired (re-armed since): wait again
+				}
+				return true
+			}
+		})
+		if err != nil || errno != 0 {
 			return
 		}
 		a.mu.Lock()
