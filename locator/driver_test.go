@@ -202,7 +202,7 @@ func TestLocatorDriverPersistFailure(t *testing.T) {
 	sent := func() uint64 { return h.net.Endpoint(transporttest.Addr{Host: "w", Locator: true}).Stats().Sent }
 	for range 10 {
 		h.claim("a", 1)
-		h.step(h.pcfg.TokenInterval)
+		h.step(h.d.interval)
 	}
 	if got := h.acks("a"); len(got) != 0 || sent() != 0 {
 		t.Fatalf("answered %+v (%d sent) with no state on disk", got, sent())
@@ -212,7 +212,7 @@ func TestLocatorDriverPersistFailure(t *testing.T) {
 		t.Fatalf("%d write attempts, %d saved; want every tick and check-in to retry", h.w.attempts, len(h.w.saved))
 	}
 	h.w.full = false
-	h.step(h.pcfg.TokenInterval) // the tick retries
+	h.step(h.d.interval) // the tick retries
 	if h.w.last() != (protocol.LocatorState{Incarnation: 1, Epoch: 1, Holder: "a"}) {
 		t.Fatalf("after the disk was freed: %+v", h.w.saved)
 	}
@@ -229,7 +229,7 @@ func TestLocatorDriverPersistFailure(t *testing.T) {
 	h.clk.AdvanceTo(until + h.pcfg.DriftMargin + time.Millisecond)
 	for range 5 {
 		h.claim("b", 2)
-		h.step(h.pcfg.TokenInterval)
+		h.step(h.d.interval)
 	}
 	if got := h.acks("b"); len(got) != 0 {
 		t.Fatalf("b's grant answered before it was on disk: %+v", got)
@@ -238,7 +238,7 @@ func TestLocatorDriverPersistFailure(t *testing.T) {
 		t.Fatalf("disk changed while full: %+v", h.w.last())
 	}
 	h.w.full = false
-	h.step(h.pcfg.TokenInterval)
+	h.step(h.d.interval)
 	h.claim("b", 2)
 	h.step(time.Millisecond)
 	if got := h.acks("b"); len(got) != 1 || !got[0].Granted || got[0].Holder != "b" || h.w.last().Holder != "b" {
