@@ -1070,9 +1070,17 @@ func (m *manager) report(now time.Duration) {
 	}
 	// Between full reports, a beat: the lease fields only (a full report
 	// encoded four times a lease was a tenth of an idle node manager's
-	// CPU, and its decoding a quarter of the supervisor's).
+	// CPU, and its decoding a quarter of the supervisor's; a full report
+	// every 250 ms still a fifth of what was left of the supervisor's).
+	// The kernel lease's state is in the view: the supervisor leaves a
+	// stalled node manager alive only while its last report said
+	// "enforcing" (supervisor.leaveToKernel), so a change is sent at once.
+	kl := m.kernelLeaseReport()
 	view := reportView{role: bf.Role, epoch: bf.Epoch, active: bf.Active, healthy: m.healthy,
 		maintenance: st.Maintenance, held: m.held, draining: m.drain != nil, reasons: strings.Join(m.reasons, "; ")}
+	if kl != nil {
+		view.kernelLease = kl.State
+	}
 	if m.fullSent && now-m.lastFull < ctlmsg.FullReportEvery && view == m.lastView {
 		m.sendReport(&ctlmsg.NodeManagerReport{Beat: true, BeatFields: bf})
 		return
@@ -1123,7 +1131,7 @@ func (m *manager) report(now time.Duration) {
 		r.SchedLate = &h
 	}
 	r.Timing = m.timing.Report(now)
-	r.KernelLease = m.kernelLeaseReport()
+	r.KernelLease = kl
 	if m.float != nil {
 		s := m.float.Stats()
 		r.GARPSent, r.NASent, r.AnnounceUnleased = s.GARPSent, s.NASent, s.Unleased
@@ -1138,7 +1146,7 @@ func (m *manager) report(now time.Duration) {
 
 // reportView is what, when it changes, makes the next report a full one.
 type reportView struct {
-	role, active, reasons                string
+	role, active, reasons, kernelLease   string
 	epoch                                uint64
 	healthy, maintenance, held, draining bool
 }

@@ -221,9 +221,12 @@ type NodeCheckin struct {
 	TokenSeq    uint64 `json:"token_seq"`
 }
 
-// FullReportEvery is how often the node manager sends a full report at
-// least; the reports between are beats (NodeManagerReport.Beat).
-const FullReportEvery = 250 * time.Millisecond
+// FullReportEvery is how often the node manager and the locator send a
+// full report at least; the node manager's reports between are beats
+// (NodeManagerReport.Beat). What a full report adds is for status and
+// metrics (counters, histograms, peers), which nobody reads faster; every
+// change the supervisor acts on is sent at once.
+const FullReportEvery = time.Second
 
 // beatWire is a beat as sent: the BeatFields only, under the keys
 // NodeManagerReport gives them, so that it decodes as one. Sent as a
