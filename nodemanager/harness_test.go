@@ -82,6 +82,7 @@ func (h *fakeHost) announce(v netfloat.VIP) {
 type fakeFloat struct {
 	h        *fakeHost
 	deadline time.Duration
+	kls      netfloat.KernelLeaseStats
 }
 
 func (f *fakeFloat) Claim(_ context.Context, v netfloat.VIP) (netfloat.ClaimReport, error) {
@@ -161,7 +162,7 @@ func (f *fakeFloat) Watch(ctx context.Context, _ chan<- netfloat.Event) error {
 	return nil
 }
 func (f *fakeFloat) Stats() netfloat.Stats                       { return netfloat.Stats{} }
-func (f *fakeFloat) KernelLeaseStats() netfloat.KernelLeaseStats { return netfloat.KernelLeaseStats{} }
+func (f *fakeFloat) KernelLeaseStats() netfloat.KernelLeaseStats { return f.kls }
 func (f *fakeFloat) Close() error                                { return nil }
 
 var errDiskFull = errors.New("write node.state: no space left on device")

@@ -14,6 +14,7 @@ import (
 	"github.com/vigil-project/vigil/internal/ipc"
 	"github.com/vigil-project/vigil/internal/statefile"
 	"github.com/vigil-project/vigil/internal/transport/transporttest"
+	"github.com/vigil-project/vigil/netfloat"
 	"github.com/vigil-project/vigil/protocol"
 )
 
@@ -175,5 +176,73 @@ func TestStuckPassIsReportedWhileItLasts(t *testing.T) {
 	m.watchPass()
 	if stuck() != 1 {
 		t.Fatalf("reported a pass after it ended:\n%s", logs.String())
+	}
+}
+
+// Between full reports (one a second) the node manager sends beats, but a
+// change of the kernel lease's state goes in a full report at once: the
+// supervisor leaves a stalled node manager to the kernel lease only while
+// the last report says it enforces.
+func TestKernelLeaseChangeReportsAtOnce(t *testing.T) {
+	m := testManager(t, false)
+	sup, child, err := ipc.Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sup.Close(); child.Close() })
+	m.sup = sup
+	nw, err := transporttest.New(clock.Real{}, make([]byte, protocol.KeySize), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.tr = nw.Endpoint(transporttest.Addr{Host: "a"})
+	m.state = &statefile.Writer{Path: t.TempDir() + "/node.state", What: "node state", Log: m.log}
+	h := &fakeHost{id: "a", kl: true, addrs: map[string]string{}, links: map[string]bool{}}
+	f := &fakeFloat{h: h}
+	m.host, m.float = h, f
+	fd := int(child.Fd())
+	next := func() *ctlmsg.NodeManagerReport {
+		t.Helper()
+		buf := make([]byte, 256<<10)
+		n, _, err := unix.Recvfrom(fd, buf, unix.MSG_DONTWAIT)
+		if err != nil {
+			t.Fatalf("no report: %v", err)
+		}
+		msg, err := ctlmsg.Decode(buf[:n])
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := msg.NodeManagerReport()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+
+	now := time.Second
+	m.report(now)
+	if r := next(); r.Beat || r.KernelLease == nil || r.KernelLease.State != ctlmsg.KernelLeaseEnforcing {
+		t.Fatalf("first report: beat %v, kernel lease %+v", r.Beat, r.KernelLease)
+	}
+	now += 15 * time.Millisecond
+	m.report(now)
+	if r := next(); !r.Beat {
+		t.Fatal("nothing changed, yet a full report 15 ms after the last")
+	}
+	f.kls = netfloat.KernelLeaseStats{Failing: true, LastError: "netlink: no buffer space"}
+	now += 15 * time.Millisecond
+	m.report(now)
+	if r := next(); r.Beat || r.KernelLease == nil || r.KernelLease.State != ctlmsg.KernelLeaseFailing {
+		t.Fatalf("after the kernel lease failed: beat %v, kernel lease %+v", r.Beat, r.KernelLease)
+	}
+	now += 15 * time.Millisecond
+	m.report(now)
+	if r := next(); !r.Beat {
+		t.Fatal("a full report again with nothing changed")
+	}
+	now += ctlmsg.FullReportEvery
+	m.report(now)
+	if r := next(); r.Beat {
+		t.Fatal("no full report after FullReportEvery")
 	}
 }
