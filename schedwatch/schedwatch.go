@@ -229,7 +229,7 @@ func New(cfg Config) (*Monitor, error) {
 		m.log = slog.New(slog.DiscardHandler)
 	}
 	if m.clock == nil {
-		m.clock = SystemClock{}
+		m.clock = &SystemClock{}
 	}
 	m.hist = Histogram{Bounds: HistogramBounds, Counts: make([]uint64, len(HistogramBounds))}
 	if cfg.PressureWarn > 0 {

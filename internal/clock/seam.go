@@ -45,8 +45,8 @@ type Ticks interface {
 type Stopper interface{ Stop() }
 
 // Real is the host's clocks: CLOCK_BOOTTIME for Now and AfterFunc. The
-// tickers and timers are Go's (CLOCK_MONOTONIC, which stops while the host
-// is suspended): they pace loops, and the drivers measure what happened
+// tickers and timers count CLOCK_MONOTONIC, as Go's do, which stops while
+// the host is suspended: they pace loops, and the drivers measure what happened
 // meanwhile with Now (a late tick), so a suspended host resumes with a
 // late tick rather than a missed deadline.
 type Real struct{}
@@ -65,11 +65,23 @@ var processStart = time.Now()
 // Wall is time.Now.
 func (Real) Wall() time.Time { return time.Now() }
 
-// NewTicker is time.NewTicker.
-func (Real) NewTicker(d time.Duration) Ticks { return realTicker{time.NewTicker(d)} }
+// NewTicker ticks every d on a CLOCK_MONOTONIC timerfd (fdTicks says
+// why not a Go timer); a time.Ticker where the kernel gives no timerfd.
+func (Real) NewTicker(d time.Duration) Ticks {
+	if t := newFDTicks(d, d); t != nil {
+		return t
+	}
+	return realTicker{time.NewTicker(d)}
+}
 
-// NewTimer is time.NewTimer.
-func (Real) NewTimer(d time.Duration) Ticks { return realTimer{time.NewTimer(d)} }
+// NewTimer fires once after d, on a CLOCK_MONOTONIC timerfd; a
+// time.Timer where the kernel gives no timerfd.
+func (Real) NewTimer(d time.Duration) Ticks {
+	if t := newFDTicks(d, 0); t != nil {
+		return t
+	}
+	return realTimer{time.NewTimer(d)}
+}
 
 // AfterFunc is the package's AfterFunc (a CLOCK_BOOTTIME timerfd).
 func (Real) AfterFunc(d time.Duration, fn func()) Stopper { return AfterFunc(d, fn) }
