@@ -35,6 +35,8 @@ type Clock interface {
 // Ticks is a ticker or a one-shot timer.
 type Ticks interface {
 	C() <-chan time.Time
+	// Stop disarms it for good. Always call it: Real's hold a timerfd
+	// and a goroutine until then, fired or not.
 	Stop()
 	// Reset makes it fire d from now (a ticker: then every d), as if just
 	// made; a firing not yet received is dropped (Go's timers since 1.23).
