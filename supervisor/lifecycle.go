@@ -219,8 +219,14 @@ func (s *Supervisor) ended(p *proc, ex Exit) {
 	// restart. A fenced one's lease has ended anyway.
 	var release *crashRelease
 	if p.control == ctlNodeManager && p.fenced == nil && !s.stopping {
-		if release = s.crashReleaseFor(p.nmReport, s.clock.Wall().Sub(p.lastBeat)); release != nil {
+		age := s.clock.Wall().Sub(p.lastBeat)
+		if release = s.crashReleaseFor(p.nmReport, age); release != nil {
 			p.fault = ctlmsg.Fault(release.epoch, "node manager died while active")
+		} else if why := crashReleaseSkipped(p.nmReport); why != "" {
+			// Said so, so that a failover that waited for the lease can be
+			// told from a release that failed.
+			p.log.Warn("node manager died while active; no release, the standby claims on its own: "+why,
+				"event", "crash_release_skipped", "lease_remaining_ms", p.nmReport.LeaseRemainingMS, "report_age_ms", age.Milliseconds())
 		}
 	}
 	if p.fenced != nil {
@@ -248,7 +254,10 @@ func (s *Supervisor) ended(p *proc, ex Exit) {
 	if ex.Success() {
 		level = slog.LevelInfo
 	}
-	p.log.Log(context.Background(), level, "process exited", "event", "exit", "pid", ex.Pid, "status", ex.String(), "ran", p.lastRan.Round(time.Millisecond).String())
+	// handled_after_ms: from the reaper's wait4 to here (the loop's
+	// lateness), which decides whether a crash release still can be made.
+	p.log.Log(context.Background(), level, "process exited", "event", "exit", "pid", ex.Pid, "status", ex.String(), "ran", p.lastRan.Round(time.Millisecond).String(),
+		"handled_after_ms", time.Since(ex.At).Milliseconds())
 	// Whatever the main process left behind in its group goes with it, so a
 	// restart never runs beside a stray of the previous run. The kill may
 	// poll for seconds (a task in uninterruptible sleep): off the loop, the

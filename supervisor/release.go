@@ -56,6 +56,21 @@ func (s *Supervisor) crashReleaseFor(r *ctlmsg.NodeManagerReport, age time.Durat
 	}
 }
 
+// crashReleaseSkipped says why a node manager that died with last report
+// r, for which crashReleaseFor gave no release, had said it was active;
+// "" if it had not (nothing to release, nothing to say).
+func crashReleaseSkipped(r *ctlmsg.NodeManagerReport) string {
+	switch {
+	case r == nil || r.Role != "active":
+		return ""
+	case !r.LeaseValid:
+		return "its last report held no valid lease"
+	case r.Succession == nil:
+		return "its last report named no succession"
+	}
+	return "its last report's lease had run out when the exit was handled"
+}
+
 // run removes what the host serves, then persists the node's next
 // incarnation, then sends the release: in that order, each step only if
 // the one before succeeded (a release must never leave while the host may

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -55,6 +56,24 @@ func TestCrashReleaseOrder(t *testing.T) {
 	}
 	if s.crashReleaseFor(&ctlmsg.NodeManagerReport{BeatFields: ctlmsg.BeatFields{Role: "standby"}}, 0) != nil {
 		t.Fatal("a release for a standby")
+	}
+	// Every active that gets no release is said to, with why; a standby
+	// is not.
+	noSucc := *r
+	noSucc.Succession = nil
+	noLease := *r
+	noLease.LeaseValid = false
+	for _, c := range []struct {
+		r    *ctlmsg.NodeManagerReport
+		want string
+	}{
+		{r, "run out"}, {&noSucc, "no succession"}, {&noLease, "no valid lease"},
+		{&ctlmsg.NodeManagerReport{BeatFields: ctlmsg.BeatFields{Role: "standby"}}, ""}, {nil, ""},
+	} {
+		got := crashReleaseSkipped(c.r)
+		if (c.want == "") != (got == "") || !strings.Contains(got, c.want) {
+			t.Errorf("skipped reason %q, want one with %q", got, c.want)
+		}
 	}
 	for _, failRevoke := range []bool{false, true} {
 		var steps []string

@@ -84,8 +84,15 @@ func main() {
 	if *timing != "" {
 		vt = strconv.Quote(*timing)
 	}
-	fmt.Printf("config runs=%d rate=%d after_ms=%d noise_s=%.0f flood_s=%.0f flood_rate=%d vigil_timing=%s keepalived_vrrp_version=3\n",
-		*runs, *rate, after.Milliseconds(), noise.Seconds(), flood.Seconds(), *floodRate, vt)
+	// rcu_expedited decides the node-manager crash's figures: the node
+	// manager's exit and the supervisor's release each wait for RCU grace
+	// periods (docs/operations.md, "Node manager crash on a live host").
+	rcu := "unknown"
+	if b, err := os.ReadFile("/sys/kernel/rcu_expedited"); err == nil {
+		rcu = strings.TrimSpace(string(b))
+	}
+	fmt.Printf("config runs=%d rate=%d after_ms=%d noise_s=%.0f flood_s=%.0f flood_rate=%d vigil_timing=%s keepalived_vrrp_version=3 rcu_expedited=%s\n",
+		*runs, *rate, after.Milliseconds(), noise.Seconds(), flood.Seconds(), *floodRate, vt, rcu)
 
 	var rtWatch *e2e.RTThrottleProbe
 	if *rtWatchEvery > 0 {
