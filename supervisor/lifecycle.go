@@ -220,9 +220,10 @@ func (s *Supervisor) ended(p *proc, ex Exit) {
 	var release *crashRelease
 	if p.control == ctlNodeManager && p.fenced == nil && !s.stopping {
 		age := s.clock.Wall().Sub(p.lastBeat)
-		if release = s.crashReleaseFor(p.nmReport, age); release != nil {
+		var why string
+		if release, why = s.crashReleaseFor(p.nmReport, age); release != nil {
 			p.fault = ctlmsg.Fault(release.epoch, "node manager died while active")
-		} else if why := crashReleaseSkipped(p.nmReport); why != "" {
+		} else if why != "" {
 			// Said so, so that a failover that waited for the lease can be
 			// told from a release that failed.
 			p.log.Warn("node manager died while active; no release, the standby claims on its own: "+why,

@@ -37,14 +37,20 @@ type crashRelease struct {
 }
 
 // crashReleaseFor returns the release to carry out for a node manager
-// that died with report r, received `age` ago, or nil: it must have said
-// it was active, with lease left now, and named its succession.
-func (s *Supervisor) crashReleaseFor(r *ctlmsg.NodeManagerReport, age time.Duration) *crashRelease {
-	if r == nil || r.Succession == nil || r.Role != "active" || !r.LeaseValid || s.cfg.Cluster.Role != config.RoleNode {
-		return nil
-	}
-	if time.Duration(r.LeaseRemainingMS)*time.Millisecond <= age {
-		return nil // its lease has run out anyway
+// that died with report r, received `age` ago: it must have said it was
+// active, with lease left now, and named its succession. Without one,
+// why says why not if the report said active ("" if it did not: nothing
+// to release, nothing to say).
+func (s *Supervisor) crashReleaseFor(r *ctlmsg.NodeManagerReport, age time.Duration) (c *crashRelease, why string) {
+	switch {
+	case r == nil || r.Role != "active" || s.cfg.Cluster.Role != config.RoleNode:
+		return nil, ""
+	case !r.LeaseValid:
+		return nil, "its last report held no valid lease"
+	case r.Succession == nil:
+		return nil, "its last report named no succession"
+	case time.Duration(r.LeaseRemainingMS)*time.Millisecond <= age:
+		return nil, "its last report's lease had run out when the exit was handled"
 	}
 	sc := r.Succession
 	return &crashRelease{
@@ -53,22 +59,7 @@ func (s *Supervisor) crashReleaseFor(r *ctlmsg.NodeManagerReport, age time.Durat
 		epoch:  sc.Epoch,
 		revoke: func() error { return netfloat.RevokeLease(-1) },
 		send:   sendDatagrams(s.cfg),
-	}
-}
-
-// crashReleaseSkipped says why a node manager that died with last report
-// r, for which crashReleaseFor gave no release, had said it was active;
-// "" if it had not (nothing to release, nothing to say).
-func crashReleaseSkipped(r *ctlmsg.NodeManagerReport) string {
-	switch {
-	case r == nil || r.Role != "active":
-		return ""
-	case !r.LeaseValid:
-		return "its last report held no valid lease"
-	case r.Succession == nil:
-		return "its last report named no succession"
-	}
-	return "its last report's lease had run out when the exit was handled"
+	}, ""
 }
 
 // run removes what the host serves, then persists the node's next

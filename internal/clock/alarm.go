@@ -55,25 +55,14 @@ func (a *fdAlarm) run() {
 	if err != nil {
 		return // not pollable: cannot happen for a timerfd
 	}
-	var b [8]byte
 	for {
-		// Wait in the runtime's poller (Stop's Close ends it); the read
-		// itself, which cannot block then, is a raw call: one made
-		// through the scheduler wakes the runtime's sysmon thread, which
-		// then polls for a while, and the fence alarm fires tens of times
-		// a second at a short lease.
+		// Wait in the runtime's poller (Stop's Close ends it); the fence
+		// alarm fires tens of times a second at a short lease.
 		var errno syscall.Errno
 		err := rc.Read(func(fd uintptr) bool {
-			for {
-				_, _, errno = syscall.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-				switch errno {
-				case unix.EINTR:
-					continue
-				case unix.EAGAIN:
-					return false // not expired (re-armed since): wait again
-				}
-				return true
-			}
+			var done bool
+			done, errno = readExpiry(fd)
+			return done
 		})
 		if err != nil || errno != 0 {
 			return
@@ -93,12 +82,7 @@ func (a *fdAlarm) Set(d time.Duration) {
 	if a.stopped {
 		return
 	}
-	// A zero it_value disarms a timerfd: the shortest real wait is 1 ns.
-	// timerfd_settime never blocks: a raw call, which does not wake the
-	// runtime's sysmon (see Read).
-	spec := unix.ItimerSpec{Value: unix.NsecToTimespec(max(d, 1).Nanoseconds())}
-	_, _, e := syscall.RawSyscall6(unix.SYS_TIMERFD_SETTIME, uintptr(a.fd), 0, uintptr(unsafe.Pointer(&spec)), 0, 0, 0)
-	if e != 0 {
+	if e := setTimerfd(a.fd, d, 0); e != 0 {
 		// Only EBADF or EINVAL, which a valid fd and spec cannot give:
 		// never leave a deadline unwatched.
 		go func() {
@@ -127,3 +111,34 @@ type goAlarm struct{ t *time.Timer }
 
 func (g goAlarm) Set(d time.Duration) { g.t.Reset(d) }
 func (g goAlarm) Stop()               { g.t.Stop() }
+
+// readExpiry reads a timerfd's expiry count once the poller says it is
+// readable; done false: not expired (set again since), wait again. A raw
+// call, which cannot block here: one made through the scheduler wakes the
+// runtime's sysmon thread, which then polls for a while.
+func readExpiry(fd uintptr) (done bool, errno syscall.Errno) {
+	var b [8]byte
+	for {
+		_, _, errno = syscall.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+		switch errno {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false, 0
+		}
+		return true, errno
+	}
+}
+
+// setTimerfd arms timerfd fd to expire after d, then every period if
+// period > 0. A zero it_value disarms a timerfd: the shortest real wait
+// is 1 ns. timerfd_settime never blocks: a raw call, which does not wake
+// the runtime's sysmon (readExpiry).
+func setTimerfd(fd int, d, period time.Duration) syscall.Errno {
+	spec := unix.ItimerSpec{Value: unix.NsecToTimespec(max(d, 1).Nanoseconds())}
+	if period > 0 {
+		spec.Interval = unix.NsecToTimespec(period.Nanoseconds())
+	}
+	_, _, e := syscall.RawSyscall6(unix.SYS_TIMERFD_SETTIME, uintptr(fd), 0, uintptr(unsafe.Pointer(&spec)), 0, 0, 0)
+	return e
+}

@@ -5,7 +5,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -56,50 +55,37 @@ func newFDTicks(d, period time.Duration) *fdTicks {
 
 func (t *fdTicks) C() <-chan time.Time { return t.c }
 
-// set arms the timerfd: after d, then every period. A zero it_value
-// disarms a timerfd: the shortest real wait is 1 ns. timerfd_settime
-// never blocks: a raw call, which does not wake sysmon.
+// set arms the timerfd: after d, then every period (setTimerfd).
 func (t *fdTicks) set(d time.Duration) error {
-	spec := unix.ItimerSpec{Value: unix.NsecToTimespec(max(d, 1).Nanoseconds())}
-	if t.period > 0 {
-		spec.Interval = unix.NsecToTimespec(t.period.Nanoseconds())
-	}
-	_, _, e := syscall.RawSyscall6(unix.SYS_TIMERFD_SETTIME, uintptr(t.fd), 0, uintptr(unsafe.Pointer(&spec)), 0, 0, 0)
-	if e != 0 {
+	if e := setTimerfd(t.fd, d, t.period); e != 0 {
 		return e
 	}
 	return nil
 }
 
 func (t *fdTicks) run(rc syscall.RawConn) {
-	var b [8]byte
 	for {
+		var errno syscall.Errno
 		err := rc.Read(func(fd uintptr) bool {
 			t.mu.Lock()
 			defer t.mu.Unlock()
 			if t.stopped {
 				return true
 			}
-			for {
-				_, _, e := syscall.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-				switch e {
-				case unix.EINTR:
-					continue
-				case unix.EAGAIN:
-					return false // not expired (set again since): wait
-				case 0:
-					// Like time.Ticker: at most one firing kept for a
-					// slow receiver.
-					select {
-					case t.c <- time.Now():
-					default:
-					}
+			var done bool
+			done, errno = readExpiry(fd)
+			if done && errno == 0 {
+				// Like time.Ticker: at most one firing kept for a slow
+				// receiver.
+				select {
+				case t.c <- time.Now():
+				default:
 				}
-				return true
 			}
+			return done
 		})
-		if err != nil {
-			return // closed by Stop
+		if err != nil || errno != 0 {
+			return // closed by Stop (or a read error a timerfd cannot give)
 		}
 		t.mu.Lock()
 		stopped := t.stopped

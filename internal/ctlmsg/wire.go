@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 )
@@ -123,12 +124,7 @@ func appendString(b []byte, s string) []byte {
 // byte string (tests compare them).
 func appendIncarnations(b []byte, m map[string]uint64) []byte {
 	b = binary.AppendUvarint(b, uint64(len(m)))
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		b = appendString(b, k)
 		b = binary.AppendUvarint(b, m[k])
 	}
