@@ -705,7 +705,13 @@ func (n *Node) onToken(t Token) {
 	n.tok.Nodes = slices.Clone(t.Nodes)
 	n.holding, n.heldSince, n.lastTokenAt, n.lost = true, n.now, n.now, false
 	n.claimMisses = 0 // a live ring: claim promptly again when it calls for it
-	n.checkInAll()
+	if n.role != Active || n.now-n.lastRenew >= n.cfg.TokenInterval/2 {
+		// An active's hop check-in is a renewal, and its renewal timer
+		// (every token interval) mostly fires just before the token
+		// returns: a second renewal then, a millisecond later, only
+		// costs every locator and this node a datagram each way.
+		n.checkInAll()
+	}
 	switch {
 	case n.role == Candidate && t.Active != "" && t.Active != n.self:
 		n.abandonClaim(fmt.Sprintf("active %q alive", t.Active))

@@ -860,3 +860,41 @@ func TestNodeUnansweredActiveReclaims(t *testing.T) {
 		t.Fatalf("no reclaim (lease_lost) after the re-check found no other holder: %v", rd.Events)
 	}
 }
+
+// The active renews every token interval on its own timer; a token that
+// comes back just after such a renewal (the usual rotation) adds no second
+// one, but a token that comes half an interval or more after the last
+// renewal is a renewal again.
+func TestNodeActiveRenewsOncePerInterval(t *testing.T) {
+	h := newHarness(t, "a", NodeState{})
+	h.ready()
+	h.becomeActive(time.Millisecond)
+	token := func(seq uint64) Ready {
+		t.Helper()
+		h.seq++
+		if err := h.n.Step(h.now, Message{Type: MsgToken, From: "b", ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq, ToIncarnation: h.n.st.Incarnation,
+			Token: Token{Epoch: h.n.Status().Epoch, Seq: seq, Active: "a",
+				Nodes: []NodeHealth{{ID: "a", Healthy: true, InRing: true}, {ID: "b", Healthy: true, InRing: true}}}}); err != nil {
+			t.Fatal(err)
+		}
+		return h.ready()
+	}
+	interval := testCfg("a").TokenInterval
+	// Run the renewal timer until it fires.
+	for i := 0; ; i++ {
+		if claims, _ := checkIns(h.tick(time.Millisecond)); len(claims) == 3 {
+			break
+		}
+		if i > 100 {
+			t.Fatal("no renewal on the timer")
+		}
+	}
+	h.now += time.Millisecond
+	if claims, _ := checkIns(token(10)); len(claims) != 0 {
+		t.Fatalf("token 1 ms after a renewal: %d check-ins, want none", len(claims))
+	}
+	h.now += interval / 2
+	if claims, _ := checkIns(token(12)); len(claims) != 3 {
+		t.Fatalf("token %v after the last renewal: %d check-ins, want a renewal to each locator", interval/2+time.Millisecond, len(claims))
+	}
+}

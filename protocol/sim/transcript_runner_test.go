@@ -116,7 +116,7 @@ func TestScenarioTranscriptMismatch(t *testing.T) {
 	}
 	orig := string(b)
 	// Pretend the handover used to take 9.9 ms.
-	const was = "b active epoch>1 after 2.2ms (since mark)"
+	const was = "b active epoch>1 after 2.1ms (since mark)"
 	if !strings.Contains(orig, was) {
 		t.Fatalf("%s no longer records %q; pick another line", src, was)
 	}
@@ -136,8 +136,8 @@ func TestScenarioTranscriptMismatch(t *testing.T) {
 	for _, s := range []string{
 		path + ":" + strconv.Itoa(line) + ": await b active epoch>1 within 30ms: output (-recorded +now):",
 		"\n    - b active epoch>1 after 9.9ms (since mark)",
-		"\n    + b active epoch>1 after 2.2ms (since mark)",
-		"\n      558.933607ms b node: BecameActive epoch=2", // context: the lines that did not change
+		"\n    + b active epoch>1 after 2.1ms (since mark)",
+		"\n      558.886494ms b node: BecameActive epoch=2", // context: the lines that did not change
 		"-rewrite",
 	} {
 		if !strings.Contains(msg, s) {
