@@ -296,3 +296,26 @@ func TestCheckRel(t *testing.T) {
 		}
 	}
 }
+
+// Dropped names exactly the settings prev made and next no longer does.
+func TestDropped(t *testing.T) {
+	prev := Resources{CPUWeight: 500, IOWeight: 200, CPUs: "0", CPUMax: "50%", MemoryMin: 1, MemoryMax: 2, PidsMax: 3, RTRuntimeUs: 4}
+	if d := Dropped(prev, prev); d != (Resources{}) {
+		t.Fatalf("nothing dropped, got %+v", d)
+	}
+	if d := Dropped(prev, Resources{}); d != prev {
+		t.Fatalf("all dropped: got %+v, want %+v", d, prev)
+	}
+	if got := Dropped(prev, Resources{}).Fields(); strings.Join(got, ",") != "cpus,cpu_weight,io_weight,cpu_max,memory_min,memory_max,pids_max,rt_runtime_us" {
+		t.Fatalf("Fields: %q", got)
+	}
+	// A changed value is applied, not reset; a new one has nothing to reset.
+	next := Resources{CPUWeight: 100, CPUs: "1", MemoryMax: 9}
+	want := Resources{IOWeight: 200, CPUMax: "50%", MemoryMin: 1, PidsMax: 3, RTRuntimeUs: 4}
+	if d := Dropped(prev, next); d != want {
+		t.Fatalf("Dropped(prev, %+v) = %+v, want %+v", next, d, want)
+	}
+	if d := Dropped(Resources{}, next); d != (Resources{}) {
+		t.Fatalf("from nothing: %+v", d)
+	}
+}

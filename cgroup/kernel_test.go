@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -1037,5 +1038,77 @@ func TestApplyV1CPUsWithChildren(t *testing.T) {
 	}
 	if procs, err := sup.Procs(); err != nil || !slices.Contains(procs, cmd.Process.Pid) {
 		t.Fatalf("the process left control/supervisor: %v %v", procs, err)
+	}
+}
+
+// Reset puts every field it names back to what a group created now has
+// (a sibling made for the comparison), in both modes, and a v1 cpuset
+// reset takes the children that followed the narrowing along.
+func TestResetPutsBackNewGroupValues(t *testing.T) {
+	m, _ := kernelManager(t, nil)
+	if n := strings.Count(readTrim(t, "/proc/cpuinfo"), "processor\t:"); n < 2 {
+		t.Skipf("needs 2 cpus, the host has %d", n)
+	}
+	app, err := m.Group("apps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kid, err := m.Group("apps/kamailio")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := m.Group("fresh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := Resources{CPUWeight: 500, CPUs: "1", CPUMax: "50%", MemoryMax: 96 << 20, PidsMax: 123}
+	files := map[string][]string{ // controller (v1) -> files Reset must restore
+		"cpu": {"cpu.shares", "cpu.cfs_quota_us"}, "cpuset": {"cpuset.cpus"},
+		"memory": {"memory.limit_in_bytes"}, "pids": {"pids.max"},
+	}
+	if m.Mode() == ModeV2 {
+		set.MemoryMin = 8 << 20
+		files = map[string][]string{"unified": {"cpu.weight", "cpu.max", "cpuset.cpus", "cpuset.cpus.effective", "memory.max", "memory.min", "memory.low", "pids.max"}}
+	}
+	read := func(g *Group) map[string]string {
+		out := map[string]string{}
+		for ctrl, fs := range files {
+			d := g.Dirs()[ctrl]
+			if d == "" {
+				continue
+			}
+			for _, f := range fs {
+				out[ctrl+"/"+f] = readTrim(t, filepath.Join(d, f))
+			}
+		}
+		return out
+	}
+	want := read(fresh)
+	if len(want) == 0 {
+		t.Skip("none of cpu, cpuset, memory, pids is mounted")
+	}
+	if _, err := app.Apply(set); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	applied := read(app)
+	for k, v := range want {
+		if applied[k] == v && !strings.Contains(k, "effective") && k != "unified/cpuset.cpus" {
+			t.Fatalf("%s is %q before the reset as well: the test proves nothing", k, v)
+		}
+	}
+	if c := read(kid)[pick(m.Mode() == ModeV2, "unified/cpuset.cpus.effective", "cpuset/cpuset.cpus")]; c != "1" {
+		t.Fatalf("the child's cpus after narrowing apps/ to 1: %q", c)
+	}
+	na, err := app.Reset(set)
+	if err != nil {
+		t.Fatalf("Reset: %v (not applied %q)", err, na)
+	}
+	if got := read(app); !maps.Equal(got, want) {
+		t.Errorf("after Reset apps/ has %v, a new group %v", got, want)
+	}
+	if got := read(kid); !maps.Equal(got, want) {
+		// The child had no limits of its own: it is a new group too,
+		// except for the cpus it followed the parent to and back.
+		t.Errorf("after Reset apps/kamailio has %v, a new group %v", got, want)
 	}
 }

@@ -29,6 +29,56 @@ type Resources struct {
 	RTRuntimeUs int64  // v1 cpu.rt_runtime_us (CONFIG_RT_GROUP_SCHED); not available on v2
 }
 
+// Dropped is what prev sets and next does not: the settings a new
+// configuration removed, for Reset.
+func Dropped(prev, next Resources) Resources {
+	var d Resources
+	if prev.CPUs != "" && next.CPUs == "" {
+		d.CPUs = prev.CPUs
+	}
+	if prev.CPUWeight != 0 && next.CPUWeight == 0 {
+		d.CPUWeight = prev.CPUWeight
+	}
+	if prev.IOWeight != 0 && next.IOWeight == 0 {
+		d.IOWeight = prev.IOWeight
+	}
+	if prev.CPUMax != "" && next.CPUMax == "" {
+		d.CPUMax = prev.CPUMax
+	}
+	if prev.MemoryMin != 0 && next.MemoryMin == 0 {
+		d.MemoryMin = prev.MemoryMin
+	}
+	if prev.MemoryMax != 0 && next.MemoryMax == 0 {
+		d.MemoryMax = prev.MemoryMax
+	}
+	if prev.PidsMax != 0 && next.PidsMax == 0 {
+		d.PidsMax = prev.PidsMax
+	}
+	if prev.RTRuntimeUs != 0 && next.RTRuntimeUs == 0 {
+		d.RTRuntimeUs = prev.RTRuntimeUs
+	}
+	return d
+}
+
+// Fields names the settings r sets, as the configuration spells them.
+func (r Resources) Fields() []string {
+	var out []string
+	add := func(set bool, name string) {
+		if set {
+			out = append(out, name)
+		}
+	}
+	add(r.CPUs != "", "cpus")
+	add(r.CPUWeight != 0, "cpu_weight")
+	add(r.IOWeight != 0, "io_weight")
+	add(r.CPUMax != "", "cpu_max")
+	add(r.MemoryMin != 0, "memory_min")
+	add(r.MemoryMax != 0, "memory_max")
+	add(r.PidsMax != 0, "pids_max")
+	add(r.RTRuntimeUs != 0, "rt_runtime_us")
+	return out
+}
+
 // setting is one interface file write of Apply.
 type setting struct {
 	ctrl, file, val string
@@ -66,10 +116,23 @@ func parseCPUMax(s string) (int64, error) {
 // settings translates r into interface file writes for the group's mode,
 // and lists what this mode cannot express. Order matters: cpuset first (so
 // the group may hold its cpus), CFS period before quota, budgets bottom-up.
-func (g *Group) settings(r Resources) (ws []setting, notApplied []string, err error) {
+// With reset, each field r sets is written back to what a new group has
+// (r's values only say which fields).
+func (g *Group) settings(r Resources, reset bool) (ws []setting, notApplied []string, err error) {
 	v2 := g.m.mode == ModeV2
 	if r.MemoryMin < 0 || r.MemoryMax < 0 || r.PidsMax < 0 || r.RTRuntimeUs < 0 {
 		return nil, nil, fmt.Errorf("cgroup: %s: negative resource value in %+v", g.Path(), r)
+	}
+	if reset {
+		r = Resources{
+			CPUs:      pick(r.CPUs != "", cpusInherit, ""),
+			CPUWeight: pick[uint64](r.CPUWeight != 0, 100, 0),
+			IOWeight:  pick[uint64](r.IOWeight != 0, 100, 0),
+			CPUMax:    pick(r.CPUMax != "", "max", ""),
+			// The limits' defaults ("max") have no number: resetLimit.
+			MemoryMin: pick[int64](r.MemoryMin != 0, resetZero, 0), MemoryMax: pick[int64](r.MemoryMax != 0, resetLimit, 0),
+			PidsMax: pick[int64](r.PidsMax != 0, resetLimit, 0), RTRuntimeUs: pick[int64](r.RTRuntimeUs != 0, resetZero, 0),
+		}
 	}
 	if r.CPUs != "" {
 		ws = append(ws, setting{ctrl: "cpuset", file: "cpuset.cpus", val: r.CPUs})
@@ -97,6 +160,8 @@ func (g *Group) settings(r Resources) (ws []setting, notApplied []string, err er
 				q = strconv.FormatInt(quota, 10)
 			}
 			ws = append(ws, setting{ctrl: "cpu", file: "cpu.max", val: q + " " + period})
+		} else if reset {
+			ws = append(ws, setting{ctrl: "cpu", file: "cpu.cfs_quota_us", val: "-1"})
 		} else {
 			ws = append(ws,
 				setting{ctrl: "cpu", file: "cpu.cfs_period_us", val: period},
@@ -107,7 +172,7 @@ func (g *Group) settings(r Resources) (ws []setting, notApplied []string, err er
 		if v2 {
 			w := min(max(r.IOWeight, 1), 10000)
 			ws = append(ws, setting{ctrl: "io", file: "io.weight", val: "default " + strconv.FormatUint(w, 10)})
-		} else {
+		} else if !reset {
 			// blkio.weight needs the blkio hierarchy (which Vigil does not
 			// manage: one more migration per spawn) and the CFQ/BFQ scheduler.
 			notApplied = append(notApplied, "io.weight: not used on cgroup v1")
@@ -115,32 +180,60 @@ func (g *Group) settings(r Resources) (ws []setting, notApplied []string, err er
 	}
 	if r.MemoryMin != 0 {
 		if v2 {
-			v := strconv.FormatInt(r.MemoryMin, 10)
+			v := resetVal(r.MemoryMin, "0")
 			ws = append(ws,
-				setting{ctrl: "memory", file: "memory.min", val: v, budget: true},
-				setting{ctrl: "memory", file: "memory.low", val: v, budget: true})
-		} else {
+				setting{ctrl: "memory", file: "memory.min", val: v, budget: !reset},
+				setting{ctrl: "memory", file: "memory.low", val: v, budget: !reset})
+		} else if !reset {
 			notApplied = append(notApplied, "memory.min: not available on cgroup v1")
 		}
 	}
 	if r.MemoryMax != 0 {
-		f := "memory.max"
+		f, unlimited := "memory.max", "max"
 		if !v2 {
-			f = "memory.limit_in_bytes"
+			f, unlimited = "memory.limit_in_bytes", "-1"
 		}
-		ws = append(ws, setting{ctrl: "memory", file: f, val: strconv.FormatInt(r.MemoryMax, 10)})
+		ws = append(ws, setting{ctrl: "memory", file: f, val: resetVal(r.MemoryMax, unlimited)})
 	}
 	if r.PidsMax != 0 {
-		ws = append(ws, setting{ctrl: "pids", file: "pids.max", val: strconv.FormatInt(r.PidsMax, 10)})
+		ws = append(ws, setting{ctrl: "pids", file: "pids.max", val: resetVal(r.PidsMax, "max")})
 	}
 	if r.RTRuntimeUs != 0 {
 		if v2 {
-			notApplied = append(notApplied, "cpu.rt_runtime_us: not available on cgroup v2")
+			if !reset {
+				notApplied = append(notApplied, "cpu.rt_runtime_us: not available on cgroup v2")
+			}
 		} else {
-			ws = append(ws, setting{ctrl: "cpu", file: "cpu.rt_runtime_us", val: strconv.FormatInt(r.RTRuntimeUs, 10), budget: true})
+			ws = append(ws, setting{ctrl: "cpu", file: "cpu.rt_runtime_us", val: resetVal(r.RTRuntimeUs, "0"), budget: !reset})
 		}
 	}
 	return ws, notApplied, nil
+}
+
+// Markers settings uses for a reset: no real value is negative (settings
+// refuses those), so these cannot be asked for.
+const (
+	resetZero  int64 = -1 // write the "none" a new group has: 0
+	resetLimit int64 = -2 // write the "no limit" a new group has: max (v1: -1)
+	// cpusInherit: v2 clears cpuset.cpus (the group then uses its
+	// parent's); v1 has no inheritance and copies the parent's list, as
+	// a new group's creation does.
+	cpusInherit = "\x00inherit"
+)
+
+// resetVal is v as the interface file wants it, or def for a reset marker.
+func resetVal(v int64, def string) string {
+	if v == resetZero || v == resetLimit {
+		return def
+	}
+	return strconv.FormatInt(v, 10)
+}
+
+func pick[T any](cond bool, a, b T) T {
+	if cond {
+		return a
+	}
+	return b
 }
 
 // Apply writes r. Settings this host cannot express (a controller not
@@ -148,7 +241,21 @@ func (g *Group) settings(r Resources) (ws []setting, notApplied []string, err er
 // CONFIG_RT_GROUP_SCHED) are returned in notApplied; err is for real
 // failures and names the file.
 func (g *Group) Apply(r Resources) (notApplied []string, err error) {
-	ws, notApplied, err := g.settings(r)
+	return g.apply(r, false)
+}
+
+// Reset writes back, for every field r sets (whatever its value), what a
+// new group has: no limit, no protection, the default weight, the
+// parent's cpus. Apply's zero values leave a running value alone, so a
+// setting dropped from the configuration needs this to end: without it a
+// reload that removed apps.memory_max, or control.cpus, kept the old
+// value in force until the next start.
+func (g *Group) Reset(r Resources) (notApplied []string, err error) {
+	return g.apply(r, true)
+}
+
+func (g *Group) apply(r Resources, reset bool) (notApplied []string, err error) {
+	ws, notApplied, err := g.settings(r, reset)
 	if err != nil || len(ws) == 0 {
 		return notApplied, err
 	}
@@ -186,7 +293,18 @@ func (g *Group) Apply(r Resources) (notApplied []string, err error) {
 			}
 		}
 		write := writeFile
-		if w.file == "cpuset.cpus" && g.m.mode != ModeV2 {
+		switch {
+		case w.file == "cpuset.cpus" && w.val == cpusInherit && g.m.mode == ModeV2:
+			write = func(dir, file, _ string) error { return writeFile(dir, file, "\n") } // empty: the parent's
+		case w.file == "cpuset.cpus" && w.val == cpusInherit:
+			write = func(dir, _, _ string) error {
+				p, err := readFile(filepath.Dir(dir), "cpuset.cpus")
+				if err != nil {
+					return err
+				}
+				return writeV1CPUs(dir, strings.TrimSpace(p))
+			}
+		case w.file == "cpuset.cpus" && g.m.mode != ModeV2:
 			write = func(dir, _, val string) error { return writeV1CPUs(dir, val) }
 		}
 		if err := write(hd.dir, w.file, w.val); err != nil {

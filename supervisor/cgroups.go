@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/vigil-project/vigil/cgroup"
 	"github.com/vigil-project/vigil/config"
@@ -77,7 +78,7 @@ func (s *Supervisor) applyGroupResources() {
 	if err == nil {
 		s.ctrlGroup = ctrl
 		var na []string
-		na, err = ctrl.Apply(cgroup.Resources{CPUWeight: s.cfg.Control.CPUWeight, IOWeight: s.cfg.Control.IOWeight, CPUs: s.cfg.Control.CPUs, MemoryMin: s.cfg.Control.MemoryMin})
+		na, err = s.applyResources(ctrl, &s.ctrlApplied, s.log.With("group", "control"), cgroup.Resources{CPUWeight: s.cfg.Control.CPUWeight, IOWeight: s.cfg.Control.IOWeight, CPUs: s.cfg.Control.CPUs, MemoryMin: s.cfg.Control.MemoryMin})
 		for _, n := range na {
 			s.notInForce = append(s.notInForce, "control: "+n)
 			s.log.Info("control group setting not in force on this host", "event", "cgroup_degraded", "group", "control", "setting", n)
@@ -102,7 +103,7 @@ func (s *Supervisor) applyGroupResources() {
 			appsRes.CPUs = cpus
 		}
 	}
-	na, err := s.apps.Apply(appsRes)
+	na, err := s.applyResources(s.apps, &s.appsApplied, s.log.With("group", "apps"), appsRes)
 	for _, n := range na {
 		s.notInForce = append(s.notInForce, "apps: "+n)
 		s.log.Info("apps group setting not in force on this host", "event", "cgroup_degraded", "group", "apps", "setting", n)
@@ -114,13 +115,36 @@ func (s *Supervisor) applyGroupResources() {
 	if s.hooksErr != "" {
 		s.notInForce = append(s.notInForce, "hooks: no hooks cgroup, hooks run in the node manager's: "+s.hooksErr)
 	}
-	if s.hooks != nil && appsRes.CPUs != "" {
+	if s.hooks != nil {
 		// The reserved cpus are the control plane's alone, hooks' too.
-		if _, err := s.hooks.Apply(cgroup.Resources{CPUs: appsRes.CPUs}); err != nil {
+		if _, err := s.applyResources(s.hooks, &s.hooksApplied, s.log.With("group", cgroup.HooksGroup), cgroup.Resources{CPUs: appsRes.CPUs}); err != nil {
 			s.notInForce = append(s.notInForce, "hooks: cpuset: "+err.Error())
 			s.log.Warn("cannot keep hooks off the reserved cpus", "event", "cgroup_error", "group", cgroup.HooksGroup, "err", err)
 		}
 	}
+}
+
+// applyResources writes r to g, after putting back the kernel's value of
+// every setting *last made and r no longer does, and records r in *last.
+// A zero in r leaves a value alone, so without the reset a setting
+// removed from the configuration (control.cpus, apps.memory_max, a
+// process's pids_max) stayed in force after a reload or a restart of the
+// process until vigil itself restarted.
+func (s *Supervisor) applyResources(g *cgroup.Group, last *cgroup.Resources, log *slog.Logger, r cgroup.Resources) ([]string, error) {
+	drop := cgroup.Dropped(*last, r)
+	*last = r
+	var notApplied []string
+	if drop != (cgroup.Resources{}) {
+		na, err := g.Reset(drop)
+		if err != nil {
+			return na, fmt.Errorf("reset %s: %w", strings.Join(drop.Fields(), ","), err)
+		}
+		log.Info("setting removed from the configuration: the kernel's default is back", "event", "cgroup_reset",
+			"settings", strings.Join(drop.Fields(), ","))
+		notApplied = na
+	}
+	na, err := g.Apply(r)
+	return append(notApplied, na...), err
 }
 
 func (s *Supervisor) destroyCgroups() {
@@ -151,7 +175,7 @@ func (s *Supervisor) deleteGroup(p *proc, then func()) {
 		}
 		return
 	}
-	p.group = nil
+	p.group, p.applied = nil, cgroup.Resources{}
 	key := "apps/" + p.cfg.Name
 	if p.control != "" {
 		key = "control/" + p.cfg.Name

@@ -691,7 +691,7 @@ func (s *Supervisor) rtRetry(p *proc, gen uint64) {
 		s.rtRestored(p, "realtime turned off")
 		return
 	}
-	if _, err := p.group.Apply(res); err != nil {
+	if _, err := s.applyResources(p.group, &p.applied, p.log, res); err != nil {
 		s.rtBudgetFailed(p, gen, err)
 		return
 	}

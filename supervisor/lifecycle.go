@@ -52,7 +52,7 @@ func (s *Supervisor) start(p *proc) {
 		p.group = g
 	}
 	res := s.processResources(p)
-	if _, err := p.group.Apply(res); err != nil && p.control != "" && res.RTRuntimeUs != 0 {
+	if _, err := s.applyResources(p.group, &p.applied, p.log, res); err != nil && p.control != "" && res.RTRuntimeUs != 0 {
 		s.rtBudgetFailed(p, gen, err)
 	} else if err != nil {
 		p.log.Warn("cannot apply process cgroup resources", "event", "cgroup_error", "err", err)

@@ -77,6 +77,9 @@ type Supervisor struct {
 	fencesHeld uint64
 
 	notInForce []string // guarantees the host refused, "group: setting"
+	// What applyGroupResources last asked of control/, apps/ and hooks/,
+	// so that a reload resets what it dropped (applyResources).
+	ctrlApplied, appsApplied, hooksApplied cgroup.Resources
 
 	// Blocking work runs off the loop, its result posted back as an event
 	// (a fence for a stalled node manager must never wait in the queue
@@ -98,9 +101,10 @@ type Supervisor struct {
 }
 
 type proc struct {
-	cfg   config.Process
-	group *cgroup.Group
-	log   *slog.Logger
+	cfg     config.Process
+	group   *cgroup.Group
+	applied cgroup.Resources // last written to group (applyResources)
+	log     *slog.Logger
 
 	state       State
 	pid         int

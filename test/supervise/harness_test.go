@@ -62,7 +62,9 @@ type daemon struct {
 	extra string
 	// realtime is control.realtime; metrics is metrics.listen.
 	realtime bool
-	metrics  string
+	// control is YAML added to the control: section ("  cpus: \"0\"\n").
+	control string
+	metrics string
 	// controlGroup is runtime.control_group: "" (root only) unless a test
 	// sets it, whatever groups the host has.
 	controlGroup string
@@ -107,7 +109,7 @@ func (d *daemon) writeConfig(processes string) {
 %s%s
 control:
   realtime: %v
-metrics:
+%smetrics:
   listen: "%s"
 runtime:
   control_socket: %s
@@ -118,7 +120,7 @@ log:
   level: debug
   format: json
 processes:
-%s`, cluster, d.extra, d.realtime, d.metrics, d.socket, d.controlGroup, filepath.Join(d.dir, "state"), d.subtree, processes)
+%s`, cluster, d.extra, d.realtime, d.control, d.metrics, d.socket, d.controlGroup, filepath.Join(d.dir, "state"), d.subtree, processes)
 	// Write-then-rename, as an operator's editor would, so a reload never
 	// reads half a file.
 	tmp := d.cfgPath + ".tmp"
