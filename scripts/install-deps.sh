@@ -8,6 +8,7 @@ PKGS=(
   gcc libc6-dev  # go test -race (make test) needs cgo
   util-linux    # unshare: the PID-1 supervisor test
   iproute2      # ip netns: network-namespace tests
+  nftables      # nft: the kernel lease and packet filter tests read the ruleset with it
   sip-tester    # sipp: real SIP peer for health checks and failover tests
   procps
   stress-ng     # bench-isolation, test/e2e noisy: the noisy neighbours

@@ -71,9 +71,16 @@ func (s *Supervisor) crashReleaseFor(r *ctlmsg.NodeManagerReport, age time.Durat
 // used here. Any failure leaves the lease to run out, as before.
 func (c *crashRelease) run() error {
 	start := time.Now()
+	// Each step's time goes on the log line: a release slower than the
+	// few ms it takes on a quiet host says which kernel path waited.
+	var steps []any
+	step := func(name string) {
+		steps = append(steps, name+"_us", time.Since(start).Microseconds())
+	}
 	if err := c.revoke(); err != nil {
 		return fmt.Errorf("revoke the kernel lease: %w", err)
 	}
+	step("revoked")
 	if c.float != nil {
 		removed, err := c.float.Reconcile(nil)
 		if err != nil {
@@ -83,6 +90,7 @@ func (c *crashRelease) run() error {
 			c.log.Warn("crash release: floating IP removed", "event", "fence_vip", "vip", v.String(), "node_manager", "dead while active")
 		}
 	}
+	step("removed")
 	pcfg := c.cfg.Protocol()
 	path := filepath.Join(c.cfg.Runtime.StateDir, nodemanager.StateFile)
 	owner := statefile.Owner{Kind: "node", Cluster: c.cfg.Cluster.Name, ID: c.cfg.Cluster.Node}
@@ -101,6 +109,7 @@ func (c *crashRelease) run() error {
 	if err := statefile.Save(path, owner, next); err != nil {
 		return fmt.Errorf("persist the next incarnation: %w", err)
 	}
+	step("persisted")
 	key, err := config.ReadKeyFile(c.cfg.Cluster.KeyFile)
 	if err != nil {
 		return err
@@ -108,8 +117,9 @@ func (c *crashRelease) run() error {
 	if err := c.send(key, msgs); err != nil {
 		return err
 	}
-	c.log.Warn("node manager died while active: addresses removed, role released", "event", "crash_release",
-		"epoch", c.epoch, "to", c.succ.To, "incarnation", next.Incarnation, "datagrams", len(msgs), "took_us", time.Since(start).Microseconds())
+	step("sent")
+	c.log.Warn("node manager died while active: addresses removed, role released", append([]any{"event", "crash_release",
+		"epoch", c.epoch, "to", c.succ.To, "incarnation", next.Incarnation, "datagrams", len(msgs), "took_us", time.Since(start).Microseconds()}, steps...)...)
 	return nil
 }
 

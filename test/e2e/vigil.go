@@ -160,7 +160,7 @@ func (v *Vigil) Explain(since time.Time) string {
 // role moved, or why a control-plane process was fenced or suffered:
 // what Explain shows, and bench-controlplane after a move or a fence.
 const explainEvents = `role|failover|takeover|fence|fence_deferred|fence_held|fence_hold_end|fence_kill_slow|fenced_fault|token_lost|token_regenerated|lease_expired|` +
-	`late_timer|loop_slow|report_skipped|node_health|claim_abandoned|switchover_refused|realtime|realtime_degraded|exit`
+	`late_timer|loop_slow|report_skipped|node_health|claim_abandoned|switchover_refused|realtime|realtime_degraded|exit|crash_release|crash_release_skipped`
 
 // explainRE matches a text-format log line (log.format: text) of one of
 // the explainEvents, and captures its time.
