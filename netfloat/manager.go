@@ -122,7 +122,16 @@ type Options struct {
 	// episode, disarms it (today's behaviour: the address lifetime is the
 	// bound) and shows in KernelLeaseStats. Nil: no kernel lease.
 	KernelLease KernelLease
-	Logger      *slog.Logger
+	// KeepOpen, if set, gets a duplicate of the packet sockets of each
+	// interface when they are opened (key "port <ifname>": a later call
+	// with the same key replaces them) and owns it. Closing a packet
+	// socket waits for an RCU grace period (10-30 ms with the kernel's
+	// default RCU), twice per interface; a process whose exit should not
+	// (a node manager, whose crash release waits for its reaping) hands
+	// them to one that outlives it. Called with the Manager's lock held:
+	// it must not block.
+	KeepOpen func(key string, fds []int)
+	Logger   *slog.Logger
 }
 
 func (o Options) withDefaults() (Options, error) {

@@ -11,6 +11,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/vigil-project/vigil/internal/pktfilter"
@@ -60,6 +61,7 @@ type NFTLease struct {
 	accept4, accept6                  *nftables.Set
 	arpOut, inetOut, inetIn           *nftables.Chain
 	guardSets, leaseSets, allOwnedSet []*nftables.Set
+	keepOpen                          func(key string, fds []int) // KeepSocketOpen
 }
 
 // NewNFTLease creates (or takes over) Vigil's lease_* chains and sets in
@@ -68,11 +70,14 @@ type NFTLease struct {
 // deadlines given to Apply are on it. An error wrapping
 // ErrKernelLeaseUnavailable means the kernel (or the privileges) offers no
 // nf_tables: the caller keeps today's behaviour and says so.
-func NewNFTLease(nsFd int, clock func() time.Duration) (*NFTLease, error) {
+func NewNFTLease(nsFd int, clock func() time.Duration, opts ...NFTLeaseOption) (*NFTLease, error) {
 	if clock == nil {
 		return nil, fmt.Errorf("%w: NFTLease needs the lease's clock", ErrInvalidOptions)
 	}
 	l := &NFTLease{clock: clock, nsFd: nsFd}
+	for _, o := range opts {
+		o(l)
+	}
 	l.define()
 	if err := l.setup(); err != nil {
 		l.Close()
@@ -107,10 +112,30 @@ func (l *NFTLease) define() {
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw}
 }
 
+// NFTLeaseOption configures NewNFTLease.
+type NFTLeaseOption func(*NFTLease)
+
+// KeepSocketOpen gives f a duplicate of the lease's netlink socket each
+// time it is dialled (key "nftables"), as Options.KeepOpen does with the
+// packet sockets: closing an nftables socket waits for nf_tables' destroy
+// work, and with it an RCU grace period after a recent commit, which a
+// node manager's exit should not.
+func KeepSocketOpen(f func(key string, fds []int)) NFTLeaseOption {
+	return func(l *NFTLease) { l.keepOpen = f }
+}
+
 func (l *NFTLease) dial() (*nftables.Conn, error) {
 	opts := []nftables.ConnOption{nftables.AsLasting()}
 	if l.nsFd >= 0 {
 		opts = append(opts, nftables.WithNetNSFd(l.nsFd))
+	}
+	if l.keepOpen != nil {
+		opts = append(opts, nftables.WithSockOptions(func(c *netlink.Conn) error {
+			if fds, err := dupFDs(c); err == nil {
+				l.keepOpen("nftables", fds)
+			}
+			return nil // without it the close waits, as before: not an error
+		}))
 	}
 	return nftables.New(opts...)
 }

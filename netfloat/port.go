@@ -8,9 +8,11 @@ import (
 	"net/netip"
 	"runtime"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/mdlayher/packet"
+	"golang.org/x/sys/unix"
 
 	"github.com/vigil-project/vigil/internal/nsrun"
 )
@@ -71,11 +73,44 @@ func (m *Manager) port(ifname string) (*port, error) {
 		_ = p.close()
 		return nil, fmt.Errorf("netfloat: packet sockets on %s: %w", ifname, err)
 	}
+	if m.opts.KeepOpen != nil {
+		if fds, err := dupFDs(p.arp, p.nd); err != nil {
+			m.log.Warn("cannot hand the packet sockets on: closing them will wait for RCU", "interface", ifname, "err", err)
+		} else {
+			m.opts.KeepOpen("port "+ifname, fds)
+		}
+	}
 	m.ports[ifname] = p
 	m.wg.Add(2)
 	go m.read(p, p.arp)
 	go m.read(p, p.nd)
 	return p, nil
+}
+
+// dupFDs returns close-on-exec duplicates of the conns' descriptors.
+func dupFDs(conns ...syscall.Conn) ([]int, error) {
+	var fds []int
+	for _, c := range conns {
+		rc, err := c.SyscallConn()
+		if err != nil {
+			closeFDs(fds)
+			return nil, err
+		}
+		var dup int
+		var derr error
+		if err := rc.Control(func(fd uintptr) { dup, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil || derr != nil {
+			closeFDs(fds)
+			return nil, errors.Join(err, derr)
+		}
+		fds = append(fds, dup)
+	}
+	return fds, nil
+}
+
+func closeFDs(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
 }
 
 func (p *port) close() error {

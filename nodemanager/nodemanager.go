@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -50,6 +51,7 @@ type manager struct {
 	node  *protocol.Node
 	tr    transport.Endpoint
 	sup   *ipc.Conn
+	holds *holds // sockets for the supervisor to keep open; nil in tests
 	vips  []netfloat.VIP
 	hooks *hookRunner
 	// The roles hooks were last told of (VIGIL_ROLE, VIGIL_PREVIOUS_ROLE).
@@ -134,12 +136,17 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	rt := realtime.ApplyAndLog(realtime.Settings{Realtime: cfg.Control.Realtime}, log)
 	clk := clock.Real{}
-	m, err := newManager(cfg, log, clk, &netlinkHost{cfg: cfg, log: log, clk: clk})
+	host := &netlinkHost{cfg: cfg, log: log, clk: clk}
+	hs := &holds{log: log}
+	if os.Getenv(ipc.EnvFD) != "" {
+		host.keepOpen = hs.keep // a supervisor to hold them
+	}
+	m, err := newManager(cfg, log, clk, host)
 	defer m.closeFloat()
 	if err != nil {
 		return err
 	}
-	m.rt = rt
+	m.rt, m.holds = rt, hs
 
 	owner := statefile.Owner{Kind: "node", Cluster: cfg.Cluster.Name, ID: cfg.Cluster.Node}
 	m.state = &statefile.Writer{Path: m.statePath, Owner: owner, What: "node state", Log: log}
@@ -1156,6 +1163,9 @@ func (m *manager) sendReport(r *ctlmsg.NodeManagerReport) {
 	if err != nil {
 		m.log.Error("cannot encode the report", "event", "ipc_error", "err", err)
 		return
+	}
+	if m.holds != nil && m.sup != nil {
+		m.holds.flush(m.sup)
 	}
 	// Never wait for the supervisor: it runs without realtime priority,
 	// and this loop holds the lease. A report it has no room for is

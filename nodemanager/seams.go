@@ -73,6 +73,9 @@ type netlinkHost struct {
 	// where the kernel offers none.
 	kl    *netfloat.NFTLease
 	klErr error
+	// keepOpen, if set, is netfloat's KeepOpen: the packet sockets go to
+	// the supervisor to hold (holds).
+	keepOpen func(key string, fds []int)
 }
 
 func (h *netlinkHost) newFloat(ifaces []string) (floatIPs, error) {
@@ -91,6 +94,7 @@ func (h *netlinkHost) newFloat(ifaces []string) (floatIPs, error) {
 		// Only a lease holder speaks for an address: every announcement
 		// checks the lease deadline (syncLease) on the lease's own clock.
 		LeaseClock: h.clk.Now,
+		KeepOpen:   h.keepOpen,
 	}
 	if h.kl != nil {
 		opts.KernelLease = h.kl
@@ -126,7 +130,11 @@ func (h *netlinkHost) openKernelLease() {
 	if h.kl != nil || h.klErr != nil {
 		return
 	}
-	kl, err := netfloat.NewNFTLease(-1, h.clk.Now)
+	var opts []netfloat.NFTLeaseOption
+	if h.keepOpen != nil {
+		opts = append(opts, netfloat.KeepSocketOpen(h.keepOpen))
+	}
+	kl, err := netfloat.NewNFTLease(-1, h.clk.Now, opts...)
 	if err != nil {
 		h.klErr = err
 		h.log.Warn("the kernel cannot enforce the lease on the floating IPs; a frozen or killed Vigil leaves them served until the address lifetime ends",

@@ -83,33 +83,71 @@ func resolveExe(exe string) string {
 	return exe
 }
 
+// setConn sets the channel of p's run, at its start and (nil) at its end.
+// What the run asked to be held goes with it.
 func (p *proc) setConn(c *ipc.Conn) {
 	if p.conn != nil {
 		p.conn.Close()
 	}
 	p.conn = c
 	p.handled = 0
+	p.releaseHeld()
 }
 
 // readChannel delivers a control-plane process's messages to the loop until
 // its end closes.
 func (s *Supervisor) readChannel(p *proc, gen uint64, c *ipc.Conn) {
 	for {
-		m, err := c.Recv()
+		m, files, err := c.RecvFiles()
 		if err != nil {
 			return
 		}
 		s.post(func() {
 			if gen != p.gen {
+				closeInBackground(files)
 				return
 			}
-			s.onChannel(p, m)
+			s.onChannel(p, m, files)
 		})
 	}
 }
 
-func (s *Supervisor) onChannel(p *proc, m *ctlmsg.Msg) {
+// closeInBackground closes files off the caller: a packet socket's close
+// waits for an RCU grace period.
+func closeInBackground(files []*os.File) {
+	if len(files) == 0 {
+		return
+	}
+	go func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+}
+
+// releaseHeld closes what p's run asked to be held (TypeHold): at the
+// end of the run, when nothing of it is left to wait for the closes.
+func (p *proc) releaseHeld() {
+	for k, files := range p.held {
+		closeInBackground(files)
+		delete(p.held, k)
+	}
+}
+
+func (s *Supervisor) onChannel(p *proc, m *ctlmsg.Msg, files []*os.File) {
 	p.handled++
+	if m.Type == ctlmsg.TypeHold {
+		// Kept until p is gone (ended), so that p's own exit does not
+		// release them (and wait for RCU) on its way to being reaped.
+		if p.held == nil {
+			p.held = map[string][]*os.File{}
+		}
+		closeInBackground(p.held[m.Hold])
+		p.held[m.Hold] = files
+		p.log.Debug("holding sockets for the process", "key", m.Hold, "files", len(files))
+		return
+	}
+	closeInBackground(files) // only a hold carries files
 	switch m.Type {
 	case ctlmsg.TypeReport:
 		// A report that does not decode is still a heartbeat: the process

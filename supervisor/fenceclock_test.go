@@ -307,7 +307,7 @@ func TestFenceDefersForReportReadButNotHandled(t *testing.T) {
 	}
 	// The loop handles it: a new deadline, and without another report
 	// the fence comes at its end.
-	inLoop(t, r.s, func() { r.s.onChannel(r.nm, got) })
+	inLoop(t, r.s, func() { r.s.onChannel(r.nm, got, nil) })
 	inLoop(t, r.s, func() { deadline = r.nm.fenceAt })
 	r.advance(deadline - r.clk.Now() - time.Millisecond)
 	if r.fenced() {

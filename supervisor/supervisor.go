@@ -104,7 +104,10 @@ type proc struct {
 	cfg     config.Process
 	group   *cgroup.Group
 	applied cgroup.Resources // last written to group (applyResources)
-	log     *slog.Logger
+	// held are files a control-plane process passed to be kept open
+	// until it is gone (ctlmsg.TypeHold), by its key.
+	held map[string][]*os.File
+	log  *slog.Logger
 
 	state       State
 	pid         int

@@ -43,6 +43,15 @@ const (
 	// TypeReply (up): the answer to a command or config, Error set on
 	// failure.
 	TypeReply Type = "reply"
+	// TypeHold (up, node manager): keep the files passed with this
+	// message (ipc.Conn.TrySendFiles) open until I am gone, in place of
+	// any held under the same Hold key. Closing a packet socket waits for
+	// an RCU grace period (10-30 ms with the kernel's default RCU), twice
+	// per floating-IP interface, and in a crashed node manager's exit
+	// that delayed its reaping, and with it the crash release. Held by
+	// the supervisor, the sockets are released after the exit, off its
+	// path.
+	TypeHold Type = "hold"
 )
 
 // The operator commands a TypeCommand carries.
@@ -71,6 +80,10 @@ type Msg struct {
 
 	// config
 	Config *Config `json:"config,omitempty"`
+
+	// hold: what the passed files are ("port eth0"), so that a later
+	// hold of the same key replaces them.
+	Hold string `json:"hold,omitempty"`
 
 	// report: a NodeManagerReport or a LocatorReport, by who sends it.
 	// Set it with NodeManagerReportMsg or LocatorReportMsg and read it
@@ -106,6 +119,9 @@ func Reply(id uint64, err error) *Msg {
 	}
 	return m
 }
+
+// HoldMsg asks the supervisor to hold the files sent with it under key.
+func HoldMsg(key string) *Msg { return &Msg{Type: TypeHold, Hold: key} }
 
 // NodeManagerReportMsg is the node manager's report message; a beat
 // (r.Beat) carries only its BeatFields.

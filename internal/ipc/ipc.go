@@ -46,6 +46,7 @@ type Conn struct {
 	// (a node manager reports four times a lease). Decoding copies out of it.
 	rmu  sync.Mutex
 	rbuf []byte
+	roob []byte // its control buffer, for passed files
 	// received counts the messages Recv returned.
 	received atomic.Uint64
 	// binaryBeats: the peer reads beats as binary frames (it is a
@@ -180,62 +181,159 @@ func (c *Conn) TrySend(m *ctlmsg.Msg) error {
 	return nil
 }
 
-// Recv reads one message; io.EOF when the peer closed its end.
+// Recv reads one message; io.EOF when the peer closed its end. Files
+// passed with it (TrySendFiles) are closed: use RecvFiles to keep them.
 func (c *Conn) Recv() (*ctlmsg.Msg, error) {
+	m, files, err := c.RecvFiles()
+	for _, f := range files {
+		f.Close()
+	}
+	return m, err
+}
+
+// RecvFiles reads one message and the files passed with it (none for
+// most), which the caller then owns. They come close-on-exec.
+func (c *Conn) RecvFiles() (*ctlmsg.Msg, []*os.File, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	if c.rbuf == nil {
 		c.rbuf = make([]byte, maxPacket)
+		c.roob = make([]byte, unix.CmsgSpace(4*MaxFiles))
 	}
 	buf := c.rbuf
-	n, err := c.read(buf)
+	n, files, err := c.read(buf, c.roob)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	m, err := ctlmsg.Decode(buf[:n])
 	if err != nil {
-		return nil, fmt.Errorf("ipc: %w", err)
+		for _, f := range files {
+			f.Close()
+		}
+		return nil, nil, fmt.Errorf("ipc: %w", err)
 	}
 	c.received.Add(1)
-	return m, nil
+	return m, files, nil
 }
 
-// read reads one packet, waiting in the runtime's poller until one is
-// there. The read itself, which cannot block then, is a RawSyscall: a
-// system call made through the scheduler wakes the runtime's sysmon
-// thread, and the supervisor reads a node manager's report every quarter
-// lease (internal/transport/rawio.go does the same for datagrams).
-func (c *Conn) read(buf []byte) (int, error) {
+// MaxFiles bounds the files one message carries.
+const MaxFiles = 8
+
+// TrySendFiles is TrySend with open files passed along (SCM_RIGHTS): the
+// peer gets descriptors of its own for them, so they stay open while
+// either end holds them. The caller keeps fds. For what a process wants
+// kept open past its own exit: the node manager's packet sockets
+// (docs/operations.md, "Node manager crash on a live host").
+func (c *Conn) TrySendFiles(m *ctlmsg.Msg, fds []int) error {
+	if len(fds) > MaxFiles {
+		return fmt.Errorf("ipc: %d files in one message, at most %d", len(fds), MaxFiles)
+	}
+	b, err := ctlmsg.Encode(m, c.binaryBeats)
+	if err != nil {
+		return fmt.Errorf("ipc: %w", err)
+	}
+	if !c.mu.TryLock() {
+		return ErrWouldBlock
+	}
+	defer c.mu.Unlock()
 	rc, err := c.c.SyscallConn()
 	if err != nil {
-		return 0, err
+		return fmt.Errorf("ipc: send %s: %w", m.Type, err)
 	}
-	var n int
+	_ = c.c.SetWriteDeadline(time.Time{})
+	oob := unix.UnixRights(fds...)
+	var serr error
+	werr := rc.Write(func(fd uintptr) bool {
+		for {
+			// Rare (once per interface a node manager opens): the
+			// ordinary system call path is fine here.
+			_, serr = unix.SendmsgN(int(fd), b, oob, nil, unix.MSG_DONTWAIT)
+			if serr != unix.EINTR {
+				return true
+			}
+		}
+	})
+	switch {
+	case werr != nil:
+		return fmt.Errorf("ipc: send %s: %w", m.Type, werr)
+	case errors.Is(serr, unix.EAGAIN):
+		return ErrWouldBlock
+	case serr != nil:
+		return fmt.Errorf("ipc: send %s: %w", m.Type, serr)
+	}
+	return nil
+}
+
+// read reads one packet and the files passed with it, waiting in the
+// runtime's poller until one is there. The read itself, which cannot
+// block then, is a RawSyscall: a system call made through the scheduler
+// wakes the runtime's sysmon thread, and the supervisor reads a node
+// manager's report every quarter lease (internal/transport/rawio.go does
+// the same for datagrams).
+func (c *Conn) read(buf, oob []byte) (int, []*os.File, error) {
+	rc, err := c.c.SyscallConn()
+	if err != nil {
+		return 0, nil, err
+	}
+	var n, oobn int
 	var serr syscall.Errno
 	rerr := rc.Read(func(fd uintptr) bool {
+		iov := unix.Iovec{Base: &buf[0]}
+		iov.SetLen(len(buf))
+		h := unix.Msghdr{Iov: &iov, Iovlen: 1, Control: &oob[0]}
+		h.SetControllen(len(oob))
 		for {
-			r, _, e := syscall.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), unix.MSG_DONTWAIT, 0, 0)
+			r, _, e := syscall.RawSyscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&h)), unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
 			switch e {
 			case unix.EINTR:
 				continue
 			case unix.EAGAIN:
 				return false // nothing yet: wait for the poller
 			}
-			n, serr = int(r), e
+			n, oobn, serr = int(r), int(h.Controllen), e
 			return true
 		}
 	})
 	switch {
 	case rerr != nil:
-		return 0, rerr
+		return 0, nil, rerr
 	case serr != 0:
-		return 0, &net.OpError{Op: "read", Net: "unixpacket", Err: os.NewSyscallError("recvfrom", serr)}
-	case n == 0:
+		return 0, nil, &net.OpError{Op: "read", Net: "unixpacket", Err: os.NewSyscallError("recvmsg", serr)}
+	}
+	// With MSG_CTRUNC (more files than MaxFiles) the kernel closed the
+	// ones that did not fit; the message and the rest are read as usual.
+	files := filesOf(oob[:oobn])
+	if n == 0 {
 		// SOCK_SEQPACKET: a zero-length read is the peer's close, as
 		// net.Conn.Read has it (our peers never send an empty packet).
-		return 0, io.EOF
+		for _, f := range files {
+			f.Close()
+		}
+		return 0, nil, io.EOF
 	}
-	return n, nil
+	return n, files, nil
+}
+
+// filesOf turns the SCM_RIGHTS of a control buffer into files.
+func filesOf(oob []byte) []*os.File {
+	if len(oob) == 0 {
+		return nil
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil
+	}
+	var files []*os.File
+	for _, m := range msgs {
+		fds, err := unix.ParseUnixRights(&m)
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			files = append(files, os.NewFile(uintptr(fd), "ipc-passed"))
+		}
+	}
+	return files
 }
 
 // Received is how many messages Recv has returned: a reader that hands

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/vigil-project/vigil/internal/ctlmsg"
 )
 
@@ -143,7 +145,7 @@ func TestFromEnvInChild(t *testing.T) {
 			t.Fatalf("%s: reply %+v %v", tc.name, m, err)
 		}
 		buf := make([]byte, maxPacket)
-		n, err := parent.read(buf)
+		n, _, err := parent.read(buf, make([]byte, 64))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -327,5 +329,69 @@ func TestTrySendNeverWaits(t *testing.T) {
 	}
 	if parent.Pending() {
 		t.Fatal("more messages arrived than were reported sent")
+	}
+}
+
+// Files passed with a message arrive as descriptors of the same open
+// files, close-on-exec, and stay open after the sender closed its own; Recv
+// closes what it is not asked to keep.
+func TestPassFiles(t *testing.T) {
+	parent, childF, err := Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer parent.Close()
+	child, err := fromFD(int(childF.Fd()), "child")
+	childF.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer child.Close()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := child.TrySendFiles(ctlmsg.HoldMsg("pipe"), []int{int(w.Fd())}); err != nil {
+		t.Fatal(err)
+	}
+	w.Close() // the passed descriptor is the only writer left
+	m, files, err := parent.RecvFiles()
+	if err != nil || m.Type != ctlmsg.TypeHold || m.Hold != "pipe" || len(files) != 1 {
+		t.Fatalf("RecvFiles: %+v, %d files, %v", m, len(files), err)
+	}
+	flags, err := unix.FcntlInt(files[0].Fd(), unix.F_GETFD, 0)
+	if err != nil || flags&unix.FD_CLOEXEC == 0 {
+		t.Errorf("passed file flags %#x (%v): want close-on-exec, or every child of the supervisor inherits it", flags, err)
+	}
+	if _, err := files[0].Write([]byte("x")); err != nil {
+		t.Fatalf("write through the passed file: %v", err)
+	}
+	b := make([]byte, 1)
+	if n, err := r.Read(b); n != 1 || err != nil || b[0] != 'x' {
+		t.Fatalf("read %q %v", b[:n], err)
+	}
+	files[0].Close() // now the last writer: the reader sees the end
+	if n, err := r.Read(b); n != 0 || err != io.EOF {
+		t.Fatalf("after closing the held file: %d %v, want EOF", n, err)
+	}
+	// Plain Recv closes passed files rather than leaking them.
+	r2, w2, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	if err := child.TrySendFiles(ctlmsg.HoldMsg("x"), []int{int(w2.Fd())}); err != nil {
+		t.Fatal(err)
+	}
+	w2.Close()
+	if m, err := parent.Recv(); err != nil || m.Type != ctlmsg.TypeHold {
+		t.Fatalf("Recv: %+v %v", m, err)
+	}
+	if n, err := r2.Read(b); n != 0 || err != io.EOF {
+		t.Fatalf("Recv kept a passed file open: read %d %v, want EOF", n, err)
+	}
+	if err := child.TrySendFiles(ctlmsg.HoldMsg("many"), make([]int, MaxFiles+1)); err == nil {
+		t.Error("more than MaxFiles files accepted")
 	}
 }

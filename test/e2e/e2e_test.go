@@ -508,7 +508,15 @@ func testFlood(t *testing.T, scenario string) {
 func TestE2ENMCrash(t *testing.T) {
 	n, v := newVigil(t)
 	released := false
-	r := run(t, n, v, ScenarioNMCrash, RunOptions{After: 3 * time.Second, AtEnd: func(r Result) {
+	r := run(t, n, v, ScenarioNMCrash, RunOptions{After: 3 * time.Second, BeforeFault: func(active string) {
+		// The supervisor holds the node manager's packet sockets and its
+		// nftables socket, so that the exit does not wait to release
+		// them (ctlmsg.TypeHold): two packet sockets for eth0.
+		pkt, nl, err := v.HeldSockets(active)
+		if err != nil || pkt < 2 || nl < 1 {
+			t.Errorf("the supervisor of %s holds %d packet and %d netlink sockets of its node manager (%v), want 2 and 1", active, pkt, nl, err)
+		}
+	}, AtEnd: func(r Result) {
 		released = strings.Contains(v.Log(r.From), "event=crash_release ")
 	}})
 	checkMoved(t, r)

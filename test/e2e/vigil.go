@@ -487,3 +487,69 @@ func (v *Vigil) Noise(id string, d time.Duration) error {
 	}
 	return os.Rename(cue+".tmp", cue)
 }
+
+// HeldSockets counts the sockets of host id's node manager that its
+// supervisor holds open too (ctlmsg.TypeHold), by kind: packet sockets
+// (the floating-IP interfaces') and netlink sockets (the kernel lease's
+// nftables socket). Read from /proc: the same socket inode among both
+// processes' descriptors.
+func (v *Vigil) HeldSockets(id string) (packet, netlink int, err error) {
+	st, err := v.Status(id)
+	if err != nil {
+		return 0, 0, err
+	}
+	nm, err := v.pidOf(id, "nodemanager")
+	if err != nil {
+		return 0, 0, err
+	}
+	sup, err := socketInodes(st.Supervisor.PID)
+	if err != nil {
+		return 0, 0, err
+	}
+	mine, err := socketInodes(nm)
+	if err != nil {
+		return 0, 0, err
+	}
+	kinds := map[string]string{}
+	for _, kind := range []string{"packet", "netlink"} {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", nm, kind))
+		if err != nil {
+			return 0, 0, err
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			// The inode is the last column of both tables.
+			if f := strings.Fields(line); len(f) > 0 {
+				kinds[f[len(f)-1]] = kind
+			}
+		}
+	}
+	for ino := range mine {
+		if !sup[ino] {
+			continue
+		}
+		switch kinds[ino] {
+		case "packet":
+			packet++
+		case "netlink":
+			netlink++
+		}
+	}
+	return packet, netlink, nil
+}
+
+// socketInodes are the inodes of pid's sockets ("socket:[N]" links).
+func socketInodes(pid int) (map[string]bool, error) {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for _, e := range ents {
+		l, err := os.Readlink(filepath.Join(dir, e.Name()))
+		if ino, ok := strings.CutPrefix(l, "socket:["); err == nil && ok {
+			out[strings.TrimSuffix(ino, "]")] = true
+		}
+	}
+	return out, nil
+}
