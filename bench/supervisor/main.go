@@ -16,6 +16,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -48,8 +49,10 @@ func main() {
 	machine.Describe(os.Stdout)
 	failed := 0
 	hostRCU := readRCU()
+	l := &live{}
+	go l.stopOnSignal(hostRCU)
 	fmt.Printf("note: on cgroup v1 every placement migrates the child, and the first migration after a quiet spell waits for an RCU grace period (~5-15 ms); rcu_expedited=1 shortens it, cgroup v2 avoids it with CLONE_INTO_CGROUP\n")
-	lat, err := restartLatency(*bin, *restarts)
+	lat, err := restartLatency(l, *bin, *restarts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "restart run failed:", err)
 		failed++
@@ -61,7 +64,7 @@ func main() {
 		if err := os.WriteFile(rcuFile, []byte("1"), 0o644); err != nil {
 			fmt.Fprintln(os.Stderr, "cannot set rcu_expedited:", err)
 		} else {
-			elat, err := restartLatency(*bin, *restarts)
+			elat, err := restartLatency(l, *bin, *restarts)
 			_ = os.WriteFile(rcuFile, []byte(hostRCU), 0o644)
 			efail := 0
 			if err != nil {
@@ -73,7 +76,7 @@ func main() {
 				len(elat), pct(elat, 0.50), pct(elat, 0.99), pct(elat, 1), efail)
 		}
 	}
-	rss, cpu, err := idleCost(*bin, *timing, *procs, *idle)
+	rss, cpu, err := idleCost(l, *bin, *timing, *procs, *idle)
 	ifail := 0
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "idle run failed:", err)
@@ -119,10 +122,47 @@ type run struct {
 	dir, cfg, socket string
 	cmd              *exec.Cmd
 	logR             io.ReadCloser
+	live             *live
+}
+
+// live is the vigil run in progress: an interrupted benchmark stops it
+// (SIGTERM, as r.stop does) and puts rcu_expedited back, rather than
+// leaving a supervisor and its processes behind.
+type live struct {
+	mu sync.Mutex
+	r  *run
+}
+
+func (l *live) stopOnSignal(hostRCU string) {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	s := <-sig
+	fmt.Fprintf(os.Stderr, "bench/supervisor: %v: stopping the vigil under test\n", s)
+	l.mu.Lock()
+	r := l.r
+	l.mu.Unlock()
+	if r != nil {
+		r.stop()
+	}
+	if hostRCU == "0" || hostRCU == "1" {
+		_ = os.WriteFile(rcuFile, []byte(hostRCU), 0o644)
+	}
+	os.Exit(130)
 }
 
 // startVigil starts a one-node cluster with processes; timing, if not
-// empty, is its cluster.timing.
+// empty, is its cluster.timing. It is l's run until its stop.
+func (l *live) startVigil(bin, timing, processes string) (*run, error) {
+	r, err := startVigil(bin, timing, processes)
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	l.r, r.live = r, l
+	l.mu.Unlock()
+	return r, nil
+}
+
 func startVigil(bin, timing, processes string) (*run, error) {
 	dir, err := os.MkdirTemp("", "vigil-bench-")
 	if err != nil {
@@ -176,6 +216,13 @@ processes:
 }
 
 func (r *run) stop() {
+	if l := r.live; l != nil {
+		l.mu.Lock()
+		if l.r == r {
+			l.r = nil
+		}
+		l.mu.Unlock()
+	}
 	_ = r.cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan struct{})
 	go func() { _ = r.cmd.Wait(); close(done) }()
@@ -192,8 +239,8 @@ func (r *run) stop() {
 // restartLatency reads the supervisor's own measurement from its log: every
 // immediate restart logs latency_us from the reaper's wait4 to the release of
 // the new child, placed in its cgroup.
-func restartLatency(bin string, n int) ([]float64, error) {
-	r, err := startVigil(bin, "", `
+func restartLatency(l *live, bin string, n int) ([]float64, error) {
+	r, err := l.startVigil(bin, "", `
   - name: flapper
     command: [/bin/sh, -c, "sleep 0.02; exit 1"]
     backoff: {stable: 1ms}
@@ -239,12 +286,12 @@ func restartLatency(bin string, n int) ([]float64, error) {
 }
 
 // idleCost measures the supervisor's RSS and CPU with procs idle processes.
-func idleCost(bin, timing string, procs int, window time.Duration) (rssMiB, cpuPct float64, err error) {
+func idleCost(l *live, bin, timing string, procs int, window time.Duration) (rssMiB, cpuPct float64, err error) {
 	var b strings.Builder
 	for i := 0; i < procs; i++ {
 		fmt.Fprintf(&b, "  - name: idle%d\n    command: [/bin/sleep, \"100000\"]\n", i)
 	}
-	r, err := startVigil(bin, timing, b.String())
+	r, err := l.startVigil(bin, timing, b.String())
 	if err != nil {
 		return 0, 0, err
 	}
