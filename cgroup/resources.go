@@ -215,9 +215,7 @@ func (g *Group) settings(r Resources, reset bool) (ws []setting, notApplied []st
 const (
 	resetZero  int64 = -1 // write the "none" a new group has: 0
 	resetLimit int64 = -2 // write the "no limit" a new group has: max (v1: -1)
-	// cpusInherit: v2 clears cpuset.cpus (the group then uses its
-	// parent's); v1 has no inheritance and copies the parent's list, as
-	// a new group's creation does.
+	// cpusInherit: the parent's cpus (apply says how, per mode).
 	cpusInherit = "\x00inherit"
 )
 
@@ -295,8 +293,19 @@ func (g *Group) apply(r Resources, reset bool) (notApplied []string, err error) 
 		write := writeFile
 		switch {
 		case w.file == "cpuset.cpus" && w.val == cpusInherit && g.m.mode == ModeV2:
-			write = func(dir, file, _ string) error { return writeFile(dir, file, "\n") } // empty: the parent's
+			// Not empty (the parent's, inherited): the kernel refuses to
+			// empty the cpus of a group with tasks (ENOSPC), so the
+			// parent's effective cpus, written out.
+			write = func(dir, file, _ string) error {
+				p, err := readFile(filepath.Dir(dir), "cpuset.cpus.effective")
+				if err != nil {
+					return err
+				}
+				return writeFile(dir, file, strings.TrimSpace(p))
+			}
 		case w.file == "cpuset.cpus" && w.val == cpusInherit:
+			// v1 has no inheritance: the parent's list, as a new group
+			// copies it.
 			write = func(dir, _, _ string) error {
 				p, err := readFile(filepath.Dir(dir), "cpuset.cpus")
 				if err != nil {
