@@ -318,4 +318,8 @@ func TestDropped(t *testing.T) {
 	if d := Dropped(Resources{}, next); d != (Resources{}) {
 		t.Fatalf("from nothing: %+v", d)
 	}
+	// A reset that failed is merged back, to be dropped (and tried) again.
+	if m := Merge(next, want); Dropped(m, next) != want {
+		t.Fatalf("Merge(%+v, %+v) = %+v", next, want, m)
+	}
 }

@@ -60,6 +60,35 @@ func Dropped(prev, next Resources) Resources {
 	return d
 }
 
+// Merge is base with each setting it leaves zero taken from over.
+func Merge(base, over Resources) Resources {
+	if base.CPUs == "" {
+		base.CPUs = over.CPUs
+	}
+	if base.CPUWeight == 0 {
+		base.CPUWeight = over.CPUWeight
+	}
+	if base.IOWeight == 0 {
+		base.IOWeight = over.IOWeight
+	}
+	if base.CPUMax == "" {
+		base.CPUMax = over.CPUMax
+	}
+	if base.MemoryMin == 0 {
+		base.MemoryMin = over.MemoryMin
+	}
+	if base.MemoryMax == 0 {
+		base.MemoryMax = over.MemoryMax
+	}
+	if base.PidsMax == 0 {
+		base.PidsMax = over.PidsMax
+	}
+	if base.RTRuntimeUs == 0 {
+		base.RTRuntimeUs = over.RTRuntimeUs
+	}
+	return base
+}
+
 // Fields names the settings r sets, as the configuration spells them.
 func (r Resources) Fields() []string {
 	var out []string

@@ -130,21 +130,25 @@ func (s *Supervisor) applyGroupResources() {
 // removed from the configuration (control.cpus, apps.memory_max, a
 // process's pids_max) stayed in force after a reload or a restart of the
 // process until vigil itself restarted.
+// A reset the kernel refused stays in *last, to be tried again next time.
 func (s *Supervisor) applyResources(g *cgroup.Group, last *cgroup.Resources, log *slog.Logger, r cgroup.Resources) ([]string, error) {
 	drop := cgroup.Dropped(*last, r)
 	*last = r
 	var notApplied []string
+	var resetErr error
 	if drop != (cgroup.Resources{}) {
 		na, err := g.Reset(drop)
-		if err != nil {
-			return na, fmt.Errorf("reset %s: %w", strings.Join(drop.Fields(), ","), err)
-		}
-		log.Info("setting removed from the configuration: the kernel's default is back", "event", "cgroup_reset",
-			"settings", strings.Join(drop.Fields(), ","))
 		notApplied = na
+		if err != nil {
+			resetErr = fmt.Errorf("reset %s: %w", strings.Join(drop.Fields(), ","), err)
+			*last = cgroup.Merge(r, drop)
+		} else {
+			log.Info("setting removed from the configuration: the kernel's default is back", "event", "cgroup_reset",
+				"settings", strings.Join(drop.Fields(), ","))
+		}
 	}
 	na, err := g.Apply(r)
-	return append(notApplied, na...), err
+	return append(notApplied, na...), errors.Join(resetErr, err)
 }
 
 func (s *Supervisor) destroyCgroups() {
