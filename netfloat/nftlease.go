@@ -405,7 +405,7 @@ func DeleteTables(nsFd int) error {
 		// One transaction per table: a missing one must not keep the
 		// other.
 		c.DelTable(&nftables.Table{Name: TableName, Family: fam})
-		if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EPROTONOSUPPORT) && !errors.Is(err, unix.EAFNOSUPPORT) {
+		if err := c.Flush(); err != nil && !absent(err) {
 			errs = append(errs, fmt.Errorf("delete nftables table %s: %w", TableName, err))
 		}
 	}

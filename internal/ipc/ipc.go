@@ -140,7 +140,10 @@ var ErrWouldBlock = errors.New("ipc: peer not reading, message not sent")
 // a loop that waited for it to read (its queue holds only
 // net.unix.max_dgram_qlen packets) would be stalled by every host load
 // that starves the supervisor, long enough to lose a short lease.
-func (c *Conn) TrySend(m *ctlmsg.Msg) error {
+func (c *Conn) TrySend(m *ctlmsg.Msg) error { return c.trySend(m, nil) }
+
+// trySend is TrySend with oob, a control message (nil: none), sent along.
+func (c *Conn) trySend(m *ctlmsg.Msg, oob []byte) error {
 	b, err := ctlmsg.Encode(m, c.binaryBeats)
 	if err != nil {
 		return fmt.Errorf("ipc: %w", err)
@@ -158,13 +161,20 @@ func (c *Conn) TrySend(m *ctlmsg.Msg) error {
 	}
 	// A deadline left by Send would make the write fail before trying.
 	_ = c.c.SetWriteDeadline(time.Time{})
+	iov := unix.Iovec{Base: &b[0]}
+	iov.SetLen(len(b))
+	h := unix.Msghdr{Iov: &iov, Iovlen: 1}
+	if len(oob) > 0 {
+		h.Control = &oob[0]
+		h.SetControllen(len(oob))
+	}
 	var serr syscall.Errno
 	werr := rc.Write(func(fd uintptr) bool {
 		for {
 			// RawSyscall: a call that cannot block need not tell the
 			// scheduler, and telling it wakes the runtime's sysmon
 			// (internal/transport/rawio.go).
-			_, _, serr = syscall.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_DONTWAIT, 0, 0)
+			_, _, serr = syscall.RawSyscall(unix.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&h)), unix.MSG_DONTWAIT)
 			if serr != unix.EINTR {
 				return true // done either way: never wait for the peer
 			}
@@ -228,40 +238,7 @@ func (c *Conn) TrySendFiles(m *ctlmsg.Msg, fds []int) error {
 	if len(fds) > MaxFiles {
 		return fmt.Errorf("ipc: %d files in one message, at most %d", len(fds), MaxFiles)
 	}
-	b, err := ctlmsg.Encode(m, c.binaryBeats)
-	if err != nil {
-		return fmt.Errorf("ipc: %w", err)
-	}
-	if !c.mu.TryLock() {
-		return ErrWouldBlock
-	}
-	defer c.mu.Unlock()
-	rc, err := c.c.SyscallConn()
-	if err != nil {
-		return fmt.Errorf("ipc: send %s: %w", m.Type, err)
-	}
-	_ = c.c.SetWriteDeadline(time.Time{})
-	oob := unix.UnixRights(fds...)
-	var serr error
-	werr := rc.Write(func(fd uintptr) bool {
-		for {
-			// Rare (once per interface a node manager opens): the
-			// ordinary system call path is fine here.
-			_, serr = unix.SendmsgN(int(fd), b, oob, nil, unix.MSG_DONTWAIT)
-			if serr != unix.EINTR {
-				return true
-			}
-		}
-	})
-	switch {
-	case werr != nil:
-		return fmt.Errorf("ipc: send %s: %w", m.Type, werr)
-	case errors.Is(serr, unix.EAGAIN):
-		return ErrWouldBlock
-	case serr != nil:
-		return fmt.Errorf("ipc: send %s: %w", m.Type, serr)
-	}
-	return nil
+	return c.trySend(m, unix.UnixRights(fds...))
 }
 
 // read reads one packet and the files passed with it, waiting in the
