@@ -3,6 +3,7 @@ package clock
 import (
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -30,6 +31,8 @@ type fdTicks struct {
 	// firing of an earlier setting is received after Reset returns.
 	mu      sync.Mutex
 	stopped bool
+
+	empty atomic.Uint64 // reads that found no expiry, for the tests
 }
 
 // newFDTicks returns a timerfd Ticks firing after d, then every period if
@@ -74,13 +77,22 @@ func (t *fdTicks) run(rc syscall.RawConn) {
 			}
 			var done bool
 			done, errno = readExpiry(fd)
-			if done && errno == 0 {
+			switch {
+			case !done:
+				t.empty.Add(1)
+			case errno == 0:
 				// Like time.Ticker: at most one firing kept for a slow
 				// receiver.
 				select {
 				case t.c <- time.Now():
 				default:
 				}
+				// Wait for the next expiry without reading again to be
+				// told EAGAIN: the poller is edge-triggered and every
+				// expiry is a new edge (rawBatch.each in
+				// internal/transport says why that holds only inside one
+				// RawConn.Read).
+				return false
 			}
 			return done
 		})

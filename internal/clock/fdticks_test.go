@@ -143,3 +143,39 @@ func TestFDStopReleases(t *testing.T) {
 	case <-time.After(50 * time.Millisecond):
 	}
 }
+
+// A tick is one read: after an expiry the reader waits for the next one
+// instead of reading again to be told EAGAIN (a system call per tick on
+// an idle control plane). A one-shot timer re-armed after every firing,
+// as the node manager's tick is, fires every time.
+func TestFDTicksReadOncePerExpiry(t *testing.T) {
+	tk := newFDTicks(2*time.Millisecond, 2*time.Millisecond)
+	defer tk.Stop()
+	const n = 40
+	for i := range n {
+		select {
+		case <-tk.C():
+		case <-time.After(10 * time.Second):
+			t.Fatalf("tick %d did not come", i)
+		}
+	}
+	// A wake-up whose expiry a Reset discarded, or a receiver slower than
+	// the period, reads nothing now and then; one per tick is the bug.
+	if e := tk.empty.Load(); e > n/4 {
+		t.Errorf("%d reads found no expiry in %d ticks", e, n)
+	}
+
+	tm := newFDTicks(time.Millisecond, 0)
+	defer tm.Stop()
+	for i := range n {
+		select {
+		case <-tm.C():
+		case <-time.After(10 * time.Second):
+			t.Fatalf("firing %d of a re-armed timer did not come", i)
+		}
+		tm.Reset(time.Millisecond)
+	}
+	if e := tm.empty.Load(); e > n/4 {
+		t.Errorf("%d reads found no expiry in %d firings", e, n)
+	}
+}

@@ -102,6 +102,7 @@ type Transport struct {
 	received, sent, sendErrors atomic.Uint64
 	kernelDropped, kernelTag   atomic.Uint64
 	sockDropped                atomic.Uint64
+	emptyReads                 atomic.Uint64 // reads that found nothing (rawBatch.each)
 	mu                         sync.Mutex
 	dropped                    map[string]uint64
 	bySource                   map[netip.Addr]uint64
@@ -404,24 +405,13 @@ func (t *Transport) read(ctx context.Context, c *net.UDPConn, out chan<- Inbound
 		t.drop("read_error", netip.Addr{}, err)
 		return
 	}
+	batch.empty = &t.emptyReads
 	var peer netip.Addr // a lane's peer
 	if ra, ok := c.RemoteAddr().(*net.UDPAddr); ok {
 		peer = ra.AddrPort().Addr().Unmap()
 	}
-	for {
-		n, err := batch.read()
+	handle := func(n int) bool {
 		at := clock.Boottime()
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return
-			}
-			if errors.Is(err, syscall.ECONNREFUSED) {
-				// A lane's peer was down when we sent to it (ICMP).
-				continue
-			}
-			t.drop("read_error", netip.Addr{}, err)
-			continue
-		}
 		refused := 0
 		for i := range n {
 			src := batch.src(i)
@@ -438,7 +428,7 @@ func (t *Transport) read(ctx context.Context, c *net.UDPConn, out chan<- Inbound
 			select {
 			case out <- Inbound{Msg: m, At: at}:
 			case <-ctx.Done():
-				return
+				return false
 			}
 		}
 		switch {
@@ -458,6 +448,18 @@ func (t *Transport) read(ctx context.Context, c *net.UDPConn, out chan<- Inbound
 			// wake-up refuses a batch; the peer's own datagrams on this
 			// socket wait at most that long.
 			time.Sleep(floodPause)
+		}
+		return ctx.Err() == nil
+	}
+	for {
+		err := batch.each(handle)
+		switch {
+		case err == nil, ctx.Err() != nil, errors.Is(err, net.ErrClosed):
+			return
+		case errors.Is(err, syscall.ECONNREFUSED):
+			// A lane's peer was down when we sent to it (ICMP).
+		default:
+			t.drop("read_error", netip.Addr{}, err)
 		}
 	}
 }
