@@ -322,6 +322,48 @@ func alive(pid int) bool {
 	return i > 0 && i+2 < len(s) && s[i+2] != 'Z'
 }
 
+// killed says whether pid has been dealt a SIGKILL that it cannot escape:
+// it is exiting (PF_EXITING in /proc/PID/stat's flags) or SIGKILL is
+// pending for it, or it is gone. Such a process never runs user code
+// again, which is what the supervisor's fence relies on when it removes
+// the addresses of a node manager that takes long to die
+// (event=fence_kill_slow).
+func killed(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 || i+2 >= len(s) {
+		return true
+	}
+	// After the command name: state ppid pgrp session tty_nr tpgid flags.
+	f := strings.Fields(s[i+2:])
+	if len(f) < 7 || f[0] == "Z" || f[0] == "X" {
+		return true
+	}
+	const pfExiting = 0x4
+	if flags, err := strconv.ParseUint(f[6], 10, 64); err == nil && flags&pfExiting != 0 {
+		return true
+	}
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return true
+	}
+	const sigkill = 1 << (9 - 1)
+	for _, l := range strings.Split(string(st), "\n") {
+		k, v, ok := strings.Cut(l, ":")
+		if !ok || (k != "SigPnd" && k != "ShdPnd") {
+			continue
+		}
+		if m, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64); err == nil && m&sigkill != 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // treeDirs lists every directory of the daemon's subtree that still exists,
 // in any hierarchy.
 func treeDirs(subtree string) []string {
@@ -390,3 +432,34 @@ const testTiming = "  timing: {token_interval: 30ms, token_timeout: 400ms, lease
 // testTokenTimeout is testTiming's token_timeout: a host not scheduled for
 // this long may rightly lose the token, and with it the role.
 const testTokenTimeout = 400 * time.Millisecond
+
+// killed, the helper the fence test relies on: a stopped process is not
+// killed; the moment it is sent SIGKILL it is, and it stays so until
+// reaped.
+func TestKilledHelper(t *testing.T) {
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	if killed(pid) {
+		t.Fatal("a running process counted as killed")
+	}
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	if killed(pid) {
+		t.Fatal("a stopped process counted as killed")
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if !killed(pid) {
+		t.Fatal("a process just sent SIGKILL not counted as killed")
+	}
+	_ = cmd.Wait()
+	if !killed(pid) {
+		t.Fatal("a reaped process not counted as killed")
+	}
+}
