@@ -66,46 +66,33 @@ func (t *fdTicks) set(d time.Duration) error {
 	return nil
 }
 
+// run delivers the expiries until Stop. One RawConn.Read for its whole
+// life: after an expiry it waits for the next without reading again to
+// be told EAGAIN, which is sound only inside one Read (rawBatch.each in
+// internal/transport says why). Read returns when Stop closed the
+// timerfd, or on a read error a timerfd cannot give.
 func (t *fdTicks) run(rc syscall.RawConn) {
-	for {
-		var errno syscall.Errno
-		err := rc.Read(func(fd uintptr) bool {
-			t.mu.Lock()
-			defer t.mu.Unlock()
-			if t.stopped {
-				return true
-			}
-			var done bool
-			done, errno = readExpiry(fd)
-			switch {
-			case !done:
-				t.empty.Add(1)
-			case errno == 0:
-				// Like time.Ticker: at most one firing kept for a slow
-				// receiver.
-				select {
-				case t.c <- time.Now():
-				default:
-				}
-				// Wait for the next expiry without reading again to be
-				// told EAGAIN: the poller is edge-triggered and every
-				// expiry is a new edge (rawBatch.each in
-				// internal/transport says why that holds only inside one
-				// RawConn.Read).
-				return false
-			}
-			return done
-		})
-		if err != nil || errno != 0 {
-			return // closed by Stop (or a read error a timerfd cannot give)
-		}
+	_ = rc.Read(func(fd uintptr) bool {
 		t.mu.Lock()
-		stopped := t.stopped
-		t.mu.Unlock()
-		if stopped {
-			return
+		defer t.mu.Unlock()
+		if t.stopped {
+			return true
 		}
-	}
+		done, errno := readExpiry(fd)
+		switch {
+		case !done:
+			t.empty.Add(1)
+			return false
+		case errno != 0:
+			return true
+		}
+		// Like time.Ticker: at most one firing kept for a slow receiver.
+		select {
+		case t.c <- time.Now():
+		default:
+		}
+		return false
+	})
 }
 
 // Reset makes it fire d from now (a ticker: then every period... of d, as
