@@ -8,7 +8,7 @@
 // -memory, its major page faults while the memory neighbour of
 // bench/isolation drives the host into reclaim.
 //
-//	go run ./bench/controlplane [-vigil bin/vigil] [-timing lease200,lease60] [-window 60s] [-samples 6] [-soak 0] [-memory 60s] [-short]
+//	go run ./bench/controlplane [-vigil bin/vigil] [-timing lease200,lease60] [-keepalived 100ms,10ms] [-window 60s] [-samples 6] [-soak 0] [-memory 60s] [-short]
 package main
 
 import (
@@ -45,20 +45,29 @@ var timings = map[string]string{
 	"default":  "",
 	"lease200": "{token_interval: 20ms, token_timeout: 150ms, lease: 200ms, drift_margin: 25ms}",
 	"lease60":  "{token_interval: 10ms, token_timeout: 50ms, lease: 60ms, drift_margin: 15ms}",
+	// half of lease60's datagrams, the same pause tolerance (L - TI =
+	// 50 ms), a failover about 10 ms longer: how the cost scales.
+	"lease70ti20": "{token_interval: 20ms, token_timeout: 100ms, lease: 70ms, drift_margin: 15ms}",
 }
 
 func main() {
 	bin := flag.String("vigil", "bin/vigil", "vigil binary (the product's static build: make build)")
-	timing := flag.String("timing", "lease200,lease60", "comma-separated cluster.timing presets: default, lease200 (20/150/200/25 ms), lease60 (10/50/60/15 ms)")
+	timing := flag.String("timing", "lease200,lease60", "comma-separated cluster.timing presets: default, lease200 (20/150/200/25 ms), lease60 (10/50/60/15 ms), lease70ti20 (20/100/70/15 ms)")
 	window := flag.Duration("window", 60*time.Second, "idle CPU window per timing, split into -samples windows")
 	nsamples := flag.Int("samples", 6, "CPU windows per timing")
 	soak := flag.Duration("soak", 0, "token traffic after the idle windows before resident memory is read again (e.g. 1h)")
 	memory := flag.Duration("memory", 0, "run the memory neighbour for this long after the soak and count major faults (0: skip)")
 	rtBudget := flag.Duration("rt-budget", 150*time.Millisecond, "control.rt_budget of each host: three hosts (six realtime groups) share this machine's realtime budget (950 ms per second), the product default 300ms would not fit them all; at 100ms a node manager using 8-10 % of a CPU was throttled and fenced on a loaded machine")
-	short := flag.Bool("short", false, "CI mode: 2 windows of 2 s, a small memory neighbour")
+	kaAdverts := flag.String("keepalived", "", "comma-separated advert intervals (e.g. 100ms,10ms): also measure keepalived (VRRP between nodes a and b, as bench/failover runs it) at idle with the same windows, side by side")
+	short := flag.Bool("short", false, "CI mode: 2 windows of 2 s, a small memory neighbour, keepalived at 100ms unless -keepalived says otherwise")
 	flag.Parse()
+	kaSet := false
+	flag.Visit(func(f *flag.Flag) { kaSet = kaSet || f.Name == "keepalived" })
 	if *short {
 		*window, *nsamples = 4*time.Second, 2
+		if !kaSet {
+			*kaAdverts = "100ms"
+		}
 	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "bench/controlplane: needs root (network namespace, cgroups, SCHED_RR)")
@@ -73,10 +82,21 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench/controlplane:", err)
 		os.Exit(2)
 	}
+	var adverts []time.Duration
+	if *kaAdverts != "" {
+		for _, a := range strings.Split(*kaAdverts, ",") {
+			d, err := time.ParseDuration(a)
+			if err != nil || d < 10*time.Millisecond || d%(10*time.Millisecond) != 0 {
+				fmt.Fprintf(os.Stderr, "bench/controlplane: -keepalived %q: want durations that are multiples of 10ms, e.g. 100ms,10ms\n", a)
+				os.Exit(2)
+			}
+			adverts = append(adverts, d)
+		}
+	}
 	var names []string
 	for _, n := range strings.Split(*timing, ",") {
 		if _, ok := timings[n]; !ok {
-			fmt.Fprintf(os.Stderr, "bench/controlplane: unknown timing %q (have default, lease200, lease60)\n", n)
+			fmt.Fprintf(os.Stderr, "bench/controlplane: unknown timing %q (have default, lease200, lease60, lease70ti20)\n", n)
 			os.Exit(2)
 		}
 		names = append(names, n)
@@ -104,6 +124,18 @@ func main() {
 		if ctx.Err() != nil {
 			break
 		}
+	}
+	for _, a := range adverts {
+		if ctx.Err() != nil {
+			break
+		}
+		s, err := measureKeepalived(ctx, a, *window, *nsamples)
+		if err != nil {
+			failed++
+			fmt.Fprintf(os.Stderr, "keepalived %v failed: %v\n", a, err)
+			s = fmt.Sprintf("bench=controlplane system=keepalived advert_ms=%d failed=1 error=%q", a.Milliseconds(), err.Error())
+		}
+		summaries = append(summaries, s)
 	}
 	for _, s := range summaries {
 		fmt.Println(s)

@@ -607,6 +607,30 @@ func (k *Keepalived) Kill(host string) error {
 	return nil
 }
 
+// VRRPPid is the pid of host's VRRP process, the one that sends and
+// receives the adverts.
+func (k *Keepalived) VRRPPid(host string) (int, error) {
+	h, err := k.host(host)
+	if err != nil {
+		return 0, err
+	}
+	return k.vrrpPid(h)
+}
+
+// Pids is every process in host's keepalived group at this instant:
+// keepalived's parent, its VRRP process and a check script while one runs.
+func (k *Keepalived) Pids(host string) ([]int, error) {
+	h, err := k.host(host)
+	if err != nil {
+		return nil, err
+	}
+	pids, err := h.kaGroup.Procs()
+	if err != nil {
+		return nil, errorf("keepalived %s: %w", host, err)
+	}
+	return pids, nil
+}
+
 // vrrpPid is the pid of h's VRRP process, checked to be in h's group.
 func (k *Keepalived) vrrpPid(h *kaHost) (int, error) {
 	b, err := os.ReadFile(h.vrrpPidFile)
