@@ -43,6 +43,14 @@ func (m *Manager) request(typ, flags int) *nl.NetlinkRequest {
 // valid so the address never sits deprecated (IPv6 would stop using it as a
 // source) before it disappears.
 func (m *Manager) addrReplace(index int, p netip.Prefix, label string, lft uint32) error {
+	if _, err := m.addrReplaceReq(index, p, label, lft).Execute(unix.NETLINK_ROUTE, 0); err != nil {
+		return fmt.Errorf("netfloat: add %s to ifindex %d: %w", p, index, err)
+	}
+	return nil
+}
+
+// addrReplaceReq is addrReplace's request, for execBatch.
+func (m *Manager) addrReplaceReq(index int, p netip.Prefix, label string, lft uint32) *nl.NetlinkRequest {
 	req := m.request(unix.RTM_NEWADDR, unix.NLM_F_CREATE|unix.NLM_F_REPLACE|unix.NLM_F_ACK)
 	family := unix.AF_INET
 	var flags uint32
@@ -79,15 +87,21 @@ func (m *Manager) addrReplace(index int, p netip.Prefix, label string, lft uint3
 	req.AddData(nl.NewRtAttr(ifaProto, nl.Uint8Attr(m.opts.Protocol)))
 	ci := nl.IfaCacheInfo{IfaCacheinfo: unix.IfaCacheinfo{Prefered: lft, Valid: lft}}
 	req.AddData(nl.NewRtAttr(unix.IFA_CACHEINFO, ci.Serialize()))
-	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil {
-		return fmt.Errorf("netfloat: add %s to ifindex %d: %w", p, index, err)
-	}
-	return nil
+	return req
 }
 
 // addrDel removes p from the link; an address or link that is already gone
 // is not an error.
 func (m *Manager) addrDel(index int, p netip.Prefix) error {
+	_, err := m.addrDelReq(index, p).Execute(unix.NETLINK_ROUTE, 0)
+	if err == nil || isGone(err) {
+		return nil
+	}
+	return fmt.Errorf("netfloat: delete %s from ifindex %d: %w", p, index, err)
+}
+
+// addrDelReq is addrDel's request, for execBatch.
+func (m *Manager) addrDelReq(index int, p netip.Prefix) *nl.NetlinkRequest {
 	req := m.request(unix.RTM_DELADDR, unix.NLM_F_ACK)
 	family := unix.AF_INET
 	if p.Addr().Is6() {
@@ -98,11 +112,7 @@ func (m *Manager) addrDel(index int, p netip.Prefix) error {
 	msg.Prefixlen = uint8(p.Bits())
 	req.AddData(msg)
 	req.AddData(nl.NewRtAttr(unix.IFA_LOCAL, p.Addr().AsSlice()))
-	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
-	if err == nil || isGone(err) {
-		return nil
-	}
-	return fmt.Errorf("netfloat: delete %s from ifindex %d: %w", p, index, err)
+	return req
 }
 
 func isGone(err error) bool {

@@ -171,6 +171,8 @@ type ClaimReport struct {
 	Conflict       net.HardwareAddr
 	AddedAfter     time.Duration // the address was in the kernel
 	AnnouncedAfter time.Duration // the first announcement was sent
+	// Err (ClaimAll only): this VIP could not be claimed and is not held.
+	Err error
 }
 
 // Stats are counters since New, for metrics.
@@ -815,6 +817,9 @@ func (m *Manager) Reconcile(held []VIP) (removed []VIP, err error) {
 	}
 	names := map[int]string{}
 	var errs []error
+	var reqs []*nl.NetlinkRequest
+	var gone []kaddr
+	var stale []VIP
 	for _, a := range addrs {
 		name, ok := names[a.Index]
 		if !ok {
@@ -830,12 +835,19 @@ func (m *Manager) Reconcile(held []VIP) (removed []VIP, err error) {
 		if !ours || keep[v.key()] {
 			continue
 		}
-		if err := m.addrDel(a.Index, a.Prefix); err != nil {
-			errs = append(errs, err)
+		reqs = append(reqs, m.addrDelReq(a.Index, a.Prefix))
+		gone = append(gone, a)
+		stale = append(stale, v)
+	}
+	// In one batch: a fence or a crash release of hundreds of addresses
+	// is not hundreds of round trips.
+	for i, err := range m.execBatch(reqs) {
+		if err != nil && !isGone(err) {
+			errs = append(errs, fmt.Errorf("netfloat: delete %s from ifindex %d: %w", gone[i].Prefix, gone[i].Index, err))
 			continue
 		}
-		m.log.Info("stale vip removed", "vip", v.String())
-		removed = append(removed, v)
+		m.log.Info("stale vip removed", "vip", stale[i].String())
+		removed = append(removed, stale[i])
 	}
 	return removed, errors.Join(errs...)
 }
