@@ -1,7 +1,6 @@
 package nodemanager
 
 import (
-	"errors"
 	"time"
 
 	"github.com/vigil-project/vigil/netfloat"
@@ -54,21 +53,20 @@ func (m *manager) startDrain(to string, leaseUntil, now time.Duration) {
 	}
 	d := &drain{to: to, started: now, until: leaseUntil, left: map[string]*drainVIP{}}
 	gap := m.cfg.Announce.HandoverGap > 0
-	for _, v := range m.vips {
-		if !gap {
-			if err := m.float.Quiet(v); err != nil {
-				// Not held (its claim failed): nothing to keep.
-				continue
-			}
-		} else if err := m.float.Refuse(v); errors.Is(err, netfloat.ErrNotHeld) {
-			continue
-		} else if err != nil {
+	var kept []netfloat.VIP // the held ones: one whose claim failed has nothing to keep
+	if !gap {
+		kept, _ = m.float.QuietAll(m.vips) // its only error: an invalid VIP, which config refuses
+	} else {
+		var err error
+		if kept, err = m.float.RefuseAll(m.vips); err != nil {
 			// Break-before-make needs the kernel to refuse what still
 			// comes here; without it the addresses go now.
 			m.log.Warn("cannot refuse packets to the floating IPs in the kernel; removing them now", "event", "drain", "to", to, "err", err)
 			m.release("handover to " + to + " (handover_gap, no kernel lease)")
 			return
 		}
+	}
+	for _, v := range kept {
 		d.left[v.String()] = &drainVIP{vip: v, until: leaseUntil}
 	}
 	if len(d.left) == 0 {
@@ -102,14 +100,23 @@ func (m *manager) checkDrain(now time.Duration) {
 			x.until = min(x.until, now+drainLinger)
 		}
 	}
+	var due []*drainVIP
 	for k, x := range d.left {
-		if now < x.until {
-			continue
+		if now >= x.until {
+			delete(d.left, k)
+			due = append(due, x)
 		}
-		delete(d.left, k)
-		if err := m.float.Release(x.vip); err != nil {
-			m.log.Error("cannot remove floating IP", "event", "vip_error", "vip", x.vip.String(), "err", err)
+	}
+	if len(due) > 0 {
+		vips := make([]netfloat.VIP, len(due))
+		for i, x := range due {
+			vips[i] = x.vip
 		}
+		if err := m.float.ReleaseAll(vips); err != nil {
+			m.log.Error("cannot remove floating IPs", "event", "vip_error", "err", err)
+		}
+	}
+	for _, x := range due {
 		reason := "successor_announced"
 		if !x.seen {
 			reason = "successor_active"

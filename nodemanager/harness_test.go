@@ -131,6 +131,55 @@ func (f *fakeFloat) Refuse(v netfloat.VIP) error {
 	return nil
 }
 
+func (f *fakeFloat) ClaimAll(ctx context.Context, vips []netfloat.VIP) ([]netfloat.ClaimReport, error) {
+	var reps []netfloat.ClaimReport
+	for _, v := range vips {
+		rep, _ := f.Claim(ctx, v)
+		reps = append(reps, rep)
+	}
+	return reps, nil
+}
+
+func (f *fakeFloat) ReleaseAll(vips []netfloat.VIP) error {
+	for _, v := range vips {
+		_ = f.Release(v)
+	}
+	return nil
+}
+
+func (f *fakeFloat) ExtendAll(vips []netfloat.VIP) ([]netfloat.VIP, error) {
+	var notHeld []netfloat.VIP
+	for _, v := range vips {
+		if err := f.Extend(v); err != nil {
+			notHeld = append(notHeld, v)
+		}
+	}
+	return notHeld, nil
+}
+
+func (f *fakeFloat) QuietAll(vips []netfloat.VIP) ([]netfloat.VIP, error) {
+	var done []netfloat.VIP
+	for _, v := range vips {
+		if f.Quiet(v) == nil {
+			done = append(done, v)
+		}
+	}
+	return done, nil
+}
+
+func (f *fakeFloat) RefuseAll(vips []netfloat.VIP) ([]netfloat.VIP, error) {
+	if !f.h.kl {
+		return nil, netfloat.ErrKernelLeaseUnavailable
+	}
+	var done []netfloat.VIP
+	for _, v := range vips {
+		if f.Refuse(v) == nil {
+			done = append(done, v)
+		}
+	}
+	return done, nil
+}
+
 func (f *fakeFloat) Announce(v netfloat.VIP) error {
 	if f.h.clk.Now() >= f.deadline {
 		return netfloat.ErrNoLease

@@ -836,18 +836,15 @@ func (m *manager) onEvent(ev protocol.Event) {
 		}
 		m.activate(e.Epoch, decided)
 	case protocol.LeaseExtended:
-		if m.held && now-m.lastExt >= extendEvery {
-			for _, v := range m.vips {
-				err := m.float.Extend(v)
-				if errors.Is(err, netfloat.ErrNotHeld) {
-					// Its claim failed (or a reload's did): this node is
-					// entitled to it, so try again (claimOne logs).
-					_, _ = m.claimOne(v)
-					continue
-				}
-				if err != nil {
-					m.log.Warn("cannot extend floating IP lifetime", "event", "vip_error", "vip", v.String(), "err", err)
-				}
+		if m.held && m.float != nil && now-m.lastExt >= extendEvery {
+			notHeld, err := m.float.ExtendAll(m.vips)
+			if err != nil {
+				m.log.Warn("cannot extend floating IP lifetime", "event", "vip_error", "err", err)
+			}
+			if len(notHeld) > 0 {
+				// Their claim failed (or a reload's did): this node is
+				// entitled to them, so try again (claimAll logs).
+				m.claimAll(notHeld)
 			}
 			m.lastExt = now
 		}
@@ -917,25 +914,41 @@ func (m *manager) claim(epoch uint64, decided time.Duration) *ctlmsg.Takeover {
 		m.held = true
 		return t
 	}
-	for _, v := range m.vips {
-		// The claim's own durations count from its start.
-		base := float64(m.clk.Now()-decided) / 1e6
-		rep, err := m.claimOne(v)
-		if err != nil {
-			continue
-		}
-		if a := float64(rep.AddedAfter)/1e6 + base; a > t.AddedMS {
-			t.AddedMS = a
-		}
-		if a := float64(rep.AnnouncedAfter)/1e6 + base; a > t.AnnouncedMS {
-			t.AnnouncedMS = a
-		}
+	// The claim's own durations count from its start.
+	base := float64(m.clk.Now()-decided) / 1e6
+	added, announced := m.claimAll(m.vips)
+	if added > 0 {
+		t.AddedMS = float64(added)/1e6 + base
+		t.AnnouncedMS = float64(announced)/1e6 + base
 	}
 	m.held, m.lastExt = true, m.clk.Now()
 	m.takeovers++
 	m.lastTakeover = t
 	m.log.Info("floating IPs held", "event", "takeover", "epoch", epoch, "added_ms", fmt.Sprintf("%.2f", t.AddedMS), "announced_ms", fmt.Sprintf("%.2f", t.AnnouncedMS))
 	return t
+}
+
+// claimAll adds and announces vips in one step and logs what went wrong.
+// It returns when the last address claimed was added and announced
+// (0 if none was), counted from its start.
+func (m *manager) claimAll(vips []netfloat.VIP) (added, announced time.Duration) {
+	reps, err := m.float.ClaimAll(context.Background(), vips)
+	failed := false
+	for i, rep := range reps {
+		v := vips[i]
+		if rep.Err != nil {
+			failed = true
+			m.log.Error("cannot add floating IP", "event", "vip_error", "vip", v.String(), "err", rep.Err)
+			continue
+		}
+		m.claimed(v, rep)
+		added, announced = max(added, rep.AddedAfter), max(announced, rep.AnnouncedAfter)
+	}
+	if err != nil && !failed {
+		// Held, but a first announcement failed; the burst goes on.
+		m.log.Warn("cannot announce floating IPs", "event", "vip_error", "err", err)
+	}
+	return added, announced
 }
 
 // claimOne adds and announces one floating IP and logs what went wrong.
@@ -945,6 +958,12 @@ func (m *manager) claimOne(v netfloat.VIP) (netfloat.ClaimReport, error) {
 		m.log.Error("cannot add floating IP", "event", "vip_error", "vip", v.String(), "err", err)
 		return rep, err
 	}
+	m.claimed(v, rep)
+	return rep, nil
+}
+
+// claimed records a successful claim of v and reports a conflict it saw.
+func (m *manager) claimed(v netfloat.VIP, rep netfloat.ClaimReport) {
 	// A successful claim opened the interface's port: float now reports
 	// its link events too.
 	m.floatIfaces[v.Interface] = true
@@ -956,7 +975,6 @@ func (m *manager) claimOne(v netfloat.VIP) (netfloat.ClaimReport, error) {
 		m.noteConflict(v, rep.Conflict, now)
 		m.log.Warn("another host still answered for the floating IP; claimed it under our lease", "event", "vip_conflict", "vip", v.String(), "mac", rep.Conflict.String())
 	}
-	return rep, nil
 }
 
 func (m *manager) release(why string) {
@@ -967,10 +985,8 @@ func (m *manager) release(why string) {
 	if m.float == nil {
 		return
 	}
-	for _, v := range m.vips {
-		if err := m.float.Release(v); err != nil {
-			m.log.Error("cannot remove floating IP", "event", "vip_error", "vip", v.String(), "err", err)
-		}
+	if err := m.float.ReleaseAll(m.vips); err != nil {
+		m.log.Error("cannot remove floating IPs", "event", "vip_error", "err", err)
 	}
 	m.log.Info("floating IPs released", "event", "release", "reason", why)
 }

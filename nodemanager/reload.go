@@ -160,7 +160,7 @@ func (m *manager) applyConfig(now time.Duration, c *ctlmsg.Config) error {
 		if m.drain != nil {
 			delete(m.drain.left, v.String())
 		}
-		if err := m.float.Release(v); err != nil {
+		if err := m.float.ReleaseAll([]netfloat.VIP{v}); err != nil {
 			m.log.Error("cannot remove floating IP", "event", "vip_error", "vip", v.String(), "err", err)
 			errs = append(errs, fmt.Errorf("remove %s: %w", v, err))
 			continue

@@ -27,10 +27,14 @@ import (
 // *netfloat.Manager.
 type floatIPs interface {
 	Claim(ctx context.Context, v netfloat.VIP) (netfloat.ClaimReport, error)
-	Release(v netfloat.VIP) error
-	Extend(v netfloat.VIP) error
-	Quiet(v netfloat.VIP) error
-	Refuse(v netfloat.VIP) error
+	// The ...All methods act on many addresses in one step (one kernel
+	// lease transaction, batched netlink): a takeover of 256 addresses
+	// must not hold up the loop for hundreds of milliseconds.
+	ClaimAll(ctx context.Context, vips []netfloat.VIP) ([]netfloat.ClaimReport, error)
+	ReleaseAll(vips []netfloat.VIP) error
+	ExtendAll(vips []netfloat.VIP) (notHeld []netfloat.VIP, err error)
+	QuietAll(vips []netfloat.VIP) ([]netfloat.VIP, error)
+	RefuseAll(vips []netfloat.VIP) ([]netfloat.VIP, error)
 	Announce(v netfloat.VIP) error
 	Reconcile(held []netfloat.VIP) ([]netfloat.VIP, error)
 	SetLeaseDeadline(until time.Duration)

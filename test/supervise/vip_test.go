@@ -1,11 +1,14 @@
 package supervise
 
 import (
+	"fmt"
 	"net/netip"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/vigil-project/vigil/internal/netnstest"
 )
@@ -181,4 +184,91 @@ func TestVIPFollowsTheLease(t *testing.T) {
 	if c.holds("a") || c.holds("b") {
 		t.Error("a stopped vigil left the VIP behind")
 	}
+}
+
+// manyAddrs are n more floating IPs for eth0, beside testVIP: the rest of
+// 192.0.2.0/24 above it, then 198.51.100.0/24.
+func manyAddrs(n int) []string {
+	var out []string
+	for i := 0; i < n; i++ {
+		if 101+i <= 254 {
+			out = append(out, fmt.Sprintf("192.0.2.%d", 101+i))
+		} else {
+			out = append(out, fmt.Sprintf("198.51.100.%d", 1+i-154))
+		}
+	}
+	return out
+}
+
+// addrSet is the IPv4 addresses on host id's interface now.
+func (c *vipCluster) addrSet(id string) map[string]bool {
+	h := c.net.Hosts[id]
+	out := map[string]bool{}
+	link, err := h.Handle.LinkByName(netnstest.LinkName)
+	if err != nil {
+		return out
+	}
+	addrs, err := h.Handle.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return out
+	}
+	for _, a := range addrs {
+		out[a.IP.String()] = true
+	}
+	return out
+}
+
+// TestManyVIPsMoveTogether: 257 floating IPs follow the role as one: the
+// active holds every one and the other host none, after the start and
+// after a crash of the active's node manager (its supervisor removes them
+// all, the other host claims them all).
+func TestManyVIPsMoveTogether(t *testing.T) {
+	extra := manyAddrs(256)
+	c := newVIPClusterWith(t, func(id string, d *daemon) (string, string) {
+		if id == "w" {
+			return "", ""
+		}
+		var s string // more items of the vips: list testVIP opened
+		for _, a := range extra {
+			s += fmt.Sprintf("  - {address: %s/24, interface: %s}\n", a, netnstest.LinkName)
+		}
+		return s, ""
+	})
+	all := append([]string{testVIP}, extra...)
+	split := func(holder string) func() bool {
+		other := map[string]string{"a": "b", "b": "a"}[holder]
+		return func() bool {
+			h, o := c.addrSet(holder), c.addrSet(other)
+			for _, a := range all {
+				if !h[a] || o[a] {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	_, act, stby := c.settle()
+	c.nodes["a"].waitFor(act+" holds all 257 addresses, "+stby+" none", 20*time.Second, split(act))
+
+	if err := syscall.Kill(nmPid(t, c.nodes[act], "nodemanager"), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	c.nodes["a"].waitFor("all 257 addresses moved to "+stby, 20*time.Second, split(stby))
+	evs := events(c.nodes[stby], "takeover")
+	if len(evs) == 0 {
+		t.Fatalf("no takeover logged by %s", stby)
+	}
+	t.Logf("takeover on %s: %s", stby, evs[len(evs)-1].raw)
+
+	// A switchover back: the old active drains them all (refused in
+	// the kernel, then removed), the new one claims them all.
+	cl := &cluster{t: t, nodes: c.nodes}
+	cl.waitFor(act+"'s new node manager follows "+stby, func() bool {
+		r, ok := cl.report(act)
+		return ok && r.Role == "standby" && r.Active == stby
+	})
+	if out, code := c.nodes[stby].vigil("switchover", "--socket", c.nodes[stby].socket, "--to", act); code != 0 {
+		t.Fatalf("switchover: %d %s", code, out)
+	}
+	c.nodes["a"].waitFor("all 257 addresses back on "+act, 20*time.Second, split(act))
 }
