@@ -105,3 +105,11 @@ bench-isolation:
 .PHONY: bench-controlplane
 bench-controlplane: build
 	$(GO) run ./bench/controlplane -vigil $(abspath $(BIN)) $(BENCHFLAGS)
+
+# A takeover of many floating IPs (issue 15, item 4): decision to all added,
+# to the last first announcement, to the client having seen it, and the
+# release, for 1, 16 and 256 addresses, ClaimAll beside one Claim per
+# address. Needs root (namespaces, nftables). BENCHFLAGS=-short for CI.
+.PHONY: bench-vips
+bench-vips:
+	$(GO) run ./bench/vips $(BENCHFLAGS)
