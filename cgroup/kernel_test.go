@@ -556,6 +556,15 @@ func killForkingDaemon(t *testing.T, m *Manager, rel string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 
+	// The inner sh exits by itself once it has forked: the listing may
+	// still hold it (a zombie its parent had not reaped yet), and it is
+	// then ours to reap when Kill takes that parent, with status 0.
+	innerSh := map[int]bool{}
+	for _, p := range pids {
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", p)); p != c.pid && err == nil && string(b) == "sh\n" {
+			innerSh[p] = true
+		}
+	}
 	start := time.Now()
 	if err := g.Kill(); err != nil {
 		t.Fatalf("Kill: %v", err)
@@ -592,7 +601,7 @@ func killForkingDaemon(t *testing.T, m *Manager, rel string) {
 		for {
 			got, err := syscall.Wait4(p, &ws, syscall.WNOHANG, nil)
 			if got == p {
-				if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+				if (!ws.Signaled() || ws.Signal() != syscall.SIGKILL) && !(innerSh[p] && ws.Exited() && ws.ExitStatus() == 0) {
 					t.Errorf("pid %d: status %v, want killed by SIGKILL", p, ws)
 				}
 				break

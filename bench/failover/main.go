@@ -53,12 +53,17 @@ func main() {
 	bin := flag.String("vigil", "", "vigil binary (default: built from this tree)")
 	explainOver := flag.Duration("explain-over", 100*time.Millisecond, "print the timeline (fault, holders, outage, the nodes' log) of each Vigil run whose callers saw a longer outage (0: never)")
 	cpus := flag.String("control-cpus", "", `Vigil's control.cpus on every host, e.g. "0" (the control plane's cpus, kept from the applications and the noisy neighbour); default: none reserved`)
+	extraVIPs := flag.Int("vips", 0, "more floating IPs on each Vigil node (at most 508), listed before the SIP server's so that its address is added and announced last")
 	gap := flag.String("handover-gap", "", `Vigil's announce.handover_gap, e.g. "30ms" (break-before-make switchover); default: the product's default`)
 	flag.Parse()
 	if *short {
 		*runs, *noise = 1, 5*time.Second
 		*scenarios = "kill,stall,switchover,noisy"
 		*systems = "vigil,keepalived-100"
+	}
+	if *extraVIPs < 0 || *extraVIPs > 508 {
+		fmt.Fprintln(os.Stderr, "bench-failover: -vips must be from 0 to 508")
+		os.Exit(2)
 	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "bench-failover: needs root (network namespaces, cgroups)")
@@ -91,8 +96,8 @@ func main() {
 	if b, err := os.ReadFile("/sys/kernel/rcu_expedited"); err == nil {
 		rcu = strings.TrimSpace(string(b))
 	}
-	fmt.Printf("config runs=%d rate=%d after_ms=%d noise_s=%.0f flood_s=%.0f flood_rate=%d vigil_timing=%s keepalived_vrrp_version=3 rcu_expedited=%s\n",
-		*runs, *rate, after.Milliseconds(), noise.Seconds(), flood.Seconds(), *floodRate, vt, rcu)
+	fmt.Printf("config runs=%d rate=%d after_ms=%d noise_s=%.0f flood_s=%.0f flood_rate=%d vigil_timing=%s vigil_extra_vips=%d keepalived_vrrp_version=3 rcu_expedited=%s\n",
+		*runs, *rate, after.Milliseconds(), noise.Seconds(), flood.Seconds(), *floodRate, vt, *extraVIPs, rcu)
 
 	var rtWatch *e2e.RTThrottleProbe
 	if *rtWatchEvery > 0 {
@@ -129,7 +134,7 @@ func main() {
 		n := e2e.NewNet(t)
 	systems:
 		for _, sysName := range split(*systems) {
-			sys, err := newSystem(t, n, sysName, *bin, *timing, *gap, *cpus)
+			sys, err := newSystem(t, n, sysName, *bin, *timing, *gap, *cpus, *extraVIPs)
 			if err != nil {
 				t.Fatalf("%v", err)
 			}
@@ -248,9 +253,9 @@ func kv(m map[string]uint64) string {
 	return b.String()
 }
 
-func newSystem(t e2e.TB, n *e2e.Net, name, bin, timing, gap, cpus string) (e2e.System, error) {
+func newSystem(t e2e.TB, n *e2e.Net, name, bin, timing, gap, cpus string, extraVIPs int) (e2e.System, error) {
 	if name == "vigil" {
-		return e2e.NewVigil(t, n, e2e.VigilOptions{Bin: bin, Realtime: true, Timing: timing, HandoverGap: gap, ControlCPUs: cpus}), nil
+		return e2e.NewVigil(t, n, e2e.VigilOptions{Bin: bin, Realtime: true, Timing: timing, HandoverGap: gap, ControlCPUs: cpus, ExtraVIPs: extraVIPs}), nil
 	}
 	if ms, ok := strings.CutPrefix(name, "keepalived-"); ok {
 		v, err := strconv.Atoi(ms)

@@ -50,6 +50,24 @@ type VigilOptions struct {
 	// control plane's cpus, which the applications (the SIP server, the
 	// noisy neighbour) are kept off.
 	ControlCPUs string
+	// ExtraVIPs more floating IPs (ExtraVIPAddrs) on each node, listed
+	// before VIP, so that the SIP server's address is added and announced
+	// last: a takeover of many addresses as callers of the last one see it.
+	ExtraVIPs int
+}
+
+// ExtraVIPAddrs are n floating IPs of the documentation ranges outside the
+// harness's own subnet: 198.51.100.1-254, then 203.0.113.1-254 (at most 508).
+func ExtraVIPAddrs(n int) []string {
+	var out []string
+	for i := 0; i < n && i < 508; i++ {
+		if i < 254 {
+			out = append(out, fmt.Sprintf("198.51.100.%d/24", i+1))
+		} else {
+			out = append(out, fmt.Sprintf("203.0.113.%d/24", i-253))
+		}
+	}
+	return out
 }
 
 // Vigil runs `vigil supervise` on a, b and w, each in its namespace, with
@@ -219,8 +237,11 @@ log:
 		if v.opts.HandoverGap != "" {
 			fmt.Fprintf(&b, "announce:\n  handover_gap: %s\n", v.opts.HandoverGap)
 		}
-		fmt.Fprintf(&b, `vips:
-  - {address: %s, interface: %s}
+		b.WriteString("vips:\n")
+		for _, a := range ExtraVIPAddrs(v.opts.ExtraVIPs) {
+			fmt.Fprintf(&b, "  - {address: %s, interface: %s}\n", a, LinkName)
+		}
+		fmt.Fprintf(&b, `  - {address: %s, interface: %s}
 processes:
   - name: sip
     command: ["/bin/sh", "-c", %q]
