@@ -442,49 +442,94 @@ func TestKernelLeaseTablesShared(t *testing.T) {
 	}
 }
 
-// TestKernelLeaseTimeoutBound: the element's timeout never exceeds the
-// time left on the lease when it was programmed, and an element with
-// under MinElementTimeout left is not programmed at all (a zero timeout,
-// or on older kernels one under a jiffy, would never expire).
+// TestKernelLeaseTimeoutBound: the lease's end is the timeout of the one
+// lease_alive element (arp and inet), which never exceeds the time left
+// when it was programmed; an address the lease covers is in its announce
+// and accept sets without a timeout of its own; a drain element keeps its
+// own deadline; an element with under MinElementTimeout left is not
+// programmed at all (a zero timeout, or on older kernels one under a
+// jiffy, would never expire). A renewal (same addresses, a later end)
+// re-adds the alive element alone; a changed set of addresses, or a
+// second since the last, is a full transaction, which heals what someone
+// removed.
 func TestKernelLeaseTimeoutBound(t *testing.T) {
 	needNFT(t)
 	a, _ := twoHosts(t)
-	kl, err := NewNFTLease(nsFd(a), clock.Boottime)
+	var offset atomic.Int64 // the lease clock, moved on by the test
+	clk := func() time.Duration { return clock.Boottime() + time.Duration(offset.Load()) }
+	kl, err := NewNFTLease(nsFd(a), clk)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer kl.Close()
 	x, y := netip.MustParseAddr("192.0.2.101"), netip.MustParseAddr("2001:db8::101")
-	now := clock.Boottime()
+	z := netip.MustParseAddr("192.0.2.102")
+	now := clk()
 	st := LeaseState{
-		Guarded:  []netip.Addr{x, y},
-		Announce: []LeaseElement{{x, now + 250*time.Millisecond}, {y, now + MinElementTimeout - time.Millisecond}},
-		Accept:   []LeaseElement{{x, now - time.Millisecond}, {y, now + 250*time.Millisecond}},
+		Guarded:  []netip.Addr{x, y, z},
+		Announce: []LeaseElement{{x, now + 250*time.Millisecond}},
+		Accept: []LeaseElement{{x, now + 250*time.Millisecond},
+			{y, now + MinElementTimeout - time.Millisecond}, {z, now + 300*time.Millisecond}},
 	}
 	if err := kl.Apply(st); err != nil {
 		t.Fatal(err)
 	}
-	ann4 := setElements(t, kl, kl.arpAnnounce4)
-	if len(ann4) != 1 || ann4[0].Timeout > 250*time.Millisecond || ann4[0].Timeout < 200*time.Millisecond {
-		t.Fatalf("announce4 = %+v, want one element with a timeout in (200ms, 250ms]", ann4)
+	for _, s := range []*nftables.Set{kl.arpAlive, kl.inetAlive} {
+		els := setElements(t, kl, s)
+		if len(els) != 1 || string(els[0].Key) != string(aliveKey) || els[0].Timeout > 250*time.Millisecond || els[0].Timeout < 200*time.Millisecond {
+			t.Fatalf("%s = %+v, want the alive element with a timeout in (200ms, 250ms]", s.Name, els)
+		}
 	}
-	if els := setElements(t, kl, kl.announce6); len(els) != 0 {
-		t.Fatalf("announce6 has %+v, want nothing (under MinElementTimeout left)", els)
+	for _, s := range []*nftables.Set{kl.arpAnnounce4, kl.accept4} {
+		if els := setElements(t, kl, s); len(els) != 1 || els[0].Timeout != 0 || string(els[0].Key) != string(x.AsSlice()) {
+			t.Fatalf("%s = %+v, want %s without a timeout", s.Name, els, x)
+		}
 	}
-	if els := setElements(t, kl, kl.accept4); len(els) != 0 {
-		t.Fatalf("accept4 has %+v, want nothing (deadline past)", els)
+	if els := setElements(t, kl, kl.drain4); len(els) != 1 || els[0].Timeout > 300*time.Millisecond || els[0].Timeout < 250*time.Millisecond {
+		t.Fatalf("drain4 = %+v, want %s with a timeout in (250ms, 300ms]", els, z)
+	}
+	if els := setElements(t, kl, kl.drain6); len(els) != 0 {
+		t.Fatalf("drain6 has %+v, want nothing (under MinElementTimeout left)", els)
 	}
 	// Expired elements are absent to lookups, and a refresh of an expired
 	// element (kernels before 6.10 refuse to delete one) still works.
-	poll(t, 2*time.Second, "announce4 element expired", func() bool {
-		return len(setElements(t, kl, kl.arpAnnounce4)) == 0
+	poll(t, 2*time.Second, "the alive element expired", func() bool {
+		return len(setElements(t, kl, kl.arpAlive)) == 0
 	})
-	st.Announce = []LeaseElement{{x, clock.Boottime() + time.Minute}}
-	if err := kl.Apply(st); err != nil {
-		t.Fatalf("refresh after expiry: %v", err)
+	if els := setElements(t, kl, kl.arpAnnounce4); len(els) != 1 {
+		t.Fatalf("announce4 after the lease ended = %+v, want %s still listed (the alive element gates it)", els, x)
+	}
+	renew := func(left time.Duration) {
+		t.Helper()
+		until := clk() + left
+		st.Announce = []LeaseElement{{x, until}}
+		st.Accept[0].Until = until
+		if err := kl.Apply(st); err != nil {
+			t.Fatalf("renewal: %v", err)
+		}
+	}
+	renew(time.Minute)
+	if els := setElements(t, kl, kl.arpAlive); len(els) != 1 {
+		t.Fatalf("alive after the refresh = %+v", els)
+	}
+	// A renewal with the same addresses is not a full transaction.
+	full := kl.lastFull
+	renew(2 * time.Minute)
+	if kl.lastFull != full {
+		t.Error("a renewal reprogrammed every set")
+	}
+	if els := setElements(t, kl, kl.inetAlive); len(els) != 1 || els[0].Timeout < time.Minute {
+		t.Fatalf("inet alive after a renewal = %+v, want two minutes", els)
+	}
+	// What someone removed comes back at the first renewal a second on.
+	nft(t, a, "", "delete", "element", "arp", TableName, setAnnounce4, "{ "+x.String()+" }")
+	offset.Add(int64(fullEvery))
+	renew(time.Minute)
+	if kl.lastFull == full {
+		t.Error("no full transaction a second after the last")
 	}
 	if els := setElements(t, kl, kl.arpAnnounce4); len(els) != 1 {
-		t.Fatalf("announce4 after refresh = %+v", els)
+		t.Fatalf("announce4 not healed: %+v", els)
 	}
 }
 
@@ -615,6 +660,9 @@ func TestKernelLeaseWiring(t *testing.T) {
 
 // BenchmarkKernelLeaseRefresh measures one refresh transaction (the batch
 // every renewal sends) with two VIPs, IPv4 and IPv6.
+// BenchmarkKernelLeaseRefresh: a renewal's transaction, with 2 and with
+// 256 addresses (one alive element either way), and a full one (the
+// addresses changed) for comparison.
 func BenchmarkKernelLeaseRefresh(b *testing.B) {
 	n := netnstest.New(b, netnstest.HostSpec{Name: "a", Addr: "192.0.2.11/24"})
 	h := n.Hosts["a"]
@@ -623,14 +671,34 @@ func BenchmarkKernelLeaseRefresh(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer kl.Close()
-	x, y := vip4.Addr(), vip6.Addr()
-	for b.Loop() {
+	state := func(addrs []netip.Addr) LeaseState {
 		u := clock.Boottime() + 200*time.Millisecond
-		st := LeaseState{Guarded: []netip.Addr{x, y},
-			Announce: []LeaseElement{{x, u}, {y, u}}, Accept: []LeaseElement{{x, u}, {y, u}}}
-		if err := kl.Apply(st); err != nil {
-			b.Fatal(err)
+		st := LeaseState{Guarded: addrs}
+		for _, a := range addrs {
+			st.Announce = append(st.Announce, LeaseElement{a, u})
+			st.Accept = append(st.Accept, LeaseElement{a, u})
 		}
+		return st
+	}
+	var many []netip.Addr
+	for _, v := range manyVIPs(256) {
+		many = append(many, v.Prefix.Addr())
+	}
+	for _, c := range []struct {
+		name  string
+		addrs []netip.Addr
+		full  bool
+	}{{"renewal-2", []netip.Addr{vip4.Addr(), vip6.Addr()}, false}, {"renewal-256", many, false}, {"full-256", many, true}} {
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				if c.full {
+					kl.last = nil // as after a change of the addresses
+				}
+				if err := kl.Apply(state(c.addrs)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
@@ -899,8 +967,9 @@ func TestKernelLeaseEnforcesCheck(t *testing.T) {
 	if err := lc.Enforces(append(vips, netip.MustParseAddr("192.0.2.201")), 0); err == nil || !strings.Contains(err.Error(), "192.0.2.201 not in set") {
 		t.Fatalf("an unguarded VIP: %v", err)
 	}
-	// An element without a timeout (someone's nft command) never expires.
-	nft(t, a, "", "add", "element", "arp", TableName, setAnnounce4, "{ "+vips[0].String()+" }")
+	// An alive element without a timeout (someone's nft command) never
+	// expires; addresses in the announce sets have none by design.
+	nft(t, a, "", "add", "element", "arp", TableName, setAlive, "{ "+netip.AddrFrom4([4]byte(aliveKey)).String()+" }")
 	if err := lc.Enforces(vips, time.Minute); err == nil || !strings.Contains(err.Error(), "never expires") {
 		t.Fatalf("an element without a timeout: %v", err)
 	}

@@ -27,13 +27,28 @@ const (
 
 	setVIPs4     = "lease_vips4"     // configured VIPs (arp and inet): the rules apply to these only
 	setVIPs6     = "lease_vips6"     // inet
-	setAnnounce4 = "lease_announce4" // arp: may answer ARP for the address; timeout = lease left
-	setAnnounce6 = "lease_announce6" // inet: may send neighbour advertisements for it
-	setAccept4   = "lease_accept4"   // inet: may receive packets to it
+	setAnnounce4 = "lease_announce4" // arp: may answer ARP for the address while the lease lives
+	setAnnounce6 = "lease_announce6" // inet: may send neighbour advertisements for it while the lease lives
+	setAccept4   = "lease_accept4"   // inet: may receive packets to it while the lease lives
 	setAccept6   = "lease_accept6"
+	setAlive     = "lease_alive"  // arp and inet: one element, aliveKey, whose timeout is the lease left
+	setDrain4    = "lease_drain4" // inet: may receive packets to it until the element's own timeout (a drain)
+	setDrain6    = "lease_drain6"
 	chainOut     = "lease_out"
 	chainIn      = "lease_in"
 )
+
+// aliveKey is the one element of the lease_alive sets. The announce and
+// accept sets say which addresses the lease covers and change only when
+// that does; the lease's end is this one element's timeout, so a renewal
+// is a transaction of one element whatever the number of addresses (with
+// a timeout per address, 256 addresses cost 2 ms of the node manager's
+// CPU per renewal, a renewal every 10 ms).
+var aliveKey = []byte{127, 86, 73, 76} // any constant: 127.'V'.'I'.'L'
+
+// fullEvery is how often Apply reprograms every set even when only the
+// lease's end moved: it heals elements someone removed.
+const fullEvery = time.Second
 
 // ErrKernelLeaseUnavailable: the kernel (or the process's privileges)
 // offers no nf_tables; the kernel lease is off and the address lifetime is
@@ -55,13 +70,70 @@ type NFTLease struct {
 	mu   sync.Mutex
 	conn *nftables.Conn
 
-	arp, inet                         *nftables.Table
-	arpVIPs4, arpAnnounce4            *nftables.Set
-	vips4, vips6, announce6           *nftables.Set
-	accept4, accept6                  *nftables.Set
-	arpOut, inetOut, inetIn           *nftables.Chain
-	guardSets, leaseSets, allOwnedSet []*nftables.Set
-	keepOpen                          func(key string, fds []int) // KeepSocketOpen
+	arp, inet                          *nftables.Table
+	arpVIPs4, arpAnnounce4, arpAlive   *nftables.Set
+	vips4, vips6, announce6, inetAlive *nftables.Set
+	accept4, accept6, drain4, drain6   *nftables.Set
+	arpOut, inetOut, inetIn            *nftables.Chain
+	guardSets, leaseSets, allOwnedSet  []*nftables.Set
+	keepOpen                           func(key string, fds []int) // KeepSocketOpen
+
+	// last is what the last full transaction programmed (nil: nothing
+	// known, the next Apply is full), lastFull when.
+	last     *leaseSets
+	lastFull time.Duration
+}
+
+// leaseSets is a LeaseState as the sets hold it.
+type leaseSets struct {
+	guard, announce, accept []netip.Addr   // sorted
+	drain                   []LeaseElement // sorted; each with its own deadline
+	until                   time.Duration  // the lease's end: aliveKey's deadline
+}
+
+func (a *leaseSets) sameMembers(b *leaseSets) bool {
+	return b != nil && slices.Equal(a.guard, b.guard) && slices.Equal(a.announce, b.announce) &&
+		slices.Equal(a.accept, b.accept) && slices.Equal(a.drain, b.drain)
+}
+
+// setsOf splits st: the lease's end is the latest announce deadline (the
+// Manager gives every announced address the same one); an accepted
+// address that is also announced, with that deadline, is covered by the
+// lease; any other accepted address (a drain: Quiet) keeps its own
+// deadline in the drain sets.
+func setsOf(st LeaseState) *leaseSets {
+	ls := &leaseSets{}
+	ann := map[netip.Addr]bool{}
+	for _, e := range st.Announce {
+		ls.until = max(ls.until, e.Until)
+	}
+	for _, e := range st.Announce {
+		if e.Until == ls.until {
+			ann[e.Addr] = true
+			ls.announce = append(ls.announce, e.Addr)
+		}
+	}
+	for _, e := range st.Accept {
+		if ann[e.Addr] && e.Until == ls.until {
+			ls.accept = append(ls.accept, e.Addr)
+		} else {
+			ls.drain = append(ls.drain, e)
+		}
+	}
+	ls.guard = slices.Clone(st.Guarded)
+	for _, s := range [][]netip.Addr{ls.guard, ls.announce, ls.accept} {
+		slices.SortFunc(s, netip.Addr.Compare)
+	}
+	ls.guard = slices.Compact(ls.guard)
+	ls.announce = slices.Compact(ls.announce)
+	ls.accept = slices.Compact(ls.accept)
+	slices.SortFunc(ls.drain, func(a, b LeaseElement) int {
+		if c := a.Addr.Compare(b.Addr); c != 0 {
+			return c
+		}
+		return int(a.Until - b.Until)
+	})
+	return ls
 }
 
 // NewNFTLease creates (or takes over) Vigil's lease_* chains and sets in
@@ -93,14 +165,21 @@ func (l *NFTLease) define() {
 		return &nftables.Set{Table: t, Name: name, KeyType: key, HasTimeout: timeout, KeyByteOrder: binaryutil.BigEndian}
 	}
 	l.arpVIPs4 = set(l.arp, setVIPs4, nftables.TypeIPAddr, false)
+	// The announce and accept sets keep the timeout flag they had when
+	// each element carried the lease's end (a set is not re-created with
+	// other flags on an upgrade); their elements now have none.
 	l.arpAnnounce4 = set(l.arp, setAnnounce4, nftables.TypeIPAddr, true)
+	l.arpAlive = set(l.arp, setAlive, nftables.TypeIPAddr, true)
 	l.vips4 = set(l.inet, setVIPs4, nftables.TypeIPAddr, false)
 	l.vips6 = set(l.inet, setVIPs6, nftables.TypeIP6Addr, false)
 	l.announce6 = set(l.inet, setAnnounce6, nftables.TypeIP6Addr, true)
 	l.accept4 = set(l.inet, setAccept4, nftables.TypeIPAddr, true)
 	l.accept6 = set(l.inet, setAccept6, nftables.TypeIP6Addr, true)
+	l.inetAlive = set(l.inet, setAlive, nftables.TypeIPAddr, true)
+	l.drain4 = set(l.inet, setDrain4, nftables.TypeIPAddr, true)
+	l.drain6 = set(l.inet, setDrain6, nftables.TypeIP6Addr, true)
 	l.guardSets = []*nftables.Set{l.arpVIPs4, l.vips4, l.vips6}
-	l.leaseSets = []*nftables.Set{l.arpAnnounce4, l.announce6, l.accept4, l.accept6}
+	l.leaseSets = []*nftables.Set{l.arpAnnounce4, l.announce6, l.accept4, l.accept6, l.arpAlive, l.inetAlive, l.drain4, l.drain6}
 	l.allOwnedSet = append(append([]*nftables.Set{}, l.guardSets...), l.leaseSets...)
 	filter := nftables.ChainTypeFilter
 	l.arpOut = &nftables.Chain{Table: l.arp, Name: chainOut, Type: filter,
@@ -205,15 +284,22 @@ func meta(k expr.MetaKey) expr.Any {
 	return &expr.Meta{Key: k, Register: 1}
 }
 
-// guarded: the address in register 1 is a configured VIP (in guard) and
-// not in lease; then count and drop.
-func guarded(guard, lease *nftables.Set) []expr.Any {
-	return []expr.Any{
-		&expr.Lookup{SourceRegister: 1, SetName: guard.Name, SetID: guard.ID},
-		&expr.Lookup{SourceRegister: 1, SetName: lease.Name, SetID: lease.ID, Invert: true},
-		&expr.Counter{},
-		&expr.Verdict{Kind: expr.VerdictDrop},
+// guarded: the address in register 1 is a configured VIP (in guard), in
+// none of the sets of not, and, when alive is set, the lease's one element
+// (aliveKey in alive, looked up from register 2) has expired; then count
+// and drop. Each lease rule comes in two: dropped unless the address is
+// covered, dropped unless the lease lives.
+func guarded(guard, alive *nftables.Set, not ...*nftables.Set) []expr.Any {
+	out := []expr.Any{&expr.Lookup{SourceRegister: 1, SetName: guard.Name, SetID: guard.ID}}
+	for _, s := range not {
+		out = append(out, &expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID, Invert: true})
 	}
+	if alive != nil {
+		out = append(out,
+			&expr.Immediate{Register: 2, Data: aliveKey},
+			&expr.Lookup{SourceRegister: 2, SetName: alive.Name, SetID: alive.ID, Invert: true})
+	}
+	return append(out, &expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop})
 }
 
 func (l *NFTLease) rules() []*nftables.Rule {
@@ -233,37 +319,48 @@ func (l *NFTLease) rules() []*nftables.Rule {
 		}
 		return out
 	}
-	return []*nftables.Rule{
-		// ARP requests and replies whose sender IP is a VIP without a
-		// live lease: the kernel's answers to "who has VIP" and its own
-		// resolutions from the VIP (both teach the LAN our MAC for it).
-		// Ethernet/IPv4 ARP only (hlen 6, plen 4: sender IP at 14).
-		{Table: l.arp, Chain: l.arpOut, Exprs: cat(
-			[]expr.Any{load(nh, 4, 2), eq(6, 4), load(nh, 14, 4)}, guarded(l.arpVIPs4, l.arpAnnounce4))},
-		// Neighbour advertisements whose target is such a VIP (bytes
-		// 8..24 of the ICMPv6 message).
-		{Table: l.inet, Chain: l.inetOut, Exprs: cat(icmp6(136),
-			[]expr.Any{load(th, 8, 16)}, guarded(l.vips6, l.announce6))},
-		// Neighbour solicitations sent from it (they update the LAN's
-		// entry for the VIP, like an ARP request from it).
-		{Table: l.inet, Chain: l.inetOut, Exprs: cat(icmp6(135),
-			[]expr.Any{load(nh, 8, 16)}, guarded(l.vips6, l.announce6))},
-		// Packets from the network to such a VIP.
-		{Table: l.inet, Chain: l.inetIn, Exprs: cat(notLoopback,
-			[]expr.Any{meta(expr.MetaKeyNFPROTO), eq(unix.NFPROTO_IPV4), load(nh, 16, 4)}, guarded(l.vips4, l.accept4))},
-		{Table: l.inet, Chain: l.inetIn, Exprs: cat(notLoopback,
-			[]expr.Any{meta(expr.MetaKeyNFPROTO), eq(unix.NFPROTO_IPV6), load(nh, 24, 16)}, guarded(l.vips6, l.accept6))},
+	var rules []*nftables.Rule
+	// twice: the rule that drops what the lease does not cover, and the
+	// one that drops what it covers once it has ended.
+	twice := func(t *nftables.Table, ch *nftables.Chain, match []expr.Any, guard, cover, alive *nftables.Set, drain ...*nftables.Set) {
+		rules = append(rules,
+			&nftables.Rule{Table: t, Chain: ch, Exprs: cat(match, guarded(guard, nil, append([]*nftables.Set{cover}, drain...)...))},
+			&nftables.Rule{Table: t, Chain: ch, Exprs: cat(match, guarded(guard, alive, drain...))})
 	}
+	// ARP requests and replies whose sender IP is a VIP without a live
+	// lease: the kernel's answers to "who has VIP" and its own resolutions
+	// from the VIP (both teach the LAN our MAC for it). Ethernet/IPv4 ARP
+	// only (hlen 6, plen 4: sender IP at 14).
+	twice(l.arp, l.arpOut, []expr.Any{load(nh, 4, 2), eq(6, 4), load(nh, 14, 4)}, l.arpVIPs4, l.arpAnnounce4, l.arpAlive)
+	// Neighbour advertisements whose target is such a VIP (bytes 8..24 of
+	// the ICMPv6 message).
+	twice(l.inet, l.inetOut, cat(icmp6(136), []expr.Any{load(th, 8, 16)}), l.vips6, l.announce6, l.inetAlive)
+	// Neighbour solicitations sent from it (they update the LAN's entry
+	// for the VIP, like an ARP request from it).
+	twice(l.inet, l.inetOut, cat(icmp6(135), []expr.Any{load(nh, 8, 16)}), l.vips6, l.announce6, l.inetAlive)
+	// Packets from the network to such a VIP; a draining one (Quiet) is
+	// accepted until its own deadline.
+	twice(l.inet, l.inetIn, cat(notLoopback, []expr.Any{meta(expr.MetaKeyNFPROTO), eq(unix.NFPROTO_IPV4), load(nh, 16, 4)}),
+		l.vips4, l.accept4, l.inetAlive, l.drain4)
+	twice(l.inet, l.inetIn, cat(notLoopback, []expr.Any{meta(expr.MetaKeyNFPROTO), eq(unix.NFPROTO_IPV6), load(nh, 24, 16)}),
+		l.vips6, l.accept6, l.inetAlive, l.drain6)
+	return rules
 }
 
-// Apply implements KernelLease: one transaction that empties our sets and
-// fills them with st, each lease element's timeout the time left until its
-// deadline read from the lease clock right before the call, truncated to
-// the millisecond (the kernel takes milliseconds and rounds them down to
-// jiffies). An element with less than MinElementTimeout left is left out. Emptying and refilling in one
+// Apply implements KernelLease in one transaction. The announce and
+// accept sets say which addresses the lease covers, without timeouts; the
+// lease's end is the timeout of the one aliveKey element; a drain (an
+// accepted address not announced, Quiet) is an element with its own
+// timeout in the drain sets. When only the lease's end moved since the
+// last full transaction (a renewal), the transaction re-adds the aliveKey
+// element alone, whatever the number of addresses; otherwise, and at least
+// every fullEvery, it empties every set and fills them all. A timeout is
+// the time left until its deadline read from the lease clock right before
+// the call, truncated to the millisecond (the kernel takes milliseconds
+// and rounds them down to jiffies); an element with less than
+// MinElementTimeout left is left out. Emptying and re-adding in one
 // transaction also refreshes timeouts on kernels that do not update the
-// timeout of an element added again (before 6.10), and heals any element
-// someone removed.
+// timeout of an element added again (before 6.10).
 //
 // The kernel counts a timeout from when it processes the transaction, not
 // from the clock reading: a thread stopped between the two would program
@@ -276,8 +373,9 @@ func (l *NFTLease) rules() []*nftables.Rule {
 func (l *NFTLease) Apply(st LeaseState) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	ls := setsOf(st)
 	for range 3 {
-		start, err := l.applyLocked(st)
+		start, err := l.applyLocked(ls)
 		if err != nil {
 			return err
 		}
@@ -302,53 +400,83 @@ const MinElementTimeout = 10 * time.Millisecond
 const ApplyLagLimit = 2 * time.Millisecond
 
 // applyLocked sends one transaction and returns its clock reading.
-func (l *NFTLease) applyLocked(st LeaseState) (time.Duration, error) {
+func (l *NFTLease) applyLocked(ls *leaseSets) (time.Duration, error) {
 	c, err := l.connLocked()
 	if err != nil {
+		l.last = nil
 		return 0, err
 	}
-	var g4, g6 []nftables.SetElement
-	for _, a := range st.Guarded {
-		if a.Is4() {
-			g4 = append(g4, nftables.SetElement{Key: a.AsSlice()})
-		} else {
-			g6 = append(g6, nftables.SetElement{Key: a.AsSlice()})
-		}
-	}
 	now := l.clock()
-	elems := func(es []LeaseElement) (v4, v6 []nftables.SetElement) {
-		for _, e := range es {
-			left := (e.Until - now).Truncate(time.Millisecond)
-			if left < MinElementTimeout {
-				continue
+	left := func(until time.Duration) (time.Duration, bool) {
+		d := (until - now).Truncate(time.Millisecond)
+		return d, d >= MinElementTimeout
+	}
+	add := func(s *nftables.Set, es []nftables.SetElement) error {
+		if len(es) == 0 {
+			return nil
+		}
+		if err := c.SetAddElements(s, es); err != nil {
+			return fmt.Errorf("nftables set %s: %w", s.Name, err)
+		}
+		return nil
+	}
+	full := !ls.sameMembers(l.last) || now-l.lastFull >= fullEvery
+	if full {
+		split := func(as []netip.Addr) (v4, v6 []nftables.SetElement) {
+			for _, a := range as {
+				if a.Is4() {
+					v4 = append(v4, nftables.SetElement{Key: a.AsSlice()})
+				} else {
+					v6 = append(v6, nftables.SetElement{Key: a.AsSlice()})
+				}
 			}
-			el := nftables.SetElement{Key: e.Addr.AsSlice(), Timeout: left}
-			if e.Addr.Is4() {
-				v4 = append(v4, el)
-			} else {
-				v6 = append(v6, el)
+			return v4, v6
+		}
+		g4, g6 := split(ls.guard)
+		n4, n6 := split(ls.announce)
+		c4, c6 := split(ls.accept)
+		var d4, d6 []nftables.SetElement
+		for _, e := range ls.drain {
+			if t, ok := left(e.Until); ok {
+				el := nftables.SetElement{Key: e.Addr.AsSlice(), Timeout: t}
+				if e.Addr.Is4() {
+					d4 = append(d4, el)
+				} else {
+					d6 = append(d6, el)
+				}
 			}
 		}
-		return v4, v6
-	}
-	a4, a6 := elems(st.Announce)
-	c4, c6 := elems(st.Accept)
-	for _, s := range l.allOwnedSet {
-		c.FlushSet(s)
-	}
-	for _, x := range []struct {
-		s  *nftables.Set
-		es []nftables.SetElement
-	}{{l.arpVIPs4, g4}, {l.vips4, g4}, {l.vips6, g6}, {l.arpAnnounce4, a4}, {l.announce6, a6}, {l.accept4, c4}, {l.accept6, c6}} {
-		if len(x.es) == 0 {
-			continue
+		for _, s := range l.allOwnedSet {
+			c.FlushSet(s)
 		}
-		if err := c.SetAddElements(x.s, x.es); err != nil {
-			return 0, fmt.Errorf("nftables set %s: %w", x.s.Name, err)
+		for _, x := range []struct {
+			s  *nftables.Set
+			es []nftables.SetElement
+		}{{l.arpVIPs4, g4}, {l.vips4, g4}, {l.vips6, g6}, {l.arpAnnounce4, n4}, {l.announce6, n6},
+			{l.accept4, c4}, {l.accept6, c6}, {l.drain4, d4}, {l.drain6, d6}} {
+			if err := add(x.s, x.es); err != nil {
+				l.last = nil
+				return 0, err
+			}
+		}
+	} else {
+		c.FlushSet(l.arpAlive)
+		c.FlushSet(l.inetAlive)
+	}
+	if t, ok := left(ls.until); ok && len(ls.announce)+len(ls.accept) > 0 {
+		for _, s := range []*nftables.Set{l.arpAlive, l.inetAlive} {
+			if err := add(s, []nftables.SetElement{{Key: aliveKey, Timeout: t}}); err != nil {
+				l.last = nil
+				return 0, err
+			}
 		}
 	}
 	if err := l.flushLocked(c); err != nil {
+		l.last = nil
 		return 0, fmt.Errorf("program the kernel lease: %w", err)
+	}
+	if full {
+		l.last, l.lastFull = ls, now
 	}
 	return now, nil
 }
@@ -363,6 +491,7 @@ func (l *NFTLease) Disarm() error {
 	if err != nil {
 		return err
 	}
+	l.last = nil
 	for _, s := range l.allOwnedSet {
 		c.FlushSet(s)
 	}
@@ -552,7 +681,7 @@ func kernelLeaseEnforces(c *nftables.Conn, vips []netip.Addr, within time.Durati
 	for _, x := range []struct {
 		ch   *nftables.Chain
 		want int
-	}{{l.arpOut, 1}, {l.inetOut, 2}, {l.inetIn, 2}} {
+	}{{l.arpOut, 2}, {l.inetOut, 4}, {l.inetIn, 4}} {
 		rs, err := c.GetRules(x.ch.Table, x.ch)
 		if err != nil {
 			return !errors.Is(err, unix.ENOENT), fmt.Errorf("kernel lease: rules of %s: %w", chainName(x.ch), err)
@@ -590,8 +719,15 @@ func kernelLeaseEnforces(c *nftables.Conn, vips []netip.Addr, within time.Durati
 		if err != nil {
 			return !errors.Is(err, unix.ENOENT), fmt.Errorf("kernel lease: set %s: %w", setName(s), err)
 		}
+		// The announce and accept sets only say which addresses the
+		// lease covers (its end is the lease_alive element's); every
+		// other element must expire by itself.
+		covers := s == l.arpAnnounce4 || s == l.announce6 || s == l.accept4 || s == l.accept6
 		for _, e := range els {
 			a, _ := netip.AddrFromSlice(e.Key)
+			if e.Timeout == 0 && covers {
+				continue
+			}
 			if e.Timeout == 0 {
 				return false, fmt.Errorf("kernel lease: %s in set %s never expires", a, setName(s))
 			}

@@ -102,8 +102,10 @@ func (n *Net) Serves(id string) bool {
 	return !ok || live
 }
 
-// leaseElement says whether host id's lease_announce4 has a live element
-// for the VIP; ok is false when there is no Vigil table (or no nf_tables).
+// leaseElement says whether host id's kernel lease lets it answer ARP for
+// the VIP: the VIP in lease_announce4 and the lease's one element in
+// lease_alive still there (netfloat.NFTLease); ok is false when there is
+// no Vigil table (or no nf_tables).
 func (n *Net) leaseElement(id string) (live, ok bool) {
 	n.nftMu.Lock()
 	defer n.nftMu.Unlock()
@@ -116,16 +118,27 @@ func (n *Net) leaseElement(id string) (live, ok bool) {
 		}
 		n.nft[id] = c
 	}
-	set := &nftables.Set{Table: &nftables.Table{Name: "vigil", Family: nftables.TableFamilyARP}, Name: "lease_announce4", KeyType: nftables.TypeIPAddr}
-	els, err := c.GetSetElements(set)
+	arp := &nftables.Table{Name: "vigil", Family: nftables.TableFamilyARP}
+	els, err := c.GetSetElements(&nftables.Set{Table: arp, Name: "lease_announce4", KeyType: nftables.TypeIPAddr})
 	if err != nil {
 		return false, false
 	}
 	vip := netip.MustParseAddr(VIP).As4()
+	covered := false
 	for _, e := range els {
-		// Expired elements are absent from the dump (6.18); an older
-		// kernel may list one with nothing left.
-		if string(e.Key) == string(vip[:]) && e.Expires > 0 {
+		covered = covered || string(e.Key) == string(vip[:])
+	}
+	if !covered {
+		return false, true
+	}
+	alive, err := c.GetSetElements(&nftables.Set{Table: arp, Name: "lease_alive", KeyType: nftables.TypeIPAddr})
+	if err != nil {
+		return false, true
+	}
+	// Expired elements are absent from the dump (6.18); an older kernel
+	// may list one with nothing left.
+	for _, e := range alive {
+		if e.Expires > 0 {
 			return true, true
 		}
 	}
