@@ -134,6 +134,9 @@ func (m *Manager) ClaimAll(ctx context.Context, vips []VIP) ([]ClaimReport, erro
 	start := time.Now()
 	reps := make([]ClaimReport, len(vips))
 	if err := ctx.Err(); err != nil {
+		for i := range reps {
+			reps[i].Err = err // none was claimed
+		}
 		return reps, err
 	}
 	type item struct {

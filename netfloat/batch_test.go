@@ -187,6 +187,12 @@ func TestQuietAllRefuseAll(t *testing.T) {
 	}
 	m.mu.Unlock()
 
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if reps, err := m.ClaimAll(ctx, vips[4:]); !errors.Is(err, context.Canceled) || len(reps) != 2 || !errors.Is(reps[0].Err, context.Canceled) || !errors.Is(reps[1].Err, context.Canceled) {
+		t.Fatalf("ClaimAll with a cancelled context = %+v, %v; want every report failed", reps, err)
+	}
+
 	m2 := newManager(t, a, Options{LeaseClock: clock.Boottime})
 	if _, err := m2.RefuseAll(vips); !errors.Is(err, ErrKernelLeaseUnavailable) {
 		t.Fatalf("RefuseAll without a kernel lease: %v", err)
