@@ -330,21 +330,15 @@ func (m *Manager) ReleaseAll(vips []VIP) error {
 		ts = append(ts, target{v: nv, h: h})
 	}
 	m.mu.Unlock()
-	// Every announcer told to stop first, then waited for: no
-	// announcement leaves once the addresses start to go.
-	stopped := false
+	// No announcement leaves once the addresses start to go.
+	var hs []*holding
 	for _, t := range ts {
 		if t.h != nil {
-			t.h.cancel()
-			stopped = true
+			hs = append(hs, t.h)
 		}
 	}
-	for _, t := range ts {
-		if t.h != nil {
-			<-t.h.done
-		}
-	}
-	if stopped {
+	stopAll(hs)
+	if len(hs) > 0 {
 		// The kernel stops serving them first, then they go.
 		_ = m.applyKernel()
 	}
@@ -434,7 +428,11 @@ func (m *Manager) heldOf(vips []VIP) ([]*holding, error) {
 	return hs, errors.Join(errs...)
 }
 
-// stopAll stops the announcers of hs, all told first, then waited for.
+// stopAll stops the announcers of hs, all told first, then waited for:
+// once it has returned no announcement of them goes out any more, not even
+// one that was already being sent (a late gratuitous ARP from the old
+// active of a handover would point clients back at it). Not under m.mu: an
+// announcement in flight takes it.
 func stopAll(hs []*holding) {
 	for _, h := range hs {
 		h.cancel()

@@ -196,16 +196,6 @@ type holding struct {
 	acceptUntil time.Duration
 }
 
-// stopAnnouncing stops h's announcer and waits for it to return: once it
-// has, no announcement of h goes out any more, not even one that was
-// already being sent (a late gratuitous ARP from the old active of a
-// handover would point clients back at it). Not under m.mu: an
-// announcement in flight takes it.
-func (h *holding) stopAnnouncing() {
-	h.cancel()
-	<-h.done
-}
-
 type probeWaiter struct {
 	addr  netip.Addr
 	iface string
@@ -671,11 +661,11 @@ func (m *Manager) announce(p *port, v VIP) error {
 // re-creates the address if it vanished meanwhile; Watch reports such a
 // removal, after which Extend fails with ErrNotHeld until the next Claim.
 func (m *Manager) Extend(v VIP) error {
-	h, err := m.holdingOf(v)
-	if err != nil {
-		return err
+	notHeld, err := m.ExtendAll([]VIP{v})
+	if len(notHeld) > 0 {
+		return fmt.Errorf("%w: %s", ErrNotHeld, v)
 	}
-	return m.addrReplace(h.index, h.vip.Prefix, m.label(h.vip.Interface), m.lifetimeSecs())
+	return err
 }
 
 // holdingOf returns the holding of v, ErrNotHeld if there is none.
@@ -702,23 +692,11 @@ func (m *Manager) holdingOf(v VIP) (*holding, error) {
 // client is sent back here), while packets already on their way are still
 // accepted until the end of the lease it held.
 func (m *Manager) Quiet(v VIP) error {
-	h, err := m.holdingOf(v)
-	if err != nil {
+	if _, err := m.holdingOf(v); err != nil {
 		return err
 	}
-	h.stopAnnouncing()
-	if m.kl != nil {
-		m.mu.Lock()
-		if !h.quiet {
-			h.quiet = true
-			h.acceptUntil = time.Duration(m.leaseMax.Load())
-		}
-		m.mu.Unlock()
-		// A failure disarms the kernel lease: the address is served as
-		// without it, which is today's drain.
-		_ = m.applyKernel()
-	}
-	return nil
+	_, err := m.QuietAll([]VIP{v})
+	return err
 }
 
 // Refuse is Quiet for a break-before-make handover (config
@@ -729,50 +707,16 @@ func (m *Manager) Quiet(v VIP) error {
 // returns ErrKernelLeaseUnavailable and changes nothing: the caller
 // releases the address instead.
 func (m *Manager) Refuse(v VIP) error {
-	h, err := m.holdingOf(v)
-	if err != nil {
+	if _, err := m.holdingOf(v); err != nil {
 		return err
 	}
-	if m.kl == nil || m.KernelLeaseStats().Failing {
-		return ErrKernelLeaseUnavailable
-	}
-	h.stopAnnouncing()
-	m.mu.Lock()
-	h.quiet = true
-	h.acceptUntil = 0 // in no accept set: the kernel drops what comes
-	m.mu.Unlock()
-	if err := m.applyKernel(); err != nil {
-		return fmt.Errorf("netfloat: refuse %s: %w", v, err)
-	}
-	return nil
+	_, err := m.RefuseAll([]VIP{v})
+	return err
 }
 
 // Release stops announcing v and removes the address. An address (or
 // interface) that is already gone is not an error.
-func (m *Manager) Release(v VIP) error {
-	v, err := Normalize(v)
-	if err != nil {
-		return err
-	}
-	m.mu.Lock()
-	h := m.held[v.key()]
-	delete(m.held, v.key())
-	m.mu.Unlock()
-	if h != nil {
-		h.stopAnnouncing()
-		// The kernel stops serving it first, then it goes.
-		_ = m.applyKernel()
-		return m.addrDel(h.index, h.vip.Prefix)
-	}
-	link, err := m.h.LinkByName(v.Interface)
-	if err != nil {
-		if isGone(err) {
-			return nil
-		}
-		return fmt.Errorf("netfloat: release %s: %w", v, err)
-	}
-	return m.addrDel(link.Attrs().Index, v.Prefix)
-}
+func (m *Manager) Release(v VIP) error { return m.ReleaseAll([]VIP{v}) }
 
 // Held returns the VIPs this Manager holds, sorted.
 func (m *Manager) Held() []VIP {

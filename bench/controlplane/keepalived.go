@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/vigil-project/vigil/bench/internal/quantile"
 	"os"
 	"slices"
 	"time"
@@ -98,9 +99,9 @@ func measureKeepalived(ctx context.Context, advert, window time.Duration, nsampl
 			slices.Sort(cs)
 			slices.Sort(rs)
 			fmt.Printf("bench=controlplane %s host=%s role=%s proc=%s sched=%s rss_idle_mib=%.1f cpu_pct_p50=%.3f cpu_pct_p99=%.3f windows=%d restarts=%d window_s=%.0f\n",
-				label, p.host, p.role, p.name, schedOf(p.pid), pct(rs, .5), pct(cs, .5), pct(cs, .99), len(cs), p.restarts, win.Seconds())
+				label, p.host, p.role, p.name, schedOf(p.pid), quantile.Nearest(rs, .5), quantile.Nearest(cs, .5), quantile.Nearest(cs, .99), len(cs), p.restarts, win.Seconds())
 			if p.name == "vrrp" && len(cs) > 0 {
-				vrrpMax = max(vrrpMax, pct(cs, .5))
+				vrrpMax = max(vrrpMax, quantile.Nearest(cs, .5))
 			}
 		}
 		moved := 0

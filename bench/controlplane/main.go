@@ -18,6 +18,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/vigil-project/vigil/bench/internal/quantile"
 	"io"
 	"math"
 	"os"
@@ -310,7 +311,7 @@ func measure(ctx context.Context, bin, timing string, rtBudget, window time.Dura
 		rs := slices.Clone(p.rss)
 		slices.Sort(rs)
 		line := fmt.Sprintf("bench=controlplane timing=%s host=%s role=%s proc=%s sched=%s rss_idle_mib=%.1f cpu_pct_p50=%.3f cpu_pct_p99=%.3f windows=%d restarts=%d window_s=%.0f",
-			timing, p.host, roles[p.host], p.name, schedOf(p.pid), pct(rs, .5), pct(cs, .5), pct(cs, .99), len(cs), p.restarts, win.Seconds())
+			timing, p.host, roles[p.host], p.name, schedOf(p.pid), quantile.Nearest(rs, .5), quantile.Nearest(cs, .5), quantile.Nearest(cs, .99), len(cs), p.restarts, win.Seconds())
 		if soak > 0 {
 			line += fmt.Sprintf(" rss_soak_mib=%.1f restarts_soak=%d soak_s=%.0f", rssSoak[p], p.soakRestarts, soak.Seconds())
 		}
@@ -319,10 +320,10 @@ func measure(ctx context.Context, bin, timing string, rtBudget, window time.Dura
 		}
 		fmt.Println(line)
 		if p.name == "supervisor" {
-			supMaxCPU = math.Max(supMaxCPU, pct(cs, .5))
+			supMaxCPU = math.Max(supMaxCPU, quantile.Nearest(cs, .5))
 			continue
 		}
-		cpMaxCPU = math.Max(cpMaxCPU, pct(cs, .5))
+		cpMaxCPU = math.Max(cpMaxCPU, quantile.Nearest(cs, .5))
 		if len(rs) > 0 {
 			cpMaxRSS = math.Max(cpMaxRSS, slices.Max(rs))
 		}
@@ -698,15 +699,6 @@ func vmRSSKiB(pid int) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no VmRSS for %d", pid)
-}
-
-// pct is the q-quantile of sorted xs (nearest rank); NaN when empty.
-func pct(xs []float64, q float64) float64 {
-	if len(xs) == 0 {
-		return math.NaN()
-	}
-	i := int(math.Ceil(q*float64(len(xs)))) - 1
-	return xs[min(max(i, 0), len(xs)-1)]
 }
 
 // schedOf names the policy of pid's main thread: rr when the control

@@ -24,7 +24,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"math"
+	"github.com/vigil-project/vigil/bench/internal/quantile"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -238,25 +238,14 @@ func measure(t e2e.TB, n *e2e.Net, sys e2e.System, s spec, o e2e.RunOptions, run
 			extra += max(0, res.Moves-1)
 		}
 		if sc != e2e.ScenarioNoisy {
-			p.Extra = append(p.Extra, [2]string{sc + "_p99_ms", num(pct(outage, .99))})
+			p.Extra = append(p.Extra, [2]string{sc + "_p99_ms", num(quantile.Nearest(outage, .99))})
 			all = append(all, outage...)
 		}
 	}
 	p.Extra = append(p.Extra, [2]string{"fault_extra_moves", strconv.Itoa(extra)})
 	p.OutageSamples = len(all)
-	p.OutageP50, p.OutageP99 = pct(all, .5), pct(all, .99)
+	p.OutageP50, p.OutageP99 = quantile.Nearest(all, .5), quantile.Nearest(all, .99)
 	return p
-}
-
-// pct is the nearest-rank percentile of xs, NaN for none.
-func pct(xs []float64, p float64) float64 {
-	if len(xs) == 0 {
-		return math.NaN()
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	i := int(math.Ceil(p*float64(len(s)))) - 1
-	return s[max(0, min(i, len(s)-1))]
 }
 
 // outputs are the plot's and the table's paths: as given, else the

@@ -211,18 +211,6 @@ bench=tradeoff system=vigil setting=lease_200ms outage_p50_ms=226 outage_p99_ms=
 	}
 }
 
-func TestPct(t *testing.T) {
-	xs := []float64{5, 1, 4, 2, 3, 10, 9, 8, 7, 6}
-	for _, c := range []struct{ p, want float64 }{{.5, 5}, {.99, 10}, {.1, 1}, {.11, 2}, {1, 10}} {
-		if got := pct(xs, c.p); got != c.want {
-			t.Errorf("pct(%v) = %v, want %v", c.p, got, c.want)
-		}
-	}
-	if !math.IsNaN(pct(nil, .5)) {
-		t.Error("pct of nothing is not NaN")
-	}
-}
-
 func TestNoteFromLog(t *testing.T) {
 	if got := noteFrom("machine cores=2 kernel=6.1\n", "2026-12-10"); got != "Measured 2026-12-10 on cores=2 kernel=6.1." {
 		t.Errorf("noteFrom = %q", got)

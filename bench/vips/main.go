@@ -20,7 +20,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"math"
+	"github.com/vigil-project/vigil/bench/internal/quantile"
 	"net/netip"
 	"os"
 	"slices"
@@ -191,22 +191,11 @@ func measure(m *netfloat.Manager, cap *capture, mode string, vs []netfloat.VIP, 
 		released = append(released, msOf(rel))
 	}
 	return fmt.Sprintf("bench=vips mode=%s addresses=%d runs=%d added_ms_p50=%.2f added_ms_p99=%.2f announced_ms_p50=%.2f announced_ms_p99=%.2f client_seen_ms_p50=%.2f client_seen_ms_p99=%.2f released_ms_p50=%.2f released_ms_p99=%.2f kernel_lease_apply_ms_p50=%.2f",
-		mode, len(vs), runs, pct(added, .5), pct(added, .99), pct(announced, .5), pct(announced, .99),
-		pct(seen, .5), pct(seen, .99), pct(released, .5), pct(released, .99), pct(apply, .5)), nil
+		mode, len(vs), runs, quantile.Nearest(added, .5), quantile.Nearest(added, .99), quantile.Nearest(announced, .5), quantile.Nearest(announced, .99),
+		quantile.Nearest(seen, .5), quantile.Nearest(seen, .99), quantile.Nearest(released, .5), quantile.Nearest(released, .99), quantile.Nearest(apply, .5)), nil
 }
 
 func msOf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-
-// pct is the q-quantile of xs (nearest rank).
-func pct(xs []float64, q float64) float64 {
-	if len(xs) == 0 {
-		return math.NaN()
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	i := int(math.Ceil(q*float64(len(s)))) - 1
-	return s[min(max(i, 0), len(s)-1)]
-}
 
 // capture is a packet socket in the client's namespace that records when
 // each address's first gratuitous ARP arrived (the kernel's receive time).

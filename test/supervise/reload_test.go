@@ -30,24 +30,7 @@ func vipsYAML(addrs ...string) string {
 }
 
 // holdsAddr reports whether host id has addr on its interface now.
-func (c *vipCluster) holdsAddr(id, addr string) bool {
-	h := c.net.Hosts[id]
-	link, err := h.Handle.LinkByName(netnstest.LinkName)
-	if err != nil {
-		return false
-	}
-	addrs, err := h.Handle.AddrList(link, netlink.FAMILY_V4)
-	if err != nil {
-		return false
-	}
-	want := netip.MustParseAddr(addr)
-	for _, a := range addrs {
-		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && ip == want {
-			return true
-		}
-	}
-	return false
-}
+func (c *vipCluster) holdsAddr(id, addr string) bool { return c.addrSet(id)[addr] }
 
 // reloadWith rewrites the node's vips: section and sends its supervisor
 // SIGHUP, as `systemctl reload vigil` would.
