@@ -57,6 +57,13 @@ type Config struct {
 	Lease         time.Duration // how long a granted active role lasts without renewal
 	DriftMargin   time.Duration // locator's extra wait; covers clock-rate drift (see MaxDrift)
 
+	// Failback, when > 0, moves the active role back to a node earlier in
+	// Nodes (more preferred) once the token has shown that node in the
+	// ring, healthy and out of maintenance, for this long without a break:
+	// a planned handover, like a switchover. 0 (the default): the role
+	// stays where it is until its holder fails (keepalived's nopreempt).
+	Failback time.Duration
+
 	// Planted is for the simulator's tests only (protocol/sim): defects
 	// planted in the core to show that the simulator finds them. Its type
 	// is internal to protocol/, so no other package can make a non-zero
@@ -155,6 +162,11 @@ func (c Config) Problems() []*ConfigError {
 		bad("drift_margin", nil, "drift_margin %v must be positive", c.DriftMargin)
 	case c.DriftMargin >= c.Lease:
 		bad("drift_margin", []string{"lease"}, "drift_margin %v must be shorter than lease %v", c.DriftMargin, c.Lease)
+	}
+	// A failback sooner than a token timeout would move the role back
+	// to a node the ring has not yet seen pass the token once or twice.
+	if c.Failback < 0 || (c.Failback > 0 && c.Failback < c.TokenTimeout) {
+		bad("failback", []string{"token_timeout"}, "failback %v must be 0 (off) or at least token_timeout %v", c.Failback, c.TokenTimeout)
 	}
 	return out
 }

@@ -143,8 +143,14 @@ type Node struct {
 	activeEpoch uint64
 	peers       []NodeHealth
 	peersAt     time.Duration
-	lastHeard   []time.Duration
-	heard       []bool
+	// fitSince[i], when fit[i], is when the token first showed node i in
+	// the ring, healthy and out of maintenance, with no token since that
+	// showed it otherwise (and no token timeout without any token): what
+	// Config.Failback is measured from.
+	fit       []bool
+	fitSince  []time.Duration
+	lastHeard []time.Duration
+	heard     []bool
 
 	rounds    []*round // renewals in flight
 	claim     *round
@@ -203,6 +209,7 @@ func NewNode(cfg Config, st NodeState, now time.Duration) (*Node, error) {
 	n.lastHeard = make([]time.Duration, len(cfg.Nodes))
 	n.heard = make([]bool, len(cfg.Nodes))
 	n.peers = make([]NodeHealth, len(cfg.Nodes))
+	n.fit, n.fitSince = make([]bool, len(cfg.Nodes)), make([]time.Duration, len(cfg.Nodes))
 	for i, id := range cfg.Nodes {
 		n.peers[i] = NodeHealth{ID: id}
 	}
@@ -275,8 +282,8 @@ func (n *Node) SetMaintenance(now time.Duration, on bool) {
 	n.timers()
 }
 
-// Switchover moves the active role to node `to` ("" = the next healthy
-// standby in ring order). On the active it hands over at once: it drops
+// Switchover moves the active role to node `to` ("" = the most preferred
+// healthy standby: the earliest in Nodes). On the active it hands over at once: it drops
 // the role (BecameStandby), releases its epoch at the locators and tells
 // the target to claim the next epoch, which the locators then grant
 // without waiting for the lease. On a standby it forwards the request to
@@ -606,6 +613,11 @@ func (n *Node) NextDeadline() time.Duration {
 		if (n.maint || !n.healthy) && n.healthyPeer() != "" {
 			at(n.now) // maybeHandover
 		}
+		if to, due := n.failbackTo(); to != "" {
+			at(n.now)
+		} else if due != 0 {
+			at(due)
+		}
 	}
 	if n.holding {
 		pass := n.heldSince + n.cfg.TokenInterval
@@ -699,6 +711,7 @@ func (n *Node) onToken(t Token) {
 			n.peers[i] = h
 		}
 	}
+	n.noteFit()
 	n.peersAt = n.now
 	n.holdStarts()
 	n.tok = t
@@ -878,19 +891,58 @@ func (n *Node) eligible() bool {
 
 func (n *Node) peersFresh() bool { return n.now-n.peersAt < n.cfg.TokenTimeout }
 
-// healthyPeer is the first other node, in ring order after this one, that
-// the token recently showed in the ring, healthy and not in maintenance.
+// healthyPeer is the most preferred other node (the earliest in Nodes)
+// that the token recently showed in the ring, healthy and not in
+// maintenance: a handover there is the one a failback would not undo.
 func (n *Node) healthyPeer() string {
 	if !n.peersFresh() {
 		return ""
 	}
-	for k := 1; k < len(n.cfg.Nodes); k++ {
-		p := n.peers[(n.idx+k)%len(n.cfg.Nodes)]
-		if p.InRing && p.Healthy && !p.Maintenance {
+	for i, p := range n.peers {
+		if i != n.idx && p.InRing && p.Healthy && !p.Maintenance {
 			return p.ID
 		}
 	}
 	return ""
+}
+
+// noteFit updates fit and fitSince from the peers the token just showed
+// (before peersAt moves): a gap of a token timeout without any token breaks
+// every run, since nothing is known of the peers over it.
+func (n *Node) noteFit() {
+	if !n.peersFresh() {
+		clear(n.fit)
+	}
+	for i, p := range n.peers {
+		switch ok := i != n.idx && p.InRing && p.Healthy && !p.Maintenance; {
+		case ok && !n.fit[i]:
+			n.fit[i], n.fitSince[i] = true, n.now
+		case !ok:
+			n.fit[i] = false
+		}
+	}
+}
+
+// failbackTo is the most preferred node (earlier in Nodes than this one)
+// fit for Config.Failback without a break, "" if none, and when the first
+// one still waiting becomes due (0 if none waits).
+func (n *Node) failbackTo() (to string, due time.Duration) {
+	if n.cfg.Failback <= 0 || !n.peersFresh() {
+		return "", 0
+	}
+	for i := 0; i < n.idx; i++ {
+		if !n.fit[i] {
+			continue
+		}
+		at := n.fitSince[i] + n.cfg.Failback
+		if n.now >= at {
+			return n.cfg.Nodes[i], 0
+		}
+		if due == 0 || at < due {
+			due = at
+		}
+	}
+	return "", due
 }
 
 func (n *Node) maybeHandover() {
@@ -904,6 +956,11 @@ func (n *Node) maybeHandover() {
 		// not keep serving the address while it hands over.
 		reason = "unhealthy"
 	default:
+		// A failback is planned, like a switchover: the more preferred
+		// node has shown itself fit for Failback, and this one is fine.
+		if to, _ := n.failbackTo(); to != "" {
+			n.handover(to, "failback", true)
+		}
 		return
 	}
 	if to := n.healthyPeer(); to != "" {

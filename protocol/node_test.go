@@ -22,7 +22,12 @@ type nodeHarness struct {
 
 func newHarness(t *testing.T, self string, st NodeState) *nodeHarness {
 	t.Helper()
-	n, err := NewNode(testCfg(self), st, 1000*ms)
+	return newHarnessCfg(t, testCfg(self), st)
+}
+
+func newHarnessCfg(t *testing.T, cfg Config, st NodeState) *nodeHarness {
+	t.Helper()
+	n, err := NewNode(cfg, st, 1000*ms)
 	if err != nil {
 		t.Fatal(err)
 	}

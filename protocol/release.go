@@ -14,9 +14,10 @@ import (
 type Succession struct {
 	// Epoch is the epoch the node holds.
 	Epoch uint64
-	// To is the healthy standby to tell to claim at once: the first node
-	// after this one in ring order that the token recently showed in the
-	// ring, healthy and out of maintenance (the rule of a handover); ""
+	// To is the healthy standby to tell to claim at once: the most
+	// preferred other node (earliest in Nodes) that the token recently
+	// showed in the ring, healthy and out of maintenance (the rule of a
+	// handover); ""
 	// if none, and then only the locators are told.
 	To string
 	// Nodes and Locators are the incarnations of the other nodes' and the

@@ -125,6 +125,11 @@ type Result struct {
 	// schedule killed the active that way (Failover measures that path).
 	Releases    int
 	ReleaseKill bool
+	// Failbacks counts failback handovers after the faults healed (a third
+	// of the fault schedules run with Config.Failback); FailbackGap is the
+	// longest of them from the old active's step-down to one active again.
+	Failbacks   int
+	FailbackGap time.Duration
 	Trace       []string
 }
 
@@ -246,6 +251,7 @@ type simWorld struct {
 	healAt       time.Duration
 	activeCnt    int
 	becameOne    time.Duration
+	failbackAt   time.Duration // a failback after the heal is under way since (-1: none)
 	killAt       time.Duration
 	killed       int
 	stopped      bool
@@ -312,7 +318,15 @@ func Run(opt Options) Result {
 		opt.MaxDrift = 0.01
 	}
 	rng := rand.New(rand.NewPCG(opt.Seed, opt.Seed^0x9e3779b97f4a7c15))
-	w := newWorld(opt, rng, simConfig(rng), false)
+	cfg := simConfig(rng)
+	if !opt.Kill && !opt.Benign {
+		// Failback draws from its own stream, so that the other
+		// schedules stay what they were.
+		if fr := rand.New(rand.NewPCG(opt.Seed^0xfa11bac, opt.Seed)); fr.IntN(3) == 0 {
+			cfg.Failback = cfg.TokenTimeout + time.Duration(fr.Int64N(int64(400*time.Millisecond)))
+		}
+	}
+	w := newWorld(opt, rng, cfg, false)
 	maxDelay := 40 * time.Millisecond // longest fault delay spike
 	w.res.Bound = w.cfg.RecoveryBound(maxDelay)
 	var end time.Duration
@@ -357,6 +371,10 @@ func Run(opt Options) Result {
 		w.replayFrom(500*time.Millisecond+time.Duration(rng.Int64N(int64(500*time.Millisecond))), end)
 	}
 	w.runUntil(end)
+	// A failback in progress at the end is given the bound to complete.
+	for k := 0; k < 3 && w.failbackAt >= 0; k++ {
+		w.runUntil(w.failbackAt + w.res.Bound)
+	}
 	w.finish()
 	return *w.res
 }
@@ -447,11 +465,14 @@ func (w *simWorld) replayScripted(n int, every time.Duration) {
 // A scripted world (scenario tests) has exact clocks and a clean network.
 func newWorld(opt Options, rng *rand.Rand, cfg protocol.Config, scripted bool) *simWorld {
 	w := &simWorld{opt: opt, rng: rng, cfg: cfg, byID: map[string]int{}, scripted: scripted, sentTo: map[[macLen]byte]simDest{},
-		owner: map[uint64]string{}, blocked: map[[2]int]bool{}, healAt: -1, killAt: -1, becameOne: -1}
+		owner: map[uint64]string{}, blocked: map[[2]int]bool{}, healAt: -1, killAt: -1, becameOne: -1, failbackAt: -1}
 	w.enc, _ = protocol.NewEncoder(simKey) // simKey is KeySize long
 	w.dec, _ = protocol.NewDecoder(simKey)
 	w.res = &Result{Seed: opt.Seed, Recovery: -1, Failover: -1}
 	w.res.Shape = fmt.Sprintf("nodes=%d locators=%d", len(w.cfg.Nodes), len(w.cfg.Locators))
+	if cfg.Failback > 0 {
+		w.res.Shape += fmt.Sprintf(" failback=%v", cfg.Failback)
+	}
 	w.setNet(false)
 	for _, id := range w.cfg.Locators {
 		h := &simHost{id: id, isNode: slices.Index(w.cfg.Nodes, id) >= 0, healthy: true, rate: 1}
@@ -801,6 +822,12 @@ func (w *simWorld) nodeReady(i int) {
 			if w.benignActive == h.id {
 				w.violation("the active %s lost the role although nothing it needs failed: %s", h.id, e)
 			}
+			if e.Planned && strings.HasSuffix(e.Reason, ": failback") && w.healAt >= 0 && w.now >= w.healAt {
+				// Planned, after the faults healed: not a recovery,
+				// but its gap must be as short as one.
+				w.failbackAt = w.now
+				w.res.Failbacks++
+			}
 		case protocol.BecameActive:
 			w.own(h, e.Epoch)
 		case protocol.TokenRegenerated:
@@ -1015,7 +1042,15 @@ func (w *simWorld) check() {
 	if cnt > 1 {
 		w.violation("overlapping leases: %v all active", who)
 	}
-	if cnt == 1 && w.activeCnt != 1 {
+	switch {
+	case cnt == 1 && w.activeCnt != 1 && w.failbackAt >= 0:
+		gap := w.now - w.failbackAt
+		w.res.FailbackGap = max(w.res.FailbackGap, gap)
+		if gap > w.res.Bound {
+			w.violation("liveness: failback left no active for %v (bound %v)", gap, w.res.Bound)
+		}
+		w.failbackAt = -1
+	case cnt == 1 && w.activeCnt != 1:
 		w.becameOne = w.now
 	}
 	w.activeCnt = cnt

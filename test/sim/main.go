@@ -99,6 +99,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		recs                 []time.Duration
 		steps, msg, replayed int64
 		forged, releases     int64
+		failbacks            int64
+		maxFailbackGap       time.Duration
 		relFails             []time.Duration
 		wg                   sync.WaitGroup
 	)
@@ -119,6 +121,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 				replayed += int64(r.Replayed)
 				forged += int64(r.Forged)
 				releases += int64(r.Releases)
+				failbacks += int64(r.Failbacks)
+				maxFailbackGap = max(maxFailbackGap, r.FailbackGap)
 				if len(r.Violations) > 0 {
 					bad = append(bad, r)
 				}
@@ -166,9 +170,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	// The largest bound of the simulated shapes (3 nodes).
 	bound := protocol.Config{Nodes: []string{"a", "b", "c"}}.RecoveryBound(40 * time.Millisecond)
-	fmt.Printf("bench=sim schedules=%d violations=%d max_recovery_ms=%.1f p99_recovery_ms=%.1f recovery_bound_ms=%.1f kill_runs=%d max_failover_ms=%.1f p99_failover_ms=%.1f release_kill_runs=%d max_release_failover_ms=%.1f p99_release_failover_ms=%.1f releases=%d forged=%d drift=%g steps=%d messages=%d replayed=%d seconds=%.1f\n",
+	fmt.Printf("bench=sim schedules=%d violations=%d max_recovery_ms=%.1f p99_recovery_ms=%.1f recovery_bound_ms=%.1f kill_runs=%d max_failover_ms=%.1f p99_failover_ms=%.1f release_kill_runs=%d max_release_failover_ms=%.1f p99_release_failover_ms=%.1f releases=%d failbacks=%d max_failback_gap_ms=%.1f forged=%d drift=%g steps=%d messages=%d replayed=%d seconds=%.1f\n",
 		*schedules, len(bad), ms(maxRec), ms(pct(recs, 0.99)), ms(bound), len(fails)+len(relFails), ms(maxFail), ms(pct(fails, 0.99)),
-		len(relFails), ms(slices.Max(append(relFails, 0))), ms(pct(relFails, 0.99)), releases, forged, *drift, steps, msg, replayed, time.Since(start).Seconds())
+		len(relFails), ms(slices.Max(append(relFails, 0))), ms(pct(relFails, 0.99)), releases, failbacks, ms(maxFailbackGap), forged, *drift, steps, msg, replayed, time.Since(start).Seconds())
 	if len(bad) > 0 {
 		return 1
 	}
