@@ -146,9 +146,24 @@ func (c *Config) Locators() []Peer {
 	return append(out, c.Cluster.Witnesses...)
 }
 
+// Service returns the cluster's service: this version runs one per
+// cluster, the one of services: or the implicit one made from the
+// top-level vips:. ok is false on a witness, which holds none.
+func (c *Config) Service() (Service, bool) {
+	if c == nil || len(c.Services) == 0 {
+		return Service{}, false
+	}
+	return c.Services[0], true
+}
+
 // Protocol is the protocol core's view of c: what the node manager and the
 // locator start with. Validation applies its rules (protocol.Config.Problems)
 // to every file it accepts.
+//
+// Its Nodes are in the service's order of preference: the nodes of prefer
+// first, most preferred first, then every other node in cluster.nodes
+// order (cluster.nodes order without a service, on a witness). Its
+// Locators are the nodes in cluster.nodes order, then the witnesses.
 func (c *Config) Protocol() protocol.Config {
 	pc := protocol.Config{
 		Cluster:       c.Cluster.Name,
@@ -159,11 +174,31 @@ func (c *Config) Protocol() protocol.Config {
 		Lease:         c.Cluster.Timing.Lease,
 		DriftMargin:   c.Cluster.Timing.DriftMargin,
 	}
-	for _, n := range c.Cluster.Nodes {
-		pc.Nodes = append(pc.Nodes, n.ID)
-	}
+	svc, _ := c.Service()
+	pc.Nodes = preferenceOrder(c.Cluster.Nodes, svc.Prefer)
+	pc.Failback = svc.Failback
 	for _, l := range c.Locators() {
 		pc.Locators = append(pc.Locators, l.ID)
 	}
 	return pc
+}
+
+// preferenceOrder is the ids of nodes with those of prefer first, in
+// prefer's order, then the others in their own order. Ids of prefer that
+// are not nodes, or repeated, are skipped: validation reports them.
+func preferenceOrder(nodes []Peer, prefer []string) []string {
+	var out []string
+	taken := map[string]bool{}
+	for _, id := range prefer {
+		if !taken[id] && hasPeer(nodes, id) {
+			out = append(out, id)
+			taken[id] = true
+		}
+	}
+	for _, n := range nodes {
+		if !taken[n.ID] { // a repeated node id stays repeated: the protocol's rules report it
+			out = append(out, n.ID)
+		}
+	}
+	return out
 }

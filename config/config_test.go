@@ -134,6 +134,10 @@ log: {level: debug, format: json}
 			{Address: "192.0.2.100/24", Interface: "eth0"},
 			{Address: "2001:db8::100/64", Interface: "eth0.100"},
 		},
+		Services: []Service{{Name: ImplicitService, Implicit: true, VIPs: []VIP{
+			{Address: "192.0.2.100/24", Interface: "eth0"},
+			{Address: "2001:db8::100/64", Interface: "eth0.100"},
+		}}},
 		Announce: Announce{Count: 5, Interval: 50 * time.Millisecond, Refresh: 10 * time.Second, Probe: 20 * time.Millisecond, HandoverGap: 30 * time.Millisecond},
 		Control:  ControlGroup{CPUWeight: 5000, IOWeight: 2000, CPUs: "0-1,3", MemoryMin: 128 << 20, Realtime: false, SchedDelayWarn: 20 * time.Millisecond, RTBudget: 150 * time.Millisecond, LatenessWarnShare: 0.4},
 		Apps:     AppsGroup{CPUWeight: 50, IOWeight: 20, CPUMax: "150%", MemoryMax: 2_000_000_000, PidsMax: 4096},
@@ -241,6 +245,7 @@ processes:
 			Nodes:  []Peer{{ID: "a", Address: "192.0.2.11:7400"}},
 			Timing: Timing{TokenInterval: 10 * time.Millisecond, TokenTimeout: 50 * time.Millisecond, Lease: 60 * time.Millisecond, DriftMargin: 15 * time.Millisecond},
 		},
+		Services: []Service{{Name: ImplicitService, Implicit: true}}, // no vips: the implicit service holds none
 		Announce: Announce{Count: 3, Interval: 100 * time.Millisecond, HandoverGap: 30 * time.Millisecond},
 		Control:  ControlGroup{CPUWeight: 10000, IOWeight: 1000, MemoryMin: 64 << 20, Realtime: true, SchedDelayWarn: 50 * time.Millisecond, RTBudget: 300 * time.Millisecond, LatenessWarnShare: 0.25},
 		Apps:     AppsGroup{CPUWeight: 100, IOWeight: 100},
@@ -272,6 +277,7 @@ cluster:
   nodes: [{id: a, address: 192.0.2.11:7400}, {id: b, address: 192.0.2.12:7400}]
   witnesses: [{id: w, address: 192.0.2.13:7400}]
 vips: []
+services: []
 processes: []
 `)))
 	if err != nil {
@@ -282,6 +288,145 @@ processes: []
 	}
 	if len(got.Locators()) != 3 {
 		t.Errorf("Locators() = %v", got.Locators())
+	}
+	// A witness holds no service; the protocol sees the nodes in order.
+	if _, ok := got.Service(); ok || got.Services != nil {
+		t.Errorf("a witness has services %+v", got.Services)
+	}
+	if pc := got.Protocol(); !reflect.DeepEqual(pc.Nodes, []string{"a", "b"}) || pc.Failback != 0 {
+		t.Errorf("Protocol() nodes %v failback %v", pc.Nodes, pc.Failback)
+	}
+}
+
+// A file with services: holds the one service it lists: Config.VIPs are
+// its addresses, and the protocol sees the nodes in the order of prefer,
+// then the others in cluster.nodes order, with its failback.
+func TestParseServices(t *testing.T) {
+	keys := testKeys(t)
+	src := keys.Replace(`
+cluster:
+  name: edge
+  node: b
+  key_file: $KEY
+  nodes:
+    - {id: a, address: 192.0.2.11:7400}
+    - {id: b, address: 192.0.2.12:7400}
+    - {id: c, address: 192.0.2.13:7400}
+    - {id: d, address: 192.0.2.14:7400}
+  witnesses: [{id: w, address: 192.0.2.15:7400}]
+  timing: {token_timeout: 100ms}
+services:
+  - name: customers-1
+    vips:
+      - {address: 192.0.2.100/24, interface: eth0}
+      - {address: "2001:db8::100/64", interface: eth0}
+    processes: [kamailio, rtpengine]
+    prefer: [c, a]
+    failback: 30s
+processes:
+  - {name: kamailio, command: [/bin/sh], critical: true}
+  - {name: rtpengine, command: [/bin/sh]}
+`)
+	c, err := Parse("vigil.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertRunnable(t, c)
+	vips := []VIP{{Address: "192.0.2.100/24", Interface: "eth0"}, {Address: "2001:db8::100/64", Interface: "eth0"}}
+	want := Service{Name: "customers-1", VIPs: vips, Processes: []string{"kamailio", "rtpengine"}, Prefer: []string{"c", "a"}, Failback: 30 * time.Second}
+	if got, ok := c.Service(); !ok || !reflect.DeepEqual(got, want) || len(c.Services) != 1 {
+		t.Errorf("Service() = %+v, %v (of %d); want %+v", got, ok, len(c.Services), want)
+	}
+	if !reflect.DeepEqual(c.VIPs, vips) {
+		t.Errorf("VIPs = %+v, want the service's %+v", c.VIPs, vips)
+	}
+	pc := c.Protocol()
+	if !reflect.DeepEqual(pc.Nodes, []string{"c", "a", "b", "d"}) || pc.Failback != 30*time.Second {
+		t.Errorf("Protocol() nodes %v failback %v; want [c a b d] 30s", pc.Nodes, pc.Failback)
+	}
+	if !reflect.DeepEqual(pc.Locators, []string{"a", "b", "c", "d", "w"}) {
+		t.Errorf("Protocol() locators %v; want them in cluster.nodes order, then the witnesses", pc.Locators)
+	}
+
+	for name, tc := range map[string]struct {
+		from, to string
+		failback time.Duration
+		nodes    []string
+	}{
+		"failback off":                  {"failback: 30s", "failback: off", 0, []string{"c", "a", "b", "d"}},
+		"failback absent":               {"    failback: 30s\n", "", 0, []string{"c", "a", "b", "d"}},
+		"failback empty: the default":   {"failback: 30s", "failback:", 0, []string{"c", "a", "b", "d"}},
+		"failback of one token_timeout": {"failback: 30s", "failback: 100ms", 100 * time.Millisecond, []string{"c", "a", "b", "d"}},
+		"every node preferred":          {"prefer: [c, a]", "prefer: [d, c, b, a]", 30 * time.Second, []string{"d", "c", "b", "a"}},
+		"no prefer":                     {"    prefer: [c, a]\n", "", 30 * time.Second, []string{"a", "b", "c", "d"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			changed := strings.Replace(src, tc.from, tc.to, 1)
+			if changed == src {
+				t.Fatalf("%q not in the file", tc.from)
+			}
+			c, err := Parse("vigil.yaml", []byte(changed))
+			if err != nil {
+				t.Fatal(err)
+			}
+			assertRunnable(t, c)
+			if s, _ := c.Service(); s.Failback != tc.failback {
+				t.Errorf("Failback = %v, want %v", s.Failback, tc.failback)
+			}
+			if pc := c.Protocol(); !reflect.DeepEqual(pc.Nodes, tc.nodes) || pc.Failback != tc.failback {
+				t.Errorf("Protocol() nodes %v failback %v; want %v %v", pc.Nodes, pc.Failback, tc.nodes, tc.failback)
+			}
+		})
+	}
+
+	t.Run("processes absent: nil, every critical process", func(t *testing.T) {
+		c, err := Parse("vigil.yaml", []byte(strings.Replace(src, "    processes: [kamailio, rtpengine]\n", "", 1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s, _ := c.Service(); s.Processes != nil {
+			t.Errorf("Processes = %v, want nil", s.Processes)
+		}
+	})
+}
+
+// Without services:, the top-level vips are the one service, "default",
+// with the defaults: every critical process, cluster.nodes order, no
+// failback. Without vips either, it holds no address.
+func TestImplicitService(t *testing.T) {
+	keys := testKeys(t)
+	for name, tc := range map[string]struct {
+		vips string
+		want []VIP
+	}{
+		"from vips":  {"vips: [{address: 192.0.2.100/24, interface: eth0}]\n", []VIP{{Address: "192.0.2.100/24", Interface: "eth0"}}},
+		"vips empty": {"vips: []\n", nil},
+		"vips null":  {"vips:\n", nil},
+		"no vips":    {"", nil},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c, err := Parse("vigil.yaml", []byte(keys.Replace(`
+cluster:
+  name: edge
+  node: b
+  key_file: $KEY
+  nodes: [{id: b, address: 192.0.2.12:7400}, {id: a, address: 192.0.2.11:7400}]
+  witnesses: [{id: w, address: 192.0.2.13:7400}]
+`+tc.vips)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := Service{Name: ImplicitService, VIPs: tc.want, Implicit: true}
+			if got, ok := c.Service(); !ok || !reflect.DeepEqual(got, want) || len(c.Services) != 1 {
+				t.Errorf("Service() = %+v, %v (of %d); want %+v", got, ok, len(c.Services), want)
+			}
+			if !reflect.DeepEqual(c.VIPs, tc.want) {
+				t.Errorf("VIPs = %+v, want %+v", c.VIPs, tc.want)
+			}
+			if pc := c.Protocol(); !reflect.DeepEqual(pc.Nodes, []string{"b", "a"}) || pc.Failback != 0 {
+				t.Errorf("Protocol() nodes %v failback %v; want cluster.nodes order, no failback", pc.Nodes, pc.Failback)
+			}
+		})
 	}
 }
 
@@ -885,6 +1030,147 @@ control: {cpus: "0-1,x", cpu_weight: 20000}
 		`vigil.yaml:8:38: control.cpu_weight: 20000 is out of range 1..10000`,
 	}},
 
+	// services: (issue: services in the configuration). This version
+	// holds one service per cluster.
+
+	{"services and the top-level vips", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+vips: [{address: 192.0.2.100/24, interface: eth0}]
+services:
+  - {name: s, vips: [{address: 192.0.2.101/24, interface: eth0}]}
+`, []string{`vigil.yaml:7:1: services: the top-level vips (line 6) are the short form of one service, "default", and services: replaces it: move those addresses into a service's vips`}},
+
+	{"an empty services list on a node", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+services: []
+`, []string{`vigil.yaml:6:1: services: lists no service: list one, or leave services out (the top-level vips are then the one service, "default")`}},
+
+	{"two services, one address in both", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+services:
+  - name: customers-1
+    vips: [{address: 192.0.2.100/24, interface: eth0}]
+  - name: customers-2
+    vips: [{address: "::ffff:192.0.2.100/120", interface: eth1}]
+`, []string{
+		`vigil.yaml:9:5: services[1]: this version holds one service per cluster (one lease, one active node): several services, each with an active node of its own, are not supported yet; put these addresses in services[0], or run a second cluster for them`,
+		`vigil.yaml:10:22: services[1].vips[0].address: 192.0.2.100 is also in services[0].vips[0].address (line 8): an address belongs to one service`,
+	}},
+
+	{"a service: no vips, unknown process, a witness and an unknown node in prefer, duplicates", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}, {id: b, address: 192.0.2.12:7400}]
+  witnesses: [{id: w, address: 192.0.2.13:7400}]
+services:
+  - name: s
+    vips: []
+    processes: [kamailo, kamailio, kamailio]
+    prefer: [b, w, c, b]
+processes:
+  - {name: kamailio, command: [/bin/sh]}
+`, []string{
+		`vigil.yaml:9:5: services[0].vips: lists no address: a service is a group of floating IPs, give it at least one`,
+		`vigil.yaml:10:17: services[0].processes[0]: "kamailo" is not the name of an entry of processes (did you mean kamailio?)`,
+		`vigil.yaml:10:36: services[0].processes[2]: duplicate process "kamailio" (first at line 10)`,
+		`vigil.yaml:11:17: services[0].prefer[1]: "w" is a witness: it runs no node manager and never holds a service`,
+		`vigil.yaml:11:20: services[0].prefer[2]: "c" is not the id of an entry in cluster.nodes`,
+		`vigil.yaml:11:23: services[0].prefer[3]: duplicate node "b" (first at line 11)`,
+	}},
+
+	{"a service: missing name and vips, empty lists", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+services:
+  - processes: []
+    prefer: []
+`, []string{
+		`vigil.yaml:7:5: services[0].name: required`,
+		`vigil.yaml:7:5: services[0].vips: required: the service's floating IPs, like [{address: 192.0.2.100/24, interface: eth0}]`,
+		`vigil.yaml:7:5: services[0].processes: lists no process: leave processes out for the default, every process with critical: true`,
+		`vigil.yaml:8:5: services[0].prefer: lists no node: leave prefer out for the order of cluster.nodes (prefer only orders the nodes: those it does not list follow, in cluster.nodes order)`,
+	}},
+
+	{"a service: bad name, a floating IP that is a host's address, a bad address", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+services:
+  - name: ../s
+    vips:
+      - {address: 192.0.2.11/24, interface: eth0}
+      - {address: 192.0.2.0/24, interface: eth0}
+      - {address: 192.0.2.11/24, interface: eth0}
+`, []string{
+		`vigil.yaml:7:11: services[0].name: "../s" must start with a letter or digit and use only A-Z a-z 0-9 _ . - (at most 64 characters)`,
+		`vigil.yaml:9:19: services[0].vips[0].address: 192.0.2.11 is the address of cluster.nodes[0] (line 5): a floating IP must be an address no host has of its own`,
+		`vigil.yaml:10:19: services[0].vips[1].address: "192.0.2.0/24" cannot be a floating IP: the network address of 192.0.2.0/24 is no host's address`,
+		`vigil.yaml:11:19: services[0].vips[2].address: duplicate address 192.0.2.11 (first at line 9)`,
+	}},
+
+	{"failback: 0s, a number, on", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+services:
+  - {name: s, vips: [{address: 192.0.2.100/24, interface: eth0}], failback: 0s}
+  - {name: s, vips: [{address: 192.0.2.101/24, interface: eth0}], failback: 30}
+  - {name: t, vips: [{address: 192.0.2.102/24, interface: eth0}], failback: on}
+`, []string{
+		`vigil.yaml:7:77: services[0].failback: "0s": write off for no failback (a failback delay is a positive duration, like 30s)`,
+		`vigil.yaml:8:5: services[1]: this version holds one service per cluster (one lease, one active node): several services, each with an active node of its own, are not supported yet; put these addresses in services[0], or run a second cluster for them`,
+		`vigil.yaml:8:12: services[1].name: duplicate service name "s" (first at line 7)`,
+		`vigil.yaml:8:77: services[1].failback: "30" is not off or a duration like 30s`,
+		`vigil.yaml:9:5: services[2]: this version holds one service per cluster (one lease, one active node): several services, each with an active node of its own, are not supported yet; put these addresses in services[0], or run a second cluster for them`,
+		`vigil.yaml:9:77: services[2].failback: "on" is not off or a duration like 30s`,
+	}},
+
+	{"failback shorter than token_timeout", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+  timing: {token_timeout: 100ms}
+services:
+  - name: s
+    vips: [{address: 192.0.2.100/24, interface: eth0}]
+    failback: 80ms
+`, []string{`vigil.yaml:10:15: services[0].failback: failback 80ms must be 0 (off) or at least token_timeout 100ms`}},
+
+	{"witness with services", `
+cluster:
+  name: edge
+  node: w
+  role: witness
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+  witnesses: [{id: w, address: 192.0.2.13:7400}]
+services:
+  - {name: s, vips: [{address: 192.0.2.100/24, interface: eth0}]}
+`, []string{`vigil.yaml:8:1: services: a witness holds no service: must be empty`}},
+
 	{"YAML syntax error", `
 cluster:
   name: edge
@@ -1241,6 +1527,10 @@ func FuzzParse(f *testing.F) {
 		"nodes: [{id: a, address: \"192.0.2.1:7400\"}, {id: b, address: \"192.0.2.1:7402\"}], witnesses: [{id: w, address: \"[::ffff:192.0.2.3]:7400\"}], " +
 		"timing: {token_interval: 10ms, token_timeout: 30ms, lease: 20ms, drift_margin: 5ms}}\n" +
 		"vips: [{address: 192.0.2.100/24, interface: eth0}]\ncontrol: {sched_delay_warn: 10ms}\n"))
+	f.Add([]byte("cluster: {name: x, node: a, key_file: " + key + ", " +
+		"nodes: [{id: a, address: \"192.0.2.1:7400\"}, {id: b, address: \"192.0.2.2:7400\"}], witnesses: [{id: w, address: \"192.0.2.3:7400\"}]}\n" +
+		"services: [{name: s, vips: [{address: 192.0.2.100/24, interface: eth0}], processes: [p], prefer: [b], failback: 50ms}]\n" +
+		"processes: [{name: p, command: [/bin/sh]}]\n"))
 	for _, tc := range badConfigs {
 		f.Add([]byte(tc.yaml))
 	}

@@ -7,6 +7,7 @@ import "regexp"
 const schemaProbe = `
 cluster: {nodes: [{}], witnesses: [{}], timing: {}}
 vips: [{}]
+services: [{vips: [{}]}]
 announce: {}
 control: {}
 apps: {}

@@ -7,8 +7,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -22,7 +24,7 @@ import (
 // checks made after the walk still point at a line.
 type marks struct {
 	root, clusterKey, nameVal, nodeVal, keyFileVal, twoNodeVal, nodesKey, witnessesKey *yaml.Node
-	vipsKey, processesKey                                                              *yaml.Node
+	vipsKey, processesKey, servicesKey                                                 *yaml.Node
 	peers                                                                              []peerMark
 	// peersBad: a node or witness entry was rejected, so "node is not
 	// in nodes" would only repeat that error.
@@ -36,7 +38,18 @@ type marks struct {
 	timing    fields
 	timingAt  *yaml.Node
 	timingBad bool
-	vips      []vipMark
+	// vips is every floating IP read, of the top-level vips and of every
+	// service: an address is unique in the cluster.
+	vips []vipMark
+	// processesBad: a process entry or its name was rejected, so "not
+	// the name of an entry of processes" might only repeat that error.
+	processesBad bool
+	// serviceItems is every entry of services; services the marks of
+	// those that are mappings, in step with the Services read.
+	serviceItems []*yaml.Node
+	services     []serviceMark
+	// servicesEmpty: services is an empty list.
+	servicesEmpty bool
 }
 
 type peerMark struct {
@@ -47,9 +60,18 @@ type peerMark struct {
 }
 
 type vipMark struct {
+	list string // the list it is in: vips, services[1].vips
 	path string
 	val  *yaml.Node
 	addr netip.Addr // normalised by netfloat
+}
+
+// serviceMark is where a service's cross-checked values stand.
+type serviceMark struct {
+	path string // services[i]
+	// processes and prefer are the names listed, once each, with where.
+	processes, prefer []mark
+	failbackVal       *yaml.Node
 }
 
 func (p *parser) config(root *yaml.Node, c *Config) {
@@ -62,14 +84,18 @@ func (p *parser) config(root *yaml.Node, c *Config) {
 		}}.req("required"),
 		field{key: "vips", read: func(p *parser, e entry, _ string) {
 			mk.vipsKey = e.key
-			c.VIPs = p.vips(e.val, mk)
+			c.VIPs = p.vips(e.val, "vips", mk)
+		}},
+		field{key: "services", read: func(p *parser, e entry, _ string) {
+			mk.servicesKey = e.key
+			c.Services = p.services(e.val, mk)
 		}},
 		group("announce", announceFields(&c.Announce)...),
 		group("control", controlFields(&c.Control)...),
 		group("apps", appsFields(&c.Apps)...),
 		field{key: "processes", read: func(p *parser, e entry, _ string) {
 			mk.processesKey = e.key
-			c.Processes = p.processes(e.val)
+			c.Processes = p.processes(e.val, mk)
 		}},
 		group("hooks", hooksFields(&c.Hooks)...),
 		group("metrics", set("listen", checked((*parser).str, checkMetricsListen), &c.Metrics.Listen)),
@@ -212,28 +238,37 @@ func (p *parser) timing(n *yaml.Node, t *Timing, mk *marks) {
 	mk.timing, mk.timingAt, mk.timingBad = f, n, len(p.errs) > before
 }
 
-func (p *parser) vips(n *yaml.Node, mk *marks) []VIP {
-	items, ok := p.list(n, "vips")
+// vips reads the floating IPs of the list at path: the top-level vips, or
+// a service's services[i].vips. An address is unique in the cluster, not
+// only in its list; each is marked for vipRule.
+func (p *parser) vips(n *yaml.Node, path string, mk *marks) []VIP {
+	items, ok := p.list(n, path)
 	if !ok {
 		return nil
 	}
 	var out []VIP
-	first := map[netip.Addr]*yaml.Node{}
 	for i, it := range items {
-		ip := index("vips", i)
+		ip := index(path, i)
 		var vip VIP
 		f, ok := p.section(it, it, ip,
-			field{key: "address", read: func(p *parser, e entry, path string) {
-				addr, ok := conv((*parser).str, floatingAddr)(p, e.val, path)
-				switch {
-				case !ok: // reported
-				case first[addr] != nil:
-					p.errAt(e.val, path, "duplicate address %s (first at line %d)", addr, first[addr].Line)
-				default:
-					first[addr] = e.val
-					vip.Address = e.val.Value
-					mk.vips = append(mk.vips, vipMark{path: path, val: e.val, addr: addr})
+			field{key: "address", read: func(p *parser, e entry, kp string) {
+				addr, ok := conv((*parser).str, floatingAddr)(p, e.val, kp)
+				if !ok {
+					return // reported
 				}
+				for _, prev := range mk.vips {
+					switch {
+					case prev.addr != addr:
+						continue
+					case prev.list == path:
+						p.errAt(e.val, kp, "duplicate address %s (first at line %d)", addr, prev.val.Line)
+					default:
+						p.errAt(e.val, kp, "%s is also in %s (line %d): an address belongs to one service", addr, prev.path, prev.val.Line)
+					}
+					return
+				}
+				vip.Address = e.val.Value
+				mk.vips = append(mk.vips, vipMark{list: path, path: kp, val: e.val, addr: addr})
 			}}.req("required"),
 			set("interface", checked((*parser).str, checkIfName), &vip.Interface).req("required: the interface that carries the address, like eth0"),
 		)
@@ -278,20 +313,124 @@ func appsFields(g *AppsGroup) []field {
 	}
 }
 
-func (p *parser) processes(n *yaml.Node) []Process {
+func (p *parser) processes(n *yaml.Node, mk *marks) []Process {
 	items, ok := p.list(n, "processes")
 	if !ok {
+		mk.processesBad = true
 		return nil
 	}
 	var out []Process
 	names := map[string]*yaml.Node{}
 	for i, it := range items {
 		pr := defaultProcess()
-		if _, ok := p.section(it, it, index("processes", i), processFields(&pr, names)...); ok {
+		f, ok := p.section(it, it, index("processes", i), processFields(&pr, names)...)
+		if ok {
 			out = append(out, pr)
+		}
+		if !ok || f.failed("name") || pr.Name == "" {
+			mk.processesBad = true
 		}
 	}
 	return out
+}
+
+// services reads the services: entries. What they name (processes,
+// nodes) is checked in serviceRules, once the whole file is read.
+func (p *parser) services(n *yaml.Node, mk *marks) []Service {
+	items, ok := p.list(n, "services")
+	if !ok {
+		return nil
+	}
+	mk.serviceItems, mk.servicesEmpty = items, len(items) == 0
+	var out []Service
+	names := map[string]*yaml.Node{}
+	for i, it := range items {
+		ip := index("services", i)
+		sm := serviceMark{path: ip}
+		var s Service
+		_, ok := p.section(it, it, ip,
+			set("name", (*parser).ident, &s.Name).req("required").then(func(p *parser, e entry, path string) {
+				if first := names[s.Name]; first != nil {
+					p.errAt(e.val, path, "duplicate service name %q (first at line %d)", s.Name, first.Line)
+				} else {
+					names[s.Name] = e.val
+				}
+			}),
+			field{key: "vips", read: func(p *parser, e entry, path string) {
+				s.VIPs = p.vips(e.val, path, mk)
+				if e.val.Kind == yaml.SequenceNode && len(e.val.Content) == 0 {
+					p.errAt(e.key, path, "lists no address: a service is a group of floating IPs, give it at least one")
+				}
+			}}.req("required: the service's floating IPs, like [{address: 192.0.2.100/24, interface: eth0}]"),
+			field{key: "processes", read: func(p *parser, e entry, path string) {
+				s.Processes, sm.processes = p.nameList(e, path, "process",
+					"lists no process: leave processes out for the default, every process with critical: true")
+			}},
+			field{key: "prefer", read: func(p *parser, e entry, path string) {
+				s.Prefer, sm.prefer = p.nameList(e, path, "node",
+					"lists no node: leave prefer out for the order of cluster.nodes "+
+						"(prefer only orders the nodes: those it does not list follow, in cluster.nodes order)")
+			}},
+			set("failback", (*parser).failback, &s.Failback).mark(&sm.failbackVal),
+		)
+		if ok {
+			out = append(out, s)
+			mk.services = append(mk.services, sm)
+		}
+	}
+	return out
+}
+
+// nameList reads a non-empty list of names (of what: process, node),
+// each once; empty is the message for an empty list. The names are
+// returned with where they stand, for the checks of serviceRules.
+func (p *parser) nameList(e entry, path, what, empty string) ([]string, []mark) {
+	items, ok := p.list(e.val, path)
+	if !ok {
+		return nil, nil
+	}
+	if len(items) == 0 {
+		p.errAt(e.key, path, "%s", empty)
+		return nil, nil
+	}
+	var names []string
+	var at []mark
+	first := map[string]*yaml.Node{}
+	for i, it := range items {
+		ip := index(path, i)
+		s, ok := p.str(it, ip)
+		switch {
+		case !ok: // reported
+		case first[s] != nil:
+			p.errAt(it, ip, "duplicate %s %q (first at line %d)", what, s, first[s].Line)
+		default:
+			first[s] = it
+			names = append(names, s)
+			at = append(at, mark{it, ip})
+		}
+	}
+	return names, at
+}
+
+// failback reads off (0) or a positive duration.
+func (p *parser) failback(n *yaml.Node, path string) (time.Duration, bool) {
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!str" && n.Value == "off" {
+		return 0, true
+	}
+	s, ok := p.str(n, path)
+	if !ok {
+		return 0, false
+	}
+	d, err := parseDuration(s)
+	switch {
+	case err != nil:
+		p.errAt(n, path, "%q is not off or a duration like 30s", s)
+		return 0, false
+	case d == 0:
+		p.errAt(n, path, "%q: write off for no failback (a failback delay is a positive duration, like 30s)", s)
+		return 0, false
+	}
+	return d, true
 }
 
 // processFields is one process's table; names holds the names taken so
@@ -634,10 +773,14 @@ func (p *parser) crossCheck(c *Config, mk *marks) {
 		if len(c.VIPs) > 0 {
 			p.errAt(mk.vipsKey, "vips", "a witness holds no floating IPs: must be empty")
 		}
+		if len(mk.serviceItems) > 0 {
+			p.errAt(mk.servicesKey, "services", "a witness holds no service: must be empty")
+		}
 		if len(c.Processes) > 0 {
 			p.errAt(mk.processesKey, "processes", "a witness supervises no applications: must be empty")
 		}
 	}
+	p.serviceRules(c, mk)
 	if !mk.peersBad {
 		p.listenRule(cl, mk)
 		p.portRule(mk)
@@ -648,6 +791,64 @@ func (p *parser) crossCheck(c *Config, mk *marks) {
 		if _, err := ReadKeyFile(cl.KeyFile); err != nil {
 			p.errAt(firstNode(mk.keyFileVal, mk.clusterKey), "cluster.key_file", "%s", strings.TrimPrefix(err.Error(), "config: "))
 		}
+	}
+}
+
+// serviceRules checks services: against the rest of the file, and sets
+// c.Services: on a node, the one service this version holds (the one of
+// services:, or the implicit one of the top-level vips:); none on a
+// witness. c.VIPs is then every floating IP of the services.
+func (p *parser) serviceRules(c *Config, mk *marks) {
+	if c.Cluster.Role == RoleWitness {
+		c.Services = nil // reported above
+		return
+	}
+	if mk.servicesKey == nil {
+		c.Services = []Service{{Name: ImplicitService, VIPs: slices.Clone(c.VIPs), Implicit: true}}
+		return
+	}
+	if mk.vipsKey != nil {
+		p.errAt(mk.servicesKey, "services", "the top-level vips (line %d) are the short form of one service, %q, "+
+			"and services: replaces it: move those addresses into a service's vips", mk.vipsKey.Line, ImplicitService)
+	} else if mk.servicesEmpty {
+		p.errAt(mk.servicesKey, "services", "lists no service: list one, or leave services out "+
+			"(the top-level vips are then the one service, %q)", ImplicitService)
+	}
+	for i := 1; i < len(mk.serviceItems); i++ {
+		p.errAt(mk.serviceItems[i], index("services", i), "this version holds one service per cluster (one lease, one active node): "+
+			"several services, each with an active node of its own, are not supported yet; "+
+			"put these addresses in services[0], or run a second cluster for them")
+	}
+	for _, sm := range mk.services {
+		for _, m := range sm.processes {
+			name := m.n.Value
+			if _, ok := c.Process(name); ok || mk.processesBad {
+				continue
+			}
+			var names []string
+			for _, pr := range c.Processes {
+				names = append(names, pr.Name)
+			}
+			if s := suggest(name, names); s != "" {
+				p.errAt(m.n, m.path, "%q is not the name of an entry of processes (did you mean %s?)", name, s)
+			} else {
+				p.errAt(m.n, m.path, "%q is not the name of an entry of processes", name)
+			}
+		}
+		for _, m := range sm.prefer {
+			id := m.n.Value
+			switch {
+			case hasPeer(c.Cluster.Nodes, id):
+			case hasPeer(c.Cluster.Witnesses, id):
+				p.errAt(m.n, m.path, "%q is a witness: it runs no node manager and never holds a service", id)
+			case !mk.peersBad:
+				p.errAt(m.n, m.path, "%q is not the id of an entry in cluster.nodes", id)
+			}
+		}
+	}
+	c.VIPs = nil
+	for _, s := range c.Services {
+		c.VIPs = append(c.VIPs, s.VIPs...)
 	}
 }
 
@@ -765,6 +966,13 @@ func (p *parser) protocolRules(c *Config, mk *marks) {
 			if pr.Field == "two_node" {
 				at, key = firstNode(mk.twoNodeVal, mk.clusterKey), "cluster.two_node"
 			}
+		case "failback":
+			// Of the service Protocol took it from: the first one.
+			if mk.timingBad || len(mk.services) == 0 {
+				continue
+			}
+			sm := mk.services[0]
+			at, key = firstNode(sm.failbackVal, mk.servicesKey), sm.path+".failback"
 		default: // a timing
 			if mk.timingBad {
 				continue

@@ -78,14 +78,38 @@ cluster:
   witnesses: [{id: w, address: 192.0.2.13:7400}]
 `
 
+// everyKeyServices sets the keys of services:, which a file with the
+// top-level vips: of everyKeyNode cannot have.
+const everyKeyServices = `
+cluster:
+  name: sip-edge
+  node: c
+  key_file: $KEY
+  nodes:
+    - {id: a, address: 192.0.2.11:7400}
+    - {id: b, address: 192.0.2.12:7400}
+    - {id: c, address: 192.0.2.13:7400}
+services:
+  - name: customers-1
+    vips:
+      - {address: 192.0.2.100/24, interface: eth0}
+      - {address: "2001:db8::100/64", interface: eth1}
+    processes: [kamailio]
+    prefer: [c, a]
+    failback: 30s
+processes:
+  - {name: kamailio, command: [/bin/sh]}
+  - {name: rtpengine, command: [/bin/sh]}
+`
+
 // The section tables as a whole: every key the parser accepts (Keys) is
-// set in everyKeyNode or everyKeyWitness; everyKeyNode parses into
+// set in everyKeyNode, everyKeyWitness or everyKeyServices; everyKeyNode parses into
 // exactly the expected Config (each key lands in its own field); and
 // leaving any one key out changes what Parse returns (no key is accepted
 // and then ignored).
 func TestEveryKeyLandsInItsField(t *testing.T) {
 	keys := testKeys(t)
-	docs := []string{keys.Replace(everyKeyNode), keys.Replace(everyKeyWitness)}
+	docs := []string{keys.Replace(everyKeyNode), keys.Replace(everyKeyWitness), keys.Replace(everyKeyServices)}
 
 	t.Run("every key is set", func(t *testing.T) {
 		set := map[string]bool{}
@@ -119,6 +143,7 @@ func TestEveryKeyLandsInItsField(t *testing.T) {
 				Timing: Timing{TokenInterval: 5 * time.Millisecond, TokenTimeout: 100 * time.Millisecond, Lease: 300 * time.Millisecond, DriftMargin: 40 * time.Millisecond},
 			},
 			VIPs:     []VIP{{Address: "192.0.2.100/24", Interface: "eth0"}},
+			Services: []Service{{Name: ImplicitService, VIPs: []VIP{{Address: "192.0.2.100/24", Interface: "eth0"}}, Implicit: true}},
 			Announce: Announce{Count: 5, Interval: 50 * time.Millisecond, Refresh: 10 * time.Second, Probe: 20 * time.Millisecond, HandoverGap: 50 * time.Millisecond},
 			Control:  ControlGroup{CPUWeight: 5000, IOWeight: 2000, CPUs: "0-1,3", MemoryMin: 128 << 20, Realtime: false, SchedDelayWarn: 20 * time.Millisecond, RTBudget: 150 * time.Millisecond, LatenessWarnShare: 0.1},
 			Apps:     AppsGroup{CPUWeight: 50, IOWeight: 20, CPUMax: "150%", MemoryMax: 2_000_000_000, PidsMax: 4096},
@@ -170,6 +195,27 @@ func TestEveryKeyLandsInItsField(t *testing.T) {
 		want.Cluster.Listen = "192.0.2.13:7400"
 		want.Cluster.Nodes = []Peer{{ID: "a", Address: "192.0.2.11:7400"}, {ID: "b", Address: "192.0.2.12:7400"}}
 		want.Cluster.Witnesses = []Peer{{ID: "w", Address: "192.0.2.13:7400"}}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("Parse mismatch\n got: %+v\nwant: %+v", got, want)
+		}
+	})
+
+	t.Run("a service's keys land in theirs", func(t *testing.T) {
+		got, err := Parse("every.yaml", []byte(docs[2]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		vips := []VIP{{Address: "192.0.2.100/24", Interface: "eth0"}, {Address: "2001:db8::100/64", Interface: "eth1"}}
+		want := defaults()
+		want.Cluster.Name, want.Cluster.Node, want.Cluster.KeyFile = "sip-edge", "c", keys.Replace("$KEY")
+		want.Cluster.Listen = "192.0.2.13:7400"
+		want.Cluster.Nodes = []Peer{{ID: "a", Address: "192.0.2.11:7400"}, {ID: "b", Address: "192.0.2.12:7400"}, {ID: "c", Address: "192.0.2.13:7400"}}
+		want.VIPs = vips
+		want.Services = []Service{{Name: "customers-1", VIPs: vips, Processes: []string{"kamailio"}, Prefer: []string{"c", "a"}, Failback: 30 * time.Second}}
+		want.Processes = []Process{
+			withDefaults(Process{Name: "kamailio", Command: []string{"/bin/sh"}}),
+			withDefaults(Process{Name: "rtpengine", Command: []string{"/bin/sh"}}),
+		}
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("Parse mismatch\n got: %+v\nwant: %+v", got, want)
 		}

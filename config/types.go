@@ -10,8 +10,16 @@ type Config struct {
 	// Source is the file the config was read from ("" when parsed from bytes).
 	Source string
 
-	Cluster   Cluster
-	VIPs      []VIP
+	Cluster Cluster
+	// VIPs is every floating IP of the cluster's services, in file order:
+	// in this version, the one service's vips (the top-level vips: when
+	// the file has no services:). The code that holds addresses reads
+	// this list; Services says which service each belongs to.
+	VIPs []VIP
+	// Services is, on a node, exactly one service: the one of services:,
+	// or the implicit one made from the top-level vips: (ImplicitService).
+	// nil on a witness. See Service.
+	Services  []Service
 	Announce  Announce
 	Control   ControlGroup
 	Apps      AppsGroup
@@ -62,6 +70,20 @@ type VIP struct {
 	Address   string // CIDR, v4 or v6, e.g. 192.0.2.100/24; required
 	Interface string // required
 }
+
+// Service is a group of floating IPs held by one node at a time.
+type Service struct {
+	Name      string        // [a-zA-Z0-9_.-]+, unique; "default" for the implicit one
+	VIPs      []VIP         // at least one in a configured service; the top-level vips: in the implicit one
+	Processes []string      // names from processes:; nil: every critical process (today's node health)
+	Prefer    []string      // node ids, most preferred first; nil: cluster.nodes order
+	Failback  time.Duration // 0: off
+	Implicit  bool          // made from the top-level vips: (no services: key)
+}
+
+// ImplicitService is the name of the service a file without services:
+// has: its top-level vips: are that service's floating IPs.
+const ImplicitService = "default"
 
 // Announce configures how the active node announces its floating IPs:
 // gratuitous ARP (request and reply form) for IPv4, an unsolicited
