@@ -62,7 +62,7 @@
 //	vigil_role                                     G  role                    1 for the current role (active|standby|candidate|witness); all 0 = unknown
 //	vigil_node_info                                G  cluster, node           always 1; this host's cluster name and node id (join on instance, job)
 //	vigil_node_healthy                             G                          1 when this node is healthy (critical processes up, checks passing)
-//	vigil_floating_ip_held                         G  vip, interface          1 if this node holds the configured floating IP, else 0
+//	vigil_floating_ip_held                         G  vip, interface, service  1 if this node holds the configured floating IP, else 0
 //	vigil_quorum_ok                                G                          1 when enough locators answered within the last lease (absent without a node manager report)
 //	vigil_quorum_locators                          G                          locators this node checks in with
 //	vigil_quorum_locators_answered                 G                          locators that answered within the last lease
@@ -90,6 +90,7 @@
 //	vigil_takeover_added_seconds                   H                          takeovers seen by this collector: decision to IPs added
 //	vigil_takeover_announced_seconds               H                          takeovers seen by this collector: decision to first announcement
 //	vigil_floating_ips_held                        G                          number of floating IPs held
+//	vigil_service_held                             G service                  1 while this node holds the service (active, lease valid)
 //	vigil_kernel_lease_enforced                    G                          1 when the kernel stops serving the floating IPs at lease end (nftables); 0 unavailable or failing (nodes with VIPs)
 //	vigil_kernel_lease_failures_total              C                          failed kernel lease programming transactions
 //	vigil_kernel_lease_max_apply_seconds           G                          longest kernel lease refresh transaction

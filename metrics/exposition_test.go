@@ -86,7 +86,7 @@ var unitless = map[string]bool{
 	"vigil_scrape_error": true, "vigil_timing_margin_warning": true, "vigil_report_present": true,
 	"vigil_role": true, "vigil_node_healthy": true, "vigil_guarantees_not_in_force": true,
 	"vigil_epoch": true, "vigil_lease_valid": true, "vigil_token_held": true, "vigil_token_lost": true,
-	"vigil_maintenance": true, "vigil_floating_ips_held": true, "vigil_floating_ip_held": true, "vigil_kernel_lease_enforced": true,
+	"vigil_maintenance": true, "vigil_floating_ips_held": true, "vigil_floating_ip_held": true, "vigil_service_held": true, "vigil_kernel_lease_enforced": true,
 	"vigil_peer_healthy": true, "vigil_peer_maintenance": true, "vigil_peer_in_ring": true,
 	"vigil_node_locator_seen": true, "vigil_locator_epoch": true, "vigil_locator_quarantined": true,
 	"vigil_locator_node_seen": true, "vigil_control_degraded": true, "vigil_control_mlocked": true, "vigil_cluster_filter_active": true,
@@ -142,6 +142,7 @@ func bounds(t *testing.T, st *supervisor.Status) (labelBounds, int) {
 		"group":     groups, // includes "apps" and "control", the process groups
 		"vip":       vipAddrs(st),
 		"interface": {"eth0"},
+		"service":   serviceNames(st),
 		"node":      nodes,
 		"locator":   nodes,
 		"role":      roles[:],
@@ -377,4 +378,14 @@ vigil_epoch_seen{epoch="7"} 1
 			t.Errorf("lint missed %q; reported:\n%s", want, strings.Join(got, "\n"))
 		}
 	}
+}
+
+// serviceNames are the services of st and "" (an address held that no
+// service configures any more).
+func serviceNames(st *supervisor.Status) []string {
+	out := []string{""}
+	for _, s := range st.Services {
+		out = append(out, s.Name)
+	}
+	return out
 }

@@ -214,6 +214,7 @@ func (c *collector) collectStatus(e *emitter, st *supervisor.Status) {
 	e.gauge("vigil_guarantees_not_in_force", "Resource guarantees this host could not apply (see vigil status).", float64(len(st.NotInForce)))
 
 	collectFloatingIPs(e, st.FloatingIPs, nm)
+	collectServices(e, st.Services, nm)
 	c.collectNodeManager(e, nm)
 	c.collectLocator(e, loc)
 	collectProcesses(e, groupApps, st.Processes)
@@ -310,6 +311,16 @@ func (c *collector) collectLocator(e *emitter, r *ctlmsg.LocatorReport) {
 	e.gauge("vigil_control_mlocked", helpMlocked, b2f(r.Realtime.Mlocked), "process", "locator")
 }
 
+// collectServices emits every configured service with 1 while this node
+// holds it (its node manager is active with a valid lease), else 0, so
+// that "held by no node" is a sum of zeros by service.
+func collectServices(e *emitter, svcs []supervisor.ServiceStatus, nm *ctlmsg.NodeManagerReport) {
+	held := nm != nil && nm.Role == "active" && nm.LeaseValid
+	for _, s := range svcs {
+		e.gauge("vigil_service_held", "1 while this node holds the service (active, with a valid lease).", b2f(held), "service", s.Name)
+	}
+}
+
 // collectFloatingIPs emits every configured floating IP with 0 or 1, so
 // that "held by no node" is a sum of zeros and not an absent series. The
 // vip label is the bare address and interface its interface: nodes of one
@@ -333,12 +344,13 @@ func collectFloatingIPs(e *emitter, configured []supervisor.FloatingIP, nm *ctlm
 	done := map[key]bool{}
 	for _, v := range configured {
 		k := key{vipAddr(v.Address), v.Interface}
-		e.gauge("vigil_floating_ip_held", helpFloatingIP, b2f(held[k]), "vip", k.addr, "interface", k.iface)
+		e.gauge("vigil_floating_ip_held", helpFloatingIP, b2f(held[k]), "vip", k.addr, "interface", k.iface, "service", v.Service)
 		done[k] = true
 	}
 	for _, k := range order {
 		if !done[k] {
-			e.gauge("vigil_floating_ip_held", helpFloatingIP, 1, "vip", k.addr, "interface", k.iface)
+			// No longer configured: no service names it any more.
+			e.gauge("vigil_floating_ip_held", helpFloatingIP, 1, "vip", k.addr, "interface", k.iface, "service", "")
 		}
 	}
 }

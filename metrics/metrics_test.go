@@ -102,6 +102,7 @@ func (f fixture) status(t *testing.T) *supervisor.Status {
 			PID: f.pidBase, StartedAt: now.Add(-time.Hour), Reloads: 2, RSSBytes: 12 << 20, Fences: 1,
 		},
 		NodeManager: &nm, Locator: &loc, FloatingIPs: configuredVIPs(f.vips),
+		Services: []supervisor.ServiceStatus{{Name: "default", Prefer: []string{"a", "b"}, Failback: "off"}},
 	}
 	started := now.Add(-time.Minute)
 	for i, n := range []string{"locator", "nodemanager"} {
@@ -146,7 +147,7 @@ func configuredVIPs(addrs []string) []supervisor.FloatingIP {
 		if strings.Contains(a, ":") {
 			bits = "/64"
 		}
-		out = append(out, supervisor.FloatingIP{Address: a + bits, Interface: "eth0"})
+		out = append(out, supervisor.FloatingIP{Address: a + bits, Interface: "eth0", Service: "default"})
 	}
 	return out
 }
@@ -290,6 +291,7 @@ func TestValues(t *testing.T) {
 	check(0, "vigil_scrape_error")
 	check(1, "vigil_build_info", "version", "1.2.3-test")
 	check(1, "vigil_role", "role", "active")
+	check(1, "vigil_service_held", "service", "default")
 	check(0, "vigil_role", "role", "standby")
 	check(0, "vigil_role", "role", "candidate")
 	check(0, "vigil_role", "role", "witness")

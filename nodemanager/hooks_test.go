@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vigil-project/vigil/config"
 	"github.com/vigil-project/vigil/internal/clock"
 	"github.com/vigil-project/vigil/internal/execshim"
 )
@@ -309,7 +310,7 @@ func TestHookEnvironment(t *testing.T) {
 	got := run(m.hookEnv("active", 7, ""))
 	want := map[string]string{
 		"PATH": os.Getenv("PATH"), "VIGIL_EVENT": "active", "VIGIL_ROLE": "active", "VIGIL_PREVIOUS_ROLE": "none",
-		"VIGIL_NODE": "a", "VIGIL_CLUSTER": "edge", "VIGIL_EPOCH": "7", "VIGIL_REASON": "",
+		"VIGIL_NODE": "a", "VIGIL_CLUSTER": "edge", "VIGIL_SERVICE": config.ImplicitService, "VIGIL_EPOCH": "7", "VIGIL_REASON": "",
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("on_active environment\n got %v\nwant %v", got, want)

@@ -310,6 +310,14 @@ func restartOnlyKeys(old, next *config.Config) []string {
 	diff("cluster.timing.token_timeout", o.Timing.TokenTimeout, n.Timing.TokenTimeout)
 	diff("cluster.timing.lease", o.Timing.Lease, n.Timing.Lease)
 	diff("cluster.timing.drift_margin", o.Timing.DriftMargin, n.Timing.DriftMargin)
+	// The node manager's protocol takes the service's name (hooks),
+	// preference (its ring order) and failback at start; its addresses
+	// and processes reload in place.
+	os, _ := old.Service()
+	ns, _ := next.Service()
+	diff("services[0].name", os.Name, ns.Name)
+	diff("services[0].prefer", os.Prefer, ns.Prefer)
+	diff("services[0].failback", os.Failback, ns.Failback)
 	diff("control.realtime", old.Control.Realtime, next.Control.Realtime)
 	diff("control.sched_delay_warn", old.Control.SchedDelayWarn, next.Control.SchedDelayWarn)
 	diff("control.rt_budget", old.Control.RTBudget, next.Control.RTBudget)

@@ -22,7 +22,9 @@ func TestRestartOnlyKeys(t *testing.T) {
 				Nodes:  []config.Peer{{ID: "a", Address: "192.0.2.11:7400"}, {ID: "b", Address: "192.0.2.12:7400"}},
 				Timing: config.Timing{TokenInterval: 20 * time.Millisecond, TokenTimeout: 150 * time.Millisecond, Lease: 200 * time.Millisecond, DriftMargin: 25 * time.Millisecond},
 			},
-			VIPs:    []config.VIP{{Address: "192.0.2.100/24", Interface: "eth0"}},
+			VIPs: []config.VIP{{Address: "192.0.2.100/24", Interface: "eth0"}},
+			Services: []config.Service{{Name: "voice", VIPs: []config.VIP{{Address: "192.0.2.100/24", Interface: "eth0"}},
+				Prefer: []string{"a", "b"}}},
 			Control: config.ControlGroup{CPUWeight: 10000, Realtime: true, SchedDelayWarn: 50 * time.Millisecond},
 			Hooks:   config.Hooks{Timeout: 10 * time.Second},
 			Runtime: config.Runtime{StateDir: "/var/lib/vigil", ControlSocket: "/run/vigil/control.sock"},
@@ -38,6 +40,8 @@ func TestRestartOnlyKeys(t *testing.T) {
 	inPlace.Hooks.Timeout = time.Second
 	inPlace.Control.CPUWeight = 5000
 	inPlace.Processes = []config.Process{{Name: "app"}}
+	inPlace.Services[0].Processes = []string{"app"}
+	inPlace.Services[0].VIPs = inPlace.VIPs
 	if k := restartOnlyKeys(base(), inPlace); len(k) != 0 {
 		t.Errorf("settings applied in place reported as needing a restart: %v", k)
 	}
@@ -49,7 +53,9 @@ func TestRestartOnlyKeys(t *testing.T) {
 	next.Runtime.StateDir = "/srv/vigil"
 	next.Metrics.Listen = "127.0.0.1:9721"
 	next.Log.Level = "debug"
-	want := []string{"cluster.key_file", "cluster.nodes", "cluster.timing.lease", "control.realtime", "metrics.listen", "runtime.state_dir", "log.level"}
+	next.Services[0].Prefer = []string{"b", "a"}
+	next.Services[0].Failback = time.Minute
+	want := []string{"cluster.key_file", "cluster.nodes", "cluster.timing.lease", "services[0].prefer", "services[0].failback", "control.realtime", "metrics.listen", "runtime.state_dir", "log.level"}
 	if k := restartOnlyKeys(base(), next); !slices.Equal(k, want) {
 		t.Errorf("got %v, want %v", k, want)
 	}

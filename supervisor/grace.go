@@ -66,7 +66,7 @@ func (s *Supervisor) beginRestartGrace(p *proc, reason string) {
 			}
 		})
 	})
-	if p.cfg.Critical {
+	if s.needs(p) {
 		p.log.Info("planned restart does not count against node health until the process is back", "event", "restart_grace", "reason", reason, "grace", d.String())
 	}
 }
@@ -75,7 +75,7 @@ func (s *Supervisor) beginRestartGrace(p *proc, reason string) {
 // unhealthy, deadline).
 func (s *Supervisor) endRestartGrace(p *proc, outcome string) {
 	reason, had := p.clearRestartGrace()
-	if !had || !p.cfg.Critical {
+	if !had || !s.needs(p) {
 		return
 	}
 	level := slog.LevelInfo

@@ -2,8 +2,10 @@ package supervisor
 
 import (
 	"context"
+	"slices"
 	"strings"
 
+	"github.com/vigil-project/vigil/config"
 	"github.com/vigil-project/vigil/supervisor/health"
 )
 
@@ -80,12 +82,13 @@ func (s *Supervisor) unhealthyReasons() []string {
 	return r
 }
 
-// appUnhealthyReasons covers the critical applications only: what the node
+// appUnhealthyReasons covers the applications the service needs only (its
+// processes:, or without that list the critical ones): what the node
 // manager weighs when it decides whether this node may be active.
 func (s *Supervisor) appUnhealthyReasons() []string {
 	var r []string
 	for _, p := range s.procs {
-		if !p.cfg.Critical || !p.graceUntil.IsZero() {
+		if !s.needs(p) || !p.graceUntil.IsZero() {
 			continue
 		}
 		switch {
@@ -100,4 +103,21 @@ func (s *Supervisor) appUnhealthyReasons() []string {
 		}
 	}
 	return r
+}
+
+// needs reports whether the node's service needs p (serviceNeeds).
+func (s *Supervisor) needs(p *proc) bool {
+	svc, _ := s.cfg.Service()
+	return serviceNeeds(svc, p.cfg.Name, p.cfg.Critical)
+}
+
+// serviceNeeds reports whether the service is healthy on this node only
+// while the process called name runs (and passes its health check): it is
+// listed in the service's processes, or, when the service lists none, it
+// is critical.
+func serviceNeeds(svc config.Service, name string, critical bool) bool {
+	if svc.Processes == nil {
+		return critical
+	}
+	return slices.Contains(svc.Processes, name)
 }

@@ -79,6 +79,10 @@ func (s *Supervisor) reload() (*ReloadResult, error) {
 		s.log.Warn("changed settings not applied by a reload: restart vigil on this host for them to take effect (for cluster settings, on every host, one at a time)",
 			"event", "reload_deferred", "keys", strings.Join(keys, ","))
 		cfg.Cluster, cfg.Runtime, cfg.Log = s.cfg.Cluster, s.cfg.Runtime, s.cfg.Log
+		if len(cfg.Services) == 1 && len(s.cfg.Services) == 1 {
+			in := s.cfg.Services[0]
+			cfg.Services[0].Name, cfg.Services[0].Prefer, cfg.Services[0].Failback = in.Name, in.Prefer, in.Failback
+		}
 	}
 	vipsChanged := !reflect.DeepEqual(s.cfg.VIPs, cfg.VIPs)
 	pushCP := vipsChanged || !reflect.DeepEqual(s.cfg.Hooks, cfg.Hooks)

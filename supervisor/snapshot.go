@@ -48,8 +48,27 @@ func (s *Supervisor) snapshot() Status {
 	}
 	st.Supervisor.Fences = s.fences
 	st.Supervisor.FencesHeld = s.fencesHeld
+	// VIPs are the one service's (config.Config.VIPs).
+	svcName := ""
+	if svc, ok := s.cfg.Service(); ok {
+		svcName = svc.Name
+	}
 	for _, v := range s.cfg.VIPs {
-		st.FloatingIPs = append(st.FloatingIPs, FloatingIP{Address: v.Address, Interface: v.Interface})
+		st.FloatingIPs = append(st.FloatingIPs, FloatingIP{Address: v.Address, Interface: v.Interface, Service: svcName})
+	}
+	for _, svc := range s.cfg.Services {
+		ss := ServiceStatus{Name: svc.Name, Prefer: s.cfg.Protocol().Nodes, Failback: "off", Processes: svc.Processes}
+		if svc.Failback > 0 {
+			ss.Failback = svc.Failback.String()
+		}
+		if svc.Processes == nil {
+			for _, p := range s.procs {
+				if p.cfg.Critical {
+					ss.Processes = append(ss.Processes, p.cfg.Name)
+				}
+			}
+		}
+		st.Services = append(st.Services, ss)
 	}
 	st.Groups = s.groupStatus()
 	st.NotInForce = slices.Clone(s.notInForce)
@@ -76,7 +95,7 @@ func (s *Supervisor) procStatus(p *proc) ProcessStatus {
 	{
 		ps := ProcessStatus{
 			Name: p.cfg.Name, State: p.state, PID: p.pid, Daemonized: p.daemonized,
-			Critical: p.cfg.Critical, Restarts: p.restarts, SpawnError: p.spawnErr,
+			Critical: p.cfg.Critical && slices.Contains(s.ctrl, p) || s.needs(p), Restarts: p.restarts, SpawnError: p.spawnErr,
 			FailureCount: p.failures, RestartUsec: p.restartLat.Microseconds(),
 			Health: "none",
 		}

@@ -48,15 +48,36 @@ type Status struct {
 	Quorum   *Quorum   `json:"quorum,omitempty"`
 	Warnings []Warning `json:"warnings"`
 
-	// FloatingIPs are the configured floating IPs (vips:), held or not;
-	// none on a witness. The node manager's vips_held says which it holds.
+	// FloatingIPs are the configured floating IPs (of every service), held
+	// or not; none on a witness. The node manager's vips_held says which
+	// it holds.
 	FloatingIPs []FloatingIP `json:"floating_ips,omitempty"`
+	// Services are the configured services (this version has one: the
+	// services: entry, or "default" made from vips:); none on a witness.
+	Services []ServiceStatus `json:"services,omitempty"`
 }
 
 // FloatingIP is one configured floating IP, as in the configuration.
 type FloatingIP struct {
 	Address   string `json:"address"` // CIDR, e.g. 192.0.2.10/24
 	Interface string `json:"interface"`
+	Service   string `json:"service"`
+}
+
+// ServiceStatus is one service: its configuration, and its holder as this
+// node knows it.
+type ServiceStatus struct {
+	Name string `json:"name"`
+	// Prefer is every node, most preferred first: the order in which a
+	// standby takes the service over (prefer:, then the other nodes).
+	Prefer   []string `json:"prefer"`
+	Failback string   `json:"failback"` // "off", or how long a more preferred node must be fit
+	// Processes are the processes the service needs (its processes:, or
+	// the critical ones).
+	Processes []string `json:"processes,omitempty"`
+	// Holder is the active node as the node manager last reported it, ""
+	// if none is known (or no report yet); Summarize sets it.
+	Holder string `json:"holder"`
 }
 
 // Quorum is this node's view of its locators: a lease needs Needed of
@@ -98,7 +119,7 @@ type ProcessStatus struct {
 	State        State      `json:"state"`
 	PID          int        `json:"pid"`
 	Daemonized   bool       `json:"daemonized,omitempty"`
-	Critical     bool       `json:"critical"`
+	Critical     bool       `json:"critical"` // the service needs it: in its processes:, or critical: without that list; every control-plane process
 	Restarts     int        `json:"restarts"`
 	StartedAt    *time.Time `json:"started_at,omitempty"`
 	LastExit     *ExitInfo  `json:"last_exit,omitempty"`

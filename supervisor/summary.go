@@ -18,6 +18,12 @@ func (st *Status) Summarize() {
 		st.Quorum = quorumOf(nm)
 	}
 	st.Warnings = st.warnings(st.NodeManager, st.Locator)
+	for i := range st.Services {
+		st.Services[i].Holder = ""
+		if st.NodeManager != nil {
+			st.Services[i].Holder = st.NodeManager.Active
+		}
+	}
 }
 
 // quorumOf counts the locators that answered within one lease: the

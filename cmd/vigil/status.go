@@ -289,6 +289,7 @@ func printStatus(w io.Writer, st *supervisor.Status, win cpuWindow, now time.Tim
 
 	nm, loc := st.NodeManager, st.Locator
 	printCluster(w, p, st, nm, loc)
+	printServices(w, p, st.Services)
 	fmt.Fprintln(w)
 	printHost(w, p, st, nm, win, now)
 	if len(st.Warnings) > 0 {
@@ -440,6 +441,28 @@ func printCluster(w io.Writer, p painter, st *supervisor.Status, nm *ctlmsg.Node
 			}
 			t = append(t, []cell{c(n.ID), cc(role, rc), cc(h, hc), checkIn(n.ID), c("-")})
 		}
+	}
+	t.render(w, p)
+}
+
+// printServices: each service, its holder as this node knows it, the order
+// in which nodes take it over, its failback and the processes it needs.
+func printServices(w io.Writer, p painter, svcs []supervisor.ServiceStatus) {
+	if len(svcs) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	t := table{{c("SERVICE"), c("HOLDER"), c("PREFER"), c("FAILBACK"), c("NEEDS")}}
+	for _, s := range svcs {
+		hc := cGreen
+		if s.Holder == "" {
+			hc = cRed
+		}
+		needs := strings.Join(s.Processes, ", ")
+		if needs == "" {
+			needs = "-"
+		}
+		t = append(t, []cell{c(s.Name), cc(orNone(s.Holder), hc), c(strings.Join(s.Prefer, " > ")), c(s.Failback), c(needs)})
 	}
 	t.render(w, p)
 }

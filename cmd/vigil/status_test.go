@@ -73,6 +73,8 @@ func goldenStatus() (st, prev *supervisor.Status) {
 			proc("exporter", 917, "none"),
 		},
 		Groups: groups(1),
+		Services: []supervisor.ServiceStatus{{Name: "default", Prefer: []string{"a", "b"}, Failback: "30s",
+			Processes: []string{"kamailio", "rtpengine", "sems"}}},
 	}
 	st.Processes[3].Critical = false
 	prev = &supervisor.Status{Groups: groups(0)}

@@ -18,7 +18,7 @@ import (
 // otherwise dropped without a word.
 func runSwitchover(args []string, stdout, stderr io.Writer) int {
 	fs, path, sock := controlFlags("switchover", stderr)
-	to := fs.String("to", "", "`NODE` to hand the active role to (default: the next healthy standby)")
+	to := fs.String("to", "", "`NODE` to hand the active role to (default: the most preferred healthy standby)")
 	wait := fs.Duration("wait", 5*time.Second, "how long to wait for the role to move (0: return once requested)")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
