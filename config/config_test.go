@@ -1065,7 +1065,7 @@ services:
   - name: customers-2
     vips: [{address: "::ffff:192.0.2.100/120", interface: eth1}]
 `, []string{
-		`vigil.yaml:9:5: services[1]: this version holds one service per cluster (one lease, one active node): several services, each with an active node of its own, are not supported yet; put these addresses in services[0], or run a second cluster for them`,
+		`vigil.yaml:9:5: services[1]: this version holds one service per cluster (one lease, one active node): several services, each with an active node of its own, are not supported yet; put these addresses in services[0], or on hosts of another cluster (two clusters cannot share a host)`,
 		`vigil.yaml:10:22: services[1].vips[0].address: 192.0.2.100 is also in services[0].vips[0].address (line 8): an address belongs to one service`,
 	}},
 
@@ -1139,10 +1139,10 @@ services:
   - {name: t, vips: [{address: 192.0.2.102/24, interface: eth0}], failback: on}
 `, []string{
 		`vigil.yaml:7:77: services[0].failback: "0s": write off for no failback (a failback delay is a positive duration, like 30s)`,
-		`vigil.yaml:8:5: services[1]: this version holds one service per cluster (one lease, one active node): several services, each with an active node of its own, are not supported yet; put these addresses in services[0], or run a second cluster for them`,
+		`vigil.yaml:8:5: services[1]: this version holds one service per cluster (one lease, one active node): several services, each with an active node of its own, are not supported yet; put these addresses in services[0], or on hosts of another cluster (two clusters cannot share a host)`,
 		`vigil.yaml:8:12: services[1].name: duplicate service name "s" (first at line 7)`,
 		`vigil.yaml:8:77: services[1].failback: "30" is not off or a duration like 30s`,
-		`vigil.yaml:9:5: services[2]: this version holds one service per cluster (one lease, one active node): several services, each with an active node of its own, are not supported yet; put these addresses in services[0], or run a second cluster for them`,
+		`vigil.yaml:9:5: services[2]: this version holds one service per cluster (one lease, one active node): several services, each with an active node of its own, are not supported yet; put these addresses in services[0], or on hosts of another cluster (two clusters cannot share a host)`,
 		`vigil.yaml:9:77: services[2].failback: "on" is not off or a duration like 30s`,
 	}},
 

@@ -817,7 +817,7 @@ func (p *parser) serviceRules(c *Config, mk *marks) {
 	for i := 1; i < len(mk.serviceItems); i++ {
 		p.errAt(mk.serviceItems[i], index("services", i), "this version holds one service per cluster (one lease, one active node): "+
 			"several services, each with an active node of its own, are not supported yet; "+
-			"put these addresses in services[0], or run a second cluster for them")
+			"put these addresses in services[0], or on hosts of another cluster (two clusters cannot share a host)")
 	}
 	for _, sm := range mk.services {
 		for _, m := range sm.processes {
