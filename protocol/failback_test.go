@@ -159,3 +159,49 @@ func TestConfigFailbackRule(t *testing.T) {
 		}
 	}
 }
+
+// A node that becomes active by a switchover waits the failback time from
+// then, even if the preferred node had been fit for longer: the switchover
+// is not undone at once.
+func TestNodeFailbackWaitsFromBecomingActive(t *testing.T) {
+	const fb = 300 * ms
+	cfg := testCfg("b")
+	cfg.Failback = fb
+	h := newHarnessCfg(t, cfg, NodeState{})
+	h.ready()
+	// b, a standby, sees a active and fit for twice the failback time.
+	for end := h.now + 2*fb; h.now < end; {
+		h.now += cfg.TokenInterval
+		h.seq++
+		if err := h.n.Step(h.now, Message{Type: MsgToken, From: "a", ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq, ToIncarnation: h.n.st.Incarnation,
+			Token: Token{Epoch: 1, Seq: h.seq, Active: "a", Nodes: []NodeHealth{fitA, {ID: "b", Healthy: true, InRing: true}}}}); err != nil {
+			t.Fatal(err)
+		}
+		h.ready()
+	}
+	// a switches over to b.
+	h.seq++
+	if err := h.n.Step(h.now, Message{Type: MsgTransfer, From: "a", ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq, ToIncarnation: h.n.st.Incarnation,
+		Transfer: Transfer{Epoch: 1, To: "b"}}); err != nil {
+		t.Fatal(err)
+	}
+	var claims []Message
+	for i := 0; i < 20 && len(claims) == 0; i++ {
+		claims, _ = checkIns(h.tick(time.Millisecond))
+	}
+	if len(claims) == 0 {
+		t.Fatal("b does not claim after the transfer")
+	}
+	c := claims[0].CheckIn
+	h.ack("a", c.Round, true, c.Epoch, "b", 0)
+	if rd := h.ack("w", c.Round, true, c.Epoch, "b", 0); !hasEvent(rd, "BecameActive") {
+		t.Fatalf("b not active after a quorum of grants: %v", rd.Events)
+	}
+	active := h.now
+	if bs, _ := h.runWithA(fb-3*cfg.TokenInterval, fitA); bs != nil {
+		t.Fatalf("b handed back %v after the switchover made it active, before the failback time %v: %+v", h.now-active, fb, *bs)
+	}
+	if bs, _ := h.runWithA(fb, fitA); bs == nil || bs.To != "a" {
+		t.Fatalf("no failback to a %v after b became active", h.now-active)
+	}
+}

@@ -147,10 +147,14 @@ type Node struct {
 	// the ring, healthy and out of maintenance, with no token since that
 	// showed it otherwise (and no token timeout without any token): what
 	// Config.Failback is measured from.
-	fit       []bool
-	fitSince  []time.Duration
-	lastHeard []time.Duration
-	heard     []bool
+	fit      []bool
+	fitSince []time.Duration
+	// activeSince is when this node last became active: a failback
+	// waits Config.Failback from there too, so that a switchover to a
+	// less preferred node is not undone at once.
+	activeSince time.Duration
+	lastHeard   []time.Duration
+	heard       []bool
 
 	rounds    []*round // renewals in flight
 	claim     *round
@@ -924,8 +928,9 @@ func (n *Node) noteFit() {
 }
 
 // failbackTo is the most preferred node (earlier in Nodes than this one)
-// fit for Config.Failback without a break, "" if none, and when the first
-// one still waiting becomes due (0 if none waits).
+// fit for Config.Failback without a break while this node was active, ""
+// if none, and when the first one still waiting becomes due (0 if none
+// waits).
 func (n *Node) failbackTo() (to string, due time.Duration) {
 	if n.cfg.Failback <= 0 || !n.peersFresh() {
 		return "", 0
@@ -934,7 +939,7 @@ func (n *Node) failbackTo() (to string, due time.Duration) {
 		if !n.fit[i] {
 			continue
 		}
-		at := n.fitSince[i] + n.cfg.Failback
+		at := max(n.fitSince[i], n.activeSince) + n.cfg.Failback
 		if n.now >= at {
 			return n.cfg.Nodes[i], 0
 		}
@@ -1222,6 +1227,7 @@ func (n *Node) claimWon(r *round) {
 	switch n.role {
 	case Candidate:
 		n.role = Active
+		n.activeSince = n.now
 		n.epoch, n.active = r.epoch, n.self
 		n.leaseUntil, n.lastRenew, n.bump = lease, r.sentAt, false
 		n.events = append(n.events, BecameActive{Epoch: r.epoch, LeaseUntil: lease})

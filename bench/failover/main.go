@@ -55,6 +55,7 @@ func main() {
 	cpus := flag.String("control-cpus", "", `Vigil's control.cpus on every host, e.g. "0" (the control plane's cpus, kept from the applications and the noisy neighbour); default: none reserved`)
 	extraVIPs := flag.Int("vips", 0, "more floating IPs on each Vigil node (at most 508), listed before the SIP server's so that its address is added and announced last")
 	gap := flag.String("handover-gap", "", `Vigil's announce.handover_gap, e.g. "30ms" (break-before-make switchover); default: the product's default`)
+	failback := flag.String("failback", "", `Vigil's floating IPs as one service preferring a that fails back after this long, e.g. "1s"; needed by the failback scenario (-scenarios failback), which is not in the default list`)
 	flag.Parse()
 	if *short {
 		*runs, *noise = 1, 5*time.Second
@@ -134,7 +135,8 @@ func main() {
 		n := e2e.NewNet(t)
 	systems:
 		for _, sysName := range split(*systems) {
-			sys, err := newSystem(t, n, sysName, *bin, *timing, *gap, *cpus, *extraVIPs)
+			sys, err := newSystem(t, n, sysName, e2e.VigilOptions{Bin: *bin, Realtime: true, Timing: *timing, HandoverGap: *gap,
+				ControlCPUs: *cpus, ExtraVIPs: *extraVIPs, Failback: *failback})
 			if err != nil {
 				t.Fatalf("%v", err)
 			}
@@ -253,9 +255,10 @@ func kv(m map[string]uint64) string {
 	return b.String()
 }
 
-func newSystem(t e2e.TB, n *e2e.Net, name, bin, timing, gap, cpus string, extraVIPs int) (e2e.System, error) {
+// newSystem is the system called name; vo configures Vigil.
+func newSystem(t e2e.TB, n *e2e.Net, name string, vo e2e.VigilOptions) (e2e.System, error) {
 	if name == "vigil" {
-		return e2e.NewVigil(t, n, e2e.VigilOptions{Bin: bin, Realtime: true, Timing: timing, HandoverGap: gap, ControlCPUs: cpus, ExtraVIPs: extraVIPs}), nil
+		return e2e.NewVigil(t, n, vo), nil
 	}
 	if ms, ok := strings.CutPrefix(name, "keepalived-"); ok {
 		v, err := strconv.Atoi(ms)

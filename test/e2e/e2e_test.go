@@ -369,6 +369,31 @@ func testSwitchover(t *testing.T, n *Net, v *Vigil, refusing bool) {
 	}
 }
 
+// failback: the service prefers a and fails back after 1 s. A switchover
+// moves it to b; once a has been fit for 1 s, b hands it back. Both moves
+// are planned handovers at the default handover gap: the callers see about
+// the gap without an answer, twice, and no call is lost but one whose
+// dialog straddles a move (as in a switchover).
+func TestE2EFailback(t *testing.T) {
+	needTools(t, "sipp", "stress-ng", "nsenter")
+	n := NewNet(t)
+	v := NewVigil(t, n, VigilOptions{Bin: vigilBin, Timing: testTiming, Realtime: true, Failback: "1s"})
+	r := run(t, n, v, ScenarioFailback, RunOptions{After: 4 * time.Second})
+	if r.From != Preferred || r.Final != Preferred || r.Moves != 2 {
+		t.Errorf("want a switchover from %s and a failback to it (2 moves): %s", Preferred, r.Describe())
+	}
+	if !strings.Contains(v.Log(Other(Preferred)), `handover to \"a\": failback`) {
+		t.Errorf("%s logged no failback handover to %s", Other(Preferred), Preferred)
+	}
+	checkLostStraddled(t, r, 3)
+	if r.Outage.Longest > 100*time.Millisecond {
+		t.Errorf("planned moves: %v without an answer, want <= 100 ms", r.Outage.Longest)
+	}
+	if r.DualAtEnd || r.Dual > 600*time.Millisecond { // testTiming's lease
+		t.Errorf("planned moves: both held the address %v (at end: %v), want at most the old lease", r.Dual, r.DualAtEnd)
+	}
+}
+
 // witnesskill: nothing may change.
 func TestE2EWitnesskill(t *testing.T) {
 	n, v := newVigil(t)

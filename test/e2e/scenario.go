@@ -32,7 +32,19 @@ const (
 	ScenarioFlood       = "flood"
 	ScenarioFloodSpoof  = "floodspoof"
 	ScenarioFloodTagged = "floodtagged"
+	// ScenarioFailback: the role starts on the node the service prefers,
+	// a switchover moves it away, and the failback brings it back (two
+	// planned moves). Only for a system with a failback (Failbacker);
+	// not in Scenarios, so run it by name.
+	ScenarioFailback = "failback"
 )
+
+// Failbacker is a System that moves the role back to a preferred node.
+type Failbacker interface {
+	// Preferred is the node the role fails back to; ok is false when the
+	// system runs without a failback.
+	Preferred() (node string, ok bool)
+}
 
 // Scenarios is every scenario, in the order the benchmark runs them.
 var Scenarios = []string{ScenarioKill, ScenarioNMCrash, ScenarioLinkdown, ScenarioStall, ScenarioFreeze, ScenarioAppfail, ScenarioNoisy, ScenarioSwitchover, ScenarioWitnesskill, ScenarioFlood, ScenarioFloodSpoof, ScenarioFloodTagged}
@@ -208,6 +220,22 @@ func Run(t TB, n *Net, sys System, scenario string, o RunOptions) (Result, error
 	if r.From == "" {
 		return r, errorf("no sole holder after start")
 	}
+	if scenario == ScenarioFailback {
+		// The run starts on the preferred node: whoever won the first
+		// claim, the failback brings the role there.
+		fb, ok := sys.(Failbacker)
+		if !ok {
+			return r, ErrNotApplicable
+		}
+		pref, ok := fb.Preferred()
+		if !ok {
+			return r, ErrNotApplicable
+		}
+		if err := n.waitHolder(pref, 30*time.Second); err != nil {
+			return r, err
+		}
+		r.From = pref
+	}
 	// Settle: the SIP server on the active answers before traffic starts.
 	if err := n.waitSIP(t, 10*time.Second); err != nil {
 		return r, err
@@ -266,6 +294,8 @@ func Run(t TB, n *Net, sys System, scenario string, o RunOptions) (Result, error
 		ferr = sys.Switchover(r.From)
 	case ScenarioWitnesskill:
 		ferr = sys.KillWitness()
+	case ScenarioFailback:
+		ferr = sys.Switchover(r.From)
 	case ScenarioFlood, ScenarioFloodSpoof, ScenarioFloodTagged:
 		flood, ferr = startFlood(n, sys, scenario, r.From, o.Flood, o.FloodRate)
 	default:
@@ -347,6 +377,18 @@ func startFlood(n *Net, sys System, scenario, active string, d time.Duration, ra
 		}
 	}
 	return n.StartFlood(spec)
+}
+
+// waitHolder waits until id is the sole holder of the floating IP.
+func (n *Net) waitHolder(id string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		if n.Holder() == id {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return errorf("%s does not hold the floating IP within %v (holder %q)", id, within, n.Holder())
 }
 
 // waitSIP waits until an OPTIONS to the floating IP is answered.

@@ -54,6 +54,10 @@ type VigilOptions struct {
 	// before VIP, so that the SIP server's address is added and announced
 	// last: a takeover of many addresses as callers of the last one see it.
 	ExtraVIPs int
+	// Failback, when set (e.g. "1s"), writes the floating IPs as one
+	// service, sip, that prefers a and fails back after this long
+	// (ScenarioFailback); "" writes the top-level vips: of old.
+	Failback string
 }
 
 // ExtraVIPAddrs are n floating IPs of the documentation ranges outside the
@@ -237,11 +241,16 @@ log:
 		if v.opts.HandoverGap != "" {
 			fmt.Fprintf(&b, "announce:\n  handover_gap: %s\n", v.opts.HandoverGap)
 		}
-		b.WriteString("vips:\n")
-		for _, a := range ExtraVIPAddrs(v.opts.ExtraVIPs) {
-			fmt.Fprintf(&b, "  - {address: %s, interface: %s}\n", a, LinkName)
+		indent := ""
+		if v.opts.Failback != "" {
+			fmt.Fprintf(&b, "services:\n  - name: sip\n    processes: [sip]\n    prefer: [%s, %s]\n    failback: %s\n", Preferred, Other(Preferred), v.opts.Failback)
+			indent = "    "
 		}
-		fmt.Fprintf(&b, `  - {address: %s, interface: %s}
+		b.WriteString(indent + "vips:\n")
+		for _, a := range ExtraVIPAddrs(v.opts.ExtraVIPs) {
+			fmt.Fprintf(&b, "%s  - {address: %s, interface: %s}\n", indent, a, LinkName)
+		}
+		fmt.Fprintf(&b, `%s  - {address: %s, interface: %s}
 processes:
   - name: sip
     command: ["/bin/sh", "-c", %q]
@@ -252,7 +261,7 @@ processes:
     command: ["/bin/sh", "-c", %q]
     dir: %s
     memory_max: %d
-`, VIPCIDR, LinkName, uas, h.dir, noise, h.dir, NoiseMemoryMax)
+`, indent, VIPCIDR, LinkName, uas, h.dir, noise, h.dir, NoiseMemoryMax)
 	}
 	return os.WriteFile(h.cfg, []byte(b.String()), 0o644)
 }
@@ -498,6 +507,12 @@ func (v *Vigil) Switchover(id string) error {
 	_, err := client.Call(v.host[id].socket, supervisor.Request{Cmd: "switchover", Name: Other(id)})
 	return err
 }
+
+// Preferred is the node the service of VigilOptions.Failback prefers.
+const Preferred = "a"
+
+// Preferred implements Failbacker.
+func (v *Vigil) Preferred() (string, bool) { return Preferred, v.opts.Failback != "" }
 
 // Noise implements System: the cue starts the neighbour supervised in
 // host's apps group (apps/noise, memory.max NoiseMemoryMax).
