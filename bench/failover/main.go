@@ -97,8 +97,12 @@ func main() {
 	if b, err := os.ReadFile("/sys/kernel/rcu_expedited"); err == nil {
 		rcu = strings.TrimSpace(string(b))
 	}
-	fmt.Printf("config runs=%d rate=%d after_ms=%d noise_s=%.0f flood_s=%.0f flood_rate=%d vigil_timing=%s vigil_extra_vips=%d keepalived_vrrp_version=3 rcu_expedited=%s\n",
-		*runs, *rate, after.Milliseconds(), noise.Seconds(), flood.Seconds(), *floodRate, vt, *extraVIPs, rcu)
+	fb := *failback
+	if fb == "" {
+		fb = "off"
+	}
+	fmt.Printf("config runs=%d rate=%d after_ms=%d noise_s=%.0f flood_s=%.0f flood_rate=%d vigil_timing=%s vigil_extra_vips=%d vigil_failback=%s keepalived_vrrp_version=3 rcu_expedited=%s\n",
+		*runs, *rate, after.Milliseconds(), noise.Seconds(), flood.Seconds(), *floodRate, vt, *extraVIPs, fb, rcu)
 
 	var rtWatch *e2e.RTThrottleProbe
 	if *rtWatchEvery > 0 {
