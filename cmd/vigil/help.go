@@ -35,6 +35,10 @@ func docOf(name string) cmdDoc {
 			"Members of the group \"vigil\" may run it without root."}
 	case "restart":
 		return cmdDoc{args: "NAME", more: "NAME is a process of the configuration's processes list, or locator or nodemanager."}
+	case "switchover":
+		return cmdDoc{args: "[SERVICE]", more: "SERVICE, when given, must name the cluster's service (vigil status, SERVICE): this version\n" +
+			"holds one per cluster, so the role and the service move together. A service with a failback\n" +
+			"moves back to a more preferred node once that one has been fit for the failback time."}
 	case "maintenance":
 		return cmdDoc{args: "on|off", words: []string{"on", "off"}, more: "The setting is kept across restarts (runtime.state_dir)."}
 	case "check":

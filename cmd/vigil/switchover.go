@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/vigil-project/vigil/internal/ctlmsg"
@@ -11,23 +12,41 @@ import (
 	"github.com/vigil-project/vigil/supervisor/client"
 )
 
-// runSwitchover is `vigil switchover [--to NODE] [--wait D]`: by default it
-// waits until this node sees another node active in a newer epoch, and says
-// which and how long it took, or fails plainly if the role did not move: a
-// request forwarded from a standby that the active cannot carry out is
-// otherwise dropped without a word.
+// runSwitchover is `vigil switchover [SERVICE] [--to NODE] [--wait D]`: by
+// default it waits until this node sees another node active in a newer
+// epoch, and says which and how long it took, or fails plainly if the role
+// did not move: a request forwarded from a standby that the active cannot
+// carry out is otherwise dropped without a word. SERVICE, optional, must be
+// the cluster's service (one per cluster in this version), so that scripts
+// written for services name what they move.
 func runSwitchover(args []string, stdout, stderr io.Writer) int {
 	fs, path, sock := controlFlags("switchover", stderr)
 	to := fs.String("to", "", "`NODE` to hand the active role to (default: the most preferred healthy standby)")
 	wait := fs.Duration("wait", 5*time.Second, "how long to wait for the role to move (0: return once requested)")
+	// The service may come before the flags (vigil switchover voice --to
+	// b): flag parsing stops at the first word.
+	service := ""
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		service, args = args[0], args[1:]
+	}
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
-	if fs.NArg() > 0 || *wait < 0 {
-		fmt.Fprintln(stderr, "usage: vigil switchover [--to NODE] [--wait DURATION]")
+	if service == "" && fs.NArg() == 1 {
+		service = fs.Arg(0)
+	} else if fs.NArg() > 0 {
+		service = "" // a second word: usage below
+	}
+	if (fs.NArg() > 0 && service == "") || fs.NArg() > 1 || *wait < 0 {
+		fmt.Fprintln(stderr, "usage: vigil switchover [SERVICE] [--to NODE] [--wait DURATION]")
 		return exitUsage
 	}
 	socket := socketPath(*path, *sock, stderr)
+	if service != "" {
+		if code := checkService(socket, service, *to, stdout, stderr); code != exitOK {
+			return code
+		}
+	}
 	before, _ := roleView(socket)
 	began := time.Now()
 	if _, err := client.Call(socket, supervisor.Request{Cmd: "switchover", Name: *to}); err != nil {
@@ -65,4 +84,34 @@ func roleView(socket string) (ctlmsg.NodeManagerReport, error) {
 		return ctlmsg.NodeManagerReport{}, errors.New("no node manager report")
 	}
 	return *resp.Status.NodeManager, nil
+}
+
+// checkService refuses a SERVICE that is not this cluster's, and says when
+// the move is one a failback will undo.
+func checkService(socket, name, to string, stdout, stderr io.Writer) int {
+	resp, err := client.Call(socket, supervisor.Request{Cmd: "status"})
+	if err != nil {
+		fmt.Fprintf(stderr, "vigil switchover: %v\n", err)
+		return exitFailure
+	}
+	var names []string
+	for _, s := range resp.Status.Services {
+		if s.Name != name {
+			names = append(names, s.Name)
+			continue
+		}
+		// A failback undoes a move away from the most preferred node.
+		if s.Failback != "off" && len(s.Prefer) > 0 &&
+			((to != "" && to != s.Prefer[0]) || (to == "" && s.Holder == s.Prefer[0])) {
+			fmt.Fprintf(stdout, "note: service %s prefers %s and fails back after %s: it moves back once %s has been fit that long\n",
+				name, s.Prefer[0], s.Failback, s.Prefer[0])
+		}
+		return exitOK
+	}
+	if len(names) == 0 {
+		fmt.Fprintf(stderr, "vigil switchover: no service %q: this host holds none (a witness)\n", name)
+	} else {
+		fmt.Fprintf(stderr, "vigil switchover: no service %q in this cluster (it has: %s)\n", name, strings.Join(names, ", "))
+	}
+	return exitUsage
 }
