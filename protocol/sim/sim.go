@@ -298,7 +298,8 @@ func (w *simWorld) note(host, proc, format string, args ...any) {
 	}
 }
 
-// shapes: 2 nodes + witness (the product's default), or 3 nodes.
+// shapes: 2 nodes + witness (the product's default), or 3 nodes; Run
+// makes a fifth of them larger (4 nodes + witness, 5 nodes).
 func simConfig(rng *rand.Rand) protocol.Config {
 	c := protocol.Config{Cluster: "sim", TokenInterval: protocol.DefaultTokenInterval, TokenTimeout: protocol.DefaultTokenTimeout,
 		Lease: protocol.DefaultLease, DriftMargin: protocol.DefaultDriftMargin}
@@ -319,6 +320,16 @@ func Run(opt Options) Result {
 	}
 	rng := rand.New(rand.NewPCG(opt.Seed, opt.Seed^0x9e3779b97f4a7c15))
 	cfg := simConfig(rng)
+	// A fifth of the schedules run a larger cluster, drawn from a stream
+	// of its own so that the other schedules stay what they were.
+	if sr := rand.New(rand.NewPCG(opt.Seed^0x5a4e5, opt.Seed)); sr.IntN(5) == 0 {
+		if sr.IntN(2) == 0 {
+			cfg.Nodes, cfg.Locators = []string{"a", "b", "c", "d"}, []string{"a", "b", "c", "d", "w"}
+		} else {
+			cfg.Nodes = []string{"a", "b", "c", "d", "e"}
+			cfg.Locators = slices.Clone(cfg.Nodes)
+		}
+	}
 	if !opt.Kill && !opt.Benign {
 		// Failback draws from its own stream, so that the other
 		// schedules stay what they were.

@@ -168,8 +168,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		report(fmt, t)
 	}
-	// The largest bound of the simulated shapes (3 nodes).
-	bound := protocol.Config{Nodes: []string{"a", "b", "c"}}.RecoveryBound(40 * time.Millisecond)
+	// The largest bound of the simulated shapes (5 nodes).
+	bound := protocol.Config{Nodes: []string{"a", "b", "c", "d", "e"}}.RecoveryBound(40 * time.Millisecond)
 	fmt.Printf("bench=sim schedules=%d violations=%d max_recovery_ms=%.1f p99_recovery_ms=%.1f recovery_bound_ms=%.1f kill_runs=%d max_failover_ms=%.1f p99_failover_ms=%.1f release_kill_runs=%d max_release_failover_ms=%.1f p99_release_failover_ms=%.1f releases=%d failbacks=%d max_failback_gap_ms=%.1f forged=%d drift=%g steps=%d messages=%d replayed=%d seconds=%.1f\n",
 		*schedules, len(bad), ms(maxRec), ms(pct(recs, 0.99)), ms(bound), len(fails)+len(relFails), ms(maxFail), ms(pct(fails, 0.99)),
 		len(relFails), ms(slices.Max(append(relFails, 0))), ms(pct(relFails, 0.99)), releases, failbacks, ms(maxFailbackGap), forged, *drift, steps, msg, replayed, time.Since(start).Seconds())
