@@ -313,11 +313,11 @@ func restartOnlyKeys(old, next *config.Config) []string {
 	// The node manager's protocol takes the service's name (hooks),
 	// preference (its ring order) and failback at start; its addresses
 	// and processes reload in place.
-	os, _ := old.Service()
-	ns, _ := next.Service()
-	diff("services[0].name", os.Name, ns.Name)
-	diff("services[0].prefer", os.Prefer, ns.Prefer)
-	diff("services[0].failback", os.Failback, ns.Failback)
+	was, _ := old.Service()
+	will, _ := next.Service()
+	diff("services[0].name", was.Name, will.Name)
+	diff("services[0].prefer", was.Prefer, will.Prefer)
+	diff("services[0].failback", was.Failback, will.Failback)
 	diff("control.realtime", old.Control.Realtime, next.Control.Realtime)
 	diff("control.sched_delay_warn", old.Control.SchedDelayWarn, next.Control.SchedDelayWarn)
 	diff("control.rt_budget", old.Control.RTBudget, next.Control.RTBudget)
