@@ -66,7 +66,10 @@ func TestServiceFailsBackToPreferredNode(t *testing.T) {
 		t.Errorf("a logged no failback handover to c")
 	}
 	// vigil switchover names the service; a move away from c is undone by
-	// the failback, and the command says so.
+	// the failback, and the command says so. It compares with the active
+	// this host last reported: wait until that is c (a report older than
+	// the failback names a, whose epoch it would then skip).
+	s.waitKnown("c")
 	c := s.nodes["c"]
 	if out, code := c.vigil("switchover", "nosuch", "--to", "a", "--socket", c.socket); code != 2 || !strings.Contains(out, `no service "nosuch" in this cluster (it has: voice)`) {
 		t.Errorf("switchover of an unknown service: exit %d: %s", code, out)
