@@ -1,12 +1,15 @@
 package nodemanager
 
 import (
+	"net"
+	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vigil-project/vigil/internal/ctlmsg"
+	"github.com/vigil-project/vigil/internal/ipc"
 	"github.com/vigil-project/vigil/internal/transport/transporttest"
 	"github.com/vigil-project/vigil/netfloat"
 	"github.com/vigil-project/vigil/protocol"
@@ -447,5 +450,62 @@ func TestIdleLoopTicksOnlyWhenDue(t *testing.T) {
 	t.Logf("in %v: a ticked %d times, b %d; a passed the token %d times", d, a.ticks-ta, b.ticks-tb, passes)
 	if a.m.lateTimers != 0 || b.m.lateTimers != 0 {
 		t.Errorf("late ticks a=%d b=%d while idle on a fake clock", a.m.lateTimers, b.m.lateTimers)
+	}
+}
+
+// The answer to a switchover carries the role as the node manager saw it
+// when it took the request, which `vigil switchover` waits to see change:
+// the status report it read before can lag a role change by a report
+// interval, and made it take a later move for the one it asked for.
+func TestDriverSwitchoverAnswerCarriesTheRole(t *testing.T) {
+	h := newHarness(t)
+	a, b := h.startActive()
+	h.run(50*time.Millisecond, nil)
+	conn, peer, err := ipc.Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(); peer.Close() })
+	b.m.sup = conn
+	epoch := a.m.node.Status().Epoch
+	msg := ctlmsg.Command(ctlmsg.CmdSwitchover, "b")
+	msg.ID = 7
+	h.supervisor(b, msg)
+	b.m.sup = nil
+	reply := readReply(t, peer, 7)
+	if reply.Error != "" || reply.Epoch != epoch || reply.Active != "a" {
+		t.Fatalf("answer %+v, want epoch %d active a and no error", reply, epoch)
+	}
+	h.runUntil(5*time.Second, "b active", b.active)
+	if got := b.m.node.Status().Epoch; got <= reply.Epoch {
+		t.Fatalf("b active in epoch %d, not after the answer's %d", got, reply.Epoch)
+	}
+}
+
+// readReply reads the channel until the reply to request id (reports may
+// come first) and fails if none is there.
+func readReply(t *testing.T, f *os.File, id uint64) *ctlmsg.Msg {
+	t.Helper()
+	c, err := net.FileConn(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1<<16)
+	for {
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatalf("no reply to %d: %v", id, err)
+		}
+		m, err := ctlmsg.Decode(buf[:n])
+		if err != nil {
+			t.Fatalf("decode %q: %v", buf[:n], err)
+		}
+		if m.Type == ctlmsg.TypeReply && m.ID == id {
+			return m
+		}
 	}
 }

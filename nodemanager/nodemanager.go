@@ -578,6 +578,7 @@ func (m *manager) checkLate(now, late time.Duration) {
 func (m *manager) onSupervisor(msg *ctlmsg.Msg) {
 	now := m.clk.Now()
 	var err error
+	var seen *protocol.NodeStatus // a switchover's: the role when it came
 	switch msg.Type {
 	case ctlmsg.TypeHealth:
 		if msg.Healthy != nil {
@@ -601,6 +602,8 @@ func (m *manager) onSupervisor(msg *ctlmsg.Msg) {
 	case ctlmsg.TypeCommand:
 		switch msg.Cmd {
 		case ctlmsg.CmdSwitchover:
+			st := m.node.Status()
+			seen = &st
 			err = m.node.Switchover(now, msg.Arg)
 			if err == nil {
 				m.log.Info("switchover requested", "event", "switchover", "to", msg.Arg)
@@ -620,6 +623,9 @@ func (m *manager) onSupervisor(msg *ctlmsg.Msg) {
 	}
 	if m.sup != nil {
 		reply := ctlmsg.Reply(msg.ID, err)
+		if seen != nil {
+			reply = ctlmsg.SwitchoverReply(msg.ID, seen.Epoch, seen.Active, err)
+		}
 		if m.sup.TrySend(reply) != nil {
 			// The supervisor waits for this answer, so it reads soon;
 			// the loop does not wait for that.

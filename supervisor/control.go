@@ -41,6 +41,17 @@ type Response struct {
 	ConfigErrors []string `json:"config_errors,omitempty"`
 	// Reload: what an applied reload did.
 	Reload *ReloadResult `json:"reload,omitempty"`
+	// Switchover: the role as the node manager saw it when it took the
+	// request (absent from a node manager of an earlier build, or before
+	// any epoch).
+	Switchover *SwitchoverSeen `json:"switchover,omitempty"`
+}
+
+// SwitchoverSeen is the active role when a switchover request was taken:
+// the move to wait for is one to a later epoch.
+type SwitchoverSeen struct {
+	Epoch  uint64 `json:"epoch"`
+	Active string `json:"active,omitempty"`
 }
 
 // ReloadResult is what an applied reload did, process names by outcome.
@@ -208,7 +219,7 @@ func (s *Supervisor) handleControl(c *net.UnixConn, acc controlAccess) {
 	case "switchover", "maintenance":
 		// Forwarded to the node manager; its answer arrives later, so the
 		// loop hands back a channel instead of blocking on it.
-		fwd := make(chan (<-chan error), 1)
+		fwd := make(chan (<-chan answer), 1)
 		select {
 		case s.events <- func() { fwd <- s.command(ctlNodeManager, req.Cmd, req.Name) }:
 		case <-time.After(loopTimeout):
@@ -218,12 +229,16 @@ func (s *Supervisor) handleControl(c *net.UnixConn, acc controlAccess) {
 		select {
 		case res := <-fwd:
 			select {
-			case err := <-res:
-				if err != nil {
-					_ = enc.Encode(Response{Error: err.Error()})
+			case a := <-res:
+				if a.err != nil {
+					_ = enc.Encode(Response{Error: a.err.Error()})
 					return
 				}
-				_ = enc.Encode(Response{OK: true})
+				r := Response{OK: true}
+				if req.Cmd == "switchover" && a.reply != nil && a.reply.Epoch != 0 {
+					r.Switchover = &SwitchoverSeen{Epoch: a.reply.Epoch, Active: a.reply.Active}
+				}
+				_ = enc.Encode(r)
 			case <-time.After(commandTimeout):
 				_ = enc.Encode(Response{Error: "the node manager did not answer in time"})
 			}

@@ -179,11 +179,11 @@ func (s *Supervisor) onChannel(p *proc, m *ctlmsg.Msg, files []*os.File) {
 	case ctlmsg.TypeReply:
 		if ch, ok := s.pending[m.ID]; ok {
 			delete(s.pending, m.ID)
+			a := answer{reply: m}
 			if m.Error != "" {
-				ch <- errors.New(m.Error)
-			} else {
-				ch <- nil
+				a.err = errors.New(m.Error)
 			}
+			ch <- a
 		}
 	default:
 		p.log.Warn("unexpected message from control-plane process", "event", "ipc_error", "type", m.Type)
@@ -214,17 +214,24 @@ func (s *Supervisor) controlProc(name string) *proc {
 
 // command forwards an operator command (switchover, maintenance) to a
 // control-plane process and returns its answer on a channel.
-func (s *Supervisor) command(target, cmd, arg string) <-chan error {
+func (s *Supervisor) command(target, cmd, arg string) <-chan answer {
 	return s.request(target, ctlmsg.Command(cmd, arg))
+}
+
+// answer is a control-plane process's reply to a request: err is its
+// Error (or why none came); reply, when one came, the whole message.
+type answer struct {
+	reply *ctlmsg.Msg
+	err   error
 }
 
 // request sends m to a control-plane process under a fresh ID and returns
 // the answer (its reply) on a channel.
-func (s *Supervisor) request(target string, m *ctlmsg.Msg) <-chan error {
-	res := make(chan error, 1)
+func (s *Supervisor) request(target string, m *ctlmsg.Msg) <-chan answer {
+	res := make(chan answer, 1)
 	p := s.controlProc(target)
 	if p == nil || p.conn == nil || p.state != StateRunning {
-		res <- fmt.Errorf("the %s is not running on this host", target)
+		res <- answer{err: fmt.Errorf("the %s is not running on this host", target)}
 		return res
 	}
 	s.nextID++
@@ -232,7 +239,7 @@ func (s *Supervisor) request(target string, m *ctlmsg.Msg) <-chan error {
 	s.pending[m.ID] = res
 	if err := p.conn.Send(m, sendTimeout); err != nil {
 		delete(s.pending, m.ID)
-		res <- err
+		res <- answer{err: err}
 	}
 	return res
 }
@@ -257,8 +264,8 @@ func (s *Supervisor) pushConfig(cfg *config.Config) {
 	res := s.request(ctlNodeManager, ctlmsg.ConfigMsg(reloadConfig(cfg)))
 	go func() {
 		select {
-		case err := <-res:
-			if err != nil {
+		case a := <-res:
+			if err := a.err; err != nil {
 				// A node manager that exited meanwhile reads the file when
 				// it starts again; any other error is its own, logged there.
 				nm.log.Warn("node manager did not apply the reloaded floating IPs and hooks", "event", "reload_error", "err", err)

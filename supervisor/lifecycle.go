@@ -243,7 +243,7 @@ func (s *Supervisor) ended(p *proc, ex Exit) {
 		}
 		if p.control == ctlNodeManager {
 			for id, ch := range s.pending {
-				ch <- errors.New("the node manager exited before answering")
+				ch <- answer{err: errors.New("the node manager exited before answering")}
 				delete(s.pending, id)
 			}
 		}

@@ -69,7 +69,7 @@ type Supervisor struct {
 	rnd    *rand.Rand
 	exe    string // the vigil binary the control plane runs
 
-	pending map[uint64]chan error // commands forwarded to the control plane
+	pending map[uint64]chan answer // commands forwarded to the control plane
 	nextID  uint64
 	fences  uint64
 	float   fencer
@@ -201,7 +201,7 @@ func New(cfg *config.Config, opts Options) *Supervisor {
 		events:  make(chan func(), 256),
 		rnd:     rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid()))),
 		notify:  newNotifier(opts.Logger),
-		pending: make(map[uint64]chan error),
+		pending: make(map[uint64]chan answer),
 
 		killGroup:     killLeftovers,
 		removeGroup:   func(g *cgroup.Group) error { return g.Delete() },

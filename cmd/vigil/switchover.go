@@ -49,7 +49,8 @@ func runSwitchover(args []string, stdout, stderr io.Writer) int {
 	}
 	before, _ := roleView(socket)
 	began := time.Now()
-	if _, err := client.Call(socket, supervisor.Request{Cmd: "switchover", Name: *to}); err != nil {
+	resp, err := client.Call(socket, supervisor.Request{Cmd: "switchover", Name: *to})
+	if err != nil {
 		fmt.Fprintf(stderr, "vigil switchover: %v\n", err)
 		return exitFailure
 	}
@@ -57,9 +58,15 @@ func runSwitchover(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "switchover requested")
 		return exitOK
 	}
+	// The status report can lag a role change by a report interval; the
+	// node manager's own view when it took the request does not (an
+	// earlier build's answer lacks it: the report read before is used).
+	if seen := resp.Switchover; seen != nil {
+		before.Epoch, before.Active = seen.Epoch, seen.Active
+	}
 	for deadline := began.Add(*wait); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		v, err := roleView(socket)
-		if err == nil && v.Epoch > before.Epoch && v.Active != "" && v.Active != before.Active {
+		if err == nil && switchedOver(before.Epoch, before.Active, *to, v) {
 			fmt.Fprintf(stdout, "switchover done: %s is active (epoch %d), seen after %d ms\n", v.Active, v.Epoch, time.Since(began).Milliseconds())
 			return exitOK
 		}
@@ -71,6 +78,20 @@ func runSwitchover(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "vigil switchover: requested, but the role did not move within %v: active is %s (epoch %d); on the active: journalctl -u vigil EVENT=switchover_refused\n", *wait, active, now.Epoch)
 	return exitFailure
+}
+
+// switchedOver reports whether v shows the move a switchover asked for,
+// made when the role was (epoch, active): a newer epoch whose active is
+// the target (to), or any other node when the request named none. With a
+// target, a later move elsewhere (a failback) is not the one asked for.
+func switchedOver(epoch uint64, active, to string, v ctlmsg.NodeManagerReport) bool {
+	if v.Epoch <= epoch || v.Active == "" {
+		return false
+	}
+	if to != "" {
+		return v.Active == to
+	}
+	return v.Active != active
 }
 
 // roleView reads the node manager's view of the active role from this

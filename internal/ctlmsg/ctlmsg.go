@@ -69,8 +69,13 @@ type Msg struct {
 	Healthy *bool    `json:"healthy,omitempty"`
 	Reasons []string `json:"reasons,omitempty"` // health: why not; fault: why fenced
 
-	// fault: the epoch the fenced node manager held.
-	Epoch uint64 `json:"epoch,omitempty"`
+	// fault: the epoch the fenced node manager held. reply to a
+	// switchover: the epoch the node manager knew when it took the
+	// request, with Active, the node active in it ("" if none), so that
+	// `vigil switchover` waits for a move after that, not after a report
+	// that may lag a change the request raced with.
+	Epoch  uint64 `json:"epoch,omitempty"`
+	Active string `json:"active,omitempty"`
 
 	// command and reply
 	ID    uint64 `json:"id,omitempty"`
@@ -117,6 +122,14 @@ func Reply(id uint64, err error) *Msg {
 	if err != nil {
 		m.Error = err.Error()
 	}
+	return m
+}
+
+// SwitchoverReply is the answer to a switchover command: Reply, with the
+// role as the node manager saw it when it took the request.
+func SwitchoverReply(id uint64, epoch uint64, active string, err error) *Msg {
+	m := Reply(id, err)
+	m.Epoch, m.Active = epoch, active
 	return m
 }
 

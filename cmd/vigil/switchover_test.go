@@ -1,0 +1,38 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/vigil-project/vigil/internal/ctlmsg"
+)
+
+// A switchover taken in epoch 8 with c active (just failed back to c),
+// while the status report still said epoch 7, a: the move asked for is the
+// one to a in epoch 9, not the failback to c in 10 that follows it.
+func TestSwitchedOver(t *testing.T) {
+	view := func(epoch uint64, active string) ctlmsg.NodeManagerReport {
+		var r ctlmsg.NodeManagerReport
+		r.Epoch, r.Active = epoch, active
+		return r
+	}
+	for _, tc := range []struct {
+		name       string
+		epoch      uint64
+		active, to string
+		seen       ctlmsg.NodeManagerReport
+		want       bool
+	}{
+		{"target active in a newer epoch", 8, "c", "a", view(9, "a"), true},
+		{"a later move elsewhere is not the one asked for", 8, "c", "a", view(10, "c"), false},
+		{"even from a stale report, the target is what counts", 7, "a", "a", view(9, "a"), true},
+		{"nothing moved yet", 8, "c", "a", view(8, "c"), false},
+		{"no active in the newer epoch yet", 8, "c", "", view(9, ""), false},
+		{"any other node, no target named", 8, "c", "", view(9, "b"), true},
+		{"the same node again, no target named", 8, "c", "", view(10, "c"), false},
+	} {
+		if got := switchedOver(tc.epoch, tc.active, tc.to, tc.seen); got != tc.want {
+			t.Errorf("%s: switchedOver(%d, %q, %q, epoch %d active %q) = %v, want %v",
+				tc.name, tc.epoch, tc.active, tc.to, tc.seen.Epoch, tc.seen.Active, got, tc.want)
+		}
+	}
+}
