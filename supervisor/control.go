@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vigil-project/vigil/config"
+	"github.com/vigil-project/vigil/netfloat"
 )
 
 // The control socket speaks one JSON request and one JSON response per
@@ -92,6 +93,43 @@ const loopTimeout = 2 * time.Second
 // a handover through the locators, short enough for an operator to wait.
 const commandTimeout = 5 * time.Second
 
+// refuseRunning fails when a running instance answers on the control
+// socket at path.
+func refuseRunning(path string) error {
+	if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
+		c.Close()
+		return fmt.Errorf("supervisor: %s: another vigil is running", path)
+	}
+	return nil
+}
+
+// refuseSecondInstance fails when another Vigil runs with this control
+// socket, or, on a node with floating IPs, holds floating IPs in this
+// network namespace; otherwise it claims the namespace (s.owner). Two
+// instances there would undo each other: the kernel lease's nftables
+// tables and the address mark that a starting node manager and the fence
+// clear are the namespace's, not an instance's.
+func (s *Supervisor) refuseSecondInstance() error {
+	if err := refuseRunning(s.cfg.Runtime.ControlSocket); err != nil {
+		return err
+	}
+	return s.ownNamespace(s.cfg)
+}
+
+// ownNamespace claims this network namespace's floating IPs when cfg has
+// some and they are not claimed yet.
+func (s *Supervisor) ownNamespace(cfg *config.Config) error {
+	if s.owner != nil || cfg.Cluster.Role != config.RoleNode || len(cfg.VIPs) == 0 {
+		return nil
+	}
+	o, err := netfloat.OwnNamespace()
+	if err != nil {
+		return fmt.Errorf("supervisor: %w: one vigil per host (network namespace) may hold floating IPs, its kernel lease and address mark are the namespace's (docs/operations.md, \"One vigil per host\")", err)
+	}
+	s.owner = o
+	return nil
+}
+
 func (s *Supervisor) listenControl() (*net.UnixListener, error) {
 	path := s.cfg.Runtime.ControlSocket
 	_, statErr := os.Stat(filepath.Dir(path))
@@ -101,9 +139,8 @@ func (s *Supervisor) listenControl() (*net.UnixListener, error) {
 	}
 	// A socket file left by a crash would make bind fail; one that answers
 	// belongs to a running instance, which we must not steal from.
-	if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
-		c.Close()
-		return nil, fmt.Errorf("supervisor: %s: another vigil is running", path)
+	if err := refuseRunning(path); err != nil {
+		return nil, err
 	}
 	_ = os.Remove(path)
 	old := syscall.Umask(0o177)

@@ -28,6 +28,12 @@ func (s *Supervisor) reload() (*ReloadResult, error) {
 	if s.stopping {
 		return nil, errors.New("supervisor is stopping")
 	}
+	// The first floating IP of a host that started without: refused, with
+	// nothing changed, if another vigil holds floating IPs here.
+	if err := s.ownNamespace(cfg); err != nil {
+		s.log.Error("reload refused", "event", "reload_refused", "err", err)
+		return nil, err
+	}
 	s.reloads++
 	old := make(map[string]*proc, len(s.procs))
 	for _, p := range s.procs {

@@ -73,6 +73,9 @@ type Supervisor struct {
 	nextID  uint64
 	fences  uint64
 	float   fencer
+	// owner is this host's claim on the floating IPs of its network
+	// namespace (netfloat.OwnNamespace), held while it has any.
+	owner *netfloat.Owner
 	// fencesHeld counts fences left to the kernel lease (checkFence).
 	fencesHeld uint64
 
@@ -240,6 +243,12 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	defer stopStray()
 	procsig.CatchStraySignals(syscall.SIGHUP).Serve(strayCtx, s.log, os.Stderr)
 
+	// Before the cgroup tree: setting it up kills what a previous run
+	// left in it, which is a running instance's if this is a second one.
+	if err := s.refuseSecondInstance(); err != nil {
+		return err
+	}
+	defer func() { s.owner.Close() }() // a reload may have claimed it
 	if err := s.setupCgroups(); err != nil {
 		return err
 	}
@@ -300,8 +309,11 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			// Every child has exited: Vigil's packet filter tables
 			// (the node manager's kernel lease, lease_*, and whatever
 			// else of Vigil's is in them) go with it. Never another
-			// table; none there is no error.
-			if err := netfloat.DeleteTables(-1); err != nil {
+			// table; none there is no error. Not while another Vigil
+			// holds floating IPs here: they are its kernel lease.
+			if s.owner == nil && netfloat.NamespaceOwned() {
+				s.log.Info("another vigil holds floating IPs in this network namespace: its nftables tables are left", "event", "nft_cleanup_skipped")
+			} else if err := netfloat.DeleteTables(-1); err != nil {
 				s.log.Warn("cannot remove Vigil's nftables tables", "event", "nft_cleanup_error", "err", err)
 			}
 			s.log.Info("supervisor stopped", "event", "stopped")
