@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -660,6 +661,15 @@ cluster:
   timing: {token_interval: 20ms, token_timeout: 50ms}
 `, []string{`vigil.yaml:6:49: cluster.timing.token_timeout: token_timeout 50ms must be at least 3 × token_interval 20ms (60ms)`}},
 
+	{"timing: token_timeout too short for a ring of six", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}, {id: b, address: 192.0.2.12:7400}, {id: c, address: 192.0.2.13:7400}, {id: d, address: 192.0.2.14:7400}, {id: e, address: 192.0.2.15:7400}, {id: f, address: 192.0.2.16:7400}]
+  timing: {token_timeout: 55ms}
+`, []string{`vigil.yaml:6:27: cluster.timing.token_timeout: token_timeout 55ms is too short for a ring of 6 nodes: after passing the token on, a node waits while each of the 5 others holds it for token_interval 10ms at least; at least 60ms, 85ms by default (docs/protocol.md, "Larger clusters")`}},
+
 	{"timing: lease under 2 × token_interval", `
 cluster:
   name: edge
@@ -1286,7 +1296,7 @@ cluster:
     - {id: f, address: 192.0.2.16:7400}
     - {id: g, address: 192.0.2.17:7400}
     - {id: h, address: 192.0.2.18:7400}
-  timing: {token_interval: 1ms, token_timeout: 3ms, lease: 2ms, drift_margin: 1ms}
+  timing: {token_interval: 1ms, token_timeout: 10ms, lease: 2ms, drift_margin: 1ms}
 `,
 		"the longest control socket path, the shortest sched_delay_warn": `
 cluster: {name: edge, node: a, key_file: $KEY, nodes: [{id: a, address: 192.0.2.11:7400}]}
@@ -1607,5 +1617,43 @@ func TestKeysCoverEverySection(t *testing.T) {
 	}
 	if !contains(k["runtime"], "control_group") || !contains(k["processes[].backoff"], "fatal_after") {
 		t.Errorf("runtime %v, processes[].backoff %v", k["runtime"], k["processes[].backoff"])
+	}
+}
+
+// Left at its default, token_timeout is the ring's (protocol.
+// DefaultTokenTimeoutFor); set, it is what the file says.
+func TestTokenTimeoutDefaultFollowsTheRing(t *testing.T) {
+	keys := testKeys(t)
+	for _, tc := range []struct {
+		nodes  int
+		timing string
+		want   time.Duration
+	}{
+		{2, "", 50 * time.Millisecond},
+		{3, "", 50 * time.Millisecond},
+		{5, "", 70 * time.Millisecond},
+		{8, "", 115 * time.Millisecond},
+		{5, "\n  timing: {token_timeout: 60ms}", 60 * time.Millisecond},
+		{5, "\n  timing: {token_interval: 5ms}", 50 * time.Millisecond},
+	} {
+		var nodes []string
+		for i := range tc.nodes {
+			nodes = append(nodes, fmt.Sprintf("{id: n%d, address: 192.0.2.%d:7400}", i, 11+i))
+		}
+		twoNode := ""
+		if tc.nodes == 2 {
+			twoNode = "\n  two_node: true"
+		}
+		src := fmt.Sprintf("cluster:\n  name: ring\n  node: n0\n  key_file: $KEY%s\n  nodes: [%s]%s\n", twoNode, strings.Join(nodes, ", "), tc.timing)
+		c, err := Parse("vigil.yaml", []byte(keys.Replace(src)))
+		if err != nil {
+			t.Fatalf("%d nodes%s: %v", tc.nodes, tc.timing, err)
+		}
+		if got := c.Cluster.Timing.TokenTimeout; got != tc.want {
+			t.Errorf("%d nodes%s: token_timeout %v, want %v", tc.nodes, tc.timing, got, tc.want)
+		}
+		if got := c.Protocol().TokenTimeout; got != tc.want {
+			t.Errorf("%d nodes%s: the protocol's token timeout %v, want %v", tc.nodes, tc.timing, got, tc.want)
+		}
 	}
 }

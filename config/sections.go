@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/vigil-project/vigil/protocol"
 )
 
 // Each section is read from its table of fields (fields.go): a key per
@@ -785,6 +787,12 @@ func (p *parser) crossCheck(c *Config, mk *marks) {
 		p.listenRule(cl, mk)
 		p.portRule(mk)
 		p.vipRule(mk)
+	}
+	if mk.timing.get("token_timeout") == nil {
+		// Left at its default: long enough for the ring (protocol.
+		// DefaultTokenTimeoutFor; the same on every host, which has the
+		// same nodes).
+		cl.Timing.TokenTimeout = protocol.DefaultTokenTimeoutFor(len(cl.Nodes), cl.Timing.TokenInterval)
 	}
 	p.protocolRules(c, mk)
 	if cl.KeyFile != "" {

@@ -94,13 +94,41 @@ func (e *ConfigError) Error() string { return fmt.Sprintf("%v: %s: %s", ErrConfi
 // Unwrap makes errors.Is(err, ErrConfig) true.
 func (e *ConfigError) Unwrap() error { return ErrConfig }
 
+// MinTokenTimeout is the shortest token timeout Validate accepts for a
+// ring of n nodes at token interval i: n × i. After a node passes the
+// token on, it is away while each of the n−1 others holds it, an interval
+// at least; shorter than that and one interval more, every node takes the
+// token for lost once a rotation and the active regenerates it in a new
+// epoch each time. The default (DefaultTokenTimeoutFor) leaves more.
+func MinTokenTimeout(n int, i time.Duration) time.Duration {
+	return time.Duration(max(n, 1)) * i
+}
+
+// DefaultTokenTimeoutFor is the token timeout of a ring of n nodes at
+// token interval i when none is configured: DefaultTokenTimeout, or, for a
+// ring that needs more, (n−1) × 1½ × i + i rounded up to a millisecond:
+// each of the others holds the token up to half an interval longer than
+// an interval when its driver ticks late (the simulator's ticks every
+// 5 ms), and one interval covers the hops. At the default interval that is
+// 55 ms for four nodes, 70 for five, 115 for eight. Like corosync's token,
+// which grows with the node count (token_coefficient). For one to three
+// nodes it is under DefaultTokenTimeout; for one or two it is also under
+// 3 × i, the rule a token_interval set alone is checked by.
+func DefaultTokenTimeoutFor(n int, i time.Duration) time.Duration {
+	if n < 3 {
+		return DefaultTokenTimeout
+	}
+	ring := time.Duration(max(n-1, 0))*i*3/2 + i
+	return max(DefaultTokenTimeout, (ring + time.Millisecond - 1).Truncate(time.Millisecond))
+}
+
 // withDefaults fills zero timings with the defaults.
 func (c Config) withDefaults() Config {
 	if c.TokenInterval == 0 {
 		c.TokenInterval = DefaultTokenInterval
 	}
 	if c.TokenTimeout == 0 {
-		c.TokenTimeout = DefaultTokenTimeout
+		c.TokenTimeout = DefaultTokenTimeoutFor(len(c.Nodes), c.TokenInterval)
 	}
 	if c.Lease == 0 {
 		c.Lease = DefaultLease
@@ -151,6 +179,10 @@ func (c Config) Problems() []*ConfigError {
 	// renews every token_interval).
 	if c.TokenTimeout < 3*c.TokenInterval {
 		bad("token_timeout", ti, "token_timeout %v must be at least 3 × token_interval %v (%v)", c.TokenTimeout, c.TokenInterval, 3*c.TokenInterval)
+	}
+	if m := MinTokenTimeout(len(c.Nodes), c.TokenInterval); c.TokenTimeout >= 3*c.TokenInterval && c.TokenTimeout < m {
+		bad("token_timeout", []string{"token_interval", "nodes"}, "token_timeout %v is too short for a ring of %d nodes: after passing the token on, a node waits while each of the %d others holds it for token_interval %v at least; at least %v, %v by default (docs/protocol.md, \"Larger clusters\")",
+			c.TokenTimeout, len(c.Nodes), len(c.Nodes)-1, c.TokenInterval, m, DefaultTokenTimeoutFor(len(c.Nodes), c.TokenInterval))
 	}
 	if c.Lease < 2*c.TokenInterval {
 		bad("lease", ti, "lease %v must be at least 2 × token_interval %v (%v)", c.Lease, c.TokenInterval, 2*c.TokenInterval)

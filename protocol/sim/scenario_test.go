@@ -244,7 +244,7 @@ func (sc *scenario) do(f []string) {
 			sc.fatalf("one cluster per scenario")
 		}
 		cfg := protocol.Config{Cluster: "scenario", TokenInterval: protocol.DefaultTokenInterval,
-			TokenTimeout: protocol.DefaultTokenTimeout, Lease: protocol.DefaultLease, DriftMargin: protocol.DefaultDriftMargin}
+			Lease: protocol.DefaultLease, DriftMargin: protocol.DefaultDriftMargin}
 		for _, a := range f[1:] {
 			k, v, _ := strings.Cut(a, "=")
 			switch k {
@@ -266,6 +266,9 @@ func (sc *scenario) do(f []string) {
 			default:
 				sc.fatalf("unknown cluster option %q", a)
 			}
+		}
+		if cfg.TokenTimeout == 0 {
+			cfg.TokenTimeout = protocol.DefaultTokenTimeoutFor(len(cfg.Nodes), cfg.TokenInterval)
 		}
 		if err := cfg.Validate(); err != nil {
 			sc.fatalf("%v", err)

@@ -301,7 +301,8 @@ func (w *simWorld) note(host, proc, format string, args ...any) {
 // shapes: 2 nodes + witness (the product's default), or 3 nodes; Run
 // makes a fifth of them larger (4 nodes + witness, 5 nodes).
 func simConfig(rng *rand.Rand) protocol.Config {
-	c := protocol.Config{Cluster: "sim", TokenInterval: protocol.DefaultTokenInterval, TokenTimeout: protocol.DefaultTokenTimeout,
+	// TokenTimeout is the ring's, set in Run once the shape is known.
+	c := protocol.Config{Cluster: "sim", TokenInterval: protocol.DefaultTokenInterval,
 		Lease: protocol.DefaultLease, DriftMargin: protocol.DefaultDriftMargin}
 	if rng.IntN(4) == 0 {
 		c.Nodes = []string{"a", "b", "c"}
@@ -330,6 +331,8 @@ func Run(opt Options) Result {
 			cfg.Locators = slices.Clone(cfg.Nodes)
 		}
 	}
+	// The default token timeout of the ring: a larger one needs longer.
+	cfg.TokenTimeout = protocol.DefaultTokenTimeoutFor(len(cfg.Nodes), cfg.TokenInterval)
 	if !opt.Kill && !opt.Benign {
 		// Failback draws from its own stream, so that the other
 		// schedules stay what they were.
