@@ -845,7 +845,7 @@ func TestRevokeLeaseStopsServingAtOnce(t *testing.T) {
 	if mac, err := probe.ask(vip4.Addr(), 200*time.Millisecond); err != nil || !bytes.Equal(mac, a.MAC) {
 		t.Fatalf("ARP for the VIP while leased: %v %v, want a's %v", mac, err, a.MAC)
 	}
-	if err := RevokeLease(nsFd(a)); err != nil {
+	if err := RevokeLease(nsFd(a), 0); err != nil {
 		t.Fatal(err)
 	}
 	if mac, err := probe.ask(vip4.Addr(), 300*time.Millisecond); err != nil || mac != nil {
@@ -856,7 +856,7 @@ func TestRevokeLeaseStopsServingAtOnce(t *testing.T) {
 	}
 	// Revoking where nothing was ever programmed is no error.
 	c, _ := twoHosts(t)
-	if err := RevokeLease(nsFd(c)); err != nil {
+	if err := RevokeLease(nsFd(c), 0); err != nil {
 		t.Fatalf("revoke without tables: %v", err)
 	}
 }
@@ -935,7 +935,7 @@ func TestKernelLeaseEnforcesCheck(t *testing.T) {
 	needNFT(t)
 	a, _ := twoHosts(t)
 	vips := []netip.Addr{vip4.Addr(), vip6.Addr()}
-	lc := NewLeaseChecker(nsFd(a))
+	lc := NewLeaseChecker(nsFd(a), 0)
 	t.Cleanup(func() { lc.Close() })
 	if err := lc.Enforces(vips, time.Second); err == nil {
 		t.Fatal("enforcing with no tables at all")

@@ -66,6 +66,7 @@ var ErrKernelLeaseUnavailable = errors.New("netfloat: kernel lease unavailable (
 type NFTLease struct {
 	clock func() time.Duration
 	nsFd  int
+	slot  int // the service's slot: its objects' names (SlotName)
 
 	mu   sync.Mutex
 	conn *nftables.Conn
@@ -162,7 +163,7 @@ func (l *NFTLease) define() {
 	l.arp = &nftables.Table{Name: TableName, Family: nftables.TableFamilyARP}
 	l.inet = &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
 	set := func(t *nftables.Table, name string, key nftables.SetDatatype, timeout bool) *nftables.Set {
-		return &nftables.Set{Table: t, Name: name, KeyType: key, HasTimeout: timeout, KeyByteOrder: binaryutil.BigEndian}
+		return &nftables.Set{Table: t, Name: SlotName(name, l.slot), KeyType: key, HasTimeout: timeout, KeyByteOrder: binaryutil.BigEndian}
 	}
 	l.arpVIPs4 = set(l.arp, setVIPs4, nftables.TypeIPAddr, false)
 	// The announce and accept sets keep the timeout flag they had when
@@ -182,17 +183,23 @@ func (l *NFTLease) define() {
 	l.leaseSets = []*nftables.Set{l.arpAnnounce4, l.announce6, l.accept4, l.accept6, l.arpAlive, l.inetAlive, l.drain4, l.drain6}
 	l.allOwnedSet = append(append([]*nftables.Set{}, l.guardSets...), l.leaseSets...)
 	filter := nftables.ChainTypeFilter
-	l.arpOut = &nftables.Chain{Table: l.arp, Name: chainOut, Type: filter,
+	l.arpOut = &nftables.Chain{Table: l.arp, Name: SlotName(chainOut, l.slot), Type: filter,
 		Hooknum: nftables.ChainHookRef(1 /* NF_ARP_OUT */), Priority: nftables.ChainPriorityFilter}
 	// Raw priority: before conntrack, so a dropped packet costs nothing more.
-	l.inetOut = &nftables.Chain{Table: l.inet, Name: chainOut, Type: filter,
+	l.inetOut = &nftables.Chain{Table: l.inet, Name: SlotName(chainOut, l.slot), Type: filter,
 		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityRaw}
-	l.inetIn = &nftables.Chain{Table: l.inet, Name: chainIn, Type: filter,
+	l.inetIn = &nftables.Chain{Table: l.inet, Name: SlotName(chainIn, l.slot), Type: filter,
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw}
 }
 
 // NFTLeaseOption configures NewNFTLease.
 type NFTLeaseOption func(*NFTLease)
+
+// LeaseSlot makes the lease the one of the service in slot (0, the
+// default: the first service's, named as before services existed): its
+// sets and chains are named for it (SlotName), so that the services of a
+// host each have a lease of their own in Vigil's tables.
+func LeaseSlot(slot int) NFTLeaseOption { return func(l *NFTLease) { l.slot = slot } }
 
 // KeepSocketOpen gives f a duplicate of the lease's netlink socket each
 // time it is dialled (key "nftables"), as Options.KeepOpen does with the
@@ -550,7 +557,7 @@ func DeleteTables(nsFd int) error {
 // put its elements back at its next refresh. Tables or sets that do not
 // exist (no kernel lease was ever programmed), or a kernel without
 // nf_tables, are no error: there is nothing to revoke.
-func RevokeLease(nsFd int) error {
+func RevokeLease(nsFd, slot int) error {
 	opts := []nftables.ConnOption{nftables.AsLasting()}
 	if nsFd >= 0 {
 		opts = append(opts, nftables.WithNetNSFd(nsFd))
@@ -568,7 +575,7 @@ func RevokeLease(nsFd int) error {
 	// crash release's path. The commit is in force when Flush returns;
 	// the caller's release must not wait for the close.
 	defer func() { go c.CloseLasting() }()
-	var l NFTLease
+	l := NFTLease{slot: slot}
 	l.define()
 	// Only sets that exist, in one transaction: a transaction with an
 	// error (a missing set) is aborted, and the abort waits for a grace
@@ -627,12 +634,14 @@ func absent(err error) bool {
 // the check runs exactly then. Not safe for concurrent use.
 type LeaseChecker struct {
 	nsFd int
+	slot int
 	conn *nftables.Conn
 }
 
-// NewLeaseChecker returns a checker for the namespace nsFd (-1: the
-// caller's); it connects at its first check.
-func NewLeaseChecker(nsFd int) *LeaseChecker { return &LeaseChecker{nsFd: nsFd} }
+// NewLeaseChecker returns a checker of the lease of the service in slot
+// in the namespace nsFd (-1: the caller's); it connects at its first
+// check.
+func NewLeaseChecker(nsFd, slot int) *LeaseChecker { return &LeaseChecker{nsFd: nsFd, slot: slot} }
 
 // Close closes its socket.
 func (lc *LeaseChecker) Close() error {
@@ -664,7 +673,7 @@ func (lc *LeaseChecker) Enforces(vips []netip.Addr, within time.Duration) error 
 		}
 		lc.conn = c
 	}
-	ioErr, err := kernelLeaseEnforces(lc.conn, vips, within)
+	ioErr, err := kernelLeaseEnforces(lc.conn, lc.slot, vips, within)
 	if ioErr {
 		// A socket in an unknown state after a failed dump is not worth
 		// keeping; the next check dials afresh.
@@ -675,8 +684,8 @@ func (lc *LeaseChecker) Enforces(vips []netip.Addr, within time.Duration) error 
 
 // kernelLeaseEnforces is Enforces on c; ioErr says err is the socket's,
 // not a verdict.
-func kernelLeaseEnforces(c *nftables.Conn, vips []netip.Addr, within time.Duration) (ioErr bool, err error) {
-	var l NFTLease
+func kernelLeaseEnforces(c *nftables.Conn, slot int, vips []netip.Addr, within time.Duration) (ioErr bool, err error) {
+	l := NFTLease{slot: slot}
 	l.define()
 	for _, x := range []struct {
 		ch   *nftables.Chain

@@ -57,7 +57,7 @@ func (s *Supervisor) crashReleaseFor(r *ctlmsg.NodeManagerReport, age time.Durat
 		cfg: s.cfg, float: s.float, log: s.log,
 		succ:   protocol.Succession{Epoch: sc.Epoch, To: sc.To, Nodes: sc.Nodes, Locators: sc.Locators},
 		epoch:  sc.Epoch,
-		revoke: func() error { return netfloat.RevokeLease(-1) },
+		revoke: func() error { return netfloat.RevokeLease(-1, 0) },
 		send:   sendDatagrams(s.cfg),
 	}, ""
 }

@@ -194,7 +194,7 @@ func New(cfg *config.Config, opts Options) *Supervisor {
 		opts.Clock = clock.Real{}
 	}
 	// One socket, kept: the fence checks the kernel lease on a starved host.
-	lc := netfloat.NewLeaseChecker(-1)
+	lc := netfloat.NewLeaseChecker(-1, 0)
 	return &Supervisor{
 		opts:    opts,
 		clock:   opts.Clock,
