@@ -39,7 +39,9 @@ import (
 // HooksGroup is the group transition hooks run in, a sibling of control/
 // and apps/: outside the control plane's reservation and realtime budget,
 // and outside the applications' limits. It is a leaf (v2's
-// no-internal-processes rule): the hooks themselves join it.
+// no-internal-processes rule): the hooks themselves join it. The node
+// managers of services after the first have siblings of their own,
+// hooks-<service>.
 const HooksGroup = "hooks"
 
 // ErrNotSupported is returned for features the host's cgroup setup lacks.
@@ -359,7 +361,19 @@ func (m *Manager) topGroups() []string {
 	if m.subtree != "" {
 		return []string{""}
 	}
-	return []string{"control", "apps", HooksGroup}
+	out := []string{"control", "apps", HooksGroup}
+	// The hooks groups of services after the first (hooks-<service>).
+	seen := map[string]bool{}
+	for _, base := range m.baseDirs() {
+		ents, _ := os.ReadDir(base)
+		for _, e := range ents {
+			if n := e.Name(); e.IsDir() && strings.HasPrefix(n, HooksGroup+"-") && !seen[n] {
+				seen[n] = true
+				out = append(out, n)
+			}
+		}
+	}
+	return out
 }
 
 func (m *Manager) destroyAll() (left []string, err error) {

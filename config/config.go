@@ -2,7 +2,10 @@ package config
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
+	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/vigil-project/vigil/internal/timingstat"
@@ -154,6 +157,72 @@ func (c *Config) Service() (Service, bool) {
 		return Service{}, false
 	}
 	return c.Services[0], true
+}
+
+// ServiceCount is how many services the cluster has, as this file lists
+// them: each runs a node manager (on a node) and a locator of its own, at
+// ports and under a name of its own (ForService). At least 1: a witness
+// that lists none serves the first.
+func (c *Config) ServiceCount() int {
+	if c == nil {
+		return 1
+	}
+	return max(len(c.Services), 1)
+}
+
+// ForService is c narrowed to the service in slot i (its index in
+// Services): what that service's node manager and locator run with. Its
+// Services is that one service, VIPs its floating IPs, Slot i. The first
+// service (slot 0) keeps everything else as it is, so that a host with one
+// service is unchanged. Every other runs as a cluster of its own, over the
+// same hosts and key: named "<cluster>/<service>" on the wire (its
+// datagrams and a replay never reach another service's processes), every
+// host's ports shifted by 2i (node manager P+2i, locator P+2i+1), its state
+// in the subdirectory service-<name> of runtime.state_dir.
+func (c *Config) ForService(i int) (*Config, error) {
+	if i < 0 || i >= c.ServiceCount() {
+		return nil, fmt.Errorf("config: no service %d: the cluster has %d", i, c.ServiceCount())
+	}
+	n := *c
+	n.Slot = i
+	if len(c.Services) == 0 {
+		return &n, nil // a witness without services: the first
+	}
+	svc := c.Services[i]
+	n.Services = []Service{svc}
+	n.VIPs = slices.Clone(svc.VIPs)
+	if i == 0 {
+		return &n, nil
+	}
+	n.Cluster.Name = c.Cluster.Name + "/" + svc.Name
+	shift := func(ps []Peer) ([]Peer, error) {
+		out := make([]Peer, len(ps))
+		for k, p := range ps {
+			ap, err := parsePeerAddr(p.Address)
+			if err != nil {
+				return nil, fmt.Errorf("config: %s: %w", p.ID, err)
+			}
+			p.Address = netip.AddrPortFrom(ap.Addr(), ap.Port()+uint16(2*i)).String()
+			out[k] = p
+		}
+		return out, nil
+	}
+	var err error
+	if n.Cluster.Nodes, err = shift(c.Cluster.Nodes); err != nil {
+		return nil, err
+	}
+	if n.Cluster.Witnesses, err = shift(c.Cluster.Witnesses); err != nil {
+		return nil, err
+	}
+	if c.Cluster.Listen != "" {
+		ap, err := parsePeerAddr(c.Cluster.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("config: listen: %w", err)
+		}
+		n.Cluster.Listen = netip.AddrPortFrom(ap.Addr(), ap.Port()+uint16(2*i)).String()
+	}
+	n.Runtime.StateDir = filepath.Join(c.Runtime.StateDir, "service-"+svc.Name)
+	return &n, nil
 }
 
 // Protocol is the protocol core's view of c: what the node manager and the

@@ -1040,8 +1040,7 @@ control: {cpus: "0-1,x", cpu_weight: 20000}
 		`vigil.yaml:8:38: control.cpu_weight: 20000 is out of range 1..10000`,
 	}},
 
-	// services: (issue: services in the configuration). This version
-	// holds one service per cluster.
+	// services: (issue: services in the configuration).
 
 	{"services and the top-level vips", `
 cluster:
@@ -1075,7 +1074,6 @@ services:
   - name: customers-2
     vips: [{address: "::ffff:192.0.2.100/120", interface: eth1}]
 `, []string{
-		`vigil.yaml:9:5: services[1]: this version holds one service per cluster (one lease, one active node): several services, each with an active node of its own, are not supported yet; put these addresses in services[0], or on hosts of another cluster (two clusters cannot share a host)`,
 		`vigil.yaml:10:22: services[1].vips[0].address: 192.0.2.100 is also in services[0].vips[0].address (line 8): an address belongs to one service`,
 	}},
 
@@ -1113,8 +1111,8 @@ services:
     prefer: []
 `, []string{
 		`vigil.yaml:7:5: services[0].name: required`,
-		`vigil.yaml:7:5: services[0].vips: required: the service's floating IPs, like [{address: 192.0.2.100/24, interface: eth0}]`,
 		`vigil.yaml:7:5: services[0].processes: lists no process: leave processes out for the default, every process with critical: true`,
+		`vigil.yaml:7:5: services[0].vips: required: the service's floating IPs, like [{address: 192.0.2.100/24, interface: eth0}]`,
 		`vigil.yaml:8:5: services[0].prefer: lists no node: leave prefer out for the order of cluster.nodes (prefer only orders the nodes: those it does not list follow, in cluster.nodes order)`,
 	}},
 
@@ -1149,10 +1147,8 @@ services:
   - {name: t, vips: [{address: 192.0.2.102/24, interface: eth0}], failback: on}
 `, []string{
 		`vigil.yaml:7:77: services[0].failback: "0s": write off for no failback (a failback delay is a positive duration, like 30s)`,
-		`vigil.yaml:8:5: services[1]: this version holds one service per cluster (one lease, one active node): several services, each with an active node of its own, are not supported yet; put these addresses in services[0], or on hosts of another cluster (two clusters cannot share a host)`,
 		`vigil.yaml:8:12: services[1].name: duplicate service name "s" (first at line 7)`,
 		`vigil.yaml:8:77: services[1].failback: "30" is not off or a duration like 30s`,
-		`vigil.yaml:9:5: services[2]: this version holds one service per cluster (one lease, one active node): several services, each with an active node of its own, are not supported yet; put these addresses in services[0], or on hosts of another cluster (two clusters cannot share a host)`,
 		`vigil.yaml:9:77: services[2].failback: "on" is not off or a duration like 30s`,
 	}},
 
@@ -1179,7 +1175,27 @@ cluster:
   witnesses: [{id: w, address: 192.0.2.13:7400}]
 services:
   - {name: s, vips: [{address: 192.0.2.100/24, interface: eth0}]}
-`, []string{`vigil.yaml:8:1: services: a witness holds no service: must be empty`}},
+`, []string{`vigil.yaml:9:5: services[0]: a witness holds no floating IPs and runs no application: list the services by name only, like {name: s}: it runs a locator for each`}},
+
+	{"five services, a long name", `
+cluster:
+  name: a-cluster-name-that-is-long-enough-to-leave-little-room-for-sv
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+services:
+  - {name: s0, vips: [{address: 192.0.2.100/24, interface: eth0}]}
+  - {name: s1, vips: [{address: 192.0.2.101/24, interface: eth0}]}
+  - {name: s2, vips: [{address: 192.0.2.102/24, interface: eth0}]}
+  - {name: s3, vips: [{address: 192.0.2.103/24, interface: eth0}]}
+  - {name: s4, vips: [{address: 192.0.2.104/24, interface: eth0}]}
+`, []string{
+		`vigil.yaml:8:12: services[1].name: with the cluster's name, "s1" is 65 bytes, more than 64: a service after the first is named "a-cluster-name-that-is-long-enough-to-leave-little-room-for-sv/s1" on the wire; shorten one of them`,
+		`vigil.yaml:9:12: services[2].name: with the cluster's name, "s2" is 65 bytes, more than 64: a service after the first is named "a-cluster-name-that-is-long-enough-to-leave-little-room-for-sv/s2" on the wire; shorten one of them`,
+		`vigil.yaml:10:12: services[3].name: with the cluster's name, "s3" is 65 bytes, more than 64: a service after the first is named "a-cluster-name-that-is-long-enough-to-leave-little-room-for-sv/s3" on the wire; shorten one of them`,
+		`vigil.yaml:11:5: services[4]: at most 4 services in a cluster: each runs a node manager and a locator of its own on every host`,
+		`vigil.yaml:11:12: services[4].name: with the cluster's name, "s4" is 65 bytes, more than 64: a service after the first is named "a-cluster-name-that-is-long-enough-to-leave-little-room-for-sv/s4" on the wire; shorten one of them`,
+	}},
 
 	{"YAML syntax error", `
 cluster:
@@ -1654,6 +1670,117 @@ func TestTokenTimeoutDefaultFollowsTheRing(t *testing.T) {
 		}
 		if got := c.Protocol().TokenTimeout; got != tc.want {
 			t.Errorf("%d nodes%s: the protocol's token timeout %v, want %v", tc.nodes, tc.timing, got, tc.want)
+		}
+	}
+}
+
+// Each service after the first runs as a cluster of its own on the same
+// hosts: its name on the wire, every host's ports shifted by two per
+// service, its own state directory, its own floating IPs; the first is
+// the file as it is.
+func TestForService(t *testing.T) {
+	keys := testKeys(t)
+	src := `
+cluster:
+  name: duo
+  node: a
+  key_file: $KEY
+  listen: 0.0.0.0:7400
+  nodes: [{id: a, address: 192.0.2.11:7400}, {id: b, address: 192.0.2.12:7400}]
+  witnesses: [{id: w, address: 192.0.2.13:7400}]
+services:
+  - {name: voice, vips: [{address: 192.0.2.100/24, interface: eth0}], prefer: [a]}
+  - {name: data, vips: [{address: 192.0.2.101/24, interface: eth0}], prefer: [b], failback: 2s}
+runtime: {state_dir: /var/lib/vigil}
+`
+	c, err := Parse("vigil.yaml", []byte(keys.Replace(src)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ServiceCount() != 2 || len(c.VIPs) != 2 {
+		t.Fatalf("services %d, vips %v", c.ServiceCount(), c.VIPs)
+	}
+	first, err := c.ForService(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Cluster.Name != "duo" || first.Cluster.Nodes[0].Address != "192.0.2.11:7400" || first.Runtime.StateDir != "/var/lib/vigil" ||
+		len(first.VIPs) != 1 || first.VIPs[0].Address != "192.0.2.100/24" || first.Slot != 0 {
+		t.Errorf("service 0: %+v", first)
+	}
+	data, err := c.ForService(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if data.Cluster.Name != "duo/data" || data.Slot != 1 || data.Runtime.StateDir != "/var/lib/vigil/service-data" || data.Cluster.Listen != "0.0.0.0:7402" {
+		t.Errorf("service 1: name %q slot %d state %q listen %q", data.Cluster.Name, data.Slot, data.Runtime.StateDir, data.Cluster.Listen)
+	}
+	for _, p := range append(data.Cluster.Nodes, data.Cluster.Witnesses...) {
+		if !strings.HasSuffix(p.Address, ":7402") {
+			t.Errorf("service 1's %s at %s, want port 7402", p.ID, p.Address)
+		}
+	}
+	if len(data.VIPs) != 1 || data.VIPs[0].Address != "192.0.2.101/24" {
+		t.Errorf("service 1's VIPs %v", data.VIPs)
+	}
+	pc := data.Protocol()
+	if pc.Cluster != "duo/data" || strings.Join(pc.Nodes, ",") != "b,a" || pc.Failback != 2*time.Second {
+		t.Errorf("service 1's protocol: cluster %q nodes %v failback %v", pc.Cluster, pc.Nodes, pc.Failback)
+	}
+	if c.Cluster.Nodes[0].Address != "192.0.2.11:7400" || c.Cluster.Name != "duo" {
+		t.Error("ForService changed the configuration it narrowed")
+	}
+	if _, err := c.ForService(2); err == nil {
+		t.Error("ForService(2) of two services: no error")
+	}
+
+	// A witness lists the services by name, for a locator each.
+	w, err := Parse("vigil.yaml", []byte(keys.Replace(`
+cluster:
+  name: duo
+  node: w
+  role: witness
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}, {id: b, address: 192.0.2.12:7400}]
+  witnesses: [{id: w, address: 192.0.2.13:7400}]
+services: [{name: voice}, {name: data}]
+`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wd, err := w.ForService(1)
+	if err != nil || w.ServiceCount() != 2 || wd.Cluster.Name != "duo/data" || wd.Cluster.Witnesses[0].Address != "192.0.2.13:7402" || len(wd.VIPs) != 0 {
+		t.Errorf("witness, service 1: %+v %v", wd, err)
+	}
+}
+
+// Service i uses ports P+2i and P+2i+1 on every host: they must not run
+// into another host's on the same address, nor past 65535.
+func TestServicePorts(t *testing.T) {
+	keys := testKeys(t)
+	for _, tc := range []struct {
+		name, nodes string
+		want        string
+	}{
+		{"hosts two ports apart on one address", "[{id: a, address: 127.0.0.1:7400}, {id: b, address: 127.0.0.1:7402}]",
+			`vigil.yaml:5:62: cluster.nodes[1].address: its service 0's node manager port 127.0.0.1:7402 is the service 1's node manager port of cluster.nodes[0] (line 5): each host uses its port P for the node manager and P+1 for the locator, so with 2 services, leave a gap of 4`},
+		{"no room at the top", "[{id: a, address: 192.0.2.11:65533}, {id: b, address: 192.0.2.12:7400}]",
+			`vigil.yaml:5:28: cluster.nodes[0].address: port 65533 leaves no room for the 2 services' ports: each uses two, P+2i and P+2i+1, up to 65536; use a port under 65533`},
+	} {
+		src := fmt.Sprintf(`
+cluster:
+  name: duo
+  node: a
+  nodes: %s
+  two_node: true
+  key_file: $KEY
+services:
+  - {name: voice, vips: [{address: 192.0.2.100/24, interface: eth0}]}
+  - {name: data, vips: [{address: 192.0.2.101/24, interface: eth0}]}
+`, tc.nodes)
+		_, err := Parse("vigil.yaml", []byte(keys.Replace(src)))
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("%s:\n got %v\nwant %s", tc.name, err, tc.want)
 		}
 	}
 }

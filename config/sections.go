@@ -14,6 +14,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/vigil-project/vigil/netfloat"
 	"github.com/vigil-project/vigil/protocol"
 )
 
@@ -70,7 +71,11 @@ type vipMark struct {
 
 // serviceMark is where a service's cross-checked values stand.
 type serviceMark struct {
-	path string // services[i]
+	path string     // services[i]
+	item *yaml.Node // the entry
+	// vipsKey is the vips key when there is one.
+	vipsKey *yaml.Node
+	nameVal *yaml.Node
 	// processes and prefer are the names listed, once each, with where.
 	processes, prefer []mark
 	failbackVal       *yaml.Node
@@ -348,22 +353,25 @@ func (p *parser) services(n *yaml.Node, mk *marks) []Service {
 	names := map[string]*yaml.Node{}
 	for i, it := range items {
 		ip := index("services", i)
-		sm := serviceMark{path: ip}
+		sm := serviceMark{path: ip, item: it}
 		var s Service
 		_, ok := p.section(it, it, ip,
 			set("name", (*parser).ident, &s.Name).req("required").then(func(p *parser, e entry, path string) {
+				sm.nameVal = e.val
 				if first := names[s.Name]; first != nil {
 					p.errAt(e.val, path, "duplicate service name %q (first at line %d)", s.Name, first.Line)
 				} else {
 					names[s.Name] = e.val
 				}
 			}),
+			// Required on a node (serviceRules), absent on a witness.
 			field{key: "vips", read: func(p *parser, e entry, path string) {
+				sm.vipsKey = e.key
 				s.VIPs = p.vips(e.val, path, mk)
 				if e.val.Kind == yaml.SequenceNode && len(e.val.Content) == 0 {
 					p.errAt(e.key, path, "lists no address: a service is a group of floating IPs, give it at least one")
 				}
-			}}.req("required: the service's floating IPs, like [{address: 192.0.2.100/24, interface: eth0}]"),
+			}},
 			field{key: "processes", read: func(p *parser, e entry, path string) {
 				s.Processes, sm.processes = p.nameList(e, path, "process",
 					"lists no process: leave processes out for the default, every process with critical: true")
@@ -775,9 +783,6 @@ func (p *parser) crossCheck(c *Config, mk *marks) {
 		if len(c.VIPs) > 0 {
 			p.errAt(mk.vipsKey, "vips", "a witness holds no floating IPs: must be empty")
 		}
-		if len(mk.serviceItems) > 0 {
-			p.errAt(mk.servicesKey, "services", "a witness holds no service: must be empty")
-		}
 		if len(c.Processes) > 0 {
 			p.errAt(mk.processesKey, "processes", "a witness supervises no applications: must be empty")
 		}
@@ -785,7 +790,7 @@ func (p *parser) crossCheck(c *Config, mk *marks) {
 	p.serviceRules(c, mk)
 	if !mk.peersBad {
 		p.listenRule(cl, mk)
-		p.portRule(mk)
+		p.portRule(mk, c.ServiceCount())
 		p.vipRule(mk)
 	}
 	if mk.timing.get("token_timeout") == nil {
@@ -803,12 +808,38 @@ func (p *parser) crossCheck(c *Config, mk *marks) {
 }
 
 // serviceRules checks services: against the rest of the file, and sets
-// c.Services: on a node, the one service this version holds (the one of
-// services:, or the implicit one of the top-level vips:); none on a
-// witness. c.VIPs is then every floating IP of the services.
+// c.Services: on a node, its services (those of services:, or the implicit
+// one of the top-level vips:); on a witness, the services' names, for the
+// locator it runs for each (none without services:). c.VIPs is then every
+// floating IP of the services.
 func (p *parser) serviceRules(c *Config, mk *marks) {
+	if len(mk.serviceItems) > netfloat.MaxSlots {
+		p.errAt(mk.serviceItems[netfloat.MaxSlots], index("services", netfloat.MaxSlots),
+			"at most %d services in a cluster: each runs a node manager and a locator of its own on every host", netfloat.MaxSlots)
+	}
+	for i, sm := range mk.services {
+		if i == 0 || sm.nameVal == nil {
+			continue
+		}
+		// The datagrams of every service but the first carry
+		// <cluster>/<service> (Config.ForService).
+		if n := len(c.Cluster.Name) + 1 + len(sm.nameVal.Value); n > protocol.MaxIDLen {
+			p.errAt(sm.nameVal, sm.path+".name", "with the cluster's name, %q is %d bytes, more than %d: a service after the first is named %q on the wire; shorten one of them",
+				sm.nameVal.Value, n, protocol.MaxIDLen, c.Cluster.Name+"/"+sm.nameVal.Value)
+		}
+	}
 	if c.Cluster.Role == RoleWitness {
-		c.Services = nil // reported above
+		names := make([]Service, 0, len(c.Services))
+		for i, sm := range mk.services {
+			if sm.vipsKey != nil || sm.processes != nil || sm.prefer != nil || sm.failbackVal != nil {
+				p.errAt(sm.item, sm.path, "a witness holds no floating IPs and runs no application: list the services by name only, like {name: %s}: it runs a locator for each", c.Services[i].Name)
+			}
+			names = append(names, Service{Name: c.Services[i].Name})
+		}
+		c.Services = names
+		if len(c.Services) == 0 {
+			c.Services = nil
+		}
 		return
 	}
 	if mk.servicesKey == nil {
@@ -822,10 +853,10 @@ func (p *parser) serviceRules(c *Config, mk *marks) {
 		p.errAt(mk.servicesKey, "services", "lists no service: list one, or leave services out "+
 			"(the top-level vips are then the one service, %q)", ImplicitService)
 	}
-	for i := 1; i < len(mk.serviceItems); i++ {
-		p.errAt(mk.serviceItems[i], index("services", i), "this version holds one service per cluster (one lease, one active node): "+
-			"several services, each with an active node of its own, are not supported yet; "+
-			"put these addresses in services[0], or on hosts of another cluster (two clusters cannot share a host)")
+	for _, sm := range mk.services {
+		if sm.vipsKey == nil {
+			p.errAt(sm.item, sm.path+".vips", "required: the service's floating IPs, like [{address: 192.0.2.100/24, interface: eth0}]")
+		}
 	}
 	for _, sm := range mk.services {
 		for _, m := range sm.processes {
@@ -899,7 +930,7 @@ func (p *parser) listenRule(cl *Cluster, mk *marks) {
 
 // portRule: each node binds its port P and P+1 (its locator's), each
 // witness P+1; no two hosts may need the same address and port.
-func (p *parser) portRule(mk *marks) {
+func (p *parser) portRule(mk *marks, services int) {
 	type bound struct {
 		ap   netip.AddrPort
 		what string
@@ -910,18 +941,37 @@ func (p *parser) portRule(mk *marks) {
 		if pm.addrVal == nil {
 			continue
 		}
-		lp, _ := LocatorPort(pm.ap.Port()) // parsePeerAddr refused a port without a successor
-		mine := []bound{{netip.AddrPortFrom(pm.ap.Addr(), lp), "locator", pm}}
-		if !pm.witness {
-			mine = append([]bound{{pm.ap, "node manager", pm}}, mine...)
+		// Service i's node manager is at P+2i, its locator at P+2i+1
+		// (Config.ForService).
+		if last := int(pm.ap.Port()) + 2*services - 1; last > math.MaxUint16 {
+			p.errAt(pm.addrVal, pm.path+".address", "port %d leaves no room for the %d services' ports: each uses two, P+2i and P+2i+1, up to %d; use a port under %d",
+				pm.ap.Port(), services, last, math.MaxUint16-2*services+2)
+			continue
+		}
+		var mine []bound
+		for i := range services {
+			what := func(s string) string {
+				if services == 1 {
+					return s
+				}
+				return fmt.Sprintf("service %d's %s", i, s)
+			}
+			if !pm.witness {
+				mine = append(mine, bound{netip.AddrPortFrom(pm.ap.Addr(), pm.ap.Port()+uint16(2*i)), what("node manager"), pm})
+			}
+			mine = append(mine, bound{netip.AddrPortFrom(pm.ap.Addr(), pm.ap.Port()+uint16(2*i+1)), what("locator"), pm})
 		}
 	check:
 		for _, b := range mine {
 			for _, t := range taken {
 				if b.ap == t.ap {
+					gap := "leave a gap of two"
+					if services > 1 {
+						gap = fmt.Sprintf("with %d services, leave a gap of %d", services, 2*services)
+					}
 					p.errAt(pm.addrVal, pm.path+".address", "its %s port %s is the %s port of %s (line %d): "+
-						"each host uses its port P for the node manager and P+1 for the locator, so leave a gap of two",
-						b.what, b.ap, t.what, t.by.path, t.by.addrVal.Line)
+						"each host uses its port P for the node manager and P+1 for the locator, so %s",
+						b.what, b.ap, t.what, t.by.path, t.by.addrVal.Line, gap)
 					break check
 				}
 			}

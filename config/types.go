@@ -11,15 +11,18 @@ type Config struct {
 	Source string
 
 	Cluster Cluster
-	// VIPs is every floating IP of the cluster's services, in file order:
-	// in this version, the one service's vips (the top-level vips: when
-	// the file has no services:). The code that holds addresses reads
-	// this list; Services says which service each belongs to.
+	// VIPs is every floating IP of the cluster's services, in file order
+	// (the top-level vips: when the file has no services:); narrowed to a
+	// service (ForService), that service's.
 	VIPs []VIP
-	// Services is, on a node, exactly one service: the one of services:,
-	// or the implicit one made from the top-level vips: (ImplicitService).
-	// nil on a witness. See Service.
-	Services  []Service
+	// Services is, on a node, its services: those of services: (up to
+	// netfloat.MaxSlots), or the implicit one made from the top-level
+	// vips: (ImplicitService). On a witness, the services' names only (nil
+	// when the file lists none). See Service, ServiceCount, ForService.
+	Services []Service
+	// Slot is the service this configuration was narrowed to
+	// (ForService): its index in the file's services. 0 as loaded.
+	Slot      int
 	Announce  Announce
 	Control   ControlGroup
 	Apps      AppsGroup

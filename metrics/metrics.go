@@ -213,8 +213,12 @@ func (c *collector) collectStatus(e *emitter, st *supervisor.Status) {
 	}
 	e.gauge("vigil_guarantees_not_in_force", "Resource guarantees this host could not apply (see vigil status).", float64(len(st.NotInForce)))
 
-	collectFloatingIPs(e, st.FloatingIPs, nm)
-	collectServices(e, st.Services, nm)
+	reports := []*ctlmsg.NodeManagerReport{nm}
+	for i := 1; i < len(st.Services); i++ {
+		reports = append(reports, st.Report(i))
+	}
+	collectFloatingIPs(e, st.FloatingIPs, reports)
+	collectServices(e, st.Services, reports)
 	c.collectNodeManager(e, nm)
 	c.collectLocator(e, loc)
 	collectProcesses(e, groupApps, st.Processes)
@@ -314,9 +318,13 @@ func (c *collector) collectLocator(e *emitter, r *ctlmsg.LocatorReport) {
 // collectServices emits every configured service with 1 while this node
 // holds it (its node manager is active with a valid lease), else 0, so
 // that "held by no node" is a sum of zeros by service.
-func collectServices(e *emitter, svcs []supervisor.ServiceStatus, nm *ctlmsg.NodeManagerReport) {
-	held := nm != nil && nm.Role == "active" && nm.LeaseValid
-	for _, s := range svcs {
+func collectServices(e *emitter, svcs []supervisor.ServiceStatus, reports []*ctlmsg.NodeManagerReport) {
+	for i, s := range svcs {
+		var nm *ctlmsg.NodeManagerReport
+		if i < len(reports) {
+			nm = reports[i]
+		}
+		held := nm != nil && nm.Role == "active" && nm.LeaseValid
 		e.gauge("vigil_service_held", "1 while this node holds the service (active, with a valid lease).", b2f(held), "service", s.Name)
 	}
 }
@@ -328,11 +336,14 @@ func collectServices(e *emitter, svcs []supervisor.ServiceStatus, nm *ctlmsg.Nod
 // Without a node manager report nothing is known to be held (after a fence
 // the supervisor removes the addresses): all 0. An address held but no
 // longer configured (a reload removing it) is emitted with 1.
-func collectFloatingIPs(e *emitter, configured []supervisor.FloatingIP, nm *ctlmsg.NodeManagerReport) {
+func collectFloatingIPs(e *emitter, configured []supervisor.FloatingIP, reports []*ctlmsg.NodeManagerReport) {
 	type key struct{ addr, iface string }
 	held := map[key]bool{}
 	var order []key
-	if nm != nil {
+	for _, nm := range reports {
+		if nm == nil {
+			continue
+		}
 		for _, v := range nm.VIPs {
 			// vips_held entries are netfloat.VIP strings: prefix@interface.
 			prefix, iface, _ := strings.Cut(v, "@")

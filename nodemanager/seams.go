@@ -99,6 +99,10 @@ func (h *netlinkHost) newFloat(ifaces []string) (floatIPs, error) {
 		// checks the lease deadline (syncLease) on the lease's own clock.
 		LeaseClock: h.clk.Now,
 		KeepOpen:   h.keepOpen,
+		// The service's own mark: its start and fence remove only its
+		// addresses (netfloat's slots).
+		Protocol: netfloat.SlotProtocol(h.cfg.Slot),
+		Label:    netfloat.SlotLabel(h.cfg.Slot),
 	}
 	if h.kl != nil {
 		opts.KernelLease = h.kl
@@ -134,7 +138,7 @@ func (h *netlinkHost) openKernelLease() {
 	if h.kl != nil || h.klErr != nil {
 		return
 	}
-	var opts []netfloat.NFTLeaseOption
+	opts := []netfloat.NFTLeaseOption{netfloat.LeaseSlot(h.cfg.Slot)}
 	if h.keepOpen != nil {
 		opts = append(opts, netfloat.KeepSocketOpen(h.keepOpen))
 	}

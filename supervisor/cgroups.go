@@ -60,14 +60,33 @@ func (s *Supervisor) setupCgroups() error {
 // realtime budget) and the default cpu weight, which is what a hook gets.
 // Without it hooks still run, in the node manager's group: said loudly.
 func (s *Supervisor) setupHooksGroup() {
-	g, err := s.cg.Group(cgroup.HooksGroup)
-	if err != nil {
-		s.hooks, s.hooksErr = nil, err.Error()
-		s.log.Warn("cannot create the hooks cgroup; hooks run in the node manager's cgroup, charged to the control plane",
-			"event", "hooks_cgroup_error", "err", err)
-		return
+	s.hooks, s.hooksApplied, s.hooksErr = nil, nil, ""
+	for slot := range s.cfg.ServiceCount() {
+		g, err := s.cg.Group(s.hooksGroupName(slot))
+		if err != nil {
+			g, s.hooksErr = nil, err.Error()
+			s.log.Warn("cannot create the hooks cgroup; hooks run in the node manager's cgroup, charged to the control plane",
+				"event", "hooks_cgroup_error", "group", s.hooksGroupName(slot), "err", err)
+		}
+		s.hooks = append(s.hooks, g)
+		s.hooksApplied = append(s.hooksApplied, cgroup.Resources{})
 	}
-	s.hooks, s.hooksErr = g, ""
+}
+
+// hooksGroupName is the hooks group of the node manager of slot.
+func (s *Supervisor) hooksGroupName(slot int) string {
+	if slot == 0 || slot >= len(s.cfg.Services) {
+		return cgroup.HooksGroup
+	}
+	return cgroup.HooksGroup + "-" + s.cfg.Services[slot].Name
+}
+
+// hooksGroup is the hooks group of the node manager of slot, nil if none.
+func (s *Supervisor) hooksGroup(slot int) *cgroup.Group {
+	if slot < len(s.hooks) {
+		return s.hooks[slot]
+	}
+	return nil
 }
 
 // applyGroupResources writes the control/ and apps/ values of the config.
@@ -115,11 +134,15 @@ func (s *Supervisor) applyGroupResources() {
 	if s.hooksErr != "" {
 		s.notInForce = append(s.notInForce, "hooks: no hooks cgroup, hooks run in the node manager's: "+s.hooksErr)
 	}
-	if s.hooks != nil {
+	for slot, g := range s.hooks {
+		if g == nil {
+			continue
+		}
 		// The reserved cpus are the control plane's alone, hooks' too.
-		if _, err := s.applyResources(s.hooks, &s.hooksApplied, s.log.With("group", cgroup.HooksGroup), cgroup.Resources{CPUs: appsRes.CPUs}); err != nil {
-			s.notInForce = append(s.notInForce, "hooks: cpuset: "+err.Error())
-			s.log.Warn("cannot keep hooks off the reserved cpus", "event", "cgroup_error", "group", cgroup.HooksGroup, "err", err)
+		name := s.hooksGroupName(slot)
+		if _, err := s.applyResources(g, &s.hooksApplied[slot], s.log.With("group", name), cgroup.Resources{CPUs: appsRes.CPUs}); err != nil {
+			s.notInForce = append(s.notInForce, name+": cpuset: "+err.Error())
+			s.log.Warn("cannot keep hooks off the reserved cpus", "event", "cgroup_error", "group", name, "err", err)
 		}
 	}
 }

@@ -30,6 +30,9 @@ import (
 type Request struct {
 	Cmd  string `json:"cmd"`            // status | restart | reload | switchover | maintenance
 	Name string `json:"name,omitempty"` // restart: the process; switchover: the target node ("" = any); maintenance: on|off
+	// Service: switchover: the service to move ("": the only one; with
+	// several, required).
+	Service string `json:"service,omitempty"`
 }
 
 // Response is a control-socket response.
@@ -258,7 +261,7 @@ func (s *Supervisor) handleControl(c *net.UnixConn, acc controlAccess) {
 		// loop hands back a channel instead of blocking on it.
 		fwd := make(chan (<-chan answer), 1)
 		select {
-		case s.events <- func() { fwd <- s.command(ctlNodeManager, req.Cmd, req.Name) }:
+		case s.events <- func() { fwd <- s.forward(req) }:
 		case <-time.After(loopTimeout):
 			_ = enc.Encode(Response{Error: "supervisor main loop is not responding"})
 			return

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"syscall"
 	"time"
 
@@ -35,25 +36,51 @@ const (
 // read its channel must not stall the supervisor's loop.
 const sendTimeout = 50 * time.Millisecond
 
-// controlProcesses are the built-in control-plane processes of this host.
-func (s *Supervisor) controlProcesses() []config.Process {
-	names := []string{ctlLocator}
-	if s.cfg.Cluster.Role == config.RoleNode {
-		names = append(names, ctlNodeManager)
+// controlSpec is a control-plane process to run: its kind (ctlLocator,
+// ctlNodeManager) and the service it runs for (its slot).
+type controlSpec struct {
+	cfg  config.Process
+	kind string
+	slot int
+}
+
+// controlName is the name of the control-plane process of kind for the
+// service in slot: the kind alone for the first service, as before
+// services, "<kind>-<service>" for the others.
+func (s *Supervisor) controlName(kind string, slot int) string {
+	if slot == 0 || slot >= len(s.cfg.Services) {
+		return kind
 	}
-	out := make([]config.Process, 0, len(names))
-	for _, n := range names {
+	return kind + "-" + s.cfg.Services[slot].Name
+}
+
+// controlProcesses are the built-in control-plane processes of this host:
+// a locator, and on a node a node manager, for each service.
+func (s *Supervisor) controlProcesses() []controlSpec {
+	var specs []controlSpec
+	for slot := range s.cfg.ServiceCount() {
+		specs = append(specs, controlSpec{kind: ctlLocator, slot: slot})
+		if s.cfg.Cluster.Role == config.RoleNode {
+			specs = append(specs, controlSpec{kind: ctlNodeManager, slot: slot})
+		}
+	}
+	for i := range specs {
+		n, slot := specs[i].kind, specs[i].slot
 		env := ipc.Env()
-		if n == ctlNodeManager && s.hooks != nil {
-			if e, err := execshim.HooksCgroupEntry(s.hooks.HierarchyDirs()); err != nil {
+		if g := s.hooksGroup(slot); n == ctlNodeManager && g != nil {
+			if e, err := execshim.HooksCgroupEntry(g.HierarchyDirs()); err != nil {
 				s.log.Warn("hooks run in the node manager's cgroup", "event", "hooks_cgroup_error", "err", err)
 			} else {
 				env = append(env, e)
 			}
 		}
-		out = append(out, config.Process{
-			Name:        n,
-			Command:     []string{s.exe, n, "-c", s.opts.ConfigPath},
+		cmd := []string{s.exe, n, "-c", s.opts.ConfigPath}
+		if slot > 0 {
+			cmd = append(cmd, "--service", s.cfg.Services[slot].Name)
+		}
+		specs[i].cfg = config.Process{
+			Name:        s.controlName(n, slot),
+			Command:     cmd,
 			Env:         env,
 			Dir:         "/",
 			Restart:     config.RestartAlways,
@@ -63,9 +90,9 @@ func (s *Supervisor) controlProcesses() []config.Process {
 			// Back off a little so a crash loop does not eat the CPU the
 			// rest of the control plane needs, but never give up.
 			Backoff: config.Backoff{Initial: 50 * time.Millisecond, Max: 2 * time.Second, Stable: 5 * time.Second},
-		})
+		}
 	}
-	return out
+	return specs
 }
 
 // resolveExe finds the binary the control-plane processes run: the one this
@@ -190,17 +217,45 @@ func (s *Supervisor) onChannel(p *proc, m *ctlmsg.Msg, files []*os.File) {
 	}
 }
 
-// pushHealth tells the node manager the node's health as the supervisor sees
-// it: critical applications up and passing their checks.
+// pushHealth tells every node manager the node's health for its service
+// as the supervisor sees it: the service's applications up and passing
+// their checks.
 func (s *Supervisor) pushHealth() {
-	nm := s.controlProc(ctlNodeManager)
-	if nm == nil || nm.conn == nil || nm.state != StateRunning {
+	for _, nm := range s.nodeManagers() {
+		s.pushHealthTo(nm)
+	}
+}
+
+func (s *Supervisor) pushHealthTo(nm *proc) {
+	if nm.conn == nil || nm.state != StateRunning {
 		return
 	}
-	healthy := len(s.appUnhealthyReasons()) == 0
-	if err := nm.conn.Send(ctlmsg.Health(healthy, s.appUnhealthyReasons()), sendTimeout); err != nil {
+	reasons := s.appUnhealthyReasonsFor(nm.slot)
+	if err := nm.conn.Send(ctlmsg.Health(len(reasons) == 0, reasons), sendTimeout); err != nil {
 		nm.log.Warn("cannot send health to the node manager", "event", "ipc_error", "err", err)
 	}
+}
+
+// nodeManagers are this host's node managers, one per service, in slot
+// order.
+func (s *Supervisor) nodeManagers() []*proc {
+	var out []*proc
+	for _, p := range s.ctrl {
+		if p.control == ctlNodeManager {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// nodeManager is the node manager of the service in slot, nil if none.
+func (s *Supervisor) nodeManager(slot int) *proc {
+	for _, p := range s.nodeManagers() {
+		if p.slot == slot {
+			return p
+		}
+	}
+	return nil
 }
 
 func (s *Supervisor) controlProc(name string) *proc {
@@ -216,6 +271,75 @@ func (s *Supervisor) controlProc(name string) *proc {
 // control-plane process and returns its answer on a channel.
 func (s *Supervisor) command(target, cmd, arg string) <-chan answer {
 	return s.request(target, ctlmsg.Command(cmd, arg))
+}
+
+// forward sends an operator command to the node managers it is for: a
+// switchover to the node manager of its service, maintenance to every
+// one (the node refuses every service). The answer is the first error, or
+// the first reply.
+func (s *Supervisor) forward(req Request) <-chan answer {
+	nms := s.nodeManagers()
+	if req.Cmd == "switchover" {
+		slot, err := s.serviceSlot(req.Service)
+		if err != nil {
+			res := make(chan answer, 1)
+			res <- answer{err: err}
+			return res
+		}
+		nms = nil
+		if nm := s.nodeManager(slot); nm != nil {
+			nms = []*proc{nm}
+		}
+	}
+	if len(nms) == 0 {
+		res := make(chan answer, 1)
+		res <- answer{err: fmt.Errorf("the %s is not running on this host", ctlNodeManager)}
+		return res
+	}
+	if len(nms) == 1 {
+		return s.command(nms[0].cfg.Name, req.Cmd, req.Name)
+	}
+	all := make([]<-chan answer, 0, len(nms))
+	for _, nm := range nms {
+		all = append(all, s.command(nm.cfg.Name, req.Cmd, req.Name))
+	}
+	res := make(chan answer, 1)
+	go func() {
+		var first answer
+		for i, c := range all {
+			select {
+			case a := <-c:
+				if i == 0 || (a.err != nil && first.err == nil) {
+					first = a
+				}
+			case <-time.After(commandTimeout):
+				if first.err == nil {
+					first = answer{err: fmt.Errorf("the %s did not answer in time", nms[i].cfg.Name)}
+				}
+			}
+		}
+		res <- first
+	}()
+	return res
+}
+
+// serviceSlot is the slot of the service called name; "" names the only
+// one, and is refused when there are several.
+func (s *Supervisor) serviceSlot(name string) (int, error) {
+	var names []string
+	for i, svc := range s.cfg.Services {
+		if svc.Name == name {
+			return i, nil
+		}
+		names = append(names, svc.Name)
+	}
+	switch {
+	case name == "" && len(s.cfg.Services) <= 1:
+		return 0, nil
+	case name == "":
+		return 0, fmt.Errorf("this cluster has %d services (%s): name the one to move", len(names), strings.Join(names, ", "))
+	}
+	return 0, fmt.Errorf("no service %q in this cluster (it has: %s)", name, strings.Join(names, ", "))
 }
 
 // answer is a control-plane process's reply to a request: err is its
@@ -253,15 +377,22 @@ const reloadAnswerTimeout = 10 * time.Second
 // move the active role). One that is not running reads the file when it
 // starts. The answer is logged when it comes; the loop does not wait.
 func (s *Supervisor) pushConfig(cfg *config.Config) {
-	nm := s.controlProc(ctlNodeManager)
-	if nm == nil {
-		return // a witness: no floating IPs, no hooks
+	for _, nm := range s.nodeManagers() { // none on a witness: no floating IPs, no hooks
+		sc, err := cfg.ForService(nm.slot)
+		if err != nil {
+			continue // a service the reload removed: deferred to a restart
+		}
+		s.pushConfigTo(nm, sc)
 	}
+}
+
+// pushConfigTo sends nm its service's floating IPs and the hooks.
+func (s *Supervisor) pushConfigTo(nm *proc, cfg *config.Config) {
 	if nm.conn == nil || nm.state != StateRunning {
 		nm.log.Info("node manager not running: it reads the reloaded floating IPs and hooks when it starts", "event", "reload_vips")
 		return
 	}
-	res := s.request(ctlNodeManager, ctlmsg.ConfigMsg(reloadConfig(cfg)))
+	res := s.request(nm.cfg.Name, ctlmsg.ConfigMsg(reloadConfig(cfg)))
 	go func() {
 		select {
 		case a := <-res:
@@ -320,11 +451,15 @@ func restartOnlyKeys(old, next *config.Config) []string {
 	// The node manager's protocol takes the service's name (hooks),
 	// preference (its ring order) and failback at start; its addresses
 	// and processes reload in place.
-	was, _ := old.Service()
-	will, _ := next.Service()
-	diff("services[0].name", was.Name, will.Name)
-	diff("services[0].prefer", was.Prefer, will.Prefer)
-	diff("services[0].failback", was.Failback, will.Failback)
+	// Each service has a node manager and a locator of its own, at ports
+	// of its own: adding or removing one restarts them all.
+	diff("services", len(old.Services), len(next.Services))
+	for i := range min(len(old.Services), len(next.Services)) {
+		was, will := old.Services[i], next.Services[i]
+		diff(fmt.Sprintf("services[%d].name", i), was.Name, will.Name)
+		diff(fmt.Sprintf("services[%d].prefer", i), was.Prefer, will.Prefer)
+		diff(fmt.Sprintf("services[%d].failback", i), was.Failback, will.Failback)
+	}
 	diff("control.realtime", old.Control.Realtime, next.Control.Realtime)
 	diff("control.sched_delay_warn", old.Control.SchedDelayWarn, next.Control.SchedDelayWarn)
 	diff("control.rt_budget", old.Control.RTBudget, next.Control.RTBudget)
@@ -383,11 +518,13 @@ func (s *Supervisor) leaveToKernel(nm *proc) error {
 		return errors.New("no kernel lease reported")
 	case r.KernelLease.State != ctlmsg.KernelLeaseEnforcing:
 		return fmt.Errorf("kernel lease %s", r.KernelLease.State)
-	case s.leaseEnforces == nil || len(s.cfg.VIPs) == 0:
+	}
+	sc := s.serviceConfig(nm.slot)
+	if s.leaseEnforces == nil || len(sc.VIPs) == 0 {
 		return errors.New("no floating IPs to guard")
 	}
-	vips := make([]netip.Addr, 0, len(s.cfg.VIPs))
-	for _, v := range s.cfg.VIPs {
+	vips := make([]netip.Addr, 0, len(sc.VIPs))
+	for _, v := range sc.VIPs {
 		p, err := netip.ParsePrefix(v.Address)
 		if err != nil {
 			return fmt.Errorf("floating IP %q: %w", v.Address, err)
@@ -397,7 +534,7 @@ func (s *Supervisor) leaveToKernel(nm *proc) error {
 	// Not the lease the last report gave: the node manager renews (and
 	// refreshes the elements) every token pass, but reports only every
 	// quarter lease, so its real lease may end later than reported.
-	return s.leaseEnforces(vips, s.nmLease(nm))
+	return s.leaseEnforces(nm.slot, vips, s.nmLease(nm))
 }
 
 // fenceWait is how long after a report the node manager may stay silent
@@ -616,7 +753,7 @@ func (s *Supervisor) finishFence(nm *proc, why string) {
 // removeVIPs removes the floating IPs for a fence (why: the node
 // manager's state then, for the log) and says whether any were there.
 func (s *Supervisor) removeVIPs(nm *proc, why string) bool {
-	removed, err := s.fenceVIPs()
+	removed, err := s.fenceVIPs(nm.slot)
 	if err != nil {
 		nm.log.Error("fence: cannot remove floating IPs", "event", "fence_error", "err", err)
 	}

@@ -156,7 +156,7 @@ func TestFenceKillsNodeManagerBeforeRemovingAddresses(t *testing.T) {
 	s := loopSupervisor(t)
 	nm := stalledNodeManager(t, s, true)
 	f := &orderFencer{pid: nm.pid, done: make(chan struct{})}
-	s.float = f
+	s.floats = []fencer{f}
 	s.ctrl = []*proc{nm}
 	fence(t, s, nm)
 	select {
@@ -186,7 +186,7 @@ func TestFenceWhenNodeManagerDoesNotDie(t *testing.T) {
 	s := loopSupervisor(t)
 	nm := stalledNodeManager(t, s, false)
 	f := &orderFencer{pid: nm.pid, done: make(chan struct{})}
-	s.float = f
+	s.floats = []fencer{f}
 	s.ctrl = []*proc{nm}
 	start := time.Now()
 	fence(t, s, nm)

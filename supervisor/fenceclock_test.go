@@ -36,7 +36,7 @@ func newFenceRig(t *testing.T, deliverExit bool) *fenceRig {
 	s := loopSupervisorOn(t, clk)
 	nm := stalledNodeManager(t, s, deliverExit)
 	f := &orderFencer{pid: nm.pid, done: make(chan struct{})}
-	s.float = f
+	s.floats = []fencer{f}
 	s.ctrl = []*proc{nm}
 	return &fenceRig{t: t, clk: clk, s: s, nm: nm, f: f}
 }
@@ -234,7 +234,7 @@ func TestFenceOneTimerForManyReports(t *testing.T) {
 	s := loopSupervisorOn(t, clk)
 	nm := stalledNodeManager(t, s, true)
 	f := &orderFencer{pid: nm.pid, done: make(chan struct{})}
-	s.float = f
+	s.floats = []fencer{f}
 	s.ctrl = []*proc{nm}
 	r := &fenceRig{t: t, clk: clk.Fake, s: s, nm: nm, f: f}
 	before := clk.armed.Load()
@@ -348,7 +348,7 @@ func kernelRig(t *testing.T, err error) (*fenceRig, *[]time.Duration) {
 	var within []time.Duration
 	inLoop(t, r.s, func() {
 		r.s.cfg.VIPs = []config.VIP{{Address: "192.0.2.100/24", Interface: "eth0"}}
-		r.s.leaseEnforces = func(vips []netip.Addr, w time.Duration) error {
+		r.s.leaseEnforces = func(_ int, vips []netip.Addr, w time.Duration) error {
 			if len(vips) != 1 || vips[0] != netip.MustParseAddr("192.0.2.100") {
 				t.Errorf("kernel lease checked for %v", vips)
 			}

@@ -37,7 +37,9 @@ func (s *Supervisor) groupStatus() []GroupStatus {
 	for _, p := range s.procs {
 		groups = append(groups, named{"apps/" + p.cfg.Name, p.group})
 	}
-	groups = append(groups, named{cgroup.HooksGroup, s.hooks})
+	for slot, g := range s.hooks {
+		groups = append(groups, named{s.hooksGroupName(slot), g})
+	}
 	out := make([]GroupStatus, 0, len(groups))
 	for _, n := range groups {
 		if n.g == nil {

@@ -90,7 +90,7 @@ func (s *Supervisor) start(p *proc) {
 	s.startHealth(p, gen)
 	s.updateHealth()
 	if p.control == ctlNodeManager {
-		s.pushHealth()
+		s.pushHealthTo(p)
 		s.pushFault(p)
 	}
 }
@@ -221,7 +221,7 @@ func (s *Supervisor) ended(p *proc, ex Exit) {
 	if p.control == ctlNodeManager && p.fenced == nil && !s.stopping {
 		age := s.clock.Wall().Sub(p.lastBeat)
 		var why string
-		if release, why = s.crashReleaseFor(p.nmReport, age); release != nil {
+		if release, why = s.crashReleaseFor(p.slot, p.nmReport, age); release != nil {
 			p.fault = ctlmsg.Fault(release.epoch, "node manager died while active")
 		} else if why != "" {
 			// Said so, so that a failover that waited for the lease can be
@@ -273,7 +273,7 @@ func (s *Supervisor) ended(p *proc, ex Exit) {
 	// clear of the hooks its successor runs.
 	var hooks *cgroup.Group
 	if p.control == ctlNodeManager {
-		hooks = s.hooks
+		hooks = s.hooksGroup(p.slot)
 	}
 	plog := p.log
 	go func() {
@@ -432,15 +432,14 @@ func (s *Supervisor) beginShutdown(reason string, done chan struct{}) {
 	// applications in reverse start order (what started last may depend on
 	// what started first); the locator last, so the cluster keeps its
 	// quorum for the handover.
-	var order []*proc
-	if nm := s.controlProc(ctlNodeManager); nm != nil {
-		order = append(order, nm)
-	}
+	order := s.nodeManagers()
 	for i := len(s.procs) - 1; i >= 0; i-- {
 		order = append(order, s.procs[i])
 	}
-	if l := s.controlProc(ctlLocator); l != nil {
-		order = append(order, l)
+	for _, p := range s.ctrl {
+		if p.control == ctlLocator {
+			order = append(order, p)
+		}
 	}
 	var next func(i int)
 	next = func(i int) {

@@ -61,9 +61,13 @@ func (s *Supervisor) updateHealth() {
 			s.log.Warn("node unhealthy", "event", "node_health", "healthy", false, "reasons", strings.Join(reasons, "; "))
 		}
 	}
-	appHealthy := len(s.appUnhealthyReasons()) == 0
-	if appHealthy != s.appHealthy {
-		s.appHealthy = appHealthy
+	// What each service's node manager is told, one letter a service.
+	var sig strings.Builder
+	for slot := range s.cfg.ServiceCount() {
+		sig.WriteByte("uh"[b2i(len(s.appUnhealthyReasonsFor(slot)) == 0)])
+	}
+	if sig.String() != s.appHealthy {
+		s.appHealthy = sig.String()
 		s.pushHealth()
 	}
 	s.healthy = healthy
@@ -82,13 +86,35 @@ func (s *Supervisor) unhealthyReasons() []string {
 	return r
 }
 
-// appUnhealthyReasons covers the applications the service needs only (its
-// processes:, or without that list the critical ones): what the node
-// manager weighs when it decides whether this node may be active.
+// appUnhealthyReasons covers the applications any service needs (for the
+// host's health: status, systemd).
 func (s *Supervisor) appUnhealthyReasons() []string {
 	var r []string
+	for slot := range s.cfg.ServiceCount() {
+		for _, x := range s.appUnhealthyReasonsFor(slot) {
+			if !slices.Contains(r, x) {
+				r = append(r, x)
+			}
+		}
+	}
+	return r
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// appUnhealthyReasonsFor covers the applications the service in slot
+// needs only (its processes:, or without that list the critical ones):
+// what its node manager weighs when it decides whether this node may hold
+// it.
+func (s *Supervisor) appUnhealthyReasonsFor(slot int) []string {
+	var r []string
 	for _, p := range s.procs {
-		if !s.needs(p) || !p.graceUntil.IsZero() {
+		if !s.needsFor(slot, p) || !p.graceUntil.IsZero() {
 			continue
 		}
 		switch {
@@ -105,9 +131,22 @@ func (s *Supervisor) appUnhealthyReasons() []string {
 	return r
 }
 
-// needs reports whether the node's service needs p (serviceNeeds).
+// needs reports whether any of the node's services needs p.
 func (s *Supervisor) needs(p *proc) bool {
-	svc, _ := s.cfg.Service()
+	for slot := range s.cfg.ServiceCount() {
+		if s.needsFor(slot, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// needsFor reports whether the service in slot needs p (serviceNeeds).
+func (s *Supervisor) needsFor(slot int, p *proc) bool {
+	var svc config.Service
+	if s.cfg != nil && slot < len(s.cfg.Services) {
+		svc = s.cfg.Services[slot]
+	}
 	return serviceNeeds(svc, p.cfg.Name, p.cfg.Critical)
 }
 

@@ -41,7 +41,7 @@ type crashRelease struct {
 // active, with lease left now, and named its succession. Without one,
 // why says why not if the report said active ("" if it did not: nothing
 // to release, nothing to say).
-func (s *Supervisor) crashReleaseFor(r *ctlmsg.NodeManagerReport, age time.Duration) (c *crashRelease, why string) {
+func (s *Supervisor) crashReleaseFor(slot int, r *ctlmsg.NodeManagerReport, age time.Duration) (c *crashRelease, why string) {
 	switch {
 	case r == nil || r.Role != "active" || s.cfg.Cluster.Role != config.RoleNode:
 		return nil, ""
@@ -53,12 +53,13 @@ func (s *Supervisor) crashReleaseFor(r *ctlmsg.NodeManagerReport, age time.Durat
 		return nil, "its last report's lease had run out when the exit was handled"
 	}
 	sc := r.Succession
+	cfg := s.serviceConfig(slot)
 	return &crashRelease{
-		cfg: s.cfg, float: s.float, log: s.log,
+		cfg: cfg, float: s.fencer(slot), log: s.log,
 		succ:   protocol.Succession{Epoch: sc.Epoch, To: sc.To, Nodes: sc.Nodes, Locators: sc.Locators},
 		epoch:  sc.Epoch,
-		revoke: func() error { return netfloat.RevokeLease(-1, 0) },
-		send:   sendDatagrams(s.cfg),
+		revoke: func() error { return netfloat.RevokeLease(-1, slot) },
+		send:   sendDatagrams(cfg),
 	}, ""
 }
 

@@ -51,10 +51,10 @@ func TestCrashReleaseOrder(t *testing.T) {
 	s := &Supervisor{cfg: cfg, log: slog.New(slog.DiscardHandler)}
 	r := &ctlmsg.NodeManagerReport{BeatFields: ctlmsg.BeatFields{Role: "active", LeaseValid: true, LeaseRemainingMS: 100,
 		Succession: &ctlmsg.Succession{Epoch: 3, To: "b", Nodes: map[string]uint64{"b": 7}, Locators: map[string]uint64{"a": 1, "b": 2, "w": 3}}}}
-	if c, _ := s.crashReleaseFor(r, 150*time.Millisecond); c != nil {
+	if c, _ := s.crashReleaseFor(0, r, 150*time.Millisecond); c != nil {
 		t.Fatal("a release for a lease that has run out")
 	}
-	if c, _ := s.crashReleaseFor(&ctlmsg.NodeManagerReport{BeatFields: ctlmsg.BeatFields{Role: "standby"}}, 0); c != nil {
+	if c, _ := s.crashReleaseFor(0, &ctlmsg.NodeManagerReport{BeatFields: ctlmsg.BeatFields{Role: "standby"}}, 0); c != nil {
 		t.Fatal("a release for a standby")
 	}
 	// Every active that gets no release is said to, with why; a standby
@@ -70,7 +70,7 @@ func TestCrashReleaseOrder(t *testing.T) {
 		{r, "run out"}, {&noSucc, "no succession"}, {&noLease, "no valid lease"},
 		{&ctlmsg.NodeManagerReport{BeatFields: ctlmsg.BeatFields{Role: "standby"}}, ""}, {nil, ""},
 	} {
-		rel, got := s.crashReleaseFor(c.r, 150*time.Millisecond)
+		rel, got := s.crashReleaseFor(0, c.r, 150*time.Millisecond)
 		if rel != nil {
 			t.Fatalf("a release for %+v", c.r)
 		}
@@ -80,7 +80,7 @@ func TestCrashReleaseOrder(t *testing.T) {
 	}
 	for _, failRevoke := range []bool{false, true} {
 		var steps []string
-		c, _ := s.crashReleaseFor(r, 10*time.Millisecond)
+		c, _ := s.crashReleaseFor(0, r, 10*time.Millisecond)
 		if c == nil {
 			t.Fatal("no release for an active with lease left")
 		}

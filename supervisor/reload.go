@@ -85,19 +85,22 @@ func (s *Supervisor) reload() (*ReloadResult, error) {
 		s.log.Warn("changed settings not applied by a reload: restart vigil on this host for them to take effect (for cluster settings, on every host, one at a time)",
 			"event", "reload_deferred", "keys", strings.Join(keys, ","))
 		cfg.Cluster, cfg.Runtime, cfg.Log = s.cfg.Cluster, s.cfg.Runtime, s.cfg.Log
-		if len(cfg.Services) == 1 && len(s.cfg.Services) == 1 {
-			in := s.cfg.Services[0]
-			cfg.Services[0].Name, cfg.Services[0].Prefer, cfg.Services[0].Failback = in.Name, in.Prefer, in.Failback
+		if len(cfg.Services) != len(s.cfg.Services) {
+			// The services in force stay, with their addresses and
+			// processes, until a restart.
+			cfg.Services, cfg.VIPs = s.cfg.Services, s.cfg.VIPs
+		}
+		for i := range cfg.Services {
+			in := s.cfg.Services[i]
+			cfg.Services[i].Name, cfg.Services[i].Prefer, cfg.Services[i].Failback = in.Name, in.Prefer, in.Failback
 		}
 	}
 	vipsChanged := !reflect.DeepEqual(s.cfg.VIPs, cfg.VIPs)
 	pushCP := vipsChanged || !reflect.DeepEqual(s.cfg.Hooks, cfg.Hooks)
-	if vipsChanged && s.float == nil && len(cfg.VIPs) > 0 {
-		// The first VIP of a host that started without: the fence must be
-		// able to remove it.
-		if s.float, err = newFencer(cfg, s.log); err != nil {
-			s.log.Error("cannot fence the reloaded floating IPs", "event", "fence_error", "err", err)
-		}
+	if vipsChanged {
+		// The first VIP of a service that started without: the fence
+		// must be able to remove it.
+		s.openFencers(cfg)
 	}
 	s.cfg = cfg
 	if pushCP {

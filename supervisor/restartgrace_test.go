@@ -73,7 +73,7 @@ func TestRestartGraceDuration(t *testing.T) {
 func TestRestartGraceUntilRunning(t *testing.T) {
 	p := critical("sip", nil)
 	s := graceSupervisor(p)
-	if !s.appHealthy {
+	if s.appHealthy != "h" {
 		t.Fatalf("a running critical process: app unhealthy: %v", s.appUnhealthyReasons())
 	}
 	if !p.upForHealth() {
@@ -89,7 +89,7 @@ func TestRestartGraceUntilRunning(t *testing.T) {
 	for _, st := range []State{StateStopping, StateStopped} {
 		p.state, p.pid = st, 0
 		s.updateHealth()
-		if r := s.appUnhealthyReasons(); len(r) != 0 || !s.appHealthy || !s.healthy {
+		if r := s.appUnhealthyReasons(); len(r) != 0 || (s.appHealthy != "h") || !s.healthy {
 			t.Fatalf("%s during a planned restart counts against health: %v", st, r)
 		}
 	}
@@ -101,7 +101,7 @@ func TestRestartGraceUntilRunning(t *testing.T) {
 	// From now on it counts as usual.
 	p.state = StateBackoff
 	s.updateHealth()
-	if s.appHealthy || len(s.appUnhealthyReasons()) != 1 {
+	if s.appHealthy == "h" || len(s.appUnhealthyReasons()) != 1 {
 		t.Errorf("a crash after the restart is excused: appHealthy=%v reasons=%v", s.appHealthy, s.appUnhealthyReasons())
 	}
 }
@@ -114,7 +114,7 @@ func TestRestartGraceUntilHealthy(t *testing.T) {
 		p := critical("sip", h)
 		p.health.State = health.StateHealthy
 		s := graceSupervisor(p)
-		if !s.appHealthy || !p.upForHealth() {
+		if (s.appHealthy != "h") || !p.upForHealth() {
 			t.Fatalf("a healthy process: appHealthy=%v up=%v", s.appHealthy, p.upForHealth())
 		}
 		s.beginRestartGrace(p, "operator restart")
@@ -122,7 +122,7 @@ func TestRestartGraceUntilHealthy(t *testing.T) {
 		s.updateHealth()
 		p.state, p.health.State = StateRunning, health.StateStarting
 		s.updateHealth()
-		if p.graceUntil.IsZero() || !s.appHealthy {
+		if p.graceUntil.IsZero() || (s.appHealthy != "h") {
 			t.Fatalf("%s: a restarted process whose check is still starting counts against health: %v", verdict, s.appUnhealthyReasons())
 		}
 		p.health.State = verdict
@@ -130,7 +130,7 @@ func TestRestartGraceUntilHealthy(t *testing.T) {
 		if !p.graceUntil.IsZero() {
 			t.Errorf("%s: grace still open after the check's verdict", verdict)
 		}
-		if want := verdict == health.StateHealthy; s.appHealthy != want {
+		if want := verdict == health.StateHealthy; (s.appHealthy == "h") != want {
 			t.Errorf("%s: appHealthy=%v, want %v (reasons %v)", verdict, s.appHealthy, want, s.appUnhealthyReasons())
 		}
 	}
@@ -151,7 +151,7 @@ func TestRestartGraceDeadline(t *testing.T) {
 
 	clk.fns[0]() // the first grace's timer fires (as if it had raced its Stop)
 	runPosted(t, s)
-	if p.graceUntil.IsZero() || !s.appHealthy {
+	if p.graceUntil.IsZero() || (s.appHealthy != "h") {
 		t.Fatal("a stale deadline ended the renewed grace")
 	}
 	clk.Advance(d - time.Second) // the first grace's end: stopped, nothing fires
@@ -171,7 +171,7 @@ func TestRestartGraceDeadline(t *testing.T) {
 	if !p.graceUntil.IsZero() {
 		t.Error("grace still open after its deadline")
 	}
-	if s.appHealthy || s.healthy {
+	if s.appHealthy == "h" || s.healthy {
 		t.Errorf("a critical process still stopping after the deadline is excused: %v", s.appUnhealthyReasons())
 	}
 }

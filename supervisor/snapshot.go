@@ -48,16 +48,13 @@ func (s *Supervisor) snapshot() Status {
 	}
 	st.Supervisor.Fences = s.fences
 	st.Supervisor.FencesHeld = s.fencesHeld
-	// VIPs are the one service's (config.Config.VIPs).
-	svcName := ""
-	if svc, ok := s.cfg.Service(); ok {
-		svcName = svc.Name
-	}
-	for _, v := range s.cfg.VIPs {
-		st.FloatingIPs = append(st.FloatingIPs, FloatingIP{Address: v.Address, Interface: v.Interface, Service: svcName})
-	}
 	for _, svc := range s.cfg.Services {
-		ss := ServiceStatus{Name: svc.Name, Prefer: s.cfg.Protocol().Nodes, Failback: "off", Processes: svc.Processes}
+		for _, v := range svc.VIPs {
+			st.FloatingIPs = append(st.FloatingIPs, FloatingIP{Address: v.Address, Interface: v.Interface, Service: svc.Name})
+		}
+	}
+	for i, svc := range s.cfg.Services {
+		ss := ServiceStatus{Name: svc.Name, Prefer: s.serviceConfig(i).Protocol().Nodes, Failback: "off", Processes: svc.Processes}
 		if svc.Failback > 0 {
 			ss.Failback = svc.Failback.String()
 		}
@@ -77,11 +74,17 @@ func (s *Supervisor) snapshot() Status {
 			st.NotInForce = append(st.NotInForce, "control/"+p.cfg.Name+": realtime budget, control plane unprotected (not SCHED_RR), retrying: "+p.rtDegraded)
 		}
 		st.ControlPlane = append(st.ControlPlane, s.procStatus(p))
-		switch nm, loc := p.currentReports(); p.control {
-		case ctlNodeManager:
+		// The first service's reports are the host's, as before
+		// services; the others' go with their service.
+		switch nm, loc := p.currentReports(); {
+		case p.control == ctlNodeManager && p.slot == 0:
 			st.NodeManager = nm
-		case ctlLocator:
+		case p.control == ctlLocator && p.slot == 0:
 			st.Locator = loc
+		case p.control == ctlNodeManager && p.slot < len(st.Services):
+			st.Services[p.slot].NodeManager = nm
+		case p.control == ctlLocator && p.slot < len(st.Services):
+			st.Services[p.slot].Locator = loc
 		}
 	}
 	for _, p := range s.procs {

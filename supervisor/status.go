@@ -75,9 +75,27 @@ type ServiceStatus struct {
 	// Processes are the processes the service needs (its processes:, or
 	// the critical ones).
 	Processes []string `json:"processes,omitempty"`
-	// Holder is the active node as the node manager last reported it, ""
-	// if none is known (or no report yet); Summarize sets it.
+	// Holder is the active node as the service's node manager last
+	// reported it, "" if none is known (or no report yet); Summarize sets
+	// it.
 	Holder string `json:"holder"`
+	// NodeManager and Locator are the last reports of the service's own
+	// node manager and locator, for services after the first (the first
+	// service's are Status.NodeManager and Status.Locator).
+	NodeManager *ctlmsg.NodeManagerReport `json:"nodemanager,omitempty"`
+	Locator     *ctlmsg.LocatorReport     `json:"locator,omitempty"`
+}
+
+// Report is the last report of the node manager of service i of st: the
+// host's for the first, the service's own for the others.
+func (st *Status) Report(i int) *ctlmsg.NodeManagerReport {
+	if i == 0 {
+		return st.NodeManager
+	}
+	if i < len(st.Services) {
+		return st.Services[i].NodeManager
+	}
+	return nil
 }
 
 // Quorum is this node's view of its locators: a lease needs Needed of

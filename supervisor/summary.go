@@ -20,8 +20,8 @@ func (st *Status) Summarize() {
 	st.Warnings = st.warnings(st.NodeManager, st.Locator)
 	for i := range st.Services {
 		st.Services[i].Holder = ""
-		if st.NodeManager != nil {
-			st.Services[i].Holder = st.NodeManager.Active
+		if r := st.Report(i); r != nil {
+			st.Services[i].Holder = r.Active
 		}
 	}
 }

@@ -57,11 +57,14 @@ type Supervisor struct {
 	ctrlGroup *cgroup.Group // control/
 	notify    *notifier
 
-	// hooks is the node manager's hooks group (cgroup.HooksGroup), nil on
-	// a witness or when it could not be created (hooksErr says why: the
-	// hooks then run in the node manager's group).
-	hooks    *cgroup.Group
-	hooksErr string
+	// hooks are the node managers' hooks groups, by slot (cgroup.HooksGroup
+	// for the first service, hooks-<service> for the others: a node
+	// manager's death kills what is left of its hooks, not another's);
+	// none on a witness, nil where one could not be created (hooksErr says
+	// why: the hooks then run in the node manager's group).
+	hooks        []*cgroup.Group
+	hooksApplied []cgroup.Resources
+	hooksErr     string
 
 	events chan func()
 	procs  []*proc // applications, in config order
@@ -72,7 +75,9 @@ type Supervisor struct {
 	pending map[uint64]chan answer // commands forwarded to the control plane
 	nextID  uint64
 	fences  uint64
-	float   fencer
+	// floats removes the floating IPs of each service (by slot) for a
+	// fence or a crash release; nil where a service has none.
+	floats []fencer
 	// owner is this host's claim on the floating IPs of its network
 	// namespace (netfloat.OwnNamespace), held while it has any.
 	owner *netfloat.Owner
@@ -82,7 +87,7 @@ type Supervisor struct {
 	notInForce []string // guarantees the host refused, "group: setting"
 	// What applyGroupResources last asked of control/, apps/ and hooks/,
 	// so that a reload resets what it dropped (applyResources).
-	ctrlApplied, appsApplied, hooksApplied cgroup.Resources
+	ctrlApplied, appsApplied cgroup.Resources
 
 	// Blocking work runs off the loop, its result posted back as an event
 	// (a fence for a stalled node manager must never wait in the queue
@@ -92,15 +97,15 @@ type Supervisor struct {
 	lookupCreds func(*config.Process) (*credentials, error) // NSS user and group lookups
 	// leaseEnforces: does the host's kernel lease stop serving vips by
 	// itself within the given time (netfloat.LeaseChecker, one lasting socket)?
-	leaseEnforces func(vips []netip.Addr, within time.Duration) error
-	leaseChecker  *netfloat.LeaseChecker   // behind leaseEnforces; closed when Run ends
-	deleting      map[string]chan struct{} // groups being deleted, by name under control/ or apps/
+	leaseEnforces func(slot int, vips []netip.Addr, within time.Duration) error
+	leaseCheckers map[int]*netfloat.LeaseChecker // behind leaseEnforces, by slot; closed when Run ends
+	deleting      map[string]chan struct{}       // groups being deleted, by name under control/ or apps/
 
 	started    time.Time
 	reloads    uint64
 	stopping   bool
 	healthy    bool
-	appHealthy bool
+	appHealthy string // what the node managers were last told, one letter a service (updateHealth)
 }
 
 type proc struct {
@@ -140,6 +145,7 @@ type proc struct {
 
 	// Control-plane processes only.
 	control string // "locator" or "nodemanager"; "" for applications
+	slot    int    // the service it runs for (config.Config.ForService)
 	conn    *ipc.Conn
 	// handled counts the messages of conn the loop has acted on; fewer
 	// than conn.Received() means one was read and waits in the loop's
@@ -193,8 +199,17 @@ func New(cfg *config.Config, opts Options) *Supervisor {
 	if opts.Clock == nil {
 		opts.Clock = clock.Real{}
 	}
-	// One socket, kept: the fence checks the kernel lease on a starved host.
-	lc := netfloat.NewLeaseChecker(-1, 0)
+	// One socket per service, kept: the fence checks the kernel lease on a
+	// starved host.
+	lcs := map[int]*netfloat.LeaseChecker{}
+	enforces := func(slot int, vips []netip.Addr, within time.Duration) error {
+		lc := lcs[slot]
+		if lc == nil {
+			lc = netfloat.NewLeaseChecker(-1, slot)
+			lcs[slot] = lc
+		}
+		return lc.Enforces(vips, within)
+	}
 	return &Supervisor{
 		opts:    opts,
 		clock:   opts.Clock,
@@ -209,8 +224,8 @@ func New(cfg *config.Config, opts Options) *Supervisor {
 		killGroup:     killLeftovers,
 		removeGroup:   func(g *cgroup.Group) error { return g.Delete() },
 		lookupCreds:   lookupCredentials,
-		leaseEnforces: lc.Enforces,
-		leaseChecker:  lc,
+		leaseEnforces: enforces,
+		leaseCheckers: lcs,
 		deleting:      map[string]chan struct{}{},
 	}
 }
@@ -258,20 +273,20 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		return err
 	}
 	defer ctl.Close()
-	if s.leaseChecker != nil {
-		defer s.leaseChecker.Close()
-	}
-	if s.float, err = newFencer(s.cfg, s.log); err != nil {
-		s.log.Warn("cannot watch floating IPs for fencing", "event", "fence_error", "err", err)
-	}
+	defer func() {
+		for _, lc := range s.leaseCheckers {
+			lc.Close()
+		}
+	}()
+	s.openFencers(s.cfg)
 
 	// The supervisor is the last thing the OOM killer may take: without it
 	// nothing restarts or fences. Applications are reset to 0 at spawn.
 	realtime.ApplyAndLog(realtime.Settings{OOMScoreAdj: realtime.DefaultOOMScoreAdj}, s.log)
 	s.exe = resolveExe(s.opts.Exe)
-	for _, pc := range s.controlProcesses() {
-		p := s.newProc(pc)
-		p.control = pc.Name
+	for _, c := range s.controlProcesses() {
+		p := s.newProc(c.cfg)
+		p.control, p.slot = c.kind, c.slot
 		s.ctrl = append(s.ctrl, p)
 		s.start(p)
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os/signal"
 	"runtime"
+	"slices"
 	"syscall"
 
 	"github.com/vigil-project/vigil/config"
@@ -34,6 +35,7 @@ func runControlPlane(name string, args []string, stderr io.Writer, run func(cont
 	fs := newFlags(name, stderr)
 	path := fs.String("c", defaultConfig, "configuration `FILE`")
 	fs.StringVar(path, "config", defaultConfig, "configuration `FILE`")
+	service := fs.String("service", "", "the `SERVICE` to run for (default: the first of the file)")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -46,6 +48,20 @@ func runControlPlane(name string, args []string, stderr io.Writer, run func(cont
 		printConfigErrors(stderr, err)
 		return exitUsage
 	}
+	// Each service has a node manager and a locator of their own
+	// (config.Config.ForService).
+	slot := 0
+	if *service != "" {
+		slot = slices.IndexFunc(cfg.Services, func(s config.Service) bool { return s.Name == *service })
+		if slot < 0 {
+			fmt.Fprintf(stderr, "vigil %s: no service %q in %s\n", name, *service, *path)
+			return exitUsage
+		}
+	}
+	if cfg, err = cfg.ForService(slot); err != nil {
+		fmt.Fprintf(stderr, "vigil %s: %v\n", name, err)
+		return exitUsage
+	}
 	// One P, as the supervisor: the locator and node manager are event
 	// loops woken hundreds of times a second, and with a second P every
 	// wake-up also woke a spinning thread to look for more work (a
@@ -54,6 +70,9 @@ func runControlPlane(name string, args []string, stderr io.Writer, run func(cont
 	// from the protocol loop (transport.read, netfloat's packet reader).
 	runtime.GOMAXPROCS(1)
 	log := newLogger(stderr, cfg.Log).With("component", name)
+	if slot > 0 {
+		log = log.With("service", cfg.Services[0].Name)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	// Not ctx: after SIGTERM the active node manager still hands over

@@ -36,8 +36,8 @@ func docOf(name string) cmdDoc {
 	case "restart":
 		return cmdDoc{args: "NAME", more: "NAME is a process of the configuration's processes list, or locator or nodemanager."}
 	case "switchover":
-		return cmdDoc{args: "[SERVICE]", more: "SERVICE, when given, must name the cluster's service (vigil status, SERVICE): this version\n" +
-			"holds one per cluster, so the role and the service move together. A service with a failback\n" +
+		return cmdDoc{args: "[SERVICE]", more: "SERVICE names the service to move (vigil status, SERVICE): optional with one service,\n" +
+			"required with several, each of which has an active node of its own. A service with a failback\n" +
 			"moves back to a more preferred node once that one has been fit for the failback time."}
 	case "maintenance":
 		return cmdDoc{args: "on|off", words: []string{"on", "off"}, more: "The setting is kept across restarts (runtime.state_dir)."}

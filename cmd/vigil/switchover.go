@@ -16,9 +16,9 @@ import (
 // default it waits until this node sees another node active in a newer
 // epoch, and says which and how long it took, or fails plainly if the role
 // did not move: a request forwarded from a standby that the active cannot
-// carry out is otherwise dropped without a word. SERVICE, optional, must be
-// the cluster's service (one per cluster in this version), so that scripts
-// written for services name what they move.
+// carry out is otherwise dropped without a word. SERVICE names the service
+// to move: optional with one, required with several (each has an active
+// node of its own).
 func runSwitchover(args []string, stdout, stderr io.Writer) int {
 	fs, path, sock := controlFlags("switchover", stderr)
 	to := fs.String("to", "", "`NODE` to hand the active role to (default: the most preferred healthy standby)")
@@ -42,14 +42,12 @@ func runSwitchover(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	socket := socketPath(*path, *sock, stderr)
-	if service != "" {
-		if code := checkService(socket, service, *to, stdout, stderr); code != exitOK {
-			return code
-		}
+	if code := checkService(socket, service, *to, stdout, stderr); code != exitOK {
+		return code
 	}
-	before, _ := roleView(socket)
+	before, _ := roleView(socket, service)
 	began := time.Now()
-	resp, err := client.Call(socket, supervisor.Request{Cmd: "switchover", Name: *to})
+	resp, err := client.Call(socket, supervisor.Request{Cmd: "switchover", Name: *to, Service: service})
 	if err != nil {
 		fmt.Fprintf(stderr, "vigil switchover: %v\n", err)
 		return exitFailure
@@ -65,13 +63,13 @@ func runSwitchover(args []string, stdout, stderr io.Writer) int {
 		before.Epoch, before.Active = seen.Epoch, seen.Active
 	}
 	for deadline := began.Add(*wait); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		v, err := roleView(socket)
+		v, err := roleView(socket, service)
 		if err == nil && switchedOver(before.Epoch, before.Active, *to, v) {
 			fmt.Fprintf(stdout, "switchover done: %s is active (epoch %d), seen after %d ms\n", v.Active, v.Epoch, time.Since(began).Milliseconds())
 			return exitOK
 		}
 	}
-	now, _ := roleView(socket)
+	now, _ := roleView(socket, service)
 	active := now.Active
 	if active == "" {
 		active = "none"
@@ -94,17 +92,28 @@ func switchedOver(epoch uint64, active, to string, v ctlmsg.NodeManagerReport) b
 	return v.Active != active
 }
 
-// roleView reads the node manager's view of the active role from this
-// host's status; the zero report when there is none.
-func roleView(socket string) (ctlmsg.NodeManagerReport, error) {
+// roleView reads the view of the active role of the node manager of the
+// service (its first: "") from this host's status; the zero report when
+// there is none.
+func roleView(socket, service string) (ctlmsg.NodeManagerReport, error) {
 	resp, err := client.Call(socket, supervisor.Request{Cmd: "status"})
 	if err != nil {
 		return ctlmsg.NodeManagerReport{}, err
 	}
-	if resp.Status == nil || resp.Status.NodeManager == nil {
+	if resp.Status == nil {
+		return ctlmsg.NodeManagerReport{}, errors.New("no status")
+	}
+	slot := 0
+	for i, s := range resp.Status.Services {
+		if s.Name == service {
+			slot = i
+		}
+	}
+	r := resp.Status.Report(slot)
+	if r == nil {
 		return ctlmsg.NodeManagerReport{}, errors.New("no node manager report")
 	}
-	return *resp.Status.NodeManager, nil
+	return *r, nil
 }
 
 // checkService refuses a SERVICE that is not this cluster's, and says when
@@ -116,6 +125,17 @@ func checkService(socket, name, to string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	var names []string
+	if name == "" {
+		if len(resp.Status.Services) > 1 {
+			for _, s := range resp.Status.Services {
+				names = append(names, s.Name)
+			}
+			fmt.Fprintf(stderr, "vigil switchover: this cluster has %d services (%s): name the one to move, like vigil switchover %s --to NODE\n",
+				len(names), strings.Join(names, ", "), names[0])
+			return exitUsage
+		}
+		return exitOK
+	}
 	for _, s := range resp.Status.Services {
 		if s.Name != name {
 			names = append(names, s.Name)

@@ -29,6 +29,7 @@ import (
 	"runtime"
 	"slices"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -183,6 +184,9 @@ func Open(cfg *config.Config, pcfg protocol.Config, key []byte, locator bool, lo
 	name := "nodemanager"
 	if locator {
 		name = "locator"
+	}
+	if cfg.Slot > 0 {
+		name += "_s" + strconv.Itoa(cfg.Slot) // each service's processes have their own filter
 	}
 	t.installKernelFilter(name, listen)
 	return t, nil
