@@ -89,6 +89,31 @@ func (st *Status) warnings(nm *ctlmsg.NodeManagerReport, loc *ctlmsg.LocatorRepo
 		add("kernel_lease", "the kernel does not enforce the lease on the floating IPs (%s: %s): a frozen or killed Vigil leaves them served until their address lifetime ends (journalctl -u vigil EVENT=kernel_lease_error EVENT=kernel_lease_unavailable)",
 			nm.KernelLease.State, nm.KernelLease.Reason)
 	}
+	// The services after the first: what makes one of them unsafe or
+	// unable to move, with its name (the host-wide warnings above and
+	// below are said once).
+	for i := 1; i < len(st.Services); i++ {
+		r, name := st.Services[i].NodeManager, st.Services[i].Name
+		if r == nil {
+			continue
+		}
+		if len(r.Locators) > 0 {
+			if q := quorumOf(r); !q.OK {
+				add("no_quorum", "service %s: no quorum: %d of %d locators answered within the lease, %d needed; this node can neither take nor keep it",
+					name, q.Answered, q.Locators, q.Needed)
+			}
+		}
+		if r.PersistFailing {
+			add("persist_failing", "service %s: node manager cannot write its state file, so it sends nothing and claims nothing until it can: %s", name, r.PersistError)
+		}
+		if r.KernelLease != nil && r.KernelLease.State != ctlmsg.KernelLeaseEnforcing {
+			add("kernel_lease", "service %s: the kernel does not enforce the lease on its floating IPs (%s: %s)", name, r.KernelLease.State, r.KernelLease.Reason)
+		}
+		if c := lastConflict(r); c != nil && c.AgeMS < conflictWarnFor.Milliseconds() {
+			add("vip_conflict", "service %s: another host (%s) answered for our floating IP %s %s ago", name, c.MAC, c.VIP,
+				(time.Duration(c.AgeMS) * time.Millisecond).Round(time.Second))
+		}
+	}
 	out = append(out, pressureWarnings(st.Groups)...)
 	if c := lastConflict(nm); c != nil && c.AgeMS < conflictWarnFor.Milliseconds() {
 		age := (time.Duration(c.AgeMS) * time.Millisecond).Round(time.Second)

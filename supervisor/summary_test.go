@@ -186,3 +186,31 @@ func TestSummarizeTimingMargin(t *testing.T) {
 		}
 	}
 }
+
+// A service after the first that has no quorum, or whose node manager
+// cannot persist, is warned of by name; its holder is its own node
+// manager's active, not the first service's.
+func TestSummarizeSecondService(t *testing.T) {
+	st := &Status{
+		NodeManager: reportOf(t, `{"role":"active","active":"a","lease_ms":200,"locators":[{"id":"a","seen":true,"age_ms":3},{"id":"b","seen":true,"age_ms":3},{"id":"w","seen":true,"age_ms":3}]}`),
+		Services: []ServiceStatus{{Name: "voice"}, {Name: "data",
+			NodeManager: reportOf(t, `{"role":"standby","active":"b","lease_ms":200,"persist_failing":true,"persist_error":"disk full",
+				"locators":[{"id":"a","seen":true,"age_ms":3},{"id":"b","seen":false},{"id":"w","seen":true,"age_ms":500}]}`)}},
+	}
+	st.Summarize()
+	if st.Services[0].Holder != "a" || st.Services[1].Holder != "b" {
+		t.Errorf("holders %q, %q, want a, b", st.Services[0].Holder, st.Services[1].Holder)
+	}
+	var got []string
+	for _, w := range st.Warnings {
+		got = append(got, w.Kind+": "+w.Message)
+	}
+	for _, want := range []string{"no_quorum: service data: no quorum: 1 of 3", "persist_failing: service data: node manager cannot write its state file"} {
+		if !slices.ContainsFunc(got, func(g string) bool { return strings.HasPrefix(g, want) }) {
+			t.Errorf("no warning %q in %q", want, got)
+		}
+	}
+	if slices.ContainsFunc(got, func(g string) bool { return strings.HasPrefix(g, "no_quorum: no quorum") }) {
+		t.Errorf("the first service warned of no quorum: %q", got)
+	}
+}
