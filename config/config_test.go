@@ -1784,3 +1784,36 @@ services:
 		}
 	}
 }
+
+// With several services a host has a realtime group per locator and node
+// manager: the default rt_budget is shared out of the kernel's 950 ms, and
+// a larger one set in the file is refused.
+func TestRTBudgetSharedByServices(t *testing.T) {
+	keys := testKeys(t)
+	svcs := func(n int) string {
+		var b strings.Builder
+		b.WriteString("services:\n")
+		for i := range n {
+			fmt.Fprintf(&b, "  - {name: s%d, vips: [{address: 192.0.2.%d/24, interface: eth0}]}\n", i, 100+i)
+		}
+		return b.String()
+	}
+	head := "cluster: {name: rt, node: a, key_file: $KEY, nodes: [{id: a, address: 192.0.2.11:7400}]}\n"
+	for _, tc := range []struct {
+		services int
+		want     time.Duration
+	}{{1, 300 * time.Millisecond}, {2, 237 * time.Millisecond}, {4, 118 * time.Millisecond}} {
+		c, err := Parse("vigil.yaml", []byte(keys.Replace(head+svcs(tc.services))))
+		if err != nil {
+			t.Fatalf("%d services: %v", tc.services, err)
+		}
+		if c.Control.RTBudget != tc.want {
+			t.Errorf("%d services: rt_budget %v, want %v", tc.services, c.Control.RTBudget, tc.want)
+		}
+	}
+	_, err := Parse("vigil.yaml", []byte(keys.Replace(head+"control: {rt_budget: 300ms}\n"+svcs(2))))
+	want := "vigil.yaml:2:22: control.rt_budget: 300ms for each of this host's 4 realtime groups (a locator and a node manager per service) is more than the kernel's 950ms a second for all: at most 237ms"
+	if err == nil || err.Error() != want {
+		t.Errorf("rt_budget 300ms with 2 services:\n got %v\nwant %s", err, want)
+	}
+}

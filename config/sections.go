@@ -28,7 +28,9 @@ import (
 type marks struct {
 	root, clusterKey, nameVal, nodeVal, keyFileVal, twoNodeVal, nodesKey, witnessesKey *yaml.Node
 	vipsKey, processesKey, servicesKey                                                 *yaml.Node
-	peers                                                                              []peerMark
+	// rtBudgetVal is control.rt_budget's value when the file sets it.
+	rtBudgetVal *yaml.Node
+	peers       []peerMark
 	// peersBad: a node or witness entry was rejected, so "node is not
 	// in nodes" would only repeat that error.
 	peersBad bool
@@ -98,7 +100,7 @@ func (p *parser) config(root *yaml.Node, c *Config) {
 			c.Services = p.services(e.val, mk)
 		}},
 		group("announce", announceFields(&c.Announce)...),
-		group("control", controlFields(&c.Control)...),
+		group("control", controlFields(&c.Control, &mk.rtBudgetVal)...),
 		group("apps", appsFields(&c.Apps)...),
 		field{key: "processes", read: func(p *parser, e entry, _ string) {
 			mk.processesKey = e.key
@@ -297,7 +299,7 @@ func announceFields(a *Announce) []field {
 	}
 }
 
-func controlFields(g *ControlGroup) []field {
+func controlFields(g *ControlGroup, rtBudgetAt **yaml.Node) []field {
 	return []field{
 		set("cpu_weight", intIn[uint64](1, 10000), &g.CPUWeight),
 		set("io_weight", intIn[uint64](1, 10000), &g.IOWeight),
@@ -305,7 +307,7 @@ func controlFields(g *ControlGroup) []field {
 		set("memory_min", (*parser).size, &g.MemoryMin),
 		set("realtime", (*parser).boolean, &g.Realtime),
 		set("sched_delay_warn", checked((*parser).positiveDuration, checkSchedDelayWarn), &g.SchedDelayWarn),
-		set("rt_budget", checked((*parser).positiveDuration, checkRTBudget), &g.RTBudget),
+		set("rt_budget", checked((*parser).positiveDuration, checkRTBudget), &g.RTBudget).mark(rtBudgetAt),
 		set("lateness_warn_share", (*parser).share, &g.LatenessWarnShare),
 	}
 }
@@ -793,6 +795,7 @@ func (p *parser) crossCheck(c *Config, mk *marks) {
 		p.portRule(mk, c.ServiceCount())
 		p.vipRule(mk)
 	}
+	p.rtBudgetRule(c, mk)
 	if mk.timing.get("token_timeout") == nil {
 		// Left at its default: long enough for the ring (protocol.
 		// DefaultTokenTimeoutFor; the same on every host, which has the
@@ -979,6 +982,34 @@ func (p *parser) portRule(mk *marks, services int) {
 		taken = append(taken, mine...)
 	}
 }
+
+// rtBudgetRule: each service has a locator and, on a node, a node manager
+// in a realtime group of its own, and the kernel gives all realtime groups
+// together 950 ms per second (cgroup v1 with RT_GROUP_SCHED): with several
+// services the default budget is shared out, and a larger one set in the
+// file is refused, since the last groups would run without SCHED_RR.
+func (p *parser) rtBudgetRule(c *Config, mk *marks) {
+	groups := c.ServiceCount()
+	if c.Cluster.Role == RoleNode {
+		groups *= 2
+	}
+	if groups <= 2 {
+		return
+	}
+	most := (rtKernelBudget / time.Duration(groups)).Truncate(time.Millisecond)
+	if mk.rtBudgetVal == nil {
+		c.Control.RTBudget = min(c.Control.RTBudget, most)
+		return
+	}
+	if c.Control.RTBudget > most {
+		p.errAt(mk.rtBudgetVal, "control.rt_budget", "%v for each of this host's %d realtime groups (a locator and a node manager per service) is more than the kernel's %v a second for all: at most %v",
+			c.Control.RTBudget, groups, rtKernelBudget, most)
+	}
+}
+
+// rtKernelBudget is what the kernel gives all realtime groups together
+// per second (sched_rt_runtime_us, 950 ms by default).
+const rtKernelBudget = 950 * time.Millisecond
 
 // vipRule: a floating IP is no host's own address.
 func (p *parser) vipRule(mk *marks) {

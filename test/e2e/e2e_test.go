@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -550,4 +551,69 @@ func TestE2ENMCrash(t *testing.T) {
 		t.Errorf("no event=crash_release on the crashed host %s", r.From)
 	}
 	t.Logf("nmcrash: %s", r.Describe())
+}
+
+// An active/active pair with SIP calls to both services' addresses: sip on
+// a, sip2 on b, each the other's standby. a dies: sip moves to b, its
+// callers retransmitting across the outage as with one service, and the
+// calls to sip2, which b held all along, neither fail nor wait.
+func TestE2EActiveActive(t *testing.T) {
+	needTools(t, "sipp", "stress-ng", "nsenter")
+	n := NewNet(t)
+	v := NewVigil(t, n, VigilOptions{Bin: vigilBin, Timing: testTiming, Realtime: true, SecondService: true})
+	if err := v.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = v.Stop() }()
+	holds := func(id, vip string) bool { return n.Hosts[id].HasAddr(netip.MustParseAddr(vip)) }
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s\n--- a:\n%s\n--- b:\n%s", what, tail(v.Log("a"), 3000), tail(v.Log("b"), 3000))
+			}
+		}
+	}
+	// Whoever came up first holds both: put each on its node.
+	for _, p := range []struct{ svc, vip, to string }{{"sip", VIP, "a"}, {"sip2", VIP2, "b"}} {
+		for deadline := time.Now().Add(30 * time.Second); !holds(p.to, p.vip); time.Sleep(200 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s not on %s\n--- a:\n%s\n--- b:\n%s", p.svc, p.to, tail(v.Log("a"), 3000), tail(v.Log("b"), 3000))
+			}
+			_ = n.Command("a", vigilBin, "switchover", p.svc, "--to", p.to, "--socket", v.Socket("a")).Run()
+		}
+	}
+	waitFor("sip on a alone and sip2 on b alone", func() bool {
+		return holds("a", VIP) && !holds("b", VIP) && holds("b", VIP2) && !holds("a", VIP2)
+	})
+	if err := n.waitSIP(t, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	const rate, calls = 25, 250 // 10 s of calls to each address
+	c1 := n.StartCallsTo(t, VIP, SIPPort, rate, calls, 8*time.Second)
+	c2 := n.StartCallsTo(t, VIP2, SIPPort+2, rate, calls, 8*time.Second)
+	time.Sleep(3 * time.Second) // calls in flight on both before the fault
+	if err := v.Kill("a"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("both services on b", func() bool { return holds("b", VIP) && holds("b", VIP2) })
+	r1, err1 := c1.Wait(60 * time.Second)
+	r2, err2 := c2.Wait(60 * time.Second)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("calls: %v, %v", err1, err2)
+	}
+	t.Logf("calls to sip (moved from a to b): %+v", r1)
+	t.Logf("calls to sip2 (on b throughout): %+v", r2)
+	if r1.Placed == 0 || r2.Placed == 0 {
+		t.Fatalf("no calls placed: %+v %+v", r1, r2)
+	}
+	if r1.Failed > 0 || r1.Unfinished > 0 {
+		t.Errorf("calls to the service that moved failed: %+v", r1)
+	}
+	if r2.Failed > 0 || r2.Unfinished > 0 || r2.RetransCalls > 0 {
+		t.Errorf("calls to the service on the surviving node failed or waited: %+v", r2)
+	}
+	if r1.RetransCalls == 0 {
+		t.Logf("no call to the moved service waited past T1: the kill fell between calls")
+	}
 }

@@ -26,6 +26,11 @@ var uasScenario []byte
 // file failFlag exists, the server refuses to start (exit 1): the appfail
 // scenario's "made to fail its restarts".
 func WriteUAS(dir, failFlag string) (string, error) {
+	return writeUASOn(dir, "uas", failFlag, VIP)
+}
+
+// writeUASOn is WriteUAS for the server called name, bound to vip.
+func writeUASOn(dir, name, failFlag, vip string) (string, error) {
 	sf := filepath.Join(dir, "uas.xml")
 	if err := os.WriteFile(sf, uasScenario, 0o644); err != nil {
 		return "", fmt.Errorf("e2e: write uas scenario: %w", err)
@@ -36,7 +41,7 @@ func WriteUAS(dir, failFlag string) (string, error) {
 	}
 	// SIPp repaints its screen on stdout every second: keep it out of logs.
 	return fmt.Sprintf(`if [ -e %[1]s ]; then echo "sip server: %[1]s exists, failing on purpose" >&2; exit 1; fi; exec %[2]s -sf %[3]s -i %[4]s -p %[5]d -nostdin -trace_err -error_file %[6]s >/dev/null`,
-		failFlag, sipp, sf, VIP, SIPPort, filepath.Join(dir, "uas_errors.log")), nil
+		failFlag, sipp, sf, vip, SIPPort, filepath.Join(dir, name+"_errors.log")), nil
 }
 
 // Calls is SIPp's account of the calls the client placed.
@@ -67,15 +72,22 @@ type CallLoad struct {
 // fails.
 func (n *Net) StartCalls(t TB, rate, calls int, recvTimeout time.Duration) *CallLoad {
 	t.Helper()
+	return n.StartCallsTo(t, VIP, SIPPort, rate, calls, recvTimeout)
+}
+
+// StartCallsTo is StartCalls to vip:5060, from the client's port
+// localPort (each call load needs its own).
+func (n *Net) StartCallsTo(t TB, vip string, localPort, rate, calls int, recvTimeout time.Duration) *CallLoad {
+	t.Helper()
 	dir := tempDir(t, "vigil-e2e-uac-")
 	c := &CallLoad{dir: dir, done: make(chan error, 1)}
 	c.cmd = n.Command("c", "sipp", "-sn", "uac", "-r", strconv.Itoa(rate), "-m", strconv.Itoa(calls),
-		"-i", "192.0.2.50", "-p", strconv.Itoa(SIPPort),
+		"-i", "192.0.2.50", "-p", strconv.Itoa(localPort),
 		"-recv_timeout", strconv.Itoa(int(recvTimeout/time.Millisecond)),
 		"-nostdin", "-trace_stat", "-stf", filepath.Join(dir, "stat.csv"), "-fd", "1",
 		"-trace_rtt", "-rtt_freq", "1",
 		"-trace_shortmsg", "-shortmessage_file", filepath.Join(dir, uacTraceName),
-		fmt.Sprintf("%s:%d", VIP, SIPPort))
+		fmt.Sprintf("%s:%d", vip, SIPPort))
 	c.cmd.Dir = dir
 	c.cmd.Stdout, c.cmd.Stderr = &c.out, &c.out
 	if err := c.cmd.Start(); err != nil {

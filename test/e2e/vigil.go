@@ -58,7 +58,14 @@ type VigilOptions struct {
 	// service, sip, that prefers a and fails back after this long
 	// (ScenarioFailback); "" writes the top-level vips: of old.
 	Failback string
+	// SecondService adds a second service, sip2: VIP2 and a SIP server of
+	// its own (process sip2), preferring b, beside sip (then written as a
+	// service preferring a): an active/active pair.
+	SecondService bool
 }
+
+// VIP2 is the second service's floating IP (VigilOptions.SecondService).
+const VIP2 = "192.0.2.101"
 
 // ExtraVIPAddrs are n floating IPs of the documentation ranges outside the
 // harness's own subnet: 198.51.100.1-254, then 203.0.113.1-254 (at most 508).
@@ -242,16 +249,30 @@ log:
 			fmt.Fprintf(&b, "announce:\n  handover_gap: %s\n", v.opts.HandoverGap)
 		}
 		indent := ""
-		if v.opts.Failback != "" {
-			fmt.Fprintf(&b, "services:\n  - name: sip\n    processes: [sip]\n    prefer: [%s, %s]\n    failback: %s\n", Preferred, Other(Preferred), v.opts.Failback)
+		if v.opts.Failback != "" || v.opts.SecondService {
+			fb := v.opts.Failback
+			if fb == "" {
+				fb = "off"
+			}
+			fmt.Fprintf(&b, "services:\n  - name: sip\n    processes: [sip]\n    prefer: [%s, %s]\n    failback: %s\n", Preferred, Other(Preferred), fb)
 			indent = "    "
 		}
 		b.WriteString(indent + "vips:\n")
 		for _, a := range ExtraVIPAddrs(v.opts.ExtraVIPs) {
 			fmt.Fprintf(&b, "%s  - {address: %s, interface: %s}\n", indent, a, LinkName)
 		}
-		fmt.Fprintf(&b, `%s  - {address: %s, interface: %s}
-processes:
+		fmt.Fprintf(&b, "%s  - {address: %s, interface: %s}\n", indent, VIPCIDR, LinkName)
+		var sip2 string
+		if v.opts.SecondService {
+			fmt.Fprintf(&b, "  - name: sip2\n    vips: [{address: %s/24, interface: %s}]\n    processes: [sip2]\n    prefer: [%s, %s]\n",
+				VIP2, LinkName, Other(Preferred), Preferred)
+			uas2, err := writeUASOn(h.dir, "uas2", filepath.Join(v.dir, h.id, "sip2.fail"), VIP2)
+			if err != nil {
+				return err
+			}
+			sip2 = fmt.Sprintf("  - name: sip2\n    command: [\"/bin/sh\", \"-c\", %q]\n    dir: %s\n    backoff: {initial: 100ms, max: 1s, fatal_after: 3}\n", uas2, h.dir)
+		}
+		fmt.Fprintf(&b, `processes:
   - name: sip
     command: ["/bin/sh", "-c", %q]
     dir: %s
@@ -261,7 +282,10 @@ processes:
     command: ["/bin/sh", "-c", %q]
     dir: %s
     memory_max: %d
-`, indent, VIPCIDR, LinkName, uas, h.dir, noise, h.dir, NoiseMemoryMax)
+%s`, uas, h.dir, noise, h.dir, NoiseMemoryMax, sip2)
+	} else if v.opts.SecondService {
+		// The witness runs a locator for each service.
+		b.WriteString("services: [{name: sip}, {name: sip2}]\n")
 	}
 	return os.WriteFile(h.cfg, []byte(b.String()), 0o644)
 }
