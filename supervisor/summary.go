@@ -20,8 +20,15 @@ func (st *Status) Summarize() {
 	st.Warnings = st.warnings(st.NodeManager, st.Locator)
 	for i := range st.Services {
 		st.Services[i].Holder = ""
-		if r := st.Report(i); r != nil {
+		loc := st.Locator
+		if i > 0 {
+			loc = st.Services[i].Locator
+		}
+		switch r := st.Report(i); {
+		case r != nil:
 			st.Services[i].Holder = r.Active
+		case loc != nil: // a witness: its locator's holder
+			st.Services[i].Holder = loc.Holder
 		}
 	}
 }

@@ -176,6 +176,11 @@ func statusCode(st *supervisor.Status) (int, string) {
 	if activeNode(st) == "" {
 		return exitNoQuorum, "no active node known to this host"
 	}
+	for i, s := range st.Services {
+		if i > 0 && s.Holder == "" {
+			return exitNoQuorum, "service " + s.Name + ": no active node known to this host"
+		}
+	}
 	if !st.Healthy {
 		return exitUnhealthy, "this node is unhealthy: " + strings.Join(st.Unhealthy, "; ")
 	}
