@@ -555,8 +555,9 @@ func TestE2ENMCrash(t *testing.T) {
 
 // An active/active pair with SIP calls to both services' addresses: sip on
 // a, sip2 on b, each the other's standby. a dies: sip moves to b, its
-// callers retransmitting across the outage as with one service, and the
-// calls to sip2, which b held all along, neither fail nor wait.
+// callers retransmitting across the outage as with one service (and losing
+// as many straddling dialogs), and the calls to sip2, which b held all
+// along, neither fail nor wait.
 func TestE2EActiveActive(t *testing.T) {
 	needTools(t, "sipp", "stress-ng", "nsenter")
 	n := NewNet(t)
@@ -607,8 +608,13 @@ func TestE2EActiveActive(t *testing.T) {
 	if r1.Placed == 0 || r2.Placed == 0 {
 		t.Fatalf("no calls placed: %+v %+v", r1, r2)
 	}
-	if r1.Failed > 0 || r1.Unfinished > 0 {
+	// As for one service (TestE2EKill, checkLostInMove): a call whose
+	// INVITE a answered and whose BYE reached b, which keeps no dialog
+	// state of a's, fails; at most two straddle the move.
+	if r1.Failed > 2 || r1.Unfinished > 0 {
 		t.Errorf("calls to the service that moved failed: %+v", r1)
+	} else if r1.Failed > 0 {
+		t.Logf("%d call(s) to the service that moved lost, as a kill loses the dialogs straddling it", r1.Failed)
 	}
 	if r2.Failed > 0 || r2.Unfinished > 0 || r2.RetransCalls > 0 {
 		t.Errorf("calls to the service on the surviving node failed or waited: %+v", r2)
