@@ -149,9 +149,10 @@ func (c *Config) Locators() []Peer {
 	return append(out, c.Cluster.Witnesses...)
 }
 
-// Service returns the cluster's service: this version runs one per
-// cluster, the one of services: or the implicit one made from the
-// top-level vips:. ok is false on a witness, which holds none.
+// Service returns the first of the file's services (the one of
+// services:, or the implicit one made from the top-level vips:), or, in a
+// configuration narrowed by ForService, its service. ok is false on a
+// witness that lists none.
 func (c *Config) Service() (Service, bool) {
 	if c == nil || len(c.Services) == 0 {
 		return Service{}, false
