@@ -8,7 +8,12 @@
 // -memory, its major page faults while the memory neighbour of
 // bench/isolation drives the host into reclaim.
 //
-//	go run ./bench/controlplane [-vigil bin/vigil] [-timing lease200,lease60] [-keepalived 100ms,10ms] [-window 60s] [-samples 6] [-soak 0] [-memory 60s] [-short]
+//	go run ./bench/controlplane [-vigil bin/vigil] [-timing lease200,lease60] [-keepalived 100ms,10ms] [-window 60s] [-samples 6] [-soak 0] [-memory 60s] [-services 1] [-short]
+//
+// With -services N > 1 the cluster has N services: each host runs a
+// locator (and each node a node manager) per service, and each node holds
+// a floating IP per service, so every host has a network namespace of its
+// own on a bridge (the e2e harness's) rather than one shared loopback.
 package main
 
 import (
@@ -61,6 +66,8 @@ func main() {
 	rtBudget := flag.Duration("rt-budget", 150*time.Millisecond, "control.rt_budget of each host: three hosts (six realtime groups) share this machine's realtime budget (950 ms per second), the product default 300ms would not fit them all; at 100ms a node manager using 8-10 % of a CPU was throttled and fenced on a loaded machine")
 	kaAdverts := flag.String("keepalived", "", "comma-separated advert intervals (e.g. 100ms,10ms): also measure keepalived (VRRP between nodes a and b, as bench/failover runs it) at idle with the same windows, side by side")
 	short := flag.Bool("short", false, "CI mode: 2 windows of 2 s, a small memory neighbour, keepalived at 100ms unless -keepalived says otherwise")
+	services := flag.Int("services", 1, "services in the cluster (1 to 4): a locator and a node manager each on every host, a floating IP each on the nodes")
+	bridge := flag.Bool("bridge", false, "each host in a network namespace of its own on a bridge, each node with a floating IP per service (always with -services > 1), not all on one loopback: to compare one service with several")
 	flag.Parse()
 	kaSet := false
 	flag.Visit(func(f *flag.Flag) { kaSet = kaSet || f.Name == "keepalived" })
@@ -72,6 +79,10 @@ func main() {
 	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "bench/controlplane: needs root (network namespace, cgroups, SCHED_RR)")
+		os.Exit(2)
+	}
+	if *services < 1 || *services > 4 {
+		fmt.Fprintln(os.Stderr, "bench/controlplane: -services must be 1 to 4")
 		os.Exit(2)
 	}
 	if *nsamples < 1 {
@@ -115,7 +126,7 @@ func main() {
 	failed := 0
 	var summaries []string
 	for _, n := range names {
-		s, err := measure(ctx, abs, n, *rtBudget, *window, *nsamples, *soak, *memory, *short)
+		s, err := measure(ctx, abs, n, *services, *bridge || *services > 1, *rtBudget, *window, *nsamples, *soak, *memory, *short)
 		if err != nil {
 			failed++
 			fmt.Fprintf(os.Stderr, "timing %s failed: %v\n", n, err)
@@ -166,11 +177,37 @@ type proc struct {
 	memRestarts, soakRestarts int
 }
 
-func measure(ctx context.Context, bin, timing string, rtBudget, window time.Duration, nsamples int, soak, memory time.Duration, short bool) (_ string, rerr error) {
-	fmt.Printf("--- timing=%s %s\n", timing, timings[timing])
+// cluster is where the hosts run: each one's network namespace and
+// address, and the services.
+type cluster struct {
+	ns, addr map[string]string
+	services int
+}
+
+func measure(ctx context.Context, bin, timing string, services int, bridge bool, rtBudget, window time.Duration, nsamples int, soak, memory time.Duration, short bool) (_ string, rerr error) {
+	fmt.Printf("--- timing=%s %s services=%d\n", timing, timings[timing], services)
 	var rnd [4]byte
 	_, _ = rand.Read(rnd[:])
 	tag := hex.EncodeToString(rnd[:])
+	if bridge {
+		// A floating IP per service on each node: one namespace per host
+		// (one Vigil holding floating IPs per namespace).
+		var s string
+		var err error
+		derr := e2e.NewRunner(os.Stderr).Do(func(t e2e.TB) {
+			n := e2e.NewNet(t)
+			cl := cluster{ns: map[string]string{}, addr: map[string]string{}, services: services}
+			for i, id := range []string{"a", "b", "w"} {
+				cl.ns[id] = n.Hosts[id].NSName
+				cl.addr[id] = fmt.Sprintf("192.0.2.%d:7400", 11+i)
+			}
+			s, err = measureIn(ctx, bin, timing, tag, cl, rtBudget, window, nsamples, soak, memory, short)
+		})
+		if derr != nil {
+			return "", derr
+		}
+		return s, err
+	}
 	ns := "vigil-cp-" + tag
 	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
 		return "", fmt.Errorf("ip netns add: %v: %s", err, out)
@@ -179,6 +216,14 @@ func measure(ctx context.Context, bin, timing string, rtBudget, window time.Dura
 	if out, err := exec.Command("ip", "-n", ns, "link", "set", "lo", "up").CombinedOutput(); err != nil {
 		return "", fmt.Errorf("lo up: %v: %s", err, out)
 	}
+	cl := cluster{ns: map[string]string{}, addr: map[string]string{}, services: 1}
+	for id, port := range map[string]int{"a": 17610, "b": 17620, "w": 17630} {
+		cl.ns[id], cl.addr[id] = ns, fmt.Sprintf("127.0.0.1:%d", port)
+	}
+	return measureIn(ctx, bin, timing, tag, cl, rtBudget, window, nsamples, soak, memory, short)
+}
+
+func measureIn(ctx context.Context, bin, timing, tag string, cl cluster, rtBudget, window time.Duration, nsamples int, soak, memory time.Duration, short bool) (_ string, rerr error) {
 	base, err := os.MkdirTemp("/var/tmp", "vigil-cp-"+tag+"-")
 	if err != nil {
 		return "", err
@@ -196,7 +241,6 @@ func measure(ctx context.Context, bin, timing string, rtBudget, window time.Dura
 	if err := os.WriteFile(keyFile, []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
 		return "", err
 	}
-	ports := map[string]int{"a": 17610, "b": 17620, "w": 17630}
 	var hosts []*host
 	defer func() {
 		for _, h := range hosts {
@@ -204,7 +248,7 @@ func measure(ctx context.Context, bin, timing string, rtBudget, window time.Dura
 		}
 	}()
 	for _, id := range []string{"a", "b", "w"} {
-		h, err := startHost(bin, ns, base, keyFile, id, tag, timings[timing], rtBudget, ports)
+		h, err := startHost(bin, base, keyFile, id, tag, timings[timing], rtBudget, cl)
 		if err != nil {
 			return "", err
 		}
@@ -335,8 +379,8 @@ func measure(ctx context.Context, bin, timing string, rtBudget, window time.Dura
 	if memNote != "" {
 		fmt.Println(memNote)
 	}
-	s := fmt.Sprintf("bench=controlplane timing=%s control_plane_cpu_pct_p50_max=%.3f control_plane_rss_mib_max=%.1f supervisor_cpu_pct_p50_max=%.3f windows=%d window_s=%.0f failovers=%d fences=%d",
-		timing, cpMaxCPU, cpMaxRSS, supMaxCPU, nsamples, win.Seconds(), moves, fences(hosts)-fences0)
+	s := fmt.Sprintf("bench=controlplane timing=%s services=%d control_plane_cpu_pct_p50_max=%.3f control_plane_rss_mib_max=%.1f supervisor_cpu_pct_p50_max=%.3f windows=%d window_s=%.0f failovers=%d fences=%d",
+		timing, cl.services, cpMaxCPU, cpMaxRSS, supMaxCPU, nsamples, win.Seconds(), moves, fences(hosts)-fences0)
 	if soak > 0 {
 		s += fmt.Sprintf(" soak_s=%.0f", soak.Seconds())
 	}
@@ -452,7 +496,7 @@ func underMemory(ctx context.Context, hosts []*host, procs []*proc, base string,
 	return out, fmt.Sprintf("memory neighbour: host pgmajfault=%d pgscan=%d over %.0fs (the whole host: whether the pressure was real)", h1-h0, scan1-scan0, d.Seconds()), nil
 }
 
-func startHost(bin, ns, base, keyFile, id, tag, timing string, rtBudget time.Duration, ports map[string]int) (*host, error) {
+func startHost(bin, base, keyFile, id, tag, timing string, rtBudget time.Duration, cl cluster) (*host, error) {
 	dir := filepath.Join(base, id)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -473,16 +517,26 @@ func startHost(bin, ns, base, keyFile, id, tag, timing string, rtBudget time.Dur
   role: %s
   key_file: %s
   nodes:
-    - {id: a, address: 127.0.0.1:%d}
-    - {id: b, address: 127.0.0.1:%d}
+    - {id: a, address: "%s"}
+    - {id: b, address: "%s"}
   witnesses:
-    - {id: w, address: 127.0.0.1:%d}
+    - {id: w, address: "%s"}
 %scontrol: {realtime: true, rt_budget: %dms}
 metrics: {listen: ""}
 runtime: {control_socket: %s, state_dir: %s/state, cgroup: %s}
 log: {level: info, format: json}
 processes: []
-`, id, role, keyFile, ports["a"], ports["b"], ports["w"], tl, rtBudget.Milliseconds(), h.socket, dir, h.subtree)
+`, id, role, keyFile, cl.addr["a"], cl.addr["b"], cl.addr["w"], tl, rtBudget.Milliseconds(), h.socket, dir, h.subtree)
+	if cl.ns["a"] != cl.ns["b"] { // on the bridge: a floating IP per service
+		cfg += "services:\n"
+		for i := range cl.services {
+			if role == "witness" {
+				cfg += fmt.Sprintf("  - {name: s%d}\n", i)
+				continue
+			}
+			cfg += fmt.Sprintf("  - {name: s%d, vips: [{address: 192.0.2.%d/24, interface: %s}]}\n", i, 100+i, e2e.LinkName)
+		}
+	}
 	if err := os.WriteFile(h.cfg, []byte(cfg), 0o644); err != nil {
 		return nil, err
 	}
@@ -492,7 +546,7 @@ processes: []
 	}
 	// nsenter --net, not ip netns exec, which would remount /sys and hide
 	// the cgroup hierarchies (ARCHITECTURE.md).
-	h.cmd = exec.Command("nsenter", "--net=/run/netns/"+ns, bin, "supervise", "-c", h.cfg)
+	h.cmd = exec.Command("nsenter", "--net=/run/netns/"+cl.ns[id], bin, "supervise", "-c", h.cfg)
 	h.cmd.Stdout, h.cmd.Stderr = logf, logf
 	if err := h.cmd.Start(); err != nil {
 		logf.Close()
@@ -530,10 +584,12 @@ func resolve(hosts []*host, procs []*proc) ([]*proc, error) {
 			return nil, err
 		}
 		found := map[string]int{"supervisor": st.Supervisor.PID}
+		names := []string{"supervisor"}
 		for _, p := range st.ControlPlane {
 			found[p.Name] = p.PID
+			names = append(names, p.Name) // locator, nodemanager, then each further service's
 		}
-		for _, name := range []string{"supervisor", "locator", "nodemanager"} {
+		for _, name := range names {
 			pid, ok := found[name]
 			if !ok {
 				continue
