@@ -61,13 +61,13 @@ func (s *Supervisor) updateHealth() {
 			s.log.Warn("node unhealthy", "event", "node_health", "healthy", false, "reasons", strings.Join(reasons, "; "))
 		}
 	}
-	// What each service's node manager is told, one letter a service.
-	var sig strings.Builder
-	for slot := range s.cfg.ServiceCount() {
-		sig.WriteByte("uh"[b2i(len(s.appUnhealthyReasonsFor(slot)) == 0)])
+	// What each service's node manager is told.
+	appHealthy := make([]bool, s.cfg.ServiceCount())
+	for slot := range appHealthy {
+		appHealthy[slot] = len(s.appUnhealthyReasonsFor(slot)) == 0
 	}
-	if sig.String() != s.appHealthy {
-		s.appHealthy = sig.String()
+	if !slices.Equal(appHealthy, s.appHealthy) {
+		s.appHealthy = appHealthy
 		s.pushHealth()
 	}
 	s.healthy = healthy
@@ -98,13 +98,6 @@ func (s *Supervisor) appUnhealthyReasons() []string {
 		}
 	}
 	return r
-}
-
-func b2i(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // appUnhealthyReasonsFor covers the applications the service in slot

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
@@ -73,7 +74,7 @@ func TestRestartGraceDuration(t *testing.T) {
 func TestRestartGraceUntilRunning(t *testing.T) {
 	p := critical("sip", nil)
 	s := graceSupervisor(p)
-	if s.appHealthy != "h" {
+	if !slices.Equal(s.appHealthy, []bool{true}) {
 		t.Fatalf("a running critical process: app unhealthy: %v", s.appUnhealthyReasons())
 	}
 	if !p.upForHealth() {
@@ -89,7 +90,7 @@ func TestRestartGraceUntilRunning(t *testing.T) {
 	for _, st := range []State{StateStopping, StateStopped} {
 		p.state, p.pid = st, 0
 		s.updateHealth()
-		if r := s.appUnhealthyReasons(); len(r) != 0 || (s.appHealthy != "h") || !s.healthy {
+		if r := s.appUnhealthyReasons(); len(r) != 0 || !slices.Equal(s.appHealthy, []bool{true}) || !s.healthy {
 			t.Fatalf("%s during a planned restart counts against health: %v", st, r)
 		}
 	}
@@ -101,7 +102,7 @@ func TestRestartGraceUntilRunning(t *testing.T) {
 	// From now on it counts as usual.
 	p.state = StateBackoff
 	s.updateHealth()
-	if s.appHealthy == "h" || len(s.appUnhealthyReasons()) != 1 {
+	if slices.Equal(s.appHealthy, []bool{true}) || len(s.appUnhealthyReasons()) != 1 {
 		t.Errorf("a crash after the restart is excused: appHealthy=%v reasons=%v", s.appHealthy, s.appUnhealthyReasons())
 	}
 }
@@ -114,7 +115,7 @@ func TestRestartGraceUntilHealthy(t *testing.T) {
 		p := critical("sip", h)
 		p.health.State = health.StateHealthy
 		s := graceSupervisor(p)
-		if (s.appHealthy != "h") || !p.upForHealth() {
+		if !slices.Equal(s.appHealthy, []bool{true}) || !p.upForHealth() {
 			t.Fatalf("a healthy process: appHealthy=%v up=%v", s.appHealthy, p.upForHealth())
 		}
 		s.beginRestartGrace(p, "operator restart")
@@ -122,7 +123,7 @@ func TestRestartGraceUntilHealthy(t *testing.T) {
 		s.updateHealth()
 		p.state, p.health.State = StateRunning, health.StateStarting
 		s.updateHealth()
-		if p.graceUntil.IsZero() || (s.appHealthy != "h") {
+		if p.graceUntil.IsZero() || !slices.Equal(s.appHealthy, []bool{true}) {
 			t.Fatalf("%s: a restarted process whose check is still starting counts against health: %v", verdict, s.appUnhealthyReasons())
 		}
 		p.health.State = verdict
@@ -130,7 +131,7 @@ func TestRestartGraceUntilHealthy(t *testing.T) {
 		if !p.graceUntil.IsZero() {
 			t.Errorf("%s: grace still open after the check's verdict", verdict)
 		}
-		if want := verdict == health.StateHealthy; (s.appHealthy == "h") != want {
+		if want := verdict == health.StateHealthy; slices.Equal(s.appHealthy, []bool{true}) != want {
 			t.Errorf("%s: appHealthy=%v, want %v (reasons %v)", verdict, s.appHealthy, want, s.appUnhealthyReasons())
 		}
 	}
@@ -151,7 +152,7 @@ func TestRestartGraceDeadline(t *testing.T) {
 
 	clk.fns[0]() // the first grace's timer fires (as if it had raced its Stop)
 	runPosted(t, s)
-	if p.graceUntil.IsZero() || (s.appHealthy != "h") {
+	if p.graceUntil.IsZero() || !slices.Equal(s.appHealthy, []bool{true}) {
 		t.Fatal("a stale deadline ended the renewed grace")
 	}
 	clk.Advance(d - time.Second) // the first grace's end: stopped, nothing fires
@@ -171,7 +172,7 @@ func TestRestartGraceDeadline(t *testing.T) {
 	if !p.graceUntil.IsZero() {
 		t.Error("grace still open after its deadline")
 	}
-	if s.appHealthy == "h" || s.healthy {
+	if slices.Equal(s.appHealthy, []bool{true}) || s.healthy {
 		t.Errorf("a critical process still stopping after the deadline is excused: %v", s.appUnhealthyReasons())
 	}
 }

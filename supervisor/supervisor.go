@@ -105,7 +105,7 @@ type Supervisor struct {
 	reloads    uint64
 	stopping   bool
 	healthy    bool
-	appHealthy string // what the node managers were last told, one letter a service (updateHealth)
+	appHealthy []bool // what each service's node manager was last told (updateHealth)
 }
 
 type proc struct {

@@ -182,6 +182,7 @@ type proc struct {
 type cluster struct {
 	ns, addr map[string]string
 	services int
+	bridge   bool // a namespace per host: each node holds a floating IP per service
 }
 
 func measure(ctx context.Context, bin, timing string, services int, bridge bool, rtBudget, window time.Duration, nsamples int, soak, memory time.Duration, short bool) (_ string, rerr error) {
@@ -196,7 +197,7 @@ func measure(ctx context.Context, bin, timing string, services int, bridge bool,
 		var err error
 		derr := e2e.NewRunner(os.Stderr).Do(func(t e2e.TB) {
 			n := e2e.NewNet(t)
-			cl := cluster{ns: map[string]string{}, addr: map[string]string{}, services: services}
+			cl := cluster{ns: map[string]string{}, addr: map[string]string{}, services: services, bridge: true}
 			for i, id := range []string{"a", "b", "w"} {
 				cl.ns[id] = n.Hosts[id].NSName
 				cl.addr[id] = fmt.Sprintf("192.0.2.%d:7400", 11+i)
@@ -527,7 +528,7 @@ runtime: {control_socket: %s, state_dir: %s/state, cgroup: %s}
 log: {level: info, format: json}
 processes: []
 `, id, role, keyFile, cl.addr["a"], cl.addr["b"], cl.addr["w"], tl, rtBudget.Milliseconds(), h.socket, dir, h.subtree)
-	if cl.ns["a"] != cl.ns["b"] { // on the bridge: a floating IP per service
+	if cl.bridge {
 		cfg += "services:\n"
 		for i := range cl.services {
 			if role == "witness" {
