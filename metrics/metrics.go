@@ -99,8 +99,7 @@ func NewCollector(src Source, opts ...Option) prometheus.Collector {
 	for _, o := range opts {
 		o(c)
 	}
-	c.takeoverAdded = newHist(takeoverBuckets)
-	c.takeoverAnnounced = newHist(takeoverBuckets)
+	c.takeovers = map[string]*takeoverHists{}
 	return c
 }
 
@@ -115,14 +114,17 @@ type collector struct {
 	// vigil_node_info, which alerts join on for the cluster label, is
 	// there when a snapshot fails too (vigil_scrape_error's alert).
 	lastCluster, lastNode string
-	// The takeover histograms are built from the node manager's
-	// last_takeover, observed once per new epoch: takeovers are far rarer
-	// than scrapes, so one can only be missed if two happen within one
-	// scrape interval.
-	takeoverEpoch     uint64
-	takeoverSeen      bool
-	takeoverAdded     *hist
-	takeoverAnnounced *hist
+	// takeovers are the takeover histograms, by service.
+	takeovers map[string]*takeoverHists
+}
+
+// takeoverHists are built from a service's node manager's last_takeover,
+// observed once per new epoch: takeovers are far rarer than scrapes, so
+// one can only be missed if two happen within one scrape interval.
+type takeoverHists struct {
+	epoch            uint64
+	seen             bool
+	added, announced *hist
 }
 
 // Describe sends nothing: an unchecked collector, see NewCollector.
@@ -178,22 +180,43 @@ func (c *collector) nodeInfo(st *supervisor.Status) (cluster, node string) {
 	return c.lastCluster, c.lastNode
 }
 
+// serviceNamesOf are the names of st's services, one per node manager and
+// locator pair; a status without services (from a source that does not
+// fill them) is one service with no name, whose series carry no service
+// label.
+func serviceNamesOf(st *supervisor.Status) []string {
+	if len(st.Services) == 0 {
+		return []string{""}
+	}
+	names := make([]string, len(st.Services))
+	for i, s := range st.Services {
+		names[i] = s.Name
+	}
+	return names
+}
+
 func (c *collector) collectStatus(e *emitter, st *supervisor.Status) {
-	nm, loc := st.NodeManager, st.Locator
-	e.gauge("vigil_report_present", helpReportPresent, b2f(nm != nil), "process", "nodemanager")
-	e.gauge("vigil_report_present", helpReportPresent, b2f(loc != nil), "process", "locator")
+	// Each service has a node manager and a locator of its own: their
+	// series carry its name (service), so that every alert and panel
+	// sees every service, not only the first.
+	names := serviceNamesOf(st)
+	for i, svc := range names {
+		nm, loc := st.Report(i), st.LocatorReport(i)
+		e.gauge("vigil_report_present", helpReportPresent, b2f(nm != nil), "process", "nodemanager", "service", svc)
+		e.gauge("vigil_report_present", helpReportPresent, b2f(loc != nil), "process", "locator", "service", svc)
+		role := ""
+		switch {
+		case st.Role == "witness":
+			role = "witness"
+		case nm != nil:
+			role = nm.Role
+		}
+		for _, r := range roles {
+			e.gauge("vigil_role", "1 for this host's current role in the service (active, standby, candidate, witness), 0 for the others; all 0 while unknown.", b2f(r == role), "role", r, "service", svc)
+		}
+	}
 
 	// Supervisor and host.
-	role := ""
-	switch {
-	case st.Role == "witness":
-		role = "witness"
-	case nm != nil:
-		role = nm.Role
-	}
-	for _, r := range roles {
-		e.gauge("vigil_role", "1 for this host's current role (active, standby, candidate, witness), 0 for the others; all 0 while unknown.", b2f(r == role), "role", r)
-	}
 	if cluster, node := c.nodeInfo(st); node != "" {
 		// The one series that carries the cluster: alerts and dashboards
 		// join on it (... * on(instance, job) group_left(cluster, node)
@@ -202,7 +225,6 @@ func (c *collector) collectStatus(e *emitter, st *supervisor.Status) {
 		e.gauge("vigil_node_info", helpNodeInfo, 1, "cluster", cluster, "node", node)
 	}
 	e.gauge("vigil_node_healthy", "1 when the supervisor considers this node healthy (critical processes up, health checks passing).", b2f(st.Healthy))
-	collectQuorum(e, st, nm != nil)
 	e.counter("vigil_fences_total", "Times the supervisor fenced a control-plane process whose heartbeat stopped.", float64(st.Supervisor.Fences))
 	e.counter("vigil_fences_held_total", "Times the node manager was silent past its lease and left to the kernel lease instead of fenced.", float64(st.Supervisor.FencesHeld))
 	e.counter("vigil_reloads_total", "Configuration reloads applied since the supervisor started.", float64(st.Supervisor.Reloads))
@@ -213,106 +235,113 @@ func (c *collector) collectStatus(e *emitter, st *supervisor.Status) {
 	}
 	e.gauge("vigil_guarantees_not_in_force", "Resource guarantees this host could not apply (see vigil status).", float64(len(st.NotInForce)))
 
-	reports := []*ctlmsg.NodeManagerReport{nm}
-	for i := 1; i < len(st.Services); i++ {
-		reports = append(reports, st.Report(i))
+	reports := make([]*ctlmsg.NodeManagerReport, len(names))
+	for i := range names {
+		reports[i] = st.Report(i)
 	}
 	collectFloatingIPs(e, st.FloatingIPs, reports)
 	collectServices(e, st.Services, reports)
-	c.collectNodeManager(e, nm)
-	c.collectLocator(e, loc)
+	for i, svc := range names {
+		collectQuorum(e, svc, st.QuorumOf(i))
+		c.collectNodeManager(e, svc, reports[i])
+		c.collectLocator(e, svc, st.LocatorReport(i))
+	}
 	collectProcesses(e, groupApps, st.Processes)
 	collectProcesses(e, groupControl, st.ControlPlane)
 	collectGroups(e, st.Groups)
 }
 
-func (c *collector) collectNodeManager(e *emitter, r *ctlmsg.NodeManagerReport) {
+func (c *collector) collectNodeManager(e *emitter, svc string, r *ctlmsg.NodeManagerReport) {
 	if r == nil {
 		return
 	}
-	e.gauge("vigil_epoch", "The cluster epoch as this node manager knows it; it increases on every change of active node.", float64(r.Epoch))
-	e.gauge("vigil_lease_valid", "1 while this node holds a valid lease from a locator quorum.", b2f(r.LeaseValid))
-	e.gauge("vigil_lease_remaining_seconds", "Time left on this node's lease.", ms(r.LeaseRemainingMS))
-	e.gauge("vigil_token_held", "1 while this node holds the token.", b2f(r.HoldingToken))
-	e.gauge("vigil_token_age_seconds", "Time since this node last saw the token.", ms(r.TokenAgeMS))
-	e.gauge("vigil_token_rotation_seconds", "Duration of the token's last full rotation.", r.RotationMS/1e3)
-	e.gauge("vigil_token_lost", "1 while the node manager considers the token lost.", b2f(r.TokenLost))
-	e.gauge("vigil_maintenance", "1 while this node is in maintenance (will not take the active role).", b2f(r.Maintenance))
-	e.counter("vigil_takeovers_total", "Times this node took the active role since its node manager started.", float64(r.Takeovers))
+	e.gauge("vigil_epoch", "The cluster epoch as this node manager knows it; it increases on every change of active node.", float64(r.Epoch), "service", svc)
+	e.gauge("vigil_lease_valid", "1 while this node holds a valid lease from a locator quorum.", b2f(r.LeaseValid), "service", svc)
+	e.gauge("vigil_lease_remaining_seconds", "Time left on this node's lease.", ms(r.LeaseRemainingMS), "service", svc)
+	e.gauge("vigil_token_held", "1 while this node holds the token.", b2f(r.HoldingToken), "service", svc)
+	e.gauge("vigil_token_age_seconds", "Time since this node last saw the token.", ms(r.TokenAgeMS), "service", svc)
+	e.gauge("vigil_token_rotation_seconds", "Duration of the token's last full rotation.", r.RotationMS/1e3, "service", svc)
+	e.gauge("vigil_token_lost", "1 while the node manager considers the token lost.", b2f(r.TokenLost), "service", svc)
+	e.gauge("vigil_maintenance", "1 while this node is in maintenance (will not take the active role).", b2f(r.Maintenance), "service", svc)
+	e.counter("vigil_takeovers_total", "Times this node took the active role since its node manager started.", float64(r.Takeovers), "service", svc)
 	if t := r.LastTakeover; t != nil {
-		e.gauge("vigil_last_takeover_added_seconds", "Last takeover: from the decision to the floating IPs added.", t.AddedMS/1e3)
-		e.gauge("vigil_last_takeover_announced_seconds", "Last takeover: from the decision to the first GARP/NA sent.", t.AnnouncedMS/1e3)
-		c.observeTakeover(t)
+		e.gauge("vigil_last_takeover_added_seconds", "Last takeover: from the decision to the floating IPs added.", t.AddedMS/1e3, "service", svc)
+		e.gauge("vigil_last_takeover_announced_seconds", "Last takeover: from the decision to the first GARP/NA sent.", t.AnnouncedMS/1e3, "service", svc)
 	}
-	c.mu.Lock()
-	added, announced := c.takeoverAdded.snapshot(), c.takeoverAnnounced.snapshot()
-	c.mu.Unlock()
-	e.histogram("vigil_takeover_added_seconds", "Takeovers seen by this collector: decision to floating IPs added.", added)
-	e.histogram("vigil_takeover_announced_seconds", "Takeovers seen by this collector: decision to first announcement.", announced)
+	added, announced := c.observeTakeover(svc, r.LastTakeover)
+	e.histogram("vigil_takeover_added_seconds", "Takeovers seen by this collector: decision to floating IPs added.", added, "service", svc)
+	e.histogram("vigil_takeover_announced_seconds", "Takeovers seen by this collector: decision to first announcement.", announced, "service", svc)
 
-	e.gauge("vigil_floating_ips_held", "Number of floating IPs this node holds.", float64(len(r.VIPs)))
+	e.gauge("vigil_floating_ips_held", "Number of floating IPs this node holds.", float64(len(r.VIPs)), "service", svc)
 	if k := r.KernelLease; k != nil {
-		e.gauge("vigil_kernel_lease_enforced", "1 when the kernel itself stops serving the floating IPs at the end of the lease (nftables).", b2f(k.State == ctlmsg.KernelLeaseEnforcing))
-		e.counter("vigil_kernel_lease_failures_total", "Failed attempts to program the kernel lease (each disarms it until the next success).", float64(k.Failures))
-		e.gauge("vigil_kernel_lease_max_apply_seconds", "Longest kernel lease refresh transaction since the node manager started.", float64(k.MaxApplyUS)/1e6)
+		e.gauge("vigil_kernel_lease_enforced", "1 when the kernel itself stops serving the floating IPs at the end of the lease (nftables).", b2f(k.State == ctlmsg.KernelLeaseEnforcing), "service", svc)
+		e.counter("vigil_kernel_lease_failures_total", "Failed attempts to program the kernel lease (each disarms it until the next success).", float64(k.Failures), "service", svc)
+		e.gauge("vigil_kernel_lease_max_apply_seconds", "Longest kernel lease refresh transaction since the node manager started.", float64(k.MaxApplyUS)/1e6, "service", svc)
 	}
-	e.counter("vigil_garp_sent_total", "Gratuitous ARP packets sent for floating IPv4 addresses.", float64(r.GARPSent))
-	e.counter("vigil_na_sent_total", "Unsolicited neighbour advertisements sent for floating IPv6 addresses.", float64(r.NASent))
-	e.counter("vigil_announcements_unleased_total", "Announcements of a held floating IP not sent because they were due after the lease had ended (the node manager was late to drop the address).", float64(r.AnnounceUnleased))
-	e.counter("vigil_ip_conflicts_total", "Times another host answered for a floating IP this node holds.", float64(r.Conflicts))
-	e.counter("vigil_hook_failures_total", "Role-change hooks that failed or timed out.", float64(r.HookFailures))
-	e.counter("vigil_late_ticks_total", "Protocol ticks that fired more than a token interval late.", float64(r.LateTimers))
-	e.gauge("vigil_late_tick_max_seconds", "The latest protocol tick since the node manager started.", r.MaxLateMS/1e3)
-	e.counter("vigil_loop_slow_total", "Passes of the node manager's loop that took over a quarter of the lease (event=loop_slow names the step).", float64(r.SlowPasses))
+	e.counter("vigil_garp_sent_total", "Gratuitous ARP packets sent for floating IPv4 addresses.", float64(r.GARPSent), "service", svc)
+	e.counter("vigil_na_sent_total", "Unsolicited neighbour advertisements sent for floating IPv6 addresses.", float64(r.NASent), "service", svc)
+	e.counter("vigil_announcements_unleased_total", "Announcements of a held floating IP not sent because they were due after the lease had ended (the node manager was late to drop the address).", float64(r.AnnounceUnleased), "service", svc)
+	e.counter("vigil_ip_conflicts_total", "Times another host answered for a floating IP this node holds.", float64(r.Conflicts), "service", svc)
+	e.counter("vigil_hook_failures_total", "Role-change hooks that failed or timed out.", float64(r.HookFailures), "service", svc)
+	e.counter("vigil_late_ticks_total", "Protocol ticks that fired more than a token interval late.", float64(r.LateTimers), "service", svc)
+	e.gauge("vigil_late_tick_max_seconds", "The latest protocol tick since the node manager started.", r.MaxLateMS/1e3, "service", svc)
+	e.counter("vigil_loop_slow_total", "Passes of the node manager's loop that took over a quarter of the lease (event=loop_slow names the step).", float64(r.SlowPasses), "service", svc)
 
 	for _, p := range r.Peers {
-		e.gauge("vigil_peer_healthy", "1 when the node reported itself healthy on the token.", b2f(p.Healthy), "node", p.ID)
-		e.gauge("vigil_peer_maintenance", "1 when the node is in maintenance, as carried by the token.", b2f(p.Maintenance), "node", p.ID)
-		e.gauge("vigil_peer_in_ring", "1 when the node is in the token ring.", b2f(p.InRing), "node", p.ID)
+		e.gauge("vigil_peer_healthy", "1 when the node reported itself healthy on the token.", b2f(p.Healthy), "node", p.ID, "service", svc)
+		e.gauge("vigil_peer_maintenance", "1 when the node is in maintenance, as carried by the token.", b2f(p.Maintenance), "node", p.ID, "service", svc)
+		e.gauge("vigil_peer_in_ring", "1 when the node is in the token ring.", b2f(p.InRing), "node", p.ID, "service", svc)
 	}
 	for _, l := range r.Locators {
-		e.gauge("vigil_node_locator_seen", "1 when the locator has answered this node.", b2f(l.Seen), "locator", l.ID)
+		e.gauge("vigil_node_locator_seen", "1 when the locator has answered this node.", b2f(l.Seen), "locator", l.ID, "service", svc)
 		if l.Seen {
-			e.gauge("vigil_node_locator_ack_age_seconds", "Time since the locator last answered this node's check-in.", ms(l.AgeMS), "locator", l.ID)
+			e.gauge("vigil_node_locator_ack_age_seconds", "Time since the locator last answered this node's check-in.", ms(l.AgeMS), "locator", l.ID, "service", svc)
 		}
 	}
-	collectControl(e, "nodemanager", r.Degraded, r.SchedLateEpisodes, r.SchedMaxLateMS)
-	collectLateness(e, "nodemanager", r.SchedLate)
-	collectTiming(e, "nodemanager", r.Timing)
-	collectTransport(e, "nodemanager", r.Transport)
-	e.gauge("vigil_control_mlocked", helpMlocked, b2f(r.Realtime.Mlocked), "process", "nodemanager")
+	collectControl(e, "nodemanager", svc, r.Degraded, r.SchedLateEpisodes, r.SchedMaxLateMS)
+	collectLateness(e, "nodemanager", svc, r.SchedLate)
+	collectTiming(e, "nodemanager", svc, r.Timing)
+	collectTransport(e, "nodemanager", svc, r.Transport)
+	e.gauge("vigil_control_mlocked", helpMlocked, b2f(r.Realtime.Mlocked), "process", "nodemanager", "service", svc)
 }
 
-func (c *collector) observeTakeover(t *ctlmsg.Takeover) {
+// observeTakeover adds service svc's last takeover t (nil: none yet) to
+// its histograms unless already seen, and returns them.
+func (c *collector) observeTakeover(svc string, t *ctlmsg.Takeover) (added, announced histSnapshot) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.takeoverSeen && t.Epoch == c.takeoverEpoch {
-		return
+	h := c.takeovers[svc]
+	if h == nil {
+		h = &takeoverHists{added: newHist(takeoverBuckets), announced: newHist(takeoverBuckets)}
+		c.takeovers[svc] = h
 	}
-	c.takeoverSeen, c.takeoverEpoch = true, t.Epoch
-	c.takeoverAdded.observe(t.AddedMS / 1e3)
-	c.takeoverAnnounced.observe(t.AnnouncedMS / 1e3)
+	if t != nil && (!h.seen || t.Epoch != h.epoch) {
+		h.seen, h.epoch = true, t.Epoch
+		h.added.observe(t.AddedMS / 1e3)
+		h.announced.observe(t.AnnouncedMS / 1e3)
+	}
+	return h.added.snapshot(), h.announced.snapshot()
 }
 
-func (c *collector) collectLocator(e *emitter, r *ctlmsg.LocatorReport) {
+func (c *collector) collectLocator(e *emitter, svc string, r *ctlmsg.LocatorReport) {
 	if r == nil {
 		return
 	}
-	e.gauge("vigil_locator_epoch", "The highest epoch this host's locator has granted or seen.", float64(r.Epoch))
-	e.gauge("vigil_locator_lease_remaining_seconds", "Time left on the lease this locator granted to the holder.", ms(r.LeaseRemainingMS))
-	e.gauge("vigil_locator_quarantined", "1 while the locator is quarantined after a restart (grants nothing).", b2f(r.Quarantined))
-	e.counter("vigil_locator_persist_errors_total", "Failed writes of the locator's state file.", float64(r.PersistErrors))
+	e.gauge("vigil_locator_epoch", "The highest epoch this host's locator has granted or seen.", float64(r.Epoch), "service", svc)
+	e.gauge("vigil_locator_lease_remaining_seconds", "Time left on the lease this locator granted to the holder.", ms(r.LeaseRemainingMS), "service", svc)
+	e.gauge("vigil_locator_quarantined", "1 while the locator is quarantined after a restart (grants nothing).", b2f(r.Quarantined), "service", svc)
+	e.counter("vigil_locator_persist_errors_total", "Failed writes of the locator's state file.", float64(r.PersistErrors), "service", svc)
 	for _, n := range r.Nodes {
-		e.gauge("vigil_locator_node_seen", "1 when the node has checked in at this host's locator.", b2f(n.Seen), "node", n.ID)
+		e.gauge("vigil_locator_node_seen", "1 when the node has checked in at this host's locator.", b2f(n.Seen), "node", n.ID, "service", svc)
 		if n.Seen {
-			e.gauge("vigil_locator_checkin_age_seconds", "Time since the node last checked in at this host's locator.", ms(n.AgeMS), "node", n.ID)
+			e.gauge("vigil_locator_checkin_age_seconds", "Time since the node last checked in at this host's locator.", ms(n.AgeMS), "node", n.ID, "service", svc)
 		}
 	}
-	collectControl(e, "locator", r.Degraded, r.SchedLateEpisodes, r.SchedMaxLateMS)
-	collectLateness(e, "locator", r.SchedLate)
-	collectTiming(e, "locator", r.Timing)
-	collectTransport(e, "locator", r.Transport)
-	e.gauge("vigil_control_mlocked", helpMlocked, b2f(r.Realtime.Mlocked), "process", "locator")
+	collectControl(e, "locator", svc, r.Degraded, r.SchedLateEpisodes, r.SchedMaxLateMS)
+	collectLateness(e, "locator", svc, r.SchedLate)
+	collectTiming(e, "locator", svc, r.Timing)
+	collectTransport(e, "locator", svc, r.Transport)
+	e.gauge("vigil_control_mlocked", helpMlocked, b2f(r.Realtime.Mlocked), "process", "locator", "service", svc)
 }
 
 // collectServices emits every configured service with 1 while this node
@@ -379,49 +408,42 @@ func vipAddr(cidr string) string {
 	return cidr
 }
 
-// collectQuorum exports status's quorum (this node's locators that answered
-// within a lease against the majority a lease needs). Absent without a
-// node manager report, as in vigil status.
-func collectQuorum(e *emitter, st *supervisor.Status, haveNM bool) {
-	q := st.Quorum
-	if q == nil && haveNM {
-		// A source that did not summarize (the supervisor always does).
-		cp := *st
-		cp.Summarize()
-		q = cp.Quorum
-	}
+// collectQuorum exports a service's quorum (this node's locators that
+// answered within a lease against the majority a lease needs). Absent
+// without a node manager report, as in vigil status.
+func collectQuorum(e *emitter, svc string, q *supervisor.Quorum) {
 	if q == nil {
 		return
 	}
-	e.gauge("vigil_quorum_ok", "1 when enough locators answered this node within the last lease to grant it one (quorum.ok in vigil status).", b2f(q.OK))
-	e.gauge("vigil_quorum_locators", "Locators this node checks in with.", float64(q.Locators))
-	e.gauge("vigil_quorum_locators_answered", "Locators that answered this node's check-ins within the last lease.", float64(q.Answered))
-	e.gauge("vigil_quorum_locators_needed", "Locators a lease needs (a majority; 1 of 2 with two_node).", float64(q.Needed))
+	e.gauge("vigil_quorum_ok", "1 when enough locators answered this node within the last lease to grant it one (quorum.ok in vigil status).", b2f(q.OK), "service", svc)
+	e.gauge("vigil_quorum_locators", "Locators this node checks in with.", float64(q.Locators), "service", svc)
+	e.gauge("vigil_quorum_locators_answered", "Locators that answered this node's check-ins within the last lease.", float64(q.Answered), "service", svc)
+	e.gauge("vigil_quorum_locators_needed", "Locators a lease needs (a majority; 1 of 2 with two_node).", float64(q.Needed), "service", svc)
 }
 
-func collectControl(e *emitter, proc string, degraded bool, episodes uint64, maxLateMS float64) {
-	e.gauge("vigil_control_degraded", "1 while the control-plane process was not scheduled for longer than control.sched_delay_warn within the last 10 s.", b2f(degraded), "process", proc)
-	e.counter("vigil_sched_late_episodes_total", "Episodes of the control-plane process not being scheduled in time (each logged once).", float64(episodes), "process", proc)
-	e.gauge("vigil_sched_max_late_seconds", "The longest the control-plane process waited past a timer since it started.", maxLateMS/1e3, "process", proc)
+func collectControl(e *emitter, proc, svc string, degraded bool, episodes uint64, maxLateMS float64) {
+	e.gauge("vigil_control_degraded", "1 while the control-plane process was not scheduled for longer than control.sched_delay_warn within the last 10 s.", b2f(degraded), "process", proc, "service", svc)
+	e.counter("vigil_sched_late_episodes_total", "Episodes of the control-plane process not being scheduled in time (each logged once).", float64(episodes), "process", proc, "service", svc)
+	e.gauge("vigil_sched_max_late_seconds", "The longest the control-plane process waited past a timer since it started.", maxLateMS/1e3, "process", proc, "service", svc)
 }
 
 // collectTiming exports the lease-share warning (control.lateness_warn_share)
 // and the recent worst lateness it is judged on. The round trips and the
 // full histograms are left to `vigil check --timing`, which reads them
 // from status: as histograms here they would be a series per bucket.
-func collectTiming(e *emitter, proc string, t *timingstat.Report) {
+func collectTiming(e *emitter, proc, svc string, t *timingstat.Report) {
 	if t == nil {
 		return
 	}
-	e.gauge("vigil_timing_margin_warning", "1 while the control-plane process ran later than control.lateness_warn_share of the lease within the last 10 s.", b2f(t.Warning), "process", proc)
-	e.counter("vigil_timing_margin_episodes_total", "Episodes of the control-plane process running later than control.lateness_warn_share of the lease (each logged once, event=timing_margin).", float64(t.Episodes), "process", proc)
-	e.gauge("vigil_control_late_recent_max_seconds", "The latest the control-plane process's protocol tick ran within the last 10 s.", t.RecentMaxLateMS/1e3, "process", proc)
-	e.gauge("vigil_timing_margin_warn_seconds", "The lateness that warns: control.lateness_warn_share × the lease (0: the warning is off).", t.WarnMS/1e3, "process", proc)
+	e.gauge("vigil_timing_margin_warning", "1 while the control-plane process ran later than control.lateness_warn_share of the lease within the last 10 s.", b2f(t.Warning), "process", proc, "service", svc)
+	e.counter("vigil_timing_margin_episodes_total", "Episodes of the control-plane process running later than control.lateness_warn_share of the lease (each logged once, event=timing_margin).", float64(t.Episodes), "process", proc, "service", svc)
+	e.gauge("vigil_control_late_recent_max_seconds", "The latest the control-plane process's protocol tick ran within the last 10 s.", t.RecentMaxLateMS/1e3, "process", proc, "service", svc)
+	e.gauge("vigil_timing_margin_warn_seconds", "The lateness that warns: control.lateness_warn_share × the lease (0: the warning is off).", t.WarnMS/1e3, "process", proc, "service", svc)
 }
 
 // collectLateness exports how late each of the process's 10 ms wakeups
 // fired: the "not scheduled for X ms" measure as a distribution.
-func collectLateness(e *emitter, proc string, h *schedwatch.HistogramJSON) {
+func collectLateness(e *emitter, proc, svc string, h *schedwatch.HistogramJSON) {
 	if h == nil || len(h.BoundsSeconds) != len(h.Counts) {
 		return
 	}
@@ -430,17 +452,17 @@ func collectLateness(e *emitter, proc string, h *schedwatch.HistogramJSON) {
 		b[le] = h.Counts[i]
 	}
 	e.histogram("vigil_sched_late_seconds", "How late the control-plane process's 10 ms timer fired, per wakeup (Corosync's \"not scheduled for X ms\").",
-		histSnapshot{count: h.Count, sum: h.SumSeconds, buckets: b}, "process", proc)
+		histSnapshot{count: h.Count, sum: h.SumSeconds, buckets: b}, "process", proc, "service", svc)
 }
 
-func collectTransport(e *emitter, proc string, t transport.Stats) {
+func collectTransport(e *emitter, proc, svc string, t transport.Stats) {
 	dropped := t.Dropped
-	e.counter("vigil_datagrams_received_total", "Protocol datagrams received.", float64(t.Received), "process", proc)
-	e.counter("vigil_datagrams_sent_total", "Protocol datagrams sent.", float64(t.Sent), "process", proc)
-	e.counter("vigil_datagrams_send_errors_total", "Protocol datagrams the kernel refused to send.", float64(t.SendErrors), "process", proc)
+	e.counter("vigil_datagrams_received_total", "Protocol datagrams received.", float64(t.Received), "process", proc, "service", svc)
+	e.counter("vigil_datagrams_sent_total", "Protocol datagrams sent.", float64(t.Sent), "process", proc, "service", svc)
+	e.counter("vigil_datagrams_send_errors_total", "Protocol datagrams the kernel refused to send.", float64(t.SendErrors), "process", proc, "service", svc)
 	if t.KernelFilter != "" {
 		e.gauge("vigil_cluster_filter_active", "1 while the kernel (nftables) drops datagrams to this process's cluster port from non-peers; 0 when it could not be installed (userspace checks only) or is off (loopback cluster).",
-			b2f(t.KernelFilter == "nftables"), "process", proc)
+			b2f(t.KernelFilter == "nftables"), "process", proc, "service", svc)
 	}
 	reasons := slices.Clone(alwaysDropReasons)
 	for k := range dropped {
@@ -450,7 +472,7 @@ func collectTransport(e *emitter, proc string, t transport.Stats) {
 	}
 	slices.Sort(reasons)
 	for _, k := range reasons {
-		e.counter("vigil_datagrams_dropped_total", "Protocol datagrams dropped, by reason (kernel_filter = non-peer source dropped by the kernel, kernel_tag = from a peer address without the cluster tag, dropped by the kernel, stranger, source, auth = failed authentication, replay, overflow, short, ...).", float64(dropped[k]), "process", proc, "reason", k)
+		e.counter("vigil_datagrams_dropped_total", "Protocol datagrams dropped, by reason (kernel_filter = non-peer source dropped by the kernel, kernel_tag = from a peer address without the cluster tag, dropped by the kernel, stranger, source, auth = failed authentication, replay, overflow, short, ...).", float64(dropped[k]), "process", proc, "reason", k, "service", svc)
 	}
 }
 

@@ -545,7 +545,7 @@ func TestServe(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if !strings.Contains(body, `vigil_role{role="active"} 1`) {
+	if !strings.Contains(body, `vigil_role{role="active",service="default"} 1`) {
 		t.Fatalf("/metrics lacks the active role:\n%.2000s", body)
 	}
 
@@ -571,5 +571,84 @@ func TestServe(t *testing.T) {
 	// "" is no listener.
 	if err := Serve(context.Background(), "", c, nil); err != nil {
 		t.Fatalf(`Serve(""): %v`, err)
+	}
+}
+
+// twoServices is the default fixture with a second service, data, whose
+// own node manager is a standby at epoch 3 without quorum (a is active for
+// default) and whose own locator saw epoch 3.
+func twoServices(t *testing.T) *supervisor.Status {
+	t.Helper()
+	st := defaultFixture().status(t)
+	nm := ctlmsg.NodeManagerReport{
+		BeatFields: ctlmsg.BeatFields{Self: "a", Role: "standby", Epoch: 3, Active: "b", LeaseMS: 600, Healthy: true},
+		Locators: []ctlmsg.LocatorAnswer{
+			{ID: "a", Seen: true, AgeMS: 20},
+			{ID: "b", Seen: false},
+			{ID: "w", Seen: false},
+		},
+		Takeovers:    4,
+		LastTakeover: &ctlmsg.Takeover{Epoch: 2, AddedMS: 100, AnnouncedMS: 200},
+		Transport:    transport.Stats{Received: 7, Dropped: map[string]uint64{"auth": 9}},
+	}
+	loc := ctlmsg.LocatorReport{Self: "a", Epoch: 3, Holder: "b"}
+	st.Services = append(st.Services, supervisor.ServiceStatus{Name: "data", NodeManager: &nm, Locator: &loc})
+	st.Summarize()
+	return st
+}
+
+// TestSeriesPerService: a second service's node manager and locator are
+// exported with its name, next to the first's, not hidden behind them:
+// its role, epoch, quorum, transport and takeovers are its own.
+func TestSeriesPerService(t *testing.T) {
+	fams := scrape(t, NewCollector(staticSource(twoServices(t))))
+	for _, c := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"vigil_role", []string{"service", "default", "role", "active"}, 1},
+		{"vigil_role", []string{"service", "data", "role", "active"}, 0},
+		{"vigil_role", []string{"service", "data", "role", "standby"}, 1},
+		{"vigil_epoch", []string{"service", "default"}, 7},
+		{"vigil_epoch", []string{"service", "data"}, 3},
+		{"vigil_locator_epoch", []string{"service", "data"}, 3},
+		{"vigil_quorum_ok", []string{"service", "default"}, 1},
+		{"vigil_quorum_ok", []string{"service", "data"}, 0},
+		{"vigil_quorum_locators_answered", []string{"service", "data"}, 1},
+		{"vigil_takeovers_total", []string{"service", "data"}, 4},
+		{"vigil_datagrams_dropped_total", []string{"service", "data", "process", "nodemanager", "reason", "auth"}, 9},
+		{"vigil_datagrams_dropped_total", []string{"service", "default", "process", "nodemanager", "reason", "auth"}, 5},
+		{"vigil_report_present", []string{"service", "data", "process", "locator"}, 1},
+		{"vigil_service_held", []string{"service", "default"}, 1},
+		{"vigil_service_held", []string{"service", "data"}, 0},
+	} {
+		if got := value(t, fams, c.name, c.labels...); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+	hists := map[string]uint64{}
+	for _, m := range fams["vigil_takeover_added_seconds"].GetMetric() {
+		hists[labels(m)["service"]] = m.GetHistogram().GetSampleCount()
+	}
+	if hists["default"] != 1 || hists["data"] != 1 || len(hists) != 2 {
+		t.Errorf("takeover histograms by service: %v, want one observation each for default and data", hists)
+	}
+
+	// A witness: the witness role for each service, nothing of a node
+	// manager.
+	w := twoServices(t)
+	w.Role, w.NodeManager, w.Services[1].NodeManager = "witness", nil, nil
+	fams = scrape(t, NewCollector(staticSource(w)))
+	for _, svc := range []string{"default", "data"} {
+		if v := value(t, fams, "vigil_role", "service", svc, "role", "witness"); v != 1 {
+			t.Errorf("witness: vigil_role{service=%s,role=witness} = %v", svc, v)
+		}
+		if v := value(t, fams, "vigil_report_present", "service", svc, "process", "nodemanager"); v != 0 {
+			t.Errorf("witness: report_present{service=%s,process=nodemanager} = %v", svc, v)
+		}
+	}
+	if _, ok := fams["vigil_epoch"]; ok {
+		t.Error("a witness exports vigil_epoch")
 	}
 }

@@ -283,7 +283,7 @@ func TestDashboardRender(t *testing.T) {
 
 	// What a reader must be able to see.
 	role := byTitle("Role per node", 0)
-	ra, rb := seriesBy(t, role, "pbx-a:9720"), seriesBy(t, role, "pbx-b:9720")
+	ra, rb := seriesBy(t, role, "default on pbx-a:9720"), seriesBy(t, role, "default on pbx-b:9720")
 	for _, c := range []struct {
 		name string
 		got  float64
@@ -297,7 +297,7 @@ func TestDashboardRender(t *testing.T) {
 			t.Errorf("Role per node: %s: %v, want %v", c.name, c.got, c.want)
 		}
 	}
-	if m := maxOf(seriesBy(t, byTitle("Failovers", 0), "pbx-b:9720 took over")); m < 1 {
+	if m := maxOf(seriesBy(t, byTitle("Failovers", 0), "default: pbx-b:9720 took over")); m < 1 {
 		t.Errorf("Failovers: b's largest bar %v, want >= 1", m)
 	}
 	if m := maxOf(seriesBy(t, byTitle("Fences", 0), "pbx-a:9720")); m < 1 {
@@ -324,7 +324,7 @@ func TestDashboardRender(t *testing.T) {
 	if h := seriesBy(t, byTitle("Node health", 0), "pbx-a:9720"); h[10] != 1 || h[81] != 0 || h[100] != 1 {
 		t.Errorf("Node health of a: %v/%v/%v at steps 10/81/100, want 1/0/1", h[10], h[81], h[100])
 	}
-	if q := seriesBy(t, byTitle("Quorum", 0), "pbx-b:9720"); q[10] != 1 || q[100] != 1 {
+	if q := seriesBy(t, byTitle("Quorum", 0), "default on pbx-b:9720"); q[10] != 1 || q[100] != 1 {
 		t.Errorf("Quorum of b: %v/%v at steps 10/100, want 1/1", q[10], q[100])
 	}
 	if up := seriesBy(t, byTitle("Processes up", 0), "nodemanager on pbx-a:9720"); up[10] != 1 || up[81] != 0 || up[100] != 1 {

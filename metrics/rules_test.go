@@ -90,8 +90,18 @@ type ruleTarget struct {
 	witness                 bool
 	vips                    []supervisor.FloatingIP
 	peers                   []string // the cluster's nodes
+	// data is the cluster's second service, "data", with its own node
+	// manager and locator (nil: one service, "default").
+	data *dataService
 	// state returns the target's condition at step i.
 	state func(i int) targetState
+}
+
+// dataService is a second service of a target: its addresses and, step by
+// step, whether this node holds it.
+type dataService struct {
+	vips  []supervisor.FloatingIP
+	holds func(i int) bool
 }
 
 type targetState struct {
@@ -115,7 +125,9 @@ func between(i, from, to int) bool { return i >= from && i < to }
 // ruleTargets: cluster pbx (nodes a and b, witness w; the interface of the
 // IPv4 address is eth0 on a and ens3 on b) and cluster lab (nodes x and y,
 // witness z), which uses the same IPv4 address at another site: the
-// alerts must group by cluster, not by address.
+// alerts must group by cluster, not by address. lab has a second service,
+// data, held by y except while pbx has no holder: its alerts must not
+// hide behind x's active role in the first service.
 func ruleTargets() []*ruleTarget {
 	pbxVIPs := func(if4 string) []supervisor.FloatingIP {
 		return []supervisor.FloatingIP{{Address: "192.0.2.10/24", Interface: if4}, {Address: "2001:db8::10/64", Interface: "eth1"}}
@@ -151,36 +163,59 @@ func ruleTargets() []*ruleTarget {
 		{instance: "pbx-w:9720", cluster: "pbx", node: "w", witness: true, state: func(i int) targetState {
 			return targetState{role: "witness", snapErr: between(i, phaseIncident, phaseRecover)}
 		}},
-		{instance: "lab-x:9720", cluster: "lab", node: "x", vips: []supervisor.FloatingIP{{Address: "192.0.2.10/24", Interface: "eth0"}}, peers: lab, state: func(i int) targetState {
+		{instance: "lab-x:9720", cluster: "lab", node: "x", vips: []supervisor.FloatingIP{{Address: "192.0.2.10/24", Interface: "eth0"}}, peers: lab, data: labData(func(int) bool { return false }), state: func(i int) targetState {
 			s := targetState{role: "active", holds: true}
 			if i >= phaseIncident+20 {
 				s.fencesHeld = 2 // stalled past its lease, twice, kept the role
 			}
 			return s
 		}},
-		{instance: "lab-y:9720", cluster: "lab", node: "y", vips: []supervisor.FloatingIP{{Address: "192.0.2.10/24", Interface: "eth0"}}, peers: lab, state: func(i int) targetState {
+		{instance: "lab-y:9720", cluster: "lab", node: "y", vips: []supervisor.FloatingIP{{Address: "192.0.2.10/24", Interface: "eth0"}}, peers: lab, data: labData(func(i int) bool { return !between(i, phaseNobody, phaseBoth) }), state: func(i int) targetState {
 			s := targetState{role: "standby"}
 			if i >= phaseIncident+20 {
 				s.fences = 1
 			}
 			return s
 		}},
-		{instance: "lab-z:9720", cluster: "lab", node: "z", witness: true, state: func(i int) targetState {
+		{instance: "lab-z:9720", cluster: "lab", node: "z", witness: true, data: labData(nil), state: func(i int) targetState {
 			return targetState{role: "witness", down: between(i, phaseIncident, phaseRecover)}
 		}},
 	}
 }
 
-// status is what the target's supervisor reports in state s: the same
-// types the supervisor fills, summarized as it does.
-func (rt *ruleTarget) status(t *testing.T, s targetState) *supervisor.Status {
+// labData is lab's second service, held where holds says (nil: a witness).
+func labData(holds func(i int) bool) *dataService {
+	return &dataService{vips: []supervisor.FloatingIP{{Address: "198.51.100.20/24", Interface: "eth0", Service: "data"}}, holds: holds}
+}
+
+// status is what the target's supervisor reports in state s (at step i):
+// the same types the supervisor fills, summarized as it does.
+func (rt *ruleTarget) status(t *testing.T, i int, s targetState) *supervisor.Status {
 	t.Helper()
 	st := &supervisor.Status{Version: "1.0.0", Cluster: rt.cluster, Node: rt.node, Role: "node", Healthy: !s.unhealthy,
 		Supervisor: supervisor.SupervisorState{StartedAt: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Fences: s.fences, FencesHeld: s.fencesHeld}}
 	if rt.witness {
 		st.Role = "witness"
 	}
-	st.FloatingIPs = rt.vips
+	for _, v := range rt.vips {
+		v.Service = "default"
+		st.FloatingIPs = append(st.FloatingIPs, v)
+	}
+	st.Services = []supervisor.ServiceStatus{{Name: "default"}}
+	if rt.data != nil {
+		st.Services = append(st.Services, supervisor.ServiceStatus{Name: "data", Locator: &ctlmsg.LocatorReport{Self: rt.node}})
+		if !rt.witness {
+			st.FloatingIPs = append(st.FloatingIPs, rt.data.vips...)
+			role, held := "standby", []string{}
+			if rt.data.holds(i) {
+				role = "active"
+				for _, v := range rt.data.vips {
+					held = append(held, v.Address+"@"+v.Interface)
+				}
+			}
+			st.Services[1].NodeManager = &ctlmsg.NodeManagerReport{VIPs: held, BeatFields: ctlmsg.BeatFields{Self: rt.node, Role: role, LeaseMS: 200, Healthy: true}}
+		}
+	}
 	for _, c := range []string{"locator", "nodemanager"} {
 		if rt.witness && c == "nodemanager" {
 			continue
@@ -259,7 +294,7 @@ func ruleSeries(t *testing.T, targets []*ruleTarget) seriesValues {
 			}
 			var st *supervisor.Status
 			if !s.snapErr {
-				st = rt.status(t, s)
+				st = rt.status(t, i, s)
 			}
 			mu.Lock()
 			cur = st
@@ -371,12 +406,15 @@ func ruleExpectations() map[int][]wantAlert {
 		last(phaseBoth): {
 			{"VigilFloatingIPUnheld", map[string]string{"cluster": "pbx", "vip": "192.0.2.10"}},
 			{"VigilFloatingIPUnheld", map[string]string{"cluster": "pbx", "vip": "2001:db8::10"}},
-			{"VigilNoActiveNode", map[string]string{"cluster": "pbx"}},
+			{"VigilNoActiveNode", map[string]string{"cluster": "pbx", "service": "default"}},
+			// lab's first service stays on x: its second has no holder.
+			{"VigilFloatingIPUnheld", map[string]string{"cluster": "lab", "vip": "198.51.100.20"}},
+			{"VigilNoActiveNode", map[string]string{"cluster": "lab", "service": "data"}},
 		},
 		last(phaseIncident): {
 			{"VigilFloatingIPMultipleHolders", map[string]string{"cluster": "pbx", "vip": "192.0.2.10"}},
 			{"VigilFloatingIPMultipleHolders", map[string]string{"cluster": "pbx", "vip": "2001:db8::10"}},
-			{"VigilMultipleActiveNodes", map[string]string{"cluster": "pbx"}},
+			{"VigilMultipleActiveNodes", map[string]string{"cluster": "pbx", "service": "default"}},
 		},
 		// 15 s into the incident: FATAL fires at once, the rest wait for
 		// their `for`.
@@ -386,11 +424,11 @@ func ruleExpectations() map[int][]wantAlert {
 		last(phaseRecover): {
 			{"VigilProcessFatal", with(pbxNode("a"), "process", "rtpengine", "group", "apps", "state", "fatal")},
 			{"VigilNodeUnhealthy", pbxNode("a")},
-			{"VigilAddressConflict", pbxNode("a")},
-			{"VigilNoQuorum", pbxNode("b")},
+			{"VigilAddressConflict", with(pbxNode("a"), "service", "default")},
+			{"VigilNoQuorum", with(pbxNode("b"), "service", "default")},
 			{"VigilProcessDown", with(pbxNode("b"), "process", "kamailio", "group", "apps")},
 			{"VigilAuthDropsRising", with(pbxNode("b"), "process", "nodemanager")},
-			{"VigilControlPlaneDegraded", with(pbxNode("b"), "process", "locator")},
+			{"VigilControlPlaneDegraded", with(pbxNode("b"), "process", "locator", "service", "default")},
 			{"VigilScrapeError", pbxNode("w")},
 			{"VigilControlPlaneFenced", map[string]string{"instance": "lab-y:9720", "job": "vigil", "cluster": "lab", "node": "y"}},
 			{"VigilControlPlaneStalledPastLease", map[string]string{"instance": "lab-x:9720", "job": "vigil", "cluster": "lab", "node": "x"}},

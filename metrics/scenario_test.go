@@ -127,7 +127,8 @@ func (n *simNode) status(t *testing.T, now time.Time, other string) *supervisor.
 	st := &supervisor.Status{
 		Version: "1.0.0", Cluster: "pbx", Node: n.id, Role: "node", Healthy: n.role != "",
 		Supervisor:  supervisor.SupervisorState{StartedAt: scenarioStart().Add(-24 * time.Hour), RSSBytes: 14 << 20, Fences: n.fences},
-		FloatingIPs: []supervisor.FloatingIP{{Address: "192.0.2.10/24", Interface: "eth0"}, {Address: "192.0.2.11/24", Interface: "eth0"}},
+		FloatingIPs: []supervisor.FloatingIP{{Address: "192.0.2.10/24", Interface: "eth0", Service: "default"}, {Address: "192.0.2.11/24", Interface: "eth0", Service: "default"}},
+		Services:    []supervisor.ServiceStatus{{Name: "default"}},
 	}
 	started := now.Add(-time.Hour)
 	for _, c := range []string{"locator", "nodemanager"} {

@@ -98,6 +98,31 @@ func (st *Status) Report(i int) *ctlmsg.NodeManagerReport {
 	return nil
 }
 
+// LocatorReport is the last report of the locator of service i of st: the
+// host's for the first, the service's own for the others.
+func (st *Status) LocatorReport(i int) *ctlmsg.LocatorReport {
+	if i == 0 {
+		return st.Locator
+	}
+	if i < len(st.Services) {
+		return st.Services[i].Locator
+	}
+	return nil
+}
+
+// QuorumOf is service i's node manager's view of its locators: Quorum
+// (which Summarize fills) for the first, counted from the service's own
+// report for the others; nil without a report naming locators.
+func (st *Status) QuorumOf(i int) *Quorum {
+	if i == 0 && st.Quorum != nil {
+		return st.Quorum
+	}
+	if r := st.Report(i); r != nil && len(r.Locators) > 0 {
+		return quorumOf(r)
+	}
+	return nil
+}
+
 // Quorum is this node's view of its locators: a lease needs Needed of
 // them, and Answered did answer its check-ins within the last lease.
 type Quorum struct {

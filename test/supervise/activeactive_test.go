@@ -1,7 +1,11 @@
 package supervise
 
 import (
+	"bufio"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -55,6 +59,8 @@ func newActivePair(t *testing.T) *activePair {
 		d := p.nodes[id]
 		d.cluster = pairYAML("duo", id, d, addrs)
 		d.wrap = []string{"nsenter", "--net=/run/netns/" + n.Hosts[id].NSName}
+		// Inside the host's own namespace: any port is free.
+		d.metrics = pairMetrics
 		procs := ""
 		if id == "w" {
 			// The witness runs a locator for each service: it lists them.
@@ -117,6 +123,42 @@ func newActivePair(t *testing.T) *activePair {
 		<-done
 	})
 	return p
+}
+
+// pairMetrics is where each host's supervisor serves its metrics, in that
+// host's namespace.
+const pairMetrics = "127.0.0.1:9720"
+
+// scrape returns host's /metrics, fetched over a connection opened in its
+// namespace (a socket belongs to the namespace of the thread that made
+// it, so the dial is done there and the HTTP exchange outside).
+func (p *activePair) scrape(host string) string {
+	p.t.Helper()
+	var conn net.Conn
+	if err := p.net.Hosts[host].Run(func() error {
+		var err error
+		conn, err = net.DialTimeout("tcp", pairMetrics, 5*time.Second)
+		return err
+	}); err != nil {
+		p.t.Fatalf("metrics of %s: %v", host, err)
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		p.t.Fatal(err)
+	}
+	if _, err := fmt.Fprintf(conn, "GET /metrics HTTP/1.0\r\nHost: %s\r\n\r\n", pairMetrics); err != nil {
+		p.t.Fatalf("metrics of %s: %v", host, err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		p.t.Fatalf("metrics of %s: %v", host, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		p.t.Fatalf("metrics of %s: %s %v", host, resp.Status, err)
+	}
+	return string(body)
 }
 
 // holders are the live hosts that have the service's address.
@@ -258,6 +300,15 @@ func TestActiveActivePair(t *testing.T) {
 	if got := strings.Join(names, ","); got != "locator,nodemanager,locator-data,nodemanager-data" {
 		t.Errorf("b's control plane: %s", got)
 	}
+	// Each service's role, from its own node manager, in the metrics.
+	p.nodes["b"].waitFor("b's metrics show it active for data and standby for voice", 10*time.Second, func() bool {
+		body := p.scrape("b")
+		return strings.Contains(body, `vigil_role{role="active",service="data"} 1`) &&
+			strings.Contains(body, `vigil_role{role="standby",service="voice"} 1`) &&
+			strings.Contains(body, `vigil_service_held{service="data"} 1`) &&
+			strings.Contains(body, `vigil_quorum_ok{service="data"} 1`) &&
+			strings.Contains(body, `vigil_quorum_ok{service="voice"} 1`)
+	})
 
 	// voiceapp fails its check on a: voice moves to b, data stays.
 	sw := filepath.Join(p.dir, "a-voice-fail")

@@ -35,15 +35,15 @@ func TestMetricsEndpoint(t *testing.T) {
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
 		body = string(b)
-		return strings.Contains(body, `vigil_role{role="active"} 1`)
+		return strings.Contains(body, `vigil_role{role="active",service="default"} 1`)
 	})
 	for _, want := range []string{
 		`vigil_process_up{group="apps",process="app"} 1`,
 		`vigil_process_up{group="control",process="nodemanager"} 1`,
 		`vigil_scrape_error 0`,
 		`vigil_cgroup_cpu_usage_seconds_total{group="control/nodemanager"}`,
-		`vigil_epoch `,
-		`vigil_sched_late_seconds_bucket{process="nodemanager",le="0.05"}`,
+		`vigil_epoch{service="default"} `,
+		`vigil_sched_late_seconds_bucket{process="nodemanager",service="default",le="0.05"}`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q", want)
