@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/vigil-project/vigil/internal/timingstat"
@@ -171,15 +172,31 @@ func (c *Config) ServiceCount() int {
 	return max(len(c.Services), 1)
 }
 
+// ClusterName is cluster.name as the file has it, also in a service's
+// narrowed configuration (ForService), whose Cluster.Name is the
+// "<cluster>/<service>" its datagrams carry (a cluster name has no "/").
+func (c *Config) ClusterName() string {
+	name, _, _ := strings.Cut(c.Cluster.Name, "/")
+	return name
+}
+
 // ForService is c narrowed to the service in slot i (its index in
 // Services): what that service's node manager and locator run with. Its
-// Services is that one service, VIPs its floating IPs, Slot i. The first
-// service (slot 0) keeps everything else as it is, so that a host with one
-// service is unchanged. Every other runs as a cluster of its own, over the
-// same hosts and key: named "<cluster>/<service>" on the wire (its
-// datagrams and a replay never reach another service's processes), every
-// host's ports shifted by 2i (node manager P+2i, locator P+2i+1), its state
-// in the subdirectory service-<name> of runtime.state_dir.
+// Services is that one service, VIPs its floating IPs, Slot i. A cluster
+// of one service keeps everything else as it is, so that a host with one
+// service is unchanged. With several, each runs as a cluster of its own,
+// over the same hosts and key: named "<cluster>/<service>" on the wire
+// (its datagrams and a replay never reach another service's processes),
+// its state in the subdirectory service-<name> of runtime.state_dir, and,
+// after the first, every host's ports shifted by 2i (node manager P+2i,
+// locator P+2i+1).
+//
+// The first service is named too: were it "<cluster>", a host that lists
+// the services in another order would run another service in the first
+// slot under the same name and ports, and take part in its elections with
+// its own floating IPs: the same address held by two hosts at once. Named,
+// the two slots' datagrams carry different tags and are dropped, and the
+// misordered host gets no quorum for either.
 func (c *Config) ForService(i int) (*Config, error) {
 	if i < 0 || i >= c.ServiceCount() {
 		return nil, fmt.Errorf("config: no service %d: the cluster has %d", i, c.ServiceCount())
@@ -192,10 +209,14 @@ func (c *Config) ForService(i int) (*Config, error) {
 	svc := c.Services[i]
 	n.Services = []Service{svc}
 	n.VIPs = slices.Clone(svc.VIPs)
-	if i == 0 {
+	if len(c.Services) == 1 {
 		return &n, nil
 	}
 	n.Cluster.Name = c.Cluster.Name + "/" + svc.Name
+	n.Runtime.StateDir = filepath.Join(c.Runtime.StateDir, "service-"+svc.Name)
+	if i == 0 {
+		return &n, nil
+	}
 	shift := func(ps []Peer) ([]Peer, error) {
 		out := make([]Peer, len(ps))
 		for k, p := range ps {
@@ -222,7 +243,6 @@ func (c *Config) ForService(i int) (*Config, error) {
 		}
 		n.Cluster.Listen = netip.AddrPortFrom(ap.Addr(), ap.Port()+uint16(2*i)).String()
 	}
-	n.Runtime.StateDir = filepath.Join(c.Runtime.StateDir, "service-"+svc.Name)
 	return &n, nil
 }
 

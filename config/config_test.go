@@ -1190,11 +1190,12 @@ services:
   - {name: s3, vips: [{address: 192.0.2.103/24, interface: eth0}]}
   - {name: s4, vips: [{address: 192.0.2.104/24, interface: eth0}]}
 `, []string{
-		`vigil.yaml:8:12: services[1].name: with the cluster's name, "s1" is 65 bytes, more than 64: a service after the first is named "a-cluster-name-that-is-long-enough-to-leave-little-room-for-sv/s1" on the wire; shorten one of them`,
-		`vigil.yaml:9:12: services[2].name: with the cluster's name, "s2" is 65 bytes, more than 64: a service after the first is named "a-cluster-name-that-is-long-enough-to-leave-little-room-for-sv/s2" on the wire; shorten one of them`,
-		`vigil.yaml:10:12: services[3].name: with the cluster's name, "s3" is 65 bytes, more than 64: a service after the first is named "a-cluster-name-that-is-long-enough-to-leave-little-room-for-sv/s3" on the wire; shorten one of them`,
+		`vigil.yaml:7:12: services[0].name: with the cluster's name, "s0" is 65 bytes, more than 64: with several services, each is named "a-cluster-name-that-is-long-enough-to-leave-little-room-for-sv/s0" on the wire; shorten one of them`,
+		`vigil.yaml:8:12: services[1].name: with the cluster's name, "s1" is 65 bytes, more than 64: with several services, each is named "a-cluster-name-that-is-long-enough-to-leave-little-room-for-sv/s1" on the wire; shorten one of them`,
+		`vigil.yaml:9:12: services[2].name: with the cluster's name, "s2" is 65 bytes, more than 64: with several services, each is named "a-cluster-name-that-is-long-enough-to-leave-little-room-for-sv/s2" on the wire; shorten one of them`,
+		`vigil.yaml:10:12: services[3].name: with the cluster's name, "s3" is 65 bytes, more than 64: with several services, each is named "a-cluster-name-that-is-long-enough-to-leave-little-room-for-sv/s3" on the wire; shorten one of them`,
 		`vigil.yaml:11:5: services[4]: at most 4 services in a cluster: each runs a node manager and a locator of its own on every host`,
-		`vigil.yaml:11:12: services[4].name: with the cluster's name, "s4" is 65 bytes, more than 64: a service after the first is named "a-cluster-name-that-is-long-enough-to-leave-little-room-for-sv/s4" on the wire; shorten one of them`,
+		`vigil.yaml:11:12: services[4].name: with the cluster's name, "s4" is 65 bytes, more than 64: with several services, each is named "a-cluster-name-that-is-long-enough-to-leave-little-room-for-sv/s4" on the wire; shorten one of them`,
 	}},
 
 	{"YAML syntax error", `
@@ -1704,7 +1705,11 @@ runtime: {state_dir: /var/lib/vigil}
 	if err != nil {
 		t.Fatal(err)
 	}
-	if first.Cluster.Name != "duo" || first.Cluster.Nodes[0].Address != "192.0.2.11:7400" || first.Runtime.StateDir != "/var/lib/vigil" ||
+	// Named, so that a host listing the services in another order does not
+	// take part in the first one's elections with another's addresses;
+	// its ports are the host's own.
+	if first.Cluster.Name != "duo/voice" || first.Cluster.Nodes[0].Address != "192.0.2.11:7400" || first.Cluster.Listen != "0.0.0.0:7400" ||
+		first.Runtime.StateDir != "/var/lib/vigil/service-voice" ||
 		len(first.VIPs) != 1 || first.VIPs[0].Address != "192.0.2.100/24" || first.Slot != 0 {
 		t.Errorf("service 0: %+v", first)
 	}
@@ -1730,6 +1735,10 @@ runtime: {state_dir: /var/lib/vigil}
 	if c.Cluster.Nodes[0].Address != "192.0.2.11:7400" || c.Cluster.Name != "duo" {
 		t.Error("ForService changed the configuration it narrowed")
 	}
+	// Hooks get cluster.name (VIGIL_CLUSTER), not the wire name.
+	if first.ClusterName() != "duo" || data.ClusterName() != "duo" || c.ClusterName() != "duo" {
+		t.Errorf("cluster names: %q %q %q, want duo", first.ClusterName(), data.ClusterName(), c.ClusterName())
+	}
 	if _, err := c.ForService(2); err == nil {
 		t.Error("ForService(2) of two services: no error")
 	}
@@ -1751,6 +1760,33 @@ services: [{name: voice}, {name: data}]
 	wd, err := w.ForService(1)
 	if err != nil || w.ServiceCount() != 2 || wd.Cluster.Name != "duo/data" || wd.Cluster.Witnesses[0].Address != "192.0.2.13:7402" || len(wd.VIPs) != 0 {
 		t.Errorf("witness, service 1: %+v %v", wd, err)
+	}
+	if wv, err := w.ForService(0); err != nil || wv.Cluster.Name != "duo/voice" || wv.Cluster.Witnesses[0].Address != "192.0.2.13:7400" {
+		t.Errorf("witness, service 0: %+v %v", wv, err)
+	}
+
+	// One service, from services: or vips:, is the cluster itself, as
+	// before there were several: same name on the wire, same state.
+	for _, svcs := range []string{
+		"services: [{name: voice, vips: [{address: 192.0.2.100/24, interface: eth0}]}]",
+		"vips: [{address: 192.0.2.100/24, interface: eth0}]",
+	} {
+		one, err := Parse("vigil.yaml", []byte(keys.Replace(`
+cluster:
+  name: duo
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}, {id: b, address: 192.0.2.12:7400}]
+  witnesses: [{id: w, address: 192.0.2.13:7400}]
+runtime: {state_dir: /var/lib/vigil}
+`+svcs+"\n")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		o, err := one.ForService(0)
+		if err != nil || o.Cluster.Name != "duo" || o.Runtime.StateDir != "/var/lib/vigil" || o.Protocol().Cluster != "duo" {
+			t.Errorf("%s: service 0: %+v %v", svcs, o, err)
+		}
 	}
 }
 

@@ -820,14 +820,14 @@ func (p *parser) serviceRules(c *Config, mk *marks) {
 		p.errAt(mk.serviceItems[netfloat.MaxSlots], index("services", netfloat.MaxSlots),
 			"at most %d services in a cluster: each runs a node manager and a locator of its own on every host", netfloat.MaxSlots)
 	}
-	for i, sm := range mk.services {
-		if i == 0 || sm.nameVal == nil {
+	for _, sm := range mk.services {
+		if len(mk.services) < 2 || sm.nameVal == nil {
 			continue
 		}
-		// The datagrams of every service but the first carry
+		// With several services, the datagrams of each carry
 		// <cluster>/<service> (Config.ForService).
 		if n := len(c.Cluster.Name) + 1 + len(sm.nameVal.Value); n > protocol.MaxIDLen {
-			p.errAt(sm.nameVal, sm.path+".name", "with the cluster's name, %q is %d bytes, more than %d: a service after the first is named %q on the wire; shorten one of them",
+			p.errAt(sm.nameVal, sm.path+".name", "with the cluster's name, %q is %d bytes, more than %d: with several services, each is named %q on the wire; shorten one of them",
 				sm.nameVal.Value, n, protocol.MaxIDLen, c.Cluster.Name+"/"+sm.nameVal.Value)
 		}
 	}

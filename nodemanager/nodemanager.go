@@ -903,7 +903,7 @@ func (m *manager) hookEnv(event string, epoch uint64, reason string) []string {
 		svc.Name = config.ImplicitService // a Config made without parsing
 	}
 	return []string{"VIGIL_EVENT=" + event, "VIGIL_ROLE=" + role, "VIGIL_PREVIOUS_ROLE=" + prev,
-		"VIGIL_NODE=" + m.cfg.Cluster.Node, "VIGIL_CLUSTER=" + m.cfg.Cluster.Name, "VIGIL_SERVICE=" + svc.Name,
+		"VIGIL_NODE=" + m.cfg.Cluster.Node, "VIGIL_CLUSTER=" + m.cfg.ClusterName(), "VIGIL_SERVICE=" + svc.Name,
 		"VIGIL_EPOCH=" + strconv.FormatUint(epoch, 10), "VIGIL_REASON=" + reason}
 }
 

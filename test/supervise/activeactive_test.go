@@ -46,6 +46,13 @@ type activePair struct {
 
 func newActivePair(t *testing.T) *activePair {
 	t.Helper()
+	return newActivePairOrdered(t, "")
+}
+
+// newActivePairOrdered is newActivePair with host reversed listing the
+// services in the other order (data, then voice): a mistake.
+func newActivePairOrdered(t *testing.T, reversed string) *activePair {
+	t.Helper()
 	needRoot(t)
 	n := netnstest.New(t,
 		netnstest.HostSpec{Name: "a", Addr: "192.0.2.11/24"},
@@ -66,16 +73,19 @@ func newActivePair(t *testing.T) *activePair {
 			// The witness runs a locator for each service: it lists them.
 			d.extra = "services:\n  - {name: voice}\n  - {name: data}\n"
 		} else {
-			d.extra = fmt.Sprintf(`services:
-  - name: voice
+			svcs := []string{fmt.Sprintf(`  - name: voice
     vips: [{address: %s/24, interface: %s}]
     processes: [voiceapp]
     prefer: [a, b]
-  - name: data
+`, pairVIPs["voice"], netnstest.LinkName), fmt.Sprintf(`  - name: data
     vips: [{address: %s/24, interface: %s}]
     processes: [dataapp]
     prefer: [b, a]
-`, pairVIPs["voice"], netnstest.LinkName, pairVIPs["data"], netnstest.LinkName)
+`, pairVIPs["data"], netnstest.LinkName)}
+			if id == reversed {
+				svcs[0], svcs[1] = svcs[1], svcs[0]
+			}
+			d.extra = "services:\n" + svcs[0] + svcs[1]
 			for _, app := range []string{"voice", "data"} {
 				procs += fmt.Sprintf(`
   - name: %sapp
@@ -401,4 +411,60 @@ func TestActiveActivePair(t *testing.T) {
 		t.Errorf("a service moved back to a without a failback: voice on %v, data on %v", p.holders("voice"), p.holders("data"))
 	}
 	p.checkDual()
+}
+
+// A host that lists the services in another order than the others
+// (b: data, then voice) must not take part in either service: its first
+// service is data where the others' is voice, and were the first slot
+// named only by the cluster, b would stand in voice's elections with
+// data's address. When voiceapp then failed on a, b would take the slot
+// and add data's address, which a holds for data: one address on two live
+// hosts. Each service is named on the wire, so b hears from nobody, has no
+// quorum for either service, and holds nothing throughout.
+func TestMisorderedServicesHoldNothing(t *testing.T) {
+	p := newActivePairOrdered(t, "b")
+	p.waitPlaced("a holds both services", map[string]string{"voice": "a", "data": "a"}, "a")
+	p.nodes["b"].waitFor("b warns of no quorum for both services", 30*time.Second, func() bool {
+		var kinds []string
+		for _, w := range p.nodes["b"].status().Warnings {
+			if w.Kind == "no_quorum" {
+				kinds = append(kinds, w.Message)
+			}
+		}
+		return len(kinds) == 2
+	})
+
+	// voiceapp fails on a: voice has no healthy node to go to.
+	if err := os.WriteFile(filepath.Join(p.dir, "a-voice-fail"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p.nodes["a"].waitFor("a's voice node manager reports a unhealthy", 10*time.Second, func() bool {
+		r := p.nodes["a"].status().Report(0)
+		return r != nil && !r.Healthy
+	})
+	// Three leases (testTiming's 600 ms) for b to take anything it could.
+	deadline := time.Now().Add(1800 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		for _, svc := range []string{"voice", "data"} {
+			if p.net.Hosts["b"].HasAddr(pairVIPs[svc]) {
+				t.Fatalf("b, whose services are listed in another order, holds %s's address %s", svc, pairVIPs[svc])
+			}
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	for i, svc := range []string{"data", "voice"} { // b's order
+		if r := p.nodes["b"].status().Report(i); r == nil || r.Role == "active" || r.LeaseValid {
+			t.Errorf("b's %s node manager: %+v, want a node without the role", svc, r)
+		}
+	}
+	if hs := p.holders("data"); len(hs) != 1 || hs[0] != "a" {
+		t.Errorf("data's address on %v, want a alone", hs)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for svc, d := range p.longestDual {
+		if d > 0 {
+			t.Errorf("%s's address was on two live hosts for %v", svc, d)
+		}
+	}
 }
