@@ -298,11 +298,7 @@ func (c *collector) collectNodeManager(e *emitter, svc string, r *ctlmsg.NodeMan
 			e.gauge("vigil_node_locator_ack_age_seconds", "Time since the locator last answered this node's check-in.", ms(l.AgeMS), "locator", l.ID, "service", svc)
 		}
 	}
-	collectControl(e, "nodemanager", svc, r.Degraded, r.SchedLateEpisodes, r.SchedMaxLateMS)
-	collectLateness(e, "nodemanager", svc, r.SchedLate)
-	collectTiming(e, "nodemanager", svc, r.Timing)
-	collectTransport(e, "nodemanager", svc, r.Transport)
-	e.gauge("vigil_control_mlocked", helpMlocked, b2f(r.Realtime.Mlocked), "process", "nodemanager", "service", svc)
+	collectControlProcess(e, "nodemanager", svc, controlReport{r.Degraded, r.SchedLateEpisodes, r.SchedMaxLateMS, r.SchedLate, r.Timing, r.Transport, r.Realtime.Mlocked})
 }
 
 // observeTakeover adds service svc's last takeover t (nil: none yet) to
@@ -337,11 +333,29 @@ func (c *collector) collectLocator(e *emitter, svc string, r *ctlmsg.LocatorRepo
 			e.gauge("vigil_locator_checkin_age_seconds", "Time since the node last checked in at this host's locator.", ms(n.AgeMS), "node", n.ID, "service", svc)
 		}
 	}
-	collectControl(e, "locator", svc, r.Degraded, r.SchedLateEpisodes, r.SchedMaxLateMS)
-	collectLateness(e, "locator", svc, r.SchedLate)
-	collectTiming(e, "locator", svc, r.Timing)
-	collectTransport(e, "locator", svc, r.Transport)
-	e.gauge("vigil_control_mlocked", helpMlocked, b2f(r.Realtime.Mlocked), "process", "locator", "service", svc)
+	collectControlProcess(e, "locator", svc, controlReport{r.Degraded, r.SchedLateEpisodes, r.SchedMaxLateMS, r.SchedLate, r.Timing, r.Transport, r.Realtime.Mlocked})
+}
+
+// controlReport is what a node manager's and a locator's reports both say
+// of their process.
+type controlReport struct {
+	degraded  bool
+	episodes  uint64
+	maxLateMS float64
+	late      *schedwatch.HistogramJSON
+	timing    *timingstat.Report
+	transport transport.Stats
+	mlocked   bool
+}
+
+// collectControlProcess exports a control-plane process's scheduling,
+// timing, transport and memory lock (process = nodemanager | locator).
+func collectControlProcess(e *emitter, proc, svc string, r controlReport) {
+	collectControl(e, proc, svc, r.degraded, r.episodes, r.maxLateMS)
+	collectLateness(e, proc, svc, r.late)
+	collectTiming(e, proc, svc, r.timing)
+	collectTransport(e, proc, svc, r.transport)
+	e.gauge("vigil_control_mlocked", helpMlocked, b2f(r.mlocked), "process", proc, "service", svc)
 }
 
 // collectServices emits every configured service with 1 while this node
