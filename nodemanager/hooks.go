@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/vigil-project/vigil/cgroup"
 	"github.com/vigil-project/vigil/internal/clock"
 	"github.com/vigil-project/vigil/internal/execshim"
@@ -53,6 +55,9 @@ type hookRunner struct {
 	// cgroup are the hooks group's directories (execshim.HooksCgroupEnv);
 	// nil: hooks run in the node manager's own group.
 	cgroup []string
+	// beforeGroupKill, when set (tests), is called with a hook's process
+	// group just before the kill of what the hook left in it.
+	beforeGroupKill func(pgid int)
 }
 
 // hookSweepTimeout bounds the kill of what a hook left in its group; a
@@ -173,18 +178,35 @@ func (h *hookRunner) exec(ctx context.Context, j hookJob) error {
 		defer close(logged)
 		h.pump(r, j)
 	}()
-	waited := make(chan error, 1)
-	go func() { waited <- cmd.Wait() }()
+	// The hook's exit is waited for without reaping it: while it is a
+	// zombie its pid, which is its group's id, cannot be handed to another
+	// process, so the group kill below reaches only what the hook left.
+	// Reaped first, an empty group's id could be a new process's by then
+	// (pid_max is 32768 on many hosts), and that process's group killed.
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		var info unix.Siginfo
+		for {
+			if err := unix.Waitid(unix.P_PID, pgid, &info, unix.WEXITED|unix.WNOWAIT, nil); err != unix.EINTR {
+				return // exited, or not waitable (cmd.Wait says why)
+			}
+		}
+	}()
 	select {
-	case err = <-waited:
+	case <-exited:
 	case <-ctx.Done():
 		_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		err = <-waited
+		<-exited
+	}
+	if h.beforeGroupKill != nil {
+		h.beforeGroupKill(pgid)
 	}
 	// What the hook left running in its group (`cmd &`) goes with it.
 	if kerr := syscall.Kill(-pgid, syscall.SIGKILL); kerr != nil && !errors.Is(kerr, syscall.ESRCH) {
 		h.log.Warn("cannot kill hook's process group", "event", "hook", "hook", j.event, "pgid", pgid, "err", kerr)
 	}
+	err = cmd.Wait()
 	var ee *exec.ExitError
 	if errors.As(err, &ee) && ee.ExitCode() == 127 {
 		// The shim's own failures (the hooks cgroup refused it, the

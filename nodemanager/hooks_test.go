@@ -181,8 +181,15 @@ func TestHookProcessGroupKilled(t *testing.T) {
 			pidFile := filepath.Join(t.TempDir(), "pid")
 			logs := newLogLines(true, "")
 			h := newHookRunner(slog.New(slog.NewJSONHandler(logs, nil)), clock.Real{})
+			// The group is killed while the hook is still unreaped: its
+			// pid, the group's id, cannot have gone to another process.
+			leader := ""
+			h.beforeGroupKill = func(pgid int) { leader = procState(pgid) }
 			script := fmt.Sprintf("sleep 1000 >/dev/null 2>&1 & echo $! > %s.tmp; mv %[1]s.tmp %[1]s; %s", pidFile, tc.tail)
 			h.runOne(context.Background(), hookJob{event: "active", timeout: tc.timeout, argv: []string{"/bin/sh", "-c", script}})
+			if leader != "Z" {
+				t.Errorf("the hook's group was killed with its leader in state %q, want Z (exited, not yet reaped)", leader)
+			}
 			b, err := os.ReadFile(pidFile)
 			if err != nil {
 				t.Fatalf("hook did not start its child: %v; log %s", err, logs.buf.String())
@@ -359,4 +366,19 @@ func TestHookCannotJoinCgroup(t *testing.T) {
 	if !strings.Contains(failed, "exit status 127") || !strings.Contains(failed, "not started") {
 		t.Errorf("hook failed with %q", failed)
 	}
+}
+
+// procState is the state letter of pid in /proc (R, S, Z, ...), "" when
+// there is no such process.
+func procState(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 || i+2 >= len(s) {
+		return ""
+	}
+	return s[i+2 : i+3]
 }
