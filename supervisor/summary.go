@@ -69,8 +69,8 @@ func (st *Status) warnings(nm *ctlmsg.NodeManagerReport, loc *ctlmsg.LocatorRepo
 		out = append(out, Warning{Kind: kind, Message: fmt.Sprintf(format, args...)})
 	}
 	if q := st.Quorum; q != nil && !q.OK {
-		add("no_quorum", "no quorum: %d of %d locators answered within the lease, %d needed; this node can neither take nor keep the active role",
-			q.Answered, q.Locators, q.Needed)
+		add("no_quorum", "no quorum: %d of %d locators answered within the lease, %d needed; this node can neither take nor keep the active role%s",
+			q.Answered, q.Locators, q.Needed, foreignHint(nm))
 	}
 	if nm != nil && nm.Degraded {
 		add("late_timer", "node manager not scheduled in time (worst %.0f ms; %s)", nm.SchedMaxLateMS, strings.Join(nm.DegradedReasons, ", "))
@@ -106,8 +106,8 @@ func (st *Status) warnings(nm *ctlmsg.NodeManagerReport, loc *ctlmsg.LocatorRepo
 		}
 		if len(r.Locators) > 0 {
 			if q := quorumOf(r); !q.OK {
-				add("no_quorum", "service %s: no quorum: %d of %d locators answered within the lease, %d needed; this node can neither take nor keep it",
-					name, q.Answered, q.Locators, q.Needed)
+				add("no_quorum", "service %s: no quorum: %d of %d locators answered within the lease, %d needed; this node can neither take nor keep it%s",
+					name, q.Answered, q.Locators, q.Needed, foreignHint(r))
 			}
 		}
 		if r.PersistFailing {
@@ -171,6 +171,21 @@ func (st *Status) warnings(nm *ctlmsg.NodeManagerReport, loc *ctlmsg.LocatorRepo
 		}
 	}
 	return out
+}
+
+// foreignHint says why a node without a quorum may hear nobody: datagrams
+// from its peers' addresses that carry another cluster's tag, which the
+// kernel filter (kernel_tag) or the receiver (cluster) dropped. Counted
+// since the node manager started, it is said only with no quorum.
+func foreignHint(r *ctlmsg.NodeManagerReport) string {
+	if r == nil {
+		return ""
+	}
+	n := r.Transport.Dropped["kernel_tag"] + r.Transport.Dropped["cluster"]
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; %d datagrams from the peers' addresses were another cluster's (dropped as kernel_tag or cluster): compare cluster.name, the key and, with several services, the services' names and order on every host", n)
 }
 
 func times(n uint64) string {

@@ -214,3 +214,36 @@ func TestSummarizeSecondService(t *testing.T) {
 		t.Errorf("the first service warned of no quorum: %q", got)
 	}
 }
+
+// No quorum while the peers' datagrams carry another cluster's tag (a
+// host with another key, cluster name or services list): the warning says
+// what to compare. Without such drops, or with a quorum, it does not.
+func TestNoQuorumNamesForeignDatagrams(t *testing.T) {
+	const noQuorum = `"locators":[{"id":"a","seen":true,"age_ms":3},{"id":"b","seen":false},{"id":"w","seen":false}]`
+	const quorum = `"locators":[{"id":"a","seen":true,"age_ms":3},{"id":"b","seen":true,"age_ms":3},{"id":"w","seen":false}]`
+	for _, tc := range []struct {
+		name, locators, dropped string
+		hint                    bool
+	}{
+		{"kernel filter", noQuorum, `{"kernel_tag":40}`, true},
+		{"userspace", noQuorum, `{"cluster":3}`, true},
+		{"other drops", noQuorum, `{"auth":3}`, false},
+		{"quorum", quorum, `{"kernel_tag":40}`, false},
+	} {
+		rep := func() string {
+			return `{"role":"standby","lease_ms":200,` + tc.locators + `,"transport":{"dropped":` + tc.dropped + `}}`
+		}
+		st := &Status{NodeManager: reportOf(t, rep()),
+			Services: []ServiceStatus{{Name: "voice"}, {Name: "data", NodeManager: reportOf(t, rep())}}}
+		st.Summarize()
+		n := 0
+		for _, w := range st.Warnings {
+			if w.Kind == "no_quorum" && strings.Contains(w.Message, "another cluster's") && strings.Contains(w.Message, "services' names and order") {
+				n++
+			}
+		}
+		if want := map[bool]int{true: 2, false: 0}[tc.hint]; n != want {
+			t.Errorf("%s: %d no_quorum warnings name the foreign datagrams, want %d: %+v", tc.name, n, want, st.Warnings)
+		}
+	}
+}

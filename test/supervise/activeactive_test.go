@@ -269,7 +269,8 @@ func (p *activePair) checkDual() {
 // An active/active pair: voice on a, data on b, each the other's standby.
 // An application failure moves only the service that needs it; the death
 // of a host moves exactly the service it held; a host that comes back
-// takes nothing back (no failback); a switchover moves one service.
+// takes nothing back (no failback); a switchover moves one service;
+// maintenance moves every service off the node.
 func TestActiveActivePair(t *testing.T) {
 	p := newActivePair(t)
 	home := map[string]string{"voice": "a", "data": "b"}
@@ -410,6 +411,29 @@ func TestActiveActivePair(t *testing.T) {
 	if !p.placed(map[string]string{"voice": "b", "data": "b"}) {
 		t.Errorf("a service moved back to a without a failback: voice on %v, data on %v", p.holders("voice"), p.holders("data"))
 	}
+
+	// Maintenance is the node's: b hands both services to a, and takes
+	// neither back when it ends.
+	if out, code := p.nodes["b"].vigil("maintenance", "--socket", p.nodes["b"].socket, "on"); code != 0 {
+		t.Fatalf("maintenance on b: exit %d: %s", code, out)
+	}
+	p.waitPlaced("both services on a after maintenance on b", map[string]string{"voice": "a", "data": "a"}, "a")
+	p.nodes["b"].waitFor("both of b's node managers in maintenance", 10*time.Second, func() bool {
+		st := p.nodes["b"].status()
+		r0, r1 := st.Report(0), st.Report(1)
+		return r0 != nil && r1 != nil && r0.Maintenance && r1.Maintenance
+	})
+	if out, code := p.nodes["b"].vigil("maintenance", "--socket", p.nodes["b"].socket, "off"); code != 0 {
+		t.Fatalf("maintenance off b: exit %d: %s", code, out)
+	}
+	p.nodes["b"].waitFor("b out of maintenance, following a for both", 10*time.Second, func() bool {
+		st := p.nodes["b"].status()
+		r0, r1 := st.Report(0), st.Report(1)
+		return r0 != nil && r1 != nil && !r0.Maintenance && !r1.Maintenance && r0.Active == "a" && r1.Active == "a" && r0.Healthy && r1.Healthy
+	})
+	if !p.placed(map[string]string{"voice": "a", "data": "a"}) {
+		t.Errorf("a service moved when b's maintenance ended: voice on %v, data on %v", p.holders("voice"), p.holders("data"))
+	}
 	p.checkDual()
 }
 
@@ -424,14 +448,15 @@ func TestActiveActivePair(t *testing.T) {
 func TestMisorderedServicesHoldNothing(t *testing.T) {
 	p := newActivePairOrdered(t, "b")
 	p.waitPlaced("a holds both services", map[string]string{"voice": "a", "data": "a"}, "a")
-	p.nodes["b"].waitFor("b warns of no quorum for both services", 30*time.Second, func() bool {
-		var kinds []string
+	// ... and says why: its peers' datagrams are another cluster's.
+	p.nodes["b"].waitFor("b warns of no quorum for both services, naming the services list", 30*time.Second, func() bool {
+		n := 0
 		for _, w := range p.nodes["b"].status().Warnings {
-			if w.Kind == "no_quorum" {
-				kinds = append(kinds, w.Message)
+			if w.Kind == "no_quorum" && strings.Contains(w.Message, "services' names and order") {
+				n++
 			}
 		}
-		return len(kinds) == 2
+		return n == 2
 	})
 
 	// voiceapp fails on a: voice has no healthy node to go to.
