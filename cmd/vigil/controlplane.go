@@ -58,6 +58,7 @@ func runControlPlane(name string, args []string, stderr io.Writer, run func(cont
 			return exitUsage
 		}
 	}
+	several := cfg.ServiceCount() > 1
 	if cfg, err = cfg.ForService(slot); err != nil {
 		fmt.Fprintf(stderr, "vigil %s: %v\n", name, err)
 		return exitUsage
@@ -70,7 +71,9 @@ func runControlPlane(name string, args []string, stderr io.Writer, run func(cont
 	// from the protocol loop (transport.read, netfloat's packet reader).
 	runtime.GOMAXPROCS(1)
 	log := newLogger(stderr, cfg.Log).With("component", name)
-	if slot > 0 {
+	if several {
+		// Every service's lines name it, the first's too, so that
+		// journalctl SERVICE=NAME finds all of one service.
 		log = log.With("service", cfg.Services[0].Name)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
