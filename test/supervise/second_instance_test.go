@@ -48,7 +48,23 @@ func TestSecondInstanceSameSocketKillsNothing(t *testing.T) {
 		t.Fatalf("second instance: exit %d, want 1 with \"another vigil is running\":\n%s", code, out)
 	}
 	if !alive(pid) {
-		t.Fatalf("the running instance's app (pid %d) was killed by the second instance:\n%s", pid, out)
+		// What the running instance saw of its end, and whether its
+		// control plane went with it (the second instance's cgroup
+		// set-up would have killed all of them): a clue if this fails.
+		var last string
+		d.waitFor("the running instance to see its app end", 3*time.Second, func() bool {
+			p := d.proc("app")
+			if p.LastExit == nil {
+				return false
+			}
+			last = fmt.Sprintf("state %s, restarts %d, last exit %+v", p.State, p.Restarts, *p.LastExit)
+			return true
+		})
+		var cp []string
+		for _, c := range d.status().ControlPlane {
+			cp = append(cp, fmt.Sprintf("%s pid %d alive=%v", c.Name, c.PID, alive(c.PID)))
+		}
+		t.Fatalf("the running instance's app (pid %d) ended once the second instance ran: %s; control plane: %v\n%s", pid, last, cp, out)
 	}
 	if p := d.proc("app"); p.PID != pid || p.Restarts != 0 {
 		t.Fatalf("app is now pid %d after %d restarts, want pid %d untouched", p.PID, p.Restarts, pid)
