@@ -59,7 +59,9 @@
 //
 //	sum by (cluster, service) (vigil_role{role="active"} * on(instance, job) group_left(cluster) vigil_node_info) == 0
 //
-// On a witness vigil_role{role="witness"} is 1 for every service. The
+// A witness exports only vigil_role{role="witness"} 1, for each service
+// it lists (without a service label when it lists none: it does not know
+// the name), so that it adds no service of its own to those sums. The
 // supervisor's own series and the processes' and cgroups' are the host's
 // and have no service label.
 //
@@ -75,7 +77,7 @@
 //
 //	Supervisor and this host
 //	vigil_report_present                           G  process, service          1 when nodemanager/locator has reported to the supervisor
-//	vigil_role                                     G  role, service             1 for the current role (active|standby|candidate|witness); all 0 = unknown
+//	vigil_role                                     G  role, service             1 for the current role (active|standby|candidate|witness); all 0 = unknown; a witness: only role=witness
 //	vigil_node_info                                G  cluster, node             always 1; this host's cluster name and node id (join on instance, job)
 //	vigil_node_healthy                             G                            1 when this node is healthy (critical processes up, checks passing)
 //	vigil_floating_ip_held                         G  vip, interface, service   1 if this node holds the configured floating IP, else 0

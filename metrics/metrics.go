@@ -63,6 +63,7 @@ const (
 	helpBuildInfo     = "Always 1; the version label is the running vigil's."
 	helpNodeInfo      = "Always 1; the labels are this host's cluster name and node id (join on instance, job)."
 	helpFloatingIP    = "1 when this node holds the floating IP, 0 when not; one series per configured address."
+	helpRole          = "1 for this host's current role in the service (active, standby, candidate, witness), 0 for the others; all 0 while unknown; a witness has only role=\"witness\"."
 )
 
 // DefaultSnapshotTimeout bounds how long one scrape waits for the Source.
@@ -204,15 +205,20 @@ func (c *collector) collectStatus(e *emitter, st *supervisor.Status) {
 		nm, loc := st.Report(i), st.LocatorReport(i)
 		e.gauge("vigil_report_present", helpReportPresent, b2f(nm != nil), "process", "nodemanager", "service", svc)
 		e.gauge("vigil_report_present", helpReportPresent, b2f(loc != nil), "process", "locator", "service", svc)
+		if st.Role == "witness" {
+			// Only the role it has: a witness without a services list
+			// does not know its one service's name, and its 0 for
+			// role="active" would make a service of its own ("") that no
+			// node holds, and an alert on it.
+			e.gauge("vigil_role", helpRole, 1, "role", "witness", "service", svc)
+			continue
+		}
 		role := ""
-		switch {
-		case st.Role == "witness":
-			role = "witness"
-		case nm != nil:
+		if nm != nil {
 			role = nm.Role
 		}
 		for _, r := range roles {
-			e.gauge("vigil_role", "1 for this host's current role in the service (active, standby, candidate, witness), 0 for the others; all 0 while unknown.", b2f(r == role), "role", r, "service", svc)
+			e.gauge("vigil_role", helpRole, b2f(r == role), "role", r, "service", svc)
 		}
 	}
 

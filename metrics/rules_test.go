@@ -201,7 +201,11 @@ func (rt *ruleTarget) status(t *testing.T, i int, s targetState) *supervisor.Sta
 		v.Service = "default"
 		st.FloatingIPs = append(st.FloatingIPs, v)
 	}
-	st.Services = []supervisor.ServiceStatus{{Name: "default"}}
+	// A node's file always has a service (vips: is "default"); a
+	// witness's lists them only when there are several.
+	if !rt.witness || rt.data != nil {
+		st.Services = []supervisor.ServiceStatus{{Name: "default"}}
+	}
 	if rt.data != nil {
 		st.Services = append(st.Services, supervisor.ServiceStatus{Name: "data", Locator: &ctlmsg.LocatorReport{Self: rt.node}})
 		if !rt.witness {
