@@ -2,6 +2,8 @@ package supervisor
 
 import (
 	"errors"
+	"fmt"
+	"net/netip"
 	"reflect"
 	"slices"
 	"strings"
@@ -27,6 +29,10 @@ func (s *Supervisor) reload() (*ReloadResult, error) {
 	}
 	if s.stopping {
 		return nil, errors.New("supervisor is stopping")
+	}
+	if err := movedAddress(s.cfg, cfg); err != nil {
+		s.log.Error("reload refused", "event", "reload_refused", "err", err)
+		return nil, &invalidConfigError{err}
 	}
 	// The first floating IP of a host that started without: refused, with
 	// nothing changed, if another vigil holds floating IPs here.
@@ -112,4 +118,39 @@ func (s *Supervisor) reload() (*ReloadResult, error) {
 	s.log.Info("config reloaded", "event", "reload", "added", strings.Join(added, ","), "changed", strings.Join(changed, ","), "removed", strings.Join(removed, ","), "unchanged", strings.Join(kept, ","))
 	slices.Sort(removed) // from a map
 	return &ReloadResult{Config: s.opts.ConfigPath, Added: added, Changed: changed, Removed: removed, Unchanged: kept, Deferred: keys}, nil
+}
+
+// movedAddress refuses a reload that moves a floating IP from one service
+// to another. Every host reloads on its own: a host that reloaded first
+// would claim the address for its new service while another still holds
+// it for the old one, the same address on two hosts; and on one host the
+// two node managers apply it in no set order. Removed in one reload (on
+// every host) and added in the next, it is never held twice.
+func movedAddress(old, next *config.Config) error {
+	if old == nil || len(old.Services) != len(next.Services) {
+		return nil // a change of services waits for a restart anyway
+	}
+	was := map[netip.Addr]string{}
+	for _, svc := range old.Services {
+		for _, v := range svc.VIPs {
+			if p, err := netip.ParsePrefix(v.Address); err == nil {
+				was[p.Addr().Unmap()] = svc.Name
+			}
+		}
+	}
+	for i, svc := range next.Services {
+		// By place: a reload keeps the services in force, names too.
+		name := old.Services[i].Name
+		for _, v := range svc.VIPs {
+			p, err := netip.ParsePrefix(v.Address)
+			if err != nil {
+				continue
+			}
+			if from, ok := was[p.Addr().Unmap()]; ok && from != name {
+				return fmt.Errorf("floating IP %s moves from service %s to %s in one reload: remove it from %s and reload on every host, then add it to %s and reload again (in one step, a host that reloaded first would claim it for %s while another still holds it for %s)",
+					p.Addr(), from, name, from, name, name, from)
+			}
+		}
+	}
+	return nil
 }

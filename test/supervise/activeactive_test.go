@@ -468,6 +468,31 @@ func TestActiveActivePair(t *testing.T) {
 	if !p.placed(map[string]string{"voice": "a", "data": "a"}) {
 		t.Errorf("a service moved when b's maintenance ended: voice on %v, data on %v", p.holders("voice"), p.holders("data"))
 	}
+
+	// A reload that moves voice's address to data is refused, whole: a
+	// host that reloaded first would claim it for data while another
+	// still holds it for voice.
+	d := p.nodes["a"]
+	b, err := os.ReadFile(d.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	voiceVIP := fmt.Sprintf("vips: [{address: %s/24, interface: %s}]\n    processes: [voiceapp]", pairVIPs["voice"], netnstest.LinkName)
+	dataVIP := fmt.Sprintf("vips: [{address: %s/24, interface: %s}]\n    processes: [dataapp]", pairVIPs["data"], netnstest.LinkName)
+	moved := strings.Replace(strings.Replace(string(b), voiceVIP, fmt.Sprintf("vips: [{address: 192.0.2.102/24, interface: %s}]\n    processes: [voiceapp]", netnstest.LinkName), 1),
+		dataVIP, fmt.Sprintf("vips: [{address: %s/24, interface: %s}, {address: %s/24, interface: %[2]s}]\n    processes: [dataapp]", pairVIPs["data"], netnstest.LinkName, pairVIPs["voice"]), 1)
+	if moved == string(b) || !strings.Contains(moved, "192.0.2.102") {
+		t.Fatalf("the test could not rewrite a's file:\n%s", b)
+	}
+	if err := os.WriteFile(d.cfgPath, []byte(moved), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := d.vigil("reload", "--socket", d.socket); code == 0 || !strings.Contains(out, "moves from service voice to data") {
+		t.Errorf("reload moving voice's address to data: exit %d: %s", code, out)
+	}
+	if !p.placed(map[string]string{"voice": "a", "data": "a"}) || p.net.Hosts["a"].HasAddr(netip.MustParseAddr("192.0.2.102")) {
+		t.Errorf("the refused reload changed the addresses: voice on %v, data on %v", p.holders("voice"), p.holders("data"))
+	}
 	p.checkDual()
 }
 
