@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -294,7 +295,7 @@ func printStatus(w io.Writer, st *supervisor.Status, win cpuWindow, now time.Tim
 
 	nm, loc := st.NodeManager, st.Locator
 	printCluster(w, p, st, nm, loc)
-	printServices(w, p, st.Services)
+	printServices(w, p, st)
 	fmt.Fprintln(w)
 	printHost(w, p, st, nm, win, now)
 	if len(st.Warnings) > 0 {
@@ -314,6 +315,11 @@ func printStatus(w io.Writer, st *supervisor.Status, win cpuWindow, now time.Tim
 // its locator's last answer to this node.
 func printCluster(w io.Writer, p painter, st *supervisor.Status, nm *ctlmsg.NodeManagerReport, loc *ctlmsg.LocatorReport) {
 	title := p.paint(cBold, "CLUSTER")
+	if len(st.Services) > 1 {
+		// Each service has a ring of its own: this section is the
+		// first's, the SERVICES table has every one.
+		title += "  service " + st.Services[0].Name
+	}
 	switch {
 	case nm != nil:
 		fmt.Fprintf(w, "%s  epoch %d  active %s  quorum %s\n", title, nm.Epoch, orNone(nm.Active), quorumText(p, st.Quorum))
@@ -452,13 +458,21 @@ func printCluster(w io.Writer, p painter, st *supervisor.Status, nm *ctlmsg.Node
 
 // printServices: each service, its holder as this node knows it, the order
 // in which nodes take it over, its failback and the processes it needs.
-func printServices(w io.Writer, p painter, svcs []supervisor.ServiceStatus) {
+// printServices: every service, its holder and preference; with several,
+// also this node's role in each (its own node manager's) and its epoch.
+func printServices(w io.Writer, p painter, st *supervisor.Status) {
+	svcs := st.Services
 	if len(svcs) == 0 {
 		return
 	}
+	several := len(svcs) > 1
 	fmt.Fprintln(w)
-	t := table{{c("SERVICE"), c("HOLDER"), c("PREFER"), c("FAILBACK"), c("NEEDS")}}
-	for _, s := range svcs {
+	head := []cell{c("SERVICE"), c("HOLDER")}
+	if several {
+		head = append(head, c("HERE"), c("EPOCH"))
+	}
+	t := table{append(head, c("PREFER"), c("FAILBACK"), c("NEEDS"))}
+	for i, s := range svcs {
 		hc := cGreen
 		if s.Holder == "" {
 			hc = cRed
@@ -467,7 +481,24 @@ func printServices(w io.Writer, p painter, svcs []supervisor.ServiceStatus) {
 		if needs == "" {
 			needs = "-"
 		}
-		t = append(t, []cell{c(s.Name), cc(orNone(s.Holder), hc), c(strings.Join(s.Prefer, " > ")), c(s.Failback), c(needs)})
+		row := []cell{c(s.Name), cc(orNone(s.Holder), hc)}
+		if several {
+			here, epoch := c("-"), c("-")
+			switch r := st.Report(i); {
+			case r != nil:
+				here, epoch = c(r.Role), cf("%d", r.Epoch)
+				if r.Role == "active" {
+					here.colour = cGreen
+				}
+			case st.Role == "witness":
+				here = c("witness")
+				if l := st.LocatorReport(i); l != nil {
+					epoch = cf("%d", l.Epoch)
+				}
+			}
+			row = append(row, here, epoch)
+		}
+		t = append(t, append(row, c(strings.Join(s.Prefer, " > ")), c(s.Failback), c(needs)))
 	}
 	t.render(w, p)
 }
@@ -517,9 +548,21 @@ func printHost(w io.Writer, p painter, st *supervisor.Status, nm *ctlmsg.NodeMan
 		if nm.Maintenance {
 			maint = p.paint(cYellow, "on")
 		}
+		held := slices.Clone(nm.VIPs)
+		if len(st.Services) > 1 {
+			// Every service's addresses on this host, not only the
+			// first's; the role is the first service's (SERVICES has
+			// each one's).
+			role += " (" + st.Services[0].Name + ")"
+			for i := 1; i < len(st.Services); i++ {
+				if r := st.Report(i); r != nil {
+					held = append(held, r.VIPs...)
+				}
+			}
+		}
 		vips := "none"
-		if len(nm.VIPs) > 0 {
-			vips = strings.Join(nm.VIPs, ", ")
+		if len(held) > 0 {
+			vips = strings.Join(held, ", ")
 		}
 		if nm.DrainingTo != "" {
 			// Make-before-break: kept, silent, until the successor announces.

@@ -232,3 +232,57 @@ func fromJSON[T any](js string) *T {
 	}
 	return &v
 }
+
+// An active/active pair seen from b, standby for voice and active for
+// data: the CLUSTER section says it is voice's, SERVICES has b's role and
+// the epoch of each, and THIS HOST lists data's address too. On the
+// witness, each service's row has its locator's epoch.
+func TestStatusTwoServices(t *testing.T) {
+	started := goldenNow.Add(-time.Hour)
+	loc := `"locators":[{"id":"a","seen":true,"age_ms":3},{"id":"b","seen":true,"age_ms":4},{"id":"w","seen":true,"age_ms":5}]`
+	st := &supervisor.Status{
+		Version: "1.0.0", Cluster: "duo", Node: "b", Role: "node", Healthy: true,
+		Supervisor: supervisor.SupervisorState{PID: 10, StartedAt: started, CgroupMode: "v2", Cgroup: "control/supervisor"},
+		NodeManager: fromJSON[ctlmsg.NodeManagerReport](`{"self":"b","role":"standby","epoch":4,"active":"a","lease_ms":200,
+			"peers":[{"id":"a","healthy":true,"in_ring":true},{"id":"b","healthy":true,"in_ring":true}],` + loc + `}`),
+		Locator: fromJSON[ctlmsg.LocatorReport](`{"self":"b","epoch":4,"holder":"a"}`),
+		Services: []supervisor.ServiceStatus{
+			{Name: "voice", Prefer: []string{"a", "b"}, Failback: "off", Processes: []string{"voiceapp"}},
+			{Name: "data", Prefer: []string{"b", "a"}, Failback: "off", Processes: []string{"dataapp"},
+				NodeManager: fromJSON[ctlmsg.NodeManagerReport](`{"self":"b","role":"active","epoch":9,"active":"b","lease_valid":true,"lease_ms":200,
+					"vips_held":["192.0.2.101/24@eth0"],` + loc + `}`),
+				Locator: fromJSON[ctlmsg.LocatorReport](`{"self":"b","epoch":9,"holder":"b"}`)},
+		},
+	}
+	st.Summarize()
+	var out bytes.Buffer
+	printStatus(&out, st, cpuWindow{}, goldenNow, false)
+	s := out.String()
+	for _, want := range []string{
+		"CLUSTER  service voice  epoch 4  active a",
+		"SERVICE  HOLDER  HERE     EPOCH  PREFER  FAILBACK  NEEDS",
+		"voice    a       standby  4      a > b   off       voiceapp",
+		"data     b       active   9      b > a   off       dataapp",
+		"role standby (voice)  maintenance off  floating IPs 192.0.2.101/24@eth0",
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("output lacks %q:\n%s", want, s)
+		}
+	}
+
+	w := &supervisor.Status{
+		Version: "1.0.0", Cluster: "duo", Node: "w", Role: "witness", Healthy: true,
+		Supervisor: supervisor.SupervisorState{PID: 10, StartedAt: started, CgroupMode: "v2", Cgroup: "control/supervisor"},
+		Locator:    fromJSON[ctlmsg.LocatorReport](`{"self":"w","epoch":4,"holder":"a"}`),
+		Services: []supervisor.ServiceStatus{{Name: "voice"}, {Name: "data",
+			Locator: fromJSON[ctlmsg.LocatorReport](`{"self":"w","epoch":9,"holder":"b"}`)}},
+	}
+	w.Summarize()
+	out.Reset()
+	printStatus(&out, w, cpuWindow{}, goldenNow, false)
+	for _, want := range []string{"voice    a       witness  4", "data     b       witness  9"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("witness output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
