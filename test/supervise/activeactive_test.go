@@ -18,10 +18,13 @@ import (
 	"github.com/vigil-project/vigil/internal/netnstest"
 )
 
-// pairVIPs are the floating IPs of the active/active pair's two services.
+// pairVIPs are the floating IPs of the pair's services: voice and data,
+// and fax and video for a cluster of four.
 var pairVIPs = map[string]netip.Addr{
 	"voice": netip.MustParseAddr("192.0.2.100"),
 	"data":  netip.MustParseAddr("192.0.2.101"),
+	"fax":   netip.MustParseAddr("192.0.2.104"),
+	"video": netip.MustParseAddr("192.0.2.105"),
 }
 
 // activePair is two nodes and a witness, each a `vigil supervise` in its
@@ -32,7 +35,8 @@ type activePair struct {
 	t     *testing.T
 	net   *netnstest.Net
 	nodes map[string]*daemon
-	dir   string // the apps' failure switches: <dir>/<host>-<service>-fail
+	dir   string   // the apps' failure switches: <dir>/<host>-<service>-fail
+	svcs  []string // the services the sampler watches: a's, at the start
 
 	mu   sync.Mutex
 	dead map[string]bool
@@ -71,7 +75,7 @@ func newActivePairWith(t *testing.T, services func(id string) []string) *activeP
 		netnstest.HostSpec{Name: "b", Addr: "192.0.2.12/24"},
 		netnstest.HostSpec{Name: "w", Addr: "192.0.2.13/24"},
 	)
-	p := &activePair{t: t, net: n, nodes: newPeers(t, "a", "b", "w"), dir: t.TempDir(),
+	p := &activePair{t: t, net: n, nodes: newPeers(t, "a", "b", "w"), dir: t.TempDir(), svcs: services("a"),
 		dead: map[string]bool{}, longestDual: map[string]time.Duration{}}
 	for _, id := range []string{"a", "b", "w"} {
 		d := p.nodes[id]
@@ -93,7 +97,7 @@ func newActivePairWith(t *testing.T, services func(id string) []string) *activeP
 				return
 			case <-time.After(2 * time.Millisecond):
 			}
-			for svc := range pairVIPs {
+			for _, svc := range p.svcs {
 				if len(p.holders(svc)) < 2 {
 					delete(since, svc)
 					continue
@@ -126,6 +130,16 @@ var pairServices = map[string]string{
     processes: [dataapp]
     prefer: [b, a]
 `, pairVIPs["data"], netnstest.LinkName),
+	"fax": fmt.Sprintf(`  - name: fax
+    vips: [{address: %s/24, interface: %s}]
+    processes: [voiceapp]
+    prefer: [a, b]
+`, pairVIPs["fax"], netnstest.LinkName),
+	"video": fmt.Sprintf(`  - name: video
+    vips: [{address: %s/24, interface: %s}]
+    processes: [dataapp]
+    prefer: [b, a]
+`, pairVIPs["video"], netnstest.LinkName),
 }
 
 // configure writes host id's file with svcs, in that order: on a node,
@@ -637,4 +651,42 @@ func TestAddingASecondService(t *testing.T) {
 			t.Errorf("%s's address was on two live hosts for %v", svc, d)
 		}
 	}
+}
+
+// Four services, the most a cluster may have, on a pair and a witness:
+// every one is held by one node, each runs its own node manager and
+// locator (eight control-plane processes a node, four locators on the
+// witness), and when a dies every service it held moves to b and none is
+// ever on two live hosts.
+func TestFourServices(t *testing.T) {
+	all := []string{"voice", "data", "fax", "video"}
+	p := newActivePairWith(t, func(string) []string { return all })
+	p.nodes["b"].waitFor("each service held by one node, followed by the other", 30*time.Second, func() bool {
+		for i, svc := range all {
+			hs := p.holders(svc)
+			if len(hs) != 1 {
+				return false
+			}
+			other := map[string]string{"a": "b", "b": "a"}[hs[0]]
+			if r := p.nodes[other].status().Report(i); r == nil || r.Role != "standby" || r.Active != hs[0] || !r.Healthy {
+				return false
+			}
+		}
+		return true
+	})
+	for id, want := range map[string]int{"a": 8, "b": 8, "w": 4} {
+		if n := len(p.nodes[id].status().ControlPlane); n != want {
+			t.Errorf("%s runs %d control-plane processes, want %d", id, n, want)
+		}
+	}
+	p.mu.Lock()
+	p.dead["a"] = true
+	p.mu.Unlock()
+	killHost(t, p.nodes["a"])
+	want := map[string]string{}
+	for _, svc := range all {
+		want[svc] = "b"
+	}
+	p.waitPlaced("all four services on b after a died", want, "b")
+	p.checkDual()
 }

@@ -31,7 +31,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
 RUN=${VIGIL_VM_RUN:-.}
-SKIP=${VIGIL_VM_SKIP-TestClusterFailover|TestSdNotify|TestRealtimeControlPlane|TestVIPFollowsTheLease|TestSwitchoverAndMaintenance|TestMaintenanceSurvivesRestart|TestEventsLoggedOnce|TestFaultHookOn(LostLease|VIPInterfaceDown|Fence)|TestReload(VIPsInPlace|InvalidConfigRefused|DuringFailover|NewInterface|CriticalProcessKeepsRole|BrokenCriticalProcessFailsOver)|TestStop|TestFailoverLogLine|TestFenceAddressNeverComesBack|TestStalledNodeManagerLeftToKernelLease|TestLostStateDirRejoins|TestManyVIPsMoveTogether|TestThreeNodesNoWitness|TestService(FailsBackToPreferredNode|StaysWithoutFailback)|TestSecondInstanceWithFloatingIPsRefused|TestActiveActivePair|TestMisorderedServicesHoldNothing|TestAddingASecondService}
+SKIP=${VIGIL_VM_SKIP-TestClusterFailover|TestSdNotify|TestRealtimeControlPlane|TestVIPFollowsTheLease|TestSwitchoverAndMaintenance|TestMaintenanceSurvivesRestart|TestEventsLoggedOnce|TestFaultHookOn(LostLease|VIPInterfaceDown|Fence)|TestReload(VIPsInPlace|InvalidConfigRefused|DuringFailover|NewInterface|CriticalProcessKeepsRole|BrokenCriticalProcessFailsOver)|TestStop|TestFailoverLogLine|TestFenceAddressNeverComesBack|TestStalledNodeManagerLeftToKernelLease|TestLostStateDirRejoins|TestManyVIPsMoveTogether|TestThreeNodesNoWitness|TestService(FailsBackToPreferredNode|StaysWithoutFailback)|TestSecondInstanceWithFloatingIPsRefused|TestActiveActivePair|TestMisorderedServicesHoldNothing|TestAddingASecondService|TestFourServices}
 COUNT=${VIGIL_VM_COUNT:-1}
 PKGS=${VIGIL_VM_PKGS:-cgroup supervise vmv2}
 CACHE=${VIGIL_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vigil-vm}
