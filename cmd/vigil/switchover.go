@@ -70,12 +70,25 @@ func runSwitchover(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	now, _ := roleView(socket, service)
-	active := now.Active
-	if active == "" {
-		active = "none"
-	}
-	fmt.Fprintf(stderr, "vigil switchover: requested, but the role did not move within %v: active is %s (epoch %d); on the active: journalctl -u vigil EVENT=switchover_refused\n", *wait, active, now.Epoch)
+	fmt.Fprintf(stderr, "vigil switchover: requested, but the role did not move within %v: %s\n", *wait, notMoved(before.Epoch, before.Active, *to, now))
 	return exitFailure
+}
+
+// notMoved says what the role did instead of the move asked for when it
+// was (epoch, active): still there in that epoch (the active refused or
+// never got the request), or back on the same node in a newer one (it
+// handed over and the target did not take it: a node manager that has
+// just started, or died, misses a handover; the old active reclaims).
+func notMoved(epoch uint64, active, to string, now ctlmsg.NodeManagerReport) string {
+	cur := now.Active
+	if cur == "" {
+		cur = "none"
+	}
+	if now.Epoch > epoch && now.Active != "" && now.Active == active && to != "" {
+		return fmt.Sprintf("%s did not take it, and %s holds it again (epoch %d, was %d): a node manager that has just started misses a handover; when `vigil status` on %s shows it standby following %s, try again",
+			to, cur, now.Epoch, epoch, to, cur)
+	}
+	return fmt.Sprintf("active is %s (epoch %d); on the active: journalctl -u vigil EVENT=switchover_refused", cur, now.Epoch)
 }
 
 // switchedOver reports whether v shows the move a switchover asked for,

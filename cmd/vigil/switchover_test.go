@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/vigil-project/vigil/internal/ctlmsg"
@@ -33,6 +34,33 @@ func TestSwitchedOver(t *testing.T) {
 		if got := switchedOver(tc.epoch, tc.active, tc.to, tc.seen); got != tc.want {
 			t.Errorf("%s: switchedOver(%d, %q, %q, epoch %d active %q) = %v, want %v",
 				tc.name, tc.epoch, tc.active, tc.to, tc.seen.Epoch, tc.seen.Active, got, tc.want)
+		}
+	}
+}
+
+// What a switchover that did not move says: the role back on the old
+// active in a newer epoch is the target not taking it; unchanged is a
+// refusal or a lost request.
+func TestNotMoved(t *testing.T) {
+	view := func(epoch uint64, active string) ctlmsg.NodeManagerReport {
+		var r ctlmsg.NodeManagerReport
+		r.Epoch, r.Active = epoch, active
+		return r
+	}
+	for _, tc := range []struct {
+		name       string
+		epoch      uint64
+		active, to string
+		now        ctlmsg.NodeManagerReport
+		want       string
+	}{
+		{"back on the old active", 8, "a", "b", view(9, "a"), "b did not take it, and a holds it again (epoch 9, was 8)"},
+		{"unchanged", 8, "a", "b", view(8, "a"), "active is a (epoch 8); on the active: journalctl -u vigil EVENT=switchover_refused"},
+		{"no target named", 8, "a", "", view(9, "a"), "active is a (epoch 9)"},
+		{"no active now", 8, "a", "b", view(9, ""), "active is none (epoch 9)"},
+	} {
+		if got := notMoved(tc.epoch, tc.active, tc.to, tc.now); !strings.Contains(got, tc.want) {
+			t.Errorf("%s: %q, want it to contain %q", tc.name, got, tc.want)
 		}
 	}
 }
