@@ -20,11 +20,7 @@ func (st *Status) Summarize() {
 	st.Warnings = st.warnings(st.NodeManager, st.Locator)
 	for i := range st.Services {
 		st.Services[i].Holder = ""
-		loc := st.Locator
-		if i > 0 {
-			loc = st.Services[i].Locator
-		}
-		switch r := st.Report(i); {
+		switch r, loc := st.Report(i), st.LocatorReport(i); {
 		case r != nil:
 			st.Services[i].Holder = r.Active
 		case loc != nil: // a witness: its locator's holder
@@ -100,15 +96,13 @@ func (st *Status) warnings(nm *ctlmsg.NodeManagerReport, loc *ctlmsg.LocatorRepo
 	// unable to move, with its name (the host-wide warnings above and
 	// below are said once).
 	for i := 1; i < len(st.Services); i++ {
-		r, name := st.Services[i].NodeManager, st.Services[i].Name
+		r, name := st.Report(i), st.Services[i].Name
 		if r == nil {
 			continue
 		}
-		if len(r.Locators) > 0 {
-			if q := quorumOf(r); !q.OK {
-				add("no_quorum", "service %s: no quorum: %d of %d locators answered within the lease, %d needed; this node can neither take nor keep it%s",
-					name, q.Answered, q.Locators, q.Needed, foreignHint(r))
-			}
+		if q := st.QuorumOf(i); q != nil && !q.OK {
+			add("no_quorum", "service %s: no quorum: %d of %d locators answered within the lease, %d needed; this node can neither take nor keep it%s",
+				name, q.Answered, q.Locators, q.Needed, foreignHint(r))
 		}
 		if r.PersistFailing {
 			add("persist_failing", "service %s: node manager cannot write its state file, so it sends nothing and claims nothing until it can: %s", name, r.PersistError)
