@@ -337,7 +337,7 @@ func (sc *scenario) do(f []string) {
 		}
 		w.nodeReady(i)
 	case "capture":
-		w.captured = nil
+		w.wire.captured = nil
 	case "replay":
 		n, err := strconv.Atoi(arg(f, 1))
 		if err != nil || n <= 0 || arg(f, 2) != "every" {

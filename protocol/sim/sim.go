@@ -54,6 +54,12 @@ type Options struct {
 	// their Ready must be the same. A deadline later than a timer the
 	// finely ticked node acted on shows as a violation.
 	Twin bool
+	// Services: 2–4 services share the schedule's hosts, each its own
+	// protocol instance (the product's <cluster>/<service> wire name, its
+	// own preference order and failback), under the same host clocks,
+	// links and host-wide faults; every property is checked per service.
+	// 0 or 1: one service.
+	Services int
 
 	bug simBug // planted bugs, for tests that check the simulator finds them
 	// kernelLate overrides KernelLeaseLate (tests: a late kernel beyond
@@ -76,6 +82,10 @@ const (
 	// bugReleaseOnStall: the supervisor releases for a node manager that
 	// is only stalled (silent, not reaped): no proof of death.
 	bugReleaseOnStall
+	// bugOneWireName: several services under one wire name (the
+	// misordered-services hole): a datagram of one service is taken for
+	// another's.
+	bugOneWireName
 )
 
 // planted is the part of b the core itself must carry (its decisions
@@ -130,7 +140,10 @@ type Result struct {
 	// longest of them from the old active's step-down to one active again.
 	Failbacks   int
 	FailbackGap time.Duration
-	Trace       []string
+	// Kept (Kill with several services): the services the killed host
+	// did not hold, each of which had to keep its holder throughout.
+	Kept  int
+	Trace []string
 }
 
 var simKey = []byte("vigil-simulator-cluster-key-0032")
@@ -261,10 +274,16 @@ type simWorld struct {
 	log          []simLogged                 // scripted: what the core did (scenario transcripts record it)
 	dropNext     map[[2]int]protocol.MsgType // scripted: drop the next message of a type on a link
 
-	// The replay adversary: every datagram sent (capture), and for each
-	// one (by MAC) the process incarnation it was sent to.
-	captured [][]byte
-	sentTo   map[[macLen]byte]simDest
+	// The replay adversary's record, shared by the services of a schedule
+	// (Options.Services) so that it also replays one service's datagrams
+	// to another's processes.
+	wire *simWire
+
+	// Options.Services > 1: svc is this world's service (its index in
+	// sibs), sibs every service's world of the schedule, all on the same
+	// hosts, clocks and network (nil with one service).
+	svc  int
+	sibs []*simWorld
 
 	// One keyed hash each for the world's life: rebuilding it per
 	// datagram was a quarter of the simulator's time.
@@ -272,9 +291,32 @@ type simWorld struct {
 	dec *protocol.Decoder
 }
 
-// simDest is the process a datagram was sent to: host, locator or node,
-// and that process's generation when it was sent.
+// simWire is what the replay adversary recorded: every datagram sent
+// (capture), and for each one (by MAC and the sending service) the
+// process incarnation it was sent to.
+type simWire struct {
+	captured [][]byte
+	sentTo   map[sentKey]simDest
+}
+
+// newWire sizes the record for a typical schedule's datagrams (a few
+// thousand a service): growing the map step by step was a tenth of the
+// simulator's time.
+func newWire() *simWire {
+	return &simWire{captured: make([][]byte, 0, 8192), sentTo: make(map[sentKey]simDest, 8192)}
+}
+
+// sentKey is a datagram by its MAC and the service that sent it: two
+// services may send the same bytes (bugOneWireName).
+type sentKey struct {
+	mac [macLen]byte
+	svc int
+}
+
+// simDest is the process a datagram was sent to: service, host, locator or
+// node, and that process's generation when it was sent.
 type simDest struct {
+	svc   int
 	host  int
 	isLoc bool
 	gen   int
@@ -333,16 +375,41 @@ func Run(opt Options) Result {
 	}
 	// The default token timeout of the ring: a larger one needs longer.
 	cfg.TokenTimeout = protocol.DefaultTokenTimeoutFor(len(cfg.Nodes), cfg.TokenInterval)
-	if !opt.Kill && !opt.Benign {
-		// Failback draws from its own stream, so that the other
-		// schedules stay what they were.
-		if fr := rand.New(rand.NewPCG(opt.Seed^0xfa11bac, opt.Seed)); fr.IntN(3) == 0 {
-			cfg.Failback = cfg.TokenTimeout + time.Duration(fr.Int64N(int64(400*time.Millisecond)))
+	nsvc := max(opt.Services, 1)
+	ws := make([]*simWorld, nsvc)
+	for k := range ws {
+		c := cfg
+		if nsvc > 1 && opt.bug != bugOneWireName {
+			// The product's wire name for each of several services, and
+			// a preference of its own: service k prefers the k-th node
+			// first (an active/active pair, N+1 on more nodes).
+			c.Cluster = fmt.Sprintf("sim/s%d", k)
+			n := len(cfg.Nodes)
+			c.Nodes = append(slices.Clone(cfg.Nodes[k%n:]), cfg.Nodes[:k%n]...)
+		}
+		if !opt.Kill && !opt.Benign {
+			// Failback draws from its own stream (each service's), so
+			// that the other schedules stay what they were.
+			if fr := rand.New(rand.NewPCG(opt.Seed^0xfa11bac^uint64(k)<<48, opt.Seed)); fr.IntN(3) == 0 {
+				c.Failback = c.TokenTimeout + time.Duration(fr.Int64N(int64(400*time.Millisecond)))
+			}
+		}
+		if k == 0 {
+			ws[0] = newWorld(opt, rng, c, false)
+			continue
+		}
+		ws[k] = buildWorld(opt, rand.New(rand.NewPCG(opt.Seed^0x5e41ce^uint64(k)<<48, opt.Seed+uint64(k))), c, false, ws[0], k)
+	}
+	w := ws[0]
+	if nsvc > 1 {
+		for _, x := range ws {
+			x.sibs = ws
 		}
 	}
-	w := newWorld(opt, rng, cfg, false)
 	maxDelay := 40 * time.Millisecond // longest fault delay spike
-	w.res.Bound = w.cfg.RecoveryBound(maxDelay)
+	for _, x := range ws {
+		x.res.Bound = x.cfg.RecoveryBound(maxDelay)
+	}
 	var end time.Duration
 	adversary := rng.IntN(2) == 0
 	// Half the kills are of the node manager alone on a live host, whose
@@ -350,7 +417,15 @@ func Run(opt Options) Result {
 	// other schedules stay what they were).
 	withRelease := opt.bug == bugReleaseBeforeRemoval || opt.bug == bugReleaseOnStall ||
 		rand.New(rand.NewPCG(opt.Seed^0x4e1ea5e, opt.Seed)).IntN(2) == 0
-	if opt.Kill {
+	switch {
+	case opt.Kill && nsvc > 1:
+		w.killAt = 700*time.Millisecond + time.Duration(rng.Int64N(int64(300*time.Millisecond)))
+		for _, x := range ws {
+			x.killAt = w.killAt
+		}
+		w.at(w.killAt, w.killHost)
+		end = w.killAt + w.res.Bound
+	case opt.Kill:
 		w.killAt = 700*time.Millisecond + time.Duration(rng.Int64N(int64(300*time.Millisecond)))
 		w.at(w.killAt, func() {
 			for i, h := range w.hosts {
@@ -369,28 +444,164 @@ func Run(opt Options) Result {
 			w.violation("no active to kill at %v", w.now)
 		})
 		end = w.killAt + w.res.Bound
-	} else if opt.Benign {
-		end = w.planBenign()
-	} else {
+	case opt.Benign:
+		// Each service's processes get faults of their own; none may
+		// move any service.
+		for _, x := range ws {
+			end = max(end, x.planBenign())
+		}
+	default:
 		w.healAt = w.planFaults()
+		for _, x := range ws {
+			x.healAt = w.healAt
+		}
 		// Failed persistence draws from its own stream, so that the
 		// schedules of the other faults stay what they were.
 		w.planDiskFaults(rand.New(rand.NewPCG(opt.Seed^0xd15c, opt.Seed)), w.healAt)
-		w.planCrashRelease(rand.New(rand.NewPCG(opt.Seed^0x4e1ea5e, opt.Seed)), w.healAt)
-		w.at(w.healAt, w.heal)
+		target := w
+		if nsvc > 1 {
+			target = ws[rand.New(rand.NewPCG(opt.Seed^0x5e7, opt.Seed)).IntN(nsvc)]
+		}
+		target.planCrashRelease(rand.New(rand.NewPCG(opt.Seed^0x4e1ea5e, opt.Seed)), w.healAt)
+		w.at(w.healAt, func() {
+			for _, x := range ws {
+				x.heal()
+			}
+		})
 		end = w.healAt + w.res.Bound + 300*time.Millisecond
 	}
 	if adversary {
-		w.forgeFrom(500*time.Millisecond, end)
-		w.replayFrom(500*time.Millisecond+time.Duration(rng.Int64N(int64(500*time.Millisecond))), end)
+		for _, x := range ws {
+			x.forgeFrom(500*time.Millisecond, end)
+			x.replayFrom(500*time.Millisecond+time.Duration(x.rng.Int64N(int64(500*time.Millisecond))), end)
+		}
 	}
-	w.runUntil(end)
+	runAll(ws, end)
 	// A failback in progress at the end is given the bound to complete.
-	for k := 0; k < 3 && w.failbackAt >= 0; k++ {
-		w.runUntil(w.failbackAt + w.res.Bound)
+	for k := 0; k < 3; k++ {
+		last := time.Duration(-1)
+		for _, x := range ws {
+			last = max(last, x.failbackAt)
+		}
+		if last < 0 {
+			break
+		}
+		runAll(ws, last+w.res.Bound)
 	}
-	w.finish()
-	return *w.res
+	for _, x := range ws {
+		x.finish()
+	}
+	return merge(ws)
+}
+
+// runAll runs the worlds of a schedule's services as one timeline up to
+// end: the earliest event of any of them next (on a tie, the lower
+// service's), every world's clock at its instant, and every world checked
+// after each step (a fault on a host changes several).
+func runAll(ws []*simWorld, end time.Duration) {
+	if len(ws) == 1 {
+		ws[0].runUntil(end)
+		return
+	}
+	for {
+		var next *simWorld
+		for _, x := range ws {
+			if x.stopped {
+				return
+			}
+			if len(x.q) > 0 && x.q[0].at <= end && (next == nil || x.q[0].at < next.q[0].at) {
+				next = x
+			}
+		}
+		if next == nil {
+			break
+		}
+		e := heap.Pop(&next.q).(*simEvent)
+		for _, x := range ws {
+			x.now = e.at
+		}
+		e.fn()
+		next.res.Steps++
+		for _, x := range ws {
+			x.check()
+		}
+	}
+	for _, x := range ws {
+		x.now = max(x.now, end)
+	}
+}
+
+// merge is the schedule's result: with several services, the sum of
+// their counts and the worst of their times.
+func merge(ws []*simWorld) Result {
+	r := *ws[0].res
+	if len(ws) == 1 {
+		return r
+	}
+	r.Shape = fmt.Sprintf("services=%d nodes=%d locators=%d", len(ws), len(ws[0].cfg.Nodes), len(ws[0].cfg.Locators))
+	for _, x := range ws {
+		if x.cfg.Failback > 0 {
+			r.Shape += fmt.Sprintf(" s%d.failback=%v", x.svc, x.cfg.Failback)
+		}
+	}
+	r.Failover = -1
+	for k, x := range ws {
+		o := x.res
+		if k > 0 {
+			r.Violations = append(r.Violations, o.Violations...)
+			r.Faults = append(r.Faults, o.Faults...)
+			r.Steps += o.Steps
+			r.Messages += o.Messages
+			r.Rejected += o.Rejected
+			r.Replayed += o.Replayed
+			r.Forged += o.Forged
+			r.Releases += o.Releases
+			r.Failbacks += o.Failbacks
+		}
+		if o.Recovery < 0 {
+			r.Recovery = min(r.Recovery, o.Recovery) // never: -1 wins
+		} else if r.Recovery >= 0 {
+			r.Recovery = max(r.Recovery, o.Recovery)
+		}
+		if x.killAt >= 0 {
+			r.Failover = max(r.Failover, o.Failover) // the services the kill moved
+		} else if x.opt.Kill && x.benignActive != "" {
+			r.Kept++
+		}
+		r.FailbackGap = max(r.FailbackGap, o.FailbackGap)
+	}
+	return r
+}
+
+// killHost (Options.Kill with several services) kills the host that holds
+// the first service, every service's processes on it at once: each service
+// it held must move within the bound, each held elsewhere must not move
+// at all.
+func (w *simWorld) killHost() {
+	i := w.holder()
+	if i < 0 {
+		w.violation("no active to kill at %v", w.now)
+		return
+	}
+	w.res.Faults = append(w.res.Faults, fmt.Sprintf("%v kill host %s (every service's processes)", w.now, w.hosts[i].id))
+	for _, x := range w.sibs {
+		if a := x.holder(); a >= 0 && a != i {
+			x.benignActive, x.killAt = x.hosts[a].id, -1
+		}
+		x.killed = i
+		x.crashNode(i)
+		x.crashLoc(i)
+	}
+}
+
+// holder is the host whose running node manager holds the role now, or -1.
+func (w *simWorld) holder() int {
+	for i, h := range w.hosts {
+		if h.node != nil && h.np.up && h.node.ActiveAt(h.local(w.now)) {
+			return i
+		}
+	}
+	return -1
 }
 
 // replayFrom starts the adversary at `from`: until `end`, every 1–15 ms it
@@ -403,14 +614,14 @@ func Run(opt Options) Result {
 func (w *simWorld) replayFrom(from, end time.Duration) {
 	var next func()
 	next = func() {
-		if w.now > end || len(w.captured) == 0 {
+		if w.now > end || len(w.wire.captured) == 0 {
 			return
 		}
 		var b []byte
-		if k := len(w.captured); w.rng.IntN(2) == 0 {
-			b = w.captured[k-1-w.rng.IntN(min(k, protocol.ReplayWindowSize))]
+		if k := len(w.wire.captured); w.rng.IntN(2) == 0 {
+			b = w.wire.captured[k-1-w.rng.IntN(min(k, protocol.ReplayWindowSize))]
 		} else {
-			b = w.captured[w.rng.IntN(k)]
+			b = w.wire.captured[w.rng.IntN(k)]
 		}
 		to := w.rng.IntN(len(w.hosts))
 		w.res.Replayed++
@@ -463,7 +674,7 @@ func (w *simWorld) forgeFrom(from, end time.Duration) {
 // replayScripted re-delivers the last n datagrams recorded so far, oldest
 // first, one every `every`, each to every host (scenario tests).
 func (w *simWorld) replayScripted(n int, every time.Duration) {
-	set := w.captured[len(w.captured)-min(n, len(w.captured)):]
+	set := w.wire.captured[len(w.wire.captured)-min(n, len(w.wire.captured)):]
 	for k, b := range set {
 		w.at(w.now+time.Duration(k)*every, func() {
 			w.tracef(nil, "REPLAY %s datagram to every host", protocol.MsgType(b[3]))
@@ -478,8 +689,18 @@ func (w *simWorld) replayScripted(n int, every time.Duration) {
 // newWorld builds the hosts of cfg and starts every process at time 0.
 // A scripted world (scenario tests) has exact clocks and a clean network.
 func newWorld(opt Options, rng *rand.Rand, cfg protocol.Config, scripted bool) *simWorld {
-	w := &simWorld{opt: opt, rng: rng, cfg: cfg, byID: map[string]int{}, scripted: scripted, sentTo: map[[macLen]byte]simDest{},
+	return buildWorld(opt, rng, cfg, scripted, nil, 0)
+}
+
+// buildWorld is newWorld; with like != nil it builds service svc's world
+// on like's hosts: the same host clocks, links and adversary's record.
+func buildWorld(opt Options, rng *rand.Rand, cfg protocol.Config, scripted bool, like *simWorld, svc int) *simWorld {
+	w := &simWorld{opt: opt, rng: rng, cfg: cfg, byID: map[string]int{}, scripted: scripted, svc: svc,
+		wire:  newWire(),
 		owner: map[uint64]string{}, blocked: map[[2]int]bool{}, healAt: -1, killAt: -1, becameOne: -1, failbackAt: -1}
+	if like != nil {
+		w.wire, w.blocked = like.wire, like.blocked
+	}
 	w.enc, _ = protocol.NewEncoder(simKey) // simKey is KeySize long
 	w.dec, _ = protocol.NewDecoder(simKey)
 	w.res = &Result{Seed: opt.Seed, Recovery: -1, Failover: -1}
@@ -490,7 +711,11 @@ func newWorld(opt Options, rng *rand.Rand, cfg protocol.Config, scripted bool) *
 	w.setNet(false)
 	for _, id := range w.cfg.Locators {
 		h := &simHost{id: id, isNode: slices.Index(w.cfg.Nodes, id) >= 0, healthy: true, rate: 1}
-		if !scripted {
+		switch {
+		case like != nil:
+			o := like.hosts[len(w.hosts)]
+			h.rate, h.offset = o.rate, o.offset
+		case !scripted:
 			h.rate = 1 + (rng.Float64()*2-1)*opt.MaxDrift
 			h.offset = time.Duration(rng.Int64N(int64(1000 * time.Second)))
 		}
@@ -542,12 +767,20 @@ func (w *simWorld) tracef(h *simHost, format string, args ...any) {
 		if h != nil {
 			who = h.id
 		}
-		w.res.Trace = append(w.res.Trace, fmt.Sprintf("%10.3fms %-5s %s", float64(w.now)/1e6, who, fmt.Sprintf(format, args...)))
+		out := w.res
+		if w.sibs != nil {
+			who += fmt.Sprintf("/s%d", w.svc)
+			out = w.sibs[0].res // one trace for the schedule
+		}
+		out.Trace = append(out.Trace, fmt.Sprintf("%10.3fms %-5s %s", float64(w.now)/1e6, who, fmt.Sprintf(format, args...)))
 	}
 }
 
 func (w *simWorld) violation(format string, args ...any) {
 	msg := fmt.Sprintf("t=%v: ", w.now) + fmt.Sprintf(format, args...)
+	if w.sibs != nil {
+		msg = fmt.Sprintf("service s%d: ", w.svc) + msg
+	}
 	w.res.Violations = append(w.res.Violations, msg)
 	w.tracef(nil, "VIOLATION %s", msg)
 	w.note("", "", "VIOLATION %s", msg)
@@ -911,12 +1144,12 @@ func (w *simWorld) send(from int, env protocol.Envelope) {
 	}
 	w.res.Messages++
 	dh := w.hosts[to]
-	dest := simDest{host: to, isLoc: env.Msg.Type.ForLocator(), gen: dh.np.gen}
+	dest := simDest{svc: w.svc, host: to, isLoc: env.Msg.Type.ForLocator(), gen: dh.np.gen}
 	if dest.isLoc {
 		dest.gen = dh.lp.gen
 	}
-	w.sentTo[[macLen]byte(b[len(b)-macLen:])] = dest
-	w.captured = append(w.captured, b)
+	w.wire.sentTo[sentKey{[macLen]byte(b[len(b)-macLen:]), w.svc}] = dest
+	w.wire.captured = append(w.wire.captured, b)
 	if w.opt.Trace {
 		w.tracef(w.hosts[from], "send %s", fmtMsg(env))
 	}
@@ -1023,10 +1256,15 @@ func (w *simWorld) deliverNow(to int, isLoc bool, b []byte) {
 		w.violation("%s %s Step: %v", map[bool]string{true: "locator", false: "node"}[isLoc], h.id, err)
 	default:
 		// Acted on: it must have been sent to this very process
-		// incarnation, never captured on its way elsewhere or earlier.
-		if d, ok := w.sentTo[mac]; ok && d != (simDest{host: to, isLoc: isLoc, gen: p.gen}) {
-			w.violation("%s acted on a %s from %s sent to %s (locator=%v gen=%d), not to it (locator=%v gen=%d)",
-				h.id, m.Type, m.From, w.hosts[d.host].id, d.isLoc, d.gen, isLoc, p.gen)
+		// incarnation, never captured on its way elsewhere or earlier,
+		// nor another service's.
+		d, ok := w.wire.sentTo[sentKey{mac, w.svc}]
+		for k := 0; !ok && k < len(w.sibs); k++ {
+			d, ok = w.wire.sentTo[sentKey{mac, k}]
+		}
+		if ok && d != (simDest{svc: w.svc, host: to, isLoc: isLoc, gen: p.gen}) {
+			w.violation("%s acted on a %s from %s sent to %s (service=%d locator=%v gen=%d), not to it (service=%d locator=%v gen=%d)",
+				h.id, m.Type, m.From, w.hosts[d.host].id, d.svc, d.isLoc, d.gen, w.svc, isLoc, p.gen)
 		}
 	}
 }
@@ -1093,7 +1331,9 @@ func (w *simWorld) finish() {
 	if w.stopped {
 		return
 	}
-	if w.opt.Benign {
+	// Benign schedules; and with several services, in a kill schedule,
+	// each service the killed host did not hold.
+	if w.opt.Benign || w.benignActive != "" {
 		h := w.hosts[w.byID[w.benignActive]]
 		if w.activeCnt != 1 || h.node == nil || !h.node.ActiveAt(h.local(w.now)) {
 			w.violation("benign faults: %s is not the one active at the end", w.benignActive)
@@ -1148,12 +1388,84 @@ func (w *simWorld) activeHost() int {
 	return w.randNode()
 }
 
+// fault records and traces desc at `at` and runs fn; with several
+// services desc is said to be this service's.
 func (w *simWorld) fault(at time.Duration, desc string, fn func()) {
+	w.hostFault(at, w.svcPrefix()+desc, fn)
+}
+
+// hostFault is fault for a fault whose desc names the services it hits
+// (planFaults: host-wide faults, or a drawn set of services).
+func (w *simWorld) hostFault(at time.Duration, desc string, fn func()) {
 	w.at(at, func() {
 		w.res.Faults = append(w.res.Faults, fmt.Sprintf("%v %s", w.now, desc))
 		w.tracef(nil, "FAULT %s", desc)
 		fn()
 	})
+}
+
+// svcPrefix is "sK: " with several services, "" with one.
+func (w *simWorld) svcPrefix() string {
+	if w.sibs == nil {
+		return ""
+	}
+	return fmt.Sprintf("s%d: ", w.svc)
+}
+
+// all is every service's world of the schedule (w alone with one).
+func (w *simWorld) all() []*simWorld {
+	if w.sibs == nil {
+		return []*simWorld{w}
+	}
+	return w.sibs
+}
+
+// some draws the services a process fault hits: w alone with one service
+// (no draw, so that one-service schedules stay what they were); with
+// several, all of them a third of the time (every node manager on a host,
+// say), otherwise a random non-empty set.
+func (w *simWorld) some(r *rand.Rand) []*simWorld {
+	if w.sibs == nil {
+		return []*simWorld{w}
+	}
+	if r.IntN(3) == 0 {
+		return w.sibs
+	}
+	for {
+		var out []*simWorld
+		for _, x := range w.sibs {
+			if r.IntN(2) == 0 {
+				out = append(out, x)
+			}
+		}
+		if len(out) > 0 {
+			return out
+		}
+	}
+}
+
+// one draws one service's world (w with one service, no draw).
+func (w *simWorld) one(r *rand.Rand) *simWorld {
+	if w.sibs == nil {
+		return w
+	}
+	return w.sibs[r.IntN(len(w.sibs))]
+}
+
+// svcs names ws for a fault's description: "" with one service.
+func svcs(ws ...*simWorld) string {
+	if ws[0].sibs == nil {
+		return ""
+	}
+	if len(ws) == len(ws[0].sibs) {
+		return " [every service]"
+	}
+	var b strings.Builder
+	for i, x := range ws {
+		b.WriteString(map[bool]string{true: " [", false: " "}[i == 0])
+		fmt.Fprintf(&b, "s%d", x.svc)
+	}
+	return b.String() + "]"
 }
 
 // planFaults schedules 1..5 random faults after a warm-up and returns when
@@ -1174,48 +1486,78 @@ func (w *simWorld) planFaults() time.Duration {
 		switch r.IntN(12) {
 		case 0:
 			i := w.randNode()
-			w.fault(start, fmt.Sprintf("crash node %s for %v", w.hosts[i].id, dur), func() { w.crashNode(i) })
+			ws := w.some(r)
+			w.hostFault(start, fmt.Sprintf("crash node %s%s for %v", w.hosts[i].id, svcs(ws...), dur), func() {
+				for _, x := range ws {
+					x.crashNode(i)
+				}
+			})
 			w.at(start+dur, func() {
-				if !w.hosts[i].np.up {
-					w.startNode(i)
+				for _, x := range ws {
+					if !x.hosts[i].np.up {
+						x.startNode(i)
+					}
 				}
 			})
 		case 1:
-			w.fault(start, fmt.Sprintf("crash active for %v", dur), func() {
-				i := w.activeHost()
-				w.crashNode(i)
-				w.at(w.now+dur, func() {
-					if !w.hosts[i].np.up {
-						w.startNode(i)
+			x := w.one(r)
+			w.hostFault(start, fmt.Sprintf("crash active%s for %v", svcs(x), dur), func() {
+				i := x.activeHost()
+				x.crashNode(i)
+				x.at(x.now+dur, func() {
+					if !x.hosts[i].np.up {
+						x.startNode(i)
 					}
 				})
 			})
 		case 2:
 			i := r.IntN(len(w.hosts))
-			w.fault(start, fmt.Sprintf("crash locator %s for %v", w.hosts[i].id, dur), func() { w.crashLoc(i) })
+			ws := w.some(r)
+			w.hostFault(start, fmt.Sprintf("crash locator %s%s for %v", w.hosts[i].id, svcs(ws...), dur), func() {
+				for _, x := range ws {
+					x.crashLoc(i)
+				}
+			})
 			w.at(start+dur, func() {
-				if !w.hosts[i].lp.up {
-					w.startLoc(i)
+				for _, x := range ws {
+					if !x.hosts[i].lp.up {
+						x.startLoc(i)
+					}
 				}
 			})
 		case 3:
 			i := w.randNode()
-			w.fault(start, fmt.Sprintf("stall node %s %v", w.hosts[i].id, dur), func() { w.stallNode(i, dur) })
+			ws := w.some(r)
+			w.hostFault(start, fmt.Sprintf("stall node %s%s %v", w.hosts[i].id, svcs(ws...), dur), func() {
+				for _, x := range ws {
+					x.stallNode(i, dur)
+				}
+			})
 		case 4:
 			d := min(maxDur, 2*w.cfg.Lease+time.Duration(r.Int64N(int64(200*time.Millisecond))))
-			w.fault(start, fmt.Sprintf("stall active %v", d), func() { w.stallNode(w.activeHost(), d) })
+			x := w.one(r)
+			w.hostFault(start, fmt.Sprintf("stall active%s %v", svcs(x), d), func() { x.stallNode(x.activeHost(), d) })
 		case 5:
 			i := r.IntN(len(w.hosts))
-			w.fault(start, fmt.Sprintf("stall locator %s %v", w.hosts[i].id, dur), func() { w.stallLoc(i, dur) })
+			ws := w.some(r)
+			w.hostFault(start, fmt.Sprintf("stall locator %s%s %v", w.hosts[i].id, svcs(ws...), dur), func() {
+				for _, x := range ws {
+					x.stallLoc(i, dur)
+				}
+			})
 		case 6:
+			// The whole host: every service's processes on it.
 			i := r.IntN(len(w.hosts))
-			w.fault(start, fmt.Sprintf("stall host %s %v", w.hosts[i].id, dur), func() {
-				w.stallLoc(i, dur)
-				if w.hosts[i].isNode {
-					w.stallNode(i, dur)
+			w.hostFault(start, fmt.Sprintf("stall host %s %v", w.hosts[i].id, dur), func() {
+				for _, x := range w.all() {
+					x.stallLoc(i, dur)
+					if x.hosts[i].isNode {
+						x.stallNode(i, dur)
+					}
 				}
 			})
 		case 7:
+			// Links are the hosts': every service's world shares blocked.
 			i := r.IntN(len(w.hosts))
 			out, in := true, true
 			switch r.IntN(3) {
@@ -1224,7 +1566,7 @@ func (w *simWorld) planFaults() time.Duration {
 			case 2:
 				in = false
 			}
-			w.fault(start, fmt.Sprintf("isolate %s out=%v in=%v for %v", w.hosts[i].id, out, in, dur), func() {
+			w.hostFault(start, fmt.Sprintf("isolate %s out=%v in=%v for %v", w.hosts[i].id, out, in, dur), func() {
 				for j := range w.hosts {
 					if j != i {
 						if out {
@@ -1241,7 +1583,7 @@ func (w *simWorld) planFaults() time.Duration {
 			a, b := r.IntN(len(w.hosts)), r.IntN(len(w.hosts))
 			if a != b {
 				both := r.IntN(2) == 0
-				w.fault(start, fmt.Sprintf("cut link %s->%s both=%v for %v", w.hosts[a].id, w.hosts[b].id, both, dur), func() {
+				w.hostFault(start, fmt.Sprintf("cut link %s->%s both=%v for %v", w.hosts[a].id, w.hosts[b].id, both, dur), func() {
 					w.blocked[[2]int{a, b}] = true
 					if both {
 						w.blocked[[2]int{b, a}] = true
@@ -1250,44 +1592,67 @@ func (w *simWorld) planFaults() time.Duration {
 				w.at(start+dur, func() { w.unblockAll() })
 			}
 		case 9:
-			w.fault(start, fmt.Sprintf("lossy network for %v", dur), func() { w.setNet(true) })
-			w.at(start+dur, func() { w.setNet(false) })
-		case 10:
-			i := w.randNode()
-			maint := r.IntN(3) == 0
-			w.fault(start, fmt.Sprintf("node %s unhealthy=%v maintenance=%v for %v", w.hosts[i].id, !maint, maint, dur), func() {
-				h := w.hosts[i]
-				if maint {
-					h.maint = true
-				} else {
-					h.healthy = false
-				}
-				if h.node != nil && h.np.up && w.now >= h.np.stallUntil {
-					h.both(func(n *protocol.Node) {
-						n.SetHealth(h.local(w.now), h.healthy)
-						n.SetMaintenance(h.local(w.now), h.maint)
-					})
-					w.nodeReady(i)
+			w.hostFault(start, fmt.Sprintf("lossy network for %v", dur), func() {
+				w.setNet(true)
+				for _, x := range w.all() {
+					x.drop, x.dup, x.corrupt = w.drop, w.dup, w.corrupt
+					x.minDelay, x.maxDelay, x.spike = w.minDelay, w.maxDelay, w.spike
 				}
 			})
-			w.at(start+dur, func() { w.setHealthy(i) })
+			w.at(start+dur, func() {
+				for _, x := range w.all() {
+					x.setNet(false)
+				}
+			})
+		case 10:
+			// Maintenance is the host's: it moves every service off. An
+			// application failing moves only the services that need it.
+			i := w.randNode()
+			maint := r.IntN(3) == 0
+			ws := w.all()
+			if !maint {
+				ws = w.some(r)
+			}
+			w.hostFault(start, fmt.Sprintf("node %s%s unhealthy=%v maintenance=%v for %v", w.hosts[i].id, svcs(ws...), !maint, maint, dur), func() {
+				for _, x := range ws {
+					h := x.hosts[i]
+					if maint {
+						h.maint = true
+					} else {
+						h.healthy = false
+					}
+					if h.node != nil && h.np.up && x.now >= h.np.stallUntil {
+						h.both(func(n *protocol.Node) {
+							n.SetHealth(h.local(x.now), h.healthy)
+							n.SetMaintenance(h.local(x.now), h.maint)
+						})
+						x.nodeReady(i)
+					}
+				}
+			})
+			w.at(start+dur, func() {
+				for _, x := range ws {
+					x.setHealthy(i)
+				}
+			})
 		case 11:
 			i := w.randNode()
 			to := ""
 			if r.IntN(2) == 0 {
 				to = w.cfg.Nodes[r.IntN(len(w.cfg.Nodes))]
 			}
-			w.fault(start, fmt.Sprintf("switchover at %s to %q", w.hosts[i].id, to), func() {
-				h := w.hosts[i]
-				if h.node != nil && h.np.up && w.now >= h.np.stallUntil {
-					err := h.node.Switchover(h.local(w.now), to)
+			x := w.one(r)
+			w.hostFault(start, fmt.Sprintf("switchover%s at %s to %q", svcs(x), w.hosts[i].id, to), func() {
+				h := x.hosts[i]
+				if h.node != nil && h.np.up && x.now >= h.np.stallUntil {
+					err := h.node.Switchover(h.local(x.now), to)
 					if h.tw != nil {
-						if terr := h.tw.n.Switchover(h.local(w.now), to); (terr == nil) != (err == nil) {
-							w.violation("%s: deadline twin's Switchover = %v, the node's %v", h.id, terr, err)
+						if terr := h.tw.n.Switchover(h.local(x.now), to); (terr == nil) != (err == nil) {
+							x.violation("%s: deadline twin's Switchover = %v, the node's %v", h.id, terr, err)
 						}
 					}
-					w.tracef(h, "switchover(%q): %v", to, err)
-					w.nodeReady(i)
+					x.tracef(h, "switchover(%q): %v", to, err)
+					x.nodeReady(i)
 				}
 			})
 		}
@@ -1330,7 +1695,7 @@ func (w *simWorld) planBenign() time.Duration {
 			l := r.IntN(len(w.hosts))
 			switch kind {
 			case 0:
-				w.res.Faults = append(w.res.Faults, fmt.Sprintf("%v crash standby %s for %v", w.now, w.hosts[o].id, dur))
+				w.res.Faults = append(w.res.Faults, w.svcPrefix()+fmt.Sprintf("%v crash standby %s for %v", w.now, w.hosts[o].id, dur))
 				w.crashNode(o)
 				w.at(w.now+dur, func() {
 					if !w.hosts[o].np.up {
@@ -1338,10 +1703,10 @@ func (w *simWorld) planBenign() time.Duration {
 					}
 				})
 			case 1:
-				w.res.Faults = append(w.res.Faults, fmt.Sprintf("%v stall standby %s %v", w.now, w.hosts[o].id, dur))
+				w.res.Faults = append(w.res.Faults, w.svcPrefix()+fmt.Sprintf("%v stall standby %s %v", w.now, w.hosts[o].id, dur))
 				w.stallNode(o, dur)
 			case 2:
-				w.res.Faults = append(w.res.Faults, fmt.Sprintf("%v crash locator %s for %v", w.now, w.hosts[l].id, dur))
+				w.res.Faults = append(w.res.Faults, w.svcPrefix()+fmt.Sprintf("%v crash locator %s for %v", w.now, w.hosts[l].id, dur))
 				w.crashLoc(l)
 				w.at(w.now+dur, func() {
 					if !w.hosts[l].lp.up {
@@ -1349,14 +1714,14 @@ func (w *simWorld) planBenign() time.Duration {
 					}
 				})
 			case 3:
-				w.res.Faults = append(w.res.Faults, fmt.Sprintf("%v stall locator %s %v", w.now, w.hosts[l].id, dur))
+				w.res.Faults = append(w.res.Faults, w.svcPrefix()+fmt.Sprintf("%v stall locator %s %v", w.now, w.hosts[l].id, dur))
 				w.stallLoc(l, dur)
 			case 4:
-				w.res.Faults = append(w.res.Faults, fmt.Sprintf("%v drop tokens for %v", w.now, dur))
+				w.res.Faults = append(w.res.Faults, w.svcPrefix()+fmt.Sprintf("%v drop tokens for %v", w.now, dur))
 				w.dropTokens = true
 				w.at(w.now+dur, func() { w.dropTokens = false })
 			case 5:
-				w.res.Faults = append(w.res.Faults, fmt.Sprintf("%v standby %s Late(%v)", w.now, w.hosts[o].id, dur))
+				w.res.Faults = append(w.res.Faults, w.svcPrefix()+fmt.Sprintf("%v standby %s Late(%v)", w.now, w.hosts[o].id, dur))
 				if h := w.hosts[o]; h.node != nil && h.np.up && w.now >= h.np.stallUntil {
 					h.both(func(n *protocol.Node) { n.Late(h.local(w.now), dur) })
 					if h.tw != nil {
@@ -1429,30 +1794,38 @@ func (w *simWorld) planDiskFaults(r *rand.Rand, healAt time.Duration) {
 		i = w.randNodeFrom(r)
 	}
 	kind := map[bool]string{true: "node", false: "locator"}[node]
-	w.fault(start, fmt.Sprintf("disk full on %s %s for %v (crash after: %v)", kind, w.hosts[i].id, dur, crash), func() {
-		h := w.hosts[i]
-		if node {
-			h.np.diskFailUntil = w.now + dur
-		} else {
-			h.lp.diskFailUntil = w.now + dur
+	// The disk is the host's: every service's node managers (or
+	// locators) on it fail their writes.
+	w.hostFault(start, fmt.Sprintf("disk full on %s %s for %v (crash after: %v)", kind, w.hosts[i].id, dur, crash), func() {
+		for _, x := range w.all() {
+			h := x.hosts[i]
+			if node {
+				h.np.diskFailUntil = x.now + dur
+			} else {
+				h.lp.diskFailUntil = x.now + dur
+			}
 		}
 	})
 	if !crash {
 		return
 	}
 	w.at(start+dur, func() {
-		if node {
-			w.crashNode(i)
-		} else {
-			w.crashLoc(i)
-		}
-		w.tracef(w.hosts[i], "crash after the disk failure")
-		w.at(w.now+30*time.Millisecond, func() {
-			if node && !w.hosts[i].np.up {
-				w.startNode(i)
+		for _, x := range w.all() {
+			if node {
+				x.crashNode(i)
+			} else {
+				x.crashLoc(i)
 			}
-			if !node && !w.hosts[i].lp.up {
-				w.startLoc(i)
+			x.tracef(x.hosts[i], "crash after the disk failure")
+		}
+		w.at(w.now+30*time.Millisecond, func() {
+			for _, x := range w.all() {
+				if node && !x.hosts[i].np.up {
+					x.startNode(i)
+				}
+				if !node && !x.hosts[i].lp.up {
+					x.startLoc(i)
+				}
 			}
 		})
 	})

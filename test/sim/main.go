@@ -55,7 +55,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	drift := fs.Float64("drift", 0.01, "clock-rate drift bound between hosts (0.01 = 1%)")
 	workers := fs.Int("workers", runtime.GOMAXPROCS(0), "parallel schedules")
 	twin := fs.Bool("twin", false, "check each node against a copy ticked only at its next deadline, as the node manager ticks it")
+	services := fs.Int("services", 1, "services sharing the hosts, each its own protocol instance (1-4; 0: each schedule draws 1-4)")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *services < 0 || *services > 4 {
+		fmt.Fprintf(stderr, "sim: -services %d: want 1 to 4, or 0 to draw 1-4 per schedule\n", *services)
 		return 2
 	}
 	if *short {
@@ -68,7 +73,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fmt := fmtTo{stdout}
 
 	opts := func(s uint64) sim.Options {
-		return sim.Options{Seed: s, MaxDrift: *drift, Twin: *twin,
+		n := *services
+		if n == 0 {
+			n = 1 + int((s*0x9e3779b97f4a7c15)>>62) // not s%4: that would follow -kill-every's s%10
+		}
+		return sim.Options{Seed: s, MaxDrift: *drift, Twin: *twin, Services: n,
 			Kill:   *killEvery > 0 && s%uint64(*killEvery) == 0,
 			Benign: *benignEvery > 0 && s%uint64(*benignEvery) == uint64(*benignEvery/2) && *benignEvery > 1}
 	}
@@ -157,7 +166,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		o := opts(r.Seed)
 		o.Trace = true
 		t := sim.Run(o)
-		fmt.Printf("=== seed %d: replay with: go run ./test/sim -replay %d -drift %v\n", r.Seed, r.Seed, *drift)
+		fmt.Printf("=== seed %d: replay with: go run ./test/sim -replay %d -drift %v -services %d\n", r.Seed, r.Seed, *drift, opts(r.Seed).Services)
 		tail := t.Trace
 		if len(tail) > 400 {
 			fmt.Printf("(last 400 of %d trace lines)\n", len(tail))
@@ -170,9 +179,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	// The largest bound of the simulated shapes (5 nodes).
 	bound := protocol.Config{Nodes: []string{"a", "b", "c", "d", "e"}}.RecoveryBound(40 * time.Millisecond)
-	fmt.Printf("bench=sim schedules=%d violations=%d max_recovery_ms=%.1f p99_recovery_ms=%.1f recovery_bound_ms=%.1f kill_runs=%d max_failover_ms=%.1f p99_failover_ms=%.1f release_kill_runs=%d max_release_failover_ms=%.1f p99_release_failover_ms=%.1f releases=%d failbacks=%d max_failback_gap_ms=%.1f forged=%d drift=%g steps=%d messages=%d replayed=%d seconds=%.1f\n",
+	fmt.Printf("bench=sim schedules=%d violations=%d max_recovery_ms=%.1f p99_recovery_ms=%.1f recovery_bound_ms=%.1f kill_runs=%d max_failover_ms=%.1f p99_failover_ms=%.1f release_kill_runs=%d max_release_failover_ms=%.1f p99_release_failover_ms=%.1f releases=%d failbacks=%d max_failback_gap_ms=%.1f forged=%d drift=%g services=%d steps=%d messages=%d replayed=%d seconds=%.1f\n",
 		*schedules, len(bad), ms(maxRec), ms(pct(recs, 0.99)), ms(bound), len(fails)+len(relFails), ms(maxFail), ms(pct(fails, 0.99)),
-		len(relFails), ms(slices.Max(append(relFails, 0))), ms(pct(relFails, 0.99)), releases, failbacks, ms(maxFailbackGap), forged, *drift, steps, msg, replayed, time.Since(start).Seconds())
+		len(relFails), ms(slices.Max(append(relFails, 0))), ms(pct(relFails, 0.99)), releases, failbacks, ms(maxFailbackGap), forged, *drift, *services, steps, msg, replayed, time.Since(start).Seconds())
 	if len(bad) > 0 {
 		return 1
 	}
