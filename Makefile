@@ -7,6 +7,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 BIN       := bin/vigil
 STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
 SCHEDULES ?= 10000
+SERVICES ?= 1
 
 .PHONY: all build test test-short lint deps bench-supervisor sim demo demo-supervise clean
 
@@ -41,7 +42,7 @@ bench-supervisor: build
 	$(GO) run ./bench/supervisor $(BENCHFLAGS)
 
 sim:
-	$(GO) run ./test/sim -schedules $(SCHEDULES)
+	$(GO) run ./test/sim -schedules $(SCHEDULES) -services $(SERVICES)
 
 # Two nodes and a witness in network namespaces, SIP calls to the floating
 # IP, the active crashed (test/e2e/demo). Needs root, sipp, stress-ng.

@@ -903,3 +903,84 @@ func TestNodeActiveRenewsOncePerInterval(t *testing.T) {
 		t.Fatalf("token %v after the last renewal: %d check-ins, want a renewal to each locator", interval/2+time.Millisecond, len(claims))
 	}
 }
+
+// splitHarness makes self a candidate in a ring of three nodes without a
+// witness whose node a is gone: the probe finds no holder at b and c.
+// It returns the claim sent to the locators.
+func splitHarness(t *testing.T, self string) (*nodeHarness, CheckIn) {
+	t.Helper()
+	cfg := Config{Cluster: "t", Self: self, Nodes: []string{"a", "b", "c"}, Locators: []string{"a", "b", "c"},
+		TokenInterval: 20 * ms, TokenTimeout: 150 * ms, Lease: testLease, DriftMargin: testDrift}
+	h := newHarnessCfg(t, cfg, NodeState{})
+	var probes []Message
+	for i := 0; i < 60 && len(probes) == 0; i++ {
+		_, probes = checkIns(h.tick(5 * ms))
+	}
+	if len(probes) != 3 {
+		t.Fatal("no probe after the token timeout")
+	}
+	var rd Ready
+	for _, loc := range []string{"b", "c"} {
+		rd = h.ack(loc, probes[0].CheckIn.Round, false, 0, "", 0)
+	}
+	if !hasEvent(rd, "BecameCandidate") {
+		t.Fatalf("probe found no active but no candidate: %v", rd.Events)
+	}
+	claims, _ := checkIns(rd)
+	for i := 0; i < 100 && len(claims) == 0; i++ {
+		claims, _ = checkIns(h.tick(time.Millisecond))
+	}
+	if len(claims) != 3 {
+		t.Fatalf("want a claim to each locator, got %d", len(claims))
+	}
+	return h, claims[0].CheckIn
+}
+
+// TestSplitVoteGoesToThePreferred: b and c claim at once after a's host
+// died; each one's own locator grants it, the other refuses (a split
+// vote, two locators of three). b, earlier in the preference order,
+// claims again half a token interval after its claim failed, when c has
+// released; c waits out b's grant as before. Without this both waited
+// out the grants and split the votes again.
+func TestSplitVoteGoesToThePreferred(t *testing.T) {
+	grantIn := testLease + testDrift
+	nextClaim := func(h *nodeHarness, within time.Duration) time.Duration {
+		t.Helper()
+		start := h.now
+		for h.now-start < within {
+			if claims, _ := checkIns(h.tick(time.Millisecond)); len(claims) > 0 {
+				return h.now - start
+			}
+		}
+		return -1
+	}
+	roundTimeout := 3 * 20 * ms
+
+	b, cb := splitHarness(t, "b")
+	b.ack("b", cb.Round, true, cb.Epoch, "b", grantIn)
+	b.ack("c", cb.Round, false, cb.Epoch, "c", grantIn) // c's own locator granted c
+	rd := b.tick(roundTimeout)
+	if b.n.Role() != Candidate {
+		t.Fatalf("b is %v after the split, want candidate", b.n.Role())
+	}
+	released := false
+	for _, e := range rd.Messages {
+		released = released || (e.Msg.Type == MsgRelease && e.To == "b")
+	}
+	if !released {
+		t.Fatal("b did not release the grant of its failed claim")
+	}
+	if d := nextClaim(b, grantIn); d < 0 || d > 20*ms/2+2*ms {
+		t.Fatalf("b (more preferred) claimed again after %v, want about half a token interval (10ms)", d)
+	}
+
+	c, cc := splitHarness(t, "c")
+	c.ack("c", cc.Round, true, cc.Epoch, "c", grantIn)
+	c.ack("b", cc.Round, false, cc.Epoch, "b", grantIn) // b's own locator granted b
+	c.tick(roundTimeout)
+	d := nextClaim(c, 2*grantIn)
+	if d < grantIn-roundTimeout {
+		t.Fatalf("c (less preferred) claimed again after %v (-1: not within %v), want it to wait out b's grant (%v from b's answer)", d, 2*grantIn, grantIn)
+	}
+	t.Logf("after the split, b claimed again at once and c after %v", d)
+}

@@ -142,8 +142,13 @@ type Result struct {
 	FailbackGap time.Duration
 	// Kept (Kill with several services): the services the killed host
 	// did not hold, each of which had to keep its holder throughout.
-	Kept  int
-	Trace []string
+	Kept int
+	// NotPreferred (Kill): the role went to a node other than the most
+	// preferred one left (with several services: for some service). Not
+	// a violation: the protocol orders candidates by preference but a
+	// lost or late datagram can let another win.
+	NotPreferred bool
+	Trace        []string
 }
 
 var simKey = []byte("vigil-simulator-cluster-key-0032")
@@ -565,6 +570,7 @@ func merge(ws []*simWorld) Result {
 		}
 		if x.killAt >= 0 {
 			r.Failover = max(r.Failover, o.Failover) // the services the kill moved
+			r.NotPreferred = r.NotPreferred || o.NotPreferred
 		} else if x.opt.Kill && x.benignActive != "" {
 			r.Kept++
 		}
@@ -1308,6 +1314,13 @@ func (w *simWorld) check() {
 	w.activeCnt = cnt
 	if w.killAt >= 0 && w.res.Failover < 0 && w.now > w.killAt && cnt == 1 && who[0] != w.hosts[w.killed].id {
 		w.res.Failover = w.now - w.killAt
+		// The preference order (Nodes) names where the role should go:
+		// the first node other than the killed one.
+		next := w.cfg.Nodes[0]
+		if next == w.hosts[w.killed].id {
+			next = w.cfg.Nodes[1]
+		}
+		w.res.NotPreferred = who[0] != next
 	}
 }
 

@@ -109,6 +109,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		steps, msg, replayed int64
 		forged, releases     int64
 		failbacks            int64
+		notPreferred         int64
 		maxFailbackGap       time.Duration
 		relFails             []time.Duration
 		wg                   sync.WaitGroup
@@ -131,6 +132,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 				forged += int64(r.Forged)
 				releases += int64(r.Releases)
 				failbacks += int64(r.Failbacks)
+				if r.NotPreferred {
+					notPreferred++
+				}
 				maxFailbackGap = max(maxFailbackGap, r.FailbackGap)
 				if len(r.Violations) > 0 {
 					bad = append(bad, r)
@@ -148,8 +152,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 					maxFail = max(maxFail, r.Failover)
 				}
 				if *verbose {
-					fmt.Printf("seed=%d %s violations=%d recovery_ms=%.1f failover_ms=%.1f steps=%d\n",
-						s, r.Shape, len(r.Violations), ms(r.Recovery), ms(r.Failover), r.Steps)
+					fmt.Printf("seed=%d %s violations=%d recovery_ms=%.1f failover_ms=%.1f not_preferred=%v steps=%d\n",
+						s, r.Shape, len(r.Violations), ms(r.Recovery), ms(r.Failover), r.NotPreferred, r.Steps)
 				}
 				mu.Unlock()
 			}
@@ -179,8 +183,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	// The largest bound of the simulated shapes (5 nodes).
 	bound := protocol.Config{Nodes: []string{"a", "b", "c", "d", "e"}}.RecoveryBound(40 * time.Millisecond)
-	fmt.Printf("bench=sim schedules=%d violations=%d max_recovery_ms=%.1f p99_recovery_ms=%.1f recovery_bound_ms=%.1f kill_runs=%d max_failover_ms=%.1f p99_failover_ms=%.1f release_kill_runs=%d max_release_failover_ms=%.1f p99_release_failover_ms=%.1f releases=%d failbacks=%d max_failback_gap_ms=%.1f forged=%d drift=%g services=%d steps=%d messages=%d replayed=%d seconds=%.1f\n",
-		*schedules, len(bad), ms(maxRec), ms(pct(recs, 0.99)), ms(bound), len(fails)+len(relFails), ms(maxFail), ms(pct(fails, 0.99)),
+	fmt.Printf("bench=sim schedules=%d violations=%d max_recovery_ms=%.1f p99_recovery_ms=%.1f recovery_bound_ms=%.1f kill_runs=%d max_failover_ms=%.1f p99_failover_ms=%.1f kill_not_preferred=%d release_kill_runs=%d max_release_failover_ms=%.1f p99_release_failover_ms=%.1f releases=%d failbacks=%d max_failback_gap_ms=%.1f forged=%d drift=%g services=%d steps=%d messages=%d replayed=%d seconds=%.1f\n",
+		*schedules, len(bad), ms(maxRec), ms(pct(recs, 0.99)), ms(bound), len(fails)+len(relFails), ms(maxFail), ms(pct(fails, 0.99)), notPreferred,
 		len(relFails), ms(slices.Max(append(relFails, 0))), ms(pct(relFails, 0.99)), releases, failbacks, ms(maxFailbackGap), forged, *drift, *services, steps, msg, replayed, time.Since(start).Seconds())
 	if len(bad) > 0 {
 		return 1
