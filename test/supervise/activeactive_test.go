@@ -167,17 +167,17 @@ func (p *activePair) configure(id string, svcs []string) {
     command: [/bin/sleep, "3600"]
     health:
       exec: [/bin/sh, -c, "test ! -e %s"]
-      interval: 100ms
-      timeout: 90ms
+      interval: 300ms
+      timeout: 250ms
       rise: 1
-      fall: 1
+      fall: 2
 `, app, filepath.Join(p.dir, id+"-"+app+"-fail"))
 		}
 	}
 	d.writeConfig(procs)
 }
 
-// pairMetrics is where each host's supervisor serves its metrics, in that// pairMetrics is where each host's supervisor serves its metrics, in that
+// pairMetrics is where each host's supervisor serves its metrics, in that
 // host's namespace.
 const pairMetrics = "127.0.0.1:9720"
 
