@@ -66,7 +66,7 @@ func (st *Status) warnings(nm *ctlmsg.NodeManagerReport, loc *ctlmsg.LocatorRepo
 	}
 	if q := st.Quorum; q != nil && !q.OK {
 		add("no_quorum", "no quorum: %d of %d locators answered within the lease, %d needed; this node can neither take nor keep the active role%s",
-			q.Answered, q.Locators, q.Needed, foreignHint(nm))
+			q.Answered, q.Locators, q.Needed, foreignHint(nm, loc))
 	}
 	if nm != nil && nm.Degraded {
 		add("late_timer", "node manager not scheduled in time (worst %.0f ms; %s)", nm.SchedMaxLateMS, strings.Join(nm.DegradedReasons, ", "))
@@ -102,7 +102,7 @@ func (st *Status) warnings(nm *ctlmsg.NodeManagerReport, loc *ctlmsg.LocatorRepo
 		}
 		if q := st.QuorumOf(i); q != nil && !q.OK {
 			add("no_quorum", "service %s: no quorum: %d of %d locators answered within the lease, %d needed; this node can neither take nor keep it%s",
-				name, q.Answered, q.Locators, q.Needed, foreignHint(r))
+				name, q.Answered, q.Locators, q.Needed, foreignHint(r, st.LocatorReport(i)))
 		}
 		if r.PersistFailing {
 			add("persist_failing", "service %s: node manager cannot write its state file, so it sends nothing and claims nothing until it can: %s", name, r.PersistError)
@@ -169,13 +169,20 @@ func (st *Status) warnings(nm *ctlmsg.NodeManagerReport, loc *ctlmsg.LocatorRepo
 
 // foreignHint says why a node without a quorum may hear nobody: datagrams
 // from its peers' addresses that carry another cluster's tag, which the
-// kernel filter (kernel_tag) or the receiver (cluster) dropped. Counted
-// since the node manager started, it is said only with no quorum.
-func foreignHint(r *ctlmsg.NodeManagerReport) string {
-	if r == nil {
-		return ""
+// kernel filter (kernel_tag) or the receiver (cluster) dropped, at the
+// service's node manager or its locator. The locator's count matters: an
+// active elsewhere renews with every locator all the time, but sends to
+// this node manager only when it counts it in its ring, which a host of
+// another cluster never joins. Counted since each process started, it is
+// said only with no quorum.
+func foreignHint(r *ctlmsg.NodeManagerReport, loc *ctlmsg.LocatorReport) string {
+	var n uint64
+	if r != nil {
+		n += r.Transport.Dropped["kernel_tag"] + r.Transport.Dropped["cluster"]
 	}
-	n := r.Transport.Dropped["kernel_tag"] + r.Transport.Dropped["cluster"]
+	if loc != nil {
+		n += loc.Transport.Dropped["kernel_tag"] + loc.Transport.Dropped["cluster"]
+	}
 	if n == 0 {
 		return ""
 	}

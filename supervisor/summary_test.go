@@ -217,24 +217,31 @@ func TestSummarizeSecondService(t *testing.T) {
 
 // No quorum while the peers' datagrams carry another cluster's tag (a
 // host with another key, cluster name or services list): the warning says
-// what to compare. Without such drops, or with a quorum, it does not.
+// what to compare. The drops may be the node manager's or the service's
+// locator's: an active of another cluster renews with this host's locator
+// all the time but may never send to this node manager (it is not in its
+// ring). Without such drops, or with a quorum, it does not.
 func TestNoQuorumNamesForeignDatagrams(t *testing.T) {
 	const noQuorum = `"locators":[{"id":"a","seen":true,"age_ms":3},{"id":"b","seen":false},{"id":"w","seen":false}]`
 	const quorum = `"locators":[{"id":"a","seen":true,"age_ms":3},{"id":"b","seen":true,"age_ms":3},{"id":"w","seen":false}]`
 	for _, tc := range []struct {
-		name, locators, dropped string
-		hint                    bool
+		name, locators, dropped, locDropped string
+		hint                                bool
 	}{
-		{"kernel filter", noQuorum, `{"kernel_tag":40}`, true},
-		{"userspace", noQuorum, `{"cluster":3}`, true},
-		{"other drops", noQuorum, `{"auth":3}`, false},
-		{"quorum", quorum, `{"kernel_tag":40}`, false},
+		{"kernel filter", noQuorum, `{"kernel_tag":40}`, `{}`, true},
+		{"userspace", noQuorum, `{"cluster":3}`, `{}`, true},
+		{"at the locator only", noQuorum, `{}`, `{"kernel_tag":12}`, true},
+		{"other drops", noQuorum, `{"auth":3}`, `{"stranger":2}`, false},
+		{"quorum", quorum, `{"kernel_tag":40}`, `{"cluster":5}`, false},
 	} {
 		rep := func() string {
 			return `{"role":"standby","lease_ms":200,` + tc.locators + `,"transport":{"dropped":` + tc.dropped + `}}`
 		}
-		st := &Status{NodeManager: reportOf(t, rep()),
-			Services: []ServiceStatus{{Name: "voice"}, {Name: "data", NodeManager: reportOf(t, rep())}}}
+		loc := func() *ctlmsg.LocatorReport {
+			return locReportOf(t, `{"transport":{"dropped":`+tc.locDropped+`}}`)
+		}
+		st := &Status{NodeManager: reportOf(t, rep()), Locator: loc(),
+			Services: []ServiceStatus{{Name: "voice"}, {Name: "data", NodeManager: reportOf(t, rep()), Locator: loc()}}}
 		st.Summarize()
 		n := 0
 		for _, w := range st.Warnings {
