@@ -445,11 +445,20 @@ func TestActiveActivePair(t *testing.T) {
 		t.Errorf("data's address was not on b alone in %d samples while a died", n)
 	}
 
-	// a comes back: no failback configured, nothing moves.
+	// a comes back: no failback configured, nothing moves. Its dead
+	// incarnation's address is still on its interface, not served (the
+	// kernel lease ended with that incarnation's lease), until the new
+	// node manager removes it as it starts, which on a loaded machine can
+	// take most of a second: a counts as live again once both its node
+	// managers report, which they do after that.
+	p.nodes["a"].start()
+	p.nodes["a"].waitFor("a's node managers started", 30*time.Second, func() bool {
+		st := p.nodes["a"].status()
+		return st.Report(0) != nil && st.Report(1) != nil
+	})
 	p.mu.Lock()
 	p.dead["a"] = false
 	p.mu.Unlock()
-	p.nodes["a"].start()
 	p.nodes["a"].waitFor("a's node managers follow b", 30*time.Second, func() bool {
 		st := p.nodes["a"].status()
 		r0, r1 := st.Report(0), st.Report(1)
