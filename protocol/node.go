@@ -1323,9 +1323,9 @@ func (n *Node) claimFailed(r *round) {
 const maxSplitRetries = 3
 
 // splitRetry: claim r failed in a split vote that this node should win.
-// A quorum answered, none of them for one holder, and every locator that
-// refused named a rival candidate: a grant newer than the lease this node
-// knew of, to a node later in the preference order (Nodes). The rival
+// A quorum answered, no holder got a quorum, and every holder the
+// refusals named is a rival candidate: a grant newer than the lease this
+// node knew of, to a node later in the preference order (Nodes). The rival
 // releases its grants as its own claim fails, as this node did, so a
 // claim half a token interval later finds its locators free; a rival
 // earlier in the order is left to do just that, and this node waits out

@@ -384,11 +384,13 @@ func Run(opt Options) Result {
 	ws := make([]*simWorld, nsvc)
 	for k := range ws {
 		c := cfg
-		if nsvc > 1 && opt.bug != bugOneWireName {
+		if nsvc > 1 {
 			// The product's wire name for each of several services, and
 			// a preference of its own: service k prefers the k-th node
 			// first (an active/active pair, N+1 on more nodes).
-			c.Cluster = fmt.Sprintf("sim/s%d", k)
+			if opt.bug != bugOneWireName {
+				c.Cluster = fmt.Sprintf("sim/s%d", k)
+			}
 			n := len(cfg.Nodes)
 			c.Nodes = append(slices.Clone(cfg.Nodes[k%n:]), cfg.Nodes[:k%n]...)
 		}
