@@ -435,20 +435,19 @@ func Run(opt Options) Result {
 	case opt.Kill:
 		w.killAt = 700*time.Millisecond + time.Duration(rng.Int64N(int64(300*time.Millisecond)))
 		w.at(w.killAt, func() {
-			for i, h := range w.hosts {
-				if h.node != nil && h.np.up && h.node.ActiveAt(h.local(w.now)) {
-					w.killed = i
-					if withRelease {
-						w.res.ReleaseKill = w.crashRelease(i, w.cfg.Lease+w.cfg.DriftMargin)
-						w.res.Faults = append(w.res.Faults, fmt.Sprintf("%v node manager crash of the active %s, released=%v", w.now, h.id, w.res.ReleaseKill))
-						return
-					}
-					w.crashNode(i)
-					w.res.Faults = append(w.res.Faults, fmt.Sprintf("%v kill active %s", w.now, h.id))
-					return
-				}
+			i := w.holder()
+			if i < 0 {
+				w.violation("no active to kill at %v", w.now)
+				return
 			}
-			w.violation("no active to kill at %v", w.now)
+			w.killed = i
+			if withRelease {
+				w.res.ReleaseKill = w.crashRelease(i, w.cfg.Lease+w.cfg.DriftMargin)
+				w.res.Faults = append(w.res.Faults, fmt.Sprintf("%v node manager crash of the active %s, released=%v", w.now, w.hosts[i].id, w.res.ReleaseKill))
+				return
+			}
+			w.crashNode(i)
+			w.res.Faults = append(w.res.Faults, fmt.Sprintf("%v kill active %s", w.now, w.hosts[i].id))
 		})
 		end = w.killAt + w.res.Bound
 	case opt.Benign:
@@ -1395,10 +1394,8 @@ func (w *simWorld) randNode() int {
 }
 
 func (w *simWorld) activeHost() int {
-	for i, h := range w.hosts {
-		if h.node != nil && h.np.up && h.node.ActiveAt(h.local(w.now)) {
-			return i
-		}
+	if i := w.holder(); i >= 0 {
+		return i
 	}
 	return w.randNode()
 }
@@ -1475,12 +1472,11 @@ func svcs(ws ...*simWorld) string {
 	if len(ws) == len(ws[0].sibs) {
 		return " [every service]"
 	}
-	var b strings.Builder
+	names := make([]string, len(ws))
 	for i, x := range ws {
-		b.WriteString(map[bool]string{true: " [", false: " "}[i == 0])
-		fmt.Fprintf(&b, "s%d", x.svc)
+		names[i] = fmt.Sprintf("s%d", x.svc)
 	}
-	return b.String() + "]"
+	return " [" + strings.Join(names, " ") + "]"
 }
 
 // planFaults schedules 1..5 random faults after a warm-up and returns when
