@@ -24,6 +24,7 @@ package sim
 import (
 	"container/heap"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -191,7 +192,7 @@ type simProc struct {
 	diskFailUntil time.Duration
 	queue         [][]byte
 	filter        *protocol.ReplayFilter
-	seen          map[[macLen]byte]bool // MACs accepted by this process incarnation
+	seen          map[uint64]bool // MACs accepted by this process incarnation
 }
 
 type simHost struct {
@@ -259,6 +260,7 @@ type simWorld struct {
 	hosts []*simHost
 	byID  map[string]int
 	res   *Result
+	who   []string // check's scratch
 
 	drop, dup, corrupt float64
 	minDelay, maxDelay time.Duration
@@ -314,9 +316,11 @@ func newWire() *simWire {
 // sentKey is a datagram by its MAC and the service that sent it: two
 // services may send the same bytes (bugOneWireName).
 type sentKey struct {
-	mac [macLen]byte
+	mac uint64 // the first 8 bytes of the datagram's MAC: unique enough, and cheap to hash
 	svc int
 }
+
+func macKey(mac []byte) uint64 { return binary.LittleEndian.Uint64(mac) }
 
 // simDest is the process a datagram was sent to: service, host, locator or
 // node, and that process's generation when it was sent.
@@ -843,7 +847,7 @@ func (w *simWorld) startNode(i int) {
 	h.report, h.reportAt = nil, 0 // the supervisor forgets the previous process's report
 	h.np.up, h.np.stallUntil, h.np.queue = true, 0, nil
 	h.np.gen++
-	h.np.filter, h.np.seen = protocol.NewReplayFilter(w.cfgFor(i)), map[[macLen]byte]bool{}
+	h.np.filter, h.np.seen = protocol.NewReplayFilter(w.cfgFor(i)), map[uint64]bool{}
 	if !h.healthy {
 		h.both(func(n *protocol.Node) { n.SetHealth(h.local(w.now), false) })
 	}
@@ -865,7 +869,7 @@ func (w *simWorld) startLoc(i int) {
 	h.loc = l
 	h.lp.up, h.lp.stallUntil, h.lp.queue = true, 0, nil
 	h.lp.gen++
-	h.lp.filter, h.lp.seen = protocol.NewReplayFilter(w.cfgFor(i)), map[[macLen]byte]bool{}
+	h.lp.filter, h.lp.seen = protocol.NewReplayFilter(w.cfgFor(i)), map[uint64]bool{}
 	w.tracef(h, "locator start incarnation=%d epoch=%d holder=%q", h.locSt.Incarnation+1, h.locSt.Epoch, h.locSt.Holder)
 	w.locReady(i)
 	w.scheduleLocTick(i, h.lp.gen)
@@ -1155,7 +1159,7 @@ func (w *simWorld) send(from int, env protocol.Envelope) {
 	if dest.isLoc {
 		dest.gen = dh.lp.gen
 	}
-	w.wire.sentTo[sentKey{[macLen]byte(b[len(b)-macLen:]), w.svc}] = dest
+	w.wire.sentTo[sentKey{macKey(b[len(b)-macLen:]), w.svc}] = dest
 	w.wire.captured = append(w.wire.captured, b)
 	if w.opt.Trace {
 		w.tracef(w.hosts[from], "send %s", fmtMsg(env))
@@ -1234,7 +1238,7 @@ func (w *simWorld) deliverNow(to int, isLoc bool, b []byte) {
 		w.res.Rejected++
 		return
 	}
-	mac := [macLen]byte(b[len(b)-macLen:])
+	mac := macKey(b[len(b)-macLen:])
 	if p.seen[mac] {
 		w.violation("%s accepted the same datagram twice (%s from %s)", h.id, m.Type, m.From)
 	}
@@ -1287,7 +1291,8 @@ func (w *simWorld) deliverNow(to int, isLoc bool, b []byte) {
 // until then.
 func (w *simWorld) check() {
 	cnt := 0
-	var who []string
+	who := w.who[:0] // reused: check runs after every step
+	defer func() { w.who = who[:0] }()
 	for _, h := range w.hosts {
 		if !h.isNode {
 			continue

@@ -23,6 +23,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"slices"
 	"sort"
 	"sync"
@@ -56,6 +57,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	workers := fs.Int("workers", runtime.GOMAXPROCS(0), "parallel schedules")
 	twin := fs.Bool("twin", false, "check each node against a copy ticked only at its next deadline, as the node manager ticks it")
 	services := fs.Int("services", 1, "services sharing the hosts, each its own protocol instance (1-4; 0: each schedule draws 1-4)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -69,6 +71,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if !given {
 			*schedules = 200
 		}
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "sim: -cpuprofile: %v\n", err)
+			return 2
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
 	}
 	fmt := fmtTo{stdout}
 
