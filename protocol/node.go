@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math/bits"
@@ -72,12 +73,21 @@ type round struct {
 	granted uint32  // locators that granted (probe: that answered)
 	refused uint32
 	grantIn []time.Duration
+	// probe: per answer, when a quorum of it could grant another node
+	// (our clock), and whose lease it protects until then ("" if none)
+	frees []lapse
 	// refusals (claim/renew) or answers (probe) naming a valid holder
 	holders map[string]uint32
 	epochs  map[string]uint64
 }
 
 func (r *round) answered() uint32 { return r.granted | r.refused }
+
+// lapse is a lease a locator protects for holder until at.
+type lapse struct {
+	at     time.Duration
+	holder string
+}
 
 // Node is the protocol state machine of one host with role node. It never
 // reads a clock, a socket or a file: the node manager passes in time (a
@@ -406,7 +416,6 @@ func (n *Node) Step(now time.Duration, m Message) error {
 			}
 			n.active = ""
 			n.becomeCandidate(n.now, cause)
-			n.transferUntil = n.now + n.cfg.TokenTimeout/2
 		}
 	case MsgSwitchover:
 		if n.role != Active {
@@ -854,7 +863,7 @@ func (n *Node) checkTokenLoss() {
 	switch n.role {
 	case Active:
 		// Our own lease is the evidence that we are alive: regenerate.
-		n.declareLost()
+		n.declareLost(lapse{})
 	case Standby:
 		// Re-check with the locators first: if a quorum still holds a
 		// live lease for the active, the ring broke (or we were stalled),
@@ -866,7 +875,9 @@ func (n *Node) checkTokenLoss() {
 	}
 }
 
-func (n *Node) declareLost() {
+// declareLost: no token for a token timeout. l is the lease the locators
+// still protect, if a probe just found one lapsing.
+func (n *Node) declareLost(l lapse) {
 	if !n.lost {
 		n.events = append(n.events, TokenLost{Age: n.now - n.lastTokenAt})
 		n.lost = true
@@ -880,9 +891,18 @@ func (n *Node) declareLost() {
 	case Standby:
 		n.sendNodes(Message{Type: MsgJoin})
 		if n.eligible() && n.now >= n.blockUntil {
-			// Stagger by ring position so that nodes restarted together
-			// do not split the locators' votes.
-			n.becomeCandidate(n.now+time.Duration(n.idx)*n.cfg.TokenInterval/2, CauseTokenLost)
+			// Stagger by preference so that nodes restarted together do
+			// not split the locators' votes and the most preferred
+			// claims first. A claim before a lapsing lease frees would
+			// only be refused, and its retry would race the others'
+			// first claims landing just as the lease ends: the first
+			// claim waits for it, staggered as a retry is.
+			stagger := n.claimStagger(l.holder)
+			at := n.now + stagger
+			if l.at > n.now {
+				at = max(at, l.at+n.cfg.TokenInterval/4+stagger)
+			}
+			n.becomeCandidate(at, CauseTokenLost)
 		}
 	}
 }
@@ -1021,6 +1041,12 @@ func (n *Node) becomeCandidate(at time.Duration, cause ClaimCause) {
 	n.expectFree = 0
 	n.splitRetries = 0
 	n.nextClaim = at
+	if cause == CauseHandover || cause == CauseCrashRelease {
+		// Handed the role, by the Transfer or by the token naming us
+		// (whichever came first): refusals for a while mean only that
+		// the old active's Release is still on its way (claimFailed).
+		n.transferUntil = at + n.cfg.TokenTimeout/2
+	}
 	n.events = append(n.events, BecameCandidate{Epoch: n.nextEpoch(), Cause: cause})
 }
 
@@ -1140,6 +1166,11 @@ func (n *Node) onAck(li int, a Ack) {
 	validOther := a.Holder != "" && a.Holder != n.self && a.GrantIn > 0
 	if r.kind == roundProbe {
 		r.granted |= bit
+		if validOther {
+			r.frees = append(r.frees, lapse{n.now + a.GrantIn, a.Holder})
+		} else {
+			r.frees = append(r.frees, lapse{n.now, ""})
+		}
 		// Count a holder as alive only if this locator saw it renew within
 		// the last few token intervals: an active renews every interval,
 		// a dead one leaves a lease that merely has not run out yet.
@@ -1283,9 +1314,11 @@ func (n *Node) claimFailed(r *round) {
 	} else if len(w) > 0 {
 		wait = w[len(w)-1]
 	}
-	if n.now < n.transferUntil {
+	if r.sentAt < n.transferUntil {
 		// Handed the role: the old active's Release may simply not have
-		// reached every locator before our claim did.
+		// reached every locator before our claim did. Counted from when
+		// the claim was sent: one whose last answer was lost fails only
+		// at the round timeout, after the window.
 		n.nextClaim = n.now + n.cfg.TokenInterval/4 + backoff
 		return
 	}
@@ -1315,7 +1348,29 @@ func (n *Node) claimFailed(r *round) {
 		}
 		n.expectFree = free
 	}
-	n.nextClaim = free + n.cfg.TokenInterval/4 + time.Duration(n.idx)*n.cfg.TokenInterval/4
+	h, _ := n.quorumHolder(r)
+	n.nextClaim = free + n.cfg.TokenInterval/4 + n.claimStagger(h)
+}
+
+// claimStagger is how much later than the most preferred candidate this
+// one claims: half a token interval for each node earlier in the
+// preference order (Nodes) that could claim too. Not counted: skip (the
+// holder whose lease is being waited out) and, once a token was seen, the
+// nodes it last showed out of the ring, unhealthy or in maintenance. So
+// the most preferred survivor claims first and alone, and candidates
+// claiming from the same lapse do not split the locators' votes. Half an
+// interval is well over the spread of their views of when it lapses (a
+// message delay and the clocks' drift).
+func (n *Node) claimStagger(skip string) time.Duration {
+	rank := 0
+	for i := range n.idx {
+		p := n.peers[i]
+		if p.ID == skip || n.seenEpoch > 0 && (!p.InRing || !p.Healthy || p.Maintenance) {
+			continue
+		}
+		rank++
+	}
+	return time.Duration(rank) * n.cfg.TokenInterval / 2
 }
 
 // maxSplitRetries bounds the quick retries of splitRetry in one candidacy:
@@ -1414,8 +1469,16 @@ func (n *Node) probeDone(r *round) {
 			n.holding = false // an old token from before our stall
 		}
 		if n.role == Standby && !n.holding && n.now-n.lastTokenAt >= n.cfg.TokenTimeout {
-			// The active is alive; we are out of its ring. Rejoin.
+			// The active is alive; we are out of its ring. Rejoin, and
+			// check again when its last renewals would no longer count
+			// were it dead, if that comes before another token timeout:
+			// the node after the active in the ring often times out
+			// just after the active died holding the token, while its
+			// last renewal still looked recent.
 			n.lastTokenAt = n.now
+			if d := n.renewalsStale(r, h); d < n.cfg.TokenTimeout {
+				n.lastTokenAt = n.now - n.cfg.TokenTimeout + d
+			}
 			n.sendNodes(Message{Type: MsgJoin})
 		}
 		return
@@ -1430,8 +1493,34 @@ func (n *Node) probeDone(r *round) {
 		n.reclaim = false
 	}
 	if n.role == Standby && !n.holding && n.now-n.lastTokenAt >= n.cfg.TokenTimeout {
-		n.declareLost()
+		// The lease a quorum still protects, if any: its holder was not
+		// seen renewing lately (or the probe would have named it), so it
+		// lapses when the quorum-th answer says.
+		var l lapse
+		if len(r.frees) >= n.quorum {
+			slices.SortFunc(r.frees, func(x, y lapse) int { return cmp.Compare(x.at, y.at) })
+			l = r.frees[n.quorum-1]
+		}
+		n.declareLost(l)
 	}
+}
+
+// renewalsStale is how long after now the probe r would no longer count h
+// as renewing (probeDone) if h renewed no more: when fewer than a quorum
+// of its answers still show a renewal within the last few token
+// intervals. At least a token interval.
+func (n *Node) renewalsStale(r *round, h string) time.Duration {
+	var stale []time.Duration
+	for _, l := range r.frees {
+		if l.holder == h {
+			stale = append(stale, l.at-(n.cfg.Lease+n.cfg.DriftMargin-3*n.cfg.TokenInterval))
+		}
+	}
+	if len(stale) < n.quorum {
+		return n.cfg.TokenTimeout
+	}
+	slices.Sort(stale)
+	return max(n.cfg.TokenInterval, stale[len(stale)-n.quorum]-n.now+n.cfg.TokenInterval/4)
 }
 
 // ---- sending ----
