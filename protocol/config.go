@@ -245,8 +245,9 @@ func (c Config) MaxDrift() float64 {
 // time"): a standby notices the silence (token timeout, plus a probe round
 // trip), the locators let the last lease they recorded run out (lease +
 // drift margin after the last renewal, which is before the heal), and the
-// claim is retried a quarter interval after that, staggered by ring
-// position; a few more intervals cover claim rounds lost to a split vote.
+// claim goes out a quarter interval after that, staggered by preference
+// (claimStagger: at most (N-1)·TI/2); a few more intervals cover claim
+// rounds lost to a split vote.
 // A candidate whose claims went unanswered during the fault may have backed
 // off for up to MaxClaimBackoff just before the heal, which adds to it.
 func (c Config) RecoveryBound(maxDelay time.Duration) time.Duration {
