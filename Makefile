@@ -41,8 +41,9 @@ deps:
 bench-supervisor: build
 	$(GO) run ./bench/supervisor $(BENCHFLAGS)
 
+# The simulator (test/sim); SIMFLAGS passes more flags, e.g. -max-not-preferred=0.02 as CI does.
 sim:
-	$(GO) run ./test/sim -schedules $(SCHEDULES) -services $(SERVICES)
+	$(GO) run ./test/sim -schedules $(SCHEDULES) -services $(SERVICES) $(SIMFLAGS)
 
 # Two nodes and a witness in network namespaces, SIP calls to the floating
 # IP, the active crashed (test/e2e/demo). Needs root, sipp, stress-ng.
