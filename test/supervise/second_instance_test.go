@@ -43,6 +43,12 @@ func TestSecondInstanceSameSocketKillsNothing(t *testing.T) {
 `)
 	d.start()
 	pid := d.waitState("app", "running", 10*time.Second).PID
+	// "running" counts from the fork: until the shim has exec'd sleep,
+	// alive(pid) below can read the exec's moment, when the thread group's
+	// leader is briefly a zombie, as the app's end. That was this test's
+	// flake (twice, the second time in the cgroup v2 VM, where the
+	// running instance never saw its app end because it had not).
+	d.waitExec(pid, "sleep", 10*time.Second)
 	code, out := runToEnd(t, d)
 	if code != 1 || !strings.Contains(out, "another vigil is running") {
 		t.Fatalf("second instance: exit %d, want 1 with \"another vigil is running\":\n%s", code, out)
