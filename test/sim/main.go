@@ -169,8 +169,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 					maxFail = max(maxFail, r.Failover)
 				}
 				if *verbose {
-					fmt.Printf("seed=%d %s violations=%d recovery_ms=%.1f failover_ms=%.1f not_preferred=%v failback_gap_ms=%.1f steps=%d\n",
-						s, r.Shape, len(r.Violations), ms(r.Recovery), ms(r.Failover), r.NotPreferred, ms(r.FailbackGap), r.Steps)
+					fmt.Printf("seed=%d %s violations=%d recovery_ms=%.1f failover_ms=%.1f not_preferred=%v release_kill=%v failback_gap_ms=%.1f steps=%d\n",
+						s, r.Shape, len(r.Violations), ms(r.Recovery), ms(r.Failover), r.NotPreferred, r.ReleaseKill, ms(r.FailbackGap), r.Steps)
 				}
 				mu.Unlock()
 			}
