@@ -1174,7 +1174,7 @@ func (n *Node) onAck(li int, a Ack) {
 		// Count a holder as alive only if this locator saw it renew within
 		// the last few token intervals: an active renews every interval,
 		// a dead one leaves a lease that merely has not run out yet.
-		if a.Holder != "" && a.GrantIn > n.cfg.Lease+n.cfg.DriftMargin-3*n.cfg.TokenInterval {
+		if a.Holder != "" && a.GrantIn > n.renewingGrantIn() {
 			n.addHolder(r, a, bit)
 		}
 		if n.probeDecided(r) {
@@ -1505,6 +1505,13 @@ func (n *Node) probeDone(r *round) {
 	}
 }
 
+// renewingGrantIn is the least grant-in with which a probe's answer counts
+// its holder as renewing: one the locator saw renew within the last three
+// token intervals.
+func (n *Node) renewingGrantIn() time.Duration {
+	return n.cfg.Lease + n.cfg.DriftMargin - 3*n.cfg.TokenInterval
+}
+
 // renewalsStale is how long after now the probe r would no longer count h
 // as renewing (probeDone) if h renewed no more: when fewer than a quorum
 // of its answers still show a renewal within the last few token
@@ -1513,7 +1520,7 @@ func (n *Node) renewalsStale(r *round, h string) time.Duration {
 	var stale []time.Duration
 	for _, l := range r.frees {
 		if l.holder == h {
-			stale = append(stale, l.at-(n.cfg.Lease+n.cfg.DriftMargin-3*n.cfg.TokenInterval))
+			stale = append(stale, l.at-n.renewingGrantIn())
 		}
 	}
 	if len(stale) < n.quorum {
