@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -566,43 +565,12 @@ func TestE2EActiveActive(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = v.Stop() }()
-	holds := func(id, vip string) bool { return n.Hosts[id].HasAddr(netip.MustParseAddr(vip)) }
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s\n--- a:\n%s\n--- b:\n%s", what, tail(v.Log("a"), 3000), tail(v.Log("b"), 3000))
-			}
-		}
-	}
-	// Whoever came up first holds both: put each on its node.
-	for _, p := range []struct{ svc, vip, to string }{{"sip", VIP, "a"}, {"sip2", VIP2, "b"}} {
-		for deadline := time.Now().Add(30 * time.Second); !holds(p.to, p.vip); time.Sleep(200 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s not on %s\n--- a:\n%s\n--- b:\n%s", p.svc, p.to, tail(v.Log("a"), 3000), tail(v.Log("b"), 3000))
-			}
-			_ = n.Command("a", vigilBin, "switchover", p.svc, "--to", p.to, "--socket", v.Socket("a")).Run()
-		}
-	}
-	waitFor("sip on a alone and sip2 on b alone", func() bool {
-		return holds("a", VIP) && !holds("b", VIP) && holds("b", VIP2) && !holds("a", VIP2)
-	})
-	if err := n.waitSIP(t, 10*time.Second); err != nil {
+	res, err := RunActiveActive(t, n, v, ActiveActiveOptions{})
+	if err != nil {
 		t.Fatal(err)
 	}
-	const rate, calls = 25, 250 // 10 s of calls to each address
-	c1 := n.StartCallsTo(t, VIP, SIPPort, rate, calls, 8*time.Second)
-	c2 := n.StartCallsTo(t, VIP2, SIPPort+2, rate, calls, 8*time.Second)
-	time.Sleep(3 * time.Second) // calls in flight on both before the fault
-	if err := v.Kill("a"); err != nil {
-		t.Fatal(err)
-	}
-	waitFor("both services on b", func() bool { return holds("b", VIP) && holds("b", VIP2) })
-	r1, err1 := c1.Wait(60 * time.Second)
-	r2, err2 := c2.Wait(60 * time.Second)
-	if err1 != nil || err2 != nil {
-		t.Fatalf("calls: %v, %v", err1, err2)
-	}
+	r1, r2 := res.Moved, res.Stayed
+	t.Logf("both services on b %v after the kill", res.Took.Round(time.Millisecond))
 	t.Logf("calls to sip (moved from a to b): %+v", r1)
 	t.Logf("calls to sip2 (on b throughout): %+v", r2)
 	if r1.Placed == 0 || r2.Placed == 0 {
