@@ -32,6 +32,9 @@ import (
 
 // Options are the supervisor's inputs besides the config file.
 type Options struct {
+	// ConfigPath is the configuration file, absolute: the locator and
+	// node manager are started in / and given this path, and reload reads
+	// it again.
 	ConfigPath string
 	Version    string
 	Logger     *slog.Logger

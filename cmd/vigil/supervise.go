@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 
@@ -39,6 +40,15 @@ func runSupervise(args []string, stdout, stderr io.Writer) int {
 		printConfigErrors(stderr, err)
 		return exitUsage
 	}
+	// The locator and node manager run in / and are given this path: a
+	// relative one (`vigil supervise -c vigil.yaml`) would not load there,
+	// and they would restart forever.
+	abs, err := filepath.Abs(*path)
+	if err != nil {
+		fmt.Fprintf(stderr, "vigil supervise: %s: %v\n", *path, err)
+		return exitFailure
+	}
+	*path = abs
 	// The supervisor is an event loop, not a compute job: one P keeps its
 	// goroutines' hand-offs on one cpu instead of waking another (an IPI,
 	// costly on VMs). Measured with 50 idle processes: 0.87 % -> 0.25 % of a

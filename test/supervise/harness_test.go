@@ -68,6 +68,8 @@ type daemon struct {
 	// controlGroup is runtime.control_group: "" (root only) unless a test
 	// sets it, whatever groups the host has.
 	controlGroup string
+	// relConfig starts vigil in dir with -c vigil.yaml, a relative path.
+	relConfig bool
 }
 
 func newDaemon(t *testing.T, processes string) *daemon {
@@ -134,8 +136,15 @@ processes:
 
 func (d *daemon) start() {
 	d.t.Helper()
-	args := append(append([]string{}, d.wrap...), vigilBin, "supervise", "-c", d.cfgPath)
+	cfg := d.cfgPath
+	if d.relConfig {
+		cfg = filepath.Base(d.cfgPath)
+	}
+	args := append(append([]string{}, d.wrap...), vigilBin, "supervise", "-c", cfg)
 	d.cmd = exec.Command(args[0], args[1:]...)
+	if d.relConfig {
+		d.cmd.Dir = d.dir
+	}
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	d.cmd.Env = append(os.Environ(), d.env...)
 	if err := d.cmd.Start(); err != nil {

@@ -328,3 +328,31 @@ func TestStatusCLI(t *testing.T) {
 		t.Errorf("status of stopped daemon: %d %q", code, out)
 	}
 }
+
+// `vigil supervise -c vigil.yaml`, a path relative to where it was
+// started: the locator and node manager, which run in /, are given the
+// absolute path, so they start once and the one-node cluster's node takes
+// the active role. Given the relative path they failed to open it and
+// restarted forever.
+func TestRelativeConfigPath(t *testing.T) {
+	d := newDaemon(t, "")
+	d.relConfig = true
+	d.start()
+	defer d.stop(10 * time.Second)
+	d.waitFor("the node manager active", 20*time.Second, func() bool {
+		st := d.status()
+		return st.NodeManager != nil && st.NodeManager.Role == "active"
+	})
+	st := d.status()
+	for _, p := range st.ControlPlane {
+		if p.Restarts != 0 {
+			t.Errorf("%s restarted %d times\n%s", p.Name, p.Restarts, d.log.String())
+		}
+	}
+	if len(st.ControlPlane) < 2 {
+		t.Errorf("control plane %+v, want the locator and the node manager", st.ControlPlane)
+	}
+	if want := filepath.Join(d.dir, "vigil.yaml"); st.Supervisor.Config != want {
+		t.Errorf("status config %q, want %q", st.Supervisor.Config, want)
+	}
+}
