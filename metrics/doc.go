@@ -79,7 +79,7 @@
 //	vigil_report_present                           G  process, service          1 when nodemanager/locator has reported to the supervisor
 //	vigil_role                                     G  role, service             1 for the current role (active|standby|candidate|witness); all 0 = unknown; a witness: only role=witness
 //	vigil_node_info                                G  cluster, node             always 1; this host's cluster name and node id (join on instance, job)
-//	vigil_node_healthy                             G                            1 when this node is healthy (critical processes up, checks passing)
+//	vigil_node_healthy                             G                            1 when this node is healthy (critical processes up, checks passing, VIP interfaces up)
 //	vigil_floating_ip_held                         G  vip, interface, service   1 if this node holds the configured floating IP, else 0
 //	vigil_quorum_ok                                G  service                   1 when enough locators answered within the last lease (absent without a node manager report)
 //	vigil_quorum_locators                          G  service                   locators this node checks in with

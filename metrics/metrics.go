@@ -230,7 +230,7 @@ func (c *collector) collectStatus(e *emitter, st *supervisor.Status) {
 		// exported_cluster where the scrape config sets its own.
 		e.gauge("vigil_node_info", helpNodeInfo, 1, "cluster", cluster, "node", node)
 	}
-	e.gauge("vigil_node_healthy", "1 when the supervisor considers this node healthy (critical processes up, health checks passing).", b2f(st.Healthy))
+	e.gauge("vigil_node_healthy", "1 when this node is healthy: critical processes up, health checks passing, floating IPs' interfaces up.", b2f(st.Healthy))
 	e.counter("vigil_fences_total", "Times the supervisor fenced a control-plane process whose heartbeat stopped.", float64(st.Supervisor.Fences))
 	e.counter("vigil_fences_held_total", "Times the node manager was silent past its lease and left to the kernel lease instead of fenced.", float64(st.Supervisor.FencesHeld))
 	e.counter("vigil_reloads_total", "Configuration reloads applied since the supervisor started.", float64(st.Supervisor.Reloads))

@@ -10,13 +10,15 @@ import (
 	"github.com/vigil-project/vigil/protocol"
 )
 
-// Summarize fills Quorum and Warnings from the rest of st. It only reads
+// Summarize fills Quorum and Warnings from the rest of st, and adds the
+// node managers' health to Healthy (foldNodeManagerHealth). It only reads
 // st (no clock, no files), so a golden test pins what an operator sees.
 func (st *Status) Summarize() {
 	st.Quorum = nil
 	if nm := st.NodeManager; nm != nil && len(nm.Locators) > 0 {
 		st.Quorum = quorumOf(nm)
 	}
+	st.foldNodeManagerHealth()
 	st.Warnings = st.warnings(st.NodeManager, st.Locator)
 	for i := range st.Services {
 		st.Services[i].Holder = ""
@@ -25,6 +27,35 @@ func (st *Status) Summarize() {
 			st.Services[i].Holder = r.Active
 		case loc != nil: // a witness: its locator's holder
 			st.Services[i].Holder = loc.Holder
+		}
+	}
+}
+
+// foldNodeManagerHealth makes st.Healthy the node's health as its node
+// managers weigh it: the supervisor's covers the processes, and a node
+// manager adds its floating IPs' interfaces (down, or missing on this
+// host), which make the node unfit for the service as much as a dead
+// application does. Idempotent: the CLI summarizes a summarized status
+// again.
+func (st *Status) foldNodeManagerHealth() {
+	for i := range max(len(st.Services), 1) {
+		r := st.Report(i)
+		if r == nil || r.Healthy {
+			continue
+		}
+		st.Healthy = false
+		reasons := r.UnhealthyReasons
+		if len(reasons) == 0 {
+			name := "the service"
+			if i < len(st.Services) {
+				name = "service " + st.Services[i].Name
+			}
+			reasons = []string{"unhealthy for " + name + " (its node manager says)"}
+		}
+		for _, why := range reasons {
+			if !slices.Contains(st.Unhealthy, why) {
+				st.Unhealthy = append(st.Unhealthy, why)
+			}
 		}
 	}
 }

@@ -123,6 +123,9 @@ func healthyStatus() *supervisor.Status {
 	st, _ := goldenStatus()
 	st.Healthy, st.Unhealthy = true, nil
 	st.Processes = st.Processes[:1]
+	nm := *st.NodeManager
+	nm.Healthy, nm.UnhealthyReasons = true, nil
+	st.NodeManager = &nm
 	return st
 }
 
@@ -130,7 +133,7 @@ func healthyStatus() *supervisor.Status {
 // and the JSON form alike.
 func TestStatusExitCodes(t *testing.T) {
 	nmWith := func(active string, locators string) *ctlmsg.NodeManagerReport {
-		return fromJSON[ctlmsg.NodeManagerReport](`{"self":"a","role":"standby","epoch":7,"active":"` + active + `","lease_ms":200,
+		return fromJSON[ctlmsg.NodeManagerReport](`{"self":"a","role":"standby","epoch":7,"active":"` + active + `","lease_ms":200,"healthy":true,
 			"peers":[{"id":"a","healthy":true,"in_ring":true},{"id":"b","healthy":true,"in_ring":true}],"locators":` + locators + `}`)
 	}
 	const allAnswered = `[{"id":"a","seen":true,"age_ms":3},{"id":"b","seen":true,"age_ms":5},{"id":"w","seen":true,"age_ms":4}]`

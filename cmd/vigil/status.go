@@ -490,6 +490,11 @@ func printServices(w io.Writer, p painter, st *supervisor.Status) {
 				if r.Role == "active" {
 					here.colour = cGreen
 				}
+				if !r.Healthy {
+					// Unfit here (its reasons are in the health line): it
+					// holds the service only while no fit node can.
+					here = cc(r.Role+", unhealthy", cRed)
+				}
 			case st.Role == "witness":
 				here = c("witness")
 				if l := st.LocatorReport(i); l != nil {

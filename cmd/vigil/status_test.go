@@ -59,7 +59,7 @@ func goldenStatus() (st, prev *supervisor.Status) {
 			{Name: "nodemanager", State: supervisor.StateRunning, PID: 821, Critical: true, StartedAt: &started, Health: "none", Cgroup: "control/nodemanager"},
 		},
 		NodeManager: fromJSON[ctlmsg.NodeManagerReport](`{"self":"a","role":"active","epoch":7,"active":"a","lease_valid":true,"lease_remaining_ms":183,"lease_ms":200,
-			"token_age_ms":0,"token_rotation_ms":40.2,"maintenance":false,"vips_held":["192.0.2.100/24@eth0"],
+			"healthy":false,"unhealthy_reasons":["rtpengine backoff"],"token_age_ms":0,"token_rotation_ms":40.2,"maintenance":false,"vips_held":["192.0.2.100/24@eth0"],
 			"degraded":true,"degraded_reasons":["late_timer"],"sched_max_late_ms":73.4,"ip_conflicts":1,
 			"last_conflict":{"vip":"192.0.2.100/24@eth0","mac":"52:54:00:12:34:56","age_ms":42300},
 			"peers":[{"id":"a","healthy":true,"in_ring":true},{"id":"b","healthy":true,"maintenance":true,"in_ring":true}],
@@ -188,7 +188,7 @@ func TestStatusHostPressureWitness(t *testing.T) {
 // unreachable, whatever the token last said of it, with its ages in red.
 func TestStatusUnreachablePeer(t *testing.T) {
 	st, _ := goldenStatus()
-	st.NodeManager = fromJSON[ctlmsg.NodeManagerReport](`{"self":"b","role":"active","epoch":8,"active":"b","lease_valid":true,"lease_remaining_ms":150,"lease_ms":200,
+	st.NodeManager = fromJSON[ctlmsg.NodeManagerReport](`{"self":"b","role":"active","epoch":8,"active":"b","lease_valid":true,"lease_remaining_ms":150,"lease_ms":200,"healthy":true,
 		"peers":[{"id":"a","healthy":true,"in_ring":true},{"id":"b","healthy":true,"in_ring":true}],
 		"locators":[{"id":"a","seen":true,"age_ms":4280},{"id":"b","seen":true,"age_ms":24},{"id":"w","seen":true,"age_ms":23}]}`)
 	st.Locator = fromJSON[ctlmsg.LocatorReport](`{"self":"b","epoch":8,"holder":"b","nodes":[{"id":"a","seen":true,"age_ms":4299},{"id":"b","seen":true,"age_ms":18}]}`)
@@ -211,7 +211,7 @@ func TestStatusUnreachablePeer(t *testing.T) {
 // and to whom it is handing them.
 func TestStatusDraining(t *testing.T) {
 	st, _ := goldenStatus()
-	st.NodeManager = fromJSON[ctlmsg.NodeManagerReport](`{"self":"a","role":"standby","epoch":7,"active":"","lease_valid":false,"lease_ms":200,
+	st.NodeManager = fromJSON[ctlmsg.NodeManagerReport](`{"self":"a","role":"standby","epoch":7,"active":"","lease_valid":false,"lease_ms":200,"healthy":true,
 		"vips_held":["192.0.2.100/24@eth0"],"draining_to":"b","drain_remaining_ms":164,
 		"peers":[{"id":"a","healthy":true,"in_ring":true},{"id":"b","healthy":true,"in_ring":true}],
 		"locators":[{"id":"a","seen":true,"age_ms":4},{"id":"b","seen":true,"age_ms":4},{"id":"w","seen":true,"age_ms":5}]}`)
@@ -243,13 +243,13 @@ func TestStatusTwoServices(t *testing.T) {
 	st := &supervisor.Status{
 		Version: "1.0.0", Cluster: "duo", Node: "b", Role: "node", Healthy: true,
 		Supervisor: supervisor.SupervisorState{PID: 10, StartedAt: started, CgroupMode: "v2", Cgroup: "control/supervisor"},
-		NodeManager: fromJSON[ctlmsg.NodeManagerReport](`{"self":"b","role":"standby","epoch":4,"active":"a","lease_ms":200,
+		NodeManager: fromJSON[ctlmsg.NodeManagerReport](`{"self":"b","role":"standby","epoch":4,"active":"a","lease_ms":200,"healthy":true,
 			"peers":[{"id":"a","healthy":true,"in_ring":true},{"id":"b","healthy":true,"in_ring":true}],` + loc + `}`),
 		Locator: fromJSON[ctlmsg.LocatorReport](`{"self":"b","epoch":4,"holder":"a"}`),
 		Services: []supervisor.ServiceStatus{
 			{Name: "voice", Prefer: []string{"a", "b"}, Failback: "off", Processes: []string{"voiceapp"}},
 			{Name: "data", Prefer: []string{"b", "a"}, Failback: "off", Processes: []string{"dataapp"},
-				NodeManager: fromJSON[ctlmsg.NodeManagerReport](`{"self":"b","role":"active","epoch":9,"active":"b","lease_valid":true,"lease_ms":200,
+				NodeManager: fromJSON[ctlmsg.NodeManagerReport](`{"self":"b","role":"active","epoch":9,"active":"b","lease_valid":true,"lease_ms":200,"healthy":true,
 					"vips_held":["192.0.2.101/24@eth0"],` + loc + `}`),
 				Locator: fromJSON[ctlmsg.LocatorReport](`{"self":"b","epoch":9,"holder":"b"}`)},
 		},
@@ -284,5 +284,46 @@ func TestStatusTwoServices(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("witness output lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+// A node manager that finds a floating IP's interface down (or missing on
+// this host) makes the node unhealthy for its service, as the protocol
+// sees it: the health line and the exit status say so even though every
+// process runs, for the first service and for the others.
+func TestStatusInterfaceDown(t *testing.T) {
+	st := healthyStatus()
+	st.NodeManager.Healthy, st.NodeManager.UnhealthyReasons = false, []string{"interface eth0 down"}
+	st.Summarize()
+	var out bytes.Buffer
+	printStatus(&out, st, cpuWindow{}, goldenNow, false)
+	if !strings.Contains(out.String(), "UNHEALTHY: interface eth0 down") {
+		t.Errorf("health line does not say the interface is down:\n%s", out.String())
+	}
+	if code, why := statusCode(st); code != exitUnhealthy || why != "this node is unhealthy: interface eth0 down" {
+		t.Errorf("statusCode = %d, %q; want %d", code, why, exitUnhealthy)
+	}
+	st.Summarize() // the CLI summarizes what the supervisor summarized
+	if len(st.Unhealthy) != 1 {
+		t.Errorf("unhealthy reasons %q after a second Summarize, want one", st.Unhealthy)
+	}
+
+	st = healthyStatus()
+	second := *st.NodeManager
+	second.Healthy, second.UnhealthyReasons, second.Role = false, []string{"interface eth9 down"}, "active"
+	st.Services = []supervisor.ServiceStatus{
+		{Name: "voice", Prefer: []string{"a", "b"}, Failback: "off"},
+		{Name: "data", Prefer: []string{"b", "a"}, Failback: "off", NodeManager: &second},
+	}
+	st.Summarize()
+	out.Reset()
+	printStatus(&out, st, cpuWindow{}, goldenNow, false)
+	for _, want := range []string{"UNHEALTHY: interface eth9 down", "data     a       active, unhealthy"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if code, _ := statusCode(st); code != exitUnhealthy {
+		t.Errorf("statusCode = %d, want %d", code, exitUnhealthy)
 	}
 }
