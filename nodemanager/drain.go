@@ -47,6 +47,7 @@ const drainLinger = 20 * time.Millisecond
 // startDrain begins a drain after a planned handover to `to`, bounded by
 // leaseUntil. With nothing to keep it releases at once.
 func (m *manager) startDrain(to string, leaseUntil, now time.Duration) {
+	m.vipFail = nil // what could not be added is not owed any more
 	if !m.held || m.float == nil || len(m.vips) == 0 || leaseUntil <= now {
 		m.release("handover to " + to)
 		return

@@ -85,6 +85,11 @@ type manager struct {
 	// gapClaim.at (drain.go).
 	gapClaim *gapClaim
 	lastExt  time.Duration
+	// vipFail: the floating IPs this node is entitled to but could not
+	// add (interface missing, netlink refused), with the last error. They
+	// are tried again every extendEvery; only a new or changed error is
+	// logged, and status warns of them.
+	vipFail map[string]string
 
 	supHealthy bool
 	supReasons []string // the supervisor's last word, as sent
@@ -948,7 +953,7 @@ func (m *manager) claimAll(vips []netfloat.VIP) (added, announced time.Duration)
 		v := vips[i]
 		if rep.Err != nil {
 			failed = true
-			m.log.Error("cannot add floating IP", "event", "vip_error", "vip", v.String(), "err", rep.Err)
+			m.claimFailed(v, rep.Err)
 			continue
 		}
 		m.claimed(v, rep)
@@ -965,7 +970,7 @@ func (m *manager) claimAll(vips []netfloat.VIP) (added, announced time.Duration)
 func (m *manager) claimOne(v netfloat.VIP) (netfloat.ClaimReport, error) {
 	rep, err := m.float.Claim(context.Background(), v)
 	if err != nil {
-		m.log.Error("cannot add floating IP", "event", "vip_error", "vip", v.String(), "err", err)
+		m.claimFailed(v, err)
 		return rep, err
 	}
 	m.claimed(v, rep)
@@ -974,6 +979,7 @@ func (m *manager) claimOne(v netfloat.VIP) (netfloat.ClaimReport, error) {
 
 // claimed records a successful claim of v and reports a conflict it saw.
 func (m *manager) claimed(v netfloat.VIP, rep netfloat.ClaimReport) {
+	m.clearVIPFailure(v)
 	// A successful claim opened the interface's port: float now reports
 	// its link events too.
 	m.floatIfaces[v.Interface] = true
@@ -987,7 +993,33 @@ func (m *manager) claimed(v netfloat.VIP, rep netfloat.ClaimReport) {
 	}
 }
 
+// claimFailed logs that v could not be added, once for each new error:
+// the claim is retried every extendEvery, and an interface that does not
+// exist would otherwise write two errors a second for as long as it
+// lacks.
+func (m *manager) claimFailed(v netfloat.VIP, err error) {
+	key, text := v.String(), err.Error()
+	if m.vipFail == nil {
+		m.vipFail = map[string]string{}
+	}
+	if prev, ok := m.vipFail[key]; !ok || prev != text {
+		m.log.Error("cannot add floating IP; trying again every 500ms", "event", "vip_error", "vip", key, "err", err)
+	} else {
+		m.log.Debug("still cannot add floating IP", "vip", key, "err", err)
+	}
+	m.vipFail[key] = text
+}
+
+// clearVIPFailure notes that v is on the interface now.
+func (m *manager) clearVIPFailure(v netfloat.VIP) {
+	if _, ok := m.vipFail[v.String()]; ok {
+		delete(m.vipFail, v.String())
+		m.log.Info("floating IP added after failing", "event", "vip_added", "vip", v.String())
+	}
+}
+
 func (m *manager) release(why string) {
+	m.vipFail = nil // nothing is owed once nothing is held
 	if !m.held {
 		return
 	}
@@ -1110,7 +1142,8 @@ func (m *manager) report(now time.Duration) {
 	// "enforcing" (supervisor.leaveToKernel), so a change is sent at once.
 	kl := m.kernelLeaseReport()
 	view := reportView{role: bf.Role, epoch: bf.Epoch, active: bf.Active, healthy: m.healthy,
-		maintenance: st.Maintenance, held: m.held, draining: m.drain != nil, reasons: strings.Join(m.reasons, "; ")}
+		maintenance: st.Maintenance, held: m.held, draining: m.drain != nil, reasons: strings.Join(m.reasons, "; "),
+		vipFail: len(m.vipFail)}
 	if kl != nil {
 		view.kernelLease = kl.State
 	}
@@ -1153,6 +1186,10 @@ func (m *manager) report(now time.Duration) {
 		}
 	case m.held:
 		for _, v := range m.vips {
+			if err, failed := m.vipFail[v.String()]; failed {
+				r.VIPsFailed = append(r.VIPsFailed, ctlmsg.VIPFailure{VIP: v.String(), Error: err})
+				continue
+			}
 			r.VIPs = append(r.VIPs, v.String())
 		}
 	}
@@ -1182,6 +1219,7 @@ type reportView struct {
 	role, active, reasons, kernelLease   string
 	epoch                                uint64
 	healthy, maintenance, held, draining bool
+	vipFail                              int // floating IPs that could not be added
 }
 
 func (m *manager) sendReport(r *ctlmsg.NodeManagerReport) {

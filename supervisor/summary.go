@@ -119,6 +119,9 @@ func (st *Status) warnings(nm *ctlmsg.NodeManagerReport, loc *ctlmsg.LocatorRepo
 	if loc != nil && loc.PersistFailing {
 		add("persist_failing", "locator cannot write its state file, so it answers no node until it can (free space in runtime.state_dir; journalctl -u vigil EVENT=persist_error): %s", loc.PersistError)
 	}
+	if nm != nil {
+		vipFailures(add, "", nm)
+	}
 	if nm != nil && nm.KernelLease != nil && nm.KernelLease.State != ctlmsg.KernelLeaseEnforcing {
 		add("kernel_lease", "the kernel does not enforce the lease on the floating IPs (%s: %s): a frozen or killed Vigil leaves them served until their address lifetime ends (journalctl -u vigil EVENT=kernel_lease_error EVENT=kernel_lease_unavailable)",
 			nm.KernelLease.State, nm.KernelLease.Reason)
@@ -135,6 +138,7 @@ func (st *Status) warnings(nm *ctlmsg.NodeManagerReport, loc *ctlmsg.LocatorRepo
 			add("no_quorum", "service %s: no quorum: %d of %d locators answered within the lease, %d needed; this node can neither take nor keep it%s",
 				name, q.Answered, q.Locators, q.Needed, foreignHint(r, st.LocatorReport(i)))
 		}
+		vipFailures(add, "service "+name+": ", r)
 		if r.PersistFailing {
 			add("persist_failing", "service %s: node manager cannot write its state file, so it sends nothing and claims nothing until it can: %s", name, r.PersistError)
 		}
@@ -196,6 +200,15 @@ func (st *Status) warnings(nm *ctlmsg.NodeManagerReport, loc *ctlmsg.LocatorRepo
 		}
 	}
 	return out
+}
+
+// vipFailures warns of each floating IP the node manager holds the service
+// for but could not add: callers of that address reach nobody.
+func vipFailures(add func(kind, format string, args ...any), prefix string, r *ctlmsg.NodeManagerReport) {
+	for _, f := range r.VIPsFailed {
+		add("vip_error", "%sfloating IP %s is not on this host, which holds its service: %s; tried again every 500ms (journalctl -u vigil EVENT=vip_error)",
+			prefix, f.VIP, f.Error)
+	}
 }
 
 // foreignHint says why a node without a quorum may hear nobody: datagrams

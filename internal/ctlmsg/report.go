@@ -30,10 +30,13 @@ type NodeManagerReport struct {
 	Peers        []PeerState     `json:"peers"`
 	Locators     []LocatorAnswer `json:"locators"`
 	VIPs         []string        `json:"vips_held"`
-	Takeovers    uint64          `json:"takeovers"`
-	LastTakeover *Takeover       `json:"last_takeover,omitempty"`
-	LateTimers   uint64          `json:"late_ticks"`  // protocol ticks that fired more than a token interval late
-	MaxLateMS    float64         `json:"max_late_ms"` // the latest of those
+	// VIPsFailed are the floating IPs this node holds the service for
+	// but could not add (the node manager tries again every 500 ms).
+	VIPsFailed   []VIPFailure `json:"vips_failed,omitempty"`
+	Takeovers    uint64       `json:"takeovers"`
+	LastTakeover *Takeover    `json:"last_takeover,omitempty"`
+	LateTimers   uint64       `json:"late_ticks"`  // protocol ticks that fired more than a token interval late
+	MaxLateMS    float64      `json:"max_late_ms"` // the latest of those
 	// SlowPasses counts passes of the node manager's loop that took over
 	// a quarter of the lease (each also logged as event=loop_slow).
 	SlowPasses uint64 `json:"slow_passes"`
@@ -166,6 +169,12 @@ type Conflict struct {
 	VIP   string `json:"vip"`
 	MAC   string `json:"mac"`
 	AgeMS int64  `json:"age_ms"`
+}
+
+// VIPFailure is a floating IP that could not be added, and why.
+type VIPFailure struct {
+	VIP   string `json:"vip"`
+	Error string `json:"error"`
 }
 
 // Takeover is how long the last takeover took: from the protocol's decision
