@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 
 	"github.com/vigil-project/vigil/config"
 )
@@ -51,6 +52,32 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		}
 		return checkTiming(cfg, socket, *measure, *asJSON, stdout, stderr)
 	}
+	for _, w := range missingInterfaces(cfg) {
+		fmt.Fprintf(stderr, "%s: warning: %s\n", path, w)
+	}
 	fmt.Fprintf(stdout, "%s: ok\n", path)
 	return exitOK
+}
+
+// missingInterfaces are the floating IPs' interfaces this host (its
+// network namespace) lacks, one line each with its key. A warning, not an
+// error: the file may be checked before the interface exists (a VLAN, a
+// bond brought up later) or on another machine. Started as it is, the
+// node would hold such a service unhealthy and without that address
+// (vip_error in vigil status).
+func missingInterfaces(cfg *config.Config) []string {
+	var out []string
+	for s, svc := range cfg.Services {
+		for i, v := range svc.VIPs {
+			if _, err := net.InterfaceByName(v.Interface); err == nil {
+				continue
+			}
+			key := fmt.Sprintf("services[%d].vips[%d].interface", s, i)
+			if svc.Implicit {
+				key = fmt.Sprintf("vips[%d].interface", i)
+			}
+			out = append(out, fmt.Sprintf("%s: %q is not an interface of this host: a node holds the service without %s, and unhealthy, until it appears", key, v.Interface, v.Address))
+		}
+	}
+	return out
 }

@@ -115,3 +115,25 @@ func TestKeygen(t *testing.T) {
 		t.Errorf("two arguments: exit %d, want %d", code, exitUsage)
 	}
 }
+
+// A floating IP on an interface this host lacks is a warning, not an
+// error: the file is valid, and the interface may come later.
+func TestCheckWarnsOfAMissingInterface(t *testing.T) {
+	path, _ := writeConfig(t, `cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+services:
+  - name: one
+    vips: [{address: 192.0.2.100/24, interface: lo}]
+  - name: two
+    vips: [{address: 192.0.2.101/24, interface: lo}, {address: 192.0.2.102/24, interface: vgnosuch0}]
+`)
+	var out, errb bytes.Buffer
+	code := dispatch([]string{"check", "-c", path}, &out, &errb)
+	want := path + `: warning: services[1].vips[1].interface: "vgnosuch0" is not an interface of this host: a node holds the service without 192.0.2.102/24, and unhealthy, until it appears` + "\n"
+	if code != exitOK || out.String() != path+": ok\n" || errb.String() != want {
+		t.Errorf("exit %d, stdout %q, stderr %q; want 0, ok and\n%s", code, out.String(), errb.String(), want)
+	}
+}
