@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigil-project/vigil/config"
 	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/internal/ipc"
 	"github.com/vigil-project/vigil/internal/transport/transporttest"
@@ -507,5 +508,25 @@ func readReply(t *testing.T, f *os.File, id uint64) *ctlmsg.Msg {
 		if m.Type == ctlmsg.TypeReply && m.ID == id {
 			return m
 		}
+	}
+}
+
+// A node manager that starts unhealthy (here: a floating IP on an
+// interface this host lacks) says so and why, once: its health is logged
+// on changes only, and it starts unhealthy.
+func TestDriverStartsUnhealthyAndSaysWhy(t *testing.T) {
+	h := newHarness(t)
+	h.vips = []config.VIP{{Address: "192.0.2.100/24", Interface: "eth9"}}
+	a := h.startNode("a")
+	if a.m.healthy {
+		t.Fatal("healthy with its VIP interface missing")
+	}
+	logs := a.logs.String()
+	if n := strings.Count(logs, `"event":"node_health"`); n != 1 || !strings.Contains(logs, `"reasons":"[interface eth9 down]"`) {
+		t.Errorf("%d node_health lines, want one naming interface eth9:\n%s", n, logs)
+	}
+	h.run(200*time.Millisecond, nil)
+	if n := strings.Count(a.logs.String(), `"event":"node_health"`); n != 1 {
+		t.Errorf("%d node_health lines after 200 ms, want still one", n)
 	}
 }

@@ -293,6 +293,12 @@ func (m *manager) join(st protocol.NodeState, tr transport.Endpoint) error {
 func (m *manager) start() {
 	now := m.clk.Now()
 	m.updateHealth(now)
+	if !m.healthy {
+		// updateHealth logs changes only, and a node manager starts
+		// unhealthy: say why it starts so (a VIP interface missing or
+		// down, applications not up yet), or the journal never does.
+		m.log.Warn("node unhealthy", "event", "node_health", "healthy", false, "reasons", fmt.Sprint(m.reasons))
+	}
 	// The first incarnation goes to disk before any datagram carries it; a
 	// failed write sends nothing and is retried on every tick.
 	m.flush()
