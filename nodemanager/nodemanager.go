@@ -945,6 +945,11 @@ func (m *manager) claim(epoch uint64, decided time.Duration) *ctlmsg.Takeover {
 	m.held, m.lastExt = true, m.clk.Now()
 	m.takeovers++
 	m.lastTakeover = t
+	if n := len(m.vipFail); n > 0 {
+		m.log.Warn("floating IPs held, some not added", "event", "takeover", "epoch", epoch, "added_ms", fmt.Sprintf("%.2f", t.AddedMS), "announced_ms", fmt.Sprintf("%.2f", t.AnnouncedMS),
+			"held", len(m.vips)-n, "failed", n)
+		return t
+	}
 	m.log.Info("floating IPs held", "event", "takeover", "epoch", epoch, "added_ms", fmt.Sprintf("%.2f", t.AddedMS), "announced_ms", fmt.Sprintf("%.2f", t.AnnouncedMS))
 	return t
 }

@@ -54,6 +54,9 @@ func TestVIPOnMissingInterface(t *testing.T) {
 	if code != 3 || !strings.Contains(out, "UNHEALTHY: interface "+missing+" down") {
 		t.Errorf("vigil status exit %d, want 3 and the interface named:\n%s", code, out)
 	}
+	if !strings.Contains(d.log.String(), `"msg":"floating IPs held, some not added"`) {
+		t.Errorf("the takeover line does not say an address is missing")
+	}
 	// Retried every 500 ms: four retries later, still one error line.
 	first := strings.Count(d.log.String(), `"msg":"cannot add floating IP`)
 	time.Sleep(2 * time.Second) // the behaviour under test is what does NOT happen in 2 s
