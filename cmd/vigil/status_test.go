@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -325,5 +326,25 @@ func TestStatusInterfaceDown(t *testing.T) {
 	}
 	if code, _ := statusCode(st); code != exitUnhealthy {
 		t.Errorf("statusCode = %d, want %d", code, exitUnhealthy)
+	}
+}
+
+// An address the active could not add with its interface up (the kernel
+// refused it) leaves the node healthy, and the service where it is, but
+// its callers reach nobody: the exit status says so, as the warning does.
+func TestStatusVIPNotAdded(t *testing.T) {
+	st := healthyStatus()
+	st.NodeManager.Role, st.NodeManager.Active = "active", "a"
+	st.NodeManager.VIPsFailed = []ctlmsg.VIPFailure{{VIP: "192.0.2.100/24@eth0", Error: "file exists"}}
+	st.Summarize()
+	if !st.Healthy {
+		t.Errorf("unhealthy: %q", st.Unhealthy)
+	}
+	code, why := statusCode(st)
+	if code != exitUnhealthy || why != "floating IP 192.0.2.100/24@eth0 is not on this host, which holds its service" {
+		t.Errorf("statusCode = %d, %q", code, why)
+	}
+	if !slices.ContainsFunc(st.Warnings, func(w supervisor.Warning) bool { return w.Kind == "vip_error" }) {
+		t.Errorf("no vip_error warning: %+v", st.Warnings)
 	}
 }
