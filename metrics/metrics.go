@@ -241,10 +241,7 @@ func (c *collector) collectStatus(e *emitter, st *supervisor.Status) {
 	}
 	e.gauge("vigil_guarantees_not_in_force", "Resource guarantees this host could not apply (see vigil status).", float64(len(st.NotInForce)))
 
-	reports := make([]*ctlmsg.NodeManagerReport, len(names))
-	for i := range names {
-		reports[i] = st.Report(i)
-	}
+	reports := st.Reports() // one per name: serviceNamesOf counts alike
 	collectFloatingIPs(e, st.FloatingIPs, reports)
 	collectServices(e, st.Services, reports)
 	for i, svc := range names {

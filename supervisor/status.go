@@ -98,6 +98,16 @@ func (st *Status) Report(i int) *ctlmsg.NodeManagerReport {
 	return nil
 }
 
+// Reports are the last node-manager reports of st's services, in order,
+// nil where there is none; at least one, the first service's.
+func (st *Status) Reports() []*ctlmsg.NodeManagerReport {
+	out := make([]*ctlmsg.NodeManagerReport, max(len(st.Services), 1))
+	for i := range out {
+		out[i] = st.Report(i)
+	}
+	return out
+}
+
 // LocatorReport is the last report of the locator of service i of st: the
 // host's for the first, the service's own for the others.
 func (st *Status) LocatorReport(i int) *ctlmsg.LocatorReport {

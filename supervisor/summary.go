@@ -38,8 +38,7 @@ func (st *Status) Summarize() {
 // application does. Idempotent: the CLI summarizes a summarized status
 // again.
 func (st *Status) foldNodeManagerHealth() {
-	for i := range max(len(st.Services), 1) {
-		r := st.Report(i)
+	for i, r := range st.Reports() {
 		if r == nil || r.Healthy {
 			continue
 		}

@@ -185,8 +185,8 @@ func statusCode(st *supervisor.Status) (int, string) {
 	if !st.Healthy {
 		return exitUnhealthy, "this node is unhealthy: " + strings.Join(st.Unhealthy, "; ")
 	}
-	for i := range max(len(st.Services), 1) {
-		if r := st.Report(i); r != nil && len(r.VIPsFailed) > 0 {
+	for _, r := range st.Reports() {
+		if r != nil && len(r.VIPsFailed) > 0 {
 			// Held without its address: its callers reach nobody, though
 			// nothing moves the service (the interface is up).
 			return exitUnhealthy, "floating IP " + r.VIPsFailed[0].VIP + " is not on this host, which holds its service"
