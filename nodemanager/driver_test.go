@@ -530,3 +530,35 @@ func TestDriverStartsUnhealthyAndSaysWhy(t *testing.T) {
 		t.Errorf("%d node_health lines after 200 ms, want still one", n)
 	}
 }
+
+// An interface whose IPv6 is turned off (net.ipv6.conf.IF.disable_ipv6)
+// cannot hold the service's IPv6 address: the node is unhealthy, read
+// within a second (no netlink event tells of it), so the active hands the
+// service to a node that can hold all of it; turned on again, the node is
+// fit again and, without failback, takes nothing back.
+func TestDriverIPv6DisabledOnVIPInterface(t *testing.T) {
+	h := newHarness(t)
+	h.vips = []config.VIP{{Address: "192.0.2.100/24", Interface: "eth0"}, {Address: "2001:db8::100/64", Interface: "eth0"}}
+	a, b := h.startActive()
+	a.host.v6off = map[string]bool{"eth0": true}
+	h.runUntil(5*time.Second, "b active with both addresses", func() bool {
+		return b.active() && b.m.held && len(b.host.addrs) == 2 && !a.active()
+	})
+	if a.m.healthy || !slices.Contains(a.m.reasons, "interface eth0: IPv6 disabled (fake eth0)") {
+		t.Errorf("a healthy=%v reasons %q, want unhealthy for eth0's IPv6", a.m.healthy, a.m.reasons)
+	}
+	logs := a.logs.String()
+	if n := strings.Count(logs, `"event":"ipv6_disabled"`); n != 1 {
+		t.Errorf("%d ipv6_disabled lines, want 1", n)
+	}
+	a.host.v6off = nil
+	h.runUntil(3*time.Second, "a healthy again", func() bool { return a.m.healthy })
+	if !strings.Contains(a.logs.String(), `"event":"ipv6_enabled"`) {
+		t.Errorf("no ipv6_enabled line")
+	}
+	h.run(2*time.Second, func() {
+		if !b.active() || a.active() {
+			t.Fatalf("the service moved back to a without failback")
+		}
+	})
+}

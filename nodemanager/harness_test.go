@@ -47,6 +47,7 @@ type fakeHost struct {
 	deaf   bool                // sees no other host's announcements
 	floats int                 // floating IP managers made
 	kl     bool                // kernel lease in force
+	v6off  map[string]bool     // interfaces with IPv6 disabled
 }
 
 func (h *fakeHost) newFloat([]string) (floatIPs, error) {
@@ -60,6 +61,13 @@ func (h *fakeHost) linkUp(ifn string) (bool, error) {
 		return false, fmt.Errorf("link %s: not found", ifn)
 	}
 	return up, nil
+}
+
+func (h *fakeHost) ipv6Disabled(ifn string) error {
+	if h.v6off[ifn] {
+		return fmt.Errorf("%w (fake %s)", netfloat.ErrIPv6Disabled, ifn)
+	}
+	return nil
 }
 
 func (h *fakeHost) kernelLease() (bool, error) { return h.kl, nil }

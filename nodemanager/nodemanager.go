@@ -96,7 +96,12 @@ type manager struct {
 	supKnown   bool     // the supervisor has sent its word at least once
 	reasons    []string // why this node is unhealthy now (derived in updateHealth)
 	linkDown   map[string]bool
-	healthy    bool
+	// v6Off: interfaces carrying an IPv6 floating IP that cannot hold one
+	// (disable_ipv6), with why; read every ipv6CheckEvery (no netlink
+	// event tells of a sysctl change), at lastV6Check.
+	v6Off       map[string]string
+	lastV6Check time.Duration
+	healthy     bool
 	// faultArmed: the node has been healthy, by the supervisor's word,
 	// since on_fault last ran; becoming unhealthy runs on_fault again. A
 	// node manager that starts while the node is unhealthy (applications
@@ -243,7 +248,7 @@ func newManager(cfg *config.Config, log *slog.Logger, clk clock.Clock, host vipH
 	m := &manager{
 		cfg: cfg, log: log, pcfg: transport.ProtocolConfig(cfg), clk: clk, host: host,
 		statePath:  filepath.Join(cfg.Runtime.StateDir, StateFile),
-		supHealthy: true, linkDown: map[string]bool{},
+		supHealthy: true, linkDown: map[string]bool{}, v6Off: map[string]string{},
 		hooks:     newHookRunner(log, clk),
 		netEvents: make(chan netfloat.Event, 64),
 		fo:        failoverTracker{self: cfg.Cluster.Node},
@@ -530,6 +535,11 @@ func (m *manager) afterInput() (now time.Duration) {
 		m.rebuildFloat(now)
 		m.pass.step(stepRebuildFloat, m.clk.Mono())
 	}
+	if now-m.lastV6Check >= ipv6CheckEvery {
+		if m.refreshIPv6(now) {
+			m.updateHealth(now)
+		}
+	}
 	if now-m.lastReport >= m.pcfg.Lease/4 {
 		m.report(now)
 		m.lastReport = now
@@ -665,6 +675,7 @@ func (m *manager) onNetEvent(ev netfloat.Event) {
 			m.log.Info("VIP interface up", "event", "link_up", "interface", ev.Interface)
 		}
 		delete(m.linkDown, ev.Interface)
+		m.refreshIPv6(now) // an interface made anew has the default disable_ipv6
 		m.updateHealth(now)
 	case netfloat.EventAddrRemoved:
 		// Someone removed an address we hold under a valid lease: put it
@@ -712,6 +723,11 @@ func (m *manager) updateHealth(now time.Duration) {
 	}
 	for ifn := range m.linkDown {
 		reasons = append(reasons, "interface "+ifn+" down")
+	}
+	for ifn, why := range m.v6Off {
+		if !m.linkDown[ifn] {
+			reasons = append(reasons, "interface "+ifn+": "+why)
+		}
 	}
 	slices.Sort(reasons)
 	h := len(reasons) == 0

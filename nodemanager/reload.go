@@ -199,8 +199,10 @@ func (m *manager) applyConfig(now time.Duration, c *ctlmsg.Config) error {
 	return errors.Join(errs...)
 }
 
-// refreshLinks reads the state of the given VIP interfaces now.
+// refreshLinks reads the state of the given VIP interfaces now, and
+// whether every interface with an IPv6 floating IP can hold one.
 func (m *manager) refreshLinks(ifaces []string) {
+	m.refreshIPv6(m.clk.Now())
 	if m.float == nil {
 		return
 	}
@@ -211,6 +213,55 @@ func (m *manager) refreshLinks(ifaces []string) {
 			delete(m.linkDown, ifn)
 		}
 	}
+}
+
+// ipv6CheckEvery is how often refreshIPv6 runs from the loop: a sysctl
+// change comes with no netlink event. One small file read per interface
+// with an IPv6 floating IP.
+const ipv6CheckEvery = time.Second
+
+// refreshIPv6 reads whether each interface that carries an IPv6 floating
+// IP can hold one, logs what changed, and reports whether anything did.
+// An interface with IPv6 disabled makes the node unhealthy (updateHealth),
+// like a link that is down: the kernel refuses the address there, so an
+// active would serve its service without it. Unlike a failed add, this is
+// known on a standby too, so the service goes to a node that can hold it
+// and never comes back to this one until it can.
+func (m *manager) refreshIPv6(now time.Duration) bool {
+	m.lastV6Check = now
+	if m.host == nil {
+		return false
+	}
+	changed := false
+	seen := map[string]bool{}
+	for _, v := range m.vips {
+		ifn := v.Interface
+		if !v.Prefix.Addr().Is6() || seen[ifn] {
+			continue
+		}
+		seen[ifn] = true
+		why := ""
+		if err := m.host.ipv6Disabled(ifn); err != nil {
+			why = err.Error()
+		}
+		switch old, had := m.v6Off[ifn]; {
+		case why != "" && why != old:
+			m.log.Warn("a floating IP's interface cannot hold IPv6 addresses; the node is unhealthy until it can", "event", "ipv6_disabled", "interface", ifn, "err", why)
+			m.v6Off[ifn] = why
+			changed = true
+		case why == "" && had:
+			m.log.Info("IPv6 enabled again on a floating IP's interface", "event", "ipv6_enabled", "interface", ifn)
+			delete(m.v6Off, ifn)
+			changed = true
+		}
+	}
+	for ifn := range m.v6Off {
+		if !seen[ifn] {
+			delete(m.v6Off, ifn) // no IPv6 floating IP on it since a reload
+			changed = true
+		}
+	}
+	return changed
 }
 
 // openFloat creates the floating IP manager watching ifaces.

@@ -54,6 +54,9 @@ type vipHost interface {
 	// are checked against the lease deadline on the lease's clock.
 	newFloat(ifaces []string) (floatIPs, error)
 	linkUp(ifn string) (bool, error)
+	// ipv6Disabled says why ifn cannot hold an IPv6 address (its
+	// disable_ipv6 sysctl, or IPv6 off in the kernel); nil if it can.
+	ipv6Disabled(ifn string) error
 	// kernelLease says whether the kernel lease is in force for the
 	// floating IPs; err, why the kernel offers none.
 	kernelLease() (bool, error)
@@ -124,6 +127,12 @@ func (h *netlinkHost) linkUp(name string) (bool, error) {
 	}
 	a := l.Attrs()
 	return a.Flags&1 != 0 && (a.OperState == netlink.OperUp || a.OperState == netlink.OperUnknown), nil
+}
+
+func (h *netlinkHost) ipv6Disabled(ifn string) error {
+	// /proc/sys/net is the reading process's network namespace: the node
+	// manager runs in the host's (or the test's) namespace.
+	return netfloat.IPv6Disabled("/proc/sys", ifn)
 }
 
 func (h *netlinkHost) kernelLease() (bool, error) { return h.kl != nil, h.klErr }

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 
 	"github.com/vigil-project/vigil/config"
+	"github.com/vigil-project/vigil/netfloat"
 )
 
 // runCheck validates a configuration file the way `vigil supervise` would
@@ -52,31 +54,38 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		}
 		return checkTiming(cfg, socket, *measure, *asJSON, stdout, stderr)
 	}
-	for _, w := range missingInterfaces(cfg) {
+	for _, w := range interfaceWarnings(cfg, "/proc/sys") {
 		fmt.Fprintf(stderr, "%s: warning: %s\n", path, w)
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", path)
 	return exitOK
 }
 
-// missingInterfaces are the floating IPs' interfaces this host (its
-// network namespace) lacks, one line each with its key. A warning, not an
-// error: the file may be checked before the interface exists (a VLAN, a
-// bond brought up later) or on another machine. Started as it is, the
-// node would hold such a service unhealthy and without that address
-// (vip_error in vigil status).
-func missingInterfaces(cfg *config.Config) []string {
+// interfaceWarnings are the floating IPs' interfaces this host (its
+// network namespace) lacks, and those of IPv6 floating IPs whose IPv6 is
+// off (procSys: the sysctl tree, "/proc/sys"), one line each with its key.
+// A warning, not an error: the file may be checked before the interface
+// exists (a VLAN, a bond brought up later) or on another machine. Started
+// as it is, the node would be unhealthy, and hold such a service only
+// where no fit node can, without that address (vip_error in vigil status).
+func interfaceWarnings(cfg *config.Config, procSys string) []string {
 	var out []string
 	for s, svc := range cfg.Services {
 		for i, v := range svc.VIPs {
-			if _, err := net.InterfaceByName(v.Interface); err == nil {
-				continue
-			}
 			key := fmt.Sprintf("services[%d].vips[%d].interface", s, i)
 			if svc.Implicit {
 				key = fmt.Sprintf("vips[%d].interface", i)
 			}
-			out = append(out, fmt.Sprintf("%s: %q is not an interface of this host: a node holds the service without %s, and unhealthy, until it appears", key, v.Interface, v.Address))
+			if _, err := net.InterfaceByName(v.Interface); err != nil {
+				out = append(out, fmt.Sprintf("%s: %q is not an interface of this host: a node holds the service without %s, and unhealthy, until it appears", key, v.Interface, v.Address))
+				continue
+			}
+			if p, err := netip.ParsePrefix(v.Address); err != nil || !p.Addr().Is6() {
+				continue
+			}
+			if err := netfloat.IPv6Disabled(procSys, v.Interface); err != nil {
+				out = append(out, fmt.Sprintf("%s: %q cannot hold %s: %v; the node is unhealthy until IPv6 is enabled there", key, v.Interface, v.Address, err))
+			}
 		}
 	}
 	return out

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -135,5 +136,42 @@ services:
 	want := path + `: warning: services[1].vips[1].interface: "vgnosuch0" is not an interface of this host: a node holds the service without 192.0.2.102/24, and unhealthy, until it appears` + "\n"
 	if code != exitOK || out.String() != path+": ok\n" || errb.String() != want {
 		t.Errorf("exit %d, stdout %q, stderr %q; want 0, ok and\n%s", code, out.String(), errb.String(), want)
+	}
+}
+
+// An IPv6 floating IP on an interface whose IPv6 is off: a warning naming
+// the sysctl (the sysctl tree is a directory here: the host's own must not
+// be changed by a test).
+func TestCheckWarnsOfIPv6Disabled(t *testing.T) {
+	path, _ := writeConfig(t, `cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+vips:
+  - {address: 192.0.2.100/24, interface: lo}
+  - {address: "2001:db8::100/64", interface: lo}
+`)
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys := t.TempDir()
+	conf := filepath.Join(sys, "net/ipv6/conf/lo")
+	if err := os.MkdirAll(conf, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(conf, "disable_ipv6"), []byte("1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{`vips[1].interface: "lo" cannot hold 2001:db8::100/64: IPv6 disabled (net.ipv6.conf.lo.disable_ipv6 = 1); the node is unhealthy until IPv6 is enabled there`}
+	if got := interfaceWarnings(cfg, sys); !slices.Equal(got, want) {
+		t.Errorf("warnings %q, want %q", got, want)
+	}
+	if err := os.WriteFile(filepath.Join(conf, "disable_ipv6"), []byte("0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := interfaceWarnings(cfg, sys); len(got) != 0 {
+		t.Errorf("warnings %q with IPv6 on", got)
 	}
 }
