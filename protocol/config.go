@@ -64,6 +64,16 @@ type Config struct {
 	// stays where it is until its holder fails (keepalived's nopreempt).
 	Failback time.Duration
 
+	// LastManStanding, when > 0, lets the membership of locators whose
+	// majority grants the role shrink and grow (Membership): the active
+	// removes a locator that has not answered it for this long while
+	// every other member answers, one at a time, and adds one back that
+	// has answered for this long. Each change is adopted by every
+	// remaining member before the next, so no two majorities that can
+	// count at once are disjoint: it gives up no safety. 0 (the default):
+	// every locator is a member, always. Needs 4 locators or more.
+	LastManStanding time.Duration
+
 	// Planted is for the simulator's tests only (protocol/sim): defects
 	// planted in the core to show that the simulator finds them. Its type
 	// is internal to protocol/, so no other package can make a non-zero
@@ -195,6 +205,20 @@ func (c Config) Problems() []*ConfigError {
 	case c.DriftMargin >= c.Lease:
 		bad("drift_margin", []string{"lease"}, "drift_margin %v must be shorter than lease %v", c.DriftMargin, c.Lease)
 	}
+	if c.LastManStanding < 0 {
+		bad("last_man_standing", nil, "last_man_standing %v must be 0 (off) or positive", c.LastManStanding)
+	}
+	if c.LastManStanding > 0 {
+		if n := len(c.Locators); n < 4 {
+			bad("last_man_standing", []string{"locators"}, "last_man_standing needs at least 4 locators (nodes and witnesses), have %d: with 3, the membership it would shrink to, 2, still needs both, so a second failure takes the role away as before", n)
+		}
+		if c.TwoNode {
+			bad("last_man_standing", []string{"two_node"}, "last_man_standing and two_node do not go together")
+		}
+		if m := MinLastManStanding(c); c.LastManStanding < m {
+			bad("last_man_standing", []string{"token_timeout", "lease", "drift_margin"}, "last_man_standing %v is shorter than the minimum, %v (2 × (token_timeout + lease + drift_margin)): a locator would leave the membership over a failover's silence", c.LastManStanding, m)
+		}
+	}
 	// A failback sooner than a token timeout would move the role back
 	// to a node the ring has not yet seen pass the token once or twice.
 	if c.Failback < 0 || (c.Failback > 0 && c.Failback < c.TokenTimeout) {
@@ -219,6 +243,14 @@ func checkIDs(what string, ids []string) string {
 		seen[id] = true
 	}
 	return ""
+}
+
+// MinLastManStanding is the shortest LastManStanding window Validate
+// accepts for c's timings (after defaults): twice the longest silence a
+// failover causes (token timeout, lease and drift margin).
+func MinLastManStanding(c Config) time.Duration {
+	c = c.withDefaults()
+	return 2 * (c.TokenTimeout + c.Lease + c.DriftMargin)
 }
 
 // Quorum is the number of locator grants the active role needs: a strict

@@ -32,7 +32,8 @@ func (r Role) String() string {
 
 // Event is something the node manager acts on or logs: one of
 // BecameActive, BecameStandby, BecameCandidate, ClaimAbandoned,
-// LeaseExtended, TokenLost, TokenRegenerated, SwitchoverRefused.
+// LeaseExtended, TokenLost, TokenRegenerated, SwitchoverRefused,
+// MembershipChanged.
 type Event interface{ String() string }
 
 // BecameActive: add the floating IPs (valid lifetime up to LeaseUntil),
@@ -144,6 +145,18 @@ func (e ClaimAbandoned) String() string   { return fmt.Sprintf("ClaimAbandoned r
 func (e LeaseExtended) String() string    { return fmt.Sprintf("LeaseExtended until=%v", e.Until) }
 func (e TokenLost) String() string        { return fmt.Sprintf("TokenLost age=%v", e.Age) }
 func (e TokenRegenerated) String() string { return fmt.Sprintf("TokenRegenerated epoch=%d", e.Epoch) }
+
+// MembershipChanged: the membership this node counts its quorum in
+// (Conf), or the change of it under way (Next, zero: none), changed:
+// proposed by this active, or learnt from the locators' answers
+// (Config.LastManStanding). Desc says what and why, with the locators'
+// names, for the log.
+type MembershipChanged struct {
+	Conf, Next Membership
+	Desc       string
+}
+
+func (e MembershipChanged) String() string { return "MembershipChanged " + e.Desc }
 
 // SwitchoverRefused: the active did not carry out a switchover request
 // forwarded by From (To: the node it named, "" for any): it was made in

@@ -21,6 +21,10 @@ type LocatorState struct {
 	Incarnation uint64 // incremented by NewLocator; stamped on every datagram
 	Epoch       uint64 // highest epoch granted
 	Holder      string // node granted Epoch ("" before the first grant)
+	// Conf is the membership this locator adopted (Config.LastManStanding;
+	// the zero value, every locator, is not written), persisted before
+	// any answer counted in it is sent.
+	Conf Membership `json:",omitzero"`
 }
 
 // LocatorReady is what a Locator asks its caller to do.
@@ -41,6 +45,8 @@ type NodeCheckIn struct {
 	Healthy     bool
 	Maintenance bool
 	TokenSeq    uint64
+	// Conf and Next: the memberships the node's last check-in named.
+	Conf, Next Membership
 }
 
 // LocatorStatus is a locator's view, for `vigil status` and metrics.
@@ -61,6 +67,8 @@ type LocatorStatus struct {
 	// the lease is not extended.
 	StaleRenewals uint64
 	Nodes         []NodeCheckIn
+	// Conf is the membership this locator grants in (Membership).
+	Conf Membership
 }
 
 // Locator records check-ins and grants the active role for one host. It is
@@ -75,6 +83,18 @@ type LocatorStatus struct {
 //     locator's receive time of its last renewal, plus DriftMargin has
 //     passed AND Lease+DriftMargin have passed since this locator started.
 //
+// Membership (Config.LastManStanding, docs/protocol.md "A quorum that
+// shrinks"): a claim or renewal is granted only if this locator is a
+// member of the membership it adopted (LocatorState.Conf) and the check-in
+// counts in that membership (CheckIn.Conf), or proposes it (CheckIn.Next,
+// a change some locators adopted already). It adopts a change, persisted
+// before the answer, only from the node it protects: a renewal of the
+// recorded holder that it grants, proposing one member more or less one
+// version on. A locator that is not a member adopts a change that adds it
+// from any claim; one that started without state (Unknown) learns the
+// configured membership only when every node's check-in shows it never
+// left it.
+//
 // A granted lease is recorded as now+Lease, where now is the receive time.
 // A claim or renewal by the holder must be newer (incarnation, sequence)
 // than the last one accepted from it, or it is refused and extends nothing:
@@ -85,6 +105,7 @@ type LocatorStatus struct {
 type Locator struct {
 	cfg        Config
 	self       string
+	idx        int // in cfg.Locators
 	clusterID  uint64
 	st         LocatorState
 	dirty      bool
@@ -119,6 +140,8 @@ func NewLocator(cfg Config, st LocatorState, now time.Duration) (*Locator, error
 		return nil, fmt.Errorf("%w: self %q is not a locator", ErrConfig, cfg.Self)
 	}
 	l := &Locator{cfg: cfg, self: cfg.Self, clusterID: ClusterID(cfg.Cluster), st: st, now: now, startedAt: now}
+	l.idx = indexOf(cfg.Locators, cfg.Self)
+	l.st.Conf = st.Conf.canon(len(cfg.Locators))
 	// Grants are persisted before they are answered: with no holder on
 	// disk this locator never granted anything, so there is no lease to
 	// wait out.
@@ -138,7 +161,20 @@ func NewLocator(cfg Config, st LocatorState, now time.Duration) (*Locator, error
 // restart with a holder on disk: without its file a locator cannot tell a
 // first start from a lost state directory, and the previous life may have
 // granted a lease that still runs. Call it before the first Step.
-func (l *Locator) AssumeLostState() { l.quarantine = true }
+//
+// Under Config.LastManStanding it also forgets the membership: the
+// configured one may be one the cluster has left (members removed while
+// this locator was away), and counting in it would let this locator and
+// the removed ones form a majority of it beside the current one. It
+// counts in none (Membership.Unknown) until a claim adds it back to the
+// current membership, or every node's check-in shows the cluster never
+// changed it (a first start).
+func (l *Locator) AssumeLostState() {
+	l.quarantine = true
+	if l.cfg.LastManStanding > 0 {
+		l.st.Conf = Membership{Unknown: true}
+	}
+}
 
 // Tick advances the locator's clock. A locator has no timers of its own;
 // ticking only keeps Status current.
@@ -235,10 +271,17 @@ func (l *Locator) checkIn(ni int, m Message) {
 		l.ack(ni, m, false)
 		return
 	}
+	n := len(l.cfg.Locators)
+	conf, next := c.Conf.canon(n), c.Next.canon(n)
 	rec := &l.nodes[ni]
-	*rec = NodeCheckIn{ID: m.From, Seen: true, At: l.now, Epoch: c.Epoch, Healthy: c.Healthy, Maintenance: c.Maintenance, TokenSeq: c.TokenSeq}
+	*rec = NodeCheckIn{ID: m.From, Seen: true, At: l.now, Epoch: c.Epoch, Healthy: c.Healthy, Maintenance: c.Maintenance, TokenSeq: c.TokenSeq,
+		Conf: conf, Next: next}
+	l.learnConf(c.Claim, conf, next)
+	own := l.st.Conf
+	counts := own.has(n, l.idx) && (conf == own || next != (Membership{}) && next == own)
+	wasHolder := m.From == l.st.Holder
 	granted := false
-	if c.Claim {
+	if c.Claim && counts {
 		switch {
 		case m.From == l.st.Holder && c.Epoch <= l.st.Epoch:
 			// A renewal (possibly of an older epoch: the holder moved here
@@ -257,9 +300,40 @@ func (l *Locator) checkIn(ni int, m Message) {
 		if granted {
 			l.leaseUntil, l.hasLease = l.now+l.cfg.Lease, true
 			l.renewInc, l.renewSeq = m.Incarnation, m.Seq
+			if wasHolder && conf == own && next.childOf(own, n) {
+				// The holder we protect proposes the next membership:
+				// adopt it (persisted before this answer).
+				l.st.Conf = next
+				l.dirty = true
+			}
 		}
 	}
 	l.ack(ni, m, granted)
+}
+
+// learnConf adopts a membership a check-in teaches a locator that counts
+// in none it is a member of: a change that adds this locator, proposed in
+// a claim (by the holder, or by a candidate finishing it); or, for one
+// that lost its state, the configured membership once every node's last
+// check-in shows it never left it (a first start of the cluster).
+func (l *Locator) learnConf(claim bool, conf, next Membership) {
+	n := len(l.cfg.Locators)
+	own := l.st.Conf
+	if claim && next != (Membership{}) && next.has(n, l.idx) && !conf.has(n, l.idx) && !conf.Unknown && (own.Unknown || next.Version > own.Version) {
+		l.st.Conf = next
+		l.dirty = true
+		return
+	}
+	if !own.Unknown {
+		return
+	}
+	for _, rec := range l.nodes {
+		if !rec.Seen || rec.Conf != (Membership{}) || rec.Next != (Membership{}) {
+			return
+		}
+	}
+	l.st.Conf = Membership{}
+	l.dirty = true
 }
 
 // newerRenewal reports whether m, a claim or renewal by the holder, was
@@ -273,7 +347,7 @@ func (l *Locator) newerRenewal(m Message) bool {
 // ack answers check-in m of node ni, addressed to the incarnation that
 // sent it.
 func (l *Locator) ack(ni int, m Message, granted bool) {
-	a := Ack{Round: m.CheckIn.Round, Granted: granted, Epoch: l.st.Epoch, Holder: l.st.Holder, GrantIn: l.grantIn()}
+	a := Ack{Round: m.CheckIn.Round, Granted: granted, Epoch: l.st.Epoch, Holder: l.st.Holder, GrantIn: l.grantIn(), Conf: l.st.Conf}
 	l.seq[ni]++
 	l.msgs = append(l.msgs, Envelope{To: m.From, Msg: Message{
 		Type: MsgAck, From: l.self, ClusterID: l.clusterID, Epoch: l.st.Epoch,
@@ -310,7 +384,7 @@ func (l *Locator) Status() LocatorStatus {
 		Self: l.self, Epoch: l.st.Epoch, Holder: l.st.Holder, GrantIn: l.grantIn(),
 		Quarantined: l.quarantine && !l.released && l.now < l.startedAt+l.cfg.Lease+l.cfg.DriftMargin,
 		Stale:       l.stale, StaleRenewals: l.staleRenewals,
-		Nodes: append([]NodeCheckIn(nil), l.nodes...),
+		Nodes: append([]NodeCheckIn(nil), l.nodes...), Conf: l.st.Conf,
 	}
 	if l.hasLease {
 		s.LeaseUntil = l.leaseUntil

@@ -104,6 +104,11 @@ type CheckIn struct {
 	Healthy     bool
 	Maintenance bool
 	TokenSeq    uint64
+	// Conf is the membership the sender counts its quorum in; Next, when
+	// not the zero value, a change of it one member away (proposed by the
+	// active, or one some locators adopted and the sender finishes).
+	// Config.LastManStanding only.
+	Conf, Next Membership
 }
 
 // Ack is the body of MsgAck, a locator's answer to a CheckIn.
@@ -117,6 +122,9 @@ type Ack struct {
 	// locator and was not considered. The node re-sends it, stamped with
 	// the incarnation this Ack carries.
 	Stale bool
+	// Conf is the membership this locator has adopted, after this
+	// request (Config.LastManStanding only).
+	Conf Membership
 }
 
 // Release is the body of MsgRelease.

@@ -17,6 +17,13 @@ import (
 type NodeState struct {
 	Incarnation uint64 // incremented by NewNode; stamped on every datagram
 	MaxEpoch    uint64 // highest epoch this node ever claimed; claims use larger ones
+	// Conf is the membership this node counts its quorum in, Next a
+	// change of it under way (Membership; zero values, not written, when
+	// it never changed). A change this node proposes is on disk before any
+	// locator can adopt it, so a node that ever proposed one says so at
+	// every start (Locator.learnConf relies on it).
+	Conf Membership `json:",omitzero"`
+	Next Membership `json:",omitzero"`
 }
 
 // Errors of Node inputs.
@@ -31,6 +38,8 @@ type LocatorAck struct {
 	ID      string
 	Seen    bool
 	LastAck time.Duration // node clock
+	// Conf is the membership its last answer reported.
+	Conf Membership
 }
 
 // NodeStatus is a node's view, for `vigil status` and metrics.
@@ -53,6 +62,10 @@ type NodeStatus struct {
 	Stale    uint64
 	Peers    []NodeHealth // last known summary of every node
 	Locators []LocatorAck
+	// Conf is the membership this node counts its quorum in, Next a
+	// change of it under way (zero: none); Quorum the grants it needs.
+	Conf, Next Membership
+	Quorum     int
 }
 
 type roundKind uint8
@@ -79,6 +92,12 @@ type round struct {
 	// refusals (claim/renew) or answers (probe) naming a valid holder
 	holders map[string]uint32
 	epochs  map[string]uint64
+	// The membership the round counts in, and the change it carries:
+	// only answers of members count, a quorum of them decides.
+	conf, next Membership
+	members    uint32
+	quorum     int
+	nmem       int
 }
 
 func (r *round) answered() uint32 { return r.granted | r.refused }
@@ -166,6 +185,14 @@ type Node struct {
 	lastHeard   []time.Duration
 	heard       []bool
 
+	// Membership (Config.LastManStanding): per locator, since when it has
+	// answered without a gap of a token timeout (locSince), and when it
+	// last answered in this node's membership or the change under way
+	// (locCurAt); when this node's membership last changed (confAt).
+	locSince []time.Duration
+	locCurAt []time.Duration
+	confAt   time.Duration
+
 	rounds    []*round // renewals in flight
 	claim     *round
 	probe     *round
@@ -237,6 +264,9 @@ func NewNode(cfg Config, st NodeState, now time.Duration) (*Node, error) {
 	for i, id := range cfg.Locators {
 		n.locAck[i].ID = id
 	}
+	n.locSince, n.locCurAt = make([]time.Duration, len(cfg.Locators)), make([]time.Duration, len(cfg.Locators))
+	n.st.Conf, n.st.Next = st.Conf.canon(len(cfg.Locators)), st.Next.canon(len(cfg.Locators))
+	n.confAt = now
 	n.sendNodes(Message{Type: MsgJoin})
 	return n, nil
 }
@@ -518,6 +548,7 @@ func (n *Node) Status() NodeStatus {
 		HoldingToken: n.holding, TokenAge: n.now - n.lastTokenAt, LastRotation: n.rotation,
 		TokenLost: n.lost, Healthy: n.healthy, Maintenance: n.maint, Incarnation: n.st.Incarnation, Stale: n.stale,
 		Peers: slices.Clone(n.peers), Locators: slices.Clone(n.locAck),
+		Conf: n.st.Conf, Next: n.st.Next, Quorum: n.confQuorum(n.st.Conf),
 	}
 	if n.holding {
 		s.TokenAge = 0
@@ -580,6 +611,7 @@ func (n *Node) timers() {
 	n.expireRounds()
 	if n.role == Active {
 		n.maybeHandover()
+		n.reconfigure()
 	}
 	if n.role == Active {
 		// Renew every interval even without the token: a lost token or a
@@ -1073,7 +1105,9 @@ func (n *Node) nextEpoch() uint64 {
 
 func (n *Node) newRound(kind roundKind, epoch uint64) *round {
 	n.roundSeq++
-	r := &round{id: n.st.Incarnation<<32 | n.roundSeq&0xffffffff, kind: kind, epoch: epoch, sentAt: n.now}
+	r := &round{id: n.st.Incarnation<<32 | n.roundSeq&0xffffffff, kind: kind, epoch: epoch, sentAt: n.now,
+		conf: n.st.Conf, next: n.st.Next}
+	r.members, r.nmem, r.quorum = uint32(r.conf.set(n.nloc)), r.conf.size(n.nloc), n.confQuorum(r.conf)
 	n.queued = append(n.queued, r)
 	return r
 }
@@ -1081,7 +1115,7 @@ func (n *Node) newRound(kind roundKind, epoch uint64) *round {
 // checkInAll is a token hop's check-in at every locator; for the active it
 // is also a lease renewal.
 func (n *Node) checkInAll() {
-	c := CheckIn{Healthy: n.healthy, Maintenance: n.maint, TokenSeq: n.seenSeq, Epoch: n.epoch}
+	c := CheckIn{Healthy: n.healthy, Maintenance: n.maint, TokenSeq: n.seenSeq, Epoch: n.epoch, Conf: n.st.Conf, Next: n.st.Next}
 	if n.role == Active {
 		r := n.newRound(roundRenew, n.epoch)
 		n.rounds = append(n.rounds, r)
@@ -1100,14 +1134,14 @@ func (n *Node) sendClaim() {
 	n.dirty = true
 	r := n.newRound(roundClaim, e)
 	n.claim = r
-	r.msg = CheckIn{Round: r.id, Claim: true, Epoch: e, Healthy: n.healthy, Maintenance: n.maint, TokenSeq: n.seenSeq}
+	r.msg = CheckIn{Round: r.id, Claim: true, Epoch: e, Healthy: n.healthy, Maintenance: n.maint, TokenSeq: n.seenSeq, Conf: r.conf, Next: r.next}
 	n.sendLocators(Message{Type: MsgCheckIn, CheckIn: r.msg})
 }
 
 func (n *Node) startProbe() {
 	r := n.newRound(roundProbe, 0)
 	n.probe = r
-	r.msg = CheckIn{Round: r.id, Epoch: n.epoch, Healthy: n.healthy, Maintenance: n.maint, TokenSeq: n.seenSeq}
+	r.msg = CheckIn{Round: r.id, Epoch: n.epoch, Healthy: n.healthy, Maintenance: n.maint, TokenSeq: n.seenSeq, Conf: r.conf, Next: r.next}
 	n.sendLocators(Message{Type: MsgCheckIn, CheckIn: r.msg})
 }
 
@@ -1122,11 +1156,14 @@ func (n *Node) release(r *round) {
 }
 
 func (n *Node) onAck(li int, a Ack) {
-	n.locAck[li].Seen, n.locAck[li].LastAck = true, n.now
+	a.Conf = a.Conf.canon(n.nloc)
+	n.noteConf(li, a.Conf)
+	defer n.learnConf()
 	if a.Epoch > n.maxSeen {
 		n.maxSeen = a.Epoch
 	}
-	if n.role == Active && !a.Granted && a.Holder != n.self && a.Epoch >= n.epoch {
+	inConf := n.st.Conf.has(n.nloc, li) && (a.Conf == n.st.Conf || n.st.Next != (Membership{}) && a.Conf == n.st.Next)
+	if n.role == Active && !a.Granted && a.Holder != n.self && a.Epoch >= n.epoch && inConf {
 		n.bump = true
 	}
 	var r *round
@@ -1152,8 +1189,8 @@ func (n *Node) onAck(li int, a Ack) {
 		return
 	}
 	bit := uint32(1) << li
-	if r.answered()&bit != 0 {
-		return
+	if r.answered()&bit != 0 || r.members&bit == 0 {
+		return // counted already, or not a member of the round's membership
 	}
 	if a.Stale {
 		// This locator (re)started since we last heard from it and did not
@@ -1182,7 +1219,8 @@ func (n *Node) onAck(li int, a Ack) {
 		}
 		return
 	}
-	if a.Granted && a.Holder == n.self && (a.Epoch == r.epoch || r.kind == roundRenew && a.Epoch > r.epoch) {
+	if a.Granted && a.Holder == n.self && (a.Epoch == r.epoch || r.kind == roundRenew && a.Epoch > r.epoch) &&
+		(a.Conf == r.conf || r.next != (Membership{}) && a.Conf == r.next) {
 		r.granted |= bit
 		r.grantIn = append(r.grantIn, 0)
 	} else {
@@ -1193,13 +1231,13 @@ func (n *Node) onAck(li int, a Ack) {
 		}
 	}
 	switch {
-	case bits.OnesCount32(r.granted) >= n.quorum:
+	case bits.OnesCount32(r.granted) >= r.quorum:
 		if r.kind == roundClaim {
 			n.claimWon(r)
 		} else {
 			n.renewed(r)
 		}
-	case bits.OnesCount32(r.refused) > n.nloc-n.quorum:
+	case bits.OnesCount32(r.refused) > r.nmem-r.quorum:
 		if r.kind == roundClaim {
 			n.claimFailed(r)
 		} else if h, ok := n.quorumHolder(r); ok && h != n.self {
@@ -1220,7 +1258,7 @@ func (n *Node) addHolder(r *round, a Ack, bit uint32) {
 // quorumHolder is a holder that a quorum of answers named, if any.
 func (n *Node) quorumHolder(r *round) (string, bool) {
 	for h, set := range r.holders {
-		if bits.OnesCount32(set) >= n.quorum {
+		if bits.OnesCount32(set) >= r.quorum {
 			return h, true
 		}
 	}
@@ -1297,7 +1335,7 @@ func (n *Node) claimFailed(r *round) {
 		return
 	}
 	var backoff time.Duration
-	if bits.OnesCount32(r.answered()) < n.quorum {
+	if bits.OnesCount32(r.answered()) < r.quorum {
 		// No quorum answered: the locators are out of reach, and another
 		// claim at once would only burn (and fsync) one more epoch.
 		n.claimMisses++
@@ -1309,8 +1347,8 @@ func (n *Node) claimFailed(r *round) {
 	w := slices.Clone(r.grantIn)
 	slices.Sort(w)
 	wait := n.cfg.TokenInterval
-	if len(w) >= n.quorum {
-		wait = w[n.quorum-1]
+	if len(w) >= r.quorum {
+		wait = w[r.quorum-1]
 	} else if len(w) > 0 {
 		wait = w[len(w)-1]
 	}
@@ -1390,7 +1428,7 @@ const maxSplitRetries = 3
 // in a cluster of three nodes, up to 310 ms instead of 90 ms in the
 // simulator, and the role could go to either survivor.
 func (n *Node) splitRetry(r *round) bool {
-	if n.splitRetries >= maxSplitRetries || bits.OnesCount32(r.answered()) < n.quorum {
+	if n.splitRetries >= maxSplitRetries || bits.OnesCount32(r.answered()) < r.quorum {
 		return false
 	}
 	if _, ok := n.quorumHolder(r); ok {
@@ -1451,7 +1489,7 @@ func (n *Node) probeDecided(r *round) bool {
 		best = max(best, bits.OnesCount32(set))
 	}
 	// answers that cannot belong to a quorum for any holder
-	return bits.OnesCount32(r.granted)-best > n.nloc-n.quorum || bits.OnesCount32(r.granted) == n.nloc
+	return bits.OnesCount32(r.granted)-best > r.nmem-r.quorum || bits.OnesCount32(r.granted) == r.nmem
 }
 
 // probeDone acts on the locators' answer to "who is active?".
@@ -1497,9 +1535,9 @@ func (n *Node) probeDone(r *round) {
 		// seen renewing lately (or the probe would have named it), so it
 		// lapses when the quorum-th answer says.
 		var l lapse
-		if len(r.frees) >= n.quorum {
+		if len(r.frees) >= r.quorum {
 			slices.SortFunc(r.frees, func(x, y lapse) int { return cmp.Compare(x.at, y.at) })
-			l = r.frees[n.quorum-1]
+			l = r.frees[r.quorum-1]
 		}
 		n.declareLost(l)
 	}
@@ -1523,11 +1561,11 @@ func (n *Node) renewalsStale(r *round, h string) time.Duration {
 			stale = append(stale, l.at-n.renewingGrantIn())
 		}
 	}
-	if len(stale) < n.quorum {
+	if len(stale) < r.quorum {
 		return n.cfg.TokenTimeout
 	}
 	slices.Sort(stale)
-	return max(n.cfg.TokenInterval, stale[len(stale)-n.quorum]-n.now+n.cfg.TokenInterval/4)
+	return max(n.cfg.TokenInterval, stale[len(stale)-r.quorum]-n.now+n.cfg.TokenInterval/4)
 }
 
 // ---- sending ----
@@ -1561,4 +1599,207 @@ func (n *Node) sendNodes(m Message) {
 			n.send(id, m)
 		}
 	}
+}
+
+// ---- membership (Config.LastManStanding) ----
+
+// confQuorum is the grants a membership needs: the configured quorum for
+// the configured membership (two_node's 1 of 2 included), a strict
+// majority of its members otherwise.
+func (n *Node) confQuorum(c Membership) int {
+	if c == (Membership{}) {
+		return n.quorum
+	}
+	return c.quorum(n.nloc)
+}
+
+// noteConf records locator li's answer and the membership it reported:
+// when it answered, since when without a gap of a token timeout, and when
+// last in this node's membership or the change under way.
+func (n *Node) noteConf(li int, c Membership) {
+	la := &n.locAck[li]
+	if !la.Seen || n.now-la.LastAck >= n.cfg.TokenTimeout {
+		n.locSince[li] = n.now
+	}
+	la.Seen, la.LastAck, la.Conf = true, n.now, c
+	if c == n.st.Conf || n.st.Next != (Membership{}) && c == n.st.Next {
+		n.locCurAt[li] = n.now
+	}
+}
+
+// answering: locator i answered within a token timeout.
+func (n *Node) answering(i int) bool {
+	return n.locAck[i].Seen && n.now-n.locAck[i].LastAck < n.cfg.TokenTimeout
+}
+
+// confSupport is how many members of c that answer report c, or a change
+// of it one member away (a change under way).
+func (n *Node) confSupport(c Membership) int {
+	k := 0
+	for i := range n.nloc {
+		if !c.has(n.nloc, i) || !n.answering(i) {
+			continue
+		}
+		if r := n.locAck[i].Conf; r == c || r.childOf(c, n.nloc) {
+			k++
+		}
+	}
+	return k
+}
+
+// learnConf moves this node's membership on from what the locators last
+// reported: to the newest membership a majority of whose members report it
+// (or a change of it under way), never to an older one unless its own has
+// lost that majority; then to the change under way as Next, which its
+// claims and renewals carry so that the locators still at the old
+// membership adopt it (a new holder finishes what a previous one began);
+// and, once every member of Next reports it, to Next. None of this is needed for safety
+// (the locators grant only in the membership they adopted, and a node
+// counts a majority of the one it claims in); it is how a node that was
+// away, or restarted, finds the membership the cluster uses.
+func (n *Node) learnConf() {
+	nl := n.nloc
+	cur := n.st.Conf
+	best, found := cur, n.confSupport(cur) >= n.confQuorum(cur)
+	for i := range nl {
+		x := n.locAck[i].Conf
+		if !n.answering(i) || x.Unknown || x == best || x == cur {
+			continue
+		}
+		if n.confSupport(x) >= n.confQuorum(x) && (!found || x.Version > best.Version) {
+			best, found = x, true
+		}
+	}
+	old := n.st
+	if found && best != cur && (best.Version > cur.Version || n.confSupport(cur) < n.confQuorum(cur)) {
+		n.st.Conf, n.st.Next = best, Membership{}
+	}
+	conf := n.st.Conf
+	if next := n.st.Next; next != (Membership{}) {
+		all := true
+		for i := range nl {
+			if next.has(nl, i) && n.locAck[i].Conf != next {
+				all = false
+			}
+		}
+		switch {
+		case !next.childOf(conf, nl):
+			n.st.Next = Membership{}
+		case all:
+			// Every member adopted it: only locators outside it are
+			// left at older memberships, too few for a majority of
+			// any of them (docs/protocol.md), so the next change may
+			// follow.
+			n.st.Conf, n.st.Next = next, Membership{}
+		}
+	}
+	if n.st.Next == (Membership{}) {
+		// A change some members adopted (the previous holder's, or
+		// one this node missed): carry it, so that it completes.
+		var child Membership
+		best := 0
+		for i := range nl {
+			c := n.locAck[i].Conf
+			if !n.st.Conf.has(nl, i) || !n.answering(i) || !c.childOf(n.st.Conf, nl) {
+				continue
+			}
+			k := 0
+			for j := range nl {
+				if n.answering(j) && n.locAck[j].Conf == c {
+					k++
+				}
+			}
+			if k > best {
+				child, best = c, k
+			}
+		}
+		n.st.Next = child
+	}
+	if n.st.Conf != old.Conf || n.st.Next != old.Next {
+		n.confChanged(old.Conf, old.Next, "learnt from the locators")
+	}
+}
+
+// confChanged records a change of the membership or of the change under
+// way: persisted (State) before anything counted in it is sent.
+func (n *Node) confChanged(oldConf, oldNext Membership, why string) {
+	n.dirty = true
+	if n.st.Conf != oldConf {
+		n.confAt = n.now
+		for i := range n.nloc {
+			if n.locAck[i].Conf == n.st.Conf {
+				n.locCurAt[i] = n.now
+			}
+		}
+	}
+	n.events = append(n.events, MembershipChanged{Conf: n.st.Conf, Next: n.st.Next,
+		Desc: fmt.Sprintf("%s (was %s): %s", n.fmtConf(), n.fmtConfOf(oldConf, oldNext), why)})
+}
+
+func (n *Node) fmtConf() string { return n.fmtConfOf(n.st.Conf, n.st.Next) }
+
+func (n *Node) fmtConfOf(c, next Membership) string {
+	s := c.Format(n.cfg.Locators)
+	if next != (Membership{}) {
+		s += " -> " + next.Format(n.cfg.Locators)
+	}
+	return s
+}
+
+// reconfigure: the active proposes the next membership, one locator more
+// or less, when no change is under way. Under Config.LastManStanding it
+// removes a member that has not answered in the membership for the window
+// while every other member does, down to two members (two need both, as
+// three with one gone do: no loss, and it lets a returning locator be
+// added back to the two). It adds back a configured locator that is not a
+// member once it has answered for the window (LastManStanding, or
+// MinLastManStanding when the option is off: the membership grows back to
+// every locator after the option is turned off) while every member
+// answers in the membership. The change is on disk (State) before the
+// renewals carrying it go out, and it is complete only when every member
+// of the new membership has adopted it (learnConf).
+func (n *Node) reconfigure() {
+	if n.role != Active || n.now >= n.leaseUntil || n.st.Next != (Membership{}) {
+		return
+	}
+	nl := n.nloc
+	conf := n.st.Conf
+	current := func(i int) bool { return n.answering(i) && n.locAck[i].Conf == conf }
+	missing, nmiss := -1, 0
+	for i := range nl {
+		if conf.has(nl, i) && !current(i) {
+			missing, nmiss = i, nmiss+1
+		}
+	}
+	set := conf.set(nl)
+	var next Membership
+	var why string
+	switch win := n.cfg.LastManStanding; {
+	case nmiss == 1 && win > 0 && conf.size(nl) >= 3:
+		since := max(n.locCurAt[missing], n.activeSince, n.confAt)
+		if n.now-since < win {
+			return
+		}
+		next = Membership{Version: conf.Version + 1, Members: set &^ (1 << missing)}
+		why = fmt.Sprintf("locator %s not answering in the membership for %v while every other member does", n.cfg.Locators[missing], n.now-since)
+	case nmiss == 0:
+		grow := win
+		if grow == 0 {
+			grow = MinLastManStanding(n.cfg)
+		}
+		for i := range nl {
+			if conf.has(nl, i) || !n.answering(i) || n.now-max(n.locSince[i], n.activeSince) < grow {
+				continue
+			}
+			next = Membership{Version: conf.Version + 1, Members: set | 1<<i}
+			why = fmt.Sprintf("locator %s answering again for %v", n.cfg.Locators[i], n.now-max(n.locSince[i], n.activeSince))
+			break
+		}
+	}
+	if next == (Membership{}) {
+		return
+	}
+	old := n.st.Next
+	n.st.Next = next.canon(nl)
+	n.confChanged(conf, old, "proposed: "+why)
 }

@@ -31,8 +31,14 @@ import (
 // are refused (ErrVersion). Bodies:
 //
 //	token:      epoch, seq uvarint | active str | handover str | n 1 | n × (id str | flags 1)
-//	checkin:    round uvarint | flags 1 | epoch uvarint | token seq uvarint
-//	ack:        round uvarint | flags 1 (granted, stale) | epoch uvarint | holder str | grant-in ns uvarint
+//	checkin:    round uvarint | flags 1 | epoch uvarint | token seq uvarint [| membership | next membership]
+//	ack:        round uvarint | flags 1 (granted, stale) | epoch uvarint | holder str | grant-in ns uvarint [| membership]
+//
+// with membership = version uvarint | members 1 | flags 1 (unknown). The
+// memberships (Config.LastManStanding) are written only when they are not
+// the configured one (Membership's zero value) and, for a check-in, no
+// change is proposed: a cluster without last_man_standing, and one whose
+// membership never changed, send exactly what they sent before.
 //	release:    epoch uvarint
 //	transfer:   epoch uvarint | to str
 //	join:       (empty)
@@ -164,6 +170,10 @@ func appendEncode(dst []byte, mac hash.Hash, mask uint64, m Message) ([]byte, er
 		b = append(b, flags(c.Claim, c.Healthy, c.Maintenance))
 		b = binary.AppendUvarint(b, c.Epoch)
 		b = binary.AppendUvarint(b, c.TokenSeq)
+		if c.Conf != (Membership{}) || c.Next != (Membership{}) {
+			b = appendMembership(b, c.Conf)
+			b = appendMembership(b, c.Next)
+		}
 	case MsgAck:
 		a := m.Ack
 		b = binary.AppendUvarint(b, a.Round)
@@ -177,6 +187,9 @@ func appendEncode(dst []byte, mac hash.Hash, mask uint64, m Message) ([]byte, er
 			g = 0
 		}
 		b = binary.AppendUvarint(b, uint64(g))
+		if a.Conf != (Membership{}) {
+			b = appendMembership(b, a.Conf)
+		}
 	case MsgRelease:
 		b = binary.AppendUvarint(b, m.Release.Epoch)
 	case MsgTransfer:
@@ -283,6 +296,13 @@ func parse(typ MsgType, body []byte, mask uint64) (Message, error) {
 		m.CheckIn.Claim, m.CheckIn.Healthy, m.CheckIn.Maintenance = f&1 != 0, f&2 != 0, f&4 != 0
 		m.CheckIn.Epoch = r.uvarint()
 		m.CheckIn.TokenSeq = r.uvarint()
+		if len(r.b) > 0 {
+			m.CheckIn.Conf = r.membership()
+			m.CheckIn.Next = r.membership()
+			if m.CheckIn.Conf == (Membership{}) && m.CheckIn.Next == (Membership{}) {
+				r.err = true // written only when not both the configured one
+			}
+		}
 	case MsgAck:
 		m.Ack.Round = r.uvarint()
 		f := r.byte()
@@ -294,6 +314,12 @@ func parse(typ MsgType, body []byte, mask uint64) (Message, error) {
 			r.err = true
 		}
 		m.Ack.GrantIn = time.Duration(g)
+		if len(r.b) > 0 {
+			m.Ack.Conf = r.membership()
+			if m.Ack.Conf == (Membership{}) {
+				r.err = true
+			}
+		}
 	case MsgRelease:
 		m.Release.Epoch = r.uvarint()
 	case MsgTransfer:
@@ -320,6 +346,11 @@ func flags(bits ...bool) byte {
 		}
 	}
 	return f
+}
+
+func appendMembership(b []byte, m Membership) []byte {
+	b = binary.AppendUvarint(b, m.Version)
+	return append(b, m.Members, flags(m.Unknown))
 }
 
 func appendStr(b []byte, s string) ([]byte, error) {
@@ -367,6 +398,19 @@ func (r *reader) uvarint() uint64 {
 	}
 	r.b = r.b[n:]
 	return v
+}
+
+// membership reads one written by appendMembership: an unknown one has
+// no members and version 0; a known one with no members is only the
+// configured one (version 0).
+func (r *reader) membership() Membership {
+	m := Membership{Version: r.uvarint(), Members: r.byte()}
+	f := r.byte()
+	m.Unknown = f&1 != 0
+	if f&^1 != 0 || m.Unknown && (m.Members != 0 || m.Version != 0) || !m.Unknown && m.Members == 0 && m.Version != 0 {
+		r.err = true
+	}
+	return m
 }
 
 func (r *reader) str() string {

@@ -32,6 +32,16 @@ func sampleMessages() []Message {
 			m.CheckIn = CheckIn{Round: 3<<32 | 7, Claim: true, Epoch: 43, Healthy: true, TokenSeq: 12}
 		}),
 		with(MsgCheckIn, func(m *Message) { m.CheckIn = CheckIn{Maintenance: true} }),
+		with(MsgCheckIn, func(m *Message) {
+			m.CheckIn = CheckIn{Round: 9, Claim: true, Epoch: 44, Conf: Membership{Version: 2, Members: 0b10111}}
+		}),
+		with(MsgCheckIn, func(m *Message) {
+			m.CheckIn = CheckIn{Round: 9, Claim: true, Epoch: 44, Next: Membership{Version: 1, Members: 0b01111}}
+		}),
+		with(MsgAck, func(m *Message) {
+			m.Ack = Ack{Round: 78, Epoch: 43, Conf: Membership{Version: 7, Members: 0b11}}
+		}),
+		with(MsgAck, func(m *Message) { m.Ack = Ack{Round: 79, Epoch: 43, Conf: Membership{Unknown: true}} }),
 		with(MsgAck, func(m *Message) {
 			m.Ack = Ack{Round: 77, Granted: true, Epoch: 43, Holder: "node-a", GrantIn: 225 * time.Millisecond}
 		}),
@@ -250,5 +260,46 @@ func TestDecodeSwitchoverWithoutTokenSeq(t *testing.T) {
 	long := remac(append(append(append([]byte(nil), body...), 1), make([]byte, macLen)...))
 	if _, err := Decode(testKey, long); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("a byte after the token seq: %v, want ErrMalformed", err)
+	}
+}
+
+// The memberships of last_man_standing are a trailer written only when
+// one differs from the configured membership: a check-in or ack without
+// them is byte for byte what an earlier build sends, and a trailer that
+// says nothing (both the configured one), or a membership that cannot be
+// (unknown with members, known with none past version 0), is malformed.
+func TestMembershipTrailer(t *testing.T) {
+	h := Message{From: "a", To: "b", ClusterID: ClusterID("edge"), Epoch: 1, Incarnation: 1, Seq: 1}
+	plain := h
+	plain.Type, plain.CheckIn = MsgCheckIn, CheckIn{Round: 5, Claim: true, Epoch: 3}
+	with := plain
+	with.CheckIn.Conf = Membership{Version: 1, Members: 0b0111}
+	b1, err := Encode(testKey, plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b2, err := Encode(testKey, with)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b2) != len(b1)+6 {
+		t.Errorf("trailer of %d bytes, want 6 (two memberships of 3)", len(b2)-len(b1))
+	}
+	body := b2[:len(b2)-macLen]
+	for _, c := range []struct {
+		name    string
+		trailer []byte
+	}{
+		{"both configured", []byte{0, 0, 0, 0, 0, 0}},
+		{"unknown with members", []byte{0, 3, 1, 0, 0, 0}},
+		{"unknown past version 0", []byte{2, 0, 1, 0, 0, 0}},
+		{"no members past version 0", []byte{2, 0, 0, 0, 0, 0}},
+		{"unknown flag bits", []byte{1, 3, 4, 0, 0, 0}},
+		{"half a trailer", []byte{1, 3}},
+	} {
+		bad := append(append([]byte{}, body[:len(body)-6]...), c.trailer...)
+		if _, err := Decode(testKey, remac(append(bad, make([]byte, macLen)...))); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: %v, want ErrMalformed", c.name, err)
+		}
 	}
 }

@@ -254,6 +254,12 @@ func (sc *scenario) do(f []string) {
 				cfg.Locators = strings.Split(v, ",")
 			case "two_node":
 				cfg.TwoNode = true
+			case "last_man_standing":
+				d, err := time.ParseDuration(v)
+				if err != nil {
+					sc.fatalf("cluster option %s: %v", k, err)
+				}
+				cfg.LastManStanding = d
 			case "token_interval", "token_timeout", "lease", "drift_margin":
 				// A scenario written around particular instants (a stall
 				// of twice the lease) states the timing it was written for.
@@ -285,6 +291,8 @@ func (sc *scenario) do(f []string) {
 		w.crashLoc(sc.host(arg(f, 1)))
 	case "restart-locator":
 		w.startLoc(sc.host(arg(f, 1)))
+	case "lose-state-locator":
+		w.loseLocState(sc.host(arg(f, 1)))
 	case "stall":
 		w.stallNode(sc.host(arg(f, 1)), sc.dur(arg(f, 2)))
 	case "stall-locator":
@@ -411,6 +419,30 @@ func (sc *scenario) cond(f []string) (bool, string) {
 		return ok, fmt.Sprintf("active: %v", act)
 	case "no-active":
 		return len(act) == 0, fmt.Sprintf("active: %v", act)
+	case "locator":
+		// locator HOST conf=MEMBERSHIP: the locator's membership.
+		h := sc.w.hosts[sc.host(arg(f, 1))]
+		if h.loc == nil || !h.lp.up {
+			return false, fmt.Sprintf("locator %s is down", f[1])
+		}
+		got := h.loc.Status().Conf.Format(sc.w.cfg.Locators)
+		want, ok := strings.CutPrefix(arg(f, 2), "conf=")
+		if !ok {
+			sc.fatalf("locator HOST conf=MEMBERSHIP")
+		}
+		return got == want, fmt.Sprintf("%s locator: conf %s", f[1], got)
+	case "conf":
+		// conf HOST MEMBERSHIP [next=MEMBERSHIP]: the node's membership.
+		h := sc.w.hosts[sc.host(arg(f, 1))]
+		if h.node == nil || !h.np.up {
+			return false, fmt.Sprintf("node %s is down", f[1])
+		}
+		st := h.node.Status()
+		got := st.Conf.Format(sc.w.cfg.Locators)
+		if st.Next != (protocol.Membership{}) {
+			got += " next=" + st.Next.Format(sc.w.cfg.Locators)
+		}
+		return got == strings.Join(f[2:], " "), fmt.Sprintf("%s node: conf %s quorum %d", f[1], got, st.Quorum)
 	}
 	h := sc.w.hosts[sc.host(arg(f, 0))]
 	if h.node == nil || !h.np.up {
@@ -469,6 +501,7 @@ func (sc *scenario) expect(f []string) {
 	case "locator":
 		sc.expectLocator(f[1:])
 		return
+
 	case "rotation":
 		n := sc.node(arg(f, 1))
 		lim := sc.dur(strings.TrimPrefix(arg(f, 2), "<"))
@@ -567,6 +600,8 @@ func (sc *scenario) expectLocator(f []string) {
 			got = strconv.FormatUint(s.Epoch, 10)
 		case "quarantined":
 			got = strconv.FormatBool(s.Quarantined)
+		case "conf":
+			got = s.Conf.Format(sc.w.cfg.Locators)
 		default:
 			sc.fatalf("unknown locator field %q", k)
 		}
@@ -574,7 +609,11 @@ func (sc *scenario) expectLocator(f []string) {
 			sc.fatalf("locator %s: %s=%s, want %s (status %+v)", arg(f, 0), k, got, v, s)
 		}
 	}
-	sc.found("%s locator: holder=%q epoch=%d quarantined=%v", h.id, s.Holder, s.Epoch, s.Quarantined)
+	conf := ""
+	if s.Conf != (protocol.Membership{}) {
+		conf = " conf=" + s.Conf.Format(sc.w.cfg.Locators)
+	}
+	sc.found("%s locator: holder=%q epoch=%d quarantined=%v%s", h.id, s.Holder, s.Epoch, s.Quarantined, conf)
 }
 
 // A one-node cluster whose active loses its lease (its only locator starved

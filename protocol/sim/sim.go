@@ -859,12 +859,17 @@ func (w *simWorld) startNode(i int) {
 	w.scheduleNodeTick(i, h.np.gen)
 }
 
-func (w *simWorld) startLoc(i int) {
+func (w *simWorld) startLoc(i int) { w.startLocWith(i, false) }
+
+func (w *simWorld) startLocWith(i int, lost bool) {
 	h := w.hosts[i]
 	l, err := protocol.NewLocator(w.cfgFor(i), h.locSt, h.local(w.now))
 	if err != nil {
 		w.violation("NewLocator: %v", err)
 		return
+	}
+	if lost {
+		l.AssumeLostState()
 	}
 	h.loc = l
 	h.lp.up, h.lp.stallUntil, h.lp.queue = true, 0, nil
@@ -873,6 +878,30 @@ func (w *simWorld) startLoc(i int) {
 	w.tracef(h, "locator start incarnation=%d epoch=%d holder=%q", h.locSt.Incarnation+1, h.locSt.Epoch, h.locSt.Holder)
 	w.locReady(i)
 	w.scheduleLocTick(i, h.lp.gen)
+}
+
+// confNote is a state's membership for the log, "" while it is the
+// configured one (every scenario without last_man_standing reads as
+// before).
+func (w *simWorld) confNote(c, next protocol.Membership) string {
+	if c == (protocol.Membership{}) && next == (protocol.Membership{}) {
+		return ""
+	}
+	s := " conf=" + c.Format(w.cfg.Locators)
+	if next != (protocol.Membership{}) {
+		s += " next=" + next.Format(w.cfg.Locators)
+	}
+	return s
+}
+
+// loseLocState restarts host i's locator without its state file, as the
+// driver does when state_dir was lost: a fresh incarnation above the old
+// one (statefile.FreshIncarnation), nothing else, and AssumeLostState.
+func (w *simWorld) loseLocState(i int) {
+	h := w.hosts[i]
+	w.crashLoc(i)
+	h.locSt = protocol.LocatorState{Incarnation: h.locSt.Incarnation + 1000}
+	w.startLocWith(i, true)
 }
 
 func (w *simWorld) crashNode(i int) {
@@ -1067,7 +1096,7 @@ func (w *simWorld) nodeReady(i int) {
 		} else {
 			h.nodeSt = *rd.State // persisted (fsync) before anything is sent
 			h.both(func(n *protocol.Node) { n.Persisted(*rd.State) })
-			w.note(h.id, "node", "state incarnation=%d max_epoch=%d", rd.State.Incarnation, rd.State.MaxEpoch)
+			w.note(h.id, "node", "state incarnation=%d max_epoch=%d%s", rd.State.Incarnation, rd.State.MaxEpoch, w.confNote(rd.State.Conf, rd.State.Next))
 		}
 	}
 	for _, ev := range rd.Events {
@@ -1134,7 +1163,7 @@ func (w *simWorld) locReady(i int) {
 		}
 		h.locSt = *rd.State
 		h.loc.Persisted(*rd.State)
-		w.note(h.id, "locator", "state incarnation=%d epoch=%d holder=%q", rd.State.Incarnation, rd.State.Epoch, rd.State.Holder)
+		w.note(h.id, "locator", "state incarnation=%d epoch=%d holder=%q%s", rd.State.Incarnation, rd.State.Epoch, rd.State.Holder, w.confNote(rd.State.Conf, protocol.Membership{}))
 	}
 	for _, env := range rd.Messages {
 		w.send(i, env)
