@@ -666,6 +666,9 @@ func (n *Node) NextDeadline() time.Duration {
 		} else if due != 0 {
 			at(due)
 		}
+		if next, _, due := n.nextConf(); next != (Membership{}) {
+			at(due) // reconfigure
+		}
 	}
 	if n.holding {
 		pass := n.heldSince + n.cfg.TokenInterval
@@ -1220,7 +1223,7 @@ func (n *Node) onAck(li int, a Ack) {
 		return
 	}
 	if a.Granted && a.Holder == n.self && (a.Epoch == r.epoch || r.kind == roundRenew && a.Epoch > r.epoch) &&
-		(a.Conf == r.conf || r.next != (Membership{}) && a.Conf == r.next) {
+		(a.Conf == r.conf || r.next != (Membership{}) && a.Conf == r.next || n.cfg.Planted.Has(plant.AnyConf)) {
 		r.granted |= bit
 		r.grantIn = append(r.grantIn, 0)
 	} else {
@@ -1672,15 +1675,30 @@ func (n *Node) learnConf() {
 	}
 	old := n.st
 	if found && best != cur && (best.Version > cur.Version || n.confSupport(cur) < n.confQuorum(cur)) {
+		// A member still at the membership best changed is a change
+		// under way: carry it as Next from there (and count in the old
+		// one, whose locators grant it too) until every member adopted
+		// it, or that member would never learn it.
 		n.st.Conf, n.st.Next = best, Membership{}
+		for i := range nl {
+			if p := n.locAck[i].Conf; best.has(nl, i) && n.answering(i) && best.childOf(p, nl) {
+				n.st.Conf, n.st.Next = p, best
+				break
+			}
+		}
 	}
 	conf := n.st.Conf
 	if next := n.st.Next; next != (Membership{}) {
-		all := true
+		all, at := true, 0
 		for i := range nl {
 			if next.has(nl, i) && n.locAck[i].Conf != next {
 				all = false
+			} else if next.has(nl, i) {
+				at++
 			}
+		}
+		if n.cfg.Planted.Has(plant.EarlyCommit) {
+			all = at >= n.confQuorum(next)
 		}
 		switch {
 		case !next.childOf(conf, nl):
@@ -1759,8 +1777,20 @@ func (n *Node) fmtConfOf(c, next Membership) string {
 // renewals carrying it go out, and it is complete only when every member
 // of the new membership has adopted it (learnConf).
 func (n *Node) reconfigure() {
-	if n.role != Active || n.now >= n.leaseUntil || n.st.Next != (Membership{}) {
+	next, why, due := n.nextConf()
+	if next == (Membership{}) || due > n.now {
 		return
+	}
+	old := n.st.Next
+	n.st.Next = next.canon(n.nloc)
+	n.confChanged(n.st.Conf, old, "proposed: "+why)
+}
+
+// nextConf is the change reconfigure would propose and when it is due
+// (its window ends); the zero Membership if none is in view.
+func (n *Node) nextConf() (next Membership, why string, due time.Duration) {
+	if n.role != Active || n.now >= n.leaseUntil || n.st.Next != (Membership{}) {
+		return Membership{}, "", 0
 	}
 	nl := n.nloc
 	conf := n.st.Conf
@@ -1772,34 +1802,32 @@ func (n *Node) reconfigure() {
 		}
 	}
 	set := conf.set(nl)
-	var next Membership
-	var why string
 	switch win := n.cfg.LastManStanding; {
 	case nmiss == 1 && win > 0 && conf.size(nl) >= 3:
 		since := max(n.locCurAt[missing], n.activeSince, n.confAt)
-		if n.now-since < win {
-			return
-		}
-		next = Membership{Version: conf.Version + 1, Members: set &^ (1 << missing)}
-		why = fmt.Sprintf("locator %s not answering in the membership for %v while every other member does", n.cfg.Locators[missing], n.now-since)
+		return Membership{Version: conf.Version + 1, Members: set &^ (1 << missing)},
+			fmt.Sprintf("locator %s not answering in the membership for %v while every other member does", n.cfg.Locators[missing], n.now-since),
+			since + win
 	case nmiss == 0:
 		grow := win
 		if grow == 0 {
 			grow = MinLastManStanding(n.cfg)
 		}
+		first := -1
 		for i := range nl {
-			if conf.has(nl, i) || !n.answering(i) || n.now-max(n.locSince[i], n.activeSince) < grow {
+			if conf.has(nl, i) || !n.answering(i) {
 				continue
 			}
-			next = Membership{Version: conf.Version + 1, Members: set | 1<<i}
-			why = fmt.Sprintf("locator %s answering again for %v", n.cfg.Locators[i], n.now-max(n.locSince[i], n.activeSince))
-			break
+			if first < 0 || max(n.locSince[i], n.activeSince) < max(n.locSince[first], n.activeSince) {
+				first = i
+			}
+		}
+		if first >= 0 {
+			since := max(n.locSince[first], n.activeSince)
+			return Membership{Version: conf.Version + 1, Members: set | 1<<first},
+				fmt.Sprintf("locator %s answering again for %v", n.cfg.Locators[first], n.now-since),
+				since + grow
 		}
 	}
-	if next == (Membership{}) {
-		return
-	}
-	old := n.st.Next
-	n.st.Next = next.canon(nl)
-	n.confChanged(conf, old, "proposed: "+why)
+	return Membership{}, "", 0
 }

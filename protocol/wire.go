@@ -39,6 +39,7 @@ import (
 // the configured one (Membership's zero value) and, for a check-in, no
 // change is proposed: a cluster without last_man_standing, and one whose
 // membership never changed, send exactly what they sent before.
+//
 //	release:    epoch uvarint
 //	transfer:   epoch uvarint | to str
 //	join:       (empty)

@@ -245,6 +245,7 @@ func (sc *scenario) do(f []string) {
 		}
 		cfg := protocol.Config{Cluster: "scenario", TokenInterval: protocol.DefaultTokenInterval,
 			Lease: protocol.DefaultLease, DriftMargin: protocol.DefaultDriftMargin}
+		plantBug := bugNone
 		for _, a := range f[1:] {
 			k, v, _ := strings.Cut(a, "=")
 			switch k {
@@ -254,6 +255,16 @@ func (sc *scenario) do(f []string) {
 				cfg.Locators = strings.Split(v, ",")
 			case "two_node":
 				cfg.TwoNode = true
+			case "plant":
+				// Only the planted-bug tests use it, never a transcript.
+				switch v {
+				case "any-conf":
+					plantBug = bugAnyConf
+				case "early-commit":
+					plantBug = bugEarlyCommit
+				default:
+					sc.fatalf("unknown plant %q", v)
+				}
 			case "last_man_standing":
 				d, err := time.ParseDuration(v)
 				if err != nil {
@@ -279,7 +290,7 @@ func (sc *scenario) do(f []string) {
 		if err := cfg.Validate(); err != nil {
 			sc.fatalf("%v", err)
 		}
-		sc.w = newWorld(Options{Seed: 1, Trace: true}, rand.New(rand.NewPCG(1, 2)), cfg, true)
+		sc.w = newWorld(Options{Seed: 1, Trace: true, bug: plantBug}, rand.New(rand.NewPCG(1, 2)), cfg, true)
 		sc.w.dropNext = map[[2]int]protocol.MsgType{}
 	case "run":
 		w.runUntil(w.now + sc.dur(arg(f, 1)))
@@ -310,6 +321,17 @@ func (sc *scenario) do(f []string) {
 			w.blocked[[2]int{a, b}], w.blocked[[2]int{b, a}] = true, true
 		}
 	case "heal":
+		if arg(f, 1) != "" {
+			// heal a->b, or heal a b (both ways): one link only.
+			if a, b, ok := strings.Cut(arg(f, 1), "->"); ok {
+				delete(w.blocked, [2]int{sc.host(a), sc.host(b)})
+			} else {
+				a, b := sc.host(arg(f, 1)), sc.host(arg(f, 2))
+				delete(w.blocked, [2]int{a, b})
+				delete(w.blocked, [2]int{b, a})
+			}
+			break
+		}
 		clear(w.blocked)
 	case "drop-next":
 		a, b, ok := strings.Cut(arg(f, 1), "->")

@@ -27,6 +27,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -61,6 +62,16 @@ type Options struct {
 	// links and host-wide faults; every property is checked per service.
 	// 0 or 1: one service.
 	Services int
+	// LastManStanding: the cluster runs with Config.LastManStanding (a
+	// window drawn from the minimum to 300 ms more) on a shape of four
+	// or five locators. Its fault schedules add hosts dead for longer
+	// than the window (the membership shrinks, and grows back when they
+	// return) and a locator that loses its state; its Kill schedules
+	// kill hosts that do not hold the role one at a time, a window apart,
+	// until three locators are left, then the host that holds it: the
+	// role must move within the bound, as the option promises (without
+	// it no quorum is left). One service only.
+	LastManStanding bool
 
 	bug simBug // planted bugs, for tests that check the simulator finds them
 	// kernelLate overrides KernelLeaseLate (tests: a late kernel beyond
@@ -87,6 +98,15 @@ const (
 	// misordered-services hole): a datagram of one service is taken for
 	// another's.
 	bugOneWireName
+	// bugNoShrink: a LastManStanding schedule run without the option:
+	// its kills leave no quorum (the liveness check must say so).
+	bugNoShrink
+	// bugAnyConf: locators grant in any membership a check-in names.
+	bugAnyConf
+	// bugEarlyCommit: a change completes once a majority of its members
+	// adopted it (not every one), so the next may follow with
+	// stragglers left at older memberships.
+	bugEarlyCommit
 )
 
 // planted is the part of b the core itself must carry (its decisions
@@ -99,6 +119,10 @@ func (b simBug) planted() plant.Set {
 		return plant.Of(plant.NoWait)
 	case bugRenewOnlyWithToken:
 		return plant.Of(plant.RenewOnlyWithToken)
+	case bugAnyConf:
+		return plant.Of(plant.AnyConf)
+	case bugEarlyCommit:
+		return plant.Of(plant.EarlyCommit)
 	}
 	return plant.Set{}
 }
@@ -372,6 +396,9 @@ func Run(opt Options) Result {
 	}
 	rng := rand.New(rand.NewPCG(opt.Seed, opt.Seed^0x9e3779b97f4a7c15))
 	cfg := simConfig(rng)
+	if opt.LastManStanding {
+		opt.Services = 1
+	}
 	// A fifth of the schedules run a larger cluster, drawn from a stream
 	// of its own so that the other schedules stay what they were.
 	if sr := rand.New(rand.NewPCG(opt.Seed^0x5a4e5, opt.Seed)); sr.IntN(5) == 0 {
@@ -382,8 +409,28 @@ func Run(opt Options) Result {
 			cfg.Locators = slices.Clone(cfg.Nodes)
 		}
 	}
+	var lr *rand.Rand // LastManStanding's own stream
+	if opt.LastManStanding {
+		lr = rand.New(rand.NewPCG(opt.Seed^0x1a57a, opt.Seed))
+		switch lr.IntN(4) {
+		case 0:
+			cfg.Nodes, cfg.Locators = []string{"a", "b", "c"}, []string{"a", "b", "c", "w"}
+		case 1:
+			cfg.Nodes, cfg.Locators = []string{"a", "b", "c", "d"}, []string{"a", "b", "c", "d", "w"}
+		case 2:
+			cfg.Nodes = []string{"a", "b", "c", "d", "e"}
+			cfg.Locators = slices.Clone(cfg.Nodes)
+		default:
+			// Two nodes and three witnesses: the witness down and then
+			// the active dead leaves b with two witnesses.
+			cfg.Nodes, cfg.Locators = []string{"a", "b"}, []string{"a", "b", "w", "x", "y"}
+		}
+	}
 	// The default token timeout of the ring: a larger one needs longer.
 	cfg.TokenTimeout = protocol.DefaultTokenTimeoutFor(len(cfg.Nodes), cfg.TokenInterval)
+	if opt.LastManStanding && opt.bug != bugNoShrink {
+		cfg.LastManStanding = protocol.MinLastManStanding(cfg) + time.Duration(lr.Int64N(int64(300*time.Millisecond)))
+	}
 	nsvc := max(opt.Services, 1)
 	ws := make([]*simWorld, nsvc)
 	for k := range ws {
@@ -429,6 +476,8 @@ func Run(opt Options) Result {
 	withRelease := opt.bug == bugReleaseBeforeRemoval || opt.bug == bugReleaseOnStall ||
 		rand.New(rand.NewPCG(opt.Seed^0x4e1ea5e, opt.Seed)).IntN(2) == 0
 	switch {
+	case opt.Kill && opt.LastManStanding:
+		end = w.planLMSKill(lr)
 	case opt.Kill && nsvc > 1:
 		w.killAt = 700*time.Millisecond + time.Duration(rng.Int64N(int64(300*time.Millisecond)))
 		for _, x := range ws {
@@ -462,6 +511,9 @@ func Run(opt Options) Result {
 		}
 	default:
 		w.healAt = w.planFaults()
+		if opt.LastManStanding {
+			w.planLMSFaults(lr, w.healAt)
+		}
 		for _, x := range ws {
 			x.healAt = w.healAt
 		}
@@ -582,6 +634,165 @@ func merge(ws []*simWorld) Result {
 		r.FailbackGap = max(r.FailbackGap, o.FailbackGap)
 	}
 	return r
+}
+
+// planLMSKill (Options.Kill with LastManStanding) kills hosts that do not
+// hold the role, one a window (and the change's round trips) after the
+// other, until three locators are left, then the host that holds it; the
+// role must move within the bound (finish). It returns the schedule's end.
+func (w *simWorld) planLMSKill(r *rand.Rand) time.Duration {
+	t := 700*time.Millisecond + time.Duration(r.Int64N(int64(300*time.Millisecond)))
+	gap := w.cfg.LastManStanding + 300*time.Millisecond
+	for k := 0; k < len(w.cfg.Locators)-3; k++ {
+		pick := r.Uint64()
+		w.at(t, func() {
+			act := w.holder()
+			nodesUp := 0
+			for i, h := range w.hosts {
+				if i != act && h.isNode && h.np.up {
+					nodesUp++
+				}
+			}
+			var cand []int
+			for i, h := range w.hosts {
+				// Not the active, and not the last node that could take
+				// its place.
+				if i != act && (h.lp.up || h.np.up) && !(h.isNode && h.np.up && nodesUp < 2) {
+					cand = append(cand, i)
+				}
+			}
+			if len(cand) == 0 {
+				return
+			}
+			i := cand[pick%uint64(len(cand))]
+			w.res.Faults = append(w.res.Faults, fmt.Sprintf("%v kill host %s (not the active)", w.now, w.hosts[i].id))
+			w.tracef(nil, "FAULT kill host %s", w.hosts[i].id)
+			w.crashNode(i)
+			w.crashLoc(i)
+		})
+		t += gap
+	}
+	w.killAt = t
+	w.at(t, func() {
+		i := w.holder()
+		if i < 0 {
+			w.violation("no active to kill at %v", w.now)
+			return
+		}
+		w.killed = i
+		w.res.Faults = append(w.res.Faults, fmt.Sprintf("%v kill host %s (the active)", w.now, w.hosts[i].id))
+		w.tracef(nil, "FAULT kill host %s (the active)", w.hosts[i].id)
+		w.crashNode(i)
+		w.crashLoc(i)
+	})
+	return t + w.res.Bound
+}
+
+// planLMSFaults adds to a LastManStanding fault schedule: one or two hosts
+// dead for one to three windows (the membership shrinks, and grows back
+// once they return and have answered for the window, or at the heal), and
+// half the time a locator that loses its state (at most once, and only
+// while the membership has three members or more: with two, the one left
+// holds no quorum until an operator acts, by design).
+func (w *simWorld) planLMSFaults(r *rand.Rand, heal time.Duration) {
+	warm := 600 * time.Millisecond
+	for k := 1 + r.IntN(2); k > 0; k-- {
+		i := r.IntN(len(w.hosts))
+		start := warm + time.Duration(r.Int64N(int64(max(heal-warm, time.Millisecond))))
+		dur := w.cfg.LastManStanding + time.Duration(r.Int64N(int64(2*w.cfg.LastManStanding)))
+		w.hostFault(start, fmt.Sprintf("host %s dead for %v", w.hosts[i].id, dur), func() {
+			w.crashNode(i)
+			w.crashLoc(i)
+		})
+		cut := r.IntN(2) == 0
+		cutFor := 100*time.Millisecond + time.Duration(r.Int64N(int64(2*w.cfg.LastManStanding)))
+		if start+dur >= heal {
+			continue // heal() brings it back
+		}
+		cutFor = min(cutFor, heal-start-dur)
+		w.at(start+dur, func() {
+			if h := w.hosts[i]; !h.lp.up {
+				w.startLoc(i)
+			}
+			if h := w.hosts[i]; h.isNode && !h.np.up {
+				w.startNode(i)
+			}
+			// Half the time it comes back cut off from the active only:
+			// it keeps the membership it left with, and its node, hearing
+			// no token, claims in it.
+			if a := w.holder(); cut && a >= 0 && a != i {
+				w.res.Faults = append(w.res.Faults, fmt.Sprintf("%v host %s back, cut off from the active %s for %v", w.now, w.hosts[i].id, w.hosts[a].id, cutFor))
+				w.tracef(nil, "FAULT cut %s<->%s for %v", w.hosts[i].id, w.hosts[a].id, cutFor)
+				w.blocked[[2]int{i, a}], w.blocked[[2]int{a, i}] = true, true
+				w.at(w.now+cutFor, func() { delete(w.blocked, [2]int{i, a}); delete(w.blocked, [2]int{a, i}) })
+			}
+		})
+	}
+	// A member cut off from the active for up to a window: its lease
+	// record of the active lapses, and it may grant a claim made in
+	// another membership (or see a change complete without it).
+	for k := r.IntN(3); k > 0; k-- {
+		j := r.Uint64()
+		at := warm + time.Duration(r.Int64N(int64(max(heal-warm, time.Millisecond))))
+		d := min(50*time.Millisecond+time.Duration(r.Int64N(int64(w.cfg.LastManStanding))), heal-at)
+		w.at(at, func() {
+			a := w.holder()
+			if a < 0 {
+				return
+			}
+			b := int(j % uint64(len(w.hosts)))
+			if b == a {
+				b = (b + 1) % len(w.hosts)
+			}
+			w.res.Faults = append(w.res.Faults, fmt.Sprintf("%v cut the active %s <-> %s for %v", w.now, w.hosts[a].id, w.hosts[b].id, d))
+			w.tracef(nil, "FAULT cut %s<->%s for %v", w.hosts[a].id, w.hosts[b].id, d)
+			w.blocked[[2]int{a, b}], w.blocked[[2]int{b, a}] = true, true
+			w.at(w.now+d, func() { delete(w.blocked, [2]int{a, b}); delete(w.blocked, [2]int{b, a}) })
+		})
+	}
+	if r.IntN(2) == 0 {
+		i := r.IntN(len(w.hosts))
+		at := warm + time.Duration(r.Int64N(int64(max(heal-warm, time.Millisecond))))
+		w.at(at, func() {
+			if w.smallestConf() < 3 {
+				return
+			}
+			w.res.Faults = append(w.res.Faults, fmt.Sprintf("%v locator %s loses its state", w.now, w.hosts[i].id))
+			w.tracef(nil, "FAULT locator %s loses its state", w.hosts[i].id)
+			w.loseLocState(i)
+		})
+	}
+}
+
+// smallestConf is the fewest members of any membership a running locator
+// or node counts in now.
+func (w *simWorld) smallestConf() int {
+	n := len(w.cfg.Locators)
+	least := n
+	for _, h := range w.hosts {
+		if h.loc != nil && h.lp.up {
+			if c := h.loc.Status().Conf; !c.Unknown {
+				least = min(least, bits.OnesCount8(confSet(c, n)))
+			}
+		}
+		if h.node != nil && h.np.up {
+			st := h.node.Status()
+			least = min(least, bits.OnesCount8(confSet(st.Conf, n)))
+			if st.Next != (protocol.Membership{}) {
+				least = min(least, bits.OnesCount8(confSet(st.Next, n)))
+			}
+		}
+	}
+	return least
+}
+
+// confSet is c's members (the configured membership, version 0, is every
+// locator).
+func confSet(c protocol.Membership, n int) uint8 {
+	if c.Version == 0 && c.Members == 0 {
+		return uint8(1<<n - 1)
+	}
+	return c.Members
 }
 
 // killHost (Options.Kill with several services) kills the host that holds
@@ -1938,8 +2149,14 @@ func fmtMsg(env protocol.Envelope) string {
 		fmt.Fprintf(&b, " tok=%d/%d active=%q handover=%q", m.Token.Epoch, m.Token.Seq, m.Token.Active, m.Token.Handover)
 	case protocol.MsgCheckIn:
 		fmt.Fprintf(&b, " round=%x claim=%v epoch=%d", m.CheckIn.Round&0xffffffff, m.CheckIn.Claim, m.CheckIn.Epoch)
+		if c := m.CheckIn; c.Conf != (protocol.Membership{}) || c.Next != (protocol.Membership{}) {
+			fmt.Fprintf(&b, " conf=v%d/%b next=v%d/%b", c.Conf.Version, c.Conf.Members, c.Next.Version, c.Next.Members)
+		}
 	case protocol.MsgAck:
 		fmt.Fprintf(&b, " round=%x granted=%v epoch=%d holder=%q grant_in=%v", m.Ack.Round&0xffffffff, m.Ack.Granted, m.Ack.Epoch, m.Ack.Holder, m.Ack.GrantIn)
+		if c := m.Ack.Conf; c != (protocol.Membership{}) {
+			fmt.Fprintf(&b, " conf=v%d/%b unknown=%v", c.Version, c.Members, c.Unknown)
+		}
 	case protocol.MsgRelease:
 		fmt.Fprintf(&b, " epoch=%d", m.Release.Epoch)
 	case protocol.MsgTransfer:

@@ -23,6 +23,13 @@ const (
 	// RenewOnlyWithToken: the active renews its lease only when the token
 	// passes (the incident's design), so lost tokens cost it the role.
 	RenewOnlyWithToken
+	// AnyConf: memberships are not enforced: a locator grants in
+	// whatever membership a check-in names, and a node counts a grant
+	// whatever membership the locator answered in.
+	AnyConf
+	// EarlyCommit: a node takes a change of the membership as complete
+	// once a majority of its members adopted it, not every one.
+	EarlyCommit
 )
 
 // Set is the bugs planted in one process. The zero value plants none.
