@@ -256,13 +256,14 @@ func (c *Config) ForService(i int) (*Config, error) {
 // Locators are the nodes in cluster.nodes order, then the witnesses.
 func (c *Config) Protocol() protocol.Config {
 	pc := protocol.Config{
-		Cluster:       c.Cluster.Name,
-		Self:          c.Cluster.Node,
-		TwoNode:       c.Cluster.TwoNode,
-		TokenInterval: c.Cluster.Timing.TokenInterval,
-		TokenTimeout:  c.Cluster.Timing.TokenTimeout,
-		Lease:         c.Cluster.Timing.Lease,
-		DriftMargin:   c.Cluster.Timing.DriftMargin,
+		Cluster:         c.Cluster.Name,
+		Self:            c.Cluster.Node,
+		TwoNode:         c.Cluster.TwoNode,
+		LastManStanding: c.Cluster.LastManStanding,
+		TokenInterval:   c.Cluster.Timing.TokenInterval,
+		TokenTimeout:    c.Cluster.Timing.TokenTimeout,
+		Lease:           c.Cluster.Timing.Lease,
+		DriftMargin:     c.Cluster.Timing.DriftMargin,
 	}
 	svc, _ := c.Service()
 	pc.Nodes = preferenceOrder(c.Cluster.Nodes, svc.Prefer)

@@ -635,6 +635,35 @@ cluster:
   nodes: [{id: a, address: 192.0.2.11:7400}, {id: b, address: 192.0.2.12:7400}]
 `, []string{`vigil.yaml:5:3: cluster.nodes: 2 nodes and no witness: a lease needs a majority of locators, and 1 of 2 is not one, so the survivor of a failure could never become active; add a witness, or set two_node: true to accept split brain under a network partition`}},
 
+	{"last_man_standing with three locators", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  last_man_standing: 10s
+  nodes: [{id: a, address: 192.0.2.11:7400}, {id: b, address: 192.0.2.12:7400}]
+  witnesses: [{id: w, address: 192.0.2.13:7400}]
+`, []string{`vigil.yaml:5:22: cluster.last_man_standing: last_man_standing needs at least 4 locators (nodes and witnesses), have 3: with 3, the membership it would shrink to, 2, still needs both, so a second failure takes the role away as before`}},
+
+	{"last_man_standing shorter than the minimum", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  last_man_standing: 100ms
+  nodes: [{id: a, address: 192.0.2.11:7400}, {id: b, address: 192.0.2.12:7400}, {id: c, address: 192.0.2.14:7400}]
+  witnesses: [{id: w, address: 192.0.2.13:7400}]
+`, []string{`vigil.yaml:5:22: cluster.last_man_standing: last_man_standing 100ms is shorter than the minimum, 250ms (2 × (token_timeout + lease + drift_margin)): a locator would leave the membership over a failover's silence`}},
+
+	{"last_man_standing 0s", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  last_man_standing: 0s
+  nodes: [{id: a, address: 192.0.2.11:7400}]
+`, []string{`vigil.yaml:5:22: cluster.last_man_standing: "0s": write off to keep every locator in the membership (the window is a positive duration, like 10s)`}},
+
 	{"timing: drift margin not below the lease", `
 cluster:
   name: edge

@@ -27,6 +27,7 @@ import (
 // checks made after the walk still point at a line.
 type marks struct {
 	root, clusterKey, nameVal, nodeVal, keyFileVal, twoNodeVal, nodesKey, witnessesKey *yaml.Node
+	lmsVal                                                                             *yaml.Node
 	vipsKey, processesKey, servicesKey                                                 *yaml.Node
 	// rtBudgetVal is control.rt_budget's value when the file sets it.
 	rtBudgetVal *yaml.Node
@@ -133,6 +134,7 @@ func (p *parser) cluster(n *yaml.Node, cl *Cluster, mk *marks) {
 			}
 		}},
 		set("two_node", (*parser).boolean, &cl.TwoNode).mark(&mk.twoNodeVal),
+		set("last_man_standing", (*parser).lastManStanding, &cl.LastManStanding).mark(&mk.lmsVal),
 		// Checked before the witnesses are read: an error there must not
 		// hide that there is no node.
 		field{key: "nodes", read: func(p *parser, e entry, path string) {
@@ -422,6 +424,27 @@ func (p *parser) nameList(e entry, path, what, empty string) ([]string, []mark) 
 		}
 	}
 	return names, at
+}
+
+// lastManStanding reads off (0) or a positive duration.
+func (p *parser) lastManStanding(n *yaml.Node, path string) (time.Duration, bool) {
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!str" && n.Value == "off" {
+		return 0, true
+	}
+	s, ok := p.str(n, path)
+	if !ok {
+		return 0, false
+	}
+	d, err := parseDuration(s)
+	switch {
+	case err != nil:
+		p.errAt(n, path, "%q is not off or a duration like 10s", s)
+		return 0, false
+	case d == 0:
+		p.errAt(n, path, "%q: write off to keep every locator in the membership (the window is a positive duration, like 10s)", s)
+		return 0, false
+	}
+	return d, true
 }
 
 // failback reads off (0) or a positive duration.
@@ -1055,6 +1078,8 @@ func (p *parser) protocolRules(c *Config, mk *marks) {
 			if pr.Field == "two_node" {
 				at, key = firstNode(mk.twoNodeVal, mk.clusterKey), "cluster.two_node"
 			}
+		case "last_man_standing":
+			at, key = firstNode(mk.lmsVal, mk.clusterKey), "cluster.last_man_standing"
 		case "failback":
 			// Of the service Protocol took it from: the first one.
 			if mk.timingBad || len(mk.services) == 0 {

@@ -85,10 +85,12 @@ cluster:
   name: sip-edge
   node: c
   key_file: $KEY
+  last_man_standing: 10s
   nodes:
     - {id: a, address: 192.0.2.11:7400}
     - {id: b, address: 192.0.2.12:7400}
     - {id: c, address: 192.0.2.13:7400}
+    - {id: d, address: 192.0.2.14:7400}
 services:
   - name: customers-1
     vips:
@@ -209,7 +211,9 @@ func TestEveryKeyLandsInItsField(t *testing.T) {
 		want := defaults()
 		want.Cluster.Name, want.Cluster.Node, want.Cluster.KeyFile = "sip-edge", "c", keys.Replace("$KEY")
 		want.Cluster.Listen = "192.0.2.13:7400"
-		want.Cluster.Nodes = []Peer{{ID: "a", Address: "192.0.2.11:7400"}, {ID: "b", Address: "192.0.2.12:7400"}, {ID: "c", Address: "192.0.2.13:7400"}}
+		want.Cluster.Nodes = []Peer{{ID: "a", Address: "192.0.2.11:7400"}, {ID: "b", Address: "192.0.2.12:7400"}, {ID: "c", Address: "192.0.2.13:7400"}, {ID: "d", Address: "192.0.2.14:7400"}}
+		want.Cluster.LastManStanding = 10 * time.Second
+		want.Cluster.Timing.TokenTimeout = 55 * time.Millisecond // the default for a ring of four
 		want.VIPs = vips
 		want.Services = []Service{{Name: "customers-1", VIPs: vips, Processes: []string{"kamailio"}, Prefer: []string{"c", "a"}, Failback: 30 * time.Second}}
 		want.Processes = []Process{

@@ -51,7 +51,11 @@ type Cluster struct {
 	Nodes     []Peer
 	Witnesses []Peer
 	TwoNode   bool // opt-in, unsafe under partition
-	Timing    Timing
+	// LastManStanding: the window after which the active drops a silent
+	// locator from the membership (and adds a returning one back); 0:
+	// off, the default (protocol.Config.LastManStanding).
+	LastManStanding time.Duration
+	Timing          Timing
 }
 
 // Peer is one node or witness.

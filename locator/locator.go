@@ -97,6 +97,9 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		}
 		failing, persistErrors, lastErr := d.w.Status()
 		r := buildReport(d.l.Status(), d.clk.Now(), tr, persistErrors)
+		if c := d.l.Status().Conf; pcfg.LastManStanding > 0 || c != (protocol.Membership{}) {
+			r.Membership = ctlmsg.MembershipOf(c, pcfg.Locators)
+		}
 		r.PersistFailing, r.PersistError = failing, lastErr
 		r.Incarnation = d.incarnation
 		rt.Refresh() // the supervisor may have made us SCHED_RR since start
@@ -182,6 +185,8 @@ type driver struct {
 	incarnation uint64 // as persisted
 	lastHolder  string // as persisted and logged
 	lastEpoch   uint64
+	lastConf    protocol.Membership
+	locators    []string // the protocol's, for the membership's ids
 }
 
 // stateWriter persists locator.state: *statefile.Writer.
@@ -207,7 +212,12 @@ func start(pcfg protocol.Config, st protocol.LocatorState, lost bool, clk clock.
 	// The new incarnation must be on disk before any datagram carries it:
 	// the first flush writes it, and until a write succeeds nothing is
 	// sent (a full disk at start is retried like any other).
-	d := &driver{l: l, w: w, send: ep.Send, log: log, clk: clk, lastEpoch: st.Epoch, lastHolder: st.Holder}
+	d := &driver{l: l, w: w, send: ep.Send, log: log, clk: clk, lastEpoch: st.Epoch, lastHolder: st.Holder,
+		lastConf: st.Conf, locators: pcfg.Locators}
+	if c := l.Status().Conf; c.Unknown {
+		log.Warn("no state file under last_man_standing: this locator counts in no membership of the locators until the active adds it back (docs/operations.md, \"A locator's state directory lost\")",
+			"event", "membership", "membership", c.Format(pcfg.Locators))
+	}
 	d.flush()
 	d.timing = timingstat.NewRecorder(nil, nil)
 	d.interval = tickPeriod(pcfg)
@@ -257,6 +267,11 @@ func (d *driver) flush() {
 		if s := rd.State; s.Holder != d.lastHolder || s.Epoch != d.lastEpoch {
 			d.log.Info("lease granted", "event", "grant", "holder", s.Holder, "epoch", s.Epoch, "previous", d.lastHolder)
 			d.lastHolder, d.lastEpoch = s.Holder, s.Epoch
+		}
+		if c := rd.State.Conf; c != d.lastConf && !c.Unknown {
+			d.log.Info("membership of the locators adopted", "event", "membership", "membership", c.Format(d.locators),
+				"previous", d.lastConf.Format(d.locators))
+			d.lastConf = c
 		}
 	}
 	for _, e := range rd.Messages {

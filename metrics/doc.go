@@ -84,7 +84,9 @@
 //	vigil_quorum_ok                                G  service                   1 when enough locators answered within the last lease (absent without a node manager report)
 //	vigil_quorum_locators                          G  service                   locators this node checks in with
 //	vigil_quorum_locators_answered                 G  service                   locators that answered within the last lease
-//	vigil_quorum_locators_needed                   G  service                   locators a lease needs (majority; 1 of 2 with two_node)
+//	vigil_quorum_locators_needed                   G  service                   locators a lease needs (majority of the membership; 1 of 2 with two_node)
+//	vigil_membership_version                       G  service                   version of the locators' membership (last_man_standing only)
+//	vigil_membership_locators                      G  service                   locators in the membership (last_man_standing only)
 //	vigil_fences_total                             C                            control-plane processes fenced because their heartbeat stopped
 //	vigil_fences_held_total                        C                            node manager silent past its lease, left to the kernel lease (not killed)
 //	vigil_reloads_total                            C                            configuration reloads applied

@@ -266,6 +266,10 @@ func (c *collector) collectNodeManager(e *emitter, svc string, r *ctlmsg.NodeMan
 	e.gauge("vigil_token_rotation_seconds", "Duration of the token's last full rotation.", r.RotationMS/1e3, "service", svc)
 	e.gauge("vigil_token_lost", "1 while the node manager considers the token lost.", b2f(r.TokenLost), "service", svc)
 	e.gauge("vigil_maintenance", "1 while this node is in maintenance (will not take the active role).", b2f(r.Maintenance), "service", svc)
+	if m := r.Membership; m != nil {
+		e.gauge("vigil_membership_version", "Version of the locators' membership (cluster.last_man_standing): it grows with every change.", float64(m.Version), "service", svc)
+		e.gauge("vigil_membership_locators", "Locators in the membership whose majority grants the role (cluster.last_man_standing).", float64(len(m.Members)), "service", svc)
+	}
 	e.counter("vigil_takeovers_total", "Times this node took the active role since its node manager started.", float64(r.Takeovers), "service", svc)
 	if t := r.LastTakeover; t != nil {
 		e.gauge("vigil_last_takeover_added_seconds", "Last takeover: from the decision to the floating IPs added.", t.AddedMS/1e3, "service", svc)
@@ -435,7 +439,7 @@ func collectQuorum(e *emitter, svc string, q *supervisor.Quorum) {
 	e.gauge("vigil_quorum_ok", "1 when enough locators answered this node within the last lease to grant it one (quorum.ok in vigil status).", b2f(q.OK), "service", svc)
 	e.gauge("vigil_quorum_locators", "Locators this node checks in with.", float64(q.Locators), "service", svc)
 	e.gauge("vigil_quorum_locators_answered", "Locators that answered this node's check-ins within the last lease.", float64(q.Answered), "service", svc)
-	e.gauge("vigil_quorum_locators_needed", "Locators a lease needs (a majority; 1 of 2 with two_node).", float64(q.Needed), "service", svc)
+	e.gauge("vigil_quorum_locators_needed", "Locators a lease needs (a majority of the membership; 1 of 2 with two_node).", float64(q.Needed), "service", svc)
 }
 
 func collectControl(e *emitter, proc, svc string, degraded bool, episodes uint64, maxLateMS float64) {

@@ -74,6 +74,8 @@ func (f fixture) status(t *testing.T) *supervisor.Status {
 			{ID: "b", Seen: true, AgeMS: 35},
 			{ID: "w", Seen: false},
 		},
+		// last_man_standing kept every locator (membership version 0).
+		Membership:   &ctlmsg.Membership{Members: []string{"a", "b", "w"}},
 		VIPs:         heldVIPs(f.vips),
 		Takeovers:    1,
 		LastTakeover: f.takeover,

@@ -907,8 +907,16 @@ func (m *manager) onEvent(ev protocol.Event) {
 	case protocol.SwitchoverRefused:
 		// The requester's CLI only sees the role stay; this is the why.
 		m.log.Warn("switchover request refused", "event", "switchover_refused", "from", e.From, "to", e.To, "reason", e.Reason)
+	case protocol.MembershipChanged:
+		next := ""
+		if e.Next != (protocol.Membership{}) {
+			next = e.Next.Format(m.pcfg.Locators)
+		}
+		m.log.Info("membership of the locators changed", "event", "membership", "membership", e.Conf.Format(m.pcfg.Locators),
+			"next", next, "quorum", st.Quorum, "detail", e.Desc)
 	}
 }
+
 
 // hookEnv is a hook's whole environment but PATH (docs/configuration.md,
 // hooks): nothing of the node manager's own is passed on. An active or
@@ -1170,7 +1178,7 @@ func (m *manager) report(now time.Duration) {
 	kl := m.kernelLeaseReport()
 	view := reportView{role: bf.Role, epoch: bf.Epoch, active: bf.Active, healthy: m.healthy,
 		maintenance: st.Maintenance, held: m.held, draining: m.drain != nil, reasons: strings.Join(m.reasons, "; "),
-		vipFail: len(m.vipFail)}
+		vipFail: len(m.vipFail), conf: st.Conf, next: st.Next}
 	if kl != nil {
 		view.kernelLease = kl.State
 	}
@@ -1180,7 +1188,7 @@ func (m *manager) report(now time.Duration) {
 	}
 	r := ctlmsg.NodeManagerReport{
 		BeatFields:       bf,
-		UnhealthyReasons: m.reasons, Incarnation: st.Incarnation, QuorumNeeded: m.pcfg.Quorum(),
+		UnhealthyReasons: m.reasons, Incarnation: st.Incarnation, QuorumNeeded: st.Quorum,
 		Takeovers: m.takeovers, LastTakeover: m.lastTakeover,
 		LateTimers: m.lateTimers, MaxLateMS: float64(m.maxLate) / 1e6, SlowPasses: m.slowPasses,
 		HookFailures: m.hooks.failures.Load(), VIPs: []string{},
@@ -1196,6 +1204,12 @@ func (m *manager) report(now time.Duration) {
 			pr.Healthy, pr.Maintenance = m.healthy, st.Maintenance
 		}
 		r.Peers = append(r.Peers, pr)
+	}
+	if m.pcfg.LastManStanding > 0 || st.Conf != (protocol.Membership{}) || st.Next != (protocol.Membership{}) {
+		r.Membership = ctlmsg.MembershipOf(st.Conf, m.pcfg.Locators)
+		if st.Next != (protocol.Membership{}) {
+			r.MembershipNext = ctlmsg.MembershipOf(st.Next, m.pcfg.Locators)
+		}
 	}
 	for _, l := range st.Locators {
 		lr := ctlmsg.LocatorAnswer{ID: l.ID, Seen: l.Seen}
@@ -1247,6 +1261,7 @@ type reportView struct {
 	epoch                                uint64
 	healthy, maintenance, held, draining bool
 	vipFail                              int // floating IPs that could not be added
+	conf, next                           protocol.Membership
 }
 
 func (m *manager) sendReport(r *ctlmsg.NodeManagerReport) {

@@ -79,6 +79,14 @@ func (m Membership) Format(locators []string) string {
 	if m.Unknown {
 		return "unknown"
 	}
+	return fmt.Sprintf("v%d{%s}", m.Version, strings.Join(m.IDs(locators), ","))
+}
+
+// IDs is the ids of m's members, in locators' order (nil if unknown).
+func (m Membership) IDs(locators []string) []string {
+	if m.Unknown {
+		return nil
+	}
 	var ids []string
 	s := m.set(len(locators))
 	for i, id := range locators {
@@ -86,5 +94,5 @@ func (m Membership) Format(locators []string) string {
 			ids = append(ids, id)
 		}
 	}
-	return fmt.Sprintf("v%d{%s}", m.Version, strings.Join(ids, ","))
+	return ids
 }

@@ -442,6 +442,7 @@ func restartOnlyKeys(old, next *config.Config) []string {
 	diff("cluster.key_file", o.KeyFile, n.KeyFile)
 	diff("cluster.listen", o.Listen, n.Listen)
 	diff("cluster.two_node", o.TwoNode, n.TwoNode)
+	diff("cluster.last_man_standing", o.LastManStanding, n.LastManStanding)
 	diff("cluster.nodes", o.Nodes, n.Nodes)
 	diff("cluster.witnesses", o.Witnesses, n.Witnesses)
 	diff("cluster.timing.token_interval", o.Timing.TokenInterval, n.Timing.TokenInterval)

@@ -69,16 +69,43 @@ func quorumOf(nm *ctlmsg.NodeManagerReport) *Quorum {
 		lease = protocol.DefaultLease.Milliseconds() // a report older than lease_ms
 	}
 	q := &Quorum{Locators: len(nm.Locators), Needed: nm.QuorumNeeded}
+	member := func(string) bool { return true }
+	if m := nm.Membership; m != nil {
+		// Only the members of the membership count (last_man_standing).
+		q.Locators = len(m.Members)
+		member = func(id string) bool { return slices.Contains(m.Members, id) }
+	}
 	if q.Needed <= 0 {
-		q.Needed = len(nm.Locators)/2 + 1 // a report older than quorum_needed
+		q.Needed = q.Locators/2 + 1 // a report older than quorum_needed
 	}
 	for _, l := range nm.Locators {
-		if l.Seen && l.AgeMS <= lease {
+		if l.Seen && l.AgeMS <= lease && member(l.ID) {
 			q.Answered++
 		}
 	}
 	q.OK = q.Answered >= q.Needed
 	return q
+}
+
+// membershipWarnings: under last_man_standing, the locators left out of
+// the membership (the cluster runs on fewer), and this host's locator
+// counting in none after a lost state directory.
+func membershipWarnings(add func(kind, format string, args ...any), prefix string, nm *ctlmsg.NodeManagerReport, loc *ctlmsg.LocatorReport) {
+	if nm != nil && nm.Membership != nil && !nm.Membership.Unknown {
+		var out []string
+		for _, l := range nm.Locators {
+			if !slices.Contains(nm.Membership.Members, l.ID) {
+				out = append(out, l.ID)
+			}
+		}
+		if len(out) > 0 {
+			add("membership_shrunk", "%sthe locators' membership is v%d %s (last_man_standing): %s left out, a lease needs %d of %d; a locator is added back once it has answered for the window (journalctl -u vigil EVENT=membership)",
+				prefix, nm.Membership.Version, strings.Join(nm.Membership.Members, ","), strings.Join(out, ","), nm.QuorumNeeded, len(nm.Membership.Members))
+		}
+	}
+	if loc != nil && loc.Membership != nil && loc.Membership.Unknown {
+		add("membership_unknown", "%sthis host's locator started without its state file under last_man_standing: it grants nothing until the active adds it back to the membership (docs/operations.md, \"A locator's state directory lost\")", prefix)
+	}
 }
 
 // conflictWarnFor is how long the vip_conflict warning stays after the
@@ -98,6 +125,7 @@ func (st *Status) warnings(nm *ctlmsg.NodeManagerReport, loc *ctlmsg.LocatorRepo
 		add("no_quorum", "no quorum: %d of %d locators answered within the lease, %d needed; this node can neither take nor keep the active role%s",
 			q.Answered, q.Locators, q.Needed, foreignHint(nm, loc))
 	}
+	membershipWarnings(add, "", nm, loc)
 	if nm != nil && nm.Degraded {
 		add("late_timer", "node manager not scheduled in time (worst %.0f ms; %s)", nm.SchedMaxLateMS, strings.Join(nm.DegradedReasons, ", "))
 	}
@@ -137,6 +165,7 @@ func (st *Status) warnings(nm *ctlmsg.NodeManagerReport, loc *ctlmsg.LocatorRepo
 			add("no_quorum", "service %s: no quorum: %d of %d locators answered within the lease, %d needed; this node can neither take nor keep it%s",
 				name, q.Answered, q.Locators, q.Needed, foreignHint(r, st.LocatorReport(i)))
 		}
+		membershipWarnings(add, "service "+name+": ", r, st.LocatorReport(i))
 		vipFailures(add, "service "+name+": ", r)
 		if r.PersistFailing {
 			add("persist_failing", "service %s: node manager cannot write its state file, so it sends nothing and claims nothing until it can: %s", name, r.PersistError)

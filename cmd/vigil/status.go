@@ -341,6 +341,14 @@ func printCluster(w io.Writer, p painter, st *supervisor.Status, nm *ctlmsg.Node
 			}
 		}
 		fmt.Fprintln(w, token)
+		if m := nm.Membership; m != nil {
+			// last_man_standing: the locators whose majority counts.
+			line := fmt.Sprintf("membership v%d %s", m.Version, strings.Join(m.Members, ","))
+			if n := nm.MembershipNext; n != nil {
+				line += fmt.Sprintf("  changing to v%d %s", n.Version, strings.Join(n.Members, ","))
+			}
+			fmt.Fprintln(w, line)
+		}
 		// The locators answer for an epoch a moment before the node
 		// manager reports it: only a lasting difference matters, and only
 		// a difference is worth a line.

@@ -5,6 +5,7 @@ import (
 
 	"github.com/vigil-project/vigil/internal/timingstat"
 	"github.com/vigil-project/vigil/internal/transport"
+	"github.com/vigil-project/vigil/protocol"
 	"github.com/vigil-project/vigil/realtime"
 	"github.com/vigil-project/vigil/schedwatch"
 )
@@ -25,11 +26,18 @@ type NodeManagerReport struct {
 	UnhealthyReasons []string `json:"unhealthy_reasons,omitempty"`
 	Incarnation      uint64   `json:"incarnation"`
 	// QuorumNeeded is how many of Locators must answer for a lease
-	// (protocol.Config.Quorum: a majority, 1 of 2 with two_node).
-	QuorumNeeded int             `json:"quorum_needed"`
-	Peers        []PeerState     `json:"peers"`
-	Locators     []LocatorAnswer `json:"locators"`
-	VIPs         []string        `json:"vips_held"`
+	// (protocol.Config.Quorum: a majority, 1 of 2 with two_node; under
+	// cluster.last_man_standing, a majority of Membership's members).
+	QuorumNeeded int `json:"quorum_needed"`
+	// Membership is the set of locators whose majority grants the role,
+	// MembershipNext a change of it under way; present with
+	// cluster.last_man_standing, or once the membership ever changed
+	// (docs/protocol.md, "A quorum that shrinks").
+	Membership     *Membership     `json:"membership,omitempty"`
+	MembershipNext *Membership     `json:"membership_next,omitempty"`
+	Peers          []PeerState     `json:"peers"`
+	Locators       []LocatorAnswer `json:"locators"`
+	VIPs           []string        `json:"vips_held"`
 	// VIPsFailed are the floating IPs this node holds the service for
 	// but could not add (the node manager tries again every 500 ms).
 	VIPsFailed   []VIPFailure `json:"vips_failed,omitempty"`
@@ -156,6 +164,22 @@ type PeerState struct {
 	InRing      bool   `json:"in_ring"`
 }
 
+// Membership is one version of the set of locators whose majority grants
+// the active role (protocol.Membership, with the locators' ids).
+type Membership struct {
+	Version uint64   `json:"version"`
+	Members []string `json:"members"`
+	// Unknown: a locator that started without its state file under
+	// last_man_standing, and counts in no membership until the active
+	// adds it back.
+	Unknown bool `json:"unknown,omitempty"`
+}
+
+// MembershipOf is m for status, with the locators' ids.
+func MembershipOf(m protocol.Membership, locators []string) *Membership {
+	return &Membership{Version: m.Version, Members: m.IDs(locators), Unknown: m.Unknown}
+}
+
 // LocatorAnswer is a locator's last answer to this node.
 type LocatorAnswer struct {
 	ID    string `json:"id"`
@@ -188,17 +212,20 @@ type Takeover struct {
 // LocatorReport is what the locator tells the supervisor, and what `vigil status
 // --json` shows under "locator". Keys are stable.
 type LocatorReport struct {
-	Self             string          `json:"self"`
-	Incarnation      uint64          `json:"incarnation"`
-	Epoch            uint64          `json:"epoch"`
-	Holder           string          `json:"holder"`
-	LeaseValid       bool            `json:"lease_valid"`
-	LeaseRemainingMS int64           `json:"lease_remaining_ms"`
-	GrantInMS        int64           `json:"grant_in_ms"`
-	Quarantined      bool            `json:"quarantined"`
-	Nodes            []NodeCheckin   `json:"nodes"`
-	Transport        transport.Stats `json:"transport"`
-	PersistErrors    uint64          `json:"persist_errors"`
+	Self             string `json:"self"`
+	Incarnation      uint64 `json:"incarnation"`
+	Epoch            uint64 `json:"epoch"`
+	Holder           string `json:"holder"`
+	LeaseValid       bool   `json:"lease_valid"`
+	LeaseRemainingMS int64  `json:"lease_remaining_ms"`
+	GrantInMS        int64  `json:"grant_in_ms"`
+	Quarantined      bool   `json:"quarantined"`
+	// Membership is the one this locator grants in (as the node
+	// manager's report; present under the same conditions).
+	Membership    *Membership     `json:"membership,omitempty"`
+	Nodes         []NodeCheckin   `json:"nodes"`
+	Transport     transport.Stats `json:"transport"`
+	PersistErrors uint64          `json:"persist_errors"`
 	// PersistFailing: the last write of the state file failed; the
 	// locator answers nothing until a write succeeds (PersistError says
 	// why).

@@ -29,6 +29,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 )
@@ -219,7 +220,10 @@ func decode(b []byte, o Owner, v any) (Result, error) {
 }
 
 // decodeState decodes b into v requiring every member v encodes to (the
-// exact names) and no other.
+// exact names) and no other, except that a member whose field is tagged
+// omitzero or omitempty may be missing (a state written before the field
+// existed, or with its zero value, which is not written): it decodes as
+// the zero value.
 func decodeState(b []byte, v any) error {
 	var got map[string]json.RawMessage
 	if err := strictDecode(b, &got); err != nil {
@@ -244,12 +248,43 @@ func decodeState(b []byte, v any) error {
 	if missing := missingKeys(got, keys...); len(missing) > 0 {
 		return fmt.Errorf("missing %s", strings.Join(missing, ", "))
 	}
+	optional := optionalMembers(v)
 	for k := range got {
-		if _, ok := want[k]; !ok {
+		if _, ok := want[k]; !ok && !optional[k] {
 			return fmt.Errorf("unknown member %q", k)
 		}
 	}
 	return strictDecode(b, v)
+}
+
+// optionalMembers names the JSON members of the struct v points to whose
+// fields are tagged omitzero or omitempty.
+func optionalMembers(v any) map[string]bool {
+	t := reflect.TypeOf(v)
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	out := map[string]bool{}
+	if t == nil || t.Kind() != reflect.Struct {
+		return out
+	}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag := f.Tag.Get("json")
+		name, opts, _ := strings.Cut(tag, ",")
+		if name == "-" || !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		for _, o := range strings.Split(opts, ",") {
+			if o == "omitzero" || o == "omitempty" {
+				out[name] = true
+			}
+		}
+	}
+	return out
 }
 
 func missingKeys(m map[string]json.RawMessage, keys ...string) []string {

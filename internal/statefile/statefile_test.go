@@ -130,3 +130,48 @@ func TestFreshIncarnation(t *testing.T) {
 		t.Fatalf("incarnation %d %v", inc, err)
 	}
 }
+
+type stOpt struct {
+	Epoch uint64
+	Conf  struct{ Version uint64 } `json:",omitzero"`
+}
+
+// A member tagged omitzero is optional: a file written before it existed
+// (or with it zero, which is not written) loads it as zero, a file with it
+// loads it; any other missing or unknown member is still refused.
+func TestOptionalMembers(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "s")
+	if err := Save(p, me, st{Epoch: 4, Who: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	var got stOpt
+	if _, err := Load(p, me, &got); err == nil || !strings.Contains(err.Error(), `unknown member "Who"`) {
+		t.Errorf("a file with an unknown member: %v", err)
+	}
+	if err := Save(p, me, stOpt{Epoch: 5}); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(p); strings.Contains(string(b), "Conf") {
+		t.Errorf("a zero omitzero member was written: %s", b)
+	}
+	got = stOpt{}
+	if res, err := Load(p, me, &got); res != Loaded || err != nil || got.Epoch != 5 {
+		t.Errorf("without the optional member: %v %v %+v", res, err, got)
+	}
+	w := stOpt{Epoch: 6}
+	w.Conf.Version = 2
+	if err := Save(p, me, w); err != nil {
+		t.Fatal(err)
+	}
+	got = stOpt{}
+	if res, err := Load(p, me, &got); res != Loaded || err != nil || got != w {
+		t.Errorf("with the optional member: %v %v %+v", res, err, got)
+	}
+	if err := Save(p, me, struct{ Conf struct{ Version uint64 } }{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(p, me, &stOpt{}); err == nil || !strings.Contains(err.Error(), "missing Epoch") {
+		t.Errorf("a required member missing: %v", err)
+	}
+}
