@@ -917,7 +917,6 @@ func (m *manager) onEvent(ev protocol.Event) {
 	}
 }
 
-
 // hookEnv is a hook's whole environment but PATH (docs/configuration.md,
 // hooks): nothing of the node manager's own is passed on. An active or
 // standby event moves VIGIL_ROLE; a fault leaves it (the role it was
