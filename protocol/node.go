@@ -1674,7 +1674,14 @@ func (n *Node) learnConf() {
 		}
 	}
 	old := n.st
-	if found && best != cur && (best.Version > cur.Version || n.confSupport(cur) < n.confQuorum(cur)) {
+	// Never the active's own change, nor for the active at all: it
+	// proposed what it counts in, and its change completes only when
+	// every member adopted it (below); jumping to it as soon as a
+	// majority reports it would leave a member that missed it behind
+	// for good (found by the simulator: that member, and then a lost
+	// state, left no quorum).
+	if found && best != cur && best != n.st.Next && n.role != Active &&
+		(best.Version > cur.Version || n.confSupport(cur) < n.confQuorum(cur)) {
 		// A member still at the membership best changed is a change
 		// under way: carry it as Next from there (and count in the old
 		// one, whose locators grant it too) until every member adopted
