@@ -1258,10 +1258,18 @@ func (n *Node) addHolder(r *round, a Ack, bit uint32) {
 	r.epochs[a.Holder] = max(r.epochs[a.Holder], a.Epoch)
 }
 
-// quorumHolder is a holder that a quorum of answers named, if any.
+// quorumHolder is a holder that a quorum of answers named, or enough of
+// them that no other node can gather a quorum while they do: with an odd
+// number of members the same, with an even one fewer (2 of 4). A claim
+// fails as soon as that many refused it, so with four locators a
+// candidate refused by two naming the live active never saw a quorum
+// name it, and stayed a candidate, out of the ring, for as long as that
+// active lived (found by the namespace test of last_man_standing on four
+// nodes; the simulator's shapes had three or five locators).
 func (n *Node) quorumHolder(r *round) (string, bool) {
+	need := min(r.quorum, r.nmem-r.quorum+1)
 	for h, set := range r.holders {
-		if bits.OnesCount32(set) >= r.quorum {
+		if bits.OnesCount32(set) >= need {
 			return h, true
 		}
 	}

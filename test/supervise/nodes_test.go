@@ -69,6 +69,13 @@ type nodeSet struct {
 // the cluster: section (its floating IPs, services).
 func newNodeSet(t *testing.T, name string, ids []string, body func(id string) string) *nodeSet {
 	t.Helper()
+	return newNodeSetWith(t, name, ids, body, "")
+}
+
+// newNodeSetWith is newNodeSet with more keys in every cluster: section
+// (clusterExtra, indented as its keys).
+func newNodeSetWith(t *testing.T, name string, ids []string, body func(id string) string, clusterExtra string) *nodeSet {
+	t.Helper()
 	var specs []netnstest.HostSpec
 	addrs := map[string]string{}
 	for i, id := range ids {
@@ -80,7 +87,7 @@ func newNodeSet(t *testing.T, name string, ids []string, body func(id string) st
 	for _, id := range ids {
 		d := s.nodes[id]
 		d.extra = body(id)
-		d.cluster = nodesYAML(name, id, d, ids, addrs)
+		d.cluster = nodesYAML(name, id, d, ids, addrs) + clusterExtra
 		d.wrap = []string{"nsenter", "--net=/run/netns/" + s.net.Hosts[id].NSName}
 		d.writeConfig("")
 	}
