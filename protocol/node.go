@@ -93,14 +93,38 @@ type round struct {
 	holders map[string]uint32
 	epochs  map[string]uint64
 	// The membership the round counts in, and the change it carries:
-	// only answers of members count, a quorum of them decides.
-	conf, next Membership
-	members    uint32
-	quorum     int
-	nmem       int
+	// only answers of members count, a quorum of them decides. A round
+	// with a change (next) is won by a quorum of conf's members granting
+	// in conf or next, or by a quorum of next's members granting in next
+	// (the two majorities intersect, so either is as safe): a change
+	// that locators outside it adopted, or that one which lost its state
+	// cannot, still leaves a quorum (found by the simulator).
+	conf, next  Membership
+	members     uint32 // conf's and next's
+	cmask       uint32 // conf's
+	nmask       uint32 // next's
+	quorum      int    // conf's
+	nquorum     int    // next's
+	nmem        int    // conf's
+	grantedNext uint32 // granted in next
 }
 
 func (r *round) answered() uint32 { return r.granted | r.refused }
+
+// won: a quorum granted, in conf (or its change), or in next.
+func (r *round) won() bool {
+	return bits.OnesCount32(r.granted&r.cmask) >= r.quorum ||
+		r.nmask != 0 && bits.OnesCount32(r.grantedNext&r.nmask) >= r.nquorum
+}
+
+// lost: the answers so far leave neither quorum possible.
+func (r *round) lost() bool {
+	if bits.OnesCount32(r.cmask&^r.refused) >= r.quorum {
+		return false
+	}
+	bad := r.refused | r.granted&^r.grantedNext
+	return r.nmask == 0 || bits.OnesCount32(r.nmask&^bad) < r.nquorum
+}
 
 // lapse is a lease a locator protects for holder until at.
 type lapse struct {
@@ -1110,7 +1134,11 @@ func (n *Node) newRound(kind roundKind, epoch uint64) *round {
 	n.roundSeq++
 	r := &round{id: n.st.Incarnation<<32 | n.roundSeq&0xffffffff, kind: kind, epoch: epoch, sentAt: n.now,
 		conf: n.st.Conf, next: n.st.Next}
-	r.members, r.nmem, r.quorum = uint32(r.conf.set(n.nloc)), r.conf.size(n.nloc), n.confQuorum(r.conf)
+	r.cmask, r.nmem, r.quorum = uint32(r.conf.set(n.nloc)), r.conf.size(n.nloc), n.confQuorum(r.conf)
+	if r.next != (Membership{}) {
+		r.nmask, r.nquorum = uint32(r.next.set(n.nloc)), n.confQuorum(r.next)
+	}
+	r.members = r.cmask | r.nmask
 	n.queued = append(n.queued, r)
 	return r
 }
@@ -1225,6 +1253,9 @@ func (n *Node) onAck(li int, a Ack) {
 	if a.Granted && a.Holder == n.self && (a.Epoch == r.epoch || r.kind == roundRenew && a.Epoch > r.epoch) &&
 		(a.Conf == r.conf || r.next != (Membership{}) && a.Conf == r.next || n.cfg.Planted.Has(plant.AnyConf)) {
 		r.granted |= bit
+		if r.next != (Membership{}) && a.Conf == r.next {
+			r.grantedNext |= bit
+		}
 		r.grantIn = append(r.grantIn, 0)
 	} else {
 		r.refused |= bit
@@ -1234,13 +1265,13 @@ func (n *Node) onAck(li int, a Ack) {
 		}
 	}
 	switch {
-	case bits.OnesCount32(r.granted) >= r.quorum:
+	case r.won():
 		if r.kind == roundClaim {
 			n.claimWon(r)
 		} else {
 			n.renewed(r)
 		}
-	case bits.OnesCount32(r.refused) > r.nmem-r.quorum:
+	case r.lost():
 		if r.kind == roundClaim {
 			n.claimFailed(r)
 		} else if h, ok := n.quorumHolder(r); ok && h != n.self {
@@ -1664,7 +1695,8 @@ func (n *Node) confSupport(c Membership) int {
 // lost that majority; then to the change under way as Next, which its
 // claims and renewals carry so that the locators still at the old
 // membership adopt it (a new holder finishes what a previous one began);
-// and, once every member of Next reports it, to Next. None of this is needed for safety
+// and, once every member of Next reports it (or counts in none after a
+// lost state), to Next. None of this is needed for safety
 // (the locators grant only in the membership they adopted, and a node
 // counts a majority of the one it claims in); it is how a node that was
 // away, or restarted, finds the membership the cluster uses.
@@ -1706,10 +1738,15 @@ func (n *Node) learnConf() {
 	if next := n.st.Next; next != (Membership{}) {
 		all, at := true, 0
 		for i := range nl {
-			if next.has(nl, i) && n.locAck[i].Conf != next {
-				all = false
-			} else if next.has(nl, i) {
+			switch c := n.locAck[i].Conf; {
+			case !next.has(nl, i):
+			case c == next:
 				at++
+			case !c.Unknown:
+				// An unknown locator (lost state) grants in no
+				// membership, and learns only a newer one: it
+				// cannot be left behind at the old one.
+				all = false
 			}
 		}
 		if n.cfg.Planted.Has(plant.EarlyCommit) {
