@@ -72,6 +72,11 @@ type Options struct {
 	// role must move within the bound, as the option promises (without
 	// it no quorum is left). One service only.
 	LastManStanding bool
+	// EvenLocators: a shape of four locators (three nodes and a witness,
+	// four nodes, or two nodes and two witnesses), whose quorum of 3
+	// leaves a claim refused by two (the other shapes have three or five
+	// locators).
+	EvenLocators bool
 
 	bug simBug // planted bugs, for tests that check the simulator finds them
 	// kernelLate overrides KernelLeaseLate (tests: a late kernel beyond
@@ -407,6 +412,17 @@ func Run(opt Options) Result {
 		} else {
 			cfg.Nodes = []string{"a", "b", "c", "d", "e"}
 			cfg.Locators = slices.Clone(cfg.Nodes)
+		}
+	}
+	if opt.EvenLocators {
+		switch rand.New(rand.NewPCG(opt.Seed^0xe7e4, opt.Seed)).IntN(3) {
+		case 0:
+			cfg.Nodes, cfg.Locators = []string{"a", "b", "c"}, []string{"a", "b", "c", "w"}
+		case 1:
+			cfg.Nodes = []string{"a", "b", "c", "d"}
+			cfg.Locators = slices.Clone(cfg.Nodes)
+		default:
+			cfg.Nodes, cfg.Locators = []string{"a", "b"}, []string{"a", "b", "w", "x"}
 		}
 	}
 	var lr *rand.Rand // LastManStanding's own stream
