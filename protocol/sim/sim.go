@@ -1577,10 +1577,14 @@ func (w *simWorld) check() {
 	if w.killAt >= 0 && w.res.Failover < 0 && w.now > w.killAt && cnt == 1 && who[0] != w.hosts[w.killed].id {
 		w.res.Failover = w.now - w.killAt
 		// The preference order (Nodes) names where the role should go:
-		// the first node other than the killed one.
-		next := w.cfg.Nodes[0]
-		if next == w.hosts[w.killed].id {
-			next = w.cfg.Nodes[1]
+		// the first node other than the killed one, and running (a
+		// last_man_standing kill killed others first).
+		next := ""
+		for _, id := range w.cfg.Nodes {
+			if h := w.hosts[w.byID[id]]; id != w.hosts[w.killed].id && h.np.up {
+				next = id
+				break
+			}
 		}
 		w.res.NotPreferred = who[0] != next
 	}
