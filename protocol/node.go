@@ -1577,9 +1577,19 @@ func (n *Node) probeDone(r *round) {
 		// seen renewing lately (or the probe would have named it), so it
 		// lapses when the quorum-th answer says.
 		var l lapse
-		if len(r.frees) >= r.quorum {
-			slices.SortFunc(r.frees, func(x, y lapse) int { return cmp.Compare(x.at, y.at) })
+		slices.SortFunc(r.frees, func(x, y lapse) int { return cmp.Compare(x.at, y.at) })
+		switch {
+		case len(r.frees) >= r.quorum:
 			l = r.frees[r.quorum-1]
+		case len(r.frees) > r.nmem-r.quorum:
+			// An even membership decides with fewer answers than a
+			// quorum (probeDecided: 2 of 4): wait for the latest of
+			// them, or the first claim goes out before the lease has
+			// lapsed, is refused, and a less preferred node's first
+			// claim lands before its retry (a third of the kills of
+			// four locators went to another than the most preferred
+			// survivor). With an odd one this is the quorum's.
+			l = r.frees[len(r.frees)-1]
 		}
 		n.declareLost(l)
 	}
