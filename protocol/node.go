@@ -1233,6 +1233,9 @@ func (n *Node) onAck(li int, a Ack) {
 	}
 	validOther := a.Holder != "" && a.Holder != n.self && a.GrantIn > 0
 	if r.kind == roundProbe {
+		if r.cmask&bit == 0 {
+			return // a probe counts in its membership only
+		}
 		r.granted |= bit
 		if validOther {
 			r.frees = append(r.frees, lapse{n.now + a.GrantIn, a.Holder})
