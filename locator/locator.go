@@ -215,7 +215,7 @@ func start(pcfg protocol.Config, st protocol.LocatorState, lost bool, clk clock.
 	d := &driver{l: l, w: w, send: ep.Send, log: log, clk: clk, lastEpoch: st.Epoch, lastHolder: st.Holder,
 		lastConf: st.Conf, locators: pcfg.Locators}
 	if c := l.Status().Conf; c.Unknown {
-		log.Warn("no state file under last_man_standing: this locator counts in no membership of the locators until the active adds it back (docs/operations.md, \"A locator's state directory lost\")",
+		log.Warn("no state file under last_man_standing: this locator counts in no membership of the locators until every node checks in from the same one, or the active adds it back (docs/operations.md, \"A locator's state directory lost\")",
 			"event", "membership", "membership", c.Format(pcfg.Locators))
 	}
 	d.flush()

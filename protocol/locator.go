@@ -92,8 +92,8 @@ type LocatorStatus struct {
 // recorded holder that it grants, proposing one member more or less one
 // version on. A locator that is not a member adopts a change that adds it
 // from any claim; one that started without state (Unknown) learns the
-// configured membership only when every node's check-in shows it never
-// left it.
+// membership only when every node checks in from that one, lately and
+// with no change under way.
 //
 // A granted lease is recorded as now+Lease, where now is the receive time.
 // A claim or renewal by the holder must be newer (incarnation, sequence)
@@ -167,8 +167,9 @@ func NewLocator(cfg Config, st LocatorState, now time.Duration) (*Locator, error
 // this locator was away), and counting in it would let this locator and
 // the removed ones form a majority of it beside the current one. It
 // counts in none (Membership.Unknown) until a claim adds it back to the
-// current membership, or every node's check-in shows the cluster never
-// changed it (a first start).
+// current membership, or every node checks in from one membership, lately
+// and with no change under way (a first start, or the membership known
+// to every node).
 func (l *Locator) AssumeLostState() {
 	l.quarantine = true
 	if l.cfg.LastManStanding > 0 {
@@ -314,8 +315,9 @@ func (l *Locator) checkIn(ni int, m Message) {
 // learnConf adopts a membership a check-in teaches a locator that counts
 // in none it is a member of: a change that adds this locator, proposed in
 // a claim (by the holder, or by a candidate finishing it); or, for one
-// that lost its state, the configured membership once every node's last
-// check-in shows it never left it (a first start of the cluster).
+// that lost its state, the membership every node checks in from, once
+// every node has lately, none with a change under way (on a new cluster,
+// the configured one).
 func (l *Locator) learnConf(claim bool, conf, next Membership) {
 	n := len(l.cfg.Locators)
 	own := l.st.Conf
@@ -327,12 +329,21 @@ func (l *Locator) learnConf(claim bool, conf, next Membership) {
 	if !own.Unknown {
 		return
 	}
-	for _, rec := range l.nodes {
-		if !rec.Seen || rec.Conf != (Membership{}) || rec.Next != (Membership{}) {
+	// Every node checking in now, all in one membership and none with a
+	// change under way: that is the cluster's. A change is proposed by a
+	// node, on its disk before any locator sees it, so a node that knows
+	// a newer one would say so; and only a node checking in lately
+	// counts, or one cut off from this locator since it last checked in
+	// could hide the change it made since.
+	var all Membership
+	for i, rec := range l.nodes {
+		if !rec.Seen || l.now-rec.At > l.cfg.TokenTimeout || rec.Next != (Membership{}) || rec.Conf.Unknown ||
+			i > 0 && rec.Conf != all {
 			return
 		}
+		all = rec.Conf
 	}
-	l.st.Conf = Membership{}
+	l.st.Conf = all
 	l.dirty = true
 }
 

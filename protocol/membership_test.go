@@ -131,9 +131,10 @@ func TestLocatorAddedBack(t *testing.T) {
 	}
 }
 
-// A new cluster: every locator starts unknown, and takes the configured
-// membership once every node has checked in from it; one node that knows
-// another membership (or a change) is enough to keep it unknown.
+// A locator that lost its state takes the membership every node checks in
+// from, lately, with no change under way: on a new cluster the configured
+// one; one node that knows another membership (or a change), or one not
+// heard from lately, is enough to keep it unknown.
 func TestLocatorFirstStart(t *testing.T) {
 	l := newLMSLocator(t, "w", LocatorState{}, true)
 	for i, n := range []string{"a", "b"} {
@@ -152,6 +153,20 @@ func TestLocatorFirstStart(t *testing.T) {
 	ask(t, l2, 2*time.Second, lmsCheckIn("c", 1, all4, Membership{}))
 	if !l2.st.Conf.Unknown {
 		t.Errorf("a node knowing a change, yet conf %+v", l2.st.Conf)
+	}
+	// After changes: every node checks in from v1, lately: v1 it is. A
+	// node heard from longer than a token timeout ago does not count.
+	l3 := newLMSLocator(t, "w", LocatorState{}, true)
+	ask(t, l3, 2*time.Second, lmsCheckIn("a", 1, noW, Membership{}))
+	ask(t, l3, 2*time.Second, lmsCheckIn("b", 1, noW, Membership{}))
+	ask(t, l3, 2*time.Second+200*ms, lmsCheckIn("c", 1, noW, Membership{}))
+	if !l3.st.Conf.Unknown {
+		t.Errorf("learnt %+v from check-ins 200 ms apart (token timeout 150 ms)", l3.st.Conf)
+	}
+	ask(t, l3, 2*time.Second+210*ms, lmsCheckIn("a", 2, noW, Membership{}))
+	ask(t, l3, 2*time.Second+220*ms, lmsCheckIn("b", 2, noW, Membership{}))
+	if l3.st.Conf != noW {
+		t.Errorf("every node checking in from v1, lately: conf %+v, want v1", l3.st.Conf)
 	}
 }
 

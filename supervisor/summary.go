@@ -104,7 +104,7 @@ func membershipWarnings(add func(kind, format string, args ...any), prefix strin
 		}
 	}
 	if loc != nil && loc.Membership != nil && loc.Membership.Unknown {
-		add("membership_unknown", "%sthis host's locator started without its state file under last_man_standing: it grants nothing until the active adds it back to the membership (docs/operations.md, \"A locator's state directory lost\")", prefix)
+		add("membership_unknown", "%sthis host's locator started without its state file under last_man_standing: it grants nothing until it learns the membership from every node, or the active adds it back (docs/operations.md, \"A locator's state directory lost\")", prefix)
 	}
 }
 
