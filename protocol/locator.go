@@ -116,6 +116,10 @@ type Locator struct {
 	hasLease   bool
 	released   bool // the persisted holder released its epoch since our start
 	quarantine bool // a holder was persisted: its lease may still run after our restart
+	// lost: started without a state file (AssumeLostState). Until it
+	// grants anyone, it raises its recorded epoch to the highest one the
+	// nodes' datagrams name: it forgot which it granted.
+	lost bool
 	nodes      []NodeCheckIn
 	msgs       []Envelope
 	// (incarnation, seq) of the last claim or renewal accepted from the
@@ -171,7 +175,7 @@ func NewLocator(cfg Config, st LocatorState, now time.Duration) (*Locator, error
 // and with no change under way (a first start, or the membership known
 // to every node).
 func (l *Locator) AssumeLostState() {
-	l.quarantine = true
+	l.quarantine, l.lost = true, true
 	if l.cfg.LastManStanding > 0 {
 		l.st.Conf = Membership{Unknown: true}
 	}
@@ -236,6 +240,14 @@ func (l *Locator) Step(now time.Duration, m Message) error {
 			l.msgs[len(l.msgs)-1].Msg.Ack.Stale = true
 		}
 		return fmt.Errorf("%w: %s from %q for incarnation %d, this is %d", ErrStale, m.Type, m.From, m.ToIncarnation, l.st.Incarnation)
+	}
+	if l.lost && l.st.Holder == "" && m.Epoch > l.st.Epoch {
+		// The epoch the sender knows (its active's): granted by a
+		// majority that may have counted this locator's forgotten
+		// grant. Granting it again would give one epoch two holders
+		// (found by the simulator's lost states).
+		l.st.Epoch = m.Epoch
+		l.dirty = true
 	}
 	switch m.Type {
 	case MsgCheckIn:

@@ -1284,6 +1284,11 @@ func (n *Node) onAck(li int, a Ack) {
 }
 
 func (n *Node) addHolder(r *round, a Ack, bit uint32) {
+	if a.Holder == "" {
+		// No holder: a locator that lost its state, whose epoch is the
+		// highest the nodes named (Locator.lost), not a grant.
+		return
+	}
 	if r.holders == nil {
 		r.holders = map[string]uint32{}
 		r.epochs = map[string]uint64{}
