@@ -119,9 +119,9 @@ type Locator struct {
 	// lost: started without a state file (AssumeLostState). Until it
 	// grants anyone, it raises its recorded epoch to the highest one the
 	// nodes' datagrams name: it forgot which it granted.
-	lost bool
-	nodes      []NodeCheckIn
-	msgs       []Envelope
+	lost  bool
+	nodes []NodeCheckIn
+	msgs  []Envelope
 	// (incarnation, seq) of the last claim or renewal accepted from the
 	// holder: only a newer one extends its lease.
 	renewInc, renewSeq   uint64
