@@ -264,7 +264,13 @@ func (d *driver) flush() {
 		}
 		d.l.Persisted(*rd.State)
 		d.incarnation = rd.State.Incarnation
-		if s := rd.State; s.Holder != d.lastHolder || s.Epoch != d.lastEpoch {
+		switch s := rd.State; {
+		case s.Holder == "" && s.Epoch != d.lastEpoch:
+			// Started without state: the highest epoch the nodes name,
+			// which its previous life may have granted (no grant).
+			d.log.Info("epoch floor raised: no state file, so no epoch the nodes know is granted again", "event", "epoch_floor", "epoch", s.Epoch)
+			d.lastEpoch = s.Epoch
+		case s.Holder != d.lastHolder || s.Epoch != d.lastEpoch:
 			d.log.Info("lease granted", "event", "grant", "holder", s.Holder, "epoch", s.Epoch, "previous", d.lastHolder)
 			d.lastHolder, d.lastEpoch = s.Holder, s.Epoch
 		}
