@@ -428,27 +428,17 @@ func (p *parser) nameList(e entry, path, what, empty string) ([]string, []mark) 
 
 // lastManStanding reads off (0) or a positive duration.
 func (p *parser) lastManStanding(n *yaml.Node, path string) (time.Duration, bool) {
-	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!str" && n.Value == "off" {
-		return 0, true
-	}
-	s, ok := p.str(n, path)
-	if !ok {
-		return 0, false
-	}
-	d, err := parseDuration(s)
-	switch {
-	case err != nil:
-		p.errAt(n, path, "%q is not off or a duration like 10s", s)
-		return 0, false
-	case d == 0:
-		p.errAt(n, path, "%q: write off to keep every locator in the membership (the window is a positive duration, like 10s)", s)
-		return 0, false
-	}
-	return d, true
+	return p.offOrDuration(n, path, "10s", "write off to keep every locator in the membership (the window is a positive duration, like 10s)")
 }
 
 // failback reads off (0) or a positive duration.
 func (p *parser) failback(n *yaml.Node, path string) (time.Duration, bool) {
+	return p.offOrDuration(n, path, "30s", "write off for no failback (a failback delay is a positive duration, like 30s)")
+}
+
+// offOrDuration reads off (0) or a positive duration; example is one for
+// the error, zero what to say of "0s".
+func (p *parser) offOrDuration(n *yaml.Node, path, example, zero string) (time.Duration, bool) {
 	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!str" && n.Value == "off" {
 		return 0, true
 	}
@@ -459,10 +449,10 @@ func (p *parser) failback(n *yaml.Node, path string) (time.Duration, bool) {
 	d, err := parseDuration(s)
 	switch {
 	case err != nil:
-		p.errAt(n, path, "%q is not off or a duration like 30s", s)
+		p.errAt(n, path, "%q is not off or a duration like %s", s, example)
 		return 0, false
 	case d == 0:
-		p.errAt(n, path, "%q: write off for no failback (a failback delay is a positive duration, like 30s)", s)
+		p.errAt(n, path, "%q: %s", s, zero)
 		return 0, false
 	}
 	return d, true
