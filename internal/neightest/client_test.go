@@ -129,7 +129,14 @@ func TestNDPClientAgainstKernel(t *testing.T) {
 		}
 	}
 	target := b.Addr6.Addr()
-	got := advertisements(target, 2*time.Second)
+	// Up to three solicitations a second apart, as a host's neighbour
+	// discovery sends them (RFC 4861 MAX_MULTICAST_SOLICIT): a single one
+	// went unanswered once in CI on a loaded machine (0 advertisements in
+	// 2 s; the cause was not found). Each that arrives is answered once.
+	var got []NA
+	for try := 0; try < 3 && len(got) == 0; try++ {
+		got = advertisements(target, time.Second)
+	}
 	if len(got) != 1 {
 		t.Fatalf("%d advertisements for b's address: %+v", len(got), got)
 	}
