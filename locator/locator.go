@@ -96,8 +96,9 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			return
 		}
 		failing, persistErrors, lastErr := d.w.Status()
-		r := buildReport(d.l.Status(), d.clk.Now(), tr, persistErrors)
-		if c := d.l.Status().Conf; pcfg.LastManStanding > 0 || c != (protocol.Membership{}) {
+		ls := d.l.Status()
+		r := buildReport(ls, d.clk.Now(), tr, persistErrors)
+		if c := ls.Conf; pcfg.LastManStanding > 0 || c != (protocol.Membership{}) {
 			r.Membership = ctlmsg.MembershipOf(c, pcfg.Locators)
 		}
 		r.PersistFailing, r.PersistError = failing, lastErr

@@ -27,7 +27,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math/bits"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -783,32 +782,22 @@ func (w *simWorld) planLMSFaults(r *rand.Rand, heal time.Duration) {
 // smallestConf is the fewest members of any membership a running locator
 // or node counts in now.
 func (w *simWorld) smallestConf() int {
-	n := len(w.cfg.Locators)
-	least := n
+	least := len(w.cfg.Locators)
 	for _, h := range w.hosts {
 		if h.loc != nil && h.lp.up {
 			if c := h.loc.Status().Conf; !c.Unknown {
-				least = min(least, bits.OnesCount8(confSet(c, n)))
+				least = min(least, len(c.IDs(w.cfg.Locators)))
 			}
 		}
 		if h.node != nil && h.np.up {
 			st := h.node.Status()
-			least = min(least, bits.OnesCount8(confSet(st.Conf, n)))
+			least = min(least, len(st.Conf.IDs(w.cfg.Locators)))
 			if st.Next != (protocol.Membership{}) {
-				least = min(least, bits.OnesCount8(confSet(st.Next, n)))
+				least = min(least, len(st.Next.IDs(w.cfg.Locators)))
 			}
 		}
 	}
 	return least
-}
-
-// confSet is c's members (the configured membership, version 0, is every
-// locator).
-func confSet(c protocol.Membership, n int) uint8 {
-	if c.Version == 0 && c.Members == 0 {
-		return uint8(1<<n - 1)
-	}
-	return c.Members
 }
 
 // killHost (Options.Kill with several services) kills the host that holds
