@@ -82,8 +82,8 @@
 //	vigil_node_healthy                             G                            1 when this node is healthy (critical processes up, checks passing, VIP interfaces up)
 //	vigil_floating_ip_held                         G  vip, interface, service   1 if this node holds the configured floating IP, else 0
 //	vigil_quorum_ok                                G  service                   1 when enough locators answered within the last lease (absent without a node manager report)
-//	vigil_quorum_locators                          G  service                   locators this node checks in with
-//	vigil_quorum_locators_answered                 G  service                   locators that answered within the last lease
+//	vigil_quorum_locators                          G  service                   locators whose majority grants the role (the membership's with last_man_standing)
+//	vigil_quorum_locators_answered                 G  service                   of those, the ones that answered within the last lease
 //	vigil_quorum_locators_needed                   G  service                   locators a lease needs (majority of the membership; 1 of 2 with two_node)
 //	vigil_membership_version                       G  service                   version of the locators' membership (last_man_standing only)
 //	vigil_membership_locators                      G  service                   locators in the membership (last_man_standing only)

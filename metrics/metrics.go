@@ -437,7 +437,7 @@ func collectQuorum(e *emitter, svc string, q *supervisor.Quorum) {
 		return
 	}
 	e.gauge("vigil_quorum_ok", "1 when enough locators answered this node within the last lease to grant it one (quorum.ok in vigil status).", b2f(q.OK), "service", svc)
-	e.gauge("vigil_quorum_locators", "Locators this node checks in with.", float64(q.Locators), "service", svc)
+	e.gauge("vigil_quorum_locators", "Locators whose majority grants the role: every locator, or the membership's with last_man_standing.", float64(q.Locators), "service", svc)
 	e.gauge("vigil_quorum_locators_answered", "Locators that answered this node's check-ins within the last lease.", float64(q.Answered), "service", svc)
 	e.gauge("vigil_quorum_locators_needed", "Locators a lease needs (a majority of the membership; 1 of 2 with two_node).", float64(q.Needed), "service", svc)
 }
