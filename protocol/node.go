@@ -182,6 +182,10 @@ type Node struct {
 	healthy bool
 	maint   bool
 
+	// fwd is the switchover request this standby last forwarded, while
+	// it may still be sent again (forwardAgain).
+	fwd *forwarded
+
 	tok         Token
 	holding     bool
 	heldSince   time.Duration
@@ -376,6 +380,7 @@ func (n *Node) Switchover(now time.Duration, to string) error {
 			return fmt.Errorf("%w: no token of epoch %d seen yet; try again", ErrNoActive, n.epoch)
 		}
 		n.send(n.active, Message{Type: MsgSwitchover, Switchover: Switchover{To: to, TokenSeq: n.seenSeq}})
+		n.fwd = &forwarded{to: to, active: n.active, again: 2, until: n.now + 2*n.cfg.TokenTimeout}
 		return nil
 	}
 	if to == n.self {
@@ -793,6 +798,7 @@ func (n *Node) onToken(t Token) {
 	n.tok.Nodes = slices.Clone(t.Nodes)
 	n.holding, n.heldSince, n.lastTokenAt, n.lost = true, n.now, n.now, false
 	n.claimMisses = 0 // a live ring: claim promptly again when it calls for it
+	n.forwardAgain()
 	if n.role != Active || n.now-n.lastRenew >= n.cfg.TokenInterval/2 {
 		// An active's hop check-in is a renewal, and its renewal timer
 		// (every token interval) mostly fires just before the token
@@ -805,6 +811,43 @@ func (n *Node) onToken(t Token) {
 		n.abandonClaim(fmt.Sprintf("active %q alive", t.Active))
 	case n.role == Standby && t.Active == "" && n.mayClaimFromToken(t):
 		n.becomeCandidate(n.now, n.tokenCause(t))
+	}
+}
+
+// forwarded is a switchover request a standby sent to active; again is
+// how many more times it may go (forwardAgain).
+type forwarded struct {
+	to, active string
+	again      int
+	until      time.Duration
+}
+
+// forwardAgain sends the last forwarded switchover request again with the
+// next two tokens this standby takes, dated by each, while the same node
+// is active and within two token timeouts of the request. An active
+// refuses a request its view makes stale or impossible, and two of its
+// refusals are of a view a moment old: the active regenerated the token
+// as the request was on its way ("made in epoch 3, this is epoch 4": seen
+// in CI, 12 ms after the new epoch, on a cluster just formed), and, having
+// regenerated it, has not yet seen the requester in its new ring ("not in
+// the ring"). The regenerated token reaches the requester within a
+// rotation, and the active sees the requester's entry before the token
+// comes round again: two more sends cover both. A request the active
+// carried out is not sent again (the next token names no active, or
+// another), an old one is never revived: the operator, waiting seconds,
+// sees the move or is told it did not happen.
+func (n *Node) forwardAgain() {
+	f := n.fwd
+	if f == nil {
+		return
+	}
+	if n.now >= f.until || n.role != Standby || n.active != f.active || n.seenEpoch != n.epoch {
+		n.fwd = nil
+		return
+	}
+	n.send(n.active, Message{Type: MsgSwitchover, Switchover: Switchover{To: f.to, TokenSeq: n.seenSeq}})
+	if f.again--; f.again == 0 {
+		n.fwd = nil
 	}
 }
 

@@ -394,6 +394,75 @@ func TestNodeSwitchoverForwardCarriesTokenSeq(t *testing.T) {
 	}
 }
 
+// A forwarded request goes again with the next two tokens from the same
+// active, dated by each, within two token timeouts: the active may have
+// refused it for a view a moment old (a token it regenerated as the
+// request was on its way: "made in epoch 3, this is epoch 4", seen in CI
+// on a cluster just formed; then its new ring without the requester yet).
+// Not after that time, not to another active, not a third time.
+func TestNodeSwitchoverForwardedAgain(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		after  time.Duration
+		active string
+		want   int // requests sent with the next three tokens
+	}{
+		{"same active, new epoch", 10 * time.Millisecond, "a", 2},
+		{"after two token timeouts", 300 * time.Millisecond, "a", 0},
+		{"another active", 10 * time.Millisecond, "c", 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := testCfg("b")
+			cfg.Nodes = []string{"a", "b", "c"}
+			h := newHarnessCfg(t, cfg, NodeState{})
+			h.ready()
+			token := func(epoch, seq uint64, active string) {
+				t.Helper()
+				h.seq++
+				if err := h.n.Step(h.now, Message{Type: MsgToken, From: "a", ClusterID: ClusterID("t"), Epoch: epoch, Incarnation: 1, Seq: h.seq, ToIncarnation: h.n.st.Incarnation,
+					Token: Token{Epoch: epoch, Seq: seq, Active: active,
+						Nodes: []NodeHealth{{ID: "a", Healthy: true, InRing: true}, {ID: "b", Healthy: true, InRing: true}, {ID: "c", Healthy: true, InRing: true}}}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			requests := func() (out []Message) {
+				for _, e := range h.ready().Messages {
+					if e.Msg.Type == MsgSwitchover {
+						if e.To != "a" {
+							t.Errorf("switchover request sent to %q, not to a, the active it was made for", e.To)
+						}
+						out = append(out, e.Msg)
+					}
+				}
+				return out
+			}
+			token(3, 7, "a")
+			h.ready()
+			if err := h.n.Switchover(h.now, "b"); err != nil {
+				t.Fatal(err)
+			}
+			if got := requests(); len(got) != 1 || got[0].Epoch != 3 {
+				t.Fatalf("forwarded %+v, want one request in epoch 3", got)
+			}
+			h.now += c.after
+			var got []Message
+			for seq := uint64(1); seq <= 3; seq++ {
+				token(4, seq, c.active)
+				got = append(got, requests()...)
+				h.now += time.Millisecond
+			}
+			if len(got) != c.want {
+				t.Fatalf("with three tokens of epoch 4 naming %s from %v after the request: %d requests (%+v), want %d", c.active, c.after, len(got), got, c.want)
+			}
+			for i, m := range got {
+				if want := (Switchover{To: "b", TokenSeq: uint64(i + 1)}); m.Epoch != 4 || m.Switchover != want {
+					t.Errorf("sent again as %+v in epoch %d, want %+v in epoch 4", m.Switchover, m.Epoch, want)
+				}
+			}
+		})
+	}
+}
+
 // A switchover hands the role over: BecameStandby says so (the node
 // manager runs on_fault only for a role that was lost, not given).
 func TestNodeSwitchoverIsAHandover(t *testing.T) {

@@ -76,17 +76,21 @@ func runSwitchover(args []string, stdout, stderr io.Writer) int {
 
 // notMoved says what the role did instead of the move asked for when it
 // was (epoch, active): still there in that epoch (the active refused or
-// never got the request), or back on the same node in a newer one (it
-// handed over and the target did not take it: a node manager that has
-// just started, or died, misses a handover; the old active reclaims).
+// never got the request), or on the same node in a newer one. That is
+// one of two things this host cannot tell apart: the active handed over
+// and the target did not take it (a node manager that has just started,
+// or died, misses a handover; the old active reclaims), or the active
+// regenerated the token and refused the request as made in the epoch
+// before, and so did the node manager's two sends after it (CI saw the
+// first alone before they existed). The active's journal says which.
 func notMoved(epoch uint64, active, to string, now ctlmsg.NodeManagerReport) string {
 	cur := now.Active
 	if cur == "" {
 		cur = "none"
 	}
 	if now.Epoch > epoch && now.Active != "" && now.Active == active && to != "" {
-		return fmt.Sprintf("%s did not take it, and %s holds it again (epoch %d, was %d): a node manager that has just started misses a handover; when `vigil status` on %s shows it standby following %s, try again",
-			to, cur, now.Epoch, epoch, to, cur)
+		return fmt.Sprintf("%s holds it again in a newer epoch (%d, was %d): either %s did not take the handover (a node manager that has just started misses one), or %s refused the request (on %s: journalctl -u vigil EVENT=switchover_refused); when `vigil status` on %s shows it standby following %s, try again",
+			cur, now.Epoch, epoch, to, cur, cur, to, cur)
 	}
 	return fmt.Sprintf("active is %s (epoch %d); on the active: journalctl -u vigil EVENT=switchover_refused", cur, now.Epoch)
 }

@@ -38,9 +38,10 @@ func TestSwitchedOver(t *testing.T) {
 	}
 }
 
-// What a switchover that did not move says: the role back on the old
-// active in a newer epoch is the target not taking it; unchanged is a
-// refusal or a lost request.
+// What a switchover that did not move says: the role on the old active
+// in a newer epoch is the target not taking it or a refusal after a
+// regenerated token (both named); unchanged is a refusal or a lost
+// request.
 func TestNotMoved(t *testing.T) {
 	view := func(epoch uint64, active string) ctlmsg.NodeManagerReport {
 		var r ctlmsg.NodeManagerReport
@@ -54,7 +55,7 @@ func TestNotMoved(t *testing.T) {
 		now        ctlmsg.NodeManagerReport
 		want       string
 	}{
-		{"back on the old active", 8, "a", "b", view(9, "a"), "b did not take it, and a holds it again (epoch 9, was 8)"},
+		{"back on the old active", 8, "a", "b", view(9, "a"), "a holds it again in a newer epoch (9, was 8): either b did not take the handover (a node manager that has just started misses one), or a refused the request (on a: journalctl -u vigil EVENT=switchover_refused)"},
 		{"unchanged", 8, "a", "b", view(8, "a"), "active is a (epoch 8); on the active: journalctl -u vigil EVENT=switchover_refused"},
 		{"no target named", 8, "a", "", view(9, "a"), "active is a (epoch 9)"},
 		{"no active now", 8, "a", "b", view(9, ""), "active is none (epoch 9)"},
