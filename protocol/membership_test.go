@@ -201,3 +201,32 @@ func TestMembershipArithmetic(t *testing.T) {
 		t.Errorf("Format %q", s)
 	}
 }
+
+// A node learns a membership one of whose members lost its state: the
+// unknown member counts for it, as it holds no membership back in the
+// commit either. Here v2 = {b, w} removed a (after c earlier), b's
+// locator lost its state, a's (removed) and w adopted v2, and c's
+// (removed before) is still at v1. Counted against v2, b left it one
+// report short of a majority: the nodes never agreed on a membership, so
+// b's locator never learnt one (rule 6) and, with every host back, no
+// node could hold the role (the simulator, seed 17154 of -lms).
+func TestNodeLearnsAMembershipWithAnUnknownMember(t *testing.T) {
+	v1 := Membership{Version: 1, Members: 0b1011} // a, b, w
+	v2 := Membership{Version: 2, Members: 0b1010} // b, w
+	h := newHarnessCfg(t, lmsCfg("c"), NodeState{})
+	h.ready()
+	for _, a := range []struct {
+		loc  string
+		conf Membership
+	}{{"a", v2}, {"b", Membership{Unknown: true}}, {"c", v1}, {"w", v2}} {
+		h.seq++
+		if err := h.n.Step(h.now, Message{Type: MsgAck, From: a.loc, ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq, ToIncarnation: h.n.st.Incarnation,
+			Ack: Ack{Round: 99, Epoch: 14, Holder: "a", Conf: a.conf}}); err != nil {
+			t.Fatal(err)
+		}
+		h.ready()
+	}
+	if st := h.n.st; st.Conf != v2 || st.Next != (Membership{}) {
+		t.Fatalf("node c learnt %s, want %s with no change under way", h.n.fmtConf(), v2.Format(h.n.cfg.Locators))
+	}
+}

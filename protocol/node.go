@@ -126,10 +126,16 @@ func (r *round) lost() bool {
 	return r.nmask == 0 || bits.OnesCount32(r.nmask&^bad) < r.nquorum
 }
 
-// lapse is a lease a locator protects for holder until at.
+// holderQuorum is how many answers naming one holder quorumHolder takes
+// for that holder's.
+func (r *round) holderQuorum() int { return min(r.quorum, r.nmem-r.quorum+1) }
+
+// lapse is a lease a locator protects for holder until at; lapsed, one
+// it recorded for holder that has run out (at is when we heard so).
 type lapse struct {
 	at     time.Duration
 	holder string
+	lapsed bool
 }
 
 // Node is the protocol state machine of one host with role node. It never
@@ -1280,10 +1286,18 @@ func (n *Node) onAck(li int, a Ack) {
 			return // a probe counts in its membership only
 		}
 		r.granted |= bit
-		if validOther {
-			r.frees = append(r.frees, lapse{n.now + a.GrantIn, a.Holder})
-		} else {
-			r.frees = append(r.frees, lapse{n.now, ""})
+		switch {
+		case validOther:
+			r.frees = append(r.frees, lapse{at: n.now + a.GrantIn, holder: a.Holder})
+		case a.Holder != "" && a.Holder != n.self:
+			// Run out: free now, and still whose lease it was, so that
+			// the claim stagger does not wait for that node (found by
+			// the simulator: the most preferred survivor, seeing the
+			// dead active's lease run out, stood back half an interval
+			// for it and a less preferred one claimed first).
+			r.frees = append(r.frees, lapse{at: n.now, holder: a.Holder, lapsed: true})
+		default:
+			r.frees = append(r.frees, lapse{at: n.now})
 		}
 		// Count a holder as alive only if this locator saw it renew within
 		// the last few token intervals: an active renews every interval,
@@ -1349,7 +1363,7 @@ func (n *Node) addHolder(r *round, a Ack, bit uint32) {
 // active lived (found by the namespace test of last_man_standing on four
 // nodes; the simulator's shapes had three or five locators).
 func (n *Node) quorumHolder(r *round) (string, bool) {
-	need := min(r.quorum, r.nmem-r.quorum+1)
+	need := r.holderQuorum()
 	for h, set := range r.holders {
 		if bits.OnesCount32(set) >= need {
 			return h, true
@@ -1654,21 +1668,27 @@ func (n *Node) renewingGrantIn() time.Duration {
 }
 
 // renewalsStale is how long after now the probe r would no longer count h
-// as renewing (probeDone) if h renewed no more: when fewer than a quorum
-// of its answers still show a renewal within the last few token
+// as renewing (probeDone) if h renewed no more: when fewer of its answers
+// than counted it alive still show a renewal within the last few token
 // intervals. At least a token interval.
 func (n *Node) renewalsStale(r *round, h string) time.Duration {
 	var stale []time.Duration
 	for _, l := range r.frees {
-		if l.holder == h {
+		if l.holder == h && !l.lapsed {
 			stale = append(stale, l.at-n.renewingGrantIn())
 		}
 	}
-	if len(stale) < r.quorum {
+	// As many as counted h alive (quorumHolder): with an even
+	// membership two of four, so a probe decided on two answers is not
+	// left waiting a token timeout for a third (found by the simulator:
+	// the most preferred survivor of four re-checked only after the
+	// others had claimed).
+	need := r.holderQuorum()
+	if len(stale) < need {
 		return n.cfg.TokenTimeout
 	}
 	slices.Sort(stale)
-	return max(n.cfg.TokenInterval, stale[len(stale)-r.quorum]-n.now+n.cfg.TokenInterval/4)
+	return max(n.cfg.TokenInterval, stale[len(stale)-need]-n.now+n.cfg.TokenInterval/4)
 }
 
 // ---- sending ----
@@ -1736,14 +1756,21 @@ func (n *Node) answering(i int) bool {
 }
 
 // confSupport is how many members of c that answer report c, or a change
-// of it one member away (a change under way).
+// of it one member away (a change under way), or nothing (a lost state:
+// it holds no membership back, as in learnConf's commit). Counted against
+// them, an unknown member of a membership of two left every node unable
+// to learn it, so they never agreed on one and the unknown locator never
+// learnt it either (rule 6): no active although every host was back
+// (found by the simulator, seed 17154 of -lms, once it ticked nodes at
+// their deadlines: the active removed a member a millisecond after the
+// other member's locator lost its state).
 func (n *Node) confSupport(c Membership) int {
 	k := 0
 	for i := range n.nloc {
 		if !c.has(n.nloc, i) || !n.answering(i) {
 			continue
 		}
-		if r := n.locAck[i].Conf; r == c || r.childOf(c, n.nloc) {
+		if r := n.locAck[i].Conf; r == c || r.Unknown || r.childOf(c, n.nloc) {
 			k++
 		}
 	}

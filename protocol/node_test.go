@@ -1116,6 +1116,56 @@ func TestFirstClaimsWaitForTheLapseByPreference(t *testing.T) {
 	}
 }
 
+// TestFirstClaimsAfterTheLeaseRanOut: as above, but the survivors' probe
+// finds a's lease already run out (grant-in 0, a still named). The dead
+// active is not counted in the stagger either: b claims at once, c half an
+// interval later. Before, an answer with nothing left to wait named no
+// holder, so b stood back half an interval for the dead a; c, whose
+// probe had found the lease still lapsing, claimed first (found by the
+// simulator with four locators, seed 70 of -even -services 0).
+func TestFirstClaimsAfterTheLeaseRanOut(t *testing.T) {
+	const ti = 20 * ms
+	firstClaim := func(self string) time.Duration {
+		t.Helper()
+		cfg := Config{Cluster: "t", Self: self, Nodes: []string{"a", "b", "c"}, Locators: []string{"a", "b", "c"},
+			TokenInterval: ti, TokenTimeout: 150 * ms, Lease: testLease, DriftMargin: testDrift}
+		h := newHarnessCfg(t, cfg, NodeState{})
+		h.ready()
+		h.seq++
+		ring := []NodeHealth{{ID: "a", Healthy: true, InRing: true}, {ID: "b", Healthy: true, InRing: true}, {ID: "c", Healthy: true, InRing: true}}
+		if err := h.n.Step(h.now, Message{Type: MsgToken, From: "a", ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq, ToIncarnation: h.n.st.Incarnation,
+			Token: Token{Epoch: 1, Seq: 1, Active: "a", Nodes: ring}}); err != nil {
+			t.Fatal(err)
+		}
+		h.ready()
+		var probes []Message
+		for i := 0; i < 100 && len(probes) == 0; i++ {
+			_, probes = checkIns(h.tick(5 * ms))
+		}
+		if len(probes) != 3 {
+			t.Fatalf("%s: no probe after the token timeout", self)
+		}
+		var rd Ready
+		for _, loc := range []string{"b", "c"} {
+			rd = h.ack(loc, probes[0].CheckIn.Round, false, 1, "a", 0)
+		}
+		if !hasEvent(rd, "BecameCandidate") {
+			t.Fatalf("%s: a's lease ran out but no candidate: %v", self, rd.Events)
+		}
+		start := h.now
+		for claims, _ := checkIns(rd); len(claims) == 0; claims, _ = checkIns(h.tick(ms / 2)) {
+			if h.now-start > testLease {
+				t.Fatalf("%s: no claim within %v of the probe", self, testLease)
+			}
+		}
+		return h.now - start
+	}
+	b, c := firstClaim("b"), firstClaim("c")
+	if b != 0 || c != ti/2 {
+		t.Errorf("first claims after the probe: b %v, c %v; want b at once and c %v later (the dead a not counted)", b, c, ti/2)
+	}
+}
+
 // TestStandbyRechecksWhenRenewalsGoStale: b's token timeout fires just
 // after the active a died holding the token, while a's last renewal still
 // looks recent to the locators: the probe names a alive. b checks again
@@ -1156,6 +1206,43 @@ func TestStandbyRechecksWhenRenewalsGoStale(t *testing.T) {
 	h.ack("a", r, false, 1, "a", fresh-5*ms)
 	if rd := h.ack("c", r, false, 1, "a", fresh-3*ms); !hasEvent(rd, "BecameCandidate") {
 		t.Fatalf("a renewed no more, but b is no candidate: %v", rd.Events)
+	}
+}
+
+// TestStandbyRechecksWhenRenewalsGoStaleFourLocators: with four
+// locators a probe names a alive on two answers (quorumHolder), and b
+// checks again when those two would no longer count, not a token timeout
+// later for want of a third. Before, the most preferred survivor of four
+// re-checked after the others had claimed (found by the simulator, seed
+// 1710 of -even -services 0).
+func TestStandbyRechecksWhenRenewalsGoStaleFourLocators(t *testing.T) {
+	const ti, timeout = 20 * ms, 150 * ms
+	cfg := Config{Cluster: "t", Self: "b", Nodes: []string{"a", "b", "c"}, Locators: []string{"a", "b", "c", "w"},
+		TokenInterval: ti, TokenTimeout: timeout, Lease: testLease, DriftMargin: testDrift}
+	h := newHarnessCfg(t, cfg, NodeState{})
+	h.ready()
+	probe := func() uint64 {
+		t.Helper()
+		start := h.now
+		for {
+			if _, probes := checkIns(h.tick(ms)); len(probes) == 4 {
+				return probes[0].CheckIn.Round
+			}
+			if h.now-start > 2*timeout {
+				t.Fatalf("no probe within %v", 2*timeout)
+			}
+		}
+	}
+	r := probe()
+	fresh := testLease + testDrift - 3*ti
+	h.ack("b", r, false, 1, "a", fresh+10*ms)
+	if rd := h.ack("c", r, false, 1, "a", fresh+12*ms); h.n.Role() != Standby || hasEvent(rd, "BecameCandidate") {
+		t.Fatalf("two of four saw a renew lately, yet b is %v: %v", h.n.Role(), rd.Events)
+	}
+	at := h.now
+	probe()
+	if d := h.now - at; d < 10*ms || d > 10*ms+ti {
+		t.Fatalf("b probed again %v later, want when a's renewals go stale (10ms) within a token interval, not a token timeout (%v)", d, timeout)
 	}
 }
 
