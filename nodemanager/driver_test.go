@@ -400,8 +400,11 @@ func TestDriverLateSwitchoverRequestRefusedAndLogged(t *testing.T) {
 			if !a.active() || b.active() {
 				t.Fatalf("a request held up for 1 s moved the role: a %v b %v", a.m.node.Role(), b.m.node.Role())
 			}
-			if a.logged("switchover_refused") != 1 || !strings.Contains(a.logs.String(), "too old") {
-				t.Fatalf("the active did not log why it refused the late request:\n%s", a.logs.String())
+			// The standby sends the request again with the next two
+			// tokens (protocol: forwardAgain): each copy is held up
+			// too, and each is refused as too old.
+			if n := a.logged("switchover_refused"); n < 1 || n > 3 || strings.Count(a.logs.String(), "too old") != n {
+				t.Fatalf("the active did not log why it refused the late request (1 to 3 copies, each too old):\n%s", a.logs.String())
 			}
 			continue
 		}
