@@ -2,6 +2,7 @@ package supervise
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -279,6 +280,25 @@ func (p *activePair) switchover(host, svc, to string) {
 	}
 }
 
+// ranPastLease returns how late the node manager of svc said it ran, in
+// log (event=timing_margin), when that was past its lease: a node manager
+// that stalls that long loses the lease by design, whatever else happens.
+func ranPastLease(log, svc string) (float64, bool) {
+	for _, line := range strings.Split(log, "\n") {
+		if !strings.Contains(line, `"event":"timing_margin"`) || !strings.Contains(line, `"service":"`+svc+`"`) {
+			continue
+		}
+		var e struct {
+			Late  float64 `json:"late_ms"`
+			Lease float64 `json:"lease_ms"`
+		}
+		if json.Unmarshal([]byte(strings.TrimSpace(line)), &e) == nil && e.Lease > 0 && e.Late >= e.Lease {
+			return e.Late, true
+		}
+	}
+	return 0, false
+}
+
 // watchHolder samples, until the returned function is called, whether the
 // service's address is on host alone; that function returns the samples
 // in which it was not.
@@ -440,16 +460,24 @@ func TestActiveActivePair(t *testing.T) {
 		return true
 	})
 	dataMoved := p.watchHolder("data", "b")
+	logFrom := len(p.nodes["b"].log.String())
 	p.mu.Lock()
 	p.dead["a"] = true
 	p.mu.Unlock()
 	killHost(t, p.nodes["a"])
 	p.waitPlaced("both services on b after a died", map[string]string{"voice": "b", "data": "b"}, "b")
-	if got := p.nodes["b"].status().Report(1).Takeovers; got != dataTakeovers {
-		t.Errorf("b took data over %d times when a died, it held it already", got-dataTakeovers)
-	}
-	if n := dataMoved(); n > 0 {
-		t.Errorf("data's address was not on b alone in %d samples while a died", n)
+	takeovers, notAlone := p.nodes["b"].status().Report(1).Takeovers-dataTakeovers, dataMoved()
+	if late, ok := ranPastLease(p.nodes["b"].log.String()[logFrom:], "data"); ok {
+		// b itself stalled for longer than the lease (seen once in CI,
+		// 750 ms, with the machine loaded): losing data then is right.
+		t.Logf("b's data node manager ran %.0f ms late, past its lease: data's %d takeovers and %d samples not on b alone are not held against it", late, takeovers, notAlone)
+	} else {
+		if takeovers != 0 {
+			t.Errorf("b took data over %d times when a died, it held it already", takeovers)
+		}
+		if notAlone > 0 {
+			t.Errorf("data's address was not on b alone in %d samples while a died", notAlone)
+		}
 	}
 
 	// a comes back: no failback configured, nothing moves. Its dead
