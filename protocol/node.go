@@ -1407,6 +1407,16 @@ func (n *Node) claimWon(r *round) {
 	}
 	switch n.role {
 	case Candidate:
+		if n.maxSeen > r.epoch {
+			// A locator named a newer epoch while this claim was out:
+			// its quorum may be one whose intersection with that
+			// epoch's lost its state (docs/protocol.md, lost state),
+			// and the epoch one another node held. Free it and claim
+			// above (found by the simulator, seed 21319 of -lms).
+			n.release(r)
+			n.nextClaim = n.now
+			return
+		}
 		n.role = Active
 		n.activeSince = n.now
 		n.epoch, n.active = r.epoch, n.self

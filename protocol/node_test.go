@@ -1246,6 +1246,49 @@ func TestStandbyRechecksWhenRenewalsGoStaleFourLocators(t *testing.T) {
 	}
 }
 
+// TestClaimWonBelowANewerEpochIsNotTaken: a locator names a newer epoch
+// while a's claim is out, then a quorum grants the claim. a does not take
+// the role in the older epoch: that quorum may be one whose intersection
+// with the newer epoch's lost its state, and the epoch one another node
+// held (the simulator, seed 21319 of -lms: epoch 2 granted to a 818 ms
+// after b). It frees the grants and claims above the newer epoch.
+func TestClaimWonBelowANewerEpochIsNotTaken(t *testing.T) {
+	h := newHarness(t, "a", NodeState{})
+	h.ready()
+	h.seq++
+	if err := h.n.Step(h.now, Message{Type: MsgToken, From: "b", ClusterID: ClusterID("t"), Epoch: 2, Incarnation: 1, Seq: h.seq, ToIncarnation: h.n.st.Incarnation,
+		Token: Token{Epoch: 2, Seq: 5, Handover: "a", Nodes: []NodeHealth{{ID: "a", Healthy: true, InRing: true}, {ID: "b", Healthy: true, InRing: true}}}}); err != nil {
+		t.Fatal(err)
+	}
+	claims, _ := checkIns(h.ready())
+	if len(claims) != 3 {
+		t.Fatalf("no claim from the handover: %v", claims)
+	}
+	c := claims[0].CheckIn
+	h.ack("w", c.Round, false, c.Epoch+3, "b", 0)
+	h.ack("a", c.Round, true, c.Epoch, "a", testLease+testDrift)
+	rd := h.ack("b", c.Round, true, c.Epoch, "a", testLease+testDrift)
+	if hasEvent(rd, "BecameActive") || h.n.Role() == Active {
+		t.Fatalf("a took the role in epoch %d after a locator named epoch %d: %v", c.Epoch, c.Epoch+3, rd.Events)
+	}
+	released := 0
+	for _, e := range rd.Messages {
+		if e.Msg.Type == MsgRelease && e.Msg.Release.Epoch == c.Epoch {
+			released++
+		}
+	}
+	if released == 0 {
+		t.Fatalf("the grants of epoch %d were not freed: %v", c.Epoch, rd.Messages)
+	}
+	next, _ := checkIns(rd)
+	for i := 0; len(next) == 0 && i < 20; i++ {
+		next, _ = checkIns(h.tick(ms))
+	}
+	if len(next) == 0 || next[0].CheckIn.Epoch <= c.Epoch+3 {
+		t.Fatalf("claimed again with %v, want an epoch above %d", next, c.Epoch+3)
+	}
+}
+
 // TestHandoverByTokenRetriesQuickly: b hands the role to a; the token
 // naming a arrives before b's Transfer, so a becomes a candidate from the
 // token. a's own locator refuses (b's Release not there yet), b's grants
