@@ -1054,6 +1054,59 @@ func TestSplitVoteGoesToThePreferred(t *testing.T) {
 	t.Logf("after the split, b claimed again at once and c after %v", d)
 }
 
+// firstClaimAfterProbe is how long after its probe's answers node self
+// first claims, in a ring of nodes (token interval 20 ms, locators a, b, c)
+// whose active a died: the last token showed every node in the ring, and
+// healthy but unhealthy (if any); locators b and c answer that a's lease
+// lapses in grantIn (0: it ran out).
+func firstClaimAfterProbe(t *testing.T, self string, nodes []string, unhealthy string, grantIn time.Duration) time.Duration {
+	t.Helper()
+	cfg := Config{Cluster: "t", Self: self, Nodes: nodes, Locators: []string{"a", "b", "c"},
+		TokenInterval: 20 * ms, TokenTimeout: 150 * ms, Lease: testLease, DriftMargin: testDrift}
+	h := newHarnessCfg(t, cfg, NodeState{})
+	h.ready()
+	h.seq++
+	var ring []NodeHealth
+	for _, id := range nodes {
+		ring = append(ring, NodeHealth{ID: id, Healthy: id != unhealthy, InRing: true})
+	}
+	if err := h.n.Step(h.now, Message{Type: MsgToken, From: "a", ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq, ToIncarnation: h.n.st.Incarnation,
+		Token: Token{Epoch: 1, Seq: 1, Active: "a", Nodes: ring}}); err != nil {
+		t.Fatal(err)
+	}
+	h.ready()
+	r := h.nextProbe(3, 500*ms)
+	var rd Ready
+	for _, loc := range []string{"b", "c"} {
+		rd = h.ack(loc, r, false, 1, "a", grantIn)
+	}
+	if !hasEvent(rd, "BecameCandidate") {
+		t.Fatalf("%s: a's lease lapsing in %v (not renewed lately) but no candidate: %v", self, grantIn, rd.Events)
+	}
+	start := h.now
+	for claims, _ := checkIns(rd); len(claims) == 0; claims, _ = checkIns(h.tick(ms / 2)) {
+		if h.now-start > testLease {
+			t.Fatalf("%s: no claim within %v of the probe", self, testLease)
+		}
+	}
+	return h.now - start
+}
+
+// nextProbe ticks the node a millisecond at a time until it probes its
+// locators (a check-in to each of n, no claim), and returns the round.
+func (h *nodeHarness) nextProbe(n int, within time.Duration) uint64 {
+	h.t.Helper()
+	start := h.now
+	for {
+		if _, probes := checkIns(h.tick(ms)); len(probes) == n {
+			return probes[0].CheckIn.Round
+		}
+		if h.now-start > within {
+			h.t.Fatalf("no probe within %v", within)
+		}
+	}
+}
+
 // TestFirstClaimsWaitForTheLapseByPreference: the active a of a ring
 // a, b, c, d died; each survivor's probe finds a's lease lapsing in 40ms.
 // None claims before it lapses (a claim then is only refused), and they
@@ -1067,41 +1120,14 @@ func TestSplitVoteGoesToThePreferred(t *testing.T) {
 func TestFirstClaimsWaitForTheLapseByPreference(t *testing.T) {
 	const ti = 20 * ms
 	lapse := 40 * ms
+	nodes := []string{"a", "b", "c", "d"}
 	firstClaim := func(self string, cHealthy bool) time.Duration {
 		t.Helper()
-		cfg := Config{Cluster: "t", Self: self, Nodes: []string{"a", "b", "c", "d"}, Locators: []string{"a", "b", "c"},
-			TokenInterval: ti, TokenTimeout: 150 * ms, Lease: testLease, DriftMargin: testDrift}
-		h := newHarnessCfg(t, cfg, NodeState{})
-		h.ready()
-		h.seq++
-		ring := []NodeHealth{{ID: "a", Healthy: true, InRing: true}, {ID: "b", Healthy: true, InRing: true},
-			{ID: "c", Healthy: cHealthy, InRing: true}, {ID: "d", Healthy: true, InRing: true}}
-		if err := h.n.Step(h.now, Message{Type: MsgToken, From: "a", ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq, ToIncarnation: h.n.st.Incarnation,
-			Token: Token{Epoch: 1, Seq: 1, Active: "a", Nodes: ring}}); err != nil {
-			t.Fatal(err)
+		unhealthy := ""
+		if !cHealthy {
+			unhealthy = "c"
 		}
-		h.ready()
-		var probes []Message
-		for i := 0; i < 100 && len(probes) == 0; i++ {
-			_, probes = checkIns(h.tick(5 * ms))
-		}
-		if len(probes) != 3 {
-			t.Fatalf("%s: no probe after the token timeout", self)
-		}
-		var rd Ready
-		for _, loc := range []string{"b", "c"} {
-			rd = h.ack(loc, probes[0].CheckIn.Round, false, 1, "a", lapse)
-		}
-		if !hasEvent(rd, "BecameCandidate") {
-			t.Fatalf("%s: a's lease lapsing (not renewed lately) but no candidate: %v", self, rd.Events)
-		}
-		start := h.now
-		for claims, _ := checkIns(rd); len(claims) == 0; claims, _ = checkIns(h.tick(ms / 2)) {
-			if h.now-start > testLease {
-				t.Fatalf("%s: no claim within %v of the probe", self, testLease)
-			}
-		}
-		return h.now - start
+		return firstClaimAfterProbe(t, self, nodes, unhealthy, lapse)
 	}
 	b, c, d := firstClaim("b", true), firstClaim("c", true), firstClaim("d", true)
 	t.Logf("first claims after the probe: b %v, c %v, d %v (a's lease lapses at %v)", b, c, d, lapse)
@@ -1125,41 +1151,8 @@ func TestFirstClaimsWaitForTheLapseByPreference(t *testing.T) {
 // simulator with four locators, seed 70 of -even -services 0).
 func TestFirstClaimsAfterTheLeaseRanOut(t *testing.T) {
 	const ti = 20 * ms
-	firstClaim := func(self string) time.Duration {
-		t.Helper()
-		cfg := Config{Cluster: "t", Self: self, Nodes: []string{"a", "b", "c"}, Locators: []string{"a", "b", "c"},
-			TokenInterval: ti, TokenTimeout: 150 * ms, Lease: testLease, DriftMargin: testDrift}
-		h := newHarnessCfg(t, cfg, NodeState{})
-		h.ready()
-		h.seq++
-		ring := []NodeHealth{{ID: "a", Healthy: true, InRing: true}, {ID: "b", Healthy: true, InRing: true}, {ID: "c", Healthy: true, InRing: true}}
-		if err := h.n.Step(h.now, Message{Type: MsgToken, From: "a", ClusterID: ClusterID("t"), Incarnation: 1, Seq: h.seq, ToIncarnation: h.n.st.Incarnation,
-			Token: Token{Epoch: 1, Seq: 1, Active: "a", Nodes: ring}}); err != nil {
-			t.Fatal(err)
-		}
-		h.ready()
-		var probes []Message
-		for i := 0; i < 100 && len(probes) == 0; i++ {
-			_, probes = checkIns(h.tick(5 * ms))
-		}
-		if len(probes) != 3 {
-			t.Fatalf("%s: no probe after the token timeout", self)
-		}
-		var rd Ready
-		for _, loc := range []string{"b", "c"} {
-			rd = h.ack(loc, probes[0].CheckIn.Round, false, 1, "a", 0)
-		}
-		if !hasEvent(rd, "BecameCandidate") {
-			t.Fatalf("%s: a's lease ran out but no candidate: %v", self, rd.Events)
-		}
-		start := h.now
-		for claims, _ := checkIns(rd); len(claims) == 0; claims, _ = checkIns(h.tick(ms / 2)) {
-			if h.now-start > testLease {
-				t.Fatalf("%s: no claim within %v of the probe", self, testLease)
-			}
-		}
-		return h.now - start
-	}
+	nodes := []string{"a", "b", "c"}
+	firstClaim := func(self string) time.Duration { t.Helper(); return firstClaimAfterProbe(t, self, nodes, "", 0) }
 	b, c := firstClaim("b"), firstClaim("c")
 	if b != 0 || c != ti/2 {
 		t.Errorf("first claims after the probe: b %v, c %v; want b at once and c %v later (the dead a not counted)", b, c, ti/2)
@@ -1179,18 +1172,7 @@ func TestStandbyRechecksWhenRenewalsGoStale(t *testing.T) {
 		TokenInterval: ti, TokenTimeout: timeout, Lease: testLease, DriftMargin: testDrift}
 	h := newHarnessCfg(t, cfg, NodeState{})
 	h.ready()
-	probe := func() uint64 {
-		t.Helper()
-		start := h.now
-		for {
-			if _, probes := checkIns(h.tick(ms)); len(probes) == 3 {
-				return probes[0].CheckIn.Round
-			}
-			if h.now-start > 2*timeout {
-				t.Fatalf("no probe within %v", 2*timeout)
-			}
-		}
-	}
+	probe := func() uint64 { t.Helper(); return h.nextProbe(3, 2*timeout) }
 	r := probe()
 	fresh := testLease + testDrift - 3*ti // the least grant_in that still counts as renewing
 	h.ack("a", r, false, 1, "a", fresh+10*ms)
@@ -1221,18 +1203,7 @@ func TestStandbyRechecksWhenRenewalsGoStaleFourLocators(t *testing.T) {
 		TokenInterval: ti, TokenTimeout: timeout, Lease: testLease, DriftMargin: testDrift}
 	h := newHarnessCfg(t, cfg, NodeState{})
 	h.ready()
-	probe := func() uint64 {
-		t.Helper()
-		start := h.now
-		for {
-			if _, probes := checkIns(h.tick(ms)); len(probes) == 4 {
-				return probes[0].CheckIn.Round
-			}
-			if h.now-start > 2*timeout {
-				t.Fatalf("no probe within %v", 2*timeout)
-			}
-		}
-	}
+	probe := func() uint64 { t.Helper(); return h.nextProbe(4, 2*timeout) }
 	r := probe()
 	fresh := testLease + testDrift - 3*ti
 	h.ack("b", r, false, 1, "a", fresh+10*ms)
@@ -1246,13 +1217,10 @@ func TestStandbyRechecksWhenRenewalsGoStaleFourLocators(t *testing.T) {
 	}
 }
 
-// TestClaimWonBelowANewerEpochIsNotTaken: a locator names a newer epoch
-// while a's claim is out, then a quorum grants the claim. a does not take
-// the role in the older epoch: that quorum may be one whose intersection
-// with the newer epoch's lost its state, and the epoch one another node
-// held (the simulator, seed 21319 of -lms: epoch 2 granted to a 818 ms
-// after b). It frees the grants and claims above the newer epoch.
-func TestClaimWonBelowANewerEpochIsNotTaken(t *testing.T) {
+// handedOverByToken is node a of testCfg given b's token of epoch 2 that
+// hands it the role (Handover "a"); the caller reads its Ready.
+func handedOverByToken(t *testing.T) *nodeHarness {
+	t.Helper()
 	h := newHarness(t, "a", NodeState{})
 	h.ready()
 	h.seq++
@@ -1260,6 +1228,17 @@ func TestClaimWonBelowANewerEpochIsNotTaken(t *testing.T) {
 		Token: Token{Epoch: 2, Seq: 5, Handover: "a", Nodes: []NodeHealth{{ID: "a", Healthy: true, InRing: true}, {ID: "b", Healthy: true, InRing: true}}}}); err != nil {
 		t.Fatal(err)
 	}
+	return h
+}
+
+// TestClaimWonBelowANewerEpochIsNotTaken: a locator names a newer epoch
+// while a's claim is out, then a quorum grants the claim. a does not take
+// the role in the older epoch: that quorum may be one whose intersection
+// with the newer epoch's lost its state, and the epoch one another node
+// held (the simulator, seed 21319 of -lms: epoch 2 granted to a 818 ms
+// after b). It frees the grants and claims above the newer epoch.
+func TestClaimWonBelowANewerEpochIsNotTaken(t *testing.T) {
+	h := handedOverByToken(t)
 	claims, _ := checkIns(h.ready())
 	if len(claims) != 3 {
 		t.Fatalf("no claim from the handover: %v", claims)
@@ -1298,13 +1277,7 @@ func TestClaimWonBelowANewerEpochIsNotTaken(t *testing.T) {
 // and only until half a token timeout after it: in the simulator a
 // failback left no active for 84 ms until b took the role back.
 func TestHandoverByTokenRetriesQuickly(t *testing.T) {
-	h := newHarness(t, "a", NodeState{})
-	h.ready()
-	h.seq++
-	if err := h.n.Step(h.now, Message{Type: MsgToken, From: "b", ClusterID: ClusterID("t"), Epoch: 2, Incarnation: 1, Seq: h.seq, ToIncarnation: h.n.st.Incarnation,
-		Token: Token{Epoch: 2, Seq: 5, Handover: "a", Nodes: []NodeHealth{{ID: "a", Healthy: true, InRing: true}, {ID: "b", Healthy: true, InRing: true}}}}); err != nil {
-		t.Fatal(err)
-	}
+	h := handedOverByToken(t)
 	rd := h.ready()
 	claims, _ := checkIns(rd)
 	if !hasEvent(rd, "BecameCandidate") || len(claims) != 3 {
