@@ -1,6 +1,7 @@
 package nodemanager
 
 import (
+	"errors"
 	"net"
 	"os"
 	"slices"
@@ -564,4 +565,83 @@ func TestDriverIPv6DisabledOnVIPInterface(t *testing.T) {
 			t.Fatalf("the service moved back to a without failback")
 		}
 	})
+}
+
+// A floating IP the kernel refuses with its interface up (here: lost, and
+// every add fails again) makes the active unhealthy after a second of
+// retries, so the standby, which can hold all of it, takes the service;
+// the old active stays unhealthy for the service for vipUnfitHold, though
+// it no longer holds it, and is fit again after, taking nothing back.
+func TestDriverVIPAddFailsWithInterfaceUp(t *testing.T) {
+	h := newHarness(t)
+	a, b := h.startActive()
+	const vip = "192.0.2.101/24@eth0"
+	refused := errors.New("netfloat: add 192.0.2.101/24 to eth0: no buffer space available")
+	a.host.failAdd = map[string]error{vip: refused}
+	delete(a.host.addrs, vip) // gone; the next renewal finds it not held
+	failedAt := h.clk.Now()
+	h.runUntil(5*time.Second, "b active with both addresses", func() bool {
+		return b.active() && b.m.held && len(b.host.addrs) == 2 && !a.active()
+	})
+	if took := h.clk.Now() - failedAt; took < vipUnfitAfter {
+		t.Errorf("moved %v after the failure, before the %v of retries", took, vipUnfitAfter)
+	}
+	want := "floating IP " + vip + " could not be added: " + refused.Error()
+	if a.m.healthy || !slices.Contains(a.m.reasons, want) {
+		t.Errorf("a healthy=%v reasons %q, want unhealthy with %q", a.m.healthy, a.m.reasons, want)
+	}
+	if n := strings.Count(a.logs.String(), `"event":"vip_unfit"`); n != 1 {
+		t.Errorf("%d vip_unfit lines, want 1", n)
+	}
+	if !b.m.healthy {
+		t.Errorf("b unhealthy: %q", b.m.reasons)
+	}
+
+	// Mended on a, which cannot know it without holding the service: it
+	// stays unfit for the hold, then is fit and takes nothing back.
+	a.host.failAdd = nil
+	movedAt := h.clk.Now()
+	h.runSparse(vipUnfitHold-2*time.Second, func() {
+		if !b.active() || a.active() || a.m.healthy {
+			t.Fatalf("within the hold: a active=%v healthy=%v, b active=%v", a.active(), a.m.healthy, b.active())
+		}
+	})
+	h.runUntil(5*time.Second, "a fit again", func() bool { return a.m.healthy })
+	if held := h.clk.Now() - movedAt; held < vipUnfitHold-vipUnfitAfter {
+		t.Errorf("a fit %v after the move, want the %v hold", held, vipUnfitHold)
+	}
+	if !strings.Contains(a.logs.String(), `"event":"vip_fit"`) {
+		t.Errorf("no vip_fit line")
+	}
+	h.run(2*time.Second, func() {
+		if !b.active() || a.active() {
+			t.Fatalf("the service moved back to a without failback")
+		}
+	})
+}
+
+// Both nodes refuse the address: the service moves once, to b, which then
+// fails too and keeps it (a is held unfit, and a degraded active beats
+// none), instead of bouncing between them as fast as handovers go.
+func TestDriverVIPAddFailsOnBothNodes(t *testing.T) {
+	h := newHarness(t)
+	a, b := h.startActive()
+	const vip = "192.0.2.101/24@eth0"
+	refused := errors.New("netfloat: add 192.0.2.101/24 to eth0: no buffer space available")
+	b.host.failAdd = map[string]error{vip: refused}
+	a.host.failAdd = map[string]error{vip: refused}
+	delete(a.host.addrs, vip)
+	h.runUntil(5*time.Second, "b active", func() bool { return b.active() && !a.active() })
+	h.runUntil(5*time.Second, "b unhealthy", func() bool { return !b.m.healthy })
+	if got := b.host.addrs; len(got) != 1 {
+		t.Errorf("b holds %v, want the one address it can add", got)
+	}
+	h.runSparse(time.Minute, func() {
+		if !b.active() || a.active() {
+			t.Fatalf("the service bounced back to a: a active=%v, b active=%v", a.active(), b.active())
+		}
+	})
+	if n := strings.Count(b.logs.String(), `"event":"vip_unfit"`); n != 1 {
+		t.Errorf("b: %d vip_unfit lines, want 1", n)
+	}
 }

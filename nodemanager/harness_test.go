@@ -48,6 +48,8 @@ type fakeHost struct {
 	floats int                 // floating IP managers made
 	kl     bool                // kernel lease in force
 	v6off  map[string]bool     // interfaces with IPv6 disabled
+	// failAdd: VIPs whose add the kernel refuses, with the error.
+	failAdd map[string]error
 }
 
 func (h *fakeHost) newFloat([]string) (floatIPs, error) {
@@ -94,6 +96,10 @@ type fakeFloat struct {
 }
 
 func (f *fakeFloat) Claim(_ context.Context, v netfloat.VIP) (netfloat.ClaimReport, error) {
+	if err := f.h.failAdd[v.String()]; err != nil {
+		f.h.ops = append(f.h.ops, "claim failed "+v.String())
+		return netfloat.ClaimReport{}, err
+	}
 	f.h.ops = append(f.h.ops, "claim "+v.String())
 	f.h.addrs[v.String()] = "held"
 	f.h.announce(v)
@@ -142,7 +148,8 @@ func (f *fakeFloat) Refuse(v netfloat.VIP) error {
 func (f *fakeFloat) ClaimAll(ctx context.Context, vips []netfloat.VIP) ([]netfloat.ClaimReport, error) {
 	var reps []netfloat.ClaimReport
 	for _, v := range vips {
-		rep, _ := f.Claim(ctx, v)
+		rep, err := f.Claim(ctx, v)
+		rep.Err = err
 		reps = append(reps, rep)
 	}
 	return reps, nil
@@ -516,4 +523,13 @@ func (h *harness) sentBy(id string, after time.Duration) []sentMsg {
 // logged counts id's log lines with "event":ev.
 func (n *testNode) logged(ev string) int {
 	return strings.Count(n.logs.String(), `"event":"`+ev+`"`)
+}
+
+// runSparse is run for minutes of fake time: it forgets the datagrams
+// sent so far every second, so that h.sent does not grow with d.
+func (h *harness) runSparse(d time.Duration, inv func()) {
+	for end := h.clk.Now() + d; h.clk.Now() < end; {
+		h.sent = nil
+		h.run(min(time.Second, end-h.clk.Now()), inv)
+	}
 }

@@ -43,6 +43,37 @@ const StateFile = "node.state"
 // before the kernel would.
 const extendEvery = 500 * time.Millisecond
 
+// A floating IP that the node holding the service has failed to add for
+// vipUnfitAfter, its interface up (a link down or IPv6 turned off are
+// reasons of their own), makes the node unhealthy for the service, so that
+// a standby that can hold all of it takes it over: the kernel refused the
+// address for a reason of this host's (netlink, memory, an MTU too small
+// for IPv4), and callers of that address reach nobody meanwhile. Not at
+// the first failure: a retry 500 ms later mends a passing one without a
+// move. The node stays unhealthy for the service for vipUnfitHold after
+// the last failure, holding it or not, as it cannot try again without
+// holding it: otherwise two nodes that both fail would hand the service
+// to each other as fast as handovers go. A later add that succeeds while
+// it still holds the service (no fit standby took it) ends that at once.
+const (
+	vipUnfitAfter = time.Second
+	vipUnfitHold  = 5 * time.Minute
+)
+
+// vipFailure is a floating IP that could not be added: the last error,
+// and since when it has failed with its interface up.
+type vipFailure struct {
+	vip   netfloat.VIP
+	err   string
+	since time.Duration
+}
+
+// vipUnfit is a floating IP failure held against this node until until.
+type vipUnfit struct {
+	err   string
+	until time.Duration
+}
+
 type manager struct {
 	cfg   *config.Config
 	pcfg  protocol.Config
@@ -89,7 +120,13 @@ type manager struct {
 	// add (interface missing, netlink refused), with the last error. They
 	// are tried again every extendEvery; only a new or changed error is
 	// logged, and status warns of them.
-	vipFail map[string]string
+	vipFail map[string]vipFailure
+	// vipUnfit: floating IPs that could not be added for vipUnfitAfter with
+	// their interface up, and until when that makes this node unhealthy
+	// for the service (checkVIPFit); vipCheck: it may have changed since
+	// health was last read.
+	vipUnfit map[string]vipUnfit
+	vipCheck bool
 
 	supHealthy bool
 	supReasons []string // the supervisor's last word, as sent
@@ -530,6 +567,9 @@ func (m *manager) afterInput() (now time.Duration) {
 	m.checkDrain(now)
 	m.checkGapClaim(now)
 	m.enforceLease(now)
+	if m.vipFail != nil || m.vipUnfit != nil || m.vipCheck {
+		m.checkVIPFit(now)
+	}
 	m.pass.step(stepDrainLease, m.clk.Mono())
 	if m.watchStale && !m.held {
 		m.rebuildFloat(now)
@@ -728,6 +768,9 @@ func (m *manager) updateHealth(now time.Duration) {
 		if !m.linkDown[ifn] {
 			reasons = append(reasons, "interface "+ifn+": "+why)
 		}
+	}
+	for key, u := range m.vipUnfit {
+		reasons = append(reasons, "floating IP "+key+" could not be added: "+u.err)
 	}
 	slices.Sort(reasons)
 	h := len(reasons) == 0
@@ -1034,21 +1077,69 @@ func (m *manager) claimed(v netfloat.VIP, rep netfloat.ClaimReport) {
 func (m *manager) claimFailed(v netfloat.VIP, err error) {
 	key, text := v.String(), err.Error()
 	if m.vipFail == nil {
-		m.vipFail = map[string]string{}
+		m.vipFail = map[string]vipFailure{}
 	}
-	if prev, ok := m.vipFail[key]; !ok || prev != text {
+	prev, ok := m.vipFail[key]
+	if !ok || prev.err != text {
 		m.log.Error("cannot add floating IP; trying again every 500ms", "event", "vip_error", "vip", key, "err", err)
 	} else {
 		m.log.Debug("still cannot add floating IP", "vip", key, "err", err)
 	}
-	m.vipFail[key] = text
+	since := m.clk.Now()
+	if ok {
+		since = prev.since
+	}
+	m.vipFail[key] = vipFailure{vip: v, err: text, since: since}
 }
 
 // clearVIPFailure notes that v is on the interface now.
 func (m *manager) clearVIPFailure(v netfloat.VIP) {
-	if _, ok := m.vipFail[v.String()]; ok {
-		delete(m.vipFail, v.String())
-		m.log.Info("floating IP added after failing", "event", "vip_added", "vip", v.String())
+	key := v.String()
+	if _, ok := m.vipFail[key]; ok {
+		delete(m.vipFail, key)
+		m.log.Info("floating IP added after failing", "event", "vip_added", "vip", key)
+	}
+	if _, ok := m.vipUnfit[key]; ok {
+		delete(m.vipUnfit, key)
+		m.vipCheck = true
+	}
+}
+
+// checkVIPFit holds against this node the floating IPs it has failed to
+// add for vipUnfitAfter with their interface up, and lets go of those
+// held for vipUnfitHold; either change rereads the node's health.
+func (m *manager) checkVIPFit(now time.Duration) {
+	changed := m.vipCheck
+	m.vipCheck = false
+	for key, f := range m.vipFail {
+		if m.linkDown[f.vip.Interface] || m.v6Off[f.vip.Interface] != "" {
+			// Its own reason already; the time counts once it is up.
+			f.since = now
+			m.vipFail[key] = f
+			continue
+		}
+		if now-f.since < vipUnfitAfter {
+			continue
+		}
+		if m.vipUnfit == nil {
+			m.vipUnfit = map[string]vipUnfit{}
+		}
+		if _, ok := m.vipUnfit[key]; !ok {
+			changed = true
+			m.log.Error("floating IP still not added with its interface up; this node is unhealthy for the service for 5m after its last failure, so that a standby that can hold all of it takes it",
+				"event", "vip_unfit", "vip", key, "failing_ms", (now - f.since).Milliseconds(), "err", f.err)
+		}
+		m.vipUnfit[key] = vipUnfit{err: f.err, until: now + vipUnfitHold}
+	}
+	for key, u := range m.vipUnfit {
+		if now >= u.until {
+			delete(m.vipUnfit, key)
+			changed = true
+			m.log.Info("floating IP failure no longer held against this node", "event", "vip_fit", "vip", key)
+		}
+	}
+	if changed {
+		m.updateHealth(now)
 	}
 }
 
@@ -1226,8 +1317,8 @@ func (m *manager) report(now time.Duration) {
 		}
 	case m.held:
 		for _, v := range m.vips {
-			if err, failed := m.vipFail[v.String()]; failed {
-				r.VIPsFailed = append(r.VIPsFailed, ctlmsg.VIPFailure{VIP: v.String(), Error: err})
+			if f, failed := m.vipFail[v.String()]; failed {
+				r.VIPsFailed = append(r.VIPsFailed, ctlmsg.VIPFailure{VIP: v.String(), Error: f.err})
 				continue
 			}
 			r.VIPs = append(r.VIPs, v.String())

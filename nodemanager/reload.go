@@ -136,6 +136,16 @@ func (m *manager) applyConfig(now time.Duration, c *ctlmsg.Config) error {
 	// The list changes first, so that nothing below (an address event,
 	// the lease timer) acts on the old one.
 	m.vips = next
+	for key := range m.vipFail {
+		if !slices.ContainsFunc(next, func(v netfloat.VIP) bool { return v.String() == key }) {
+			delete(m.vipFail, key)
+		}
+	}
+	for key := range m.vipUnfit {
+		if !slices.ContainsFunc(next, func(v netfloat.VIP) bool { return v.String() == key }) {
+			delete(m.vipUnfit, key) // health is reread below
+		}
+	}
 	m.cfg.VIPs = m.cfg.VIPs[:0]
 	for _, v := range c.VIPs {
 		m.cfg.VIPs = append(m.cfg.VIPs, config.VIP{Address: v.Address, Interface: v.Interface})
