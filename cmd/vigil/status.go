@@ -547,6 +547,34 @@ func agoMS(ms int64) string {
 	return d.Round(time.Second).String() + " ago"
 }
 
+// hostRoles is this node's role in each service, the services grouped by
+// role in the order each role first appears: "active (sip, sip2)",
+// "standby (voice), active (data)". A service whose node manager has not
+// reported yet counts as "unknown".
+func hostRoles(p painter, st *supervisor.Status) string {
+	var order []string
+	names := map[string][]string{}
+	for i, svc := range st.Services {
+		role := "unknown"
+		if r := st.Report(i); r != nil && r.Role != "" {
+			role = r.Role
+		}
+		if _, ok := names[role]; !ok {
+			order = append(order, role)
+		}
+		names[role] = append(names[role], svc.Name)
+	}
+	parts := make([]string, 0, len(order))
+	for _, role := range order {
+		shown := role
+		if role == "active" {
+			shown = p.paint(cGreen, role)
+		}
+		parts = append(parts, shown+" ("+strings.Join(names[role], ", ")+")")
+	}
+	return strings.Join(parts, ", ")
+}
+
 func orNone(s string) string {
 	if s == "" {
 		return "none"
@@ -570,10 +598,10 @@ func printHost(w io.Writer, p painter, st *supervisor.Status, nm *ctlmsg.NodeMan
 		}
 		held := slices.Clone(nm.VIPs)
 		if len(st.Services) > 1 {
-			// Every service's addresses on this host, not only the
-			// first's; the role is the first service's (SERVICES has
-			// each one's).
-			role += " (" + st.Services[0].Name + ")"
+			// Every service's role and addresses on this host, not only
+			// the first's: "active (data), standby (voice)" on a node
+			// holding one of two would otherwise read as idle.
+			role = hostRoles(p, st)
 			for i := 1; i < len(st.Services); i++ {
 				if r := st.Report(i); r != nil {
 					held = append(held, r.VIPs...)

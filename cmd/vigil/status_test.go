@@ -264,7 +264,7 @@ func TestStatusTwoServices(t *testing.T) {
 		"SERVICE  HOLDER  HERE     EPOCH  PREFER  FAILBACK  NEEDS",
 		"voice    a       standby  4      a > b   off       voiceapp",
 		"data     b       active   9      b > a   off       dataapp",
-		"role standby (voice)  maintenance off  floating IPs 192.0.2.101/24@eth0",
+		"role standby (voice), active (data)  maintenance off  floating IPs 192.0.2.101/24@eth0",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("output lacks %q:\n%s", want, s)
@@ -346,5 +346,39 @@ func TestStatusVIPNotAdded(t *testing.T) {
 	}
 	if !slices.ContainsFunc(st.Warnings, func(w supervisor.Warning) bool { return w.Kind == "vip_error" }) {
 		t.Errorf("no vip_error warning: %+v", st.Warnings)
+	}
+}
+
+// THIS HOST's role with several services: grouped by role, in the order
+// each role first appears, a service not reported yet as unknown.
+func TestHostRoles(t *testing.T) {
+	rep := func(role string) *ctlmsg.NodeManagerReport {
+		return &ctlmsg.NodeManagerReport{BeatFields: ctlmsg.BeatFields{Role: role}}
+	}
+	for _, c := range []struct {
+		roles []string // "" for no report
+		want  string
+	}{
+		{[]string{"active", "active"}, "active (s0, s1)"},
+		{[]string{"standby", "active", "standby"}, "standby (s0, s2), active (s1)"},
+		{[]string{"active", "", "candidate", "standby"}, "active (s0), unknown (s1), candidate (s2), standby (s3)"},
+	} {
+		st := &supervisor.Status{}
+		for i, r := range c.roles {
+			svc := supervisor.ServiceStatus{Name: fmt.Sprintf("s%d", i)}
+			var nm *ctlmsg.NodeManagerReport
+			if r != "" {
+				nm = rep(r)
+			}
+			if i == 0 {
+				st.NodeManager = nm
+			} else {
+				svc.NodeManager = nm
+			}
+			st.Services = append(st.Services, svc)
+		}
+		if got := hostRoles(painter(false), st); got != c.want {
+			t.Errorf("%q: got %q, want %q", c.roles, got, c.want)
+		}
 	}
 }
