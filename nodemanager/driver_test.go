@@ -645,3 +645,29 @@ func TestDriverVIPAddFailsOnBothNodes(t *testing.T) {
 		t.Errorf("b: %d vip_unfit lines, want 1", n)
 	}
 }
+
+// A floating IP that a reload adds on the active, whose first announcement
+// fails (the address is in the kernel; the burst goes on), is held, not
+// failed: the node stays healthy and the service stays.
+func TestDriverReloadAnnounceFailureIsNoFailedAdd(t *testing.T) {
+	h := newHarness(t)
+	a, b := h.startActive()
+	a.host.failAnnounce = map[string]error{vip102: errors.New("netfloat: send gratuitous ARP on eth1: no buffer space available")}
+	cfg := &ctlmsg.Config{
+		VIPs:  []ctlmsg.VIP{{Address: "192.0.2.100/24", Interface: "eth0"}, {Address: "192.0.2.101/24", Interface: "eth0"}, {Address: "192.0.2.102/24", Interface: "eth1"}},
+		Hooks: ctlmsg.Hooks{Timeout: time.Second},
+	}
+	h.supervisor(a, ctlmsg.ConfigMsg(cfg))
+	h.supervisor(b, ctlmsg.ConfigMsg(cfg))
+	if a.host.addrs[vip102] != "held" || len(a.m.vipFail) != 0 {
+		t.Fatalf("a holds %v, failed %v: want %s held", a.host.addrs, a.m.vipFail, vip102)
+	}
+	h.run(3*time.Second, func() {
+		if !a.active() || !a.m.healthy {
+			t.Fatalf("a active=%v healthy=%v (%q) for an announcement that failed", a.active(), a.m.healthy, a.m.reasons)
+		}
+	})
+	if !strings.Contains(a.logs.String(), `"msg":"cannot announce floating IP"`) {
+		t.Errorf("the failed announcement is not logged")
+	}
+}

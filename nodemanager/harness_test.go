@@ -48,8 +48,9 @@ type fakeHost struct {
 	floats int                 // floating IP managers made
 	kl     bool                // kernel lease in force
 	v6off  map[string]bool     // interfaces with IPv6 disabled
-	// failAdd: VIPs whose add the kernel refuses, with the error.
-	failAdd map[string]error
+	// failAdd: VIPs whose add the kernel refuses, with the error;
+	// failAnnounce: VIPs added whose first announcement fails.
+	failAdd, failAnnounce map[string]error
 }
 
 func (h *fakeHost) newFloat([]string) (floatIPs, error) {
@@ -102,6 +103,9 @@ func (f *fakeFloat) Claim(_ context.Context, v netfloat.VIP) (netfloat.ClaimRepo
 	}
 	f.h.ops = append(f.h.ops, "claim "+v.String())
 	f.h.addrs[v.String()] = "held"
+	if err := f.h.failAnnounce[v.String()]; err != nil {
+		return netfloat.ClaimReport{AddedAfter: time.Microsecond}, err
+	}
 	f.h.announce(v)
 	return netfloat.ClaimReport{AddedAfter: time.Microsecond, AnnouncedAfter: 2 * time.Microsecond}, nil
 }
@@ -147,12 +151,17 @@ func (f *fakeFloat) Refuse(v netfloat.VIP) error {
 
 func (f *fakeFloat) ClaimAll(ctx context.Context, vips []netfloat.VIP) ([]netfloat.ClaimReport, error) {
 	var reps []netfloat.ClaimReport
+	var announceErr error
 	for _, v := range vips {
 		rep, err := f.Claim(ctx, v)
-		rep.Err = err
+		if err != nil && rep.AddedAfter > 0 {
+			announceErr = err // held: as netfloat, the batch's error only
+		} else {
+			rep.Err = err
+		}
 		reps = append(reps, rep)
 	}
-	return reps, nil
+	return reps, announceErr
 }
 
 func (f *fakeFloat) ReleaseAll(vips []netfloat.VIP) error {

@@ -1046,7 +1046,13 @@ func (m *manager) claimAll(vips []netfloat.VIP) (added, announced time.Duration)
 // claimOne adds and announces one floating IP and logs what went wrong.
 func (m *manager) claimOne(v netfloat.VIP) (netfloat.ClaimReport, error) {
 	rep, err := m.float.Claim(context.Background(), v)
-	if err != nil {
+	switch {
+	case err != nil && rep.AddedAfter > 0 && !errors.Is(err, netfloat.ErrClosed):
+		// Held, but its first announcement failed; the burst goes on.
+		// Not a failed add: that would make the node unfit for the
+		// service (checkVIPFit) for an address it has.
+		m.log.Warn("cannot announce floating IP", "event", "vip_error", "vip", v.String(), "err", err)
+	case err != nil:
 		m.claimFailed(v, err)
 		return rep, err
 	}
