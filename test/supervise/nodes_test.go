@@ -76,6 +76,13 @@ func newNodeSet(t *testing.T, name string, ids []string, body func(id string) st
 // (clusterExtra, indented as its keys).
 func newNodeSetWith(t *testing.T, name string, ids []string, body func(id string) string, clusterExtra string) *nodeSet {
 	t.Helper()
+	return newNodeSetPrep(t, name, ids, body, clusterExtra, nil)
+}
+
+// newNodeSetPrep is newNodeSetWith with prep run on the namespaces before
+// any node starts (an interface a host's floating IP is to sit on).
+func newNodeSetPrep(t *testing.T, name string, ids []string, body func(id string) string, clusterExtra string, prep func(*netnstest.Net)) *nodeSet {
+	t.Helper()
 	var specs []netnstest.HostSpec
 	addrs := map[string]string{}
 	for i, id := range ids {
@@ -90,6 +97,9 @@ func newNodeSetWith(t *testing.T, name string, ids []string, body func(id string
 		d.cluster = nodesYAML(name, id, d, ids, addrs) + clusterExtra
 		d.wrap = []string{"nsenter", "--net=/run/netns/" + s.net.Hosts[id].NSName}
 		d.writeConfig("")
+	}
+	if prep != nil {
+		prep(s.net)
 	}
 	for _, id := range ids {
 		s.nodes[id].start()

@@ -110,19 +110,7 @@ func TestVIPRefusedOnInterfaceUp(t *testing.T) {
 	n := netnstest.New(t, netnstest.HostSpec{Name: "a", Addr: "192.0.2.11/24"})
 	h := n.Hosts["a"]
 	const ifb = "vgifb0"
-	if err := h.Handle.LinkAdd(&netlink.Ifb{LinkAttrs: netlink.LinkAttrs{Name: ifb}}); err != nil {
-		t.Skipf("no ifb interface in this kernel (%v): nothing to refuse an address on an interface that is up", err)
-	}
-	l, err := h.Handle.LinkByName(ifb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.Handle.LinkSetMTU(l, 60); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.Handle.LinkSetUp(l); err != nil {
-		t.Fatal(err)
-	}
+	l := addRefusingIfb(t, h, ifb)
 	d := newDaemon(t, "")
 	d.extra = vipsYAML(testVIP) + "  - {address: 192.0.2.101/24, interface: " + ifb + "}\n"
 	d.wrap = []string{"nsenter", "--net=/run/netns/" + h.NSName}
@@ -165,4 +153,80 @@ func TestVIPRefusedOnInterfaceUp(t *testing.T) {
 	if !slices.ContainsFunc(addrs, func(a netlink.Addr) bool { return a.IP.Equal(net.IP(netip.MustParseAddr("192.0.2.101").AsSlice())) }) {
 		t.Errorf("192.0.2.101 not on %s: %v", ifb, addrs)
 	}
+}
+
+// addRefusingIfb gives h an interface that is up but refuses every IPv4
+// address (an ifb with an MTU below IPv4's 68 has no IPv4 configuration:
+// the kernel answers ENOBUFS), or skips the test where the kernel has no
+// ifb.
+func addRefusingIfb(t *testing.T, h *netnstest.Host, name string) netlink.Link {
+	t.Helper()
+	if err := h.Handle.LinkAdd(&netlink.Ifb{LinkAttrs: netlink.LinkAttrs{Name: name}}); err != nil {
+		t.Skipf("no ifb interface in this kernel (%v): nothing to refuse an address on an interface that is up", err)
+	}
+	l, err := h.Handle.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Handle.LinkSetMTU(l, 60); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Handle.LinkSetUp(l); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// Three nodes, the floating IP on a refused by a's kernel (a's file puts it
+// on an ifb that refuses IPv4; b's and c's on their LAN interface): a,
+// given the service, is unhealthy for it after a second of retries and b
+// takes it over. a stays unhealthy for it (the 5-minute hold), so the
+// service does not come back to the node that cannot hold it.
+func TestRefusedVIPMovesTheService(t *testing.T) {
+	needRoot(t)
+	const ifb = "vgifb1"
+	s := newNodeSetPrep(t, "refused", []string{"a", "b", "c"}, func(id string) string {
+		iface := netnstest.LinkName
+		if id == "a" {
+			iface = ifb
+		}
+		return "vips:\n  - {address: " + testVIP + "/24, interface: " + iface + "}\n"
+	}, "", func(n *netnstest.Net) { addRefusingIfb(t, n.Hosts["a"], ifb) })
+	a := s.nodes["a"]
+	var active string
+	a.waitFor("an active node", 30*time.Second, func() bool {
+		r := a.status().NodeManager
+		if r != nil && r.Active != "" {
+			active = r.Active
+		}
+		return active != ""
+	})
+	t.Logf("first active: %s", active)
+	if active != "a" {
+		// The service has to reach a for its kernel to refuse it.
+		s.waitKnown(active)
+		d := s.nodes[active]
+		if out, code := d.vigil("switchover", "--to", "a", "--socket", d.socket); code != 0 {
+			t.Fatalf("switchover from %s to a: exit %d\n%s", active, code, out)
+		}
+	}
+	reason := "floating IP " + testVIP + "/24@" + ifb + " could not be added: "
+	a.waitFor("a unhealthy for the refused address", 20*time.Second, func() bool {
+		st := a.status()
+		return !st.Healthy && slices.ContainsFunc(st.Unhealthy, func(r string) bool { return strings.HasPrefix(r, reason) })
+	})
+	s.waitHolder("b holds the VIP", "b", 20*time.Second)
+	// No bounce: for the next 3 s b keeps it and a stays unfit.
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) { // the behaviour under test is what does NOT happen
+		if h := s.holder(); h != "b" {
+			t.Fatalf("holder %q, want b to keep the service", h)
+		}
+		if r := a.status().NodeManager; r == nil || r.Healthy || r.Role == "active" {
+			t.Fatalf("a's node manager %+v, want an unhealthy standby", r)
+		}
+	}
+	if n := strings.Count(a.log.String(), `"event":"vip_unfit"`); n != 1 {
+		t.Errorf("%d vip_unfit lines on a, want 1", n)
+	}
+	s.checkSafe()
 }
