@@ -210,12 +210,18 @@ func TestRefusedVIPMovesTheService(t *testing.T) {
 			t.Fatalf("switchover from %s to a: exit %d\n%s", active, code, out)
 		}
 	}
+	a.waitFor("a active", 20*time.Second, func() bool {
+		r := a.status().NodeManager
+		return r != nil && r.Role == "active"
+	})
+	aActive := time.Now()
 	reason := "floating IP " + testVIP + "/24@" + ifb + " could not be added: "
 	a.waitFor("a unhealthy for the refused address", 20*time.Second, func() bool {
 		st := a.status()
 		return !st.Healthy && slices.ContainsFunc(st.Unhealthy, func(r string) bool { return strings.HasPrefix(r, reason) })
 	})
 	s.waitHolder("b holds the VIP", "b", 20*time.Second)
+	t.Logf("b holds the VIP %v after a was seen active", time.Since(aActive).Round(time.Millisecond))
 	// No bounce: for the next 3 s b keeps it and a stays unfit.
 	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) { // the behaviour under test is what does NOT happen
 		if h := s.holder(); h != "b" {
