@@ -671,3 +671,67 @@ func TestDriverReloadAnnounceFailureIsNoFailedAdd(t *testing.T) {
 		t.Errorf("the failed announcement is not logged")
 	}
 }
+
+// With failback, a node whose kernel refuses the address gets the service
+// back when its hold ends, and is unfit again a second later: each such
+// episode doubles its hold (5, 10, 20 minutes..., here 20, 40, 80 s), so
+// the service, which has no address for about that second each time, does
+// not come back to it every five minutes for good. An add that succeeds
+// forgets the episodes.
+func TestDriverVIPRefusedWithFailbackBacksOff(t *testing.T) {
+	h := newHarness(t)
+	h.failback = 2 * time.Second
+	a, b := h.startActive()
+	a.m.unfitBase = 20 * time.Second
+	const vip = "192.0.2.101/24@eth0"
+	a.host.failAdd = map[string]error{vip: errors.New("netfloat: add 192.0.2.101/24 to eth0: no buffer space available")}
+	delete(a.host.addrs, vip)
+	var returns []time.Duration // when the service came back to a
+	wasActive := true
+	start := h.clk.Now()
+	h.runSparse(160*time.Second, func() {
+		if act := a.active(); act && !wasActive {
+			returns = append(returns, h.clk.Now()-start)
+		}
+		wasActive = a.active()
+	})
+	// Episodes end 20, 40 and 80 s after the last failure (about a
+	// second after each return), then failback takes 2 s: back at about
+	// 23, 66 and 149 s.
+	want := []time.Duration{23 * time.Second, 66 * time.Second, 149 * time.Second}
+	t.Logf("the service came back to a after %v", returns)
+	if len(returns) != len(want) {
+		t.Fatalf("the service came back to a at %v, want 3 times, after about %v", returns, want)
+	}
+	for i := range want {
+		if d := returns[i] - want[i]; d < -3*time.Second || d > 3*time.Second {
+			t.Errorf("return %d after %v, want about %v", i+1, returns[i], want[i])
+		}
+	}
+	if n := strings.Count(a.logs.String(), `"event":"vip_unfit"`); n != 4 {
+		t.Errorf("%d vip_unfit lines, want 4 (the first failure and three returns)", n)
+	}
+	if !b.active() {
+		t.Fatalf("b not active at the end")
+	}
+
+	// Mended: the next return holds the address, and the episodes are
+	// forgotten.
+	a.host.failAdd = nil
+	h.runUntil(3*time.Minute, "a active with both addresses", func() bool {
+		return a.active() && len(a.host.addrs) == 2
+	})
+	h.run(2*time.Second, nil)
+	if !a.m.healthy || len(a.m.vipEpisodes) != 0 {
+		t.Errorf("a healthy=%v episodes %v after its add succeeded", a.m.healthy, a.m.vipEpisodes)
+	}
+}
+
+func TestUnfitHoldDoublesToAnHour(t *testing.T) {
+	want := []time.Duration{5 * time.Minute, 10 * time.Minute, 20 * time.Minute, 40 * time.Minute, time.Hour, time.Hour}
+	for i, w := range want {
+		if got := unfitHold(vipUnfitHold, i+1); got != w {
+			t.Errorf("episode %d: hold %v, want %v", i+1, got, w)
+		}
+	}
+}

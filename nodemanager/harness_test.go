@@ -326,6 +326,7 @@ type harness struct {
 	gap      time.Duration
 	diskFull bool
 	vips     []config.VIP
+	failback time.Duration // of the nodes started from now on; 0: off
 }
 
 var (
@@ -374,6 +375,9 @@ func (h *harness) config(self string) *config.Config {
 	c.Hooks = config.Hooks{OnActive: [][]string{{"/bin/on-active"}}, OnStandby: [][]string{{"/bin/on-standby"}},
 		OnFault: [][]string{{"/bin/on-fault"}}, Timeout: time.Second}
 	c.VIPs = slices.Clone(h.vips)
+	if h.failback > 0 {
+		c.Services = []config.Service{{Name: config.ImplicitService, VIPs: c.VIPs, Failback: h.failback, Implicit: true}}
+	}
 	c.Runtime.StateDir = h.t.TempDir()
 	return c
 }

@@ -53,12 +53,28 @@ const extendEvery = 500 * time.Millisecond
 // move. The node stays unhealthy for the service for vipUnfitHold after
 // the last failure, holding it or not, as it cannot try again without
 // holding it: otherwise two nodes that both fail would hand the service
-// to each other as fast as handovers go. A later add that succeeds while
-// it still holds the service (no fit standby took it) ends that at once.
+// to each other as fast as handovers go. Each new episode for the same
+// address doubles the hold, up to vipUnfitHoldMax: a failback to a node
+// whose kernel still refuses leaves the address unserved for about a
+// second (until that node is unfit and hands the service back), and must
+// not come back every five minutes for good. A
+// later add that succeeds ends the hold at once and forgets the episodes;
+// so does a reload that drops the address.
 const (
-	vipUnfitAfter = time.Second
-	vipUnfitHold  = 5 * time.Minute
+	vipUnfitAfter   = time.Second
+	vipUnfitHold    = 5 * time.Minute
+	vipUnfitHoldMax = time.Hour
 )
+
+// unfitHold is the hold of the nth episode of one address (n ≥ 1), the
+// first base long.
+func unfitHold(base time.Duration, n int) time.Duration {
+	h := base
+	for i := 1; i < n && h < vipUnfitHoldMax; i++ {
+		h *= 2
+	}
+	return min(h, vipUnfitHoldMax)
+}
 
 // vipFailure is a floating IP that could not be added: the last error,
 // and since when it has failed with its interface up.
@@ -68,10 +84,11 @@ type vipFailure struct {
 	since time.Duration
 }
 
-// vipUnfit is a floating IP failure held against this node until until.
+// vipUnfit is a floating IP failure held against this node until until,
+// for hold after its last failure.
 type vipUnfit struct {
-	err   string
-	until time.Duration
+	err         string
+	hold, until time.Duration
 }
 
 type manager struct {
@@ -127,6 +144,11 @@ type manager struct {
 	// health was last read.
 	vipUnfit map[string]vipUnfit
 	vipCheck bool
+	// vipEpisodes: how many times each address made this node unfit
+	// since it was last added (unfitHold); unfitBase: the first hold,
+	// vipUnfitHold (tests shorten it).
+	vipEpisodes map[string]int
+	unfitBase   time.Duration
 
 	supHealthy bool
 	supReasons []string // the supervisor's last word, as sent
@@ -285,7 +307,7 @@ func newManager(cfg *config.Config, log *slog.Logger, clk clock.Clock, host vipH
 	m := &manager{
 		cfg: cfg, log: log, pcfg: transport.ProtocolConfig(cfg), clk: clk, host: host,
 		statePath:  filepath.Join(cfg.Runtime.StateDir, StateFile),
-		supHealthy: true, linkDown: map[string]bool{}, v6Off: map[string]string{},
+		supHealthy: true, linkDown: map[string]bool{}, v6Off: map[string]string{}, unfitBase: vipUnfitHold,
 		hooks:     newHookRunner(log, clk),
 		netEvents: make(chan netfloat.Event, 64),
 		fo:        failoverTracker{self: cfg.Cluster.Node},
@@ -1109,6 +1131,7 @@ func (m *manager) clearVIPFailure(v netfloat.VIP) {
 		delete(m.vipUnfit, key)
 		m.vipCheck = true
 	}
+	delete(m.vipEpisodes, key)
 }
 
 // checkVIPFit holds against this node the floating IPs it has failed to
@@ -1128,14 +1151,18 @@ func (m *manager) checkVIPFit(now time.Duration) {
 			continue
 		}
 		if m.vipUnfit == nil {
-			m.vipUnfit = map[string]vipUnfit{}
+			m.vipUnfit, m.vipEpisodes = map[string]vipUnfit{}, map[string]int{}
 		}
-		if _, ok := m.vipUnfit[key]; !ok {
+		u, ok := m.vipUnfit[key]
+		if !ok {
 			changed = true
-			m.log.Error("floating IP still not added with its interface up; this node is unhealthy for the service for 5m after its last failure, so that a standby that can hold all of it takes it",
-				"event", "vip_unfit", "vip", key, "failing_ms", (now - f.since).Milliseconds(), "err", f.err)
+			m.vipEpisodes[key]++
+			u.hold = unfitHold(m.unfitBase, m.vipEpisodes[key])
+			m.log.Error("floating IP still not added with its interface up; this node is unhealthy for the service until "+u.hold.String()+" after its last failure, so that a standby that can hold all of it takes it",
+				"event", "vip_unfit", "vip", key, "failing_ms", (now - f.since).Milliseconds(), "hold_s", int(u.hold.Seconds()), "episode", m.vipEpisodes[key], "err", f.err)
 		}
-		m.vipUnfit[key] = vipUnfit{err: f.err, until: now + vipUnfitHold}
+		u.err, u.until = f.err, now+u.hold
+		m.vipUnfit[key] = u
 	}
 	for key, u := range m.vipUnfit {
 		if now >= u.until {

@@ -101,6 +101,15 @@ func (m *manager) hasVIP(v netfloat.VIP) bool {
 	return slices.ContainsFunc(m.vips, func(x netfloat.VIP) bool { return keyOf(x) == keyOf(v) })
 }
 
+// keepVIPs deletes from byVIP every address not in vips.
+func keepVIPs[V any](byVIP map[string]V, vips []netfloat.VIP) {
+	for key := range byVIP {
+		if !slices.ContainsFunc(vips, func(v netfloat.VIP) bool { return v.String() == key }) {
+			delete(byVIP, key)
+		}
+	}
+}
+
 // applyConfig applies a reload's floating IPs and hooks.
 func (m *manager) applyConfig(now time.Duration, c *ctlmsg.Config) error {
 	if c == nil {
@@ -136,16 +145,11 @@ func (m *manager) applyConfig(now time.Duration, c *ctlmsg.Config) error {
 	// The list changes first, so that nothing below (an address event,
 	// the lease timer) acts on the old one.
 	m.vips = next
-	for key := range m.vipFail {
-		if !slices.ContainsFunc(next, func(v netfloat.VIP) bool { return v.String() == key }) {
-			delete(m.vipFail, key)
-		}
-	}
-	for key := range m.vipUnfit {
-		if !slices.ContainsFunc(next, func(v netfloat.VIP) bool { return v.String() == key }) {
-			delete(m.vipUnfit, key) // health is reread below
-		}
-	}
+	// What an address that is gone failed is forgotten (health is
+	// reread below).
+	keepVIPs(m.vipFail, next)
+	keepVIPs(m.vipUnfit, next)
+	keepVIPs(m.vipEpisodes, next)
 	m.cfg.VIPs = m.cfg.VIPs[:0]
 	for _, v := range c.VIPs {
 		m.cfg.VIPs = append(m.cfg.VIPs, config.VIP{Address: v.Address, Interface: v.Interface})
