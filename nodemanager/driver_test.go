@@ -735,3 +735,30 @@ func TestUnfitHoldDoublesToAnHour(t *testing.T) {
 		}
 	}
 }
+
+// IPv6 turned off under the active's IPv6 address: the kernel drops the
+// address and refuses it again. That is the interface's own reason
+// (ipv6_disabled), read once a second, even when the second of failed
+// adds ends in the very pass that reads it: no vip_unfit and no hold, so
+// the node is fit as soon as IPv6 is back.
+func TestDriverIPv6OffIsNoRefusedAddress(t *testing.T) {
+	h := newHarness(t)
+	h.vips = []config.VIP{{Address: "192.0.2.100/24", Interface: "eth0"}, {Address: "2001:db8::100/64", Interface: "eth0"}}
+	a, b := h.startActive()
+	const v6 = "2001:db8::100/64@eth0"
+	a.host.v6off = map[string]bool{"eth0": true}
+	delete(a.host.addrs, v6)
+	a.m.lastExt = 0 // the next renewal finds it gone
+	h.runUntil(time.Second, "a's add of the IPv6 address failed", func() bool { _, ok := a.m.vipFail[v6]; return ok })
+	// The once-a-second read of disable_ipv6 falls due in the same pass
+	// as the second of failures.
+	a.m.lastV6Check = a.m.vipFail[v6].since
+	h.runUntil(5*time.Second, "b active with both addresses", func() bool {
+		return b.active() && len(b.host.addrs) == 2 && !a.active()
+	})
+	if strings.Contains(a.logs.String(), `"event":"vip_unfit"`) {
+		t.Errorf("IPv6 off made a vip_unfit (a hold for a reason that ends with IPv6 on)")
+	}
+	a.host.v6off = nil
+	h.runUntil(3*time.Second, "a fit again", func() bool { return a.m.healthy })
+}

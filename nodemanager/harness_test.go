@@ -97,7 +97,11 @@ type fakeFloat struct {
 }
 
 func (f *fakeFloat) Claim(_ context.Context, v netfloat.VIP) (netfloat.ClaimReport, error) {
-	if err := f.h.failAdd[v.String()]; err != nil {
+	err := f.h.failAdd[v.String()]
+	if v.Prefix.Addr().Is6() && f.h.v6off[v.Interface] {
+		err = fmt.Errorf("netfloat: add %s: permission denied (fake IPv6 off on %s)", v.Prefix, v.Interface)
+	}
+	if err != nil {
 		f.h.ops = append(f.h.ops, "claim failed "+v.String())
 		return netfloat.ClaimReport{}, err
 	}

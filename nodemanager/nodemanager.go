@@ -57,9 +57,9 @@ const extendEvery = 500 * time.Millisecond
 // address doubles the hold, up to vipUnfitHoldMax: a failback to a node
 // whose kernel still refuses leaves the address unserved for about a
 // second (until that node is unfit and hands the service back), and must
-// not come back every five minutes for good. A
-// later add that succeeds ends the hold at once and forgets the episodes;
-// so does a reload that drops the address.
+// not come back every five minutes for good. A later add that succeeds
+// ends the hold at once and forgets the episodes; so does a reload that
+// drops the address.
 const (
 	vipUnfitAfter   = time.Second
 	vipUnfitHold    = 5 * time.Minute
@@ -1120,6 +1120,13 @@ func (m *manager) claimFailed(v netfloat.VIP, err error) {
 	m.vipFail[key] = vipFailure{vip: v, err: text, since: since}
 }
 
+// failsForItsInterface says whether v's interface is down or missing, or
+// cannot hold v for having IPv6 off: reasons of their own for the node's
+// health, which end when that does.
+func (m *manager) failsForItsInterface(v netfloat.VIP) bool {
+	return m.linkDown[v.Interface] || (v.Prefix.Addr().Is6() && m.v6Off[v.Interface] != "")
+}
+
 // clearVIPFailure notes that v is on the interface now.
 func (m *manager) clearVIPFailure(v netfloat.VIP) {
 	key := v.String()
@@ -1136,19 +1143,30 @@ func (m *manager) clearVIPFailure(v netfloat.VIP) {
 
 // checkVIPFit holds against this node the floating IPs it has failed to
 // add for vipUnfitAfter with their interface up, and lets go of those
-// held for vipUnfitHold; either change rereads the node's health.
+// whose hold is over; either change rereads the node's health.
 func (m *manager) checkVIPFit(now time.Duration) {
 	changed := m.vipCheck
 	m.vipCheck = false
+	refreshed := false
 	for key, f := range m.vipFail {
-		if m.linkDown[f.vip.Interface] || m.v6Off[f.vip.Interface] != "" {
-			// Its own reason already; the time counts once it is up.
+		if m.failsForItsInterface(f.vip) {
+			// Its own reason already; the time counts once that is over.
 			f.since = now
 			m.vipFail[key] = f
 			continue
 		}
 		if now-f.since < vipUnfitAfter {
 			continue
+		}
+		if f.vip.Prefix.Addr().Is6() && !refreshed {
+			// IPv6 turned off is read once a second, maybe not yet.
+			refreshed = true
+			changed = m.refreshIPv6(now) || changed
+			if m.failsForItsInterface(f.vip) {
+				f.since = now
+				m.vipFail[key] = f
+				continue
+			}
 		}
 		if m.vipUnfit == nil {
 			m.vipUnfit, m.vipEpisodes = map[string]vipUnfit{}, map[string]int{}

@@ -61,6 +61,9 @@ func TestIPv6DisabledOnVIPInterface(t *testing.T) {
 	if n := strings.Count(c.nodes[act].log.String(), `"event":"ipv6_disabled"`); n != 1 {
 		t.Errorf("%d ipv6_disabled lines, want 1", n)
 	}
+	if strings.Contains(c.nodes[act].log.String(), `"event":"vip_unfit"`) {
+		t.Errorf("IPv6 off counted as a refused address too (vip_unfit): the node would stay unfit after IPv6 is back")
+	}
 
 	c.setIPv6(act, true)
 	c.nodes[act].waitFor("the old active healthy again", 10*time.Second, func() bool {
