@@ -63,6 +63,9 @@ func TestVIPOnMissingInterface(t *testing.T) {
 	if n := strings.Count(d.log.String(), `"msg":"cannot add floating IP`); n != 1 || first != 1 {
 		t.Errorf("%d then %d cannot-add lines, want 1", first, n)
 	}
+	if strings.Contains(d.log.String(), `"event":"vip_unfit"`) {
+		t.Errorf("a missing interface counted as a refused address too (vip_unfit): the node would stay unfit after it appears")
+	}
 
 	// The interface appears: the address is added and the node is fit.
 	h := n.Hosts["a"]
