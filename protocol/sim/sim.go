@@ -76,6 +76,10 @@ type Options struct {
 	// leaves a claim refused by two (the other shapes have three or five
 	// locators).
 	EvenLocators bool
+	// Large: a shape of six to eight nodes (the wire format's limit),
+	// with up to two witnesses and at most eight locators; the default
+	// shapes have two to five nodes.
+	Large bool
 
 	bug simBug // planted bugs, for tests that check the simulator finds them
 	// kernelLate overrides KernelLeaseLate (tests: a late kernel beyond
@@ -425,6 +429,24 @@ func Run(opt Options) Result {
 			cfg.Locators = slices.Clone(cfg.Nodes)
 		default:
 			cfg.Nodes, cfg.Locators = []string{"a", "b"}, []string{"a", "b", "w", "x"}
+		}
+	}
+	if opt.Large {
+		// Its own stream, as the other shape options.
+		nodes := []string{"a", "b", "c", "d", "e", "f", "g", "h"}
+		switch rand.New(rand.NewPCG(opt.Seed^0x1a26e, opt.Seed)).IntN(6) {
+		case 0:
+			cfg.Nodes, cfg.Locators = nodes[:6], append(slices.Clone(nodes[:6]), "w")
+		case 1:
+			cfg.Nodes, cfg.Locators = nodes[:6], append(slices.Clone(nodes[:6]), "w", "x")
+		case 2:
+			cfg.Nodes, cfg.Locators = nodes[:6], slices.Clone(nodes[:6])
+		case 3:
+			cfg.Nodes, cfg.Locators = nodes[:7], slices.Clone(nodes[:7])
+		case 4:
+			cfg.Nodes, cfg.Locators = nodes[:7], append(slices.Clone(nodes[:7]), "w")
+		default:
+			cfg.Nodes, cfg.Locators = nodes, slices.Clone(nodes)
 		}
 	}
 	var lr *rand.Rand // LastManStanding's own stream

@@ -58,6 +58,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	twin := fs.Bool("twin", false, "check each node against a copy ticked only at its next deadline, as the node manager ticks it")
 	lms := fs.Bool("lms", false, "run every schedule with last_man_standing on a shape of 4 or 5 locators (one service)")
 	even := fs.Bool("even", false, "run every schedule on a shape of 4 locators (3 nodes and a witness, 4 nodes, 2 nodes and 2 witnesses)")
+	large := fs.Bool("large", false, "run every schedule on a shape of 6 to 8 nodes (6, 7 or 8 locators with 0 to 2 witnesses)")
 	services := fs.Int("services", 1, "services sharing the hosts, each its own protocol instance (1-4; 0: each schedule draws 1-4)")
 	maxNotPreferred := fs.Float64("max-not-preferred", -1, "exit 1 if more than this share of the kill runs (0.02 = 2%) gave the role to another than the most preferred survivor; -1: never")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
@@ -66,6 +67,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if *services < 0 || *services > 4 {
 		fmt.Fprintf(stderr, "sim: -services %d: want 1 to 4, or 0 to draw 1-4 per schedule\n", *services)
+		return 2
+	}
+	if *large && (*lms || *even) {
+		fmt.Fprintln(stderr, "sim: -large picks the shape itself: not with -lms or -even")
 		return 2
 	}
 	if *short {
@@ -99,7 +104,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if *lms {
 			n = 1
 		}
-		return sim.Options{Seed: s, MaxDrift: *drift, Twin: *twin, Services: n, LastManStanding: *lms, EvenLocators: *even,
+		return sim.Options{Seed: s, MaxDrift: *drift, Twin: *twin, Services: n, LastManStanding: *lms, EvenLocators: *even, Large: *large,
 			Kill:   *killEvery > 0 && s%uint64(*killEvery) == 0,
 			Benign: *benignEvery > 0 && s%uint64(*benignEvery) == uint64(*benignEvery/2) && *benignEvery > 1}
 	}

@@ -59,3 +59,22 @@ func TestRunMaxNotPreferred(t *testing.T) {
 		}
 	}
 }
+
+// -large runs clusters of six to eight nodes; it picks the shape itself,
+// so it refuses -lms and -even.
+func TestRunLarge(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"-large", "-services", "0", "-schedules", "12", "-seed", "1", "-v"}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d\n%s%s", code, out.String(), errb.String())
+	}
+	for _, n := range []string{"nodes=6", "nodes=7", "nodes=8"} {
+		if !strings.Contains(out.String(), n) {
+			t.Errorf("no schedule with %s in 12:\n%s", n, out.String())
+		}
+	}
+	for _, bad := range [][]string{{"-large", "-lms"}, {"-large", "-even"}} {
+		if code := run(append(bad, "-schedules", "1"), &out, &errb); code != 2 {
+			t.Errorf("%q: exit %d, want 2", bad, code)
+		}
+	}
+}

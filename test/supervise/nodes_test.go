@@ -286,3 +286,57 @@ func TestThreeNodesNoWitness(t *testing.T) {
 	s.waitHolder("the VIP on "+third+" after "+second+"'s node manager crashed", third, 20*time.Second)
 	s.checkSafe(first)
 }
+
+// Eight nodes and no witness, the most the wire format allows: eight
+// locators, a quorum of 5. Each death of the holder moves the floating IP
+// to a survivor while five hosts or more are left; with four left no
+// quorum is left either and nobody may take it; one host back makes five,
+// and the address is held again. At no sampled moment do two live hosts
+// hold it.
+func TestEightNodesQuorumArithmetic(t *testing.T) {
+	needRoot(t)
+	ids := []string{"a", "b", "c", "d", "e", "f", "g", "h"}
+	s := newNodeSet(t, "eight", ids, func(string) string { return vipsYAML(testVIP) })
+	holder := s.waitHolder("one of eight holds the VIP", "", 60*time.Second)
+	var killed []string
+	for len(killed) < 3 {
+		s.waitKnown(holder)
+		s.kill(holder)
+		killed = append(killed, holder)
+		next := s.waitHolder(fmt.Sprintf("the VIP moved after %s died (%d of 8 left)", holder, 8-len(killed)), "", 30*time.Second)
+		if slices.Contains(killed, next) {
+			t.Fatalf("%s, dead, holds the VIP", next)
+		}
+		preferred := ""
+		for _, id := range ids {
+			if !slices.Contains(killed, id) {
+				preferred = id
+				break
+			}
+		}
+		t.Logf("%s died: the VIP moved to %s (most preferred survivor %s)", holder, next, preferred)
+		holder = next
+	}
+
+	// Four of eight left: below the quorum of 5.
+	s.waitKnown(holder)
+	s.kill(holder)
+	killed = append(killed, holder)
+	live := s.anyLive()
+	live.waitFor("a survivor sees no quorum", 20*time.Second, func() bool {
+		q := live.status().Quorum
+		return q != nil && !q.OK && q.Needed == 5
+	})
+	// What must NOT happen: a holder without a quorum.
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if hs := s.holders(); len(hs) > 0 {
+			t.Fatalf("%v hold the VIP with four locators of eight (quorum 5)", hs)
+		}
+	}
+
+	back := killed[0]
+	s.revive(back)
+	h := s.waitHolder(back+" back: five of eight hold a quorum again, and the VIP", "", 30*time.Second)
+	t.Logf("%s back: the VIP on %s", back, h)
+	s.checkSafe(killed...)
+}
