@@ -219,8 +219,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Printf("FAIL: %d of %d kills (%.1f %%) gave the role to another than the most preferred survivor, more than -max-not-preferred %g (find them with -v)\n",
 			notPreferred, kills, 100*float64(notPreferred)/float64(kills), *maxNotPreferred)
 	}
-	// The largest bound of the simulated shapes (5 nodes).
-	bound := protocol.Config{Nodes: []string{"a", "b", "c", "d", "e"}}.RecoveryBound(40 * time.Millisecond)
+	// The largest bound of the simulated shapes (5 nodes; 8 with -large).
+	largest := []string{"a", "b", "c", "d", "e"}
+	if *large {
+		largest = append(largest, "f", "g", "h")
+	}
+	bound := protocol.Config{Nodes: largest}.RecoveryBound(40 * time.Millisecond)
 	fmt.Printf("bench=sim schedules=%d violations=%d max_recovery_ms=%.1f p99_recovery_ms=%.1f recovery_bound_ms=%.1f kill_runs=%d max_failover_ms=%.1f p99_failover_ms=%.1f kill_not_preferred=%d release_kill_runs=%d max_release_failover_ms=%.1f p99_release_failover_ms=%.1f releases=%d failbacks=%d max_failback_gap_ms=%.1f forged=%d drift=%g services=%d steps=%d messages=%d replayed=%d seconds=%.1f\n",
 		*schedules, len(bad), ms(maxRec), ms(pct(recs, 0.99)), ms(bound), len(fails)+len(relFails), ms(maxFail), ms(pct(fails, 0.99)), notPreferred,
 		len(relFails), ms(slices.Max(append(relFails, 0))), ms(pct(relFails, 0.99)), releases, failbacks, ms(maxFailbackGap), forged, *drift, *services, steps, msg, replayed, time.Since(start).Seconds())
