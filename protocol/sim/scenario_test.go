@@ -246,6 +246,7 @@ func (sc *scenario) do(f []string) {
 		cfg := protocol.Config{Cluster: "scenario", TokenInterval: protocol.DefaultTokenInterval,
 			Lease: protocol.DefaultLease, DriftMargin: protocol.DefaultDriftMargin}
 		plantBug := bugNone
+		var lateTicks time.Duration
 		for _, a := range f[1:] {
 			k, v, _ := strings.Cut(a, "=")
 			switch k {
@@ -265,6 +266,13 @@ func (sc *scenario) do(f []string) {
 				default:
 					sc.fatalf("unknown plant %q", v)
 				}
+			case "late_ticks":
+				// Only the ring-timing table uses it (ringtable_test.go).
+				d, err := time.ParseDuration(v)
+				if err != nil {
+					sc.fatalf("cluster option %s: %v", k, err)
+				}
+				lateTicks = d
 			case "last_man_standing":
 				d, err := time.ParseDuration(v)
 				if err != nil {
@@ -292,6 +300,7 @@ func (sc *scenario) do(f []string) {
 		}
 		sc.w = newWorld(Options{Seed: 1, Trace: true, bug: plantBug}, rand.New(rand.NewPCG(1, 2)), cfg, true)
 		sc.w.dropNext = map[[2]int]protocol.MsgType{}
+		sc.w.lateTicks = lateTicks
 	case "run":
 		w.runUntil(w.now + sc.dur(arg(f, 1)))
 	case "crash":

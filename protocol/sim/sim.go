@@ -315,6 +315,10 @@ type simWorld struct {
 	benignActive string                      // benign schedules: the active that must stay
 	log          []simLogged                 // scripted: what the core did (scenario transcripts record it)
 	dropNext     map[[2]int]protocol.MsgType // scripted: drop the next message of a type on a link
+	// lateTicks (scenarios only): each deadline tick comes up to this
+	// much late, drawn afresh each time, as a busy host's node manager
+	// is scheduled late; 0 draws nothing, so schedules stay what they were.
+	lateTicks time.Duration
 
 	// The replay adversary's record, shared by the services of a schedule
 	// (Options.Services) so that it also replays one service's datagrams
@@ -1387,6 +1391,9 @@ func (w *simWorld) armDeadline(i int) {
 	}
 	wait := max(time.Duration(float64(h.node.NextDeadline()-h.local(w.now))/h.rate), 0)
 	at := w.now + wait + time.Duration(w.rng.Int64N(int64(300*time.Microsecond))) + time.Microsecond
+	if w.lateTicks > 0 {
+		at += time.Duration(w.rng.Int64N(int64(w.lateTicks)))
+	}
 	if at >= h.np.tickAt && h.np.tickAt > w.now || at >= h.np.deadlineAt && h.np.deadlineAt > w.now {
 		return // a tick comes first
 	}
