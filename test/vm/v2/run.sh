@@ -21,7 +21,8 @@
 #                      timing, not cgroups: the cluster protocol, the watchdog cadence, realtime
 #                      scheduling. Under TCG emulation on a shared 2-core host they measure the
 #                      emulator. They run on the host's real kernel in `make test`. So do
-#                      those that need a bridge, which the VM's kernel cannot make.)
+#                      those that need a bridge, which the VM's kernel cannot make: listed
+#                      here, and skipped by netnstest.New in the guest in any case.)
 #   VIGIL_VM_COUNT     -test.count (default 1)
 #   VIGIL_VM_PKGS      packages to run, space separated (default: "cgroup supervise vmv2")
 #   VIGIL_VM_DIR       work dir (default: a fresh temp dir, removed on success)
