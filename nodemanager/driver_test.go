@@ -567,6 +567,9 @@ func TestDriverIPv6DisabledOnVIPInterface(t *testing.T) {
 	})
 }
 
+// errRefused is the kernel's refusal of 192.0.2.101 in the fake hosts.
+var errRefused = errors.New("netfloat: add 192.0.2.101/24 to eth0: no buffer space available")
+
 // A floating IP the kernel refuses with its interface up (here: lost, and
 // every add fails again) makes the active unhealthy after a second of
 // retries, so the standby, which can hold all of it, takes the service;
@@ -576,8 +579,7 @@ func TestDriverVIPAddFailsWithInterfaceUp(t *testing.T) {
 	h := newHarness(t)
 	a, b := h.startActive()
 	const vip = "192.0.2.101/24@eth0"
-	refused := errors.New("netfloat: add 192.0.2.101/24 to eth0: no buffer space available")
-	a.host.failAdd = map[string]error{vip: refused}
+	a.host.failAdd = map[string]error{vip: errRefused}
 	delete(a.host.addrs, vip) // gone; the next renewal finds it not held
 	failedAt := h.clk.Now()
 	h.runUntil(5*time.Second, "b active with both addresses", func() bool {
@@ -586,11 +588,11 @@ func TestDriverVIPAddFailsWithInterfaceUp(t *testing.T) {
 	if took := h.clk.Now() - failedAt; took < vipUnfitAfter {
 		t.Errorf("moved %v after the failure, before the %v of retries", took, vipUnfitAfter)
 	}
-	want := "floating IP " + vip + " could not be added: " + refused.Error()
+	want := "floating IP " + vip + " could not be added: " + errRefused.Error()
 	if a.m.healthy || !slices.Contains(a.m.reasons, want) {
 		t.Errorf("a healthy=%v reasons %q, want unhealthy with %q", a.m.healthy, a.m.reasons, want)
 	}
-	if n := strings.Count(a.logs.String(), `"event":"vip_unfit"`); n != 1 {
+	if n := a.logged("vip_unfit"); n != 1 {
 		t.Errorf("%d vip_unfit lines, want 1", n)
 	}
 	if !b.m.healthy {
@@ -610,7 +612,7 @@ func TestDriverVIPAddFailsWithInterfaceUp(t *testing.T) {
 	if held := h.clk.Now() - movedAt; held < vipUnfitHold-vipUnfitAfter {
 		t.Errorf("a fit %v after the move, want the %v hold", held, vipUnfitHold)
 	}
-	if !strings.Contains(a.logs.String(), `"event":"vip_fit"`) {
+	if a.logged("vip_fit") == 0 {
 		t.Errorf("no vip_fit line")
 	}
 	h.run(2*time.Second, func() {
@@ -627,9 +629,8 @@ func TestDriverVIPAddFailsOnBothNodes(t *testing.T) {
 	h := newHarness(t)
 	a, b := h.startActive()
 	const vip = "192.0.2.101/24@eth0"
-	refused := errors.New("netfloat: add 192.0.2.101/24 to eth0: no buffer space available")
-	b.host.failAdd = map[string]error{vip: refused}
-	a.host.failAdd = map[string]error{vip: refused}
+	b.host.failAdd = map[string]error{vip: errRefused}
+	a.host.failAdd = map[string]error{vip: errRefused}
 	delete(a.host.addrs, vip)
 	h.runUntil(5*time.Second, "b active", func() bool { return b.active() && !a.active() })
 	h.runUntil(5*time.Second, "b unhealthy", func() bool { return !b.m.healthy })
@@ -641,7 +642,7 @@ func TestDriverVIPAddFailsOnBothNodes(t *testing.T) {
 			t.Fatalf("the service bounced back to a: a active=%v, b active=%v", a.active(), b.active())
 		}
 	})
-	if n := strings.Count(b.logs.String(), `"event":"vip_unfit"`); n != 1 {
+	if n := b.logged("vip_unfit"); n != 1 {
 		t.Errorf("b: %d vip_unfit lines, want 1", n)
 	}
 }
@@ -684,7 +685,7 @@ func TestDriverVIPRefusedWithFailbackBacksOff(t *testing.T) {
 	a, b := h.startActive()
 	a.m.unfitBase = 20 * time.Second
 	const vip = "192.0.2.101/24@eth0"
-	a.host.failAdd = map[string]error{vip: errors.New("netfloat: add 192.0.2.101/24 to eth0: no buffer space available")}
+	a.host.failAdd = map[string]error{vip: errRefused}
 	delete(a.host.addrs, vip)
 	var returns []time.Duration // when the service came back to a
 	wasActive := true
@@ -708,7 +709,7 @@ func TestDriverVIPRefusedWithFailbackBacksOff(t *testing.T) {
 			t.Errorf("return %d after %v, want about %v", i+1, returns[i], want[i])
 		}
 	}
-	if n := strings.Count(a.logs.String(), `"event":"vip_unfit"`); n != 4 {
+	if n := a.logged("vip_unfit"); n != 4 {
 		t.Errorf("%d vip_unfit lines, want 4 (the first failure and three returns)", n)
 	}
 	if !b.active() {
@@ -756,7 +757,7 @@ func TestDriverIPv6OffIsNoRefusedAddress(t *testing.T) {
 	h.runUntil(5*time.Second, "b active with both addresses", func() bool {
 		return b.active() && len(b.host.addrs) == 2 && !a.active()
 	})
-	if strings.Contains(a.logs.String(), `"event":"vip_unfit"`) {
+	if a.logged("vip_unfit") > 0 {
 		t.Errorf("IPv6 off made a vip_unfit (a hold for a reason that ends with IPv6 on)")
 	}
 	a.host.v6off = nil

@@ -589,7 +589,7 @@ func (m *manager) afterInput() (now time.Duration) {
 	m.checkDrain(now)
 	m.checkGapClaim(now)
 	m.enforceLease(now)
-	if m.vipFail != nil || m.vipUnfit != nil || m.vipCheck {
+	if len(m.vipFail) > 0 || len(m.vipUnfit) > 0 || m.vipCheck {
 		m.checkVIPFit(now)
 	}
 	m.pass.step(stepDrainLease, m.clk.Mono())
@@ -1149,7 +1149,14 @@ func (m *manager) checkVIPFit(now time.Duration) {
 	m.vipCheck = false
 	refreshed := false
 	for key, f := range m.vipFail {
-		if m.failsForItsInterface(f.vip) {
+		own := m.failsForItsInterface(f.vip)
+		if !own && now-f.since >= vipUnfitAfter && f.vip.Prefix.Addr().Is6() && !refreshed {
+			// IPv6 turned off is read once a second, maybe not yet.
+			refreshed = true
+			changed = m.refreshIPv6(now) || changed
+			own = m.failsForItsInterface(f.vip)
+		}
+		if own {
 			// Its own reason already; the time counts once that is over.
 			f.since = now
 			m.vipFail[key] = f
@@ -1157,16 +1164,6 @@ func (m *manager) checkVIPFit(now time.Duration) {
 		}
 		if now-f.since < vipUnfitAfter {
 			continue
-		}
-		if f.vip.Prefix.Addr().Is6() && !refreshed {
-			// IPv6 turned off is read once a second, maybe not yet.
-			refreshed = true
-			changed = m.refreshIPv6(now) || changed
-			if m.failsForItsInterface(f.vip) {
-				f.since = now
-				m.vipFail[key] = f
-				continue
-			}
 		}
 		if m.vipUnfit == nil {
 			m.vipUnfit, m.vipEpisodes = map[string]vipUnfit{}, map[string]int{}
