@@ -116,6 +116,24 @@ func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
+// parseWords parses flags that may stand before, between or after the
+// command's words (vigil maintenance on --socket S): the flag package stops
+// at the first word, so it parses again after each. It returns the words,
+// or false after a flag error (already printed).
+func parseWords(fs *flag.FlagSet, args []string) ([]string, bool) {
+	var words []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, false
+		}
+		if fs.NArg() == 0 {
+			return words, true
+		}
+		words = append(words, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
 // synopsis is "vigil NAME [flags] ARGS".
 func synopsis(c command, fs *flag.FlagSet) string {
 	s := "vigil " + c.name

@@ -12,17 +12,23 @@ import (
 // supervised process.
 func runRestart(args []string, stdout, stderr io.Writer) int {
 	fs, path, sock := controlFlags("restart", stderr)
-	if err := fs.Parse(args); err != nil {
+	words, ok := parseWords(fs, args)
+	if !ok {
 		return exitUsage
 	}
-	if fs.NArg() != 1 {
+	if len(words) != 1 {
+		if len(words) == 0 {
+			fmt.Fprintln(stderr, "vigil restart: name the process to restart (vigil status lists them)")
+		} else {
+			fmt.Fprintf(stderr, "vigil restart: unexpected argument %q: one NAME at a time\n", words[1])
+		}
 		fmt.Fprintln(stderr, "usage: vigil restart [-c FILE] NAME")
 		return exitUsage
 	}
-	if _, err := client.Call(socketPath(*path, *sock, stderr), supervisor.Request{Cmd: "restart", Name: fs.Arg(0)}); err != nil {
+	if _, err := client.Call(socketPath(*path, *sock, stderr), supervisor.Request{Cmd: "restart", Name: words[0]}); err != nil {
 		fmt.Fprintf(stderr, "vigil restart: %v\n", err)
 		return exitFailure
 	}
-	fmt.Fprintf(stdout, "restarting %s\n", fs.Arg(0))
+	fmt.Fprintf(stdout, "restarting %s\n", words[0])
 	return exitOK
 }

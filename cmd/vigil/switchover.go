@@ -23,21 +23,22 @@ func runSwitchover(args []string, stdout, stderr io.Writer) int {
 	fs, path, sock := controlFlags("switchover", stderr)
 	to := fs.String("to", "", "`NODE` to hand the active role to (default: the most preferred healthy standby)")
 	wait := fs.Duration("wait", 5*time.Second, "how long to wait for the role to move (0: return once requested)")
-	// The service may come before the flags (vigil switchover voice --to
-	// b): flag parsing stops at the first word.
-	service := ""
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		service, args = args[0], args[1:]
-	}
-	if err := fs.Parse(args); err != nil {
+	// The service may come before the flags (vigil switchover voice --to b).
+	words, ok := parseWords(fs, args)
+	if !ok {
 		return exitUsage
 	}
-	if service == "" && fs.NArg() == 1 {
-		service = fs.Arg(0)
-	} else if fs.NArg() > 0 {
-		service = "" // a second word: usage below
+	service := ""
+	if len(words) > 0 {
+		service = words[0]
 	}
-	if (fs.NArg() > 0 && service == "") || fs.NArg() > 1 || *wait < 0 {
+	switch {
+	case len(words) > 1:
+		fmt.Fprintf(stderr, "vigil switchover: unexpected argument %q: one SERVICE at most\n", words[1])
+	case *wait < 0:
+		fmt.Fprintf(stderr, "vigil switchover: --wait %s: want 0 (return once requested) or more\n", *wait)
+	}
+	if len(words) > 1 || *wait < 0 {
 		fmt.Fprintln(stderr, "usage: vigil switchover [SERVICE] [--to NODE] [--wait DURATION]")
 		return exitUsage
 	}

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"strings"
 	"testing"
 
 	"github.com/vigil-project/vigil/internal/ctlmsg"
+	"github.com/vigil-project/vigil/supervisor"
 )
 
 // A switchover taken in epoch 8 with c active (just failed back to c),
@@ -62,6 +64,63 @@ func TestNotMoved(t *testing.T) {
 	} {
 		if got := notMoved(tc.epoch, tc.active, tc.to, tc.now); !strings.Contains(got, tc.want) {
 			t.Errorf("%s: %q, want it to contain %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+// SERVICE may stand before, between or after the flags; a second word or
+// a negative --wait is refused with what is wrong, before anything is
+// asked of the daemon.
+func TestSwitchoverArguments(t *testing.T) {
+	st := healthyStatus()
+	st.Services = []supervisor.ServiceStatus{{Name: "voice"}, {Name: "data"}}
+	sock := fakeDaemon(t, func() *supervisor.Status { return st })
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		// An unknown service is refused by name: the word reached checkService wherever it stood.
+		{[]string{"nosuch", "--to", "b"}, exitUsage, `no service "nosuch" in this cluster (it has: voice, data)`},
+		{[]string{"--to", "b", "nosuch"}, exitUsage, `no service "nosuch"`},
+		{[]string{"--to", "b", "nosuch", "--wait", "0"}, exitUsage, `no service "nosuch"`},
+		{[]string{"--to", "b"}, exitUsage, "this cluster has 2 services (voice, data): name the one to move"},
+		{[]string{"voice", "data"}, exitUsage, `unexpected argument "data": one SERVICE at most`},
+		{[]string{"voice", "--to", "b", "data"}, exitUsage, `unexpected argument "data"`},
+		{[]string{"voice", "--wait", "-1s"}, exitUsage, "--wait -1s: want 0"},
+		{[]string{"voice", "--to"}, exitUsage, "flag needs an argument"},
+	} {
+		var out, errb bytes.Buffer
+		code := dispatch(append([]string{"switchover", "--socket", sock}, tc.args...), &out, &errb)
+		if code != tc.code || !strings.Contains(errb.String(), tc.want) {
+			t.Errorf("switchover %q: exit %d, stderr %q; want %d and %q", tc.args, code, errb.String(), tc.code, tc.want)
+		}
+	}
+}
+
+// maintenance and restart take their flags after the word too, and say
+// what is wrong with the words. The fake daemon answers anything but
+// status with "unknown command": that answer shows the request was sent.
+func TestWordsBetweenFlags(t *testing.T) {
+	sock := fakeDaemon(t, healthyStatus)
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"maintenance", "on", "--socket", sock}, exitFailure, "unknown command"},
+		{[]string{"maintenance", "--socket", sock, "off"}, exitFailure, "unknown command"},
+		{[]string{"maintenance", "--socket", sock}, exitUsage, "on or off?"},
+		{[]string{"maintenance", "maybe", "--socket", sock}, exitUsage, `"maybe": want on or off`},
+		{[]string{"maintenance", "on", "--socket", sock, "now"}, exitUsage, `unexpected argument "now"`},
+		{[]string{"restart", "kamailio", "--socket", sock}, exitFailure, "unknown command"},
+		{[]string{"restart", "--socket", sock}, exitUsage, "name the process to restart"},
+		{[]string{"restart", "kamailio", "rtpengine", "--socket", sock}, exitUsage, `unexpected argument "rtpengine": one NAME at a time`},
+	} {
+		var out, errb bytes.Buffer
+		code := dispatch(tc.args, &out, &errb)
+		if code != tc.code || !strings.Contains(errb.String(), tc.want) {
+			t.Errorf("%q: exit %d, stderr %q; want %d and %q", tc.args, code, errb.String(), tc.code, tc.want)
 		}
 	}
 }
