@@ -13,7 +13,11 @@
 //	bench=sim schedules=N violations=V max_recovery_ms=M ...
 //
 // and exits 1 if any schedule violated a property (printing its seed and a
-// replayable trace).
+// replayable trace). A long run is run in chunks, and
+//
+//	go run ./test/sim -sum LOG...
+//
+// adds up the summary lines of their logs (sum.go).
 package main
 
 import (
@@ -62,7 +66,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	services := fs.Int("services", 1, "services sharing the hosts, each its own protocol instance (1-4; 0: each schedule draws 1-4)")
 	maxNotPreferred := fs.Float64("max-not-preferred", -1, "exit 1 if more than this share of the kill runs (0.02 = 2%) gave the role to another than the most preferred survivor; -1: never")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
+	sum := fs.Bool("sum", false, "run nothing: add up the summary lines of the log files named after the flags (the chunks of one long run)")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *sum {
+		return runSum(fs.Args(), stdout, stderr)
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "sim: unexpected argument %q (files are for -sum)\n", fs.Arg(0))
 		return 2
 	}
 	if *services < 0 || *services > 4 {
@@ -225,9 +237,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 		largest = append(largest, "f", "g", "h")
 	}
 	bound := protocol.Config{Nodes: largest}.RecoveryBound(40 * time.Millisecond)
-	fmt.Printf("bench=sim schedules=%d violations=%d max_recovery_ms=%.1f p99_recovery_ms=%.1f recovery_bound_ms=%.1f kill_runs=%d max_failover_ms=%.1f p99_failover_ms=%.1f kill_not_preferred=%d release_kill_runs=%d max_release_failover_ms=%.1f p99_release_failover_ms=%.1f releases=%d failbacks=%d max_failback_gap_ms=%.1f forged=%d drift=%g services=%d steps=%d messages=%d replayed=%d seconds=%.1f\n",
+	// first_seed, shapes and twin make a line of a long run's log say
+	// which schedules it counts (-sum adds chunks up by them).
+	shapes := "default"
+	switch {
+	case *large:
+		shapes = "large"
+	case *lms:
+		shapes = "lms"
+	case *even:
+		shapes = "even"
+	}
+	fmt.Printf("bench=sim schedules=%d violations=%d max_recovery_ms=%.1f p99_recovery_ms=%.1f recovery_bound_ms=%.1f kill_runs=%d max_failover_ms=%.1f p99_failover_ms=%.1f kill_not_preferred=%d release_kill_runs=%d max_release_failover_ms=%.1f p99_release_failover_ms=%.1f releases=%d failbacks=%d max_failback_gap_ms=%.1f forged=%d drift=%g services=%d steps=%d messages=%d replayed=%d first_seed=%d shapes=%s twin=%v seconds=%.1f\n",
 		*schedules, len(bad), ms(maxRec), ms(pct(recs, 0.99)), ms(bound), len(fails)+len(relFails), ms(maxFail), ms(pct(fails, 0.99)), notPreferred,
-		len(relFails), ms(slices.Max(append(relFails, 0))), ms(pct(relFails, 0.99)), releases, failbacks, ms(maxFailbackGap), forged, *drift, *services, steps, msg, replayed, time.Since(start).Seconds())
+		len(relFails), ms(slices.Max(append(relFails, 0))), ms(pct(relFails, 0.99)), releases, failbacks, ms(maxFailbackGap), forged, *drift, *services, steps, msg, replayed,
+		*seed, shapes, *twin, time.Since(start).Seconds())
 	if len(bad) > 0 || tooOften {
 		return 1
 	}
