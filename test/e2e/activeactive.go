@@ -85,6 +85,13 @@ func RunActiveActive(t TB, n *Net, v *Vigil, o ActiveActiveOptions) (ActiveActiv
 	if o.BeforeFault != nil {
 		o.BeforeFault()
 	}
+	// Nothing has failed yet: a service that moved while the calls flowed
+	// is a move without a failure, and the results below would name the
+	// wrong service as moved.
+	if !holds("a", VIP) || holds("b", VIP) || !holds("b", VIP2) || holds("a", VIP2) {
+		return res, errorf("a service moved before the kill, with nothing failed (sip %s on a %v, on b %v; sip2 %s on a %v, on b %v)\n--- a:\n%s\n--- b:\n%s",
+			VIP, holds("a", VIP), holds("b", VIP), VIP2, holds("a", VIP2), holds("b", VIP2), tail(v.Log("a"), 3000), tail(v.Log("b"), 3000))
+	}
 	killed := time.Now()
 	if err := v.Kill("a"); err != nil {
 		return res, err
