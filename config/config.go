@@ -255,6 +255,14 @@ func (c *Config) ForService(i int) (*Config, error) {
 // order (cluster.nodes order without a service, on a witness). Its
 // Locators are the nodes in cluster.nodes order, then the witnesses.
 func (c *Config) Protocol() protocol.Config {
+	svc, _ := c.Service()
+	return c.protocolFor(svc)
+}
+
+// protocolFor is Protocol for one of c's services, so that validation
+// applies the per-service rules (failback) to every service, not only to
+// the first.
+func (c *Config) protocolFor(svc Service) protocol.Config {
 	pc := protocol.Config{
 		Cluster:         c.Cluster.Name,
 		Self:            c.Cluster.Node,
@@ -265,7 +273,6 @@ func (c *Config) Protocol() protocol.Config {
 		Lease:           c.Cluster.Timing.Lease,
 		DriftMargin:     c.Cluster.Timing.DriftMargin,
 	}
-	svc, _ := c.Service()
 	pc.Nodes = preferenceOrder(c.Cluster.Nodes, svc.Prefer)
 	pc.Failback = svc.Failback
 	for _, l := range c.Locators() {

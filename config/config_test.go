@@ -1192,7 +1192,23 @@ services:
   - name: s
     vips: [{address: 192.0.2.100/24, interface: eth0}]
     failback: 80ms
-`, []string{`vigil.yaml:10:15: services[0].failback: failback 80ms must be 0 (off) or at least token_timeout 100ms`}},
+`, []string{`vigil.yaml:10:15: services[0].failback: failback 80ms is shorter than cluster.timing.token_timeout (100ms): a node the ring has not yet seen pass the token would get the service back; write off, or 100ms or more`}},
+
+	{"failback shorter than token_timeout, in a later service", `
+cluster:
+  name: edge
+  node: a
+  key_file: $KEY
+  nodes: [{id: a, address: 192.0.2.11:7400}, {id: b, address: 192.0.2.12:7400}, {id: c, address: 192.0.2.13:7400}]
+  timing: {token_timeout: 100ms}
+services:
+  - {name: s, vips: [{address: 192.0.2.100/24, interface: eth0}], failback: 100ms}
+  - {name: t, vips: [{address: 192.0.2.101/24, interface: eth0}], failback: 80ms}
+  - {name: u, vips: [{address: 192.0.2.102/24, interface: eth0}], failback: 5ms}
+`, []string{
+		`vigil.yaml:9:77: services[1].failback: failback 80ms is shorter than cluster.timing.token_timeout (100ms): a node the ring has not yet seen pass the token would get the service back; write off, or 100ms or more`,
+		`vigil.yaml:10:77: services[2].failback: failback 5ms is shorter than cluster.timing.token_timeout (100ms): a node the ring has not yet seen pass the token would get the service back; write off, or 100ms or more`,
+	}},
 
 	{"witness with services", `
 cluster:

@@ -1077,6 +1077,7 @@ func (p *parser) protocolRules(c *Config, mk *marks) {
 			}
 			sm := mk.services[0]
 			at, key = firstNode(sm.failbackVal, mk.servicesKey), sm.path+".failback"
+			pr.Msg = failbackMsg(c.Services[0].Failback, c.Cluster.Timing.TokenTimeout)
 		default: // a timing
 			if mk.timingBad {
 				continue
@@ -1093,4 +1094,22 @@ func (p *parser) protocolRules(c *Config, mk *marks) {
 			p.errAt(at, key, "%s", pr.Msg)
 		}
 	}
+	// The other services' node managers start with their own failback
+	// (ForService); the rest of their protocol configuration is the first's.
+	for i := 1; i < len(c.Services) && i < len(mk.services) && !mk.timingBad; i++ {
+		sm := mk.services[i]
+		key := sm.path + ".failback"
+		for _, pr := range c.protocolFor(c.Services[i]).Problems() {
+			if pr.Field == "failback" && !has[key] {
+				p.errAt(firstNode(sm.failbackVal, mk.servicesKey), key, "%s", failbackMsg(c.Services[i].Failback, c.Cluster.Timing.TokenTimeout))
+			}
+		}
+	}
+}
+
+// failbackMsg is the protocol's failback rule in the file's words (its
+// "0" is the file's off).
+func failbackMsg(failback, tokenTimeout time.Duration) string {
+	return fmt.Sprintf("failback %v is shorter than cluster.timing.token_timeout (%v): a node the ring has not yet seen pass the token would get the service back; write off, or %v or more",
+		failback, tokenTimeout, tokenTimeout)
 }
