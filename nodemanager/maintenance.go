@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/vigil-project/vigil/config"
 	"github.com/vigil-project/vigil/internal/statefile"
 )
 
@@ -20,12 +21,34 @@ type maintenanceState struct {
 	Since time.Time `json:"since"`
 }
 
-func (m *manager) maintenancePath() string {
-	return filepath.Join(m.cfg.Runtime.StateDir, MaintenanceFile)
+func (m *manager) maintenancePath() string { return maintenancePath(m.cfg) }
+
+func (m *manager) maintenanceOwner() statefile.Owner { return maintenanceOwner(m.cfg) }
+
+// cfg is the node manager's, narrowed to its service (config.Config.ForService).
+func maintenancePath(cfg *config.Config) string {
+	return filepath.Join(cfg.Runtime.StateDir, MaintenanceFile)
 }
 
-func (m *manager) maintenanceOwner() statefile.Owner {
-	return statefile.Owner{Kind: "maintenance", Cluster: m.cfg.Cluster.Name, ID: m.cfg.Cluster.Node}
+func maintenanceOwner(cfg *config.Config) statefile.Owner {
+	return statefile.Owner{Kind: "maintenance", Cluster: cfg.Cluster.Name, ID: cfg.Cluster.Node}
+}
+
+// SaveMaintenance writes the maintenance of the node manager that cfg (its
+// service's, config.Config.ForService) configures, for it to apply when it
+// next starts: the supervisor's way to put a node manager that is not
+// running (a restart's backoff, FATAL) in or out of maintenance with the
+// others, rather than let it come back eligible.
+func SaveMaintenance(cfg *config.Config, on bool, since time.Time) error {
+	return statefile.Save(maintenancePath(cfg), maintenanceOwner(cfg), maintenanceState{On: on, Since: since})
+}
+
+// LoadMaintenance reads what SaveMaintenance or the node manager wrote:
+// whether maintenance is on (a missing file: off).
+func LoadMaintenance(cfg *config.Config) (bool, error) {
+	var ms maintenanceState
+	_, err := statefile.Load(maintenancePath(cfg), maintenanceOwner(cfg), &ms)
+	return ms.On, err
 }
 
 // loadMaintenance applies a persisted `maintenance on` to the new node,
@@ -50,7 +73,7 @@ func (m *manager) loadMaintenance() {
 func (m *manager) setMaintenance(on bool) error {
 	m.node.SetMaintenance(m.clk.Now(), on)
 	m.log.Info("maintenance "+map[bool]string{true: "on", false: "off"}[on], "event", "maintenance", "on", on)
-	if err := statefile.Save(m.maintenancePath(), m.maintenanceOwner(), maintenanceState{On: on, Since: m.clk.Wall()}); err != nil {
+	if err := SaveMaintenance(m.cfg, on, m.clk.Wall()); err != nil {
 		m.log.Error("cannot persist maintenance; in force until vigil restarts", "event", "persist_error", "err", err)
 		return fmt.Errorf("maintenance is %s now, but only until vigil restarts: %w", map[bool]string{true: "on", false: "off"}[on], err)
 	}

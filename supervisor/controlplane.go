@@ -16,6 +16,7 @@ import (
 	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/internal/execshim"
 	"github.com/vigil-project/vigil/internal/ipc"
+	"github.com/vigil-project/vigil/nodemanager"
 	"github.com/vigil-project/vigil/protocol"
 	"github.com/vigil-project/vigil/realtime"
 )
@@ -296,12 +297,16 @@ func (s *Supervisor) forward(req Request) <-chan answer {
 		res <- answer{err: fmt.Errorf("the %s is not running on this host", ctlNodeManager)}
 		return res
 	}
-	if len(nms) == 1 {
-		return s.command(nms[0].cfg.Name, req.Cmd, req.Name)
-	}
 	all := make([]<-chan answer, 0, len(nms))
 	for _, nm := range nms {
+		if req.Cmd == ctlmsg.CmdMaintenance && !nm.running() {
+			all = append(all, s.maintenanceAtStart(nm, req.Name))
+			continue
+		}
 		all = append(all, s.command(nm.cfg.Name, req.Cmd, req.Name))
+	}
+	if len(all) == 1 {
+		return all[0]
 	}
 	res := make(chan answer, 1)
 	go func() {
@@ -320,6 +325,32 @@ func (s *Supervisor) forward(req Request) <-chan answer {
 		}
 		res <- first
 	}()
+	return res
+}
+
+// running says whether p runs and can be asked: its control connection is up.
+func (p *proc) running() bool { return p.conn != nil && p.state == StateRunning }
+
+// maintenanceAtStart is `vigil maintenance on|off` for a node manager that
+// is not running (in a restart's backoff, FATAL, stopped): its file is
+// written for it to read when it starts, so that it does not come back
+// eligible for its service while the node's others are in maintenance.
+// Nothing else writes that file meanwhile: the node manager writes it only
+// on a command, and reads it once it has waited out its hold-off, well
+// after it connects (and is running) again.
+func (s *Supervisor) maintenanceAtStart(nm *proc, arg string) <-chan answer {
+	res := make(chan answer, 1)
+	if arg != "on" && arg != "off" {
+		res <- answer{err: fmt.Errorf("maintenance takes on or off, not %q", arg)}
+		return res
+	}
+	if err := nodemanager.SaveMaintenance(s.serviceConfig(nm.slot), arg == "on", time.Now()); err != nil {
+		res <- answer{err: fmt.Errorf("the %s is not running, and its maintenance could not be written for its next start: %w", nm.cfg.Name, err)}
+		return res
+	}
+	s.log.Info("maintenance "+arg+" for a node manager that is not running: in force when it starts",
+		"event", "maintenance", "on", arg == "on", "process", nm.cfg.Name, "state", string(nm.state))
+	res <- answer{}
 	return res
 }
 
@@ -354,7 +385,7 @@ type answer struct {
 func (s *Supervisor) request(target string, m *ctlmsg.Msg) <-chan answer {
 	res := make(chan answer, 1)
 	p := s.controlProc(target)
-	if p == nil || p.conn == nil || p.state != StateRunning {
+	if p == nil || !p.running() {
 		res <- answer{err: fmt.Errorf("the %s is not running on this host", target)}
 		return res
 	}

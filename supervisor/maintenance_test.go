@@ -1,0 +1,63 @@
+package supervisor
+
+import (
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vigil-project/vigil/config"
+	"github.com/vigil-project/vigil/nodemanager"
+)
+
+// `vigil maintenance on` while one service's node manager is not running
+// (a restart's backoff, FATAL): its file is written for its next start, so
+// it does not come back eligible while the node's other services are in
+// maintenance. Before, the command failed for it and left it out.
+func TestMaintenanceForANodeManagerNotRunning(t *testing.T) {
+	cfg := releaseConfig(t)
+	cfg.Services = []config.Service{{Name: "voice"}, {Name: "data"}}
+	s := &Supervisor{cfg: cfg, log: slog.New(slog.DiscardHandler)}
+	for slot, st := range []State{StateBackoff, StateFatal} {
+		p := &proc{state: st, control: ctlNodeManager, slot: slot}
+		p.cfg.Name = "nodemanager-" + cfg.Services[slot].Name
+		s.ctrl = append(s.ctrl, p)
+	}
+	ask := func(arg string) error {
+		select {
+		case a := <-s.forward(Request{Cmd: "maintenance", Name: arg}):
+			return a.err
+		case <-time.After(10 * time.Second):
+			t.Fatal("no answer")
+			return nil
+		}
+	}
+	for _, arg := range []string{"on", "off"} {
+		if err := ask(arg); err != nil {
+			t.Fatalf("maintenance %s: %v", arg, err)
+		}
+		for slot := range cfg.Services {
+			sc := s.serviceConfig(slot)
+			on, err := nodemanager.LoadMaintenance(sc)
+			if err != nil || on != (arg == "on") {
+				t.Errorf("maintenance %s: service %s reads %v, %v from %s", arg, cfg.Services[slot].Name, on, err, sc.Runtime.StateDir)
+			}
+			if !strings.HasSuffix(sc.Runtime.StateDir, "service-"+cfg.Services[slot].Name) {
+				t.Errorf("state dir %s is not the service's", sc.Runtime.StateDir)
+			}
+		}
+	}
+	// A file that cannot be written is an error naming the node manager.
+	if err := os.WriteFile(filepath.Join(cfg.Runtime.StateDir, "blocker"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.cfg.Runtime.StateDir = filepath.Join(cfg.Runtime.StateDir, "blocker")
+	if err := ask("on"); err == nil || !strings.Contains(err.Error(), "nodemanager-voice is not running, and its maintenance could not be written") {
+		t.Errorf("unwritable state dir: %v", err)
+	}
+	if err := ask("maybe"); err == nil || !strings.Contains(err.Error(), `not "maybe"`) {
+		t.Errorf("a bad argument: %v", err)
+	}
+}
