@@ -117,8 +117,8 @@ func sumFile(r io.Reader, name string, groups map[string]*sumGroup) error {
 			}
 		}
 		if len(fields) == 0 || fields[0] != "bench=sim" {
-			if len(fields) > 0 && strings.HasPrefix(fields[0], "seed=") {
-				continue // -v: one schedule's line, not a chunk's header
+			if len(fields) > 0 && (strings.HasPrefix(fields[0], "seed=") || fields[0] == "VIOLATION") {
+				continue // one schedule's line (-v, a report), not a chunk's header
 			}
 			for _, k := range []string{"seed", "shapes", "twin"} {
 				if v, ok := kv[k]; ok {
