@@ -21,10 +21,6 @@ type maintenanceState struct {
 	Since time.Time `json:"since"`
 }
 
-func (m *manager) maintenancePath() string { return maintenancePath(m.cfg) }
-
-func (m *manager) maintenanceOwner() statefile.Owner { return maintenanceOwner(m.cfg) }
-
 // cfg is the node manager's, narrowed to its service (config.Config.ForService).
 func maintenancePath(cfg *config.Config) string {
 	return filepath.Join(cfg.Runtime.StateDir, MaintenanceFile)
@@ -44,11 +40,11 @@ func SaveMaintenance(cfg *config.Config, on bool, since time.Time) error {
 }
 
 // LoadMaintenance reads what SaveMaintenance or the node manager wrote:
-// whether maintenance is on (a missing file: off).
-func LoadMaintenance(cfg *config.Config) (bool, error) {
+// whether maintenance is on, and since when (a missing file: off).
+func LoadMaintenance(cfg *config.Config) (on bool, since time.Time, err error) {
 	var ms maintenanceState
-	_, err := statefile.Load(maintenancePath(cfg), maintenanceOwner(cfg), &ms)
-	return ms.On, err
+	_, err = statefile.Load(maintenancePath(cfg), maintenanceOwner(cfg), &ms)
+	return ms.On, ms.Since, err
 }
 
 // loadMaintenance applies a persisted `maintenance on` to the new node,
@@ -56,14 +52,14 @@ func LoadMaintenance(cfg *config.Config) (bool, error) {
 // that does not parse (written atomically, so only a damaged disk does
 // that) counts as on: an operator's "out of service" is not guessed away.
 func (m *manager) loadMaintenance() {
-	var ms maintenanceState
-	if _, err := statefile.Load(m.maintenancePath(), m.maintenanceOwner(), &ms); err != nil {
-		m.log.Error("maintenance state unreadable; staying in maintenance until `vigil maintenance off`", "event", "persist_error", "path", m.maintenancePath(), "err", err)
-		ms.On = true
+	on, since, err := LoadMaintenance(m.cfg)
+	if err != nil {
+		m.log.Error("maintenance state unreadable; staying in maintenance until `vigil maintenance off`", "event", "persist_error", "path", maintenancePath(m.cfg), "err", err)
+		on = true
 	}
-	if ms.On {
+	if on {
 		m.node.SetMaintenance(m.clk.Now(), true)
-		m.log.Info("maintenance on, as set before this start", "event", "maintenance", "on", true, "persisted", true, "since", ms.Since.UTC().Format(time.RFC3339))
+		m.log.Info("maintenance on, as set before this start", "event", "maintenance", "on", true, "persisted", true, "since", since.UTC().Format(time.RFC3339))
 	}
 }
 

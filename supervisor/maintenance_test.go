@@ -40,7 +40,7 @@ func TestMaintenanceForANodeManagerNotRunning(t *testing.T) {
 		}
 		for slot := range cfg.Services {
 			sc := s.serviceConfig(slot)
-			on, err := nodemanager.LoadMaintenance(sc)
+			on, _, err := nodemanager.LoadMaintenance(sc)
 			if err != nil || on != (arg == "on") {
 				t.Errorf("maintenance %s: service %s reads %v, %v from %s", arg, cfg.Services[slot].Name, on, err, sc.Runtime.StateDir)
 			}

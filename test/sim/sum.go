@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -25,7 +27,6 @@ import (
 
 // sumGroup is what the chunks of one kind of run add up to.
 type sumGroup struct {
-	key     string
 	chunks  int
 	seeds   [][2]uint64 // [first, last], of the chunks whose seeds are known
 	unknown int         // chunks without a known first seed
@@ -68,13 +69,8 @@ func runSum(files []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "sim: -sum: no bench=sim line in %s\n", strings.Join(files, ", "))
 		return 2
 	}
-	keys := make([]string, 0, len(groups))
-	for k := range groups {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
 	code := 0
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(groups)) {
 		g := groups[k]
 		sort.Slice(g.seeds, func(i, j int) bool { return g.seeds[i][0] < g.seeds[j][0] })
 		for i := 1; i < len(g.seeds); i++ {
@@ -89,10 +85,10 @@ func runSum(files []string, stdout, stderr io.Writer) int {
 		for _, c := range sumCounters {
 			fmt.Fprintf(&b, " %s=%d", c, g.count[c])
 		}
-		for _, m := range sortedKeys(g.worst) {
+		for _, m := range slices.Sorted(maps.Keys(g.worst)) {
 			fmt.Fprintf(&b, " %s=%.1f", m, g.worst[m])
 		}
-		for _, p := range sortedKeys(g.p99lo) {
+		for _, p := range slices.Sorted(maps.Keys(g.p99lo)) {
 			fmt.Fprintf(&b, " %s=%.1f-%.1f", p, g.p99lo[p], g.p99hi[p])
 		}
 		fmt.Fprintf(&b, " seconds=%.1f", g.seconds)
@@ -143,7 +139,7 @@ func sumFile(r io.Reader, name string, groups map[string]*sumGroup) error {
 		key := strings.Join(ident, " ")
 		g := groups[key]
 		if g == nil {
-			g = &sumGroup{key: key, count: map[string]int64{}, worst: map[string]float64{}, p99lo: map[string]float64{}, p99hi: map[string]float64{}, p99set: map[string]bool{}}
+			g = &sumGroup{count: map[string]int64{}, worst: map[string]float64{}, p99lo: map[string]float64{}, p99hi: map[string]float64{}, p99set: map[string]bool{}}
 			groups[key] = g
 		}
 		for _, c := range sumCounters {
@@ -207,13 +203,4 @@ func seedRanges(s [][2]uint64, unknown int) string {
 		return "none"
 	}
 	return strings.Join(out, ",")
-}
-
-func sortedKeys(m map[string]float64) []string {
-	k := make([]string, 0, len(m))
-	for x := range m {
-		k = append(k, x)
-	}
-	sort.Strings(k)
-	return k
 }
