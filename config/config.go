@@ -162,8 +162,8 @@ func (c *Config) Service() (Service, bool) {
 }
 
 // ServiceCount is how many services the cluster has, as this file lists
-// them: each runs a node manager (on a node) and a locator of its own, at
-// ports and under a name of its own (ForService). At least 1: a witness
+// them: each has a node manager of its own (on a node), ports and a name of
+// its own (ForService); the host's one locator serves them all. At least 1: a witness
 // that lists none serves the first.
 func (c *Config) ServiceCount() int {
 	if c == nil {

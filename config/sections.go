@@ -831,7 +831,7 @@ func (p *parser) crossCheck(c *Config, mk *marks) {
 func (p *parser) serviceRules(c *Config, mk *marks) {
 	if len(mk.serviceItems) > netfloat.MaxSlots {
 		p.errAt(mk.serviceItems[netfloat.MaxSlots], index("services", netfloat.MaxSlots),
-			"at most %d services in a cluster: each runs a node manager and a locator of its own on every host", netfloat.MaxSlots)
+			"at most %d services in a cluster: each has a node manager, ports and kernel lease sets of its own on every host", netfloat.MaxSlots)
 	}
 	for _, sm := range mk.services {
 		if len(mk.services) < 2 || sm.nameVal == nil {
@@ -996,15 +996,16 @@ func (p *parser) portRule(mk *marks, services int) {
 	}
 }
 
-// rtBudgetRule: each service has a locator and, on a node, a node manager
-// in a realtime group of its own, and the kernel gives all realtime groups
-// together 950 ms per second (cgroup v1 with RT_GROUP_SCHED): with several
-// services the default budget is shared out, and a larger one set in the
-// file is refused, since the last groups would run without SCHED_RR.
+// rtBudgetRule: the host's locator and, on a node, each service's node
+// manager run in a realtime group of their own, and the kernel gives all
+// realtime groups together 950 ms per second (cgroup v1 with
+// RT_GROUP_SCHED): with several services the default budget is shared out,
+// and a larger one set in the file is refused, since the last groups would
+// run without SCHED_RR.
 func (p *parser) rtBudgetRule(c *Config, mk *marks) {
-	groups := c.ServiceCount()
+	groups := 1 // the locator, for every service
 	if c.Cluster.Role == RoleNode {
-		groups *= 2
+		groups += c.ServiceCount()
 	}
 	if groups <= 2 {
 		return
@@ -1015,7 +1016,7 @@ func (p *parser) rtBudgetRule(c *Config, mk *marks) {
 		return
 	}
 	if c.Control.RTBudget > most {
-		p.errAt(mk.rtBudgetVal, "control.rt_budget", "%v for each of this host's %d realtime groups (a locator and a node manager per service) is more than the kernel's %v a second for all: at most %v",
+		p.errAt(mk.rtBudgetVal, "control.rt_budget", "%v for each of this host's %d realtime groups (the locator, and a node manager per service) is more than the kernel's %v a second for all: at most %v",
 			c.Control.RTBudget, groups, rtKernelBudget, most)
 	}
 }

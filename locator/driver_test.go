@@ -55,6 +55,7 @@ type locHarness struct {
 	clk   *clock.Fake
 	net   *transporttest.Network
 	d     *driver
+	tick  clock.Ticks // Run's tick
 	w     *fakeWriter
 	nodes map[string]*transporttest.Endpoint
 	seq   map[string]uint64
@@ -77,8 +78,9 @@ func newLocHarness(t *testing.T, full bool) *locHarness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(d.stop)
-	return &locHarness{t: t, clk: clk, net: n, d: d, w: w, pcfg: pcfg, seq: map[string]uint64{},
+	tick := clk.NewTicker(d.interval)
+	t.Cleanup(tick.Stop)
+	return &locHarness{t: t, clk: clk, net: n, d: d, w: w, pcfg: pcfg, seq: map[string]uint64{}, tick: tick,
 		nodes: map[string]*transporttest.Endpoint{"a": n.Endpoint(transporttest.Addr{Host: "a"}), "b": n.Endpoint(transporttest.Addr{Host: "b"})}}
 }
 
@@ -99,7 +101,7 @@ func (h *locHarness) step(d time.Duration) {
 	h.clk.Advance(d)
 	h.net.Deliver()
 	select {
-	case <-h.d.tick.C():
+	case <-h.tick.C():
 		h.d.onTick()
 	default:
 	}

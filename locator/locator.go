@@ -24,37 +24,43 @@ import (
 	"github.com/vigil-project/vigil/schedwatch"
 )
 
-// StateFile is the locator's persisted state, in runtime.state_dir.
+// StateFile is the locator's persisted state, in runtime.state_dir (each
+// service's, config.Config.ForService).
 const StateFile = "locator.state"
 
-// Run serves until ctx ends or the supervisor's channel closes.
+// served is the locator of one service: its own core, port, state file and
+// replay windows (docs/protocol.md, "Several services"). Only the process,
+// its loop and its report channel are shared.
+type served struct {
+	d    *driver
+	tr   *transport.Transport
+	pcfg protocol.Config
+	log  *slog.Logger
+}
+
+// Run serves every service of cfg (the whole file's configuration) until
+// ctx ends or the supervisor's channel closes.
 func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	key, err := config.ReadKeyFile(cfg.Cluster.KeyFile)
 	if err != nil {
 		return err
 	}
 	rt := realtime.ApplyAndLog(realtime.Settings{Realtime: cfg.Control.Realtime}, log)
-	pcfg := transport.ProtocolConfig(cfg)
-	pcfg.Self = cfg.Cluster.Node
-	statePath := filepath.Join(cfg.Runtime.StateDir, StateFile)
-	owner := statefile.Owner{Kind: "locator", Cluster: cfg.Cluster.Name, ID: cfg.Cluster.Node}
 	clk := clock.Real{}
-	st, lost, err := loadState(statePath, owner, clk.Wall(), log)
-	if err != nil {
-		return err
+	n := cfg.ServiceCount()
+	svcs := make([]*served, 0, n)
+	defer func() {
+		for _, s := range svcs {
+			s.tr.Close()
+		}
+	}()
+	for slot := range n {
+		s, err := open(cfg, slot, key, clk, log)
+		if err != nil {
+			return err
+		}
+		svcs = append(svcs, s)
 	}
-	tr, err := transport.Open(cfg, pcfg, key, true, log)
-	if err != nil {
-		return err
-	}
-	defer tr.Close()
-	w := &statefile.Writer{Path: statePath, Owner: owner, What: "locator state", Log: log}
-	d, err := start(pcfg, st, lost, clk, tr, w, log)
-	if err != nil {
-		return err
-	}
-	d.timing = timingstat.NewRecorder(&timingstat.Warn{Process: "locator", Share: cfg.Control.LatenessWarnShare, Lease: pcfg.Lease, Log: log}, nil)
-	defer d.stop()
 	sup, err := ipc.FromEnv()
 	if err != nil && !errors.Is(err, ipc.ErrNoChannel) {
 		return err
@@ -79,47 +85,50 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			}
 		}()
 	}
-	log.Info("locator started", "event", "locator_start", "listen", tr.Addr().String(), "incarnation", st.Incarnation+1, "epoch", st.Epoch, "holder", st.Holder)
-
 	watch, err := schedwatch.New(schedwatch.Config{Threshold: cfg.Control.SchedDelayWarn, Logger: log})
 	if err != nil {
 		return err
 	}
 	go func() { _ = watch.Run(ctx) }()
 
-	in := make(chan transport.Inbound, 256)
-	go tr.Run(ctx, in)
-	reportTick := d.clk.NewTicker(ctlmsg.FullReportEvery)
+	// One loop for every service: their timing is the cluster's, so one
+	// tick serves them all, and each datagram says whose port took it.
+	in := make(chan transport.Inbound, 256*n)
+	for _, s := range svcs {
+		go s.tr.Run(ctx, in)
+	}
+	interval := tickPeriod(svcs[0].pcfg)
+	tick := clk.NewTicker(interval)
+	defer tick.Stop()
+	for _, s := range svcs {
+		s.d.interval, s.d.lastTick = interval, clk.Now()
+	}
+	reportTick := clk.NewTicker(ctlmsg.FullReportEvery)
 	defer reportTick.Stop()
 	report := func() {
 		if sup == nil {
 			return
 		}
-		failing, persistErrors, lastErr := d.w.Status()
-		ls := d.l.Status()
-		r := buildReport(ls, d.clk.Now(), tr, persistErrors)
-		if c := ls.Conf; pcfg.LastManStanding > 0 || c != (protocol.Membership{}) {
-			r.Membership = ctlmsg.MembershipOf(c, pcfg.Locators)
-		}
-		r.PersistFailing, r.PersistError = failing, lastErr
-		r.Incarnation = d.incarnation
 		rt.Refresh() // the supervisor may have made us SCHED_RR since start
-		r.Realtime = rt
 		ws := watch.Snapshot()
-		r.Degraded, r.SchedLateEpisodes, r.SchedMaxLateMS = ws.Degraded, ws.Episodes, float64(ws.MaxLate)/1e6
 		h := ws.Histogram.JSON()
-		r.SchedLate = &h
-		r.Timing = d.timing.Report(d.clk.Now())
-		msg, err := ctlmsg.LocatorReportMsg(&r)
-		if err != nil {
-			log.Error("cannot encode the report", "event", "ipc_error", "err", err)
-			return
-		}
-		// Never wait for the supervisor (no realtime priority, starved
-		// on a loaded host): this loop answers the nodes' renewals. A
-		// report it has no room for is skipped; the next one says it all.
-		if err := sup.TrySend(msg); err != nil {
-			log.Debug("report to the supervisor skipped", "err", err)
+		for slot, s := range svcs {
+			r := s.report(slot)
+			r.Realtime = rt
+			r.Degraded, r.SchedLateEpisodes, r.SchedMaxLateMS = ws.Degraded, ws.Episodes, float64(ws.MaxLate)/1e6
+			r.SchedLate = &h
+			msg, err := ctlmsg.LocatorReportMsg(&r)
+			if err != nil {
+				s.log.Error("cannot encode the report", "event", "ipc_error", "err", err)
+				continue
+			}
+			// Never wait for the supervisor (no realtime priority,
+			// starved on a loaded host): this loop answers the nodes'
+			// renewals. A report it has no room for is skipped; the next
+			// one says it all.
+			if err := sup.TrySend(msg); err != nil {
+				s.log.Debug("report to the supervisor skipped", "err", err)
+			}
 		}
 	}
 	report()
@@ -129,14 +138,72 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			log.Info("locator stopped", "event", "locator_stop")
 			return nil
 		case m := <-in:
-			d.onInbound(m)
-		case <-d.tick.C():
-			d.onTick()
+			if m.Slot >= 0 && m.Slot < len(svcs) {
+				svcs[m.Slot].d.onInbound(m)
+			}
+		case <-tick.C():
+			for _, s := range svcs {
+				s.d.onTick()
+			}
 		case <-reportTick.C():
 			// The locator is not fenced; its report is for status only.
 			report()
 		}
 	}
+}
+
+// open starts the locator of the service in slot: its state, its port and
+// its core. Every line it logs names the service when the file has more
+// than one.
+func open(cfg *config.Config, slot int, key []byte, clk clock.Clock, log *slog.Logger) (*served, error) {
+	several := cfg.ServiceCount() > 1
+	sc, err := cfg.ForService(slot)
+	if err != nil {
+		return nil, err
+	}
+	if several {
+		// journalctl SERVICE=NAME finds all of one service, the
+		// first's too.
+		log = log.With("service", sc.Services[0].Name)
+	}
+	pcfg := transport.ProtocolConfig(sc)
+	pcfg.Self = sc.Cluster.Node
+	statePath := filepath.Join(sc.Runtime.StateDir, StateFile)
+	owner := statefile.Owner{Kind: "locator", Cluster: sc.Cluster.Name, ID: sc.Cluster.Node}
+	st, lost, err := loadState(statePath, owner, clk.Wall(), log)
+	if err != nil {
+		return nil, err
+	}
+	tr, err := transport.Open(sc, pcfg, key, true, log)
+	if err != nil {
+		return nil, err
+	}
+	w := &statefile.Writer{Path: statePath, Owner: owner, What: "locator state", Log: log}
+	d, err := start(pcfg, st, lost, clk, tr, w, log)
+	if err != nil {
+		tr.Close()
+		return nil, err
+	}
+	d.timing = timingstat.NewRecorder(&timingstat.Warn{Process: "locator", Share: sc.Control.LatenessWarnShare, Lease: pcfg.Lease, Log: log}, nil)
+	log.Info("locator started", "event", "locator_start", "listen", tr.Addr().String(), "incarnation", st.Incarnation+1, "epoch", st.Epoch, "holder", st.Holder)
+	return &served{d: d, tr: tr, pcfg: pcfg, log: log}, nil
+}
+
+// report is the service's part of the locator's report: its core, its
+// port, its state file.
+func (s *served) report(slot int) ctlmsg.LocatorReport {
+	d := s.d
+	failing, persistErrors, lastErr := d.w.Status()
+	ls := d.l.Status()
+	r := buildReport(ls, d.clk.Now(), s.tr, persistErrors)
+	r.Slot = slot
+	if c := ls.Conf; s.pcfg.LastManStanding > 0 || c != (protocol.Membership{}) {
+		r.Membership = ctlmsg.MembershipOf(c, s.pcfg.Locators)
+	}
+	r.PersistFailing, r.PersistError = failing, lastErr
+	r.Incarnation = d.incarnation
+	r.Timing = d.timing.Report(d.clk.Now())
+	return r
 }
 
 // loadState reads the locator's state file. No file: a first start or a
@@ -175,8 +242,7 @@ type driver struct {
 	send     func(protocol.Envelope) error
 	log      *slog.Logger
 	clk      clock.Clock   // the lease's clock and the protocol tick
-	tick     clock.Ticks   // every tickPeriod: the core's clock, the retry of a failed write, the lateness sample
-	interval time.Duration // the tick's period
+	interval time.Duration // the tick's period (tickPeriod): every one, the core's clock, the retry of a failed write, the lateness sample
 
 	// timing: how late each tick ran, for `vigil check --timing` and the
 	// lease-share warning; lastTick is when the previous one ran.
@@ -197,9 +263,9 @@ type stateWriter interface {
 }
 
 // start creates the protocol locator from the persisted state (lost: the
-// state file was missing), writes its first state (nothing is sent until a
-// write succeeds) and arms its tick. Run and the driver tests both start a
-// locator with it.
+// state file was missing) and writes its first state (nothing is sent until
+// a write succeeds). Its owner ticks it every d.interval. Run and the driver
+// tests both start a locator with it.
 func start(pcfg protocol.Config, st protocol.LocatorState, lost bool, clk clock.Clock, ep transport.Endpoint, w stateWriter, log *slog.Logger) (*driver, error) {
 	l, err := protocol.NewLocator(pcfg, st, clk.Now())
 	if err != nil {
@@ -222,12 +288,9 @@ func start(pcfg protocol.Config, st protocol.LocatorState, lost bool, clk clock.
 	d.flush()
 	d.timing = timingstat.NewRecorder(nil, nil)
 	d.interval = tickPeriod(pcfg)
-	d.tick = clk.NewTicker(d.interval)
 	d.lastTick = clk.Now()
 	return d, nil
 }
-
-func (d *driver) stop() { d.tick.Stop() }
 
 // tickPeriod is how often the locator's loop ticks with no datagram. The
 // locator only answers: its core has no timer of its own (Tick just moves

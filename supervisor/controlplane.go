@@ -56,12 +56,12 @@ func (s *Supervisor) controlName(kind string, slot int) string {
 }
 
 // controlProcesses are the built-in control-plane processes of this host:
-// a locator, and on a node a node manager, for each service.
+// the locator, which serves every service, and on a node a node manager for
+// each service.
 func (s *Supervisor) controlProcesses() []controlSpec {
-	var specs []controlSpec
-	for slot := range s.cfg.ServiceCount() {
-		specs = append(specs, controlSpec{kind: ctlLocator, slot: slot})
-		if s.cfg.Cluster.Role == config.RoleNode {
+	specs := []controlSpec{{kind: ctlLocator}}
+	if s.cfg.Cluster.Role == config.RoleNode {
+		for slot := range s.cfg.ServiceCount() {
 			specs = append(specs, controlSpec{kind: ctlNodeManager, slot: slot})
 		}
 	}
@@ -192,7 +192,7 @@ func (s *Supervisor) onChannel(p *proc, m *ctlmsg.Msg, files []*os.File) {
 		case ctlLocator:
 			var r *ctlmsg.LocatorReport
 			if r, err = m.LocatorReport(); err == nil {
-				p.locReport = r
+				err = p.setLocatorReport(r, s.cfg.ServiceCount())
 			}
 		}
 		if err != nil && !p.reportBad {

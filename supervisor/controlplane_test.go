@@ -129,12 +129,38 @@ func TestReportsOnlyWhileRunning(t *testing.T) {
 	nm := &ctlmsg.NodeManagerReport{}
 	nm.Role, nm.LeaseValid, nm.LeaseRemainingMS = "active", true, 500
 	loc := &ctlmsg.LocatorReport{}
-	p := &proc{pid: 100, nmReport: nm, locReport: loc}
-	if n, l := p.currentReports(); n != nm || l != loc {
+	p := &proc{pid: 100, nmReport: nm, locReports: []*ctlmsg.LocatorReport{loc}}
+	if n, l := p.currentReports(); n != nm || len(l) != 1 || l[0] != loc {
 		t.Fatalf("running: reports %v %v, want the last ones", n, l)
 	}
 	p.pid = 0 // exited (lifecycle.go), not yet restarted
 	if n, l := p.currentReports(); n != nil || l != nil {
 		t.Fatalf("exited: reports %+v %+v, want none", n, l)
+	}
+}
+
+// The locator serves every service and reports each by its slot: each
+// report goes with its service, whatever order they come in, and one for a
+// service the file does not have is refused (kept as a bad report).
+func TestLocatorReportsByService(t *testing.T) {
+	p := &proc{pid: 100, control: ctlLocator}
+	second := &ctlmsg.LocatorReport{Slot: 1, Holder: "b"}
+	first := &ctlmsg.LocatorReport{Holder: "a"}
+	for _, r := range []*ctlmsg.LocatorReport{second, first} {
+		if err := p.setLocatorReport(r, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, l := p.currentReports(); len(l) != 2 || l[0] != first || l[1] != second {
+		t.Fatalf("reports %+v, want the first service's then the second's", l)
+	}
+	if err := p.setLocatorReport(&ctlmsg.LocatorReport{Slot: 2}, 2); err == nil {
+		t.Fatal("a report for a third service of two was kept")
+	}
+	if err := p.setLocatorReport(&ctlmsg.LocatorReport{Slot: -1}, 2); err == nil {
+		t.Fatal("a report for service -1 was kept")
+	}
+	if _, l := p.currentReports(); len(l) != 2 || l[0] != first || l[1] != second {
+		t.Fatalf("after refused reports: %+v, want the kept ones", l)
 	}
 }

@@ -83,7 +83,7 @@ func (s *Supervisor) start(p *proc) {
 		s.post(func() { s.onExit(p, gen, ex) })
 	}()
 	if p.conn != nil {
-		p.nmReport, p.locReport, p.lastBeat, p.reportBad = nil, nil, time.Time{}, false
+		p.nmReport, p.locReports, p.lastBeat, p.reportBad = nil, nil, time.Time{}, false
 		go s.readChannel(p, gen, p.conn)
 		s.clock.AfterFunc(startupTimeout, func() { s.post(func() { s.checkStartup(p, gen) }) })
 	}

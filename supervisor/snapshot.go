@@ -76,15 +76,20 @@ func (s *Supervisor) snapshot() Status {
 		st.ControlPlane = append(st.ControlPlane, s.procStatus(p))
 		// The first service's reports are the host's, as before
 		// services; the others' go with their service.
-		switch nm, loc := p.currentReports(); {
+		nm, locs := p.currentReports()
+		switch {
 		case p.control == ctlNodeManager && p.slot == 0:
 			st.NodeManager = nm
-		case p.control == ctlLocator && p.slot == 0:
-			st.Locator = loc
 		case p.control == ctlNodeManager && p.slot < len(st.Services):
 			st.Services[p.slot].NodeManager = nm
-		case p.control == ctlLocator && p.slot < len(st.Services):
-			st.Services[p.slot].Locator = loc
+		}
+		for slot, loc := range locs {
+			switch {
+			case slot == 0:
+				st.Locator = loc
+			case slot < len(st.Services):
+				st.Services[slot].Locator = loc
+			}
 		}
 	}
 	for _, p := range s.procs {
@@ -144,9 +149,22 @@ func (s *Supervisor) procStatus(p *proc) ProcessStatus {
 // exited: a dead process's report is history, not state. A node manager
 // killed while active would otherwise read as active, lease valid, until
 // its restart, beside the standby it released the role to.
-func (p *proc) currentReports() (*ctlmsg.NodeManagerReport, *ctlmsg.LocatorReport) {
+func (p *proc) currentReports() (*ctlmsg.NodeManagerReport, []*ctlmsg.LocatorReport) {
 	if p.pid == 0 {
 		return nil, nil
 	}
-	return p.nmReport, p.locReport
+	return p.nmReport, p.locReports
+}
+
+// setLocatorReport keeps r as the locator's last report for its service;
+// services is how many the file has.
+func (p *proc) setLocatorReport(r *ctlmsg.LocatorReport, services int) error {
+	if r.Slot < 0 || r.Slot >= services {
+		return fmt.Errorf("locator report for service %d: the file has %d", r.Slot, services)
+	}
+	if len(p.locReports) < services {
+		p.locReports = append(p.locReports, make([]*ctlmsg.LocatorReport, services-len(p.locReports))...)
+	}
+	p.locReports[r.Slot] = r
+	return nil
 }

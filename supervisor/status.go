@@ -52,8 +52,8 @@ type Status struct {
 	// or not; none on a witness. The node manager's vips_held says which
 	// it holds.
 	FloatingIPs []FloatingIP `json:"floating_ips,omitempty"`
-	// Services are the configured services (this version has one: the
-	// services: entry, or "default" made from vips:); none on a witness.
+	// Services are the configured services (the services: entries, or
+	// "default" made from vips:); on a witness the ones it lists by name.
 	Services []ServiceStatus `json:"services,omitempty"`
 }
 

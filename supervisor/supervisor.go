@@ -148,20 +148,21 @@ type proc struct {
 
 	// Control-plane processes only.
 	control string // "locator" or "nodemanager"; "" for applications
-	slot    int    // the service it runs for (config.Config.ForService)
+	slot    int    // a node manager's service (config.Config.ForService); the locator serves them all
 	conn    *ipc.Conn
 	// handled counts the messages of conn the loop has acted on; fewer
 	// than conn.Received() means one was read and waits in the loop's
 	// queue (checkFence).
 	handled uint64
-	// The last report: nmReport from a node manager, locReport from a
-	// locator (nil until the process reports after its start).
-	nmReport  *ctlmsg.NodeManagerReport
-	locReport *ctlmsg.LocatorReport
-	reportBad bool // the last report did not decode (logged once)
-	lastBeat  time.Time
-	fencing   bool
-	fenceAt   time.Duration // node manager: when it must have reported again (CLOCK_BOOTTIME)
+	// The last report: nmReport from a node manager, locReports from the
+	// locator, one for each service by its slot (nil until the process
+	// reports after its start).
+	nmReport   *ctlmsg.NodeManagerReport
+	locReports []*ctlmsg.LocatorReport
+	reportBad  bool // the last report did not decode (logged once)
+	lastBeat   time.Time
+	fencing    bool
+	fenceAt    time.Duration // node manager: when it must have reported again (CLOCK_BOOTTIME)
 	// fenceAlarm is this run's fence timer, set for fenceTimerAt <=
 	// fenceAt while fenceArmed (setFenceTimer); nil until the first
 	// report, and again after the exit.

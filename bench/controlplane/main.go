@@ -10,9 +10,10 @@
 //
 //	go run ./bench/controlplane [-vigil bin/vigil] [-timing lease200,lease60] [-keepalived 100ms,10ms] [-window 60s] [-samples 6] [-soak 0] [-memory 60s] [-services 1] [-short]
 //
-// With -services N > 1 the cluster has N services: each host runs a
-// locator (and each node a node manager) per service, and each node holds
-// a floating IP per service, so every host has a network namespace of its
+// With -services N > 1 the cluster has N services, placed alternately on
+// a and b before the measure: each node runs a node manager per service
+// (every host one locator for all), and each node holds a floating IP per
+// service, so every host has a network namespace of its
 // own on a bridge (the e2e harness's) rather than one shared loopback.
 package main
 
@@ -66,7 +67,7 @@ func main() {
 	rtBudget := flag.Duration("rt-budget", 150*time.Millisecond, "control.rt_budget of each host: three hosts (six realtime groups) share this machine's realtime budget (950 ms per second), the product default 300ms would not fit them all; at 100ms a node manager using 8-10 % of a CPU was throttled and fenced on a loaded machine")
 	kaAdverts := flag.String("keepalived", "", "comma-separated advert intervals (e.g. 100ms,10ms): also measure keepalived (VRRP between nodes a and b, as bench/failover runs it) at idle with the same windows, side by side")
 	short := flag.Bool("short", false, "CI mode: 2 windows of 2 s, a small memory neighbour, keepalived at 100ms unless -keepalived says otherwise")
-	services := flag.Int("services", 1, "services in the cluster (1 to 4): a locator and a node manager each on every host, a floating IP each on the nodes")
+	services := flag.Int("services", 1, "services in the cluster (1 to 4): a node manager and a floating IP each on the nodes, placed alternately on a and b")
 	bridge := flag.Bool("bridge", false, "each host in a network namespace of its own on a bridge, each node with a floating IP per service (always with -services > 1), not all on one loopback: to compare one service with several")
 	flag.Parse()
 	kaSet := false
@@ -259,6 +260,13 @@ func measureIn(ctx context.Context, bin, timing, tag string, cl cluster, rtBudge
 	active, err := waitActive(ctx, hosts, 30*time.Second)
 	if err != nil {
 		return "", err
+	}
+	if cl.services > 1 {
+		// Whoever came up first holds every service (failback off):
+		// place them alternately, so that runs compare like with like.
+		if err := place(ctx, hosts, cl.services, 60*time.Second); err != nil {
+			return "", err
+		}
 	}
 	if err := sleepCtx(ctx, 3*time.Second); err != nil {
 		return "", err
@@ -653,6 +661,44 @@ func waitActive(ctx context.Context, hosts []*host, d time.Duration) (string, er
 		}
 	}
 	return "", fmt.Errorf("no node became active within %s", d)
+}
+
+// place moves service i (s<i>) to node a if i is even, b if odd, by
+// switchover, and waits until each holds its lease there.
+func place(ctx context.Context, hosts []*host, services int, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	byID := map[string]*host{}
+	for _, h := range hosts {
+		byID[h.id] = h
+	}
+	var where []string
+	for i := range services {
+		want := []string{"a", "b"}[i%2]
+		svc := fmt.Sprintf("s%d", i)
+		asked := false
+		for {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s not active on %s within %s", svc, want, d)
+			}
+			if st, err := byID[want].status(); err == nil {
+				if r := st.Report(i); r != nil && r.Role == "active" && r.LeaseValid {
+					break
+				}
+			}
+			if !asked {
+				if st, err := byID[want].status(); err == nil && st.Report(i) != nil && st.Report(i).Active != "" && st.Report(i).Role == "standby" {
+					resp, err := client.Call(byID[want].socket, supervisor.Request{Cmd: "switchover", Service: svc, Name: want})
+					asked = err == nil && resp.OK
+				}
+			}
+			if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+				return err
+			}
+		}
+		where = append(where, svc+"="+want)
+	}
+	fmt.Printf("placed %s\n", strings.Join(where, " "))
+	return nil
 }
 
 // epochs is each node's epoch now: a change between two reads is a

@@ -16,18 +16,22 @@ import (
 	"github.com/vigil-project/vigil/nodemanager"
 )
 
-// runLocator is `vigil locator`, started by the supervisor in control/locator.
+// runLocator is `vigil locator`, started by the supervisor in control/locator:
+// one process serves every service of the host.
 func runLocator(args []string, stdout, stderr io.Writer) int {
-	return runControlPlane("locator", args, stderr, locator.Run)
+	return runControlPlane("locator", false, args, stderr, locator.Run)
 }
 
 // runNodeManager is `vigil nodemanager`, started by the supervisor in
-// control/nodemanager.
+// control/nodemanager (control/nodemanager-SERVICE): one for each service.
 func runNodeManager(args []string, stdout, stderr io.Writer) int {
-	return runControlPlane("nodemanager", args, stderr, nodemanager.Run)
+	return runControlPlane("nodemanager", true, args, stderr, nodemanager.Run)
 }
 
-func runControlPlane(name string, args []string, stderr io.Writer, run func(context.Context, *config.Config, *slog.Logger) error) int {
+// runControlPlane runs a control-plane process. perService: it runs for one
+// service (--service, or the first) and gets that service's configuration
+// (config.Config.ForService); otherwise the whole file's.
+func runControlPlane(name string, perService bool, args []string, stderr io.Writer, run func(context.Context, *config.Config, *slog.Logger) error) int {
 	// First thing: a `kill -HUP $(pidof vigil)` (or USR1, QUIT, a Ctrl-Z...)
 	// must never stop a control-plane process, which on the active would
 	// drop the role. Reload is the supervisor's job.
@@ -35,7 +39,10 @@ func runControlPlane(name string, args []string, stderr io.Writer, run func(cont
 	fs := newFlags(name, stderr)
 	path := fs.String("c", defaultConfig, "configuration `FILE`")
 	fs.StringVar(path, "config", defaultConfig, "configuration `FILE`")
-	service := fs.String("service", "", "the `SERVICE` to run for (default: the first of the file)")
+	var service *string
+	if perService {
+		service = fs.String("service", "", "the `SERVICE` to run for (default: the first of the file)")
+	}
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -48,20 +55,21 @@ func runControlPlane(name string, args []string, stderr io.Writer, run func(cont
 		printConfigErrors(stderr, err)
 		return exitUsage
 	}
-	// Each service has a node manager and a locator of their own
-	// (config.Config.ForService).
+	// Each service has a node manager of its own (config.Config.ForService).
 	slot := 0
-	if *service != "" {
+	if perService && *service != "" {
 		slot = slices.IndexFunc(cfg.Services, func(s config.Service) bool { return s.Name == *service })
 		if slot < 0 {
 			fmt.Fprintf(stderr, "vigil %s: no service %q in %s\n", name, *service, *path)
 			return exitUsage
 		}
 	}
-	several := cfg.ServiceCount() > 1
-	if cfg, err = cfg.ForService(slot); err != nil {
-		fmt.Fprintf(stderr, "vigil %s: %v\n", name, err)
-		return exitUsage
+	several := perService && cfg.ServiceCount() > 1
+	if perService {
+		if cfg, err = cfg.ForService(slot); err != nil {
+			fmt.Fprintf(stderr, "vigil %s: %v\n", name, err)
+			return exitUsage
+		}
 	}
 	// One P, as the supervisor: the locator and node manager are event
 	// loops woken hundreds of times a second, and with a second P every

@@ -210,8 +210,12 @@ type Takeover struct {
 }
 
 // LocatorReport is what the locator tells the supervisor, and what `vigil status
-// --json` shows under "locator". Keys are stable.
+// --json` shows under "locator". Keys are stable. One locator process serves
+// every service of its host and sends a report for each.
 type LocatorReport struct {
+	// Slot is the service the report is for: its index in the file's
+	// services (0: the first, or a cluster without services).
+	Slot             int    `json:"slot,omitempty"`
 	Self             string `json:"self"`
 	Incarnation      uint64 `json:"incarnation"`
 	Epoch            uint64 `json:"epoch"`

@@ -61,6 +61,10 @@ const episodeQuiet = 10 * time.Second
 type Inbound struct {
 	Msg protocol.Message
 	At  time.Duration
+	// Slot is the service of the Transport that accepted it
+	// (config.Config.Slot): the locator serves every service's port from
+	// one loop, and one channel.
+	Slot int
 }
 
 // Transport is one process's UDP port: a catch-all socket, and one
@@ -76,6 +80,7 @@ type Transport struct {
 	key     []byte
 	self    string
 	tag     uint64 // protocol.ClusterTag
+	slot    int    // config.Config.Slot, stamped on each Inbound
 	node    map[string]netip.AddrPort
 	loc     map[string]netip.AddrPort
 	peerIP  map[string]netip.Addr // the configured address of each peer id
@@ -135,7 +140,7 @@ func Open(cfg *config.Config, pcfg protocol.Config, key []byte, locator bool, lo
 		listen = netip.AddrPortFrom(listen.Addr(), lp)
 	}
 	t := &Transport{
-		key: key, log: log,
+		key: key, log: log, slot: cfg.Slot,
 		node:     map[string]netip.AddrPort{},
 		loc:      map[string]netip.AddrPort{},
 		self:     pcfg.Self,
@@ -430,7 +435,7 @@ func (t *Transport) read(ctx context.Context, c *net.UDPConn, out chan<- Inbound
 			}
 			t.received.Add(1)
 			select {
-			case out <- Inbound{Msg: m, At: at}:
+			case out <- Inbound{Msg: m, At: at, Slot: t.slot}:
 			case <-ctx.Done():
 				return false
 			}

@@ -288,7 +288,7 @@ log:
     memory_max: %d
 %s`, uas, h.dir, noise, h.dir, NoiseMemoryMax, sip2)
 	} else if v.opts.SecondService {
-		// The witness runs a locator for each service.
+		// The witness's locator serves each service it lists.
 		b.WriteString("services: [{name: sip}, {name: sip2}]\n")
 	}
 	return os.WriteFile(h.cfg, []byte(b.String()), 0o644)

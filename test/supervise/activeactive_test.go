@@ -377,13 +377,23 @@ func TestActiveActivePair(t *testing.T) {
 	for _, c := range st.ControlPlane {
 		names = append(names, c.Name)
 	}
-	if got := strings.Join(names, ","); got != "locator,nodemanager,locator-data,nodemanager-data" {
-		t.Errorf("b's control plane: %s", got)
+	if got := strings.Join(names, ","); got != "locator,nodemanager,nodemanager-data" {
+		t.Errorf("b's control plane: %s, want one locator for both services", got)
 	}
+	// The one locator answers for each service on that service's port,
+	// from its own state: each service's report says its own holder (a
+	// report a second old may still predate the switchovers).
+	p.nodes["b"].waitFor("b's locator reports voice held by a and data by b, on two ports", 10*time.Second, func() bool {
+		st := p.nodes["b"].status()
+		l0, l1 := st.LocatorReport(0), st.LocatorReport(1)
+		return l0 != nil && l1 != nil && l0.Listen != l1.Listen && l1.Slot == 1 && l0.Holder == "a" && l1.Holder == "b"
+	})
 	// Every service's log lines name it, the first's too.
 	for _, svc := range []string{"voice", "data"} {
-		if log := p.nodes["b"].log.String(); !strings.Contains(log, `"component":"nodemanager","service":"`+svc+`"`) {
-			t.Errorf("b's node manager of %s does not name its service in its log lines", svc)
+		for _, c := range []string{"nodemanager", "locator"} {
+			if log := p.nodes["b"].log.String(); !strings.Contains(log, `"component":"`+c+`","service":"`+svc+`"`) {
+				t.Errorf("b's %s does not name %s in that service's log lines", c, svc)
+			}
 		}
 	}
 	// Each service's role, from its own node manager, in the metrics.
@@ -698,9 +708,9 @@ func TestAddingASecondService(t *testing.T) {
 }
 
 // Four services, the most a cluster may have, on a pair and a witness:
-// every one is held by one node, each runs its own node manager and
-// locator (eight control-plane processes a node, four locators on the
-// witness), and when a dies every service it held moves to b and none is
+// every one is held by one node, each runs its own node manager, the one
+// locator of each host serves all four (five control-plane processes a
+// node, one on the witness), and when a dies every service it held moves to b and none is
 // ever on two live hosts.
 func TestFourServices(t *testing.T) {
 	all := []string{"voice", "data", "fax", "video"}
@@ -718,9 +728,22 @@ func TestFourServices(t *testing.T) {
 		}
 		return true
 	})
-	for id, want := range map[string]int{"a": 8, "b": 8, "w": 4} {
-		if n := len(p.nodes[id].status().ControlPlane); n != want {
+	for id, want := range map[string]int{"a": 5, "b": 5, "w": 1} {
+		st := p.nodes[id].status()
+		if n := len(st.ControlPlane); n != want {
 			t.Errorf("%s runs %d control-plane processes, want %d", id, n, want)
+		}
+		// The one locator reports for every service, each its own port.
+		ports := map[string]bool{}
+		for i, svc := range all {
+			if r := st.LocatorReport(i); r == nil {
+				t.Errorf("%s has no locator report for %s", id, svc)
+			} else {
+				ports[r.Listen] = true
+			}
+		}
+		if len(ports) != len(all) {
+			t.Errorf("%s's locator listens on %v for %d services", id, ports, len(all))
 		}
 	}
 	p.mu.Lock()
