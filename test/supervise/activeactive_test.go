@@ -457,6 +457,44 @@ func TestActiveActivePair(t *testing.T) {
 	p.switchover("a", "data", "b")
 	p.waitPlaced("data back on b", home, "a")
 
+	// b's locator, which serves both services, crashes: each service
+	// loses b's vote until it is back, and neither moves (a's and the
+	// witness's locators are a quorum for both).
+	voiceStays, dataStays := p.watchHolder("voice", "a"), p.watchHolder("data", "b")
+	before := p.nodes["b"].status()
+	locPID := 0
+	for _, c := range before.ControlPlane {
+		if c.Name == "locator" {
+			locPID = c.PID
+		}
+	}
+	inc0 := []uint64{before.LocatorReport(0).Incarnation, before.LocatorReport(1).Incarnation}
+	epochs0 := []uint64{p.nodes["a"].status().Report(0).Epoch, before.Report(1).Epoch}
+	if locPID <= 0 {
+		t.Fatal("no locator on b")
+	}
+	if err := syscall.Kill(locPID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	p.nodes["b"].waitFor("b's restarted locator answering for both services again, out of quarantine", 30*time.Second, func() bool {
+		st := p.nodes["b"].status()
+		for i := range 2 {
+			if r := st.LocatorReport(i); r == nil || r.Incarnation == inc0[i] || r.Quarantined {
+				return false
+			}
+		}
+		return true
+	})
+	if n := voiceStays(); n > 0 {
+		t.Errorf("voice's address was not on a alone in %d samples while b's locator restarted", n)
+	}
+	if n := dataStays(); n > 0 {
+		t.Errorf("data's address was not on b alone in %d samples while b's locator restarted", n)
+	}
+	if e := []uint64{p.nodes["a"].status().Report(0).Epoch, p.nodes["b"].status().Report(1).Epoch}; e[0] != epochs0[0] || e[1] != epochs0[1] {
+		t.Errorf("b's locator restart changed the epochs (voice, data) %v -> %v", epochs0, e)
+	}
+
 	// a dies: voice moves to b; data, on b, does not move.
 	// Counted once b's own report has data held (the count moves with
 	// the takeover, before the report).
