@@ -155,7 +155,7 @@ func (p *activePair) configure(id string, svcs []string) {
 	procs := ""
 	for _, svc := range svcs {
 		if id == "w" {
-			// The witness runs a locator for each service.
+			// The witness's locator serves each service it lists.
 			d.extra += "  - {name: " + svc + "}\n"
 		} else {
 			d.extra += pairServices[svc]
@@ -299,6 +299,25 @@ func ranPastLease(log, svc string) (float64, bool) {
 	return 0, false
 }
 
+// waitSettled waits until voice and data are each held by one node and
+// followed by the other.
+func (p *activePair) waitSettled() {
+	p.t.Helper()
+	p.nodes["a"].waitFor("both services held, each followed by the other node", 30*time.Second, func() bool {
+		if len(p.holders("voice")) != 1 || len(p.holders("data")) != 1 {
+			return false
+		}
+		for svc, i := range map[string]int{"voice": 0, "data": 1} {
+			other := map[string]string{"a": "b", "b": "a"}[p.holders(svc)[0]]
+			st := p.nodes[other].status()
+			if r := st.Report(i); r == nil || r.Role != "standby" || r.Active == "" || !r.Healthy {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // watchHolder samples, until the returned function is called, whether the
 // service's address is on host alone; that function returns the samples
 // in which it was not.
@@ -345,19 +364,7 @@ func TestActiveActivePair(t *testing.T) {
 	home := map[string]string{"voice": "a", "data": "b"}
 	// Whoever came up first holds both (no failback): an operator places
 	// them with a switchover each.
-	p.nodes["a"].waitFor("both services held, each followed by the other node", 30*time.Second, func() bool {
-		if len(p.holders("voice")) != 1 || len(p.holders("data")) != 1 {
-			return false
-		}
-		for svc, i := range map[string]int{"voice": 0, "data": 1} {
-			other := map[string]string{"a": "b", "b": "a"}[p.holders(svc)[0]]
-			st := p.nodes[other].status()
-			if r := st.Report(i); r == nil || r.Role != "standby" || r.Active == "" || !r.Healthy {
-				return false
-			}
-		}
-		return true
-	})
+	p.waitSettled()
 	for svc, to := range home {
 		if p.holders(svc)[0] == to {
 			continue
@@ -794,4 +801,84 @@ func TestFourServices(t *testing.T) {
 	}
 	p.waitPlaced("all four services on b after a died", want, "b")
 	p.checkDual()
+}
+
+// `vigil maintenance on` while one service's node manager is not running
+// (here it cannot start: its state file is damaged, so it exits at once and
+// is restarted with backoff) reaches it at its next start: the supervisor
+// writes its maintenance.state, and once the file is mended the node
+// manager comes up in maintenance for its service, as the node's running
+// one is, and the other nodes see it so. Without that it came back
+// eligible for its service while the node's others had been moved off.
+func TestMaintenanceReachesANodeManagerNotRunning(t *testing.T) {
+	p := newActivePair(t)
+	p.waitSettled()
+	b := p.nodes["b"]
+	state := filepath.Join(b.dir, "state", "service-data", "node.state")
+	good, err := os.ReadFile(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(state, []byte("{}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(nmPid(t, b, "nodemanager-data"), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	b.waitFor("data's node manager on b failing at start (its state file refused)", 20*time.Second, func() bool {
+		for _, c := range b.status().ControlPlane {
+			if c.Name == "nodemanager-data" {
+				return c.LastExit != nil && c.LastExit.Signal == "" && c.LastExit.Code != 0
+			}
+		}
+		return false
+	})
+	if log := b.log.String(); !strings.Contains(log, "node.state") {
+		t.Fatalf("data's node manager on b did not say why it stopped:\n%s", log)
+	}
+	// It lives a few milliseconds every backoff (up to 2 s); a command
+	// that met it alive fails as for any process that exits under it,
+	// and is repeated, as an operator would.
+	var out string
+	code := -1
+	for try := 0; try < 3 && code != 0; try++ {
+		out, code = b.vigil("maintenance", "--socket", b.socket, "on")
+	}
+	if code != 0 {
+		t.Fatalf("maintenance on b with data's node manager not running: exit %d: %s", code, out)
+	}
+	if log := b.log.String(); !strings.Contains(log, "for a node manager that is not running") {
+		t.Errorf("b's supervisor did not say it kept maintenance for data's node manager:\n%s", log)
+	}
+	if err := os.WriteFile(state, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b.waitFor("data's node manager on b started again, in maintenance, as voice's", 30*time.Second, func() bool {
+		st := b.status()
+		r0, r1 := st.Report(0), st.Report(1)
+		return r0 != nil && r1 != nil && r0.Maintenance && r1.Maintenance && r1.Active != "" && r1.Active != "b"
+	})
+	p.nodes["a"].waitFor("a sees b in maintenance for data", 10*time.Second, func() bool {
+		r := p.nodes["a"].status().Report(1)
+		if r == nil {
+			return false
+		}
+		for _, peer := range r.Peers {
+			if peer.ID == "b" {
+				return peer.Maintenance
+			}
+		}
+		return false
+	})
+	if hs := p.holders("data"); len(hs) != 1 || hs[0] != "a" {
+		t.Errorf("data held by %v with b in maintenance, want a", hs)
+	}
+	if out, code := b.vigil("maintenance", "--socket", b.socket, "off"); code != 0 {
+		t.Fatalf("maintenance off b: exit %d: %s", code, out)
+	}
+	b.waitFor("b out of maintenance for both", 10*time.Second, func() bool {
+		st := b.status()
+		r0, r1 := st.Report(0), st.Report(1)
+		return r0 != nil && r1 != nil && !r0.Maintenance && !r1.Maintenance
+	})
 }
