@@ -2,7 +2,8 @@
 // two nodes and a witness, each a `vigil supervise` with the product's
 // control plane (realtime on: SCHED_RR, mlockall), in one network namespace
 // of their own on its loopback. Per process (each host's supervisor,
-// locator and node manager) it prints the resident memory at idle and after
+// locator and node manager) it prints the resident memory at idle (VmRSS,
+// and uss: the pages only that process maps) and after
 // a soak of token traffic, the CPU it used at idle (schedstat run time of
 // all its threads over repeated windows: median, p99, count), and, with
 // -memory, its major page faults while the memory neighbour of
@@ -171,6 +172,7 @@ type proc struct {
 	pid        int
 	cpu        []float64 // % of a CPU per window
 	rss        []float64 // MiB, at each window's end
+	uss        []float64 // MiB of pages no other process maps (private), at each window's end
 	restarts   int       // windows lost to a restart of the process
 	// memRestarts: restarts during the memory neighbour (the faults of
 	// the process that died are not counted); soakRestarts: during the
@@ -305,6 +307,8 @@ func measureIn(ctx context.Context, bin, timing, tag string, cl cluster, rtBudge
 			p.cpu = append(p.cpu, 100*float64(r-start[p])/float64(el.Nanoseconds()))
 			rss, _ := vmRSSKiB(p.pid)
 			p.rss = append(p.rss, float64(rss)/1024)
+			uss, _ := privateKiB(p.pid)
+			p.uss = append(p.uss, float64(uss)/1024)
 		}
 	}
 	rssSoak := map[*proc]float64{}
@@ -363,8 +367,10 @@ func measureIn(ctx context.Context, bin, timing, tag string, cl cluster, rtBudge
 		slices.Sort(cs)
 		rs := slices.Clone(p.rss)
 		slices.Sort(rs)
-		line := fmt.Sprintf("bench=controlplane timing=%s host=%s role=%s proc=%s sched=%s rss_idle_mib=%.1f cpu_pct_p50=%.3f cpu_pct_p99=%.3f windows=%d restarts=%d window_s=%.0f",
-			timing, p.host, roles[p.host], p.name, schedOf(p.pid), quantile.Nearest(rs, .5), quantile.Nearest(cs, .5), quantile.Nearest(cs, .99), len(cs), p.restarts, win.Seconds())
+		us := slices.Clone(p.uss)
+		slices.Sort(us)
+		line := fmt.Sprintf("bench=controlplane timing=%s host=%s role=%s proc=%s sched=%s rss_idle_mib=%.1f uss_idle_mib=%.1f cpu_pct_p50=%.3f cpu_pct_p99=%.3f windows=%d restarts=%d window_s=%.0f",
+			timing, p.host, roles[p.host], p.name, schedOf(p.pid), quantile.Nearest(rs, .5), quantile.Nearest(us, .5), quantile.Nearest(cs, .5), quantile.Nearest(cs, .99), len(cs), p.restarts, win.Seconds())
 		if soak > 0 {
 			line += fmt.Sprintf(" rss_soak_mib=%.1f restarts_soak=%d soak_s=%.0f", rssSoak[p], p.soakRestarts, soak.Seconds())
 		}
@@ -786,6 +792,39 @@ func vmstat() (majflt, scanned int64) {
 		}
 	}
 	return majflt, scanned
+}
+
+// privateKiB is the memory only pid maps (Private_Clean + Private_Dirty of
+// /proc/PID/smaps_rollup): what the host gets back when it exits. VmRSS
+// also counts the binary's pages, which every vigil process shares (and
+// mlockall makes resident in each).
+func privateKiB(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return 0, err
+	}
+	var sum int64
+	n := 0
+	for _, l := range strings.Split(string(b), "\n") {
+		for _, key := range []string{"Private_Clean:", "Private_Dirty:"} {
+			if v, ok := strings.CutPrefix(l, key); ok {
+				f := strings.Fields(v)
+				if len(f) == 0 {
+					continue
+				}
+				k, err := strconv.ParseInt(f[0], 10, 64)
+				if err != nil {
+					return 0, fmt.Errorf("smaps_rollup of %d: %q: %w", pid, l, err)
+				}
+				sum += k
+				n++
+			}
+		}
+	}
+	if n != 2 {
+		return 0, fmt.Errorf("no Private_Clean and Private_Dirty for %d", pid)
+	}
+	return sum, nil
 }
 
 func vmRSSKiB(pid int) (int64, error) {
