@@ -38,7 +38,9 @@ func docOf(name string) cmdDoc {
 	case "switchover":
 		return cmdDoc{args: "[SERVICE]", more: "SERVICE names the service to move (vigil status, SERVICE): optional with one service,\n" +
 			"required with several, each of which has an active node of its own. A service with a failback\n" +
-			"moves back to a more preferred node once that one has been fit for the failback time."}
+			"moves back to a more preferred node once that one has been fit for the failback time.\n" +
+			"--preferred moves each service (SERVICE, or every one) to its most preferred fit node\n" +
+			"(healthy, out of maintenance, in the ring) where it is not already: after a cold start."}
 	case "maintenance":
 		return cmdDoc{args: "on|off", words: []string{"on", "off"}, more: "The setting is kept across restarts (runtime.state_dir)."}
 	case "check":

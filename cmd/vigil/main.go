@@ -28,7 +28,7 @@ func commands() []command {
 		{"status", "show this host's view of the cluster and its processes", runStatus},
 		{"restart", "restart a supervised process (clears FATAL)", runRestart},
 		{"reload", "re-read the configuration file and wait for the result (systemd ExecReload)", runReload},
-		{"switchover", "move the active role (the service) to another node and wait for it (--to NODE, --wait D)", runSwitchover},
+		{"switchover", "move the active role (the service) to another node and wait for it (--to NODE or --preferred, --wait D)", runSwitchover},
 		{"maintenance", "on: this node refuses the active role; off: accepts it", runMaintenance},
 		{"locator", "run this host's service locator (started by supervise)", runLocator},
 		{"nodemanager", "run this host's node manager (started by supervise)", runNodeManager},

@@ -89,6 +89,8 @@ func TestSwitchoverArguments(t *testing.T) {
 		{[]string{"voice", "--to", "b", "data"}, exitUsage, `unexpected argument "data"`},
 		{[]string{"voice", "--wait", "-1s"}, exitUsage, "--wait -1s: want 0"},
 		{[]string{"voice", "--to"}, exitUsage, "flag needs an argument"},
+		{[]string{"--preferred", "--to", "b"}, exitUsage, "--preferred and --to b: the one picks the node, the other names it"},
+		{[]string{"nosuch", "--preferred"}, exitUsage, `no service "nosuch" in this cluster (it has: voice, data)`},
 	} {
 		var out, errb bytes.Buffer
 		code := dispatch(append([]string{"switchover", "--socket", sock}, tc.args...), &out, &errb)
@@ -122,5 +124,67 @@ func TestWordsBetweenFlags(t *testing.T) {
 		if code != tc.code || !strings.Contains(errb.String(), tc.want) {
 			t.Errorf("%q: exit %d, stderr %q; want %d and %q", tc.args, code, errb.String(), tc.code, tc.want)
 		}
+	}
+}
+
+// --preferred picks, for each service, the first node of its preference
+// that its node manager here sees healthy, out of maintenance and in the
+// ring; and says why there is none.
+func TestPreferredTarget(t *testing.T) {
+	peers := func(js string) *ctlmsg.NodeManagerReport {
+		return fromJSON[ctlmsg.NodeManagerReport](`{"self":"a","role":"active","epoch":7,"active":"a","peers":` + js + `}`)
+	}
+	all := `[{"id":"a","healthy":true,"in_ring":true},{"id":"b","healthy":true,"in_ring":true},{"id":"c","healthy":true,"in_ring":true}]`
+	for _, tc := range []struct {
+		name    string
+		prefer  []string
+		holder  string
+		r       *ctlmsg.NodeManagerReport
+		to, why string
+	}{
+		{"the first, fit", []string{"b", "a", "c"}, "a", peers(all), "b", ""},
+		{"already there", []string{"a", "b", "c"}, "a", peers(all), "a", ""},
+		{"first unhealthy", []string{"b", "c", "a"}, "a", peers(`[{"id":"a","healthy":true,"in_ring":true},{"id":"b","healthy":false,"in_ring":true},{"id":"c","healthy":true,"in_ring":true}]`), "c", ""},
+		{"first in maintenance", []string{"b", "a"}, "c", peers(`[{"id":"a","healthy":true,"in_ring":true},{"id":"b","healthy":true,"maintenance":true,"in_ring":true}]`), "a", ""},
+		{"first out of the ring", []string{"b", "a"}, "a", peers(`[{"id":"a","healthy":true,"in_ring":true},{"id":"b","healthy":true,"in_ring":false}]`), "a", ""},
+		// The token never marks its own node in the ring: its node manager runs.
+		{"this node, fit", []string{"a", "b"}, "b", peers(`[{"id":"a","healthy":true,"in_ring":false},{"id":"b","healthy":true,"in_ring":true}]`), "a", ""},
+		{"this node, unhealthy", []string{"a", "b"}, "b", peers(`[{"id":"a","healthy":false,"in_ring":false},{"id":"b","healthy":true,"in_ring":true}]`), "b", ""},
+		{"none fit", []string{"b", "c"}, "a", peers(`[{"id":"a","healthy":true,"in_ring":true}]`), "", "no node of its preference (b > c) is healthy"},
+		{"no holder", []string{"a", "b"}, "", peers(all), "", "no node holds it now"},
+		{"no report", []string{"a", "b"}, "a", nil, "", "no report from this host's node manager"},
+	} {
+		to, why := preferredTarget(supervisor.ServiceStatus{Name: "s", Prefer: tc.prefer, Holder: tc.holder}, tc.r)
+		if to != tc.to || !strings.Contains(why, tc.why) || (tc.why == "") != (why == "") {
+			t.Errorf("%s: %q, %q; want %q, %q", tc.name, to, why, tc.to, tc.why)
+		}
+	}
+}
+
+// `vigil switchover --preferred` leaves a service that is home, asks for
+// the move of one that is not (the fake daemon refuses every command, which
+// shows the request went out), and fails for the one it could not move.
+func TestSwitchoverPreferred(t *testing.T) {
+	st := healthyStatus()
+	nm := fromJSON[ctlmsg.NodeManagerReport](`{"self":"a","role":"active","epoch":7,"active":"a","healthy":true,
+		"peers":[{"id":"a","healthy":true,"in_ring":true},{"id":"b","healthy":true,"in_ring":true}]}`)
+	st.NodeManager = nm
+	data := *nm
+	st.Services = []supervisor.ServiceStatus{
+		{Name: "voice", Prefer: []string{"a", "b"}, Holder: "a"},
+		{Name: "data", Prefer: []string{"b", "a"}, Holder: "a", NodeManager: &data},
+	}
+	sock := fakeDaemon(t, func() *supervisor.Status { return st })
+	var out, errb bytes.Buffer
+	code := dispatch([]string{"switchover", "--socket", sock, "--preferred"}, &out, &errb)
+	if code != exitFailure || !strings.Contains(out.String(), "voice: on a, its most preferred fit node") ||
+		!strings.Contains(out.String(), "data: from a to b") || !strings.Contains(errb.String(), "unknown command") {
+		t.Errorf("exit %d, stdout %q, stderr %q; want 1, voice left, data asked to move to b", code, out.String(), errb.String())
+	}
+	out.Reset()
+	errb.Reset()
+	code = dispatch([]string{"switchover", "voice", "--socket", sock, "--preferred"}, &out, &errb)
+	if code != exitOK || strings.Contains(out.String(), "data") {
+		t.Errorf("voice alone: exit %d, stdout %q, stderr %q; want 0 and nothing of data", code, out.String(), errb.String())
 	}
 }

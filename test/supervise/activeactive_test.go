@@ -10,12 +10,14 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/internal/netnstest"
 )
 
@@ -280,6 +282,26 @@ func (p *activePair) switchover(host, svc, to string) {
 	}
 }
 
+// switchoverPreferred runs `vigil switchover --preferred` on host and
+// returns its output, trying again as switchover does.
+func (p *activePair) switchoverPreferred(host string) string {
+	p.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	all := ""
+	for {
+		out, code := p.nodes[host].vigil("switchover", "--preferred", "--socket", p.nodes[host].socket)
+		all += out
+		if code == 0 {
+			return all
+		}
+		if time.Now().After(deadline) || !strings.Contains(out, "no healthy standby") && !strings.Contains(out, "try again") {
+			p.t.Fatalf("switchover --preferred on %s: exit %d: %s", host, code, out)
+		}
+		p.t.Logf("switchover --preferred: %s; trying again", strings.TrimSpace(out))
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // ranPastLease returns how late the node manager of svc said it ran, in
 // log (event=timing_margin), when that was past its lease: a node manager
 // that stalls that long loses the lease by design, whatever else happens.
@@ -365,13 +387,34 @@ func TestActiveActivePair(t *testing.T) {
 	// Whoever came up first holds both (no failback): an operator places
 	// them with a switchover each.
 	p.waitSettled()
-	for svc, to := range home {
-		if p.holders(svc)[0] == to {
-			continue
+	// `vigil switchover --preferred` moves the one not on its most
+	// preferred node, and leaves the other; run again, it moves nothing.
+	// It decides from a's reports, which may be a second old: wait until
+	// they show both nodes fit for both services.
+	p.nodes["a"].waitFor("a's node managers report b healthy and in the ring", 10*time.Second, func() bool {
+		st := p.nodes["a"].status()
+		for i := range 2 {
+			r := st.Report(i)
+			if r == nil || !slices.ContainsFunc(r.Peers, func(pe ctlmsg.PeerState) bool { return pe.ID == "b" && pe.Healthy && pe.InRing }) {
+				return false
+			}
 		}
-		p.switchover("a", svc, to)
-	}
+		return true
+	})
+	out := p.switchoverPreferred("a")
 	p.waitPlaced("voice on a and data on b", home, "a")
+	if !strings.Contains(out, "voice: ") || !strings.Contains(out, "data: ") || !strings.Contains(out, "from ") {
+		t.Errorf("switchover --preferred on a: %s; want a line for voice and data, one of them moved", out)
+	}
+	p.nodes["b"].waitFor("b's node managers report voice on a and data held here", 10*time.Second, func() bool {
+		st := p.nodes["b"].status()
+		r0, r1 := st.Report(0), st.Report(1)
+		return r0 != nil && r1 != nil && r0.Active == "a" && r1.Role == "active"
+	})
+	if out, code := p.nodes["b"].vigil("switchover", "--preferred", "--socket", p.nodes["b"].socket); code != 0 ||
+		!strings.Contains(out, "voice: on a, its most preferred fit node") || !strings.Contains(out, "data: on b, its most preferred fit node") {
+		t.Errorf("switchover --preferred on b with both home: exit %d: %s; want both left", code, out)
+	}
 
 	st := p.nodes["b"].status()
 	if len(st.Services) != 2 || st.Services[0].Name != "voice" || st.Services[1].Name != "data" {
@@ -476,7 +519,6 @@ func TestActiveActivePair(t *testing.T) {
 		}
 	}
 	inc0 := []uint64{before.LocatorReport(0).Incarnation, before.LocatorReport(1).Incarnation}
-	epochs0 := []uint64{p.nodes["a"].status().Report(0).Epoch, before.Report(1).Epoch}
 	if locPID <= 0 {
 		t.Fatal("no locator on b")
 	}
@@ -498,8 +540,10 @@ func TestActiveActivePair(t *testing.T) {
 	if n := dataStays(); n > 0 {
 		t.Errorf("data's address was not on b alone in %d samples while b's locator restarted", n)
 	}
-	if e := []uint64{p.nodes["a"].status().Report(0).Epoch, p.nodes["b"].status().Report(1).Epoch}; e[0] != epochs0[0] || e[1] != epochs0[1] {
-		t.Errorf("b's locator restart changed the epochs (voice, data) %v -> %v", epochs0, e)
+	// (Not the epochs: a token regenerated meanwhile starts a new one
+	// on the same holder, and CI saw that once here.)
+	if !p.placed(home) {
+		t.Errorf("after b's locator restart: voice on %v, data on %v", p.holders("voice"), p.holders("data"))
 	}
 
 	// a dies: voice moves to b; data, on b, does not move.
