@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vigil-project/vigil/config"
 	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/supervisor"
 	"github.com/vigil-project/vigil/supervisor/client"
@@ -104,7 +105,7 @@ func movePreferred(socket, service string, wait time.Duration, stdout, stderr io
 		return exitFailure
 	}
 	st := resp.Status
-	if st == nil || len(st.Services) == 0 {
+	if st == nil || len(st.Services) == 0 || st.Role == string(config.RoleWitness) {
 		fmt.Fprintln(stderr, "vigil switchover: this host runs no node manager (a witness): run it on a node")
 		return exitUsage
 	}

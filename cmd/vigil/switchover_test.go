@@ -187,4 +187,12 @@ func TestSwitchoverPreferred(t *testing.T) {
 	if code != exitOK || strings.Contains(out.String(), "data") {
 		t.Errorf("voice alone: exit %d, stdout %q, stderr %q; want 0 and nothing of data", code, out.String(), errb.String())
 	}
+	// A witness lists the services by name but runs no node manager.
+	st.Role, st.NodeManager, st.Services[1].NodeManager = "witness", nil, nil
+	out.Reset()
+	errb.Reset()
+	code = dispatch([]string{"switchover", "--socket", sock, "--preferred"}, &out, &errb)
+	if code != exitUsage || !strings.Contains(errb.String(), "a witness") {
+		t.Errorf("on a witness: exit %d, stderr %q; want 2 and to run it on a node", code, errb.String())
+	}
 }
