@@ -262,42 +262,38 @@ func (p *activePair) waitPlaced(what string, want map[string]string, reporter st
 // not yet shown to fit (it just came back, or just got healthy).
 func (p *activePair) switchover(host, svc, to string) {
 	p.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		out, code := p.nodes[host].vigil("switchover", svc, "--to", to, "--socket", p.nodes[host].socket)
-		if code == 0 {
-			return
-		}
-		// The CLI's own advice when the role is on the old active in a
-		// newer epoch. Seen once in CI on the just-formed cluster: the
-		// active had regenerated the token 12 ms before the request and
-		// refused it as made in the epoch before. The node manager now
-		// sends such a request again (protocol: forwardAgain); a target
-		// that just started can still miss a handover.
-		if time.Now().After(deadline) || !strings.Contains(out, "no healthy standby") && !strings.Contains(out, "try again") {
-			p.t.Fatalf("switchover %s --to %s on %s: exit %d: %s", svc, to, host, code, out)
-		}
-		p.t.Logf("switchover %s --to %s: %s; trying again", svc, to, strings.TrimSpace(out))
-		time.Sleep(100 * time.Millisecond)
-	}
+	p.vigilUntilDone(host, "switchover", svc, "--to", to)
 }
 
 // switchoverPreferred runs `vigil switchover --preferred` on host and
 // returns its output, trying again as switchover does.
 func (p *activePair) switchoverPreferred(host string) string {
 	p.t.Helper()
+	return p.vigilUntilDone(host, "switchover", "--preferred")
+}
+
+// vigilUntilDone runs a switchover command on host until it succeeds, for
+// up to 20 s, and returns the output of every try. It tries again only
+// on the CLI's own advice when the role is on the old active in a newer
+// epoch. Seen once in CI on the just-formed cluster: the active had
+// regenerated the token 12 ms before the request and refused it as made
+// in the epoch before. The node manager now sends such a request again
+// (protocol: forwardAgain); a target that just started can still miss a
+// handover.
+func (p *activePair) vigilUntilDone(host string, args ...string) string {
+	p.t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	all := ""
 	for {
-		out, code := p.nodes[host].vigil("switchover", "--preferred", "--socket", p.nodes[host].socket)
+		out, code := p.nodes[host].vigil(append(args, "--socket", p.nodes[host].socket)...)
 		all += out
 		if code == 0 {
 			return all
 		}
 		if time.Now().After(deadline) || !strings.Contains(out, "no healthy standby") && !strings.Contains(out, "try again") {
-			p.t.Fatalf("switchover --preferred on %s: exit %d: %s", host, code, out)
+			p.t.Fatalf("%s on %s: exit %d: %s", strings.Join(args, " "), host, code, out)
 		}
-		p.t.Logf("switchover --preferred: %s; trying again", strings.TrimSpace(out))
+		p.t.Logf("%s: %s; trying again", strings.Join(args, " "), strings.TrimSpace(out))
 		time.Sleep(100 * time.Millisecond)
 	}
 }
