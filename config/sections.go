@@ -808,7 +808,6 @@ func (p *parser) crossCheck(c *Config, mk *marks) {
 		p.portRule(mk, c.ServiceCount())
 		p.vipRule(mk)
 	}
-	p.rtBudgetRule(c, mk)
 	if mk.timing.get("token_timeout") == nil {
 		// Left at its default: long enough for the ring (protocol.
 		// DefaultTokenTimeoutFor; the same on every host, which has the
@@ -995,35 +994,6 @@ func (p *parser) portRule(mk *marks, services int) {
 		taken = append(taken, mine...)
 	}
 }
-
-// rtBudgetRule: the host's locator and, on a node, each service's node
-// manager run in a realtime group of their own, and the kernel gives all
-// realtime groups together 950 ms per second (cgroup v1 with
-// RT_GROUP_SCHED): with several services the default budget is shared out,
-// and a larger one set in the file is refused, since the last groups would
-// run without SCHED_RR.
-func (p *parser) rtBudgetRule(c *Config, mk *marks) {
-	groups := 1 // the locator, for every service
-	if c.Cluster.Role == RoleNode {
-		groups += c.ServiceCount()
-	}
-	if groups <= 2 {
-		return
-	}
-	most := (rtKernelBudget / time.Duration(groups)).Truncate(time.Millisecond)
-	if mk.rtBudgetVal == nil {
-		c.Control.RTBudget = min(c.Control.RTBudget, most)
-		return
-	}
-	if c.Control.RTBudget > most {
-		p.errAt(mk.rtBudgetVal, "control.rt_budget", "%v for each of this host's %d realtime groups (the locator, and a node manager per service) is more than the kernel's %v a second for all: at most %v",
-			c.Control.RTBudget, groups, rtKernelBudget, most)
-	}
-}
-
-// rtKernelBudget is what the kernel gives all realtime groups together
-// per second (sched_rt_runtime_us, 950 ms by default).
-const rtKernelBudget = 950 * time.Millisecond
 
 // vipRule: a floating IP is no host's own address.
 func (p *parser) vipRule(mk *marks) {

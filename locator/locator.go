@@ -32,34 +32,40 @@ const StateFile = "locator.state"
 // replay windows (docs/protocol.md, "Several services"). Only the process,
 // its loop and its report channel are shared.
 type served struct {
+	slot int // its service: the index in the file's services
 	d    *driver
 	tr   *transport.Transport
 	pcfg protocol.Config
 	log  *slog.Logger
 }
 
-// Run serves every service of cfg (the whole file's configuration) until
-// ctx ends or the supervisor's channel closes.
-func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+// Run serves the services in slots (indexes into cfg.Services, the whole
+// file's configuration: every one, unless an older supervisor runs a
+// process per service) until ctx ends or the supervisor's channel closes.
+func Run(ctx context.Context, cfg *config.Config, slots []int, log *slog.Logger) error {
 	key, err := config.ReadKeyFile(cfg.Cluster.KeyFile)
 	if err != nil {
 		return err
 	}
 	rt := realtime.ApplyAndLog(realtime.Settings{Realtime: cfg.Control.Realtime}, log)
 	clk := clock.Real{}
-	n := cfg.ServiceCount()
+	n := len(slots)
 	svcs := make([]*served, 0, n)
+	// bySlot finds a datagram's service by the slot its port stamps on it.
+	bySlot := make([]*served, cfg.ServiceCount())
 	defer func() {
 		for _, s := range svcs {
 			s.tr.Close()
 		}
 	}()
-	for slot := range n {
+	for _, slot := range slots {
 		s, err := open(cfg, slot, key, clk, log)
 		if err != nil {
 			return err
 		}
+		s.slot = slot
 		svcs = append(svcs, s)
+		bySlot[slot] = s
 	}
 	sup, err := ipc.FromEnv()
 	if err != nil && !errors.Is(err, ipc.ErrNoChannel) {
@@ -112,8 +118,8 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		rt.Refresh() // the supervisor may have made us SCHED_RR since start
 		ws := watch.Snapshot()
 		h := ws.Histogram.JSON()
-		for slot, s := range svcs {
-			r := s.report(slot)
+		for _, s := range svcs {
+			r := s.report(s.slot)
 			r.Realtime = rt
 			r.Degraded, r.SchedLateEpisodes, r.SchedMaxLateMS = ws.Degraded, ws.Episodes, float64(ws.MaxLate)/1e6
 			r.SchedLate = &h
@@ -138,8 +144,8 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			log.Info("locator stopped", "event", "locator_stop")
 			return nil
 		case m := <-in:
-			if m.Slot >= 0 && m.Slot < len(svcs) {
-				svcs[m.Slot].d.onInbound(m)
+			if m.Slot >= 0 && m.Slot < len(bySlot) && bySlot[m.Slot] != nil {
+				bySlot[m.Slot].d.onInbound(m)
 			}
 		case <-tick.C():
 			for _, s := range svcs {

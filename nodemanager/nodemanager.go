@@ -95,6 +95,7 @@ type manager struct {
 	cfg   *config.Config
 	pcfg  protocol.Config
 	log   *slog.Logger
+	slot  int         // the service its reports name (ctlmsg.BeatFields.Slot)
 	clk   clock.Clock // every timing decision: the lease's clock, tickers, timers
 	node  *protocol.Node
 	tr    transport.Endpoint
@@ -197,25 +198,147 @@ type manager struct {
 	slowPasses uint64
 }
 
-// Run serves until ctx ends or the supervisor's channel closes.
-func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+// Run serves the services in slots (indexes into cfg.Services; every
+// service of the node, in one process, unless an older supervisor runs a
+// process per service) until ctx ends or the supervisor's channel closes.
+// Each service has a manager of its own: its protocol node, port, state
+// file, floating IPs, kernel lease, hooks and loop, exactly as when each
+// had a process. They share the process, its realtime settings, its
+// scheduling watch and its channel to the supervisor, which files each
+// report by its slot and names the slot of each message it sends. A
+// service that cannot start (its state file refused, its port taken) ends
+// the process: the supervisor restarts it, and every service of the node
+// is a standby again until then (docs/protocol.md, "One node manager
+// process").
+func Run(ctx context.Context, cfg *config.Config, slots []int, log *slog.Logger) error {
 	key, err := config.ReadKeyFile(cfg.Cluster.KeyFile)
 	if err != nil {
 		return err
 	}
-	rt := realtime.ApplyAndLog(realtime.Settings{Realtime: cfg.Control.Realtime}, log)
-	clk := clock.Real{}
-	host := &netlinkHost{cfg: cfg, log: log, clk: clk}
-	hs := &holds{log: log}
-	if os.Getenv(ipc.EnvFD) != "" {
-		host.keepOpen = hs.keep // a supervisor to hold them
+	sh := &shared{cfg: cfg, key: key, clk: clock.Real{}, log: log, bySlot: len(slots) > 1 || (len(slots) == 1 && slots[0] != 0)}
+	if len(slots) == 1 && os.Getenv(ctlmsg.EnvAllServices) == "" && os.Getenv(ipc.EnvFD) != "" {
+		// A supervisor that runs a process per service files reports by
+		// process, and reads no slot in a beat frame.
+		sh.bySlot = false
 	}
-	m, err := newManager(cfg, log, clk, host)
+	sh.rt = realtime.ApplyAndLog(realtime.Settings{Realtime: cfg.Control.Realtime}, log)
+	sh.holds = &holds{log: log}
+	if sh.sup, err = ipc.FromEnv(); err != nil && !errors.Is(err, ipc.ErrNoChannel) {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	inbox := make(map[int]chan *ctlmsg.Msg, len(slots))
+	for _, slot := range slots {
+		inbox[slot] = make(chan *ctlmsg.Msg, 16)
+	}
+	if sh.sup != nil {
+		defer sh.sup.Close()
+		go sh.readSupervisor(cancel, inbox)
+	}
+	sh.running = make([]atomic.Pointer[manager], cfg.ServiceCount())
+	if sh.watch, err = schedwatch.New(schedwatch.Config{Threshold: cfg.Control.SchedDelayWarn, Logger: log, Each: sh.watchPasses}); err != nil {
+		return err
+	}
+	go func() { _ = sh.watch.Run(ctx) }()
+	errs := make(chan error, len(slots))
+	for _, slot := range slots {
+		go func() { errs <- sh.runService(ctx, slot, inbox[slot]) }()
+	}
+	// The first error ends every service: each hands over what it holds
+	// (an orderly stop), and the process exits.
+	var first error
+	for range slots {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+			cancel()
+		}
+	}
+	return first
+}
+
+// shared is what the services' managers of one process share.
+type shared struct {
+	cfg   *config.Config
+	key   []byte
+	clk   clock.Clock
+	log   *slog.Logger // the process's; each manager's names its service
+	rt    realtime.Report
+	sup   *ipc.Conn
+	holds *holds
+	watch *schedwatch.Monitor
+	// bySlot: the supervisor files reports by slot (ctlmsg.EnvAllServices),
+	// so each carries its service's.
+	bySlot bool
+	// running is each slot's manager once it runs its loop, for the
+	// scheduling watch's stuck-pass check.
+	running []atomic.Pointer[manager]
+}
+
+// readSupervisor hands each message of the supervisor to the service it
+// names (ctlmsg.Msg.Slot). The channel closing means the supervisor is
+// gone: a control plane never runs unsupervised.
+func (sh *shared) readSupervisor(cancel context.CancelFunc, inbox map[int]chan *ctlmsg.Msg) {
+	for {
+		msg, err := sh.sup.Recv()
+		if err != nil {
+			sh.log.Warn("supervisor channel closed; exiting", "event", "supervisor_gone")
+			cancel()
+			return
+		}
+		ch, ok := inbox[msg.Slot]
+		if !ok {
+			err := fmt.Errorf("this node manager does not run service %d", msg.Slot)
+			sh.log.Warn("message for a service this node manager does not run", "event", "ipc_error", "type", msg.Type, "err", err)
+			if msg.Type == ctlmsg.TypeCommand || msg.Type == ctlmsg.TypeConfig {
+				_ = sh.sup.Send(ctlmsg.Reply(msg.ID, err), time.Second)
+			}
+			continue
+		}
+		ch <- msg
+	}
+}
+
+// watchPasses is the scheduling watch's check of every running manager's
+// loop (manager.watchPass).
+func (sh *shared) watchPasses() {
+	for i := range sh.running {
+		if m := sh.running[i].Load(); m != nil {
+			m.watchPass()
+		}
+	}
+}
+
+// runService runs the manager of the service in slot until ctx ends; sup
+// is its share of the supervisor's messages.
+func (sh *shared) runService(ctx context.Context, slot int, sup <-chan *ctlmsg.Msg) error {
+	cfg, err := sh.cfg.ForService(slot)
+	if err != nil {
+		return err
+	}
+	log := sh.log
+	if sh.cfg.ServiceCount() > 1 {
+		// Every service's lines name it, the first's too, so that
+		// journalctl SERVICE=NAME finds all of one service.
+		log = log.With("service", cfg.Services[0].Name)
+	}
+	host := &netlinkHost{cfg: cfg, log: log, clk: sh.clk}
+	if os.Getenv(ipc.EnvFD) != "" {
+		prefix := ""
+		if slot > 0 {
+			prefix = "service " + strconv.Itoa(slot) + " "
+		}
+		host.keepOpen = func(key string, fds []int) { sh.holds.keep(prefix+key, fds) } // a supervisor to hold them
+	}
+	m, err := newManager(cfg, log, sh.clk, host)
 	defer m.closeFloat()
 	if err != nil {
 		return err
 	}
-	m.rt, m.holds = rt, hs
+	m.rt, m.holds, m.sup, m.watch = sh.rt, sh.holds, sh.sup, sh.watch
+	if sh.bySlot {
+		m.slot = slot
+	}
 
 	owner := statefile.Owner{Kind: "node", Cluster: cfg.Cluster.Name, ID: cfg.Cluster.Node}
 	m.state = &statefile.Writer{Path: m.statePath, Owner: owner, What: "node state", Log: log}
@@ -223,32 +346,16 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if m.sup, err = ipc.FromEnv(); err != nil && !errors.Is(err, ipc.ErrNoChannel) {
-		return err
+	hooksSlot := slot
+	if !sh.bySlot {
+		hooksSlot = 0 // a supervisor that runs a process per service names its one group
 	}
-	if m.hooks.cgroup, err = execshim.HooksCgroupFromEnv(); err != nil {
+	if m.hooks.cgroup, err = execshim.HooksCgroupFromEnv(hooksSlot); err != nil {
 		log.Warn("hooks run in the node manager's cgroup, charged to the control plane", "event", "hooks_cgroup_error", "err", err)
 	} else if m.hooks.cgroup == nil && m.sup != nil {
 		log.Warn("hooks run in the node manager's cgroup, charged to the control plane: the supervisor has no hooks cgroup (see its log)", "event", "hooks_cgroup_error")
 	} else if m.hooks.cgroup != nil {
 		log.Info("hooks run in their own cgroup", "event", "hooks_cgroup", "dirs", m.hooks.cgroup)
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	supMsgs := make(chan *ctlmsg.Msg, 16)
-	if m.sup != nil {
-		defer m.sup.Close()
-		go func() {
-			for {
-				msg, err := m.sup.Recv()
-				if err != nil {
-					log.Warn("supervisor channel closed; exiting", "event", "supervisor_gone")
-					cancel()
-					return
-				}
-				supMsgs <- msg
-			}
-		}()
 	}
 
 	// A node manager that starts again after a crash must not race the
@@ -260,11 +367,11 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	// of a second.
 	holdoff := m.pcfg.Lease + m.pcfg.DriftMargin
 	log.Info("node manager waiting one lease before joining", "event", "holdoff", "ms", holdoff.Milliseconds())
-	early, ok := m.holdOff(ctx, holdoff, supMsgs)
+	early, ok := m.holdOff(ctx, holdoff, sup)
 	if !ok {
 		return nil
 	}
-	tr, err := transport.Open(cfg, m.pcfg, key, false, log)
+	tr, err := transport.Open(cfg, m.pcfg, sh.key, false, log)
 	if err != nil {
 		return err
 	}
@@ -281,10 +388,6 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		m.startWatch()
 	}
 	go m.hooks.run(ctx)
-	if m.watch, err = schedwatch.New(schedwatch.Config{Threshold: cfg.Control.SchedDelayWarn, Logger: log, Each: m.watchPass}); err != nil {
-		return err
-	}
-	go func() { _ = m.watch.Run(ctx) }()
 	// The transport outlives ctx: an orderly stop hands the role over
 	// (shutdown) through the same socket, and only then is it closed.
 	trCtx, trStop := context.WithCancel(context.Background())
@@ -296,7 +399,9 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	for _, msg := range early {
 		m.onSupervisor(msg)
 	}
-	m.serve(ctx, in, supMsgs)
+	sh.running[slot].Store(m)
+	defer sh.running[slot].Store(nil)
+	m.serve(ctx, in, sup)
 	return nil
 }
 
@@ -709,6 +814,7 @@ func (m *manager) onSupervisor(msg *ctlmsg.Msg) {
 		if seen != nil {
 			reply = ctlmsg.SwitchoverReply(msg.ID, seen.Epoch, seen.Active, err)
 		}
+		reply.Slot = m.slot
 		if m.sup.TrySend(reply) != nil {
 			// The supervisor waits for this answer, so it reads soon;
 			// the loop does not wait for that.
@@ -1289,7 +1395,7 @@ func (m *manager) report(now time.Duration) {
 	}
 	st := m.node.Status()
 	bf := ctlmsg.BeatFields{
-		Self: st.Self, Role: st.Role.String(), Epoch: st.Epoch, Active: st.Active,
+		Slot: m.slot, Self: st.Self, Role: st.Role.String(), Epoch: st.Epoch, Active: st.Active,
 		LeaseMS:    m.pcfg.Lease.Milliseconds(),
 		LeaseValid: st.LeaseValid, HoldingToken: st.HoldingToken,
 		TokenAgeMS: st.TokenAge.Milliseconds(), RotationMS: float64(st.LastRotation) / 1e6,

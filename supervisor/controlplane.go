@@ -38,50 +38,37 @@ const (
 const sendTimeout = 50 * time.Millisecond
 
 // controlSpec is a control-plane process to run: its kind (ctlLocator,
-// ctlNodeManager) and the service it runs for (its slot).
+// ctlNodeManager), which is also its name.
 type controlSpec struct {
 	cfg  config.Process
 	kind string
-	slot int
-}
-
-// controlName is the name of the control-plane process of kind for the
-// service in slot: the kind alone for the first service, as before
-// services, "<kind>-<service>" for the others.
-func (s *Supervisor) controlName(kind string, slot int) string {
-	if slot == 0 || slot >= len(s.cfg.Services) {
-		return kind
-	}
-	return kind + "-" + s.cfg.Services[slot].Name
 }
 
 // controlProcesses are the built-in control-plane processes of this host:
-// the locator, which serves every service, and on a node a node manager for
-// each service.
+// the locator, and on a node the node manager. Each serves every service
+// of the host (ctlmsg.EnvAllServices).
 func (s *Supervisor) controlProcesses() []controlSpec {
 	specs := []controlSpec{{kind: ctlLocator}}
 	if s.cfg.Cluster.Role == config.RoleNode {
-		for slot := range s.cfg.ServiceCount() {
-			specs = append(specs, controlSpec{kind: ctlNodeManager, slot: slot})
-		}
+		specs = append(specs, controlSpec{kind: ctlNodeManager})
 	}
 	for i := range specs {
-		n, slot := specs[i].kind, specs[i].slot
-		env := ipc.Env()
-		if g := s.hooksGroup(slot); n == ctlNodeManager && g != nil {
-			if e, err := execshim.HooksCgroupEntry(g.HierarchyDirs()); err != nil {
-				s.log.Warn("hooks run in the node manager's cgroup", "event", "hooks_cgroup_error", "err", err)
+		n := specs[i].kind
+		env := append(ipc.Env(), ctlmsg.EnvAllServices+"=1")
+		for slot := range s.cfg.ServiceCount() {
+			g := s.hooksGroup(slot)
+			if n != ctlNodeManager || g == nil {
+				continue
+			}
+			if e, err := execshim.HooksCgroupEntry(slot, g.HierarchyDirs()); err != nil {
+				s.log.Warn("hooks run in the node manager's cgroup", "event", "hooks_cgroup_error", "group", s.hooksGroupName(slot), "err", err)
 			} else {
 				env = append(env, e)
 			}
 		}
-		cmd := []string{s.exe, n, "-c", s.opts.ConfigPath}
-		if slot > 0 {
-			cmd = append(cmd, "--service", s.cfg.Services[slot].Name)
-		}
 		specs[i].cfg = config.Process{
-			Name:        s.controlName(n, slot),
-			Command:     cmd,
+			Name:        n,
+			Command:     []string{s.exe, n, "-c", s.opts.ConfigPath},
 			Env:         env,
 			Dir:         "/",
 			Restart:     config.RestartAlways,
@@ -186,8 +173,7 @@ func (s *Supervisor) onChannel(p *proc, m *ctlmsg.Msg, files []*os.File) {
 		case ctlNodeManager:
 			var r *ctlmsg.NodeManagerReport
 			if r, err = m.NodeManagerReport(); err == nil {
-				// A beat moves the lease fields of the last full report.
-				p.nmReport = ctlmsg.MergeBeat(p.nmReport, r)
+				err = s.nodeManagerReport(p, r)
 			}
 		case ctlLocator:
 			var r *ctlmsg.LocatorReport
@@ -200,9 +186,15 @@ func (s *Supervisor) onChannel(p *proc, m *ctlmsg.Msg, files []*os.File) {
 		}
 		p.reportBad = err != nil
 		p.lastBeat = s.clock.Wall()
-		p.fault = nil // handled before the first report (pushFault)
-		if p.control == ctlNodeManager {
-			s.armFence(p, p.nmReport)
+		if p.control == ctlNodeManager && err != nil {
+			// Not its service's, but the process is alive: each service
+			// that reported before gets the wait its last report gives.
+			for slot := range p.nms {
+				if p.nms[slot].fenceAt != 0 {
+					p.nms[slot].lastBeat = p.lastBeat
+					s.armFence(p, slot)
+				}
+			}
 		}
 	case ctlmsg.TypeReply:
 		if ch, ok := s.pending[m.ID]; ok {
@@ -218,11 +210,52 @@ func (s *Supervisor) onChannel(p *proc, m *ctlmsg.Msg, files []*os.File) {
 	}
 }
 
-// pushHealth tells every node manager the node's health for its service
-// as the supervisor sees it: the service's applications up and passing
-// their checks.
+// nmService is what the supervisor keeps of one service's manager in the
+// node manager process, which runs every service of the node.
+type nmService struct {
+	// report is its last report (a beat merged into the last full one);
+	// nil until it reports after the process's start.
+	report   *ctlmsg.NodeManagerReport
+	lastBeat time.Time
+	// fenceAt is when it must have reported again (CLOCK_BOOTTIME); 0
+	// until its first report.
+	fenceAt time.Duration
+	// fault: the service's manager was fenced or died while it held the
+	// floating IPs; the next run is told at start, and runs
+	// hooks.on_fault for it.
+	fault *ctlmsg.Msg
+}
+
+// resetServices clears what a run of the node manager told of its
+// services, for the next run; the faults stay for it to be told.
+func (p *proc) resetServices(n int) {
+	nms := make([]nmService, n)
+	for i := range min(n, len(p.nms)) {
+		nms[i].fault = p.nms[i].fault
+	}
+	p.nms = nms
+}
+
+// nodeManagerReport files r under its service (the file's services by
+// index) and arms the fence for it.
+func (s *Supervisor) nodeManagerReport(p *proc, r *ctlmsg.NodeManagerReport) error {
+	if r.Slot < 0 || r.Slot >= len(p.nms) {
+		return fmt.Errorf("node manager report for service %d: the file has %d", r.Slot, len(p.nms))
+	}
+	sv := &p.nms[r.Slot]
+	// A beat moves the lease fields of the last full report.
+	sv.report = ctlmsg.MergeBeat(sv.report, r)
+	sv.lastBeat = s.clock.Wall()
+	sv.fault = nil // handled before its first report (pushFault)
+	s.armFence(p, r.Slot)
+	return nil
+}
+
+// pushHealth tells the node manager the node's health for each service as
+// the supervisor sees it: the service's applications up and passing their
+// checks.
 func (s *Supervisor) pushHealth() {
-	for _, nm := range s.nodeManagers() {
+	if nm := s.nodeManager(); nm != nil {
 		s.pushHealthTo(nm)
 	}
 }
@@ -231,32 +264,33 @@ func (s *Supervisor) pushHealthTo(nm *proc) {
 	if nm.conn == nil || nm.state != StateRunning {
 		return
 	}
-	reasons := s.appUnhealthyReasonsFor(nm.slot)
-	if err := nm.conn.Send(ctlmsg.Health(len(reasons) == 0, reasons), sendTimeout); err != nil {
-		nm.log.Warn("cannot send health to the node manager", "event", "ipc_error", "err", err)
-	}
-}
-
-// nodeManagers are this host's node managers, one per service, in slot
-// order.
-func (s *Supervisor) nodeManagers() []*proc {
-	var out []*proc
-	for _, p := range s.ctrl {
-		if p.control == ctlNodeManager {
-			out = append(out, p)
+	for slot := range nm.nms {
+		reasons := s.appUnhealthyReasonsFor(slot)
+		m := ctlmsg.Health(len(reasons) == 0, reasons)
+		m.Slot = slot
+		if err := nm.conn.Send(m, sendTimeout); err != nil {
+			nm.log.Warn("cannot send health to the node manager", "event", "ipc_error", "service", s.serviceName(slot), "err", err)
 		}
 	}
-	return out
 }
 
-// nodeManager is the node manager of the service in slot, nil if none.
-func (s *Supervisor) nodeManager(slot int) *proc {
-	for _, p := range s.nodeManagers() {
-		if p.slot == slot {
+// nodeManager is this host's node manager process, nil on a witness.
+func (s *Supervisor) nodeManager() *proc {
+	for _, p := range s.ctrl {
+		if p.control == ctlNodeManager {
 			return p
 		}
 	}
 	return nil
+}
+
+// serviceName names the service in slot for the log: "" for a cluster
+// without services.
+func (s *Supervisor) serviceName(slot int) string {
+	if slot < len(s.cfg.Services) && len(s.cfg.Services) > 1 {
+		return s.cfg.Services[slot].Name
+	}
+	return ""
 }
 
 func (s *Supervisor) controlProc(name string) *proc {
@@ -268,18 +302,21 @@ func (s *Supervisor) controlProc(name string) *proc {
 	return nil
 }
 
-// command forwards an operator command (switchover, maintenance) to a
-// control-plane process and returns its answer on a channel.
-func (s *Supervisor) command(target, cmd, arg string) <-chan answer {
-	return s.request(target, ctlmsg.Command(cmd, arg))
-}
-
-// forward sends an operator command to the node managers it is for: a
-// switchover to the node manager of its service, maintenance to every
+// forward sends an operator command to the node manager, for the
+// services it is for: a switchover for its service, maintenance for every
 // one (the node refuses every service). The answer is the first error, or
 // the first reply.
 func (s *Supervisor) forward(req Request) <-chan answer {
-	nms := s.nodeManagers()
+	nm := s.nodeManager()
+	if nm == nil {
+		res := make(chan answer, 1)
+		res <- answer{err: fmt.Errorf("the %s is not running on this host", ctlNodeManager)}
+		return res
+	}
+	slots := make([]int, s.cfg.ServiceCount())
+	for i := range slots {
+		slots[i] = i
+	}
 	if req.Cmd == "switchover" {
 		slot, err := s.serviceSlot(req.Service)
 		if err != nil {
@@ -287,23 +324,17 @@ func (s *Supervisor) forward(req Request) <-chan answer {
 			res <- answer{err: err}
 			return res
 		}
-		nms = nil
-		if nm := s.nodeManager(slot); nm != nil {
-			nms = []*proc{nm}
-		}
+		slots = []int{slot}
 	}
-	if len(nms) == 0 {
-		res := make(chan answer, 1)
-		res <- answer{err: fmt.Errorf("the %s is not running on this host", ctlNodeManager)}
-		return res
-	}
-	all := make([]<-chan answer, 0, len(nms))
-	for _, nm := range nms {
+	all := make([]<-chan answer, 0, len(slots))
+	for _, slot := range slots {
 		if req.Cmd == ctlmsg.CmdMaintenance && !nm.running() {
-			all = append(all, s.maintenanceAtStart(nm, req.Name))
+			all = append(all, s.maintenanceAtStart(nm, slot, req.Name))
 			continue
 		}
-		all = append(all, s.command(nm.cfg.Name, req.Cmd, req.Name))
+		m := ctlmsg.Command(req.Cmd, req.Name)
+		m.Slot = slot
+		all = append(all, s.request(nm.cfg.Name, m))
 	}
 	if len(all) == 1 {
 		return all[0]
@@ -319,7 +350,11 @@ func (s *Supervisor) forward(req Request) <-chan answer {
 				}
 			case <-time.After(commandTimeout):
 				if first.err == nil {
-					first = answer{err: fmt.Errorf("the %s did not answer in time", nms[i].cfg.Name)}
+					what := "the " + nm.cfg.Name
+					if n := s.serviceName(slots[i]); n != "" {
+						what += " (service " + n + ")"
+					}
+					first = answer{err: fmt.Errorf("%s did not answer in time", what)}
 				}
 			}
 		}
@@ -338,18 +373,18 @@ func (p *proc) running() bool { return p.conn != nil && p.state == StateRunning 
 // Nothing else writes that file meanwhile: the node manager writes it only
 // on a command, and reads it once it has waited out its hold-off, well
 // after it connects (and is running) again.
-func (s *Supervisor) maintenanceAtStart(nm *proc, arg string) <-chan answer {
+func (s *Supervisor) maintenanceAtStart(nm *proc, slot int, arg string) <-chan answer {
 	res := make(chan answer, 1)
 	if arg != "on" && arg != "off" {
 		res <- answer{err: fmt.Errorf("maintenance takes on or off, not %q", arg)}
 		return res
 	}
-	if err := nodemanager.SaveMaintenance(s.serviceConfig(nm.slot), arg == "on", time.Now()); err != nil {
+	if err := nodemanager.SaveMaintenance(s.serviceConfig(slot), arg == "on", time.Now()); err != nil {
 		res <- answer{err: fmt.Errorf("the %s is not running, and its maintenance could not be written for its next start: %w", nm.cfg.Name, err)}
 		return res
 	}
 	s.log.Info("maintenance "+arg+" for a node manager that is not running: in force when it starts",
-		"event", "maintenance", "on", arg == "on", "process", nm.cfg.Name, "state", string(nm.state))
+		"event", "maintenance", "on", arg == "on", "process", nm.cfg.Name, "service", s.serviceName(slot), "state", string(nm.state))
 	res <- answer{}
 	return res
 }
@@ -408,34 +443,45 @@ const reloadAnswerTimeout = 10 * time.Second
 // move the active role). One that is not running reads the file when it
 // starts. The answer is logged when it comes; the loop does not wait.
 func (s *Supervisor) pushConfig(cfg *config.Config) {
-	for _, nm := range s.nodeManagers() { // none on a witness: no floating IPs, no hooks
-		sc, err := cfg.ForService(nm.slot)
-		if err != nil {
-			continue // a service the reload removed: deferred to a restart
-		}
-		s.pushConfigTo(nm, sc)
+	nm := s.nodeManager() // none on a witness: no floating IPs, no hooks
+	if nm == nil {
+		return
 	}
-}
-
-// pushConfigTo sends nm its service's floating IPs and the hooks.
-func (s *Supervisor) pushConfigTo(nm *proc, cfg *config.Config) {
 	if nm.conn == nil || nm.state != StateRunning {
 		nm.log.Info("node manager not running: it reads the reloaded floating IPs and hooks when it starts", "event", "reload_vips")
 		return
 	}
-	res := s.request(nm.cfg.Name, ctlmsg.ConfigMsg(reloadConfig(cfg)))
+	for slot := range nm.nms {
+		sc, err := cfg.ForService(slot)
+		if err != nil {
+			continue // a service the reload removed: deferred to a restart
+		}
+		s.pushConfigTo(nm, slot, sc)
+	}
+}
+
+// pushConfigTo sends nm the floating IPs of the service in slot, and the
+// hooks.
+func (s *Supervisor) pushConfigTo(nm *proc, slot int, cfg *config.Config) {
+	m := ctlmsg.ConfigMsg(reloadConfig(cfg))
+	m.Slot = slot
+	log := nm.log
+	if n := s.serviceName(slot); n != "" {
+		log = log.With("service", n)
+	}
+	res := s.request(nm.cfg.Name, m)
 	go func() {
 		select {
 		case a := <-res:
 			if err := a.err; err != nil {
 				// A node manager that exited meanwhile reads the file when
 				// it starts again; any other error is its own, logged there.
-				nm.log.Warn("node manager did not apply the reloaded floating IPs and hooks", "event", "reload_error", "err", err)
+				log.Warn("node manager did not apply the reloaded floating IPs and hooks", "event", "reload_error", "err", err)
 				return
 			}
-			nm.log.Info("node manager applied the reloaded floating IPs and hooks", "event", "reload_applied")
+			log.Info("node manager applied the reloaded floating IPs and hooks", "event", "reload_applied")
 		case <-time.After(reloadAnswerTimeout):
-			nm.log.Warn("node manager has not confirmed the reloaded floating IPs and hooks", "event", "reload_error", "after_ms", reloadAnswerTimeout.Milliseconds())
+			log.Warn("node manager has not confirmed the reloaded floating IPs and hooks", "event", "reload_error", "after_ms", reloadAnswerTimeout.Milliseconds())
 		}
 	}()
 }
@@ -507,21 +553,65 @@ func restartOnlyKeys(old, next *config.Config) []string {
 	return keys
 }
 
-// armFence (re)sets the node manager's fence deadline after a report: the
-// end of the lease the report says it holds, or one lease from now for a
-// node manager without one. A node manager that is stopped, starved or
-// wedged cannot drop the floating IPs when its lease runs out; if no report
-// has pushed the deadline further by then, the supervisor does it for it,
-// at the moment the node manager itself would have, before any standby can
-// be granted the role (the locators wait a drift margin more).
-func (s *Supervisor) armFence(nm *proc, report *ctlmsg.NodeManagerReport) {
+// armFence (re)sets the fence deadline of the service in slot after its
+// report: the end of the lease the report says it holds, or one lease from
+// now for a service held by no lease. A node manager that is stopped,
+// starved or wedged cannot drop the floating IPs when its lease runs out;
+// if no report has pushed the deadline further by then, the supervisor
+// does it for it, at the moment the node manager itself would have, before
+// any standby can be granted the role (the locators wait a drift margin
+// more). The process's deadline is its services' earliest: a process
+// with one service silent past its lease (its loop wedged) is fenced
+// whole, as one stalled.
+func (s *Supervisor) armFence(nm *proc, slot int) {
+	sv := &nm.nms[slot]
+	now := s.clock.Now()
+	sv.fenceAt = now + fenceWait(sv.report, s.nmLease(nm))
 	if nm.fenceHeld {
+		if _, silent := nm.silentService(now); silent {
+			return // the hold goes on for the service still silent
+		}
 		nm.fenceHeld = false
-		held := s.clock.Now() - nm.fenceHeldAt
+		held := now - nm.fenceHeldAt
 		nm.log.Warn("node manager reported again; it was not killed", "event", "fence_hold_end",
 			"silent_ms", (nm.fenceHeldAge + held).Milliseconds(), "held_ms", held.Milliseconds())
 	}
-	s.setFenceTimer(nm, fenceWait(report, s.nmLease(nm)))
+	s.setFenceDeadline(nm, nm.earliestFence())
+}
+
+// earliestFence is the earliest fence deadline of nm's services that
+// reported (0 if none did).
+func (nm *proc) earliestFence() time.Duration {
+	var at time.Duration
+	for _, sv := range nm.nms {
+		if sv.fenceAt != 0 && (at == 0 || sv.fenceAt < at) {
+			at = sv.fenceAt
+		}
+	}
+	return at
+}
+
+// silentService is the service whose deadline passed first, at now, and
+// whether any did.
+func (nm *proc) silentService(now time.Duration) (int, bool) {
+	slot, found := -1, false
+	for i, sv := range nm.nms {
+		if sv.fenceAt != 0 && sv.fenceAt <= now && (!found || sv.fenceAt < nm.nms[slot].fenceAt) {
+			slot, found = i, true
+		}
+	}
+	return slot, found
+}
+
+// deferFence moves the deadline of every service of nm that passed by
+// cutoff to until: the check found a reason to look again before fencing.
+func (s *Supervisor) deferFence(nm *proc, cutoff, until time.Duration) {
+	for i := range nm.nms {
+		if sv := &nm.nms[i]; sv.fenceAt != 0 && sv.fenceAt <= cutoff {
+			sv.fenceAt = until
+		}
+	}
+	s.setFenceDeadline(nm, nm.earliestFence())
 }
 
 // fenceHoldMax is how long past the fence deadline a silent node manager
@@ -543,16 +633,40 @@ func fenceHoldMax(lease time.Duration) time.Duration {
 // serving too), and killing it would add nothing to safety; it would only
 // turn a stall into a failover. The error says why not (no kernel lease,
 // disarmed, an element that never expires or outlives any lease).
+//
+// The process runs every service of the node: it is left alive only if
+// that holds for each service with floating IPs.
 func (s *Supervisor) leaveToKernel(nm *proc) error {
-	r := nm.nmReport
+	guarded := 0
+	for slot := range nm.nms {
+		sc := s.serviceConfig(slot)
+		if len(sc.VIPs) == 0 {
+			continue
+		}
+		if err := s.kernelGuards(nm, slot, sc); err != nil {
+			if n := s.serviceName(slot); n != "" {
+				return fmt.Errorf("service %s: %w", n, err)
+			}
+			return err
+		}
+		guarded++
+	}
+	if guarded == 0 {
+		return errors.New("no floating IPs to guard")
+	}
+	return nil
+}
+
+// kernelGuards is leaveToKernel for the service in slot, of configuration
+// sc.
+func (s *Supervisor) kernelGuards(nm *proc, slot int, sc *config.Config) error {
+	r := nm.nms[slot].report
 	switch {
 	case r == nil || r.KernelLease == nil:
 		return errors.New("no kernel lease reported")
 	case r.KernelLease.State != ctlmsg.KernelLeaseEnforcing:
 		return fmt.Errorf("kernel lease %s", r.KernelLease.State)
-	}
-	sc := s.serviceConfig(nm.slot)
-	if s.leaseEnforces == nil || len(sc.VIPs) == 0 {
+	case s.leaseEnforces == nil:
 		return errors.New("no floating IPs to guard")
 	}
 	vips := make([]netip.Addr, 0, len(sc.VIPs))
@@ -566,7 +680,7 @@ func (s *Supervisor) leaveToKernel(nm *proc) error {
 	// Not the lease the last report gave: the node manager renews (and
 	// refreshes the elements) every token pass, but reports only every
 	// quarter lease, so its real lease may end later than reported.
-	return s.leaseEnforces(nm.slot, vips, s.nmLease(nm))
+	return s.leaseEnforces(slot, vips, s.nmLease(nm))
 }
 
 // fenceWait is how long after a report the node manager may stay silent
@@ -595,13 +709,15 @@ func fenceWait(r *ctlmsg.NodeManagerReport, lease time.Duration) time.Duration {
 // cluster.timing runs with the new lease, one started before with the old,
 // and the fence must match the one that runs.
 func (s *Supervisor) nmLease(nm *proc) time.Duration {
-	if nm.nmReport != nil && nm.nmReport.LeaseMS > 0 {
-		return time.Duration(nm.nmReport.LeaseMS) * time.Millisecond
+	for _, sv := range nm.nms {
+		if r := sv.report; r != nil && r.LeaseMS > 0 {
+			return time.Duration(r.LeaseMS) * time.Millisecond
+		}
 	}
 	return s.cfg.Cluster.Timing.Lease
 }
 
-// setFenceTimer arms the fence wait from now on CLOCK_BOOTTIME, the
+// setFenceDeadline arms the fence for deadline on CLOCK_BOOTTIME, the
 // clock the node manager's lease runs on: a host that was suspended
 // must not give a node manager the time it slept.
 //
@@ -611,13 +727,12 @@ func (s *Supervisor) nmLease(nm *proc) time.Duration {
 // report (a timerfd, a goroutine, five system calls) was a third of the
 // supervisor's idle CPU at a 60 ms lease; this is one setting per fence
 // wait, of one timer per node manager run (clock.Alarm).
-func (s *Supervisor) setFenceTimer(nm *proc, wait time.Duration) {
-	deadline := s.clock.Now() + wait
+func (s *Supervisor) setFenceDeadline(nm *proc, deadline time.Duration) {
 	nm.fenceAt = deadline
-	if nm.fenceArmed && nm.fenceTimerAt <= deadline {
+	if deadline == 0 || nm.fenceArmed && nm.fenceTimerAt <= deadline {
 		return
 	}
-	s.armFenceTimer(nm, wait)
+	s.armFenceTimer(nm, max(deadline-s.clock.Now(), 0))
 }
 
 // armFenceTimer sets nm's fence timer to fire after wait.
@@ -667,8 +782,8 @@ func (s *Supervisor) fenceFired(nm *proc, gen uint64, fired time.Duration) {
 // pendingFence is a fence between the node manager's SIGKILL and the
 // removal of its floating IPs.
 type pendingFence struct {
-	report *ctlmsg.NodeManagerReport // its last report: was it active? (nil: none)
-	silent time.Duration             // how long it had been silent
+	reports []*ctlmsg.NodeManagerReport // each service's last report: was it active? (nil: none)
+	silent  time.Duration               // how long the silent service had been silent
 }
 
 // fenceKillWait bounds the wait for a fenced node manager's death before
@@ -698,7 +813,7 @@ func (s *Supervisor) checkFence(nm *proc, gen uint64, deadline, fired time.Durat
 	lease := s.nmLease(nm)
 	if late := fired - deadline; late > lease/4 {
 		nm.log.Warn("fence check fired late; re-checking before fencing", "event", "fence_deferred", "late_ms", late.Milliseconds())
-		s.setFenceTimer(nm, lease/4)
+		s.deferCheck(nm, fired, lease/4)
 		return
 	}
 	// A report already sent but not yet read: this supervisor's reader is
@@ -707,7 +822,7 @@ func (s *Supervisor) checkFence(nm *proc, gen uint64, deadline, fired time.Durat
 	// first; a stopped or wedged node manager sends none.
 	if nm.conn != nil && nm.conn.Pending() {
 		nm.log.Warn("fence check found a report waiting; re-checking before fencing", "event", "fence_deferred", "late_ms", (fired - deadline).Milliseconds(), "report_waiting", true)
-		s.setFenceTimer(nm, lease/4)
+		s.deferCheck(nm, fired, lease/4)
 		return
 	}
 	// Or read already, and queued behind this check in the loop: the
@@ -715,10 +830,20 @@ func (s *Supervisor) checkFence(nm *proc, gen uint64, deadline, fired time.Durat
 	// node manager was fenced so under the noisy neighbour).
 	if nm.conn != nil && nm.conn.Received() > nm.handled {
 		nm.log.Warn("fence check found a report read but not yet handled; re-checking before fencing", "event", "fence_deferred", "late_ms", (fired - deadline).Milliseconds(), "report_queued", true)
-		s.setFenceTimer(nm, lease/4)
+		s.deferCheck(nm, fired, lease/4)
 		return
 	}
-	age := s.clock.Wall().Sub(nm.lastBeat)
+	// The service silent longest says how long the process has been.
+	lastBeat := nm.lastBeat
+	silentSlot, ok := nm.silentService(fired)
+	if ok {
+		lastBeat = nm.nms[silentSlot].lastBeat
+	}
+	age := s.clock.Wall().Sub(lastBeat)
+	service := ""
+	if ok {
+		service = s.serviceName(silentSlot)
+	}
 	// With the kernel lease enforcing, the host stops serving at the
 	// lease's end without us: a stalled node manager is left to resume
 	// (it steps down and re-checks before it claims anything), and only
@@ -734,15 +859,15 @@ func (s *Supervisor) checkFence(nm *proc, gen uint64, deadline, fired time.Durat
 			nm.fenceHeld, nm.fenceHeldAt, nm.fenceHeldAge = true, fired, age
 			s.fencesHeld++
 			nm.log.Warn("node manager silent past its lease; the kernel lease already stops the floating IPs being served, so it is not killed yet",
-				"event", "fence_held", "heartbeat_age_ms", age.Milliseconds(), "lease_ms", lease.Milliseconds(), "kill_after_ms", hold.Milliseconds(), "pid", nm.pid)
-			s.removeVIPs(nm, "silent, left alive")
-			s.setFenceTimer(nm, hold)
+				"event", "fence_held", "service", service, "heartbeat_age_ms", age.Milliseconds(), "lease_ms", lease.Milliseconds(), "kill_after_ms", hold.Milliseconds(), "pid", nm.pid)
+			s.removeAllVIPs(nm, "silent, left alive")
+			s.setFenceDeadline(nm, s.clock.Now()+hold)
 			return
 		}
 	}
 	nm.fencing = true
 	s.fences++
-	attrs := []any{"event", "fence", "heartbeat_age_ms", age.Milliseconds(), "lease_ms", lease.Milliseconds(), "pid", nm.pid}
+	attrs := []any{"event", "fence", "service", service, "heartbeat_age_ms", age.Milliseconds(), "lease_ms", lease.Milliseconds(), "pid", nm.pid}
 	switch {
 	case nm.fenceHeld:
 		attrs = append(attrs, "held_ms", (fired - nm.fenceHeldAt).Milliseconds())
@@ -751,7 +876,10 @@ func (s *Supervisor) checkFence(nm *proc, gen uint64, deadline, fired time.Durat
 	}
 	nm.fenceHeld = false
 	nm.log.Error("node manager silent past its lease: killing it, then removing floating IPs", attrs...)
-	pf := &pendingFence{report: nm.nmReport, silent: age}
+	pf := &pendingFence{silent: age}
+	for _, sv := range nm.nms {
+		pf.reports = append(pf.reports, sv.report)
+	}
 	nm.fenced = pf
 	s.killControl(nm)
 	// Its exit (the reaper) removes the addresses (ended); one that does
@@ -769,28 +897,54 @@ func (s *Supervisor) checkFence(nm *proc, gen uint64, deadline, fired time.Durat
 	})
 }
 
+// deferCheck looks again wait from now: every service the check fired at
+// fired was about (its deadline passed by then) gets that much more, or
+// the hold its deadline.
+func (s *Supervisor) deferCheck(nm *proc, fired, wait time.Duration) {
+	now := s.clock.Now()
+	if nm.fenceHeld {
+		s.setFenceDeadline(nm, now+wait)
+		return
+	}
+	s.deferFence(nm, max(fired, nm.fenceAt), now+wait)
+}
+
 // finishFence removes the floating IPs of a fenced node manager and notes
-// the fault its successor reports.
+// the fault its successor reports, for each service.
 func (s *Supervisor) finishFence(nm *proc, why string) {
 	pf := nm.fenced
 	if pf == nil {
 		return
 	}
 	nm.fenced = nil
-	if f := fenceFault(pf.report, s.removeVIPs(nm, why), pf.silent); f != nil {
-		nm.fault = f
+	for slot := range nm.nms {
+		var r *ctlmsg.NodeManagerReport
+		if slot < len(pf.reports) {
+			r = pf.reports[slot]
+		}
+		if f := fenceFault(r, s.removeVIPs(nm, slot, why), pf.silent); f != nil {
+			nm.nms[slot].fault = f
+		}
 	}
 }
 
-// removeVIPs removes the floating IPs for a fence (why: the node
-// manager's state then, for the log) and says whether any were there.
-func (s *Supervisor) removeVIPs(nm *proc, why string) bool {
-	removed, err := s.fenceVIPs(nm.slot)
+// removeAllVIPs is removeVIPs for every service.
+func (s *Supervisor) removeAllVIPs(nm *proc, why string) {
+	for slot := range nm.nms {
+		s.removeVIPs(nm, slot, why)
+	}
+}
+
+// removeVIPs removes the floating IPs of the service in slot for a fence
+// (why: the node manager's state then, for the log) and says whether any
+// were there.
+func (s *Supervisor) removeVIPs(nm *proc, slot int, why string) bool {
+	removed, err := s.fenceVIPs(slot)
 	if err != nil {
-		nm.log.Error("fence: cannot remove floating IPs", "event", "fence_error", "err", err)
+		nm.log.Error("fence: cannot remove floating IPs", "event", "fence_error", "service", s.serviceName(slot), "err", err)
 	}
 	for _, v := range removed {
-		nm.log.Warn("fence: floating IP removed", "event", "fence_vip", "vip", v, "node_manager", why)
+		nm.log.Warn("fence: floating IP removed", "event", "fence_vip", "service", s.serviceName(slot), "vip", v, "node_manager", why)
 	}
 	return len(removed) > 0
 }
@@ -811,29 +965,48 @@ func fenceFault(r *ctlmsg.NodeManagerReport, removed bool, silent time.Duration)
 	return ctlmsg.Fault(epoch, fmt.Sprintf("fenced: node manager silent for %d ms, past its lease", silent.Milliseconds()))
 }
 
-// pushFault tells a node manager just started that its predecessor was
-// fenced while it held the role (see fenceFault).
+// pushFault tells a node manager just started, for each service, that its
+// predecessor was fenced or died while it held the role (see fenceFault,
+// and the crash release).
 func (s *Supervisor) pushFault(nm *proc) {
-	if nm.fault == nil || nm.conn == nil {
+	if nm.conn == nil {
 		return
 	}
-	// Kept until the node manager reports (it handles the message before
-	// its first report): one that dies first gets it again at its restart.
-	if err := nm.conn.Send(nm.fault, sendTimeout); err != nil {
-		nm.log.Error("cannot tell the node manager about the fence; told again at its next start", "event", "ipc_error", "err", err)
+	for slot, sv := range nm.nms {
+		if sv.fault == nil {
+			continue
+		}
+		// Kept until the service reports (it handles the message before
+		// its first report): one that dies first gets it again at its
+		// restart.
+		m := *sv.fault
+		m.Slot = slot
+		if err := nm.conn.Send(&m, sendTimeout); err != nil {
+			nm.log.Error("cannot tell the node manager about the fence; told again at its next start", "event", "ipc_error", "service", s.serviceName(slot), "err", err)
+		}
 	}
 }
 
-// checkStartup restarts a control-plane process that never reported. Until
-// its first report a node manager holds no lease and no address (it removes
-// stale ones before it speaks), so there is nothing to fence; a loaded host
-// may take long to start it, so only a start that never completes counts.
+// checkStartup restarts a control-plane process that never reported (a
+// node manager: for every service). Until its first report a service's
+// manager holds no lease and no address (it removes stale ones before it
+// speaks), so there is nothing to fence; a loaded host may take long to
+// start it, so only a start that never completes counts.
 func (s *Supervisor) checkStartup(p *proc, gen uint64) {
-	if p.gen != gen || p.state != StateRunning || s.stopping || p.fencing || !p.lastBeat.IsZero() {
+	if p.gen != gen || p.state != StateRunning || s.stopping || p.fencing {
+		return
+	}
+	var missing []string
+	for slot, sv := range p.nms {
+		if sv.lastBeat.IsZero() {
+			missing = append(missing, s.serviceName(slot))
+		}
+	}
+	if !p.lastBeat.IsZero() && len(missing) == 0 {
 		return
 	}
 	p.fencing = true
-	p.log.Error("control-plane process did not report within the start-up timeout; restarting it", "event", "startup_timeout", "after_ms", time.Since(p.startedAt).Milliseconds())
+	p.log.Error("control-plane process did not report within the start-up timeout; restarting it", "event", "startup_timeout", "after_ms", time.Since(p.startedAt).Milliseconds(), "services_silent", strings.Join(missing, ","))
 	s.killControl(p)
 }
 

@@ -129,8 +129,8 @@ func TestReportsOnlyWhileRunning(t *testing.T) {
 	nm := &ctlmsg.NodeManagerReport{}
 	nm.Role, nm.LeaseValid, nm.LeaseRemainingMS = "active", true, 500
 	loc := &ctlmsg.LocatorReport{}
-	p := &proc{pid: 100, nmReport: nm, locReports: []*ctlmsg.LocatorReport{loc}}
-	if n, l := p.currentReports(); n != nm || len(l) != 1 || l[0] != loc {
+	p := &proc{pid: 100, nms: []nmService{{report: nm}}, locReports: []*ctlmsg.LocatorReport{loc}}
+	if n, l := p.currentReports(); len(n) != 1 || n[0] != nm || len(l) != 1 || l[0] != loc {
 		t.Fatalf("running: reports %v %v, want the last ones", n, l)
 	}
 	p.pid = 0 // exited (lifecycle.go), not yet restarted

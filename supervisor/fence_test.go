@@ -126,7 +126,10 @@ func stalledNodeManager(t *testing.T, s *Supervisor, deliver bool) *proc {
 		control: ctlNodeManager, state: StateRunning, pid: cmd.Process.Pid, gen: 1,
 		log:      slog.New(slog.DiscardHandler),
 		lastBeat: time.Now().Add(-300 * time.Millisecond),
-		nmReport: &ctlmsg.NodeManagerReport{BeatFields: ctlmsg.BeatFields{Role: "active", Epoch: 7, LeaseValid: true, LeaseMS: 200}},
+		nms: []nmService{{
+			report:   &ctlmsg.NodeManagerReport{BeatFields: ctlmsg.BeatFields{Role: "active", Epoch: 7, LeaseValid: true, LeaseMS: 200}},
+			lastBeat: time.Now().Add(-300 * time.Millisecond),
+		}},
 	}
 	exited := make(chan struct{})
 	go func() {
@@ -143,8 +146,11 @@ func stalledNodeManager(t *testing.T, s *Supervisor, deliver bool) *proc {
 func fence(t *testing.T, s *Supervisor, nm *proc) {
 	t.Helper()
 	inLoop(t, s, func() {
-		s.setFenceTimer(nm, time.Hour) // sets fenceAt; the test fires it itself
-		s.checkFence(nm, nm.gen, nm.fenceAt, nm.fenceAt)
+		// The service's deadline and the process's; the test fires it itself.
+		deadline := s.clock.Now() + time.Hour
+		nm.nms[0].fenceAt = deadline
+		s.setFenceDeadline(nm, deadline)
+		s.checkFence(nm, nm.gen, deadline, deadline)
 	})
 }
 
@@ -165,7 +171,7 @@ func TestFenceKillsNodeManagerBeforeRemovingAddresses(t *testing.T) {
 		t.Fatal("the fence never removed the floating IPs")
 	}
 	var faulted bool
-	inLoop(t, s, func() { faulted = nm.fault != nil })
+	inLoop(t, s, func() { faulted = nm.nms[0].fault != nil })
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(f.calls) != 1 {

@@ -45,8 +45,19 @@ func newFenceRig(t *testing.T, deliverExit bool) *fenceRig {
 func (r *fenceRig) report(rep *ctlmsg.NodeManagerReport) {
 	r.t.Helper()
 	inLoop(r.t, r.s, func() {
-		r.nm.nmReport = rep
-		r.s.armFence(r.nm, rep)
+		r.nm.nms[0].report, r.nm.nms[0].lastBeat = rep, time.Now()
+		r.s.armFence(r.nm, 0)
+	})
+}
+
+// reportFor delivers a report of the service in rep.Slot through the
+// supervisor's own filing (nodeManagerReport).
+func (r *fenceRig) reportFor(rep *ctlmsg.NodeManagerReport) {
+	r.t.Helper()
+	inLoop(r.t, r.s, func() {
+		if err := r.s.nodeManagerReport(r.nm, rep); err != nil {
+			r.t.Error(err)
+		}
 	})
 }
 
@@ -472,5 +483,56 @@ func TestFenceNotHeldWithoutKernelLease(t *testing.T) {
 				t.Fatalf("fences=%d held=%d, want 1 and 0", f, h)
 			}
 		})
+	}
+}
+
+// One process runs every service's manager, and each reports on its own:
+// a service that falls silent (its loop wedged) gets the process fenced at
+// that service's deadline, though the other one reports on; its reports
+// do not hide the silence.
+func TestFenceWhenOneServiceFallsSilent(t *testing.T) {
+	r := newFenceRig(t, true)
+	inLoop(t, r.s, func() { r.nm.resetServices(2) })
+	voice := func() *ctlmsg.NodeManagerReport { return active(180) }
+	data := &ctlmsg.NodeManagerReport{BeatFields: ctlmsg.BeatFields{Slot: 1, Role: "standby", Epoch: 3, LeaseMS: 200}}
+	r.reportFor(voice())
+	r.reportFor(data) // no lease: it must report again within one (200 ms)
+	for range 3 {
+		r.advance(50 * time.Millisecond)
+		r.reportFor(voice())
+	}
+	r.advance(49 * time.Millisecond) // 199 ms after data's report
+	if r.fenced() {
+		t.Fatal("fenced before the silent service's deadline")
+	}
+	r.advance(time.Millisecond)
+	if !r.fenced() {
+		t.Fatal("not fenced at the silent service's deadline: the other service's reports hid it")
+	}
+	// A report for a service the file does not have is refused, not filed.
+	r = newFenceRig(t, true)
+	inLoop(t, r.s, func() {
+		r.nm.resetServices(2)
+		if err := r.s.nodeManagerReport(r.nm, &ctlmsg.NodeManagerReport{BeatFields: ctlmsg.BeatFields{Slot: 2}}); err == nil {
+			t.Error("a report for a third service of two was filed")
+		}
+	})
+}
+
+// Both services reporting: each report pushes only its own deadline, and
+// the process is fenced at the earliest, not at the latest report's.
+func TestFenceDeadlineIsTheEarliestService(t *testing.T) {
+	r := newFenceRig(t, true)
+	inLoop(t, r.s, func() { r.nm.resetServices(2) })
+	r.reportFor(active(100)) // voice: fenced 100 ms from now unless it reports
+	r.advance(50 * time.Millisecond)
+	r.reportFor(&ctlmsg.NodeManagerReport{BeatFields: ctlmsg.BeatFields{Slot: 1, Role: "active", Epoch: 4, LeaseValid: true, LeaseRemainingMS: 180, LeaseMS: 200}})
+	r.advance(49 * time.Millisecond)
+	if r.fenced() {
+		t.Fatal("fenced before voice's lease ended")
+	}
+	r.advance(time.Millisecond)
+	if !r.fenced() {
+		t.Fatal("not fenced at the end of voice's lease: data's later report moved the process's deadline")
 	}
 }

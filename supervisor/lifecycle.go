@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"syscall"
 	"time"
 
@@ -83,7 +84,10 @@ func (s *Supervisor) start(p *proc) {
 		s.post(func() { s.onExit(p, gen, ex) })
 	}()
 	if p.conn != nil {
-		p.nmReport, p.locReports, p.lastBeat, p.reportBad = nil, nil, time.Time{}, false
+		p.locReports, p.lastBeat, p.reportBad = nil, time.Time{}, false
+		if p.control == ctlNodeManager {
+			p.resetServices(s.cfg.ServiceCount())
+		}
 		go s.readChannel(p, gen, p.conn)
 		s.clock.AfterFunc(startupTimeout, func() { s.post(func() { s.checkStartup(p, gen) }) })
 	}
@@ -214,20 +218,25 @@ func (s *Supervisor) watchDaemon(p *proc, gen uint64) {
 func (s *Supervisor) ended(p *proc, ex Exit) {
 	s.stopHealth(p)
 	s.endRestartGrace(p, "exited")
-	// An active node manager reaped without a fence (a crash, a kill, a
-	// panic): its host gives the role up at once (release.go), before the
-	// restart. A fenced one's lease has ended anyway.
-	var release *crashRelease
+	// A node manager reaped without a fence (a crash, a kill, a panic):
+	// its host gives up at once every service it was active for
+	// (release.go), before the restart. A fenced one's leases have ended
+	// anyway.
+	var releases []*crashRelease
 	if p.control == ctlNodeManager && p.fenced == nil && !s.stopping {
-		age := s.clock.Wall().Sub(p.lastBeat)
-		var why string
-		if release, why = s.crashReleaseFor(p.slot, p.nmReport, age); release != nil {
-			p.fault = ctlmsg.Fault(release.epoch, "node manager died while active")
-		} else if why != "" {
-			// Said so, so that a failover that waited for the lease can be
-			// told from a release that failed.
-			p.log.Warn("node manager died while active; no release, the standby claims on its own: "+why,
-				"event", "crash_release_skipped", "lease_remaining_ms", p.nmReport.LeaseRemainingMS, "report_age_ms", age.Milliseconds())
+		for slot := range p.nms {
+			sv := &p.nms[slot]
+			age := s.clock.Wall().Sub(sv.lastBeat)
+			release, why := s.crashReleaseFor(slot, sv.report, age)
+			if release != nil {
+				sv.fault = ctlmsg.Fault(release.epoch, "node manager died while active")
+				releases = append(releases, release)
+			} else if why != "" {
+				// Said so, so that a failover that waited for the lease can be
+				// told from a release that failed.
+				p.log.Warn("node manager died while active; no release, the standby claims on its own: "+why,
+					"event", "crash_release_skipped", "service", s.serviceName(slot), "lease_remaining_ms", sv.report.LeaseRemainingMS, "report_age_ms", age.Milliseconds())
+			}
 		}
 	}
 	if p.fenced != nil {
@@ -271,23 +280,37 @@ func (s *Supervisor) ended(p *proc, ex Exit) {
 	// after it was fenced, say) must not act for a node manager that is
 	// gone, and killing them before the restart decision keeps the kill
 	// clear of the hooks its successor runs.
-	var hooks *cgroup.Group
+	var hooks []*cgroup.Group
 	if p.control == ctlNodeManager {
-		hooks = s.hooksGroup(p.slot)
-	}
-	plog := p.log
-	go func() {
-		if release != nil {
-			if err := release.run(); err != nil {
-				plog.Error("node manager died while active; cannot release the role at once, the lease runs out", "event", "crash_release_failed", "err", err)
+		for slot := range s.cfg.ServiceCount() {
+			if g := s.hooksGroup(slot); g != nil {
+				hooks = append(hooks, g)
 			}
 		}
+	}
+	go func() {
+		// Each service's release at once: they share nothing (their own
+		// addresses, kernel lease sets, state file and datagrams).
+		var wg sync.WaitGroup
+		for _, release := range releases {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := release.run(); err != nil {
+					release.log.Error("node manager died while active; cannot release the role at once, the lease runs out", "event", "crash_release_failed", "err", err)
+				}
+			}()
+		}
+		wg.Wait()
 		err := kill(g)
 		var orphans []int
 		var herr error
-		if hooks != nil {
-			if orphans, _ = hooks.Procs(); len(orphans) > 0 {
-				herr = kill(hooks)
+		for _, hg := range hooks {
+			if o, _ := hg.Procs(); len(o) > 0 {
+				orphans = append(orphans, o...)
+				if e := kill(hg); e != nil {
+					herr = e
+				}
 			}
 		}
 		s.post(func() {
@@ -432,7 +455,10 @@ func (s *Supervisor) beginShutdown(reason string, done chan struct{}) {
 	// applications in reverse start order (what started last may depend on
 	// what started first); the locator last, so the cluster keeps its
 	// quorum for the handover.
-	order := s.nodeManagers()
+	var order []*proc
+	if nm := s.nodeManager(); nm != nil {
+		order = append(order, nm)
+	}
 	for i := len(s.procs) - 1; i >= 0; i-- {
 		order = append(order, s.procs[i])
 	}

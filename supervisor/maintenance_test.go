@@ -12,19 +12,18 @@ import (
 	"github.com/vigil-project/vigil/nodemanager"
 )
 
-// `vigil maintenance on` while one service's node manager is not running
-// (a restart's backoff, FATAL): its file is written for its next start, so
-// it does not come back eligible while the node's other services are in
-// maintenance. Before, the command failed for it and left it out.
+// `vigil maintenance on` while the node manager is not running (a
+// restart's backoff, FATAL): each service's file is written for its next
+// start, so that it does not come back eligible for any service. Before,
+// the command failed and left the node in service.
 func TestMaintenanceForANodeManagerNotRunning(t *testing.T) {
 	cfg := releaseConfig(t)
 	cfg.Services = []config.Service{{Name: "voice"}, {Name: "data"}}
 	s := &Supervisor{cfg: cfg, log: slog.New(slog.DiscardHandler)}
-	for slot, st := range []State{StateBackoff, StateFatal} {
-		p := &proc{state: st, control: ctlNodeManager, slot: slot}
-		p.cfg.Name = "nodemanager-" + cfg.Services[slot].Name
-		s.ctrl = append(s.ctrl, p)
-	}
+	p := &proc{state: StateBackoff, control: ctlNodeManager}
+	p.cfg.Name = ctlNodeManager
+	p.resetServices(len(cfg.Services))
+	s.ctrl = append(s.ctrl, p)
 	ask := func(arg string) error {
 		select {
 		case a := <-s.forward(Request{Cmd: "maintenance", Name: arg}):
@@ -54,7 +53,7 @@ func TestMaintenanceForANodeManagerNotRunning(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.cfg.Runtime.StateDir = filepath.Join(cfg.Runtime.StateDir, "blocker")
-	if err := ask("on"); err == nil || !strings.Contains(err.Error(), "nodemanager-voice is not running, and its maintenance could not be written") {
+	if err := ask("on"); err == nil || !strings.Contains(err.Error(), "the nodemanager is not running, and its maintenance could not be written") {
 		t.Errorf("unwritable state dir: %v", err)
 	}
 	if err := ask("maybe"); err == nil || !strings.Contains(err.Error(), `not "maybe"`) {

@@ -54,8 +54,12 @@ func (s *Supervisor) crashReleaseFor(slot int, r *ctlmsg.NodeManagerReport, age 
 	}
 	sc := r.Succession
 	cfg := s.serviceConfig(slot)
+	log := s.log.With("process", ctlNodeManager)
+	if n := s.serviceName(slot); n != "" {
+		log = log.With("service", n)
+	}
 	return &crashRelease{
-		cfg: cfg, float: s.fencer(slot), log: s.log,
+		cfg: cfg, float: s.fencer(slot), log: log,
 		succ:   protocol.Succession{Epoch: sc.Epoch, To: sc.To, Nodes: sc.Nodes, Locators: sc.Locators},
 		epoch:  sc.Epoch,
 		revoke: func() error { return netfloat.RevokeLease(-1, slot) },

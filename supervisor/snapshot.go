@@ -76,12 +76,14 @@ func (s *Supervisor) snapshot() Status {
 		st.ControlPlane = append(st.ControlPlane, s.procStatus(p))
 		// The first service's reports are the host's, as before
 		// services; the others' go with their service.
-		nm, locs := p.currentReports()
-		switch {
-		case p.control == ctlNodeManager && p.slot == 0:
-			st.NodeManager = nm
-		case p.control == ctlNodeManager && p.slot < len(st.Services):
-			st.Services[p.slot].NodeManager = nm
+		nms, locs := p.currentReports()
+		for slot, nm := range nms {
+			switch {
+			case slot == 0:
+				st.NodeManager = nm
+			case slot < len(st.Services):
+				st.Services[slot].NodeManager = nm
+			}
 		}
 		for slot, loc := range locs {
 			switch {
@@ -149,11 +151,15 @@ func (s *Supervisor) procStatus(p *proc) ProcessStatus {
 // exited: a dead process's report is history, not state. A node manager
 // killed while active would otherwise read as active, lease valid, until
 // its restart, beside the standby it released the role to.
-func (p *proc) currentReports() (*ctlmsg.NodeManagerReport, []*ctlmsg.LocatorReport) {
+func (p *proc) currentReports() ([]*ctlmsg.NodeManagerReport, []*ctlmsg.LocatorReport) {
 	if p.pid == 0 {
 		return nil, nil
 	}
-	return p.nmReport, p.locReports
+	var nms []*ctlmsg.NodeManagerReport
+	for _, sv := range p.nms {
+		nms = append(nms, sv.report)
+	}
+	return nms, p.locReports
 }
 
 // setLocatorReport keeps r as the locator's last report for its service;

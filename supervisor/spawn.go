@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/vigil-project/vigil/config"
+	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/internal/execshim"
 )
 
@@ -73,7 +74,8 @@ func buildSpec(p *config.Process, c *credentials) (*execshim.Spec, error) {
 // own minus Vigil's and systemd's private variables, plus the configured env.
 func processEnv(p *config.Process, spec string) []string {
 	drop := func(kv string) bool {
-		for _, pfx := range []string{"NOTIFY_SOCKET=", "WATCHDOG_USEC=", "WATCHDOG_PID=", "LISTEN_FDS=", "LISTEN_PID=", "LISTEN_FDNAMES=", "INVOCATION_ID=", execshim.SpecEnv + "=", execshim.HooksCgroupEnv + "="} {
+		// HooksCgroupEnv and each service's HooksCgroupEnv_<slot>.
+		for _, pfx := range []string{"NOTIFY_SOCKET=", "WATCHDOG_USEC=", "WATCHDOG_PID=", "LISTEN_FDS=", "LISTEN_PID=", "LISTEN_FDNAMES=", "INVOCATION_ID=", execshim.SpecEnv + "=", execshim.HooksCgroupEnv + "=", execshim.HooksCgroupEnv + "_", ctlmsg.EnvAllServices + "="} {
 			if strings.HasPrefix(kv, pfx) {
 				return true
 			}

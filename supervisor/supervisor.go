@@ -147,22 +147,24 @@ type proc struct {
 	graceTimer  clock.Stopper
 
 	// Control-plane processes only.
-	control string // "locator" or "nodemanager"; "" for applications
-	slot    int    // a node manager's service (config.Config.ForService); the locator serves them all
+	control string // "locator" or "nodemanager"; "" for applications; each serves every service
 	conn    *ipc.Conn
 	// handled counts the messages of conn the loop has acted on; fewer
 	// than conn.Received() means one was read and waits in the loop's
 	// queue (checkFence).
 	handled uint64
-	// The last report: nmReport from a node manager, locReports from the
-	// locator, one for each service by its slot (nil until the process
-	// reports after its start).
-	nmReport   *ctlmsg.NodeManagerReport
+	// The last reports, one for each service by its slot: nms from the
+	// node manager (with what the fence needs of each), locReports from
+	// the locator (nil until the process reports for the service after
+	// its start).
+	nms        []nmService
 	locReports []*ctlmsg.LocatorReport
-	reportBad  bool // the last report did not decode (logged once)
-	lastBeat   time.Time
+	reportBad  bool      // the last report did not decode (logged once)
+	lastBeat   time.Time // the last report of any service
 	fencing    bool
-	fenceAt    time.Duration // node manager: when it must have reported again (CLOCK_BOOTTIME)
+	// fenceAt: node manager, the earliest of its services' fenceAt, or
+	// while fenceHeld the end of the hold (CLOCK_BOOTTIME).
+	fenceAt time.Duration
 	// fenceAlarm is this run's fence timer, set for fenceTimerAt <=
 	// fenceAt while fenceArmed (setFenceTimer); nil until the first
 	// report, and again after the exit.
@@ -178,9 +180,6 @@ type proc struct {
 	// fenced: the node manager was SIGKILLed by a fence; its floating IPs
 	// are removed once it is confirmed dead (or after fenceKillWait).
 	fenced *pendingFence
-	// fault: the node manager was fenced while it held the floating IPs;
-	// its successor is told at start, and runs hooks.on_fault for it.
-	fault *ctlmsg.Msg
 
 	// rtDegraded: why the realtime budget of its group (and so SCHED_RR)
 	// is not in force, "" when it is or realtime is off; rtBackoff is the
@@ -290,7 +289,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	s.exe = resolveExe(s.opts.Exe)
 	for _, c := range s.controlProcesses() {
 		p := s.newProc(c.cfg)
-		p.control, p.slot = c.kind, c.slot
+		p.control = c.kind
 		s.ctrl = append(s.ctrl, p)
 		s.start(p)
 	}

@@ -12,8 +12,8 @@
 //	go run ./bench/controlplane [-vigil bin/vigil] [-timing lease200,lease60] [-keepalived 100ms,10ms] [-window 60s] [-samples 6] [-soak 0] [-memory 60s] [-services 1] [-short]
 //
 // With -services N > 1 the cluster has N services, placed alternately on
-// a and b before the measure: each node runs a node manager per service
-// (every host one locator for all), and each node holds a floating IP per
+// a and b before the measure: each host's one locator and each node's one
+// node manager serve them all, and each node holds a floating IP per
 // service, so every host has a network namespace of its
 // own on a bridge (the e2e harness's) rather than one shared loopback.
 package main
@@ -68,7 +68,7 @@ func main() {
 	rtBudget := flag.Duration("rt-budget", 150*time.Millisecond, "control.rt_budget of each host: three hosts (six realtime groups) share this machine's realtime budget (950 ms per second), the product default 300ms would not fit them all; at 100ms a node manager using 8-10 % of a CPU was throttled and fenced on a loaded machine")
 	kaAdverts := flag.String("keepalived", "", "comma-separated advert intervals (e.g. 100ms,10ms): also measure keepalived (VRRP between nodes a and b, as bench/failover runs it) at idle with the same windows, side by side")
 	short := flag.Bool("short", false, "CI mode: 2 windows of 2 s, a small memory neighbour, keepalived at 100ms unless -keepalived says otherwise")
-	services := flag.Int("services", 1, "services in the cluster (1 to 4): a node manager and a floating IP each on the nodes, placed alternately on a and b")
+	services := flag.Int("services", 1, "services in the cluster (1 to 4): a floating IP each on the nodes, placed alternately on a and b")
 	bridge := flag.Bool("bridge", false, "each host in a network namespace of its own on a bridge, each node with a floating IP per service (always with -services > 1), not all on one loopback: to compare one service with several")
 	flag.Parse()
 	kaSet := false
@@ -602,7 +602,7 @@ func resolve(hosts []*host, procs []*proc) ([]*proc, error) {
 		names := []string{"supervisor"}
 		for _, p := range st.ControlPlane {
 			found[p.Name] = p.PID
-			names = append(names, p.Name) // locator, nodemanager, then each further service's
+			names = append(names, p.Name) // locator, nodemanager
 		}
 		for _, name := range names {
 			pid, ok := found[name]

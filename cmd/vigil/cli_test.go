@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -436,5 +437,35 @@ func TestManPagesRender(t *testing.T) {
 				}
 			})
 		})
+	}
+}
+
+// A control-plane process serves every service of the file, unless it is
+// named one (--service) or runs under a supervisor from before one
+// process served them all, which names the service of each process but the
+// first's: then only that one, or it would take the ports of the others.
+func TestServiceSlots(t *testing.T) {
+	cfg := &config.Config{Services: []config.Service{{Name: "voice"}, {Name: "data"}, {Name: "fax"}}}
+	for _, tc := range []struct {
+		service string
+		old     bool
+		want    []int
+	}{
+		{"", false, []int{0, 1, 2}},
+		{"", true, []int{0}},
+		{"data", true, []int{1}},
+		{"fax", false, []int{2}},
+	} {
+		got, err := serviceSlots(cfg, tc.service, tc.old)
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("service %q, old supervisor %v: %v, %v; want %v", tc.service, tc.old, got, err, tc.want)
+		}
+	}
+	if _, err := serviceSlots(cfg, "video", false); err == nil || !strings.Contains(err.Error(), `no service "video"`) {
+		t.Errorf("an unknown service: %v", err)
+	}
+	one, err := serviceSlots(&config.Config{}, "", false)
+	if err != nil || !slices.Equal(one, []int{0}) {
+		t.Errorf("a cluster without services: %v, %v", one, err)
 	}
 }

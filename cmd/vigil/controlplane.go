@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/signal"
 	"runtime"
 	"slices"
 	"syscall"
 
 	"github.com/vigil-project/vigil/config"
+	"github.com/vigil-project/vigil/internal/ctlmsg"
+	"github.com/vigil-project/vigil/internal/ipc"
 	"github.com/vigil-project/vigil/internal/procsig"
 	"github.com/vigil-project/vigil/locator"
 	"github.com/vigil-project/vigil/nodemanager"
@@ -19,19 +22,19 @@ import (
 // runLocator is `vigil locator`, started by the supervisor in control/locator:
 // one process serves every service of the host.
 func runLocator(args []string, stdout, stderr io.Writer) int {
-	return runControlPlane("locator", false, args, stderr, locator.Run)
+	return runControlPlane("locator", args, stderr, locator.Run)
 }
 
 // runNodeManager is `vigil nodemanager`, started by the supervisor in
-// control/nodemanager (control/nodemanager-SERVICE): one for each service.
+// control/nodemanager on a node: one process runs every service's node
+// manager.
 func runNodeManager(args []string, stdout, stderr io.Writer) int {
-	return runControlPlane("nodemanager", true, args, stderr, nodemanager.Run)
+	return runControlPlane("nodemanager", args, stderr, nodemanager.Run)
 }
 
-// runControlPlane runs a control-plane process. perService: it runs for one
-// service (--service, or the first) and gets that service's configuration
-// (config.Config.ForService); otherwise the whole file's.
-func runControlPlane(name string, perService bool, args []string, stderr io.Writer, run func(context.Context, *config.Config, *slog.Logger) error) int {
+// runControlPlane runs a control-plane process for the services it serves
+// (serviceSlots) and the whole file's configuration.
+func runControlPlane(name string, args []string, stderr io.Writer, run func(context.Context, *config.Config, []int, *slog.Logger) error) int {
 	// First thing: a `kill -HUP $(pidof vigil)` (or USR1, QUIT, a Ctrl-Z...)
 	// must never stop a control-plane process, which on the active would
 	// drop the role. Reload is the supervisor's job.
@@ -39,10 +42,7 @@ func runControlPlane(name string, perService bool, args []string, stderr io.Writ
 	fs := newFlags(name, stderr)
 	path := fs.String("c", defaultConfig, "configuration `FILE`")
 	fs.StringVar(path, "config", defaultConfig, "configuration `FILE`")
-	var service *string
-	if perService {
-		service = fs.String("service", "", "the `SERVICE` to run for (default: the first of the file)")
-	}
+	service := fs.String("service", "", "serve only `SERVICE` (what a supervisor from before one process served every service asks for)")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -55,21 +55,10 @@ func runControlPlane(name string, perService bool, args []string, stderr io.Writ
 		printConfigErrors(stderr, err)
 		return exitUsage
 	}
-	// Each service has a node manager of its own (config.Config.ForService).
-	slot := 0
-	if perService && *service != "" {
-		slot = slices.IndexFunc(cfg.Services, func(s config.Service) bool { return s.Name == *service })
-		if slot < 0 {
-			fmt.Fprintf(stderr, "vigil %s: no service %q in %s\n", name, *service, *path)
-			return exitUsage
-		}
-	}
-	several := perService && cfg.ServiceCount() > 1
-	if perService {
-		if cfg, err = cfg.ForService(slot); err != nil {
-			fmt.Fprintf(stderr, "vigil %s: %v\n", name, err)
-			return exitUsage
-		}
+	slots, err := serviceSlots(cfg, *service, os.Getenv(ipc.EnvFD) != "" && os.Getenv(ctlmsg.EnvAllServices) == "")
+	if err != nil {
+		fmt.Fprintf(stderr, "vigil %s: %v in %s\n", name, err, *path)
+		return exitUsage
 	}
 	// One P, as the supervisor: the locator and node manager are event
 	// loops woken hundreds of times a second, and with a second P every
@@ -79,19 +68,39 @@ func runControlPlane(name string, perService bool, args []string, stderr io.Writ
 	// from the protocol loop (transport.read, netfloat's packet reader).
 	runtime.GOMAXPROCS(1)
 	log := newLogger(stderr, cfg.Log).With("component", name)
-	if several {
-		// Every service's lines name it, the first's too, so that
-		// journalctl SERVICE=NAME finds all of one service.
-		log = log.With("service", cfg.Services[0].Name)
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	// Not ctx: after SIGTERM the active node manager still hands over
 	// for up to a token timeout, and a stray signal must not cut that short.
 	stray.Serve(context.Background(), log, stderr)
-	if err := run(ctx, cfg, log); err != nil {
+	if err := run(ctx, cfg, slots, log); err != nil {
 		log.Error(name+" failed", "event", "fatal_error", "err", err)
 		return exitFailure
 	}
 	return exitOK
+}
+
+// serviceSlots are the services a control-plane process serves: the one
+// named (service), or every one of the file. oldSupervisor: it was started
+// by a supervisor from before one process served every service
+// (ctlmsg.EnvAllServices unset), which starts one per service and names
+// it, the first without a name; under it, after a package upgrade and
+// until vigil is restarted, this process serves that one service, or it
+// would take the ports of the processes of the others.
+func serviceSlots(cfg *config.Config, service string, oldSupervisor bool) ([]int, error) {
+	if service != "" {
+		slot := slices.IndexFunc(cfg.Services, func(s config.Service) bool { return s.Name == service })
+		if slot < 0 {
+			return nil, fmt.Errorf("no service %q", service)
+		}
+		return []int{slot}, nil
+	}
+	if oldSupervisor {
+		return []int{0}, nil
+	}
+	slots := make([]int, cfg.ServiceCount())
+	for i := range slots {
+		slots[i] = i
+	}
+	return slots, nil
 }

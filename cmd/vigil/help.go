@@ -34,7 +34,7 @@ func docOf(name string) cmdDoc {
 			"  4  no quorum, or no active node known (takes precedence over 3)\n" +
 			"Members of the group \"vigil\" may run it without root."}
 	case "restart":
-		return cmdDoc{args: "NAME", more: "NAME is a process of the configuration's processes list, or locator or nodemanager\n(nodemanager-SERVICE for the services after the first; the one locator serves them all)."}
+		return cmdDoc{args: "NAME", more: "NAME is a process of the configuration's processes list, or locator or nodemanager\n(each serves every service of the host: restarting it restarts it for all of them)."}
 	case "switchover":
 		return cmdDoc{args: "[SERVICE]", more: "SERVICE names the service to move (vigil status, SERVICE): optional with one service,\n" +
 			"required with several, each of which has an active node of its own. A service with a failback\n" +

@@ -54,6 +54,16 @@ const (
 	TypeHold Type = "hold"
 )
 
+// EnvAllServices is set (to "1") by a supervisor in the environment of
+// the control-plane processes it starts when it runs one locator and one
+// node manager for every service of the host, and files their reports and
+// messages by Slot. A control-plane process started without it by a
+// supervisor (one from before that, which runs a process per service and
+// names the service with --service, the first without) serves only its
+// one service: an upgraded binary under the old supervisor, until vigil
+// is restarted.
+const EnvAllServices = "VIGIL_ALL_SERVICES"
+
 // The operator commands a TypeCommand carries.
 const (
 	CmdSwitchover  = "switchover"  // Arg: the node to hand over to, "" for any
@@ -64,6 +74,11 @@ const (
 // set; build them with the constructors below.
 type Msg struct {
 	Type Type `json:"type"`
+
+	// Slot is the service a message to the node manager is for (health,
+	// fault, command, config): its index in the file's services. One node
+	// manager process serves every service of its node.
+	Slot int `json:"slot,omitempty"`
 
 	// health
 	Healthy *bool    `json:"healthy,omitempty"`

@@ -98,6 +98,11 @@ type NodeManagerReport struct {
 // and comes with the full reports. One struct, embedded in the report and
 // in the beat as sent, so that the two cannot drift apart.
 type BeatFields struct {
+	// Slot is the service the report is for: its index in the file's
+	// services (0: the first, or a cluster without services). One node
+	// manager process runs every service of its node and reports for
+	// each.
+	Slot             int    `json:"slot,omitempty"`
 	Self             string `json:"self"`
 	Role             string `json:"role"` // active | standby | candidate
 	Epoch            uint64 `json:"epoch"`

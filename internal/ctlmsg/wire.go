@@ -29,6 +29,10 @@ const BinaryBeatsV1 = "binary1"
 // beatFrameV1 starts a beat frame; no JSON text starts with it.
 const beatFrameV1 = 0x01
 
+// maxSlot bounds a beat's service slot: far above the services a file may
+// have (config checks those).
+const maxSlot = 255
+
 // maxBeatMap bounds the entries of a succession's map in a frame: one per
 // node or locator of the cluster, far below it.
 const maxBeatMap = 1024
@@ -41,6 +45,10 @@ const (
 	beatHealthy
 	beatMaintenance
 	beatSuccession
+	// beatSlot: a uvarint follows the last field, the report's Slot (a
+	// service other than the first). A supervisor from before it refuses
+	// the frame; none gets one (EnvAllServices).
+	beatSlot
 )
 
 // Encode is m as sent on the channel: a beat in a binary frame when
@@ -95,6 +103,7 @@ func appendBeat(b []byte, f *BeatFields) []byte {
 	set(beatHealthy, f.Healthy)
 	set(beatMaintenance, f.Maintenance)
 	set(beatSuccession, f.Succession != nil)
+	set(beatSlot, f.Slot != 0)
 	b = append(b, beatFrameV1, flags)
 	b = appendString(b, f.Self)
 	b = appendString(b, f.Role)
@@ -111,6 +120,9 @@ func appendBeat(b []byte, f *BeatFields) []byte {
 		b = appendString(b, s.To)
 		b = appendIncarnations(b, s.Nodes)
 		b = appendIncarnations(b, s.Locators)
+	}
+	if f.Slot != 0 {
+		b = binary.AppendUvarint(b, uint64(f.Slot))
 	}
 	return b
 }
@@ -217,7 +229,7 @@ func decodeBeat(b []byte) (*BeatFields, error) {
 		return nil, errBeatShort
 	}
 	flags := b[0]
-	if flags&^(beatSuccession<<1-1) != 0 {
+	if flags&^(beatSlot<<1-1) != 0 {
 		return nil, fmt.Errorf("unknown flags %#x", flags)
 	}
 	r := &beatReader{b: b[1:]}
@@ -245,6 +257,13 @@ func decodeBeat(b []byte) (*BeatFields, error) {
 		s.Nodes = r.incarnations()
 		s.Locators = r.incarnations()
 		f.Succession = s
+	}
+	if flags&beatSlot != 0 {
+		slot := r.uvarint()
+		if r.err == nil && (slot == 0 || slot > maxSlot) {
+			return nil, fmt.Errorf("slot %d out of range 1..%d", slot, maxSlot)
+		}
+		f.Slot = int(slot)
 	}
 	if r.err != nil {
 		return nil, r.err

@@ -2,6 +2,7 @@ package ctlmsg
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"reflect"
 	"strings"
@@ -35,6 +36,8 @@ func fillDistinct(v reflect.Value, n *int) {
 		v.SetString("s" + strings.Repeat("x", *n))
 	case reflect.Bool:
 		v.SetBool(true)
+	case reflect.Int: // a service slot: within what a beat frame carries
+		v.SetInt(int64(*n%maxSlot + 1))
 	case reflect.Int64:
 		v.SetInt(-int64(*n) * 1000003) // negative and multi-byte varints too
 	case reflect.Uint64:
@@ -84,7 +87,7 @@ func TestBeatFrameKeepsEveryField(t *testing.T) {
 		}
 	}
 	// Each flag alone, and none: the bits are not mixed up.
-	for i := range 6 {
+	for i := range 7 {
 		var g BeatFields
 		switch i {
 		case 0:
@@ -99,6 +102,8 @@ func TestBeatFrameKeepsEveryField(t *testing.T) {
 			g.Maintenance = true
 		case 5:
 			g.Succession = &Succession{Epoch: 9}
+		case 6:
+			g.Slot = 3
 		}
 		b, _ := Encode(beatMsg(t, g), true)
 		m, err := Decode(b)
@@ -149,6 +154,18 @@ func TestBeatFrameBadInput(t *testing.T) {
 	bad[1] |= 0x80
 	if _, err := Decode(bad); err == nil {
 		t.Error("a frame with an unknown flag decodes")
+	}
+	// A slot flag with the slot of the first service (which is sent
+	// without the flag) or beyond any file's: refused.
+	for _, slot := range []uint64{0, maxSlot + 1} {
+		g := f
+		g.Succession = nil
+		b, _ := Encode(beatMsg(t, g), true)
+		b[1] |= beatSlot
+		b = binary.AppendUvarint(b, slot)
+		if _, err := Decode(b); err == nil || !strings.Contains(err.Error(), "slot") {
+			t.Errorf("a frame of slot %d: %v", slot, err)
+		}
 	}
 	huge := []byte{beatFrameV1, beatSuccession, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f}
 	if _, err := Decode(huge); err == nil || !strings.Contains(err.Error(), "incarnations") {

@@ -77,31 +77,43 @@ type Spec struct {
 // group could not be created, and hooks run in the node manager's group.
 const HooksCgroupEnv = "VIGIL_HOOKS_CGROUP"
 
-// HooksCgroupFromEnv reads HooksCgroupEnv: nil when it is not set.
-func HooksCgroupFromEnv() ([]string, error) {
-	raw, ok := os.LookupEnv(HooksCgroupEnv)
+// HooksCgroupEnvFor is the variable that names the hooks group of the
+// service in slot: HooksCgroupEnv for the first, HooksCgroupEnv_<slot> for
+// the others (one node manager process runs them all).
+func HooksCgroupEnvFor(slot int) string {
+	if slot == 0 {
+		return HooksCgroupEnv
+	}
+	return HooksCgroupEnv + "_" + strconv.Itoa(slot)
+}
+
+// HooksCgroupFromEnv reads the hooks group of the service in slot
+// (HooksCgroupEnvFor): nil when it is not set.
+func HooksCgroupFromEnv(slot int) ([]string, error) {
+	name := HooksCgroupEnvFor(slot)
+	raw, ok := os.LookupEnv(name)
 	if !ok || raw == "" {
 		return nil, nil
 	}
 	var dirs []string
 	if err := json.Unmarshal([]byte(raw), &dirs); err != nil {
-		return nil, fmt.Errorf("execshim: %s=%q: %w", HooksCgroupEnv, raw, err)
+		return nil, fmt.Errorf("execshim: %s=%q: %w", name, raw, err)
 	}
 	for _, d := range dirs {
 		if !filepath.IsAbs(d) {
-			return nil, fmt.Errorf("execshim: %s=%q: %q is not an absolute directory", HooksCgroupEnv, raw, d)
+			return nil, fmt.Errorf("execshim: %s=%q: %q is not an absolute directory", name, raw, d)
 		}
 	}
 	return dirs, nil
 }
 
 // HooksCgroupEntry is the HooksCgroupEnv entry for the group at dirs.
-func HooksCgroupEntry(dirs []string) (string, error) {
+func HooksCgroupEntry(slot int, dirs []string) (string, error) {
 	b, err := json.Marshal(dirs)
 	if err != nil {
-		return "", fmt.Errorf("execshim: encode %s: %w", HooksCgroupEnv, err)
+		return "", fmt.Errorf("execshim: encode %s: %w", HooksCgroupEnvFor(slot), err)
 	}
-	return HooksCgroupEnv + "=" + string(b), nil
+	return HooksCgroupEnvFor(slot) + "=" + string(b), nil
 }
 
 // HookSpec is the Spec of a transition hook, started by the node

@@ -423,8 +423,8 @@ func TestActiveActivePair(t *testing.T) {
 	for _, c := range st.ControlPlane {
 		names = append(names, c.Name)
 	}
-	if got := strings.Join(names, ","); got != "locator,nodemanager,nodemanager-data" {
-		t.Errorf("b's control plane: %s, want one locator for both services", got)
+	if got := strings.Join(names, ","); got != "locator,nodemanager" {
+		t.Errorf("b's control plane: %s, want one locator and one node manager for both services", got)
 	}
 	// The one locator answers for each service on that service's port,
 	// from its own state: each service's report says its own holder (a
@@ -471,32 +471,26 @@ func TestActiveActivePair(t *testing.T) {
 		t.Errorf("switchover without a service in a cluster of two: exit %d: %s", code, out)
 	}
 
-	// data's node manager on b crashes: b's supervisor releases data at
-	// once (its kernel lease and its address, not voice's), a takes it,
-	// and voice stays on a.
+	// b's node manager, which runs both services, crashes: b's supervisor
+	// releases data, which b held, at once (its kernel lease and its
+	// address), a takes it, and voice, which b only followed, stays on a.
 	voiceMoved := p.watchHolder("voice", "a")
-	pid := 0
-	for _, c := range p.nodes["b"].status().ControlPlane {
-		if c.Name == "nodemanager-data" {
-			pid = c.PID
-		}
-	}
-	if pid <= 0 {
-		t.Fatal("no nodemanager-data on b")
-	}
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+	logFrom := len(p.nodes["b"].log.String())
+	if err := syscall.Kill(nmPid(t, p.nodes["b"], "nodemanager"), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	p.waitPlaced("data on a after its node manager on b crashed", map[string]string{"voice": "a", "data": "a"}, "a")
+	p.waitPlaced("data on a after the node manager on b crashed", map[string]string{"voice": "a", "data": "a"}, "a")
 	if n := voiceMoved(); n > 0 {
-		t.Errorf("voice's address was not on a alone in %d samples while data's node manager crashed on b", n)
+		t.Errorf("voice's address was not on a alone in %d samples while b's node manager crashed", n)
 	}
-	if log := p.nodes["b"].log.String(); !strings.Contains(log, `"event":"crash_release"`) || !strings.Contains(log, `"process":"nodemanager-data"`) {
+	if log := p.nodes["b"].log.String()[logFrom:]; !strings.Contains(log, `"event":"crash_release"`) || !strings.Contains(log, `"service":"data"`) {
 		t.Errorf("no crash release of data on b:\n%s", log)
+	} else if releases := strings.Count(log, `"event":"crash_release"`); releases != 1 {
+		t.Errorf("%d crash releases on b, want data's alone (b was voice's standby):\n%s", releases, log)
 	}
 	// Back once b's new node manager follows a (a switchover to a node
 	// manager still starting is lost, and waits out the lease).
-	p.nodes["b"].waitFor("b's new data node manager follows a", 30*time.Second, func() bool {
+	p.nodes["b"].waitFor("b's new node manager follows a for data", 30*time.Second, func() bool {
 		r := p.nodes["b"].status().Report(1)
 		return r != nil && r.Role == "standby" && r.Active == "a" && r.Healthy
 	})
@@ -555,7 +549,7 @@ func TestActiveActivePair(t *testing.T) {
 		return true
 	})
 	dataMoved := p.watchHolder("data", "b")
-	logFrom := len(p.nodes["b"].log.String())
+	logFrom = len(p.nodes["b"].log.String())
 	p.mu.Lock()
 	p.dead["a"] = true
 	p.mu.Unlock()
@@ -793,10 +787,10 @@ func TestAddingASecondService(t *testing.T) {
 }
 
 // Four services, the most a cluster may have, on a pair and a witness:
-// every one is held by one node, each runs its own node manager, the one
-// locator of each host serves all four (five control-plane processes a
-// node, one on the witness), and when a dies every service it held moves to b and none is
-// ever on two live hosts.
+// every one is held by one node, the one node manager and the one locator
+// of each host serve all four (two control-plane processes a node, one on
+// the witness), and when a dies every service it held moves to b and none
+// is ever on two live hosts.
 func TestFourServices(t *testing.T) {
 	all := []string{"voice", "data", "fax", "video"}
 	p := newActivePairWith(t, func(string) []string { return all })
@@ -813,7 +807,7 @@ func TestFourServices(t *testing.T) {
 		}
 		return true
 	})
-	for id, want := range map[string]int{"a": 5, "b": 5, "w": 1} {
+	for id, want := range map[string]int{"a": 2, "b": 2, "w": 1} {
 		st := p.nodes[id].status()
 		if n := len(st.ControlPlane); n != want {
 			t.Errorf("%s runs %d control-plane processes, want %d", id, n, want)
@@ -843,13 +837,12 @@ func TestFourServices(t *testing.T) {
 	p.checkDual()
 }
 
-// `vigil maintenance on` while one service's node manager is not running
-// (here it cannot start: its state file is damaged, so it exits at once and
-// is restarted with backoff) reaches it at its next start: the supervisor
-// writes its maintenance.state, and once the file is mended the node
-// manager comes up in maintenance for its service, as the node's running
-// one is, and the other nodes see it so. Without that it came back
-// eligible for its service while the node's others had been moved off.
+// `vigil maintenance on` while the node manager is not running (here it
+// cannot start: data's state file is damaged, so it exits at once and is
+// restarted with backoff) reaches it at its next start: the supervisor
+// writes each service's maintenance.state, and once the file is mended the
+// node manager comes up in maintenance for every service, and the other
+// nodes see it so. Without that it came back eligible for its services.
 func TestMaintenanceReachesANodeManagerNotRunning(t *testing.T) {
 	p := newActivePair(t)
 	p.waitSettled()
@@ -862,19 +855,19 @@ func TestMaintenanceReachesANodeManagerNotRunning(t *testing.T) {
 	if err := os.WriteFile(state, []byte("{}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := syscall.Kill(nmPid(t, b, "nodemanager-data"), syscall.SIGKILL); err != nil {
+	if err := syscall.Kill(nmPid(t, b, "nodemanager"), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	b.waitFor("data's node manager on b failing at start (its state file refused)", 20*time.Second, func() bool {
+	b.waitFor("the node manager on b failing at start (data's state file refused)", 20*time.Second, func() bool {
 		for _, c := range b.status().ControlPlane {
-			if c.Name == "nodemanager-data" {
+			if c.Name == "nodemanager" {
 				return c.LastExit != nil && c.LastExit.Signal == "" && c.LastExit.Code != 0
 			}
 		}
 		return false
 	})
 	if log := b.log.String(); !strings.Contains(log, "node.state") {
-		t.Fatalf("data's node manager on b did not say why it stopped:\n%s", log)
+		t.Fatalf("the node manager on b did not say why it stopped:\n%s", log)
 	}
 	// It lives a few milliseconds every backoff (up to 2 s); a command
 	// that met it alive fails as for any process that exits under it,
@@ -885,15 +878,15 @@ func TestMaintenanceReachesANodeManagerNotRunning(t *testing.T) {
 		out, code = b.vigil("maintenance", "--socket", b.socket, "on")
 	}
 	if code != 0 {
-		t.Fatalf("maintenance on b with data's node manager not running: exit %d: %s", code, out)
+		t.Fatalf("maintenance on b with its node manager not running: exit %d: %s", code, out)
 	}
 	if log := b.log.String(); !strings.Contains(log, "for a node manager that is not running") {
-		t.Errorf("b's supervisor did not say it kept maintenance for data's node manager:\n%s", log)
+		t.Errorf("b's supervisor did not say it kept maintenance for the node manager:\n%s", log)
 	}
 	if err := os.WriteFile(state, good, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	b.waitFor("data's node manager on b started again, in maintenance, as voice's", 30*time.Second, func() bool {
+	b.waitFor("the node manager on b started again, in maintenance for both services", 30*time.Second, func() bool {
 		st := b.status()
 		r0, r1 := st.Report(0), st.Report(1)
 		return r0 != nil && r1 != nil && r0.Maintenance && r1.Maintenance && r1.Active != "" && r1.Active != "b"
