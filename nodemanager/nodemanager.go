@@ -215,12 +215,11 @@ func Run(ctx context.Context, cfg *config.Config, slots []int, log *slog.Logger)
 	if err != nil {
 		return err
 	}
-	sh := &shared{cfg: cfg, key: key, clk: clock.Real{}, log: log, bySlot: len(slots) > 1 || (len(slots) == 1 && slots[0] != 0)}
-	if len(slots) == 1 && os.Getenv(ctlmsg.EnvAllServices) == "" && os.Getenv(ipc.EnvFD) != "" {
-		// A supervisor that runs a process per service files reports by
-		// process, and reads no slot in a beat frame.
-		sh.bySlot = false
-	}
+	// A supervisor from before one process ran every service
+	// (ctlmsg.EnvAllServices unset) files reports by process, and reads no
+	// slot in a beat frame.
+	bySlot := os.Getenv(ctlmsg.EnvAllServices) != "" || os.Getenv(ipc.EnvFD) == ""
+	sh := &shared{cfg: cfg, key: key, clk: clock.Real{}, log: log, bySlot: bySlot}
 	sh.rt = realtime.ApplyAndLog(realtime.Settings{Realtime: cfg.Control.Realtime}, log)
 	sh.holds = &holds{log: log}
 	if sh.sup, err = ipc.FromEnv(); err != nil && !errors.Is(err, ipc.ErrNoChannel) {

@@ -380,14 +380,14 @@ func (p *activePair) checkDual() {
 func TestActiveActivePair(t *testing.T) {
 	p := newActivePair(t)
 	home := map[string]string{"voice": "a", "data": "b"}
-	// Whoever came up first holds both (no failback): an operator places
-	// them with a switchover each.
+	// Whoever came up first holds both (no failback), or, when both came
+	// up together, each may be home already.
 	p.waitSettled()
 	// `vigil switchover --preferred` moves the one not on its most
 	// preferred node, and leaves the other; run again, it moves nothing.
 	// It decides from a's reports, which may be a second old: wait until
 	// they show both nodes fit for both services.
-	p.nodes["a"].waitFor("a's node managers report b healthy and in the ring", 10*time.Second, func() bool {
+	bFit := func() bool {
 		st := p.nodes["a"].status()
 		for i := range 2 {
 			r := st.Report(i)
@@ -396,7 +396,16 @@ func TestActiveActivePair(t *testing.T) {
 			}
 		}
 		return true
-	})
+	}
+	p.nodes["a"].waitFor("a's node managers report b healthy and in the ring", 10*time.Second, bFit)
+	// Both on a first, so that --preferred has one to move.
+	for _, svc := range []string{"voice", "data"} {
+		if hs := p.holders(svc); len(hs) != 1 || hs[0] != "a" {
+			p.switchover("a", svc, "a")
+		}
+	}
+	p.waitPlaced("both services on a", map[string]string{"voice": "a", "data": "a"}, "a")
+	p.nodes["a"].waitFor("a's node managers report b healthy and in the ring again", 10*time.Second, bFit)
 	out := p.switchoverPreferred("a")
 	p.waitPlaced("voice on a and data on b", home, "a")
 	if !strings.Contains(out, "voice: ") || !strings.Contains(out, "data: ") || !strings.Contains(out, "from ") {
@@ -914,4 +923,63 @@ func TestMaintenanceReachesANodeManagerNotRunning(t *testing.T) {
 		r0, r1 := st.Report(0), st.Report(1)
 		return r0 != nil && r1 != nil && !r0.Maintenance && !r1.Maintenance
 	})
+}
+
+// The node manager process of b, which holds data and follows voice,
+// stalls (SIGSTOP) for two leases: the supervisor's fence, now one for
+// every service of the process, acts on data's deadline (left to the
+// kernel lease, or a kill), a takes data over, voice never moves, and no
+// address is on two live hosts for a lease. Resumed, b follows a for
+// both services.
+func TestStalledNodeManagerOfAPair(t *testing.T) {
+	p := newActivePair(t)
+	home := map[string]string{"voice": "a", "data": "b"}
+	p.waitSettled()
+	p.nodes["a"].waitFor("a's node managers report b healthy and in the ring", 10*time.Second, func() bool {
+		st := p.nodes["a"].status()
+		for i := range 2 {
+			r := st.Report(i)
+			if r == nil || !slices.ContainsFunc(r.Peers, func(pe ctlmsg.PeerState) bool { return pe.ID == "b" && pe.Healthy && pe.InRing }) {
+				return false
+			}
+		}
+		return true
+	})
+	p.switchoverPreferred("a")
+	p.waitPlaced("voice on a and data on b", home, "a")
+
+	b := p.nodes["b"]
+	stalled := nmPid(t, b, "nodemanager")
+	voiceStays := p.watchHolder("voice", "a")
+	logFrom := len(b.log.String())
+	if err := syscall.Kill(stalled, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = syscall.Kill(stalled, syscall.SIGCONT) }()
+	time.Sleep(1200 * time.Millisecond) // two of the test's leases: the stall is the fault
+	_ = syscall.Kill(stalled, syscall.SIGCONT)
+	p.waitPlaced("data on a after b's node manager stalled", map[string]string{"voice": "a", "data": "a"}, "a")
+	b.waitFor("b's node manager follows a for both services", 30*time.Second, func() bool {
+		st := b.status()
+		r0, r1 := st.Report(0), st.Report(1)
+		return r0 != nil && r1 != nil && r0.Role == "standby" && r1.Role == "standby" && r0.Active == "a" && r1.Active == "a"
+	})
+	if n := voiceStays(); n > 0 {
+		t.Errorf("voice's address was not on a alone in %d samples while b's node manager stalled", n)
+	}
+	log := b.log.String()[logFrom:]
+	fenced := false
+	for _, line := range strings.Split(log, "\n") {
+		if !strings.Contains(line, `"event":"fence_held"`) && !strings.Contains(line, `"event":"fence"`) {
+			continue
+		}
+		fenced = true
+		if !strings.Contains(line, `"service":"data"`) && !strings.Contains(line, `"service":"voice"`) {
+			t.Errorf("b's fence does not name the silent service: %s", line)
+		}
+	}
+	if !fenced {
+		t.Errorf("b's supervisor did not fence its stalled node manager:\n%s", log)
+	}
+	p.checkDual()
 }
