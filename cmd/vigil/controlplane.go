@@ -83,10 +83,12 @@ func runControlPlane(name string, args []string, stderr io.Writer, run func(cont
 // serviceSlots are the services a control-plane process serves: the one
 // named (service), or every one of the file. oldSupervisor: it was started
 // by a supervisor from before one process served every service
-// (ctlmsg.EnvAllServices unset), which starts one per service and names
-// it, the first without a name; under it, after a package upgrade and
-// until vigil is restarted, this process serves that one service, or it
-// would take the ports of the processes of the others.
+// (ctlmsg.EnvAllServices unset: after a package upgrade, until vigil is
+// restarted), which ran one per service and named each but the first's.
+// Under it this process serves that one service: serving every one would
+// put a second instance of another service's locator or node manager
+// beside the old process, sharing its port (SO_REUSEPORT), and one host's
+// vote would then be two.
 func serviceSlots(cfg *config.Config, service string, oldSupervisor bool) ([]int, error) {
 	if service != "" {
 		slot := slices.IndexFunc(cfg.Services, func(s config.Service) bool { return s.Name == service })
