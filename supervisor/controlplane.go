@@ -58,13 +58,14 @@ func (s *Supervisor) controlProcesses() []controlSpec {
 		for slot := range s.cfg.ServiceCount() {
 			g := s.hooksGroup(slot)
 			if n != ctlNodeManager || g == nil {
+				continue // only the node manager runs hooks
+			}
+			e, err := execshim.HooksCgroupEntry(slot, g.HierarchyDirs())
+			if err != nil {
+				s.log.Warn("hooks run in the node manager's cgroup", "event", "hooks_cgroup_error", "group", s.hooksGroupName(slot), "err", err)
 				continue
 			}
-			if e, err := execshim.HooksCgroupEntry(slot, g.HierarchyDirs()); err != nil {
-				s.log.Warn("hooks run in the node manager's cgroup", "event", "hooks_cgroup_error", "group", s.hooksGroupName(slot), "err", err)
-			} else {
-				env = append(env, e)
-			}
+			env = append(env, e)
 		}
 		specs[i].cfg = config.Process{
 			Name:        n,
@@ -603,17 +604,6 @@ func (nm *proc) silentService(now time.Duration) (int, bool) {
 	return slot, found
 }
 
-// deferFence moves the deadline of every service of nm that passed by
-// cutoff to until: the check found a reason to look again before fencing.
-func (s *Supervisor) deferFence(nm *proc, cutoff, until time.Duration) {
-	for i := range nm.nms {
-		if sv := &nm.nms[i]; sv.fenceAt != 0 && sv.fenceAt <= cutoff {
-			sv.fenceAt = until
-		}
-	}
-	s.setFenceDeadline(nm, nm.earliestFence())
-}
-
 // fenceHoldMax is how long past the fence deadline a silent node manager
 // is left to the kernel lease before it is killed anyway: long enough for
 // the stalls a loaded host gives a live process (80-300 ms seen under the
@@ -834,16 +824,11 @@ func (s *Supervisor) checkFence(nm *proc, gen uint64, deadline, fired time.Durat
 		return
 	}
 	// The service silent longest says how long the process has been.
-	lastBeat := nm.lastBeat
-	silentSlot, ok := nm.silentService(fired)
-	if ok {
-		lastBeat = nm.nms[silentSlot].lastBeat
+	lastBeat, service := nm.lastBeat, ""
+	if slot, ok := nm.silentService(fired); ok {
+		lastBeat, service = nm.nms[slot].lastBeat, s.serviceName(slot)
 	}
 	age := s.clock.Wall().Sub(lastBeat)
-	service := ""
-	if ok {
-		service = s.serviceName(silentSlot)
-	}
 	// With the kernel lease enforcing, the host stops serving at the
 	// lease's end without us: a stalled node manager is left to resume
 	// (it steps down and re-checks before it claims anything), and only
@@ -906,7 +891,13 @@ func (s *Supervisor) deferCheck(nm *proc, fired, wait time.Duration) {
 		s.setFenceDeadline(nm, now+wait)
 		return
 	}
-	s.deferFence(nm, max(fired, nm.fenceAt), now+wait)
+	cutoff := max(fired, nm.fenceAt)
+	for i := range nm.nms {
+		if sv := &nm.nms[i]; sv.fenceAt != 0 && sv.fenceAt <= cutoff {
+			sv.fenceAt = now + wait
+		}
+	}
+	s.setFenceDeadline(nm, nm.earliestFence())
 }
 
 // finishFence removes the floating IPs of a fenced node manager and notes

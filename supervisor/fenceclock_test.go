@@ -41,18 +41,9 @@ func newFenceRig(t *testing.T, deliverExit bool) *fenceRig {
 	return &fenceRig{t: t, clk: clk, s: s, nm: nm, f: f}
 }
 
-// report delivers a node manager report as the channel would.
+// report delivers a node manager report (of the service in rep.Slot) as
+// the channel would, through the supervisor's own filing.
 func (r *fenceRig) report(rep *ctlmsg.NodeManagerReport) {
-	r.t.Helper()
-	inLoop(r.t, r.s, func() {
-		r.nm.nms[0].report, r.nm.nms[0].lastBeat = rep, time.Now()
-		r.s.armFence(r.nm, 0)
-	})
-}
-
-// reportFor delivers a report of the service in rep.Slot through the
-// supervisor's own filing (nodeManagerReport).
-func (r *fenceRig) reportFor(rep *ctlmsg.NodeManagerReport) {
 	r.t.Helper()
 	inLoop(r.t, r.s, func() {
 		if err := r.s.nodeManagerReport(r.nm, rep); err != nil {
@@ -495,11 +486,11 @@ func TestFenceWhenOneServiceFallsSilent(t *testing.T) {
 	inLoop(t, r.s, func() { r.nm.resetServices(2) })
 	voice := func() *ctlmsg.NodeManagerReport { return active(180) }
 	data := &ctlmsg.NodeManagerReport{BeatFields: ctlmsg.BeatFields{Slot: 1, Role: "standby", Epoch: 3, LeaseMS: 200}}
-	r.reportFor(voice())
-	r.reportFor(data) // no lease: it must report again within one (200 ms)
+	r.report(voice())
+	r.report(data) // no lease: it must report again within one (200 ms)
 	for range 3 {
 		r.advance(50 * time.Millisecond)
-		r.reportFor(voice())
+		r.report(voice())
 	}
 	r.advance(49 * time.Millisecond) // 199 ms after data's report
 	if r.fenced() {
@@ -524,9 +515,9 @@ func TestFenceWhenOneServiceFallsSilent(t *testing.T) {
 func TestFenceDeadlineIsTheEarliestService(t *testing.T) {
 	r := newFenceRig(t, true)
 	inLoop(t, r.s, func() { r.nm.resetServices(2) })
-	r.reportFor(active(100)) // voice: fenced 100 ms from now unless it reports
+	r.report(active(100)) // voice: fenced 100 ms from now unless it reports
 	r.advance(50 * time.Millisecond)
-	r.reportFor(&ctlmsg.NodeManagerReport{BeatFields: ctlmsg.BeatFields{Slot: 1, Role: "active", Epoch: 4, LeaseValid: true, LeaseRemainingMS: 180, LeaseMS: 200}})
+	r.report(&ctlmsg.NodeManagerReport{BeatFields: ctlmsg.BeatFields{Slot: 1, Role: "active", Epoch: 4, LeaseValid: true, LeaseRemainingMS: 180, LeaseMS: 200}})
 	r.advance(49 * time.Millisecond)
 	if r.fenced() {
 		t.Fatal("fenced before voice's lease ended")
