@@ -279,6 +279,17 @@ func measureIn(ctx context.Context, bin, timing, tag string, cl cluster, rtBudge
 		return "", err
 	}
 	fences0 := fences(hosts)
+	// With -bridge each host has a network namespace of its own: its UDP
+	// counters are its control plane's datagrams (bundles count one).
+	udp0 := map[string][2]int64{}
+	udpAt := time.Now()
+	for _, h := range hosts {
+		if cl.ns[h.id] != "" {
+			if o, i, err := udpCounters(h.cmd.Process.Pid); err == nil {
+				udp0[h.id] = [2]int64{o, i}
+			}
+		}
+	}
 	win := window / time.Duration(nsamples)
 	for i := 0; i < nsamples; i++ {
 		if _, err := resolve(hosts, procs); err != nil {
@@ -309,6 +320,18 @@ func measureIn(ctx context.Context, bin, timing, tag string, cl cluster, rtBudge
 			p.rss = append(p.rss, float64(rss)/1024)
 			uss, _ := privateKiB(p.pid)
 			p.uss = append(p.uss, float64(uss)/1024)
+		}
+	}
+	udpEl := time.Since(udpAt).Seconds()
+	var udpLines []string
+	for _, h := range hosts {
+		u0, ok := udp0[h.id]
+		if !ok {
+			continue
+		}
+		if o, i, err := udpCounters(h.cmd.Process.Pid); err == nil {
+			udpLines = append(udpLines, fmt.Sprintf("bench=controlplane timing=%s services=%d host=%s udp_out_per_s=%.0f udp_in_per_s=%.0f window_s=%.0f",
+				timing, cl.services, h.id, float64(o-u0[0])/udpEl, float64(i-u0[1])/udpEl, udpEl))
 		}
 	}
 	rssSoak := map[*proc]float64{}
@@ -390,6 +413,9 @@ func measureIn(ctx context.Context, bin, timing, tag string, cl cluster, rtBudge
 			cpMaxRSS = math.Max(cpMaxRSS, rssSoak[p])
 		}
 		cpMaj += maj[p]
+	}
+	for _, l := range udpLines {
+		fmt.Println(l)
 	}
 	if memNote != "" {
 		fmt.Println(memNote)
@@ -729,6 +755,37 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 }
 
 // runNS sums the run time of every thread of pid (schedstat's first field).
+// udpCounters reads the UDP datagrams sent and received in the network
+// namespace of pid (/proc/PID/net/snmp, the namespace's own counters).
+func udpCounters(pid int) (out, in int64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/snmp", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	var head []string
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 0 || f[0] != "Udp:" {
+			continue
+		}
+		if head == nil {
+			head = f
+			continue
+		}
+		for k := 1; k < len(f) && k < len(head); k++ {
+			v, _ := strconv.ParseInt(f[k], 10, 64)
+			switch head[k] {
+			case "OutDatagrams":
+				out = v
+			case "InDatagrams":
+				in = v
+			}
+		}
+		return out, in, nil
+	}
+	return 0, 0, errors.New("no Udp counters in " + fmt.Sprintf("/proc/%d/net/snmp", pid))
+}
+
 func runNS(pid int) (int64, error) {
 	dir := fmt.Sprintf("/proc/%d/task", pid)
 	des, err := os.ReadDir(dir)
