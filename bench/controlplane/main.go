@@ -280,7 +280,7 @@ func measureIn(ctx context.Context, bin, timing, tag string, cl cluster, rtBudge
 	}
 	fences0 := fences(hosts)
 	// With -bridge each host has a network namespace of its own: its UDP
-	// counters are its control plane's datagrams (bundles count one).
+	// counters are its control plane's datagrams.
 	udp0 := map[string][2]int64{}
 	udpAt := time.Now()
 	for _, h := range hosts {
@@ -754,7 +754,6 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// runNS sums the run time of every thread of pid (schedstat's first field).
 // udpCounters reads the UDP datagrams sent and received in the network
 // namespace of pid (/proc/PID/net/snmp, the namespace's own counters).
 func udpCounters(pid int) (out, in int64, err error) {
@@ -783,9 +782,10 @@ func udpCounters(pid int) (out, in int64, err error) {
 		}
 		return out, in, nil
 	}
-	return 0, 0, errors.New("no Udp counters in " + fmt.Sprintf("/proc/%d/net/snmp", pid))
+	return 0, 0, fmt.Errorf("no Udp counters in /proc/%d/net/snmp", pid)
 }
 
+// runNS sums the run time of every thread of pid (schedstat's first field).
 func runNS(pid int) (int64, error) {
 	dir := fmt.Sprintf("/proc/%d/task", pid)
 	des, err := os.ReadDir(dir)
