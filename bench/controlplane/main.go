@@ -283,7 +283,11 @@ func measureIn(ctx context.Context, bin, timing, tag string, cl cluster, rtBudge
 	// counters are its control plane's datagrams.
 	udp0 := map[string][2]int64{}
 	udpAt := time.Now()
+	kl0 := map[string][]uint64{}
 	for _, h := range hosts {
+		if n, ok := kernelLeaseApplies(h); ok {
+			kl0[h.id] = n
+		}
 		if cl.ns[h.id] != "" {
 			if o, i, err := udpCounters(h.cmd.Process.Pid); err == nil {
 				udp0[h.id] = [2]int64{o, i}
@@ -325,6 +329,21 @@ func measureIn(ctx context.Context, bin, timing, tag string, cl cluster, rtBudge
 	udpEl := time.Since(udpAt).Seconds()
 	var udpLines []string
 	for _, h := range hosts {
+		// Kernel lease transactions (nftables): one per refresh of each
+		// active service's lease on the host.
+		if n0, ok := kl0[h.id]; ok {
+			if n, ok := kernelLeaseApplies(h); ok && len(n) == len(n0) {
+				var sum float64
+				var per []string
+				for i := range n {
+					r := float64(int64(n[i])-int64(n0[i])) / udpEl // a restarted node manager counts from 0: negative, shown as is
+					sum += r
+					per = append(per, fmt.Sprintf("s%d:%.0f", i, r))
+				}
+				udpLines = append(udpLines, fmt.Sprintf("bench=controlplane timing=%s services=%d host=%s kernel_lease_tx_per_s=%.0f per_service=%s window_s=%.0f",
+					timing, cl.services, h.id, sum, strings.Join(per, ","), udpEl))
+			}
+		}
 		u0, ok := udp0[h.id]
 		if !ok {
 			continue
@@ -430,6 +449,10 @@ func measureIn(ctx context.Context, bin, timing, tag string, cl cluster, rtBudge
 	}
 	if nf := fences(hosts) - fences0; moves > 0 || nf > 0 {
 		// An idle cluster should do neither: say why, from the hosts' logs.
+		// Its figures are not those of a steady cluster: a role that moved
+		// sends a claim's datagrams and takeover's transactions, and a
+		// throttled realtime group (-rt-budget below what it uses) stops.
+		fmt.Printf("warning: %d epoch changes and %d fences in an idle cluster: these figures are not of a steady cluster (a realtime budget too small, -rt-budget, throttles the control plane every second; the hosts' lines below say why)\n", moves, nf)
 		for _, h := range hosts {
 			for _, l := range whyLines(filepath.Join(h.dir, "vigil.log"), 100) {
 				fmt.Printf("    %s: %s\n", h.id, l)
@@ -654,6 +677,26 @@ func fences(hosts []*host) uint64 {
 		}
 	}
 	return n
+}
+
+// kernelLeaseApplies is the number of kernel lease transactions each
+// service's node manager on h has sent (index: the service's slot); false
+// on a host without node managers (a witness) or with no status.
+func kernelLeaseApplies(h *host) ([]uint64, bool) {
+	st, err := h.status()
+	if err != nil {
+		return nil, false
+	}
+	rs := st.Reports()
+	n := make([]uint64, len(rs))
+	found := false
+	for i, r := range rs {
+		if r != nil && r.KernelLease != nil {
+			n[i] = r.KernelLease.Applies
+			found = true
+		}
+	}
+	return n, found
 }
 
 func (h *host) status() (*supervisor.Status, error) {
