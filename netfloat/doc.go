@@ -23,12 +23,14 @@
 // process runs: nftables sets in Vigil's own tables (table arp vigil,
 // table inet vigil; objects named lease_*) hold, per VIP, an "announce"
 // element (the host may answer ARP/NDP for it) and an "accept" element
-// (it may receive packets to it), each with the time left on the lease as
-// its timeout; rules drop ARP replies and requests from, neighbour
-// advertisements for, and inbound packets to a configured VIP (Guard)
-// without a live element. Claim puts the VIP in before the address is
-// added, SetLeaseDeadline refreshes in the background, Quiet removes only
-// the announce element, Release both. Elements never outlive their
+// (it may receive packets to it), and one lease_alive element whose
+// timeout is the time left on the lease; rules drop ARP replies and
+// requests from, neighbour advertisements for, and inbound packets to a
+// configured VIP (Guard) without both. Claim puts the VIP in before the
+// address is added, SetLeaseDeadline refreshes the alive element in the
+// background (once half of what the kernel was last given has run out,
+// not at every renewal), Quiet removes only the announce element, Release
+// both. Elements never outlive their
 // deadline by more than ApplyLagLimit (plus the kernel's jiffy rounding,
 // which is down), see docs/protocol.md "Crash timeline". DeleteTables
 // removes both tables (the supervisor's orderly stop).

@@ -83,26 +83,68 @@ func (m *Manager) KernelLeaseStats() KernelLeaseStats {
 	return m.klStats
 }
 
-// refresher applies the kernel lease after each renewal
-// (SetLeaseDeadline), off the caller's path: the protocol never waits for
-// the kernel. Late is safe: every element's timeout is computed from its
-// deadline at the moment of the call, so a late refresh only shortens
-// what the kernel grants; it can never reach past the lease.
+// refresher passes renewals (SetLeaseDeadline) on to the kernel, off the
+// caller's path: the protocol never waits for the kernel.
+//
+// It does so once half of what the kernel was last given has run out
+// (klRefreshAt), not at every renewal: a transaction was the node
+// manager's largest single cost after its datagrams (docs/protocol.md,
+// "Crash timeline"), and a lease is renewed many times over its length
+// (every token_interval; a 60 ms lease six times). A timer wakes it at that
+// moment and it gives the kernel the latest deadline, so the kernel never
+// ends before the lease while this goroutine runs within half a lease of
+// its time; a renewal arriving after that moment wakes it too.
+//
+// Safety does not depend on it: every element's timeout is computed from
+// the deadline at the moment of the transaction, so a late or skipped
+// refresh only shortens what the kernel grants; it can never reach past
+// the lease.
 func (m *Manager) refresher() {
 	defer m.klWG.Done()
+	t := time.NewTimer(time.Hour)
+	t.Stop()
 	for {
 		select {
 		case <-m.klStop:
+			t.Stop()
 			return
 		case <-m.klKick:
-			_ = m.applyKernel()
+		case <-t.C:
+		}
+		now := m.opts.LeaseClock()
+		if m.leaseUntil.Load() > m.klEnd.Load() && now >= time.Duration(m.klRefreshAt.Load()) && m.busy() {
+			_ = m.program()
+			now = m.opts.LeaseClock()
+		}
+		// Armed for the next refresh whoever programmed last (a Claim
+		// programs in its caller's goroutine, then kicks).
+		if at := time.Duration(m.klRefreshAt.Load()); at > now {
+			t.Reset(at - now)
+		} else {
+			t.Stop()
 		}
 	}
 }
 
-// leaseStateLocked is what the kernel should enforce now; m.mu held.
-func (m *Manager) leaseStateLocked() LeaseState {
-	until := time.Duration(m.leaseUntil.Load())
+// busy says whether the kernel lease grants anything to renew: a VIP held
+// or being claimed.
+func (m *Manager) busy() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.held)+len(m.claiming) > 0
+}
+
+// kickRefresher wakes the refresher without waiting.
+func (m *Manager) kickRefresher() {
+	select {
+	case m.klKick <- struct{}{}:
+	default: // a wake-up is pending: it reads the latest state
+	}
+}
+
+// leaseStateLocked is what the kernel should enforce now, the lease
+// ending at until; m.mu held.
+func (m *Manager) leaseStateLocked(until time.Duration) LeaseState {
 	guard := map[netip.Addr]bool{}
 	announce := map[netip.Addr]time.Duration{}
 	accept := map[netip.Addr]time.Duration{}
@@ -141,25 +183,42 @@ func (m *Manager) leaseStateLocked() LeaseState {
 	return st
 }
 
-// applyKernel programs the current state into the kernel lease. A failure
-// is logged once per episode and disarms the kernel lease, so the host
-// serves as without it (the address lifetime bounds it) until a later
-// apply succeeds.
+// applyKernel programs the current state into the kernel lease, now, in
+// the caller's goroutine, and has the refresher arm its timer for what it
+// programmed. A failure is logged once per episode and disarms the kernel
+// lease, so the host serves as without it (the address lifetime bounds
+// it) until a later apply succeeds.
 func (m *Manager) applyKernel() error {
 	if m.kl == nil {
 		return nil
 	}
+	err := m.program()
+	m.kickRefresher()
+	return err
+}
+
+// program is applyKernel without waking the refresher (which calls it).
+func (m *Manager) program() error {
 	m.klMu.Lock()
 	defer m.klMu.Unlock()
+	until := time.Duration(m.leaseUntil.Load())
 	m.mu.Lock()
-	st := m.leaseStateLocked()
+	st := m.leaseStateLocked(until)
 	m.mu.Unlock()
+	read := m.opts.LeaseClock()
 	start := time.Now()
 	err := m.kl.Apply(st)
 	took := time.Since(start)
 	var derr error
 	if err != nil {
 		derr = m.kl.Disarm()
+		m.klEnd.Store(0)
+		m.klRefreshAt.Store(0)
+	} else {
+		// Half of what this transaction gave, counted from before it:
+		// the kernel counts from when it processes it, which is later.
+		m.klEnd.Store(int64(until))
+		m.klRefreshAt.Store(int64(read + max(until-read, 0)/2))
 	}
 	m.klStatsMu.Lock()
 	defer m.klStatsMu.Unlock()

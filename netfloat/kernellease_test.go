@@ -539,7 +539,8 @@ type fakeLease struct {
 	mu       sync.Mutex
 	host     *netnstest.Host
 	states   []LeaseState
-	addrThen []bool // the VIP was on the interface when the state came
+	addrThen []bool          // the VIP was on the interface when the state came
+	at       []time.Duration // clock.Boottime when it came
 	fail     error
 	disarms  int
 }
@@ -549,6 +550,7 @@ func (f *fakeLease) Apply(st LeaseState) error {
 	defer f.mu.Unlock()
 	f.states = append(f.states, st)
 	f.addrThen = append(f.addrThen, f.host.HasAddr(vip4.Addr()))
+	f.at = append(f.at, clock.Boottime())
 	return f.fail
 }
 
@@ -656,6 +658,58 @@ func TestKernelLeaseWiring(t *testing.T) {
 	}
 	m.SetLeaseDeadline(clock.Boottime() + 2*time.Second)
 	poll(t, 2*time.Second, "recovery", func() bool { return !m.KernelLeaseStats().Failing })
+}
+
+// TestKernelLeaseRefreshesAtHalf: renewals reach the kernel once half of
+// what it was last given has run out, not each one; the kernel never ends
+// before the lease while renewals go on; and the last renewal reaches it
+// by the refresher's timer, with no renewal after it.
+func TestKernelLeaseRefreshesAtHalf(t *testing.T) {
+	a, _ := twoHosts(t)
+	f := &fakeLease{host: a}
+	m := newManager(t, a, Options{LeaseClock: clock.Boottime, KernelLease: f})
+	v := VIP{Prefix: vip4, Interface: "eth0"}
+	addr := vip4.Addr()
+	const lease, every, renewFor = time.Second, 20 * time.Millisecond, 3 * time.Second
+	m.SetLeaseDeadline(clock.Boottime() + lease)
+	if _, err := m.Claim(context.Background(), v); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	before := len(f.states)
+	f.mu.Unlock()
+	renewals := 0
+	var last time.Duration
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for start := time.Now(); time.Since(start) < renewFor; <-tick.C {
+		now := clock.Boottime()
+		if u, ok := hasElem(f.last().Announce, addr); !ok || u <= now {
+			t.Fatalf("renewal %d: the kernel lease ends at %v, not after now (%v), while the lease was renewed every %v", renewals, u, now, every)
+		}
+		last = now + lease
+		m.SetLeaseDeadline(last)
+		renewals++
+	}
+	f.mu.Lock()
+	applies := len(f.states) - before
+	f.mu.Unlock()
+	t.Logf("%d renewals of a %v lease over %v: %d transactions", renewals, lease, renewFor, applies)
+	// About one per half lease (6); at least 3, and far fewer than the
+	// renewals.
+	if applies < 3 || applies > renewals/4 {
+		t.Fatalf("%d transactions for %d renewals of a %v lease over %v, want 3 to %d", applies, renewals, lease, renewFor, renewals/4)
+	}
+	poll(t, 2*lease, "the last renewal to reach the kernel with none after it", func() bool {
+		u, ok := hasElem(f.last().Announce, addr)
+		return ok && u == last
+	})
+	f.mu.Lock()
+	at := f.at[len(f.at)-1]
+	f.mu.Unlock()
+	if at > last-lease/2+lease/4 {
+		t.Fatalf("the last renewal reached the kernel %v before its deadline, want about half the lease (%v)", last-at, lease/2)
+	}
 }
 
 // BenchmarkKernelLeaseRefresh measures one refresh transaction (the batch

@@ -235,9 +235,15 @@ type Manager struct {
 	// (nf_tables' commit mutex); the loop must not wait with it.
 	klStatsMu sync.Mutex
 	klStats   KernelLeaseStats // under klStatsMu
-	klKick    chan struct{}    // SetLeaseDeadline → refresher
+	klKick    chan struct{}    // SetLeaseDeadline, applyKernel → refresher
 	klStop    chan struct{}
 	klWG      sync.WaitGroup
+	// klEnd is the lease deadline (LeaseClock, ns) the last successful
+	// transaction gave the kernel, and klRefreshAt the moment half of what
+	// it gave has run out, when the next renewal is passed on (see
+	// refresher). Both 0 while nothing is programmed or it failed: then
+	// every renewal is passed on.
+	klEnd, klRefreshAt atomic.Int64
 
 	wg sync.WaitGroup // announcers and port readers
 
@@ -251,11 +257,13 @@ type Manager struct {
 // ends, on Options.LeaseClock; 0 (or any past value) stops announcements
 // at once. Without a LeaseClock it has no effect.
 //
-// With a KernelLease, a later deadline than any before (a renewal) wakes
-// the background refresher, which gives every held VIP's elements the time
-// left until it; the caller never waits for the kernel. An earlier one (the
-// role given up or lost) changes nothing in the kernel: its elements end
-// at the deadline they were given, which the protocol allowed, and
+// With a KernelLease, a later deadline than any before (a renewal) reaches
+// the kernel through the background refresher, which gives every held
+// VIP's elements the time left until it; the caller never waits for the
+// kernel. Not every renewal is passed on: only once half of what the
+// kernel was last given has run out (see refresher). An earlier deadline
+// (the role given up or lost) changes nothing in the kernel: its elements
+// end at the deadline they were given, which the protocol allowed, and
 // Quiet and Release remove them sooner.
 func (m *Manager) SetLeaseDeadline(until time.Duration) {
 	m.leaseUntil.Store(int64(until))
@@ -268,17 +276,11 @@ func (m *Manager) SetLeaseDeadline(until time.Duration) {
 			break
 		}
 	}
-	if m.kl == nil {
-		return
+	if m.kl == nil || m.opts.LeaseClock() < time.Duration(m.klRefreshAt.Load()) {
+		return // the kernel still has more than half of what it was given: the refresher's timer passes this on
 	}
-	m.mu.Lock()
-	busy := len(m.held)+len(m.claiming) > 0
-	m.mu.Unlock()
-	if busy {
-		select {
-		case m.klKick <- struct{}{}:
-		default: // a refresh is pending: it reads the latest deadline
-		}
+	if m.busy() {
+		m.kickRefresher()
 	}
 }
 
