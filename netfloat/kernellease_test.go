@@ -712,6 +712,57 @@ func TestKernelLeaseRefreshesAtHalf(t *testing.T) {
 	}
 }
 
+// TestKernelLeaseRenewedNeverLapses: with the real kernel lease, a lease
+// renewed six times over its length (as at the default timing, but ten
+// times slower so that a loaded machine cannot stall the refresher past
+// half a lease) keeps its alive element in the kernel at every reading,
+// with fewer transactions than renewals.
+func TestKernelLeaseRenewedNeverLapses(t *testing.T) {
+	needNFT(t)
+	a, _ := twoHosts(t)
+	kl, err := NewNFTLease(nsFd(a), clock.Boottime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { kl.Close() })
+	m := newManager(t, a, Options{LeaseClock: clock.Boottime, KernelLease: kl})
+	v := VIP{Prefix: vip4, Interface: "eth0"}
+	if err := m.Guard([]VIP{v}); err != nil {
+		t.Fatal(err)
+	}
+	const lease, every, renewFor = 600 * time.Millisecond, 100 * time.Millisecond, 3 * time.Second
+	m.SetLeaseDeadline(clock.Boottime() + lease)
+	if _, err := m.Claim(context.Background(), v); err != nil {
+		t.Fatal(err)
+	}
+	before := m.KernelLeaseStats().Applies
+	renewals, readings := 0, 0
+	nextRenewal := time.Now()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for start := time.Now(); time.Since(start) < renewFor; <-tick.C {
+		if time.Now().After(nextRenewal) {
+			m.SetLeaseDeadline(clock.Boottime() + lease)
+			renewals++
+			nextRenewal = nextRenewal.Add(every)
+		}
+		for _, s := range []*nftables.Set{kl.arpAlive, kl.inetAlive} {
+			if els := setElements(t, kl, s); len(els) != 1 || els[0].Expires <= 0 {
+				t.Fatalf("reading %d, after %d renewals every %v of a %v lease: set %s has %+v, want the alive element", readings, renewals, every, lease, s.Name, els)
+			}
+		}
+		readings++
+	}
+	applies := m.KernelLeaseStats().Applies - before
+	t.Logf("%d renewals, %d readings of the kernel, %d transactions", renewals, readings, applies)
+	if applies == 0 || applies > uint64(renewals)/2 {
+		t.Fatalf("%d transactions for %d renewals, want 1 to %d", applies, renewals, renewals/2)
+	}
+	if st := m.KernelLeaseStats(); st.Failures != 0 {
+		t.Fatalf("kernel lease failures: %+v", st)
+	}
+}
+
 // BenchmarkKernelLeaseRefresh measures one refresh transaction (the batch
 // every renewal sends) with two VIPs, IPv4 and IPv6.
 // BenchmarkKernelLeaseRefresh: a renewal's transaction, with 2 and with

@@ -452,7 +452,7 @@ func measureIn(ctx context.Context, bin, timing, tag string, cl cluster, rtBudge
 		// Its figures are not those of a steady cluster: a role that moved
 		// sends a claim's datagrams and takeover's transactions, and a
 		// throttled realtime group (-rt-budget below what it uses) stops.
-		fmt.Printf("warning: %d epoch changes and %d fences in an idle cluster: these figures are not of a steady cluster (a realtime budget too small, -rt-budget, throttles the control plane every second; the hosts' lines below say why)\n", moves, nf)
+		fmt.Printf("warning: %d epoch changes and %d fences in an idle cluster: these figures are not of a steady cluster (one cause: -rt-budget below what the control plane uses, which the kernel then throttles every second; the hosts' lines below say why)\n", moves, nf)
 		for _, h := range hosts {
 			for _, l := range whyLines(filepath.Join(h.dir, "vigil.log"), 100) {
 				fmt.Printf("    %s: %s\n", h.id, l)
