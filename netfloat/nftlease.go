@@ -40,10 +40,10 @@ const (
 
 // aliveKey is the one element of the lease_alive sets. The announce and
 // accept sets say which addresses the lease covers and change only when
-// that does; the lease's end is this one element's timeout, so a renewal
+// that does; the lease's end is this one element's timeout, so a refresh
 // is a transaction of one element whatever the number of addresses (with
 // a timeout per address, 256 addresses cost 2 ms of the node manager's
-// CPU per renewal, a renewal every 10 ms).
+// CPU per refresh, then one at every renewal, every 10 ms).
 var aliveKey = []byte{127, 86, 73, 76} // any constant: 127.'V'.'I'.'L'
 
 // fullEvery is how often Apply reprograms every set even when only the
@@ -55,8 +55,9 @@ const fullEvery = time.Second
 // the only bound after the node manager's own.
 var ErrKernelLeaseUnavailable = errors.New("netfloat: kernel lease unavailable (nf_tables)")
 
-// NFTLease is the KernelLease in nftables: sets whose elements carry the
-// time left on the lease as their timeout, consulted by rules that drop
+// NFTLease is the KernelLease in nftables: sets of the addresses the
+// lease covers, gated by one lease_alive element whose timeout is the time
+// left on the lease (drains carry their own), consulted by rules that drop
 // what a host without the lease would send or receive for a configured
 // VIP: ARP whose sender is the VIP (table arp vigil, output), neighbour
 // advertisements for it and solicitations from it, and inbound packets to

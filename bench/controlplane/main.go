@@ -282,7 +282,7 @@ func measureIn(ctx context.Context, bin, timing, tag string, cl cluster, rtBudge
 	// With -bridge each host has a network namespace of its own: its UDP
 	// counters are its control plane's datagrams.
 	udp0 := map[string][2]int64{}
-	udpAt := time.Now()
+	rateAt := time.Now()
 	kl0 := map[string][]uint64{}
 	for _, h := range hosts {
 		if n, ok := kernelLeaseApplies(h); ok {
@@ -326,8 +326,8 @@ func measureIn(ctx context.Context, bin, timing, tag string, cl cluster, rtBudge
 			p.uss = append(p.uss, float64(uss)/1024)
 		}
 	}
-	udpEl := time.Since(udpAt).Seconds()
-	var udpLines []string
+	rateEl := time.Since(rateAt).Seconds()
+	var rateLines []string
 	for _, h := range hosts {
 		// Kernel lease transactions (nftables): one per refresh of each
 		// active service's lease on the host.
@@ -336,12 +336,12 @@ func measureIn(ctx context.Context, bin, timing, tag string, cl cluster, rtBudge
 				var sum float64
 				var per []string
 				for i := range n {
-					r := float64(int64(n[i])-int64(n0[i])) / udpEl // a restarted node manager counts from 0: negative, shown as is
+					r := float64(int64(n[i])-int64(n0[i])) / rateEl // a restarted node manager counts from 0: negative, shown as is
 					sum += r
 					per = append(per, fmt.Sprintf("s%d:%.0f", i, r))
 				}
-				udpLines = append(udpLines, fmt.Sprintf("bench=controlplane timing=%s services=%d host=%s kernel_lease_tx_per_s=%.0f per_service=%s window_s=%.0f",
-					timing, cl.services, h.id, sum, strings.Join(per, ","), udpEl))
+				rateLines = append(rateLines, fmt.Sprintf("bench=controlplane timing=%s services=%d host=%s kernel_lease_tx_per_s=%.0f per_service=%s window_s=%.0f",
+					timing, cl.services, h.id, sum, strings.Join(per, ","), rateEl))
 			}
 		}
 		u0, ok := udp0[h.id]
@@ -349,8 +349,8 @@ func measureIn(ctx context.Context, bin, timing, tag string, cl cluster, rtBudge
 			continue
 		}
 		if o, i, err := udpCounters(h.cmd.Process.Pid); err == nil {
-			udpLines = append(udpLines, fmt.Sprintf("bench=controlplane timing=%s services=%d host=%s udp_out_per_s=%.0f udp_in_per_s=%.0f window_s=%.0f",
-				timing, cl.services, h.id, float64(o-u0[0])/udpEl, float64(i-u0[1])/udpEl, udpEl))
+			rateLines = append(rateLines, fmt.Sprintf("bench=controlplane timing=%s services=%d host=%s udp_out_per_s=%.0f udp_in_per_s=%.0f window_s=%.0f",
+				timing, cl.services, h.id, float64(o-u0[0])/rateEl, float64(i-u0[1])/rateEl, rateEl))
 		}
 	}
 	rssSoak := map[*proc]float64{}
@@ -433,7 +433,7 @@ func measureIn(ctx context.Context, bin, timing, tag string, cl cluster, rtBudge
 		}
 		cpMaj += maj[p]
 	}
-	for _, l := range udpLines {
+	for _, l := range rateLines {
 		fmt.Println(l)
 	}
 	if memNote != "" {
