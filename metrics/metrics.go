@@ -546,6 +546,13 @@ func collectGroups(e *emitter, gs []supervisor.GroupStatus) {
 				e.gauge("vigil_cgroup_memory_max_bytes", "The cgroup's memory limit (absent = no limit).", float64(g.MemoryMax), "group", g.Group)
 			}
 		}
+		if g.RTBudgetUsec > 0 {
+			e.gauge("vigil_cgroup_rt_budget_seconds", "Realtime time the cgroup's tasks may use on each CPU per second (cpu.rt_runtime_us; absent: no per-group budget in force).", float64(g.RTBudgetUsec)/1e6, "group", g.Group)
+			if g.RTPeakShare != nil {
+				e.gauge("vigil_cgroup_rt_budget_peak_ratio", "Largest share of its realtime budget the cgroup used on one CPU within a second, over the last 10 s; at 1 the kernel stops it on that CPU until the second ends.", *g.RTPeakShare, "group", g.Group)
+			}
+			e.counter("vigil_cgroup_rt_budget_high_total", "Episodes in which the cgroup used over half its realtime budget on one CPU within a second (event=rt_budget_high), since the supervisor started.", float64(g.RTHighEpisodes), "group", g.Group)
+		}
 		for _, p := range []struct {
 			res string
 			v   *float64

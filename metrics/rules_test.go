@@ -118,6 +118,7 @@ type targetState struct {
 	fences     uint64
 	fencesHeld uint64
 	locDegrade bool
+	rtPeak     float64 // the node manager group's peak share of its realtime budget
 }
 
 func between(i, from, to int) bool { return i >= from && i < to }
@@ -154,6 +155,7 @@ func ruleTargets() []*ruleTarget {
 				s.role, s.holds = "active", true
 			case between(i, phaseIncident, phaseRecover):
 				s.noQuorum, s.backoff, s.locDegrade = true, "kamailio", true
+				s.rtPeak = 0.7
 				s.authDrops = uint64(10 * (i - phaseIncident + 1))
 			case i >= phaseRecover:
 				s.authDrops = 300
@@ -237,6 +239,11 @@ func (rt *ruleTarget) status(t *testing.T, i int, s targetState) *supervisor.Sta
 			}
 			st.Processes = append(st.Processes, p)
 		}
+	}
+	if !rt.witness {
+		// A v1 kernel with RT group scheduling: the budget and its use.
+		peak := max(s.rtPeak, 0.2)
+		st.Groups = append(st.Groups, supervisor.GroupStatus{Group: "control/nodemanager", RTBudgetUsec: 300000, RTPeakShare: &peak, RTPeakUsedUsec: int64(peak * 300000)})
 	}
 	loc := ctlmsg.LocatorReport{Self: rt.node, Degraded: s.locDegrade}
 	st.Locator = &loc
@@ -433,6 +440,7 @@ func ruleExpectations() map[int][]wantAlert {
 			{"VigilProcessDown", with(pbxNode("b"), "process", "kamailio", "group", "apps")},
 			{"VigilAuthDropsRising", with(pbxNode("b"), "process", "nodemanager")},
 			{"VigilControlPlaneDegraded", with(pbxNode("b"), "process", "locator", "service", "default")},
+			{"VigilControlPlaneNearRealtimeBudget", with(pbxNode("b"), "group", "control/nodemanager")},
 			{"VigilScrapeError", pbxNode("w")},
 			{"VigilControlPlaneFenced", map[string]string{"instance": "lab-y:9720", "job": "vigil", "cluster": "lab", "node": "y"}},
 			{"VigilControlPlaneStalledPastLease", map[string]string{"instance": "lab-x:9720", "job": "vigil", "cluster": "lab", "node": "x"}},

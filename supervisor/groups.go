@@ -18,7 +18,18 @@ type GroupStatus struct {
 	CPUPressure   *float64 `json:"cpu_pressure_some_avg10,omitempty"`
 	MemPressure   *float64 `json:"memory_pressure_some_avg10,omitempty"`
 	IOPressure    *float64 `json:"io_pressure_some_avg10,omitempty"`
-	Error         string   `json:"error,omitempty"`
+	// RTBudgetUsec is the realtime time the group's tasks may use on each
+	// CPU per second (cpu.rt_runtime_us: control.rt_budget on a v1 kernel
+	// with CONFIG_RT_GROUP_SCHED; absent: none in force, or the host has
+	// no per-group budget). RTPeakShare is the largest share of it they
+	// used on one CPU within a second over the last 10 s (rtBudgetWatch),
+	// RTPeakUsedUsec that use; RTHighEpisodes counts the episodes over
+	// RTBudgetWarnShare since the supervisor started.
+	RTBudgetUsec   int64    `json:"rt_budget_usec,omitempty"`
+	RTPeakShare    *float64 `json:"rt_budget_peak_share,omitempty"`
+	RTPeakUsedUsec int64    `json:"rt_budget_peak_used_usec,omitempty"`
+	RTHighEpisodes uint64   `json:"rt_budget_high_episodes,omitempty"`
+	Error          string   `json:"error,omitempty"`
 }
 
 // groupStatus reads the tree's main groups: control and its three
@@ -63,6 +74,13 @@ func (s *Supervisor) groupStatus() []GroupStatus {
 		}
 		if err != nil {
 			gs.Error = err.Error()
+		}
+		if rt, ok := s.rtWatch.state(n.rel, s.rtWatch.nowOrZero()); ok {
+			gs.RTBudgetUsec, gs.RTHighEpisodes = rt.Budget.Microseconds(), rt.Episodes
+			if rt.Measured && rt.Budget > 0 {
+				share := rt.PeakShare
+				gs.RTPeakShare, gs.RTPeakUsedUsec = &share, rt.PeakUsed.Microseconds()
+			}
 		}
 		out = append(out, gs)
 	}

@@ -179,6 +179,7 @@ func (st *Status) warnings(nm *ctlmsg.NodeManagerReport, loc *ctlmsg.LocatorRepo
 		}
 	}
 	out = append(out, pressureWarnings(st.Groups)...)
+	out = append(out, rtBudgetWarnings(st.Groups)...)
 	if c := lastConflict(nm); c != nil && c.AgeMS < conflictWarnFor.Milliseconds() {
 		age := (time.Duration(c.AgeMS) * time.Millisecond).Round(time.Second)
 		add("vip_conflict", "another host (%s) answered for our floating IP %s %s ago, %s since the node manager started (journalctl -u vigil EVENT=vip_conflict)",

@@ -72,8 +72,11 @@ type Supervisor struct {
 	events chan func()
 	procs  []*proc // applications, in config order
 	ctrl   []*proc // the control plane: locator, node manager
-	rnd    *rand.Rand
-	exe    string // the vigil binary the control plane runs
+	// rtWatch watches the control plane's use of its realtime budget (v1
+	// kernels with CONFIG_RT_GROUP_SCHED); nil elsewhere.
+	rtWatch *rtBudgetWatch
+	rnd     *rand.Rand
+	exe     string // the vigil binary the control plane runs
 
 	pending map[uint64]chan answer // commands forwarded to the control plane
 	nextID  uint64
@@ -307,6 +310,17 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	defer stopWD()
 	go s.notify.watchdog(wdCtx, s.events)
 	go watchPressure(wdCtx, s.ctrlGroup, s.cg != nil && s.cg.Mode() == cgroup.ModeV2, s.log)
+	if s.cg != nil && s.cg.Mode() != cgroup.ModeV2 {
+		// The control groups exist once their processes started (above);
+		// one whose creation failed has no process to watch.
+		s.rtWatch = newRTBudgetWatch(s.log)
+		for _, p := range s.ctrl {
+			if p.group != nil {
+				s.rtWatch.add("control/"+p.cfg.Name, p.group)
+			}
+		}
+		go watchRTBudget(wdCtx, s.rtWatch)
+	}
 
 	done := make(chan struct{})
 	for {

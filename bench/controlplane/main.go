@@ -25,8 +25,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/vigil-project/vigil/bench/internal/quantile"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"os/exec"
@@ -40,6 +40,7 @@ import (
 
 	"github.com/vigil-project/vigil/bench/internal/machine"
 	"github.com/vigil-project/vigil/bench/internal/memhog"
+	"github.com/vigil-project/vigil/bench/internal/quantile"
 	"github.com/vigil-project/vigil/cgroup"
 	"github.com/vigil-project/vigil/supervisor"
 	"github.com/vigil-project/vigil/supervisor/client"
@@ -295,6 +296,11 @@ func measureIn(ctx context.Context, bin, timing, tag string, cl cluster, rtBudge
 		}
 	}
 	win := window / time.Duration(nsamples)
+	// The most of its realtime budget each control group used on one CPU
+	// within a second (vigil status, rtBudgetWatch's peak of the last 10
+	// s), read after each sample, outside the measured windows.
+	rtPeak := map[string]map[string]float64{}
+	rtInForce := map[string]int64{}
 	for i := 0; i < nsamples; i++ {
 		if _, err := resolve(hosts, procs); err != nil {
 			return "", err
@@ -325,6 +331,22 @@ func measureIn(ctx context.Context, bin, timing, tag string, cl cluster, rtBudge
 			uss, _ := privateKiB(p.pid)
 			p.uss = append(p.uss, float64(uss)/1024)
 		}
+		for _, h := range hosts {
+			st, err := h.status()
+			if err != nil {
+				continue
+			}
+			for _, g := range st.Groups {
+				if g.RTPeakShare == nil || g.RTBudgetUsec <= 0 {
+					continue
+				}
+				if rtPeak[h.id] == nil {
+					rtPeak[h.id] = map[string]float64{}
+				}
+				rtPeak[h.id][g.Group] = max(rtPeak[h.id][g.Group], *g.RTPeakShare)
+				rtInForce[h.id] = g.RTBudgetUsec
+			}
+		}
 	}
 	rateEl := time.Since(rateAt).Seconds()
 	var rateLines []string
@@ -343,6 +365,14 @@ func measureIn(ctx context.Context, bin, timing, tag string, cl cluster, rtBudge
 				rateLines = append(rateLines, fmt.Sprintf("bench=controlplane timing=%s services=%d host=%s kernel_lease_tx_per_s=%.0f per_service=%s window_s=%.0f",
 					timing, cl.services, h.id, sum, strings.Join(per, ","), rateEl))
 			}
+		}
+		if pk := rtPeak[h.id]; len(pk) > 0 {
+			var per []string
+			for _, g := range slices.Sorted(maps.Keys(pk)) {
+				per = append(per, fmt.Sprintf("%s:%.0f", strings.TrimPrefix(g, "control/"), pk[g]*100))
+			}
+			rateLines = append(rateLines, fmt.Sprintf("bench=controlplane timing=%s services=%d host=%s rt_budget_ms=%d rt_budget_peak_pct=%s",
+				timing, cl.services, h.id, rtInForce[h.id]/1000, strings.Join(per, ",")))
 		}
 		u0, ok := udp0[h.id]
 		if !ok {

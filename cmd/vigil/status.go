@@ -670,9 +670,10 @@ func printGroups(w io.Writer, p painter, groups []supervisor.GroupStatus, win cp
 	if len(groups) == 0 {
 		return
 	}
-	perGroup := false
+	perGroup, rt := false, false
 	var host *supervisor.GroupStatus
 	for i, g := range groups {
+		rt = rt || g.RTBudgetUsec > 0
 		switch g.PressureScope {
 		case "group":
 			perGroup = true
@@ -683,6 +684,9 @@ func printGroups(w io.Writer, p painter, groups []supervisor.GroupStatus, win cp
 	head := []cell{c("CGROUP"), c("CPU"), c("THROTTLED")}
 	if perGroup {
 		head = append(head, c("PSI CPU/MEM/IO"))
+	}
+	if rt {
+		head = append(head, c("RT BUDGET PEAK"))
 	}
 	t := table{append(head, c("MEMORY"))}
 	for _, g := range groups {
@@ -714,6 +718,9 @@ func printGroups(w io.Writer, p painter, groups []supervisor.GroupStatus, win cp
 		if perGroup {
 			row = append(row, psiCell(g, control))
 		}
+		if rt {
+			row = append(row, rtCell(g))
+		}
 		t = append(t, append(row, cc(mem, mc)))
 	}
 	t.render(w, p)
@@ -733,6 +740,27 @@ func printGroups(w io.Writer, p painter, groups []supervisor.GroupStatus, win cp
 		}
 		fmt.Fprintf(w, "host PSI some avg10 (no per-group PSI here, so no pressure warning): %s\n", strings.Join(parts, "  "))
 	}
+}
+
+// rtCell is the most of its realtime budget a group used on one CPU in a
+// second of the last ten, and the budget; yellow from the warning share,
+// red near the budget, where the kernel stops the group.
+func rtCell(g supervisor.GroupStatus) cell {
+	if g.RTBudgetUsec <= 0 {
+		return c("-")
+	}
+	budget := (time.Duration(g.RTBudgetUsec) * time.Microsecond).String()
+	if g.RTPeakShare == nil {
+		return c("- of " + budget)
+	}
+	col := ""
+	switch {
+	case *g.RTPeakShare >= 0.9:
+		col = cRed
+	case *g.RTPeakShare >= supervisor.RTBudgetWarnShare:
+		col = cYellow
+	}
+	return cc(fmt.Sprintf("%.0f%% of %s", *g.RTPeakShare*100, budget), col)
 }
 
 // psiCell is a group's own "some avg10" of cpu, memory and io; red when
