@@ -382,3 +382,44 @@ func TestHostRoles(t *testing.T) {
 		}
 	}
 }
+
+// On a v1 kernel with realtime budgets the CGROUP table has the most of
+// its budget each control group used on one CPU in a second (yellow from
+// half, red from 90 %), and a group over half is a warning that names it.
+func TestStatusRealtimeBudgetPeak(t *testing.T) {
+	st := &supervisor.Status{
+		Version: "1.0.0", Cluster: "sip-edge", Node: "w", Role: "witness", Healthy: true,
+		Supervisor: supervisor.SupervisorState{PID: 10, StartedAt: goldenNow.Add(-time.Minute), CgroupMode: "hybrid", Cgroup: "vigil/control/supervisor"},
+		Locator:    fromJSON[ctlmsg.LocatorReport](`{"self":"w","epoch":3,"holder":"b","nodes":[{"id":"a","seen":true,"age_ms":5,"healthy":true},{"id":"b","seen":true,"age_ms":7,"healthy":true}]}`),
+		Groups: []supervisor.GroupStatus{
+			{Group: "control", CPUUsageUsec: 5},
+			{Group: "control/locator", CPUUsageUsec: 5, RTBudgetUsec: 300000, RTPeakShare: pct(0.93), RTPeakUsedUsec: 279000, RTHighEpisodes: 2},
+			{Group: "control/nodemanager", CPUUsageUsec: 5, RTBudgetUsec: 300000},
+			{Group: "apps", CPUUsageUsec: 5},
+		},
+	}
+	st.Summarize()
+	var plain, coloured bytes.Buffer
+	printStatus(&plain, st, cpuWindow{}, goldenNow, false)
+	printStatus(&coloured, st, cpuWindow{}, goldenNow, true)
+	s := plain.String()
+	for _, re := range []string{`(?m)^CGROUP +CPU +THROTTLED +RT BUDGET PEAK +MEMORY$`, `(?m)^  locator +- +- +93% of 300ms `, `(?m)^  nodemanager +- +- +- of 300ms `, `(?m)^apps +- +- +- `} {
+		if !regexp.MustCompile(re).MatchString(s) {
+			t.Errorf("output does not match %q:\n%s", re, s)
+		}
+	}
+	if !strings.Contains(coloured.String(), cRed+"93% of 300ms"+cReset) {
+		t.Errorf("93%% of the budget not in red:\n%q", coloured.String())
+	}
+	if !strings.Contains(s, "control/locator 279 of 300 ms on one CPU (93%)") || !strings.Contains(s, "raise control.rt_budget") {
+		t.Errorf("no rt_budget warning naming the locator:\n%s", s)
+	}
+	// Without a budget (cgroup v2, no RT group scheduling) no column.
+	st.Groups = []supervisor.GroupStatus{{Group: "control", CPUUsageUsec: 5}}
+	st.Summarize()
+	plain.Reset()
+	printStatus(&plain, st, cpuWindow{}, goldenNow, false)
+	if strings.Contains(plain.String(), "RT BUDGET") {
+		t.Errorf("RT BUDGET column without a budget:\n%s", plain.String())
+	}
+}
