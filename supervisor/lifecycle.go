@@ -51,6 +51,9 @@ func (s *Supervisor) start(p *proc) {
 			return
 		}
 		p.group = g
+		if p.control != "" {
+			s.rtWatch.add("control/"+p.cfg.Name, g)
+		}
 	}
 	res := s.processResources(p)
 	if _, err := s.applyResources(p.group, &p.applied, p.log, res); err != nil && p.control != "" && res.RTRuntimeUs != 0 {

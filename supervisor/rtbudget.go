@@ -109,8 +109,12 @@ func newRTBudgetWatch(log *slog.Logger) *rtBudgetWatch {
 	return &rtBudgetWatch{log: log, now: func() time.Duration { return time.Since(start) }}
 }
 
-// add watches src under name (e.g. "control/nodemanager").
+// add watches src under name (e.g. "control/nodemanager"), from the
+// moment its group is created; a nil watch (none on this host) ignores it.
 func (w *rtBudgetWatch) add(name string, src rtSource) {
+	if w == nil {
+		return
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.groups = append(w.groups, &rtGroupWatch{name: name, src: src})
@@ -142,8 +146,9 @@ func (w *rtBudgetWatch) state(name string, now time.Duration) (RTBudgetState, bo
 }
 
 // poll reads every group once; now is a monotonic time. It returns false
-// when no group has a per-group budget on this host (cgroup v2, or no
-// CONFIG_RT_GROUP_SCHED): polling again is useless.
+// when the groups have no per-group budget on this host (cgroup v2, or no
+// CONFIG_RT_GROUP_SCHED): polling again is useless, as it is a property
+// of the kernel, not of one group.
 func (w *rtBudgetWatch) poll(now time.Duration) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -154,7 +159,10 @@ func (w *rtBudgetWatch) poll(now time.Duration) bool {
 		}
 		watched = watched || !g.unsupported
 	}
-	if !watched && len(w.groups) > 0 && !w.noted {
+	if len(w.groups) == 0 {
+		return true // none created yet (a spawn that failed is retried)
+	}
+	if !watched && !w.noted {
 		w.noted = true
 		w.log.Info("no per-group realtime budget on this kernel: the control plane's use of one is not watched",
 			"event", "rt_budget_unwatched")

@@ -175,6 +175,9 @@ func TestRTBudgetWatchLatePollsAndBudgetChanges(t *testing.T) {
 func TestRTBudgetWatchUnsupported(t *testing.T) {
 	var logs testtool.SyncBuffer
 	w := newRTBudgetWatch(slog.New(slog.NewJSONHandler(&logs, nil)))
+	if !w.poll(0) {
+		t.Error("poll returned false before any group was created")
+	}
 	w.add("control/nodemanager", &fakeRT{err: fmt.Errorf("x: %w", cgroup.ErrNotSupported)})
 	if w.poll(time.Second) {
 		t.Error("poll returned true without a per-group budget")

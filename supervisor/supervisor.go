@@ -290,6 +290,11 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	// nothing restarts or fences. Applications are reset to 0 at spawn.
 	realtime.ApplyAndLog(realtime.Settings{OOMScoreAdj: realtime.DefaultOOMScoreAdj}, s.log)
 	s.exe = resolveExe(s.opts.Exe)
+	if s.cg != nil && s.cg.Mode() != cgroup.ModeV2 {
+		// Each control group is added to the watch when it is created
+		// (lifecycle.go); polling starts with the loop, below.
+		s.rtWatch = newRTBudgetWatch(s.log)
+	}
 	for _, c := range s.controlProcesses() {
 		p := s.newProc(c.cfg)
 		p.control = c.kind
@@ -310,15 +315,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	defer stopWD()
 	go s.notify.watchdog(wdCtx, s.events)
 	go watchPressure(wdCtx, s.ctrlGroup, s.cg != nil && s.cg.Mode() == cgroup.ModeV2, s.log)
-	if s.cg != nil && s.cg.Mode() != cgroup.ModeV2 {
-		// The control groups exist once their processes started (above);
-		// one whose creation failed has no process to watch.
-		s.rtWatch = newRTBudgetWatch(s.log)
-		for _, p := range s.ctrl {
-			if p.group != nil {
-				s.rtWatch.add("control/"+p.cfg.Name, p.group)
-			}
-		}
+	if s.rtWatch != nil {
 		go watchRTBudget(wdCtx, s.rtWatch)
 	}
 

@@ -1,6 +1,7 @@
 package supervise
 
 import (
+	"os"
 	"syscall"
 	"testing"
 	"time"
@@ -86,6 +87,7 @@ func TestRealtimeControlPlane(t *testing.T) {
 		if !rep.Realtime.Mlocked {
 			t.Error("realtime node manager not mlocked")
 		}
+		checkRTBudgetWatched(t, d)
 	case len(rep.Realtime.Degraded) > 0:
 		t.Logf("realtime refused by this host, with reasons: %v", rep.Realtime.Degraded)
 	default:
@@ -108,4 +110,29 @@ func TestRealtimeControlPlane(t *testing.T) {
 		}
 	}
 	d.stop(15 * time.Second)
+}
+
+// checkRTBudgetWatched: on a v1 kernel with realtime group budgets, status
+// shows the node manager group's budget (control.rt_budget, 300ms) and,
+// once a second has been measured, the most of it the node manager used
+// on one CPU: some, for it ticks every token interval.
+func checkRTBudgetWatched(t *testing.T, d *daemon) {
+	t.Helper()
+	if _, err := os.Stat("/sys/fs/cgroup/cpu/cpu.rt_runtime_us"); err != nil {
+		t.Logf("no per-group realtime budget on this host (%v): the watch is not checked", err)
+		return
+	}
+	var g supervisor.GroupStatus
+	d.waitFor("the node manager's realtime budget and a second of its use in status", 20*time.Second, func() bool {
+		for _, x := range d.status().Groups {
+			if x.Group == "control/nodemanager" {
+				g = x
+			}
+		}
+		return g.RTBudgetUsec > 0 && g.RTPeakShare != nil
+	})
+	if g.RTBudgetUsec != 300000 || g.RTPeakUsedUsec <= 0 || *g.RTPeakShare <= 0 || *g.RTPeakShare > 2 {
+		t.Errorf("control/nodemanager: budget %d µs, peak %v (%d µs used on one CPU); want 300000 and a use above 0", g.RTBudgetUsec, *g.RTPeakShare, g.RTPeakUsedUsec)
+	}
+	t.Logf("control/nodemanager used at most %.1f%% of its %d µs on one CPU in a second", *g.RTPeakShare*100, g.RTBudgetUsec)
 }
