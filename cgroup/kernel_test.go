@@ -1123,3 +1123,66 @@ func TestResetPutsBackNewGroupValues(t *testing.T) {
 		t.Errorf("after Reset apps/kamailio has %v, a new group %v", got, want)
 	}
 }
+
+// RTReader reads what RTBudget and CPUUsagePerCPU read, again and again
+// from the files it keeps open: a budget changed after it opened them and
+// use that grew are seen.
+func TestRTReaderRereads(t *testing.T) {
+	m, _ := kernelManager(t, nil)
+	requireV1(t, m)
+	g, err := m.Group("control/nodemanager")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.RTBudget(); errors.Is(err, ErrNotSupported) {
+		t.Skip("no cpu.rt_runtime_us on this kernel (CONFIG_RT_GROUP_SCHED off)")
+	}
+	if _, err := g.Apply(Resources{RTRuntimeUs: 20000}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := g.OpenRTReader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	b, err := r.Budget()
+	if err != nil || b.Runtime != 20*time.Millisecond || b.Period != time.Second {
+		t.Fatalf("Budget = %+v, %v; want 20ms of 1s", b, err)
+	}
+	if _, err := g.Apply(Resources{RTRuntimeUs: 30000}); err != nil {
+		t.Fatal(err)
+	}
+	if b, err = r.Budget(); err != nil || b.Runtime != 30*time.Millisecond {
+		t.Fatalf("Budget after a change = %+v, %v; want 30ms", b, err)
+	}
+	before, err := r.UsagePerCPU(nil)
+	if err != nil || len(before) == 0 {
+		t.Fatalf("UsagePerCPU = %v, %v", before, err)
+	}
+	c := startGated(t, `i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done`)
+	if err := g.AddProc(c.pid); err != nil {
+		t.Fatal(err)
+	}
+	c.open()
+	if err := c.wait(t, 60*time.Second); err != nil {
+		t.Fatalf("busy child: %v", err)
+	}
+	after, err := r.UsagePerCPU(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct, err := g.CPUUsagePerCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var grew, sum, sumDirect uint64
+	for i := range after {
+		grew += after[i] - before[i]
+		sum += after[i]
+		sumDirect += direct[i]
+	}
+	// 100000 shell iterations take well over 10 ms on any machine.
+	if grew < uint64(10*time.Millisecond) || len(direct) != len(after) || sumDirect != sum {
+		t.Errorf("use grew by %v; the reader's %v against a fresh read's %v", time.Duration(grew), after, direct)
+	}
+}

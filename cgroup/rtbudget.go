@@ -1,7 +1,10 @@
 package cgroup
 
 import (
+	"errors"
 	"fmt"
+	"io"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -78,4 +81,97 @@ func readInt(dir, name string) (int64, error) {
 		return 0, fmt.Errorf("cgroup: parse %s: %w", filepath.Join(dir, name), err)
 	}
 	return v, nil
+}
+
+// RTReader reads a group's realtime budget and per-CPU use again and
+// again from files it keeps open: each reading is one pread, not an open,
+// a read and a close (on a VM each syscall costs tens of microseconds, and
+// a watch reads several times a second). Not safe for concurrent use.
+type RTReader struct {
+	rt, period, usage *os.File
+	buf               []byte
+}
+
+// OpenRTReader opens the group's cpu.rt_runtime_us, cpu.rt_period_us and
+// cpuacct.usage_percpu. ErrNotSupported as RTBudget and CPUUsagePerCPU.
+func (g *Group) OpenRTReader() (*RTReader, error) {
+	if _, err := g.RTBudget(); err != nil {
+		return nil, err
+	}
+	ua := g.dirFor("cpuacct")
+	if ua == "" {
+		return nil, fmt.Errorf("cgroup: per-cpu usage of %s: %w", g.rel, ErrNotSupported)
+	}
+	r := &RTReader{buf: make([]byte, 4096)}
+	var err error
+	open := func(dir, name string) *os.File {
+		if err != nil {
+			return nil
+		}
+		var f *os.File
+		f, err = os.Open(filepath.Join(dir, name))
+		return f
+	}
+	cpu := g.dirFor("cpu")
+	r.rt, r.period, r.usage = open(cpu, "cpu.rt_runtime_us"), open(cpu, "cpu.rt_period_us"), open(ua, "cpuacct.usage_percpu")
+	if err != nil {
+		r.Close()
+		return nil, fmt.Errorf("cgroup: %w", err)
+	}
+	return r, nil
+}
+
+// read returns f's content from its start.
+func (r *RTReader) read(f *os.File) (string, error) {
+	n, err := f.ReadAt(r.buf, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", fmt.Errorf("cgroup: read %s: %w", f.Name(), err)
+	}
+	return strings.TrimSpace(string(r.buf[:n])), nil
+}
+
+// Budget reads the budget (as Group.RTBudget).
+func (r *RTReader) Budget() (RTBudget, error) {
+	var v [2]int64
+	for i, f := range []*os.File{r.rt, r.period} {
+		s, err := r.read(f)
+		if err != nil {
+			return RTBudget{}, err
+		}
+		if v[i], err = strconv.ParseInt(s, 10, 64); err != nil {
+			return RTBudget{}, fmt.Errorf("cgroup: parse %s: %w", f.Name(), err)
+		}
+	}
+	b := RTBudget{Runtime: time.Duration(v[0]) * time.Microsecond, Period: time.Duration(v[1]) * time.Microsecond}
+	if v[0] < 0 {
+		b.Runtime = -1
+	}
+	return b, nil
+}
+
+// UsagePerCPU reads the per-CPU use (as Group.CPUUsagePerCPU) into dst's
+// storage when it has room.
+func (r *RTReader) UsagePerCPU(dst []uint64) ([]uint64, error) {
+	s, err := r.read(r.usage)
+	if err != nil {
+		return nil, err
+	}
+	dst = dst[:0]
+	for f := range strings.FieldsSeq(s) {
+		v, err := strconv.ParseUint(f, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("cgroup: parse %s: %w", r.usage.Name(), err)
+		}
+		dst = append(dst, v)
+	}
+	return dst, nil
+}
+
+// Close closes the files.
+func (r *RTReader) Close() {
+	for _, f := range []*os.File{r.rt, r.period, r.usage} {
+		if f != nil {
+			f.Close()
+		}
+	}
 }

@@ -52,7 +52,7 @@ func (s *Supervisor) start(p *proc) {
 		}
 		p.group = g
 		if p.control != "" {
-			s.rtWatch.add("control/"+p.cfg.Name, g)
+			s.rtWatch.add("control/"+p.cfg.Name, &groupRT{g: g})
 		}
 	}
 	res := s.processResources(p)

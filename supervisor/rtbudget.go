@@ -42,10 +42,53 @@ const (
 	rtHold        = 10 * time.Second
 )
 
-// rtSource is what the watch reads of a group (*cgroup.Group).
+// rtSource is what the watch reads of a group (groupRT).
 type rtSource interface {
 	RTBudget() (cgroup.RTBudget, error)
 	CPUUsagePerCPU() ([]uint64, error)
+}
+
+// groupRT reads a real group through a cgroup.RTReader, opened at the
+// first reading (off the supervisor's loop) and kept open: a pread a
+// reading. Reading with an open, a read and a close per file, the watch
+// cost an idle supervisor about 0.4 % of a CPU on the test VM.
+type groupRT struct {
+	g *cgroup.Group
+	r *cgroup.RTReader
+}
+
+func (x *groupRT) reader() (*cgroup.RTReader, error) {
+	if x.r == nil {
+		r, err := x.g.OpenRTReader()
+		if err != nil {
+			return nil, err
+		}
+		x.r = r
+	}
+	return x.r, nil
+}
+
+func (x *groupRT) RTBudget() (cgroup.RTBudget, error) {
+	r, err := x.reader()
+	if err != nil {
+		return cgroup.RTBudget{}, err
+	}
+	return r.Budget()
+}
+
+func (x *groupRT) CPUUsagePerCPU() ([]uint64, error) {
+	r, err := x.reader()
+	if err != nil {
+		return nil, err
+	}
+	return r.UsagePerCPU(nil) // the watch keeps each reading: new storage
+}
+
+func (x *groupRT) close() {
+	if x.r != nil {
+		x.r.Close()
+		x.r = nil
+	}
 }
 
 // rtWindow is one period's worth of a group's use, on its busiest CPU.
@@ -288,6 +331,7 @@ func pct(x float64) float64       { return float64(int(x*1000+0.5)) / 10 }
 func watchRTBudget(ctx context.Context, w *rtBudgetWatch) {
 	t := time.NewTicker(rtPollEvery)
 	defer t.Stop()
+	defer w.close()
 	for {
 		if !w.poll(w.now()) {
 			return
@@ -318,6 +362,18 @@ func rtBudgetWarnings(groups []GroupStatus) []Warning {
 	return []Warning{{Kind: "rt_budget", Message: fmt.Sprintf(
 		"control plane used over %.0f%% of its realtime budget in a second of the last %s: %s; at the budget the kernel stops it until the second ends and its lease can run out: raise control.rt_budget (journalctl -u vigil EVENT=rt_budget_high)",
 		RTBudgetWarnShare*100, rtPeakKeep, strings.Join(over, ", "))}}
+}
+
+// close closes the groups' open files; the watch reads nothing after.
+func (w *rtBudgetWatch) close() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, g := range w.groups {
+		if x, ok := g.src.(*groupRT); ok {
+			x.close()
+		}
+		g.unsupported = true
+	}
 }
 
 // nowOrZero is the watch's clock; a nil watch (none started) has none.

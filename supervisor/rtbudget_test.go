@@ -289,8 +289,10 @@ func TestRTBudgetWatchRealKernel(t *testing.T) {
 
 	var logs testtool.SyncBuffer
 	w := newRTBudgetWatch(slog.New(slog.NewJSONHandler(&logs, nil)))
-	w.add("control/nodemanager", busy)
-	w.add("control/locator", idle)
+	// The production reader: files opened once, read with pread.
+	w.add("control/nodemanager", &groupRT{g: busy})
+	w.add("control/locator", &groupRT{g: idle})
+	defer w.close()
 	tick := time.NewTicker(rtPollEvery)
 	defer tick.Stop()
 	deadline := time.Now().Add(30 * time.Second)

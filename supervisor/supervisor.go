@@ -315,8 +315,14 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	defer stopWD()
 	go s.notify.watchdog(wdCtx, s.events)
 	go watchPressure(wdCtx, s.ctrlGroup, s.cg != nil && s.cg.Mode() == cgroup.ModeV2, s.log)
+	// The realtime-budget watch keeps the control groups' files open: it
+	// is stopped, and its files closed, before the groups are removed.
+	rtCtx, stopRT := context.WithCancel(wdCtx)
+	rtDone := make(chan struct{})
 	if s.rtWatch != nil {
-		go watchRTBudget(wdCtx, s.rtWatch)
+		go func() { watchRTBudget(rtCtx, s.rtWatch); close(rtDone) }()
+	} else {
+		close(rtDone)
 	}
 
 	done := make(chan struct{})
@@ -334,6 +340,8 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			s.beginShutdown("context done", done)
 		case <-done:
+			stopRT()
+			<-rtDone
 			s.destroyCgroups()
 			// Every child has exited: Vigil's packet filter tables
 			// (the node manager's kernel lease, lease_*, and whatever
