@@ -21,6 +21,7 @@ import (
 	"github.com/vigil-project/vigil/internal/clock"
 	"github.com/vigil-project/vigil/internal/neightest"
 	"github.com/vigil-project/vigil/internal/netnstest"
+	"golang.org/x/sys/unix"
 )
 
 // arpProber sends real ARP requests from a host and says who answers.
@@ -520,6 +521,17 @@ func TestKernelLeaseTimeoutBound(t *testing.T) {
 	}
 	if els := setElements(t, kl, kl.inetAlive); len(els) != 1 || els[0].Timeout < time.Minute {
 		t.Fatalf("inet alive after a renewal = %+v, want two minutes", els)
+	}
+	if kl.refresh == nil {
+		t.Error("a renewal did not go through the hand-built refresh (aliveRefresh)")
+	}
+	// Both tables, the exact timeout: the hand-built message is the
+	// library's transaction.
+	renew(90 * time.Second)
+	for _, s := range []*nftables.Set{kl.arpAlive, kl.inetAlive} {
+		if els := setElements(t, kl, s); len(els) != 1 || string(els[0].Key) != string(aliveKey) || els[0].Timeout > 90*time.Second || els[0].Timeout < 89*time.Second {
+			t.Fatalf("%s after a refresh of 90 s = %+v", s.Name, els)
+		}
 	}
 	// What someone removed comes back at the first renewal a second on.
 	nft(t, a, "", "delete", "element", "arp", TableName, setAnnounce4, "{ "+x.String()+" }")
@@ -1089,4 +1101,57 @@ func TestKernelLeaseEnforcesCheck(t *testing.T) {
 	if err := lc.Enforces(vips, time.Minute); err == nil || !strings.Contains(err.Error(), "chain lease_in has 0 rules") {
 		t.Fatalf("rules flushed: %v", err)
 	}
+}
+
+// The hand-built refresh reports what the kernel refused: a transaction
+// on sets that do not exist fails (nothing of a batch is applied), and the
+// lease's Apply then goes through the library and reports it too, rather
+// than take a refresh that never happened for done.
+func TestAliveRefreshReportsRefusal(t *testing.T) {
+	needNFT(t)
+	a, _ := twoHosts(t)
+	kl, err := NewNFTLease(nsFd(a), clock.Boottime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kl.Close()
+	x := netip.MustParseAddr("192.0.2.101")
+	state := func(left time.Duration) LeaseState {
+		u := clock.Boottime() + left
+		return LeaseState{Guarded: []netip.Addr{x}, Announce: []LeaseElement{{x, u}}, Accept: []LeaseElement{{x, u}}}
+	}
+	if err := kl.Apply(state(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if err := kl.Apply(state(time.Minute)); err != nil || kl.refresh == nil {
+		t.Fatalf("a refresh: err %v, hand-built %v", err, kl.refresh != nil)
+	}
+
+	missing := *kl.arpAlive
+	missing.Name = "lease_alive_nosuchset"
+	r, err := newAliveRefresh(nsFd(a), &missing, kl.inetAlive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.close()
+	err = r.send(time.Hour)
+	if !errors.Is(err, unix.ENOENT) {
+		t.Fatalf("refresh of a missing set: %v, want ENOENT", err)
+	}
+	// Atomic: the inet set, in the same refused batch, kept its minute.
+	if els := setElements(t, kl, kl.inetAlive); len(els) != 1 || els[0].Timeout > time.Minute {
+		t.Fatalf("inet alive after the refused batch = %+v, want its minute", els)
+	}
+
+	// Someone deletes Vigil's arp table under the lease: the next refresh
+	// fails, and Apply says so.
+	nft(t, a, "", "delete", "table", "arp", TableName)
+	err = kl.Apply(state(time.Minute))
+	if err == nil {
+		t.Fatal("Apply of a refresh into a deleted table succeeded")
+	}
+	if kl.refresh != nil {
+		t.Error("the failed hand-built refresh kept its socket")
+	}
+	t.Logf("refused as it should: %v", err)
 }

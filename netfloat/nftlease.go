@@ -69,8 +69,9 @@ type NFTLease struct {
 	nsFd  int
 	slot  int // the service's slot: its objects' names (SlotName)
 
-	mu   sync.Mutex
-	conn *nftables.Conn
+	mu      sync.Mutex
+	conn    *nftables.Conn
+	refresh *aliveRefresh // the refresh's own socket and message; nil until the first
 
 	arp, inet                          *nftables.Table
 	arpVIPs4, arpAnnounce4, arpAlive   *nftables.Set
@@ -468,6 +469,9 @@ func (l *NFTLease) applyLocked(ls *leaseSets) (time.Duration, error) {
 			}
 		}
 	} else {
+		if t, ok := left(ls.until); ok && len(ls.announce)+len(ls.accept) > 0 && l.refreshLocked(t) {
+			return now, nil
+		}
 		c.FlushSet(l.arpAlive)
 		c.FlushSet(l.inetAlive)
 	}
@@ -487,6 +491,31 @@ func (l *NFTLease) applyLocked(ls *leaseSets) (time.Duration, error) {
 		l.last, l.lastFull = ls, now
 	}
 	return now, nil
+}
+
+// refreshLocked gives aliveKey the timeout t through the hand-built
+// transaction (aliveRefresh), opening its socket first if needed; false
+// when that failed, and the caller sends the same through the library
+// (which reports the kernel's error, if it is the kernel's).
+func (l *NFTLease) refreshLocked(t time.Duration) bool {
+	if l.refresh == nil {
+		r, err := newAliveRefresh(l.nsFd, l.arpAlive, l.inetAlive)
+		if err != nil {
+			return false
+		}
+		if l.keepOpen != nil {
+			if fd, err := unix.FcntlInt(uintptr(r.fd), unix.F_DUPFD_CLOEXEC, 0); err == nil {
+				l.keepOpen("nftables refresh", []int{fd})
+			}
+		}
+		l.refresh = r
+	}
+	if err := l.refresh.send(t); err != nil {
+		l.refresh.close()
+		l.refresh = nil
+		return false
+	}
+	return true
 }
 
 // Disarm implements KernelLease: empties every set, the configured VIPs
@@ -515,6 +544,8 @@ func (l *NFTLease) Disarm() error {
 func (l *NFTLease) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.refresh.close()
+	l.refresh = nil
 	if l.conn == nil {
 		return nil
 	}
