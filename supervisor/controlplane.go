@@ -187,6 +187,9 @@ func (s *Supervisor) onChannel(p *proc, m *ctlmsg.Msg, files []*os.File) {
 		}
 		p.reportBad = err != nil
 		p.lastBeat = s.clock.Wall()
+		// The realtime-budget watch reads in the wake-up a report
+		// already costs, not in one of its own.
+		s.rtWatch.poke()
 		if p.control == ctlNodeManager && err != nil {
 			// Not its service's, but the process is alive: each service
 			// that reported before gets the wait its last report gives.

@@ -325,3 +325,37 @@ func TestRTBudgetWatchRealKernel(t *testing.T) {
 	}
 	t.Logf("busy group: %.0f%% of %v on cpu %d", st.PeakShare*100, st.Budget, st.PeakCPU)
 }
+
+// poke, at every control-plane report, wakes the watch at most every
+// rtPollEvery, and never blocks the loop.
+func TestRTBudgetWatchPoke(t *testing.T) {
+	w := newRTBudgetWatch(slog.New(slog.DiscardHandler))
+	var now time.Duration
+	w.now = func() time.Duration { return now }
+	woken := func() bool {
+		select {
+		case <-w.pokes:
+			return true
+		default:
+			return false
+		}
+	}
+	now = time.Second
+	w.poke()
+	w.poke() // the same instant: nothing more, and no block
+	if !woken() || woken() {
+		t.Fatal("first poke: want one wake-up")
+	}
+	for now += 15 * time.Millisecond; now < time.Second+rtPollEvery; now += 15 * time.Millisecond {
+		w.poke()
+	}
+	if woken() {
+		t.Fatalf("reports every 15 ms woke the watch within %v", rtPollEvery)
+	}
+	w.poke()
+	if !woken() {
+		t.Fatalf("no wake-up %v after the last", now-time.Second)
+	}
+	var none *rtBudgetWatch
+	none.poke() // a host without the watch
+}
