@@ -29,7 +29,8 @@
 // configured VIP (Guard) without both. Claim puts the VIP in before the
 // address is added, SetLeaseDeadline refreshes the alive element in the
 // background (once half of what the kernel was last given has run out,
-// not at every renewal), Quiet removes only the announce element, Release
+// not at every renewal, with one hand-built batch: nftrefresh.go), Quiet
+// removes only the announce element, Release
 // both. Elements never outlive their
 // deadline by more than ApplyLagLimit (plus the kernel's jiffy rounding,
 // which is down), see docs/protocol.md "Crash timeline". DeleteTables
