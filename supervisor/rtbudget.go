@@ -279,17 +279,30 @@ func (w *rtBudgetWatch) pollGroup(g *rtGroupWatch, now time.Duration) {
 	for len(g.samples) > 1 && g.samples[1].at <= now-g.budget.Period {
 		g.samples = g.samples[1:]
 	}
-	base := g.samples[0]
-	span := now - base.at
-	if span < g.budget.Period {
+	if now-g.samples[0].at < g.budget.Period {
 		return // not a period's worth yet (a start, a reset)
 	}
+	// The window is the longest span of at most a period, counted as it
+	// is: a longer one can hold the budget of two of the kernel's periods
+	// (a group throttled at the end of one runs at the start of the next)
+	// and read up to twice what any period used. Only when polls were too
+	// far apart for such a window (the fallback's one a second) is a
+	// longer span taken, and its use averaged over it.
+	base, scale := g.samples[0], false
+	if now-base.at > g.budget.Period {
+		if len(g.samples) > 2 && now-g.samples[1].at >= g.budget.Period/2 {
+			base = g.samples[1]
+		} else {
+			scale = true
+		}
+	}
+	span := now - base.at
 	win := rtWindow{at: now}
 	for cpu := range used {
 		d := time.Duration(used[cpu] - base.used[cpu])
-		// Scaled to one period: a poll that came late measured a longer
-		// span, and its use is averaged over it.
-		d = d * g.budget.Period / span
+		if scale {
+			d = d * g.budget.Period / span
+		}
 		if d > win.used {
 			win.used, win.cpu = d, cpu
 		}

@@ -359,3 +359,29 @@ func TestRTBudgetWatchPoke(t *testing.T) {
 	var none *rtBudgetWatch
 	none.poke() // a host without the watch
 }
+
+// A group throttled at its budget runs at the start of each of the
+// kernel's periods: a window longer than a period can hold two of those
+// runs. With polls 300 ms apart, not in step with the periods, the watch
+// still reads the budget, not up to twice it.
+func TestRTBudgetWatchThrottledGroupReadsItsBudget(t *testing.T) {
+	w := newRTBudgetWatch(slog.New(slog.DiscardHandler))
+	const budget = 50 * time.Millisecond
+	f := &fakeRT{budget: cgroup.RTBudget{Runtime: budget, Period: time.Second}, used: make([]uint64, 1)}
+	w.add("control/nodemanager", f)
+	usedAt := func(at time.Duration) uint64 { // 50 ms at the start of each second
+		k := at / time.Second
+		return uint64(k*budget + min(at-k*time.Second, budget))
+	}
+	var peak float64
+	for now := time.Duration(0); now <= 6*time.Second; now += 300 * time.Millisecond {
+		f.used[0] = usedAt(now)
+		w.poll(now)
+		if st, _ := w.state("control/nodemanager", now); st.Measured {
+			peak = max(peak, st.PeakShare)
+		}
+	}
+	if peak < 0.9 || peak > 1.0 {
+		t.Errorf("a group using its whole budget each period read %.0f%% at most, want 90-100%%", peak*100)
+	}
+}
