@@ -14,9 +14,10 @@ import (
 // RTBudget is a v1 group's realtime bandwidth (CONFIG_RT_GROUP_SCHED):
 // its SCHED_RR/FIFO tasks may run Runtime out of every Period on each CPU
 // (cpu.rt_runtime_us, cpu.rt_period_us). The kernel counts and throttles
-// per CPU: with RT_RUNTIME_SHARE off, the default since Linux 5.11, a CPU
-// whose share of the group ran Runtime stops the group's realtime tasks on
-// that CPU until the period ends, whatever the group used elsewhere.
+// per CPU (with the scheduler feature RT_RUNTIME_SHARE off, as measured on
+// this project's 6.18 test kernel): a CPU whose share of the group ran
+// Runtime stops the group's realtime tasks on that CPU until the period
+// ends, whatever the group used elsewhere.
 type RTBudget struct {
 	Runtime time.Duration // 0: no realtime task may run; negative: unlimited
 	Period  time.Duration
@@ -38,11 +39,17 @@ func (g *Group) RTBudget() (RTBudget, error) {
 	if err != nil {
 		return RTBudget{}, err
 	}
-	b := RTBudget{Runtime: time.Duration(rt) * time.Microsecond, Period: time.Duration(per) * time.Microsecond}
-	if rt < 0 {
+	return rtBudgetOf(rt, per), nil
+}
+
+// rtBudgetOf is the budget of the two files' values (microseconds; a
+// negative runtime is unlimited).
+func rtBudgetOf(rtUs, periodUs int64) RTBudget {
+	b := RTBudget{Runtime: time.Duration(rtUs) * time.Microsecond, Period: time.Duration(periodUs) * time.Microsecond}
+	if rtUs < 0 {
 		b.Runtime = -1
 	}
-	return b, nil
+	return b
 }
 
 // CPUUsagePerCPU is the CPU time the group's tasks (its descendants' too)
@@ -59,14 +66,20 @@ func (g *Group) CPUUsagePerCPU() ([]uint64, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := strings.Fields(s)
-	out := make([]uint64, len(f))
-	for i, x := range f {
-		if out[i], err = strconv.ParseUint(x, 10, 64); err != nil {
-			return nil, fmt.Errorf("cgroup: parse %s: %w", filepath.Join(d, "cpuacct.usage_percpu"), err)
+	return appendUints(nil, s, filepath.Join(d, "cpuacct.usage_percpu"))
+}
+
+// appendUints appends the space-separated numbers of s (read from path)
+// to dst.
+func appendUints(dst []uint64, s, path string) ([]uint64, error) {
+	for f := range strings.FieldsSeq(s) {
+		v, err := strconv.ParseUint(f, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("cgroup: parse %s: %w", path, err)
 		}
+		dst = append(dst, v)
 	}
-	return out, nil
+	return dst, nil
 }
 
 // readInt reads a single signed number (cpu.rt_runtime_us is -1 for
@@ -142,11 +155,7 @@ func (r *RTReader) Budget() (RTBudget, error) {
 			return RTBudget{}, fmt.Errorf("cgroup: parse %s: %w", f.Name(), err)
 		}
 	}
-	b := RTBudget{Runtime: time.Duration(v[0]) * time.Microsecond, Period: time.Duration(v[1]) * time.Microsecond}
-	if v[0] < 0 {
-		b.Runtime = -1
-	}
-	return b, nil
+	return rtBudgetOf(v[0], v[1]), nil
 }
 
 // UsagePerCPU reads the per-CPU use (as Group.CPUUsagePerCPU) into dst's
@@ -156,15 +165,7 @@ func (r *RTReader) UsagePerCPU(dst []uint64) ([]uint64, error) {
 	if err != nil {
 		return nil, err
 	}
-	dst = dst[:0]
-	for f := range strings.FieldsSeq(s) {
-		v, err := strconv.ParseUint(f, 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("cgroup: parse %s: %w", r.usage.Name(), err)
-		}
-		dst = append(dst, v)
-	}
-	return dst, nil
+	return appendUints(dst[:0], s, r.usage.Name())
 }
 
 // Close closes the files.

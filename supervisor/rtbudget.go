@@ -24,7 +24,7 @@ import (
 // a takeover, a garbage collection, a flood of datagrams or the VM's own
 // stalls (charged to whatever ran) add to a second's use, and the bench
 // with four services saw a node manager throttled every second at a budget
-// its average use was well under (docs/protocol.md). Half leaves room for
+// its average use was under (docs/protocol.md). Half leaves room for
 // one such second to double the use; the warning comes while an operator
 // can still raise the budget, before a throttled second fences anyone.
 const RTBudgetWarnShare = 0.5
