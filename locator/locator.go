@@ -58,10 +58,16 @@ func Run(ctx context.Context, cfg *config.Config, slots []int, log *slog.Logger)
 			s.tr.Close()
 		}
 	}()
+	// A service whose core cannot start (its state file refused, its port
+	// taken) does not end the process, which serves the host's other
+	// services: it answers no node for that service, is reported as not
+	// started, and is tried again every ctlmsg.StartRetryEvery.
+	var down []*notStarted
 	for _, slot := range slots {
 		s, err := open(cfg, slot, key, clk, log)
 		if err != nil {
-			return err
+			down = append(down, failedStart(cfg, slot, clk, log, err))
+			continue
 		}
 		s.slot = slot
 		svcs = append(svcs, s)
@@ -103,7 +109,11 @@ func Run(ctx context.Context, cfg *config.Config, slots []int, log *slog.Logger)
 	for _, s := range svcs {
 		go s.tr.Run(ctx, in)
 	}
-	interval := tickPeriod(svcs[0].pcfg)
+	pcfg0, err := cfg.ForService(slots[0])
+	if err != nil {
+		return err
+	}
+	interval := tickPeriod(transport.ProtocolConfig(pcfg0))
 	tick := clk.NewTicker(interval)
 	defer tick.Stop()
 	for _, s := range svcs {
@@ -111,6 +121,37 @@ func Run(ctx context.Context, cfg *config.Config, slots []int, log *slog.Logger)
 	}
 	reportTick := clk.NewTicker(ctlmsg.FullReportEvery)
 	defer reportTick.Stop()
+	// retry fires every StartRetryEvery while a service is not started.
+	var retry <-chan time.Time
+	var retryTick clock.Ticks
+	if len(down) > 0 {
+		retryTick = clk.NewTicker(ctlmsg.StartRetryEvery)
+		defer func() { retryTick.Stop() }()
+		retry = retryTick.C()
+	}
+	tryAgain := func() {
+		left := down[:0]
+		for _, f := range down {
+			s, err := open(cfg, f.slot, key, clk, log)
+			if err != nil {
+				f.failed(err)
+				left = append(left, f)
+				continue
+			}
+			s.slot = f.slot
+			s.d.interval, s.d.lastTick = interval, clk.Now()
+			svcs = append(svcs, s)
+			bySlot[f.slot] = s
+			go s.tr.Run(ctx, in)
+			f.log.Info("service started after failing to", "event", "service_start_recovered",
+				"failed_ms", (clk.Now() - f.since).Milliseconds(), "attempts", f.attempts)
+		}
+		down = left
+		if len(down) == 0 {
+			retryTick.Stop()
+			retry = nil
+		}
+	}
 	report := func() {
 		if sup == nil {
 			return
@@ -136,6 +177,13 @@ func Run(ctx context.Context, cfg *config.Config, slots []int, log *slog.Logger)
 				s.log.Debug("report to the supervisor skipped", "err", err)
 			}
 		}
+		for _, f := range down {
+			r := ctlmsg.LocatorReport{Slot: f.slot, Self: cfg.Cluster.Node, Realtime: rt,
+				StartError: f.err, StartFailingMS: (clk.Now() - f.since).Milliseconds()}
+			if msg, err := ctlmsg.LocatorReportMsg(&r); err == nil {
+				_ = sup.TrySend(msg)
+			}
+		}
 	}
 	report()
 	for {
@@ -154,7 +202,40 @@ func Run(ctx context.Context, cfg *config.Config, slots []int, log *slog.Logger)
 		case <-reportTick.C():
 			// The locator is not fenced; its report is for status only.
 			report()
+		case <-retry:
+			tryAgain()
+			report()
 		}
+	}
+}
+
+// notStarted is a service whose locator could not start: since when, the
+// last error, how many tries.
+type notStarted struct {
+	slot     int
+	since    time.Duration
+	err      string
+	attempts int
+	log      *slog.Logger
+}
+
+// failedStart is the first failure to start the service in slot.
+func failedStart(cfg *config.Config, slot int, clk clock.Clock, log *slog.Logger, err error) *notStarted {
+	if cfg.ServiceCount() > 1 && slot < len(cfg.Services) {
+		log = log.With("service", cfg.Services[slot].Name)
+	}
+	f := &notStarted{slot: slot, since: clk.Now(), log: log}
+	f.failed(err)
+	return f
+}
+
+// failed notes one more failed try; a new cause is logged.
+func (f *notStarted) failed(err error) {
+	f.attempts++
+	if msg := err.Error(); msg != f.err {
+		f.err = msg
+		f.log.Error("service not started: this host's locator answers no node for it, and tries again every "+ctlmsg.StartRetryEvery.String()+"; its other services run",
+			"event", "service_start_failed", "err", msg, "attempts", f.attempts)
 	}
 }
 

@@ -77,7 +77,8 @@
 //
 //	Supervisor and this host
 //	vigil_report_present                           G  process, service          1 when nodemanager/locator has reported to the supervisor
-//	vigil_role                                     G  role, service             1 for the current role (active|standby|candidate|witness); all 0 = unknown; a witness: only role=witness
+//	vigil_service_not_started                      G  process, service          1 while nodemanager/locator could not start the service (retried every 5 s)
+//	vigil_role                                     G  role, service             1 for the current role (active|standby|candidate|witness); all 0 = unknown or not started; a witness: only role=witness
 //	vigil_node_info                                G  cluster, node             always 1; this host's cluster name and node id (join on instance, job)
 //	vigil_node_healthy                             G                            1 when this node is healthy (critical processes up, checks passing, VIP interfaces up)
 //	vigil_floating_ip_held                         G  vip, interface, service   1 if this node holds the configured floating IP, else 0

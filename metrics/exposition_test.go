@@ -94,7 +94,7 @@ var unitless = map[string]bool{
 	"vigil_cgroup_read_error": true, "vigil_cgroup_pids": true,
 	"vigil_process_state": true, "vigil_quorum_ok": true, "vigil_quorum_locators": true,
 	"vigil_quorum_locators_answered": true, "vigil_quorum_locators_needed": true,
-	"vigil_membership_version": true, "vigil_membership_locators": true,
+	"vigil_membership_version": true, "vigil_membership_locators": true, "vigil_service_not_started": true,
 }
 
 // unitWords are name parts that mean the value has a unit, so the name

@@ -63,6 +63,7 @@ const (
 	helpBuildInfo     = "Always 1; the version label is the running vigil's."
 	helpNodeInfo      = "Always 1; the labels are this host's cluster name and node id (join on instance, job)."
 	helpFloatingIP    = "1 when this node holds the floating IP, 0 when not; one series per configured address."
+	helpNotStarted    = "1 while this host's node manager or locator could not start the service (its state file refused, its port taken): it takes no part in it, and tries again every 5 s; journalctl -u vigil EVENT=service_start_failed."
 	helpRole          = "1 for this host's current role in the service (active, standby, candidate, witness), 0 for the others; all 0 while unknown; a witness has only role=\"witness\"."
 )
 
@@ -205,6 +206,10 @@ func (c *collector) collectStatus(e *emitter, st *supervisor.Status) {
 		nm, loc := st.Report(i), st.LocatorReport(i)
 		e.gauge("vigil_report_present", helpReportPresent, b2f(nm != nil), "process", "nodemanager", "service", svc)
 		e.gauge("vigil_report_present", helpReportPresent, b2f(loc != nil), "process", "locator", "service", svc)
+		e.gauge("vigil_service_not_started", helpNotStarted, b2f(loc != nil && loc.StartError != ""), "process", "locator", "service", svc)
+		if st.Role != "witness" {
+			e.gauge("vigil_service_not_started", helpNotStarted, b2f(nm.NotStarted()), "process", "nodemanager", "service", svc)
+		}
 		if st.Role == "witness" {
 			// Only the role it has: a witness without a services list
 			// does not know its one service's name, and its 0 for

@@ -119,6 +119,9 @@ type targetState struct {
 	fencesHeld uint64
 	locDegrade bool
 	rtPeak     float64 // the node manager group's peak share of its realtime budget
+	// dataDown: the node manager could not start the second service (a
+	// refused state file).
+	dataDown bool
 }
 
 func between(i, from, to int) bool { return i >= from && i < to }
@@ -170,6 +173,7 @@ func ruleTargets() []*ruleTarget {
 			if i >= phaseIncident+20 {
 				s.fencesHeld = 2 // stalled past its lease, twice, kept the role
 			}
+			s.dataDown = between(i, phaseIncident, phaseRecover)
 			return s
 		}},
 		{instance: "lab-y:9720", cluster: "lab", node: "y", vips: []supervisor.FloatingIP{{Address: "192.0.2.10/24", Interface: "eth0"}}, peers: lab, data: labData(func(i int) bool { return !between(i, phaseNobody, phaseBoth) }), state: func(i int) targetState {
@@ -220,6 +224,10 @@ func (rt *ruleTarget) status(t *testing.T, i int, s targetState) *supervisor.Sta
 				}
 			}
 			st.Services[1].NodeManager = &ctlmsg.NodeManagerReport{VIPs: held, BeatFields: ctlmsg.BeatFields{Self: rt.node, Role: role, LeaseMS: 200, Healthy: true}}
+			if s.dataDown {
+				st.Services[1].NodeManager = &ctlmsg.NodeManagerReport{BeatFields: ctlmsg.BeatFields{Slot: 1, Self: rt.node, Role: ctlmsg.RoleNotStarted},
+					UnhealthyReasons: []string{"service data not started: statefile: checksum mismatch"}, StartError: "statefile: checksum mismatch"}
+			}
 		}
 	}
 	for _, c := range []string{"locator", "nodemanager"} {
@@ -444,6 +452,9 @@ func ruleExpectations() map[int][]wantAlert {
 			{"VigilScrapeError", pbxNode("w")},
 			{"VigilControlPlaneFenced", map[string]string{"instance": "lab-y:9720", "job": "vigil", "cluster": "lab", "node": "y"}},
 			{"VigilControlPlaneStalledPastLease", map[string]string{"instance": "lab-x:9720", "job": "vigil", "cluster": "lab", "node": "x"}},
+			// x cannot start data: not started, and unfit for it.
+			{"VigilServiceNotStarted", map[string]string{"instance": "lab-x:9720", "job": "vigil", "cluster": "lab", "node": "x", "process": "nodemanager", "service": "data"}},
+			{"VigilNodeUnhealthy", map[string]string{"instance": "lab-x:9720", "job": "vigil", "cluster": "lab", "node": "x"}},
 			{"VigilTargetDown", map[string]string{"instance": "lab-z:9720", "job": "vigil"}},
 		},
 		last(ruleSteps): nil, // recovered: nothing

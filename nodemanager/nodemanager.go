@@ -206,10 +206,9 @@ type manager struct {
 // had a process. They share the process, its realtime settings, its
 // scheduling watch and its channel to the supervisor, which files each
 // report by its slot and names the slot of each message it sends. A
-// service that cannot start (its state file refused, its port taken) ends
-// the process: the supervisor restarts it, and every service of the node
-// is a standby again until then (docs/protocol.md, "One node manager
-// process").
+// service that cannot start (its state file refused, its port taken) does
+// not end the process: the others run, and it is tried again
+// (runService; docs/protocol.md, "One node manager process").
 func Run(ctx context.Context, cfg *config.Config, slots []int, log *slog.Logger) error {
 	key, err := config.ReadKeyFile(cfg.Cluster.KeyFile)
 	if err != nil {
@@ -309,18 +308,178 @@ func (sh *shared) watchPasses() {
 }
 
 // runService runs the manager of the service in slot until ctx ends; sup
-// is its share of the supervisor's messages.
+// is its share of the supervisor's messages. A service that cannot start
+// (its state file refused, its port taken) does not end the process, which
+// runs the node's other services: it holds nothing of that service and
+// takes no part in it, says so to the supervisor (ctlmsg.RoleNotStarted),
+// and tries again every ctlmsg.StartRetryEvery, so that mending the cause
+// is all it takes (docs/operations.md, "A service that cannot start").
 func (sh *shared) runService(ctx context.Context, slot int, sup <-chan *ctlmsg.Msg) error {
+	var failing *startFailure
+	var carried []*ctlmsg.Msg
+	for {
+		err := sh.serveService(ctx, slot, sup, carried, func(log *slog.Logger) {
+			if failing != nil {
+				log.Info("service started after failing to", "event", "service_start_recovered",
+					"failed_ms", (sh.clk.Now() - failing.since).Milliseconds(), "attempts", failing.attempts)
+			}
+		})
+		if err == nil || ctx.Err() != nil {
+			return nil
+		}
+		if failing == nil {
+			failing = &startFailure{since: sh.clk.Now()}
+		}
+		failing.attempts++
+		if msg := err.Error(); msg != failing.err {
+			failing.err = msg
+			sh.serviceLog(slot).Error("service not started: this node holds none of it and takes no part in it, and tries again every "+ctlmsg.StartRetryEvery.String()+"; the node's other services run",
+				"event", "service_start_failed", "err", msg, "attempts", failing.attempts)
+		}
+		var ok bool
+		if carried, ok = sh.awaitRetry(ctx, slot, sup, failing, carried); !ok {
+			return nil
+		}
+	}
+}
+
+// startFailure is a service that could not start: since when (the
+// process's clock), the last error and how many tries.
+type startFailure struct {
+	since    time.Duration
+	err      string
+	attempts int
+}
+
+// serviceLog is the process's logger, naming the service in slot when the
+// file has more than one: the first's too, so that journalctl
+// SERVICE=NAME finds all of one service.
+func (sh *shared) serviceLog(slot int) *slog.Logger {
+	if sh.cfg.ServiceCount() > 1 && slot < len(sh.cfg.Services) {
+		return sh.log.With("service", sh.cfg.Services[slot].Name)
+	}
+	return sh.log
+}
+
+// awaitRetry waits out ctlmsg.StartRetryEvery for a service that did not
+// start, reporting it as not started, and answers what the supervisor
+// sends it meanwhile. It returns what the next start must apply (the
+// latest health and reload, faults to run on_fault for), false if ctx
+// ended.
+func (sh *shared) awaitRetry(ctx context.Context, slot int, sup <-chan *ctlmsg.Msg, f *startFailure, carried []*ctlmsg.Msg) ([]*ctlmsg.Msg, bool) {
+	sh.reportNotStarted(slot, f)
+	retry := sh.clk.NewTimer(ctlmsg.StartRetryEvery)
+	defer retry.Stop()
+	every := sh.clk.NewTicker(ctlmsg.FullReportEvery)
+	defer every.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, false
+		case <-retry.C():
+			return carried, true
+		case <-every.C():
+			sh.reportNotStarted(slot, f)
+		case msg := <-sup:
+			carried = sh.whileNotStarted(slot, msg, f, carried)
+		}
+	}
+}
+
+// whileNotStarted answers a supervisor message for a service that is not
+// started, and adds to carried what its start must apply.
+func (sh *shared) whileNotStarted(slot int, msg *ctlmsg.Msg, f *startFailure, carried []*ctlmsg.Msg) []*ctlmsg.Msg {
+	keep := func(kind ctlmsg.Type) []*ctlmsg.Msg {
+		// Only the latest of a kind counts.
+		out := slices.DeleteFunc(carried, func(c *ctlmsg.Msg) bool { return c.Type == kind })
+		return append(out, msg)
+	}
+	var err error
+	switch msg.Type {
+	case ctlmsg.TypeHealth:
+		return keep(msg.Type)
+	case ctlmsg.TypeFault:
+		// on_fault runs once the service starts.
+		return append(carried, msg)
+	case ctlmsg.TypeConfig:
+		carried = keep(msg.Type)
+		err = fmt.Errorf("service not started on this node (%s): it starts with these floating IPs and hooks", f.err)
+	case ctlmsg.TypeCommand:
+		err = fmt.Errorf("service not started on this node: %s", f.err)
+		if msg.Cmd == ctlmsg.CmdMaintenance && (msg.Arg == "on" || msg.Arg == "off") {
+			// It holds nothing now; written, maintenance is in force from
+			// its start (loadMaintenance), as for a node manager not
+			// running.
+			err = nil
+			if sc, cerr := sh.cfg.ForService(slot); cerr != nil {
+				err = cerr
+			} else if err = SaveMaintenance(sc, msg.Arg == "on", sh.clk.Wall()); err == nil {
+				sh.serviceLog(slot).Info("maintenance "+msg.Arg+" for a service not started: in force once it starts", "event", "maintenance", "on", msg.Arg == "on", "persisted", true)
+			}
+		}
+	default:
+		err = fmt.Errorf("unknown message type %q", msg.Type)
+	}
+	if sh.sup != nil {
+		reply := ctlmsg.Reply(msg.ID, err)
+		reply.Slot = sh.reportSlot(slot)
+		_ = sh.sup.Send(reply, time.Second)
+	}
+	if msg.Type == ctlmsg.TypeConfig {
+		// Applied at the start, answered now: its reply goes nowhere.
+		c := *msg
+		c.ID = 0
+		carried[len(carried)-1] = &c
+	}
+	return carried
+}
+
+// reportSlot is the slot the supervisor files slot's reports under: none
+// (0) for one from before a process ran every service.
+func (sh *shared) reportSlot(slot int) int {
+	if sh.bySlot {
+		return slot
+	}
+	return 0
+}
+
+// reportNotStarted tells the supervisor that the service in slot is not
+// started, and why. It holds no lease, so the supervisor sets no fence
+// deadline for it.
+func (sh *shared) reportNotStarted(slot int, f *startFailure) {
+	if sh.sup == nil {
+		return
+	}
+	why := "not started: " + f.err
+	if sh.cfg.ServiceCount() > 1 && slot < len(sh.cfg.Services) {
+		why = "service " + sh.cfg.Services[slot].Name + " " + why
+	}
+	r := &ctlmsg.NodeManagerReport{
+		BeatFields:       ctlmsg.BeatFields{Slot: sh.reportSlot(slot), Self: sh.cfg.Cluster.Node, Role: ctlmsg.RoleNotStarted},
+		UnhealthyReasons: []string{why},
+		Realtime:         sh.rt,
+		StartError:       f.err,
+		StartFailingMS:   (sh.clk.Now() - f.since).Milliseconds(),
+	}
+	msg, err := ctlmsg.NodeManagerReportMsg(r)
+	if err != nil {
+		sh.log.Error("cannot encode the report", "event", "ipc_error", "err", err)
+		return
+	}
+	// Never wait: the other services' loops share the channel.
+	_ = sh.sup.TrySend(msg)
+}
+
+// serveService starts the manager of the service in slot and runs it until
+// ctx ends (nil), or returns why it could not start. carried are messages
+// the supervisor sent while it was not started; started is called once it
+// is, with its logger.
+func (sh *shared) serveService(ctx context.Context, slot int, sup <-chan *ctlmsg.Msg, carried []*ctlmsg.Msg, started func(*slog.Logger)) error {
 	cfg, err := sh.cfg.ForService(slot)
 	if err != nil {
 		return err
 	}
-	log := sh.log
-	if sh.cfg.ServiceCount() > 1 {
-		// Every service's lines name it, the first's too, so that
-		// journalctl SERVICE=NAME finds all of one service.
-		log = log.With("service", cfg.Services[0].Name)
-	}
+	log := sh.serviceLog(slot)
 	host := &netlinkHost{cfg: cfg, log: log, clk: sh.clk}
 	if os.Getenv(ipc.EnvFD) != "" {
 		prefix := ""
@@ -335,9 +494,7 @@ func (sh *shared) runService(ctx context.Context, slot int, sup <-chan *ctlmsg.M
 		return err
 	}
 	m.rt, m.holds, m.sup, m.watch = sh.rt, sh.holds, sh.sup, sh.watch
-	if sh.bySlot {
-		m.slot = slot
-	}
+	m.slot = sh.reportSlot(slot)
 
 	owner := statefile.Owner{Kind: "node", Cluster: cfg.Cluster.Name, ID: cfg.Cluster.Node}
 	m.state = &statefile.Writer{Path: m.statePath, Owner: owner, What: "node state", Log: log}
@@ -345,11 +502,8 @@ func (sh *shared) runService(ctx context.Context, slot int, sup <-chan *ctlmsg.M
 	if err != nil {
 		return err
 	}
-	hooksSlot := slot
-	if !sh.bySlot {
-		hooksSlot = 0 // a supervisor that runs a process per service names its one group
-	}
-	if m.hooks.cgroup, err = execshim.HooksCgroupFromEnv(hooksSlot); err != nil {
+	// A supervisor that runs a process per service names its one group 0.
+	if m.hooks.cgroup, err = execshim.HooksCgroupFromEnv(sh.reportSlot(slot)); err != nil {
 		log.Warn("hooks run in the node manager's cgroup, charged to the control plane", "event", "hooks_cgroup_error", "err", err)
 	} else if m.hooks.cgroup == nil && m.sup != nil {
 		log.Warn("hooks run in the node manager's cgroup, charged to the control plane: the supervisor has no hooks cgroup (see its log)", "event", "hooks_cgroup_error")
@@ -366,10 +520,20 @@ func (sh *shared) runService(ctx context.Context, slot int, sup <-chan *ctlmsg.M
 	// of a second.
 	holdoff := m.pcfg.Lease + m.pcfg.DriftMargin
 	log.Info("node manager waiting one lease before joining", "event", "holdoff", "ms", holdoff.Milliseconds())
-	early, ok := m.holdOff(ctx, holdoff, sup)
+	var early []*ctlmsg.Msg
+	for _, msg := range carried {
+		if msg.Type == ctlmsg.TypeHealth && msg.Healthy != nil {
+			// Before it first speaks, as holdOff does.
+			m.supHealthy, m.supReasons, m.supKnown = *msg.Healthy, msg.Reasons, true
+			continue
+		}
+		early = append(early, msg)
+	}
+	more, ok := m.holdOff(ctx, holdoff, sup)
 	if !ok {
 		return nil
 	}
+	early = append(early, more...)
 	tr, err := transport.Open(cfg, m.pcfg, sh.key, false, log)
 	if err != nil {
 		return err
@@ -395,6 +559,7 @@ func (sh *shared) runService(ctx context.Context, slot int, sup <-chan *ctlmsg.M
 	go m.tr.Run(trCtx, in)
 
 	m.start()
+	started(log)
 	for _, msg := range early {
 		m.onSupervisor(msg)
 	}

@@ -3,6 +3,7 @@ package nodemanager
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -10,6 +11,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vigil-project/vigil/config"
+	"github.com/vigil-project/vigil/internal/clock"
 	"github.com/vigil-project/vigil/internal/ctlmsg"
 	"github.com/vigil-project/vigil/internal/ipc"
 )
@@ -90,5 +93,146 @@ func TestSupervisorMessagesByService(t *testing.T) {
 	case <-ctx.Done():
 	case <-time.After(5 * time.Second):
 		t.Fatal("the supervisor's end closed and the services were not told to stop")
+	}
+}
+
+// A service that could not start reports so, and answers what the
+// supervisor sends it meanwhile: maintenance is written for its start, a
+// switchover is refused, a reload is refused now and kept for its start
+// (its reply already sent), and the latest health and every fault are
+// kept for its start. Then it tries again.
+func TestServiceNotStartedAnswersAndCarries(t *testing.T) {
+	parent, childF, err := ipc.Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer parent.Close()
+	fd, err := unix.Dup(int(childF.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	childF.Close()
+	t.Setenv(ipc.EnvFD, strconv.Itoa(fd))
+	child, err := ipc.FromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer child.Close()
+
+	h := &harness{t: t}
+	cfg := h.config("a")
+	cfg.Services = []config.Service{{Name: "voice"}, {Name: "data"}}
+	clk := clock.NewFake(time.Hour)
+	sh := &shared{cfg: cfg, sup: child, log: slog.New(slog.DiscardHandler), clk: clk, bySlot: true}
+	f := &startFailure{since: clk.Now() - 3*time.Second, err: "statefile: node.state: checksum mismatch", attempts: 1}
+
+	sup := make(chan *ctlmsg.Msg, 8)
+	sick, well := ctlmsg.Health(false, []string{"dataapp down"}), ctlmsg.Health(true, nil)
+	reload := ctlmsg.ConfigMsg(&ctlmsg.Config{})
+	reload.ID = 5
+	maint := ctlmsg.Command(ctlmsg.CmdMaintenance, "on")
+	maint.ID = 6
+	sw := ctlmsg.Command(ctlmsg.CmdSwitchover, "b")
+	sw.ID = 7
+	fault := ctlmsg.Fault(3, "fenced: node manager silent")
+	for _, m := range []*ctlmsg.Msg{sick, reload, maint, well, sw, fault} {
+		m.Slot = 1
+		sup <- m
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	type result struct {
+		carried []*ctlmsg.Msg
+		ok      bool
+	}
+	done := make(chan result, 1)
+	go func() {
+		c, ok := sh.awaitRetry(ctx, 1, sup, f, nil)
+		done <- result{c, ok}
+	}()
+
+	replies := map[uint64]string{}
+	reported := false
+	for len(replies) < 3 {
+		m, err := parent.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch m.Type {
+		case ctlmsg.TypeReport:
+			r, err := m.NodeManagerReport()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Slot != 1 || r.Role != ctlmsg.RoleNotStarted || r.StartError != f.err || r.StartFailingMS != 3000 || r.Healthy ||
+				len(r.UnhealthyReasons) != 1 || !strings.Contains(r.UnhealthyReasons[0], "service data not started") {
+				t.Errorf("not-started report: %+v", r)
+			}
+			reported = true
+		case ctlmsg.TypeReply:
+			if m.Slot != 1 {
+				t.Errorf("reply %d for slot %d, want 1", m.ID, m.Slot)
+			}
+			replies[m.ID] = m.Error
+		}
+	}
+	if !reported {
+		t.Error("no not-started report before the replies")
+	}
+	if e := replies[5]; !strings.Contains(e, "not started") || !strings.Contains(e, "checksum mismatch") {
+		t.Errorf("reload's reply: %q, want it refused, naming the cause", e)
+	}
+	if e := replies[6]; e != "" {
+		t.Errorf("maintenance's reply: %q, want none", e)
+	}
+	if e := replies[7]; !strings.Contains(e, "not started on this node") {
+		t.Errorf("switchover's reply: %q, want it refused", e)
+	}
+	sc, err := cfg.ForService(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if on, _, err := LoadMaintenance(sc); err != nil || !on {
+		t.Errorf("data's maintenance.state: on=%v err=%v, want on", on, err)
+	}
+
+	clk.Advance(ctlmsg.StartRetryEvery)
+	var res result
+	select {
+	case res = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no retry after StartRetryEvery")
+	}
+	if !res.ok {
+		t.Fatal("awaitRetry gave up with ctx alive")
+	}
+	var got []string
+	for _, m := range res.carried {
+		switch {
+		case m == well, m == fault:
+			got = append(got, string(m.Type))
+		case m.Type == ctlmsg.TypeConfig && m.ID == 0 && m.Config == reload.Config:
+			got = append(got, "config, its reply sent")
+		default:
+			t.Errorf("carried %+v", m)
+		}
+	}
+	slices.Sort(got)
+	if want := []string{"config, its reply sent", "fault", "health"}; !slices.Equal(got, want) {
+		t.Errorf("carried to the start: %q, want %q (the latest health only)", got, want)
+	}
+
+	cancel()
+	go func() {
+		c, ok := sh.awaitRetry(ctx, 1, sup, f, nil)
+		done <- result{c, ok}
+	}()
+	select {
+	case res = <-done:
+		if res.ok {
+			t.Error("awaitRetry went on after ctx ended")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("awaitRetry did not end with ctx")
 	}
 }

@@ -250,6 +250,14 @@ func (s *Supervisor) nodeManagerReport(p *proc, r *ctlmsg.NodeManagerReport) err
 	// A beat moves the lease fields of the last full report.
 	sv.report = ctlmsg.MergeBeat(sv.report, r)
 	sv.lastBeat = s.clock.Wall()
+	if r.NotStarted() {
+		// It holds no lease and no address: nothing to fence it for.
+		// (A service is not started only before it first runs, so no
+		// deadline of its own was armed.) A fault is told again to the
+		// next run unless this one starts the service.
+		sv.fenceAt = 0
+		return nil
+	}
 	sv.fault = nil // handled before its first report (pushFault)
 	s.armFence(p, r.Slot)
 	return nil
@@ -796,8 +804,8 @@ func (s *Supervisor) fenceKillWait() time.Duration {
 // see "floating IP removed by someone else" and add them back under the
 // lease it believes it holds.
 func (s *Supervisor) checkFence(nm *proc, gen uint64, deadline, fired time.Duration) {
-	if nm.gen != gen || nm.state != StateRunning || s.stopping || nm.fencing || nm.fenceAt != deadline {
-		return // restarted, stopped, already fenced, or a newer report moved the deadline
+	if nm.gen != gen || nm.state != StateRunning || s.stopping || nm.fencing || nm.fenceAt != deadline || deadline == 0 {
+		return // restarted, stopped, already fenced, a newer report moved the deadline, or none is set
 	}
 	// If the timer itself fired late, this supervisor was not running
 	// either (the whole host stalled): the node manager's report may be

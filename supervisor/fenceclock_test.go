@@ -527,3 +527,40 @@ func TestFenceDeadlineIsTheEarliestService(t *testing.T) {
 		t.Fatal("not fenced at the end of voice's lease: data's later report moved the process's deadline")
 	}
 }
+
+// A service the node manager could not start holds nothing: its reports
+// set no deadline, so a process whose only service is not started is never
+// fenced however seldom it reports (every second), and one with a running
+// service beside it is fenced at that service's deadline alone.
+func TestNotStartedServiceSetsNoFence(t *testing.T) {
+	notStarted := func(slot int) *ctlmsg.NodeManagerReport {
+		return &ctlmsg.NodeManagerReport{BeatFields: ctlmsg.BeatFields{Slot: slot, Role: ctlmsg.RoleNotStarted}, StartError: "statefile: checksum mismatch"}
+	}
+	r := newFenceRig(t, true)
+	r.report(notStarted(0))
+	for range 4 {
+		r.advance(time.Second)
+		if r.fenced() {
+			t.Fatal("a node manager whose only service is not started was fenced")
+		}
+		r.report(notStarted(0))
+	}
+	r.advance(10 * time.Second)
+	if r.fenced() {
+		t.Fatal("fenced 10 s after a not-started report")
+	}
+
+	r = newFenceRig(t, true)
+	inLoop(t, r.s, func() { r.nm.resetServices(2) })
+	r.report(notStarted(1))
+	r.report(active(180))
+	r.advance(179 * time.Millisecond)
+	r.report(notStarted(1)) // says nothing of voice's lease
+	if r.fenced() {
+		t.Fatal("fenced before voice's lease ended")
+	}
+	r.advance(time.Millisecond)
+	if !r.fenced() {
+		t.Fatal("not fenced at the end of voice's lease: the not-started service's report moved the deadline")
+	}
+}

@@ -121,6 +121,20 @@ func (st *Status) warnings(nm *ctlmsg.NodeManagerReport, loc *ctlmsg.LocatorRepo
 	add := func(kind, format string, args ...any) {
 		out = append(out, Warning{Kind: kind, Message: fmt.Sprintf(format, args...)})
 	}
+	for i := range max(1, len(st.Services)) {
+		prefix := ""
+		if len(st.Services) > 1 {
+			prefix = "service " + st.Services[i].Name + ": "
+		}
+		if r := st.Report(i); r.NotStarted() {
+			add("service_not_started", "%snode manager could not start it, so this node holds none of it and takes no part in it; tried again every %s (journalctl -u vigil EVENT=service_start_failed): %s",
+				prefix, ctlmsg.StartRetryEvery, r.StartError)
+		}
+		if l := st.LocatorReport(i); l != nil && l.StartError != "" {
+			add("service_not_started", "%sthis host's locator could not start it, so it answers no node for it (one vote fewer towards its quorum); tried again every %s (journalctl -u vigil EVENT=service_start_failed): %s",
+				prefix, ctlmsg.StartRetryEvery, l.StartError)
+		}
+	}
 	if q := st.Quorum; q != nil && !q.OK {
 		add("no_quorum", "no quorum: %d of %d locators answered within the lease, %d needed; this node can neither take nor keep the active role%s",
 			q.Answered, q.Locators, q.Needed, foreignHint(nm, loc))

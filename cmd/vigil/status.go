@@ -174,6 +174,19 @@ func statusCode(st *supervisor.Status) (int, string) {
 	if q := st.Quorum; q != nil && !q.OK {
 		return exitNoQuorum, fmt.Sprintf("no quorum: %d of %d locators answered, %d needed", q.Answered, q.Locators, q.Needed)
 	}
+	// Before the quorum: a service not started here has no view of it.
+	for i, r := range st.Reports() {
+		what := "the service"
+		if len(st.Services) > 1 {
+			what = "service " + st.Services[i].Name
+		}
+		if r.NotStarted() {
+			return exitUnhealthy, what + " is not started on this host: " + r.StartError
+		}
+		if l := st.LocatorReport(i); l != nil && l.StartError != "" {
+			return exitUnhealthy, "this host's locator of " + what + " is not started: " + l.StartError
+		}
+	}
 	if activeNode(st) == "" {
 		return exitNoQuorum, "no active node known to this host"
 	}
@@ -328,6 +341,11 @@ func printCluster(w io.Writer, p painter, st *supervisor.Status, nm *ctlmsg.Node
 		title += "  service " + st.Services[0].Name
 	}
 	switch {
+	case nm.NotStarted() && (loc == nil || loc.StartError != ""):
+		fmt.Fprintf(w, "%s  %s on this host (see WARNINGS)\n", title, p.paint(cRed, "not started"))
+		return
+	case nm.NotStarted():
+		fmt.Fprintf(w, "%s  epoch %d  active %s (this host's locator)  node manager %s on this host (see WARNINGS)\n", title, loc.Epoch, orNone(loc.Holder), p.paint(cRed, "not started"))
 	case nm != nil:
 		fmt.Fprintf(w, "%s  epoch %d  active %s  quorum %s\n", title, nm.Epoch, orNone(nm.Active), quorumText(p, st.Quorum))
 		token := fmt.Sprintf("token age %dms  rotation %.1fms", nm.TokenAgeMS, nm.RotationMS)
@@ -500,6 +518,8 @@ func printServices(w io.Writer, p painter, st *supervisor.Status) {
 		if several {
 			here, epoch := c("-"), c("-")
 			switch r := st.Report(i); {
+			case r.NotStarted():
+				here = cc("not started", cRed)
 			case r != nil:
 				here, epoch = c(r.Role), cf("%d", r.Epoch)
 				if r.Role == "active" {
@@ -567,8 +587,11 @@ func hostRoles(p painter, st *supervisor.Status) string {
 	parts := make([]string, 0, len(order))
 	for _, role := range order {
 		shown := role
-		if role == "active" {
+		switch role {
+		case "active":
 			shown = p.paint(cGreen, role)
+		case ctlmsg.RoleNotStarted:
+			shown = p.paint(cRed, "not started")
 		}
 		parts = append(parts, shown+" ("+strings.Join(names[role], ", ")+")")
 	}
@@ -589,8 +612,11 @@ func printHost(w io.Writer, p painter, st *supervisor.Status, nm *ctlmsg.NodeMan
 	switch {
 	case nm != nil:
 		role := nm.Role
-		if role == "active" {
+		switch role {
+		case "active":
 			role = p.paint(cGreen, role)
+		case ctlmsg.RoleNotStarted:
+			role = p.paint(cRed, "not started")
 		}
 		maint := "off"
 		if nm.Maintenance {

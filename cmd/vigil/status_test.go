@@ -423,3 +423,62 @@ func TestStatusRealtimeBudgetPeak(t *testing.T) {
 		t.Errorf("RT BUDGET column without a budget:\n%s", plain.String())
 	}
 }
+
+// A service this host could not start (its state file refused): shown not
+// started where its role would be, named in a warning for each process
+// that could not start it, and the exit status says so, before the
+// quorum it has no view of. With one service the cluster line says it.
+func TestStatusServiceNotStarted(t *testing.T) {
+	started := goldenNow.Add(-time.Hour)
+	loc := `"locators":[{"id":"a","seen":true,"age_ms":3},{"id":"b","seen":true,"age_ms":4},{"id":"w","seen":true,"age_ms":5}]`
+	why := "statefile: /var/lib/vigil/service-data/node.state: config: corrupt state file: checksum mismatch"
+	st := &supervisor.Status{
+		Version: "1.0.0", Cluster: "duo", Node: "b", Role: "node", Healthy: true,
+		Supervisor: supervisor.SupervisorState{PID: 10, StartedAt: started, CgroupMode: "v2", Cgroup: "control/supervisor"},
+		NodeManager: fromJSON[ctlmsg.NodeManagerReport](`{"self":"b","role":"standby","epoch":4,"active":"a","lease_ms":200,"healthy":true,
+			"peers":[{"id":"a","healthy":true,"in_ring":true},{"id":"b","healthy":true,"in_ring":true}],` + loc + `}`),
+		Locator: fromJSON[ctlmsg.LocatorReport](`{"self":"b","epoch":4,"holder":"a"}`),
+		Services: []supervisor.ServiceStatus{
+			{Name: "voice", Prefer: []string{"a", "b"}, Failback: "off", Processes: []string{"voiceapp"}},
+			{Name: "data", Prefer: []string{"b", "a"}, Failback: "off", Processes: []string{"dataapp"},
+				NodeManager: &ctlmsg.NodeManagerReport{BeatFields: ctlmsg.BeatFields{Slot: 1, Self: "b", Role: ctlmsg.RoleNotStarted},
+					UnhealthyReasons: []string{"service data not started: " + why}, StartError: why, StartFailingMS: 12000},
+				Locator: &ctlmsg.LocatorReport{Slot: 1, Self: "b", StartError: "statefile: locator.state: empty"}},
+		},
+	}
+	st.Summarize()
+	var out bytes.Buffer
+	printStatus(&out, st, cpuWindow{}, goldenNow, false)
+	s := out.String()
+	for _, want := range []string{
+		"voice    a       standby      4      a > b   off       voiceapp",
+		"data     none    not started  -      b > a   off       dataapp",
+		"role standby (voice), not started (data)",
+		"! service data: node manager could not start it, so this node holds none of it and takes no part in it; tried again every 5s (journalctl -u vigil EVENT=service_start_failed): " + why,
+		"! service data: this host's locator could not start it, so it answers no node for it",
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("output lacks %q:\n%s", want, s)
+		}
+	}
+	if code, msg := statusCode(st); code != exitUnhealthy || msg != "service data is not started on this host: "+why {
+		t.Errorf("statusCode = %d, %q; want %d naming data", code, msg, exitUnhealthy)
+	}
+
+	// One service: nothing of it runs on this host.
+	one := healthyStatus()
+	one.NodeManager = &ctlmsg.NodeManagerReport{BeatFields: ctlmsg.BeatFields{Self: "a", Role: ctlmsg.RoleNotStarted},
+		UnhealthyReasons: []string{"not started: " + why}, StartError: why}
+	one.Locator = &ctlmsg.LocatorReport{Self: "a", StartError: why}
+	one.Summarize()
+	out.Reset()
+	printStatus(&out, one, cpuWindow{}, goldenNow, false)
+	for _, want := range []string{"CLUSTER  not started on this host (see WARNINGS)", "role not started"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("one service: output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if code, msg := statusCode(one); code != exitUnhealthy || msg != "the service is not started on this host: "+why {
+		t.Errorf("one service: statusCode = %d, %q", code, msg)
+	}
+}

@@ -85,6 +85,14 @@ type NodeManagerReport struct {
 	PersistError   string `json:"persist_error,omitempty"`
 	// Realtime is what control.realtime put in force for this process.
 	Realtime realtime.Report `json:"realtime"`
+	// StartError is set when the node manager could not start this
+	// service (its state file refused, its port taken): Role is
+	// RoleNotStarted, it holds nothing of the service and takes no part
+	// in it, and it tries again every StartRetryEvery. The process's
+	// other services run (NotStarted).
+	StartError string `json:"start_error,omitempty"`
+	// StartFailingMS is how long it has been failing to start.
+	StartFailingMS int64 `json:"start_failing_ms,omitempty"`
 	// KernelLease says whether the kernel itself stops serving the
 	// floating IPs at the end of the lease (nftables, docs/operations.md
 	// "The packet filter"); omitted on a node without VIPs.
@@ -253,6 +261,12 @@ type LocatorReport struct {
 	Timing *timingstat.Report `json:"timing,omitempty"`
 	// Realtime is what control.realtime put in force for this process.
 	Realtime realtime.Report `json:"realtime"`
+	// StartError is set when the locator could not start this service's
+	// core (its state file refused, its port taken): it answers no node
+	// for it, and tries again every StartRetryEvery. Only Slot, Self and
+	// StartFailingMS are set beside it.
+	StartError     string `json:"start_error,omitempty"`
+	StartFailingMS int64  `json:"start_failing_ms,omitempty"`
 }
 
 // NodeCheckin is one node's last check-in here.
@@ -265,6 +279,20 @@ type NodeCheckin struct {
 	Maintenance bool   `json:"maintenance"`
 	TokenSeq    uint64 `json:"token_seq"`
 }
+
+// RoleNotStarted is the role a node manager reports for a service it could
+// not start (NodeManagerReport.StartError).
+const RoleNotStarted = "not_started"
+
+// StartRetryEvery is how often the node manager and the locator try again
+// to start a service that could not start: soon enough that mending its
+// state file is all an operator has to do, seldom enough that a cause
+// that lasts costs nothing.
+const StartRetryEvery = 5 * time.Second
+
+// NotStarted reports whether r is of a service its node manager could not
+// start.
+func (r *NodeManagerReport) NotStarted() bool { return r != nil && r.StartError != "" }
 
 // FullReportEvery is how often the node manager and the locator send a
 // full report at least; the node manager's reports between are beats

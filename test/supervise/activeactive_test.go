@@ -847,27 +847,29 @@ func TestFourServices(t *testing.T) {
 }
 
 // `vigil maintenance on` while the node manager is not running (here it
-// cannot start: data's state file is damaged, so it exits at once and is
-// restarted with backoff) reaches it at its next start: the supervisor
+// cannot start: b's cluster key file is damaged, so it exits at once and
+// is restarted with backoff) reaches it at its next start: the supervisor
 // writes each service's maintenance.state, and once the file is mended the
 // node manager comes up in maintenance for every service, and the other
 // nodes see it so. Without that it came back eligible for its services.
+// (A damaged state file of one service no longer stops the process:
+// TestDamagedStateOfOneService.)
 func TestMaintenanceReachesANodeManagerNotRunning(t *testing.T) {
 	p := newActivePair(t)
 	p.waitSettled()
 	b := p.nodes["b"]
-	state := filepath.Join(b.dir, "state", "service-data", "node.state")
-	good, err := os.ReadFile(state)
+	keyFile := filepath.Join(b.dir, "cluster.key")
+	good, err := os.ReadFile(keyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(state, []byte("{}\n"), 0o600); err != nil {
+	if err := os.WriteFile(keyFile, []byte("not a key\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := syscall.Kill(nmPid(t, b, "nodemanager"), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	b.waitFor("the node manager on b failing at start (data's state file refused)", 20*time.Second, func() bool {
+	b.waitFor("the node manager on b failing at start (its key file refused)", 20*time.Second, func() bool {
 		for _, c := range b.status().ControlPlane {
 			if c.Name == "nodemanager" {
 				return c.LastExit != nil && c.LastExit.Signal == "" && c.LastExit.Code != 0
@@ -875,7 +877,7 @@ func TestMaintenanceReachesANodeManagerNotRunning(t *testing.T) {
 		}
 		return false
 	})
-	if log := b.log.String(); !strings.Contains(log, "node.state") {
+	if log := b.log.String(); !strings.Contains(log, "malformed key file") {
 		t.Fatalf("the node manager on b did not say why it stopped:\n%s", log)
 	}
 	// It lives a few milliseconds every backoff (up to 2 s); a command
@@ -892,7 +894,7 @@ func TestMaintenanceReachesANodeManagerNotRunning(t *testing.T) {
 	if log := b.log.String(); !strings.Contains(log, "for a node manager that is not running") {
 		t.Errorf("b's supervisor did not say it kept maintenance for the node manager:\n%s", log)
 	}
-	if err := os.WriteFile(state, good, 0o600); err != nil {
+	if err := os.WriteFile(keyFile, good, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	b.waitFor("the node manager on b started again, in maintenance for both services", 30*time.Second, func() bool {
