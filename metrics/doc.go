@@ -115,6 +115,7 @@
 //	vigil_kernel_lease_enforced                    G  service                   1 when the kernel stops serving the floating IPs at lease end (nftables); 0 unavailable or failing (nodes with VIPs)
 //	vigil_kernel_lease_failures_total              C  service                   failed kernel lease programming transactions
 //	vigil_kernel_lease_max_apply_seconds           G  service                   longest kernel lease refresh transaction
+//	vigil_kernel_lease_refresh_fallbacks_total     C  service                   refreshes sent through the nftables library: the hand-built batch failed
 //	vigil_garp_sent_total                          C  service                   gratuitous ARPs sent
 //	vigil_na_sent_total                            C  service                   unsolicited neighbour advertisements sent
 //	vigil_announcements_unleased_total             C  service                   announcements not sent: due after the lease ended

@@ -288,6 +288,7 @@ func (c *collector) collectNodeManager(e *emitter, svc string, r *ctlmsg.NodeMan
 	if k := r.KernelLease; k != nil {
 		e.gauge("vigil_kernel_lease_enforced", "1 when the kernel itself stops serving the floating IPs at the end of the lease (nftables).", b2f(k.State == ctlmsg.KernelLeaseEnforcing), "service", svc)
 		e.counter("vigil_kernel_lease_failures_total", "Failed attempts to program the kernel lease (each disarms it until the next success).", float64(k.Failures), "service", svc)
+		e.counter("vigil_kernel_lease_refresh_fallbacks_total", "Kernel lease refreshes sent through the nftables library because the hand-built batch failed.", float64(k.RefreshFallbacks), "service", svc)
 		e.gauge("vigil_kernel_lease_max_apply_seconds", "Longest kernel lease refresh transaction since the node manager started.", float64(k.MaxApplyUS)/1e6, "service", svc)
 	}
 	e.counter("vigil_garp_sent_total", "Gratuitous ARP packets sent for floating IPv4 addresses.", float64(r.GARPSent), "service", svc)

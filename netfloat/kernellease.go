@@ -49,6 +49,15 @@ type KernelLeaseStats struct {
 	Failures  uint64 // of which failed
 	// LastApply and MaxApply are how long one transaction took.
 	LastApply, MaxApply time.Duration
+	// RefreshFallbacks counts refreshes that went through the nftables
+	// library because the hand-built batch failed (NFTLease).
+	RefreshFallbacks uint64
+}
+
+// refreshFallbacker is a KernelLease that says how many refreshes it
+// could not send its cheap way (NFTLease.RefreshFallbacks).
+type refreshFallbacker interface {
+	RefreshFallbacks() (uint64, string)
 }
 
 // Guard sets the configured VIPs the kernel lease protects (besides every
@@ -226,6 +235,16 @@ func (m *Manager) program() error {
 	s.Applies++
 	s.LastApply = took
 	s.MaxApply = max(s.MaxApply, took)
+	if f, ok := m.kl.(refreshFallbacker); ok {
+		if n, why := f.RefreshFallbacks(); n > s.RefreshFallbacks {
+			if s.RefreshFallbacks == 0 {
+				// Once: the lease is enforced all the same, at the
+				// library's cost, and the count says how often.
+				m.log.Warn("the kernel lease's refresh went through the nftables library: the hand-built batch failed", "event", "kernel_lease_refresh_fallback", "err", why)
+			}
+			s.RefreshFallbacks = n
+		}
+	}
 	if err == nil {
 		if s.Failing {
 			s.Failing, s.LastError = false, ""

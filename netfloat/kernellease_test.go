@@ -1126,6 +1126,9 @@ func TestAliveRefreshReportsRefusal(t *testing.T) {
 	if err := kl.Apply(state(time.Minute)); err != nil || kl.refresh == nil {
 		t.Fatalf("a refresh: err %v, hand-built %v", err, kl.refresh != nil)
 	}
+	if n, why := kl.RefreshFallbacks(); n != 0 {
+		t.Fatalf("%d fallbacks to the library after a good refresh (%s)", n, why)
+	}
 
 	missing := *kl.arpAlive
 	missing.Name = "lease_alive_nosuchset"
@@ -1153,5 +1156,40 @@ func TestAliveRefreshReportsRefusal(t *testing.T) {
 	if kl.refresh != nil {
 		t.Error("the failed hand-built refresh kept its socket")
 	}
+	if n, why := kl.RefreshFallbacks(); n != 1 || !strings.Contains(why, "no such file") {
+		t.Errorf("fallbacks after the refused refresh: %d (%q), want 1 with ENOENT", n, why)
+	}
 	t.Logf("refused as it should: %v", err)
+}
+
+// fallbackLease is a fakeLease whose refreshes fell back to the library
+// fallbacks times (NFTLease.RefreshFallbacks).
+type fallbackLease struct {
+	*fakeLease
+	fallbacks atomic.Uint64
+}
+
+func (f *fallbackLease) RefreshFallbacks() (uint64, string) {
+	return f.fallbacks.Load(), "nftables refresh: sendto: operation not permitted"
+}
+
+// The Manager's stats carry the kernel lease's fallback count as of its
+// latest transaction: what status and the metrics show.
+func TestKernelLeaseStatsCountFallbacks(t *testing.T) {
+	a, _ := twoHosts(t)
+	f := &fallbackLease{fakeLease: &fakeLease{host: a}}
+	m := newManager(t, a, Options{LeaseClock: clock.Boottime, KernelLease: f})
+	v := VIP{Prefix: vip4, Interface: "eth0"}
+	m.SetLeaseDeadline(clock.Boottime() + time.Second)
+	if _, err := m.Claim(context.Background(), v); err != nil {
+		t.Fatal(err)
+	}
+	if n := m.KernelLeaseStats().RefreshFallbacks; n != 0 {
+		t.Fatalf("fallbacks %d before any", n)
+	}
+	f.fallbacks.Store(3)
+	m.SetLeaseDeadline(clock.Boottime() + 2*time.Second)
+	poll(t, 5*time.Second, "the stats to count the lease's fallbacks", func() bool {
+		return m.KernelLeaseStats().RefreshFallbacks == 3
+	})
 }

@@ -85,6 +85,11 @@ type NFTLease struct {
 	// known, the next Apply is full), lastFull when.
 	last     *leaseSets
 	lastFull time.Duration
+
+	// fallbacks counts refreshes the hand-built batch could not carry
+	// (sent through the library instead), fallbackErr the last one's why.
+	fallbacks   uint64
+	fallbackErr string
 }
 
 // leaseSets is a LeaseState as the sets hold it.
@@ -501,6 +506,7 @@ func (l *NFTLease) refreshLocked(t time.Duration) bool {
 	if l.refresh == nil {
 		r, err := newAliveRefresh(l.nsFd, l.arpAlive, l.inetAlive)
 		if err != nil {
+			l.fallbacks, l.fallbackErr = l.fallbacks+1, err.Error()
 			return false
 		}
 		if l.keepOpen != nil {
@@ -513,9 +519,20 @@ func (l *NFTLease) refreshLocked(t time.Duration) bool {
 	if err := l.refresh.send(t); err != nil {
 		l.refresh.close()
 		l.refresh = nil
+		l.fallbacks, l.fallbackErr = l.fallbacks+1, err.Error()
 		return false
 	}
 	return true
+}
+
+// RefreshFallbacks is how many refreshes the hand-built batch could not
+// carry, so that the library sent them (at its cost: the kernel refused
+// the batch, or its socket failed), and the last one's error. On a kernel
+// that takes the batch it stays 0 but for a set someone removed.
+func (l *NFTLease) RefreshFallbacks() (uint64, string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.fallbacks, l.fallbackErr
 }
 
 // Disarm implements KernelLease: empties every set, the configured VIPs

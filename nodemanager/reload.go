@@ -369,7 +369,7 @@ func (m *manager) kernelLeaseReport() *ctlmsg.KernelLease {
 	}
 	s := m.float.KernelLeaseStats()
 	r := &ctlmsg.KernelLease{State: ctlmsg.KernelLeaseEnforcing, Applies: s.Applies, Failures: s.Failures,
-		LastApplyUS: s.LastApply.Microseconds(), MaxApplyUS: s.MaxApply.Microseconds()}
+		LastApplyUS: s.LastApply.Microseconds(), MaxApplyUS: s.MaxApply.Microseconds(), RefreshFallbacks: s.RefreshFallbacks}
 	if s.Failing {
 		r.State, r.Reason = ctlmsg.KernelLeaseFailing, s.LastError
 	}

@@ -160,6 +160,10 @@ type KernelLease struct {
 	Failures    uint64 `json:"failures"`
 	LastApplyUS int64  `json:"last_apply_us"`
 	MaxApplyUS  int64  `json:"max_apply_us"`
+	// RefreshFallbacks counts refreshes sent through the nftables library
+	// because the hand-built batch failed: enforced all the same, at a
+	// higher cost (docs/operations.md, "The packet filter").
+	RefreshFallbacks uint64 `json:"refresh_fallbacks"`
 }
 
 // Kernel lease states.

@@ -8,6 +8,9 @@
 #   supervise       test/supervise, the `vigil supervise` end-to-end tests
 #   vmv2            test/vm/v2's guest tests: placement at clone time, cgroup.kill,
 #                   the supervisor in control/supervisor, controllers, cleanup
+#   netfloat        TestAliveRefreshOnThisKernel only: the kernel lease's hand-built
+#                   nftables refresh on Debian 12's kernel (nf_tables, a module there,
+#                   is loaded from the same package)
 # Each prints "VMRESULT pkg=<name> rc=<code>" on the serial console; this
 # script fails unless every package printed rc=0.
 #
@@ -24,7 +27,7 @@
 #                      those that need a bridge, which the VM's kernel cannot make: listed
 #                      here, and skipped by netnstest.New in the guest in any case.)
 #   VIGIL_VM_COUNT     -test.count (default 1)
-#   VIGIL_VM_PKGS      packages to run, space separated (default: "cgroup supervise vmv2")
+#   VIGIL_VM_PKGS      packages to run, space separated (default: "cgroup supervise vmv2 netfloat")
 #   VIGIL_VM_DIR       work dir (default: a fresh temp dir, removed on success)
 #   VIGIL_VM_CACHE     kernel cache (default: ${XDG_CACHE_HOME:-$HOME/.cache}/vigil-vm)
 #   VIGIL_VM_TIMEOUT   seconds before the VM is killed (default 420)
@@ -35,7 +38,12 @@ ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
 RUN=${VIGIL_VM_RUN:-.}
 SKIP=${VIGIL_VM_SKIP-TestClusterFailover|TestSdNotify|TestRealtimeControlPlane|TestVIPFollowsTheLease|TestSwitchoverAndMaintenance|TestMaintenanceSurvivesRestart|TestEventsLoggedOnce|TestFaultHookOn(LostLease|VIPInterfaceDown|Fence)|TestReload(VIPsInPlace|InvalidConfigRefused|DuringFailover|NewInterface|CriticalProcessKeepsRole|BrokenCriticalProcessFailsOver)|TestStop|TestFailoverLogLine|TestFenceAddressNeverComesBack|TestStalledNodeManagerLeftToKernelLease|TestLostStateDirRejoins|TestManyVIPsMoveTogether|TestThreeNodesNoWitness|TestService(FailsBackToPreferredNode|StaysWithoutFailback)|TestSecondInstanceWithFloatingIPsRefused|TestActiveActivePair|TestMisorderedServicesHoldNothing|TestAddingASecondService|TestFourServices|TestVIPOnMissingInterface|TestIPv6DisabledOnVIPInterface|TestLastManStanding}
 COUNT=${VIGIL_VM_COUNT:-1}
-PKGS=${VIGIL_VM_PKGS:-cgroup supervise vmv2}
+PKGS=${VIGIL_VM_PKGS:-cgroup supervise vmv2 netfloat}
+# The kernel's modules the guest loads (insmod, in this order): nf_tables for
+# the kernel lease. Built in or absent, a module is simply not loaded.
+MODULES="net/netfilter/nfnetlink.ko lib/libcrc32c.ko net/netfilter/nf_tables.ko"
+MODNAMES=""
+for m in $MODULES; do MODNAMES="$MODNAMES ${m##*/}"; done
 CACHE=${VIGIL_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vigil-vm}
 TIMEOUT=${VIGIL_VM_TIMEOUT:-420}
 GO=${GO:-go}
@@ -77,13 +85,19 @@ kernel() {
 		img=$(ls -1 "$CACHE" 2>/dev/null | grep '^linux-image-' | sort -V | tail -1 || true)
 		[ -n "$img" ] || { echo "run-v2-vm: cannot resolve linux-image-cloud-amd64 and nothing cached in $CACHE" >&2; return 1; }
 	fi
-	if [ ! -s "$CACHE/$img/vmlinuz" ]; then
-		local dl
+	# v2-modules.ok: the modules were taken too (a cache from before has
+	# the kernel alone, and is fetched again once).
+	if [ ! -s "$CACHE/$img/vmlinuz" ] || [ ! -e "$CACHE/$img/v2-modules.ok" ]; then
+		local dl m
 		dl=$(mktemp -d "$CACHE/dl.XXXXXX")
 		(cd "$dl" && apt-get download -q -o APT::Sandbox::User=root "$img" >&2 && dpkg-deb -x "$img"_*.deb x) || { rm -rf "$dl"; return 1; }
-		mkdir -p "$CACHE/$img"
+		mkdir -p "$CACHE/$img/v2-modules"
+		for m in $MODULES; do
+			cp "$dl"/x/lib/modules/*/kernel/"$m" "$CACHE/$img/v2-modules/" 2>/dev/null || true
+		done
 		cp "$dl"/x/boot/vmlinuz-* "$CACHE/$img/vmlinuz.tmp"
 		mv "$CACHE/$img/vmlinuz.tmp" "$CACHE/$img/vmlinuz"
+		touch "$CACHE/$img/v2-modules.ok"
 		rm -rf "$dl"
 	fi
 	echo "$CACHE/$img/vmlinuz"
@@ -117,6 +131,11 @@ cat >"$I/etc/group" <<'EOF'
 root:x:0:
 nogroup:x:65534:
 EOF
+mkdir -p "$I/lib/modules"
+for m in $MODULES; do
+	f="$(dirname "$VMLINUZ")/v2-modules/$(basename "$m")"
+	if [ -e "$f" ]; then cp "$f" "$I/lib/modules/"; fi
+done
 
 (
 	cd "$ROOT"
@@ -127,6 +146,7 @@ EOF
 		cgroup) src=./cgroup ;;
 		supervise) src=./test/supervise ;;
 		vmv2) src=./test/vm/v2 ;;
+		netfloat) src=./netfloat ;;
 		*) echo "run-v2-vm: unknown package $p" >&2; exit 2 ;;
 		esac
 		"$GO" test -c -o "$I/t/$p.test" "$src"
@@ -145,11 +165,18 @@ mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /tmp
 mount -t cgroup2 none /sys/fs/cgroup
 ip link set lo up
+for m in $MODNAMES; do
+	[ -e /lib/modules/\$m ] && insmod /lib/modules/\$m 2>&1 | sed 's/^/VMINSMOD /'
+done
 echo "VMINFO kernel=\$(uname -r) cpus=\$(nproc) controllers=\$(cat /sys/fs/cgroup/cgroup.controllers | tr ' ' ,)"
 for p in $PKGS; do
 	echo "VMSTART pkg=\$p"
 	s=\$(cut -d' ' -f1 /proc/uptime)
-	(cd /tmp && /t/\$p.test -test.v -test.count=$COUNT -test.timeout=180s -test.run='$RUN' -test.skip='$SKIP' 2>&1)
+	run='$RUN'
+	# netfloat: only what the VM is for (its kernel's nf_tables); the rest
+	# needs a bridge and the nft CLI, and runs on the host.
+	[ "\$p" = netfloat ] && run='^TestAliveRefreshOnThisKernel\$'
+	(cd /tmp && /t/\$p.test -test.v -test.count=$COUNT -test.timeout=180s -test.run="\$run" -test.skip='$SKIP' 2>&1)
 	rc=\$?
 	echo "VMRESULT pkg=\$p rc=\$rc secs=\$(awk -v s=\$s '{ printf "%.1f", \$1 - s }' /proc/uptime)"
 done
