@@ -76,8 +76,9 @@ type ServiceStatus struct {
 	// the critical ones).
 	Processes []string `json:"processes,omitempty"`
 	// Holder is the active node as the service's node manager last
-	// reported it, "" if none is known (or no report yet); Summarize sets
-	// it.
+	// reported it (a witness's locator, or the locator where the node
+	// manager could not start the service), "" if none is known (or no
+	// report yet); Summarize sets it.
 	Holder string `json:"holder"`
 	// NodeManager and Locator are the last reports of the service's own
 	// node manager and locator, for services after the first (the first

@@ -23,9 +23,9 @@ func (st *Status) Summarize() {
 	for i := range st.Services {
 		st.Services[i].Holder = ""
 		switch r, loc := st.Report(i), st.LocatorReport(i); {
-		case r != nil:
+		case r != nil && !r.NotStarted():
 			st.Services[i].Holder = r.Active
-		case loc != nil: // a witness: its locator's holder
+		case loc != nil: // a witness, or a node manager that could not start it: the locator's holder
 			st.Services[i].Holder = loc.Holder
 		}
 	}

@@ -464,6 +464,15 @@ func TestStatusServiceNotStarted(t *testing.T) {
 	if code, msg := statusCode(st); code != exitUnhealthy || msg != "service data is not started on this host: "+why {
 		t.Errorf("statusCode = %d, %q; want %d naming data", code, msg, exitUnhealthy)
 	}
+	// With this host's locator of data running, its holder is the one
+	// this host knows.
+	st.Services[1].Locator = fromJSON[ctlmsg.LocatorReport](`{"slot":1,"self":"b","epoch":9,"holder":"a"}`)
+	st.Summarize()
+	out.Reset()
+	printStatus(&out, st, cpuWindow{}, goldenNow, false)
+	if want := "data     a       not started  -      b > a   off       dataapp"; !strings.Contains(out.String(), want) {
+		t.Errorf("output lacks %q:\n%s", want, out.String())
+	}
 
 	// One service: nothing of it runs on this host.
 	one := healthyStatus()

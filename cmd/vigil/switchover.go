@@ -150,6 +150,9 @@ func preferredTarget(s supervisor.ServiceStatus, r *ctlmsg.NodeManagerReport) (t
 	if r == nil {
 		return "", "no report from this host's node manager for it yet"
 	}
+	if r.NotStarted() {
+		return "", "not started on this host (" + r.StartError + "): run this on another node"
+	}
 	if s.Holder == "" {
 		return "", "no node holds it now"
 	}

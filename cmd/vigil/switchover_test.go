@@ -153,6 +153,8 @@ func TestPreferredTarget(t *testing.T) {
 		{"none fit", []string{"b", "c"}, "a", peers(`[{"id":"a","healthy":true,"in_ring":true}]`), "", "no node of its preference (b > c) is healthy"},
 		{"no holder", []string{"a", "b"}, "", peers(all), "", "no node holds it now"},
 		{"no report", []string{"a", "b"}, "a", nil, "", "no report from this host's node manager"},
+		{"not started here", []string{"b", "a"}, "a", &ctlmsg.NodeManagerReport{BeatFields: ctlmsg.BeatFields{Self: "b", Role: ctlmsg.RoleNotStarted}, StartError: "statefile: checksum mismatch"},
+			"", "not started on this host (statefile: checksum mismatch): run this on another node"},
 	} {
 		to, why := preferredTarget(supervisor.ServiceStatus{Name: "s", Prefer: tc.prefer, Holder: tc.holder}, tc.r)
 		if to != tc.to || !strings.Contains(why, tc.why) || (tc.why == "") != (why == "") {

@@ -1,6 +1,8 @@
 package supervise
 
 import (
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -83,6 +85,10 @@ func TestDamagedStateOfOneService(t *testing.T) {
 			t.Errorf("b's metrics lack %s", want)
 		}
 	}
+	// A switchover of data asked on b is refused there, saying why.
+	if out, code := b.vigil("switchover", "data", "--to", "b", "--socket", b.socket); code == 0 || !strings.Contains(out, "not started on this node") {
+		t.Errorf("switchover of data on b, where it is not started: exit %d: %s", code, out)
+	}
 	pids := map[string]int{}
 	for _, c := range st.ControlPlane {
 		pids[c.Name] = c.PID
@@ -153,6 +159,46 @@ func TestDamagedStateOfOneService(t *testing.T) {
 	})
 	if n := dataStays(); n > 0 {
 		t.Errorf("data's address was not on a alone in %d samples while b could not start it", n)
+	}
+	p.checkDual()
+}
+
+// A port another program holds is the other cause: b's node manager cannot
+// bind data's port (7402, held here by a socket in b's namespace), runs
+// voice and reports data not started with the bind error, and starts data
+// within the retry period once the port is free, in the same process.
+func TestPortTakenForOneService(t *testing.T) {
+	p := newActivePair(t)
+	p.waitSettled()
+	b := p.nodes["b"]
+	b.stop(15 * time.Second)
+	p.waitPlaced("both services on a once b stopped", map[string]string{"voice": "a", "data": "a"}, "a")
+	var held *net.UDPConn
+	if err := p.net.Hosts["b"].Run(func() error {
+		var err error
+		held, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("192.0.2.12:7402")))
+		return err
+	}); err != nil {
+		t.Fatalf("holding data's node manager port on b: %v", err)
+	}
+	defer held.Close()
+	b.start()
+	b.waitFor("b runs voice and reports data not started: its port is taken", 30*time.Second, func() bool {
+		st := b.status()
+		r0, r1 := st.Report(0), st.Report(1)
+		return r0 != nil && r0.Role == "standby" && r0.Active == "a" && r1.NotStarted() && strings.Contains(r1.StartError, "address already in use")
+	})
+	if l1 := b.status().LocatorReport(1); l1 == nil || l1.StartError != "" {
+		t.Errorf("b's data locator (its own port, 7403): %+v, want it started", l1)
+	}
+	nmPID := nmPid(t, b, "nodemanager")
+	held.Close()
+	b.waitFor("b's node manager starts data once the port is free", 30*time.Second, func() bool {
+		r1 := b.status().Report(1)
+		return r1 != nil && !r1.NotStarted() && r1.Role == "standby" && r1.Active == "a"
+	})
+	if pid := nmPid(t, b, "nodemanager"); pid != nmPID {
+		t.Errorf("b's node manager was restarted (pid %d, was %d)", pid, nmPID)
 	}
 	p.checkDual()
 }
