@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -62,9 +63,15 @@ func Run(ctx context.Context, cfg *config.Config, slots []int, log *slog.Logger)
 	// taken) does not end the process, which serves the host's other
 	// services: it answers no node for that service, is reported as not
 	// started, and is tried again every ctlmsg.StartRetryEvery.
+	// Under a supervisor from before that (ctlmsg.EnvLeaveOut unset), it
+	// ends the process, as it did.
+	leaveOut := os.Getenv(ctlmsg.EnvLeaveOut) != "" || os.Getenv(ipc.EnvFD) == ""
 	var down []*notStarted
 	for _, slot := range slots {
 		s, err := open(cfg, slot, key, clk, log)
+		if err != nil && !leaveOut {
+			return err
+		}
 		if err != nil {
 			down = append(down, failedStart(cfg, slot, clk, log, err))
 			continue

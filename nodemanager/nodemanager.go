@@ -218,7 +218,8 @@ func Run(ctx context.Context, cfg *config.Config, slots []int, log *slog.Logger)
 	// (ctlmsg.EnvAllServices unset) files reports by process, and reads no
 	// slot in a beat frame.
 	bySlot := os.Getenv(ctlmsg.EnvAllServices) != "" || os.Getenv(ipc.EnvFD) == ""
-	sh := &shared{cfg: cfg, key: key, clk: clock.Real{}, log: log, bySlot: bySlot}
+	leaveOut := os.Getenv(ctlmsg.EnvLeaveOut) != "" || os.Getenv(ipc.EnvFD) == ""
+	sh := &shared{cfg: cfg, key: key, clk: clock.Real{}, log: log, bySlot: bySlot, leaveOut: leaveOut}
 	sh.rt = realtime.ApplyAndLog(realtime.Settings{Realtime: cfg.Control.Realtime}, log)
 	sh.holds = &holds{log: log}
 	if sh.sup, err = ipc.FromEnv(); err != nil && !errors.Is(err, ipc.ErrNoChannel) {
@@ -265,6 +266,9 @@ type shared struct {
 	sup   *ipc.Conn
 	holds *holds
 	watch *schedwatch.Monitor
+	// leaveOut: a service that cannot start is left out and tried again,
+	// not the end of the process (ctlmsg.EnvLeaveOut).
+	leaveOut bool
 	// bySlot: the supervisor files reports by slot (ctlmsg.EnvAllServices),
 	// so each carries its service's.
 	bySlot bool
@@ -326,6 +330,9 @@ func (sh *shared) runService(ctx context.Context, slot int, sup <-chan *ctlmsg.M
 		})
 		if err == nil || ctx.Err() != nil {
 			return nil
+		}
+		if !sh.leaveOut {
+			return err // a supervisor from before: it restarts the process
 		}
 		if failing == nil {
 			failing = &startFailure{since: sh.clk.Now()}

@@ -3,9 +3,12 @@ package nodemanager
 import (
 	"context"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -234,5 +237,71 @@ func TestServiceNotStartedAnswersAndCarries(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("awaitRetry did not end with ctx")
+	}
+}
+
+// A service whose state file is refused: under a supervisor that takes
+// not-started reports (shared.leaveOut) it is reported and waited on,
+// and the process goes on; under one from before, the error ends it, as
+// it did.
+func TestServiceThatCannotStart(t *testing.T) {
+	parent, childF, err := ipc.Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer parent.Close()
+	fd, err := unix.Dup(int(childF.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	childF.Close()
+	t.Setenv(ipc.EnvFD, strconv.Itoa(fd))
+	child, err := ipc.FromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer child.Close()
+
+	h := &harness{t: t}
+	cfg := h.config("a")
+	if err := os.WriteFile(filepath.Join(cfg.Runtime.StateDir, StateFile), []byte("{}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sh := &shared{cfg: cfg, sup: child, log: slog.New(slog.DiscardHandler), clk: clock.Real{}, bySlot: true,
+		holds: &holds{log: slog.New(slog.DiscardHandler)}, running: make([]atomic.Pointer[manager], 1)}
+
+	err = sh.runService(context.Background(), 0, make(chan *ctlmsg.Msg))
+	if err == nil || !strings.Contains(err.Error(), StateFile) {
+		t.Fatalf("under a supervisor from before: %v, want the refused state file", err)
+	}
+
+	sh.leaveOut = true
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sh.runService(ctx, 0, make(chan *ctlmsg.Msg)) }()
+	m, err := parent.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := m.NodeManagerReport()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.NotStarted() || r.Role != ctlmsg.RoleNotStarted || !strings.Contains(r.StartError, StateFile) {
+		t.Errorf("report of the service that could not start: %+v", r)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("runService ended (%v) while the service waits to be tried again", err)
+	default:
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("runService ended with %v when its context did, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("runService did not end with its context")
 	}
 }

@@ -54,7 +54,7 @@ func (s *Supervisor) controlProcesses() []controlSpec {
 	}
 	for i := range specs {
 		n := specs[i].kind
-		env := append(ipc.Env(), ctlmsg.EnvAllServices+"=1")
+		env := append(ipc.Env(), ctlmsg.EnvAllServices+"=1", ctlmsg.EnvLeaveOut+"=1")
 		for slot := range s.cfg.ServiceCount() {
 			g := s.hooksGroup(slot)
 			if n != ctlNodeManager || g == nil {

@@ -75,7 +75,7 @@ func buildSpec(p *config.Process, c *credentials) (*execshim.Spec, error) {
 func processEnv(p *config.Process, spec string) []string {
 	drop := func(kv string) bool {
 		// HooksCgroupEnv and each service's HooksCgroupEnv_<slot>.
-		for _, pfx := range []string{"NOTIFY_SOCKET=", "WATCHDOG_USEC=", "WATCHDOG_PID=", "LISTEN_FDS=", "LISTEN_PID=", "LISTEN_FDNAMES=", "INVOCATION_ID=", execshim.SpecEnv + "=", execshim.HooksCgroupEnv + "=", execshim.HooksCgroupEnv + "_", ctlmsg.EnvAllServices + "="} {
+		for _, pfx := range []string{"NOTIFY_SOCKET=", "WATCHDOG_USEC=", "WATCHDOG_PID=", "LISTEN_FDS=", "LISTEN_PID=", "LISTEN_FDNAMES=", "INVOCATION_ID=", execshim.SpecEnv + "=", execshim.HooksCgroupEnv + "=", execshim.HooksCgroupEnv + "_", ctlmsg.EnvAllServices + "=", ctlmsg.EnvLeaveOut + "="} {
 			if strings.HasPrefix(kv, pfx) {
 				return true
 			}

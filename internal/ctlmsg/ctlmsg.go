@@ -64,6 +64,15 @@ const (
 // is restarted.
 const EnvAllServices = "VIGIL_ALL_SERVICES"
 
+// EnvLeaveOut is set (to "1") by a supervisor that understands a service
+// reported not started (NodeManagerReport.StartError): it sets no fence
+// deadline for one. Under it, a control-plane process leaves out a
+// service that cannot start, runs the others and tries it again. Without
+// it (a supervisor from before, after a package upgrade) a node manager
+// ends as it did: that supervisor would fence a process whose service
+// reports no lease only every second, and with it the services it holds.
+const EnvLeaveOut = "VIGIL_LEAVE_OUT"
+
 // The operator commands a TypeCommand carries.
 const (
 	CmdSwitchover  = "switchover"  // Arg: the node to hand over to, "" for any
