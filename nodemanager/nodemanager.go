@@ -322,7 +322,7 @@ func (sh *shared) runService(ctx context.Context, slot int, sup <-chan *ctlmsg.M
 	var failing *startFailure
 	var carried []*ctlmsg.Msg
 	for {
-		err := sh.serveService(ctx, slot, sup, carried, func(log *slog.Logger) {
+		left, err := sh.serveService(ctx, slot, sup, carried, func(log *slog.Logger) {
 			if failing != nil {
 				log.Info("service started after failing to", "event", "service_start_recovered",
 					"failed_ms", (sh.clk.Now() - failing.since).Milliseconds(), "attempts", failing.attempts)
@@ -342,6 +342,11 @@ func (sh *shared) runService(ctx context.Context, slot int, sup <-chan *ctlmsg.M
 			failing.err = msg
 			sh.serviceLog(slot).Error("service not started: this node holds none of it and takes no part in it, and tries again every "+ctlmsg.StartRetryEvery.String()+"; the node's other services run",
 				"event", "service_start_failed", "err", msg, "attempts", failing.attempts)
+		}
+		// What came during the failed try's hold-off: answered, or kept
+		// for the next.
+		for _, msg := range left {
+			carried = sh.whileNotStarted(slot, msg, failing, carried)
 		}
 		var ok bool
 		if carried, ok = sh.awaitRetry(ctx, slot, sup, failing, carried); !ok {
@@ -478,13 +483,14 @@ func (sh *shared) reportNotStarted(slot int, f *startFailure) {
 }
 
 // serveService starts the manager of the service in slot and runs it until
-// ctx ends (nil), or returns why it could not start. carried are messages
-// the supervisor sent while it was not started; started is called once it
-// is, with its logger.
-func (sh *shared) serveService(ctx context.Context, slot int, sup <-chan *ctlmsg.Msg, carried []*ctlmsg.Msg, started func(*slog.Logger)) error {
+// ctx ends (nil), or returns why it could not start, with what the
+// supervisor sent during its hold-off (its health as a message) when it
+// failed after that. carried are messages the supervisor sent while it was
+// not started; started is called once it is, with its logger.
+func (sh *shared) serveService(ctx context.Context, slot int, sup <-chan *ctlmsg.Msg, carried []*ctlmsg.Msg, started func(*slog.Logger)) ([]*ctlmsg.Msg, error) {
 	cfg, err := sh.cfg.ForService(slot)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	log := sh.serviceLog(slot)
 	host := &netlinkHost{cfg: cfg, log: log, clk: sh.clk}
@@ -498,7 +504,7 @@ func (sh *shared) serveService(ctx context.Context, slot int, sup <-chan *ctlmsg
 	m, err := newManager(cfg, log, sh.clk, host)
 	defer m.closeFloat()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	m.rt, m.holds, m.sup, m.watch = sh.rt, sh.holds, sh.sup, sh.watch
 	m.slot = sh.reportSlot(slot)
@@ -507,7 +513,7 @@ func (sh *shared) serveService(ctx context.Context, slot int, sup <-chan *ctlmsg
 	m.state = &statefile.Writer{Path: m.statePath, Owner: owner, What: "node state", Log: log}
 	st, err := loadState(m.statePath, owner, m.clk.Wall(), log)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// A supervisor that runs a process per service names its one group 0.
 	if m.hooks.cgroup, err = execshim.HooksCgroupFromEnv(sh.reportSlot(slot)); err != nil {
@@ -538,16 +544,25 @@ func (sh *shared) serveService(ctx context.Context, slot int, sup <-chan *ctlmsg
 	}
 	more, ok := m.holdOff(ctx, holdoff, sup)
 	if !ok {
-		return nil
+		return nil, nil
 	}
 	early = append(early, more...)
+	// A failure from here leaves what the hold-off took in (its health
+	// too) to the next try.
+	left := func() []*ctlmsg.Msg {
+		var out []*ctlmsg.Msg
+		if m.supKnown {
+			out = append(out, ctlmsg.Health(m.supHealthy, m.supReasons))
+		}
+		return append(out, more...)
+	}
 	tr, err := transport.Open(cfg, m.pcfg, sh.key, false, log)
 	if err != nil {
-		return err
+		return left(), err
 	}
 	defer tr.Close()
 	if err := m.join(st, tr); err != nil {
-		return err
+		return left(), err
 	}
 	// The watch, like the transport below, outlives ctx: during an orderly
 	// stop the successor's announcements end the drain (drain.go).
@@ -573,7 +588,7 @@ func (sh *shared) serveService(ctx context.Context, slot int, sup <-chan *ctlmsg
 	sh.running[slot].Store(m)
 	defer sh.running[slot].Store(nil)
 	m.serve(ctx, in, sup)
-	return nil
+	return nil, nil
 }
 
 // newManager is a node manager for cfg with its floating IPs (none held:

@@ -305,3 +305,37 @@ func TestServiceThatCannotStart(t *testing.T) {
 		t.Fatal("runService did not end with its context")
 	}
 }
+
+// A try that fails after its hold-off (here the bind: the node's address,
+// 192.0.2.1, is not this host's) leaves what the supervisor sent during
+// the hold-off to the next: the health it had learnt, as a message, and a
+// command still to be answered (runService answers it: whileNotStarted).
+func TestServiceFailingAfterItsHoldOffKeepsWhatCame(t *testing.T) {
+	h := &harness{t: t}
+	cfg := h.config("a")
+	sh := &shared{cfg: cfg, log: slog.New(slog.DiscardHandler), clk: clock.Real{}, bySlot: true, leaveOut: true,
+		holds: &holds{log: slog.New(slog.DiscardHandler)}, running: make([]atomic.Pointer[manager], 1)}
+	sup := make(chan *ctlmsg.Msg, 4)
+	sw := ctlmsg.Command(ctlmsg.CmdSwitchover, "b")
+	sw.ID = 9
+	sup <- ctlmsg.Health(false, []string{"voiceapp down"})
+	sup <- sw
+	left, err := sh.serveService(context.Background(), 0, sup, nil, func(*slog.Logger) { t.Error("the service started") })
+	if err == nil {
+		t.Fatal("the service started on an address this host does not have")
+	}
+	var health, cmd bool
+	for _, m := range left {
+		switch {
+		case m.Type == ctlmsg.TypeHealth && m.Healthy != nil && !*m.Healthy && slices.Equal(m.Reasons, []string{"voiceapp down"}):
+			health = true
+		case m == sw:
+			cmd = true
+		default:
+			t.Errorf("left over: %+v", m)
+		}
+	}
+	if !health || !cmd {
+		t.Errorf("left over after %v: health %v, the switchover %v; want both", err, health, cmd)
+	}
+}
