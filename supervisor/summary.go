@@ -122,17 +122,17 @@ func (st *Status) warnings(nm *ctlmsg.NodeManagerReport, loc *ctlmsg.LocatorRepo
 		out = append(out, Warning{Kind: kind, Message: fmt.Sprintf(format, args...)})
 	}
 	for i := range max(1, len(st.Services)) {
-		prefix := ""
+		prefix, it := "", "the service"
 		if len(st.Services) > 1 {
-			prefix = "service " + st.Services[i].Name + ": "
+			prefix, it = "service "+st.Services[i].Name+": ", "it"
 		}
 		if r := st.Report(i); r.NotStarted() {
-			add("service_not_started", "%snode manager could not start it, so this node holds none of it and takes no part in it; tried again every %s (journalctl -u vigil EVENT=service_start_failed): %s",
-				prefix, ctlmsg.StartRetryEvery, r.StartError)
+			add("service_not_started", "%snode manager could not start %s, so this node holds none of it and takes no part in it; tried again every %s (journalctl -u vigil EVENT=service_start_failed): %s",
+				prefix, it, ctlmsg.StartRetryEvery, r.StartError)
 		}
 		if l := st.LocatorReport(i); l != nil && l.StartError != "" {
-			add("service_not_started", "%sthis host's locator could not start it, so it answers no node for it (one vote fewer towards its quorum); tried again every %s (journalctl -u vigil EVENT=service_start_failed): %s",
-				prefix, ctlmsg.StartRetryEvery, l.StartError)
+			add("service_not_started", "%sthis host's locator could not start %s, so it answers no node for it (one vote fewer towards its quorum); tried again every %s (journalctl -u vigil EVENT=service_start_failed): %s",
+				prefix, it, ctlmsg.StartRetryEvery, l.StartError)
 		}
 	}
 	if q := st.Quorum; q != nil && !q.OK {

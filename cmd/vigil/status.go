@@ -340,11 +340,18 @@ func printCluster(w io.Writer, p painter, st *supervisor.Status, nm *ctlmsg.Node
 		// first's, the SERVICES table has every one.
 		title += "  service " + st.Services[0].Name
 	}
+	notStarted := nm.NotStarted()
+	if notStarted {
+		nm = nil // it has no view of the service: the locator's, if any
+	}
+	if loc != nil && loc.StartError != "" {
+		loc = nil
+	}
 	switch {
-	case nm.NotStarted() && (loc == nil || loc.StartError != ""):
+	case notStarted && loc == nil:
 		fmt.Fprintf(w, "%s  %s on this host (see WARNINGS)\n", title, p.paint(cRed, "not started"))
 		return
-	case nm.NotStarted():
+	case notStarted:
 		fmt.Fprintf(w, "%s  epoch %d  active %s (this host's locator)  node manager %s on this host (see WARNINGS)\n", title, loc.Epoch, orNone(loc.Holder), p.paint(cRed, "not started"))
 	case nm != nil:
 		fmt.Fprintf(w, "%s  epoch %d  active %s  quorum %s\n", title, nm.Epoch, orNone(nm.Active), quorumText(p, st.Quorum))

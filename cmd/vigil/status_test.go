@@ -482,12 +482,23 @@ func TestStatusServiceNotStarted(t *testing.T) {
 	one.Summarize()
 	out.Reset()
 	printStatus(&out, one, cpuWindow{}, goldenNow, false)
-	for _, want := range []string{"CLUSTER  not started on this host (see WARNINGS)", "role not started"} {
+	for _, want := range []string{"CLUSTER  not started on this host (see WARNINGS)", "role not started",
+		"! node manager could not start the service, so this node holds none of it", "! this host's locator could not start the service, so it answers no node for it"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("one service: output lacks %q:\n%s", want, out.String())
 		}
 	}
 	if code, msg := statusCode(one); code != exitUnhealthy || msg != "the service is not started on this host: "+why {
 		t.Errorf("one service: statusCode = %d, %q", code, msg)
+	}
+	// Its locator running: the cluster as this host's locator sees it.
+	one.Locator = fromJSON[ctlmsg.LocatorReport](`{"self":"a","epoch":7,"holder":"b","nodes":[{"id":"a","seen":false},{"id":"b","seen":true,"age_ms":20,"healthy":true}]}`)
+	one.Summarize()
+	out.Reset()
+	printStatus(&out, one, cpuWindow{}, goldenNow, false)
+	for _, want := range []string{"CLUSTER  epoch 7  active b (this host's locator)  node manager not started on this host (see WARNINGS)", "b     active"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("one service, its locator running: output lacks %q:\n%s", want, out.String())
+		}
 	}
 }
