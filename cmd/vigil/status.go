@@ -344,12 +344,16 @@ func printCluster(w io.Writer, p painter, st *supervisor.Status, nm *ctlmsg.Node
 	if notStarted {
 		nm = nil // it has no view of the service: the locator's, if any
 	}
-	if loc != nil && loc.StartError != "" {
+	locNotStarted := loc != nil && loc.StartError != ""
+	if locNotStarted {
 		loc = nil
 	}
 	switch {
 	case notStarted && loc == nil:
 		fmt.Fprintf(w, "%s  %s on this host (see WARNINGS)\n", title, p.paint(cRed, "not started"))
+		return
+	case nm == nil && locNotStarted:
+		fmt.Fprintf(w, "%s  locator %s on this host (see WARNINGS)\n", title, p.paint(cRed, "not started"))
 		return
 	case notStarted:
 		fmt.Fprintf(w, "%s  epoch %d  active %s (this host's locator)  node manager %s on this host (see WARNINGS)\n", title, loc.Epoch, orNone(loc.Holder), p.paint(cRed, "not started"))

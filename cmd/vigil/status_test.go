@@ -491,6 +491,22 @@ func TestStatusServiceNotStarted(t *testing.T) {
 	if code, msg := statusCode(one); code != exitUnhealthy || msg != "the service is not started on this host: "+why {
 		t.Errorf("one service: statusCode = %d, %q", code, msg)
 	}
+	// A witness whose locator could not start it.
+	wit := &supervisor.Status{Version: "1.0.0", Cluster: "duo", Node: "w", Role: "witness", Healthy: true,
+		Supervisor: supervisor.SupervisorState{PID: 10, StartedAt: started, CgroupMode: "v2", Cgroup: "control/supervisor"},
+		Locator:    &ctlmsg.LocatorReport{Self: "w", StartError: why}}
+	wit.Summarize()
+	out.Reset()
+	printStatus(&out, wit, cpuWindow{}, goldenNow, false)
+	for _, want := range []string{"CLUSTER  locator not started on this host (see WARNINGS)", "! this host's locator could not start the service"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("witness: output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if code, _ := statusCode(wit); code != exitUnhealthy {
+		t.Errorf("witness: statusCode = %d, want %d", code, exitUnhealthy)
+	}
+
 	// Its locator running: the cluster as this host's locator sees it.
 	one.Locator = fromJSON[ctlmsg.LocatorReport](`{"self":"a","epoch":7,"holder":"b","nodes":[{"id":"a","seen":false},{"id":"b","seen":true,"age_ms":20,"healthy":true}]}`)
 	one.Summarize()
