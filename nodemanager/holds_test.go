@@ -4,34 +4,17 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strconv"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/vigil-project/vigil/internal/ctlmsg"
-	"github.com/vigil-project/vigil/internal/ipc"
 )
 
 // keep may run before the channel exists; flush hands over what is
 // pending, the latest per key, and closes this process's duplicates.
 func TestHoldsFlushLatestPerKey(t *testing.T) {
-	parent, childF, err := ipc.Pair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer parent.Close()
-	fd, err := unix.Dup(int(childF.Fd()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	childF.Close()
-	t.Setenv(ipc.EnvFD, strconv.Itoa(fd)) // as a supervisor starts a node manager
-	child, err := ipc.FromEnv()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer child.Close()
+	parent, child := supervisorChannel(t)
 
 	pipe := func() (*os.File, int) {
 		r, w, err := os.Pipe()

@@ -207,8 +207,9 @@ type manager struct {
 // scheduling watch and its channel to the supervisor, which files each
 // report by its slot and names the slot of each message it sends. A
 // service that cannot start (its state file refused, its port taken) does
-// not end the process: the others run, and it is tried again
-// (runService; docs/protocol.md, "One node manager process").
+// not end the process under a supervisor that takes such reports
+// (ctlmsg.EnvLeaveOut): the others run, and it is tried again (runService;
+// docs/protocol.md, "One node manager process").
 func Run(ctx context.Context, cfg *config.Config, slots []int, log *slog.Logger) error {
 	key, err := config.ReadKeyFile(cfg.Cluster.KeyFile)
 	if err != nil {
@@ -314,7 +315,8 @@ func (sh *shared) watchPasses() {
 // runService runs the manager of the service in slot until ctx ends; sup
 // is its share of the supervisor's messages. A service that cannot start
 // (its state file refused, its port taken) does not end the process, which
-// runs the node's other services: it holds nothing of that service and
+// runs the node's other services (with sh.leaveOut; without, its error
+// does): it holds nothing of that service and
 // takes no part in it, says so to the supervisor (ctlmsg.RoleNotStarted),
 // and tries again every ctlmsg.StartRetryEvery, so that mending the cause
 // is all it takes (docs/operations.md, "A service that cannot start").
@@ -401,20 +403,24 @@ func (sh *shared) awaitRetry(ctx context.Context, slot int, sup <-chan *ctlmsg.M
 // whileNotStarted answers a supervisor message for a service that is not
 // started, and adds to carried what its start must apply.
 func (sh *shared) whileNotStarted(slot int, msg *ctlmsg.Msg, f *startFailure, carried []*ctlmsg.Msg) []*ctlmsg.Msg {
-	keep := func(kind ctlmsg.Type) []*ctlmsg.Msg {
+	keep := func(m *ctlmsg.Msg) []*ctlmsg.Msg {
 		// Only the latest of a kind counts.
-		out := slices.DeleteFunc(carried, func(c *ctlmsg.Msg) bool { return c.Type == kind })
-		return append(out, msg)
+		out := slices.DeleteFunc(carried, func(c *ctlmsg.Msg) bool { return c.Type == m.Type })
+		return append(out, m)
 	}
 	var err error
 	switch msg.Type {
 	case ctlmsg.TypeHealth:
-		return keep(msg.Type)
+		return keep(msg)
 	case ctlmsg.TypeFault:
 		// on_fault runs once the service starts.
 		return append(carried, msg)
 	case ctlmsg.TypeConfig:
-		carried = keep(msg.Type)
+		// Applied at the start, answered now: the kept copy's reply goes
+		// nowhere.
+		c := *msg
+		c.ID = 0
+		carried = keep(&c)
 		err = fmt.Errorf("service not started on this node (%s): it starts with these floating IPs and hooks", f.err)
 	case ctlmsg.TypeCommand:
 		err = fmt.Errorf("service not started on this node: %s", f.err)
@@ -436,12 +442,6 @@ func (sh *shared) whileNotStarted(slot int, msg *ctlmsg.Msg, f *startFailure, ca
 		reply := ctlmsg.Reply(msg.ID, err)
 		reply.Slot = sh.reportSlot(slot)
 		_ = sh.sup.Send(reply, time.Second)
-	}
-	if msg.Type == ctlmsg.TypeConfig {
-		// Applied at the start, answered now: its reply goes nowhere.
-		c := *msg
-		c.ID = 0
-		carried[len(carried)-1] = &c
 	}
 	return carried
 }

@@ -20,27 +20,36 @@ import (
 	"github.com/vigil-project/vigil/internal/ipc"
 )
 
-// One process runs every service's manager: each supervisor message goes
-// to the service it names, a command for a service the process does not
-// run is answered with an error (the supervisor would otherwise wait for
-// it), and the channel's end ends every service.
-func TestSupervisorMessagesByService(t *testing.T) {
+// supervisorChannel is the channel a supervisor gives a node manager:
+// parent its end, child the node manager's, found as Run finds it (the
+// descriptor in ipc.EnvFD); both closed at the end of the test.
+func supervisorChannel(t *testing.T) (parent, child *ipc.Conn) {
+	t.Helper()
 	parent, childF, err := ipc.Pair()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer parent.Close()
+	t.Cleanup(func() { parent.Close() })
 	fd, err := unix.Dup(int(childF.Fd()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	childF.Close()
 	t.Setenv(ipc.EnvFD, strconv.Itoa(fd))
-	child, err := ipc.FromEnv()
+	child, err = ipc.FromEnv()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer child.Close()
+	t.Cleanup(func() { child.Close() })
+	return parent, child
+}
+
+// One process runs every service's manager: each supervisor message goes
+// to the service it names, a command for a service the process does not
+// run is answered with an error (the supervisor would otherwise wait for
+// it), and the channel's end ends every service.
+func TestSupervisorMessagesByService(t *testing.T) {
+	parent, child := supervisorChannel(t)
 
 	sh := &shared{sup: child, log: slog.New(slog.DiscardHandler)}
 	inbox := map[int]chan *ctlmsg.Msg{0: make(chan *ctlmsg.Msg, 4), 1: make(chan *ctlmsg.Msg, 4)}
@@ -105,22 +114,7 @@ func TestSupervisorMessagesByService(t *testing.T) {
 // (its reply already sent), and the latest health and every fault are
 // kept for its start. Then it tries again.
 func TestServiceNotStartedAnswersAndCarries(t *testing.T) {
-	parent, childF, err := ipc.Pair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer parent.Close()
-	fd, err := unix.Dup(int(childF.Fd()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	childF.Close()
-	t.Setenv(ipc.EnvFD, strconv.Itoa(fd))
-	child, err := ipc.FromEnv()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer child.Close()
+	parent, child := supervisorChannel(t)
 
 	h := &harness{t: t}
 	cfg := h.config("a")
@@ -138,7 +132,10 @@ func TestServiceNotStartedAnswersAndCarries(t *testing.T) {
 	sw := ctlmsg.Command(ctlmsg.CmdSwitchover, "b")
 	sw.ID = 7
 	fault := ctlmsg.Fault(3, "fenced: node manager silent")
-	for _, m := range []*ctlmsg.Msg{sick, reload, maint, well, sw, fault} {
+	// The switchover last: the loop handles the messages in turn, so
+	// once its reply comes every other one has been taken in, and the
+	// retry below cannot overtake any.
+	for _, m := range []*ctlmsg.Msg{sick, reload, maint, well, fault, sw} {
 		m.Slot = 1
 		sup <- m
 	}
@@ -245,22 +242,7 @@ func TestServiceNotStartedAnswersAndCarries(t *testing.T) {
 // and the process goes on; under one from before, the error ends it, as
 // it did.
 func TestServiceThatCannotStart(t *testing.T) {
-	parent, childF, err := ipc.Pair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer parent.Close()
-	fd, err := unix.Dup(int(childF.Fd()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	childF.Close()
-	t.Setenv(ipc.EnvFD, strconv.Itoa(fd))
-	child, err := ipc.FromEnv()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer child.Close()
+	parent, child := supervisorChannel(t)
 
 	h := &harness{t: t}
 	cfg := h.config("a")
@@ -270,7 +252,7 @@ func TestServiceThatCannotStart(t *testing.T) {
 	sh := &shared{cfg: cfg, sup: child, log: slog.New(slog.DiscardHandler), clk: clock.Real{}, bySlot: true,
 		holds: &holds{log: slog.New(slog.DiscardHandler)}, running: make([]atomic.Pointer[manager], 1)}
 
-	err = sh.runService(context.Background(), 0, make(chan *ctlmsg.Msg))
+	err := sh.runService(context.Background(), 0, make(chan *ctlmsg.Msg))
 	if err == nil || !strings.Contains(err.Error(), StateFile) {
 		t.Fatalf("under a supervisor from before: %v, want the refused state file", err)
 	}

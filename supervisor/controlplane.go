@@ -804,8 +804,8 @@ func (s *Supervisor) fenceKillWait() time.Duration {
 // see "floating IP removed by someone else" and add them back under the
 // lease it believes it holds.
 func (s *Supervisor) checkFence(nm *proc, gen uint64, deadline, fired time.Duration) {
-	if nm.gen != gen || nm.state != StateRunning || s.stopping || nm.fencing || nm.fenceAt != deadline || deadline == 0 {
-		return // restarted, stopped, already fenced, a newer report moved the deadline, or none is set
+	if nm.gen != gen || nm.state != StateRunning || s.stopping || nm.fencing || nm.fenceAt != deadline {
+		return // restarted, stopped, already fenced, or a newer report moved the deadline
 	}
 	// If the timer itself fired late, this supervisor was not running
 	// either (the whole host stalled): the node manager's report may be
